@@ -1,0 +1,659 @@
+
+/*
+ * Copyright (C) The relay authors
+ */
+
+
+/*
+ * The scheduler decides what to try when; it never reads message content.
+ *
+ * New messages come from the spool with their lock held: recipients in
+ * local domains are delivered into Maildirs right away by a thread-pool
+ * task, then the lock is dropped.  Recipients in other domains stay pending
+ * in the queue file for the delivery engine; nothing here bounces them.
+ *
+ * Recovery: every scan_interval (and right after start) a worker lists
+ * queue/ in a thread, keeps the names that hash to its slot (the queue is
+ * partitioned across workers to avoid lock contention, while flock() keeps
+ * ownership exclusive even when old and new workers overlap during a
+ * reload), and retries the local recipients still pending.  That is how
+ * messages survive kill -9, reloads and changes of worker count.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_relay.h>
+#include <ngx_relay_spool.h>
+#include <ngx_relay_maildir.h>
+#include <ngx_relay_sched.h>
+
+
+#define NGX_RELAY_SCHED_MAX_BUSY   16
+
+
+typedef struct {
+    ngx_uint_t                 index;        /* recipient in the envelope */
+    ngx_int_t                  rc;           /* NGX_OK, NGX_DECLINED, ERROR */
+    ngx_err_t                  err;
+    const char                *failed;
+} ngx_relay_local_result_t;
+
+
+typedef struct {
+    ngx_relay_sched_t         *sched;
+    ngx_relay_spool_writer_t  *writer;       /* a new message, or NULL */
+    u_char                    *name;         /* found by a scan: malloc()ed */
+    ngx_fd_t                   fd;
+
+    ngx_relay_queued_t         queued;
+    ngx_relay_local_result_t  *results;
+    ngx_uint_t                 nresults;
+    ngx_uint_t                 remaining;    /* recipients still pending */
+    ngx_uint_t                 removed;      /* queue file is gone */
+    ngx_err_t                  err;
+    const char                *failed;
+} ngx_relay_local_ctx_t;
+
+
+typedef struct {
+    ngx_relay_sched_t         *sched;
+    u_char                   **names;
+    ngx_uint_t                 nnames;
+    ngx_err_t                  err;
+} ngx_relay_scan_ctx_t;
+
+
+static void ngx_relay_sched_queued(ngx_relay_spool_t *sp,
+    ngx_relay_spool_writer_t *w);
+static ngx_int_t ngx_relay_sched_post_local(ngx_relay_sched_t *sc,
+    ngx_relay_spool_writer_t *w, u_char *name);
+static void ngx_relay_sched_local_thread(void *data, ngx_log_t *log);
+static ngx_int_t ngx_relay_sched_deliver_one(ngx_relay_local_ctx_t *ctx,
+    ngx_relay_queued_rcpt_t *r, ngx_uint_t index,
+    ngx_relay_local_result_t *res);
+static void ngx_relay_sched_local_done(ngx_event_t *ev);
+static void ngx_relay_sched_log_results(ngx_relay_local_ctx_t *ctx,
+    ngx_log_t *log);
+static void ngx_relay_sched_scan_handler(ngx_event_t *ev);
+static void ngx_relay_sched_scan_thread(void *data, ngx_log_t *log);
+static void ngx_relay_sched_scan_done(ngx_event_t *ev);
+static void ngx_relay_sched_dispatch(ngx_relay_sched_t *sc);
+static ngx_uint_t ngx_relay_sched_slot(u_char *name, ngx_uint_t workers);
+
+
+ngx_int_t
+ngx_relay_sched_init(ngx_relay_sched_t *sc, ngx_cycle_t *cycle)
+{
+    if (ngx_relay_spool_init(&sc->spool, cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    sc->spool.queued = ngx_relay_sched_queued;
+    sc->spool.data = sc;
+
+    sc->scan_event.handler = ngx_relay_sched_scan_handler;
+    sc->scan_event.data = sc;
+    sc->scan_event.log = cycle->log;
+    sc->scan_event.cancelable = 1;
+
+    /* the first scan finds what a crash or the previous workers left */
+
+    ngx_add_timer(&sc->scan_event, 1000);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_relay_sched_exit(ngx_relay_sched_t *sc)
+{
+    if (sc->scan_event.timer_set) {
+        ngx_del_timer(&sc->scan_event);
+    }
+
+    if (sc->spool.queue_fd > 0) {
+        (void) close(sc->spool.queue_fd);
+        sc->spool.queue_fd = -1;
+    }
+}
+
+
+ngx_relay_domain_t *
+ngx_relay_sched_local_domain(ngx_array_t *domains, ngx_str_t *domain)
+{
+    ngx_uint_t           i;
+    ngx_relay_domain_t  *d;
+
+    if (domains == NULL) {
+        return NULL;
+    }
+
+    d = domains->elts;
+
+    for (i = 0; i < domains->nelts; i++) {
+        if (d[i].name.len == domain->len
+            && ngx_strncasecmp(d[i].name.data, domain->data, domain->len)
+               == 0)
+        {
+            return &d[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the spool hands over a durable message, its lock still held */
+
+static void
+ngx_relay_sched_queued(ngx_relay_spool_t *sp, ngx_relay_spool_writer_t *w)
+{
+    ngx_relay_sched_t  *sc = sp->data;
+
+    if (w->local == 0
+        || ngx_relay_sched_post_local(sc, w, NULL) != NGX_OK)
+    {
+        /* remote only, or retried by the next scan */
+        ngx_relay_spool_release(w);
+    }
+}
+
+
+static ngx_int_t
+ngx_relay_sched_post_local(ngx_relay_sched_t *sc, ngx_relay_spool_writer_t *w,
+    u_char *name)
+{
+    ngx_thread_task_t      *task;
+    ngx_relay_local_ctx_t  *ctx;
+
+    task = ngx_calloc(sizeof(ngx_thread_task_t)
+                      + sizeof(ngx_relay_local_ctx_t), sc->spool.log);
+    if (task == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx = (ngx_relay_local_ctx_t *) (task + 1);
+    ctx->sched = sc;
+    ctx->writer = w;
+    ctx->name = name;
+    ctx->fd = w ? w->fd : NGX_INVALID_FILE;
+
+    task->ctx = ctx;
+    task->handler = ngx_relay_sched_local_thread;
+    task->event.handler = ngx_relay_sched_local_done;
+    task->event.data = task;
+
+    if (ngx_thread_task_post(sc->spool.thread_pool, task) != NGX_OK) {
+        ngx_free(task);
+        return NGX_ERROR;
+    }
+
+    sc->busy++;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_relay_sched_local_thread(void *data, ngx_log_t *log)
+{
+    ngx_relay_local_ctx_t  *ctx = data;
+
+    ngx_uint_t                i, marked;
+    ngx_relay_queued_t       *q;
+    ngx_relay_queued_rcpt_t  *r;
+
+    if (ctx->fd == NGX_INVALID_FILE) {
+        ctx->fd = ngx_relay_spool_open_locked(&ctx->sched->spool, ctx->name,
+                                              &ctx->err);
+        if (ctx->fd == NGX_INVALID_FILE) {
+            ctx->failed = "open";
+            return;                       /* someone else's, or gone */
+        }
+    }
+
+    q = &ctx->queued;
+
+    if (ngx_relay_spool_read(ctx->fd, q, &ctx->err) != NGX_OK) {
+        ctx->failed = "read";
+        return;
+    }
+
+    ctx->results = calloc(q->nrcpts, sizeof(ngx_relay_local_result_t));
+    if (ctx->results == NULL) {
+        ctx->err = ENOMEM;
+        ctx->failed = "calloc";
+        return;
+    }
+
+    marked = 0;
+
+    for (i = 0; i < q->nrcpts; i++) {
+        r = &q->rcpts[i];
+
+        if (r->state != NGX_RELAY_RCPT_PENDING) {
+            continue;
+        }
+
+        switch (ngx_relay_sched_deliver_one(ctx, r, i,
+                                            &ctx->results[ctx->nresults]))
+        {
+        case NGX_OK:
+            ctx->nresults++;
+            marked++;
+            break;
+
+        case NGX_AGAIN:
+            ctx->nresults++;
+            ctx->remaining++;
+            break;
+
+        default:                          /* NGX_DECLINED: not local */
+            ctx->remaining++;
+            break;
+        }
+    }
+
+    if (ctx->remaining == 0) {
+        if (ngx_relay_spool_remove(&ctx->sched->spool, &q->id, &ctx->err)
+            == NGX_OK)
+        {
+            ctx->removed = 1;
+
+        } else {
+            ctx->failed = "unlink";
+        }
+
+        return;
+    }
+
+    /* done marks must survive a crash, or a retry redoes the work */
+
+    if (marked && fdatasync(ctx->fd) == -1) {
+        ctx->err = errno;
+        ctx->failed = "fdatasync";
+    }
+}
+
+
+/*
+ * NGX_OK: delivered (now or by an earlier try) and marked done;
+ * NGX_AGAIN: a local failure, retry later; NGX_DECLINED: not a local domain.
+ */
+
+static ngx_int_t
+ngx_relay_sched_deliver_one(ngx_relay_local_ctx_t *ctx,
+    ngx_relay_queued_rcpt_t *r, ngx_uint_t index, ngx_relay_local_result_t *res)
+{
+    u_char                   *at, *p, *s;
+    ngx_int_t                 rc;
+    ngx_str_t                 domain;
+    ngx_relay_sched_t        *sc;
+    ngx_relay_queued_t       *q;
+    ngx_relay_maildir_job_t   job;
+    u_char                    dom[NGX_RELAY_MAX_ADDR];
+    u_char                    box[NGX_RELAY_MAX_ADDR];
+    u_char                    name[NGX_RELAY_ID_LEN + 512];
+    u_char                    hdr[2 * NGX_RELAY_MAX_ADDR + 64];
+
+    sc = ctx->sched;
+    q = &ctx->queued;
+
+    at = NULL;
+    for (p = r->addr.data; p < r->addr.data + r->addr.len; p++) {
+        if (*p == '@') {
+            at = p;
+        }
+    }
+
+    if (at == NULL || r->addr.len >= NGX_RELAY_MAX_ADDR
+        || sc->hostname.len > 255)
+    {
+        return NGX_DECLINED;
+    }
+
+    domain.data = at + 1;
+    domain.len = r->addr.data + r->addr.len - domain.data;
+
+    if (ngx_relay_sched_local_domain(sc->domains, &domain) == NULL) {
+        return NGX_DECLINED;
+    }
+
+    res->index = index;
+
+    ngx_strlow(dom, domain.data, domain.len);
+
+    /* the mailbox is the local part, unquoted and lowercased */
+
+    s = box;
+    for (p = r->addr.data; p < at; p++) {
+        if (*p == '"') {
+            continue;
+        }
+
+        if (*p == '\\' && p + 1 < at) {
+            p++;
+        }
+
+        *s++ = ngx_tolower(*p);
+    }
+
+    ngx_memzero(&job, sizeof(ngx_relay_maildir_job_t));
+
+    job.root = sc->maildir;
+    job.domain.data = dom;
+    job.domain.len = domain.len;
+    job.mailbox.data = box;
+    job.mailbox.len = s - box;
+
+    if (!ngx_relay_maildir_mailbox_valid(&job.mailbox)) {
+        res->rc = NGX_ERROR;
+        res->err = EINVAL;
+        res->failed = "mailbox name";
+        return NGX_AGAIN;
+    }
+
+    job.name.data = name;
+    job.name.len = ngx_sprintf(name, "%T.M%VR%ui.%V", q->arrival, &q->id,
+                               index, &sc->hostname)
+                   - name;
+
+    job.headers.data = hdr;
+    job.headers.len = ngx_sprintf(hdr, "Return-Path: <%V>\r\n"
+                                  "Delivered-To: %V\r\n",
+                                  &q->sender, &r->addr)
+                      - hdr;
+
+    job.src = ctx->fd;
+    job.offset = q->message_offset;
+    job.size = q->message_size;
+
+    rc = ngx_relay_maildir_deliver(&job);
+
+    if (rc == NGX_ERROR) {
+        res->rc = NGX_ERROR;
+        res->err = job.err;
+        res->failed = job.failed;
+        return NGX_AGAIN;
+    }
+
+    res->rc = rc;
+
+    if (ngx_relay_spool_mark(ctx->fd, r, NGX_RELAY_RCPT_DONE, &res->err)
+        != NGX_OK)
+    {
+        res->failed = "pwrite";
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_relay_sched_local_done(ngx_event_t *ev)
+{
+    ngx_thread_task_t  *task = ev->data;
+
+    ngx_relay_sched_t      *sc;
+    ngx_relay_local_ctx_t  *ctx;
+
+    ctx = task->ctx;
+    sc = ctx->sched;
+
+    if (ctx->failed && ctx->err) {
+        ngx_log_error(NGX_LOG_CRIT, sc->spool.log, ctx->err,
+                      "relay queue %s: %s() failed",
+                      ctx->name ? (char *) ctx->name
+                                : (char *) ctx->writer->id_data,
+                      ctx->failed);
+    }
+
+    ngx_relay_sched_log_results(ctx, sc->spool.log);
+
+    if (ctx->writer) {
+        ngx_relay_spool_release(ctx->writer);
+
+    } else if (ctx->fd != NGX_INVALID_FILE) {
+        (void) close(ctx->fd);
+    }
+
+    ngx_relay_spool_free(&ctx->queued);
+    free(ctx->results);
+    free(ctx->name);
+    ngx_free(task);
+
+    sc->busy--;
+
+    ngx_relay_sched_dispatch(sc);
+}
+
+
+/* one line per recipient and attempt, queue id first */
+
+static void
+ngx_relay_sched_log_results(ngx_relay_local_ctx_t *ctx, ngx_log_t *log)
+{
+    time_t                     delay;
+    ngx_uint_t                 i;
+    ngx_relay_queued_t        *q;
+    ngx_relay_queued_rcpt_t   *r;
+    ngx_relay_local_result_t  *res;
+
+    q = &ctx->queued;
+    delay = ngx_time() - q->arrival;
+
+    for (i = 0; i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+        r = &q->rcpts[res->index];
+
+        if (res->rc == NGX_ERROR) {
+            ngx_log_error(NGX_LOG_WARN, log, res->err,
+                          "%V: to=<%V>, relay=local, delay=%T, dsn=4.3.0, "
+                          "status=deferred (maildir %s failed)",
+                          &q->id, &r->addr, delay, res->failed);
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "%V: to=<%V>, relay=local, delay=%T, dsn=2.0.0, "
+                      "status=sent (%s)", &q->id, &r->addr, delay,
+                      res->rc == NGX_DECLINED ? "already in maildir"
+                                              : "delivered to maildir");
+    }
+
+    if (ctx->removed) {
+        ngx_log_error(NGX_LOG_INFO, log, 0, "%V: removed", &q->id);
+    }
+}
+
+
+static void
+ngx_relay_sched_scan_handler(ngx_event_t *ev)
+{
+    ngx_relay_sched_t  *sc = ev->data;
+
+    ngx_thread_task_t     *task;
+    ngx_relay_scan_ctx_t  *ctx;
+
+    if (ngx_exiting || ngx_terminate || sc->scanning || sc->backlog) {
+        goto next;
+    }
+
+    task = ngx_calloc(sizeof(ngx_thread_task_t)
+                      + sizeof(ngx_relay_scan_ctx_t), ev->log);
+    if (task == NULL) {
+        goto next;
+    }
+
+    ctx = (ngx_relay_scan_ctx_t *) (task + 1);
+    ctx->sched = sc;
+
+    task->ctx = ctx;
+    task->handler = ngx_relay_sched_scan_thread;
+    task->event.handler = ngx_relay_sched_scan_done;
+    task->event.data = task;
+
+    if (ngx_thread_task_post(sc->spool.thread_pool, task) != NGX_OK) {
+        ngx_free(task);
+        goto next;
+    }
+
+    sc->scanning = 1;
+    return;
+
+next:
+
+    if (!ngx_exiting && !ngx_terminate) {
+        ngx_add_timer(ev, sc->scan_interval);
+    }
+}
+
+
+static void
+ngx_relay_sched_scan_thread(void *data, ngx_log_t *log)
+{
+    ngx_relay_scan_ctx_t  *ctx = data;
+
+    int                 dfd;
+    DIR                *dir;
+    u_char            **names, **n;
+    ngx_uint_t          size;
+    struct dirent      *de;
+    ngx_relay_sched_t  *sc;
+
+    sc = ctx->sched;
+
+    dfd = dup(sc->spool.queue_fd);
+    if (dfd == -1) {
+        ctx->err = errno;
+        return;
+    }
+
+    dir = fdopendir(dfd);
+    if (dir == NULL) {
+        ctx->err = errno;
+        (void) close(dfd);
+        return;
+    }
+
+    rewinddir(dir);
+
+    names = NULL;
+    size = 0;
+
+    while ((de = readdir(dir)) != NULL) {
+        if (de->d_name[0] == '.'
+            || ngx_relay_sched_slot((u_char *) de->d_name, sc->workers)
+               != sc->worker)
+        {
+            continue;
+        }
+
+        if (ctx->nnames == size) {
+            size = size ? size * 2 : 64;
+            n = realloc(names, size * sizeof(u_char *));
+            if (n == NULL) {
+                break;
+            }
+
+            names = n;
+        }
+
+        names[ctx->nnames] = (u_char *) strdup(de->d_name);
+        if (names[ctx->nnames] == NULL) {
+            break;
+        }
+
+        ctx->nnames++;
+    }
+
+    (void) closedir(dir);
+
+    ctx->names = names;
+}
+
+
+static void
+ngx_relay_sched_scan_done(ngx_event_t *ev)
+{
+    ngx_thread_task_t  *task = ev->data;
+
+    ngx_relay_sched_t     *sc;
+    ngx_relay_scan_ctx_t  *ctx;
+
+    ctx = task->ctx;
+    sc = ctx->sched;
+    sc->scanning = 0;
+
+    if (ctx->err) {
+        ngx_log_error(NGX_LOG_CRIT, sc->spool.log, ctx->err,
+                      "relay queue scan failed");
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_CORE, sc->spool.log, 0,
+                   "relay queue scan: %ui message(s)", ctx->nnames);
+
+    sc->backlog = ctx->names;
+    sc->nbacklog = ctx->nnames;
+    sc->next = 0;
+
+    ngx_free(task);
+
+    ngx_relay_sched_dispatch(sc);
+}
+
+
+/* keep at most NGX_RELAY_SCHED_MAX_BUSY retries in the thread pool */
+
+static void
+ngx_relay_sched_dispatch(ngx_relay_sched_t *sc)
+{
+    u_char  *name;
+
+    if (sc->backlog == NULL) {
+        return;
+    }
+
+    while (sc->next < sc->nbacklog && sc->busy < NGX_RELAY_SCHED_MAX_BUSY
+           && !ngx_exiting && !ngx_terminate)
+    {
+        name = sc->backlog[sc->next++];
+
+        if (ngx_relay_sched_post_local(sc, NULL, name) != NGX_OK) {
+            free(name);
+        }
+    }
+
+    if (sc->next < sc->nbacklog && !ngx_exiting && !ngx_terminate) {
+        return;
+    }
+
+    while (sc->next < sc->nbacklog) {
+        free(sc->backlog[sc->next++]);
+    }
+
+    free(sc->backlog);
+    sc->backlog = NULL;
+
+    if (!ngx_exiting && !ngx_terminate && !sc->scan_event.timer_set) {
+        ngx_add_timer(&sc->scan_event, sc->scan_interval);
+    }
+}
+
+
+static ngx_uint_t
+ngx_relay_sched_slot(u_char *name, ngx_uint_t workers)
+{
+    uint32_t  h;
+
+    if (workers <= 1) {
+        return 0;
+    }
+
+    for (h = 2166136261u; *name; name++) {
+        h = (h ^ *name) * 16777619u;
+    }
+
+    return h % workers;
+}

@@ -1,0 +1,50 @@
+
+/*
+ * Copyright (C) The relay authors
+ */
+
+
+#ifndef _NGX_RELAY_SCHED_H_INCLUDED_
+#define _NGX_RELAY_SCHED_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_relay.h>
+#include <ngx_relay_spool.h>
+
+
+typedef struct {
+    ngx_str_t                 name;         /* lowercased */
+    ngx_hash_t               *users;        /* NULL: any local part */
+} ngx_relay_domain_t;
+
+
+/* one per worker */
+
+typedef struct {
+    ngx_relay_spool_t         spool;
+    ngx_str_t                 maildir;      /* with "/" */
+    ngx_str_t                 hostname;
+    ngx_array_t              *domains;      /* ngx_relay_domain_t */
+
+    ngx_msec_t                scan_interval;
+    ngx_event_t               scan_event;
+    ngx_uint_t                workers;      /* partition of the queue */
+    ngx_uint_t                worker;
+
+    ngx_uint_t                busy;         /* delivery tasks in flight */
+    ngx_uint_t                scanning;
+    u_char                  **backlog;      /* scanned names still to try */
+    ngx_uint_t                nbacklog;
+    ngx_uint_t                next;
+} ngx_relay_sched_t;
+
+
+ngx_int_t ngx_relay_sched_init(ngx_relay_sched_t *sc, ngx_cycle_t *cycle);
+void ngx_relay_sched_exit(ngx_relay_sched_t *sc);
+ngx_relay_domain_t *ngx_relay_sched_local_domain(ngx_array_t *domains,
+    ngx_str_t *domain);
+
+
+#endif /* _NGX_RELAY_SCHED_H_INCLUDED_ */

@@ -1,0 +1,122 @@
+
+/*
+ * Copyright (C) The relay authors
+ */
+
+
+#ifndef _NGX_RELAY_SPOOL_H_INCLUDED_
+#define _NGX_RELAY_SPOOL_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_relay.h>
+
+
+#define NGX_RELAY_QUEUE_MAGIC     "RELAY-QUEUE 1\n"
+#define NGX_RELAY_MAX_HEADER      (4 * 1024 * 1024)
+
+
+typedef struct ngx_relay_spool_s         ngx_relay_spool_t;
+typedef struct ngx_relay_spool_writer_s  ngx_relay_spool_writer_t;
+
+typedef void (*ngx_relay_spool_done_pt)(ngx_relay_spool_writer_t *w,
+    ngx_int_t rc);
+typedef void (*ngx_relay_spool_queued_pt)(ngx_relay_spool_t *sp,
+    ngx_relay_spool_writer_t *w);
+
+
+/* one per worker, made in init process */
+
+struct ngx_relay_spool_s {
+    ngx_str_t                     path;            /* spool root, with "/" */
+    ngx_thread_pool_t            *thread_pool;
+    ngx_log_t                    *log;
+    int                           queue_fd;        /* queue/ directory */
+
+    ngx_queue_t                   dirsync_waiting; /* renamed, not yet synced */
+    ngx_uint_t                    dirsync_busy;
+
+    ngx_relay_spool_queued_pt     queued;          /* the scheduler takes it */
+    void                         *data;            /* for "queued" */
+
+    ngx_uint_t                    sequence;
+};
+
+
+/*
+ * One message on its way to disk.  It owns its pool and outlives the session
+ * that made it: a client that vanishes mid-commit detaches (handler = NULL)
+ * and the message still reaches the queue.
+ */
+
+struct ngx_relay_spool_writer_s {
+    ngx_relay_spool_t            *spool;
+    ngx_pool_t                   *pool;
+    ngx_log_t                    *log;
+    ngx_fd_t                      fd;              /* O_RDWR, flock()ed */
+    ngx_str_t                     id;
+    off_t                         size;            /* octets written */
+    ngx_err_t                     err;             /* first failure */
+
+    ngx_relay_spool_done_pt       handler;
+    void                         *data;
+
+    ngx_queue_t                   queue;           /* in dirsync_waiting */
+    ngx_uint_t                    local;           /* local rcpts pending */
+
+    u_char                        id_data[NGX_RELAY_ID_LEN];
+};
+
+
+/* a queue file's envelope, read back by a thread (malloc()ed, no pools) */
+
+typedef struct {
+    u_char                        state;
+    off_t                         state_offset;    /* where state is on disk */
+    ngx_uint_t                    notify;
+    ngx_str_t                     orcpt;
+    ngx_str_t                     addr;
+} ngx_relay_queued_rcpt_t;
+
+typedef struct {
+    u_char                       *header;          /* the whole text header */
+    off_t                         message_offset;  /* first message octet */
+    off_t                         message_size;
+    time_t                        arrival;
+    ngx_str_t                     id;
+    ngx_str_t                     sender;
+    ngx_uint_t                    nrcpts;
+    ngx_relay_queued_rcpt_t      *rcpts;
+} ngx_relay_queued_t;
+
+
+ngx_int_t ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle);
+ngx_int_t ngx_relay_spool_prepare_dirs(ngx_str_t *path, ngx_cycle_t *cycle);
+
+ngx_relay_spool_writer_t *ngx_relay_spool_create(ngx_relay_spool_t *sp,
+    ngx_log_t *log);
+ngx_int_t ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
+    ngx_relay_envelope_t *env);
+ngx_int_t ngx_relay_spool_write(ngx_relay_spool_writer_t *w, u_char *data,
+    size_t len);
+ngx_int_t ngx_relay_spool_commit(ngx_relay_spool_writer_t *w,
+    ngx_relay_spool_done_pt handler, void *data);
+void ngx_relay_spool_abort(ngx_relay_spool_writer_t *w);
+void ngx_relay_spool_release(ngx_relay_spool_writer_t *w);
+
+ngx_fd_t ngx_relay_spool_open_locked(ngx_relay_spool_t *sp, u_char *name,
+    ngx_err_t *err);
+void ngx_relay_spool_cleanup_incoming(ngx_relay_spool_t *sp);
+
+/* thread-safe: run in thread-pool tasks only */
+ngx_int_t ngx_relay_spool_read(ngx_fd_t fd, ngx_relay_queued_t *q,
+    ngx_err_t *err);
+void ngx_relay_spool_free(ngx_relay_queued_t *q);
+ngx_int_t ngx_relay_spool_mark(ngx_fd_t fd, ngx_relay_queued_rcpt_t *r,
+    u_char state, ngx_err_t *err);
+ngx_int_t ngx_relay_spool_remove(ngx_relay_spool_t *sp, ngx_str_t *id,
+    ngx_err_t *err);
+
+
+#endif /* _NGX_RELAY_SPOOL_H_INCLUDED_ */

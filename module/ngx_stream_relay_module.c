@@ -1,0 +1,637 @@
+
+/*
+ * Copyright (C) The relay authors
+ */
+
+
+/*
+ * Directives, configuration create/merge, and the per-process start and
+ * stop of the engine (spool, scheduler).  The SMTP session itself lives in
+ * ngx_stream_relay_session.c.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_stream.h>
+#include <ngx_stream_ssl_module.h>
+#include <ngx_stream_relay.h>
+#include <ngx_relay_auth.h>
+
+
+static void *ngx_stream_relay_create_main_conf(ngx_conf_t *cf);
+static char *ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_stream_relay_create_srv_conf(ngx_conf_t *cf);
+static char *ngx_stream_relay_merge_srv_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_stream_relay_setup_tls(ngx_conf_t *cf,
+    ngx_stream_relay_srv_conf_t *conf);
+static char *ngx_stream_relay_smtp(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_stream_relay_local_domain(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_stream_relay_trusted_networks(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_stream_relay_auth_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_stream_relay_init_module(ngx_cycle_t *cycle);
+static ngx_int_t ngx_stream_relay_init_process(ngx_cycle_t *cycle);
+static void ngx_stream_relay_exit_process(ngx_cycle_t *cycle);
+
+
+ngx_relay_sched_t  *ngx_stream_relay_sched;
+
+
+static ngx_command_t  ngx_stream_relay_commands[] = {
+
+    { ngx_string("relay_smtp"),
+      NGX_STREAM_SRV_CONF|NGX_CONF_NOARGS,
+      ngx_stream_relay_smtp,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("relay_spool"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, spool),
+      NULL },
+
+    { ngx_string("relay_maildir"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, maildir),
+      NULL },
+
+    { ngx_string("relay_hostname"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, hostname),
+      NULL },
+
+    { ngx_string("relay_thread_pool"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, thread_pool_name),
+      NULL },
+
+    { ngx_string("relay_queue_scan_interval"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, scan_interval),
+      NULL },
+
+    { ngx_string("relay_local_domain"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_stream_relay_local_domain,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("relay_starttls"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      offsetof(ngx_stream_relay_srv_conf_t, starttls),
+      NULL },
+
+    { ngx_string("relay_auth_file"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_stream_relay_auth_file,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("relay_trusted_networks"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_1MORE,
+      ngx_stream_relay_trusted_networks,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("relay_max_message_size"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_off_slot,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      offsetof(ngx_stream_relay_srv_conf_t, max_message_size),
+      NULL },
+
+    { ngx_string("relay_max_recipients"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      offsetof(ngx_stream_relay_srv_conf_t, max_recipients),
+      NULL },
+
+    { ngx_string("relay_max_errors"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      offsetof(ngx_stream_relay_srv_conf_t, max_errors),
+      NULL },
+
+    { ngx_string("relay_timeout"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      offsetof(ngx_stream_relay_srv_conf_t, timeout),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_stream_module_t  ngx_stream_relay_module_ctx = {
+    ngx_stream_relay_add_variables,        /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_stream_relay_create_main_conf,     /* create main configuration */
+    ngx_stream_relay_init_main_conf,       /* init main configuration */
+
+    ngx_stream_relay_create_srv_conf,      /* create server configuration */
+    ngx_stream_relay_merge_srv_conf        /* merge server configuration */
+};
+
+
+ngx_module_t  ngx_stream_relay_module = {
+    NGX_MODULE_V1,
+    &ngx_stream_relay_module_ctx,          /* module context */
+    ngx_stream_relay_commands,             /* module directives */
+    NGX_STREAM_MODULE,                     /* module type */
+    NULL,                                  /* init master */
+    ngx_stream_relay_init_module,          /* init module */
+    ngx_stream_relay_init_process,         /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_stream_relay_exit_process,         /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_stream_relay_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_stream_relay_main_conf_t  *rmcf;
+
+    rmcf = ngx_pcalloc(cf->pool, sizeof(ngx_stream_relay_main_conf_t));
+    if (rmcf == NULL) {
+        return NULL;
+    }
+
+    rmcf->scan_interval = NGX_CONF_UNSET_MSEC;
+
+    return rmcf;
+}
+
+
+static ngx_int_t
+ngx_stream_relay_full_dir(ngx_conf_t *cf, ngx_str_t *dir, char *dflt)
+{
+    u_char  *p;
+
+    if (dir->len == 0) {
+        dir->data = (u_char *) dflt;
+        dir->len = ngx_strlen(dflt);
+    }
+
+    if (ngx_conf_full_name(cf->cycle, dir, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (dir->data[dir->len - 1] != '/') {
+        p = ngx_pnalloc(cf->pool, dir->len + 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, dir->data, dir->len);
+        p[dir->len++] = '/';
+        dir->data = p;
+    }
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_stream_relay_main_conf_t  *rmcf = conf;
+
+    ngx_str_t  name;
+
+    if (ngx_stream_relay_full_dir(cf, &rmcf->spool, "spool") != NGX_OK
+        || ngx_stream_relay_full_dir(cf, &rmcf->maildir, "maildir")
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (rmcf->hostname.len == 0) {
+        rmcf->hostname = cf->cycle->hostname;
+    }
+
+    ngx_conf_init_msec_value(rmcf->scan_interval, 60000);
+
+    if (rmcf->thread_pool_name.len == 0) {
+        ngx_str_set(&rmcf->thread_pool_name, "default");
+    }
+
+    name = rmcf->thread_pool_name;
+
+    rmcf->thread_pool = ngx_thread_pool_add(cf, &name);
+    if (rmcf->thread_pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_stream_relay_create_srv_conf(ngx_conf_t *cf)
+{
+    ngx_stream_relay_srv_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_stream_relay_srv_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->ssl = NULL;
+     */
+
+    conf->starttls = NGX_CONF_UNSET;
+    conf->auth_users = NGX_CONF_UNSET_PTR;
+    conf->trusted = NGX_CONF_UNSET_PTR;
+    conf->max_message_size = NGX_CONF_UNSET;
+    conf->max_recipients = NGX_CONF_UNSET_UINT;
+    conf->max_errors = NGX_CONF_UNSET_UINT;
+    conf->timeout = NGX_CONF_UNSET_MSEC;
+
+    return conf;
+}
+
+
+static char *
+ngx_stream_relay_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_stream_relay_srv_conf_t *prev = parent;
+    ngx_stream_relay_srv_conf_t *conf = child;
+
+    ngx_conf_merge_value(conf->starttls, prev->starttls, 0);
+    ngx_conf_merge_ptr_value(conf->auth_users, prev->auth_users, NULL);
+    ngx_conf_merge_ptr_value(conf->trusted, prev->trusted, NULL);
+    ngx_conf_merge_off_value(conf->max_message_size, prev->max_message_size,
+                             10 * 1024 * 1024);
+    ngx_conf_merge_uint_value(conf->max_recipients, prev->max_recipients,
+                              1000);
+    ngx_conf_merge_uint_value(conf->max_errors, prev->max_errors, 20);
+    ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 300000);
+
+    if (conf->starttls && ngx_stream_relay_setup_tls(cf, conf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * STARTTLS uses the server's own ssl_certificate, ssl_protocols and
+ * ssl_ciphers.  The stream ssl module builds its context only for
+ * "listen ... ssl", so we build ours from its (already merged) settings.
+ */
+
+static ngx_int_t
+ngx_stream_relay_setup_tls(ngx_conf_t *cf, ngx_stream_relay_srv_conf_t *conf)
+{
+    ngx_pool_cleanup_t     *cln;
+    ngx_stream_ssl_conf_t  *sslcf;
+
+    sslcf = ngx_stream_conf_get_module_srv_conf(cf, ngx_stream_ssl_module);
+
+    if (sslcf->certificates == NULL || sslcf->certificate_keys == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"relay_starttls on\" needs \"ssl_certificate\" "
+                           "and \"ssl_certificate_key\" in the server");
+        return NGX_ERROR;
+    }
+
+    conf->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (conf->ssl == NULL) {
+        return NGX_ERROR;
+    }
+
+    conf->ssl->log = cf->log;
+
+    if (ngx_ssl_create(conf->ssl, sslcf->protocols, NULL) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(conf->ssl);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = conf->ssl;
+
+    if (ngx_ssl_certificates(cf, conf->ssl, sslcf->certificates,
+                             sslcf->certificate_keys, sslcf->passwords)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_ssl_ciphers(cf, conf->ssl, &sslcf->ciphers,
+                        sslcf->prefer_server_ciphers)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_ssl_dhparam(cf, conf->ssl, &sslcf->dhparam) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_ssl_ecdh_curve(cf, conf->ssl, &sslcf->ecdh_curve) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_stream_relay_smtp(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_stream_core_srv_conf_t    *cscf;
+    ngx_stream_relay_main_conf_t  *rmcf;
+
+    cscf = ngx_stream_conf_get_module_srv_conf(cf, ngx_stream_core_module);
+
+    if (cscf->handler) {
+        return "is duplicate";
+    }
+
+    cscf->handler = ngx_stream_relay_init_session;
+
+    rmcf = ngx_stream_conf_get_module_main_conf(cf, ngx_stream_relay_module);
+    rmcf->enabled = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_stream_relay_local_domain(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_stream_relay_main_conf_t  *rmcf = conf;
+
+    ngx_str_t           *value, path;
+    ngx_relay_domain_t  *d;
+
+    value = cf->args->elts;
+
+    if (rmcf->domains == NULL) {
+        rmcf->domains = ngx_array_create(cf->pool, 4,
+                                         sizeof(ngx_relay_domain_t));
+        if (rmcf->domains == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (ngx_relay_sched_local_domain(rmcf->domains, &value[1]) != NULL) {
+        return "is duplicate";
+    }
+
+    if (value[1].len == 0 || value[1].len > NGX_RELAY_MAX_DOMAIN) {
+        return "has an invalid domain";
+    }
+
+    d = ngx_array_push(rmcf->domains);
+    if (d == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    d->name = value[1];
+    ngx_strlow(d->name.data, d->name.data, d->name.len);
+    d->users = NULL;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "users=", 6) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        path.data = value[2].data + 6;
+        path.len = value[2].len - 6;
+
+        d->users = ngx_relay_users_load(cf, &path, &d->name);
+        if (d->users == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_stream_relay_trusted_networks(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_stream_relay_srv_conf_t  *rscf = conf;
+
+    ngx_int_t    rc;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+    ngx_cidr_t  *cidr;
+
+    if (rscf->trusted != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    rscf->trusted = ngx_array_create(cf->pool, 4, sizeof(ngx_cidr_t));
+    if (rscf->trusted == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        cidr = ngx_array_push(rscf->trusted);
+        if (cidr == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        rc = ngx_ptocidr(&value[i], cidr);
+
+        if (rc == NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid network \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (rc == NGX_DONE) {
+            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                               "low address bits of %V are meaningless",
+                               &value[i]);
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_stream_relay_auth_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_stream_relay_srv_conf_t  *rscf = conf;
+
+    ngx_str_t  *value;
+
+    if (rscf->auth_users != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    rscf->auth_users = ngx_relay_users_load(cf, &value[1], NULL);
+    if (rscf->auth_users == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* in the master, as root: make the directories the workers will own */
+
+static ngx_int_t
+ngx_stream_relay_init_module(ngx_cycle_t *cycle)
+{
+    ngx_core_conf_t               *ccf;
+    ngx_stream_relay_main_conf_t  *rmcf;
+
+    if (ngx_stream_cycle_get_module_main_conf(cycle, ngx_stream_module)
+        == NULL)
+    {
+        return NGX_OK;
+    }
+
+    rmcf = ngx_stream_cycle_get_module_main_conf(cycle,
+                                                 ngx_stream_relay_module);
+    if (rmcf == NULL || !rmcf->enabled) {
+        return NGX_OK;
+    }
+
+    if (ngx_relay_spool_prepare_dirs(&rmcf->spool, cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    rmcf->maildir.data[rmcf->maildir.len - 1] = '\0';
+
+    if (ngx_create_dir(rmcf->maildir.data, 0700) == NGX_FILE_ERROR
+        && ngx_errno != NGX_EEXIST)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      ngx_create_dir_n " \"%s\" failed", rmcf->maildir.data);
+        rmcf->maildir.data[rmcf->maildir.len - 1] = '/';
+        return NGX_ERROR;
+    }
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    if (geteuid() == 0
+        && chown((char *) rmcf->maildir.data, ccf->user, ccf->group) == -1)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "chown(\"%s\") failed", rmcf->maildir.data);
+        rmcf->maildir.data[rmcf->maildir.len - 1] = '/';
+        return NGX_ERROR;
+    }
+
+    rmcf->maildir.data[rmcf->maildir.len - 1] = '/';
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_stream_relay_init_process(ngx_cycle_t *cycle)
+{
+    ngx_core_conf_t               *ccf;
+    ngx_relay_sched_t             *sc;
+    ngx_stream_relay_main_conf_t  *rmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    if (ngx_stream_cycle_get_module_main_conf(cycle, ngx_stream_module)
+        == NULL)
+    {
+        return NGX_OK;
+    }
+
+    rmcf = ngx_stream_cycle_get_module_main_conf(cycle,
+                                                 ngx_stream_relay_module);
+    if (rmcf == NULL || !rmcf->enabled) {
+        return NGX_OK;
+    }
+
+    sc = ngx_pcalloc(cycle->pool, sizeof(ngx_relay_sched_t));
+    if (sc == NULL) {
+        return NGX_ERROR;
+    }
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    sc->spool.path = rmcf->spool;
+    sc->spool.thread_pool = rmcf->thread_pool;
+    sc->spool.sequence = ngx_random() & 0xffff;
+    sc->maildir = rmcf->maildir;
+    sc->hostname = rmcf->hostname;
+    sc->domains = rmcf->domains;
+    sc->scan_interval = rmcf->scan_interval;
+    sc->workers = ngx_process == NGX_PROCESS_SINGLE
+                  ? 1 : (ngx_uint_t) ccf->worker_processes;
+    sc->worker = ngx_process == NGX_PROCESS_SINGLE ? 0 : ngx_worker;
+
+    if (ngx_relay_sched_init(sc, cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (sc->worker == 0) {
+        ngx_relay_spool_cleanup_incoming(&sc->spool);
+    }
+
+    ngx_stream_relay_sched = sc;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_stream_relay_exit_process(ngx_cycle_t *cycle)
+{
+    if (ngx_stream_relay_sched) {
+        ngx_relay_sched_exit(ngx_stream_relay_sched);
+        ngx_stream_relay_sched = NULL;
+    }
+}

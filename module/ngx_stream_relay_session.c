@@ -1,0 +1,2016 @@
+
+/*
+ * Copyright (C) The relay authors
+ */
+
+
+/*
+ * The SMTP server session (RFC 5321 with SIZE, PIPELINING, 8BITMIME,
+ * ENHANCEDSTATUSCODES, SMTPUTF8, CHUNKING, DSN, STARTTLS, AUTH).
+ *
+ * States:
+ *
+ *   command  -- DATA --------> data  -- CRLF.CRLF --> busy (commit) --+
+ *      |     -- BDAT n ------> bdat  -- n octets ---> command / busy  |
+ *      |     -- AUTH --------> auth_* -- response --> busy (crypt) ---+
+ *      |     -- STARTTLS ----> busy (handshake) ----------------------+
+ *      +<-------------------------------------------------------------+
+ *   any -- QUIT, too many errors, timeout, I/O error --> closing
+ *
+ * One loop, ngx_stream_relay_run(), drives everything: it executes every
+ * complete command already in the input buffer, queueing replies, and sends
+ * them when it has to wait (no more input, or a thread-pool task).  That is
+ * the flush rule of RFC 2920: replies of a pipelined group go out together,
+ * in order, and nothing is held back while the client waits.
+ *
+ * DATA is copied through the byte parser into a 64 KB buffer written to the
+ * spool as it fills: a large message costs one buffer, never its size.
+ * Bare CR or LF never ends DATA; a message containing either is refused
+ * with 550 5.6.0 at its end, so nothing ambiguous reaches the queue (SMTP
+ * smuggling).  BDAT chunks are stored as sent.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_stream.h>
+#include <ngx_stream_relay.h>
+#include <ngx_relay_auth.h>
+#include <ngx_relay_maildir.h>
+
+
+static void ngx_stream_relay_greet(ngx_stream_relay_session_t *rs);
+static void ngx_stream_relay_handler(ngx_event_t *ev);
+static void ngx_stream_relay_run(ngx_stream_relay_session_t *rs);
+static ngx_int_t ngx_stream_relay_read(ngx_stream_relay_session_t *rs);
+static ngx_int_t ngx_stream_relay_flush(ngx_stream_relay_session_t *rs);
+static void ngx_stream_relay_close(ngx_stream_relay_session_t *rs);
+static void ngx_stream_relay_enter(ngx_stream_relay_session_t *rs,
+    ngx_stream_relay_state_e state);
+static void ngx_stream_relay_reply(ngx_stream_relay_session_t *rs,
+    const char *fmt, ...);
+static void ngx_stream_relay_error_reply(ngx_stream_relay_session_t *rs,
+    const char *fmt, ...);
+
+static ngx_int_t ngx_stream_relay_command(ngx_stream_relay_session_t *rs);
+static void ngx_stream_relay_execute(ngx_stream_relay_session_t *rs,
+    ngx_relay_command_t *cmd);
+static void ngx_stream_relay_helo(ngx_stream_relay_session_t *rs,
+    ngx_relay_command_t *cmd);
+static void ngx_stream_relay_mail(ngx_stream_relay_session_t *rs,
+    ngx_relay_command_t *cmd);
+static void ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
+    ngx_relay_command_t *cmd);
+static ngx_int_t ngx_stream_relay_check_rcpt(ngx_stream_relay_session_t *rs,
+    ngx_relay_path_t *path, ngx_uint_t *local);
+static void ngx_stream_relay_data(ngx_stream_relay_session_t *rs,
+    ngx_relay_command_t *cmd);
+static void ngx_stream_relay_bdat(ngx_stream_relay_session_t *rs,
+    ngx_relay_command_t *cmd);
+static void ngx_stream_relay_starttls(ngx_stream_relay_session_t *rs,
+    ngx_relay_command_t *cmd);
+static void ngx_stream_relay_tls_handshaked(ngx_connection_t *c);
+static void ngx_stream_relay_tls_established(ngx_stream_relay_session_t *rs);
+static void ngx_stream_relay_auth(ngx_stream_relay_session_t *rs,
+    ngx_relay_command_t *cmd);
+static ngx_int_t ngx_stream_relay_auth_response(
+    ngx_stream_relay_session_t *rs);
+static void ngx_stream_relay_auth_step(ngx_stream_relay_session_t *rs,
+    ngx_str_t *line);
+static void ngx_stream_relay_auth_check(ngx_stream_relay_session_t *rs,
+    ngx_str_t *user, ngx_str_t *passwd);
+static void ngx_stream_relay_auth_done(ngx_event_t *ev);
+
+static ngx_int_t ngx_stream_relay_txn_begin(ngx_stream_relay_session_t *rs);
+static void ngx_stream_relay_txn_end(ngx_stream_relay_session_t *rs);
+static ngx_int_t ngx_stream_relay_open_spool(ngx_stream_relay_session_t *rs);
+static ngx_int_t ngx_stream_relay_received(ngx_stream_relay_session_t *rs);
+static ngx_int_t ngx_stream_relay_read_data(ngx_stream_relay_session_t *rs);
+static ngx_int_t ngx_stream_relay_read_bdat(ngx_stream_relay_session_t *rs);
+static void ngx_stream_relay_store(ngx_stream_relay_session_t *rs,
+    u_char *end);
+static void ngx_stream_relay_message_end(ngx_stream_relay_session_t *rs);
+static void ngx_stream_relay_committed(ngx_relay_spool_writer_t *w,
+    ngx_int_t rc);
+static void ngx_stream_relay_disk_error(ngx_stream_relay_session_t *rs,
+    ngx_err_t err);
+static void ngx_stream_relay_resume(ngx_stream_relay_session_t *rs);
+
+
+static const char  *ngx_stream_relay_state_names[] = {
+    "command",
+    "data",
+    "bdat",
+    "auth plain",
+    "auth login user",
+    "auth login password",
+    "busy",
+    "closing"
+};
+
+
+void
+ngx_stream_relay_init_session(ngx_stream_session_t *s)
+{
+    ngx_connection_t            *c;
+    ngx_stream_relay_session_t  *rs;
+
+    c = s->connection;
+
+    if (ngx_stream_relay_sched == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, c->log, 0, "relay engine not started");
+        ngx_stream_finalize_session(s, NGX_STREAM_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    rs = ngx_pcalloc(c->pool, sizeof(ngx_stream_relay_session_t));
+    if (rs == NULL) {
+        ngx_stream_finalize_session(s, NGX_STREAM_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    rs->session = s;
+    rs->connection = c;
+    rs->conf = ngx_stream_get_module_srv_conf(s, ngx_stream_relay_module);
+    rs->main_conf = ngx_stream_get_module_main_conf(s,
+                                                    ngx_stream_relay_module);
+
+    rs->in = ngx_create_temp_buf(c->pool, NGX_STREAM_RELAY_IN_SIZE);
+    rs->out = ngx_create_temp_buf(c->pool, NGX_STREAM_RELAY_OUT_SIZE);
+    if (rs->in == NULL || rs->out == NULL) {
+        ngx_stream_finalize_session(s, NGX_STREAM_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    rs->lp.max = NGX_STREAM_RELAY_LINE_MAX;
+    rs->client = c->addr_text;
+    rs->last_sender.data = rs->sender_buf;
+    rs->last_queue_id.data = rs->queue_id_buf;
+    rs->last_reply.data = rs->reply_buf;
+
+    if (rs->conf->trusted
+        && ngx_cidr_match(c->sockaddr, rs->conf->trusted) == NGX_OK)
+    {
+        rs->trusted = 1;
+    }
+
+    ngx_stream_set_ctx(s, rs, ngx_stream_relay_module);
+
+    c->read->handler = ngx_stream_relay_handler;
+    c->write->handler = ngx_stream_relay_handler;
+    c->log->action = "in SMTP session";
+
+    ngx_stream_relay_greet(rs);
+}
+
+
+static void
+ngx_stream_relay_greet(ngx_stream_relay_session_t *rs)
+{
+    ngx_stream_relay_reply(rs, "220 %V ESMTP ready",
+                           &rs->main_conf->hostname);
+    ngx_stream_relay_run(rs);
+}
+
+
+static void
+ngx_stream_relay_enter(ngx_stream_relay_session_t *rs,
+    ngx_stream_relay_state_e state)
+{
+    ngx_log_debug2(NGX_LOG_DEBUG_STREAM, rs->connection->log, 0,
+                   "relay session: %s -> %s",
+                   ngx_stream_relay_state_names[rs->state],
+                   ngx_stream_relay_state_names[state]);
+
+    rs->state = state;
+}
+
+
+static void
+ngx_stream_relay_handler(ngx_event_t *ev)
+{
+    ngx_connection_t            *c;
+    ngx_stream_session_t        *s;
+    ngx_stream_relay_session_t  *rs;
+
+    c = ev->data;
+    s = c->data;
+    rs = ngx_stream_get_module_ctx(s, ngx_stream_relay_module);
+
+    if (ev->timedout && ev->write) {
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
+                      "client does not read replies");
+        ngx_stream_relay_close(rs);
+        return;
+    }
+
+    if (ev->timedout) {
+        ev->timedout = 0;
+
+        if (rs->state == ngx_stream_relay_st_busy) {
+            return;                      /* a task will resume us */
+        }
+
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
+                      "client timed out");
+
+        rs->out->pos = rs->out->start;
+        rs->out->last = rs->out->start;
+        ngx_stream_relay_reply(rs, "421 4.4.2 %V Error: timeout exceeded",
+                               &rs->main_conf->hostname);
+        ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+    }
+
+    if (c->close && rs->state == ngx_stream_relay_st_command
+        && rs->txn == NULL)
+    {
+        /* the worker is shutting down: nothing of ours is in flight */
+        ngx_stream_relay_reply(rs, "421 4.3.2 %V Service shutting down",
+                               &rs->main_conf->hostname);
+        ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+    }
+
+    ngx_stream_relay_run(rs);
+}
+
+
+/*
+ * The session loop: flush pending output, then handle buffered input item
+ * by item; when the buffer holds no complete item, flush replies and read.
+ */
+
+static void
+ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
+{
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
+
+    c = rs->connection;
+
+    for ( ;; ) {
+
+        if (rs->out->pos != rs->out->last) {
+            rc = ngx_stream_relay_flush(rs);
+
+            if (rc == NGX_ERROR) {
+                ngx_stream_relay_close(rs);
+                return;
+            }
+
+            if (rc == NGX_AGAIN) {
+                return;                  /* the write event brings us back */
+            }
+        }
+
+        switch (rs->state) {
+
+        case ngx_stream_relay_st_closing:
+            ngx_stream_relay_close(rs);
+            return;
+
+        case ngx_stream_relay_st_busy:
+            if (c->read->timer_set) {
+                ngx_del_timer(c->read);
+            }
+
+            return;
+
+        case ngx_stream_relay_st_data:
+            rc = ngx_stream_relay_read_data(rs);
+            break;
+
+        case ngx_stream_relay_st_bdat:
+            rc = ngx_stream_relay_read_bdat(rs);
+            break;
+
+        case ngx_stream_relay_st_auth_plain:
+        case ngx_stream_relay_st_auth_login_user:
+        case ngx_stream_relay_st_auth_login_passwd:
+            rc = ngx_stream_relay_auth_response(rs);
+            break;
+
+        default: /* ngx_stream_relay_st_command */
+            rc = ngx_stream_relay_command(rs);
+            break;
+        }
+
+        if (rc == NGX_OK) {
+            continue;                    /* an item was handled */
+        }
+
+        /* NGX_AGAIN: the buffer has no complete item */
+
+        if (rs->out->pos != rs->out->last) {
+            continue;                    /* send replies before reading */
+        }
+
+        rc = ngx_stream_relay_read(rs);
+
+        if (rc == NGX_ERROR) {
+            ngx_stream_relay_close(rs);
+            return;
+        }
+
+        if (rc == NGX_AGAIN) {
+            if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+                ngx_stream_relay_close(rs);
+                return;
+            }
+
+            ngx_add_timer(c->read, rs->conf->timeout);
+
+            /* between transactions a shutting-down worker may close us */
+            c->idle = (rs->state == ngx_stream_relay_st_command
+                       && rs->txn == NULL);
+            return;
+        }
+    }
+}
+
+
+/* reads into the free end of the input buffer, compacting it first */
+
+static ngx_int_t
+ngx_stream_relay_read(ngx_stream_relay_session_t *rs)
+{
+    size_t             len;
+    ssize_t            n;
+    ngx_buf_t         *b;
+    ngx_connection_t  *c;
+
+    c = rs->connection;
+    b = rs->in;
+
+    if (b->pos == b->last) {
+        b->pos = b->start;
+        b->last = b->start;
+
+    } else if (b->pos != b->start) {
+        len = b->last - b->pos;
+        ngx_memmove(b->start, b->pos, len);
+        b->pos = b->start;
+        b->last = b->start + len;
+    }
+
+    if (b->last == b->end) {
+        /* cannot happen: every state consumes or discards a full buffer */
+        ngx_log_error(NGX_LOG_ALERT, c->log, 0, "relay input buffer full");
+        ngx_debug_point();
+        return NGX_ERROR;
+    }
+
+    n = c->recv(c, b->last, b->end - b->last);
+
+    if (n == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
+
+    if (n == NGX_ERROR || n == 0) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0, "client closed connection");
+        return NGX_ERROR;
+    }
+
+    b->last += n;
+    c->idle = 0;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_stream_relay_flush(ngx_stream_relay_session_t *rs)
+{
+    ssize_t            n;
+    ngx_buf_t         *b;
+    ngx_connection_t  *c;
+
+    c = rs->connection;
+    b = rs->out;
+
+    while (b->pos < b->last) {
+        n = c->send(c, b->pos, b->last - b->pos);
+
+        if (n == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (n == NGX_AGAIN || n == 0) {
+            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            ngx_add_timer(c->write, rs->conf->timeout);
+            return NGX_AGAIN;
+        }
+
+        b->pos += n;
+    }
+
+    b->pos = b->start;
+    b->last = b->start;
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_stream_relay_close(ngx_stream_relay_session_t *rs)
+{
+    ngx_stream_session_t  *s;
+
+    s = rs->session;
+
+    ngx_stream_relay_txn_end(rs);
+
+    ngx_stream_finalize_session(s, NGX_STREAM_OK);
+}
+
+
+/*
+ * Queues one reply line (CRLF added) and remembers it for $relay_last_reply.
+ * A multiline reply is queued by calling this once per line with "250-...".
+ */
+
+static void
+ngx_stream_relay_reply(ngx_stream_relay_session_t *rs, const char *fmt, ...)
+{
+    u_char     *p, *start;
+    size_t      len;
+    va_list     args;
+    ngx_buf_t  *b;
+
+    b = rs->out;
+
+    if ((size_t) (b->end - b->last) < NGX_STREAM_RELAY_LINE_MAX) {
+
+        /* a long pipelined group: compact, the socket drains it later */
+
+        if (b->pos != b->start) {
+            len = b->last - b->pos;
+            ngx_memmove(b->start, b->pos, len);
+            b->pos = b->start;
+            b->last = b->start + len;
+        }
+
+        if ((size_t) (b->end - b->last) < NGX_STREAM_RELAY_LINE_MAX) {
+            ngx_log_error(NGX_LOG_INFO, rs->connection->log, 0,
+                          "client does not read replies");
+            ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+            return;
+        }
+    }
+
+    start = b->last;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(start, b->end - 2, fmt, args);
+    va_end(args);
+
+    *p++ = CR;
+    *p++ = LF;
+    b->last = p;
+
+    len = ngx_min((size_t) (p - 2 - start), NGX_STREAM_RELAY_REPLY_MAX);
+    ngx_memcpy(rs->reply_buf, start, len);
+    rs->last_reply.len = len;
+}
+
+
+/* a 4xx/5xx reply to a command: counts towards relay_max_errors */
+
+static void
+ngx_stream_relay_error_reply(ngx_stream_relay_session_t *rs,
+    const char *fmt, ...)
+{
+    u_char   buf[NGX_STREAM_RELAY_LINE_MAX], *p;
+    va_list  args;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(buf, buf + sizeof(buf), fmt, args);
+    va_end(args);
+
+    ngx_stream_relay_reply(rs, "%*s", p - buf, buf);
+
+    if (++rs->errors >= rs->conf->max_errors) {
+        ngx_log_error(NGX_LOG_INFO, rs->connection->log, 0,
+                      "too many errors from client");
+        ngx_stream_relay_reply(rs, "421 4.7.0 %V Error: too many errors",
+                               &rs->main_conf->hostname);
+        ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+    }
+}
+
+
+static ngx_int_t
+ngx_stream_relay_command(ngx_stream_relay_session_t *rs)
+{
+    ngx_int_t            rc;
+    ngx_relay_command_t  cmd;
+
+    rc = ngx_relay_parse_line(&rs->lp, rs->in);
+
+    if (rc == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
+
+    if (rc == NGX_RELAY_PARSE_TOO_LONG) {
+        ngx_stream_relay_error_reply(rs, "500 5.5.6 Error: line too long");
+        return NGX_OK;
+    }
+
+    if (ngx_relay_parse_command(&rs->lp.line, &cmd) != NGX_OK) {
+        ngx_stream_relay_error_reply(rs,
+                                "500 5.5.2 Error: command not recognized");
+        return NGX_OK;
+    }
+
+    ngx_stream_relay_execute(rs, &cmd);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_stream_relay_execute(ngx_stream_relay_session_t *rs,
+    ngx_relay_command_t *cmd)
+{
+    switch (cmd->verb) {
+
+    case NGX_RELAY_CMD_HELO:
+    case NGX_RELAY_CMD_EHLO:
+        ngx_stream_relay_helo(rs, cmd);
+        return;
+
+    case NGX_RELAY_CMD_MAIL:
+        ngx_stream_relay_mail(rs, cmd);
+        return;
+
+    case NGX_RELAY_CMD_RCPT:
+        ngx_stream_relay_rcpt(rs, cmd);
+        return;
+
+    case NGX_RELAY_CMD_DATA:
+        ngx_stream_relay_data(rs, cmd);
+        return;
+
+    case NGX_RELAY_CMD_BDAT:
+        ngx_stream_relay_bdat(rs, cmd);
+        return;
+
+    case NGX_RELAY_CMD_RSET:
+        if (cmd->arg.len) {
+            ngx_stream_relay_error_reply(rs, "501 5.5.4 Syntax: RSET");
+            return;
+        }
+
+        ngx_stream_relay_txn_end(rs);
+        ngx_stream_relay_reply(rs, "250 2.0.0 Ok");
+        return;
+
+    case NGX_RELAY_CMD_NOOP:
+        ngx_stream_relay_reply(rs, "250 2.0.0 Ok");
+        return;
+
+    case NGX_RELAY_CMD_QUIT:
+        ngx_stream_relay_reply(rs, "221 2.0.0 %V Bye",
+                               &rs->main_conf->hostname);
+        ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+        return;
+
+    case NGX_RELAY_CMD_VRFY:
+        if (cmd->arg.len == 0) {
+            ngx_stream_relay_error_reply(rs, "501 5.5.4 Syntax: VRFY address");
+            return;
+        }
+
+        /* RFC 5321 3.5.3: say nothing about who exists */
+        ngx_stream_relay_reply(rs, "252 2.5.0 Cannot VRFY user, but will "
+                               "accept message and attempt delivery");
+        return;
+
+    case NGX_RELAY_CMD_EXPN:
+        ngx_stream_relay_error_reply(rs, "502 5.5.1 Error: command not "
+                                     "implemented");
+        return;
+
+    case NGX_RELAY_CMD_HELP:
+        ngx_stream_relay_reply(rs, "214 2.0.0 Commands: EHLO HELO MAIL RCPT "
+                               "DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS "
+                               "AUTH");
+        return;
+
+    case NGX_RELAY_CMD_STARTTLS:
+        ngx_stream_relay_starttls(rs, cmd);
+        return;
+
+    case NGX_RELAY_CMD_AUTH:
+        ngx_stream_relay_auth(rs, cmd);
+        return;
+
+    default:
+        ngx_stream_relay_error_reply(rs,
+                                "500 5.5.2 Error: command not recognized");
+        return;
+    }
+}
+
+
+static void
+ngx_stream_relay_helo(ngx_stream_relay_session_t *rs,
+    ngx_relay_command_t *cmd)
+{
+    ngx_str_t                     *host;
+    ngx_connection_t              *c;
+    ngx_stream_relay_srv_conf_t   *conf;
+
+    c = rs->connection;
+    conf = rs->conf;
+    host = &rs->main_conf->hostname;
+
+    if (ngx_relay_parse_helo(&cmd->arg) != NGX_OK) {
+        ngx_stream_relay_error_reply(rs, "501 5.5.4 Syntax: %s hostname",
+                                     cmd->verb == NGX_RELAY_CMD_EHLO
+                                     ? "EHLO" : "HELO");
+        return;
+    }
+
+    /* RFC 5321 4.1.4: EHLO/HELO also resets the transaction */
+
+    ngx_stream_relay_txn_end(rs);
+
+    rs->helo.data = ngx_pnalloc(c->pool, cmd->arg.len);
+    if (rs->helo.data == NULL) {
+        rs->helo.len = 0;
+        ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
+        return;
+    }
+
+    rs->helo.len = cmd->arg.len;
+    ngx_memcpy(rs->helo.data, cmd->arg.data, cmd->arg.len);
+
+    if (cmd->verb == NGX_RELAY_CMD_HELO) {
+        rs->esmtp = 0;
+        ngx_stream_relay_reply(rs, "250 %V", host);
+        return;
+    }
+
+    rs->esmtp = 1;
+
+    ngx_stream_relay_reply(rs, "250-%V Hello %V", host, &rs->helo);
+    ngx_stream_relay_reply(rs, "250-SIZE %O", conf->max_message_size);
+    ngx_stream_relay_reply(rs, "250-PIPELINING");
+    ngx_stream_relay_reply(rs, "250-8BITMIME");
+    ngx_stream_relay_reply(rs, "250-SMTPUTF8");
+    ngx_stream_relay_reply(rs, "250-CHUNKING");
+    ngx_stream_relay_reply(rs, "250-DSN");
+
+    if (conf->ssl && !rs->tls) {
+        ngx_stream_relay_reply(rs, "250-STARTTLS");
+    }
+
+    if (conf->auth_users && rs->tls) {
+        ngx_stream_relay_reply(rs, "250-AUTH PLAIN LOGIN");
+    }
+
+    ngx_stream_relay_reply(rs, "250 ENHANCEDSTATUSCODES");
+}
+
+
+static void
+ngx_stream_relay_mail(ngx_stream_relay_session_t *rs,
+    ngx_relay_command_t *cmd)
+{
+    ngx_int_t                rc;
+    ngx_relay_mail_args_t    ma;
+    ngx_stream_relay_txn_t  *txn;
+
+    if (rs->helo.len == 0) {
+        ngx_stream_relay_error_reply(rs,
+                                   "503 5.5.1 Error: send HELO/EHLO first");
+        return;
+    }
+
+    if (rs->txn) {
+        ngx_stream_relay_error_reply(rs,
+                                   "503 5.5.1 Error: nested MAIL command");
+        return;
+    }
+
+    rc = ngx_relay_parse_mail_from(&cmd->arg, rs->conf->max_message_size,
+                                   &ma);
+
+    switch (rc) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_RELAY_PARSE_BAD_ADDRESS:
+        ngx_stream_relay_error_reply(rs,
+                                "501 5.1.7 Bad sender address syntax");
+        return;
+
+    case NGX_RELAY_PARSE_BAD_PARAM:
+        ngx_stream_relay_error_reply(rs, "555 5.5.4 Unsupported or "
+                                     "malformed MAIL parameter");
+        return;
+
+    case NGX_RELAY_PARSE_TOO_BIG:
+        ngx_stream_relay_error_reply(rs, "552 5.3.4 Message size exceeds "
+                                     "fixed limit");
+        return;
+
+    default:
+        ngx_stream_relay_error_reply(rs,
+                                "501 5.5.4 Syntax: MAIL FROM:<address>");
+        return;
+    }
+
+    if (!rs->esmtp
+        && (ma.size != -1 || ma.body || ma.smtputf8 || ma.ret
+            || ma.envid.len || ma.auth.len))
+    {
+        ngx_stream_relay_error_reply(rs, "555 5.5.4 MAIL parameters need "
+                                     "EHLO");
+        return;
+    }
+
+    if (ma.path.utf8 && !ma.smtputf8) {
+        ngx_stream_relay_error_reply(rs, "553 5.6.7 Non-ASCII address "
+                                     "needs SMTPUTF8");
+        return;
+    }
+
+    if (ma.body == NGX_RELAY_BODY_BINARYMIME) {
+        ngx_stream_relay_error_reply(rs, "555 5.5.4 BINARYMIME is not "
+                                     "supported");
+        return;
+    }
+
+    if (ngx_stream_relay_txn_begin(rs) != NGX_OK) {
+        ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
+        return;
+    }
+
+    txn = rs->txn;
+
+    txn->env.sender.data = ngx_pnalloc(txn->pool, ma.path.addr.len + 1);
+    if (txn->env.sender.data == NULL) {
+        ngx_stream_relay_txn_end(rs);
+        ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
+        return;
+    }
+
+    ngx_memcpy(txn->env.sender.data, ma.path.addr.data, ma.path.addr.len);
+    txn->env.sender.len = ma.path.addr.len;
+
+    if (ma.envid.len) {
+        txn->env.envid.data = ngx_pstrdup(txn->pool, &ma.envid);
+        if (txn->env.envid.data == NULL) {
+            ngx_stream_relay_txn_end(rs);
+            ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
+            return;
+        }
+
+        txn->env.envid.len = ma.envid.len;
+    }
+
+    txn->env.ret = ma.ret;
+    txn->env.body = ma.body;
+    txn->env.smtputf8 = ma.smtputf8;
+
+    ngx_memcpy(rs->sender_buf, ma.path.addr.data,
+               ngx_min(ma.path.addr.len, NGX_RELAY_MAX_PATH));
+    rs->last_sender.len = ngx_min(ma.path.addr.len, NGX_RELAY_MAX_PATH);
+    rs->last_rcpts = 0;
+
+    ngx_stream_relay_reply(rs, "250 2.1.0 Ok");
+}
+
+
+static void
+ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
+    ngx_relay_command_t *cmd)
+{
+    ngx_int_t                rc;
+    ngx_uint_t               local;
+    ngx_relay_rcpt_t        *r;
+    ngx_relay_mail_args_t    ma;
+    ngx_stream_relay_txn_t  *txn;
+
+    txn = rs->txn;
+
+    if (txn == NULL) {
+        ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: need MAIL command");
+        return;
+    }
+
+    rc = ngx_relay_parse_rcpt_to(&cmd->arg, &ma);
+
+    switch (rc) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_RELAY_PARSE_BAD_ADDRESS:
+        ngx_stream_relay_error_reply(rs,
+                                "501 5.1.3 Bad recipient address syntax");
+        return;
+
+    case NGX_RELAY_PARSE_BAD_PARAM:
+        ngx_stream_relay_error_reply(rs, "555 5.5.4 Unsupported or "
+                                     "malformed RCPT parameter");
+        return;
+
+    default:
+        ngx_stream_relay_error_reply(rs, "501 5.5.4 Syntax: RCPT TO:<address>");
+        return;
+    }
+
+    if (!rs->esmtp && (ma.notify || ma.orcpt.len)) {
+        ngx_stream_relay_error_reply(rs, "555 5.5.4 RCPT parameters need "
+                                     "EHLO");
+        return;
+    }
+
+    if (ma.path.utf8 && !txn->env.smtputf8) {
+        ngx_stream_relay_error_reply(rs, "553 5.6.7 Non-ASCII address "
+                                     "needs SMTPUTF8");
+        return;
+    }
+
+    if (txn->env.rcpts.nelts >= rs->conf->max_recipients) {
+        ngx_stream_relay_error_reply(rs, "452 4.5.3 Error: too many "
+                                     "recipients");
+        return;
+    }
+
+    if (ngx_stream_relay_check_rcpt(rs, &ma.path, &local) != NGX_OK) {
+        return;
+    }
+
+    r = ngx_array_push(&txn->env.rcpts);
+    if (r == NULL) {
+        ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
+        return;
+    }
+
+    ngx_memzero(r, sizeof(ngx_relay_rcpt_t));
+
+    r->addr.data = ngx_pstrdup(txn->pool, &ma.path.addr);
+    r->orcpt.data = ngx_pstrdup(txn->pool, &ma.orcpt);
+    if (r->addr.data == NULL || (ma.orcpt.len && r->orcpt.data == NULL)) {
+        txn->env.rcpts.nelts--;
+        ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
+        return;
+    }
+
+    r->addr.len = ma.path.addr.len;
+    r->orcpt.len = ma.orcpt.len;
+    r->notify = ma.notify;
+    r->local = local;
+
+    rs->last_rcpts = txn->env.rcpts.nelts;
+
+    ngx_stream_relay_reply(rs, "250 2.1.5 Ok");
+}
+
+
+/*
+ * Who may receive: a local domain (its user list, when it has one;
+ * postmaster always), or any domain for trusted networks and authenticated
+ * clients.  No routing through this host: "%" and "!" in a local part of a
+ * local domain are refused rather than interpreted.
+ */
+
+static ngx_int_t
+ngx_stream_relay_check_rcpt(ngx_stream_relay_session_t *rs,
+    ngx_relay_path_t *path, ngx_uint_t *local)
+{
+    u_char              *p;
+    ngx_str_t            lp;
+    ngx_relay_domain_t  *d;
+
+    *local = 0;
+
+    if (path->domain.len == 0) {
+
+        /* bare <Postmaster> (RFC 5321 4.1.1.3): the first local domain */
+
+        d = rs->main_conf->domains ? rs->main_conf->domains->elts : NULL;
+
+        if (d == NULL) {
+            ngx_stream_relay_error_reply(rs, "550 5.1.1 <%V>: Recipient "
+                                         "address rejected: no local "
+                                         "domain", &path->addr);
+            return NGX_ERROR;
+        }
+
+        p = ngx_pnalloc(rs->txn->pool, sizeof("postmaster@") - 1
+                                       + d->name.len);
+        if (p == NULL) {
+            ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
+            return NGX_ERROR;
+        }
+
+        path->addr.data = p;
+        path->addr.len = ngx_cpymem(ngx_cpymem(p, "postmaster@", 11),
+                                    d->name.data, d->name.len) - p;
+        *local = 1;
+        return NGX_OK;
+    }
+
+    d = ngx_relay_sched_local_domain(rs->main_conf->domains, &path->domain);
+
+    if (d == NULL) {
+        if (rs->trusted || rs->auth_user.len) {
+            return NGX_OK;
+        }
+
+        ngx_stream_relay_error_reply(rs, "554 5.7.1 <%V>: Relay access "
+                                     "denied", &path->addr);
+        return NGX_ERROR;
+    }
+
+    lp = path->local;
+
+    if (ngx_strlchr(lp.data, lp.data + lp.len, '%')
+        || ngx_strlchr(lp.data, lp.data + lp.len, '!')
+        || ngx_strlchr(lp.data, lp.data + lp.len, '@'))
+    {
+        ngx_stream_relay_error_reply(rs, "550 5.7.1 <%V>: Recipient address "
+                                     "rejected: no routing through this "
+                                     "host", &path->addr);
+        return NGX_ERROR;
+    }
+
+    if (lp.len == sizeof("postmaster") - 1
+        && ngx_strncasecmp(lp.data, (u_char *) "postmaster", lp.len) == 0)
+    {
+        *local = 1;
+        return NGX_OK;
+    }
+
+    if (path->quoted || !ngx_relay_maildir_mailbox_valid(&lp)
+        || (d->users && ngx_relay_users_find(d->users, &lp) == NULL))
+    {
+        ngx_stream_relay_error_reply(rs, "550 5.1.1 <%V>: Recipient address "
+                                     "rejected: User unknown", &path->addr);
+        return NGX_ERROR;
+    }
+
+    *local = 1;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_stream_relay_data(ngx_stream_relay_session_t *rs,
+    ngx_relay_command_t *cmd)
+{
+    ngx_stream_relay_txn_t  *txn;
+
+    txn = rs->txn;
+
+    if (cmd->arg.len) {
+        ngx_stream_relay_error_reply(rs, "501 5.5.4 Syntax: DATA");
+        return;
+    }
+
+    if (txn == NULL) {
+        ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: need MAIL command");
+        return;
+    }
+
+    if (txn->bdat) {
+        ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: DATA after BDAT");
+        return;
+    }
+
+    if (txn->env.rcpts.nelts == 0) {
+        ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: need RCPT command");
+        return;
+    }
+
+    if (ngx_stream_relay_open_spool(rs) != NGX_OK) {
+        return;
+    }
+
+    txn->data = 1;
+    ngx_memzero(&txn->dp, sizeof(ngx_relay_data_parser_t));
+
+    ngx_stream_relay_reply(rs, "354 End data with <CR><LF>.<CR><LF>");
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_data);
+}
+
+
+/*
+ * BDAT always consumes its chunk, even when the command is refused:
+ * otherwise the chunk's octets would be read as commands.
+ */
+
+static void
+ngx_stream_relay_bdat(ngx_stream_relay_session_t *rs,
+    ngx_relay_command_t *cmd)
+{
+    off_t                    size;
+    ngx_uint_t               last;
+    ngx_stream_relay_txn_t  *txn;
+
+    if (ngx_relay_parse_bdat(&cmd->arg, &size, &last) != NGX_OK) {
+        /* the chunk cannot be found: the stream is lost */
+        ngx_stream_relay_reply(rs, "501 5.5.4 Syntax: BDAT size [LAST]");
+        ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+        return;
+    }
+
+    if (rs->txn == NULL && ngx_stream_relay_txn_begin(rs) != NGX_OK) {
+        ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
+        ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+        return;
+    }
+
+    txn = rs->txn;
+
+    txn->bdat_left = size;
+    txn->bdat_chunk = size;
+    txn->bdat_last = last;
+
+    if (txn->env.sender.data == NULL && !txn->failed) {
+        /* a transaction opened only to swallow this chunk */
+        ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: need MAIL "
+                                     "command");
+        txn->failed = 1;
+
+    } else if (txn->data) {
+        ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: BDAT after DATA");
+        txn->failed = 1;
+
+    } else if (txn->env.rcpts.nelts == 0 && !txn->failed) {
+        ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: need RCPT "
+                                     "command");
+        txn->failed = 1;
+
+    } else if (!txn->failed && !txn->bdat) {
+        txn->bdat = 1;
+
+        if (ngx_stream_relay_open_spool(rs) != NGX_OK) {
+            txn->failed = 1;
+        }
+    }
+
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_bdat);
+}
+
+
+static ngx_int_t
+ngx_stream_relay_read_bdat(ngx_stream_relay_session_t *rs)
+{
+    size_t                   n;
+    ngx_buf_t               *in;
+    ngx_stream_relay_txn_t  *txn;
+
+    txn = rs->txn;
+    in = rs->in;
+
+    while (txn->bdat_left) {
+        n = ngx_min((off_t) (in->last - in->pos), txn->bdat_left);
+
+        if (n == 0) {
+            return NGX_AGAIN;
+        }
+
+        if (!txn->failed && !txn->too_big) {
+            if (txn->size + (off_t) n > rs->conf->max_message_size) {
+                txn->too_big = 1;
+
+            } else {
+                n = ngx_min(n, (size_t) (txn->end - txn->pos));
+                txn->pos = ngx_cpymem(txn->pos, in->pos, n);
+                txn->size += n;
+
+                if (txn->pos == txn->end) {
+                    ngx_stream_relay_store(rs, txn->pos);
+                }
+            }
+        }
+
+        in->pos += n;
+        txn->bdat_left -= n;
+    }
+
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
+
+    if (txn->failed) {
+        /* the error was said with the command; a later chunk says it too */
+        if (txn->bdat_last) {
+            ngx_stream_relay_txn_end(rs);
+        }
+
+        return NGX_OK;
+    }
+
+    if (txn->too_big) {
+        ngx_stream_relay_error_reply(rs, "552 5.3.4 Message size exceeds "
+                                     "fixed limit");
+        txn->failed = 1;
+
+        if (txn->bdat_last) {
+            ngx_stream_relay_txn_end(rs);
+        }
+
+        return NGX_OK;
+    }
+
+    if (txn->bdat_last) {
+        ngx_stream_relay_message_end(rs);
+        return NGX_OK;
+    }
+
+    ngx_stream_relay_reply(rs, "250 2.0.0 %O octets received",
+                           txn->bdat_chunk);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_stream_relay_read_data(ngx_stream_relay_session_t *rs)
+{
+    size_t                   room;
+    u_char                  *dst;
+    ngx_int_t                rc;
+    ngx_buf_t               *in, view;
+    ngx_stream_relay_txn_t  *txn;
+
+    txn = rs->txn;
+    in = rs->in;
+
+    while (in->pos < in->last) {
+
+        /* the parser writes at most its input plus one octet */
+
+        room = txn->end - txn->pos;
+
+        if (room < 2) {
+            ngx_stream_relay_store(rs, txn->pos);
+            room = txn->end - txn->pos;
+        }
+
+        view = *in;
+        view.last = in->pos + ngx_min((size_t) (in->last - in->pos),
+                                      room - 1);
+
+        dst = txn->pos;
+        rc = ngx_relay_parse_data(&txn->dp, &view, &dst);
+        in->pos = view.pos;
+
+        txn->size += dst - txn->pos;
+
+        if (txn->too_big || txn->size > rs->conf->max_message_size) {
+            txn->too_big = 1;            /* keep reading, store nothing */
+
+        } else {
+            txn->pos = dst;
+        }
+
+        if (rc == NGX_OK) {
+            ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
+            ngx_stream_relay_message_end(rs);
+            return NGX_OK;
+        }
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/* writes the batched data out; a failure is answered at the end */
+
+static void
+ngx_stream_relay_store(ngx_stream_relay_session_t *rs, u_char *end)
+{
+    ngx_stream_relay_txn_t  *txn;
+
+    txn = rs->txn;
+
+    if (end > txn->buf && txn->writer) {
+        (void) ngx_relay_spool_write(txn->writer, txn->buf, end - txn->buf);
+    }
+
+    txn->pos = txn->buf;
+}
+
+
+static void
+ngx_stream_relay_message_end(ngx_stream_relay_session_t *rs)
+{
+    ngx_stream_relay_txn_t  *txn;
+
+    txn = rs->txn;
+
+    if (txn->too_big) {
+        ngx_stream_relay_txn_end(rs);
+        ngx_stream_relay_error_reply(rs, "552 5.3.4 Message size exceeds "
+                                     "fixed limit");
+        return;
+    }
+
+    if (txn->data && (txn->dp.bare_cr || txn->dp.bare_lf)) {
+        ngx_log_error(NGX_LOG_INFO, rs->connection->log, 0,
+                      "message refused: bare %s in DATA",
+                      txn->dp.bare_lf ? "LF" : "CR");
+        ngx_stream_relay_txn_end(rs);
+        ngx_stream_relay_error_reply(rs, "550 5.6.0 Message refused: bare "
+                                     "CR or LF in data (RFC 5321 2.3.8)");
+        return;
+    }
+
+    ngx_stream_relay_store(rs, txn->pos);
+
+    if (ngx_relay_spool_commit(txn->writer, ngx_stream_relay_committed, rs)
+        != NGX_OK)
+    {
+        ngx_stream_relay_disk_error(rs, txn->writer->err);
+        ngx_stream_relay_txn_end(rs);
+        return;
+    }
+
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_busy);
+}
+
+
+/* on the event loop once message and envelope are on stable storage */
+
+static void
+ngx_stream_relay_committed(ngx_relay_spool_writer_t *w, ngx_int_t rc)
+{
+    ngx_stream_relay_session_t  *rs = w->data;
+
+    ngx_stream_relay_txn_t  *txn;
+
+    txn = rs->txn;
+    txn->writer = NULL;                  /* the scheduler owns it now */
+
+    if (rc != NGX_OK) {
+        ngx_stream_relay_disk_error(rs, w->err);
+
+    } else {
+        ngx_log_error(NGX_LOG_INFO, rs->connection->log, 0,
+                      "%V: queued from=<%V>, nrcpt=%ui, size=%O, "
+                      "client=%V", &w->id, &txn->env.sender,
+                      txn->env.rcpts.nelts, txn->size, &rs->client);
+
+        ngx_memcpy(rs->queue_id_buf, w->id.data, w->id.len);
+        rs->last_queue_id.len = w->id.len;
+
+        ngx_stream_relay_reply(rs, "250 2.0.0 Ok: queued as %V", &w->id);
+    }
+
+    ngx_stream_relay_txn_end(rs);
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
+    ngx_stream_relay_resume(rs);
+}
+
+
+static void
+ngx_stream_relay_disk_error(ngx_stream_relay_session_t *rs, ngx_err_t err)
+{
+    if (err == NGX_ENOSPC || err == EDQUOT) {
+        ngx_stream_relay_reply(rs, "452 4.3.1 Insufficient system storage");
+
+    } else {
+        ngx_stream_relay_reply(rs, "451 4.3.0 Error: local error in "
+                               "processing");
+    }
+}
+
+
+/* back from a task: run the loop outside the task's completion handler */
+
+static void
+ngx_stream_relay_resume(ngx_stream_relay_session_t *rs)
+{
+    ngx_stream_relay_run(rs);
+}
+
+
+static ngx_int_t
+ngx_stream_relay_txn_begin(ngx_stream_relay_session_t *rs)
+{
+    ngx_pool_t              *pool;
+    ngx_stream_relay_txn_t  *txn;
+
+    pool = ngx_create_pool(1024, rs->connection->log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    txn = ngx_pcalloc(pool, sizeof(ngx_stream_relay_txn_t));
+    if (txn == NULL
+        || ngx_array_init(&txn->env.rcpts, pool, 4, sizeof(ngx_relay_rcpt_t))
+           != NGX_OK)
+    {
+        ngx_destroy_pool(pool);
+        return NGX_ERROR;
+    }
+
+    txn->pool = pool;
+    rs->txn = txn;
+    rs->connection->idle = 0;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_stream_relay_txn_end(ngx_stream_relay_session_t *rs)
+{
+    ngx_stream_relay_txn_t  *txn;
+
+    txn = rs->txn;
+
+    if (txn == NULL) {
+        return;
+    }
+
+    if (txn->writer) {
+        if (rs->state == ngx_stream_relay_st_busy) {
+            /* commit in flight: it finishes without us */
+            txn->writer->handler = NULL;
+
+        } else {
+            ngx_relay_spool_abort(txn->writer);
+        }
+    }
+
+    if (txn->buf) {
+        ngx_free(txn->buf);
+    }
+
+    ngx_destroy_pool(txn->pool);
+    rs->txn = NULL;
+}
+
+
+/*
+ * Opens the queue file at DATA or the first BDAT: envelope first, then our
+ * Received: header, then the message as it arrives.
+ */
+
+static ngx_int_t
+ngx_stream_relay_open_spool(ngx_stream_relay_session_t *rs)
+{
+    ngx_connection_t          *c;
+    ngx_relay_envelope_t      *env;
+    ngx_stream_relay_txn_t    *txn;
+    ngx_relay_spool_writer_t  *w;
+
+    c = rs->connection;
+    txn = rs->txn;
+    env = &txn->env;
+
+    txn->buf = ngx_alloc(NGX_STREAM_RELAY_DATA_BUF, c->log);
+    if (txn->buf == NULL) {
+        ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
+        return NGX_ERROR;
+    }
+
+    txn->pos = txn->buf;
+    txn->end = txn->buf + NGX_STREAM_RELAY_DATA_BUF;
+
+    w = ngx_relay_spool_create(&ngx_stream_relay_sched->spool, c->log);
+    if (w == NULL) {
+        ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
+        return NGX_ERROR;
+    }
+
+    txn->writer = w;
+
+    env->client = rs->client;
+    env->helo = rs->helo;
+    env->auth_user = rs->auth_user;
+    env->arrival = ngx_time();
+
+    if (w->err
+        || ngx_relay_spool_write_envelope(w, env) != NGX_OK
+        || ngx_stream_relay_received(rs) != NGX_OK)
+    {
+        ngx_stream_relay_disk_error(rs, w->err);
+        ngx_relay_spool_abort(w);
+        txn->writer = NULL;
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* RFC 5321 4.4 trace header, RFC 3848 / RFC 6531 protocol names */
+
+static ngx_int_t
+ngx_stream_relay_received(ngx_stream_relay_session_t *rs)
+{
+    u_char                  *p, buf[NGX_STREAM_RELAY_LINE_MAX * 4];
+    ngx_tm_t                 tm;
+    ngx_str_t                proto, tls;
+    ngx_stream_relay_txn_t  *txn;
+    ngx_relay_rcpt_t        *r;
+
+    static const char  *week[] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri",
+                                   "Sat" };
+    static const char  *months[] = { "Jan", "Feb", "Mar", "Apr", "May",
+                                     "Jun", "Jul", "Aug", "Sep", "Oct",
+                                     "Nov", "Dec" };
+
+    txn = rs->txn;
+
+    p = buf;
+
+    if (txn->env.smtputf8) {
+        p = ngx_cpymem(p, "UTF8SMTP", 8);
+
+    } else {
+        p = ngx_cpymem(p, rs->esmtp ? "ESMTP" : "SMTP", rs->esmtp ? 5 : 4);
+    }
+
+    if (rs->tls) {
+        *p++ = 'S';
+    }
+
+    if (rs->auth_user.len) {
+        *p++ = 'A';
+    }
+
+    proto.data = buf;
+    proto.len = p - buf;
+
+    ngx_str_null(&tls);
+
+#if (NGX_SSL)
+    if (rs->tls && rs->connection->ssl) {
+        tls.data = p;
+        p = ngx_sprintf(p, " (%s:%s)",
+                        SSL_get_version(rs->connection->ssl->connection),
+                        SSL_get_cipher_name(rs->connection->ssl->connection));
+        tls.len = p - tls.data;
+    }
+#endif
+
+    ngx_gmtime(txn->env.arrival, &tm);
+
+    p = ngx_sprintf(p, "Received: from %V (unknown [%V])\r\n"
+                    "\tby %V (nginx-relay) with %V%V\r\n\tid %V",
+                    &rs->helo, &rs->client, &rs->main_conf->hostname,
+                    &proto, &tls, &txn->writer->id);
+
+    if (txn->env.rcpts.nelts == 1) {
+        r = txn->env.rcpts.elts;
+
+        if (r->addr.len < NGX_STREAM_RELAY_LINE_MAX) {
+            p = ngx_sprintf(p, "\r\n\tfor <%V>", &r->addr);
+        }
+    }
+
+    p = ngx_sprintf(p, "; %s, %02d %s %4d %02d:%02d:%02d +0000\r\n",
+                    week[tm.ngx_tm_wday], tm.ngx_tm_mday,
+                    months[tm.ngx_tm_mon - 1], tm.ngx_tm_year,
+                    tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+
+    p = ngx_cpymem(txn->pos, proto.data + proto.len + tls.len,
+                   p - (proto.data + proto.len + tls.len));
+    txn->pos = p;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_stream_relay_starttls(ngx_stream_relay_session_t *rs,
+    ngx_relay_command_t *cmd)
+{
+    ngx_connection_t  *c;
+
+    c = rs->connection;
+
+    if (rs->conf->ssl == NULL || rs->tls) {
+        ngx_stream_relay_error_reply(rs, "502 5.5.1 Error: command not "
+                                     "implemented");
+        return;
+    }
+
+    if (cmd->arg.len) {
+        ngx_stream_relay_error_reply(rs, "501 5.5.4 Syntax: STARTTLS");
+        return;
+    }
+
+    if (rs->txn) {
+        ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: STARTTLS inside "
+                                     "a transaction");
+        return;
+    }
+
+    ngx_stream_relay_reply(rs, "220 2.0.0 Ready to start TLS");
+
+    /*
+     * Whatever the client pipelined after STARTTLS came in plaintext and
+     * must not be executed inside TLS (CVE-2011-0411).
+     */
+
+    rs->in->pos = rs->in->start;
+    rs->in->last = rs->in->start;
+
+    if (ngx_stream_relay_flush(rs) != NGX_OK) {
+        ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+        return;
+    }
+
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_busy);
+
+    if (ngx_ssl_create_connection(rs->conf->ssl, c, 0) != NGX_OK) {
+        ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+        return;
+    }
+
+    c->log->action = "in STARTTLS handshake";
+
+    if (ngx_ssl_handshake(c) == NGX_AGAIN) {
+        ngx_add_timer(c->read, rs->conf->timeout);
+        c->ssl->handler = ngx_stream_relay_tls_handshaked;
+        return;
+    }
+
+    /* done at once: the loop we are called from goes on */
+    ngx_stream_relay_tls_established(rs);
+}
+
+
+static void
+ngx_stream_relay_tls_handshaked(ngx_connection_t *c)
+{
+    ngx_stream_session_t        *s;
+    ngx_stream_relay_session_t  *rs;
+
+    s = c->data;
+    rs = ngx_stream_get_module_ctx(s, ngx_stream_relay_module);
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    c->read->handler = ngx_stream_relay_handler;
+    c->write->handler = ngx_stream_relay_handler;
+
+    ngx_stream_relay_tls_established(rs);
+    ngx_stream_relay_run(rs);
+}
+
+
+static void
+ngx_stream_relay_tls_established(ngx_stream_relay_session_t *rs)
+{
+    ngx_connection_t  *c;
+
+    c = rs->connection;
+    c->log->action = "in SMTP session";
+
+    if (!c->ssl->handshaked) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0, "STARTTLS handshake failed");
+        ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+        return;
+    }
+
+    /* RFC 3207 4.2: forget everything learnt before TLS */
+
+    rs->tls = 1;
+    rs->esmtp = 0;
+    rs->helo.len = 0;
+
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
+}
+
+
+static void
+ngx_stream_relay_auth(ngx_stream_relay_session_t *rs,
+    ngx_relay_command_t *cmd)
+{
+    u_char     *p, *last;
+    ngx_str_t   mech, initial;
+
+    if (rs->conf->auth_users == NULL) {
+        ngx_stream_relay_error_reply(rs, "502 5.5.1 Error: command not "
+                                     "implemented");
+        return;
+    }
+
+    if (!rs->tls) {
+        ngx_stream_relay_error_reply(rs, "530 5.7.0 Must issue a STARTTLS "
+                                     "command first");
+        return;
+    }
+
+    if (!rs->esmtp) {
+        ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: send EHLO first");
+        return;
+    }
+
+    if (rs->auth_user.len) {
+        ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: already "
+                                     "authenticated");
+        return;
+    }
+
+    if (rs->txn) {
+        ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: AUTH inside a "
+                                     "transaction");
+        return;
+    }
+
+    p = cmd->arg.data;
+    last = p + cmd->arg.len;
+
+    mech.data = p;
+    while (p < last && *p != ' ') {
+        p++;
+    }
+
+    mech.len = p - mech.data;
+
+    while (p < last && *p == ' ') {
+        p++;
+    }
+
+    initial.data = p;
+    initial.len = last - p;
+
+    rs->lp.max = NGX_STREAM_RELAY_AUTH_LINE_MAX;
+
+    if (mech.len == 5
+        && ngx_strncasecmp(mech.data, (u_char *) "PLAIN", 5) == 0)
+    {
+        ngx_stream_relay_enter(rs, ngx_stream_relay_st_auth_plain);
+
+        if (initial.len == 0) {
+            ngx_stream_relay_reply(rs, "334 ");
+            return;
+        }
+
+        ngx_stream_relay_auth_step(rs, &initial);
+        return;
+    }
+
+    if (mech.len == 5
+        && ngx_strncasecmp(mech.data, (u_char *) "LOGIN", 5) == 0)
+    {
+        ngx_stream_relay_enter(rs, ngx_stream_relay_st_auth_login_user);
+
+        if (initial.len == 0) {
+            ngx_stream_relay_reply(rs, "334 VXNlcm5hbWU6");
+            return;
+        }
+
+        ngx_stream_relay_auth_step(rs, &initial);
+        return;
+    }
+
+    rs->lp.max = NGX_STREAM_RELAY_LINE_MAX;
+    ngx_stream_relay_error_reply(rs, "504 5.5.4 Unrecognized authentication "
+                                 "type");
+}
+
+
+/* reads one client response of an AUTH exchange */
+
+static ngx_int_t
+ngx_stream_relay_auth_response(ngx_stream_relay_session_t *rs)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_relay_parse_line(&rs->lp, rs->in);
+
+    if (rc == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
+
+    if (rc == NGX_RELAY_PARSE_TOO_LONG) {
+        rs->lp.max = NGX_STREAM_RELAY_LINE_MAX;
+        ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
+        ngx_stream_relay_error_reply(rs, "500 5.5.6 Error: line too long");
+        return NGX_OK;
+    }
+
+    ngx_stream_relay_auth_step(rs, &rs->lp.line);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_stream_relay_auth_step(ngx_stream_relay_session_t *rs, ngx_str_t *line)
+{
+    u_char     buf[NGX_STREAM_RELAY_AUTH_LINE_MAX];
+    ngx_str_t  decoded, user, passwd;
+
+    rs->lp.max = NGX_STREAM_RELAY_LINE_MAX;
+
+    if (line->len == 1 && line->data[0] == '*') {
+        ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
+        ngx_stream_relay_error_reply(rs, "501 5.7.0 Authentication "
+                                     "cancelled");
+        return;
+    }
+
+    decoded.data = buf;
+
+    if (ngx_base64_decoded_length(line->len) > sizeof(buf)
+        || ngx_decode_base64(&decoded, line) != NGX_OK)
+    {
+        ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
+        ngx_stream_relay_error_reply(rs, "501 5.5.2 Invalid base64 data");
+        return;
+    }
+
+    switch (rs->state) {
+
+    case ngx_stream_relay_st_auth_plain:
+        if (ngx_relay_parse_auth_plain(&decoded, &user, &passwd) != NGX_OK) {
+            ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
+            ngx_stream_relay_error_reply(rs, "501 5.5.2 Invalid AUTH PLAIN "
+                                         "response");
+            return;
+        }
+
+        ngx_stream_relay_auth_check(rs, &user, &passwd);
+        return;
+
+    case ngx_stream_relay_st_auth_login_user:
+        rs->login_user.data = ngx_pnalloc(rs->connection->pool,
+                                          decoded.len + 1);
+        if (rs->login_user.data == NULL) {
+            ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
+            ngx_stream_relay_reply(rs, "454 4.7.0 Temporary authentication "
+                                   "failure");
+            return;
+        }
+
+        ngx_memcpy(rs->login_user.data, decoded.data, decoded.len);
+        rs->login_user.len = decoded.len;
+
+        rs->lp.max = NGX_STREAM_RELAY_AUTH_LINE_MAX;
+        ngx_stream_relay_enter(rs, ngx_stream_relay_st_auth_login_passwd);
+        ngx_stream_relay_reply(rs, "334 UGFzc3dvcmQ6");
+        return;
+
+    default: /* ngx_stream_relay_st_auth_login_passwd */
+        ngx_stream_relay_auth_check(rs, &rs->login_user, &decoded);
+        return;
+    }
+}
+
+
+/* "check" comes first: the thread function sees only it */
+
+typedef struct {
+    ngx_relay_auth_check_t       check;
+    ngx_stream_relay_session_t  *rs;
+    ngx_str_t                    user;
+} ngx_stream_relay_auth_ctx_t;
+
+
+static void
+ngx_stream_relay_auth_check(ngx_stream_relay_session_t *rs, ngx_str_t *user,
+    ngx_str_t *passwd)
+{
+    ngx_str_t                    *hash;
+    ngx_connection_t             *c;
+    ngx_thread_task_t            *task;
+    ngx_stream_relay_auth_ctx_t  *ctx;
+
+    c = rs->connection;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_STREAM, c->log, 0,
+                   "relay auth: user \"%V\" password \"%s\"", user,
+                   "********");
+
+    task = ngx_thread_task_alloc(c->pool,
+                                 sizeof(ngx_stream_relay_auth_ctx_t));
+    if (task == NULL) {
+        goto temporary;
+    }
+
+    ctx = task->ctx;
+    ctx->rs = rs;
+
+    hash = ngx_relay_users_find(rs->conf->auth_users, user);
+
+    ctx->user.data = ngx_pnalloc(c->pool, user->len);
+    ctx->check.passwd = ngx_alloc(passwd->len + 1, c->log);
+    if (ctx->user.data == NULL || ctx->check.passwd == NULL) {
+        goto temporary;
+    }
+
+    /* unknown users cost a crypt() too: no timing oracle for logins */
+
+    if (hash) {
+        ctx->check.hash = *hash;
+
+    } else {
+        ngx_str_set(&ctx->check.hash,
+                    "$6$relaysalt$unknownuserunknownuserunknownuserunknown"
+                    "useruseruseruser");
+    }
+
+    ngx_memcpy(ctx->user.data, user->data, user->len);
+    ctx->user.len = hash ? user->len : 0;
+    ngx_memcpy(ctx->check.passwd, passwd->data, passwd->len);
+    ctx->check.passwd_len = passwd->len;
+
+    task->handler = ngx_relay_auth_check_thread;
+    task->event.handler = ngx_stream_relay_auth_done;
+    task->event.data = ctx;
+
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_busy);
+
+    if (ngx_thread_task_post(rs->main_conf->thread_pool, task) != NGX_OK) {
+        ngx_free(ctx->check.passwd);
+        goto temporary;
+    }
+
+    return;
+
+temporary:
+
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
+    ngx_stream_relay_reply(rs, "454 4.7.0 Temporary authentication failure");
+}
+
+
+static void
+ngx_stream_relay_auth_done(ngx_event_t *ev)
+{
+    ngx_stream_relay_auth_ctx_t  *ctx = ev->data;
+
+    ngx_stream_relay_session_t  *rs;
+
+    rs = ctx->rs;
+
+    explicit_bzero(ctx->check.passwd, ctx->check.passwd_len);
+    ngx_free(ctx->check.passwd);
+
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
+
+    if (ctx->check.ok && ctx->user.len) {
+        rs->auth_user = ctx->user;
+
+        ngx_log_error(NGX_LOG_INFO, rs->connection->log, 0,
+                      "client authenticated as \"%V\"", &rs->auth_user);
+
+        ngx_stream_relay_reply(rs, "235 2.7.0 Authentication successful");
+
+    } else {
+        ngx_log_error(NGX_LOG_INFO, rs->connection->log, 0,
+                      "authentication failed for \"%V\"", &ctx->user);
+
+        ngx_stream_relay_error_reply(rs, "535 5.7.8 Authentication "
+                                     "credentials invalid");
+    }
+
+    ngx_stream_relay_resume(rs);
+}
+
+
+/* access_log variables: the session's facts, the last transaction's */
+
+typedef enum {
+    ngx_stream_relay_var_helo = 0,
+    ngx_stream_relay_var_sender,
+    ngx_stream_relay_var_rcpt_count,
+    ngx_stream_relay_var_queue_id,
+    ngx_stream_relay_var_tls,
+    ngx_stream_relay_var_auth_user,
+    ngx_stream_relay_var_last_reply
+} ngx_stream_relay_var_e;
+
+
+static ngx_int_t
+ngx_stream_relay_variable(ngx_stream_session_t *s,
+    ngx_stream_variable_value_t *v, uintptr_t data)
+{
+    u_char                      *p;
+    ngx_str_t                    val;
+    ngx_stream_relay_session_t  *rs;
+
+    rs = ngx_stream_get_module_ctx(s, ngx_stream_relay_module);
+
+    if (rs == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_str_null(&val);
+
+    switch (data) {
+
+    case ngx_stream_relay_var_helo:
+        val = rs->helo;
+        break;
+
+    case ngx_stream_relay_var_sender:
+        val = rs->last_sender;
+        break;
+
+    case ngx_stream_relay_var_rcpt_count:
+        p = ngx_pnalloc(s->connection->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        val.data = p;
+        val.len = ngx_sprintf(p, "%ui", rs->last_rcpts) - p;
+        break;
+
+    case ngx_stream_relay_var_queue_id:
+        val = rs->last_queue_id;
+        break;
+
+    case ngx_stream_relay_var_tls:
+#if (NGX_SSL)
+        if (rs->tls && s->connection->ssl) {
+            val.data = (u_char *) SSL_get_version(
+                                            s->connection->ssl->connection);
+            val.len = ngx_strlen(val.data);
+        }
+#endif
+        break;
+
+    case ngx_stream_relay_var_auth_user:
+        val = rs->auth_user;
+        break;
+
+    default: /* ngx_stream_relay_var_last_reply */
+        val = rs->last_reply;
+        break;
+    }
+
+    v->data = val.data;
+    v->len = val.len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_stream_variable_t  ngx_stream_relay_vars[] = {
+
+    { ngx_string("relay_helo"), NULL, ngx_stream_relay_variable,
+      ngx_stream_relay_var_helo, NGX_STREAM_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("relay_sender"), NULL, ngx_stream_relay_variable,
+      ngx_stream_relay_var_sender, NGX_STREAM_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("relay_rcpt_count"), NULL, ngx_stream_relay_variable,
+      ngx_stream_relay_var_rcpt_count, NGX_STREAM_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("relay_queue_id"), NULL, ngx_stream_relay_variable,
+      ngx_stream_relay_var_queue_id, NGX_STREAM_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("relay_tls"), NULL, ngx_stream_relay_variable,
+      ngx_stream_relay_var_tls, NGX_STREAM_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("relay_auth_user"), NULL, ngx_stream_relay_variable,
+      ngx_stream_relay_var_auth_user, NGX_STREAM_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("relay_last_reply"), NULL, ngx_stream_relay_variable,
+      ngx_stream_relay_var_last_reply, NGX_STREAM_VAR_NOCACHEABLE, 0 },
+
+      ngx_stream_null_variable
+};
+
+
+ngx_int_t
+ngx_stream_relay_add_variables(ngx_conf_t *cf)
+{
+    ngx_stream_variable_t  *var, *v;
+
+    for (v = ngx_stream_relay_vars; v->name.len; v++) {
+        var = ngx_stream_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+#
+# Runs every test: C unit tests of the parsers, then the integration suite
+# against Debian's nginx with the module.  Ends with one line
+# "N passed, N failed" over both, and a non-zero exit if anything failed.
+#
+#   tests/run-all.sh BUILD_DIR
+
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+build_dir=${1:-$top/build}
+log=$(mktemp -d)
+trap 'rm -rf "$log"' EXIT
+
+passed=0
+failed=0
+status=0
+
+count() {       # count WORD FILE: the number before WORD on the last summary
+    grep -Eo "[0-9]+ $1" "$2" | tail -n 1 | grep -Eo '^[0-9]+' || echo 0
+}
+
+echo "== unit tests"
+"$top/tests/unit/run.sh" "$build_dir" 2>&1 | tee "$log/unit"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+passed=$((passed + $(count passed "$log/unit")))
+failed=$((failed + $(count failed "$log/unit")))
+
+echo "== integration tests"
+export RELAY_MODULE="$build_dir/objs/ngx_stream_relay_module.so"
+(cd "$top" && /usr/bin/python3 -m pytest -p no:cacheprovider -q \
+    tests/integration) 2>&1 | tee "$log/integration"
+rc=${PIPESTATUS[0]}
+[ "$rc" -eq 0 ] || status=1
+passed=$((passed + $(count passed "$log/integration")))
+failed=$((failed + $(count failed "$log/integration")
+               + $(count error "$log/integration")))
+[ "$rc" -eq 5 ] && { echo "integration: no tests collected"; status=1; }
+
+echo "$passed passed, $failed failed"
+exit $status
