@@ -37,7 +37,9 @@ static ngx_int_t ngx_relay_maildir_fail(ngx_relay_maildir_job_t *job,
 
 /*
  * Local parts that are safe as a directory name: no "/", no leading dot,
- * no control characters; everything else (UTF-8 included) is kept.
+ * no control characters; everything else (spaces of quoted local parts and
+ * UTF-8 included) is kept.  Quotes and backslashes of a quoted local part
+ * are checked as they will be removed.
  */
 
 ngx_int_t
@@ -46,14 +48,16 @@ ngx_relay_maildir_mailbox_valid(ngx_str_t *local)
     u_char      ch;
     ngx_uint_t  i;
 
-    if (local->len == 0 || local->len > 255 || local->data[0] == '.') {
+    if (local->len == 0 || local->len > 255 || local->data[0] == '.'
+        || (local->len > 1 && local->data[0] == '"' && local->data[1] == '.'))
+    {
         return 0;
     }
 
     for (i = 0; i < local->len; i++) {
         ch = local->data[i];
 
-        if (ch <= 0x20 || ch == 0x7f || ch == '/' || ch == '\\') {
+        if (ch < 0x20 || ch == 0x7f || ch == '/') {
             return 0;
         }
     }

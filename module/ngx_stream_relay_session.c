@@ -958,7 +958,7 @@ ngx_stream_relay_check_rcpt(ngx_stream_relay_session_t *rs,
         return NGX_OK;
     }
 
-    if (path->quoted || !ngx_relay_maildir_mailbox_valid(&lp)
+    if (!ngx_relay_maildir_mailbox_valid(&lp)
         || (d->users && ngx_relay_users_find(d->users, &lp) == NULL))
     {
         ngx_stream_relay_error_reply(rs, "550 5.1.1 <%V>: Recipient address "
@@ -1501,9 +1501,15 @@ ngx_stream_relay_starttls(ngx_stream_relay_session_t *rs,
 
     c = rs->connection;
 
-    if (rs->conf->ssl == NULL || rs->tls) {
+    if (rs->conf->ssl == NULL) {
         ngx_stream_relay_error_reply(rs, "502 5.5.1 Error: command not "
                                      "implemented");
+        return;
+    }
+
+    if (rs->tls) {
+        ngx_stream_relay_error_reply(rs, "554 5.5.1 Error: TLS already "
+                                     "active");
         return;
     }
 
@@ -1743,8 +1749,9 @@ ngx_stream_relay_auth_step(ngx_stream_relay_session_t *rs, ngx_str_t *line)
     case ngx_stream_relay_st_auth_plain:
         if (ngx_relay_parse_auth_plain(&decoded, &user, &passwd) != NGX_OK) {
             ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
-            ngx_stream_relay_error_reply(rs, "501 5.5.2 Invalid AUTH PLAIN "
-                                         "response");
+            /* malformed, empty password, or acting as someone else */
+            ngx_stream_relay_error_reply(rs, "535 5.7.8 Authentication "
+                                         "credentials invalid");
             return;
         }
 

@@ -1,0 +1,1877 @@
+
+/*
+ * Copyright (C) The relay authors
+ */
+
+
+/*
+ * Byte parsers for the SMTP wire formats.  This file owns syntax only: it
+ * says whether octets are well-formed and where the pieces are.  It never
+ * decides policy (relay rights, SMTPUTF8 or 8BITMIME negotiation, size
+ * accounting of DATA): the session does, from the flags set here.
+ *
+ * It must never allocate, do I/O or call into the nginx core (only its
+ * macros and types), so that the unit tests link it alone.  Every loop runs
+ * over a buffer whose length is already capped (the line, the path, a
+ * parameter value); results are ngx_str_t into the caller's buffer.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include "ngx_relay_parse.h"
+
+
+#define NGX_RELAY_MAX_LABEL           63   /* RFC 1035 2.3.4 */
+#define NGX_RELAY_MAX_SIZE_DIGITS     20   /* RFC 1870 */
+#define NGX_RELAY_MAX_BDAT_DIGITS     18
+
+/* ngx_relay_parse_path() flags */
+#define NGX_RELAY_PATH_NULL           0x01  /* "<>" is allowed (MAIL) */
+#define NGX_RELAY_PATH_POSTMASTER     0x02  /* "<Postmaster>" (RCPT) */
+
+/* MAIL and RCPT parameters */
+#define NGX_RELAY_PARAM_SIZE          0x0001
+#define NGX_RELAY_PARAM_BODY          0x0002
+#define NGX_RELAY_PARAM_SMTPUTF8      0x0004
+#define NGX_RELAY_PARAM_RET           0x0008
+#define NGX_RELAY_PARAM_ENVID         0x0010
+#define NGX_RELAY_PARAM_AUTH          0x0020
+#define NGX_RELAY_PARAM_NOTIFY        0x0040
+#define NGX_RELAY_PARAM_ORCPT         0x0080
+
+#define NGX_RELAY_PARAMS_MAIL                                                 \
+    (NGX_RELAY_PARAM_SIZE|NGX_RELAY_PARAM_BODY|NGX_RELAY_PARAM_SMTPUTF8       \
+     |NGX_RELAY_PARAM_RET|NGX_RELAY_PARAM_ENVID|NGX_RELAY_PARAM_AUTH)
+
+#define NGX_RELAY_PARAMS_RCPT                                                 \
+    (NGX_RELAY_PARAM_NOTIFY|NGX_RELAY_PARAM_ORCPT)
+
+
+typedef struct {
+    ngx_str_t                name;
+    ngx_uint_t               value;
+} ngx_relay_keyword_t;
+
+
+static ngx_uint_t ngx_relay_is_alnum(u_char ch);
+static ngx_uint_t ngx_relay_is_atext(u_char ch);
+static ngx_uint_t ngx_relay_is_hex(u_char ch);
+static ngx_uint_t ngx_relay_equal(u_char *s, size_t len, ngx_str_t *name);
+static ngx_uint_t ngx_relay_lookup(u_char *s, size_t len,
+    ngx_relay_keyword_t *kw);
+static ngx_int_t ngx_relay_utf8(u_char **pp, u_char *last);
+static ngx_int_t ngx_relay_check_domain(u_char *p, u_char *last,
+    ngx_uint_t *utf8);
+static ngx_int_t ngx_relay_check_literal(u_char *p, u_char *last);
+static ngx_int_t ngx_relay_check_ipv4(u_char *p, u_char *last);
+static ngx_int_t ngx_relay_check_ipv6(u_char *p, u_char *last);
+static ngx_int_t ngx_relay_parse_path(u_char **pos, u_char *last,
+    ngx_uint_t flags, ngx_relay_path_t *path);
+static ngx_int_t ngx_relay_parse_envelope(ngx_str_t *arg,
+    ngx_str_t *prefix, ngx_uint_t flags, ngx_uint_t allowed, off_t max_size,
+    ngx_relay_mail_args_t *ma);
+static ngx_int_t ngx_relay_parse_param(ngx_relay_mail_args_t *ma,
+    ngx_str_t *key, ngx_str_t *value, ngx_uint_t allowed, ngx_uint_t *seen);
+static ngx_int_t ngx_relay_parse_size(ngx_str_t *value, off_t *size);
+static ngx_int_t ngx_relay_parse_notify(ngx_str_t *value,
+    ngx_uint_t *notify);
+static ngx_int_t ngx_relay_check_orcpt(ngx_str_t *value);
+static ngx_int_t ngx_relay_check_utf8_addr(u_char *p, u_char *last);
+
+
+static ngx_relay_keyword_t  ngx_relay_verbs[] = {
+    { ngx_string("HELO"), NGX_RELAY_CMD_HELO },
+    { ngx_string("EHLO"), NGX_RELAY_CMD_EHLO },
+    { ngx_string("MAIL"), NGX_RELAY_CMD_MAIL },
+    { ngx_string("RCPT"), NGX_RELAY_CMD_RCPT },
+    { ngx_string("DATA"), NGX_RELAY_CMD_DATA },
+    { ngx_string("BDAT"), NGX_RELAY_CMD_BDAT },
+    { ngx_string("RSET"), NGX_RELAY_CMD_RSET },
+    { ngx_string("NOOP"), NGX_RELAY_CMD_NOOP },
+    { ngx_string("QUIT"), NGX_RELAY_CMD_QUIT },
+    { ngx_string("VRFY"), NGX_RELAY_CMD_VRFY },
+    { ngx_string("EXPN"), NGX_RELAY_CMD_EXPN },
+    { ngx_string("HELP"), NGX_RELAY_CMD_HELP },
+    { ngx_string("STARTTLS"), NGX_RELAY_CMD_STARTTLS },
+    { ngx_string("AUTH"), NGX_RELAY_CMD_AUTH },
+    { ngx_null_string, NGX_RELAY_CMD_UNKNOWN }
+};
+
+
+static ngx_relay_keyword_t  ngx_relay_params[] = {
+    { ngx_string("SIZE"), NGX_RELAY_PARAM_SIZE },
+    { ngx_string("BODY"), NGX_RELAY_PARAM_BODY },
+    { ngx_string("SMTPUTF8"), NGX_RELAY_PARAM_SMTPUTF8 },
+    { ngx_string("RET"), NGX_RELAY_PARAM_RET },
+    { ngx_string("ENVID"), NGX_RELAY_PARAM_ENVID },
+    { ngx_string("AUTH"), NGX_RELAY_PARAM_AUTH },
+    { ngx_string("NOTIFY"), NGX_RELAY_PARAM_NOTIFY },
+    { ngx_string("ORCPT"), NGX_RELAY_PARAM_ORCPT },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_relay_keyword_t  ngx_relay_bodies[] = {
+    { ngx_string("7BIT"), NGX_RELAY_BODY_7BIT },
+    { ngx_string("8BITMIME"), NGX_RELAY_BODY_8BITMIME },
+    { ngx_string("BINARYMIME"), NGX_RELAY_BODY_BINARYMIME },
+    { ngx_null_string, NGX_RELAY_BODY_NONE }
+};
+
+
+static ngx_relay_keyword_t  ngx_relay_rets[] = {
+    { ngx_string("FULL"), NGX_RELAY_RET_FULL },
+    { ngx_string("HDRS"), NGX_RELAY_RET_HDRS },
+    { ngx_null_string, NGX_RELAY_RET_NONE }
+};
+
+
+static ngx_relay_keyword_t  ngx_relay_notifies[] = {
+    { ngx_string("NEVER"), NGX_RELAY_NOTIFY_NEVER },
+    { ngx_string("SUCCESS"), NGX_RELAY_NOTIFY_SUCCESS },
+    { ngx_string("FAILURE"), NGX_RELAY_NOTIFY_FAILURE },
+    { ngx_string("DELAY"), NGX_RELAY_NOTIFY_DELAY },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_str_t  ngx_relay_from = ngx_string("FROM:");
+static ngx_str_t  ngx_relay_to = ngx_string("TO:");
+static ngx_str_t  ngx_relay_postmaster = ngx_string("Postmaster");
+static ngx_str_t  ngx_relay_ipv6_tag = ngx_string("IPv6:");
+static ngx_str_t  ngx_relay_last = ngx_string("LAST");
+static ngx_str_t  ngx_relay_utf8_type = ngx_string("utf-8");
+
+
+/*
+ * Line framing.  In the normal state nothing is remembered between calls:
+ * a partial line stays in the caller's buffer (in->pos unchanged) and is
+ * scanned again with the next read; it is at most lp->max octets, so the
+ * rescan is bounded.  Once a line cannot fit any more, the parser switches
+ * to sw_discard and consumes everything up to and including the next LF.
+ *
+ *   sw_line     -> LF: NGX_OK; (max) octets and no LF yet: sw_discard
+ *   sw_discard  -> LF: NGX_RELAY_PARSE_TOO_LONG, back to sw_line
+ */
+
+ngx_int_t
+ngx_relay_parse_line(ngx_relay_line_parser_t *lp, ngx_buf_t *in)
+{
+    u_char  ch, *p, *end;
+    size_t  n;
+    enum {
+        sw_line = 0,
+        sw_discard
+    } state;
+
+    state = lp->state;
+
+    for (p = in->pos; p < in->last; p++) {
+        ch = *p;
+
+        switch (state) {
+
+        case sw_line:
+            n = p - in->pos + 1;              /* octets so far, this one too */
+
+            if (ch == LF) {
+                if (n > lp->max) {
+                    in->pos = p + 1;
+                    return NGX_RELAY_PARSE_TOO_LONG;
+                }
+
+                end = p;
+
+                if (end > in->pos && end[-1] == CR) {
+                    end--;
+                }
+
+                lp->line.data = in->pos;
+                lp->line.len = end - in->pos;
+                in->pos = p + 1;
+
+                return NGX_OK;
+            }
+
+            if (n + 1 > lp->max) {
+                state = sw_discard;           /* even an LF now is too much */
+            }
+
+            break;
+
+        case sw_discard:
+            if (ch == LF) {
+                lp->state = sw_line;
+                in->pos = p + 1;
+                return NGX_RELAY_PARSE_TOO_LONG;
+            }
+
+            break;
+        }
+    }
+
+    if (state == sw_discard) {
+        in->pos = p;
+    }
+
+    lp->state = state;
+
+    return NGX_AGAIN;
+}
+
+
+/*
+ * The command verb ends at the first SP or HTAB; leading and trailing
+ * SP/HTAB are ignored.  NUL anywhere in the line is refused (it would cut
+ * a C string further on), and so are control and non-ASCII octets in the
+ * verb; the argument may carry UTF-8, its own parser judges it.
+ */
+
+ngx_int_t
+ngx_relay_parse_command(ngx_str_t *line, ngx_relay_command_t *cmd)
+{
+    u_char  ch, *p, *last, *end;
+    enum {
+        sw_start = 0,
+        sw_verb,
+        sw_spaces,
+        sw_arg
+    } state;
+
+    if (line->len == 0) {
+        return NGX_RELAY_PARSE_INVALID;
+    }
+
+    cmd->verb = NGX_RELAY_CMD_UNKNOWN;
+    cmd->name.len = 0;
+    cmd->name.data = line->data;
+    cmd->arg.len = 0;
+    cmd->arg.data = line->data + line->len;
+
+    state = sw_start;
+    last = line->data + line->len;
+    end = last;
+
+    for (p = line->data; p < last; p++) {
+        ch = *p;
+
+        if (ch == '\0') {
+            return NGX_RELAY_PARSE_INVALID;
+        }
+
+        switch (state) {
+
+        case sw_start:
+            if (ch == ' ' || ch == '\t') {
+                break;
+            }
+
+            cmd->name.data = p;
+            state = sw_verb;
+
+            /* fall through */
+
+        case sw_verb:
+            if (ch == ' ' || ch == '\t') {
+                cmd->name.len = p - cmd->name.data;
+                state = sw_spaces;
+                break;
+            }
+
+            if (ch < 0x20 || ch >= 0x7f) {
+                return NGX_RELAY_PARSE_INVALID;
+            }
+
+            break;
+
+        case sw_spaces:
+            if (ch == ' ' || ch == '\t') {
+                break;
+            }
+
+            cmd->arg.data = p;
+            end = p + 1;
+            state = sw_arg;
+            break;
+
+        case sw_arg:
+            if (ch != ' ' && ch != '\t') {
+                end = p + 1;                  /* trailing spaces trimmed */
+            }
+
+            break;
+        }
+    }
+
+    switch (state) {
+
+    case sw_start:
+        return NGX_RELAY_PARSE_INVALID;
+
+    case sw_verb:
+        cmd->name.len = last - cmd->name.data;
+        break;
+
+    case sw_spaces:
+        cmd->arg.data = last;
+        break;
+
+    default: /* sw_arg */
+        cmd->arg.len = end - cmd->arg.data;
+        break;
+    }
+
+    cmd->verb = ngx_relay_lookup(cmd->name.data, cmd->name.len,
+                                 ngx_relay_verbs);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Reverse- and forward-path, RFC 5321 4.1.2 with RFC 6531 3.3.  *pos is
+ * at "<"; on NGX_OK it is just past ">".  Domains (route or mailbox) are
+ * collected up to their terminator and checked by
+ * ngx_relay_check_domain(); the rest is judged an octet at a time.
+ *
+ *   sw_start        "<"                    -> sw_open
+ *   sw_open         ">" (null), "@" route  -> sw_route_domain, else local
+ *   sw_route_domain "," -> sw_route_at, ":" -> sw_local
+ *   sw_route_at     "@"                    -> sw_route_domain
+ *   sw_local        DQUOTE -> sw_quoted, atext -> sw_atom
+ *   sw_atom         "." -> sw_dot, "@" -> sw_domain_start, ">" Postmaster
+ *   sw_quoted       "\" -> sw_quoted_pair, DQUOTE -> sw_quoted_end
+ *   sw_quoted_end   "@"                    -> sw_domain_start
+ *   sw_domain_start "[" -> sw_literal, else sw_domain; sw_domain ">" ends
+ *   sw_literal      "]" -> sw_literal_end; sw_literal_end ">" ends
+ */
+
+static ngx_int_t
+ngx_relay_parse_path(u_char **pos, u_char *last, ngx_uint_t flags,
+    ngx_relay_path_t *path)
+{
+    u_char      ch, *p, *start, *local, *at, *domain;
+    ngx_uint_t  utf8;
+    enum {
+        sw_start = 0,
+        sw_open,
+        sw_route_domain,
+        sw_route_at,
+        sw_local,
+        sw_atom,
+        sw_dot,
+        sw_quoted,
+        sw_quoted_pair,
+        sw_quoted_end,
+        sw_domain_start,
+        sw_domain,
+        sw_literal,
+        sw_literal_end
+    } state;
+
+    ngx_memzero(path, sizeof(ngx_relay_path_t));
+
+    start = *pos;
+    local = start;
+    at = NULL;
+    domain = start;
+    utf8 = 0;
+    state = sw_start;
+
+    for (p = start; p < last; p++) {
+
+        if ((size_t) (p - start) >= NGX_RELAY_MAX_PATH) {
+            return NGX_RELAY_PARSE_BAD_ADDRESS;
+        }
+
+        ch = *p;
+
+        switch (state) {
+
+        case sw_start:
+            if (ch != '<') {
+                return NGX_RELAY_PARSE_BAD_ADDRESS;
+            }
+
+            state = sw_open;
+            break;
+
+        case sw_open:
+            if (ch == '>') {
+                if (!(flags & NGX_RELAY_PATH_NULL)) {
+                    return NGX_RELAY_PARSE_BAD_ADDRESS;
+                }
+
+                path->null = 1;
+                path->addr.data = p;
+                path->local.data = p;
+                path->domain.data = p;
+                *pos = p + 1;
+
+                return NGX_OK;
+            }
+
+            if (ch == '@') {
+                path->route = 1;
+                domain = p + 1;
+                state = sw_route_domain;
+                break;
+            }
+
+            /* fall through */
+
+        case sw_local:
+            local = p;
+
+            if (ch == '"') {
+                path->quoted = 1;
+                state = sw_quoted;
+                break;
+            }
+
+            if (ch >= 0x80) {
+                if (ngx_relay_utf8(&p, last) != NGX_OK) {
+                    return NGX_RELAY_PARSE_BAD_ADDRESS;
+                }
+
+                utf8 = 1;
+                state = sw_atom;
+                break;
+            }
+
+            if (!ngx_relay_is_atext(ch)) {
+                return NGX_RELAY_PARSE_BAD_ADDRESS;
+            }
+
+            state = sw_atom;
+            break;
+
+        case sw_route_domain:
+            if (ch == ',' || ch == ':') {
+                if (ngx_relay_check_domain(domain, p, &utf8) != NGX_OK) {
+                    return NGX_RELAY_PARSE_BAD_ADDRESS;
+                }
+
+                state = (ch == ',') ? sw_route_at : sw_local;
+                break;
+            }
+
+            if (ch == '>') {
+                return NGX_RELAY_PARSE_BAD_ADDRESS;
+            }
+
+            break;
+
+        case sw_route_at:
+            if (ch != '@') {
+                return NGX_RELAY_PARSE_BAD_ADDRESS;
+            }
+
+            domain = p + 1;
+            state = sw_route_domain;
+            break;
+
+        case sw_dot:
+        case sw_atom:
+            if (ch >= 0x80) {
+                if (ngx_relay_utf8(&p, last) != NGX_OK) {
+                    return NGX_RELAY_PARSE_BAD_ADDRESS;
+                }
+
+                utf8 = 1;
+                state = sw_atom;
+                break;
+            }
+
+            if (ngx_relay_is_atext(ch)) {
+                state = sw_atom;
+                break;
+            }
+
+            if (state == sw_dot) {
+                return NGX_RELAY_PARSE_BAD_ADDRESS;
+            }
+
+            if (ch == '.') {
+                state = sw_dot;
+                break;
+            }
+
+            if (ch == '@') {
+                at = p;
+                state = sw_domain_start;
+                break;
+            }
+
+            if (ch == '>'
+                && (flags & NGX_RELAY_PATH_POSTMASTER)
+                && ngx_relay_equal(local, p - local, &ngx_relay_postmaster))
+            {
+                path->addr.data = local;
+                path->addr.len = p - local;
+                path->local = path->addr;
+                path->domain.data = p;
+                path->utf8 = utf8;
+                *pos = p + 1;
+
+                return NGX_OK;
+            }
+
+            return NGX_RELAY_PARSE_BAD_ADDRESS;
+
+        case sw_quoted:
+            if (ch == '"') {
+                state = sw_quoted_end;
+                break;
+            }
+
+            if (ch == '\\') {
+                state = sw_quoted_pair;
+                break;
+            }
+
+            if (ch >= 0x80) {
+                if (ngx_relay_utf8(&p, last) != NGX_OK) {
+                    return NGX_RELAY_PARSE_BAD_ADDRESS;
+                }
+
+                utf8 = 1;
+                break;
+            }
+
+            if (ch < 0x20 || ch == 0x7f) {
+                return NGX_RELAY_PARSE_BAD_ADDRESS;
+            }
+
+            break;
+
+        case sw_quoted_pair:
+            if (ch < 0x20 || ch >= 0x7f) {
+                return NGX_RELAY_PARSE_BAD_ADDRESS;
+            }
+
+            state = sw_quoted;
+            break;
+
+        case sw_quoted_end:
+            if (ch != '@') {
+                return NGX_RELAY_PARSE_BAD_ADDRESS;
+            }
+
+            at = p;
+            state = sw_domain_start;
+            break;
+
+        case sw_domain_start:
+            domain = p;
+
+            if (ch == '[') {
+                path->literal = 1;
+                state = sw_literal;
+                break;
+            }
+
+            if (ch == '>') {
+                return NGX_RELAY_PARSE_BAD_ADDRESS;
+            }
+
+            state = sw_domain;
+            break;
+
+        case sw_domain:
+            if (ch != '>') {
+                break;
+            }
+
+            if (ngx_relay_check_domain(domain, p, &utf8) != NGX_OK) {
+                return NGX_RELAY_PARSE_BAD_ADDRESS;
+            }
+
+            goto done;
+
+        case sw_literal:
+            if (ch == ']') {
+                if (ngx_relay_check_literal(domain + 1, p) != NGX_OK) {
+                    return NGX_RELAY_PARSE_BAD_ADDRESS;
+                }
+
+                state = sw_literal_end;
+                break;
+            }
+
+            /* dcontent, RFC 5321 4.1.3 */
+
+            if (ch < 33 || ch > 126 || ch == '[' || ch == '\\') {
+                return NGX_RELAY_PARSE_BAD_ADDRESS;
+            }
+
+            break;
+
+        case sw_literal_end:
+            if (ch != '>') {
+                return NGX_RELAY_PARSE_BAD_ADDRESS;
+            }
+
+            goto done;
+        }
+    }
+
+    return NGX_RELAY_PARSE_BAD_ADDRESS;
+
+done:
+
+    /* p is at ">", at at "@" */
+
+    if (at - local > NGX_RELAY_MAX_LOCAL_PART
+        || p - domain > NGX_RELAY_MAX_DOMAIN)
+    {
+        return NGX_RELAY_PARSE_BAD_ADDRESS;
+    }
+
+    path->addr.data = local;
+    path->addr.len = p - local;
+    path->local.data = local;
+    path->local.len = at - local;
+    path->domain.data = domain;
+    path->domain.len = p - domain;
+    path->utf8 = utf8;
+
+    *pos = p + 1;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_relay_parse_mail_from(ngx_str_t *arg, off_t max_size,
+    ngx_relay_mail_args_t *ma)
+{
+    return ngx_relay_parse_envelope(arg, &ngx_relay_from, NGX_RELAY_PATH_NULL,
+                                    NGX_RELAY_PARAMS_MAIL, max_size, ma);
+}
+
+
+ngx_int_t
+ngx_relay_parse_rcpt_to(ngx_str_t *arg, ngx_relay_mail_args_t *ma)
+{
+    return ngx_relay_parse_envelope(arg, &ngx_relay_to,
+                                    NGX_RELAY_PATH_POSTMASTER,
+                                    NGX_RELAY_PARAMS_RCPT, 0, ma);
+}
+
+
+/*
+ * "FROM:" / "TO:", at most one SP, the path, then parameters separated by
+ * SP: esmtp-keyword ["=" esmtp-value] (RFC 5321 4.1.2, RFC 6531 3.3 for
+ * UTF-8 in values).  Syntax errors win over SIZE=: TOO_BIG is returned
+ * only for a line that is otherwise fine, with *ma filled in.
+ *
+ *   sw_sep      SP                         -> sw_space
+ *   sw_space    SP, else keyword starts    -> sw_keyword
+ *   sw_keyword  "=" -> sw_value, SP -> sw_space (parameter done)
+ *   sw_value    SP                         -> sw_space (parameter done)
+ */
+
+static ngx_int_t
+ngx_relay_parse_envelope(ngx_str_t *arg, ngx_str_t *prefix, ngx_uint_t flags,
+    ngx_uint_t allowed, off_t max_size, ngx_relay_mail_args_t *ma)
+{
+    u_char      ch, *p, *last;
+    ngx_int_t   rc;
+    ngx_str_t   key, value;
+    ngx_uint_t  seen;
+    enum {
+        sw_sep = 0,
+        sw_space,
+        sw_keyword,
+        sw_value
+    } state;
+
+    ngx_memzero(ma, sizeof(ngx_relay_mail_args_t));
+    ma->size = -1;
+
+    p = arg->data;
+    last = p + arg->len;
+
+    if (arg->len < prefix->len || !ngx_relay_equal(p, prefix->len, prefix)) {
+        return NGX_RELAY_PARSE_INVALID;
+    }
+
+    p += prefix->len;
+
+    if (p < last && *p == ' ') {
+        p++;
+    }
+
+    if (p == last || *p != '<') {
+        return NGX_RELAY_PARSE_INVALID;
+    }
+
+    rc = ngx_relay_parse_path(&p, last, flags, &ma->path);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    key.data = NULL;
+    key.len = 0;
+    value.data = NULL;
+    value.len = 0;
+    seen = 0;
+    state = sw_sep;
+
+    for ( /* void */ ; p < last; p++) {
+        ch = *p;
+
+        switch (state) {
+
+        case sw_sep:
+            if (ch != ' ') {
+                return NGX_RELAY_PARSE_BAD_ADDRESS;     /* "<a@b>x" */
+            }
+
+            state = sw_space;
+            break;
+
+        case sw_space:
+            if (ch == ' ') {
+                break;
+            }
+
+            key.data = p;
+            value.data = NULL;
+            value.len = 0;
+            state = sw_keyword;
+
+            /* fall through */
+
+        case sw_keyword:
+            if (ngx_relay_is_alnum(ch) || (ch == '-' && p != key.data)) {
+                break;
+            }
+
+            if (ch == '=' && p != key.data) {
+                key.len = p - key.data;
+                value.data = p + 1;
+                state = sw_value;
+                break;
+            }
+
+            if (ch == ' ') {
+                key.len = p - key.data;
+
+                rc = ngx_relay_parse_param(ma, &key, &value, allowed, &seen);
+                if (rc != NGX_OK) {
+                    return rc;
+                }
+
+                state = sw_space;
+                break;
+            }
+
+            return NGX_RELAY_PARSE_BAD_PARAM;
+
+        case sw_value:
+            if (ch == ' ') {
+                value.len = p - value.data;
+
+                rc = ngx_relay_parse_param(ma, &key, &value, allowed, &seen);
+                if (rc != NGX_OK) {
+                    return rc;
+                }
+
+                state = sw_space;
+                break;
+            }
+
+            if (ch >= 0x80) {
+                if (ngx_relay_utf8(&p, last) != NGX_OK) {
+                    return NGX_RELAY_PARSE_BAD_PARAM;
+                }
+
+                break;
+            }
+
+            if (ch < 33 || ch > 126 || ch == '=') {
+                return NGX_RELAY_PARSE_BAD_PARAM;
+            }
+
+            break;
+        }
+    }
+
+    if (state == sw_keyword || state == sw_value) {
+
+        if (state == sw_keyword) {
+            key.len = p - key.data;
+
+        } else {
+            value.len = p - value.data;
+        }
+
+        rc = ngx_relay_parse_param(ma, &key, &value, allowed, &seen);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    if (max_size && ma->size > max_size) {
+        return NGX_RELAY_PARSE_TOO_BIG;
+    }
+
+    return NGX_OK;
+}
+
+
+/* value->data is NULL when there was no "=" at all */
+
+static ngx_int_t
+ngx_relay_parse_param(ngx_relay_mail_args_t *ma, ngx_str_t *key,
+    ngx_str_t *value, ngx_uint_t allowed, ngx_uint_t *seen)
+{
+    ngx_uint_t  param;
+
+    param = ngx_relay_lookup(key->data, key->len, ngx_relay_params);
+
+    if (!(param & allowed) || (param & *seen)) {
+        return NGX_RELAY_PARSE_BAD_PARAM;
+    }
+
+    *seen |= param;
+
+    if (param == NGX_RELAY_PARAM_SMTPUTF8) {
+        if (value->data) {
+            return NGX_RELAY_PARSE_BAD_PARAM;
+        }
+
+        ma->smtputf8 = 1;
+        return NGX_OK;
+    }
+
+    if (value->len == 0) {
+        return NGX_RELAY_PARSE_BAD_PARAM;     /* esmtp-value is 1*char */
+    }
+
+    switch (param) {
+
+    case NGX_RELAY_PARAM_SIZE:
+        return ngx_relay_parse_size(value, &ma->size);
+
+    case NGX_RELAY_PARAM_BODY:
+        ma->body = ngx_relay_lookup(value->data, value->len,
+                                    ngx_relay_bodies);
+        return ma->body ? NGX_OK : NGX_RELAY_PARSE_BAD_PARAM;
+
+    case NGX_RELAY_PARAM_RET:
+        ma->ret = ngx_relay_lookup(value->data, value->len, ngx_relay_rets);
+        return ma->ret ? NGX_OK : NGX_RELAY_PARSE_BAD_PARAM;
+
+    case NGX_RELAY_PARAM_ENVID:
+        if (value->len > NGX_RELAY_MAX_ENVID
+            || ngx_relay_check_xtext(value) != NGX_OK)
+        {
+            return NGX_RELAY_PARSE_BAD_PARAM;
+        }
+
+        ma->envid = *value;
+        return NGX_OK;
+
+    case NGX_RELAY_PARAM_AUTH:
+
+        /* RFC 4954 5: xtext of a mailbox, or "<>" */
+
+        if (!(value->len == 2 && value->data[0] == '<'
+              && value->data[1] == '>')
+            && ngx_relay_check_xtext(value) != NGX_OK)
+        {
+            return NGX_RELAY_PARSE_BAD_PARAM;
+        }
+
+        ma->auth = *value;
+        return NGX_OK;
+
+    case NGX_RELAY_PARAM_NOTIFY:
+        return ngx_relay_parse_notify(value, &ma->notify);
+
+    default: /* NGX_RELAY_PARAM_ORCPT */
+        if (ngx_relay_check_orcpt(value) != NGX_OK) {
+            return NGX_RELAY_PARSE_BAD_PARAM;
+        }
+
+        ma->orcpt = *value;
+        return NGX_OK;
+    }
+}
+
+
+/* RFC 1870: 1*20DIGIT; a value beyond off_t is clamped, not wrapped */
+
+static ngx_int_t
+ngx_relay_parse_size(ngx_str_t *value, off_t *size)
+{
+    off_t    n, d;
+    u_char  *p, *last;
+
+    if (value->len > NGX_RELAY_MAX_SIZE_DIGITS) {
+        return NGX_RELAY_PARSE_BAD_PARAM;
+    }
+
+    n = 0;
+    last = value->data + value->len;
+
+    for (p = value->data; p < last; p++) {
+        if (*p < '0' || *p > '9') {
+            return NGX_RELAY_PARSE_BAD_PARAM;
+        }
+
+        d = *p - '0';
+
+        if (n > (NGX_MAX_OFF_T_VALUE - d) / 10) {
+            n = NGX_MAX_OFF_T_VALUE;
+            continue;
+        }
+
+        n = n * 10 + d;
+    }
+
+    *size = n;
+
+    return NGX_OK;
+}
+
+
+/*
+ * RFC 3461 4.1: "NEVER" alone, or a list of SUCCESS, FAILURE, DELAY;
+ * an empty item or the same one twice is malformed.
+ */
+
+static ngx_int_t
+ngx_relay_parse_notify(ngx_str_t *value, ngx_uint_t *notify)
+{
+    u_char      *p, *item, *last;
+    ngx_uint_t   bit, bits;
+
+    bits = 0;
+    item = value->data;
+    last = value->data + value->len;
+
+    for (p = item; p <= last; p++) {
+
+        if (p < last && *p != ',') {
+            continue;
+        }
+
+        bit = ngx_relay_lookup(item, p - item, ngx_relay_notifies);
+
+        if (bit == 0 || (bits & bit)) {
+            return NGX_RELAY_PARSE_BAD_PARAM;
+        }
+
+        bits |= bit;
+        item = p + 1;
+    }
+
+    if ((bits & NGX_RELAY_NOTIFY_NEVER) && bits != NGX_RELAY_NOTIFY_NEVER) {
+        return NGX_RELAY_PARSE_BAD_PARAM;
+    }
+
+    *notify = bits;
+
+    return NGX_OK;
+}
+
+
+/*
+ * RFC 3461 4.2: addr-type ";" xtext, at most 500 characters, a non-empty
+ * address.  The "utf-8" type (RFC 6533 3) takes utf-8-addr-xtext or
+ * -unitext instead: raw UTF-8 (already validated by the caller) and
+ * "\x{HEX}", but no "+", "\" or "=" otherwise.
+ */
+
+static ngx_int_t
+ngx_relay_check_orcpt(ngx_str_t *value)
+{
+    u_char     *p, *last;
+    ngx_str_t   xtext;
+
+    if (value->len > NGX_RELAY_MAX_ORCPT) {
+        return NGX_ERROR;
+    }
+
+    last = value->data + value->len;
+
+    for (p = value->data; p < last && *p != ';'; p++) {
+        if (!ngx_relay_is_atext(*p)) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (p == value->data || p == last || p + 1 == last) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_relay_equal(value->data, p - value->data, &ngx_relay_utf8_type)) {
+        return ngx_relay_check_utf8_addr(p + 1, last);
+    }
+
+    xtext.data = p + 1;
+    xtext.len = last - xtext.data;
+
+    return ngx_relay_check_xtext(&xtext);
+}
+
+
+static ngx_int_t
+ngx_relay_check_utf8_addr(u_char *p, u_char *last)
+{
+    u_char      ch;
+    ngx_uint_t  n;
+    enum {
+        sw_char = 0,
+        sw_backslash,
+        sw_brace,
+        sw_hex
+    } state;
+
+    state = sw_char;
+    n = 0;
+
+    for ( /* void */ ; p < last; p++) {
+        ch = *p;
+
+        switch (state) {
+
+        case sw_char:
+            if (ch == '\\') {
+                state = sw_backslash;
+                break;
+            }
+
+            if (ch >= 0x80) {
+                break;
+            }
+
+            if (ch < 33 || ch > 126 || ch == '+' || ch == '=') {
+                return NGX_ERROR;
+            }
+
+            break;
+
+        case sw_backslash:
+            if (ch != 'x') {
+                return NGX_ERROR;
+            }
+
+            state = sw_brace;
+            break;
+
+        case sw_brace:
+            if (ch != '{') {
+                return NGX_ERROR;
+            }
+
+            n = 0;
+            state = sw_hex;
+            break;
+
+        case sw_hex:
+            if (ch == '}' && n > 0) {
+                state = sw_char;
+                break;
+            }
+
+            if (!ngx_relay_is_hex(ch) || ++n > 6) {
+                return NGX_ERROR;
+            }
+
+            break;
+        }
+    }
+
+    return (state == sw_char) ? NGX_OK : NGX_ERROR;
+}
+
+
+/* RFC 3461 4: xchar is "!" to "~" but "+" and "="; "+" two upper HEXDIG */
+
+ngx_int_t
+ngx_relay_check_xtext(ngx_str_t *s)
+{
+    u_char  ch, *p, *last;
+    enum {
+        sw_char = 0,
+        sw_hex1,
+        sw_hex2
+    } state;
+
+    state = sw_char;
+    last = s->data + s->len;
+
+    for (p = s->data; p < last; p++) {
+        ch = *p;
+
+        switch (state) {
+
+        case sw_char:
+            if (ch == '+') {
+                state = sw_hex1;
+                break;
+            }
+
+            if (ch < 33 || ch > 126 || ch == '=') {
+                return NGX_RELAY_PARSE_INVALID;
+            }
+
+            break;
+
+        case sw_hex1:
+        case sw_hex2:
+            if (!((ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'F'))) {
+                return NGX_RELAY_PARSE_INVALID;
+            }
+
+            state = (state == sw_hex1) ? sw_hex2 : sw_char;
+            break;
+        }
+    }
+
+    return (state == sw_char) ? NGX_OK : NGX_RELAY_PARSE_INVALID;
+}
+
+
+ngx_int_t
+ngx_relay_parse_helo(ngx_str_t *arg)
+{
+    u_char      *p, *last;
+    ngx_uint_t   utf8;
+
+    p = arg->data;
+    last = p + arg->len;
+
+    while (p < last && *p == ' ') {
+        p++;
+    }
+
+    while (last > p && last[-1] == ' ') {
+        last--;
+    }
+
+    if (p == last) {
+        return NGX_RELAY_PARSE_INVALID;
+    }
+
+    if (*p == '[') {
+        if (last - p < 2 || last[-1] != ']'
+            || ngx_relay_check_literal(p + 1, last - 1) != NGX_OK)
+        {
+            return NGX_RELAY_PARSE_INVALID;
+        }
+
+        return NGX_OK;
+    }
+
+    utf8 = 0;
+
+    if (ngx_relay_check_domain(p, last, &utf8) != NGX_OK) {
+        return NGX_RELAY_PARSE_INVALID;
+    }
+
+    return NGX_OK;
+}
+
+
+/* RFC 3030 2: chunk-size [ SP "LAST" ]; extra SP between them is fine */
+
+ngx_int_t
+ngx_relay_parse_bdat(ngx_str_t *arg, off_t *size, ngx_uint_t *last)
+{
+    u_char      ch, *p, *end, *word;
+    off_t       n;
+    ngx_uint_t  digits;
+    enum {
+        sw_start = 0,
+        sw_size,
+        sw_spaces,
+        sw_last,
+        sw_done
+    } state;
+
+    state = sw_start;
+    n = 0;
+    digits = 0;
+    word = NULL;
+    end = arg->data + arg->len;
+
+    for (p = arg->data; p < end; p++) {
+        ch = *p;
+
+        switch (state) {
+
+        case sw_start:
+            if (ch == ' ') {
+                break;
+            }
+
+            state = sw_size;
+
+            /* fall through */
+
+        case sw_size:
+            if (ch >= '0' && ch <= '9') {
+                if (++digits > NGX_RELAY_MAX_BDAT_DIGITS) {
+                    return NGX_RELAY_PARSE_INVALID;
+                }
+
+                n = n * 10 + (ch - '0');      /* 18 digits fit in off_t */
+                break;
+            }
+
+            if (ch != ' ' || digits == 0) {
+                return NGX_RELAY_PARSE_INVALID;
+            }
+
+            state = sw_spaces;
+            break;
+
+        case sw_spaces:
+            if (ch == ' ') {
+                break;
+            }
+
+            word = p;
+            state = sw_last;
+
+            /* fall through */
+
+        case sw_last:
+            if (ch == ' ') {
+                state = sw_done;
+                break;
+            }
+
+            if ((size_t) (p - word) >= ngx_relay_last.len) {
+                return NGX_RELAY_PARSE_INVALID;
+            }
+
+            break;
+
+        case sw_done:
+            if (ch != ' ') {
+                return NGX_RELAY_PARSE_INVALID;
+            }
+
+            break;
+        }
+    }
+
+    if (digits == 0) {
+        return NGX_RELAY_PARSE_INVALID;
+    }
+
+    if (state == sw_last || state == sw_done) {
+        while (end > word && end[-1] == ' ') {
+            end--;
+        }
+
+        if (!ngx_relay_equal(word, end - word, &ngx_relay_last)) {
+            return NGX_RELAY_PARSE_INVALID;
+        }
+
+        *last = 1;
+
+    } else {
+        *last = 0;
+    }
+
+    *size = n;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_relay_parse_data(ngx_relay_data_parser_t *dp, ngx_buf_t *in, u_char **dst)
+{
+    u_char  ch, *p, *q;
+    enum {
+        sw_line_start = 0,
+        sw_text,
+        sw_cr,
+        sw_dot,
+        sw_dot_cr
+    } state;
+
+    state = dp->state;
+    q = *dst;
+
+    for (p = in->pos; p < in->last; p++) {
+        ch = *p;
+
+        switch (state) {
+
+        case sw_line_start:
+            if (ch == '.') {
+                state = sw_dot;          /* stuffing or the end: hold it */
+                break;
+            }
+
+            /* fall through */
+
+        case sw_text:
+            *q++ = ch;
+
+            if (ch == CR) {
+                state = sw_cr;
+
+            } else {
+                dp->bare_lf |= (ch == LF);
+                state = sw_text;
+            }
+
+            break;
+
+        case sw_cr:
+            *q++ = ch;
+
+            if (ch == LF) {
+                state = sw_line_start;
+                break;
+            }
+
+            dp->bare_cr = 1;
+            state = (ch == CR) ? sw_cr : sw_text;
+            break;
+
+        case sw_dot:
+            if (ch == CR) {
+                state = sw_dot_cr;
+                break;
+            }
+
+            *q++ = ch;                   /* the leading dot is dropped */
+            dp->bare_lf |= (ch == LF);
+            state = sw_text;
+            break;
+
+        case sw_dot_cr:
+            if (ch == LF) {
+                in->pos = p + 1;
+                *dst = q;
+                dp->state = sw_line_start;
+                return NGX_OK;
+            }
+
+            dp->bare_cr = 1;             /* "." CR x: not the end */
+            *q++ = CR;
+            *q++ = ch;
+            state = (ch == CR) ? sw_cr : sw_text;
+            break;
+        }
+    }
+
+    in->pos = p;
+    *dst = q;
+    dp->state = state;
+
+    return NGX_AGAIN;
+}
+
+
+/*
+ * RFC 4616 2: [authzid] NUL authcid NUL passwd, each UTF-8 without NUL;
+ * authcid and passwd are not empty.
+ */
+
+ngx_int_t
+ngx_relay_parse_auth_plain(ngx_str_t *decoded, ngx_str_t *user,
+    ngx_str_t *passwd)
+{
+    u_char  ch, *p, *last, *authzid, *authcid, *pass;
+    size_t  n;
+    enum {
+        sw_authzid = 0,
+        sw_authcid,
+        sw_passwd
+    } state;
+
+    state = sw_authzid;
+    authzid = decoded->data;
+    authcid = NULL;
+    pass = NULL;
+    last = decoded->data + decoded->len;
+
+    for (p = decoded->data; p < last; p++) {
+        ch = *p;
+
+        if (ch >= 0x80) {
+            if (ngx_relay_utf8(&p, last) != NGX_OK) {
+                return NGX_RELAY_PARSE_INVALID;
+            }
+
+            continue;
+        }
+
+        if (ch != '\0') {
+            continue;
+        }
+
+        switch (state) {
+
+        case sw_authzid:
+            authcid = p + 1;
+            state = sw_authcid;
+            break;
+
+        case sw_authcid:
+            pass = p + 1;
+            state = sw_passwd;
+            break;
+
+        default: /* sw_passwd */
+            return NGX_RELAY_PARSE_INVALID;
+        }
+    }
+
+    if (state != sw_passwd || pass - 1 == authcid || pass == last) {
+        return NGX_RELAY_PARSE_INVALID;
+    }
+
+    user->data = authcid;
+    user->len = pass - 1 - authcid;
+
+    n = authcid - 1 - authzid;
+
+    if (n && (n != user->len || ngx_memcmp(authzid, authcid, n) != 0)) {
+        return NGX_RELAY_PARSE_INVALID;     /* acting as someone else */
+    }
+
+    passwd->data = pass;
+    passwd->len = last - pass;
+
+    return NGX_OK;
+}
+
+
+/* domain names and address literals */
+
+/*
+ * Domain, RFC 5321 4.1.2 with RFC 6531 U-labels: labels of letters,
+ * digits and inner hyphens, or UTF-8; an ASCII label is at most 63
+ * octets (a U-label's limit is on its A-label, which we do not compute).
+ *
+ *   sw_label_start  let-dig or UTF-8       -> sw_label
+ *   sw_label        "." -> sw_label_start; "-" or let-dig stays
+ */
+
+static ngx_int_t
+ngx_relay_check_domain(u_char *p, u_char *last, ngx_uint_t *utf8)
+{
+    u_char      ch, *label;
+    ngx_uint_t  ascii, hyphen;
+    enum {
+        sw_label_start = 0,
+        sw_label
+    } state;
+
+    if (p == last || last - p > NGX_RELAY_MAX_DOMAIN) {
+        return NGX_ERROR;
+    }
+
+    state = sw_label_start;
+    label = p;
+    ascii = 1;
+    hyphen = 0;
+
+    for ( /* void */ ; p < last; p++) {
+        ch = *p;
+
+        switch (state) {
+
+        case sw_label_start:
+            label = p;
+            ascii = 1;
+            hyphen = 0;
+
+            if (ch == '-' || ch == '.') {
+                return NGX_ERROR;
+            }
+
+            state = sw_label;
+
+            /* fall through */
+
+        case sw_label:
+            if (ch == '.') {
+                if (hyphen || (ascii && p - label > NGX_RELAY_MAX_LABEL)) {
+                    return NGX_ERROR;
+                }
+
+                state = sw_label_start;
+                break;
+            }
+
+            if (ch == '-') {
+                hyphen = 1;
+                break;
+            }
+
+            hyphen = 0;
+
+            if (ch >= 0x80) {
+                if (ngx_relay_utf8(&p, last) != NGX_OK) {
+                    return NGX_ERROR;
+                }
+
+                ascii = 0;
+                *utf8 = 1;
+                break;
+            }
+
+            if (!ngx_relay_is_alnum(ch)) {
+                return NGX_ERROR;
+            }
+
+            break;
+        }
+    }
+
+    if (state != sw_label
+        || hyphen
+        || (ascii && p - label > NGX_RELAY_MAX_LABEL))
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* between the brackets: IPv4-address-literal or "IPv6:" IPv6-addr */
+
+static ngx_int_t
+ngx_relay_check_literal(u_char *p, u_char *last)
+{
+    size_t  n;
+
+    n = ngx_relay_ipv6_tag.len;
+
+    if ((size_t) (last - p) > n && ngx_relay_equal(p, n, &ngx_relay_ipv6_tag))
+    {
+        return ngx_relay_check_ipv6(p + n, last);
+    }
+
+    return ngx_relay_check_ipv4(p, last);
+}
+
+
+/* Snum 3("." Snum), Snum is 1*3DIGIT of at most 255 */
+
+static ngx_int_t
+ngx_relay_check_ipv4(u_char *p, u_char *last)
+{
+    u_char      ch;
+    ngx_uint_t  digits, dots, n;
+
+    digits = 0;
+    dots = 0;
+    n = 0;
+
+    for ( /* void */ ; p < last; p++) {
+        ch = *p;
+
+        if (ch >= '0' && ch <= '9') {
+            n = n * 10 + (ch - '0');
+
+            if (++digits > 3 || n > 255) {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ch != '.' || digits == 0 || ++dots > 3) {
+            return NGX_ERROR;
+        }
+
+        digits = 0;
+        n = 0;
+    }
+
+    return (dots == 3 && digits) ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * RFC 5321 4.1.3 IPv6-addr, as RFC 4291 2.2 writes it: eight groups of
+ * 1-4 hex digits, or fewer with one "::" standing for at least one zero
+ * group; the last two groups may be an IPv4 address.
+ *
+ *   sw_start   ":" -> sw_colon1 (must be "::"), hex -> sw_group
+ *   sw_group   hex (up to 4), "." -> IPv4 tail, ":" -> sw_colon
+ *   sw_colon   ":" -> "::" (once), hex -> sw_group
+ */
+
+static ngx_int_t
+ngx_relay_check_ipv6(u_char *p, u_char *last)
+{
+    u_char      ch, *group;
+    ngx_uint_t  groups, digits, compressed;
+    enum {
+        sw_start = 0,
+        sw_colon1,
+        sw_group,
+        sw_colon,
+        sw_after_compress
+    } state;
+
+    state = sw_start;
+    group = p;
+    groups = 0;
+    digits = 0;
+    compressed = 0;
+
+    for ( /* void */ ; p < last; p++) {
+        ch = *p;
+
+        switch (state) {
+
+        case sw_start:
+            if (ch == ':') {
+                state = sw_colon1;
+                break;
+            }
+
+            goto group;
+
+        case sw_colon1:
+            if (ch != ':') {
+                return NGX_ERROR;
+            }
+
+            compressed = 1;
+            state = sw_after_compress;
+            break;
+
+        case sw_colon:
+            if (ch == ':') {
+                if (compressed) {
+                    return NGX_ERROR;
+                }
+
+                compressed = 1;
+                state = sw_after_compress;
+                break;
+            }
+
+            goto group;
+
+        case sw_after_compress:
+        case sw_group:
+        group:
+            if (ngx_relay_is_hex(ch)) {
+                if (state != sw_group) {
+                    group = p;
+                    digits = 0;
+                    state = sw_group;
+                }
+
+                if (++digits > 4) {
+                    return NGX_ERROR;
+                }
+
+                break;
+            }
+
+            if (state != sw_group) {
+                return NGX_ERROR;
+            }
+
+            if (ch == '.') {
+
+                /* the IPv4 tail counts as two groups and ends the address */
+
+                if (ngx_relay_check_ipv4(group, last) != NGX_OK) {
+                    return NGX_ERROR;
+                }
+
+                groups += 2;
+                goto end;
+            }
+
+            if (ch != ':') {
+                return NGX_ERROR;
+            }
+
+            groups++;
+            state = sw_colon;
+            break;
+        }
+    }
+
+    switch (state) {
+
+    case sw_group:
+        groups++;
+        break;
+
+    case sw_after_compress:
+        break;
+
+    default:                              /* empty, or ends in one ":" */
+        return NGX_ERROR;
+    }
+
+end:
+
+    if (compressed) {
+        return (groups <= 7) ? NGX_OK : NGX_ERROR;
+    }
+
+    return (groups == 8) ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * One UTF-8 sequence (RFC 3629 4) whose first octet, at *pp, is not
+ * ASCII: no overlong forms, no surrogates, nothing above U+10FFFF, and
+ * not cut by the end of the buffer.  On success *pp is at its last octet,
+ * so that the caller's loop steps past it.
+ */
+
+static ngx_int_t
+ngx_relay_utf8(u_char **pp, u_char *last)
+{
+    u_char      ch, *p, lo, hi;
+    ngx_uint_t  n;
+
+    p = *pp;
+    ch = *p;
+    lo = 0x80;
+    hi = 0xbf;
+
+    if (ch >= 0xc2 && ch <= 0xdf) {
+        n = 1;
+
+    } else if (ch == 0xe0) {
+        n = 2;
+        lo = 0xa0;
+
+    } else if (ch == 0xed) {
+        n = 2;
+        hi = 0x9f;
+
+    } else if (ch >= 0xe1 && ch <= 0xef) {
+        n = 2;
+
+    } else if (ch == 0xf0) {
+        n = 3;
+        lo = 0x90;
+
+    } else if (ch >= 0xf1 && ch <= 0xf3) {
+        n = 3;
+
+    } else if (ch == 0xf4) {
+        n = 3;
+        hi = 0x8f;
+
+    } else {
+        return NGX_ERROR;                 /* 80-C1, F5-FF */
+    }
+
+    if ((size_t) (last - p) <= n) {
+        return NGX_ERROR;
+    }
+
+    p++;
+
+    if (*p < lo || *p > hi) {
+        return NGX_ERROR;
+    }
+
+    while (--n) {
+        p++;
+
+        if (*p < 0x80 || *p > 0xbf) {
+            return NGX_ERROR;
+        }
+    }
+
+    *pp = p;
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_relay_is_alnum(u_char ch)
+{
+    return (ch >= '0' && ch <= '9')
+           || (ch >= 'a' && ch <= 'z')
+           || (ch >= 'A' && ch <= 'Z');
+}
+
+
+/* RFC 5322 3.2.3 atext, ASCII part */
+
+static ngx_uint_t
+ngx_relay_is_atext(u_char ch)
+{
+    if (ngx_relay_is_alnum(ch)) {
+        return 1;
+    }
+
+    switch (ch) {
+    case '!': case '#': case '$': case '%': case '&': case '\'':
+    case '*': case '+': case '-': case '/': case '=': case '?':
+    case '^': case '_': case '`': case '{': case '|': case '}':
+    case '~':
+        return 1;
+    }
+
+    return 0;
+}
+
+
+static ngx_uint_t
+ngx_relay_is_hex(u_char ch)
+{
+    return (ch >= '0' && ch <= '9')
+           || (ch >= 'a' && ch <= 'f')
+           || (ch >= 'A' && ch <= 'F');
+}
+
+
+/* ASCII case-insensitive: s of len octets equals name */
+
+static ngx_uint_t
+ngx_relay_equal(u_char *s, size_t len, ngx_str_t *name)
+{
+    size_t  i;
+
+    if (len != name->len) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (ngx_tolower(s[i]) != ngx_tolower(name->data[i])) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* kw ends with a null name; its value is what "not found" returns */
+
+static ngx_uint_t
+ngx_relay_lookup(u_char *s, size_t len, ngx_relay_keyword_t *kw)
+{
+    for ( /* void */ ; kw->name.len; kw++) {
+        if (ngx_relay_equal(s, len, &kw->name)) {
+            break;
+        }
+    }
+
+    return kw->value;
+}
