@@ -1,0 +1,346 @@
+"""
+Durability: "250 means durable", nothing lost, nothing delivered twice.
+  (a) kill -9 of the master and the workers during a burst from several
+      concurrent clients; restart on the same prefix;
+  (b) nginx -s reload while a session is mid-DATA, with a burst of local
+      mail around it;
+  (c) restart with a different worker_processes (and with a new local
+      domain: the schedule is rebuilt from disk).
+Each test runs its own nginx; the teardown checks error.log.
+"""
+
+import os
+import signal
+import smtplib
+import threading
+
+import pytest
+
+import relayharness as h
+
+
+@pytest.fixture
+def fresh(request, tmp_path_factory, certs):
+    started = []
+
+    def launch(**kw):
+        ng = h.launch(tmp_path_factory, certs, request.node.name[:40], **kw)
+        started.append(ng)
+        return ng
+
+    yield launch
+    for ng in started:
+        ng.stop()
+        ng.assert_log_clean()
+
+
+def burst_client(port, n, count, rcpt_fmt, acked, lock, errors):
+    try:
+        s = smtplib.SMTP(h.HOST, port, "burst%d.test" % n, timeout=10)
+    except OSError as e:
+        errors.append(repr(e))
+        return
+    try:
+        s.ehlo()
+        for i in range(count):
+            tag = "burst-%d-%d" % (n, i)
+            code, _ = s.mail("burst@example.org")
+            if code != 250:
+                errors.append((tag, "MAIL", code))
+                return
+            code, _ = s.rcpt(rcpt_fmt % tag)
+            if code != 250:
+                errors.append((tag, "RCPT", code))
+                return
+            code, msg = s.data(h.simple_body(tag))
+            if code != 250:
+                errors.append((tag, "DATA", code, msg))
+                return
+            m = h.QUEUED_RE.search(msg.decode())
+            with lock:
+                acked.append((m.group(1) if m else None, tag))
+    except (smtplib.SMTPException, OSError):
+        pass                     # the server died under us: expected
+    finally:
+        try:
+            s.close()
+        except OSError:
+            pass
+
+
+def test_kill9_during_burst(fresh):
+    ng = fresh()
+    acked, lock, errors = [], threading.Lock(), []
+    threads = [threading.Thread(
+        target=burst_client,
+        args=(ng.port("main"), n, 25, "%s@remote.example", acked, lock,
+              errors), daemon=True) for n in range(8)]
+    for t in threads:
+        t.start()
+    h.wait_until(lambda: len(acked) >= 60 or
+                 not any(t.is_alive() for t in threads), 60, interval=0.005,
+                 what="60 messages acknowledged")
+    ng.kill9()
+    for t in threads:
+        t.join(15)
+    assert not errors, errors[:5]
+    assert acked and all(qid for qid, _ in acked), acked[:5]
+    n_acked = len(acked)
+
+    def check():
+        idx = h.queue_index(ng)
+        lost = [(q, t) for q, t in acked if q not in idx]
+        assert not lost, "%d of %d acknowledged messages lost: %r" \
+            % (len(lost), n_acked, lost[:5])
+        for q, t in acked:
+            assert len(idx[q]) == 1, (q, idx[q])
+            assert t.encode() in idx[q][0].read_bytes(), \
+                "queue file %s does not hold %s" % (idx[q][0], t)
+
+    check()                      # on disk right after the crash
+    ng.start()
+    h.wait_until(lambda: not h.incoming_files(ng), 10,
+                 what="spool/incoming/ emptied after restart: %s"
+                 % h.incoming_files(ng)[:5])
+    check()
+    for q, _ in acked[:10]:
+        first, kv, rcpts, msg = h.parse_queue_file(h.queue_index(ng)[q][0])
+        assert first == "RELAY-QUEUE 1" and rcpts[0]["state"] == "P", rcpts
+    # and the restarted relay works
+    with h.SMTPConn(ng.port("main")) as c:
+        c.message("a@example.org", ["after-crash@example.test"],
+                  h.simple_body("after-crash"), ehlo="c.test")
+    h.wait_delivered(ng, "example.test", "after-crash")
+
+
+def test_kill9_local_delivery_not_lost(fresh):
+    ng = fresh()
+    acked, lock, errors = [], threading.Lock(), []
+    threads = [threading.Thread(
+        target=burst_client,
+        args=(ng.port("main"), n, 15, "%s@example.test", acked, lock,
+              errors), daemon=True) for n in range(4)]
+    for t in threads:
+        t.start()
+    h.wait_until(lambda: len(acked) >= 20 or
+                 not any(t.is_alive() for t in threads), 60, interval=0.005,
+                 what="20 messages acknowledged")
+    ng.kill9()
+    for t in threads:
+        t.join(15)
+    assert not errors, errors[:5]
+    ng.start()
+    for q, tag in acked:
+        h.wait_delivered(ng, "example.test", tag, timeout=20)
+    h.wait_until(lambda: not any(q in h.queue_index(ng) for q, _ in acked),
+                 20, what="acknowledged local messages to leave the queue")
+    for q, tag in acked:
+        files = h.mailbox_files(ng, "example.test", tag)
+        assert len(files) == 1, "%s delivered %d times" % (tag, len(files))
+        assert h.all_files(ng.maildir / "example.test" / tag / "tmp") == []
+
+
+def test_reload_mid_data(fresh):
+    ng = fresh()
+    tag = h.unique("reload")
+    body = h.simple_body(tag) + b"second half of the message\r\n"
+    wire = h.dot_stuff(body)
+
+    c = h.SMTPConn(ng.port("main"))
+    c.ehlo("mid.data.test")
+    c.expect("MAIL FROM:<r@example.org>", 250, "2.1.0")
+    c.expect("RCPT TO:<%s@example.test>" % tag, 250, "2.1.5")
+    c.expect("DATA", 354)
+    c.send(wire[:len(wire) // 2])
+
+    acked, lock, errors = [], threading.Lock(), []
+    t = threading.Thread(target=_one_per_connection,
+                         args=(ng.port("main"), tag, 30, acked, lock, errors),
+                         daemon=True)
+    t.start()
+    h.wait_until(lambda: len(acked) >= 5, 20, what="burst started")
+
+    old = set(ng.worker_pids())
+    ng.reload()
+    h.wait_until(lambda: len(set(ng.worker_pids()) - old) >= ng.workers, 10,
+                 what="new workers after reload")
+
+    c.send(wire[len(wire) // 2:] + b".\r\n")
+    r = c.reply()
+    assert r.is_(250, "2.0.0") and r.queue_id, r
+    c.expect("QUIT", 221, "2.0.0")
+    c.close()
+    t.join(60)
+    assert not t.is_alive()
+    assert not errors, errors[:5]
+    assert len(acked) == 30
+
+    # the old workers finish their sessions and exit
+    h.wait_until(lambda: not (set(ng.worker_pids()) & old), 15,
+                 what="old workers to exit after reload")
+
+    users = [tag] + [u for _, u in acked]
+    for u in users:
+        h.wait_delivered(ng, "example.test", u, timeout=20)
+    h.wait_until(lambda: not h.queue_files(ng), 20,
+                 what="queue to empty: %s" % h.queue_files(ng)[:5])
+    for u in users:
+        files = h.mailbox_files(ng, "example.test", u)
+        assert len(files) == 1, "%s delivered %d times" % (u, len(files))
+    f = h.mailbox_files(ng, "example.test", tag)[0]
+    assert h.split_delivered(f.read_bytes())[3] == body
+
+
+def _one_per_connection(port, tag, count, acked, lock, errors):
+    for i in range(count):
+        user = "%s-burst%d" % (tag, i)
+        for attempt in range(3):        # a connection may hit a closing
+            try:                        # listener during the reload
+                with smtplib.SMTP(h.HOST, port, "b.test", timeout=10) as s:
+                    s.ehlo()
+                    s.mail("b@example.org")
+                    s.rcpt(user + "@example.test")
+                    code, msg = s.data(h.simple_body(user))
+                    if code != 250:
+                        errors.append((user, code, msg))
+                        return
+                with lock:
+                    acked.append((h.QUEUED_RE.search(msg.decode()).group(1),
+                                  user))
+                break
+            except (smtplib.SMTPServerDisconnected, ConnectionError) as e:
+                if attempt == 2:
+                    errors.append((user, repr(e)))
+                    return
+
+
+def test_worker_count_change(fresh):
+    ng = fresh(workers=2)
+    tag = h.unique("wc")
+    remote, local = {}, {}
+    with h.SMTPConn(ng.port("main")) as c:
+        c.ehlo("wc.test")
+        for i in range(15):
+            t = "%s-r%d" % (tag, i)
+            remote[c.message("a@example.org", [t + "@remote.example"],
+                             h.simple_body(t))] = t
+            t = "%s-l%d" % (tag, i)
+            local[c.message("a@example.org", [t + "@example.test"],
+                            h.simple_body(t))] = t
+    for t in local.values():
+        h.wait_delivered(ng, "example.test", t)
+
+    def check():
+        idx = h.queue_index(ng)
+        for q, t in remote.items():
+            assert len(idx.get(q, [])) == 1, (q, t, idx.get(q))
+        for q, t in local.items():
+            files = h.mailbox_files(ng, "example.test", t)
+            assert len(files) == 1, "%s delivered %d times" % (t, len(files))
+        assert len(h.queue_files(ng)) == len(remote), h.queue_files(ng)
+
+    h.wait_until(lambda: len(h.queue_files(ng)) == len(remote), 10,
+                 what="only the remote messages left in the queue")
+    check()
+    for workers in (3, 1):
+        assert ng.stop(), "graceful stop timed out"
+        ng.write_conf(workers=workers)
+        ng.start()
+        h.wait_until(lambda: len(ng.worker_pids()) == workers, 10,
+                     what="%d workers" % workers)
+        h.barrier(ng)
+        check()
+
+
+def test_restart_rebuilds_schedule_for_new_local_domain(fresh):
+    # queued for a remote domain; after a restart that makes the domain
+    # local (and changes the worker count) each message is delivered from
+    # the queue exactly once
+    ng = fresh(workers=2)
+    tag = h.unique("later")
+    ids = {}
+    with h.SMTPConn(ng.port("main")) as c:
+        c.ehlo("later.client.test")
+        for i in range(12):
+            t = "%s-%d" % (tag, i)
+            ids[c.message("a@example.org", [t + "@later.test"],
+                          h.simple_body(t))] = t
+    idx = h.queue_index(ng)
+    assert all(q in idx for q in ids)
+    assert ng.stop()
+    ng.write_conf(workers=3, stream_extra="    relay_local_domain later.test;")
+    ng.start()
+    for t in ids.values():
+        h.wait_delivered(ng, "later.test", t, timeout=20)
+    h.wait_until(lambda: not any(q in h.queue_index(ng) for q in ids), 20,
+                 what="delivered messages to leave the queue")
+    h.barrier(ng)
+    for t in ids.values():
+        files = h.mailbox_files(ng, "later.test", t)
+        assert len(files) == 1, "%s delivered %d times" % (t, len(files))
+        rp, dt, rcv, rest = h.split_delivered(files[0].read_bytes())
+        assert dt == t + "@later.test" and rest == h.simple_body(t)
+
+
+def test_kill9_one_worker(fresh):
+    # the master respawns the worker; a session on the surviving worker
+    # completes (the new worker's incoming/ cleanup spares live files);
+    # every acknowledged message is delivered exactly once
+    ng = fresh()
+    ng.allowed_alerts.append(r"worker process \d+ exited on signal 9\b")
+    tag = h.unique("k1")
+
+    sessions = []
+    for i in range(6):
+        c = h.SMTPConn(ng.port("main"))
+        c.ehlo("k1.test")
+        c.expect("MAIL FROM:<k@example.org>", 250, "2.1.0")
+        c.expect("RCPT TO:<%s-s%d@example.test>" % (tag, i), 250, "2.1.5")
+        c.expect("DATA", 354)
+        c.send(("Subject: %s-s%d\r\n\r\nfirst half\r\n" % (tag, i)).encode())
+        sessions.append((i, c, h.worker_of(ng, c)))
+    holders = {pid for _, _, pid in sessions}
+    assert None not in holders
+    workers = ng.worker_pids()
+    survivor = sessions[0][2]
+    victim = [p for p in workers if p != survivor][0]
+
+    acked, lock, errors = [], threading.Lock(), []
+    threads = [threading.Thread(
+        target=burst_client,
+        args=(ng.port("main"), n, 10, tag + "-%s@example.test", acked, lock,
+              errors), daemon=True) for n in range(3)]
+    for t in threads:
+        t.start()
+    h.wait_until(lambda: len(acked) >= 10 or
+                 not any(t.is_alive() for t in threads), 30, interval=0.005,
+                 what="10 messages acknowledged")
+    os.kill(victim, signal.SIGKILL)
+    h.wait_until(lambda: victim not in ng.worker_pids()
+                 and len(ng.worker_pids()) == 2, 10,
+                 what="the master to respawn the killed worker")
+    for t in threads:
+        t.join(20)
+
+    survived = []
+    for i, c, pid in sessions:
+        if pid == victim:
+            assert c.wait_closed(5)
+            continue
+        c.send(b"second half\r\n.\r\n")
+        r = c.reply()
+        assert r.is_(250, "2.0.0") and r.queue_id, (i, r)
+        survived.append("%s-s%d" % (tag, i))
+        c.close()
+    assert survived
+
+    for u in survived + [t for _, t in acked]:
+        user = u if u.startswith(tag) else "%s-%s" % (tag, u)
+        h.wait_delivered(ng, "example.test", user, timeout=20)
+    h.wait_until(lambda: not h.queue_files(ng), 20,
+                 what="queue to empty: %s" % h.queue_files(ng)[:5])
+    for u in survived + [t for _, t in acked]:
+        user = u if u.startswith(tag) else "%s-%s" % (tag, u)
+        n = len(h.mailbox_files(ng, "example.test", user))
+        assert n == 1, "%s delivered %d times" % (user, n)
+    ng.assert_no_crash()

@@ -1,0 +1,103 @@
+"""
+PIPELINING (RFC 2920): a whole envelope in one write, replies in order,
+one bad recipient in the middle, a second pipelined transaction, and the
+whole session (EHLO to QUIT) in one write.
+"""
+
+import relayharness as h
+
+
+def test_pipelined_envelope(relay, smtp):
+    tag = h.unique("pipe")
+    a, b = tag + "-a", tag + "-b"
+    c = smtp()
+    c.ehlo()
+    c.send("MAIL FROM:<p@example.org>\r\n"
+           "RCPT TO:<%s@example.test>\r\n"
+           "RCPT TO:<nosuchuser@strict.test>\r\n"
+           "RCPT TO:<%s@example.test>\r\n"
+           "DATA\r\n" % (a, b))
+    rs = c.replies(5)
+    assert rs[0].is_(250, "2.1.0"), rs
+    assert rs[1].is_(250, "2.1.5"), rs
+    assert rs[2].is_(550, "5.1.1"), rs
+    assert rs[3].is_(250, "2.1.5"), rs
+    assert rs[4].code == 354, rs
+    body1 = h.simple_body(tag + "-1")
+    r = c.send_data(body1)
+    assert r.is_(250, "2.0.0") and r.queue_id, r
+
+    # second transaction, pipelined after RSET
+    c.send("RSET\r\nMAIL FROM:<p@example.org>\r\n"
+           "RCPT TO:<%s@example.test>\r\nDATA\r\n" % a)
+    rs = c.replies(4)
+    assert rs[0].is_(250, "2.0.0"), rs
+    assert rs[1].is_(250, "2.1.0"), rs
+    assert rs[2].is_(250, "2.1.5"), rs
+    assert rs[3].code == 354, rs
+    body2 = h.simple_body(tag + "-2")
+    r2 = c.send_data(body2)
+    assert r2.is_(250, "2.0.0") and r2.queue_id, r2
+    assert r2.queue_id != r.queue_id
+
+    fa = h.wait_delivered(relay, "example.test", a, count=2)
+    fb = h.wait_delivered(relay, "example.test", b)
+    bodies = sorted(h.split_delivered(f.read_bytes())[3] for f in fa)
+    assert bodies == sorted([body1, body2])
+    assert h.split_delivered(fb[0].read_bytes())[3] == body1
+    assert not (relay.maildir / "strict.test" / "nosuchuser").exists()
+
+
+def test_whole_session_in_one_write(relay, smtp):
+    user = h.unique("onewrite")
+    body = h.simple_body(user)
+    c = smtp()
+    c.send(b"EHLO one.write.test\r\nMAIL FROM:<p@example.org>\r\n"
+           + ("RCPT TO:<%s@example.test>\r\n" % user).encode()
+           + b"DATA\r\n" + h.dot_stuff(body) + b".\r\nQUIT\r\n")
+    rs = c.replies(6)
+    assert rs[0].code == 250 and len(rs[0].lines) > 1, rs
+    assert rs[1].is_(250, "2.1.0") and rs[2].is_(250, "2.1.5"), rs
+    assert rs[3].code == 354, rs
+    assert rs[4].is_(250, "2.0.0") and rs[4].queue_id, rs
+    assert rs[5].is_(221, "2.0.0"), rs
+    assert c.wait_closed(5)
+    f = h.wait_delivered(relay, "example.test", user)[0]
+    rp, dt, rcv, rest = h.split_delivered(f.read_bytes())
+    assert rest == body
+    h.check_received(rcv, "one.write.test", "ESMTP", rs[4].queue_id)
+
+
+def test_pipelined_errors_keep_order(smtp):
+    c = smtp()
+    c.ehlo()
+    c.send("RCPT TO:<u@example.test>\r\n"          # 503: no MAIL yet
+           "MAIL FROM:<p@example.org>\r\n"
+           "MAIL FROM:<p@example.org>\r\n"          # 503: nested
+           "RCPT TO:<bad address@example.test>\r\n"  # 501
+           "RCPT TO:<u@example.test>\r\n"
+           "NOOP\r\n")
+    rs = c.replies(6)
+    assert [(r.code, r.enh) for r in rs] == [
+        (503, "5.5.1"), (250, "2.1.0"), (503, "5.5.1"), (501, "5.1.3"),
+        (250, "2.1.5"), (250, "2.0.0")], rs
+
+
+def test_many_transactions_pipelined(relay, smtp):
+    tag = h.unique("many")
+    c = smtp()
+    c.ehlo()
+    wire = b""
+    for i in range(10):
+        wire += ("MAIL FROM:<p@example.org>\r\nRCPT TO:<%s-%d@example.test>"
+                 "\r\nDATA\r\n" % (tag, i)).encode()
+        wire += h.dot_stuff(h.simple_body("%s-%d" % (tag, i))) + b".\r\n"
+    c.send(wire)
+    ids = set()
+    for i in range(10):
+        rs = c.replies(4)
+        assert [r.code for r in rs] == [250, 250, 354, 250], (i, rs)
+        ids.add(rs[3].queue_id)
+    assert len(ids) == 10 and None not in ids
+    for i in range(10):
+        h.wait_delivered(relay, "example.test", "%s-%d" % (tag, i))
