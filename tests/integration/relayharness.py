@@ -356,7 +356,12 @@ class Nginx:
     def worker_pids(self):
         return children_of(self.proc.pid)
 
-    def reload(self):
+    def reload(self, signal_only=False):
+        """nginx -s reload (which parses the configuration first), or a
+        bare SIGHUP to the master."""
+        if signal_only:
+            os.kill(self.proc.pid, signal.SIGHUP)
+            return
         r = subprocess.run(self._cmd("-s", "reload"), capture_output=True,
                            timeout=30)
         assert r.returncode == 0, "nginx -s reload: %r" % (r.stderr,)

@@ -173,3 +173,26 @@ def test_bdat_bad_argument(smtp, arg):
         assert r.is_(250, "2.0.0") or r.code == 421, r
     except (EOFError, ConnectionError):
         pass
+
+
+def test_bdat_exactly_size_limit(relay, smtp):
+    user = h.unique("bdatexact")
+    head = ("Subject: %s\r\n\r\n" % user).encode()
+    body = head + b"q" * (h.MAX_SIZE - len(head) - 2) + b"\r\n"
+    assert len(body) == h.MAX_SIZE
+    c = start(smtp, user + "@example.test")
+    half = len(body) // 2
+    assert bdat(c, body[:half]).is_(250, "2.0.0")
+    r = bdat(c, body[half:], last=True)
+    assert r.is_(250, "2.0.0") and r.queue_id, r
+    assert delivered_body(relay, user)[3] == body
+
+
+def test_bdat_idle_timeout_mid_chunk(relay, smtp):
+    tag = h.unique("bdatidle")
+    c = start(smtp, tag + "@remote.example", port="idle")
+    c.send(b"BDAT 100 LAST\r\n" + ("Subject: %s\r\n" % tag).encode())
+    r = c.reply(timeout=6)
+    assert r.is_(421, "4.4.2"), r
+    assert c.wait_closed(3)
+    h.assert_not_stored(relay, tag)

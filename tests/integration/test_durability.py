@@ -86,6 +86,7 @@ def test_kill9_during_burst(fresh):
     assert not errors, errors[:5]
     assert acked and all(qid for qid, _ in acked), acked[:5]
     n_acked = len(acked)
+    print("kill -9 after %d of 200 messages acknowledged" % n_acked)
 
     def check():
         idx = h.queue_index(ng)
@@ -97,6 +98,8 @@ def test_kill9_during_burst(fresh):
             assert t.encode() in idx[q][0].read_bytes(), \
                 "queue file %s does not hold %s" % (idx[q][0], t)
 
+    ids = [q for q, _ in acked]
+    assert len(set(ids)) == len(ids), "queue ids reused"
     check()                      # on disk right after the crash
     ng.start()
     h.wait_until(lambda: not h.incoming_files(ng), 10,
@@ -108,8 +111,9 @@ def test_kill9_during_burst(fresh):
         assert first == "RELAY-QUEUE 1" and rcpts[0]["state"] == "P", rcpts
     # and the restarted relay works
     with h.SMTPConn(ng.port("main")) as c:
-        c.message("a@example.org", ["after-crash@example.test"],
-                  h.simple_body("after-crash"), ehlo="c.test")
+        q = c.message("a@example.org", ["after-crash@example.test"],
+                      h.simple_body("after-crash"), ehlo="c.test")
+    assert q not in ids, "queue id %s reused after restart" % q
     h.wait_delivered(ng, "example.test", "after-crash")
 
 
@@ -192,26 +196,37 @@ def test_reload_mid_data(fresh):
 
 
 def _one_per_connection(port, tag, count, acked, lock, errors):
+    """count messages, a new connection each.  Only connecting may be
+    retried (a listener closing during a reload); a session dropped after
+    its greeting is an error: a retry could duplicate a message."""
     for i in range(count):
         user = "%s-burst%d" % (tag, i)
-        for attempt in range(3):        # a connection may hit a closing
-            try:                        # listener during the reload
-                with smtplib.SMTP(h.HOST, port, "b.test", timeout=10) as s:
-                    s.ehlo()
-                    s.mail("b@example.org")
-                    s.rcpt(user + "@example.test")
-                    code, msg = s.data(h.simple_body(user))
-                    if code != 250:
-                        errors.append((user, code, msg))
-                        return
-                with lock:
-                    acked.append((h.QUEUED_RE.search(msg.decode()).group(1),
-                                  user))
+        s = None
+        for attempt in range(3):
+            try:
+                s = smtplib.SMTP(h.HOST, port, "b.test", timeout=10)
                 break
             except (smtplib.SMTPServerDisconnected, ConnectionError) as e:
                 if attempt == 2:
-                    errors.append((user, repr(e)))
+                    errors.append((user, "connect", repr(e)))
                     return
+        try:
+            s.ehlo()
+            s.mail("b@example.org")
+            s.rcpt(user + "@example.test")
+            code, msg = s.data(h.simple_body(user))
+            if code != 250:
+                errors.append((user, code, msg))
+                return
+            with lock:
+                acked.append((h.QUEUED_RE.search(msg.decode()).group(1),
+                              user))
+            s.quit()
+        except (smtplib.SMTPException, OSError) as e:
+            errors.append((user, "session dropped", repr(e)))
+            return
+        finally:
+            s.close()
 
 
 def test_worker_count_change(fresh):
@@ -344,3 +359,96 @@ def test_kill9_one_worker(fresh):
         n = len(h.mailbox_files(ng, "example.test", user))
         assert n == 1, "%s delivered %d times" % (user, n)
     ng.assert_no_crash()
+
+
+def test_reload_applies_new_config_and_survives_a_bad_one(fresh):
+    ng = fresh()
+    user = h.unique("newdom")
+    with h.SMTPConn(ng.port("untrusted")) as c:
+        c.ehlo()
+        c.expect("MAIL FROM:<a@example.org>", 250, "2.1.0")
+        c.expect("RCPT TO:<%s@new.test>" % user, 554, "5.7.1")
+
+    old = set(ng.worker_pids())
+    ng.write_conf(stream_extra="    relay_local_domain new.test;")
+    ng.reload()
+    h.wait_until(lambda: not (set(ng.worker_pids()) & old)
+                 and len(ng.worker_pids()) == ng.workers, 10,
+                 what="workers replaced after reload")
+    with h.SMTPConn(ng.port("untrusted")) as c:
+        c.message("a@example.org", [user + "@new.test"], h.simple_body(user),
+                  ehlo="c.test")
+    h.wait_delivered(ng, "new.test", user)
+
+    # a broken configuration is refused; the running one goes on
+    ng.allowed_alerts.append(r"\[emerg\].*missing-users-file")
+    old = set(ng.worker_pids())
+    ng.write_conf(stream_extra="    relay_local_domain new.test;\n"
+                  "    relay_local_domain broken.test "
+                  "users=conf/missing-users-file;")
+    ng.reload(signal_only=True)
+    h.wait_until(lambda: "missing-users-file" in ng.error_log(), 10,
+                 what="the reload to be refused")
+    assert set(ng.worker_pids()) == old
+    user2 = h.unique("still")
+    with h.SMTPConn(ng.port("untrusted")) as c:
+        c.message("a@example.org", [user2 + "@new.test"],
+                  h.simple_body(user2), ehlo="c.test")
+    h.wait_delivered(ng, "new.test", user2)
+    ng.write_conf(stream_extra="    relay_local_domain new.test;")
+
+
+def test_reload_with_sessions_in_flight_remote_only(fresh):
+    # remote recipients only (no local delivery): open sessions in every
+    # state survive a reload on the old workers, each message is queued
+    # exactly once, the old workers exit when their sessions end
+    ng = fresh()
+    tag = h.unique("inflight")
+    states = []
+    for i in range(8):
+        c = h.SMTPConn(ng.port("main"))
+        c.ehlo("inflight.test")
+        st = i % 4
+        if st >= 1:
+            c.expect("MAIL FROM:<f@example.org>", 250, "2.1.0")
+        if st >= 2:
+            c.expect("RCPT TO:<%s-%d@remote.example>" % (tag, i), 250,
+                     "2.1.5")
+        if st >= 3:
+            c.expect("DATA", 354)
+            c.send(("Subject: %s-%d\r\n\r\nhalf\r\n" % (tag, i)).encode())
+        states.append((i, st, c))
+
+    old = set(ng.worker_pids())
+    ng.reload()
+    h.wait_until(lambda: len(set(ng.worker_pids()) - old) >= ng.workers, 10,
+                 what="new workers after reload")
+
+    ids = []
+    for i, st, c in states:
+        rcpt = "%s-%d@remote.example" % (tag, i)
+        if st < 1:
+            # between transactions a session may be told to go away
+            r = c.cmd("MAIL FROM:<f@example.org>")
+            if r.is_(421, "4.3.2"):
+                assert c.wait_closed(5)
+                continue
+            assert r.is_(250, "2.1.0"), (i, st, r)
+        if st < 2:
+            c.expect("RCPT TO:<%s>" % rcpt, 250, "2.1.5")
+        if st < 3:
+            c.expect("DATA", 354)
+            c.send(("Subject: %s-%d\r\n\r\nhalf\r\n" % (tag, i)).encode())
+        c.send(b"rest\r\n.\r\n")
+        r = c.reply()
+        assert r.is_(250, "2.0.0") and r.queue_id, (i, st, r)
+        ids.append(r.queue_id)
+        c.expect("QUIT", 221, "2.0.0")
+        c.close()
+    h.wait_until(lambda: not (set(ng.worker_pids()) & old), 15,
+                 what="old workers to exit after their sessions ended")
+    idx = h.queue_index(ng)
+    for q in ids:
+        assert len(idx.get(q, [])) == 1, (q, idx.get(q))
+    assert len(h.queue_files(ng)) == len(ids)
+    assert not h.incoming_files(ng)

@@ -211,3 +211,28 @@ def test_activity_resets_idle_timer(smtp):
         c.expect("NOOP", 250, "2.0.0")
         assert c.quiet(0.4) == b""
     c.expect("NOOP", 250, "2.0.0")
+
+
+def test_recipient_overshoot_is_not_an_error(relay, smtp):
+    # RFC 5321 4.5.3.1.8: clients send the rest in a later transaction;
+    # 452 for extra recipients must not count towards relay_max_errors
+    tag = h.unique("over")
+    users = ["%s-%d" % (tag, i) for i in range(h.MAX_RCPT + 2 * h.MAX_ERRORS)]
+    c = smtp()
+    c.ehlo()
+    c.expect("MAIL FROM:<a@example.org>", 250, "2.1.0")
+    for i, u in enumerate(users):
+        r = c.cmd("RCPT TO:<%s@example.test>" % u)
+        want = (250, "2.1.5") if i < h.MAX_RCPT else (452, "4.5.3")
+        assert r.is_(*want), (i, r)
+    c.expect("DATA", 354)
+    r = c.send_data(h.simple_body(tag))
+    assert r.is_(250, "2.0.0") and r.queue_id, r
+    # the rest in a second transaction
+    c.expect("MAIL FROM:<a@example.org>", 250, "2.1.0")
+    for u in users[h.MAX_RCPT:2 * h.MAX_RCPT]:
+        c.expect("RCPT TO:<%s@example.test>" % u, 250, "2.1.5")
+    c.expect("DATA", 354)
+    assert c.send_data(h.simple_body(tag)).is_(250, "2.0.0")
+    for u in users[:2 * h.MAX_RCPT]:
+        h.wait_delivered(relay, "example.test", u)

@@ -101,3 +101,31 @@ def test_many_transactions_pipelined(relay, smtp):
     assert len(ids) == 10 and None not in ids
     for i in range(10):
         h.wait_delivered(relay, "example.test", "%s-%d" % (tag, i))
+
+
+def test_pipelined_flood_with_backpressure(smtp):
+    # the client writes 20000 commands before reading: the server must
+    # neither lose nor reorder replies when its output backs up
+    import threading
+    n = 20000
+    c = smtp()
+    c.ehlo()
+    c.sock.settimeout(30)
+    errs = []
+
+    def writer():
+        try:
+            c.sock.sendall(b"NOOP\r\n" * n + b"RSET\r\n")
+        except OSError as e:
+            errs.append(e)
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    for i in range(n):
+        r = c.reply(timeout=30)
+        assert r.is_(250, "2.0.0"), (i, r)
+    assert c.reply().is_(250, "2.0.0")           # RSET
+    c.expect("NOOP", 250, "2.0.0")
+    assert c.quiet(0.2) == b""
+    t.join(10)
+    assert not errs, errs

@@ -113,3 +113,20 @@ def test_second_ehlo_resets_transaction(smtp):
     c.ehlo("again.test")
     # RFC 5321 4.1.4: EHLO implies RSET
     c.expect("MAIL FROM:<a@example.org>", 250, "2.1.0")
+
+
+def test_many_idle_sessions_do_not_block(relay):
+    idle = []
+    try:
+        for _ in range(300):
+            idle.append(h.SMTPConn(relay.port("main")))
+        with h.SMTPConn(relay.port("main")) as c:
+            user = h.unique("busy")
+            c.message("a@example.org", [user + "@example.test"],
+                      h.simple_body(user), ehlo="busy.test")
+        h.wait_delivered(relay, "example.test", user, timeout=5)
+        for c in idle[::50]:
+            c.expect("NOOP", 250, "2.0.0")
+    finally:
+        for c in idle:
+            c.close()
