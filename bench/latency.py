@@ -1,0 +1,198 @@
+#!/usr/bin/python3
+"""bench/latency.py: end-of-data latency at concurrency 1, relay vs Postfix.
+
+One client, one message at a time, over --conns connections used one after
+the other (default 1).  For each message: MAIL, RCPT, DATA, the content, then
+the clock starts right before the final "\\r\\n.\\r\\n" is written and stops
+when the whole "250" reply has been read.  That is the time the server needs
+to make the message durable and answer.  The first --warmup messages of each
+server are sent but not counted.
+
+Prints p50/p90/p99/p99.9/max (ms) per server, and for the relay the target
+p99 < 1 ms.  By default it starts both servers itself (bench/lib.sh) inside a
+private loopback-only network namespace, in a work dir under /var/tmp that it
+removes at the end; --relay-addr / --postfix-addr measure running servers
+instead.
+
+  /usr/bin/python3 bench/latency.py [-n 2000] [--conns 1] [--size 4096]
+"""
+
+import argparse
+import os
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
+
+def run(addr, count, conns, size, warmup, deadline):
+    """Send warmup + count messages; return (eod latencies, whole
+    transaction latencies) in seconds, for the counted messages."""
+    total = warmup + count
+    per_conn = -(-total // conns)
+    eod, txn = [], []
+    sent = 0
+    body = benchlib.make_body(size)
+    assert body.endswith(b"\r\n")
+    head, tail = body[:-2], b"\r\n.\r\n"
+    clock = time.perf_counter
+    while sent < total:
+        c = benchlib.SmtpClient(addr)
+        try:
+            c.expect(220)
+            c.cmd(b"EHLO latency.client.test", 250)
+            for _ in range(min(per_conn, total - sent)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("deadline passed after %d messages" % sent)
+                t0 = clock()
+                c.cmd(b"MAIL FROM:<sender@client.test>", 250)
+                c.cmd(b"RCPT TO:<rcpt@remote.test>", 250)
+                c.cmd(b"DATA", 354)
+                c.sock.sendall(head)
+                t1 = clock()
+                c.sock.sendall(tail)
+                c.expect(250)
+                t2 = clock()
+                if sent >= warmup:
+                    eod.append(t2 - t1)
+                    txn.append(t2 - t0)
+                sent += 1
+            c.cmd(b"QUIT", 221)
+        finally:
+            c.close()
+    return eod, txn
+
+
+def disk_probe(work, size, n):
+    """The durable-write floor on the spools' filesystem: per message, the
+    relay's sync path (write, fdatasync, rename into another dir, fsync of
+    that dir) and Postfix's (write, fsync).  Returns sorted latencies (s)."""
+    d = os.path.join(work, "probe")
+    os.makedirs(os.path.join(d, "in"), exist_ok=True)
+    os.makedirs(os.path.join(d, "q"), exist_ok=True)
+    qfd = os.open(os.path.join(d, "q"), os.O_RDONLY | os.O_DIRECTORY)
+    data = b"x" * (size + 600)
+    relay_like, pf_like = [], []
+    clock = time.perf_counter
+    try:
+        for i in range(n):
+            a = os.path.join(d, "in", str(i))
+            t0 = clock()
+            fd = os.open(a, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, data)
+            os.fdatasync(fd)
+            os.rename(a, os.path.join(d, "q", str(i)))
+            os.fsync(qfd)
+            os.close(fd)
+            t1 = clock()
+            b = os.path.join(d, "in", "p%d" % i)
+            fd = os.open(b, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, data)
+            os.fsync(fd)
+            os.close(fd)
+            t2 = clock()
+            relay_like.append(t1 - t0)
+            pf_like.append(t2 - t1)
+    finally:
+        os.close(qfd)
+        for sub in ("in", "q"):
+            for f in os.listdir(os.path.join(d, sub)):
+                os.unlink(os.path.join(d, sub, f))
+    return sorted(relay_like), sorted(pf_like)
+
+
+def report(name, eod, txn, target_ms=None):
+    eod = sorted(eod)
+    txn = sorted(txn)
+    ms = lambda v: v * 1000.0  # noqa: E731
+    p = lambda v, q: ms(benchlib.percentile(v, q))  # noqa: E731
+    line = ("%-8s n=%d  end-of-data->250 ms: p50 %.3f  p90 %.3f  p99 %.3f"
+            "  p99.9 %.3f  max %.3f  mean %.3f"
+            % (name, len(eod), p(eod, .5), p(eod, .9), p(eod, .99),
+               p(eod, .999), ms(eod[-1]), ms(sum(eod) / len(eod))))
+    if target_ms is not None:
+        ok = p(eod, .99) < target_ms
+        line += "   target p99 < %g ms: %s" % (target_ms, "PASS" if ok else "FAIL")
+    print(line)
+    print("%-8s        whole MAIL..250 ms:   p50 %.3f  p90 %.3f  p99 %.3f"
+          "  max %.3f  (%.0f msgs/s at concurrency 1)"
+          % ("", p(txn, .5), p(txn, .9), p(txn, .99), ms(txn[-1]),
+             len(txn) / sum(txn)))
+    sys.stdout.flush()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", "--count", type=int, default=2000,
+                    help="counted messages per server (default 2000)")
+    ap.add_argument("--conns", type=int, default=1,
+                    help="connections, used one after the other (default 1)")
+    ap.add_argument("--size", type=int, default=4096,
+                    help="payload bytes per message (default 4096)")
+    ap.add_argument("--warmup", type=int, default=50,
+                    help="uncounted messages first (default 50)")
+    ap.add_argument("--targets", default="relay,postfix",
+                    help="relay,postfix (default both)")
+    ap.add_argument("--pf-mode", default=os.environ.get("PF_MODE", "hold"),
+                    choices=["hold", "defer"], help="Postfix queue mode")
+    ap.add_argument("--relay-addr", help="use a running relay HOST:PORT")
+    ap.add_argument("--postfix-addr", help="use a running Postfix HOST:PORT")
+    ap.add_argument("--relay-port", type=int, default=2525)
+    ap.add_argument("--postfix-port", type=int, default=2526)
+    ap.add_argument("--timeout", type=float, default=600,
+                    help="seconds allowed per server (default 600)")
+    ap.add_argument("--probe", type=int, default=300,
+                    help="disk probe iterations, 0 to skip (default 300)")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir")
+    args = ap.parse_args()
+    targets = [t for t in args.targets.split(",") if t]
+
+    if not (args.relay_addr or args.postfix_addr):
+        benchlib.netns_reexec()
+
+    print("latency.py: %d messages (+%d warmup), %d bytes, concurrency 1, "
+          "%d connection(s), postfix mode %s"
+          % (args.count, args.warmup, args.size, args.conns, args.pf_mode))
+    sys.stdout.flush()
+    srv = benchlib.Servers(keep=args.keep)
+    try:
+        if args.probe:
+            rl, pl = disk_probe(srv.work, args.size, args.probe)
+            p = lambda v, q: 1000.0 * benchlib.percentile(v, q)  # noqa: E731
+            print("disk floor (%s, n=%d): write+fdatasync+rename+dir fsync "
+                  "p50 %.3f p99 %.3f ms; write+fsync p50 %.3f p99 %.3f ms"
+                  % (srv.work, args.probe, p(rl, .5), p(rl, .99),
+                     p(pl, .5), p(pl, .99)))
+            sys.stdout.flush()
+        for t in targets:
+            if t == "relay":
+                if args.relay_addr:
+                    addr = benchlib.parse_addr(args.relay_addr)
+                else:
+                    srv.start_relay(args.relay_port)
+                    addr = ("127.0.0.1", args.relay_port)
+                eod, txn = run(addr, args.count, args.conns, args.size,
+                               args.warmup, time.monotonic() + args.timeout)
+                report("relay", eod, txn, target_ms=1.0)
+                srv.stop_relay()
+            elif t == "postfix":
+                if args.postfix_addr:
+                    addr = benchlib.parse_addr(args.postfix_addr)
+                else:
+                    srv.start_postfix(args.postfix_port, args.pf_mode)
+                    addr = ("127.0.0.1", args.postfix_port)
+                eod, txn = run(addr, args.count, args.conns, args.size,
+                               args.warmup, time.monotonic() + args.timeout)
+                report("postfix", eod, txn)
+                srv.stop_postfix()
+            else:
+                ap.error("unknown target %r" % t)
+    finally:
+        srv.stop()
+
+
+if __name__ == "__main__":
+    main()
