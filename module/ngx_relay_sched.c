@@ -29,7 +29,8 @@
 #include <ngx_relay_sched.h>
 
 
-#define NGX_RELAY_SCHED_MAX_BUSY   16
+#define NGX_RELAY_SCHED_MAX_BUSY     16
+#define NGX_RELAY_SCHED_DEBRIS_AGE   10      /* seconds */
 
 
 typedef struct {
@@ -51,6 +52,7 @@ typedef struct {
     ngx_uint_t                 nresults;
     ngx_uint_t                 remaining;    /* recipients still pending */
     ngx_uint_t                 removed;      /* queue file is gone */
+    ngx_uint_t                 debris;       /* incomplete, removed */
     ngx_err_t                  err;
     const char                *failed;
 } ngx_relay_local_ctx_t;
@@ -69,6 +71,7 @@ static void ngx_relay_sched_queued(ngx_relay_spool_t *sp,
 static ngx_int_t ngx_relay_sched_post_local(ngx_relay_sched_t *sc,
     ngx_relay_spool_writer_t *w, u_char *name);
 static void ngx_relay_sched_local_thread(void *data, ngx_log_t *log);
+static void ngx_relay_sched_debris(ngx_relay_local_ctx_t *ctx);
 static ngx_int_t ngx_relay_sched_deliver_one(ngx_relay_local_ctx_t *ctx,
     ngx_relay_queued_rcpt_t *r, ngx_uint_t index,
     ngx_relay_local_result_t *res);
@@ -215,7 +218,16 @@ ngx_relay_sched_local_thread(void *data, ngx_log_t *log)
 
     q = &ctx->queued;
 
-    if (ngx_relay_spool_read(ctx->fd, q, &ctx->err) != NGX_OK) {
+    switch (ngx_relay_spool_read(ctx->fd, q, &ctx->err)) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_DECLINED:
+        ngx_relay_sched_debris(ctx);
+        return;
+
+    default:
         ctx->failed = "read";
         return;
     }
@@ -273,6 +285,30 @@ ngx_relay_sched_local_thread(void *data, ngx_log_t *log)
     if (marked && fdatasync(ctx->fd) == -1) {
         ctx->err = errno;
         ctx->failed = "fdatasync";
+    }
+}
+
+
+/*
+ * A queue file without its trailer whose lock we could take: its session
+ * died before "250" (a crash), so its client still has the message.  The
+ * age test leaves alone a file whose creator has not yet locked it.
+ */
+
+static void
+ngx_relay_sched_debris(ngx_relay_local_ctx_t *ctx)
+{
+    struct stat  st;
+
+    if (ctx->name == NULL
+        || fstat(ctx->fd, &st) == -1
+        || st.st_mtime + NGX_RELAY_SCHED_DEBRIS_AGE > time(NULL))
+    {
+        return;
+    }
+
+    if (unlinkat(ctx->sched->spool.queue_fd, (char *) ctx->name, 0) == 0) {
+        ctx->debris = 1;
     }
 }
 
@@ -411,6 +447,12 @@ ngx_relay_sched_local_done(ngx_event_t *ev)
 
     ngx_relay_sched_log_results(ctx, sc->spool.log);
 
+    if (ctx->debris) {
+        ngx_log_error(NGX_LOG_NOTICE, sc->spool.log, 0,
+                      "%s: removed incomplete queue file of a session that "
+                      "ended before \"250\"", ctx->name);
+    }
+
     if (ctx->writer) {
         ngx_relay_spool_release(ctx->writer);
 
@@ -543,7 +585,9 @@ ngx_relay_sched_scan_thread(void *data, ngx_log_t *log)
     size = 0;
 
     while ((de = readdir(dir)) != NULL) {
-        if (de->d_name[0] == '.'
+        /* "." entries and "<id>.part" files still being written */
+
+        if (ngx_strchr(de->d_name, '.') != NULL
             || ngx_relay_sched_slot((u_char *) de->d_name, sc->workers)
                != sc->worker)
         {

@@ -8,24 +8,34 @@
  * The spool: the only code that creates, reads, rewrites and removes queue
  * files.
  *
- * Layout: <spool>/incoming/<id> while a message arrives, <spool>/queue/<id>
- * once it is durable.  A queue file is a text envelope ("RELAY-QUEUE 1",
- * "key value" lines, one "rcpt <state> <notify> <orcpt> <address>" line per
- * recipient, an empty line) followed by the message octets.  Recipient
+ * Layout: <spool>/queue/<id>.  A queue file is a text envelope
+ * ("RELAY-QUEUE 1", "key value" lines, one "rcpt <state> <notify> <orcpt>
+ * <address>" line per recipient, an empty line), the message octets, and a
+ * trailer "\nRELAY-END <20-digit offset of the trailer>\n".  Recipient
  * states are one byte rewritten in place, so marking a recipient done is a
  * pwrite() and an fdatasync(), never a rewrite of the file.
  *
- * Durability: a message becomes visible in queue/ only after its data were
- * fdatasync()ed and it was renamed there; "250" waits for an fsync() of the
- * queue directory after the rename.  Directory syncs are grouped: every
- * writer renamed while one sync runs waits for the next, so N concurrent
- * sessions cost N data syncs in parallel threads but about one directory
- * sync.  All syncs run in the thread pool, never on the event loop.
+ * Durability and group commit: the event loop never touches the file
+ * system here.  A thread creates and locks the file as soon as the
+ * transaction reaches DATA, while the client is still sending; a small
+ * message stays in its writer's buffer until its end, a large one is
+ * written out 64 KB at a time by thread tasks.  Messages whose data have
+ * ended wait for the next commit group; one thread task per group writes
+ * what is still in memory, fdatasync()s each file and fsync()s queue/ once.
+ * The first sync makes the journal commit that carries every file of the
+ * group, so the others cost next to nothing: N concurrent sessions cost
+ * about one journal commit per group, not one or two per message.  While a
+ * group is on the disk the next one gathers.  "250" is sent only after the
+ * group's syncs returned.
+ *
+ * A file without its trailer is incomplete: its session is still writing
+ * it (and holds its lock), or died before "250" (then nobody holds the lock
+ * and the queue scan removes it).  No renames, so no cross-directory
+ * rename lock and one metadata operation per message.
  *
  * Ownership: the worker holding flock() on a queue file owns it.  The lock
  * is taken when the file is created and dies with its holder, so kill -9
- * frees it; a file left in incoming/ with no lock holder is debris of a
- * crash and is removed at start.
+ * frees it.
  */
 
 
@@ -38,26 +48,30 @@
 
 
 typedef struct {
-    ngx_relay_spool_writer_t     *writer;
-    ngx_err_t                     err;
-} ngx_relay_spool_sync_ctx_t;
-
-typedef struct {
     ngx_relay_spool_t            *spool;
     ngx_queue_t                   writers;
-    ngx_err_t                     err;
-} ngx_relay_spool_dirsync_ctx_t;
+} ngx_relay_spool_group_t;
 
 
-static void ngx_relay_spool_sync_thread(void *data, ngx_log_t *log);
-static void ngx_relay_spool_sync_done(ngx_event_t *ev);
-static void ngx_relay_spool_dirsync_start(ngx_relay_spool_t *sp);
-static void ngx_relay_spool_dirsync_thread(void *data, ngx_log_t *log);
-static void ngx_relay_spool_dirsync_done(ngx_event_t *ev);
+static ngx_int_t ngx_relay_spool_post(ngx_relay_spool_writer_t *w,
+    void (*thread)(void *data, ngx_log_t *log), ngx_event_handler_pt done);
+static void ngx_relay_spool_open_thread(void *data, ngx_log_t *log);
+static void ngx_relay_spool_opened(ngx_event_t *ev);
+static void ngx_relay_spool_next(ngx_relay_spool_writer_t *w);
+static ngx_int_t ngx_relay_spool_put(ngx_relay_spool_writer_t *w);
+static void ngx_relay_spool_flush_thread(void *data, ngx_log_t *log);
+static void ngx_relay_spool_flush_done(ngx_event_t *ev);
+static void ngx_relay_spool_join_group(ngx_relay_spool_writer_t *w);
+static void ngx_relay_spool_group_start(ngx_relay_spool_t *sp);
+static void ngx_relay_spool_group_thread(void *data, ngx_log_t *log);
+static void ngx_relay_spool_group_done(ngx_event_t *ev);
 static void ngx_relay_spool_finish(ngx_relay_spool_writer_t *w,
     ngx_int_t rc);
-static u_char *ngx_relay_spool_path(ngx_relay_spool_t *sp, u_char *buf,
-    const char *dir, ngx_str_t *name);
+static void ngx_relay_spool_discard_thread(void *data, ngx_log_t *log);
+static void ngx_relay_spool_discard_done(ngx_event_t *ev);
+static ngx_int_t ngx_relay_spool_grow(ngx_relay_spool_writer_t *w,
+    size_t len);
+static ngx_int_t ngx_relay_spool_trailer(ngx_fd_t fd, off_t size);
 static ngx_int_t ngx_relay_spool_parse_header(ngx_relay_queued_t *q,
     u_char *p, u_char *last);
 static ngx_uint_t ngx_relay_spool_parse_notify(u_char *p, u_char *last);
@@ -85,12 +99,12 @@ ngx_relay_spool_prepare_dirs(ngx_str_t *path, ngx_cycle_t *cycle)
     ngx_uint_t        i;
     ngx_core_conf_t  *ccf;
 
-    static const char  *dirs[] = { "", "incoming", "queue" };
+    static const char  *dirs[] = { "", "queue" };
 
     log = cycle->log;
     ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
 
-    if (path->len + sizeof("incoming/") >= NGX_MAX_PATH) {
+    if (path->len + sizeof("queue/") >= NGX_MAX_PATH) {
         ngx_log_error(NGX_LOG_EMERG, log, 0, "relay spool path too long");
         return NGX_ERROR;
     }
@@ -126,12 +140,13 @@ ngx_relay_spool_prepare_dirs(ngx_str_t *path, ngx_cycle_t *cycle)
 ngx_int_t
 ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle)
 {
-    u_char  buf[NGX_MAX_PATH];
+    u_char  *p, buf[NGX_MAX_PATH];
 
     sp->log = cycle->log;
-    ngx_queue_init(&sp->dirsync_waiting);
+    ngx_queue_init(&sp->commit_waiting);
 
-    ngx_relay_spool_path(sp, buf, "queue", NULL);
+    p = ngx_cpymem(buf, sp->path.data, sp->path.len);
+    ngx_memcpy(p, "queue", sizeof("queue"));
 
     sp->queue_fd = open((char *) buf, O_RDONLY|O_DIRECTORY|O_CLOEXEC);
     if (sp->queue_fd == -1) {
@@ -145,14 +160,16 @@ ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle)
 
 
 /*
- * Queue ids: seconds, microseconds, pid and a per-process sequence, so they
- * are unique on the node without coordination and sort by arrival.
+ * Queue ids: seconds, milliseconds, pid and a per-process sequence, so they
+ * are unique on the node without coordination and sort by arrival.  The
+ * file is created and locked by a thread right away, while the client still
+ * sends the message.
  */
 
 ngx_relay_spool_writer_t *
 ngx_relay_spool_create(ngx_relay_spool_t *sp, ngx_log_t *log)
 {
-    u_char                    *p, path[NGX_MAX_PATH];
+    u_char                    *p;
     ngx_pool_t                *pool;
     ngx_time_t                *tp;
     ngx_relay_spool_writer_t  *w;
@@ -171,6 +188,19 @@ ngx_relay_spool_create(ngx_relay_spool_t *sp, ngx_log_t *log)
     w->spool = sp;
     w->pool = pool;
     w->log = log;
+    w->fd = NGX_INVALID_FILE;
+
+    w->buf = ngx_alloc(NGX_RELAY_SPOOL_BUF, log);
+    w->task = ngx_thread_task_alloc(pool, 0);
+
+    if (w->buf == NULL || w->task == NULL) {
+        ngx_free(w->buf);
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    w->pos = w->buf;
+    w->end = w->buf + NGX_RELAY_SPOOL_BUF;
 
     tp = ngx_timeofday();
 
@@ -180,33 +210,127 @@ ngx_relay_spool_create(ngx_relay_spool_t *sp, ngx_log_t *log)
     w->id.data = w->id_data;
     w->id.len = p - w->id_data;
 
-    ngx_relay_spool_path(sp, path, "incoming", &w->id);
-
-    w->fd = open((char *) path, O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC, 0600);
-    if (w->fd == -1) {
-        w->err = ngx_errno;
-        ngx_log_error(NGX_LOG_CRIT, log, w->err,
-                      "open(\"%s\") failed", path);
-        return w;
-    }
-
-    if (flock(w->fd, LOCK_EX|LOCK_NB) == -1) {
-        w->err = ngx_errno;
-        ngx_log_error(NGX_LOG_ALERT, log, w->err,
-                      "flock(\"%s\") failed", path);
-        return w;
+    if (ngx_relay_spool_post(w, ngx_relay_spool_open_thread,
+                             ngx_relay_spool_opened)
+        != NGX_OK)
+    {
+        w->err = NGX_ENOMEM;
     }
 
     return w;
 }
 
 
+static ngx_int_t
+ngx_relay_spool_post(ngx_relay_spool_writer_t *w,
+    void (*thread)(void *data, ngx_log_t *log), ngx_event_handler_pt done)
+{
+    ngx_thread_task_t  *task;
+
+    task = w->task;
+
+    task->ctx = w;
+    task->handler = thread;
+    task->event.handler = done;
+    task->event.data = w;
+
+    if (ngx_thread_task_post(w->spool->thread_pool, task) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    w->busy = 1;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_relay_spool_open_thread(void *data, ngx_log_t *log)
+{
+    ngx_relay_spool_writer_t  *w = data;
+
+    u_char  name[NGX_RELAY_ID_LEN + 1];
+
+    ngx_memcpy(name, w->id.data, w->id.len);
+    name[w->id.len] = '\0';
+
+    w->fd = openat(w->spool->queue_fd, (char *) name,
+                   O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC, 0600);
+    if (w->fd == -1) {
+        w->err = errno;
+        return;
+    }
+
+    if (flock(w->fd, LOCK_EX|LOCK_NB) == -1) {
+        w->err = errno;
+    }
+}
+
+
+/* the file exists: do what was asked meanwhile */
+
+static void
+ngx_relay_spool_opened(ngx_event_t *ev)
+{
+    ngx_relay_spool_writer_t  *w = ev->data;
+
+    w->busy = 0;
+
+    if (w->err) {
+        ngx_log_error(NGX_LOG_CRIT, w->log, w->err,
+                      "creation of queue file %V failed", &w->id);
+    }
+
+    ngx_relay_spool_next(w);
+}
+
+
+static void
+ngx_relay_spool_next(ngx_relay_spool_writer_t *w)
+{
+    switch (w->want) {
+
+    case ngx_relay_spool_want_flush:
+        w->want = ngx_relay_spool_want_nothing;
+
+        if (w->err
+            || ngx_relay_spool_post(w, ngx_relay_spool_flush_thread,
+                                    ngx_relay_spool_flush_done)
+               != NGX_OK)
+        {
+            if (w->err == 0) {
+                w->err = NGX_ENOMEM;
+            }
+
+            ngx_relay_spool_flush_done(&w->task->event);
+        }
+
+        return;
+
+    case ngx_relay_spool_want_commit:
+        w->want = ngx_relay_spool_want_nothing;
+        ngx_relay_spool_join_group(w);
+        return;
+
+    case ngx_relay_spool_want_abort:
+        w->want = ngx_relay_spool_want_nothing;
+        ngx_relay_spool_abort(w);
+        return;
+
+    default:
+        return;
+    }
+}
+
+
+/* the envelope goes first into the buffer; a huge one grows it */
+
 ngx_int_t
 ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
     ngx_relay_envelope_t *env)
 {
     size_t             len;
-    u_char            *buf, *p;
+    u_char            *p;
     ngx_uint_t         i;
     ngx_relay_rcpt_t  *r;
 
@@ -220,12 +344,13 @@ ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
                + r[i].addr.len + 1;
     }
 
-    buf = ngx_alloc(len, w->log);
-    if (buf == NULL) {
+    /* room for the Received: header and the first data too */
+
+    if (ngx_relay_spool_grow(w, len + NGX_RELAY_SPOOL_BUF / 2) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(buf, NGX_RELAY_QUEUE_MAGIC,
+    p = ngx_cpymem(w->pos, NGX_RELAY_QUEUE_MAGIC,
                    sizeof(NGX_RELAY_QUEUE_MAGIC) - 1);
     p = ngx_sprintf(p, "id %V\narrival %T\nclient %V\nhelo %V\n",
                     &w->id, env->arrival, &env->client, &env->helo);
@@ -282,89 +407,154 @@ ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
 
     *p++ = '\n';
 
-    len = p - buf;
+    w->pos = p;
+    w->message_start = p - w->buf;
 
-    if (ngx_relay_spool_write(w, buf, len) != NGX_OK) {
-        ngx_free(buf);
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_relay_spool_grow(ngx_relay_spool_writer_t *w, size_t len)
+{
+    u_char  *buf;
+    size_t   size, used;
+
+    if ((size_t) (w->end - w->pos) >= len) {
+        return NGX_OK;
+    }
+
+    used = w->pos - w->buf;
+    size = ngx_max((size_t) (w->end - w->buf), used + len);
+
+    buf = ngx_alloc(size, w->log);
+    if (buf == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_free(buf);
+    ngx_memcpy(buf, w->buf, used);
+    ngx_free(w->buf);
 
-    w->size = 0;                     /* count message octets only */
+    w->buf = buf;
+    w->pos = buf + used;
+    w->end = buf + size;
 
     return NGX_OK;
 }
 
 
 /*
- * Writes go to the page cache from the event loop, as nginx's own temporary
- * files do; only the syncs that wait for the disk go to the thread pool.
+ * Writes the buffer out in a thread when it is full; the caller waits for
+ * "handler" before it fills the buffer again.
  */
 
 ngx_int_t
-ngx_relay_spool_write(ngx_relay_spool_writer_t *w, u_char *data, size_t len)
+ngx_relay_spool_flush(ngx_relay_spool_writer_t *w,
+    ngx_relay_spool_done_pt handler, void *data)
 {
-    ssize_t  n;
+    if (w->err) {
+        return NGX_ERROR;
+    }
+
+    w->handler = handler;
+    w->data = data;
+    w->want = ngx_relay_spool_want_flush;
+
+    if (!w->busy) {
+        ngx_relay_spool_next(w);
+    }
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_relay_spool_flush_thread(void *data, ngx_log_t *log)
+{
+    (void) ngx_relay_spool_put(data);
+}
+
+
+static void
+ngx_relay_spool_flush_done(ngx_event_t *ev)
+{
+    ngx_relay_spool_writer_t  *w = ev->data;
+
+    w->busy = 0;
+
+    if (w->err) {
+        ngx_log_error(NGX_LOG_CRIT, w->log, w->err,
+                      "write of queue file %V failed", &w->id);
+    }
+
+    if (w->handler) {
+        w->handler(w, w->err ? NGX_ERROR : NGX_OK);
+        return;
+    }
+
+    /* the session went away meanwhile */
+    ngx_relay_spool_abort(w);
+}
+
+
+/* thread side: write the buffer, count what reached the file */
+
+static ngx_int_t
+ngx_relay_spool_put(ngx_relay_spool_writer_t *w)
+{
+    u_char   *p;
+    ssize_t   n;
 
     if (w->err) {
         return NGX_ERROR;
     }
 
-    while (len) {
-        n = write(w->fd, data, len);
+    for (p = w->buf; p < w->pos; p += n) {
+        n = write(w->fd, p, w->pos - p);
 
         if (n == -1) {
-            w->err = ngx_errno;
-
-            if (w->err == NGX_EINTR) {
-                w->err = 0;
+            if (errno == EINTR) {
+                n = 0;
                 continue;
             }
 
-            ngx_log_error(NGX_LOG_CRIT, w->log, w->err,
-                          "write() to queue file %V failed", &w->id);
+            w->err = errno;
             return NGX_ERROR;
         }
-
-        data += n;
-        len -= n;
-        w->size += n;
     }
+
+    w->written += w->pos - w->buf;
+    w->pos = w->buf;
 
     return NGX_OK;
 }
 
+
+/*
+ * The end of data: the trailer, then the next commit group.  The trailer
+ * ("RELAY-END" and the offset where the message ends) is what tells a
+ * complete queue file from debris after a crash.
+ */
 
 ngx_int_t
 ngx_relay_spool_commit(ngx_relay_spool_writer_t *w,
     ngx_relay_spool_done_pt handler, void *data)
 {
-    ngx_thread_task_t           *task;
-    ngx_relay_spool_sync_ctx_t  *ctx;
-
-    if (w->err) {
+    if (w->err
+        || ngx_relay_spool_grow(w, NGX_RELAY_TRAILER_LEN) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    task = ngx_thread_task_alloc(w->pool,
-                                 sizeof(ngx_relay_spool_sync_ctx_t));
-    if (task == NULL) {
-        return NGX_ERROR;
-    }
-
-    ctx = task->ctx;
-    ctx->writer = w;
-
-    task->handler = ngx_relay_spool_sync_thread;
-    task->event.handler = ngx_relay_spool_sync_done;
-    task->event.data = ctx;
+    w->pos = ngx_sprintf(w->pos, NGX_RELAY_TRAILER_FMT,
+                         w->written + (w->pos - w->buf));
 
     w->handler = handler;
     w->data = data;
+    w->want = ngx_relay_spool_want_commit;
 
-    if (ngx_thread_task_post(w->spool->thread_pool, task) != NGX_OK) {
-        return NGX_ERROR;
+    if (!w->busy) {
+        ngx_relay_spool_next(w);
     }
 
     return NGX_OK;
@@ -372,184 +562,175 @@ ngx_relay_spool_commit(ngx_relay_spool_writer_t *w,
 
 
 static void
-ngx_relay_spool_sync_thread(void *data, ngx_log_t *log)
+ngx_relay_spool_join_group(ngx_relay_spool_writer_t *w)
 {
-    ngx_relay_spool_sync_ctx_t  *ctx = data;
+    ngx_relay_spool_t  *sp;
 
-    u_char                     from[NGX_MAX_PATH], to[NGX_MAX_PATH];
-    ngx_relay_spool_writer_t  *w;
-
-    w = ctx->writer;
-
-    if (fdatasync(w->fd) == -1) {
-        ctx->err = ngx_errno;
-        return;
-    }
-
-    ngx_relay_spool_path(w->spool, from, "incoming", &w->id);
-    ngx_relay_spool_path(w->spool, to, "queue", &w->id);
-
-    if (rename((char *) from, (char *) to) == -1) {
-        ctx->err = ngx_errno;
-    }
-}
-
-
-static void
-ngx_relay_spool_sync_done(ngx_event_t *ev)
-{
-    ngx_relay_spool_sync_ctx_t  *ctx = ev->data;
-
-    ngx_relay_spool_t         *sp;
-    ngx_relay_spool_writer_t  *w;
-
-    w = ctx->writer;
     sp = w->spool;
 
-    if (ctx->err) {
-        w->err = ctx->err;
-        ngx_log_error(NGX_LOG_CRIT, w->log, w->err,
-                      "sync of queue file %V failed", &w->id);
-        ngx_relay_spool_finish(w, NGX_ERROR);
-        return;
-    }
+    ngx_queue_insert_tail(&sp->commit_waiting, &w->queue);
 
-    ngx_queue_insert_tail(&sp->dirsync_waiting, &w->queue);
-
-    if (!sp->dirsync_busy) {
-        ngx_relay_spool_dirsync_start(sp);
+    if (!sp->commit_busy) {
+        ngx_relay_spool_group_start(sp);
     }
 }
 
 
-/*
- * Group commit of renames: one fsync() of queue/ covers every writer that
- * was waiting when it started; writers arriving meanwhile wait for the next.
- */
-
 static void
-ngx_relay_spool_dirsync_start(ngx_relay_spool_t *sp)
+ngx_relay_spool_group_start(ngx_relay_spool_t *sp)
 {
-    ngx_thread_task_t              *task;
-    ngx_relay_spool_dirsync_ctx_t  *ctx;
+    ngx_queue_t               *q;
+    ngx_thread_task_t         *task;
+    ngx_relay_spool_group_t   *g;
+    ngx_relay_spool_writer_t  *w;
 
-    if (ngx_queue_empty(&sp->dirsync_waiting)) {
+    if (ngx_queue_empty(&sp->commit_waiting)) {
         return;
     }
 
     task = ngx_calloc(sizeof(ngx_thread_task_t)
-                      + sizeof(ngx_relay_spool_dirsync_ctx_t), sp->log);
+                      + sizeof(ngx_relay_spool_group_t), sp->log);
     if (task == NULL) {
         goto failed;
     }
 
-    ctx = (ngx_relay_spool_dirsync_ctx_t *) (task + 1);
-    task->ctx = ctx;
-    ctx->spool = sp;
+    g = (ngx_relay_spool_group_t *) (task + 1);
+    g->spool = sp;
 
-    ngx_queue_init(&ctx->writers);
-    ngx_queue_add(&ctx->writers, &sp->dirsync_waiting);
-    ngx_queue_init(&sp->dirsync_waiting);
+    ngx_queue_init(&g->writers);
+    ngx_queue_add(&g->writers, &sp->commit_waiting);
+    ngx_queue_init(&sp->commit_waiting);
 
-    task->handler = ngx_relay_spool_dirsync_thread;
-    task->event.handler = ngx_relay_spool_dirsync_done;
+    task->ctx = g;
+    task->handler = ngx_relay_spool_group_thread;
+    task->event.handler = ngx_relay_spool_group_done;
     task->event.data = task;
 
     if (ngx_thread_task_post(sp->thread_pool, task) != NGX_OK) {
-        ngx_queue_add(&sp->dirsync_waiting, &ctx->writers);
+        ngx_queue_add(&sp->commit_waiting, &g->writers);
         ngx_free(task);
         goto failed;
     }
 
-    sp->dirsync_busy = 1;
+    sp->commit_busy = 1;
 
     return;
 
 failed:
 
-    while (!ngx_queue_empty(&sp->dirsync_waiting)) {
-        ngx_queue_t  *q = ngx_queue_head(&sp->dirsync_waiting);
-
+    while (!ngx_queue_empty(&sp->commit_waiting)) {
+        q = ngx_queue_head(&sp->commit_waiting);
         ngx_queue_remove(q);
-        ngx_relay_spool_finish(ngx_queue_data(q, ngx_relay_spool_writer_t,
-                                              queue), NGX_ERROR);
+
+        w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
+        w->err = NGX_ENOMEM;
+        ngx_relay_spool_finish(w, NGX_ERROR);
     }
 }
 
 
+/*
+ * One group: write what is still in memory, then fdatasync() each file.
+ * The first sync makes the journal commit that carries the others' data
+ * and directory entries; the fsync() of queue/ that follows makes the
+ * entries durable by the book and costs nothing more on ext4.
+ */
+
 static void
-ngx_relay_spool_dirsync_thread(void *data, ngx_log_t *log)
+ngx_relay_spool_group_thread(void *data, ngx_log_t *log)
 {
-    ngx_relay_spool_dirsync_ctx_t  *ctx = data;
+    ngx_relay_spool_group_t  *g = data;
 
-    if (fsync(ctx->spool->queue_fd) == -1) {
-        ctx->err = ngx_errno;
+    ngx_err_t                  err;
+    ngx_queue_t               *q;
+    ngx_relay_spool_writer_t  *w;
+
+    for (q = ngx_queue_head(&g->writers);
+         q != ngx_queue_sentinel(&g->writers);
+         q = ngx_queue_next(q))
+    {
+        w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
+        (void) ngx_relay_spool_put(w);
+    }
+
+    for (q = ngx_queue_head(&g->writers);
+         q != ngx_queue_sentinel(&g->writers);
+         q = ngx_queue_next(q))
+    {
+        w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
+
+        if (w->err == 0 && fdatasync(w->fd) == -1) {
+            w->err = errno;
+        }
+    }
+
+    if (fsync(g->spool->queue_fd) == 0) {
+        return;
+    }
+
+    err = errno;
+
+    for (q = ngx_queue_head(&g->writers);
+         q != ngx_queue_sentinel(&g->writers);
+         q = ngx_queue_next(q))
+    {
+        w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
+
+        if (w->err == 0) {
+            w->err = err;
+        }
     }
 }
 
 
 static void
-ngx_relay_spool_dirsync_done(ngx_event_t *ev)
+ngx_relay_spool_group_done(ngx_event_t *ev)
 {
     ngx_thread_task_t  *task = ev->data;
 
-    ngx_int_t                       rc;
-    ngx_queue_t                    *q;
-    ngx_relay_spool_t              *sp;
-    ngx_relay_spool_dirsync_ctx_t  *ctx;
+    ngx_queue_t               *q;
+    ngx_relay_spool_t         *sp;
+    ngx_relay_spool_group_t   *g;
+    ngx_relay_spool_writer_t  *w;
 
-    ctx = task->ctx;
-    sp = ctx->spool;
-    sp->dirsync_busy = 0;
+    g = task->ctx;
+    sp = g->spool;
+    sp->commit_busy = 0;
 
-    rc = NGX_OK;
+    /* the next group gathered while this one was on the disk */
 
-    if (ctx->err) {
-        ngx_log_error(NGX_LOG_CRIT, sp->log, ctx->err,
-                      "fsync() of spool queue directory failed");
-        rc = NGX_ERROR;
-    }
+    ngx_relay_spool_group_start(sp);
 
-    while (!ngx_queue_empty(&ctx->writers)) {
-        q = ngx_queue_head(&ctx->writers);
+    while (!ngx_queue_empty(&g->writers)) {
+        q = ngx_queue_head(&g->writers);
         ngx_queue_remove(q);
 
-        ngx_relay_spool_finish(ngx_queue_data(q, ngx_relay_spool_writer_t,
-                                              queue), rc);
+        w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
+
+        if (w->err) {
+            ngx_log_error(NGX_LOG_CRIT, w->log, w->err,
+                          "commit of queue file %V failed", &w->id);
+        }
+
+        ngx_relay_spool_finish(w, w->err ? NGX_ERROR : NGX_OK);
     }
 
     ngx_free(task);
-
-    ngx_relay_spool_dirsync_start(sp);
 }
 
 
 /*
  * The writer's end: tell the session (if it is still there), then hand a
  * durable message to the scheduler, which owns it from now on.  A message
- * whose sync failed is removed: the client got a 4xx and will send it again.
+ * that failed is removed: its client got a 4xx and will send it again.
  */
 
 static void
 ngx_relay_spool_finish(ngx_relay_spool_writer_t *w, ngx_int_t rc)
 {
-    u_char             path[NGX_MAX_PATH];
     ngx_relay_spool_t  *sp;
 
     sp = w->spool;
-
-    if (rc != NGX_OK) {
-        if (w->err == 0) {
-            w->err = EIO;
-        }
-
-        /* the rename may or may not have happened */
-
-        ngx_relay_spool_path(sp, path, "queue", &w->id);
-        (void) unlink((char *) path);
-        ngx_relay_spool_path(sp, path, "incoming", &w->id);
-        (void) unlink((char *) path);
-    }
 
     if (w->handler) {
         w->handler(w, rc);
@@ -560,34 +741,62 @@ ngx_relay_spool_finish(ngx_relay_spool_writer_t *w, ngx_int_t rc)
         return;
     }
 
-    ngx_relay_spool_release(w);
+    ngx_relay_spool_abort(w);
 }
 
+
+/* a refused or failed message: remove what reached the disk, in a thread */
 
 void
 ngx_relay_spool_abort(ngx_relay_spool_writer_t *w)
 {
-    u_char  path[NGX_MAX_PATH];
-
-    ngx_relay_spool_path(w->spool, path, "incoming", &w->id);
-
-    if (w->fd != -1 && unlink((char *) path) == -1) {
-        ngx_log_error(NGX_LOG_CRIT, w->log, ngx_errno,
-                      "unlink(\"%s\") failed", path);
+    if (w->busy) {
+        w->handler = NULL;
+        w->want = ngx_relay_spool_want_abort;
+        return;
     }
 
-    ngx_relay_spool_release(w);
+    if (w->fd == NGX_INVALID_FILE
+        || ngx_relay_spool_post(w, ngx_relay_spool_discard_thread,
+                                ngx_relay_spool_discard_done)
+           != NGX_OK)
+    {
+        /* no file, or unlocked debris that the queue scan removes */
+        ngx_relay_spool_release(w);
+    }
+}
+
+
+static void
+ngx_relay_spool_discard_thread(void *data, ngx_log_t *log)
+{
+    ngx_relay_spool_writer_t  *w = data;
+
+    u_char  name[NGX_RELAY_ID_LEN + 1];
+
+    ngx_memcpy(name, w->id.data, w->id.len);
+    name[w->id.len] = '\0';
+
+    (void) unlinkat(w->spool->queue_fd, (char *) name, 0);
+}
+
+
+static void
+ngx_relay_spool_discard_done(ngx_event_t *ev)
+{
+    ngx_relay_spool_release(ev->data);
 }
 
 
 void
 ngx_relay_spool_release(ngx_relay_spool_writer_t *w)
 {
-    if (w->fd != -1 && close(w->fd) == -1) {
+    if (w->fd != NGX_INVALID_FILE && close(w->fd) == -1) {
         ngx_log_error(NGX_LOG_ALERT, w->log, ngx_errno,
                       "close() of queue file %V failed", &w->id);
     }
 
+    ngx_free(w->buf);
     ngx_destroy_pool(w->pool);
 }
 
@@ -632,66 +841,6 @@ ngx_relay_spool_open_locked(ngx_relay_spool_t *sp, u_char *name,
     }
 
     return fd;
-}
-
-
-/*
- * At start: an incoming file nobody holds a lock on belongs to a session
- * that died before its "250": the client was never told it was queued.
- */
-
-void
-ngx_relay_spool_cleanup_incoming(ngx_relay_spool_t *sp)
-{
-    int             dfd, fd;
-    DIR            *dir;
-    ngx_uint_t      n;
-    struct dirent  *de;
-    u_char          path[NGX_MAX_PATH];
-
-    ngx_relay_spool_path(sp, path, "incoming", NULL);
-
-    dfd = open((char *) path, O_RDONLY|O_DIRECTORY|O_CLOEXEC);
-    if (dfd == -1) {
-        ngx_log_error(NGX_LOG_CRIT, sp->log, ngx_errno,
-                      "open(\"%s\") failed", path);
-        return;
-    }
-
-    dir = fdopendir(dfd);
-    if (dir == NULL) {
-        (void) close(dfd);
-        return;
-    }
-
-    n = 0;
-
-    while ((de = readdir(dir)) != NULL) {
-        if (de->d_name[0] == '.') {
-            continue;
-        }
-
-        fd = openat(dfd, de->d_name, O_RDONLY|O_CLOEXEC);
-        if (fd == -1) {
-            continue;
-        }
-
-        if (flock(fd, LOCK_EX|LOCK_NB) == 0) {
-            if (unlinkat(dfd, de->d_name, 0) == 0) {
-                n++;
-            }
-        }
-
-        (void) close(fd);
-    }
-
-    (void) closedir(dir);
-
-    if (n) {
-        ngx_log_error(NGX_LOG_NOTICE, sp->log, 0,
-                      "relay spool: removed %ui incomplete incoming "
-                      "message(s)", n);
-    }
 }
 
 
@@ -750,7 +899,23 @@ ngx_relay_spool_read(ngx_fd_t fd, ngx_relay_queued_t *q, ngx_err_t *err)
 
     q->header = buf;
     q->message_offset = end + 2 - buf;
-    q->message_size = st.st_size - q->message_offset;
+
+    if (ngx_relay_spool_trailer(fd, st.st_size) != NGX_OK) {
+        *err = 0;
+        free(buf);
+        q->header = NULL;
+        return NGX_DECLINED;              /* incomplete */
+    }
+
+    q->message_size = st.st_size - NGX_RELAY_TRAILER_LEN - q->message_offset;
+    q->mtime = st.st_mtime;
+
+    if (q->message_size < 0) {
+        *err = EINVAL;
+        free(buf);
+        q->header = NULL;
+        return NGX_ERROR;
+    }
 
     if (ngx_relay_spool_parse_header(q, buf, end + 1) != NGX_OK) {
         *err = EINVAL;
@@ -764,6 +929,40 @@ failed:
 
     free(buf);
     return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_relay_spool_trailer(ngx_fd_t fd, off_t size)
+{
+    u_char  *p, buf[NGX_RELAY_TRAILER_LEN + 1];
+    off_t    offset;
+
+    if (size < NGX_RELAY_TRAILER_LEN
+        || pread(fd, buf, NGX_RELAY_TRAILER_LEN,
+                 size - NGX_RELAY_TRAILER_LEN)
+           != NGX_RELAY_TRAILER_LEN)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_strncmp(buf, "\nRELAY-END ", 11) != 0
+        || buf[NGX_RELAY_TRAILER_LEN - 1] != '\n')
+    {
+        return NGX_DECLINED;
+    }
+
+    offset = 0;
+
+    for (p = buf + 11; p < buf + NGX_RELAY_TRAILER_LEN - 1; p++) {
+        if (*p < '0' || *p > '9') {
+            return NGX_DECLINED;
+        }
+
+        offset = offset * 10 + (*p - '0');
+    }
+
+    return offset == size - NGX_RELAY_TRAILER_LEN ? NGX_OK : NGX_DECLINED;
 }
 
 
@@ -941,24 +1140,4 @@ ngx_relay_spool_remove(ngx_relay_spool_t *sp, ngx_str_t *id, ngx_err_t *err)
     }
 
     return NGX_OK;
-}
-
-
-static u_char *
-ngx_relay_spool_path(ngx_relay_spool_t *sp, u_char *buf, const char *dir,
-    ngx_str_t *name)
-{
-    u_char  *p;
-
-    p = ngx_cpymem(buf, sp->path.data, sp->path.len);
-    p = ngx_cpymem(p, dir, ngx_strlen(dir));
-
-    if (name) {
-        *p++ = '/';
-        p = ngx_cpymem(p, name->data, ngx_min(name->len, NGX_RELAY_ID_LEN));
-    }
-
-    *p = '\0';
-
-    return buf;
 }

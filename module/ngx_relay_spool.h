@@ -15,7 +15,17 @@
 
 #define NGX_RELAY_QUEUE_MAGIC     "RELAY-QUEUE 1\n"
 #define NGX_RELAY_MAX_HEADER      (4 * 1024 * 1024)
+#define NGX_RELAY_SPOOL_BUF       65536
+#define NGX_RELAY_TRAILER_FMT     "\nRELAY-END %020O\n"
+#define NGX_RELAY_TRAILER_LEN     32
 
+
+typedef enum {
+    ngx_relay_spool_want_nothing = 0,
+    ngx_relay_spool_want_flush,
+    ngx_relay_spool_want_commit,
+    ngx_relay_spool_want_abort
+} ngx_relay_spool_want_e;
 
 typedef struct ngx_relay_spool_s         ngx_relay_spool_t;
 typedef struct ngx_relay_spool_writer_s  ngx_relay_spool_writer_t;
@@ -34,8 +44,8 @@ struct ngx_relay_spool_s {
     ngx_log_t                    *log;
     int                           queue_fd;        /* queue/ directory */
 
-    ngx_queue_t                   dirsync_waiting; /* renamed, not yet synced */
-    ngx_uint_t                    dirsync_busy;
+    ngx_queue_t                   commit_waiting;  /* for the next group */
+    ngx_uint_t                    commit_busy;     /* a group is syncing */
 
     ngx_relay_spool_queued_pt     queued;          /* the scheduler takes it */
     void                         *data;            /* for "queued" */
@@ -54,16 +64,25 @@ struct ngx_relay_spool_writer_s {
     ngx_relay_spool_t            *spool;
     ngx_pool_t                   *pool;
     ngx_log_t                    *log;
-    ngx_fd_t                      fd;              /* O_RDWR, flock()ed */
+    ngx_fd_t                      fd;              /* O_RDWR, flock()ed;
+                                                      -1 until written */
     ngx_str_t                     id;
-    off_t                         size;            /* octets written */
     ngx_err_t                     err;             /* first failure */
+
+    u_char                       *buf;             /* not yet written */
+    u_char                       *pos;
+    u_char                       *end;
+    off_t                         written;         /* octets in the file */
+    off_t                         message_start;   /* after the envelope */
+    ngx_thread_task_t            *task;            /* one at a time */
+    ngx_relay_spool_want_e        want;            /* once task is done */
 
     ngx_relay_spool_done_pt       handler;
     void                         *data;
 
-    ngx_queue_t                   queue;           /* in dirsync_waiting */
+    ngx_queue_t                   queue;           /* in a commit group */
     ngx_uint_t                    local;           /* local rcpts pending */
+    unsigned                      busy:1;          /* task in flight */
 
     u_char                        id_data[NGX_RELAY_ID_LEN];
 };
@@ -84,6 +103,7 @@ typedef struct {
     off_t                         message_offset;  /* first message octet */
     off_t                         message_size;
     time_t                        arrival;
+    time_t                        mtime;
     ngx_str_t                     id;
     ngx_str_t                     sender;
     ngx_uint_t                    nrcpts;
@@ -98,8 +118,8 @@ ngx_relay_spool_writer_t *ngx_relay_spool_create(ngx_relay_spool_t *sp,
     ngx_log_t *log);
 ngx_int_t ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
     ngx_relay_envelope_t *env);
-ngx_int_t ngx_relay_spool_write(ngx_relay_spool_writer_t *w, u_char *data,
-    size_t len);
+ngx_int_t ngx_relay_spool_flush(ngx_relay_spool_writer_t *w,
+    ngx_relay_spool_done_pt handler, void *data);
 ngx_int_t ngx_relay_spool_commit(ngx_relay_spool_writer_t *w,
     ngx_relay_spool_done_pt handler, void *data);
 void ngx_relay_spool_abort(ngx_relay_spool_writer_t *w);
@@ -107,7 +127,6 @@ void ngx_relay_spool_release(ngx_relay_spool_writer_t *w);
 
 ngx_fd_t ngx_relay_spool_open_locked(ngx_relay_spool_t *sp, u_char *name,
     ngx_err_t *err);
-void ngx_relay_spool_cleanup_incoming(ngx_relay_spool_t *sp);
 
 /* thread-safe: run in thread-pool tasks only */
 ngx_int_t ngx_relay_spool_read(ngx_fd_t fd, ngx_relay_queued_t *q,

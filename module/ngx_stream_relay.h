@@ -24,7 +24,6 @@
 #define NGX_STREAM_RELAY_AUTH_LINE_MAX 4000    /* fits the input buffer */
 #define NGX_STREAM_RELAY_IN_SIZE       4096
 #define NGX_STREAM_RELAY_OUT_SIZE      4096
-#define NGX_STREAM_RELAY_DATA_BUF      65536
 #define NGX_STREAM_RELAY_REPLY_MAX     128
 
 
@@ -60,10 +59,6 @@ typedef struct {
     ngx_relay_spool_writer_t    *writer;
     ngx_relay_data_parser_t      dp;
 
-    u_char                      *buf;            /* message data, batched */
-    u_char                      *pos;
-    u_char                      *end;
-
     off_t                        size;           /* message octets */
     off_t                        bdat_left;      /* of the current chunk */
     off_t                        bdat_chunk;
@@ -97,6 +92,7 @@ typedef struct {
     ngx_stream_relay_main_conf_t *main_conf;
 
     ngx_stream_relay_state_e     state;
+    ngx_stream_relay_state_e     resume_state;   /* after a flush */
     ngx_buf_t                   *in;
     ngx_buf_t                   *out;
     ngx_relay_line_parser_t      lp;

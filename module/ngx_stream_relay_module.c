@@ -617,10 +617,6 @@ ngx_stream_relay_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    if (sc->worker == 0) {
-        ngx_relay_spool_cleanup_incoming(&sc->spool);
-    }
-
     ngx_stream_relay_sched = sc;
 
     return NGX_OK;

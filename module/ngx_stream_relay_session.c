@@ -87,8 +87,9 @@ static ngx_int_t ngx_stream_relay_open_spool(ngx_stream_relay_session_t *rs);
 static ngx_int_t ngx_stream_relay_received(ngx_stream_relay_session_t *rs);
 static ngx_int_t ngx_stream_relay_read_data(ngx_stream_relay_session_t *rs);
 static ngx_int_t ngx_stream_relay_read_bdat(ngx_stream_relay_session_t *rs);
-static void ngx_stream_relay_store(ngx_stream_relay_session_t *rs,
-    u_char *end);
+static ngx_int_t ngx_stream_relay_flush_data(ngx_stream_relay_session_t *rs);
+static void ngx_stream_relay_flushed(ngx_relay_spool_writer_t *w,
+    ngx_int_t rc);
 static void ngx_stream_relay_message_end(ngx_stream_relay_session_t *rs);
 static void ngx_stream_relay_committed(ngx_relay_spool_writer_t *w,
     ngx_int_t rc);
@@ -296,6 +297,10 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
 
         if (rc == NGX_OK) {
             continue;                    /* an item was handled */
+        }
+
+        if (rc == NGX_DONE) {
+            continue;                    /* a task runs: state is busy */
         }
 
         /* NGX_AGAIN: the buffer has no complete item */
@@ -1074,12 +1079,14 @@ ngx_stream_relay_bdat(ngx_stream_relay_session_t *rs,
 static ngx_int_t
 ngx_stream_relay_read_bdat(ngx_stream_relay_session_t *rs)
 {
-    size_t                   n;
-    ngx_buf_t               *in;
-    ngx_stream_relay_txn_t  *txn;
+    size_t                     n;
+    ngx_buf_t                 *in;
+    ngx_stream_relay_txn_t    *txn;
+    ngx_relay_spool_writer_t  *w;
 
     txn = rs->txn;
     in = rs->in;
+    w = txn->writer;
 
     while (txn->bdat_left) {
         n = ngx_min((off_t) (in->last - in->pos), txn->bdat_left);
@@ -1088,18 +1095,18 @@ ngx_stream_relay_read_bdat(ngx_stream_relay_session_t *rs)
             return NGX_AGAIN;
         }
 
-        if (!txn->failed && !txn->too_big) {
+        if (!txn->failed && !txn->too_big && !w->err) {
             if (txn->size + (off_t) n > rs->conf->max_message_size) {
                 txn->too_big = 1;
 
             } else {
-                n = ngx_min(n, (size_t) (txn->end - txn->pos));
-                txn->pos = ngx_cpymem(txn->pos, in->pos, n);
-                txn->size += n;
-
-                if (txn->pos == txn->end) {
-                    ngx_stream_relay_store(rs, txn->pos);
+                if (w->pos == w->end) {
+                    return ngx_stream_relay_flush_data(rs);
                 }
+
+                n = ngx_min(n, (size_t) (w->end - w->pos));
+                w->pos = ngx_cpymem(w->pos, in->pos, n);
+                txn->size += n;
             }
         }
 
@@ -1145,41 +1152,43 @@ ngx_stream_relay_read_bdat(ngx_stream_relay_session_t *rs)
 static ngx_int_t
 ngx_stream_relay_read_data(ngx_stream_relay_session_t *rs)
 {
-    size_t                   room;
-    u_char                  *dst;
-    ngx_int_t                rc;
-    ngx_buf_t               *in, view;
-    ngx_stream_relay_txn_t  *txn;
+    size_t                     room;
+    u_char                    *dst;
+    ngx_int_t                  rc;
+    ngx_buf_t                 *in, view;
+    ngx_stream_relay_txn_t    *txn;
+    ngx_relay_spool_writer_t  *w;
 
     txn = rs->txn;
     in = rs->in;
+    w = txn->writer;
 
     while (in->pos < in->last) {
 
         /* the parser writes at most its input plus one octet */
 
-        room = txn->end - txn->pos;
+        room = w->end - w->pos;
 
         if (room < 2) {
-            ngx_stream_relay_store(rs, txn->pos);
-            room = txn->end - txn->pos;
+            return ngx_stream_relay_flush_data(rs);
         }
 
         view = *in;
         view.last = in->pos + ngx_min((size_t) (in->last - in->pos),
                                       room - 1);
 
-        dst = txn->pos;
+        dst = w->pos;
         rc = ngx_relay_parse_data(&txn->dp, &view, &dst);
         in->pos = view.pos;
 
-        txn->size += dst - txn->pos;
+        txn->size += dst - w->pos;
 
-        if (txn->too_big || txn->size > rs->conf->max_message_size) {
-            txn->too_big = 1;            /* keep reading, store nothing */
+        if (txn->size > rs->conf->max_message_size) {
+            txn->too_big = 1;
+        }
 
-        } else {
-            txn->pos = dst;
+        if (!txn->too_big && !w->err) {
+            w->pos = dst;                /* else read on, store nothing */
         }
 
         if (rc == NGX_OK) {
@@ -1193,20 +1202,42 @@ ngx_stream_relay_read_data(ngx_stream_relay_session_t *rs)
 }
 
 
-/* writes the batched data out; a failure is answered at the end */
+/* the writer's buffer is full: a thread writes it out, reading pauses */
 
-static void
-ngx_stream_relay_store(ngx_stream_relay_session_t *rs, u_char *end)
+static ngx_int_t
+ngx_stream_relay_flush_data(ngx_stream_relay_session_t *rs)
 {
-    ngx_stream_relay_txn_t  *txn;
+    ngx_relay_spool_writer_t  *w;
 
-    txn = rs->txn;
+    w = rs->txn->writer;
 
-    if (end > txn->buf && txn->writer) {
-        (void) ngx_relay_spool_write(txn->writer, txn->buf, end - txn->buf);
+    if (ngx_relay_spool_flush(w, ngx_stream_relay_flushed, rs) != NGX_AGAIN) {
+        if (w->err == 0) {
+            w->err = NGX_ENOMEM;
+        }
+
+        w->pos = w->buf;                 /* discard from now on */
+        return NGX_OK;
     }
 
-    txn->pos = txn->buf;
+    rs->resume_state = rs->state;
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_busy);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_stream_relay_flushed(ngx_relay_spool_writer_t *w, ngx_int_t rc)
+{
+    ngx_stream_relay_session_t  *rs = w->data;
+
+    if (rc != NGX_OK) {
+        w->pos = w->buf;                 /* w->err answers at the end */
+    }
+
+    ngx_stream_relay_enter(rs, rs->resume_state);
+    ngx_stream_relay_run(rs);
 }
 
 
@@ -1233,8 +1264,6 @@ ngx_stream_relay_message_end(ngx_stream_relay_session_t *rs)
                                      "CR or LF in data (RFC 5321 2.3.8)");
         return;
     }
-
-    ngx_stream_relay_store(rs, txn->pos);
 
     if (ngx_relay_spool_commit(txn->writer, ngx_stream_relay_committed, rs)
         != NGX_OK)
@@ -1344,16 +1373,12 @@ ngx_stream_relay_txn_end(ngx_stream_relay_session_t *rs)
 
     if (txn->writer) {
         if (rs->state == ngx_stream_relay_st_busy) {
-            /* commit in flight: it finishes without us */
+            /* a flush or the commit in flight finishes without us */
             txn->writer->handler = NULL;
 
         } else {
             ngx_relay_spool_abort(txn->writer);
         }
-    }
-
-    if (txn->buf) {
-        ngx_free(txn->buf);
     }
 
     ngx_destroy_pool(txn->pool);
@@ -1378,15 +1403,6 @@ ngx_stream_relay_open_spool(ngx_stream_relay_session_t *rs)
     txn = rs->txn;
     env = &txn->env;
 
-    txn->buf = ngx_alloc(NGX_STREAM_RELAY_DATA_BUF, c->log);
-    if (txn->buf == NULL) {
-        ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
-        return NGX_ERROR;
-    }
-
-    txn->pos = txn->buf;
-    txn->end = txn->buf + NGX_STREAM_RELAY_DATA_BUF;
-
     w = ngx_relay_spool_create(&ngx_stream_relay_sched->spool, c->log);
     if (w == NULL) {
         ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
@@ -1400,8 +1416,7 @@ ngx_stream_relay_open_spool(ngx_stream_relay_session_t *rs)
     env->auth_user = rs->auth_user;
     env->arrival = ngx_time();
 
-    if (w->err
-        || ngx_relay_spool_write_envelope(w, env) != NGX_OK
+    if (ngx_relay_spool_write_envelope(w, env) != NGX_OK
         || ngx_stream_relay_received(rs) != NGX_OK)
     {
         ngx_stream_relay_disk_error(rs, w->err);
@@ -1485,9 +1500,9 @@ ngx_stream_relay_received(ngx_stream_relay_session_t *rs)
                     months[tm.ngx_tm_mon - 1], tm.ngx_tm_year,
                     tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
 
-    p = ngx_cpymem(txn->pos, proto.data + proto.len + tls.len,
-                   p - (proto.data + proto.len + tls.len));
-    txn->pos = p;
+    txn->writer->pos = ngx_cpymem(txn->writer->pos,
+                                  proto.data + proto.len + tls.len,
+                                  p - (proto.data + proto.len + tls.len));
 
     return NGX_OK;
 }
