@@ -585,7 +585,7 @@ ngx_relay_sched_scan_thread(void *data, ngx_log_t *log)
     size = 0;
 
     while ((de = readdir(dir)) != NULL) {
-        /* "." entries and "<id>.part" files still being written */
+        /* "." entries and anything that is not a queue id */
 
         if (ngx_strchr(de->d_name, '.') != NULL
             || ngx_relay_sched_slot((u_char *) de->d_name, sc->workers)

@@ -299,3 +299,27 @@ def test_client_vanishes_after_queued(relay):
     for u in acked:
         assert len(h.mailbox_files(relay, "example.test", u)) == 1, u
     relay.assert_no_crash()
+
+
+@pytest.mark.parametrize("mode", ["data", "bdat"])
+def test_client_gone_mid_message_leaves_nothing(relay, smtp, mode):
+    tag = h.unique("midgone")
+    c = smtp()
+    c.ehlo()
+    c.expect("MAIL FROM:<a@example.org>", 250, "2.1.0")
+    c.expect("RCPT TO:<%s@example.test>" % tag, 250, "2.1.5")
+    c.expect("RCPT TO:<%s@remote.example>" % tag, 250, "2.1.5")
+    part = ("Subject: %s\r\n\r\n" % tag).encode() + b"x" * 200000 + b"\r\n"
+    if mode == "data":
+        c.expect("DATA", 354)
+        c.send(part)
+    else:
+        c.send(b"BDAT 1000000 LAST\r\n" + part)
+    h.wait_until(lambda: h.files_containing(relay.spool, tag), 5,
+                 what="the partial message to reach spool/incoming")
+    c.close()
+    h.wait_until(lambda: not h.incoming_files(relay), 5,
+                 what="spool/incoming/ cleaned after the client left: %s"
+                 % h.incoming_files(relay))
+    h.assert_not_stored(relay, tag)
+    relay.assert_no_crash()

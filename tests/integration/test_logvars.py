@@ -79,3 +79,13 @@ def test_tls_auth_session_logged(relay, smtp):
     assert h.AUTH_USERS[user] not in relay.error_log()
     assert h.auth_plain_token(user, h.AUTH_USERS[user]) \
         not in relay.error_log()
+
+
+def test_timeout_logged(relay, smtp):
+    helo = h.unique("logidle") + ".client.test"
+    c = smtp("idle")
+    c.ehlo(helo)
+    assert c.reply(timeout=6).is_(421, "4.4.2")
+    c.wait_closed(3)
+    f = log_line(relay, helo)
+    assert f["reply"].startswith("421 4.4.2"), f

@@ -354,3 +354,28 @@ def test_openssl_s_client_starttls(relay):
     assert not any("STARTTLS" in l for l in ehlo), out
     assert any(l.startswith("235 2.7.0") for l in lines), out
     assert any(l.startswith("221 2.0.0") for l in lines), out
+
+
+def test_garbage_instead_of_tls_handshake(relay, smtp):
+    c = smtp("sub")
+    c.ehlo()
+    c.expect("STARTTLS", 220, "2.0.0")
+    c.send(b"EHLO this is not a TLS ClientHello\r\n" * 20)
+    assert c.wait_closed(5), "server kept a session with a failed handshake"
+    # the server is fine
+    c2 = smtp("sub")
+    c2.ehlo()
+    c2.starttls()
+    c2.ehlo()
+    c2.expect("NOOP", 250, "2.0.0")
+
+
+def test_client_gone_during_handshake(relay, smtp):
+    c = smtp("sub")
+    c.ehlo()
+    c.expect("STARTTLS", 220, "2.0.0")
+    c.close()
+    c2 = smtp("sub")
+    c2.ehlo()
+    c2.starttls()
+    c2.expect("NOOP", 250, "2.0.0")
