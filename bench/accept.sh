@@ -66,6 +66,8 @@ pf_dir=$work/postfix
 relay_dir=$work/relay
 
 cleanup() {
+    local rc=$?
+    [ "$rc" -ne 0 ] && bench_dump_logs "$relay_dir" "$pf_dir"
     relay_stop "$relay_dir" 2>/dev/null || true
     pf_stop "$pf_dir" 2>/dev/null || true
     if [ "$KEEP" != 1 ] && [ -z "${BENCH_DIR:-}" ]; then

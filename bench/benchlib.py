@@ -88,7 +88,9 @@ class Servers:
         with open(os.path.join(self.relay_dir, "logs", "nginx.pid")) as f:
             return int(f.read().strip())
 
-    def stop(self):
+    def stop(self, failed=False):
+        if failed:
+            lib("bench_dump_logs", self.relay_dir, self.pf_dir, check=False)
         self.stop_relay()
         self.stop_postfix()
         if self.own_work and not self.keep:

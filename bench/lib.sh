@@ -231,7 +231,7 @@ relay_write_config() {
     local dir=$1 port=$2
     cat > "$dir/nginx.conf" <<EOF
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-load_module $RELAY_SO;
+load_module $dir/modules/ngx_stream_relay_module.so;
 worker_processes $RELAY_WORKERS;
 worker_rlimit_nofile $RELAY_NOFILE;
 error_log logs/error.log notice;
@@ -260,7 +260,12 @@ relay_start() {
     [ -n "$dir" ] && [ -n "$port" ] || bench_die "relay_start DIR PORT"
     [ -f "$RELAY_SO" ] || bench_die "no module at $RELAY_SO (./build.sh)"
     dir=$(mkdir -p "$dir" && cd "$dir" && pwd)
-    mkdir -p "$dir/logs" "$dir/spool" "$dir/maildir"
+    mkdir -p "$dir/logs" "$dir/spool" "$dir/maildir" "$dir/modules"
+    # load a private copy: a rebuild of build/objs (the linker rewrites the
+    # file in place) must not change or break a running benchmark
+    cp "$RELAY_SO" "$dir/modules/ngx_stream_relay_module.so.tmp"
+    mv -f "$dir/modules/ngx_stream_relay_module.so.tmp" \
+        "$dir/modules/ngx_stream_relay_module.so"
     # raise the soft limit up to the hard one for the master (as root)
     ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
     relay_write_config "$dir" "$port"
@@ -290,6 +295,22 @@ relay_stop() {
         bench_log "nginx master $pid did not stop; SIGKILL"
         kill -9 "$pid" 2>/dev/null || true
     fi
+}
+
+# Print what a failed run left in the logs (relay error.log above notice,
+# the end of Postfix's maillog).
+bench_dump_logs() {
+    local dir
+    for dir in "$@"; do
+        if [ -f "$dir/logs/error.log" ]; then
+            bench_log "relay $dir/logs/error.log (not [notice]), last lines:"
+            grep -v '\[notice\]' "$dir/logs/error.log" | tail -20 >&2 || true
+        fi
+        if [ -f "$dir/maillog" ]; then
+            bench_log "postfix $dir/maillog, last lines:"
+            tail -20 "$dir/maillog" >&2 || true
+        fi
+    done
 }
 
 # Files in the relay's spool (message + envelope files; the layout is the

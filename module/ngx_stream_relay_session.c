@@ -250,7 +250,18 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
 
     for ( ;; ) {
 
-        if (rs->out->pos != rs->out->last) {
+        /*
+         * Replies go out when the input is drained (below), or here when a
+         * long pipelined group has filled the output buffer; until the
+         * client reads them we read no further commands.
+         */
+
+        if (rs->out->pos != rs->out->last
+            && (rs->state == ngx_stream_relay_st_closing
+                || rs->state == ngx_stream_relay_st_busy
+                || (size_t) (rs->out->end - rs->out->last)
+                   < 2 * NGX_STREAM_RELAY_LINE_MAX))
+        {
             rc = ngx_stream_relay_flush(rs);
 
             if (rc == NGX_ERROR) {
@@ -305,10 +316,6 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
 
         /* NGX_AGAIN: the buffer has no complete item */
 
-        if (rs->out->pos != rs->out->last) {
-            continue;                    /* send replies before reading */
-        }
-
         rc = ngx_stream_relay_read(rs);
 
         if (rc == NGX_ERROR) {
@@ -316,19 +323,36 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
             return;
         }
 
-        if (rc == NGX_AGAIN) {
-            if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        if (rc == NGX_OK) {
+            continue;
+        }
+
+        /* nothing more to read: now the replies must go (RFC 2920 3.2) */
+
+        if (rs->out->pos != rs->out->last) {
+            rc = ngx_stream_relay_flush(rs);
+
+            if (rc == NGX_ERROR) {
                 ngx_stream_relay_close(rs);
                 return;
             }
 
-            ngx_add_timer(c->read, rs->conf->timeout);
+            if (rc == NGX_AGAIN) {
+                return;                  /* the write event brings us back */
+            }
+        }
 
-            /* between transactions a shutting-down worker may close us */
-            c->idle = (rs->state == ngx_stream_relay_st_command
-                       && rs->txn == NULL);
+        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+            ngx_stream_relay_close(rs);
             return;
         }
+
+        ngx_add_timer(c->read, rs->conf->timeout);
+
+        /* between transactions a shutting-down worker may close us */
+        c->idle = (rs->state == ngx_stream_relay_st_command
+                   && rs->txn == NULL);
+        return;
     }
 }
 

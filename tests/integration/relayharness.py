@@ -682,8 +682,42 @@ def all_files(d):
     return sorted(out)
 
 
-def queue_files(ng):
+TRAILER_RE = re.compile(rb"\nRELAY-END (\d{20})\n\Z")
+
+
+def split_trailer(data):
+    """(data without the trailer, True) when the queue file ends with its
+    32-octet trailer "\nRELAY-END <20-digit offset of the trailer>\n"."""
+    m = TRAILER_RE.search(data[-32:])
+    if m and len(data) >= 32 and int(m.group(1)) == len(data) - 32:
+        return data[:-32], True
+    return data, False
+
+
+def queue_file_complete(ng, path):
+    """A queued message: the file has its trailer (or, in a layout with
+    spool/incoming/, any file in queue/ is complete)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return False
+    if not data.startswith(b"RELAY-QUEUE "):
+        return False
+    return split_trailer(data)[1] or ng.incoming_dir.is_dir()
+
+
+def raw_queue_files(ng):
     return all_files(ng.queue_dir)
+
+
+def queue_files(ng):
+    """Files of messages that are queued (complete)."""
+    return [p for p in raw_queue_files(ng) if queue_file_complete(ng, p)]
+
+
+def incomplete_queue_files(ng):
+    return [p for p in raw_queue_files(ng)
+            if not queue_file_complete(ng, p)]
 
 
 def incoming_files(ng):
@@ -691,8 +725,9 @@ def incoming_files(ng):
 
 
 def parse_queue_file(path):
-    """(first line, [(key, value)], [rcpt dicts], message bytes)."""
-    data = Path(path).read_bytes()
+    """(first line, [(key, value)], [rcpt dicts], message bytes); the
+    trailer, if any, is not part of the message."""
+    data = split_trailer(Path(path).read_bytes())[0]
     i = data.find(b"\n\n")
     j = data.find(b"\r\n\r\n")
     if j != -1 and (i == -1 or j < i):
@@ -764,6 +799,7 @@ def files_containing(root, marker):
 
 
 def assert_not_stored(ng, marker, timeout=3):
+    # (raw spool: incoming/ and partial queue files count too)
     """Neither the spool nor any Maildir holds a file with marker."""
     wait_until(lambda: not files_containing(ng.spool, marker), timeout,
                what="no spool file to contain %r" % marker)

@@ -102,9 +102,10 @@ def test_disk_full(full_relay):
             "250 queued with a full spool: %r" % got
         last = got[-1]
         assert last.is_(452, "4.3.1") or last.is_(451, "4.3.0"), got
-        h.wait_until(lambda: not h.incoming_files(ng), 5,
-                     what="spool/incoming/ cleaned after the failure: %s"
-                     % h.incoming_files(ng))
+        h.wait_until(lambda: not h.incoming_files(ng)
+                     and not h.incomplete_queue_files(ng), 5,
+                     what="partial files removed after the failure: %s"
+                     % (h.incoming_files(ng) + h.incomplete_queue_files(ng)))
         assert not h.files_containing(ng.queue_dir, tag)
     finally:
         for p in list(ng.spool.glob("filler*")):

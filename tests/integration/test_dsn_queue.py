@@ -93,11 +93,18 @@ def test_sender_and_id_in_header(relay, smtp):
     assert qid in path.name or qid in values, (path, kv)
 
 
-def test_queued_file_complete_no_incoming_left(relay, smtp):
+def test_queued_file_complete_nothing_partial_left(relay, smtp):
     tag = h.unique("inc")
-    qid, path = queue(relay, smtp, "", [(tag + "@remote.example", "")],
-                      h.simple_body(tag))
-    h.wait_until(lambda: not h.incoming_files(relay), 5,
-                 what="spool/incoming/ to be empty: %s"
-                 % h.incoming_files(relay))
+    body = h.simple_body(tag)
+    qid, path = queue(relay, smtp, "", [(tag + "@remote.example", "")], body)
+    h.wait_until(lambda: not h.incoming_files(relay)
+                 and not h.incomplete_queue_files(relay), 5,
+                 what="no partial file in the spool: %s"
+                 % (h.incoming_files(relay) + h.incomplete_queue_files(relay)))
     assert len(h.queue_index(relay)[qid]) == 1
+    data = path.read_bytes()
+    if not relay.incoming_dir.is_dir():
+        # the trailer marks a complete file: "\nRELAY-END <offset>\n"
+        stripped, ok = h.split_trailer(data)
+        assert ok, "no valid trailer: %r" % data[-40:]
+        assert stripped.endswith(b"\r\n" + body)

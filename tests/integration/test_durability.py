@@ -69,7 +69,9 @@ def burst_client(port, n, count, rcpt_fmt, acked, lock, errors):
 
 
 def test_kill9_during_burst(fresh):
-    ng = fresh()
+    # short scan interval: partial files of killed sessions are removed by
+    # the queue scan (once 10 s old) instead of after a minute
+    ng = fresh(stream_extra="    relay_queue_scan_interval 2s;")
     acked, lock, errors = [], threading.Lock(), []
     threads = [threading.Thread(
         target=burst_client,
@@ -105,6 +107,10 @@ def test_kill9_during_burst(fresh):
     h.wait_until(lambda: not h.incoming_files(ng), 10,
                  what="spool/incoming/ emptied after restart: %s"
                  % h.incoming_files(ng)[:5])
+    check()
+    h.wait_until(lambda: not h.incomplete_queue_files(ng), 20, interval=0.5,
+                 what="partial queue files of killed sessions removed: %s"
+                 % h.incomplete_queue_files(ng)[:5])
     check()
     for q, _ in acked[:10]:
         first, kv, rcpts, msg = h.parse_queue_file(h.queue_index(ng)[q][0])
