@@ -88,8 +88,8 @@ class Servers:
         with open(os.path.join(self.relay_dir, "logs", "nginx.pid")) as f:
             return int(f.read().strip())
 
-    def stop(self, failed=False):
-        if failed:
+    def stop(self, crashed=False):
+        if crashed:
             lib("bench_dump_logs", self.relay_dir, self.pf_dir, check=False)
         self.stop_relay()
         self.stop_postfix()

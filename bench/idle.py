@@ -224,6 +224,7 @@ def main():
     sys.stdout.flush()
 
     srv = benchlib.Servers(keep=args.keep)
+    crashed = False
     kids = []
     try:
         if args.relay_addr:
@@ -311,6 +312,9 @@ def main():
             alive += int(line[1]) if line and line[0] == "noop" else 0
         print("still alive after the measurement (NOOP -> 250): %d of %d"
               % (alive, opened))
+    except BaseException:
+        crashed = True
+        raise
     finally:
         for pid, r, w in kids:
             try:
@@ -323,7 +327,7 @@ def main():
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-        srv.stop()
+        srv.stop(crashed)
 
 
 if __name__ == "__main__":

@@ -158,6 +158,7 @@ def main():
           % (args.count, args.warmup, args.size, args.conns, args.pf_mode))
     sys.stdout.flush()
     srv = benchlib.Servers(keep=args.keep)
+    crashed = False
     try:
         if args.probe:
             rl, pl = disk_probe(srv.work, args.size, args.probe)
@@ -190,8 +191,11 @@ def main():
                 srv.stop_postfix()
             else:
                 ap.error("unknown target %r" % t)
+    except BaseException:
+        crashed = True
+        raise
     finally:
-        srv.stop()
+        srv.stop(crashed)
 
 
 if __name__ == "__main__":
