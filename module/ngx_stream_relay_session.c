@@ -1079,16 +1079,16 @@ ngx_stream_relay_bdat(ngx_stream_relay_session_t *rs,
                                      "command");
         txn->failed = 1;
 
-    } else if (txn->data) {
-        ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: BDAT after DATA");
-        txn->failed = 1;
-
     } else if (txn->env.rcpts.nelts == 0 && !txn->failed) {
         ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: need RCPT "
                                      "command");
         txn->failed = 1;
 
-    } else if (!txn->failed && !txn->bdat) {
+    } else if (txn->failed) {
+        ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: an earlier BDAT "
+                                     "failed, send RSET");
+
+    } else if (!txn->bdat) {
         txn->bdat = 1;
 
         if (ngx_stream_relay_open_spool(rs) != NGX_OK) {
@@ -1141,8 +1141,13 @@ ngx_stream_relay_read_bdat(ngx_stream_relay_session_t *rs)
     ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
 
     if (txn->failed) {
-        /* the error was said with the command; a later chunk says it too */
-        if (txn->bdat_last) {
+        /*
+         * The error was said with the command.  A transaction opened only
+         * to swallow a chunk ends with it; a real one stays failed (later
+         * chunks are refused too) until LAST or RSET.
+         */
+
+        if (txn->bdat_last || txn->env.sender.data == NULL) {
             ngx_stream_relay_txn_end(rs);
         }
 
