@@ -124,6 +124,7 @@ measure() {
     c1=$(cpu_ticks)
     s1=$(tree_cpu "$pid")
     secs=${out% *} ccpu=${out#* }
+    cpu_us=$(echo "$s0 $s1 $COUNT" | awk '{printf "%.0f", 1e6 * ($2 - $1) / $3}')
     busy=$(echo "$c0 $c1" | awk '{d=$4-$2; printf "%.0f", d ? 100*($3-$1)/d : 0}')
     sleep 1
     q=$("$queued_fn" "$dir")
@@ -143,13 +144,13 @@ printf 'accept.sh: %d messages, %d bytes, %d sessions, %s, postfix mode %s\n' \
     "$([ "$REUSE" = 1 ] && echo 'connections reused (-d)' || echo 'one connection per message')" \
     "$PF_MODE"
 
-relay_rates=() pf_rates=()
+relay_rates=() pf_rates=() relay_cpus=() pf_cpus=()
 for ((round = 1; round <= ROUNDS; round++)); do
     [ "$ROUNDS" -gt 1 ] && echo "round $round/$ROUNDS"
     if want relay; then
         relay_start "$relay_dir" "$RELAY_PORT"
         measure relay "$RELAY_PORT" relay_queued "$relay_dir"
-        relay_rates+=("$rate")
+        relay_rates+=("$rate") relay_cpus+=("$cpu_us")
         if grep -E '\[(alert|crit|emerg)\]' "$relay_dir/logs/error.log" >/dev/null; then
             bench_log "relay error.log has alerts:"
             grep -E '\[(alert|crit|emerg)\]' "$relay_dir/logs/error.log" | head -5 >&2
@@ -160,7 +161,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     if want postfix; then
         pf_start "$pf_dir" "$PF_PORT" "$PF_MODE"
         measure postfix "$PF_PORT" pf_queued "$pf_dir"
-        pf_rates+=("$rate")
+        pf_rates+=("$rate") pf_cpus+=("$cpu_us")
         pf_stop "$pf_dir"
         pf_wipe "$pf_dir"
     fi
@@ -178,6 +179,8 @@ if want postfix; then
     echo "postfix: $pf_med msgs/s (median of ${#pf_rates[@]}: ${pf_rates[*]})"
 fi
 if [ "$TARGETS" = both ]; then
+    echo "$(median "${relay_cpus[@]}") $(median "${pf_cpus[@]}")" | awk '{
+        printf "server CPU per message (median): relay %d us, postfix %d us, postfix/relay %.2f\n", $1, $2, $2 / $1}'
     echo "$relay_med $pf_med" | awk '{r = $1 / $2;
         printf "ratio relay/postfix: %.2f   target >= 3: %s\n", r, (r >= 3) ? "PASS" : "FAIL"}'
 fi
