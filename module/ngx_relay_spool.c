@@ -885,6 +885,12 @@ ngx_relay_spool_read(ngx_fd_t fd, ngx_relay_queued_t *q, ngx_err_t *err)
         return NGX_ERROR;
     }
 
+    if (ngx_relay_spool_trailer(fd, st.st_size) != NGX_OK) {
+        return NGX_DECLINED;              /* incomplete */
+    }
+
+    q->mtime = st.st_mtime;
+
     size = 4096;
     len = 0;
     buf = NULL;
@@ -923,15 +929,7 @@ ngx_relay_spool_read(ngx_fd_t fd, ngx_relay_queued_t *q, ngx_err_t *err)
     q->header = buf;
     q->message_offset = end + 2 - buf;
 
-    if (ngx_relay_spool_trailer(fd, st.st_size) != NGX_OK) {
-        *err = 0;
-        free(buf);
-        q->header = NULL;
-        return NGX_DECLINED;              /* incomplete */
-    }
-
     q->message_size = st.st_size - NGX_RELAY_TRAILER_LEN - q->message_offset;
-    q->mtime = st.st_mtime;
 
     if (q->message_size < 0) {
         *err = EINVAL;

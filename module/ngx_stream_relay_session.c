@@ -209,6 +209,7 @@ ngx_stream_relay_handler(ngx_event_t *ev)
         ev->timedout = 0;
 
         if (rs->state == ngx_stream_relay_st_busy) {
+            ngx_add_timer(ev, rs->conf->timeout);
             return;                      /* a task will resume us */
         }
 
@@ -281,10 +282,11 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
             return;
 
         case ngx_stream_relay_st_busy:
-            if (c->read->timer_set) {
-                ngx_del_timer(c->read);
-            }
-
+            /*
+             * A task will resume us.  The timer stays: a shutting-down
+             * worker exits once no timer is left, open sessions or not.
+             */
+            ngx_add_timer(c->read, rs->conf->timeout);
             return;
 
         case ngx_stream_relay_st_data:
@@ -876,8 +878,8 @@ ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
     }
 
     if (txn->env.rcpts.nelts >= rs->conf->max_recipients) {
-        ngx_stream_relay_error_reply(rs, "452 4.5.3 Error: too many "
-                                     "recipients");
+        /* not an error: the client sends the rest later (RFC 5321 4.5.3.1.8) */
+        ngx_stream_relay_reply(rs, "452 4.5.3 Error: too many recipients");
         return;
     }
 
@@ -1432,7 +1434,9 @@ ngx_stream_relay_open_spool(ngx_stream_relay_session_t *rs)
     txn = rs->txn;
     env = &txn->env;
 
-    w = ngx_relay_spool_create(&ngx_stream_relay_sched->spool, c->log);
+    /* the writer may outlive the connection: not its log */
+    w = ngx_relay_spool_create(&ngx_stream_relay_sched->spool,
+                               ngx_cycle->log);
     if (w == NULL) {
         ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
         return NGX_ERROR;
