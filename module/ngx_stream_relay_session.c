@@ -1425,12 +1425,10 @@ ngx_stream_relay_txn_end(ngx_stream_relay_session_t *rs)
 static ngx_int_t
 ngx_stream_relay_open_spool(ngx_stream_relay_session_t *rs)
 {
-    ngx_connection_t          *c;
     ngx_relay_envelope_t      *env;
     ngx_stream_relay_txn_t    *txn;
     ngx_relay_spool_writer_t  *w;
 
-    c = rs->connection;
     txn = rs->txn;
     env = &txn->env;
 
