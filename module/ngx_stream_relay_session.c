@@ -223,15 +223,6 @@ ngx_stream_relay_handler(ngx_event_t *ev)
         ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
     }
 
-    if (c->close && rs->state == ngx_stream_relay_st_command
-        && rs->txn == NULL)
-    {
-        /* the worker is shutting down: nothing of ours is in flight */
-        ngx_stream_relay_reply(rs, "421 4.3.2 %V Service shutting down",
-                               &rs->main_conf->hostname);
-        ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
-    }
-
     ngx_stream_relay_run(rs);
 }
 
@@ -250,6 +241,23 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
     c = rs->connection;
 
     for ( ;; ) {
+
+        /*
+         * A reload lets sessions finish on the old worker; only when
+         * worker_shutdown_timeout expires does nginx ask us to close.  Nothing
+         * acknowledged is at stake: a commit in flight (busy) finishes first.
+         */
+
+        if (c->close && rs->state != ngx_stream_relay_st_busy
+            && rs->state != ngx_stream_relay_st_closing)
+        {
+            ngx_stream_relay_txn_end(rs);
+            rs->out->pos = rs->out->start;
+            rs->out->last = rs->out->start;
+            ngx_stream_relay_reply(rs, "421 4.3.2 %V Service shutting down",
+                                   &rs->main_conf->hostname);
+            ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+        }
 
         /*
          * Replies go out when the input is drained (below), or here when a
@@ -350,10 +358,6 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
         }
 
         ngx_add_timer(c->read, rs->conf->timeout);
-
-        /* between transactions a shutting-down worker may close us */
-        c->idle = (rs->state == ngx_stream_relay_st_command
-                   && rs->txn == NULL);
         return;
     }
 }
@@ -402,7 +406,6 @@ ngx_stream_relay_read(ngx_stream_relay_session_t *rs)
     }
 
     b->last += n;
-    c->idle = 0;
 
     if (c->read->timer_set) {
         ngx_del_timer(c->read);
@@ -1385,7 +1388,6 @@ ngx_stream_relay_txn_begin(ngx_stream_relay_session_t *rs)
 
     txn->pool = pool;
     rs->txn = txn;
-    rs->connection->idle = 0;
 
     return NGX_OK;
 }
