@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+#
+# tests/unit/run.sh BUILD_DIR
+#
+# Compiles each tests/unit/test_*.c with module/ngx_relay_parse.c alone
+# (the parser must not need the nginx core) against the configured nginx
+# headers in BUILD_DIR (./build.sh creates them), runs them, and ends with
+# one line "N passed, N failed" counting test cases over all programs.
+# A program that does not compile, crashes or prints no summary counts as
+# one failed case.  Exits non-zero when anything failed.
+
+set -u
+
+if [ $# -ne 1 ]; then
+    echo "usage: $0 BUILD_DIR" >&2
+    exit 2
+fi
+
+build=$(cd "$1" && pwd) || exit 2
+top=$(cd "$(dirname "$0")/../.." && pwd)
+unit=$top/tests/unit
+out=$build/unit
+src=$build/nginx-src/src
+
+if [ ! -f "$build/objs/ngx_auto_config.h" ]; then
+    echo "$0: $build/objs/ngx_auto_config.h missing: run ./build.sh first" >&2
+    exit 2
+fi
+
+mkdir -p "$out"
+
+cc=${CC:-cc}
+incs=(-I "$src/core" -I "$src/event" -I "$src/event/modules"
+      -I "$src/os/unix" -I "$build/objs" -I "$top/module" -I "$unit")
+
+# the flags nginx builds the module with (objs/Makefile, dpkg-buildflags)
+cflags=(-pipe -O2 -W -Wall -Wpointer-arith -Wno-unused-parameter -Werror -g
+        -fstack-protector-strong -Wformat -Werror=format-security
+        -D_FORTIFY_SOURCE=2)
+
+passed=0
+failed=0
+
+# the parser alone, exactly as nginx would compile it: no warnings
+if ! "$cc" "${cflags[@]}" -fPIC "${incs[@]}" -c \
+        "$top/module/ngx_relay_parse.c" -o "$out/ngx_relay_parse.o"
+then
+    echo "FAIL module/ngx_relay_parse.c does not compile cleanly"
+    failed=$((failed + 1))
+fi
+
+# sanitizers when the compiler has them: overreads, UB and leaks fail
+san=(-fsanitize=address,undefined -fno-sanitize-recover=all
+     -fno-omit-frame-pointer)
+echo 'int main(void) { return 0; }' > "$out/san.c"
+if ! "$cc" "${san[@]}" "$out/san.c" -o "$out/san" 2>/dev/null \
+   || ! "$out/san" 2>/dev/null
+then
+    san=()
+fi
+
+for t in "$unit"/test_*.c; do
+    name=$(basename "$t" .c)
+
+    if ! "$cc" "${cflags[@]}" "${san[@]}" "${incs[@]}" -o "$out/$name" \
+            "$t" "$top/module/ngx_relay_parse.c"
+    then
+        echo "FAIL $name: does not compile"
+        failed=$((failed + 1))
+        continue
+    fi
+
+    "$out/$name" > "$out/$name.log" 2>&1
+    rc=$?
+
+    grep -v -E '^[a-z_0-9]+: [0-9]+ passed, [0-9]+ failed$' "$out/$name.log"
+
+    summary=$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed\$" \
+              "$out/$name.log" | tail -n 1)
+
+    if [ -z "$summary" ]; then
+        echo "FAIL $name: exit $rc and no summary"
+        failed=$((failed + 1))
+        continue
+    fi
+
+    echo "$summary"
+
+    read -r p f <<< "$(echo "$summary" \
+                       | sed -E 's/^[^:]+: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/')"
+    passed=$((passed + p))
+    failed=$((failed + f))
+
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "FAIL $name: exit $rc with no failed case"
+        failed=$((failed + 1))
+    fi
+done
+
+echo "$passed passed, $failed failed"
+
+[ "$failed" -eq 0 ]

@@ -1,0 +1,293 @@
+
+/*
+ * Copyright (C) The relay authors
+ */
+
+
+/*
+ * A tiny harness for the table-driven unit tests.  A case is one table
+ * row: t_begin() names it, t_fail() marks it failed (and says why, with
+ * the bytes escaped), t_end() counts it.  The last line a test program
+ * prints is "name: N passed, N failed"; run.sh adds those up.
+ *
+ * Inputs are copied into heap buffers of their exact size before a parser
+ * sees them, so that a read past "last" is caught by AddressSanitizer.
+ */
+
+
+#ifndef _T_H_INCLUDED_
+#define _T_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_relay_parse.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+#define T_STR(s)        { sizeof(s) - 1, (u_char *) s }
+#define T_NONE          { 0, NULL }
+
+
+static const char  *t_label;
+static ngx_uint_t   t_case_failed;
+static ngx_uint_t   t_passed;
+static ngx_uint_t   t_failed;
+
+
+static ngx_inline void
+t_begin(const char *label)
+{
+    t_label = label;
+    t_case_failed = 0;
+}
+
+
+static ngx_inline void
+t_fail(const char *fmt, ...)
+{
+    va_list  args;
+
+    /* one broken case fails in every split: the first few say enough */
+
+    if (t_case_failed++ >= 4) {
+        if (t_case_failed == 5) {
+            printf("FAIL %s: ...\n", t_label);
+        }
+
+        return;
+    }
+
+    printf("FAIL %s: ", t_label);
+
+    va_start(args, fmt);
+    vprintf(fmt, args);
+    va_end(args);
+
+    printf("\n");
+}
+
+
+static ngx_inline void
+t_end(void)
+{
+    if (t_case_failed) {
+        t_failed++;
+
+    } else {
+        t_passed++;
+    }
+}
+
+
+static ngx_inline int
+t_summary(const char *name)
+{
+    printf("%s: %lu passed, %lu failed\n", name,
+           (unsigned long) t_passed, (unsigned long) t_failed);
+
+    return t_failed ? 1 : 0;
+}
+
+
+/* printable form of arbitrary bytes; a few rotating static buffers */
+
+static ngx_inline const char *
+t_esc(const u_char *p, size_t len)
+{
+    static char        bufs[4][4096];
+    static ngx_uint_t  n;
+
+    char    *b, *q;
+    size_t   i;
+
+    b = bufs[n++ % 4];
+    q = b;
+
+    if (p == NULL) {
+        return "(null)";
+    }
+
+    for (i = 0; i < len && q < b + sizeof(bufs[0]) - 8; i++) {
+        switch (p[i]) {
+        case '\r':
+            *q++ = '\\'; *q++ = 'r';
+            break;
+        case '\n':
+            *q++ = '\\'; *q++ = 'n';
+            break;
+        case '\\':
+            *q++ = '\\'; *q++ = '\\';
+            break;
+        default:
+            if (p[i] < 0x20 || p[i] >= 0x7f) {
+                q += sprintf(q, "\\x%02x", p[i]);
+
+            } else {
+                *q++ = p[i];
+            }
+        }
+    }
+
+    *q = '\0';
+
+    return b;
+}
+
+
+static ngx_inline const char *
+t_rc(ngx_int_t rc)
+{
+    switch (rc) {
+    case NGX_OK:
+        return "NGX_OK";
+    case NGX_AGAIN:
+        return "NGX_AGAIN";
+    case NGX_ERROR:
+        return "NGX_ERROR";
+    case NGX_RELAY_PARSE_INVALID:
+        return "INVALID";
+    case NGX_RELAY_PARSE_TOO_LONG:
+        return "TOO_LONG";
+    case NGX_RELAY_PARSE_BAD_ADDRESS:
+        return "BAD_ADDRESS";
+    case NGX_RELAY_PARSE_BAD_PARAM:
+        return "BAD_PARAM";
+    case NGX_RELAY_PARSE_TOO_BIG:
+        return "TOO_BIG";
+    }
+
+    return "(unknown rc)";
+}
+
+
+static ngx_inline void
+t_check_rc(const char *what, ngx_int_t got, ngx_int_t want)
+{
+    if (got != want) {
+        t_fail("%s: rc %s, want %s", what, t_rc(got), t_rc(want));
+    }
+}
+
+
+/* got is a result string; want is a C string or NULL for "empty" */
+
+static ngx_inline void
+t_check_str(const char *what, ngx_str_t *got, ngx_str_t *want)
+{
+    if (got->len != want->len
+        || (want->len && (got->data == NULL
+                          || memcmp(got->data, want->data, want->len) != 0)))
+    {
+        t_fail("%s: \"%s\", want \"%s\"", what,
+               t_esc(got->data, got->len), t_esc(want->data, want->len));
+    }
+}
+
+
+static ngx_inline void
+t_check_uint(const char *what, ngx_uint_t got, ngx_uint_t want)
+{
+    if (got != want) {
+        t_fail("%s: %lu, want %lu", what,
+               (unsigned long) got, (unsigned long) want);
+    }
+}
+
+
+/* an exact-size heap copy; the caller frees it */
+
+static ngx_inline u_char *
+t_dup(ngx_str_t *s)
+{
+    u_char  *p;
+
+    p = malloc(s->len ? s->len : 1);
+    if (p == NULL) {
+        perror("malloc");
+        exit(2);
+    }
+
+    if (s->len) {
+        memcpy(p, s->data, s->len);
+    }
+
+    return p;
+}
+
+
+/*
+ * Frames "bytes" with the line parser fed in pieces that end at each
+ * offset of cuts[] (then the rest), the way a session reads: the buffer
+ * keeps its unparsed tail and new input is appended.  The tail is moved to
+ * the start of the buffer between reads, so a parser that kept a pointer
+ * into the old position would be caught.  Returns the rc of the first
+ * complete result, the line in *line (a copy in out[]).
+ */
+
+static ngx_inline ngx_int_t
+t_frame_line(ngx_str_t *bytes, size_t max, size_t *cuts, ngx_uint_t ncuts,
+    u_char *out, ngx_str_t *line)
+{
+    u_char                   *buf;
+    size_t                    off, end, tail;
+    ngx_buf_t                 b;
+    ngx_int_t                 rc;
+    ngx_uint_t                i;
+    ngx_relay_line_parser_t   lp;
+
+    ngx_memzero(&lp, sizeof(ngx_relay_line_parser_t));
+    lp.max = max;
+
+    buf = malloc(bytes->len + 1);
+    if (buf == NULL) {
+        perror("malloc");
+        exit(2);
+    }
+
+    ngx_memzero(&b, sizeof(ngx_buf_t));
+    b.pos = buf;
+    b.last = buf;
+    off = 0;
+    rc = NGX_AGAIN;
+
+    for (i = 0; i <= ncuts; i++) {
+        end = (i < ncuts) ? cuts[i] : bytes->len;
+
+        /* move the tail to the front, then append */
+
+        tail = b.last - b.pos;
+        memmove(buf, b.pos, tail);
+        b.pos = buf;
+        b.last = buf + tail;
+
+        memcpy(b.last, bytes->data + off, end - off);
+        b.last += end - off;
+        off = end;
+
+        rc = ngx_relay_parse_line(&lp, &b);
+
+        if (rc != NGX_AGAIN) {
+            line->data = out;
+            line->len = 0;
+
+            if (rc == NGX_OK && lp.line.len) {
+                memcpy(out, lp.line.data, lp.line.len);
+                line->len = lp.line.len;
+            }
+
+            break;
+        }
+    }
+
+    free(buf);
+
+    return rc;
+}
+
+
+#endif /* _T_H_INCLUDED_ */
