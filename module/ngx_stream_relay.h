@@ -21,6 +21,7 @@
 
 
 #define NGX_STREAM_RELAY_LINE_MAX      512     /* RFC 5321 4.5.3.1.4 */
+#define NGX_STREAM_RELAY_ESMTP_LINE_MAX 2048   /* MAIL/RCPT with params */
 #define NGX_STREAM_RELAY_AUTH_LINE_MAX 4000    /* fits the input buffer */
 #define NGX_STREAM_RELAY_IN_SIZE       4096
 #define NGX_STREAM_RELAY_OUT_SIZE      4096

@@ -143,7 +143,7 @@ ngx_stream_relay_init_session(ngx_stream_session_t *s)
         return;
     }
 
-    rs->lp.max = NGX_STREAM_RELAY_LINE_MAX;
+    rs->lp.max = NGX_STREAM_RELAY_ESMTP_LINE_MAX;
     rs->client = c->addr_text;
     rs->last_sender.data = rs->sender_buf;
     rs->last_queue_id.data = rs->queue_id_buf;
@@ -563,6 +563,19 @@ ngx_stream_relay_command(ngx_stream_relay_session_t *rs)
     if (ngx_relay_parse_command(&rs->lp.line, &cmd) != NGX_OK) {
         ngx_stream_relay_error_reply(rs,
                                 "500 5.5.2 Error: command not recognized");
+        return NGX_OK;
+    }
+
+    /*
+     * 512 octets with CRLF (RFC 5321 4.5.3.1.4); MAIL and RCPT of an ESMTP
+     * client may be longer by their parameters (RFC 1870, 3461, 4954).
+     */
+
+    if (rs->lp.line.len + 2 > NGX_STREAM_RELAY_LINE_MAX
+        && !(rs->esmtp && (cmd.verb == NGX_RELAY_CMD_MAIL
+                           || cmd.verb == NGX_RELAY_CMD_RCPT)))
+    {
+        ngx_stream_relay_error_reply(rs, "500 5.5.6 Error: line too long");
         return NGX_OK;
     }
 
@@ -1735,7 +1748,7 @@ ngx_stream_relay_auth(ngx_stream_relay_session_t *rs,
         return;
     }
 
-    rs->lp.max = NGX_STREAM_RELAY_LINE_MAX;
+    rs->lp.max = NGX_STREAM_RELAY_ESMTP_LINE_MAX;
     ngx_stream_relay_error_reply(rs, "504 5.5.4 Unrecognized authentication "
                                  "type");
 }
@@ -1755,7 +1768,7 @@ ngx_stream_relay_auth_response(ngx_stream_relay_session_t *rs)
     }
 
     if (rc == NGX_RELAY_PARSE_TOO_LONG) {
-        rs->lp.max = NGX_STREAM_RELAY_LINE_MAX;
+        rs->lp.max = NGX_STREAM_RELAY_ESMTP_LINE_MAX;
         ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
         ngx_stream_relay_error_reply(rs, "500 5.5.6 Error: line too long");
         return NGX_OK;
@@ -1773,7 +1786,7 @@ ngx_stream_relay_auth_step(ngx_stream_relay_session_t *rs, ngx_str_t *line)
     u_char     buf[NGX_STREAM_RELAY_AUTH_LINE_MAX];
     ngx_str_t  decoded, user, passwd;
 
-    rs->lp.max = NGX_STREAM_RELAY_LINE_MAX;
+    rs->lp.max = NGX_STREAM_RELAY_ESMTP_LINE_MAX;
 
     if (line->len == 1 && line->data[0] == '*') {
         ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);

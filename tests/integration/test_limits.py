@@ -236,3 +236,18 @@ def test_recipient_overshoot_is_not_an_error(relay, smtp):
     assert c.send_data(h.simple_body(tag)).is_(250, "2.0.0")
     for u in users[:2 * h.MAX_RCPT]:
         h.wait_delivered(relay, "example.test", u)
+
+
+def test_long_rcpt_with_dsn_parameters_accepted(smtp):
+    """MAIL/RCPT of an ESMTP client may exceed 512 octets by their
+    parameters (RFC 3461 ORCPT); other commands may not."""
+    c = smtp()
+    c.ehlo()
+    c.expect("MAIL FROM:<a@example.org> ENVID=" + "E" * 100, 250, "2.1.0")
+    orcpt = "rfc822;" + "o" * 400 + "@example.test"
+    line = "RCPT TO:<%s@example.test> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=%s" \
+        % ("l" * 60, orcpt)
+    assert len(line) + 2 > 512
+    c.expect(line, 250, "2.1.5")
+    c.expect("RSET", 250, "2.0.0")
+    c.expect("HELP " + "x" * 600, 500, "5.5.6")
