@@ -17,7 +17,8 @@
 #   -r  rounds; each round runs relay then postfix on clean spools
 #                                         (env ROUNDS, default 1)
 #   -t  which servers                     (env TARGETS, default both)
-# Other env: ALLOW_ERRORS=1 (smtp-source -A: go on after a 4xx/5xx reply,
+# Other env: BENCH_FS=loop|dir (default loop: spools on a fresh journaled
+# ext4 image, see lib.sh bench_fs_setup), ALLOW_ERRORS=1 (smtp-source -A: go on after a 4xx/5xx reply,
 # count only what was queued; default: stop at the first error and dump the
 # server's log), PF_MODE=hold|defer (default hold), WARMUP=messages sent and
 # wiped before each measured run (default 200), RUN_TIMEOUT=seconds per
@@ -65,6 +66,7 @@ else
     work=$(mktemp -d /var/tmp/relay-bench.XXXXXX)
 fi
 chmod 755 "$work"
+root=$work
 pf_dir=$work/postfix
 relay_dir=$work/relay
 
@@ -73,8 +75,11 @@ cleanup() {
     [ "$rc" -ne 0 ] && bench_dump_logs "$relay_dir" "$pf_dir"
     relay_stop "$relay_dir" 2>/dev/null || true
     pf_stop "$pf_dir" 2>/dev/null || true
+    bench_trash_empty "$relay_dir" "$pf_dir" "$root"
+    bench_fs_teardown "$work"
     if [ "$KEEP" != 1 ] && [ -z "${BENCH_DIR:-}" ]; then
         rm -rf "$work"
+        sync
     else
         bench_log "kept $work"
     fi
@@ -138,8 +143,8 @@ measure() {
         bench_log "WARNING: $name queued only $q of $COUNT messages"
         [ "$name" = relay ] && bench_dump_logs "$dir"
     fi
-    printf '%-8s %7d msgs in %8.3f s = %9.1f msgs/s  (%s files queued)\n' \
-        "$name" "$COUNT" "$secs" "$rate" "$q"
+    printf '%-8s %7d msgs in %8.3f s = %9.1f msgs/s  (%s files queued; fs create cost %s us)\n' \
+        "$name" "$COUNT" "$secs" "$rate" "$q" "$(cat "$dir/create_cost" 2>/dev/null || echo '?')"
     # "others": busy CPU time of the machine not used by this server or
     # smtp-source (other processes on a shared machine skew the figures)
     echo "$s0 $s1 $ccpu $COUNT $busy $(nproc) $c0 $c1 $(getconf CLK_TCK)" | awk '{
@@ -148,10 +153,16 @@ measure() {
             srv, 1e6 * srv / $4, $3, 1e6 * $3 / $4, (oth > 0 ? oth : 0), $5, $6 }'
 }
 
-printf 'accept.sh: %d messages, %d bytes, %d sessions, %s, postfix mode %s\n' \
+root=$(bench_fs_setup "$work")
+pf_dir=$root/postfix
+relay_dir=$root/relay
+fs_settle "$root"
+
+printf 'accept.sh: %d messages, %d bytes, %d sessions, %s, postfix mode %s, spools on %s\n' \
     "$COUNT" "$SIZE" "$CONC" \
     "$([ "$REUSE" = 1 ] && echo 'connections reused (-d)' || echo 'one connection per message')" \
-    "$PF_MODE"
+    "$PF_MODE" "$(df --output=fstype,source "$root" | tail -1 | tr -s ' ' | sed 's/^ //')"
+
 
 relay_rates=() pf_rates=() relay_cpus=() pf_cpus=()
 for ((round = 1; round <= ROUNDS; round++)); do

@@ -61,10 +61,22 @@ class Servers:
             self.own_work = True
         os.chmod(self.work, 0o755)
         self.keep = keep
-        self.relay_dir = os.path.join(self.work, "relay")
-        self.pf_dir = os.path.join(self.work, "postfix")
+        # the spools' file system: a loop-mounted journaled ext4 image by
+        # default (BENCH_FS=loop), see lib.sh bench_fs_setup
+        self.root = lib("bench_fs_setup", self.work)
+        self.relay_dir = os.path.join(self.root, "relay")
+        self.pf_dir = os.path.join(self.root, "postfix")
         self.relay_up = False
         self.pf_up = False
+
+    def settle(self):
+        """Wait until file creation is cheap again (lib.sh fs_settle)."""
+        lib("fs_settle", self.root, check=False)
+
+    def fs_name(self):
+        r = subprocess.run(["df", "--output=fstype,source", self.root],
+                           stdout=subprocess.PIPE, text=True)
+        return " ".join(r.stdout.split()[2:])
 
     def start_relay(self, port):
         lib("relay_start", self.relay_dir, port)
@@ -93,8 +105,10 @@ class Servers:
             lib("bench_dump_logs", self.relay_dir, self.pf_dir, check=False)
         self.stop_relay()
         self.stop_postfix()
+        lib("bench_fs_teardown", self.work, check=False)
         if self.own_work and not self.keep:
             shutil.rmtree(self.work, ignore_errors=True)
+            os.sync()     # see lib.sh bench_trash_empty
         else:
             log("kept %s" % self.work)
 

@@ -160,12 +160,13 @@ def main():
     srv = benchlib.Servers(keep=args.keep)
     crashed = False
     try:
+        srv.settle()
         if args.probe:
-            rl, pl = disk_probe(srv.work, args.size, args.probe)
+            rl, pl = disk_probe(srv.root, args.size, args.probe)
             p = lambda v, q: 1000.0 * benchlib.percentile(v, q)  # noqa: E731
             print("disk floor (%s, n=%d): write+fdatasync+rename+dir fsync "
                   "p50 %.3f p99 %.3f ms; write+fsync p50 %.3f p99 %.3f ms"
-                  % (srv.work, args.probe, p(rl, .5), p(rl, .99),
+                  % (srv.fs_name(), args.probe, p(rl, .5), p(rl, .99),
                      p(pl, .5), p(pl, .99)))
             sys.stdout.flush()
         for t in targets:

@@ -189,12 +189,16 @@ pf_queued() {
          "$dir/spool/hold" "$dir/spool/maildrop" -type f 2>/dev/null | wc -l
 }
 
+# Empty the queue by moving its directories to DIR/.trash (postfix check
+# recreates them at the next start); see bench_trash for why not delete.
 pf_wipe() {
-    local dir=$1 q
+    local dir=$1 q t
+    t=$(bench_trash_dir "$dir")
     for q in incoming active deferred hold maildrop defer bounce trace flush \
              corrupt saved; do
-        [ -d "$dir/spool/$q" ] && find "$dir/spool/$q" -mindepth 1 -delete
+        [ -d "$dir/spool/$q" ] && mv "$dir/spool/$q" "$t/"
     done
+    [ -d "$dir/probe" ] && mv "$dir/probe" "$t/"
     rm -f "$dir/maillog"
 }
 
@@ -202,6 +206,7 @@ pf_clean() {
     local dir=$1 port=$2 mode=${3:-hold} sink_port=${4:-}
     pf_stop "$dir"
     pf_wipe "$dir"
+    fs_create_cost "$dir/probe" > "$dir/create_cost"
     sync
     pf_start "$dir" "$port" "$mode" "$sink_port"
 }
@@ -297,6 +302,123 @@ relay_stop() {
     fi
 }
 
+# ---------------------------------------------------------- file system
+
+# bench_fs_setup WORK: the directory the servers' spools go in.  With
+# BENCH_FS=loop (the default) that is a fresh ext4 file system *with a
+# journal* (mkfs defaults, data=ordered, like a production spool) in a
+# sparse image WORK/fs.img of BENCH_FS_SIZE (4G), loop-mounted on WORK/fs,
+# so both servers see the same, clean, journaled file system.  BENCH_FS=dir
+# uses WORK itself on whatever holds /var/tmp (here: ext4 without a journal,
+# see below).  Falls back to dir when the mount fails.
+bench_fs_setup() {
+    local work=$1
+    if [ "${BENCH_FS:-loop}" = loop ]; then
+        mkdir -p "$work/fs"
+        truncate -s "${BENCH_FS_SIZE:-4G}" "$work/fs.img"
+        if mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 \
+               "$work/fs.img" >/dev/null 2>&1 \
+           && mount -o loop "$work/fs.img" "$work/fs"
+        then
+            chmod 755 "$work/fs"
+            echo "$work/fs"
+            return 0
+        fi
+        bench_log "WARNING: no loop-mounted ext4 image; spools go in $work"
+        rm -f "$work/fs.img"
+    fi
+    echo "$work"
+}
+
+bench_fs_teardown() {
+    local work=$1
+    if mountpoint -q "$work/fs" 2>/dev/null; then
+        umount "$work/fs" 2>/dev/null || umount -l "$work/fs"
+    fi
+    rm -f "$work/fs.img"
+}
+
+# Why spools are moved away, never deleted, between runs: this machine's
+# root file system is ext4 *without a journal* (/proc/fs/jbd2 is empty).
+# There, creating a file skips every inode of the group freed in the last
+# 60 s (360 s while its inode table block is dirty): ext4's
+# recently_deleted(), one buffer-cache lookup per freed inode.  Deleting the
+# 20000 files of one run makes every file creation of the next runs cost
+# ~1-1.5 ms of kernel CPU instead of ~30 us (perf: find_inode_bit ->
+# recently_deleted -> find_get_block_common), which both servers pay once
+# per message.  So wipes only rename directories into DIR/.trash, and the
+# trash is deleted when the benchmark ends (bench_trash_empty).
+bench_trash_dir() {
+    local t
+    t=$1/.trash/$(date +%s%N)
+    mkdir -p "$t"
+    echo "$t"
+}
+
+bench_trash_empty() {
+    local dir
+    for dir in "$@"; do
+        [ -d "$dir/.trash" ] && rm -rf "$dir/.trash"
+    done
+    # clean inode tables shorten the penalty for whoever runs next (60 s
+    # instead of 360 s)
+    sync
+    return 0
+}
+
+# fs_settle DIR: wait until creating files in DIR is cheap again (mean
+# fs_create_cost of 50 files under FS_SETTLE_US, default 200 us), checking
+# every 5 s for at most FS_SETTLE_MAX seconds (default 240; 0 disables).
+# A previous benchmark or anything else that deleted many files in the last
+# minutes makes every file creation expensive (see above).
+fs_settle() {
+    local dir=$1 max=${FS_SETTLE_MAX:-240} lim=${FS_SETTLE_US:-200} c t0 i=0
+    [ "$max" -gt 0 ] || return 0
+    t0=$SECONDS
+    while :; do
+        c=$(fs_create_cost "$dir/settle-$i" 50)
+        i=$((i + 1))
+        if [ "$c" -lt "$lim" ]; then
+            [ $((SECONDS - t0)) -gt 0 ] && \
+                bench_log "file creation down to $c us after $((SECONDS - t0)) s"
+            break
+        fi
+        if [ $((SECONDS - t0)) -ge "$max" ]; then
+            bench_log "WARNING: file creation still costs $c us of kernel CPU after ${max} s; figures will be skewed"
+            break
+        fi
+        [ "$i" = 1 ] && bench_log "file creation costs $c us of kernel CPU (recent deletions on this file system); waiting up to ${max} s for < $lim us"
+        sleep 5
+    done
+    mkdir -p "$dir/.trash"
+    mv "$dir"/settle-* "$dir/.trash/" 2>/dev/null || true
+}
+
+# fs_create_cost DIR [N]: mean kernel CPU (us) to create, write 4 kB to and
+# close one new file in DIR (created if missing), over N (200) files, which
+# stay there (see above).  A few tens of us is normal; ~1000 us means the
+# file system still pays for recent deletions (other processes' too) and
+# both servers pay it per message: compare it before comparing two runs.
+fs_create_cost() {
+    mkdir -p "$1"
+    /usr/bin/python3 - "$1" "${2:-200}" <<'EOF'
+import os, sys, resource
+d, n = sys.argv[1], int(sys.argv[2])
+data = b"x" * 4096
+costs = []
+for i in range(n):
+    name = os.path.join(d, "probe-%d" % i)
+    a = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, data)
+    os.close(fd)
+    b = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+    costs.append(b - a)
+mean = sum(costs) / n
+print("%.0f" % (1e6 * mean))
+EOF
+}
+
 # Print what a failed run left in the logs (relay error.log above notice,
 # the end of Postfix's maillog).
 bench_dump_logs() {
@@ -320,10 +442,14 @@ relay_queued() {
     find "$dir/spool" "$dir/maildir" -type f 2>/dev/null | wc -l
 }
 
+# Empty spool and maildir by moving them to DIR/.trash (relay_start makes
+# new ones); see bench_trash for why not delete.
 relay_wipe() {
-    local dir=$1
-    [ -d "$dir/spool" ] && find "$dir/spool" -mindepth 1 -delete
-    [ -d "$dir/maildir" ] && find "$dir/maildir" -mindepth 1 -delete
+    local dir=$1 t
+    t=$(bench_trash_dir "$dir")
+    [ -d "$dir/spool" ] && mv "$dir/spool" "$t/"
+    [ -d "$dir/maildir" ] && mv "$dir/maildir" "$t/"
+    [ -d "$dir/probe" ] && mv "$dir/probe" "$t/"
     : > "$dir/logs/error.log" 2>/dev/null || true
 }
 
@@ -331,6 +457,7 @@ relay_clean() {
     local dir=$1 port=$2
     relay_stop "$dir"
     relay_wipe "$dir"
+    fs_create_cost "$dir/probe" > "$dir/create_cost"
     sync
     relay_start "$dir" "$port"
 }
