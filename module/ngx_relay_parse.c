@@ -1875,3 +1875,137 @@ ngx_relay_lookup(u_char *s, size_t len, ngx_relay_keyword_t *kw)
 
     return kw->value;
 }
+
+
+ngx_int_t
+ngx_relay_parse_reply(ngx_relay_reply_parser_t *rp, ngx_buf_t *in)
+{
+    u_char  ch, *p;
+    enum {
+        sw_code = 0,
+        sw_sep,
+        sw_text,
+        sw_cr,
+        sw_last_text,
+        sw_last_cr
+    } state;
+
+    state = rp->state;
+
+    for (p = in->pos; p < in->last; p++) {
+        ch = *p;
+
+        if (++rp->line_len > 2048) {
+            return NGX_RELAY_PARSE_INVALID;
+        }
+
+        switch (state) {
+
+        case sw_code:
+            if (ch < '0' || ch > '9') {
+                return NGX_RELAY_PARSE_INVALID;
+            }
+
+            rp->line_code = rp->line_code * 10 + (ch - '0');
+
+            if (rp->line_len == 3) {
+                if (rp->line_code < 200 || rp->line_code > 599
+                    || (rp->lines && rp->line_code != rp->code))
+                {
+                    return NGX_RELAY_PARSE_INVALID;
+                }
+
+                rp->code = rp->line_code;
+                state = sw_sep;
+            }
+
+            break;
+
+        case sw_sep:
+            if (rp->text_len && rp->text_len < NGX_RELAY_REPLY_TEXT) {
+                rp->text[rp->text_len++] = ' ';
+            }
+
+            if (ch == '-') {
+                state = sw_text;
+                break;
+            }
+
+            if (ch == ' ') {
+                state = sw_last_text;
+                break;
+            }
+
+            if (ch == CR) {
+                state = sw_last_cr;
+                break;
+            }
+
+            if (ch == LF) {
+                goto done;
+            }
+
+            return NGX_RELAY_PARSE_INVALID;
+
+        case sw_text:
+        case sw_last_text:
+            if (ch == CR) {
+                state = (state == sw_text) ? sw_cr : sw_last_cr;
+                break;
+            }
+
+            if (ch == LF) {
+                if (state == sw_last_text) {
+                    goto done;
+                }
+
+                goto next_line;
+            }
+
+            if (rp->text_len < NGX_RELAY_REPLY_TEXT) {
+                rp->text[rp->text_len++] = (ch < 0x20) ? ' ' : ch;
+            }
+
+            break;
+
+        case sw_cr:
+            if (ch != LF) {
+                return NGX_RELAY_PARSE_INVALID;
+            }
+
+            goto next_line;
+
+        case sw_last_cr:
+            if (ch != LF) {
+                return NGX_RELAY_PARSE_INVALID;
+            }
+
+            goto done;
+        }
+
+        continue;
+
+    next_line:
+
+        if (++rp->lines >= 100) {
+            return NGX_RELAY_PARSE_INVALID;
+        }
+
+        rp->line_code = 0;
+        rp->line_len = 0;
+        state = sw_code;
+    }
+
+    in->pos = p;
+    rp->state = state;
+
+    return NGX_AGAIN;
+
+done:
+
+    in->pos = p + 1;
+    rp->lines++;
+    rp->state = sw_code;
+
+    return NGX_OK;
+}

@@ -225,4 +225,30 @@ ngx_int_t ngx_relay_parse_auth_plain(ngx_str_t *decoded, ngx_str_t *user,
 ngx_int_t ngx_relay_check_xtext(ngx_str_t *s);
 
 
+/*
+ * An SMTP reply (RFC 5321 4.2), single or multiline, from a remote server.
+ * Lines end in CRLF (a bare LF is tolerated); every line carries the same
+ * three-digit code, "-" continues, " " (or nothing) ends.  The text of all
+ * lines is collected into rp->text (truncated, CR/LF turned into spaces)
+ * for logs and DSNs.  Returns NGX_OK (in->pos just past the reply),
+ * NGX_AGAIN, or NGX_RELAY_PARSE_INVALID for garbage, a changing code, a
+ * line over 2048 octets or a reply over 100 lines.  Start from a zeroed
+ * struct for each reply.
+ */
+
+#define NGX_RELAY_REPLY_TEXT  512
+
+typedef struct {
+    ngx_uint_t               state;
+    ngx_uint_t               code;
+    ngx_uint_t               line_code;
+    ngx_uint_t               lines;
+    size_t                   line_len;
+    size_t                   text_len;
+    u_char                   text[NGX_RELAY_REPLY_TEXT];
+} ngx_relay_reply_parser_t;
+
+ngx_int_t ngx_relay_parse_reply(ngx_relay_reply_parser_t *rp, ngx_buf_t *in);
+
+
 #endif /* _NGX_RELAY_PARSE_H_INCLUDED_ */

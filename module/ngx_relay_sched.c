@@ -27,6 +27,7 @@
 #include <ngx_relay_spool.h>
 #include <ngx_relay_maildir.h>
 #include <ngx_relay_sched.h>
+#include <ngx_relay_delivery.h>
 
 
 #define NGX_RELAY_SCHED_MAX_BUSY     16
@@ -53,6 +54,15 @@ typedef struct {
     ngx_uint_t                 remaining;    /* recipients still pending */
     ngx_uint_t                 removed;      /* queue file is gone */
     ngx_uint_t                 debris;       /* incomplete, removed */
+    ngx_uint_t                 remote;       /* pending, not local */
+
+    /* the remote phase */
+    ngx_thread_task_t         *task;
+    ngx_relay_dest_t          *dests;
+    ngx_uint_t                 ndests;
+    ngx_uint_t                 deliveries;   /* domains in flight */
+    time_t                     next;         /* next attempt to record */
+    ngx_uint_t                 attempts;
     ngx_err_t                  err;
     const char                *failed;
 } ngx_relay_local_ctx_t;
@@ -76,6 +86,14 @@ static ngx_int_t ngx_relay_sched_deliver_one(ngx_relay_local_ctx_t *ctx,
     ngx_relay_queued_rcpt_t *r, ngx_uint_t index,
     ngx_relay_local_result_t *res);
 static void ngx_relay_sched_local_done(ngx_event_t *ev);
+static void ngx_relay_sched_end(ngx_relay_local_ctx_t *ctx);
+static ngx_int_t ngx_relay_sched_remote(ngx_relay_local_ctx_t *ctx);
+static void ngx_relay_sched_delivered(ngx_relay_delivery_t *d);
+static void ngx_relay_sched_record_thread(void *data, ngx_log_t *log);
+static void ngx_relay_sched_record_done(ngx_event_t *ev);
+static ngx_str_t *ngx_relay_sched_domain(ngx_str_t *addr, ngx_str_t *domain);
+static ngx_int_t ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx);
+static void ngx_relay_sched_log_remote(ngx_relay_local_ctx_t *ctx);
 static void ngx_relay_sched_log_results(ngx_relay_local_ctx_t *ctx,
     ngx_log_t *log);
 static void ngx_relay_sched_scan_handler(ngx_event_t *ev);
@@ -154,7 +172,7 @@ ngx_relay_sched_queued(ngx_relay_spool_t *sp, ngx_relay_spool_writer_t *w)
 {
     ngx_relay_sched_t  *sc = sp->data;
 
-    if (w->local == 0
+    if ((w->local == 0 && sc->delivery == NULL)
         || ngx_relay_sched_post_local(sc, w, NULL) != NGX_OK)
     {
         /* remote only, or retried by the next scan */
@@ -263,6 +281,7 @@ ngx_relay_sched_local_thread(void *data, ngx_log_t *log)
 
         default:                          /* NGX_DECLINED: not local */
             ctx->remaining++;
+            ctx->remote++;
             break;
         }
     }
@@ -453,6 +472,28 @@ ngx_relay_sched_local_done(ngx_event_t *ev)
                       "ended before \"250\"", ctx->name);
     }
 
+    ctx->task = task;
+
+    if (ctx->remote && !ctx->removed && !ctx->failed && sc->delivery
+        && !ngx_exiting && !ngx_terminate
+        && (ctx->writer || ctx->queued.next <= ngx_time()))
+    {
+        if (ngx_relay_sched_remote(ctx) == NGX_OK) {
+            return;                      /* it ends the message */
+        }
+    }
+
+    ngx_relay_sched_end(ctx);
+}
+
+
+static void
+ngx_relay_sched_end(ngx_relay_local_ctx_t *ctx)
+{
+    ngx_relay_sched_t  *sc;
+
+    sc = ctx->sched;
+
     if (ctx->writer) {
         ngx_relay_spool_release(ctx->writer);
 
@@ -463,7 +504,8 @@ ngx_relay_sched_local_done(ngx_event_t *ev)
     ngx_relay_spool_free(&ctx->queued);
     free(ctx->results);
     free(ctx->name);
-    ngx_free(task);
+    ngx_free(ctx->dests);
+    ngx_free(ctx->task);
 
     sc->busy--;
 
@@ -700,4 +742,345 @@ ngx_relay_sched_slot(u_char *name, ngx_uint_t workers)
     }
 
     return h % workers;
+}
+
+
+/*
+ * The remote phase of a message: its pending recipients outside the local
+ * domains, one delivery per domain, all domains at once.  The message stays
+ * locked by this worker until the outcome is on disk.
+ */
+
+static ngx_int_t
+ngx_relay_sched_remote(ngx_relay_local_ctx_t *ctx)
+{
+    ngx_str_t                 domain, other;
+    ngx_uint_t                i, j, n, first;
+    ngx_relay_dest_t         *dst;
+    ngx_relay_sched_t        *sc;
+    ngx_relay_queued_t       *q;
+    ngx_relay_queued_rcpt_t  *r;
+
+    sc = ctx->sched;
+    q = &ctx->queued;
+
+    ctx->dests = ngx_calloc(q->nrcpts * sizeof(ngx_relay_dest_t),
+                            sc->spool.log);
+    if (ctx->dests == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* pending remote recipients, grouped by domain */
+
+    n = 0;
+
+    for (i = 0; i < q->nrcpts; i++) {
+        r = &q->rcpts[i];
+
+        if (r->state != NGX_RELAY_RCPT_PENDING
+            || ngx_relay_sched_domain(&r->addr, &domain) == NULL
+            || ngx_relay_sched_local_domain(sc->domains, &domain))
+        {
+            continue;
+        }
+
+        for (j = 0; j < n; j++) {
+            if (ngx_relay_sched_domain(&ctx->dests[j].addr, &other)
+                && other.len == domain.len
+                && ngx_strncasecmp(other.data, domain.data, domain.len) == 0)
+            {
+                break;
+            }
+        }
+
+        /* keep a domain's recipients together: insert after its last */
+
+        while (j < n && ngx_relay_sched_domain(&ctx->dests[j].addr, &other)
+               && other.len == domain.len
+               && ngx_strncasecmp(other.data, domain.data, domain.len) == 0)
+        {
+            j++;
+        }
+
+        if (j < n) {
+            ngx_memmove(&ctx->dests[j + 1], &ctx->dests[j],
+                        (n - j) * sizeof(ngx_relay_dest_t));
+        }
+
+        ngx_memzero(&ctx->dests[j], sizeof(ngx_relay_dest_t));
+        ctx->dests[j].index = i;
+        ctx->dests[j].addr = r->addr;
+        n++;
+    }
+
+    ctx->ndests = n;
+
+    if (n == 0) {
+        return NGX_ERROR;
+    }
+
+    /*
+     * One delivery per run of equal domains.  A delivery may end before
+     * its start returns (a refused connection on loopback): the extra
+     * count keeps the message from being recorded before all have started.
+     */
+
+    ctx->deliveries = 1;
+
+    for (first = 0; first < n; first = i) {
+        (void) ngx_relay_sched_domain(&ctx->dests[first].addr, &domain);
+
+        for (i = first + 1; i < n; i++) {
+            if (ngx_relay_sched_domain(&ctx->dests[i].addr, &other) == NULL
+                || other.len != domain.len
+                || ngx_strncasecmp(other.data, domain.data, domain.len) != 0)
+            {
+                break;
+            }
+        }
+
+        ctx->deliveries++;
+
+        if (ngx_relay_delivery_start(sc->delivery, ctx->fd, q, &domain,
+                                     &ctx->dests[first], i - first,
+                                     ngx_relay_sched_delivered, ctx)
+            != NGX_OK)
+        {
+            ctx->deliveries--;
+
+            for (j = first; j < i; j++) {
+                dst = &ctx->dests[j];
+                dst->status = NGX_RELAY_DELIVERY_DEFERRED;
+                ngx_cpystrn(dst->dsn, (u_char *) "4.3.0", 6);
+                dst->reply_len = ngx_sprintf(dst->reply, "out of memory")
+                                 - dst->reply;
+            }
+        }
+    }
+
+    if (--ctx->deliveries == 0) {
+        return ngx_relay_sched_record(ctx);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_str_t *
+ngx_relay_sched_domain(ngx_str_t *addr, ngx_str_t *domain)
+{
+    u_char  *p, *at;
+
+    at = NULL;
+
+    for (p = addr->data; p < addr->data + addr->len; p++) {
+        if (*p == '@') {
+            at = p;
+        }
+    }
+
+    if (at == NULL || at + 1 == addr->data + addr->len) {
+        return NULL;
+    }
+
+    domain->data = at + 1;
+    domain->len = addr->data + addr->len - domain->data;
+
+    return domain;
+}
+
+
+static void
+ngx_relay_sched_delivered(ngx_relay_delivery_t *d)
+{
+    ngx_relay_local_ctx_t  *ctx;
+
+    ctx = ngx_relay_delivery_data(d);
+    ngx_relay_delivery_free(d);
+
+    if (--ctx->deliveries) {
+        return;
+    }
+
+    if (ngx_relay_sched_record(ctx) != NGX_OK) {
+        ngx_relay_sched_end(ctx);
+    }
+}
+
+
+/*
+ * After the attempt: recipients past the queue lifetime fail; the outcome
+ * goes to the queue file in a thread (done and failed marks, the next
+ * attempt), or the file goes when nothing is left.
+ */
+
+static ngx_int_t
+ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx)
+{
+    time_t               now;
+    ngx_uint_t           i, deferred;
+    ngx_thread_task_t   *task;
+    ngx_relay_dest_t    *dst;
+    ngx_relay_sched_t   *sc;
+    ngx_relay_policy_t  *p;
+
+    sc = ctx->sched;
+    p = sc->delivery->policy;
+    now = ngx_time();
+    deferred = 0;
+
+    for (i = 0; i < ctx->ndests; i++) {
+        dst = &ctx->dests[i];
+
+        if (dst->status == NGX_RELAY_DELIVERY_DEFERRED
+            && now - ctx->queued.arrival >= p->lifetime)
+        {
+            dst->status = NGX_RELAY_DELIVERY_FAILED;
+            dst->reply_len = ngx_snprintf(dst->reply, sizeof(dst->reply),
+                                          "delivery time expired; last "
+                                          "error: %*s (%s)",
+                                          dst->reply_len, dst->reply,
+                                          dst->dsn)
+                             - dst->reply;
+            ngx_cpystrn(dst->dsn, (u_char *) "5.4.7", 6);
+        }
+
+        deferred += (dst->status == NGX_RELAY_DELIVERY_DEFERRED);
+    }
+
+    ctx->attempts = ctx->queued.attempts + 1;
+    ctx->next = now + ngx_relay_policy_backoff(p, ctx->attempts);
+
+    ngx_relay_sched_log_remote(ctx);
+
+    task = ctx->task;
+    task->ctx = ctx;
+    task->handler = ngx_relay_sched_record_thread;
+    task->event.handler = ngx_relay_sched_record_done;
+    task->event.data = ctx;
+
+    return ngx_thread_task_post(sc->spool.thread_pool, task);
+}
+
+
+static void
+ngx_relay_sched_record_thread(void *data, ngx_log_t *log)
+{
+    ngx_relay_local_ctx_t  *ctx = data;
+
+    u_char                    state;
+    ngx_uint_t                i, pending;
+    ngx_relay_dest_t         *dst;
+    ngx_relay_queued_t       *q;
+    ngx_relay_queued_rcpt_t  *r;
+
+    q = &ctx->queued;
+    ctx->failed = NULL;
+    ctx->err = 0;
+
+    for (i = 0; i < ctx->ndests; i++) {
+        dst = &ctx->dests[i];
+
+        if (dst->status == NGX_RELAY_DELIVERY_SENT) {
+            state = NGX_RELAY_RCPT_DONE;
+
+        } else if (dst->status == NGX_RELAY_DELIVERY_FAILED) {
+            state = NGX_RELAY_RCPT_FAILED;
+
+        } else {
+            continue;
+        }
+
+        if (ngx_relay_spool_mark(ctx->fd, &q->rcpts[dst->index], state,
+                                 &ctx->err)
+            != NGX_OK)
+        {
+            ctx->failed = "pwrite";
+            return;
+        }
+    }
+
+    pending = 0;
+
+    for (i = 0; i < q->nrcpts; i++) {
+        r = &q->rcpts[i];
+        pending += (r->state == NGX_RELAY_RCPT_PENDING);
+    }
+
+    if (pending == 0) {
+        if (ngx_relay_spool_remove(&ctx->sched->spool, &q->id, &ctx->err)
+            == NGX_OK)
+        {
+            ctx->removed = 1;
+
+        } else {
+            ctx->failed = "unlink";
+        }
+
+        return;
+    }
+
+    if (ngx_relay_spool_schedule(ctx->fd, q, ctx->next, ctx->attempts,
+                                 &ctx->err)
+        != NGX_OK)
+    {
+        ctx->failed = "pwrite";
+        return;
+    }
+
+    if (fdatasync(ctx->fd) == -1) {
+        ctx->err = errno;
+        ctx->failed = "fdatasync";
+    }
+}
+
+
+static void
+ngx_relay_sched_record_done(ngx_event_t *ev)
+{
+    ngx_relay_local_ctx_t  *ctx = ev->data;
+
+    ngx_relay_sched_t  *sc;
+
+    sc = ctx->sched;
+
+    if (ctx->failed) {
+        ngx_log_error(NGX_LOG_CRIT, sc->spool.log, ctx->err,
+                      "%V: %s() of queue file failed", &ctx->queued.id,
+                      ctx->failed);
+
+    } else if (ctx->removed) {
+        ngx_log_error(NGX_LOG_INFO, sc->spool.log, 0, "%V: removed",
+                      &ctx->queued.id);
+    }
+
+    ngx_relay_sched_end(ctx);
+}
+
+
+/* one line per recipient and attempt, queue id first */
+
+static void
+ngx_relay_sched_log_remote(ngx_relay_local_ctx_t *ctx)
+{
+    time_t              delay;
+    ngx_uint_t          i, level;
+    ngx_relay_dest_t   *dst;
+    static const char  *status[] = { "pending", "", "sent", "", "deferred",
+                                     "bounced" };
+
+    delay = ngx_time() - ctx->queued.arrival;
+
+    for (i = 0; i < ctx->ndests; i++) {
+        dst = &ctx->dests[i];
+
+        level = (dst->status == NGX_RELAY_DELIVERY_SENT) ? NGX_LOG_INFO
+                                                          : NGX_LOG_NOTICE;
+
+        ngx_log_error(level, ctx->sched->spool.log, 0,
+                      "%V: to=<%V>, relay=%*s, delay=%T, dsn=%s, "
+                      "status=%s (%*s)", &ctx->queued.id, &dst->addr,
+                      dst->relay_len, dst->relay, delay, dst->dsn,
+                      status[dst->status], dst->reply_len, dst->reply);
+    }
 }

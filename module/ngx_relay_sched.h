@@ -27,6 +27,7 @@ typedef struct {
     ngx_str_t                 maildir;      /* with "/" */
     ngx_str_t                 hostname;
     ngx_array_t              *domains;      /* ngx_relay_domain_t */
+    struct ngx_relay_delivery_conf_s  *delivery;  /* NULL: keep remote mail */
 
     ngx_msec_t                scan_interval;
     ngx_event_t               scan_event;

@@ -1035,6 +1035,37 @@ ngx_relay_spool_parse_header(ngx_relay_queued_t *q, u_char *p, u_char *last)
             q->sender.data = p + 7;
             q->sender.len = eol - p - 7;
 
+        } else if (ngx_strncmp(p, "envid ", 6) == 0) {
+            if (!(eol - p == 7 && p[6] == '-')) {
+                q->envid.data = p + 6;
+                q->envid.len = eol - p - 6;
+            }
+
+        } else if (ngx_strncmp(p, "ret ", 4) == 0) {
+            q->ret = (eol - p == 8 && ngx_strncmp(p + 4, "FULL", 4) == 0)
+                     ? NGX_RELAY_RET_FULL
+                     : (eol - p == 8 && ngx_strncmp(p + 4, "HDRS", 4) == 0)
+                     ? NGX_RELAY_RET_HDRS : NGX_RELAY_RET_NONE;
+
+        } else if (ngx_strncmp(p, "smtputf8 1", 10) == 0) {
+            q->smtputf8 = 1;
+
+        } else if (ngx_strncmp(p, "body 8BITMIME", 13) == 0) {
+            q->eightbit = 1;
+
+        } else if (ngx_strncmp(p, "next ", 5) == 0 && eol - p == 20) {
+
+            /* "next NNNNNNNNNN AAAA": fixed width, rewritten in place */
+
+            q->next_offset = p + 5 - start;
+            q->next = ngx_atotm(p + 5, 10);
+            q->attempts = ngx_atoi(p + 16, 4);
+
+            if (q->next == NGX_ERROR || q->attempts == (ngx_uint_t) NGX_ERROR)
+            {
+                return NGX_ERROR;
+            }
+
         } else if (ngx_strncmp(p, "rcpt ", 5) == 0 && q->nrcpts < n) {
 
             /* rcpt <state> <notify> <orcpt> <address> */
@@ -1159,6 +1190,33 @@ ngx_relay_spool_remove(ngx_relay_spool_t *sp, ngx_str_t *id, ngx_err_t *err)
         *err = errno;
         return NGX_ERROR;
     }
+
+    return NGX_OK;
+}
+
+
+/* thread side: the next attempt time and the attempt count, in place */
+
+ngx_int_t
+ngx_relay_spool_schedule(ngx_fd_t fd, ngx_relay_queued_t *q, time_t next,
+    ngx_uint_t attempts, ngx_err_t *err)
+{
+    u_char  buf[16];
+
+    if (q->next_offset == 0) {
+        *err = EINVAL;
+        return NGX_ERROR;
+    }
+
+    (void) ngx_sprintf(buf, "%010T %04ui", next, ngx_min(attempts, 9999));
+
+    if (pwrite(fd, buf, 15, q->next_offset) != 15) {
+        *err = errno;
+        return NGX_ERROR;
+    }
+
+    q->next = next;
+    q->attempts = attempts;
 
     return NGX_OK;
 }

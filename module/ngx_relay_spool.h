@@ -106,6 +106,13 @@ typedef struct {
     time_t                        mtime;
     ngx_str_t                     id;
     ngx_str_t                     sender;
+    ngx_str_t                     envid;
+    ngx_uint_t                    ret;             /* NGX_RELAY_RET_* */
+    time_t                        next;            /* next attempt */
+    ngx_uint_t                    attempts;
+    off_t                         next_offset;     /* of "next" value */
+    unsigned                      smtputf8:1;
+    unsigned                      eightbit:1;
     ngx_uint_t                    nrcpts;
     ngx_relay_queued_rcpt_t      *rcpts;
 } ngx_relay_queued_t;
@@ -136,6 +143,8 @@ ngx_int_t ngx_relay_spool_mark(ngx_fd_t fd, ngx_relay_queued_rcpt_t *r,
     u_char state, ngx_err_t *err);
 ngx_int_t ngx_relay_spool_remove(ngx_relay_spool_t *sp, ngx_str_t *id,
     ngx_err_t *err);
+ngx_int_t ngx_relay_spool_schedule(ngx_fd_t fd, ngx_relay_queued_t *q,
+    time_t next, ngx_uint_t attempts, ngx_err_t *err);
 
 
 #endif /* _NGX_RELAY_SPOOL_H_INCLUDED_ */

@@ -18,6 +18,7 @@
 #include <ngx_relay_parse.h>
 #include <ngx_relay_spool.h>
 #include <ngx_relay_sched.h>
+#include <ngx_relay_policy.h>
 
 
 #define NGX_STREAM_RELAY_LINE_MAX      512     /* RFC 5321 4.5.3.1.4 */
@@ -37,6 +38,14 @@ typedef struct {
     ngx_array_t                 *domains;        /* ngx_relay_domain_t */
     ngx_msec_t                   scan_interval;
     ngx_flag_t                   enabled;        /* a server has relay_smtp */
+
+    /* outbound delivery */
+    ngx_flag_t                   delivery;
+    ngx_str_t                    resolver;
+    ngx_msec_t                   resolver_timeout;
+    ngx_msec_t                   connect_timeout;
+    ngx_msec_t                   smtp_timeout;
+    ngx_relay_policy_t           policy;
 } ngx_stream_relay_main_conf_t;
 
 

@@ -17,6 +17,8 @@
 #include <ngx_stream_ssl_module.h>
 #include <ngx_stream_relay.h>
 #include <ngx_relay_auth.h>
+#include <ngx_relay_dns.h>
+#include <ngx_relay_delivery.h>
 
 
 static void *ngx_stream_relay_create_main_conf(ngx_conf_t *cf);
@@ -34,6 +36,14 @@ static char *ngx_stream_relay_trusted_networks(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_stream_relay_auth_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_stream_relay_route(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_stream_relay_resolver(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_stream_relay_backoff(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
+    ngx_stream_relay_main_conf_t *rmcf, ngx_relay_sched_t *sc);
 static ngx_int_t ngx_stream_relay_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_stream_relay_init_process(ngx_cycle_t *cycle);
 static void ngx_stream_relay_exit_process(ngx_cycle_t *cycle);
@@ -91,6 +101,83 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       ngx_stream_relay_local_domain,
       NGX_STREAM_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("relay_delivery"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, delivery),
+      NULL },
+
+    { ngx_string("relay_resolver"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_stream_relay_resolver,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("relay_resolver_timeout"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, resolver_timeout),
+      NULL },
+
+    { ngx_string("relay_route"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_stream_relay_route,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, policy.routes),
+      NULL },
+
+    { ngx_string("relay_backup_mx"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_stream_relay_route,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, policy.backup_mx),
+      NULL },
+
+    { ngx_string("relay_fallback_relay"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_stream_relay_route,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, policy.fallback),
+      NULL },
+
+    { ngx_string("relay_smtp_port"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, policy.smtp_port),
+      NULL },
+
+    { ngx_string("relay_connect_timeout"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, connect_timeout),
+      NULL },
+
+    { ngx_string("relay_smtp_timeout"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, smtp_timeout),
+      NULL },
+
+    { ngx_string("relay_retry_backoff"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_stream_relay_backoff,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("relay_queue_lifetime"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, policy.lifetime),
       NULL },
 
     { ngx_string("relay_starttls"),
@@ -185,6 +272,14 @@ ngx_stream_relay_create_main_conf(ngx_conf_t *cf)
     }
 
     rmcf->scan_interval = NGX_CONF_UNSET_MSEC;
+    rmcf->delivery = NGX_CONF_UNSET;
+    rmcf->resolver_timeout = NGX_CONF_UNSET_MSEC;
+    rmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
+    rmcf->smtp_timeout = NGX_CONF_UNSET_MSEC;
+    rmcf->policy.smtp_port = (in_port_t) NGX_CONF_UNSET_UINT;
+    rmcf->policy.lifetime = NGX_CONF_UNSET;
+    rmcf->policy.backoff_min = NGX_CONF_UNSET;
+    rmcf->policy.backoff_max = NGX_CONF_UNSET;
 
     return rmcf;
 }
@@ -238,6 +333,20 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     ngx_conf_init_msec_value(rmcf->scan_interval, 60000);
+    ngx_conf_init_value(rmcf->delivery, 0);
+    ngx_conf_init_msec_value(rmcf->resolver_timeout, 5000);
+    ngx_conf_init_msec_value(rmcf->connect_timeout, 30000);
+    ngx_conf_init_msec_value(rmcf->smtp_timeout, 300000);
+
+    if (rmcf->policy.smtp_port == (in_port_t) NGX_CONF_UNSET_UINT) {
+        rmcf->policy.smtp_port = 25;
+    }
+
+    /* Postfix's defaults: 300 s doubling up to 4000 s, for 5 days */
+
+    ngx_conf_init_value(rmcf->policy.backoff_min, 300);
+    ngx_conf_init_value(rmcf->policy.backoff_max, 4000);
+    ngx_conf_init_value(rmcf->policy.lifetime, 5 * 86400);
 
     if (rmcf->thread_pool_name.len == 0) {
         ngx_str_set(&rmcf->thread_pool_name, "default");
@@ -518,6 +627,87 @@ ngx_stream_relay_auth_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+static char *
+ngx_stream_relay_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_array_t  **routes;
+
+    routes = (ngx_array_t **) ((char *) conf + cmd->offset);
+
+    return ngx_relay_policy_parse_route(cf, routes,
+                                        cmd->type & NGX_CONF_1MORE
+                                        && !(cmd->type & NGX_CONF_2MORE));
+}
+
+
+static char *
+ngx_stream_relay_resolver(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_stream_relay_main_conf_t  *rmcf = conf;
+
+    u_char      *p;
+    size_t       len;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+
+    if (rmcf->resolver.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    len = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        len += value[i].len + 1;
+    }
+
+    p = ngx_pnalloc(cf->pool, len);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    rmcf->resolver.data = p;
+
+    /* c-ares' "host:port,host:port" */
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        if (i > 1) {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, value[i].data, value[i].len);
+    }
+
+    rmcf->resolver.len = p - rmcf->resolver.data;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_stream_relay_backoff(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_stream_relay_main_conf_t  *rmcf = conf;
+
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    rmcf->policy.backoff_min = ngx_parse_time(&value[1], 1);
+    rmcf->policy.backoff_max = ngx_parse_time(&value[2], 1);
+
+    if (rmcf->policy.backoff_min == (time_t) NGX_ERROR
+        || rmcf->policy.backoff_max == (time_t) NGX_ERROR
+        || rmcf->policy.backoff_min < 1
+        || rmcf->policy.backoff_max < rmcf->policy.backoff_min)
+    {
+        return "has invalid times";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 /* in the master, as root: make the directories the workers will own */
 
 static ngx_int_t
@@ -613,6 +803,12 @@ ngx_stream_relay_init_process(ngx_cycle_t *cycle)
                   ? 1 : (ngx_uint_t) ccf->worker_processes;
     sc->worker = ngx_process == NGX_PROCESS_SINGLE ? 0 : ngx_worker;
 
+    if (rmcf->delivery
+        && ngx_stream_relay_init_delivery(cycle, rmcf, sc) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     if (ngx_relay_sched_init(sc, cycle) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -623,9 +819,44 @@ ngx_stream_relay_init_process(ngx_cycle_t *cycle)
 }
 
 
+static ngx_int_t
+ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
+    ngx_stream_relay_main_conf_t *rmcf, ngx_relay_sched_t *sc)
+{
+    ngx_relay_delivery_conf_t  *dc;
+
+    dc = ngx_pcalloc(cycle->pool, sizeof(ngx_relay_delivery_conf_t));
+    if (dc == NULL) {
+        return NGX_ERROR;
+    }
+
+    dc->dns = ngx_relay_dns_create(&rmcf->resolver, rmcf->resolver_timeout,
+                                   cycle->log);
+    if (dc->dns == NULL) {
+        return NGX_ERROR;
+    }
+
+    dc->policy = &rmcf->policy;
+    dc->thread_pool = rmcf->thread_pool;
+    dc->hostname = rmcf->hostname;
+    dc->connect_timeout = rmcf->connect_timeout;
+    dc->timeout = rmcf->smtp_timeout;
+    dc->log = cycle->log;
+
+    sc->delivery = dc;
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_stream_relay_exit_process(ngx_cycle_t *cycle)
 {
+    if (ngx_stream_relay_sched && ngx_stream_relay_sched->delivery) {
+        ngx_relay_dns_destroy(ngx_stream_relay_sched->delivery->dns);
+        ngx_stream_relay_sched->delivery = NULL;
+    }
+
     if (ngx_stream_relay_sched) {
         ngx_relay_sched_exit(ngx_stream_relay_sched);
         ngx_stream_relay_sched = NULL;

@@ -1,0 +1,1364 @@
+
+/*
+ * Copyright (C) The relay authors
+ */
+
+
+/*
+ * The SMTP client: one attempt to deliver one message to the recipients
+ * of one domain.  It never writes the spool (the scheduler records the
+ * outcome) and reads the message through thread tasks.
+ *
+ * Hosts, in order (RFC 5321 5.1): the route's next hops, or the domain's
+ * MX hosts by preference (random among equals; the domain itself when it
+ * has no MX; a null MX fails at once, RFC 7505); then the domain's backup
+ * MX list; then the fallback relay.  Each host's addresses in turn.
+ *
+ * States of a connection:
+ *
+ *   connect -> greeting -> ehlo (-> helo) -> mail -> rcpt ... -> data
+ *     -> body -> dot -> quit
+ *
+ * A refused connection, a timeout, garbage, a 4xx or 5xx greeting, a 4xx
+ * to EHLO/MAIL/DATA or a lost connection moves on to the next address or
+ * host with the recipients still open.  Per recipient: 2xx sent, 5xx
+ * failed, 4xx deferred.  Whatever is open when the hosts run out is
+ * deferred with the last error seen.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <ngx_event_connect.h>
+#include <ngx_relay_delivery.h>
+
+
+#define NGX_RELAY_DELIVERY_CHUNK   65536
+
+
+typedef enum {
+    ngx_relay_dst_connect = 0,
+    ngx_relay_dst_greeting,
+    ngx_relay_dst_ehlo,
+    ngx_relay_dst_helo,
+    ngx_relay_dst_mail,
+    ngx_relay_dst_rcpt,
+    ngx_relay_dst_data,
+    ngx_relay_dst_body,
+    ngx_relay_dst_dot,
+    ngx_relay_dst_quit
+} ngx_relay_delivery_state_e;
+
+
+typedef struct {
+    ngx_str_t                    host;
+    in_port_t                    port;
+} ngx_relay_target_t;
+
+
+struct ngx_relay_delivery_s {
+    ngx_relay_delivery_conf_t   *conf;
+    ngx_pool_t                  *pool;
+    ngx_fd_t                     fd;
+    ngx_relay_queued_t          *queued;
+    ngx_str_t                    domain;
+    ngx_relay_dest_t            *dests;
+    ngx_uint_t                   ndests;
+    ngx_relay_delivery_done_pt   handler;
+    void                        *data;
+
+    ngx_array_t                  hops;         /* ngx_relay_hop_t */
+    ngx_uint_t                   hop;
+    ngx_uint_t                   own_hops;     /* first hops: the domain's */
+    ngx_array_t                  targets;      /* ngx_relay_target_t */
+    ngx_uint_t                   target;
+    ngx_relay_dns_query_t       *query;
+
+    ngx_sockaddr_t               addrs[NGX_RELAY_DNS_MAX_ADDRS];
+    socklen_t                    socklens[NGX_RELAY_DNS_MAX_ADDRS];
+    ngx_uint_t                   naddrs;
+    ngx_uint_t                   addr;
+    ngx_str_t                    host;         /* of the current target */
+    in_port_t                    port;
+
+    ngx_peer_connection_t        peer;
+    ngx_connection_t            *connection;
+    ngx_relay_delivery_state_e   state;
+    ngx_buf_t                   *in;
+    ngx_buf_t                   *out;
+    ngx_relay_reply_parser_t     rp;
+
+    ngx_uint_t                   rcpt;         /* next RCPT to send */
+    ngx_uint_t                   accepted;
+    off_t                        size_limit;   /* SIZE of the server */
+    unsigned                     esmtp:1;
+    unsigned                     smtputf8:1;
+    unsigned                     eightbit:1;
+
+    off_t                        body_off;
+    ngx_thread_task_t           *task;
+    u_char                      *chunk;
+    ssize_t                      chunk_len;
+    ngx_err_t                    chunk_err;
+    unsigned                     reading:1;
+    unsigned                     line_start:1;
+    unsigned                     last_lf:1;
+
+    u_char                       relay[NGX_SOCKADDR_STRLEN + 300];
+    size_t                       relay_len;
+    u_char                       error[NGX_RELAY_REPLY_TEXT + 64];
+    size_t                       error_len;
+    const char                  *error_dsn;
+};
+
+
+static void ngx_relay_delivery_next_hop(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_mx_done(ngx_relay_dns_query_t *q);
+static void ngx_relay_delivery_next_target(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_host_done(ngx_relay_dns_query_t *q);
+static void ngx_relay_delivery_connect(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_read_handler(ngx_event_t *ev);
+static void ngx_relay_delivery_write_handler(ngx_event_t *ev);
+static ngx_int_t ngx_relay_delivery_send(ngx_relay_delivery_t *d);
+static ngx_int_t ngx_relay_delivery_command(ngx_relay_delivery_t *d,
+    const char *fmt, ...);
+static void ngx_relay_delivery_reply(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_mail(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_next_rcpt(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_read_chunk(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_chunk_thread(void *data, ngx_log_t *log);
+static void ngx_relay_delivery_chunk_done(ngx_event_t *ev);
+static void ngx_relay_delivery_host_failed(ngx_relay_delivery_t *d,
+    const char *dsn, const char *fmt, ...);
+static void ngx_relay_delivery_close(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_set_all(ngx_relay_delivery_t *d,
+    ngx_uint_t status, const char *dsn, u_char *text, size_t len);
+static void ngx_relay_delivery_set(ngx_relay_delivery_t *d,
+    ngx_relay_dest_t *dst, ngx_uint_t status, const char *dsn);
+static void ngx_relay_delivery_finish(ngx_relay_delivery_t *d);
+static ngx_uint_t ngx_relay_delivery_open(ngx_relay_delivery_t *d);
+static ngx_int_t ngx_relay_delivery_literal(ngx_relay_delivery_t *d,
+    ngx_str_t *host);
+
+
+ngx_int_t
+ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
+    ngx_relay_queued_t *q, ngx_str_t *domain, ngx_relay_dest_t *dests,
+    ngx_uint_t ndests, ngx_relay_delivery_done_pt handler, void *data)
+{
+    ngx_uint_t             i;
+    ngx_pool_t            *pool;
+    ngx_relay_hop_t       *h;
+    ngx_relay_route_t     *r;
+    ngx_relay_policy_t    *p;
+    ngx_relay_delivery_t  *d;
+
+    pool = ngx_create_pool(4096, dc->log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    d = ngx_pcalloc(pool, sizeof(ngx_relay_delivery_t));
+    if (d == NULL) {
+        goto failed;
+    }
+
+    d->conf = dc;
+    d->pool = pool;
+    d->fd = fd;
+    d->queued = q;
+    d->domain = *domain;
+    d->dests = dests;
+    d->ndests = ndests;
+    d->handler = handler;
+    d->data = data;
+
+    d->in = ngx_create_temp_buf(pool, 4096);
+    d->out = ngx_create_temp_buf(pool, 2 * NGX_RELAY_DELIVERY_CHUNK + 16);
+    d->chunk = ngx_pnalloc(pool, NGX_RELAY_DELIVERY_CHUNK);
+    d->task = ngx_thread_task_alloc(pool, 0);
+
+    if (d->in == NULL || d->out == NULL || d->chunk == NULL
+        || d->task == NULL
+        || ngx_array_init(&d->hops, pool, 4, sizeof(ngx_relay_hop_t))
+           != NGX_OK
+        || ngx_array_init(&d->targets, pool, 4, sizeof(ngx_relay_target_t))
+           != NGX_OK)
+    {
+        goto failed;
+    }
+
+    p = dc->policy;
+
+    /* the domain's own hops: a route, or its MX hosts */
+
+    r = ngx_relay_policy_route(p->routes, domain);
+
+    if (r) {
+        for (i = 0; i < r->hops.nelts; i++) {
+            h = ngx_array_push(&d->hops);
+            if (h == NULL) {
+                goto failed;
+            }
+
+            *h = ((ngx_relay_hop_t *) r->hops.elts)[i];
+        }
+
+    } else {
+        h = ngx_array_push(&d->hops);
+        if (h == NULL) {
+            goto failed;
+        }
+
+        ngx_memzero(h, sizeof(ngx_relay_hop_t));
+        h->host = *domain;
+        h->mx = 1;
+    }
+
+    d->own_hops = d->hops.nelts;
+
+    /* then the backup MX list, then the fallback relay */
+
+    r = ngx_relay_policy_route(p->backup_mx, domain);
+
+    for (i = 0; r && i < r->hops.nelts; i++) {
+        h = ngx_array_push(&d->hops);
+        if (h == NULL) {
+            goto failed;
+        }
+
+        *h = ((ngx_relay_hop_t *) r->hops.elts)[i];
+        h->mx = 0;
+    }
+
+    r = p->fallback ? p->fallback->elts : NULL;
+
+    for (i = 0; r && i < r->hops.nelts; i++) {
+        h = ngx_array_push(&d->hops);
+        if (h == NULL) {
+            goto failed;
+        }
+
+        *h = ((ngx_relay_hop_t *) r->hops.elts)[i];
+    }
+
+    d->error_len = ngx_sprintf(d->error, "no host tried") - d->error;
+    d->error_dsn = "4.4.1";
+
+    /* the handler may run before this returns: d is gone then */
+
+    ngx_relay_delivery_next_hop(d);
+
+    return NGX_OK;
+
+failed:
+
+    ngx_destroy_pool(pool);
+    return NGX_ERROR;
+}
+
+
+void *
+ngx_relay_delivery_data(ngx_relay_delivery_t *d)
+{
+    return d->data;
+}
+
+
+void
+ngx_relay_delivery_free(ngx_relay_delivery_t *d)
+{
+    ngx_destroy_pool(d->pool);
+}
+
+
+/* expand the next hop into targets (hosts with ports) */
+
+static void
+ngx_relay_delivery_next_hop(ngx_relay_delivery_t *d)
+{
+    ngx_relay_hop_t     *h;
+    ngx_relay_target_t  *t;
+
+    if (!ngx_relay_delivery_open(d)) {
+        ngx_relay_delivery_finish(d);
+        return;
+    }
+
+    if (d->hop == d->hops.nelts) {
+        ngx_relay_delivery_finish(d);
+        return;
+    }
+
+    h = (ngx_relay_hop_t *) d->hops.elts + d->hop++;
+
+    if (h->mx && ngx_relay_delivery_literal(d, &h->host) != NGX_OK) {
+        d->query = ngx_relay_dns_mx(d->conf->dns, &h->host,
+                                    ngx_relay_delivery_mx_done, d);
+        if (d->query == NULL) {
+            ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED,
+                                       "4.3.0", (u_char *) "out of memory",
+                                       13);
+            ngx_relay_delivery_finish(d);
+        }
+
+        return;
+    }
+
+    t = ngx_array_push(&d->targets);
+    if (t == NULL) {
+        ngx_relay_delivery_finish(d);
+        return;
+    }
+
+    t->host = h->host;
+    t->port = h->port ? h->port : d->conf->policy->smtp_port;
+
+    ngx_relay_delivery_next_target(d);
+}
+
+
+static void
+ngx_relay_delivery_mx_done(ngx_relay_dns_query_t *q)
+{
+    ngx_relay_delivery_t  *d = q->data;
+
+    in_port_t            port;
+    ngx_uint_t           i;
+    ngx_relay_hop_t     *h;
+    ngx_relay_target_t  *t;
+
+    d->query = NULL;
+
+    h = (ngx_relay_hop_t *) d->hops.elts + d->hop - 1;
+    port = h->port ? h->port : d->conf->policy->smtp_port;
+
+    switch (q->status) {
+
+    case NGX_OK:
+        for (i = 0; i < q->nmx; i++) {
+            t = ngx_array_push(&d->targets);
+            if (t == NULL) {
+                break;
+            }
+
+            t->host.data = ngx_pstrdup(d->pool, &q->mx[i].host);
+            t->host.len = q->mx[i].host.len;
+            t->port = port;
+
+            if (t->host.data == NULL) {
+                d->targets.nelts--;
+                break;
+            }
+
+            /* an MX pointing back at us is a loop (RFC 5321 5.1) */
+
+            if (t->host.len == d->conf->hostname.len
+                && ngx_strncasecmp(t->host.data, d->conf->hostname.data,
+                                   t->host.len) == 0)
+            {
+                d->targets.nelts--;
+
+                if (d->targets.nelts == 0 && d->hop <= d->own_hops) {
+                    ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED,
+                            "5.4.6", (u_char *) "mail for the domain loops "
+                            "back to myself", 38);
+                    ngx_relay_dns_done(q);
+                    ngx_relay_delivery_finish(d);
+                    return;
+                }
+
+                break;
+            }
+        }
+
+        break;
+
+    case NGX_DECLINED:
+        if (q->null_mx && d->hop <= d->own_hops) {
+            ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED,
+                                       "5.1.10", (u_char *) "null MX: the "
+                                       "domain accepts no mail (RFC 7505)",
+                                       46);
+            ngx_relay_dns_done(q);
+            ngx_relay_delivery_finish(d);
+            return;
+        }
+
+        /* no MX: the host itself (implicit MX, RFC 5321 5.1) */
+
+        t = ngx_array_push(&d->targets);
+        if (t != NULL) {
+            t->host = h->host;
+            t->port = port;
+        }
+
+        break;
+
+    default: /* NGX_AGAIN */
+        d->error_len = ngx_sprintf(d->error, "MX lookup of %V: %s",
+                                   &h->host, q->error)
+                       - d->error;
+        d->error_dsn = "4.4.3";
+        d->relay_len = ngx_sprintf(d->relay, "none") - d->relay;
+
+        ngx_log_error(NGX_LOG_WARN, d->conf->log, 0,
+                      "%V: MX lookup of %V failed: %s", &d->queued->id,
+                      &h->host, q->error);
+        break;
+    }
+
+    ngx_relay_dns_done(q);
+
+    ngx_relay_delivery_next_target(d);
+}
+
+
+static void
+ngx_relay_delivery_next_target(ngx_relay_delivery_t *d)
+{
+    ngx_relay_target_t  *t;
+
+    if (!ngx_relay_delivery_open(d)) {
+        ngx_relay_delivery_finish(d);
+        return;
+    }
+
+    if (d->target == d->targets.nelts) {
+        ngx_relay_delivery_next_hop(d);
+        return;
+    }
+
+    t = (ngx_relay_target_t *) d->targets.elts + d->target++;
+
+    d->host = t->host;
+    d->port = t->port;
+    d->naddrs = 0;
+    d->addr = 0;
+
+    if (ngx_relay_delivery_literal(d, &t->host) == NGX_OK) {
+        ngx_relay_delivery_connect(d);
+        return;
+    }
+
+    d->query = ngx_relay_dns_host(d->conf->dns, &t->host,
+                                  ngx_relay_delivery_host_done, d);
+    if (d->query == NULL) {
+        ngx_relay_delivery_next_target(d);
+    }
+}
+
+
+/* an IP address as host name: no DNS */
+
+static ngx_int_t
+ngx_relay_delivery_literal(ngx_relay_delivery_t *d, ngx_str_t *host)
+{
+    ngx_addr_t  addr;
+
+    if (ngx_parse_addr(d->pool, &addr, host->data, host->len) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    ngx_memcpy(&d->addrs[0], addr.sockaddr, addr.socklen);
+    d->socklens[0] = addr.socklen;
+    d->naddrs = 1;
+    d->addr = 0;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_relay_delivery_host_done(ngx_relay_dns_query_t *q)
+{
+    ngx_relay_delivery_t  *d = q->data;
+
+    ngx_uint_t  i;
+
+    d->query = NULL;
+
+    if (q->status == NGX_OK) {
+        for (i = 0; i < q->naddrs; i++) {
+            ngx_memcpy(&d->addrs[i], &q->addrs[i], q->socklens[i]);
+            d->socklens[i] = q->socklens[i];
+        }
+
+        d->naddrs = q->naddrs;
+        d->addr = 0;
+
+        ngx_relay_dns_done(q);
+        ngx_relay_delivery_connect(d);
+        return;
+    }
+
+    d->error_len = ngx_sprintf(d->error, "address lookup of %V: %s",
+                               &d->host, q->error)
+                   - d->error;
+    d->error_dsn = "4.4.3";
+    d->relay_len = ngx_sprintf(d->relay, "%V", &d->host) - d->relay;
+
+    ngx_log_error(NGX_LOG_WARN, d->conf->log, 0,
+                  "%V: address lookup of %V failed: %s", &d->queued->id,
+                  &d->host, q->error);
+
+    ngx_relay_dns_done(q);
+    ngx_relay_delivery_next_target(d);
+}
+
+
+static void
+ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
+{
+    u_char             text[NGX_SOCKADDR_STRLEN];
+    size_t             len;
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
+
+    for ( ;; ) {
+
+        if (!ngx_relay_delivery_open(d)) {
+            ngx_relay_delivery_finish(d);
+            return;
+        }
+
+        if (d->addr == d->naddrs) {
+            ngx_relay_delivery_next_target(d);
+            return;
+        }
+
+        ngx_inet_set_port((struct sockaddr *) &d->addrs[d->addr], d->port);
+
+        len = ngx_sock_ntop((struct sockaddr *) &d->addrs[d->addr],
+                            d->socklens[d->addr], text, NGX_SOCKADDR_STRLEN,
+                            0);
+        d->relay_len = ngx_snprintf(d->relay, sizeof(d->relay),
+                                    "%V[%*s]:%d", &d->host, len, text,
+                                    (int) d->port)
+                       - d->relay;
+
+        ngx_memzero(&d->peer, sizeof(ngx_peer_connection_t));
+        d->peer.sockaddr = (struct sockaddr *) &d->addrs[d->addr];
+        d->peer.socklen = d->socklens[d->addr];
+        d->peer.name = &d->host;
+        d->peer.get = ngx_event_get_peer;
+        d->peer.log = d->conf->log;
+        d->peer.log_error = NGX_ERROR_INFO;    /* we log the outcome */
+
+        d->addr++;
+
+        rc = ngx_event_connect_peer(&d->peer);
+
+        if (rc == NGX_ERROR || rc == NGX_DECLINED || rc == NGX_BUSY) {
+            if (d->peer.connection) {
+                ngx_close_connection(d->peer.connection);
+                d->peer.connection = NULL;
+            }
+
+            d->error_len = ngx_sprintf(d->error, "connect to %*s failed",
+                                       d->relay_len, d->relay)
+                           - d->error;
+            d->error_dsn = "4.4.1";
+            continue;
+        }
+
+        break;
+    }
+
+    c = d->peer.connection;
+    d->connection = c;
+
+    c->data = d;
+    c->pool = d->pool;
+    c->read->handler = ngx_relay_delivery_read_handler;
+    c->write->handler = ngx_relay_delivery_write_handler;
+
+    d->state = ngx_relay_dst_connect;
+    d->in->pos = d->in->start;
+    d->in->last = d->in->start;
+    d->out->pos = d->out->start;
+    d->out->last = d->out->start;
+    ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
+    d->esmtp = 0;
+    d->smtputf8 = 0;
+    d->eightbit = 0;
+    d->size_limit = 0;
+
+    ngx_add_timer(c->write, d->conf->connect_timeout);
+
+    if (rc == NGX_OK) {
+        ngx_relay_delivery_write_handler(c->write);
+    }
+}
+
+
+static void
+ngx_relay_delivery_write_handler(ngx_event_t *ev)
+{
+    int                    err;
+    socklen_t              len;
+    ngx_connection_t      *c;
+    ngx_relay_delivery_t  *d;
+
+    c = ev->data;
+    d = c->data;
+
+    if (ev->timedout) {
+        ngx_relay_delivery_host_failed(d, "4.4.2", "%s timed out",
+                                       d->state == ngx_relay_dst_connect
+                                       ? "connection" : "sending");
+        return;
+    }
+
+    if (d->state == ngx_relay_dst_connect) {
+        err = 0;
+        len = sizeof(int);
+
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len)
+            == -1)
+        {
+            err = ngx_socket_errno;
+        }
+
+        if (err) {
+            ngx_relay_delivery_host_failed(d, "4.4.1", "connect failed: %s",
+                                           strerror(err));
+            return;
+        }
+
+        if (ev->timer_set) {
+            ngx_del_timer(ev);
+        }
+
+        d->state = ngx_relay_dst_greeting;
+        ngx_add_timer(c->read, d->conf->timeout);
+
+        if (c->read->ready) {
+            ngx_relay_delivery_read_handler(c->read);
+        }
+
+        return;
+    }
+
+    if (ngx_relay_delivery_send(d) == NGX_ERROR) {
+        ngx_relay_delivery_host_failed(d, "4.4.2", "connection lost while "
+                                       "sending");
+        return;
+    }
+
+    if (d->state == ngx_relay_dst_body && d->out->pos == d->out->last
+        && !d->reading)
+    {
+        ngx_relay_delivery_read_chunk(d);
+    }
+}
+
+
+static ngx_int_t
+ngx_relay_delivery_send(ngx_relay_delivery_t *d)
+{
+    ssize_t            n;
+    ngx_buf_t         *b;
+    ngx_connection_t  *c;
+
+    c = d->connection;
+    b = d->out;
+
+    while (b->pos < b->last) {
+        n = c->send(c, b->pos, b->last - b->pos);
+
+        if (n == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (n == NGX_AGAIN || n == 0) {
+            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            if (!c->write->timer_set) {
+                ngx_add_timer(c->write, d->conf->timeout);
+            }
+
+            return NGX_AGAIN;
+        }
+
+        b->pos += n;
+    }
+
+    b->pos = b->start;
+    b->last = b->start;
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_relay_delivery_command(ngx_relay_delivery_t *d, const char *fmt, ...)
+{
+    u_char   *p;
+    va_list   args;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(d->out->last, d->out->end - 2, fmt, args);
+    va_end(args);
+
+    *p++ = CR;
+    *p++ = LF;
+    d->out->last = p;
+
+    ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
+
+    if (!d->connection->read->timer_set) {
+        ngx_add_timer(d->connection->read, d->conf->timeout);
+    }
+
+    return ngx_relay_delivery_send(d);
+}
+
+
+static void
+ngx_relay_delivery_read_handler(ngx_event_t *ev)
+{
+    size_t                 len;
+    ssize_t                n;
+    ngx_int_t              rc;
+    ngx_buf_t             *b;
+    ngx_connection_t      *c;
+    ngx_relay_delivery_t  *d;
+
+    c = ev->data;
+    d = c->data;
+    b = d->in;
+
+    if (ev->timedout) {
+        ngx_relay_delivery_host_failed(d, "4.4.2", "timed out waiting for a "
+                                       "reply");
+        return;
+    }
+
+    for ( ;; ) {
+
+        if (b->pos < b->last) {
+            rc = ngx_relay_parse_reply(&d->rp, b);
+
+            if (rc == NGX_RELAY_PARSE_INVALID) {
+                ngx_relay_delivery_host_failed(d, "4.5.0", "invalid reply "
+                                               "from the server");
+                return;
+            }
+
+            if (rc == NGX_OK) {
+                if (c->read->timer_set) {
+                    ngx_del_timer(c->read);
+                }
+
+                ngx_relay_delivery_reply(d);
+
+                /* the reply may have ended this connection */
+                if (d->connection != c) {
+                    return;
+                }
+
+                continue;
+            }
+        }
+
+        if (b->pos == b->last) {
+            b->pos = b->start;
+            b->last = b->start;
+
+        } else if (b->pos != b->start) {
+            len = b->last - b->pos;
+            ngx_memmove(b->start, b->pos, len);
+            b->pos = b->start;
+            b->last = b->start + len;
+        }
+
+        n = c->recv(c, b->last, b->end - b->last);
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+                ngx_relay_delivery_host_failed(d, "4.4.2", "read error");
+                return;
+            }
+
+            return;
+        }
+
+        if (n == NGX_ERROR) {
+            ngx_relay_delivery_host_failed(d, d->state
+                                              == ngx_relay_dst_greeting
+                                              ? "4.4.1" : "4.4.2",
+                                           "%s", strerror(ngx_socket_errno));
+            return;
+        }
+
+        if (n == 0) {
+            ngx_relay_delivery_host_failed(d, "4.4.2", "connection closed "
+                                           "by the server");
+            return;
+        }
+
+        b->last += n;
+    }
+}
+
+
+static void
+ngx_relay_delivery_remember(ngx_relay_delivery_t *d)
+{
+    d->error_len = ngx_snprintf(d->error, sizeof(d->error), "%ui %*s",
+                                d->rp.code, d->rp.text_len, d->rp.text)
+                   - d->error;
+}
+
+
+/* one complete reply in the current state */
+
+static void
+ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
+{
+    ngx_uint_t         code, i;
+    ngx_relay_dest_t  *dst;
+
+    code = d->rp.code;
+
+    switch (d->state) {
+
+    case ngx_relay_dst_greeting:
+        if (code / 100 != 2) {
+            ngx_relay_delivery_remember(d);
+            ngx_relay_delivery_host_failed(d, code / 100 == 5 ? "5.0.0"
+                                                              : "4.0.0",
+                                           "greeting: %*s", d->error_len,
+                                           d->error);
+            return;
+        }
+
+        d->state = ngx_relay_dst_ehlo;
+        (void) ngx_relay_delivery_command(d, "EHLO %V", &d->conf->hostname);
+        return;
+
+    case ngx_relay_dst_ehlo:
+        if (code / 100 != 2) {
+            d->state = ngx_relay_dst_helo;
+            (void) ngx_relay_delivery_command(d, "HELO %V",
+                                              &d->conf->hostname);
+            return;
+        }
+
+        ngx_relay_delivery_ehlo_reply(d);
+        ngx_relay_delivery_mail(d);
+        return;
+
+    case ngx_relay_dst_helo:
+        if (code / 100 != 2) {
+            ngx_relay_delivery_remember(d);
+            ngx_relay_delivery_host_failed(d, "4.0.0", "HELO: %*s",
+                                           d->error_len, d->error);
+            return;
+        }
+
+        ngx_relay_delivery_mail(d);
+        return;
+
+    case ngx_relay_dst_mail:
+        if (code / 100 != 2) {
+            ngx_relay_delivery_remember(d);
+
+            if (code / 100 == 5) {
+                /* the sender is refused: a verdict on the message */
+                ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED,
+                                           "5.0.0", d->error, d->error_len);
+                ngx_relay_delivery_close(d);
+                ngx_relay_delivery_finish(d);
+                return;
+            }
+
+            ngx_relay_delivery_host_failed(d, "4.0.0", "MAIL: %*s",
+                                           d->error_len, d->error);
+            return;
+        }
+
+        d->rcpt = 0;
+        d->accepted = 0;
+        d->state = ngx_relay_dst_rcpt;
+        ngx_relay_delivery_next_rcpt(d);
+        return;
+
+    case ngx_relay_dst_rcpt:
+        dst = &d->dests[d->rcpt++];
+        ngx_relay_delivery_remember(d);
+
+        if (code / 100 == 2) {
+            dst->accepted = 1;
+            d->accepted++;
+
+        } else {
+            ngx_memcpy(dst->reply, d->error, d->error_len);
+            dst->reply_len = d->error_len;
+            ngx_relay_delivery_set(d, dst, code / 100 == 5
+                                           ? NGX_RELAY_DELIVERY_FAILED
+                                           : NGX_RELAY_DELIVERY_DEFERRED,
+                                   code / 100 == 5 ? "5.0.0" : "4.0.0");
+        }
+
+        ngx_relay_delivery_next_rcpt(d);
+        return;
+
+    case ngx_relay_dst_data:
+        if (code != 354) {
+            ngx_relay_delivery_remember(d);
+
+            for (i = 0; i < d->ndests; i++) {
+                d->dests[i].accepted = 0;
+            }
+
+            if (code / 100 == 5) {
+                ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED,
+                                           "5.0.0", d->error, d->error_len);
+                ngx_relay_delivery_close(d);
+                ngx_relay_delivery_finish(d);
+                return;
+            }
+
+            ngx_relay_delivery_host_failed(d, "4.0.0", "DATA: %*s",
+                                           d->error_len, d->error);
+            return;
+        }
+
+        d->state = ngx_relay_dst_body;
+        d->body_off = 0;
+        d->line_start = 1;
+        d->last_lf = 1;
+        ngx_relay_delivery_read_chunk(d);
+        return;
+
+    case ngx_relay_dst_dot:
+        ngx_relay_delivery_remember(d);
+
+        for (i = 0; i < d->ndests; i++) {
+            dst = &d->dests[i];
+
+            if (!dst->accepted) {
+                continue;
+            }
+
+            dst->accepted = 0;
+            ngx_memcpy(dst->reply, d->error, d->error_len);
+            dst->reply_len = d->error_len;
+
+            ngx_relay_delivery_set(d, dst,
+                                   code / 100 == 2 ? NGX_RELAY_DELIVERY_SENT
+                                   : code / 100 == 5
+                                   ? NGX_RELAY_DELIVERY_FAILED
+                                   : NGX_RELAY_DELIVERY_DEFERRED,
+                                   code / 100 == 2 ? "2.0.0"
+                                   : code / 100 == 5 ? "5.0.0" : "4.0.0");
+        }
+
+        d->state = ngx_relay_dst_quit;
+        (void) ngx_relay_delivery_command(d, "QUIT");
+        ngx_relay_delivery_close(d);
+
+        /* recipients deferred at RCPT are not retried on another host now */
+        ngx_relay_delivery_finish(d);
+        return;
+
+    default:
+        return;
+    }
+}
+
+
+static void
+ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d)
+{
+    u_char  *p, *last;
+
+    d->esmtp = 1;
+
+    /* the collected text: "host greeting EXT1 EXT2 args ..." by lines */
+
+    p = d->rp.text;
+    last = p + d->rp.text_len;
+
+    d->smtputf8 = (ngx_strlcasestrn(p, last, (u_char *) "SMTPUTF8", 7)
+                   != NULL);
+    d->eightbit = (ngx_strlcasestrn(p, last, (u_char *) "8BITMIME", 7)
+                   != NULL);
+
+    p = ngx_strlcasestrn(p, last, (u_char *) "SIZE ", 4);
+
+    if (p) {
+        p += 5;
+
+        while (p < last && *p >= '0' && *p <= '9') {
+            d->size_limit = d->size_limit * 10 + (*p++ - '0');
+
+            if (d->size_limit > NGX_MAX_OFF_T_VALUE / 10) {
+                d->size_limit = 0;
+                break;
+            }
+        }
+    }
+}
+
+
+static void
+ngx_relay_delivery_mail(ngx_relay_delivery_t *d)
+{
+    off_t                size;
+    ngx_relay_queued_t  *q;
+
+    q = d->queued;
+    size = q->message_size;
+
+    if (d->size_limit && size > d->size_limit) {
+        d->error_len = ngx_sprintf(d->error, "message size %O exceeds the "
+                                   "limit %O of %*s", size, d->size_limit,
+                                   d->relay_len, d->relay)
+                       - d->error;
+        ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED, "5.3.4",
+                                   d->error, d->error_len);
+        ngx_relay_delivery_close(d);
+        ngx_relay_delivery_finish(d);
+        return;
+    }
+
+    if (q->smtputf8 && !d->smtputf8) {
+        d->error_len = ngx_sprintf(d->error, "%*s does not support "
+                                   "SMTPUTF8", d->relay_len, d->relay)
+                       - d->error;
+        ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED, "5.6.7",
+                                   d->error, d->error_len);
+        ngx_relay_delivery_close(d);
+        ngx_relay_delivery_finish(d);
+        return;
+    }
+
+    d->state = ngx_relay_dst_mail;
+
+    if (!d->esmtp) {
+        (void) ngx_relay_delivery_command(d, "MAIL FROM:<%V>", &q->sender);
+        return;
+    }
+
+    (void) ngx_relay_delivery_command(d, "MAIL FROM:<%V> SIZE=%O%s%s",
+                                      &q->sender, size,
+                                      (q->eightbit && d->eightbit)
+                                      ? " BODY=8BITMIME" : "",
+                                      q->smtputf8 ? " SMTPUTF8" : "");
+}
+
+
+static void
+ngx_relay_delivery_next_rcpt(ngx_relay_delivery_t *d)
+{
+    ngx_uint_t  i;
+
+    /* skip recipients already settled by an earlier host */
+
+    while (d->rcpt < d->ndests
+           && d->dests[d->rcpt].status != NGX_RELAY_DELIVERY_PENDING)
+    {
+        d->rcpt++;
+    }
+
+    if (d->rcpt < d->ndests) {
+        (void) ngx_relay_delivery_command(d, "RCPT TO:<%V>",
+                                          &d->dests[d->rcpt].addr);
+        return;
+    }
+
+    if (d->accepted == 0) {
+        for (i = 0; i < d->ndests; i++) {
+            d->dests[i].accepted = 0;
+        }
+
+        d->state = ngx_relay_dst_quit;
+        (void) ngx_relay_delivery_command(d, "QUIT");
+        ngx_relay_delivery_close(d);
+        ngx_relay_delivery_finish(d);
+        return;
+    }
+
+    d->state = ngx_relay_dst_data;
+    (void) ngx_relay_delivery_command(d, "DATA");
+}
+
+
+/* the message from the queue file, 64 KB at a time, read by a thread */
+
+static void
+ngx_relay_delivery_read_chunk(ngx_relay_delivery_t *d)
+{
+    ngx_thread_task_t  *task;
+
+    task = d->task;
+    task->ctx = d;
+    task->handler = ngx_relay_delivery_chunk_thread;
+    task->event.handler = ngx_relay_delivery_chunk_done;
+    task->event.data = d;
+
+    if (ngx_thread_task_post(d->conf->thread_pool, task) != NGX_OK) {
+        ngx_relay_delivery_host_failed(d, "4.3.0", "cannot read the "
+                                       "message");
+        return;
+    }
+
+    d->reading = 1;
+}
+
+
+static void
+ngx_relay_delivery_chunk_thread(void *data, ngx_log_t *log)
+{
+    ngx_relay_delivery_t  *d = data;
+
+    off_t   left;
+    size_t  len;
+
+    left = d->queued->message_size - d->body_off;
+    len = (size_t) ngx_min(left, NGX_RELAY_DELIVERY_CHUNK);
+
+    d->chunk_err = 0;
+    d->chunk_len = len ? pread(d->fd, d->chunk, len,
+                               d->queued->message_offset + d->body_off)
+                       : 0;
+
+    if (d->chunk_len == -1) {
+        d->chunk_err = errno;
+    }
+}
+
+
+static void
+ngx_relay_delivery_chunk_done(ngx_event_t *ev)
+{
+    ngx_relay_delivery_t  *d = ev->data;
+
+    u_char  *p, *q, *last;
+
+    d->reading = 0;
+
+    if (d->connection == NULL) {
+        /* the connection failed meanwhile: now we can move on */
+        ngx_relay_delivery_connect(d);
+        return;
+    }
+
+    if (d->chunk_len < 0
+        || (d->chunk_len == 0 && d->body_off < d->queued->message_size))
+    {
+        ngx_relay_delivery_host_failed(d, "4.3.0", "cannot read the "
+                                       "message");
+        return;
+    }
+
+    /* dot-stuffing (RFC 5321 4.5.2) into the output buffer */
+
+    q = d->out->last;
+    last = d->chunk + d->chunk_len;
+
+    for (p = d->chunk; p < last; p++) {
+        if (d->line_start && *p == '.') {
+            *q++ = '.';
+        }
+
+        *q++ = *p;
+        d->line_start = (*p == LF);
+    }
+
+    if (d->chunk_len) {
+        d->last_lf = (last[-1] == LF);
+    }
+
+    d->out->last = q;
+    d->body_off += d->chunk_len;
+
+    if (d->body_off >= d->queued->message_size) {
+        if (!d->last_lf) {
+            *d->out->last++ = CR;
+            *d->out->last++ = LF;
+        }
+
+        d->state = ngx_relay_dst_dot;
+
+        if (ngx_relay_delivery_command(d, ".") == NGX_ERROR) {
+            ngx_relay_delivery_host_failed(d, "4.4.2", "connection lost "
+                                           "while sending");
+        }
+
+        return;
+    }
+
+    switch (ngx_relay_delivery_send(d)) {
+
+    case NGX_ERROR:
+        ngx_relay_delivery_host_failed(d, "4.4.2", "connection lost while "
+                                       "sending");
+        return;
+
+    case NGX_AGAIN:
+        return;                          /* the write handler goes on */
+
+    default:
+        ngx_relay_delivery_read_chunk(d);
+    }
+}
+
+
+/*
+ * This host did not work out: what is still open goes to the next address
+ * or host.
+ */
+
+static void
+ngx_relay_delivery_host_failed(ngx_relay_delivery_t *d, const char *dsn,
+    const char *fmt, ...)
+{
+    u_char      buf[NGX_RELAY_REPLY_TEXT + 64], *p;
+    va_list     args;
+    ngx_uint_t  i;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(buf, buf + sizeof(buf), fmt, args);
+    va_end(args);
+
+    ngx_memcpy(d->error, buf, p - buf);
+    d->error_len = p - buf;
+    d->error_dsn = dsn;
+
+    ngx_log_error(NGX_LOG_WARN, d->conf->log, 0, "%V: relay=%*s: %*s",
+                  &d->queued->id, d->relay_len, d->relay, d->error_len,
+                  d->error);
+
+    for (i = 0; i < d->ndests; i++) {
+        d->dests[i].accepted = 0;
+    }
+
+    ngx_relay_delivery_close(d);
+
+    if (d->reading) {
+        return;                  /* chunk_done continues once the task ends */
+    }
+
+    ngx_relay_delivery_connect(d);
+}
+
+
+static void
+ngx_relay_delivery_close(ngx_relay_delivery_t *d)
+{
+    if (d->connection == NULL) {
+        return;
+    }
+
+    /* the connection's pool is ours: do not let nginx destroy it */
+    d->connection->pool = NULL;
+
+    ngx_close_connection(d->connection);
+    d->connection = NULL;
+    d->peer.connection = NULL;
+}
+
+
+static void
+ngx_relay_delivery_set(ngx_relay_delivery_t *d, ngx_relay_dest_t *dst,
+    ngx_uint_t status, const char *dsn)
+{
+    u_char  *p, *last;
+
+    dst->status = status;
+    ngx_cpystrn(dst->dsn, (u_char *) dsn, sizeof(dst->dsn));
+
+    /* an enhanced code in the reply is more precise than ours */
+
+    p = dst->reply;
+    last = p + dst->reply_len;
+
+    while (p < last && *p != ' ') {
+        p++;
+    }
+
+    if (p + 6 < last && p[1] == dsn[0] && p[2] == '.'
+        && p[3] >= '0' && p[3] <= '9')
+    {
+        u_char  *s = p + 1;
+
+        while (p + 1 < last && p[1] != ' ') {
+            p++;
+        }
+
+        if (p + 1 - s < (ssize_t) sizeof(dst->dsn)) {
+            ngx_cpystrn(dst->dsn, s, p + 2 - s);
+        }
+    }
+
+    ngx_memcpy(dst->relay, d->relay, d->relay_len);
+    dst->relay_len = d->relay_len;
+}
+
+
+static void
+ngx_relay_delivery_set_all(ngx_relay_delivery_t *d, ngx_uint_t status,
+    const char *dsn, u_char *text, size_t len)
+{
+    ngx_uint_t         i;
+    ngx_relay_dest_t  *dst;
+
+    len = ngx_min(len, NGX_RELAY_REPLY_TEXT);
+
+    for (i = 0; i < d->ndests; i++) {
+        dst = &d->dests[i];
+
+        if (dst->status != NGX_RELAY_DELIVERY_PENDING) {
+            continue;
+        }
+
+        ngx_memcpy(dst->reply, text, len);
+        dst->reply_len = len;
+        ngx_relay_delivery_set(d, dst, status, dsn);
+    }
+}
+
+
+static ngx_uint_t
+ngx_relay_delivery_open(ngx_relay_delivery_t *d)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < d->ndests; i++) {
+        if (d->dests[i].status == NGX_RELAY_DELIVERY_PENDING) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* the hosts ran out: what is still open is deferred with the last error */
+
+static void
+ngx_relay_delivery_finish(ngx_relay_delivery_t *d)
+{
+    ngx_relay_delivery_close(d);
+
+    if (d->relay_len == 0) {
+        d->relay_len = ngx_sprintf(d->relay, "none") - d->relay;
+    }
+
+    ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED, d->error_dsn,
+                               d->error, d->error_len);
+
+    d->handler(d);
+}

@@ -1,0 +1,72 @@
+
+/*
+ * Copyright (C) The relay authors
+ */
+
+
+#ifndef _NGX_RELAY_DELIVERY_H_INCLUDED_
+#define _NGX_RELAY_DELIVERY_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <ngx_event_connect.h>
+#include <ngx_relay.h>
+#include <ngx_relay_parse.h>
+#include <ngx_relay_spool.h>
+#include <ngx_relay_policy.h>
+#include <ngx_relay_dns.h>
+
+
+#define NGX_RELAY_DELIVERY_PENDING   0
+#define NGX_RELAY_DELIVERY_SENT      2
+#define NGX_RELAY_DELIVERY_DEFERRED  4
+#define NGX_RELAY_DELIVERY_FAILED    5
+
+
+typedef struct {
+    ngx_uint_t                   index;        /* in the queue file */
+    ngx_str_t                    addr;
+    ngx_uint_t                   status;       /* NGX_RELAY_DELIVERY_* */
+    ngx_uint_t                   accepted;     /* RCPT got 2xx this try */
+    u_char                       dsn[12];      /* "5.1.1" */
+    u_char                       reply[NGX_RELAY_REPLY_TEXT + 8];
+    size_t                       reply_len;
+    u_char                       relay[NGX_SOCKADDR_STRLEN + 300];
+    size_t                       relay_len;
+} ngx_relay_dest_t;
+
+
+/* what the delivery engine needs from the worker */
+
+typedef struct ngx_relay_delivery_conf_s {
+    ngx_relay_dns_t             *dns;
+    ngx_relay_policy_t          *policy;
+    ngx_thread_pool_t           *thread_pool;
+    ngx_str_t                    hostname;
+    ngx_msec_t                   connect_timeout;
+    ngx_msec_t                   timeout;
+    ngx_log_t                   *log;
+} ngx_relay_delivery_conf_t;
+
+
+typedef struct ngx_relay_delivery_s  ngx_relay_delivery_t;
+
+typedef void (*ngx_relay_delivery_done_pt)(ngx_relay_delivery_t *d);
+
+
+/*
+ * One delivery attempt of one message to one domain: its recipients in
+ * dests[]; on return each is SENT, DEFERRED or FAILED.
+ */
+
+ngx_int_t ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc,
+    ngx_fd_t fd, ngx_relay_queued_t *q, ngx_str_t *domain,
+    ngx_relay_dest_t *dests, ngx_uint_t ndests,
+    ngx_relay_delivery_done_pt handler, void *data);
+void *ngx_relay_delivery_data(ngx_relay_delivery_t *d);
+void ngx_relay_delivery_free(ngx_relay_delivery_t *d);
+
+
+#endif /* _NGX_RELAY_DELIVERY_H_INCLUDED_ */
