@@ -63,6 +63,9 @@ typedef struct {
     ngx_uint_t                 deliveries;   /* domains in flight */
     time_t                     next;         /* next attempt to record */
     ngx_uint_t                 attempts;
+    ngx_uint_t                 bounces;      /* failed, want a DSN */
+    u_char                    *original;     /* for the DSN, malloc()ed */
+    size_t                     original_len;
     ngx_err_t                  err;
     const char                *failed;
 } ngx_relay_local_ctx_t;
@@ -94,6 +97,10 @@ static void ngx_relay_sched_record_done(ngx_event_t *ev);
 static ngx_str_t *ngx_relay_sched_domain(ngx_str_t *addr, ngx_str_t *domain);
 static ngx_int_t ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx);
 static void ngx_relay_sched_log_remote(ngx_relay_local_ctx_t *ctx);
+static ngx_uint_t ngx_relay_sched_notify_failure(ngx_uint_t notify);
+static void ngx_relay_sched_read_original(ngx_relay_local_ctx_t *ctx);
+static void ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx);
+static u_char *ngx_relay_sched_date(u_char *p, time_t t);
 static void ngx_relay_sched_log_results(ngx_relay_local_ctx_t *ctx,
     ngx_log_t *log);
 static void ngx_relay_sched_scan_handler(ngx_event_t *ev);
@@ -951,6 +958,21 @@ ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx)
     ctx->attempts = ctx->queued.attempts + 1;
     ctx->next = now + ngx_relay_policy_backoff(p, ctx->attempts);
 
+    /* RFC 3461 4.1: no NOTIFY means FAILURE; never for a null sender */
+
+    ctx->bounces = 0;
+
+    for (i = 0; ctx->queued.sender.len && i < ctx->ndests; i++) {
+        dst = &ctx->dests[i];
+
+        if (dst->status == NGX_RELAY_DELIVERY_FAILED
+            && ngx_relay_sched_notify_failure(
+                   ctx->queued.rcpts[dst->index].notify))
+        {
+            ctx->bounces++;
+        }
+    }
+
     ngx_relay_sched_log_remote(ctx);
 
     task = ctx->task;
@@ -977,6 +999,10 @@ ngx_relay_sched_record_thread(void *data, ngx_log_t *log)
     q = &ctx->queued;
     ctx->failed = NULL;
     ctx->err = 0;
+
+    if (ctx->bounces) {
+        ngx_relay_sched_read_original(ctx);
+    }
 
     for (i = 0; i < ctx->ndests; i++) {
         dst = &ctx->dests[i];
@@ -1054,6 +1080,13 @@ ngx_relay_sched_record_done(ngx_event_t *ev)
                       &ctx->queued.id);
     }
 
+    if (ctx->bounces && !ctx->failed) {
+        ngx_relay_sched_bounce(ctx);
+    }
+
+    free(ctx->original);
+    ctx->original = NULL;
+
     ngx_relay_sched_end(ctx);
 }
 
@@ -1083,4 +1116,275 @@ ngx_relay_sched_log_remote(ngx_relay_local_ctx_t *ctx)
                       dst->relay_len, dst->relay, delay, dst->dsn,
                       status[dst->status], dst->reply_len, dst->reply);
     }
+}
+
+
+static ngx_uint_t
+ngx_relay_sched_notify_failure(ngx_uint_t notify)
+{
+    return notify == 0 || (notify & NGX_RELAY_NOTIFY_FAILURE);
+}
+
+
+/*
+ * Thread side: what the DSN returns of the message: all of it for
+ * RET=FULL, else its header (RFC 3461 4.3), at most 10 MB.
+ */
+
+#define NGX_RELAY_DSN_MAX_ORIGINAL  (10 * 1024 * 1024)
+
+static void
+ngx_relay_sched_read_original(ngx_relay_local_ctx_t *ctx)
+{
+    off_t                limit;
+    u_char              *buf, *end;
+    size_t               len;
+    ssize_t              n;
+    ngx_relay_queued_t  *q;
+
+    q = &ctx->queued;
+
+    limit = (q->ret == NGX_RELAY_RET_FULL) ? NGX_RELAY_DSN_MAX_ORIGINAL
+                                           : 65536;
+    len = (size_t) ngx_min(q->message_size, limit);
+
+    buf = malloc(len + 1);
+    if (buf == NULL) {
+        return;
+    }
+
+    n = pread(ctx->fd, buf, len, q->message_offset);
+    if (n < 0) {
+        free(buf);
+        return;
+    }
+
+    buf[n] = '\0';
+    len = n;
+
+    if (q->ret != NGX_RELAY_RET_FULL) {
+        end = (u_char *) strstr((char *) buf, "\r\n\r\n");
+        if (end) {
+            len = end + 2 - buf;
+        }
+    }
+
+    ctx->original = buf;
+    ctx->original_len = len;
+}
+
+
+/*
+ * The failed recipients that asked for it get one RFC 3464 report, to the
+ * envelope sender, from the null sender, through the queue like any mail.
+ */
+
+static void
+ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx)
+{
+    u_char                    *p, *s, *e;
+    size_t                     len;
+    ngx_str_t                  domain, host;
+    ngx_uint_t                 i;
+    ngx_relay_rcpt_t          *rcpt;
+    ngx_relay_dest_t          *dst;
+    ngx_relay_sched_t         *sc;
+    ngx_relay_queued_t        *q;
+    ngx_relay_envelope_t       env;
+    ngx_relay_spool_writer_t  *w;
+    ngx_relay_queued_rcpt_t   *r;
+
+    sc = ctx->sched;
+    q = &ctx->queued;
+
+    w = ngx_relay_spool_create(&sc->spool, sc->spool.log);
+    if (w == NULL) {
+        goto failed;
+    }
+
+    ngx_memzero(&env, sizeof(ngx_relay_envelope_t));
+
+    if (ngx_array_init(&env.rcpts, w->pool, 1, sizeof(ngx_relay_rcpt_t))
+        != NGX_OK)
+    {
+        goto failed;
+    }
+
+    rcpt = ngx_array_push(&env.rcpts);
+    if (rcpt == NULL) {
+        goto failed;
+    }
+
+    ngx_memzero(rcpt, sizeof(ngx_relay_rcpt_t));
+    rcpt->addr = q->sender;
+    rcpt->notify = NGX_RELAY_NOTIFY_NEVER;
+    rcpt->local = (ngx_relay_sched_domain(&q->sender, &domain)
+                   && ngx_relay_sched_local_domain(sc->domains, &domain));
+
+    ngx_str_set(&env.client, "127.0.0.1");
+    env.helo = sc->hostname;
+    env.arrival = ngx_time();
+
+    if (ngx_relay_spool_write_envelope(w, &env) != NGX_OK) {
+        goto failed;
+    }
+
+    len = 4096 + ctx->original_len + q->envid.len
+          + ctx->ndests * (3 * NGX_RELAY_MAX_ADDR + 2 * NGX_RELAY_REPLY_TEXT
+                           + 512);
+
+    if (ngx_relay_spool_reserve(w, len) != NGX_OK) {
+        goto failed_writer;
+    }
+
+    p = w->pos;
+
+    p = ngx_sprintf(p, "From: Mail Delivery System <MAILER-DAEMON@%V>\r\n"
+                    "To: <%V>\r\n"
+                    "Subject: Undelivered Mail Returned to Sender\r\n"
+                    "Auto-Submitted: auto-replied\r\n"
+                    "Message-ID: <%V.dsn@%V>\r\nDate: ",
+                    &sc->hostname, &q->sender, &q->id, &sc->hostname);
+    p = ngx_relay_sched_date(p, ngx_time());
+    p = ngx_sprintf(p, "\r\nMIME-Version: 1.0\r\n"
+                    "Content-Type: multipart/report; "
+                    "report-type=delivery-status;\r\n"
+                    "\tboundary=\"%V/%V\"\r\n\r\n"
+                    "This is a MIME-encapsulated message.\r\n\r\n"
+                    "--%V/%V\r\n"
+                    "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+                    "This is the mail system at host %V.\r\n\r\n"
+                    "Your message could not be delivered to one or more "
+                    "recipients.\r\n\r\n",
+                    &q->id, &sc->hostname, &q->id, &sc->hostname,
+                    &sc->hostname);
+
+    for (i = 0; i < ctx->ndests; i++) {
+        dst = &ctx->dests[i];
+
+        if (dst->status == NGX_RELAY_DELIVERY_FAILED
+            && ngx_relay_sched_notify_failure(q->rcpts[dst->index].notify))
+        {
+            p = ngx_sprintf(p, "<%V>: %*s\r\n", &dst->addr, dst->reply_len,
+                            dst->reply);
+        }
+    }
+
+    p = ngx_sprintf(p, "\r\n--%V/%V\r\n"
+                    "Content-Type: message/delivery-status\r\n\r\n"
+                    "Reporting-MTA: dns; %V\r\n"
+                    "X-Queue-ID: %V\r\n",
+                    &q->id, &sc->hostname, &sc->hostname, &q->id);
+
+    if (q->envid.len) {
+        p = ngx_sprintf(p, "Original-Envelope-Id: %V\r\n", &q->envid);
+    }
+
+    p = ngx_cpymem(p, "Arrival-Date: ", 14);
+    p = ngx_relay_sched_date(p, q->arrival);
+    p = ngx_cpymem(p, "\r\n", 2);
+
+    for (i = 0; i < ctx->ndests; i++) {
+        dst = &ctx->dests[i];
+        r = &q->rcpts[dst->index];
+
+        if (dst->status != NGX_RELAY_DELIVERY_FAILED
+            || !ngx_relay_sched_notify_failure(r->notify))
+        {
+            continue;
+        }
+
+        p = ngx_sprintf(p, "\r\nFinal-Recipient: rfc822; %V\r\n", &dst->addr);
+
+        if (r->orcpt.len) {
+
+            /* "rfc822;xtext" as received: "addr-type; xtext" */
+
+            s = ngx_strlchr(r->orcpt.data, r->orcpt.data + r->orcpt.len, ';');
+
+            if (s) {
+                p = ngx_sprintf(p, "Original-Recipient: %*s; %*s\r\n",
+                                s - r->orcpt.data, r->orcpt.data,
+                                r->orcpt.data + r->orcpt.len - s - 1, s + 1);
+            }
+        }
+
+        p = ngx_sprintf(p, "Action: failed\r\nStatus: %s\r\n", dst->dsn);
+
+        /* Remote-MTA: the host name of "host[ip]:port" */
+
+        host.data = dst->relay;
+        e = ngx_strlchr(dst->relay, dst->relay + dst->relay_len, '[');
+        host.len = (e ? e : dst->relay + dst->relay_len) - dst->relay;
+
+        if (host.len && !(host.len == 4
+                          && ngx_strncmp(host.data, "none", 4) == 0))
+        {
+            p = ngx_sprintf(p, "Remote-MTA: dns; %V\r\n", &host);
+        }
+
+        p = ngx_sprintf(p, "Diagnostic-Code: smtp; %*s\r\n",
+                        dst->reply_len, dst->reply);
+    }
+
+    p = ngx_sprintf(p, "\r\n--%V/%V\r\n", &q->id, &sc->hostname);
+
+    if (q->ret == NGX_RELAY_RET_FULL) {
+        p = ngx_cpymem(p, "Content-Type: message/rfc822\r\n\r\n", 32);
+
+    } else {
+        p = ngx_cpymem(p, "Content-Type: text/rfc822-headers\r\n\r\n", 37);
+    }
+
+    if (ctx->original) {
+        p = ngx_cpymem(p, ctx->original, ctx->original_len);
+    }
+
+    if (p[-1] != LF) {
+        *p++ = CR;
+        *p++ = LF;
+    }
+
+    p = ngx_sprintf(p, "\r\n--%V/%V--\r\n", &q->id, &sc->hostname);
+
+    w->pos = p;
+
+    if (ngx_relay_spool_commit(w, NULL, NULL) != NGX_OK) {
+        goto failed_writer;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, sc->spool.log, 0,
+                  "%V: sender non-delivery notification: %V", &q->id, &w->id);
+
+    return;
+
+failed_writer:
+
+    ngx_relay_spool_abort(w);
+
+failed:
+
+    ngx_log_error(NGX_LOG_ALERT, sc->spool.log, 0,
+                  "%V: could not queue the delivery status notification",
+                  &q->id);
+}
+
+
+static u_char *
+ngx_relay_sched_date(u_char *p, time_t t)
+{
+    ngx_tm_t  tm;
+
+    static const char  *week[] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri",
+                                   "Sat" };
+    static const char  *months[] = { "Jan", "Feb", "Mar", "Apr", "May",
+                                     "Jun", "Jul", "Aug", "Sep", "Oct",
+                                     "Nov", "Dec" };
+
+    ngx_gmtime(t, &tm);
+
+    return ngx_sprintf(p, "%s, %02d %s %4d %02d:%02d:%02d +0000",
+                       week[tm.ngx_tm_wday], tm.ngx_tm_mday,
+                       months[tm.ngx_tm_mon - 1], tm.ngx_tm_year,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
 }

@@ -443,6 +443,15 @@ ngx_relay_spool_grow(ngx_relay_spool_writer_t *w, size_t len)
 }
 
 
+/* room for len more octets in memory, for content made by the node */
+
+ngx_int_t
+ngx_relay_spool_reserve(ngx_relay_spool_writer_t *w, size_t len)
+{
+    return ngx_relay_spool_grow(w, len);
+}
+
+
 /*
  * Writes the buffer out in a thread when it is full; the caller waits for
  * "handler" before it fills the buffer again.

@@ -125,6 +125,7 @@ ngx_relay_spool_writer_t *ngx_relay_spool_create(ngx_relay_spool_t *sp,
     ngx_log_t *log);
 ngx_int_t ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
     ngx_relay_envelope_t *env);
+ngx_int_t ngx_relay_spool_reserve(ngx_relay_spool_writer_t *w, size_t len);
 ngx_int_t ngx_relay_spool_flush(ngx_relay_spool_writer_t *w,
     ngx_relay_spool_done_pt handler, void *data);
 ngx_int_t ngx_relay_spool_commit(ngx_relay_spool_writer_t *w,
