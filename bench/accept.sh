@@ -23,8 +23,9 @@
 # server's log), PF_MODE=hold|defer (default hold), WARMUP=messages sent and
 # wiped before each measured run (default 200), RUN_TIMEOUT=seconds per
 # run (default 600), BENCH_DIR=work dir (default: mktemp under /var/tmp,
-# removed at the end unless KEEP=1), RELAY_PORT (2525), PF_PORT (2526),
-# BENCH_NETNS=0 to run outside a private loopback-only network namespace.
+# removed at the end unless KEEP=1), RELAY_PORT (2525), PF_PORT (2526).
+# Always runs in a private network namespace holding only loopback: the
+# relay resolves and delivers remote mail itself (c-ares, SMTP client).
 
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -3,8 +3,9 @@
 Run with /usr/bin/python3 (Debian's interpreter), not a bare python3.
 
 * netns_reexec(): re-run the calling script inside a fresh network namespace
-  that holds only loopback (BENCH_NETNS=0 disables), so no benchmark packet
-  can leave 127.0.0.0/8 whatever the server under test tries.
+  that holds only loopback, so no benchmark packet can leave 127.0.0.0/8
+  whatever the server under test tries (the relay resolves MX records with
+  c-ares and delivers remote mail itself).  Not optional.
 * Servers: start/stop the relay and a private Postfix through bench/lib.sh.
 * SmtpClient: a tiny blocking SMTP client on a raw socket.
 """
@@ -27,9 +28,11 @@ def log(msg):
 
 
 def netns_reexec():
-    if os.environ.get("BENCH_NETNS", "1") != "1":
-        return
     if os.environ.get("BENCH_IN_NETNS"):
+        links = subprocess.run(["ip", "-o", "link", "show"],
+                               stdout=subprocess.PIPE, text=True).stdout
+        if any(": lo:" not in l for l in links.splitlines() if l.strip()):
+            sys.exit("not in a loopback-only network namespace")
         return
     env = dict(os.environ, BENCH_IN_NETNS="1")
     argv = ["unshare", "-n", "--", "bash", "-c",

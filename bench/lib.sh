@@ -518,11 +518,17 @@ pf_pid() { tr -dc 0-9 < "$1/spool/pid/master.pid"; }
 
 # Re-exec the calling script inside a fresh network namespace holding only
 # loopback, so no benchmark packet can leave 127.0.0.0/8 whatever the server
-# under test tries (DNS, MX delivery...).  BENCH_NETNS=0 disables it.
+# under test tries: the relay resolves MX records with c-ares (the system
+# resolver is not on loopback) and delivers remote mail itself.  There is no
+# way to turn this off; without unshare the benchmark does not run.
 bench_netns_reexec() {
-    if [ "${BENCH_NETNS:-1}" = 1 ] && [ -z "${BENCH_IN_NETNS:-}" ]; then
+    if [ -z "${BENCH_IN_NETNS:-}" ]; then
         export BENCH_IN_NETNS=1
         exec unshare -n -- bash -c 'ip link set lo up && exec "$@"' _ "$@"
+    fi
+    # inside: only lo may exist, and it must be up
+    if ip -o link show | grep -v ': lo:' | grep -q .; then
+        bench_die "not in a loopback-only network namespace"
     fi
 }
 
