@@ -705,7 +705,7 @@ ngx_relay_sched_dispatch(ngx_relay_sched_t *sc)
     u_char  *name;
 
     if (sc->backlog == NULL) {
-        return;
+        goto rearm;                      /* an empty scan, or between scans */
     }
 
     while (sc->next < sc->nbacklog && sc->busy < NGX_RELAY_SCHED_MAX_BUSY
@@ -729,7 +729,11 @@ ngx_relay_sched_dispatch(ngx_relay_sched_t *sc)
     free(sc->backlog);
     sc->backlog = NULL;
 
-    if (!ngx_exiting && !ngx_terminate && !sc->scan_event.timer_set) {
+rearm:
+
+    if (!ngx_exiting && !ngx_terminate && !sc->scanning
+        && !sc->scan_event.timer_set)
+    {
         ngx_add_timer(&sc->scan_event, sc->scan_interval);
     }
 }
