@@ -76,7 +76,7 @@ cleanup() {
     [ "$rc" -ne 0 ] && bench_dump_logs "$relay_dir" "$pf_dir"
     relay_stop "$relay_dir" 2>/dev/null || true
     pf_stop "$pf_dir" 2>/dev/null || true
-    bench_trash_empty "$relay_dir" "$pf_dir" "$root"
+    [ "$KEEP" = 1 ] || bench_trash_empty "$relay_dir" "$pf_dir" "$root"
     bench_fs_teardown "$work"
     if [ "$KEEP" != 1 ] && [ -z "${BENCH_DIR:-}" ]; then
         rm -rf "$work"
@@ -177,14 +177,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
             grep -E '\[(alert|crit|emerg)\]' "$relay_dir/logs/error.log" | head -5 >&2
         fi
         relay_stop "$relay_dir"
-        relay_wipe "$relay_dir"
     fi
     if want postfix; then
         pf_start "$pf_dir" "$PF_PORT" "$PF_MODE"
         measure postfix "$PF_PORT" pf_queued "$pf_dir"
         pf_rates+=("$rate") pf_cpus+=("$cpu_us")
         pf_stop "$pf_dir"
-        pf_wipe "$pf_dir"
     fi
 done
 

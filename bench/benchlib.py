@@ -108,6 +108,7 @@ class Servers:
             lib("bench_dump_logs", self.relay_dir, self.pf_dir, check=False)
         self.stop_relay()
         self.stop_postfix()
+        os.environ["KEEP"] = "1" if self.keep else os.environ.get("KEEP", "0")
         lib("bench_fs_teardown", self.work, check=False)
         if self.own_work and not self.keep:
             shutil.rmtree(self.work, ignore_errors=True)

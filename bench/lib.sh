@@ -199,7 +199,8 @@ pf_wipe() {
         [ -d "$dir/spool/$q" ] && mv "$dir/spool/$q" "$t/"
     done
     [ -d "$dir/probe" ] && mv "$dir/probe" "$t/"
-    rm -f "$dir/maillog"
+    [ -f "$dir/maillog" ] && mv "$dir/maillog" "$t/"
+    return 0
 }
 
 pf_clean() {
@@ -335,7 +336,11 @@ bench_fs_teardown() {
     if mountpoint -q "$work/fs" 2>/dev/null; then
         umount "$work/fs" 2>/dev/null || umount -l "$work/fs"
     fi
-    rm -f "$work/fs.img"
+    if [ "${KEEP:-0}" = 1 ] && [ -f "$work/fs.img" ]; then
+        bench_log "spools kept in $work/fs.img: mount -o loop $work/fs.img $work/fs"
+    else
+        rm -f "$work/fs.img"
+    fi
 }
 
 # Why spools are moved away, never deleted, between runs: this machine's
@@ -450,7 +455,9 @@ relay_wipe() {
     [ -d "$dir/spool" ] && mv "$dir/spool" "$t/"
     [ -d "$dir/maildir" ] && mv "$dir/maildir" "$t/"
     [ -d "$dir/probe" ] && mv "$dir/probe" "$t/"
-    : > "$dir/logs/error.log" 2>/dev/null || true
+    # each run gets a fresh error.log; the old one goes with its spool
+    [ -f "$dir/logs/error.log" ] && mv "$dir/logs/error.log" "$t/"
+    return 0
 }
 
 relay_clean() {
