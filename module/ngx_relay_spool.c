@@ -664,6 +664,24 @@ ngx_relay_spool_group_thread(void *data, ngx_log_t *log)
 
 #if (NGX_LINUX)
 
+    if (g->spool->syncfs) {
+
+        /*
+         * One syncfs() makes every file of the group durable, data,
+         * metadata and directory entries, with one journal commit and one
+         * disk cache flush; per-file syncs would flush the cache once per
+         * file.  It also flushes whatever else is dirty on that file
+         * system: best on a file system of its own.
+         */
+
+        if (syncfs(g->spool->queue_fd) == 0) {
+            return;
+        }
+
+        err = errno;
+        goto failed;
+    }
+
     /*
      * Start the writeback of every file first: with delayed allocation the
      * blocks are allocated now, all in the running journal transaction, so
@@ -701,6 +719,10 @@ ngx_relay_spool_group_thread(void *data, ngx_log_t *log)
     }
 
     err = errno;
+
+#if (NGX_LINUX)
+failed:
+#endif
 
     for (q = ngx_queue_head(&g->writers);
          q != ngx_queue_sentinel(&g->writers);

@@ -51,6 +51,7 @@ struct ngx_relay_spool_s {
     void                         *data;            /* for "queued" */
 
     ngx_uint_t                    sequence;
+    ngx_flag_t                    syncfs;          /* one syncfs() a group */
 };
 
 

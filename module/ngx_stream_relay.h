@@ -37,6 +37,7 @@ typedef struct {
     ngx_thread_pool_t           *thread_pool;
     ngx_array_t                 *domains;        /* ngx_relay_domain_t */
     ngx_msec_t                   scan_interval;
+    ngx_uint_t                   spool_sync;     /* NGX_RELAY_SYNC_* */
     ngx_flag_t                   enabled;        /* a server has relay_smtp */
 
     /* outbound delivery */

@@ -52,6 +52,16 @@ static void ngx_stream_relay_exit_process(ngx_cycle_t *cycle);
 ngx_relay_sched_t  *ngx_stream_relay_sched;
 
 
+#define NGX_RELAY_SYNC_FILES    1
+#define NGX_RELAY_SYNC_SYNCFS   2
+
+static ngx_conf_enum_t  ngx_stream_relay_spool_syncs[] = {
+    { ngx_string("files"), NGX_RELAY_SYNC_FILES },
+    { ngx_string("syncfs"), NGX_RELAY_SYNC_SYNCFS },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t  ngx_stream_relay_commands[] = {
 
     { ngx_string("relay_smtp"),
@@ -67,6 +77,13 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       NGX_STREAM_MAIN_CONF_OFFSET,
       offsetof(ngx_stream_relay_main_conf_t, spool),
       NULL },
+
+    { ngx_string("relay_spool_sync"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, spool_sync),
+      &ngx_stream_relay_spool_syncs },
 
     { ngx_string("relay_maildir"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
@@ -272,6 +289,7 @@ ngx_stream_relay_create_main_conf(ngx_conf_t *cf)
     }
 
     rmcf->scan_interval = NGX_CONF_UNSET_MSEC;
+    rmcf->spool_sync = NGX_CONF_UNSET_UINT;
     rmcf->delivery = NGX_CONF_UNSET;
     rmcf->resolver_timeout = NGX_CONF_UNSET_MSEC;
     rmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
@@ -333,6 +351,7 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     ngx_conf_init_msec_value(rmcf->scan_interval, 60000);
+    ngx_conf_init_uint_value(rmcf->spool_sync, NGX_RELAY_SYNC_SYNCFS);
     ngx_conf_init_value(rmcf->delivery, 0);
     ngx_conf_init_msec_value(rmcf->resolver_timeout, 5000);
     ngx_conf_init_msec_value(rmcf->connect_timeout, 30000);
@@ -795,6 +814,7 @@ ngx_stream_relay_init_process(ngx_cycle_t *cycle)
     sc->spool.path = rmcf->spool;
     sc->spool.thread_pool = rmcf->thread_pool;
     sc->spool.sequence = ngx_random() & 0xffff;
+    sc->spool.syncfs = (rmcf->spool_sync == NGX_RELAY_SYNC_SYNCFS);
     sc->maildir = rmcf->maildir;
     sc->hostname = rmcf->hostname;
     sc->domains = rmcf->domains;
