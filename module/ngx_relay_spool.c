@@ -261,8 +261,17 @@ ngx_relay_spool_open_thread(void *data, ngx_log_t *log)
         return;
     }
 
-    if (flock(w->fd, LOCK_EX|LOCK_NB) == -1) {
-        w->err = errno;
+    /*
+     * Blocking: a queue scan may have opened the new file and hold its lock
+     * for a moment; it finds no trailer, leaves a file this young alone and
+     * lets go.
+     */
+
+    while (flock(w->fd, LOCK_EX) == -1) {
+        if (errno != EINTR) {
+            w->err = errno;
+            return;
+        }
     }
 }
 
