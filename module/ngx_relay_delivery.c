@@ -41,6 +41,7 @@ typedef enum {
     ngx_relay_dst_connect = 0,
     ngx_relay_dst_greeting,
     ngx_relay_dst_ehlo,
+    ngx_relay_dst_starttls,
     ngx_relay_dst_helo,
     ngx_relay_dst_mail,
     ngx_relay_dst_rcpt,
@@ -95,6 +96,8 @@ struct ngx_relay_delivery_s {
     unsigned                     esmtp:1;
     unsigned                     smtputf8:1;
     unsigned                     eightbit:1;
+    unsigned                     starttls:1;     /* offered */
+    unsigned                     tls:1;          /* active */
 
     off_t                        body_off;
     ngx_thread_task_t           *task;
@@ -125,6 +128,9 @@ static ngx_int_t ngx_relay_delivery_command(ngx_relay_delivery_t *d,
     const char *fmt, ...);
 static void ngx_relay_delivery_reply(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_start_tls(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_tls_handshaked(ngx_connection_t *c);
+static ngx_int_t ngx_relay_delivery_literal_name(ngx_str_t *host);
 static void ngx_relay_delivery_mail(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_next_rcpt(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_read_chunk(ngx_relay_delivery_t *d);
@@ -584,6 +590,8 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
     d->esmtp = 0;
     d->smtputf8 = 0;
     d->eightbit = 0;
+    d->starttls = 0;
+    d->tls = 0;
     d->size_limit = 0;
 
     ngx_add_timer(c->write, d->conf->connect_timeout);
@@ -855,7 +863,26 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
         }
 
         ngx_relay_delivery_ehlo_reply(d);
+
+        /* opportunistic TLS (RFC 3207) whenever the server offers it */
+
+        if (d->starttls && !d->tls && d->conf->ssl) {
+            d->state = ngx_relay_dst_starttls;
+            (void) ngx_relay_delivery_command(d, "STARTTLS");
+            return;
+        }
+
         ngx_relay_delivery_mail(d);
+        return;
+
+    case ngx_relay_dst_starttls:
+        if (code != 220) {
+            /* offered but refused: carry on in plaintext */
+            ngx_relay_delivery_mail(d);
+            return;
+        }
+
+        ngx_relay_delivery_start_tls(d);
         return;
 
     case ngx_relay_dst_helo:
@@ -992,6 +1019,8 @@ ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d)
 
     d->smtputf8 = (ngx_strlcasestrn(p, last, (u_char *) "SMTPUTF8", 7)
                    != NULL);
+    d->starttls = (ngx_strlcasestrn(p, last, (u_char *) "STARTTLS", 7)
+                   != NULL);
     d->eightbit = (ngx_strlcasestrn(p, last, (u_char *) "8BITMIME", 7)
                    != NULL);
 
@@ -1009,6 +1038,93 @@ ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d)
             }
         }
     }
+}
+
+
+static void
+ngx_relay_delivery_start_tls(ngx_relay_delivery_t *d)
+{
+    u_char            *name;
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
+
+    c = d->connection;
+
+    if (ngx_ssl_create_connection(d->conf->ssl, c,
+                                  NGX_SSL_BUFFER|NGX_SSL_CLIENT)
+        != NGX_OK)
+    {
+        ngx_relay_delivery_host_failed(d, "4.7.0", "TLS setup failed");
+        return;
+    }
+
+    /* SNI: the host name we connected to, unless it is an address */
+
+    name = ngx_pnalloc(d->pool, d->host.len + 1);
+
+    if (name && ngx_relay_delivery_literal_name(&d->host) != NGX_OK) {
+        (void) ngx_cpystrn(name, d->host.data, d->host.len + 1);
+        (void) SSL_set_tlsext_host_name(c->ssl->connection, (char *) name);
+    }
+
+    d->in->pos = d->in->start;
+    d->in->last = d->in->start;
+
+    rc = ngx_ssl_handshake(c);
+
+    if (rc == NGX_AGAIN) {
+        ngx_add_timer(c->read, d->conf->timeout);
+        c->ssl->handler = ngx_relay_delivery_tls_handshaked;
+        return;
+    }
+
+    ngx_relay_delivery_tls_handshaked(c);
+}
+
+
+static void
+ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
+{
+    ngx_relay_delivery_t  *d = c->data;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    c->read->handler = ngx_relay_delivery_read_handler;
+    c->write->handler = ngx_relay_delivery_write_handler;
+
+    if (!c->ssl->handshaked) {
+        ngx_relay_delivery_host_failed(d, "4.7.0", "TLS handshake failed");
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, d->conf->log, 0,
+                  "%V: relay=%*s: TLS %s %s", &d->queued->id, d->relay_len,
+                  d->relay, SSL_get_version(c->ssl->connection),
+                  SSL_get_cipher_name(c->ssl->connection));
+
+    /* RFC 3207 4.2: start over */
+
+    d->tls = 1;
+    d->esmtp = 0;
+    d->state = ngx_relay_dst_ehlo;
+    (void) ngx_relay_delivery_command(d, "EHLO %V", &d->conf->hostname);
+}
+
+
+static ngx_int_t
+ngx_relay_delivery_literal_name(ngx_str_t *host)
+{
+    u_char  *p;
+
+    for (p = host->data; p < host->data + host->len; p++) {
+        if (*p == ':' || ((*p < '0' || *p > '9') && *p != '.')) {
+            return (*p == ':') ? NGX_OK : NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
@@ -1264,6 +1380,11 @@ ngx_relay_delivery_close(ngx_relay_delivery_t *d)
 
     /* the connection's pool is ours: do not let nginx destroy it */
     d->connection->pool = NULL;
+
+    if (d->connection->ssl) {
+        d->connection->ssl->no_wait_shutdown = 1;
+        (void) ngx_ssl_shutdown(d->connection);
+    }
 
     ngx_close_connection(d->connection);
     d->connection = NULL;

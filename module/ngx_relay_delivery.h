@@ -44,6 +44,7 @@ typedef struct ngx_relay_delivery_conf_s {
     ngx_relay_dns_t             *dns;
     ngx_relay_policy_t          *policy;
     ngx_thread_pool_t           *thread_pool;
+    ngx_ssl_t                   *ssl;          /* client side, for STARTTLS */
     ngx_str_t                    hostname;
     ngx_msec_t                   connect_timeout;
     ngx_msec_t                   timeout;

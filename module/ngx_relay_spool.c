@@ -21,12 +21,12 @@
  * message stays in its writer's buffer until its end, a large one is
  * written out 64 KB at a time by thread tasks.  Messages whose data have
  * ended wait for the next commit group; one thread task per group writes
- * what is still in memory, fdatasync()s each file and fsync()s queue/ once.
- * The first sync makes the journal commit that carries every file of the
- * group, so the others cost next to nothing: N concurrent sessions cost
- * about one journal commit per group, not one or two per message.  While a
- * group is on the disk the next one gathers.  "250" is sent only after the
- * group's syncs returned.
+ * what is still in memory and makes the whole group durable with one
+ * syncfs() (relay_spool_sync syncfs, the default: one journal commit and
+ * one disk cache flush for the group) or with an fdatasync() per file and
+ * one fsync() of queue/ (relay_spool_sync files: a cache flush per file on
+ * most disks).  While a group is on the disk the next one gathers.  "250"
+ * is sent only after the group's syncs returned.
  *
  * A file without its trailer is incomplete: its session is still writing
  * it (and holds its lock), or died before "250" (then nobody holds the lock

@@ -856,6 +856,24 @@ ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
         return NGX_ERROR;
     }
 
+    /*
+     * Opportunistic STARTTLS towards other servers: encryption without
+     * verification, as RFC 7435 has it; a context per worker.
+     */
+
+    dc->ssl = ngx_pcalloc(cycle->pool, sizeof(ngx_ssl_t));
+    if (dc->ssl == NULL) {
+        return NGX_ERROR;
+    }
+
+    dc->ssl->log = cycle->log;
+
+    if (ngx_ssl_create(dc->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     dc->policy = &rmcf->policy;
     dc->thread_pool = rmcf->thread_pool;
     dc->hostname = rmcf->hostname;
