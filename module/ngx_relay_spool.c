@@ -16,10 +16,9 @@
  * pwrite() and an fdatasync(), never a rewrite of the file.
  *
  * Durability and group commit: the event loop never touches the file
- * system here.  A thread creates and locks the file as soon as the
- * transaction reaches DATA, while the client is still sending; a small
- * message stays in its writer's buffer until its end, a large one is
- * written out 64 KB at a time by thread tasks.  Messages whose data have
+ * system here.  A small message stays in its writer's buffer until its
+ * end, a large one is written out 64 KB at a time by thread tasks; the
+ * first of them creates and locks the file.  Messages whose data have
  * ended wait for the next commit group; one thread task per group writes
  * what is still in memory and makes the whole group durable with one
  * syncfs() (relay_spool_sync syncfs, the default: one journal commit and
@@ -56,7 +55,6 @@ typedef struct {
 static ngx_int_t ngx_relay_spool_post(ngx_relay_spool_writer_t *w,
     void (*thread)(void *data, ngx_log_t *log), ngx_event_handler_pt done);
 static void ngx_relay_spool_open_thread(void *data, ngx_log_t *log);
-static void ngx_relay_spool_opened(ngx_event_t *ev);
 static void ngx_relay_spool_next(ngx_relay_spool_writer_t *w);
 static ngx_int_t ngx_relay_spool_put(ngx_relay_spool_writer_t *w);
 static void ngx_relay_spool_flush_thread(void *data, ngx_log_t *log);
@@ -162,8 +160,8 @@ ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle)
 /*
  * Queue ids: seconds, milliseconds, pid and a per-process sequence, so they
  * are unique on the node without coordination and sort by arrival.  The
- * file is created and locked by a thread right away, while the client still
- * sends the message.
+ * file is created by the first thread task that writes it: the commit
+ * group for a small message, the first flush for a large one.
  */
 
 ngx_relay_spool_writer_t *
@@ -209,13 +207,6 @@ ngx_relay_spool_create(ngx_relay_spool_t *sp, ngx_log_t *log)
                     (ngx_uint_t) ngx_pid, sp->sequence++ & 0xffffff);
     w->id.data = w->id_data;
     w->id.len = p - w->id_data;
-
-    if (ngx_relay_spool_post(w, ngx_relay_spool_open_thread,
-                             ngx_relay_spool_opened)
-        != NGX_OK)
-    {
-        w->err = NGX_ENOMEM;
-    }
 
     return w;
 }
@@ -273,24 +264,6 @@ ngx_relay_spool_open_thread(void *data, ngx_log_t *log)
             return;
         }
     }
-}
-
-
-/* the file exists: do what was asked meanwhile */
-
-static void
-ngx_relay_spool_opened(ngx_event_t *ev)
-{
-    ngx_relay_spool_writer_t  *w = ev->data;
-
-    w->busy = 0;
-
-    if (w->err) {
-        ngx_log_error(NGX_LOG_CRIT, w->log, w->err,
-                      "creation of queue file %V failed", &w->id);
-    }
-
-    ngx_relay_spool_next(w);
 }
 
 
@@ -525,6 +498,14 @@ ngx_relay_spool_put(ngx_relay_spool_writer_t *w)
 
     if (w->err) {
         return NGX_ERROR;
+    }
+
+    if (w->fd == NGX_INVALID_FILE) {
+        ngx_relay_spool_open_thread(w, NULL);
+
+        if (w->err) {
+            return NGX_ERROR;
+        }
     }
 
     for (p = w->buf; p < w->pos; p += n) {
