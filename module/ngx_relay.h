@@ -53,4 +53,9 @@ typedef struct {
 } ngx_relay_envelope_t;
 
 
+ngx_int_t ngx_relay_send(ngx_connection_t *c, ngx_buf_t *b,
+    ngx_msec_t timeout);
+u_char *ngx_relay_date(u_char *p, time_t t);
+
+
 #endif /* _NGX_RELAY_H_INCLUDED_ */

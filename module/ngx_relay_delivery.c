@@ -667,43 +667,7 @@ ngx_relay_delivery_write_handler(ngx_event_t *ev)
 static ngx_int_t
 ngx_relay_delivery_send(ngx_relay_delivery_t *d)
 {
-    ssize_t            n;
-    ngx_buf_t         *b;
-    ngx_connection_t  *c;
-
-    c = d->connection;
-    b = d->out;
-
-    while (b->pos < b->last) {
-        n = c->send(c, b->pos, b->last - b->pos);
-
-        if (n == NGX_ERROR) {
-            return NGX_ERROR;
-        }
-
-        if (n == NGX_AGAIN || n == 0) {
-            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            if (!c->write->timer_set) {
-                ngx_add_timer(c->write, d->conf->timeout);
-            }
-
-            return NGX_AGAIN;
-        }
-
-        b->pos += n;
-    }
-
-    b->pos = b->start;
-    b->last = b->start;
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    return NGX_OK;
+    return ngx_relay_send(d->connection, d->out, d->conf->timeout);
 }
 
 

@@ -84,6 +84,7 @@ static void ngx_relay_sched_queued(ngx_relay_spool_t *sp,
 static ngx_int_t ngx_relay_sched_post_local(ngx_relay_sched_t *sc,
     ngx_relay_spool_writer_t *w, u_char *name);
 static void ngx_relay_sched_local_thread(void *data, ngx_log_t *log);
+static void ngx_relay_sched_remove(ngx_relay_local_ctx_t *ctx);
 static void ngx_relay_sched_debris(ngx_relay_local_ctx_t *ctx);
 static ngx_int_t ngx_relay_sched_deliver_one(ngx_relay_local_ctx_t *ctx,
     ngx_relay_queued_rcpt_t *r, ngx_uint_t index,
@@ -100,7 +101,6 @@ static void ngx_relay_sched_log_remote(ngx_relay_local_ctx_t *ctx);
 static ngx_uint_t ngx_relay_sched_notify_failure(ngx_uint_t notify);
 static void ngx_relay_sched_read_original(ngx_relay_local_ctx_t *ctx);
 static void ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx);
-static u_char *ngx_relay_sched_date(u_char *p, time_t t);
 static void ngx_relay_sched_log_results(ngx_relay_local_ctx_t *ctx,
     ngx_log_t *log);
 static void ngx_relay_sched_scan_handler(ngx_event_t *ev);
@@ -294,15 +294,7 @@ ngx_relay_sched_local_thread(void *data, ngx_log_t *log)
     }
 
     if (ctx->remaining == 0) {
-        if (ngx_relay_spool_remove(&ctx->sched->spool, &q->id, &ctx->err)
-            == NGX_OK)
-        {
-            ctx->removed = 1;
-
-        } else {
-            ctx->failed = "unlink";
-        }
-
+        ngx_relay_sched_remove(ctx);
         return;
     }
 
@@ -311,6 +303,23 @@ ngx_relay_sched_local_thread(void *data, ngx_log_t *log)
     if (marked && fdatasync(ctx->fd) == -1) {
         ctx->err = errno;
         ctx->failed = "fdatasync";
+    }
+}
+
+
+/* thread side: every recipient is done, the message goes */
+
+static void
+ngx_relay_sched_remove(ngx_relay_local_ctx_t *ctx)
+{
+    if (ngx_relay_spool_remove(&ctx->sched->spool, &ctx->queued.id,
+                               &ctx->err)
+        == NGX_OK)
+    {
+        ctx->removed = 1;
+
+    } else {
+        ctx->failed = "unlink";
     }
 }
 
@@ -1038,15 +1047,7 @@ ngx_relay_sched_record_thread(void *data, ngx_log_t *log)
     }
 
     if (pending == 0) {
-        if (ngx_relay_spool_remove(&ctx->sched->spool, &q->id, &ctx->err)
-            == NGX_OK)
-        {
-            ctx->removed = 1;
-
-        } else {
-            ctx->failed = "unlink";
-        }
-
+        ngx_relay_sched_remove(ctx);
         return;
     }
 
@@ -1249,7 +1250,7 @@ ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx)
                     "Auto-Submitted: auto-replied\r\n"
                     "Message-ID: <%V.dsn@%V>\r\nDate: ",
                     &sc->hostname, &q->sender, &q->id, &sc->hostname);
-    p = ngx_relay_sched_date(p, ngx_time());
+    p = ngx_relay_date(p, ngx_time());
     p = ngx_sprintf(p, "\r\nMIME-Version: 1.0\r\n"
                     "Content-Type: multipart/report; "
                     "report-type=delivery-status;\r\n"
@@ -1285,7 +1286,7 @@ ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx)
     }
 
     p = ngx_cpymem(p, "Arrival-Date: ", 14);
-    p = ngx_relay_sched_date(p, q->arrival);
+    p = ngx_relay_date(p, q->arrival);
     p = ngx_cpymem(p, "\r\n", 2);
 
     for (i = 0; i < ctx->ndests; i++) {
@@ -1371,24 +1372,4 @@ failed:
     ngx_log_error(NGX_LOG_ALERT, sc->spool.log, 0,
                   "%V: could not queue the delivery status notification",
                   &q->id);
-}
-
-
-static u_char *
-ngx_relay_sched_date(u_char *p, time_t t)
-{
-    ngx_tm_t  tm;
-
-    static const char  *week[] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri",
-                                   "Sat" };
-    static const char  *months[] = { "Jan", "Feb", "Mar", "Apr", "May",
-                                     "Jun", "Jul", "Aug", "Sep", "Oct",
-                                     "Nov", "Dec" };
-
-    ngx_gmtime(t, &tm);
-
-    return ngx_sprintf(p, "%s, %02d %s %4d %02d:%02d:%02d +0000",
-                       week[tm.ngx_tm_wday], tm.ngx_tm_mday,
-                       months[tm.ngx_tm_mon - 1], tm.ngx_tm_year,
-                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
 }

@@ -418,40 +418,7 @@ ngx_stream_relay_read(ngx_stream_relay_session_t *rs)
 static ngx_int_t
 ngx_stream_relay_flush(ngx_stream_relay_session_t *rs)
 {
-    ssize_t            n;
-    ngx_buf_t         *b;
-    ngx_connection_t  *c;
-
-    c = rs->connection;
-    b = rs->out;
-
-    while (b->pos < b->last) {
-        n = c->send(c, b->pos, b->last - b->pos);
-
-        if (n == NGX_ERROR) {
-            return NGX_ERROR;
-        }
-
-        if (n == NGX_AGAIN || n == 0) {
-            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            ngx_add_timer(c->write, rs->conf->timeout);
-            return NGX_AGAIN;
-        }
-
-        b->pos += n;
-    }
-
-    b->pos = b->start;
-    b->last = b->start;
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    return NGX_OK;
+    return ngx_relay_send(rs->connection, rs->out, rs->conf->timeout);
 }
 
 
@@ -1481,16 +1448,9 @@ static ngx_int_t
 ngx_stream_relay_received(ngx_stream_relay_session_t *rs)
 {
     u_char                  *p, buf[NGX_STREAM_RELAY_LINE_MAX * 4];
-    ngx_tm_t                 tm;
     ngx_str_t                proto, tls;
     ngx_stream_relay_txn_t  *txn;
     ngx_relay_rcpt_t        *r;
-
-    static const char  *week[] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri",
-                                   "Sat" };
-    static const char  *months[] = { "Jan", "Feb", "Mar", "Apr", "May",
-                                     "Jun", "Jul", "Aug", "Sep", "Oct",
-                                     "Nov", "Dec" };
 
     txn = rs->txn;
 
@@ -1526,8 +1486,6 @@ ngx_stream_relay_received(ngx_stream_relay_session_t *rs)
     }
 #endif
 
-    ngx_gmtime(txn->env.arrival, &tm);
-
     p = ngx_sprintf(p, "Received: from %V (unknown [%V])\r\n"
                     "\tby %V (nginx-relay) with %V%V\r\n\tid %V",
                     &rs->helo, &rs->client, &rs->main_conf->hostname,
@@ -1541,10 +1499,9 @@ ngx_stream_relay_received(ngx_stream_relay_session_t *rs)
         }
     }
 
-    p = ngx_sprintf(p, "; %s, %02d %s %4d %02d:%02d:%02d +0000\r\n",
-                    week[tm.ngx_tm_wday], tm.ngx_tm_mday,
-                    months[tm.ngx_tm_mon - 1], tm.ngx_tm_year,
-                    tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+    p = ngx_cpymem(p, "; ", 2);
+    p = ngx_relay_date(p, txn->env.arrival);
+    p = ngx_cpymem(p, "\r\n", 2);
 
     txn->writer->pos = ngx_cpymem(txn->writer->pos,
                                   proto.data + proto.len + tls.len,
