@@ -51,9 +51,10 @@ DEAD1, DEAD2 = "127.0.0.4", "127.0.0.8"     # nothing listens on port P
 
 def reject_hooks():
     """Replies of the sink of reject.test, chosen by local-part prefix:
-    bad* 550 at RCPT, temp* 450 at the first RCPT then 250, lt* 451 always,
-    dataperm* 554 at the end of data, datatemp* 451 at the first end of
-    data then 250; a sender mailperm* gets 553 at MAIL."""
+    bad* 550 at RCPT, temp* 450 at the first RCPT then 250, close* 421 (and
+    the connection closes) at the first RCPT, lt* 451 always, dataperm* 554
+    at the end of data, datatemp* 451 at the first end of data then 250; a
+    sender mailperm* gets 553 at MAIL, mailtemp* 451 at its first MAIL."""
     lock = threading.Lock()
     seen = {}
 
@@ -65,6 +66,8 @@ def reject_hooks():
     def mail(sess, txn, sender):
         if sender.lower().startswith("mailperm"):
             return "553 5.7.1 <%s>: sender refused by sink-reject" % sender
+        if sender.lower().startswith("mailtemp") and first(("mail", sender)):
+            return "451 4.3.2 <%s>: sink-reject not now" % sender
         return None
 
     def rcpt(sess, txn, addr):
@@ -75,6 +78,8 @@ def reject_hooks():
             return "451 4.3.0 <%s>: sink-reject is having a bad day" % addr
         if local.startswith("temp") and first(("rcpt", addr)):
             return "450 4.2.1 <%s>: mailbox busy at sink-reject" % addr
+        if local.startswith("close") and first(("rcpt", addr)):
+            return "421 4.7.0 sink-reject closing the connection"
         return None
 
     def dot(sess, txn, _):
@@ -605,6 +610,40 @@ def test_mail_5xx_bounces_every_recipient(drelay, world):
         else:
             raise err
     dh.wait_queue_gone(drelay, qid)
+
+
+def test_mail_4xx_then_delivered_once(drelay, world):
+    m = h.unique("mailtemp")
+    sender, rcpt = "%s@example.test" % m, "%s@reject.test" % m
+    body = body_for(m)
+    qid = send(drelay, sender, [rcpt], body)
+    sink = world.sinks["reject"]
+    (t,) = sink.wait_accepted(m, timeout=20)
+    check_copy(world, t, sender, [rcpt], body)
+    line = dh.wait_status(drelay, qid, rcpt, "deferred")[0]
+    assert line["dsn"] == "4.3.2" and "not now" in line["reason"], \
+        line["line"]
+    dh.wait_queue_gone(drelay, qid)
+    steady(lambda: len(sink.accepted(m)) == 1, 2,
+           "delivered again: %r" % sink.accepted(m))
+    assert not h.mailbox_files(drelay, "example.test", m), "DSN after 4xx"
+
+
+def test_rcpt_421_closing_then_delivered_once(drelay, world):
+    m = h.unique("c421")
+    sender, rcpt = "%s@example.test" % m, "close-%s@reject.test" % m
+    body = body_for(m)
+    qid = send(drelay, sender, [rcpt], body)
+    sink = world.sinks["reject"]
+    (t,) = sink.wait_accepted(m, timeout=20)
+    check_copy(world, t, sender, [rcpt], body)
+    line = dh.wait_status(drelay, qid, rcpt, "deferred")[0]
+    assert line["dsn"].startswith("4.") and "closing" in line["reason"], \
+        line["line"]
+    dh.wait_queue_gone(drelay, qid)
+    steady(lambda: len(sink.accepted(m)) == 1, 2,
+           "delivered again: %r" % sink.accepted(m))
+    assert not h.mailbox_files(drelay, "example.test", m), "DSN after 421"
 
 
 def test_data_5xx_bounces(drelay, world):
