@@ -144,6 +144,8 @@ static void ngx_relay_delivery_set_all(ngx_relay_delivery_t *d,
 static void ngx_relay_delivery_set(ngx_relay_delivery_t *d,
     ngx_relay_dest_t *dst, ngx_uint_t status, const char *dsn);
 static void ngx_relay_delivery_finish(ngx_relay_delivery_t *d);
+static ngx_int_t ngx_relay_delivery_enhanced(u_char *p, size_t len,
+    u_char class, u_char *out);
 static ngx_uint_t ngx_relay_delivery_open(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_literal(ngx_relay_delivery_t *d,
     ngx_str_t *host);
@@ -383,6 +385,17 @@ ngx_relay_delivery_mx_done(ngx_relay_dns_query_t *q)
         break;
 
     case NGX_DECLINED:
+        if (q->nxdomain && d->hop <= d->own_hops) {
+            d->error_len = ngx_sprintf(d->error, "%V: host or domain name "
+                                       "not found", &h->host)
+                           - d->error;
+            ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED,
+                                       "5.1.2", d->error, d->error_len);
+            ngx_relay_dns_done(q);
+            ngx_relay_delivery_finish(d);
+            return;
+        }
+
         if (q->null_mx && d->hop <= d->own_hops) {
             ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED,
                                        "5.1.10", (u_char *) "null MX: the "
@@ -1360,36 +1373,64 @@ static void
 ngx_relay_delivery_set(ngx_relay_delivery_t *d, ngx_relay_dest_t *dst,
     ngx_uint_t status, const char *dsn)
 {
-    u_char  *p, *last;
-
     dst->status = status;
     ngx_cpystrn(dst->dsn, (u_char *) dsn, sizeof(dst->dsn));
 
     /* an enhanced code in the reply is more precise than ours */
 
-    p = dst->reply;
-    last = p + dst->reply_len;
-
-    while (p < last && *p != ' ') {
-        p++;
-    }
-
-    if (p + 6 < last && p[1] == dsn[0] && p[2] == '.'
-        && p[3] >= '0' && p[3] <= '9')
-    {
-        u_char  *s = p + 1;
-
-        while (p + 1 < last && p[1] != ' ') {
-            p++;
-        }
-
-        if (p + 1 - s < (ssize_t) sizeof(dst->dsn)) {
-            ngx_cpystrn(dst->dsn, s, p + 2 - s);
-        }
-    }
+    (void) ngx_relay_delivery_enhanced(dst->reply, dst->reply_len, dsn[0],
+                                       dst->dsn);
 
     ngx_memcpy(dst->relay, d->relay, d->relay_len);
     dst->relay_len = d->relay_len;
+}
+
+
+/*
+ * The first "c.ddd.ddd" of class c in a reply text (RFC 3463): after the
+ * reply code of a reply, or anywhere in our own "MAIL: 451 4.3.2 ..." texts.
+ */
+
+static ngx_int_t
+ngx_relay_delivery_enhanced(u_char *p, size_t len, u_char class, u_char *out)
+{
+    u_char      *last, *s;
+    ngx_uint_t   dots, digits;
+
+    last = p + len;
+
+    for ( /* void */ ; p + 4 < last; p++) {
+        if (*p != class || p[1] != '.' || (p > last - len && p[-1] != ' ')) {
+            continue;
+        }
+
+        dots = 0;
+        digits = 0;
+
+        for (s = p + 2; s < last && *s != ' '; s++) {
+            if (*s == '.') {
+                if (digits == 0 || ++dots > 1) {
+                    break;
+                }
+
+                digits = 0;
+                continue;
+            }
+
+            if (*s < '0' || *s > '9' || ++digits > 3) {
+                break;
+            }
+        }
+
+        if ((s == last || *s == ' ') && dots == 1 && digits
+            && (size_t) (s - p) < 12)
+        {
+            ngx_cpystrn(out, p, s - p + 1);
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
 }
 
 

@@ -435,6 +435,7 @@ ngx_relay_dns_mx_callback(void *arg, int status, int timeouts,
 
     q->status = ngx_relay_dns_status(status);
     q->error = ares_strerror(status);
+    q->nxdomain = (status == ARES_ENOTFOUND);
     reply = NULL;
 
     if (q->status == NGX_OK) {

@@ -48,6 +48,7 @@ struct ngx_relay_dns_query_s {
                                                   in random order */
     ngx_uint_t                   nmx;
     unsigned                     null_mx:1;
+    unsigned                     nxdomain:1;   /* the name does not exist */
 
     ngx_sockaddr_t              *addrs;
     socklen_t                   *socklens;

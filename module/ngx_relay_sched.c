@@ -101,6 +101,7 @@ static void ngx_relay_sched_log_remote(ngx_relay_local_ctx_t *ctx);
 static ngx_uint_t ngx_relay_sched_notify_failure(ngx_uint_t notify);
 static void ngx_relay_sched_read_original(ngx_relay_local_ctx_t *ctx);
 static void ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx);
+static ngx_uint_t ngx_relay_sched_ascii(ngx_str_t *s);
 static void ngx_relay_sched_log_results(ngx_relay_local_ctx_t *ctx,
     ngx_log_t *log);
 static void ngx_relay_sched_scan_handler(ngx_event_t *ev);
@@ -937,6 +938,8 @@ ngx_relay_sched_delivered(ngx_relay_delivery_t *d)
 static ngx_int_t
 ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx)
 {
+    u_char               last[NGX_RELAY_REPLY_TEXT + 8];
+    size_t               len;
     time_t               now;
     ngx_uint_t           i, deferred;
     ngx_thread_task_t   *task;
@@ -956,11 +959,13 @@ ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx)
             && now - ctx->queued.arrival >= p->lifetime)
         {
             dst->status = NGX_RELAY_DELIVERY_FAILED;
+
+            ngx_memcpy(last, dst->reply, dst->reply_len);
+            len = dst->reply_len;
+
             dst->reply_len = ngx_snprintf(dst->reply, sizeof(dst->reply),
                                           "delivery time expired; last "
-                                          "error: %*s (%s)",
-                                          dst->reply_len, dst->reply,
-                                          dst->dsn)
+                                          "error: %*s", len, last)
                              - dst->reply;
             ngx_cpystrn(dst->dsn, (u_char *) "5.4.7", 6);
         }
@@ -1276,10 +1281,11 @@ ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx)
     }
 
     p = ngx_sprintf(p, "\r\n--%V/%V\r\n"
-                    "Content-Type: message/delivery-status\r\n\r\n"
+                    "Content-Type: message/%sdelivery-status\r\n\r\n"
                     "Reporting-MTA: dns; %V\r\n"
                     "X-Queue-ID: %V\r\n",
-                    &q->id, &sc->hostname, &sc->hostname, &q->id);
+                    &q->id, &sc->hostname, q->smtputf8 ? "global-" : "",
+                    &sc->hostname, &q->id);
 
     if (q->envid.len) {
         p = ngx_sprintf(p, "Original-Envelope-Id: %V\r\n", &q->envid);
@@ -1299,7 +1305,12 @@ ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx)
             continue;
         }
 
-        p = ngx_sprintf(p, "\r\nFinal-Recipient: rfc822; %V\r\n", &dst->addr);
+        /* RFC 6533: non-ASCII addresses are of type utf-8 */
+
+        p = ngx_sprintf(p, "\r\nFinal-Recipient: %s; %V\r\n",
+                        ngx_relay_sched_ascii(&dst->addr) ? "rfc822"
+                                                          : "utf-8",
+                        &dst->addr);
 
         if (r->orcpt.len) {
 
@@ -1335,10 +1346,13 @@ ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx)
     p = ngx_sprintf(p, "\r\n--%V/%V\r\n", &q->id, &sc->hostname);
 
     if (q->ret == NGX_RELAY_RET_FULL) {
-        p = ngx_cpymem(p, "Content-Type: message/rfc822\r\n\r\n", 32);
+        p = ngx_sprintf(p, "Content-Type: message/%s\r\n\r\n",
+                        q->smtputf8 ? "global" : "rfc822");
 
     } else {
-        p = ngx_cpymem(p, "Content-Type: text/rfc822-headers\r\n\r\n", 37);
+        p = ngx_sprintf(p, "Content-Type: %s\r\n\r\n",
+                        q->smtputf8 ? "message/global-headers"
+                                    : "text/rfc822-headers");
     }
 
     if (ctx->original) {
@@ -1372,4 +1386,19 @@ failed:
     ngx_log_error(NGX_LOG_ALERT, sc->spool.log, 0,
                   "%V: could not queue the delivery status notification",
                   &q->id);
+}
+
+
+static ngx_uint_t
+ngx_relay_sched_ascii(ngx_str_t *s)
+{
+    size_t  i;
+
+    for (i = 0; i < s->len; i++) {
+        if (s->data[i] >= 0x80) {
+            return 0;
+        }
+    }
+
+    return 1;
 }

@@ -46,6 +46,7 @@ typedef struct {
     ngx_msec_t                   resolver_timeout;
     ngx_msec_t                   connect_timeout;
     ngx_msec_t                   smtp_timeout;
+    ngx_int_t                    smtp_port;
     ngx_relay_policy_t           policy;
 } ngx_stream_relay_main_conf_t;
 

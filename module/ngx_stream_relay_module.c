@@ -166,7 +166,7 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
       NGX_STREAM_MAIN_CONF_OFFSET,
-      offsetof(ngx_stream_relay_main_conf_t, policy.smtp_port),
+      offsetof(ngx_stream_relay_main_conf_t, smtp_port),
       NULL },
 
     { ngx_string("relay_connect_timeout"),
@@ -294,7 +294,7 @@ ngx_stream_relay_create_main_conf(ngx_conf_t *cf)
     rmcf->resolver_timeout = NGX_CONF_UNSET_MSEC;
     rmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     rmcf->smtp_timeout = NGX_CONF_UNSET_MSEC;
-    rmcf->policy.smtp_port = (in_port_t) NGX_CONF_UNSET_UINT;
+    rmcf->smtp_port = NGX_CONF_UNSET;
     rmcf->policy.lifetime = NGX_CONF_UNSET;
     rmcf->policy.backoff_min = NGX_CONF_UNSET;
     rmcf->policy.backoff_max = NGX_CONF_UNSET;
@@ -357,9 +357,15 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(rmcf->connect_timeout, 30000);
     ngx_conf_init_msec_value(rmcf->smtp_timeout, 300000);
 
-    if (rmcf->policy.smtp_port == (in_port_t) NGX_CONF_UNSET_UINT) {
-        rmcf->policy.smtp_port = 25;
+    ngx_conf_init_value(rmcf->smtp_port, 25);
+
+    if (rmcf->smtp_port < 1 || rmcf->smtp_port > 65535) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "invalid \"relay_smtp_port\" %i", rmcf->smtp_port);
+        return NGX_CONF_ERROR;
     }
+
+    rmcf->policy.smtp_port = (in_port_t) rmcf->smtp_port;
 
     /* Postfix's defaults: 300 s doubling up to 4000 s, for 5 days */
 

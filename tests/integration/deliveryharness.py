@@ -1090,6 +1090,15 @@ def dsn_parts(msg):
     assert status is not None, "no message/delivery-status part in %r" % (
         [p.get_content_type() for p in parts],)
     blocks = status.get_payload()
+    if (status.get_content_type() == "message/global-delivery-status"
+            and isinstance(blocks, list) and len(blocks) == 1):
+        # Python parses an unknown message/* part as one message: the first
+        # block is its header, the other blocks are its body
+        inner = blocks[0]
+        rest = inner.get_payload()
+        blocks = [inner] + ([email.message_from_string(c)
+                             for c in re.split(r"\r?\n\r?\n", rest.strip())
+                             if c.strip()] if isinstance(rest, str) else [])
     if isinstance(blocks, str):
         # a parser fallback: split the fields ourselves
         chunks = re.split(r"\r?\n\r?\n", blocks.strip())
