@@ -9,7 +9,7 @@
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-build_dir=${1:-$top/build}
+build_dir=$(cd "${1:-$top/build}" && pwd)
 log=$(mktemp -d)
 trap 'rm -rf "$log"' EXIT
 
