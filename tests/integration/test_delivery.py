@@ -349,6 +349,12 @@ def check_dsn(world, msg, data, sender, rcpt, status_re, diag=None,
     assert sender.lower() in (msg.get("To") or "").lower(), \
         "DSN To: %r, expected %s" % (msg.get("To"), sender)
     human, blocks, returned = dh.dsn_parts(msg)
+    text = human.get_payload(decode=True) or b""
+    cs = (human.get_content_charset() or "us-ascii").lower()
+    if any(c > 127 for c in text):
+        assert cs in ("utf-8", "utf8"), \
+            "human-readable DSN part is charset=%s but holds 8-bit text: " \
+            "%r" % (cs, text[:300])
     per_msg = blocks[0]
     rmta = dh.field(per_msg, "Reporting-MTA")
     assert rmta.lower().startswith("dns;") and "relay.test" in rmta, \
