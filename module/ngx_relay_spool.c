@@ -24,8 +24,10 @@
  * syncfs() (relay_spool_sync syncfs, the default: one journal commit and
  * one disk cache flush for the group) or with an fdatasync() per file and
  * one fsync() of queue/ (relay_spool_sync files: a cache flush per file on
- * most disks).  While a group is on the disk the next one gathers.  "250"
- * is sent only after the group's syncs returned.
+ * most disks).  Up to NGX_RELAY_SPOOL_GROUPS groups are on the disk at
+ * once while the next one gathers: a message waits for one sync, not for
+ * the one before it to end too.  "250" is sent only after the group's syncs
+ * returned.
  *
  * A file without its trailer is incomplete: its session is still writing
  * it (and holds its lock), or died before "250" (then nobody holds the lock
@@ -569,7 +571,7 @@ ngx_relay_spool_join_group(ngx_relay_spool_writer_t *w)
 
     ngx_queue_insert_tail(&sp->commit_waiting, &w->queue);
 
-    if (!sp->commit_busy) {
+    if (sp->commit_busy < NGX_RELAY_SPOOL_GROUPS) {
         ngx_relay_spool_group_start(sp);
     }
 }
@@ -611,7 +613,7 @@ ngx_relay_spool_group_start(ngx_relay_spool_t *sp)
         goto failed;
     }
 
-    sp->commit_busy = 1;
+    sp->commit_busy++;
 
     return;
 
@@ -739,7 +741,7 @@ ngx_relay_spool_group_done(ngx_event_t *ev)
 
     g = task->ctx;
     sp = g->spool;
-    sp->commit_busy = 0;
+    sp->commit_busy--;
 
     /* the next group gathered while this one was on the disk */
 

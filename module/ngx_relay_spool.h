@@ -16,6 +16,7 @@
 #define NGX_RELAY_QUEUE_MAGIC     "RELAY-QUEUE 1\n"
 #define NGX_RELAY_MAX_HEADER      (4 * 1024 * 1024)
 #define NGX_RELAY_SPOOL_BUF       65536
+#define NGX_RELAY_SPOOL_GROUPS    4       /* commit groups in flight */
 #define NGX_RELAY_TRAILER_FMT     "\nRELAY-END %020O\n"
 #define NGX_RELAY_TRAILER_LEN     32
 
@@ -45,7 +46,7 @@ struct ngx_relay_spool_s {
     int                           queue_fd;        /* queue/ directory */
 
     ngx_queue_t                   commit_waiting;  /* for the next group */
-    ngx_uint_t                    commit_busy;     /* a group is syncing */
+    ngx_uint_t                    commit_busy;     /* groups syncing */
 
     ngx_relay_spool_queued_pt     queued;          /* the scheduler takes it */
     void                         *data;            /* for "queued" */
