@@ -1262,12 +1262,12 @@ ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx)
                     "\tboundary=\"%V/%V\"\r\n\r\n"
                     "This is a MIME-encapsulated message.\r\n\r\n"
                     "--%V/%V\r\n"
-                    "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+                    "Content-Type: text/plain; charset=%s\r\n\r\n"
                     "This is the mail system at host %V.\r\n\r\n"
                     "Your message could not be delivered to one or more "
                     "recipients.\r\n\r\n",
                     &q->id, &sc->hostname, &q->id, &sc->hostname,
-                    &sc->hostname);
+                    q->smtputf8 ? "utf-8" : "us-ascii", &sc->hostname);
 
     for (i = 0; i < ctx->ndests; i++) {
         dst = &ctx->dests[i];
