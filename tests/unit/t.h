@@ -290,4 +290,43 @@ t_frame_line(ngx_str_t *bytes, size_t max, size_t *cuts, ngx_uint_t ncuts,
 }
 
 
+/*
+ * Feeds case n of an input of len octets to run() whole, split in two at
+ * every octet, and one octet at a time: a resumable parser must give the
+ * same result every way.
+ */
+
+typedef void (*t_run_pt)(ngx_uint_t n, size_t *cuts, ngx_uint_t ncuts,
+    const char *how);
+
+static ngx_inline void
+t_feed_every_way(ngx_uint_t n, size_t len, t_run_pt run)
+{
+    char     how[64];
+    size_t  *cuts, k;
+
+    run(n, NULL, 0, "whole");
+
+    for (k = 1; k < len; k++) {
+        snprintf(how, sizeof(how), "split at %lu", (unsigned long) k);
+        run(n, &k, 1, how);
+    }
+
+    if (len > 1) {
+        cuts = malloc(len * sizeof(size_t));
+        if (cuts == NULL) {
+            perror("malloc");
+            exit(2);
+        }
+
+        for (k = 0; k < len - 1; k++) {
+            cuts[k] = k + 1;
+        }
+
+        run(n, cuts, len - 1, "byte at a time");
+        free(cuts);
+    }
+}
+
+
 #endif /* _T_H_INCLUDED_ */

@@ -198,35 +198,11 @@ done:
 int
 main(void)
 {
-    char        how[64];
-    size_t     *cuts, k;
     ngx_uint_t  n;
 
     for (n = 0; n < sizeof(cases) / sizeof(cases[0]); n++) {
         t_begin(cases[n].label);
-
-        run(n, NULL, 0, "whole");
-
-        for (k = 1; k < cases[n].in.len; k++) {
-            snprintf(how, sizeof(how), "split at %lu", (unsigned long) k);
-            run(n, &k, 1, how);
-        }
-
-        if (cases[n].in.len > 1) {
-            cuts = malloc(cases[n].in.len * sizeof(size_t));
-            if (cuts == NULL) {
-                perror("malloc");
-                exit(2);
-            }
-
-            for (k = 0; k < cases[n].in.len - 1; k++) {
-                cuts[k] = k + 1;
-            }
-
-            run(n, cuts, cases[n].in.len - 1, "byte at a time");
-            free(cuts);
-        }
-
+        t_feed_every_way(n, cases[n].in.len, run);
         t_end();
     }
 
