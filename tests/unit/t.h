@@ -329,4 +329,65 @@ t_feed_every_way(ngx_uint_t n, size_t len, t_run_pt run)
 }
 
 
+/*
+ * Frames arg as "MAIL arg" or "RCPT arg" with CRLF, feeds it through the
+ * line parser split at every octet, checks the command parser gives the
+ * verb, and hands the argument it found to check() each time.
+ */
+
+typedef void (*t_check_arg_pt)(ngx_uint_t n, ngx_str_t *arg, const char *how);
+
+static ngx_inline void
+t_framed_command(ngx_uint_t n, ngx_uint_t mail, const ngx_str_t *arg,
+    t_check_arg_pt check)
+{
+    char                  how[64];
+    u_char               *framed, *out;
+    size_t                k, len;
+    ngx_int_t             rc;
+    ngx_str_t             bytes, line;
+    ngx_relay_command_t   cmd;
+
+    len = 5 + arg->len + 2;
+    framed = malloc(len);
+    out = malloc(len);
+    if (framed == NULL || out == NULL) {
+        perror("malloc");
+        exit(2);
+    }
+
+    memcpy(framed, mail ? "MAIL " : "RCPT ", 5);
+    memcpy(framed + 5, arg->data, arg->len);
+    framed[len - 2] = CR;
+    framed[len - 1] = LF;
+
+    bytes.data = framed;
+    bytes.len = len;
+
+    for (k = 0; k < len; k++) {
+        snprintf(how, sizeof(how), "framed, split at %lu", (unsigned long) k);
+
+        rc = t_frame_line(&bytes, 1024, &k, 1, out, &line);
+        if (rc != NGX_OK) {
+            t_fail("%s: line parser gave %s", how, t_rc(rc));
+            continue;
+        }
+
+        rc = ngx_relay_parse_command(&line, &cmd);
+        if (rc != NGX_OK) {
+            t_fail("%s: command parser gave %s", how, t_rc(rc));
+            continue;
+        }
+
+        t_check_uint("verb", cmd.verb, mail ? NGX_RELAY_CMD_MAIL
+                                            : NGX_RELAY_CMD_RCPT);
+
+        check(n, &cmd.arg, how);
+    }
+
+    free(framed);
+    free(out);
+}
+
+
 #endif /* _T_H_INCLUDED_ */

@@ -492,12 +492,7 @@ plain(ngx_str_t *s)
 static void
 run(ngx_uint_t n)
 {
-    char                  how[64];
-    u_char               *framed, *out;
-    size_t                k, len;
-    ngx_int_t             rc;
-    ngx_str_t             arg, bytes, line;
-    ngx_relay_command_t   cmd;
+    ngx_str_t  arg;
 
     arg.len = cases[n].arg.len;
     arg.data = t_dup((ngx_str_t *) &cases[n].arg);
@@ -510,46 +505,8 @@ run(ngx_uint_t n)
         return;            /* the command parser would trim or refuse it */
     }
 
-    len = 5 + cases[n].arg.len + 2;
-    framed = malloc(len);
-    out = malloc(len);
-    if (framed == NULL || out == NULL) {
-        perror("malloc");
-        exit(2);
-    }
-
-    memcpy(framed, (cases[n].cmd == M) ? "MAIL " : "RCPT ", 5);
-    memcpy(framed + 5, cases[n].arg.data, cases[n].arg.len);
-    framed[len - 2] = CR;
-    framed[len - 1] = LF;
-
-    bytes.data = framed;
-    bytes.len = len;
-
-    for (k = 0; k < len; k++) {
-        snprintf(how, sizeof(how), "framed, split at %lu", (unsigned long) k);
-
-        rc = t_frame_line(&bytes, 1024, &k, 1, out, &line);
-        if (rc != NGX_OK) {
-            t_fail("%s: line parser gave %s", how, t_rc(rc));
-            continue;
-        }
-
-        rc = ngx_relay_parse_command(&line, &cmd);
-        if (rc != NGX_OK) {
-            t_fail("%s: command parser gave %s", how, t_rc(rc));
-            continue;
-        }
-
-        t_check_uint("verb", cmd.verb, (cases[n].cmd == M)
-                                       ? NGX_RELAY_CMD_MAIL
-                                       : NGX_RELAY_CMD_RCPT);
-
-        check(n, &cmd.arg, how);
-    }
-
-    free(framed);
-    free(out);
+    t_framed_command(n, cases[n].cmd == M, (ngx_str_t *) &cases[n].arg,
+                     check);
 }
 
 
