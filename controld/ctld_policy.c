@@ -1,0 +1,2618 @@
+
+/*
+ * Copyright (C) The relay authors
+ */
+
+
+/*
+ * The policy text form: parser, canonical renderer and validation.
+ *
+ * Tokens: words, double-quoted strings ("\"" and "\\" escapes) and ";".
+ * A word may mix bare and quoted parts (backoff_reply="rate limited");
+ * its first unquoted "=" makes it a parameter NAME=VALUE.  "#" starts a
+ * comment where a token could start.  Leading "# version N", "# author X"
+ * and "# created YYYY-MM-DDTHH:MM:SSZ" comments (what the renderer
+ * writes) fill version, author and created_unix, so that a rendered
+ * policy parses back to the same policy.
+ *
+ * Decisions the header leaves open:
+ *   - a hop is "[HOST]", "[HOST]:PORT", "HOST" or "HOST:PORT"; HOST is a
+ *     lowercase DNS name, or inside brackets also an IPv4 or IPv6 literal
+ *     ("[192.0.2.1]:25", "[2001:db8::1]"); an IP address without brackets
+ *     is refused (it would mean "the MX of an address"); PORT is 1..65535;
+ *   - an egress weight of 0 (proto3's unset) counts as 1; at most 1000;
+ *   - the parser keeps names as written; validation refuses uppercase.
+ */
+
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <time.h>
+#include <errno.h>
+#include <arpa/inet.h>
+
+#include "ctld_policy.h"
+
+
+#define CTLD_NO_EQ           ((size_t) -1)
+#define CTLD_MAX_NAME        253
+#define CTLD_MAX_TEXT        1024
+#define CTLD_MAX_WEIGHT      1000
+
+
+typedef Relay__Control__V1__Route             ctld_route_t;
+typedef Relay__Control__V1__BackupMx          ctld_backup_mx_t;
+typedef Relay__Control__V1__RetryPolicy       ctld_retry_t;
+typedef Relay__Control__V1__InboundLimit      ctld_inbound_t;
+typedef Relay__Control__V1__DestinationLimit  ctld_dest_t;
+typedef Relay__Control__V1__EgressAddress     ctld_egress_addr_t;
+typedef Relay__Control__V1__EgressPool        ctld_pool_t;
+typedef Relay__Control__V1__EgressRule        ctld_rule_t;
+typedef Relay__Control__V1__TlsPolicy         ctld_tls_t;
+
+
+typedef struct {
+    char          *data;              /* malloc()ed, NUL-terminated */
+    size_t         len;
+    size_t         eq;                /* first unquoted '=', or CTLD_NO_EQ */
+    unsigned       line;
+} ctld_token_t;
+
+
+typedef struct {
+    const char    *name;
+    char          *err;
+    size_t         errlen;
+    ctld_policy_t *policy;
+    ctld_token_t  *tok;
+    size_t         ntok;
+    size_t         ctok;
+    unsigned       line;              /* the statement's first line */
+    unsigned       comment_seen:1;
+} ctld_parse_t;
+
+
+typedef struct {
+    char          *data;
+    size_t         len;
+    size_t         size;
+    int            failed;
+} ctld_buf_t;
+
+
+typedef enum {
+    CTLD_PARAM_NUMBER = 0,
+    CTLD_PARAM_DURATION,
+    CTLD_PARAM_STRING
+} ctld_param_type_e;
+
+
+typedef struct {
+    const char         *name;
+    ctld_param_type_e   type;
+    int                 required;
+    size_t              offset;       /* in the message */
+} ctld_param_t;
+
+
+typedef int (*ctld_stmt_pt)(ctld_parse_t *ps);
+
+
+typedef struct {
+    const char    *name;
+    ctld_stmt_pt   handler;
+} ctld_stmt_t;
+
+
+static int ctld_policy_tokenize(ctld_parse_t *ps, const char *text,
+    size_t len);
+static int ctld_policy_grow(ctld_parse_t *ps, char **data, size_t *size);
+static void ctld_policy_header(ctld_parse_t *ps, const char *p, size_t n);
+static unsigned ctld_policy_digits(const char *p, size_t n);
+static int ctld_policy_statement(ctld_parse_t *ps);
+static void ctld_policy_perror(ctld_parse_t *ps, unsigned line,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void ctld_policy_tokens_free(ctld_parse_t *ps);
+static int ctld_policy_positional(ctld_parse_t *ps, size_t min, size_t max);
+static int ctld_policy_params(ctld_parse_t *ps, size_t first, void *msg,
+    const ctld_param_t *params, size_t nparams);
+static int ctld_policy_number(const char *s, uint32_t *v);
+static int ctld_policy_duration(const char *s, uint32_t *v);
+static char *ctld_strdup(const char *s);
+static int ctld_push(void *arrayp, size_t *n, void *elt);
+static char **ctld_policy_strings(ctld_parse_t *ps, size_t first,
+    size_t *n);
+
+static int ctld_stmt_comment(ctld_parse_t *ps);
+static int ctld_stmt_route(ctld_parse_t *ps);
+static int ctld_stmt_backup_mx(ctld_parse_t *ps);
+static int ctld_stmt_fallback_relay(ctld_parse_t *ps);
+static int ctld_stmt_retry(ctld_parse_t *ps);
+static int ctld_stmt_inbound_limit(ctld_parse_t *ps);
+static int ctld_stmt_destination_limit(ctld_parse_t *ps);
+static int ctld_stmt_egress_pool(ctld_parse_t *ps);
+static int ctld_stmt_egress_rule(ctld_parse_t *ps);
+static int ctld_stmt_tls(ctld_parse_t *ps);
+
+static void ctld_buf_add(ctld_buf_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void ctld_buf_word(ctld_buf_t *b, const char *s, int always);
+static void ctld_buf_duration(ctld_buf_t *b, const char *name, uint32_t v);
+
+static void ctld_verror(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static const char *ctld_check_name(const char *s);
+static const char *ctld_check_pattern(const char *s);
+static const char *ctld_check_hop(const char *s);
+static const char *ctld_check_cidr(const char *s);
+static const char *ctld_check_text(const char *s, size_t max);
+static const char *ctld_check_word(const char *s);
+static int ctld_check_hops(char **hops, size_t n, const char *field,
+    char *err, size_t errlen);
+static int ctld_is_ipv4(const char *s, size_t len);
+static int ctld_is_ipv6(const char *s, size_t len);
+static int64_t ctld_days_from_civil(int64_t y, unsigned m, unsigned d);
+
+
+static const ctld_stmt_t  ctld_statements[] = {
+    { "comment", ctld_stmt_comment },
+    { "route", ctld_stmt_route },
+    { "backup_mx", ctld_stmt_backup_mx },
+    { "fallback_relay", ctld_stmt_fallback_relay },
+    { "retry", ctld_stmt_retry },
+    { "inbound_limit", ctld_stmt_inbound_limit },
+    { "destination_limit", ctld_stmt_destination_limit },
+    { "egress_pool", ctld_stmt_egress_pool },
+    { "egress_rule", ctld_stmt_egress_rule },
+    { "tls", ctld_stmt_tls },
+    { NULL, NULL }
+};
+
+
+static const char  *ctld_inbound_keys[] = {
+    "client_ip", "auth_user", "sender_domain"
+};
+
+static const char  *ctld_rule_keys[] = {
+    "sender_domain", "auth_user", "tenant"
+};
+
+
+/* ---------------------------------------------------------------- parse */
+
+
+ctld_policy_t *
+ctld_policy_parse(const char *name, const char *text, size_t len, char *err,
+    size_t errlen)
+{
+    ctld_parse_t    ps;
+    ctld_policy_t  *p;
+
+    if (errlen) {
+        err[0] = '\0';
+    }
+
+    p = malloc(sizeof(ctld_policy_t));
+    if (p == NULL) {
+        ctld_verror(err, errlen, "%s: out of memory", name);
+        return NULL;
+    }
+
+    relay__control__v1__policy__init(p);
+
+    memset(&ps, 0, sizeof(ctld_parse_t));
+    ps.name = name;
+    ps.err = err;
+    ps.errlen = errlen;
+    ps.policy = p;
+
+    if (ctld_policy_tokenize(&ps, text, len) != 0) {
+        ctld_policy_tokens_free(&ps);
+        free(ps.tok);
+        ctld_policy_free(p);
+        return NULL;
+    }
+
+    free(ps.tok);
+
+    return p;
+}
+
+
+static int
+ctld_policy_tokenize(ctld_parse_t *ps, const char *text, size_t len)
+{
+    char          *q, *data;
+    size_t         n, size;
+    unsigned       line, tline, sline;
+    ctld_token_t  *t;
+    const char    *p, *last, *s;
+    int            statements;
+
+    p = text;
+    last = text + len;
+    line = 1;
+    sline = 1;
+    statements = 0;
+
+    while (p < last) {
+
+        if (*p == '\n') {
+            line++;
+            p++;
+            continue;
+        }
+
+        if (*p == ' ' || *p == '\t' || *p == '\r') {
+            p++;
+            continue;
+        }
+
+        if (*p == '#') {
+            s = p;
+            while (p < last && *p != '\n') {
+                p++;
+            }
+
+            if (!statements && ps->ntok == 0) {
+                ctld_policy_header(ps, s, p - s);
+            }
+
+            continue;
+        }
+
+        if (*p == ';') {
+            if (ps->ntok == 0) {
+                ctld_policy_perror(ps, line, "empty statement");
+                return -1;
+            }
+
+            ps->line = sline;
+
+            if (ctld_policy_statement(ps) != 0) {
+                return -1;
+            }
+
+            ctld_policy_tokens_free(ps);
+            statements = 1;
+            p++;
+            continue;
+        }
+
+        /* a token: bare and quoted parts up to a space, ";" or the end */
+
+        if (ps->ntok == ps->ctok) {
+            n = ps->ctok ? 2 * ps->ctok : 8;
+            t = realloc(ps->tok, n * sizeof(ctld_token_t));
+            if (t == NULL) {
+                ctld_policy_perror(ps, line, "out of memory");
+                return -1;
+            }
+
+            ps->tok = t;
+            ps->ctok = n;
+        }
+
+        tline = line;
+
+        if (ps->ntok == 0) {
+            sline = line;
+        }
+
+        size = 64;
+
+        data = malloc(size);
+        if (data == NULL) {
+            ctld_policy_perror(ps, line, "out of memory");
+            return -1;
+        }
+
+        t = &ps->tok[ps->ntok];
+        t->data = data;
+        t->len = 0;
+        t->eq = CTLD_NO_EQ;
+        t->line = tline;
+        ps->ntok++;
+
+        q = data;
+
+        while (p < last) {
+
+            if (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'
+                || *p == ';')
+            {
+                break;
+            }
+
+            if ((size_t) (q - data) + 2 >= size) {
+                n = q - data;
+
+                if (ctld_policy_grow(ps, &t->data, &size) != 0) {
+                    return -1;
+                }
+
+                data = t->data;
+                q = data + n;
+            }
+
+            if (*p == '"') {
+                p++;
+
+                for ( ;; ) {
+                    if (p == last || *p == '\n') {
+                        ctld_policy_perror(ps, tline,
+                                           "unterminated string");
+                        return -1;
+                    }
+
+                    if (*p == '"') {
+                        p++;
+                        break;
+                    }
+
+                    if (*p == '\\') {
+                        p++;
+
+                        if (p == last || (*p != '"' && *p != '\\')) {
+                            ctld_policy_perror(ps, line,
+                                               "bad escape in string "
+                                               "(only \\\" and \\\\)");
+                            return -1;
+                        }
+                    }
+
+                    if ((unsigned char) *p < 0x20 || *p == 0x7f) {
+                        ctld_policy_perror(ps, line,
+                                           "control character in string");
+                        return -1;
+                    }
+
+                    if ((size_t) (q - data) + 2 >= size) {
+                        n = q - data;
+
+                        if (ctld_policy_grow(ps, &t->data, &size) != 0) {
+                            return -1;
+                        }
+
+                        data = t->data;
+                        q = data + n;
+                    }
+
+                    *q++ = *p++;
+                }
+
+                continue;
+            }
+
+            if ((unsigned char) *p < 0x20 || *p == 0x7f) {
+                ctld_policy_perror(ps, line, "control character");
+                return -1;
+            }
+
+            if (*p == '=' && t->eq == CTLD_NO_EQ) {
+                t->eq = q - data;
+            }
+
+            *q++ = *p++;
+        }
+
+        *q = '\0';
+        t->len = q - data;
+    }
+
+    if (ps->ntok) {
+        ctld_policy_perror(ps, ps->tok[ps->ntok - 1].line,
+                           "missing \";\" at the end of \"%s\"",
+                           ps->tok[0].data);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+ctld_policy_grow(ctld_parse_t *ps, char **data, size_t *size)
+{
+    char  *d;
+
+    if (*size > 1024 * 1024) {
+        ctld_policy_perror(ps, ps->tok[ps->ntok - 1].line, "token too long");
+        return -1;
+    }
+
+    d = realloc(*data, *size * 2);
+    if (d == NULL) {
+        ctld_policy_perror(ps, ps->tok[ps->ntok - 1].line, "out of memory");
+        return -1;
+    }
+
+    *data = d;
+    *size *= 2;
+
+    return 0;
+}
+
+
+/* "# version N", "# author X", "# created 2024-01-02T03:04:05Z" */
+
+static void
+ctld_policy_header(ctld_parse_t *ps, const char *p, size_t n)
+{
+    char                *e;
+    char                 buf[512];
+    size_t               i;
+    unsigned             y, mo, d, h, mi, s;
+    unsigned long long   v;
+
+    if (n >= sizeof(buf)) {
+        return;
+    }
+
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+
+    if (n > 10 && strncmp(buf, "# version ", 10) == 0) {
+        for (i = 10; i < n; i++) {
+            if (buf[i] < '0' || buf[i] > '9') {
+                return;
+            }
+        }
+
+        errno = 0;
+        v = strtoull(buf + 10, &e, 10);
+
+        if (errno == 0) {
+            ps->policy->version = v;
+        }
+
+        return;
+    }
+
+    if (n > 9 && strncmp(buf, "# author ", 9) == 0) {
+        e = ctld_strdup(buf + 9);
+        if (e == NULL) {
+            return;
+        }
+
+        if (ps->policy->author != protobuf_c_empty_string) {
+            free(ps->policy->author);
+        }
+
+        ps->policy->author = e;
+        return;
+    }
+
+    if (n != 30 || strncmp(buf, "# created ", 10) != 0) {
+        return;
+    }
+
+    p = buf + 10;
+
+    for (i = 0; i < 20; i++) {
+        switch (i) {
+        case 4:
+        case 7:
+            if (p[i] != '-') {
+                return;
+            }
+            break;
+        case 10:
+            if (p[i] != 'T') {
+                return;
+            }
+            break;
+        case 13:
+        case 16:
+            if (p[i] != ':') {
+                return;
+            }
+            break;
+        case 19:
+            if (p[i] != 'Z') {
+                return;
+            }
+            break;
+        default:
+            if (p[i] < '0' || p[i] > '9') {
+                return;
+            }
+        }
+    }
+
+    y = ctld_policy_digits(p, 4);
+    mo = ctld_policy_digits(p + 5, 2);
+    d = ctld_policy_digits(p + 8, 2);
+    h = ctld_policy_digits(p + 11, 2);
+    mi = ctld_policy_digits(p + 14, 2);
+    s = ctld_policy_digits(p + 17, 2);
+
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 59)
+    {
+        return;
+    }
+
+    ps->policy->created_unix = ctld_days_from_civil(y, mo, d) * 86400
+                               + h * 3600 + mi * 60 + s;
+}
+
+
+static unsigned
+ctld_policy_digits(const char *p, size_t n)
+{
+    unsigned  v;
+
+    for (v = 0; n; n--, p++) {
+        v = v * 10 + (*p - '0');
+    }
+
+    return v;
+}
+
+
+static int
+ctld_policy_statement(ctld_parse_t *ps)
+{
+    const ctld_stmt_t  *st;
+
+    if (ps->tok[0].eq != CTLD_NO_EQ) {
+        ctld_policy_perror(ps, ps->line, "unknown statement \"%s\"",
+                           ps->tok[0].data);
+        return -1;
+    }
+
+    for (st = ctld_statements; st->name; st++) {
+        if (strcmp(st->name, ps->tok[0].data) == 0) {
+            return st->handler(ps);
+        }
+    }
+
+    ctld_policy_perror(ps, ps->line, "unknown statement \"%s\"",
+                       ps->tok[0].data);
+    return -1;
+}
+
+
+static void
+ctld_policy_perror(ctld_parse_t *ps, unsigned line, const char *fmt, ...)
+{
+    int      n;
+    va_list  args;
+
+    if (ps->errlen == 0) {
+        return;
+    }
+
+    n = snprintf(ps->err, ps->errlen, "%s:%u: ", ps->name, line);
+    if (n < 0 || (size_t) n >= ps->errlen) {
+        return;
+    }
+
+    va_start(args, fmt);
+    vsnprintf(ps->err + n, ps->errlen - n, fmt, args);
+    va_end(args);
+}
+
+
+static void
+ctld_policy_tokens_free(ctld_parse_t *ps)
+{
+    size_t  i;
+
+    for (i = 0; i < ps->ntok; i++) {
+        free(ps->tok[i].data);
+    }
+
+    ps->ntok = 0;
+}
+
+
+/*
+ * Positional arguments after the statement name: between min and max
+ * (max 0: any number), none of them a parameter.  Returns how many.
+ */
+
+static int
+ctld_policy_positional(ctld_parse_t *ps, size_t min, size_t max)
+{
+    size_t  i, n;
+
+    for (n = 1; n < ps->ntok && ps->tok[n].eq == CTLD_NO_EQ; n++) {
+        /* void */
+    }
+
+    n--;
+
+    if (n < min) {
+        ctld_policy_perror(ps, ps->line, "%s: missing argument",
+                           ps->tok[0].data);
+        return -1;
+    }
+
+    if (max && n > max) {
+        i = max + 1;
+        ctld_policy_perror(ps, ps->tok[i].line,
+                           "%s: unexpected argument \"%s\"",
+                           ps->tok[0].data, ps->tok[i].data);
+        return -1;
+    }
+
+    return (int) n;
+}
+
+
+static int
+ctld_policy_params(ctld_parse_t *ps, size_t first, void *msg,
+    const ctld_param_t *params, size_t nparams)
+{
+    char          *name, *value, **sp;
+    size_t         i, k;
+    uint32_t       v, seen;
+    ctld_token_t  *t;
+
+    seen = 0;
+
+    for (i = first; i < ps->ntok; i++) {
+        t = &ps->tok[i];
+
+        if (t->eq == CTLD_NO_EQ) {
+            ctld_policy_perror(ps, t->line, "%s: unexpected argument \"%s\"",
+                               ps->tok[0].data, t->data);
+            return -1;
+        }
+
+        name = t->data;
+        name[t->eq] = '\0';
+        value = name + t->eq + 1;
+
+        for (k = 0; k < nparams; k++) {
+            if (strcmp(params[k].name, name) == 0) {
+                break;
+            }
+        }
+
+        if (k == nparams) {
+            ctld_policy_perror(ps, t->line, "%s: unknown parameter \"%s\"",
+                               ps->tok[0].data, name);
+            return -1;
+        }
+
+        if (seen & (1u << k)) {
+            ctld_policy_perror(ps, t->line,
+                               "%s: duplicate parameter \"%s\"",
+                               ps->tok[0].data, name);
+            return -1;
+        }
+
+        seen |= 1u << k;
+
+        switch (params[k].type) {
+
+        case CTLD_PARAM_NUMBER:
+            if (ctld_policy_number(value, &v) != 0) {
+                ctld_policy_perror(ps, t->line, "%s: bad number \"%s\"",
+                                   ps->tok[0].data, value);
+                return -1;
+            }
+
+            *(uint32_t *) ((char *) msg + params[k].offset) = v;
+            break;
+
+        case CTLD_PARAM_DURATION:
+            if (ctld_policy_duration(value, &v) != 0) {
+                ctld_policy_perror(ps, t->line, "%s: bad duration \"%s\"",
+                                   ps->tok[0].data, value);
+                return -1;
+            }
+
+            *(uint32_t *) ((char *) msg + params[k].offset) = v;
+            break;
+
+        default: /* CTLD_PARAM_STRING */
+            sp = (char **) ((char *) msg + params[k].offset);
+
+            value = ctld_strdup(value);
+            if (value == NULL) {
+                ctld_policy_perror(ps, t->line, "out of memory");
+                return -1;
+            }
+
+            if (*sp != protobuf_c_empty_string) {
+                free(*sp);
+            }
+
+            *sp = value;
+            break;
+        }
+    }
+
+    for (k = 0; k < nparams; k++) {
+        if (params[k].required && !(seen & (1u << k))) {
+            ctld_policy_perror(ps, ps->line,
+                               "%s: missing parameter \"%s=\"",
+                               ps->tok[0].data, params[k].name);
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+ctld_policy_number(const char *s, uint32_t *v)
+{
+    uint64_t  n;
+
+    if (*s == '\0') {
+        return -1;
+    }
+
+    for (n = 0; *s; s++) {
+        if (*s < '0' || *s > '9') {
+            return -1;
+        }
+
+        n = n * 10 + (*s - '0');
+
+        if (n > UINT32_MAX) {
+            return -1;
+        }
+    }
+
+    *v = (uint32_t) n;
+
+    return 0;
+}
+
+
+static int
+ctld_policy_duration(const char *s, uint32_t *v)
+{
+    uint64_t  n, unit;
+
+    if (*s < '0' || *s > '9') {
+        return -1;
+    }
+
+    for (n = 0; *s >= '0' && *s <= '9'; s++) {
+        n = n * 10 + (*s - '0');
+
+        if (n > UINT32_MAX) {
+            return -1;
+        }
+    }
+
+    switch (*s) {
+    case '\0':
+    case 's':
+        unit = 1;
+        break;
+    case 'm':
+        unit = 60;
+        break;
+    case 'h':
+        unit = 3600;
+        break;
+    case 'd':
+        unit = 86400;
+        break;
+    default:
+        return -1;
+    }
+
+    if (*s && s[1] != '\0') {
+        return -1;
+    }
+
+    n *= unit;
+
+    if (n > UINT32_MAX) {
+        return -1;
+    }
+
+    *v = (uint32_t) n;
+
+    return 0;
+}
+
+
+static char *
+ctld_strdup(const char *s)
+{
+    char    *d;
+    size_t   n;
+
+    n = strlen(s) + 1;
+
+    d = malloc(n);
+    if (d == NULL) {
+        return NULL;
+    }
+
+    return memcpy(d, s, n);
+}
+
+
+/* appends a pointer to a malloc()ed array of pointers */
+
+static int
+ctld_push(void *arrayp, size_t *n, void *elt)
+{
+    void  **a;
+
+    a = realloc(*(void ***) arrayp, (*n + 1) * sizeof(void *));
+    if (a == NULL) {
+        return -1;
+    }
+
+    a[*n] = elt;
+    (*n)++;
+    *(void ***) arrayp = a;
+
+    return 0;
+}
+
+
+/* tokens from first to the end as a malloc()ed string array */
+
+static char **
+ctld_policy_strings(ctld_parse_t *ps, size_t first, size_t *n)
+{
+    char   **a;
+    size_t   i;
+
+    a = malloc((ps->ntok - first) * sizeof(char *));
+    if (a == NULL) {
+        return NULL;
+    }
+
+    for (i = first; i < ps->ntok; i++) {
+        a[i - first] = ps->tok[i].data;
+        ps->tok[i].data = NULL;            /* moved */
+    }
+
+    *n = ps->ntok - first;
+
+    return a;
+}
+
+
+/* moves a token's string out of the token list */
+
+static char *
+ctld_policy_take(ctld_parse_t *ps, size_t i)
+{
+    char  *s;
+
+    s = ps->tok[i].data;
+    ps->tok[i].data = NULL;
+
+    return s;
+}
+
+
+#define ctld_policy_nomem(ps)                                                 \
+    ctld_policy_perror(ps, (ps)->line, "out of memory")
+
+
+static int
+ctld_stmt_comment(ctld_parse_t *ps)
+{
+    ctld_policy_t  *p;
+
+    if (ctld_policy_positional(ps, 1, 1) < 0) {
+        return -1;
+    }
+
+    if (ps->ntok > 2) {
+        ctld_policy_perror(ps, ps->tok[2].line,
+                           "comment: unexpected argument \"%s\"",
+                           ps->tok[2].data);
+        return -1;
+    }
+
+    if (ps->comment_seen) {
+        ctld_policy_perror(ps, ps->line, "duplicate comment");
+        return -1;
+    }
+
+    ps->comment_seen = 1;
+    p = ps->policy;
+
+    if (p->comment != protobuf_c_empty_string) {
+        free(p->comment);
+    }
+
+    p->comment = ctld_policy_take(ps, 1);
+
+    return 0;
+}
+
+
+static int
+ctld_stmt_route(ctld_parse_t *ps)
+{
+    int            n;
+    ctld_route_t  *r;
+
+    n = ctld_policy_positional(ps, 2, 0);
+    if (n < 0) {
+        return -1;
+    }
+
+    if ((size_t) n + 1 != ps->ntok) {
+        ctld_policy_perror(ps, ps->tok[n + 1].line,
+                           "route: unexpected parameter \"%s\"",
+                           ps->tok[n + 1].data);
+        return -1;
+    }
+
+    r = malloc(sizeof(ctld_route_t));
+    if (r == NULL) {
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    relay__control__v1__route__init(r);
+
+    if (ctld_push(&ps->policy->routes, &ps->policy->n_routes, r) != 0) {
+        free(r);
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    r->pattern = ctld_policy_take(ps, 1);
+
+    r->next_hops = ctld_policy_strings(ps, 2, &r->n_next_hops);
+    if (r->next_hops == NULL) {
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+ctld_stmt_backup_mx(ctld_parse_t *ps)
+{
+    int                n;
+    ctld_backup_mx_t  *b;
+
+    n = ctld_policy_positional(ps, 2, 0);
+    if (n < 0) {
+        return -1;
+    }
+
+    if ((size_t) n + 1 != ps->ntok) {
+        ctld_policy_perror(ps, ps->tok[n + 1].line,
+                           "backup_mx: unexpected parameter \"%s\"",
+                           ps->tok[n + 1].data);
+        return -1;
+    }
+
+    b = malloc(sizeof(ctld_backup_mx_t));
+    if (b == NULL) {
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    relay__control__v1__backup_mx__init(b);
+
+    if (ctld_push(&ps->policy->backup_mx, &ps->policy->n_backup_mx, b) != 0)
+    {
+        free(b);
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    b->pattern = ctld_policy_take(ps, 1);
+
+    b->hosts = ctld_policy_strings(ps, 2, &b->n_hosts);
+    if (b->hosts == NULL) {
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+ctld_stmt_fallback_relay(ctld_parse_t *ps)
+{
+    int             n;
+    size_t          i;
+    ctld_policy_t  *p;
+
+    n = ctld_policy_positional(ps, 1, 0);
+    if (n < 0) {
+        return -1;
+    }
+
+    if ((size_t) n + 1 != ps->ntok) {
+        ctld_policy_perror(ps, ps->tok[n + 1].line,
+                           "fallback_relay: unexpected parameter \"%s\"",
+                           ps->tok[n + 1].data);
+        return -1;
+    }
+
+    p = ps->policy;
+
+    for (i = 1; i < ps->ntok; i++) {
+        if (ctld_push(&p->fallback_relay, &p->n_fallback_relay,
+                      ps->tok[i].data)
+            != 0)
+        {
+            ctld_policy_nomem(ps);
+            return -1;
+        }
+
+        ps->tok[i].data = NULL;
+    }
+
+    return 0;
+}
+
+
+static int
+ctld_stmt_retry(ctld_parse_t *ps)
+{
+    ctld_retry_t  *r;
+
+    static const ctld_param_t  params[] = {
+        { "min", CTLD_PARAM_DURATION, 1,
+          offsetof(ctld_retry_t, backoff_min_s) },
+        { "max", CTLD_PARAM_DURATION, 1,
+          offsetof(ctld_retry_t, backoff_max_s) },
+        { "lifetime", CTLD_PARAM_DURATION, 1,
+          offsetof(ctld_retry_t, lifetime_s) },
+        { "delay_warning", CTLD_PARAM_DURATION, 0,
+          offsetof(ctld_retry_t, delay_warning_s) }
+    };
+
+    if (ctld_policy_positional(ps, 1, 1) < 0) {
+        return -1;
+    }
+
+    r = malloc(sizeof(ctld_retry_t));
+    if (r == NULL) {
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    relay__control__v1__retry_policy__init(r);
+
+    if (ctld_push(&ps->policy->retry, &ps->policy->n_retry, r) != 0) {
+        free(r);
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    r->pattern = ctld_policy_take(ps, 1);
+
+    return ctld_policy_params(ps, 2, r, params,
+                              sizeof(params) / sizeof(params[0]));
+}
+
+
+static int
+ctld_stmt_inbound_limit(ctld_parse_t *ps)
+{
+    size_t           k;
+    ctld_inbound_t  *l;
+
+    static const ctld_param_t  params[] = {
+        { "window", CTLD_PARAM_DURATION, 1,
+          offsetof(ctld_inbound_t, window_s) },
+        { "messages", CTLD_PARAM_NUMBER, 0,
+          offsetof(ctld_inbound_t, messages) },
+        { "recipients", CTLD_PARAM_NUMBER, 0,
+          offsetof(ctld_inbound_t, recipients) }
+    };
+
+    if (ctld_policy_positional(ps, 2, 2) < 0) {
+        return -1;
+    }
+
+    for (k = 0; k < 3; k++) {
+        if (strcmp(ps->tok[1].data, ctld_inbound_keys[k]) == 0) {
+            break;
+        }
+    }
+
+    if (k == 3) {
+        ctld_policy_perror(ps, ps->tok[1].line,
+                           "inbound_limit: unknown key \"%s\" (client_ip, "
+                           "auth_user or sender_domain)", ps->tok[1].data);
+        return -1;
+    }
+
+    l = malloc(sizeof(ctld_inbound_t));
+    if (l == NULL) {
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    relay__control__v1__inbound_limit__init(l);
+
+    if (ctld_push(&ps->policy->inbound_limits, &ps->policy->n_inbound_limits,
+                  l)
+        != 0)
+    {
+        free(l);
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    l->key = (Relay__Control__V1__InboundLimit__Key) k;
+    l->match = ctld_policy_take(ps, 2);
+
+    return ctld_policy_params(ps, 3, l, params,
+                              sizeof(params) / sizeof(params[0]));
+}
+
+
+static int
+ctld_stmt_destination_limit(ctld_parse_t *ps)
+{
+    ctld_dest_t  *d;
+
+    static const ctld_param_t  params[] = {
+        { "connections", CTLD_PARAM_NUMBER, 0,
+          offsetof(ctld_dest_t, max_connections) },
+        { "messages_per_connection", CTLD_PARAM_NUMBER, 0,
+          offsetof(ctld_dest_t, messages_per_connection) },
+        { "messages_per_minute", CTLD_PARAM_NUMBER, 0,
+          offsetof(ctld_dest_t, messages_per_minute) },
+        { "connections_per_minute", CTLD_PARAM_NUMBER, 0,
+          offsetof(ctld_dest_t, connections_per_minute) },
+        { "backoff_reply", CTLD_PARAM_STRING, 0,
+          offsetof(ctld_dest_t, backoff_reply_pattern) },
+        { "backoff", CTLD_PARAM_DURATION, 0,
+          offsetof(ctld_dest_t, backoff_s) }
+    };
+
+    if (ctld_policy_positional(ps, 1, 1) < 0) {
+        return -1;
+    }
+
+    d = malloc(sizeof(ctld_dest_t));
+    if (d == NULL) {
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    relay__control__v1__destination_limit__init(d);
+
+    if (ctld_push(&ps->policy->destination_limits,
+                  &ps->policy->n_destination_limits, d)
+        != 0)
+    {
+        free(d);
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    d->pattern = ctld_policy_take(ps, 1);
+
+    return ctld_policy_params(ps, 2, d, params,
+                              sizeof(params) / sizeof(params[0]));
+}
+
+
+/* egress_pool NAME ehlo=HOST ADDRESS [weight=N] [ADDRESS [weight=N] ...]; */
+
+static int
+ctld_stmt_egress_pool(ctld_parse_t *ps)
+{
+    char                *value;
+    size_t               i;
+    uint32_t             w;
+    ctld_pool_t         *pool;
+    ctld_token_t        *t;
+    ctld_egress_addr_t  *a;
+    int                  ehlo, weight;
+
+    if (ps->ntok < 2 || ps->tok[1].eq != CTLD_NO_EQ) {
+        ctld_policy_perror(ps, ps->line, "egress_pool: missing argument");
+        return -1;
+    }
+
+    pool = malloc(sizeof(ctld_pool_t));
+    if (pool == NULL) {
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    relay__control__v1__egress_pool__init(pool);
+
+    if (ctld_push(&ps->policy->egress_pools, &ps->policy->n_egress_pools,
+                  pool)
+        != 0)
+    {
+        free(pool);
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    pool->name = ctld_policy_take(ps, 1);
+    a = NULL;
+    ehlo = 0;
+    weight = 0;
+
+    for (i = 2; i < ps->ntok; i++) {
+        t = &ps->tok[i];
+
+        if (t->eq == CTLD_NO_EQ) {
+            a = malloc(sizeof(ctld_egress_addr_t));
+            if (a == NULL) {
+                ctld_policy_nomem(ps);
+                return -1;
+            }
+
+            relay__control__v1__egress_address__init(a);
+
+            if (ctld_push(&pool->addresses, &pool->n_addresses, a) != 0) {
+                free(a);
+                ctld_policy_nomem(ps);
+                return -1;
+            }
+
+            a->address = ctld_policy_take(ps, i);
+            a->weight = 1;
+            weight = 0;
+            continue;
+        }
+
+        t->data[t->eq] = '\0';
+        value = t->data + t->eq + 1;
+
+        if (strcmp(t->data, "ehlo") == 0) {
+            if (ehlo) {
+                ctld_policy_perror(ps, t->line, "egress_pool: duplicate "
+                                   "parameter \"ehlo\"");
+                return -1;
+            }
+
+            ehlo = 1;
+
+            value = ctld_strdup(value);
+            if (value == NULL) {
+                ctld_policy_nomem(ps);
+                return -1;
+            }
+
+            pool->ehlo_name = value;
+            continue;
+        }
+
+        if (strcmp(t->data, "weight") == 0) {
+            if (a == NULL) {
+                ctld_policy_perror(ps, t->line, "egress_pool: \"weight=\" "
+                                   "before any address");
+                return -1;
+            }
+
+            if (weight) {
+                ctld_policy_perror(ps, t->line, "egress_pool: duplicate "
+                                   "parameter \"weight\"");
+                return -1;
+            }
+
+            if (ctld_policy_number(value, &w) != 0) {
+                ctld_policy_perror(ps, t->line,
+                                   "egress_pool: bad number \"%s\"", value);
+                return -1;
+            }
+
+            a->weight = w;
+            weight = 1;
+            continue;
+        }
+
+        ctld_policy_perror(ps, t->line,
+                           "egress_pool: unknown parameter \"%s\"", t->data);
+        return -1;
+    }
+
+    if (!ehlo) {
+        ctld_policy_perror(ps, ps->line,
+                           "egress_pool: missing parameter \"ehlo=\"");
+        return -1;
+    }
+
+    if (pool->n_addresses == 0) {
+        ctld_policy_perror(ps, ps->line, "egress_pool: missing argument");
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+ctld_stmt_egress_rule(ctld_parse_t *ps)
+{
+    size_t        k;
+    ctld_rule_t  *r;
+
+    if (ctld_policy_positional(ps, 3, 3) < 0) {
+        return -1;
+    }
+
+    if (ps->ntok > 4) {
+        ctld_policy_perror(ps, ps->tok[4].line,
+                           "egress_rule: unexpected argument \"%s\"",
+                           ps->tok[4].data);
+        return -1;
+    }
+
+    for (k = 0; k < 3; k++) {
+        if (strcmp(ps->tok[1].data, ctld_rule_keys[k]) == 0) {
+            break;
+        }
+    }
+
+    if (k == 3) {
+        ctld_policy_perror(ps, ps->tok[1].line,
+                           "egress_rule: unknown key \"%s\" (sender_domain, "
+                           "auth_user or tenant)", ps->tok[1].data);
+        return -1;
+    }
+
+    r = malloc(sizeof(ctld_rule_t));
+    if (r == NULL) {
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    relay__control__v1__egress_rule__init(r);
+
+    if (ctld_push(&ps->policy->egress_rules, &ps->policy->n_egress_rules, r)
+        != 0)
+    {
+        free(r);
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    r->key = (Relay__Control__V1__EgressRule__Key) k;
+    r->match = ctld_policy_take(ps, 2);
+    r->pool = ctld_policy_take(ps, 3);
+
+    return 0;
+}
+
+
+static int
+ctld_stmt_tls(ctld_parse_t *ps)
+{
+    int          n, required;
+    ctld_tls_t  *t;
+
+    n = ctld_policy_positional(ps, 2, 3);
+    if (n < 0) {
+        return -1;
+    }
+
+    if ((size_t) n + 1 != ps->ntok) {
+        ctld_policy_perror(ps, ps->tok[n + 1].line,
+                           "tls: unexpected parameter \"%s\"",
+                           ps->tok[n + 1].data);
+        return -1;
+    }
+
+    if (strcmp(ps->tok[2].data, "required") == 0) {
+        required = 1;
+
+    } else if (strcmp(ps->tok[2].data, "optional") == 0) {
+        required = 0;
+
+    } else {
+        ctld_policy_perror(ps, ps->tok[2].line, "tls: expected \"required\" "
+                           "or \"optional\", got \"%s\"", ps->tok[2].data);
+        return -1;
+    }
+
+    if (n == 3 && strcmp(ps->tok[3].data, "verify") != 0) {
+        ctld_policy_perror(ps, ps->tok[3].line,
+                           "tls: unexpected argument \"%s\"",
+                           ps->tok[3].data);
+        return -1;
+    }
+
+    t = malloc(sizeof(ctld_tls_t));
+    if (t == NULL) {
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    relay__control__v1__tls_policy__init(t);
+
+    if (ctld_push(&ps->policy->tls, &ps->policy->n_tls, t) != 0) {
+        free(t);
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    t->pattern = ctld_policy_take(ps, 1);
+    t->required = required;
+    t->verify = (n == 3);
+
+    return 0;
+}
+
+
+/* ---------------------------------------------------------------- render */
+
+
+char *
+ctld_policy_render(const ctld_policy_t *p)
+{
+    char        date[32];
+    size_t      i, j;
+    time_t      t;
+    struct tm   tm;
+    ctld_buf_t  b;
+
+    memset(&b, 0, sizeof(ctld_buf_t));
+
+    ctld_buf_add(&b, "%s", "");
+
+    if (p->version) {
+        ctld_buf_add(&b, "# version %llu\n", (unsigned long long) p->version);
+    }
+
+    if (p->author && p->author[0]) {
+        ctld_buf_add(&b, "# author %s\n", p->author);
+    }
+
+    if (p->created_unix) {
+        t = (time_t) p->created_unix;
+
+        if (gmtime_r(&t, &tm) != NULL
+            && strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm))
+        {
+            ctld_buf_add(&b, "# created %s\n", date);
+        }
+    }
+
+#define ctld_section()  if (b.len) { ctld_buf_add(&b, "\n"); }
+
+    if (p->comment && p->comment[0]) {
+        ctld_section();
+        ctld_buf_add(&b, "comment ");
+        ctld_buf_word(&b, p->comment, 1);
+        ctld_buf_add(&b, ";\n");
+    }
+
+    if (p->n_routes) {
+        ctld_section();
+    }
+
+    for (i = 0; i < p->n_routes; i++) {
+        ctld_buf_add(&b, "route ");
+        ctld_buf_word(&b, p->routes[i]->pattern, 0);
+
+        for (j = 0; j < p->routes[i]->n_next_hops; j++) {
+            ctld_buf_add(&b, " ");
+            ctld_buf_word(&b, p->routes[i]->next_hops[j], 0);
+        }
+
+        ctld_buf_add(&b, ";\n");
+    }
+
+    if (p->n_backup_mx) {
+        ctld_section();
+    }
+
+    for (i = 0; i < p->n_backup_mx; i++) {
+        ctld_buf_add(&b, "backup_mx ");
+        ctld_buf_word(&b, p->backup_mx[i]->pattern, 0);
+
+        for (j = 0; j < p->backup_mx[i]->n_hosts; j++) {
+            ctld_buf_add(&b, " ");
+            ctld_buf_word(&b, p->backup_mx[i]->hosts[j], 0);
+        }
+
+        ctld_buf_add(&b, ";\n");
+    }
+
+    if (p->n_fallback_relay) {
+        ctld_section();
+        ctld_buf_add(&b, "fallback_relay");
+
+        for (j = 0; j < p->n_fallback_relay; j++) {
+            ctld_buf_add(&b, " ");
+            ctld_buf_word(&b, p->fallback_relay[j], 0);
+        }
+
+        ctld_buf_add(&b, ";\n");
+    }
+
+    if (p->n_retry) {
+        ctld_section();
+    }
+
+    for (i = 0; i < p->n_retry; i++) {
+        ctld_buf_add(&b, "retry ");
+        ctld_buf_word(&b, p->retry[i]->pattern, 0);
+        ctld_buf_duration(&b, "min", p->retry[i]->backoff_min_s);
+        ctld_buf_duration(&b, "max", p->retry[i]->backoff_max_s);
+        ctld_buf_duration(&b, "lifetime", p->retry[i]->lifetime_s);
+
+        if (p->retry[i]->delay_warning_s) {
+            ctld_buf_duration(&b, "delay_warning",
+                              p->retry[i]->delay_warning_s);
+        }
+
+        ctld_buf_add(&b, ";\n");
+    }
+
+    if (p->n_inbound_limits) {
+        ctld_section();
+    }
+
+    for (i = 0; i < p->n_inbound_limits; i++) {
+        ctld_inbound_t  *l = p->inbound_limits[i];
+
+        ctld_buf_add(&b, "inbound_limit %s ",
+                     (unsigned) l->key < 3 ? ctld_inbound_keys[l->key]
+                                           : "unknown");
+        ctld_buf_word(&b, l->match, 0);
+        ctld_buf_duration(&b, "window", l->window_s);
+
+        if (l->messages) {
+            ctld_buf_add(&b, " messages=%u", l->messages);
+        }
+
+        if (l->recipients) {
+            ctld_buf_add(&b, " recipients=%u", l->recipients);
+        }
+
+        ctld_buf_add(&b, ";\n");
+    }
+
+    if (p->n_destination_limits) {
+        ctld_section();
+    }
+
+    for (i = 0; i < p->n_destination_limits; i++) {
+        ctld_dest_t  *d = p->destination_limits[i];
+
+        ctld_buf_add(&b, "destination_limit ");
+        ctld_buf_word(&b, d->pattern, 0);
+
+        if (d->max_connections) {
+            ctld_buf_add(&b, " connections=%u", d->max_connections);
+        }
+
+        if (d->messages_per_connection) {
+            ctld_buf_add(&b, " messages_per_connection=%u",
+                         d->messages_per_connection);
+        }
+
+        if (d->messages_per_minute) {
+            ctld_buf_add(&b, " messages_per_minute=%u",
+                         d->messages_per_minute);
+        }
+
+        if (d->connections_per_minute) {
+            ctld_buf_add(&b, " connections_per_minute=%u",
+                         d->connections_per_minute);
+        }
+
+        if (d->backoff_reply_pattern && d->backoff_reply_pattern[0]) {
+            ctld_buf_add(&b, " backoff_reply=");
+            ctld_buf_word(&b, d->backoff_reply_pattern, 1);
+        }
+
+        if (d->backoff_s) {
+            ctld_buf_duration(&b, "backoff", d->backoff_s);
+        }
+
+        ctld_buf_add(&b, ";\n");
+    }
+
+    if (p->n_egress_pools) {
+        ctld_section();
+    }
+
+    for (i = 0; i < p->n_egress_pools; i++) {
+        ctld_pool_t  *pool = p->egress_pools[i];
+
+        ctld_buf_add(&b, "egress_pool ");
+        ctld_buf_word(&b, pool->name, 0);
+        ctld_buf_add(&b, " ehlo=");
+        ctld_buf_word(&b, pool->ehlo_name, 0);
+
+        for (j = 0; j < pool->n_addresses; j++) {
+            ctld_buf_add(&b, " ");
+            ctld_buf_word(&b, pool->addresses[j]->address, 0);
+
+            if (pool->addresses[j]->weight > 1) {
+                ctld_buf_add(&b, " weight=%u", pool->addresses[j]->weight);
+            }
+        }
+
+        ctld_buf_add(&b, ";\n");
+    }
+
+    if (p->n_egress_rules) {
+        ctld_section();
+    }
+
+    for (i = 0; i < p->n_egress_rules; i++) {
+        ctld_rule_t  *r = p->egress_rules[i];
+
+        ctld_buf_add(&b, "egress_rule %s ",
+                     (unsigned) r->key < 3 ? ctld_rule_keys[r->key]
+                                           : "unknown");
+        ctld_buf_word(&b, r->match, 0);
+        ctld_buf_add(&b, " ");
+        ctld_buf_word(&b, r->pool, 0);
+        ctld_buf_add(&b, ";\n");
+    }
+
+    if (p->n_tls) {
+        ctld_section();
+    }
+
+    for (i = 0; i < p->n_tls; i++) {
+        ctld_buf_add(&b, "tls ");
+        ctld_buf_word(&b, p->tls[i]->pattern, 0);
+        ctld_buf_add(&b, " %s%s;\n",
+                     p->tls[i]->required ? "required" : "optional",
+                     p->tls[i]->verify ? " verify" : "");
+    }
+
+#undef ctld_section
+
+    if (b.failed) {
+        free(b.data);
+        return NULL;
+    }
+
+    return b.data;
+}
+
+
+static void
+ctld_buf_add(ctld_buf_t *b, const char *fmt, ...)
+{
+    int      n;
+    char    *d;
+    size_t   size;
+    va_list  args;
+
+    if (b->failed) {
+        return;
+    }
+
+    for ( ;; ) {
+        if (b->size) {
+            va_start(args, fmt);
+            n = vsnprintf(b->data + b->len, b->size - b->len, fmt, args);
+            va_end(args);
+
+            if (n < 0) {
+                b->failed = 1;
+                return;
+            }
+
+            if ((size_t) n < b->size - b->len) {
+                b->len += n;
+                return;
+            }
+
+        } else {
+            n = 0;
+        }
+
+        size = b->size ? b->size * 2 : 1024;
+
+        while (size < b->len + n + 1) {
+            size *= 2;
+        }
+
+        d = realloc(b->data, size);
+        if (d == NULL) {
+            b->failed = 1;
+            return;
+        }
+
+        b->data = d;
+        b->size = size;
+    }
+}
+
+
+/* a word as is, or quoted when it must be (or always) */
+
+static void
+ctld_buf_word(ctld_buf_t *b, const char *s, int always)
+{
+    const char  *c;
+
+    if (!always && s[0] != '\0') {
+        for (c = s; *c; c++) {
+            if (*c == ' ' || *c == '\t' || *c == '\r' || *c == '\n'
+                || *c == ';' || *c == '"' || *c == '#' || *c == '\\'
+                || *c == '=' || (unsigned char) *c < 0x20 || *c == 0x7f)
+            {
+                break;
+            }
+        }
+
+        if (*c == '\0') {
+            ctld_buf_add(b, "%s", s);
+            return;
+        }
+    }
+
+    ctld_buf_add(b, "\"");
+
+    for (c = s; *c; c++) {
+        if (*c == '"' || *c == '\\') {
+            ctld_buf_add(b, "\\%c", *c);
+
+        } else {
+            ctld_buf_add(b, "%c", *c);
+        }
+    }
+
+    ctld_buf_add(b, "\"");
+}
+
+
+static void
+ctld_buf_duration(ctld_buf_t *b, const char *name, uint32_t v)
+{
+    if (v == 0) {
+        ctld_buf_add(b, " %s=0s", name);
+
+    } else if (v % 86400 == 0) {
+        ctld_buf_add(b, " %s=%ud", name, v / 86400);
+
+    } else if (v % 3600 == 0) {
+        ctld_buf_add(b, " %s=%uh", name, v / 3600);
+
+    } else if (v % 60 == 0) {
+        ctld_buf_add(b, " %s=%um", name, v / 60);
+
+    } else {
+        ctld_buf_add(b, " %s=%us", name, v);
+    }
+}
+
+
+/* ---------------------------------------------------------------- copy */
+
+
+ctld_policy_t *
+ctld_policy_copy(const ctld_policy_t *p)
+{
+    size_t          len;
+    uint8_t        *buf;
+    ctld_policy_t  *c;
+
+    len = relay__control__v1__policy__get_packed_size(p);
+
+    buf = malloc(len ? len : 1);
+    if (buf == NULL) {
+        return NULL;
+    }
+
+    relay__control__v1__policy__pack(p, buf);
+
+    c = relay__control__v1__policy__unpack(NULL, len, buf);
+
+    free(buf);
+
+    return c;
+}
+
+
+void
+ctld_policy_free(ctld_policy_t *p)
+{
+    if (p != NULL) {
+        relay__control__v1__policy__free_unpacked(p, NULL);
+    }
+}
+
+
+/* ---------------------------------------------------------------- validate */
+
+
+int
+ctld_policy_validate(const ctld_policy_t *p, char *err, size_t errlen)
+{
+    size_t               i, j, k;
+    const char          *why;
+    char                 field[64];
+    ctld_route_t        *r;
+    ctld_retry_t        *rt;
+    ctld_inbound_t      *l;
+    ctld_dest_t         *d;
+    ctld_pool_t         *pool;
+    ctld_rule_t         *rule;
+    ctld_tls_t          *t;
+    ctld_backup_mx_t    *bm;
+    ctld_egress_addr_t  *a;
+
+    if (errlen) {
+        err[0] = '\0';
+    }
+
+#define ctld_fail(...)                                                        \
+    do { ctld_verror(err, errlen, __VA_ARGS__); return -1; } while (0)
+
+    why = ctld_check_text(p->comment, CTLD_MAX_TEXT);
+    if (why) {
+        ctld_fail("comment: %s", why);
+    }
+
+    why = ctld_check_text(p->author, CTLD_MAX_TEXT);
+    if (why) {
+        ctld_fail("author: %s", why);
+    }
+
+    /* routes */
+
+    for (i = 0; i < p->n_routes; i++) {
+        r = p->routes[i];
+
+        why = ctld_check_pattern(r->pattern);
+        if (why) {
+            ctld_fail("routes[%zu].pattern: %s", i, why);
+        }
+
+        for (k = 0; k < i; k++) {
+            if (strcmp(p->routes[k]->pattern, r->pattern) == 0) {
+                ctld_fail("routes[%zu].pattern: \"%s\" duplicates "
+                          "routes[%zu]", i, r->pattern, k);
+            }
+        }
+
+        if (r->n_next_hops == 0) {
+            ctld_fail("routes[%zu].next_hops: no next hop", i);
+        }
+
+        snprintf(field, sizeof(field), "routes[%zu].next_hops", i);
+
+        if (ctld_check_hops(r->next_hops, r->n_next_hops, field, err, errlen)
+            != 0)
+        {
+            return -1;
+        }
+    }
+
+    /* backup MX */
+
+    for (i = 0; i < p->n_backup_mx; i++) {
+        bm = p->backup_mx[i];
+
+        why = ctld_check_pattern(bm->pattern);
+        if (why) {
+            ctld_fail("backup_mx[%zu].pattern: %s", i, why);
+        }
+
+        for (k = 0; k < i; k++) {
+            if (strcmp(p->backup_mx[k]->pattern, bm->pattern) == 0) {
+                ctld_fail("backup_mx[%zu].pattern: \"%s\" duplicates "
+                          "backup_mx[%zu]", i, bm->pattern, k);
+            }
+        }
+
+        if (bm->n_hosts == 0) {
+            ctld_fail("backup_mx[%zu].hosts: no host", i);
+        }
+
+        snprintf(field, sizeof(field), "backup_mx[%zu].hosts", i);
+
+        if (ctld_check_hops(bm->hosts, bm->n_hosts, field, err, errlen) != 0)
+        {
+            return -1;
+        }
+    }
+
+    /* fallback relays */
+
+    if (ctld_check_hops(p->fallback_relay, p->n_fallback_relay,
+                        "fallback_relay", err, errlen)
+        != 0)
+    {
+        return -1;
+    }
+
+    /* retry */
+
+    for (i = 0; i < p->n_retry; i++) {
+        rt = p->retry[i];
+
+        why = ctld_check_pattern(rt->pattern);
+        if (why) {
+            ctld_fail("retry[%zu].pattern: %s", i, why);
+        }
+
+        for (k = 0; k < i; k++) {
+            if (strcmp(p->retry[k]->pattern, rt->pattern) == 0) {
+                ctld_fail("retry[%zu].pattern: \"%s\" duplicates retry[%zu]",
+                          i, rt->pattern, k);
+            }
+        }
+
+        if (rt->backoff_min_s == 0) {
+            ctld_fail("retry[%zu].backoff_min_s: must be greater than 0", i);
+        }
+
+        if (rt->backoff_max_s < rt->backoff_min_s) {
+            ctld_fail("retry[%zu].backoff_max_s: %us is less than "
+                      "backoff_min_s (%us)", i, rt->backoff_max_s,
+                      rt->backoff_min_s);
+        }
+
+        if (rt->lifetime_s < rt->backoff_min_s) {
+            ctld_fail("retry[%zu].lifetime_s: %us is less than "
+                      "backoff_min_s (%us)", i, rt->lifetime_s,
+                      rt->backoff_min_s);
+        }
+
+        if (rt->delay_warning_s && rt->delay_warning_s >= rt->lifetime_s) {
+            ctld_fail("retry[%zu].delay_warning_s: %us is not less than "
+                      "lifetime_s (%us)", i, rt->delay_warning_s,
+                      rt->lifetime_s);
+        }
+    }
+
+    /* inbound limits */
+
+    for (i = 0; i < p->n_inbound_limits; i++) {
+        l = p->inbound_limits[i];
+
+        switch (l->key) {
+
+        case RELAY__CONTROL__V1__INBOUND_LIMIT__KEY__CLIENT_IP:
+            why = strcmp(l->match, "*") == 0 ? NULL
+                                              : ctld_check_cidr(l->match);
+            break;
+
+        case RELAY__CONTROL__V1__INBOUND_LIMIT__KEY__AUTH_USER:
+            why = ctld_check_word(l->match);
+            break;
+
+        case RELAY__CONTROL__V1__INBOUND_LIMIT__KEY__SENDER_DOMAIN:
+            why = ctld_check_pattern(l->match);
+            break;
+
+        default:
+            ctld_fail("inbound_limits[%zu].key: unknown key %d", i,
+                      (int) l->key);
+        }
+
+        if (why) {
+            ctld_fail("inbound_limits[%zu].match: %s", i, why);
+        }
+
+        for (k = 0; k < i; k++) {
+            if (p->inbound_limits[k]->key == l->key
+                && strcmp(p->inbound_limits[k]->match, l->match) == 0)
+            {
+                ctld_fail("inbound_limits[%zu].match: \"%s\" duplicates "
+                          "inbound_limits[%zu]", i, l->match, k);
+            }
+        }
+
+        if (l->messages == 0 && l->recipients == 0) {
+            ctld_fail("inbound_limits[%zu]: neither messages nor "
+                      "recipients is limited", i);
+        }
+
+        if (l->window_s == 0) {
+            ctld_fail("inbound_limits[%zu].window_s: must be greater than 0",
+                      i);
+        }
+    }
+
+    /* destination limits */
+
+    for (i = 0; i < p->n_destination_limits; i++) {
+        d = p->destination_limits[i];
+
+        why = ctld_check_pattern(d->pattern);
+        if (why) {
+            ctld_fail("destination_limits[%zu].pattern: %s", i, why);
+        }
+
+        for (k = 0; k < i; k++) {
+            if (strcmp(p->destination_limits[k]->pattern, d->pattern) == 0) {
+                ctld_fail("destination_limits[%zu].pattern: \"%s\" "
+                          "duplicates destination_limits[%zu]", i,
+                          d->pattern, k);
+            }
+        }
+
+        why = ctld_check_text(d->backoff_reply_pattern, 256);
+        if (why) {
+            ctld_fail("destination_limits[%zu].backoff_reply_pattern: %s",
+                      i, why);
+        }
+
+        if (d->backoff_reply_pattern[0] && d->backoff_s == 0) {
+            ctld_fail("destination_limits[%zu].backoff_s: must be greater "
+                      "than 0 with backoff_reply_pattern", i);
+        }
+
+        if (d->backoff_s && d->backoff_reply_pattern[0] == '\0') {
+            ctld_fail("destination_limits[%zu].backoff_reply_pattern: "
+                      "needed with backoff_s", i);
+        }
+    }
+
+    /* egress pools */
+
+    for (i = 0; i < p->n_egress_pools; i++) {
+        pool = p->egress_pools[i];
+
+        why = ctld_check_word(pool->name);
+        if (why == NULL && strcmp(pool->name, "*") == 0) {
+            why = "\"*\" is not a pool name";
+        }
+
+        if (why) {
+            ctld_fail("egress_pools[%zu].name: %s", i, why);
+        }
+
+        for (k = 0; k < i; k++) {
+            if (strcmp(p->egress_pools[k]->name, pool->name) == 0) {
+                ctld_fail("egress_pools[%zu].name: \"%s\" duplicates "
+                          "egress_pools[%zu]", i, pool->name, k);
+            }
+        }
+
+        why = ctld_check_name(pool->ehlo_name);
+        if (why) {
+            ctld_fail("egress_pools[%zu].ehlo_name: %s", i, why);
+        }
+
+        if (pool->n_addresses == 0) {
+            ctld_fail("egress_pools[%zu].addresses: no address", i);
+        }
+
+        for (j = 0; j < pool->n_addresses; j++) {
+            a = pool->addresses[j];
+
+            if (!ctld_is_ipv4(a->address, strlen(a->address))
+                && !ctld_is_ipv6(a->address, strlen(a->address)))
+            {
+                ctld_fail("egress_pools[%zu].addresses[%zu].address: \"%s\" "
+                          "is not an IPv4 or IPv6 address", i, j,
+                          a->address);
+            }
+
+            for (k = 0; k < j; k++) {
+                if (strcmp(pool->addresses[k]->address, a->address) == 0) {
+                    ctld_fail("egress_pools[%zu].addresses[%zu].address: "
+                              "\"%s\" duplicates addresses[%zu]", i, j,
+                              a->address, k);
+                }
+            }
+
+            if (a->weight > CTLD_MAX_WEIGHT) {
+                ctld_fail("egress_pools[%zu].addresses[%zu].weight: %u is "
+                          "more than %u", i, j, a->weight, CTLD_MAX_WEIGHT);
+            }
+        }
+    }
+
+    /* egress rules */
+
+    for (i = 0; i < p->n_egress_rules; i++) {
+        rule = p->egress_rules[i];
+
+        switch (rule->key) {
+
+        case RELAY__CONTROL__V1__EGRESS_RULE__KEY__SENDER_DOMAIN:
+            why = ctld_check_pattern(rule->match);
+            break;
+
+        case RELAY__CONTROL__V1__EGRESS_RULE__KEY__AUTH_USER:
+        case RELAY__CONTROL__V1__EGRESS_RULE__KEY__TENANT:
+            why = ctld_check_word(rule->match);
+            break;
+
+        default:
+            ctld_fail("egress_rules[%zu].key: unknown key %d", i,
+                      (int) rule->key);
+        }
+
+        if (why) {
+            ctld_fail("egress_rules[%zu].match: %s", i, why);
+        }
+
+        for (k = 0; k < i; k++) {
+            if (p->egress_rules[k]->key == rule->key
+                && strcmp(p->egress_rules[k]->match, rule->match) == 0)
+            {
+                ctld_fail("egress_rules[%zu].match: \"%s\" duplicates "
+                          "egress_rules[%zu]", i, rule->match, k);
+            }
+        }
+
+        for (k = 0; k < p->n_egress_pools; k++) {
+            if (strcmp(p->egress_pools[k]->name, rule->pool) == 0) {
+                break;
+            }
+        }
+
+        if (k == p->n_egress_pools) {
+            ctld_fail("egress_rules[%zu].pool: no egress pool \"%s\"", i,
+                      rule->pool);
+        }
+    }
+
+    /* TLS */
+
+    for (i = 0; i < p->n_tls; i++) {
+        t = p->tls[i];
+
+        why = ctld_check_pattern(t->pattern);
+        if (why) {
+            ctld_fail("tls[%zu].pattern: %s", i, why);
+        }
+
+        for (k = 0; k < i; k++) {
+            if (strcmp(p->tls[k]->pattern, t->pattern) == 0) {
+                ctld_fail("tls[%zu].pattern: \"%s\" duplicates tls[%zu]",
+                          i, t->pattern, k);
+            }
+        }
+    }
+
+#undef ctld_fail
+
+    return 0;
+}
+
+
+static void
+ctld_verror(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list  args;
+
+    if (errlen == 0) {
+        return;
+    }
+
+    va_start(args, fmt);
+    vsnprintf(err, errlen, fmt, args);
+    va_end(args);
+}
+
+
+/* a lowercase DNS name: labels of [a-z0-9-], not starting/ending with "-" */
+
+static const char *
+ctld_check_name(const char *s)
+{
+    size_t       len, label;
+    const char  *c;
+
+    len = strlen(s);
+
+    if (len == 0) {
+        return "empty name";
+    }
+
+    if (len > CTLD_MAX_NAME) {
+        return "name longer than 253 characters";
+    }
+
+    label = 0;
+
+    for (c = s; ; c++) {
+        if (*c == '.' || *c == '\0') {
+            if (label == 0) {
+                return "empty label in name";
+            }
+
+            if (c[-1] == '-') {
+                return "label ends with \"-\"";
+            }
+
+            if (*c == '\0') {
+                break;
+            }
+
+            label = 0;
+            continue;
+        }
+
+        if (*c >= 'A' && *c <= 'Z') {
+            return "must be lowercase";
+        }
+
+        if (*c == '-') {
+            if (label == 0) {
+                return "label starts with \"-\"";
+            }
+
+        } else if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9'))) {
+            return "invalid character in name";
+        }
+
+        if (++label > 63) {
+            return "label longer than 63 characters";
+        }
+    }
+
+    return NULL;
+}
+
+
+static const char *
+ctld_check_pattern(const char *s)
+{
+    if (s[0] == '\0') {
+        return "empty pattern";
+    }
+
+    if (strcmp(s, "*") == 0) {
+        return NULL;
+    }
+
+    if (s[0] == '*') {
+        return "\"*\" only alone; \".example.com\" matches subdomains";
+    }
+
+    return ctld_check_name(s[0] == '.' ? s + 1 : s);
+}
+
+
+/* "[host]", "[host]:port", "host", "host:port" */
+
+static const char *
+ctld_check_hop(const char *s)
+{
+    size_t       n;
+    char         host[CTLD_MAX_NAME + 1];
+    const char  *c, *end, *port, *why;
+    unsigned     v;
+
+    if (s[0] == '\0') {
+        return "empty hop";
+    }
+
+    if (s[0] == '[') {
+        end = strchr(s, ']');
+        if (end == NULL) {
+            return "missing \"]\"";
+        }
+
+        if (end == s + 1) {
+            return "empty host";
+        }
+
+        port = end + 1;
+
+        if (*port != '\0' && *port != ':') {
+            return "expected \":port\" after \"]\"";
+        }
+
+        n = end - s - 1;
+
+        if (n > CTLD_MAX_NAME) {
+            return "name longer than 253 characters";
+        }
+
+        memcpy(host, s + 1, n);
+        host[n] = '\0';
+
+        if (!ctld_is_ipv4(host, n) && !ctld_is_ipv6(host, n)) {
+            if (strchr(host, ':')) {
+                return "invalid IPv6 address";
+            }
+
+            why = ctld_check_name(host);
+            if (why) {
+                return why;
+            }
+        }
+
+    } else {
+        end = strchr(s, ':');
+        n = end ? (size_t) (end - s) : strlen(s);
+        port = s + n;
+
+        if (n == 0) {
+            return "empty host";
+        }
+
+        if (n > CTLD_MAX_NAME) {
+            return "name longer than 253 characters";
+        }
+
+        memcpy(host, s, n);
+        host[n] = '\0';
+
+        if (ctld_is_ipv4(host, n)) {
+            return "an IP address needs brackets: \"[192.0.2.1]:25\"";
+        }
+
+        why = ctld_check_name(host);
+        if (why) {
+            return why;
+        }
+    }
+
+    if (*port == '\0') {
+        return NULL;
+    }
+
+    port++;
+
+    if (*port == '\0') {
+        return "empty port";
+    }
+
+    v = 0;
+
+    for (c = port; *c; c++) {
+        if (*c < '0' || *c > '9') {
+            return "port is not a number";
+        }
+
+        v = v * 10 + (*c - '0');
+
+        if (v > 65535) {
+            return "port out of range 1..65535";
+        }
+    }
+
+    if (v == 0) {
+        return "port out of range 1..65535";
+    }
+
+    return NULL;
+}
+
+
+static int
+ctld_check_hops(char **hops, size_t n, const char *field, char *err,
+    size_t errlen)
+{
+    size_t       i, k;
+    const char  *why;
+
+    for (i = 0; i < n; i++) {
+        why = ctld_check_hop(hops[i]);
+        if (why) {
+            ctld_verror(err, errlen, "%s[%zu]: \"%s\": %s", field, i,
+                        hops[i], why);
+            return -1;
+        }
+
+        for (k = 0; k < i; k++) {
+            if (strcmp(hops[k], hops[i]) == 0) {
+                ctld_verror(err, errlen, "%s[%zu]: \"%s\" duplicates "
+                            "%s[%zu]", field, i, hops[i], field, k);
+                return -1;
+            }
+        }
+    }
+
+    return 0;
+}
+
+
+/* "192.0.2.0/24", "2001:db8::/32", or an address alone */
+
+static const char *
+ctld_check_cidr(const char *s)
+{
+    char           addr[64];
+    size_t         n, i;
+    unsigned       bits, max, v;
+    unsigned char  buf[16];
+    const char    *slash, *c;
+    int            family;
+
+    if (s[0] == '\0') {
+        return "empty network";
+    }
+
+    slash = strchr(s, '/');
+    n = slash ? (size_t) (slash - s) : strlen(s);
+
+    if (n == 0 || n >= sizeof(addr)) {
+        return "not an address or CIDR network";
+    }
+
+    memcpy(addr, s, n);
+    addr[n] = '\0';
+
+    if (inet_pton(AF_INET, addr, buf) == 1 && ctld_is_ipv4(addr, n)) {
+        family = AF_INET;
+        max = 32;
+
+    } else if (inet_pton(AF_INET6, addr, buf) == 1) {
+        family = AF_INET6;
+        max = 128;
+
+    } else {
+        return "not an address or CIDR network";
+    }
+
+    if (slash == NULL) {
+        return NULL;
+    }
+
+    c = slash + 1;
+
+    if (*c == '\0' || strlen(c) > 3) {
+        return "bad prefix length";
+    }
+
+    for (v = 0; *c; c++) {
+        if (*c < '0' || *c > '9') {
+            return "bad prefix length";
+        }
+
+        v = v * 10 + (*c - '0');
+    }
+
+    if (v > max || (c - slash > 2 && slash[1] == '0')) {
+        return "bad prefix length";
+    }
+
+    bits = v;
+
+    /* no bits set after the prefix */
+
+    for (i = 0; i < (family == AF_INET ? 4u : 16u); i++) {
+        unsigned  keep;
+
+        keep = bits >= 8 * (i + 1) ? 8 : (bits > 8 * i ? bits - 8 * i : 0);
+
+        if (buf[i] & (0xff >> keep)) {
+            return "host bits set after the prefix length";
+        }
+    }
+
+    return NULL;
+}
+
+
+/* printable, no control characters, at most max bytes */
+
+static const char *
+ctld_check_text(const char *s, size_t max)
+{
+    const char  *c;
+
+    for (c = s; *c; c++) {
+        if ((unsigned char) *c < 0x20 || *c == 0x7f) {
+            return "control character";
+        }
+    }
+
+    if ((size_t) (c - s) > max) {
+        return "too long";
+    }
+
+    return NULL;
+}
+
+
+/* a user, tenant or pool name: no spaces, quotes, ";" or "#" */
+
+static const char *
+ctld_check_word(const char *s)
+{
+    const char  *c;
+
+    if (s[0] == '\0') {
+        return "empty";
+    }
+
+    for (c = s; *c; c++) {
+        if ((unsigned char) *c <= 0x20 || *c == 0x7f || *c == '"'
+            || *c == ';' || *c == '#' || *c == '\\' || *c == '=')
+        {
+            return "invalid character";
+        }
+    }
+
+    if (c - s > 255) {
+        return "too long";
+    }
+
+    return NULL;
+}
+
+
+/* a dotted quad of decimal numbers 0..255, no leading zeros */
+
+static int
+ctld_is_ipv4(const char *s, size_t len)
+{
+    size_t    i, digits, dots;
+    unsigned  v;
+
+    digits = 0;
+    dots = 0;
+    v = 0;
+
+    for (i = 0; i <= len; i++) {
+        if (i == len || s[i] == '.') {
+            if (digits == 0 || v > 255) {
+                return 0;
+            }
+
+            if (i < len) {
+                dots++;
+            }
+
+            digits = 0;
+            v = 0;
+            continue;
+        }
+
+        if (s[i] < '0' || s[i] > '9') {
+            return 0;
+        }
+
+        if (digits == 1 && v == 0) {
+            return 0;
+        }
+
+        v = v * 10 + (s[i] - '0');
+
+        if (++digits > 3) {
+            return 0;
+        }
+    }
+
+    return dots == 3;
+}
+
+
+static int
+ctld_is_ipv6(const char *s, size_t len)
+{
+    char           buf[64];
+    unsigned char  addr[16];
+
+    if (len == 0 || len >= sizeof(buf) || memchr(s, ':', len) == NULL) {
+        return 0;
+    }
+
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+
+    return inet_pton(AF_INET6, buf, addr) == 1;
+}
+
+
+/* days since 1970-01-01 of a proleptic Gregorian date */
+
+static int64_t
+ctld_days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    int64_t   era;
+    unsigned  yoe, doy, doe;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = (unsigned) (y - era * 400);
+    doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+    return era * 146097 + (int64_t) doe - 719468;
+}
