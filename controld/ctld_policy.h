@@ -1,0 +1,82 @@
+
+/*
+ * Copyright (C) The relay authors
+ */
+
+
+#ifndef _CTLD_POLICY_H_INCLUDED_
+#define _CTLD_POLICY_H_INCLUDED_
+
+
+/*
+ * The fleet policy outside the wire: its human-readable text form (what
+ * operators write, review and diff), its canonical rendering, and complete
+ * validation.  Shared by controld, relayctl and the nginx module (which
+ * validates every snapshot again before applying it), so it depends on
+ * nothing but libc and protobuf-c, and allocates with malloc().
+ *
+ * Text form: one statement per line group, ended by ";", "#" comments.
+ *
+ *   comment "free text";
+ *   route PATTERN HOP [HOP ...];
+ *   backup_mx PATTERN HOP [HOP ...];
+ *   fallback_relay HOP [HOP ...];
+ *   retry PATTERN min=300s max=4000s lifetime=5d [delay_warning=4h];
+ *   inbound_limit client_ip|auth_user|sender_domain MATCH window=1m
+ *       [messages=N] [recipients=N];
+ *   destination_limit PATTERN [connections=N] [messages_per_connection=N]
+ *       [messages_per_minute=N] [connections_per_minute=N]
+ *       [backoff_reply="TEXT"] [backoff=10m];
+ *   egress_pool NAME ehlo=HOST ADDRESS [weight=N] [ADDRESS [weight=N] ...];
+ *   egress_rule sender_domain|auth_user|tenant MATCH POOL;
+ *   tls PATTERN required|optional [verify];
+ *
+ * PATTERN: "*", "example.com" or ".example.com" (subdomains).  HOP: the
+ * syntax of the relay_route directive, "[host]:port" (no MX lookup) or
+ * "host:port" (MX of host), port optional.  Durations: N, Ns, Nm, Nh, Nd.
+ */
+
+
+#include <stddef.h>
+
+#include "relay/control/v1/control.pb-c.h"
+
+
+typedef Relay__Control__V1__Policy  ctld_policy_t;
+
+
+/*
+ * Parses text into a new policy (free with ctld_policy_free()).  On error
+ * returns NULL and writes "NAME:LINE: what is wrong" into err.
+ */
+ctld_policy_t *ctld_policy_parse(const char *name, const char *text,
+    size_t len, char *err, size_t errlen);
+
+/*
+ * Checks everything a node relies on.  Returns 0, or -1 with
+ * "FIELD: why" in err, FIELD a path such as "routes[2].next_hops[0]".
+ */
+int ctld_policy_validate(const ctld_policy_t *p, char *err, size_t errlen);
+
+/*
+ * The canonical text form (malloc()ed, NUL-terminated): statements in a
+ * fixed order, durations in their largest exact unit, so that two equal
+ * policies render identically and ctld_policy_parse(render(p)) == p.
+ * Version, author and creation time appear as leading "#" comments.
+ */
+char *ctld_policy_render(const ctld_policy_t *p);
+
+/* a deep copy through pack/unpack; NULL on allocation failure */
+ctld_policy_t *ctld_policy_copy(const ctld_policy_t *p);
+
+void ctld_policy_free(ctld_policy_t *p);
+
+/*
+ * Unified diff (3 lines of context) of two texts, malloc()ed; "" when they
+ * are equal.  Lines starting with "#" are ignored by the comparison.
+ */
+char *ctld_diff(const char *a_name, const char *a, const char *b_name,
+    const char *b);
+
+
+#endif /* _CTLD_POLICY_H_INCLUDED_ */
