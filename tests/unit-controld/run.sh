@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+#
+# tests/unit-controld/run.sh BUILD_DIR
+#
+# Builds tests/unit-controld/test_*.c with controld/ctld_policy.c and
+# controld/ctld_diff.c (libc and protobuf-c only) into BUILD_DIR/unit-controld,
+# runs them and ends with one line "N passed, N failed" over all programs.
+# The policy code is first compiled alone with the flags nginx builds the
+# module with (-Werror, _FORTIFY_SOURCE), since the module links it too.
+# The protobuf-c code is generated into BUILD_DIR/gen when missing.
+# Exits non-zero when anything failed.
+
+set -u
+
+if [ $# -ne 1 ]; then
+    echo "usage: $0 BUILD_DIR" >&2
+    exit 2
+fi
+
+mkdir -p "$1" || exit 2
+build=$(cd "$1" && pwd) || exit 2
+top=$(cd "$(dirname "$0")/../.." && pwd)
+unit=$top/tests/unit-controld
+out=$build/unit-controld
+gen=$build/gen
+pbc=$gen/relay/control/v1/control.pb-c.c
+
+mkdir -p "$out"
+
+if [ ! -f "$pbc" ] || [ "$top/proto/relay/control/v1/control.proto" -nt "$pbc" ]
+then
+    mkdir -p "$gen"
+    protoc-c --proto_path="$top/proto" --c_out="$gen" \
+        relay/control/v1/control.proto || exit 2
+fi
+
+cc=${CC:-cc}
+incs=(-I "$gen" -I "$top/controld" -I "$unit")
+pbflags=$(pkg-config --cflags libprotobuf-c)
+pblibs=$(pkg-config --libs libprotobuf-c)
+
+cflags=(-pipe -O2 -W -Wall -Wextra -Wpointer-arith -Wno-unused-parameter
+        -Werror -g -fstack-protector-strong -Wformat
+        -Werror=format-security -D_FORTIFY_SOURCE=2)
+
+passed=0
+failed=0
+
+for f in ctld_policy.c ctld_diff.c; do
+    if ! "$cc" "${cflags[@]}" $pbflags -fPIC "${incs[@]}" -c \
+            "$top/controld/$f" -o "$out/${f%.c}.o"
+    then
+        echo "FAIL controld/$f does not compile cleanly"
+        failed=$((failed + 1))
+    fi
+done
+
+san=(-fsanitize=address,undefined -fno-sanitize-recover=all
+     -fno-omit-frame-pointer)
+echo 'int main(void) { return 0; }' > "$out/san.c"
+if ! "$cc" "${san[@]}" "$out/san.c" -o "$out/san" 2>/dev/null \
+   || ! "$out/san" 2>/dev/null
+then
+    san=()
+fi
+
+for t in "$unit"/test_*.c; do
+    name=$(basename "$t" .c)
+
+    if ! "$cc" "${cflags[@]}" "${san[@]}" $pbflags "${incs[@]}" \
+            -o "$out/$name" "$t" "$top/controld/ctld_policy.c" \
+            "$top/controld/ctld_diff.c" "$pbc" $pblibs
+    then
+        echo "FAIL $name: does not compile"
+        failed=$((failed + 1))
+        continue
+    fi
+
+    "$out/$name" > "$out/$name.log" 2>&1
+    rc=$?
+
+    grep -v -E '^[a-z_0-9]+: [0-9]+ passed, [0-9]+ failed$' "$out/$name.log"
+
+    summary=$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed\$" \
+              "$out/$name.log" | tail -n 1)
+
+    if [ -z "$summary" ]; then
+        echo "FAIL $name: exit $rc and no summary"
+        failed=$((failed + 1))
+        continue
+    fi
+
+    echo "$summary"
+
+    read -r p f <<< "$(echo "$summary" \
+                       | sed -E 's/^[^:]+: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/')"
+    passed=$((passed + p))
+    failed=$((failed + f))
+
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "FAIL $name: exit $rc with no failed case"
+        failed=$((failed + 1))
+    fi
+done
+
+echo "$passed passed, $failed failed"
+
+[ "$failed" -eq 0 ]

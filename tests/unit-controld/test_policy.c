@@ -1,0 +1,636 @@
+
+/*
+ * Copyright (C) The relay authors
+ */
+
+
+/*
+ * ctld_policy.c and ctld_diff.c: parse errors (message and line),
+ * validation errors (field path) for every rule, canonical rendering and
+ * its round trip, copies, and diffs.
+ */
+
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctld_policy.h"
+
+
+typedef struct {
+    const char  *text;
+    const char  *error;               /* NULL: parses */
+} t_case_t;
+
+
+static int  t_passed;
+static int  t_failed;
+
+
+static void
+t_check(int ok, const char *what, const char *text, const char *got,
+    const char *want)
+{
+    if (ok) {
+        t_passed++;
+        return;
+    }
+
+    t_failed++;
+    printf("FAIL %s\n  input: %s\n  got:   %s\n  want:  %s\n", what,
+           text, got ? got : "(null)", want ? want : "(null)");
+}
+
+
+/* ---------------------------------------------------------------- parse */
+
+
+static const t_case_t  t_parse[] = {
+    { "route example.com [mx.example.net]:25;", NULL },
+    { "", NULL },
+    { "# only a comment\n", NULL },
+    { "frob x;", "t.policy:1: unknown statement \"frob\"" },
+    { "\n\n  frob x;", "t.policy:3: unknown statement \"frob\"" },
+    { "x=1;", "t.policy:1: unknown statement \"x=1\"" },
+    { "route example.com;", "t.policy:1: route: missing argument" },
+    { "route;", "t.policy:1: route: missing argument" },
+    { "backup_mx *;", "t.policy:1: backup_mx: missing argument" },
+    { "fallback_relay;", "t.policy:1: fallback_relay: missing argument" },
+    { "route a.com\n  [b.com];\nroute x.com b.com", 
+      "t.policy:3: missing \";\" at the end of \"route\"" },
+    { ";", "t.policy:1: empty statement" },
+    { "comment \"abc", "t.policy:1: unterminated string" },
+    { "comment \"abc\ndef\";", "t.policy:1: unterminated string" },
+    { "comment \"a\\nb\";",
+      "t.policy:1: bad escape in string (only \\\" and \\\\)" },
+    { "comment \"a\tb\";", "t.policy:1: control character in string" },
+    { "comment a\001b;", "t.policy:1: control character" },
+    { "comment \"x\";\ncomment \"y\";", "t.policy:2: duplicate comment" },
+    { "comment;", "t.policy:1: comment: missing argument" },
+    { "comment a b;", "t.policy:1: comment: unexpected argument \"b\"" },
+    { "comment a x=1;", "t.policy:1: comment: unexpected argument \"x=1\"" },
+    { "route a.com b.com x=1;",
+      "t.policy:1: route: unexpected parameter \"x=1\"" },
+    { "retry * min=5m max=1h;",
+      "t.policy:1: retry: missing parameter \"lifetime=\"" },
+    { "retry min=5m max=1h lifetime=1d;", "t.policy:1: retry: missing argument" },
+    { "retry * 5m;", "t.policy:1: retry: unexpected argument \"5m\"" },
+    { "retry * min=5m max=1h lifetime=1d extra;",
+      "t.policy:1: retry: unexpected argument \"extra\"" },
+    { "retry * min=5x max=1h lifetime=1d;",
+      "t.policy:1: retry: bad duration \"5x\"" },
+    { "retry * min= max=1h lifetime=1d;",
+      "t.policy:1: retry: bad duration \"\"" },
+    { "retry * min=1ms max=1h lifetime=1d;",
+      "t.policy:1: retry: bad duration \"1ms\"" },
+    { "retry * min=5m max=50000d lifetime=1d;",
+      "t.policy:1: retry: bad duration \"50000d\"" },
+    { "retry * min=5m max=4294967296 lifetime=1d;",
+      "t.policy:1: retry: bad duration \"4294967296\"" },
+    { "retry * min=5m max=1h lifetime=1d\n  ttl=3;",
+      "t.policy:2: retry: unknown parameter \"ttl\"" },
+    { "retry * min=5m min=1h max=1h lifetime=1d;",
+      "t.policy:1: retry: duplicate parameter \"min\"" },
+    { "inbound_limit client_ip * window=1m messages=x;",
+      "t.policy:1: inbound_limit: bad number \"x\"" },
+    { "inbound_limit client_ip * window=1m messages=-1;",
+      "t.policy:1: inbound_limit: bad number \"-1\"" },
+    { "inbound_limit peer * window=1m messages=1;",
+      "t.policy:1: inbound_limit: unknown key \"peer\" (client_ip, "
+      "auth_user or sender_domain)" },
+    { "inbound_limit client_ip * messages=1;",
+      "t.policy:1: inbound_limit: missing parameter \"window=\"" },
+    { "inbound_limit client_ip window=1m;",
+      "t.policy:1: inbound_limit: missing argument" },
+    { "destination_limit * connections=1 rate=2;",
+      "t.policy:1: destination_limit: unknown parameter \"rate\"" },
+    { "destination_limit * backoff_reply=\"a \\\"b\\\" \\\\ c\" backoff=1m;",
+      NULL },
+    { "egress_pool p;", "t.policy:1: egress_pool: missing parameter \"ehlo=\"" },
+    { "egress_pool p ehlo=a.com;", "t.policy:1: egress_pool: missing argument" },
+    { "egress_pool ehlo=a.com 192.0.2.1;",
+      "t.policy:1: egress_pool: missing argument" },
+    { "egress_pool p ehlo=a.com weight=2 192.0.2.1;",
+      "t.policy:1: egress_pool: \"weight=\" before any address" },
+    { "egress_pool p ehlo=a.com 192.0.2.1 weight=2 weight=3;",
+      "t.policy:1: egress_pool: duplicate parameter \"weight\"" },
+    { "egress_pool p ehlo=a.com 192.0.2.1 weight=w;",
+      "t.policy:1: egress_pool: bad number \"w\"" },
+    { "egress_pool p ehlo=a.com ehlo=b.com 192.0.2.1;",
+      "t.policy:1: egress_pool: duplicate parameter \"ehlo\"" },
+    { "egress_pool p ehlo=a.com 192.0.2.1 mtu=1;",
+      "t.policy:1: egress_pool: unknown parameter \"mtu\"" },
+    { "egress_rule tenant t;", "t.policy:1: egress_rule: missing argument" },
+    { "egress_rule tenant t p q;",
+      "t.policy:1: egress_rule: unexpected argument \"q\"" },
+    { "egress_rule ip t p;",
+      "t.policy:1: egress_rule: unknown key \"ip\" (sender_domain, "
+      "auth_user or tenant)" },
+    { "tls *;", "t.policy:1: tls: missing argument" },
+    { "tls * maybe;",
+      "t.policy:1: tls: expected \"required\" or \"optional\", got \"maybe\"" },
+    { "tls * required check;", "t.policy:1: tls: unexpected argument \"check\"" },
+    { "tls * required verify more;",
+      "t.policy:1: tls: unexpected argument \"more\"" },
+    { "tls * required verify=1;",
+      "t.policy:1: tls: unexpected parameter \"verify=1\"" },
+    { "route \"a;b\" [x]; # a comment ; with ;\nfrob;",
+      "t.policy:2: unknown statement \"frob\"" },
+    { NULL, NULL }
+};
+
+
+/* ---------------------------------------------------------------- validate */
+
+
+static const t_case_t  t_validate[] = {
+    { "comment \"\303\251t\303\251 2024\";\n"
+      "route example.com [mx.example.net]:2525 [192.0.2.1] [2001:db8::1]:25;\n"
+      "route .example.org relay.example.net relay2.example.net:587;\n"
+      "route * [smarthost.example.net];\n"
+      "backup_mx example.com [backup.example.net]:25;\n"
+      "fallback_relay [fallback.example.net]:2525;\n"
+      "retry * min=5m max=1h lifetime=5d delay_warning=4h;\n"
+      "retry .example.org min=1m max=1m lifetime=1m;\n"
+      "inbound_limit client_ip 10.0.0.0/8 window=1m messages=100;\n"
+      "inbound_limit client_ip 2001:db8::/32 window=1m recipients=5;\n"
+      "inbound_limit client_ip 192.0.2.9 window=1m recipients=5;\n"
+      "inbound_limit client_ip * window=1h messages=1000;\n"
+      "inbound_limit auth_user alice@example.com window=1d messages=10;\n"
+      "inbound_limit sender_domain .example.com window=1m messages=10;\n"
+      "destination_limit .gmail.com connections=10 "
+      "backoff_reply=\"rate limited\" backoff=10m;\n"
+      "destination_limit * connections=50;\n"
+      "egress_pool bulk ehlo=bulk.example.com 192.0.2.10 weight=3 "
+      "2001:db8::10;\n"
+      "egress_pool main ehlo=mail.example.com 192.0.2.11 weight=0;\n"
+      "egress_rule sender_domain .example.com bulk;\n"
+      "egress_rule auth_user bob main;\n"
+      "egress_rule tenant acme main;\n"
+      "tls .example.com required verify;\n"
+      "tls * optional;\n", NULL },
+
+    { "comment \"x\";", NULL },
+
+    /* patterns */
+
+    { "route Example.com [x.net];", "routes[0].pattern: must be lowercase" },
+    { "route \"\" [x.net];", "routes[0].pattern: empty pattern" },
+    { "route *.example.com [x.net];",
+      "routes[0].pattern: \"*\" only alone; \".example.com\" matches "
+      "subdomains" },
+    { "route a..b [x.net];", "routes[0].pattern: empty label in name" },
+    { "route .a.com. [x.net];", "routes[0].pattern: empty label in name" },
+    { "route -a.com [x.net];", "routes[0].pattern: label starts with \"-\"" },
+    { "route a-.com [x.net];", "routes[0].pattern: label ends with \"-\"" },
+    { "route a_b.com [x.net];", "routes[0].pattern: invalid character in name" },
+    { "route aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com"
+      " [x.net];", "routes[0].pattern: label longer than 63 characters" },
+    { "route a.com [x.net];\nroute b.com [x.net];\nroute a.com [y.net];",
+      "routes[2].pattern: \"a.com\" duplicates routes[0]" },
+
+    /* hops */
+
+    { "route a.com b.com [c.com]:x;",
+      "routes[0].next_hops[1]: \"[c.com]:x\": port is not a number" },
+    { "route a.com b.com:0;",
+      "routes[0].next_hops[0]: \"b.com:0\": port out of range 1..65535" },
+    { "route a.com b.com:65536;",
+      "routes[0].next_hops[0]: \"b.com:65536\": port out of range 1..65535" },
+    { "route a.com b.com:;",
+      "routes[0].next_hops[0]: \"b.com:\": empty port" },
+    { "route a.com [b.com;",
+      "routes[0].next_hops[0]: \"[b.com\": missing \"]\"" },
+    { "route a.com []:25;", "routes[0].next_hops[0]: \"[]:25\": empty host" },
+    { "route a.com :25;", "routes[0].next_hops[0]: \":25\": empty host" },
+    { "route a.com [b.com]x;",
+      "routes[0].next_hops[0]: \"[b.com]x\": expected \":port\" after \"]\"" },
+    { "route a.com 192.0.2.1:25;",
+      "routes[0].next_hops[0]: \"192.0.2.1:25\": an IP address needs "
+      "brackets: \"[192.0.2.1]:25\"" },
+    { "route a.com [2001:db8::g];",
+      "routes[0].next_hops[0]: \"[2001:db8::g]\": invalid IPv6 address" },
+    { "route a.com [B.com];",
+      "routes[0].next_hops[0]: \"[B.com]\": must be lowercase" },
+    { "route a.com b.com [b.com] b.com;",
+      "routes[0].next_hops[2]: \"b.com\" duplicates routes[0].next_hops[0]" },
+    { "backup_mx a.com [b.com]:99999;",
+      "backup_mx[0].hosts[0]: \"[b.com]:99999\": port out of range 1..65535" },
+    { "backup_mx A.com b.com;", "backup_mx[0].pattern: must be lowercase" },
+    { "backup_mx a.com b.com;\nbackup_mx a.com c.com;",
+      "backup_mx[1].pattern: \"a.com\" duplicates backup_mx[0]" },
+    { "fallback_relay [a.com] b_c.com;",
+      "fallback_relay[1]: \"b_c.com\": invalid character in name" },
+
+    /* retry */
+
+    { "retry * min=0 max=1h lifetime=1d;",
+      "retry[0].backoff_min_s: must be greater than 0" },
+    { "retry * min=1h max=5m lifetime=1d;",
+      "retry[0].backoff_max_s: 300s is less than backoff_min_s (3600s)" },
+    { "retry * min=1h max=2h lifetime=30m;",
+      "retry[0].lifetime_s: 1800s is less than backoff_min_s (3600s)" },
+    { "retry * min=1m max=2h lifetime=1d delay_warning=1d;",
+      "retry[0].delay_warning_s: 86400s is not less than lifetime_s "
+      "(86400s)" },
+    { "retry .a.com min=1m max=1h lifetime=1d;\n"
+      "retry .a.com min=1m max=1h lifetime=1d;",
+      "retry[1].pattern: \".a.com\" duplicates retry[0]" },
+    { "retry a..com min=1m max=1h lifetime=1d;",
+      "retry[0].pattern: empty label in name" },
+
+    /* inbound limits */
+
+    { "inbound_limit client_ip 10.0.0.1/8 window=1m messages=1;",
+      "inbound_limits[0].match: host bits set after the prefix length" },
+    { "inbound_limit client_ip 10.0.0.0/33 window=1m messages=1;",
+      "inbound_limits[0].match: bad prefix length" },
+    { "inbound_limit client_ip 10.0.0.0/ window=1m messages=1;",
+      "inbound_limits[0].match: bad prefix length" },
+    { "inbound_limit client_ip 10.0.0/8 window=1m messages=1;",
+      "inbound_limits[0].match: not an address or CIDR network" },
+    { "inbound_limit client_ip example.com window=1m messages=1;",
+      "inbound_limits[0].match: not an address or CIDR network" },
+    { "inbound_limit client_ip 2001:db8::1/32 window=1m messages=1;",
+      "inbound_limits[0].match: host bits set after the prefix length" },
+    { "inbound_limit client_ip * window=0 messages=1;",
+      "inbound_limits[0].window_s: must be greater than 0" },
+    { "inbound_limit client_ip * window=1m;",
+      "inbound_limits[0]: neither messages nor recipients is limited" },
+    { "inbound_limit auth_user \"a b\" window=1m messages=1;",
+      "inbound_limits[0].match: invalid character" },
+    { "inbound_limit sender_domain Example.com window=1m messages=1;",
+      "inbound_limits[0].match: must be lowercase" },
+    { "inbound_limit client_ip * window=1m messages=1;\n"
+      "inbound_limit auth_user * window=1m messages=1;\n"
+      "inbound_limit client_ip * window=1h messages=1;",
+      "inbound_limits[2].match: \"*\" duplicates inbound_limits[0]" },
+
+    /* destination limits */
+
+    { "destination_limit Gmail.com connections=1;",
+      "destination_limits[0].pattern: must be lowercase" },
+    { "destination_limit * connections=1;\ndestination_limit * connections=2;",
+      "destination_limits[1].pattern: \"*\" duplicates destination_limits[0]"
+    },
+    { "destination_limit * backoff_reply=\"rate\";",
+      "destination_limits[0].backoff_s: must be greater than 0 with "
+      "backoff_reply_pattern" },
+    { "destination_limit * backoff=1m;",
+      "destination_limits[0].backoff_reply_pattern: needed with backoff_s" },
+
+    /* egress */
+
+    { "egress_pool p ehlo=a.com 192.0.2.1;\negress_pool p ehlo=b.com 192.0.2.2;",
+      "egress_pools[1].name: \"p\" duplicates egress_pools[0]" },
+    { "egress_pool \"a b\" ehlo=a.com 192.0.2.1;",
+      "egress_pools[0].name: invalid character" },
+    { "egress_pool * ehlo=a.com 192.0.2.1;",
+      "egress_pools[0].name: \"*\" is not a pool name" },
+    { "egress_pool p ehlo=a_b.com 192.0.2.1;",
+      "egress_pools[0].ehlo_name: invalid character in name" },
+    { "egress_pool p ehlo= 192.0.2.1;",
+      "egress_pools[0].ehlo_name: empty name" },
+    { "egress_pool p ehlo=a.com 192.0.2.1 192.0.2.300;",
+      "egress_pools[0].addresses[1].address: \"192.0.2.300\" is not an IPv4 "
+      "or IPv6 address" },
+    { "egress_pool p ehlo=a.com 2001:db8::1 2001:db8::1;",
+      "egress_pools[0].addresses[1].address: \"2001:db8::1\" duplicates "
+      "addresses[0]" },
+    { "egress_pool p ehlo=a.com 192.0.2.1 weight=1001;",
+      "egress_pools[0].addresses[0].weight: 1001 is more than 1000" },
+    { "egress_pool p ehlo=a.com 192.0.2.1;\negress_rule tenant t q;",
+      "egress_rules[0].pool: no egress pool \"q\"" },
+    { "egress_pool p ehlo=a.com 192.0.2.1;\negress_rule sender_domain A.com p;",
+      "egress_rules[0].match: must be lowercase" },
+    { "egress_pool p ehlo=a.com 192.0.2.1;\negress_rule auth_user \"\" p;",
+      "egress_rules[0].match: empty" },
+    { "egress_pool p ehlo=a.com 192.0.2.1;\negress_rule tenant t p;\n"
+      "egress_rule auth_user t p;\negress_rule tenant t p;",
+      "egress_rules[2].match: \"t\" duplicates egress_rules[0]" },
+
+    /* tls */
+
+    { "tls A.com required;", "tls[0].pattern: must be lowercase" },
+    { "tls * required;\ntls * optional;",
+      "tls[1].pattern: \"*\" duplicates tls[0]" },
+
+    { NULL, NULL }
+};
+
+
+/* ---------------------------------------------------------------- render */
+
+
+typedef struct {
+    const char  *text;
+    const char  *canonical;
+} t_render_t;
+
+
+static const t_render_t  t_render[] = {
+    { "", "" },
+
+    { "tls * optional; route b.com [x.net];\n"
+      "comment \"say \\\"hi\\\" \\\\ bye\";",
+      "comment \"say \\\"hi\\\" \\\\ bye\";\n"
+      "\n"
+      "route b.com [x.net];\n"
+      "\n"
+      "tls * optional;\n" },
+
+    { "# version 12\n# author operator:alice\n"
+      "# created 2024-02-29T23:59:58Z\n# other\n"
+      "retry * min=60 max=7200s lifetime=120h delay_warning=90s;",
+      "# version 12\n# author operator:alice\n"
+      "# created 2024-02-29T23:59:58Z\n"
+      "\n"
+      "retry * min=1m max=2h lifetime=5d delay_warning=90s;\n" },
+
+    { "egress_rule tenant acme p;\n"
+      "egress_pool p ehlo=a.com 192.0.2.1 weight=1 192.0.2.2 weight=7;\n"
+      "destination_limit * messages_per_minute=5 connections=2 "
+      "backoff=3600 backoff_reply=slow messages_per_connection=9 "
+      "connections_per_minute=4;\n"
+      "inbound_limit auth_user \"a=b\" window=86400 recipients=3 "
+      "messages=2;\n"
+      "fallback_relay [f.net]; fallback_relay g.net:25;\n"
+      "backup_mx \"#x\" \"a;b\";\n",
+      "backup_mx \"#x\" \"a;b\";\n"
+      "\n"
+      "fallback_relay [f.net] g.net:25;\n"
+      "\n"
+      "inbound_limit auth_user \"a=b\" window=1d messages=2 recipients=3;\n"
+      "\n"
+      "destination_limit * connections=2 messages_per_connection=9 "
+      "messages_per_minute=5 connections_per_minute=4 "
+      "backoff_reply=\"slow\" backoff=1h;\n"
+      "\n"
+      "egress_pool p ehlo=a.com 192.0.2.1 192.0.2.2 weight=7;\n"
+      "\n"
+      "egress_rule tenant acme p;\n" },
+
+    { "route \"\" \"\";", "route \"\" \"\";\n" },
+
+    { NULL, NULL }
+};
+
+
+static void
+t_parse_cases(void)
+{
+    char                 err[512];
+    const t_case_t      *c;
+    ctld_policy_t       *p;
+
+    for (c = t_parse; c->text; c++) {
+        p = ctld_policy_parse("t.policy", c->text, strlen(c->text), err,
+                              sizeof(err));
+
+        if (c->error == NULL) {
+            t_check(p != NULL, "parse", c->text, err, "(parses)");
+
+        } else {
+            t_check(p == NULL && strcmp(err, c->error) == 0, "parse error",
+                    c->text, p ? "(parsed)" : err, c->error);
+        }
+
+        ctld_policy_free(p);
+    }
+}
+
+
+static void
+t_validate_cases(void)
+{
+    int              rc;
+    char             err[512];
+    const char      *s;
+    const t_case_t  *c;
+    ctld_policy_t   *p;
+
+    for (c = t_validate; c->text; c++) {
+        p = ctld_policy_parse("t.policy", c->text, strlen(c->text), err,
+                              sizeof(err));
+        if (p == NULL) {
+            t_check(0, "validate: parse", c->text, err, "(parses)");
+            continue;
+        }
+
+        rc = ctld_policy_validate(p, err, sizeof(err));
+
+        if (c->error == NULL) {
+            t_check(rc == 0, "validate", c->text, err, "(valid)");
+
+        } else {
+            t_check(rc == -1 && strcmp(err, c->error) == 0, "validate error",
+                    c->text, rc == 0 ? "(valid)" : err, c->error);
+        }
+
+        ctld_policy_free(p);
+    }
+
+    /* what only the wire can carry */
+
+    s = "inbound_limit client_ip * window=1m messages=1;\n"
+        "egress_pool p ehlo=a.com 192.0.2.1;\n"
+        "egress_rule tenant t p;\ncomment x;";
+
+    p = ctld_policy_parse("t", s, strlen(s), err, sizeof(err));
+    if (p == NULL) {
+        t_check(0, "wire: parse", "", err, "(parses)");
+        return;
+    }
+
+    p->inbound_limits[0]->key = 7;
+    rc = ctld_policy_validate(p, err, sizeof(err));
+    t_check(rc == -1 && strcmp(err, "inbound_limits[0].key: unknown key 7")
+            == 0, "wire: inbound key", "key 7", err,
+            "inbound_limits[0].key: unknown key 7");
+    p->inbound_limits[0]->key = 0;
+
+    p->egress_rules[0]->key = 9;
+    rc = ctld_policy_validate(p, err, sizeof(err));
+    t_check(rc == -1 && strcmp(err, "egress_rules[0].key: unknown key 9")
+            == 0, "wire: rule key", "key 9", err,
+            "egress_rules[0].key: unknown key 9");
+    p->egress_rules[0]->key = 2;
+
+    free(p->comment);
+    p->comment = strdup("line\nbreak");
+    rc = ctld_policy_validate(p, err, sizeof(err));
+    t_check(rc == -1 && strcmp(err, "comment: control character") == 0,
+            "wire: comment", "line\\nbreak", err,
+            "comment: control character");
+
+    free(p->comment);
+    p->comment = strdup("fine");
+
+    relay__control__v1__egress_address__free_unpacked(
+        p->egress_pools[0]->addresses[0], NULL);
+    free(p->egress_pools[0]->addresses);
+    p->egress_pools[0]->addresses = NULL;
+    p->egress_pools[0]->n_addresses = 0;
+    rc = ctld_policy_validate(p, err, sizeof(err));
+    t_check(rc == -1
+            && strcmp(err, "egress_pools[0].addresses: no address") == 0,
+            "wire: no address", "", err,
+            "egress_pools[0].addresses: no address");
+
+    ctld_policy_free(p);
+}
+
+
+static void
+t_render_cases(void)
+{
+    char               *r1, *r2, *r3, err[512];
+    ctld_policy_t      *p, *q, *c;
+    const t_render_t   *t;
+
+    for (t = t_render; t->text; t++) {
+        p = ctld_policy_parse("t", t->text, strlen(t->text), err,
+                              sizeof(err));
+        if (p == NULL) {
+            t_check(0, "render: parse", t->text, err, "(parses)");
+            continue;
+        }
+
+        r1 = ctld_policy_render(p);
+        t_check(r1 && strcmp(r1, t->canonical) == 0, "render", t->text, r1,
+                t->canonical);
+
+        q = r1 ? ctld_policy_parse("r", r1, strlen(r1), err, sizeof(err))
+               : NULL;
+        r2 = q ? ctld_policy_render(q) : NULL;
+        t_check(r2 && strcmp(r1, r2) == 0, "render round trip", r1,
+                q ? r2 : err, r1);
+
+        c = q ? ctld_policy_copy(q) : NULL;
+        r3 = c ? ctld_policy_render(c) : NULL;
+        t_check(r3 && strcmp(r1, r3) == 0, "copy", r1, r3, r1);
+
+        if (q && c) {
+            t_check(p->version == c->version
+                    && p->created_unix == c->created_unix
+                    && strcmp(p->author, c->author) == 0,
+                    "copy header", t->text, "", "");
+        }
+
+        free(r1);
+        free(r2);
+        free(r3);
+        ctld_policy_free(p);
+        ctld_policy_free(q);
+        ctld_policy_free(c);
+    }
+
+    /* the example in the header comment, and the file in config/ */
+
+    p = ctld_policy_parse("t", "# created 1970-01-01T00:00:01Z\n", 31, err,
+                          sizeof(err));
+    t_check(p && p->created_unix == 1, "created epoch", "", err, "1");
+    ctld_policy_free(p);
+}
+
+
+/* ---------------------------------------------------------------- diff */
+
+
+typedef struct {
+    const char  *a;
+    const char  *b;
+    const char  *diff;
+} t_diff_t;
+
+
+static const t_diff_t  t_diffs[] = {
+    /* equal, equal but for comments */
+    { "a\nb\n", "a\nb\n", "" },
+    { "# version 1\na\nb\n", "# version 2\n# author x\na\nb\n", "" },
+    { "", "", "" },
+
+    /* insert in the middle, with context cut to 3 lines */
+    { "1\n2\n3\n4\n5\n6\n7\n8\n",
+      "1\n2\n3\n4\nnew\n5\n6\n7\n8\n",
+      "--- a\n+++ b\n@@ -2,6 +2,7 @@\n 2\n 3\n 4\n+new\n 5\n 6\n 7\n" },
+
+    /* insert into nothing, delete everything */
+    { "", "x\ny\n", "--- a\n+++ b\n@@ -0,0 +1,2 @@\n+x\n+y\n" },
+    { "x\n", "", "--- a\n+++ b\n@@ -1 +0,0 @@\n-x\n" },
+
+    /* delete at the start */
+    { "1\n2\n3\n4\n5\n", "2\n3\n4\n5\n",
+      "--- a\n+++ b\n@@ -1,4 +1,3 @@\n-1\n 2\n 3\n 4\n" },
+
+    /* change at the end: deletions before insertions */
+    { "1\n2\n3\n4\n5\n", "1\n2\n3\nfour\nfive\n",
+      "--- a\n+++ b\n@@ -1,5 +1,5 @@\n 1\n 2\n 3\n-4\n-5\n+four\n+five\n" },
+
+    /* two changes 7 lines apart: two hunks; 6 apart: one */
+    { "a\n1\n2\n3\n4\n5\n6\n7\nb\n", "A\n1\n2\n3\n4\n5\n6\n7\nB\n",
+      "--- a\n+++ b\n@@ -1,4 +1,4 @@\n-a\n+A\n 1\n 2\n 3\n"
+      "@@ -6,4 +6,4 @@\n 5\n 6\n 7\n-b\n+B\n" },
+    { "a\n1\n2\n3\n4\n5\n6\nb\n", "A\n1\n2\n3\n4\n5\n6\nB\n",
+      "--- a\n+++ b\n@@ -1,8 +1,8 @@\n-a\n+A\n 1\n 2\n 3\n 4\n 5\n 6\n"
+      "-b\n+B\n" },
+
+    /* comment lines take no part, a last line without "\n" counts */
+    { "x\n# c1\ny", "x\ny\n# c2\nz\n",
+      "--- a\n+++ b\n@@ -1,2 +1,3 @@\n x\n y\n+z\n" },
+
+    /* a shortest script where lines move */
+    { "a\nb\nc\na\nb\nb\na\n", "c\nb\na\nb\na\nc\n",
+      NULL },
+
+    { NULL, NULL, NULL }
+};
+
+
+static void
+t_diff_cases(void)
+{
+    char            *d;
+    size_t           plus, minus;
+    const char      *s;
+    const t_diff_t  *t;
+
+    for (t = t_diffs; t->a; t++) {
+        d = ctld_diff("a", t->a, "b", t->b);
+
+        if (t->diff) {
+            t_check(d && strcmp(d, t->diff) == 0, "diff", t->a, d, t->diff);
+
+        } else {
+            /* Myers' example: edit distance 5 */
+
+            plus = 0;
+            minus = 0;
+
+            for (s = d; s && *s; s = strchr(s, '\n') + 1) {
+                plus += (*s == '+' && s[1] != '+');
+                minus += (*s == '-' && s[1] != '-');
+            }
+
+            t_check(d && plus + minus == 5, "diff shortest", t->a, d,
+                    "5 lines changed");
+        }
+
+        free(d);
+    }
+}
+
+
+int
+main(void)
+{
+    t_parse_cases();
+    t_validate_cases();
+    t_render_cases();
+    t_diff_cases();
+
+    printf("test_policy: %d passed, %d failed\n", t_passed, t_failed);
+
+    return t_failed ? 1 : 0;
+}
