@@ -76,7 +76,8 @@ for t in "$unit"/test_*.c; do
         continue
     fi
 
-    "$out/$name" > "$out/$name.log" 2>&1
+    CTLD_POLICY_EXAMPLE=$top/config/policy.example \
+        "$out/$name" > "$out/$name.log" 2>&1
     rc=$?
 
     grep -v -E '^[a-z_0-9]+: [0-9]+ passed, [0-9]+ failed$' "$out/$name.log"

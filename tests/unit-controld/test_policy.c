@@ -485,7 +485,11 @@ t_validate_cases(void)
 static void
 t_render_cases(void)
 {
+    FILE               *f;
     char               *r1, *r2, *r3, err[512];
+    char                buf[65536];
+    size_t              n;
+    const char         *s;
     ctld_policy_t      *p, *q, *c;
     const t_render_t   *t;
 
@@ -526,7 +530,35 @@ t_render_cases(void)
         ctld_policy_free(c);
     }
 
-    /* the example in the header comment, and the file in config/ */
+    /* the example policy in config/ parses, validates, round-trips */
+
+    s = getenv("CTLD_POLICY_EXAMPLE");
+    f = s ? fopen(s, "r") : NULL;
+
+    if (f != NULL) {
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+
+        p = ctld_policy_parse(s, buf, n, err, sizeof(err));
+        t_check(p && ctld_policy_validate(p, err, sizeof(err)) == 0,
+                "config/policy.example", s, err, "(valid)");
+
+        r1 = p ? ctld_policy_render(p) : NULL;
+        q = r1 ? ctld_policy_parse("r", r1, strlen(r1), err, sizeof(err))
+               : NULL;
+        r2 = q ? ctld_policy_render(q) : NULL;
+        t_check(r2 && strcmp(r1, r2) == 0, "config/policy.example round trip",
+                s, r2, r1);
+
+        free(r1);
+        free(r2);
+        ctld_policy_free(p);
+        ctld_policy_free(q);
+
+    } else {
+        t_check(0, "config/policy.example", s ? s : "(no path)",
+                "cannot open", "CTLD_POLICY_EXAMPLE");
+    }
 
     p = ctld_policy_parse("t", "# created 1970-01-01T00:00:01Z\n", 31, err,
                           sizeof(err));
