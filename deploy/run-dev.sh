@@ -37,12 +37,14 @@ cat <<MSG
 relay running from $prefix (Ctrl-C stops it)
   SMTP        127.0.0.1:2525  (local domain example.test, relaying for 127.0.0.0/8)
   submission  127.0.0.1:2587  (STARTTLS, then AUTH demo@example.test / demo-password)
+  POP3        127.0.0.1:2110  (STLS, then USER/PASS demo@example.test / demo-password)
   Maildirs    $prefix/maildir/example.test/<user>/new/
   logs        $prefix/logs/error.log, $prefix/logs/smtp.log
 try:
   swaks --server 127.0.0.1:2525 --to demo@example.test --from you@example.org
   swaks --server 127.0.0.1:2587 --tls --auth PLAIN --auth-user demo@example.test \\
         --auth-password demo-password --to someone@example.org
+  curl -v --ssl-reqd -k pop3://127.0.0.1:2110/1 -u demo@example.test:demo-password
 MSG
 
 # nginx in the foreground; Ctrl-C (SIGINT) makes it stop its workers
