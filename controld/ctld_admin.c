@@ -470,10 +470,13 @@ ctld_admin_queue(ctld_call_t *c)
         }
 
         if (n == 0) {
+            /* every connected node: none, so no results */
+            Relay__Control__V1__QueueResponse  empty =
+                                    RELAY__CONTROL__V1__QUEUE_RESPONSE__INIT;
+
             ctld_log("queue %s by %s: no node is connected",
                      ctld_actions[req->action], c->who);
-            ctld_call_reply(c, NULL, GRPC_STATUS_UNAVAILABLE,
-                            "no node is connected");
+            ctld_call_reply(c, &empty.base, GRPC_STATUS_OK, NULL);
             goto done;
         }
 

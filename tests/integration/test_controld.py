@@ -273,6 +273,7 @@ def test_restart_keeps_history_and_numbers(ctld, nodes):
 def test_queue_command_reaches_the_right_node(tmp_path, certs, ctld, nodes):
     c = ctld(extra=["--command-timeout", "1s"])
     _, adm = c.admin()
+    assert len(adm.Queue(h.pb.QueueRequest()).results) == 0   # no node yet
 
     def answer(node):
         def on_command(cmd):
