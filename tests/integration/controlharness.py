@@ -4,8 +4,9 @@ from proto/ at test time, a controld process on a free port in 24500-24999,
 mTLS channels per identity, and FakeNode, a relay node speaking
 Node.Session in a thread (auto ACK or NACK, scripted command results).
 
-The binary is $CONTROLD (default build/controld/controld); a missing binary
-is a failure, never a skip.
+The binary is $CONTROLD (default: BUILD_DIR/controld/controld of
+$RELAY_MODULE's build, else build/controld/controld); a missing binary is a
+failure, never a skip.
 """
 
 import importlib
@@ -23,8 +24,12 @@ import grpc
 
 TOP = Path(__file__).resolve().parents[2]
 PROTO = TOP / "proto"
-CONTROLD = os.environ.get("CONTROLD",
-                          str(TOP / "build" / "controld" / "controld"))
+# $CONTROLD, else next to $RELAY_MODULE's build (tests/run-all.sh BUILD_DIR
+# sets that), else build/controld/controld
+CONTROLD = os.environ.get("CONTROLD") or (
+    str(Path(os.environ["RELAY_MODULE"]).parents[1] / "controld" / "controld")
+    if os.environ.get("RELAY_MODULE")
+    else str(TOP / "build" / "controld" / "controld"))
 PORTS = range(24500, 25000)
 
 pb = None
