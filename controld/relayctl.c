@@ -93,7 +93,7 @@ static int ctld_cli_connect(ctld_cli_t *cli);
 static int ctld_cli_exit_code(grpc_status_code status);
 static const char *ctld_cli_status_name(grpc_status_code status);
 static char *ctld_cli_read_file(const char *name, size_t *len);
-static ctld_policy_t *ctld_cli_load(const char *file);
+static ctld_policy_t *ctld_cli_load(const char *file, int strip);
 static int ctld_cli_print_apply(ctld_cli_t *cli,
     Relay__Control__V1__ApplyResponse *r, int dry_run, const char *what);
 static int ctld_cli_number(const char *s, uint64_t *v);
@@ -514,9 +514,9 @@ ctld_cli_call(ctld_cli_t *cli, const char *method,
         if (status == GRPC_STATUS_UNAVAILABLE
             || status == GRPC_STATUS_DEADLINE_EXCEEDED)
         {
-            ctld_cli_error("%s: cannot reach controld at %s: %s: %s", name,
-                           cli->server, ctld_cli_status_name(status),
-                           details);
+            ctld_cli_error("%s: %s: %s (controld at %s)", name,
+                           ctld_cli_status_name(status), details,
+                           cli->server);
 
         } else {
             ctld_cli_error("%s: %s: %s", name, ctld_cli_status_name(status),
@@ -695,10 +695,13 @@ done:
 }
 
 
-/* parses FILE, errors as "FILE:LINE: ..." */
+/*
+ * Parses FILE, errors as "FILE:LINE: ...".  strip: without the version,
+ * author and creation time of "#" header lines (controld sets those).
+ */
 
 static ctld_policy_t *
-ctld_cli_load(const char *file)
+ctld_cli_load(const char *file, int strip)
 {
     char            *text, err[512];
     size_t           len;
@@ -718,7 +721,9 @@ ctld_cli_load(const char *file)
         return NULL;
     }
 
-    /* set by controld */
+    if (!strip) {
+        return p;
+    }
 
     p->version = 0;
     p->created_unix = 0;
@@ -791,7 +796,7 @@ ctld_cli_apply(ctld_cli_t *cli, int argc, char **argv)
         return ctld_cli_usage("apply: missing FILE");
     }
 
-    p = ctld_cli_load(file);
+    p = ctld_cli_load(file, 1);
     if (p == NULL) {
         return CTLD_EXIT_INVALID;
     }
@@ -870,7 +875,7 @@ ctld_cli_diff(ctld_cli_t *cli, int argc, char **argv)
         return ctld_cli_usage("usage: diff FILE");
     }
 
-    p = ctld_cli_load(argv[1]);
+    p = ctld_cli_load(argv[1], 1);
     if (p == NULL) {
         return CTLD_EXIT_INVALID;
     }
@@ -913,7 +918,7 @@ ctld_cli_check(ctld_cli_t *cli, int argc, char **argv)
         return ctld_cli_usage("usage: check FILE");
     }
 
-    p = ctld_cli_load(argv[1]);
+    p = ctld_cli_load(argv[1], 1);
     if (p == NULL) {
         return CTLD_EXIT_INVALID;
     }
@@ -942,7 +947,7 @@ ctld_cli_fmt(ctld_cli_t *cli, int argc, char **argv)
         return ctld_cli_usage("usage: fmt FILE");
     }
 
-    p = ctld_cli_load(argv[1]);
+    p = ctld_cli_load(argv[1], 0);
     if (p == NULL) {
         return CTLD_EXIT_INVALID;
     }
