@@ -51,6 +51,10 @@ build_module() {
     local src=$build_dir/nginx-src objs=$build_dir/objs
     mkdir -p "$build_dir"
 
+    # protobuf-c code shared by the module and controld
+    make -s -C "$top/controld" BUILD_DIR="$build_dir" gen >&2
+    export RELAY_GEN_DIR=$build_dir/gen
+
     # configure cds into the nginx source tree: work on a private copy so
     # the build needs no write access to /usr/share/nginx/src.
     if [ ! -f "$src/configure" ]; then
@@ -59,7 +63,8 @@ build_module() {
     fi
 
     if [ ! -f "$objs/Makefile" ] \
-       || [ "$top/module/config" -nt "$objs/Makefile" ]; then
+       || [ "$top/module/config" -nt "$objs/Makefile" ] \
+       || ! grep -q "$RELAY_GEN_DIR" "$objs/Makefile"; then
         log "configuring"
         (
             cd "$src"
@@ -87,6 +92,10 @@ build_module() {
     fi
 }
 
+build_controld() {
+    make -s -C "$top/controld" BUILD_DIR="$build_dir" all >&2
+}
+
 cmd=${1:-build}
 case "$cmd" in
 deps)
@@ -95,15 +104,18 @@ deps)
 build)
     install_deps
     build_module
+    build_controld
     ;;
 run)
     install_deps
     build_module
+    build_controld
     exec "$top/deploy/run-dev.sh" "$prefix" "$build_dir/objs/ngx_stream_relay_module.so"
     ;;
 test)
     install_deps
     build_module
+    build_controld
     exec "$top/tests/run-all.sh" "$build_dir"
     ;;
 *)

@@ -27,6 +27,7 @@
 #define NGX_RELAY_RCPT_PENDING    'P'
 #define NGX_RELAY_RCPT_DONE       'D'
 #define NGX_RELAY_RCPT_FAILED     'F'
+#define NGX_RELAY_RCPT_BOUNCE     'B'     /* an operator's bounce */
 
 
 typedef struct {

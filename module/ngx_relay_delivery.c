@@ -16,14 +16,41 @@
  *
  * States of a connection:
  *
- *   connect -> greeting -> ehlo (-> helo) -> mail -> rcpt ... -> data
- *     -> body -> dot -> quit
+ *   connect -> greeting -> ehlo (-> starttls -> ehlo | helo)
+ *     -> mail -> rcpt ... -> data -> body -> dot -> mail ... (-> rset -> mail)
+ *
+ * A transaction carries at most relay_max_rcpts_per_transaction open
+ * recipients; a "452 4.5.3 too many recipients" leaves the rest for the
+ * next transaction on the same connection.  With PIPELINING (RFC 2920)
+ * MAIL, the RCPTs and DATA go in one write and the replies are matched in
+ * order; without it, one command per reply.  After a complete transaction
+ * the next one starts at once; after an aborted one (no recipient
+ * accepted) RSET first.
  *
  * A refused connection, a timeout, garbage, a 4xx or 5xx greeting, a 4xx
  * to EHLO/MAIL/DATA or a lost connection moves on to the next address or
  * host with the recipients still open.  Per recipient: 2xx sent, 5xx
- * failed, 4xx deferred.  Whatever is open when the hosts run out is
- * deferred with the last error seen.
+ * failed, 4xx: that recipient goes on to the next host (RFC 5321 5.1),
+ * the others stay done.  Whatever is open when the hosts run out is
+ * deferred with its own 4xx reply, or the last error seen.
+ *
+ * Connection reuse: when a host has nothing more for this delivery, its
+ * connection (unless its transaction was aborted midway) goes to a cache
+ * of idle connections of the worker, keyed by the destination (the
+ * recipient domain) and the host and port.  A delivery to that
+ * destination takes a cached connection to one of the domain's own hosts
+ * before any DNS lookup, or one to the host it is about to connect to.
+ * Idle connections close with QUIT after relay_connection_idle_timeout,
+ * after relay_connection_reuse_limit messages, when the server closes or
+ * says anything, and when the worker exits (their timers are cancelable,
+ * and c->idle lets nginx close them at a graceful shutdown).  A cached
+ * connection found dead at its first MAIL (closed, reset, 421) is dropped
+ * and the delivery goes on with a fresh connection: not a failed attempt.
+ *
+ * Concurrency: at most relay_destination_concurrency deliveries of a
+ * destination run at once in a worker; the others wait, in order, and
+ * start when one ends (never failed for it).  Idle connections of a
+ * destination plus its running deliveries stay within the same limit.
  */
 
 
@@ -48,8 +75,46 @@ typedef enum {
     ngx_relay_dst_data,
     ngx_relay_dst_body,
     ngx_relay_dst_dot,
+    ngx_relay_dst_rset,
     ngx_relay_dst_quit
 } ngx_relay_delivery_state_e;
+
+
+/* a destination: its running and waiting deliveries, its idle connections */
+
+typedef struct {
+    ngx_queue_t                  queue;        /* in conf->dests */
+    ngx_str_t                    name;
+    ngx_uint_t                   active;
+    ngx_uint_t                   idle;
+    ngx_queue_t                  waiting;      /* ngx_relay_delivery_t */
+} ngx_relay_destination_t;
+
+
+/* an SMTP connection, which may outlive its delivery in the idle cache */
+
+typedef struct {
+    ngx_queue_t                  queue;        /* in conf->idle */
+    ngx_pool_t                  *pool;         /* the connection's */
+    ngx_connection_t            *connection;
+    ngx_relay_delivery_conf_t   *conf;
+    ngx_relay_destination_t     *dest;
+    ngx_str_t                    host;
+    in_port_t                    port;
+    ngx_buf_t                   *in;
+    ngx_buf_t                   *out;
+    ngx_uint_t                   messages;
+    off_t                        size_limit;
+    unsigned                     own:1;        /* one of the domain's hosts */
+    unsigned                     esmtp:1;
+    unsigned                     smtputf8:1;
+    unsigned                     eightbit:1;
+    unsigned                     starttls:1;
+    unsigned                     tls:1;
+    unsigned                     pipelining:1;
+    u_char                       relay[NGX_SOCKADDR_STRLEN + 300];
+    size_t                       relay_len;
+} ngx_relay_smtp_conn_t;
 
 
 typedef struct {
@@ -85,19 +150,35 @@ struct ngx_relay_delivery_s {
 
     ngx_peer_connection_t        peer;
     ngx_connection_t            *connection;
+    ngx_relay_smtp_conn_t       *conn;
+    ngx_relay_destination_t     *dest;
+    ngx_queue_t                  wait;         /* in dest->waiting */
+    ngx_event_t                  wake;
     ngx_relay_delivery_state_e   state;
     ngx_buf_t                   *in;
     ngx_buf_t                   *out;
     ngx_relay_reply_parser_t     rp;
 
-    ngx_uint_t                   rcpt;         /* next RCPT to send */
+    ngx_uint_t                  *batch;        /* dests[] of a transaction */
+    ngx_uint_t                   nbatch;
+    ngx_uint_t                   rcpt;         /* next RCPT reply in batch */
     ngx_uint_t                   accepted;
+    ngx_uint_t                   txns;         /* MAIL accepted, this conn */
     off_t                        size_limit;   /* SIZE of the server */
     unsigned                     esmtp:1;
     unsigned                     smtputf8:1;
     unsigned                     eightbit:1;
     unsigned                     starttls:1;     /* offered */
     unsigned                     tls:1;          /* active */
+    unsigned                     pipelining:1;   /* offered */
+    unsigned                     pipelined:1;    /* this transaction */
+    unsigned                     discard:1;      /* no RCPT accepted */
+    unsigned                     reused:1;       /* from the cache */
+    unsigned                     no_cache:1;
+    unsigned                     waiting:1;
+    unsigned                     tried:1;        /* tried_host, from cache */
+    ngx_str_t                    tried_host;
+    in_port_t                    tried_port;
 
     off_t                        body_off;
     ngx_thread_task_t           *task;
@@ -116,6 +197,26 @@ struct ngx_relay_delivery_s {
 };
 
 
+static void ngx_relay_delivery_begin(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_wake(ngx_event_t *ev);
+static ngx_relay_destination_t *ngx_relay_delivery_destination(
+    ngx_relay_delivery_conf_t *dc, ngx_str_t *domain);
+static void ngx_relay_delivery_destination_free(ngx_relay_delivery_conf_t *dc,
+    ngx_relay_destination_t *dest);
+static ngx_relay_smtp_conn_t *ngx_relay_delivery_cached(
+    ngx_relay_delivery_t *d, ngx_str_t *host, in_port_t port);
+static void ngx_relay_delivery_reuse(ngx_relay_delivery_t *d,
+    ngx_relay_smtp_conn_t *sc);
+static void ngx_relay_delivery_release(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_idle_handler(ngx_event_t *ev);
+static void ngx_relay_delivery_idle_write_handler(ngx_event_t *ev);
+static void ngx_relay_delivery_conn_close(ngx_relay_smtp_conn_t *sc,
+    ngx_uint_t quit);
+static void ngx_relay_delivery_next_host(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_rset(ngx_relay_delivery_t *d);
+static ngx_int_t ngx_relay_delivery_append(ngx_relay_delivery_t *d,
+    const char *fmt, ...);
+static ngx_uint_t ngx_relay_delivery_expecting(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_next_hop(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_mx_done(ngx_relay_dns_query_t *q);
 static void ngx_relay_delivery_next_target(ngx_relay_delivery_t *d);
@@ -132,7 +233,6 @@ static void ngx_relay_delivery_start_tls(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_tls_handshaked(ngx_connection_t *c);
 static ngx_int_t ngx_relay_delivery_literal_name(ngx_str_t *host);
 static void ngx_relay_delivery_mail(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_next_rcpt(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_read_chunk(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_chunk_thread(void *data, ngx_log_t *log);
 static void ngx_relay_delivery_chunk_done(ngx_event_t *ev);
@@ -183,13 +283,11 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     d->handler = handler;
     d->data = data;
 
-    d->in = ngx_create_temp_buf(pool, 4096);
-    d->out = ngx_create_temp_buf(pool, 2 * NGX_RELAY_DELIVERY_CHUNK + 16);
     d->chunk = ngx_pnalloc(pool, NGX_RELAY_DELIVERY_CHUNK);
     d->task = ngx_thread_task_alloc(pool, 0);
+    d->batch = ngx_palloc(pool, ndests * sizeof(ngx_uint_t));
 
-    if (d->in == NULL || d->out == NULL || d->chunk == NULL
-        || d->task == NULL
+    if (d->chunk == NULL || d->task == NULL || d->batch == NULL
         || ngx_array_init(&d->hops, pool, 4, sizeof(ngx_relay_hop_t))
            != NGX_OK
         || ngx_array_init(&d->targets, pool, 4, sizeof(ngx_relay_target_t))
@@ -202,7 +300,7 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
 
     /* the domain's own hops: a route, or its MX hosts */
 
-    r = ngx_relay_policy_route(p->routes, domain);
+    r = ngx_relay_policy_next_hops(p, domain);
 
     if (r) {
         for (i = 0; i < r->hops.nelts; i++) {
@@ -229,7 +327,7 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
 
     /* then the backup MX list, then the fallback relay */
 
-    r = ngx_relay_policy_route(p->backup_mx, domain);
+    r = ngx_relay_policy_backup(p, domain);
 
     for (i = 0; r && i < r->hops.nelts; i++) {
         h = ngx_array_push(&d->hops);
@@ -241,7 +339,7 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
         h->mx = 0;
     }
 
-    r = p->fallback ? p->fallback->elts : NULL;
+    r = ngx_relay_policy_fallback(p);
 
     for (i = 0; r && i < r->hops.nelts; i++) {
         h = ngx_array_push(&d->hops);
@@ -252,12 +350,49 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
         *h = ((ngx_relay_hop_t *) r->hops.elts)[i];
     }
 
+    /*
+     * The fleet policy may be swapped while this delivery runs: it keeps
+     * the hops it started with.
+     */
+
+    h = d->hops.elts;
+
+    for (i = 0; i < d->hops.nelts; i++) {
+        if (h[i].host.data != domain->data) {
+            h[i].host.data = ngx_pstrdup(pool, &h[i].host);
+            if (h[i].host.data == NULL) {
+                goto failed;
+            }
+        }
+    }
+
     d->error_len = ngx_sprintf(d->error, "no host tried") - d->error;
     d->error_dsn = "4.4.1";
 
+    d->dest = ngx_relay_delivery_destination(dc, domain);
+    if (d->dest == NULL) {
+        goto failed;
+    }
+
+    d->wake.handler = ngx_relay_delivery_wake;
+    d->wake.data = d;
+    d->wake.log = dc->log;
+
+    if (d->dest->active >= dc->concurrency) {
+        ngx_log_debug2(NGX_LOG_DEBUG_CORE, dc->log, 0,
+                       "%V: waits: %ui deliveries to the destination",
+                       &q->id, d->dest->active);
+
+        ngx_queue_insert_tail(&d->dest->waiting, &d->wait);
+        d->waiting = 1;
+        return NGX_OK;
+    }
+
+    d->dest->active++;
+
     /* the handler may run before this returns: d is gone then */
 
-    ngx_relay_delivery_next_hop(d);
+    ngx_relay_delivery_begin(d);
 
     return NGX_OK;
 
@@ -279,6 +414,372 @@ void
 ngx_relay_delivery_free(ngx_relay_delivery_t *d)
 {
     ngx_destroy_pool(d->pool);
+}
+
+
+/* the worker exits: idle connections say QUIT and close */
+
+void
+ngx_relay_delivery_exit(ngx_relay_delivery_conf_t *dc)
+{
+    ngx_queue_t            *q;
+    ngx_relay_smtp_conn_t  *sc;
+
+    while (!ngx_queue_empty(&dc->idle)) {
+        q = ngx_queue_head(&dc->idle);
+        sc = ngx_queue_data(q, ngx_relay_smtp_conn_t, queue);
+
+        ngx_queue_remove(q);
+        sc->dest->idle--;
+        ngx_relay_delivery_destination_free(dc, sc->dest);
+        ngx_relay_delivery_conn_close(sc, 1);
+    }
+}
+
+
+static void
+ngx_relay_delivery_wake(ngx_event_t *ev)
+{
+    ngx_relay_delivery_begin(ev->data);
+}
+
+
+/* a cached connection to one of the domain's hosts, else DNS and connect */
+
+static void
+ngx_relay_delivery_begin(ngx_relay_delivery_t *d)
+{
+    ngx_relay_smtp_conn_t  *sc;
+
+    sc = ngx_relay_delivery_cached(d, NULL, 0);
+
+    if (sc) {
+        /* once used, the DNS path does not try that host again */
+
+        d->tried_host.data = ngx_pstrdup(d->pool, &sc->host);
+
+        if (d->tried_host.data) {
+            d->tried_host.len = sc->host.len;
+            d->tried_port = sc->port;
+            d->tried = 1;
+        }
+
+        ngx_relay_delivery_reuse(d, sc);
+        return;
+    }
+
+    ngx_relay_delivery_next_hop(d);
+}
+
+
+static ngx_relay_destination_t *
+ngx_relay_delivery_destination(ngx_relay_delivery_conf_t *dc,
+    ngx_str_t *domain)
+{
+    ngx_queue_t              *q;
+    ngx_relay_destination_t  *dest;
+
+    for (q = ngx_queue_head(&dc->dests);
+         q != ngx_queue_sentinel(&dc->dests);
+         q = ngx_queue_next(q))
+    {
+        dest = ngx_queue_data(q, ngx_relay_destination_t, queue);
+
+        if (dest->name.len == domain->len
+            && ngx_strncasecmp(dest->name.data, domain->data, domain->len)
+               == 0)
+        {
+            return dest;
+        }
+    }
+
+    dest = ngx_alloc(sizeof(ngx_relay_destination_t) + domain->len, dc->log);
+    if (dest == NULL) {
+        return NULL;
+    }
+
+    dest->name.data = (u_char *) (dest + 1);
+    dest->name.len = domain->len;
+    ngx_memcpy(dest->name.data, domain->data, domain->len);
+    dest->active = 0;
+    dest->idle = 0;
+    ngx_queue_init(&dest->waiting);
+
+    ngx_queue_insert_tail(&dc->dests, &dest->queue);
+
+    return dest;
+}
+
+
+static void
+ngx_relay_delivery_destination_free(ngx_relay_delivery_conf_t *dc,
+    ngx_relay_destination_t *dest)
+{
+    if (dest->active == 0 && dest->idle == 0
+        && ngx_queue_empty(&dest->waiting))
+    {
+        ngx_queue_remove(&dest->queue);
+        ngx_free(dest);
+    }
+}
+
+
+/*
+ * An idle connection of the delivery's destination: to the given host and
+ * port, or (host NULL) to any of the domain's own hosts.
+ */
+
+static ngx_relay_smtp_conn_t *
+ngx_relay_delivery_cached(ngx_relay_delivery_t *d, ngx_str_t *host,
+    in_port_t port)
+{
+    ngx_queue_t            *q;
+    ngx_relay_smtp_conn_t  *sc;
+
+    if (!d->conf->reuse || d->no_cache) {
+        return NULL;
+    }
+
+    for (q = ngx_queue_head(&d->conf->idle);
+         q != ngx_queue_sentinel(&d->conf->idle);
+         q = ngx_queue_next(q))
+    {
+        sc = ngx_queue_data(q, ngx_relay_smtp_conn_t, queue);
+
+        if (sc->dest != d->dest) {
+            continue;
+        }
+
+        if (host == NULL) {
+            if (sc->own) {
+                return sc;
+            }
+
+            continue;
+        }
+
+        if (sc->port == port && sc->host.len == host->len
+            && ngx_strncasecmp(sc->host.data, host->data, host->len) == 0)
+        {
+            return sc;
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_relay_delivery_reuse(ngx_relay_delivery_t *d, ngx_relay_smtp_conn_t *sc)
+{
+    ngx_connection_t  *c;
+
+    ngx_queue_remove(&sc->queue);
+    sc->dest->idle--;
+
+    c = sc->connection;
+    c->idle = 0;
+    ngx_reusable_connection(c, 0);
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    c->read->cancelable = 0;
+    c->data = d;
+    c->read->handler = ngx_relay_delivery_read_handler;
+    c->write->handler = ngx_relay_delivery_write_handler;
+
+    d->conn = sc;
+    d->connection = c;
+    d->peer.connection = c;
+    d->in = sc->in;
+    d->out = sc->out;
+    d->host.data = ngx_pstrdup(d->pool, &sc->host);
+    d->host.len = d->host.data ? sc->host.len : 0;
+    d->port = sc->port;
+
+    ngx_memcpy(d->relay, sc->relay, sc->relay_len);
+    d->relay_len = sc->relay_len;
+
+    d->size_limit = sc->size_limit;
+    d->esmtp = sc->esmtp;
+    d->smtputf8 = sc->smtputf8;
+    d->eightbit = sc->eightbit;
+    d->starttls = sc->starttls;
+    d->tls = sc->tls;
+    d->pipelining = sc->pipelining;
+    d->reused = 1;
+    d->txns = 0;
+
+    ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
+
+    ngx_log_debug3(NGX_LOG_DEBUG_CORE, d->conf->log, 0,
+                   "%V: relay=%*s: cached connection", &d->queued->id,
+                   d->relay_len, d->relay);
+
+    ngx_relay_delivery_mail(d);
+}
+
+
+/*
+ * This delivery has nothing more for the connection's host: the
+ * connection goes to the idle cache, or says QUIT and closes.
+ */
+
+static void
+ngx_relay_delivery_release(ngx_relay_delivery_t *d)
+{
+    ngx_connection_t           *c;
+    ngx_relay_smtp_conn_t      *sc;
+    ngx_relay_delivery_conf_t  *dc;
+
+    sc = d->conn;
+
+    if (sc == NULL) {
+        return;
+    }
+
+    c = d->connection;
+    dc = d->conf;
+
+    d->conn = NULL;
+    d->connection = NULL;
+    d->peer.connection = NULL;
+
+    if (!dc->reuse || ngx_exiting || ngx_terminate
+        || sc->messages >= dc->reuse_limit
+        || d->in->pos != d->in->last || d->out->pos != d->out->last
+        || d->dest->idle + d->dest->active > dc->concurrency)
+    {
+        ngx_relay_delivery_conn_close(sc, 1);
+        return;
+    }
+
+    sc->dest = d->dest;
+    sc->size_limit = d->size_limit;
+    sc->esmtp = d->esmtp;
+    sc->smtputf8 = d->smtputf8;
+    sc->eightbit = d->eightbit;
+    sc->starttls = d->starttls;
+    sc->tls = d->tls;
+    sc->pipelining = d->pipelining;
+
+    sc->dest->idle++;
+    ngx_queue_insert_head(&dc->idle, &sc->queue);
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    c->data = sc;
+    c->read->handler = ngx_relay_delivery_idle_handler;
+    c->write->handler = ngx_relay_delivery_idle_write_handler;
+
+    c->idle = 1;
+    ngx_reusable_connection(c, 1);
+
+    c->read->cancelable = 1;
+    ngx_add_timer(c->read, dc->idle_timeout);
+
+    if (c->read->ready) {
+        ngx_post_event(c->read, &ngx_posted_events);
+    }
+}
+
+
+/*
+ * An idle connection: the idle timeout, a graceful shutdown or a shortage
+ * of connections (c->close), or the server closed or said something.
+ */
+
+static void
+ngx_relay_delivery_idle_handler(ngx_event_t *ev)
+{
+    u_char                  buf[1];
+    ssize_t                 n;
+    ngx_uint_t              quit;
+    ngx_connection_t       *c;
+    ngx_relay_smtp_conn_t  *sc;
+
+    c = ev->data;
+    sc = c->data;
+
+    quit = 1;
+
+    if (!c->close && !ev->timedout) {
+        n = c->recv(c, buf, 1);
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(ev, 0) == NGX_OK) {
+                return;
+            }
+        }
+
+        quit = 0;            /* closed, or said something: a 421, say */
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_CORE, c->log, 0,
+                   "relay=%*s: idle connection closes (%s)",
+                   sc->relay_len, sc->relay,
+                   ev->timedout ? "timeout" : quit ? "worker" : "server");
+
+    ngx_queue_remove(&sc->queue);
+    sc->dest->idle--;
+    ngx_relay_delivery_destination_free(sc->conf, sc->dest);
+    ngx_relay_delivery_conn_close(sc, quit);
+}
+
+
+static void
+ngx_relay_delivery_idle_write_handler(ngx_event_t *ev)
+{
+    return;
+}
+
+
+static void
+ngx_relay_delivery_conn_close(ngx_relay_smtp_conn_t *sc, ngx_uint_t quit)
+{
+    ngx_connection_t  *c;
+
+    c = sc->connection;
+
+    if (quit && !c->error) {
+        (void) c->send(c, (u_char *) "QUIT" CRLF, 6);
+    }
+
+    /* the pool is the connection's, but destroyed here, after it */
+    c->pool = NULL;
+
+    if (c->ssl) {
+        c->ssl->no_wait_shutdown = 1;
+        (void) ngx_ssl_shutdown(c);
+    }
+
+    ngx_close_connection(c);
+    ngx_destroy_pool(sc->pool);
+}
+
+
+/* done with this host: the recipients it deferred try the next one */
+
+static void
+ngx_relay_delivery_next_host(ngx_relay_delivery_t *d)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < d->ndests; i++) {
+        d->dests[i].skip = 0;
+    }
+
+    d->addr = d->naddrs;
+
+    ngx_relay_delivery_connect(d);
 }
 
 
@@ -452,6 +953,15 @@ ngx_relay_delivery_next_target(ngx_relay_delivery_t *d)
 
     t = (ngx_relay_target_t *) d->targets.elts + d->target++;
 
+    if (d->tried && t->port == d->tried_port
+        && t->host.len == d->tried_host.len
+        && ngx_strncasecmp(t->host.data, d->tried_host.data, t->host.len)
+           == 0)
+    {
+        ngx_relay_delivery_next_target(d);
+        return;
+    }
+
     d->host = t->host;
     d->port = t->port;
     d->naddrs = 0;
@@ -531,10 +1041,12 @@ ngx_relay_delivery_host_done(ngx_relay_dns_query_t *q)
 static void
 ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
 {
-    u_char             text[NGX_SOCKADDR_STRLEN];
-    size_t             len;
-    ngx_int_t          rc;
-    ngx_connection_t  *c;
+    u_char                  text[NGX_SOCKADDR_STRLEN];
+    size_t                  len;
+    ngx_int_t               rc;
+    ngx_pool_t             *pool;
+    ngx_connection_t       *c;
+    ngx_relay_smtp_conn_t  *sc;
 
     for ( ;; ) {
 
@@ -546,6 +1058,15 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
         if (d->addr == d->naddrs) {
             ngx_relay_delivery_next_target(d);
             return;
+        }
+
+        if (d->addr == 0) {
+            sc = ngx_relay_delivery_cached(d, &d->host, d->port);
+
+            if (sc) {
+                ngx_relay_delivery_reuse(d, sc);
+                return;
+            }
         }
 
         ngx_inet_set_port((struct sockaddr *) &d->addrs[d->addr], d->port);
@@ -587,24 +1108,63 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
     }
 
     c = d->peer.connection;
+
+    /* the connection's own pool: it may outlive this delivery */
+
+    pool = ngx_create_pool(1024, d->conf->log);
+    sc = pool ? ngx_pcalloc(pool, sizeof(ngx_relay_smtp_conn_t)) : NULL;
+
+    if (sc) {
+        sc->pool = pool;
+        sc->in = ngx_create_temp_buf(pool, 4096);
+        sc->out = ngx_create_temp_buf(pool,
+                                      2 * NGX_RELAY_DELIVERY_CHUNK + 16);
+        sc->host.data = ngx_pstrdup(pool, &d->host);
+        sc->host.len = d->host.len;
+    }
+
+    if (sc == NULL || sc->in == NULL || sc->out == NULL
+        || sc->host.data == NULL)
+    {
+        if (pool) {
+            ngx_destroy_pool(pool);
+        }
+
+        ngx_close_connection(c);
+        d->peer.connection = NULL;
+        ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED, "4.3.0",
+                                   (u_char *) "out of memory", 13);
+        ngx_relay_delivery_finish(d);
+        return;
+    }
+
+    sc->connection = c;
+    sc->conf = d->conf;
+    sc->port = d->port;
+    sc->own = (d->hop <= d->own_hops);
+    ngx_memcpy(sc->relay, d->relay, d->relay_len);
+    sc->relay_len = d->relay_len;
+
+    d->conn = sc;
     d->connection = c;
+    d->in = sc->in;
+    d->out = sc->out;
 
     c->data = d;
-    c->pool = d->pool;
+    c->pool = pool;
     c->read->handler = ngx_relay_delivery_read_handler;
     c->write->handler = ngx_relay_delivery_write_handler;
 
     d->state = ngx_relay_dst_connect;
-    d->in->pos = d->in->start;
-    d->in->last = d->in->start;
-    d->out->pos = d->out->start;
-    d->out->last = d->out->start;
     ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
     d->esmtp = 0;
     d->smtputf8 = 0;
     d->eightbit = 0;
     d->starttls = 0;
     d->tls = 0;
+    d->pipelining = 0;
+    d->reused = 0;
+    d->txns = 0;
     d->size_limit = 0;
 
     ngx_add_timer(c->write, d->conf->connect_timeout);
@@ -698,13 +1258,40 @@ ngx_relay_delivery_command(ngx_relay_delivery_t *d, const char *fmt, ...)
     *p++ = LF;
     d->out->last = p;
 
-    ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
-
     if (!d->connection->read->timer_set) {
         ngx_add_timer(d->connection->read, d->conf->timeout);
     }
 
     return ngx_relay_delivery_send(d);
+}
+
+
+/* a command into the output buffer, sent later with others (RFC 2920) */
+
+static ngx_int_t
+ngx_relay_delivery_append(ngx_relay_delivery_t *d, const char *fmt, ...)
+{
+    u_char   *p;
+    va_list   args;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(d->out->last, d->out->end - 2, fmt, args);
+    va_end(args);
+
+    *p++ = CR;
+    *p++ = LF;
+    d->out->last = p;
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_relay_delivery_expecting(ngx_relay_delivery_t *d)
+{
+    return d->state != ngx_relay_dst_body
+           && d->state != ngx_relay_dst_connect
+           && d->state != ngx_relay_dst_quit;
 }
 
 
@@ -746,9 +1333,24 @@ ngx_relay_delivery_read_handler(ngx_event_t *ev)
 
                 ngx_relay_delivery_reply(d);
 
-                /* the reply may have ended this connection */
-                if (d->connection != c) {
+                /*
+                 * The reply may have closed or cached this connection, or
+                 * ended the delivery (d is gone then: c->data is not d),
+                 * or started a TLS handshake.
+                 */
+
+                if (c->data != d || d->connection != c
+                    || c->read->handler != ngx_relay_delivery_read_handler)
+                {
                     return;
+                }
+
+                ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
+
+                if (ngx_relay_delivery_expecting(d)
+                    && !c->read->timer_set)
+                {
+                    ngx_add_timer(c->read, d->conf->timeout);
                 }
 
                 continue;
@@ -886,51 +1488,129 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
                 return;
             }
 
+            /* a 421 on a cached connection is dealt with there */
+
             ngx_relay_delivery_host_failed(d, "4.0.0", "MAIL: %*s",
                                            d->error_len, d->error);
             return;
         }
 
+        d->txns++;
         d->rcpt = 0;
         d->accepted = 0;
         d->state = ngx_relay_dst_rcpt;
-        ngx_relay_delivery_next_rcpt(d);
+
+        if (!d->pipelined) {
+            (void) ngx_relay_delivery_command(d, "RCPT TO:<%V>",
+                                     &d->dests[d->batch[0]].addr);
+        }
+
         return;
 
     case ngx_relay_dst_rcpt:
-        dst = &d->dests[d->rcpt++];
+        dst = &d->dests[d->batch[d->rcpt++]];
         ngx_relay_delivery_remember(d);
 
         if (code / 100 == 2) {
             dst->accepted = 1;
             d->accepted++;
 
+        } else if (code == 421) {
+            ngx_relay_delivery_host_failed(d, "4.0.0", "RCPT: %*s",
+                                           d->error_len, d->error);
+            return;
+
+        } else if (code / 100 == 4) {
+
+            if (code == 452 && d->accepted
+                && (ngx_strlcasestrn(d->error, d->error + d->error_len,
+                                     (u_char *) "4.5.3", 4)
+                    || ngx_strlcasestrn(d->error, d->error + d->error_len,
+                                        (u_char *) "too many", 7)))
+            {
+                /* RFC 5321 4.5.3.1.10: the rest in the next transaction */
+
+            } else {
+                /* this recipient tries the next host */
+                ngx_memcpy(dst->reply, d->error, d->error_len);
+                dst->reply_len = d->error_len;
+                ngx_memcpy(dst->relay, d->relay, d->relay_len);
+                dst->relay_len = d->relay_len;
+                dst->skip = 1;
+                dst->soft = 1;
+            }
+
         } else {
             ngx_memcpy(dst->reply, d->error, d->error_len);
             dst->reply_len = d->error_len;
-            ngx_relay_delivery_set(d, dst, code / 100 == 5
-                                           ? NGX_RELAY_DELIVERY_FAILED
-                                           : NGX_RELAY_DELIVERY_DEFERRED,
-                                   code / 100 == 5 ? "5.0.0" : "4.0.0");
+            ngx_relay_delivery_set(d, dst, NGX_RELAY_DELIVERY_FAILED,
+                                   "5.0.0");
         }
 
-        ngx_relay_delivery_next_rcpt(d);
+        if (d->rcpt < d->nbatch) {
+            if (!d->pipelined) {
+                (void) ngx_relay_delivery_command(d, "RCPT TO:<%V>",
+                                     &d->dests[d->batch[d->rcpt]].addr);
+            }
+
+            return;
+        }
+
+        d->state = ngx_relay_dst_data;
+
+        if (d->accepted == 0) {
+            if (d->pipelined) {
+                d->discard = 1;          /* the reply to DATA comes */
+                return;
+            }
+
+            ngx_relay_delivery_rset(d);
+            return;
+        }
+
+        if (!d->pipelined) {
+            (void) ngx_relay_delivery_command(d, "DATA");
+        }
+
         return;
 
     case ngx_relay_dst_data:
+        if (d->discard) {
+            if (code == 354) {
+                /* RFC 2920 3.1: no recipient, yet 354: an empty message */
+                d->state = ngx_relay_dst_dot;
+                (void) ngx_relay_delivery_command(d, ".");
+                return;
+            }
+
+            ngx_relay_delivery_rset(d);
+            return;
+        }
+
         if (code != 354) {
             ngx_relay_delivery_remember(d);
 
-            for (i = 0; i < d->ndests; i++) {
-                d->dests[i].accepted = 0;
+            if (code / 100 == 5) {
+                for (i = 0; i < d->nbatch; i++) {
+                    dst = &d->dests[d->batch[i]];
+
+                    if (!dst->accepted) {
+                        continue;
+                    }
+
+                    dst->accepted = 0;
+                    ngx_memcpy(dst->reply, d->error, d->error_len);
+                    dst->reply_len = d->error_len;
+                    ngx_relay_delivery_set(d, dst, NGX_RELAY_DELIVERY_FAILED,
+                                           "5.0.0");
+                }
+
+                ngx_relay_delivery_rset(d);
+                return;
             }
 
-            if (code / 100 == 5) {
-                ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED,
-                                           "5.0.0", d->error, d->error_len);
-                ngx_relay_delivery_close(d);
-                ngx_relay_delivery_finish(d);
-                return;
+            for (i = 0; i < d->ndests; i++) {
+                d->dests[i].accepted = 0;
             }
 
             ngx_relay_delivery_host_failed(d, "4.0.0", "DATA: %*s",
@@ -946,10 +1626,15 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
         return;
 
     case ngx_relay_dst_dot:
+        if (d->discard) {
+            ngx_relay_delivery_rset(d);
+            return;
+        }
+
         ngx_relay_delivery_remember(d);
 
-        for (i = 0; i < d->ndests; i++) {
-            dst = &d->dests[i];
+        for (i = 0; i < d->nbatch; i++) {
+            dst = &d->dests[d->batch[i]];
 
             if (!dst->accepted) {
                 continue;
@@ -968,16 +1653,40 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
                                    : code / 100 == 5 ? "5.0.0" : "4.0.0");
         }
 
-        d->state = ngx_relay_dst_quit;
-        (void) ngx_relay_delivery_command(d, "QUIT");
-        ngx_relay_delivery_close(d);
+        d->conn->messages++;
 
-        /* recipients deferred at RCPT are not retried on another host now */
-        ngx_relay_delivery_finish(d);
+        /* no RSET after a complete transaction: the next one, if any */
+
+        ngx_relay_delivery_mail(d);
+        return;
+
+    case ngx_relay_dst_rset:
+        if (code / 100 != 2) {
+            ngx_relay_delivery_close(d);
+            ngx_relay_delivery_next_host(d);
+            return;
+        }
+
+        ngx_relay_delivery_mail(d);
         return;
 
     default:
         return;
+    }
+}
+
+
+/* after an aborted transaction: RSET, then the next one */
+
+static void
+ngx_relay_delivery_rset(ngx_relay_delivery_t *d)
+{
+    d->discard = 0;
+    d->state = ngx_relay_dst_rset;
+
+    if (ngx_relay_delivery_command(d, "RSET") == NGX_ERROR) {
+        ngx_relay_delivery_host_failed(d, "4.4.2", "connection lost while "
+                                       "sending");
     }
 }
 
@@ -1000,6 +1709,8 @@ ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d)
                    != NULL);
     d->eightbit = (ngx_strlcasestrn(p, last, (u_char *) "8BITMIME", 7)
                    != NULL);
+    d->pipelining = (ngx_strlcasestrn(p, last, (u_char *) "PIPELINING", 9)
+                     != NULL);
 
     p = ngx_strlcasestrn(p, last, (u_char *) "SIZE ", 4);
 
@@ -1046,6 +1757,7 @@ ngx_relay_delivery_start_tls(ngx_relay_delivery_t *d)
 
     d->in->pos = d->in->start;
     d->in->last = d->in->start;
+    ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
 
     rc = ngx_ssl_handshake(c);
 
@@ -1085,7 +1797,9 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
 
     d->tls = 1;
     d->esmtp = 0;
+    d->pipelining = 0;
     d->state = ngx_relay_dst_ehlo;
+    ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
     (void) ngx_relay_delivery_command(d, "EHLO %V", &d->conf->hostname);
 }
 
@@ -1109,10 +1823,34 @@ static void
 ngx_relay_delivery_mail(ngx_relay_delivery_t *d)
 {
     off_t                size;
+    ngx_int_t            rc;
+    ngx_uint_t           i, n;
+    ngx_relay_dest_t    *dst;
     ngx_relay_queued_t  *q;
 
     q = d->queued;
     size = q->message_size;
+
+    /* the next transaction: open recipients this host did not defer */
+
+    n = 0;
+
+    for (i = 0; i < d->ndests && n < d->conf->rcpts_per_txn; i++) {
+        dst = &d->dests[i];
+
+        if (dst->status == NGX_RELAY_DELIVERY_PENDING && !dst->skip) {
+            d->batch[n++] = i;
+        }
+    }
+
+    d->nbatch = n;
+
+    if (n == 0) {
+        d->state = ngx_relay_dst_quit;
+        ngx_relay_delivery_release(d);
+        ngx_relay_delivery_next_host(d);
+        return;
+    }
 
     if (d->size_limit && size > d->size_limit) {
         d->error_len = ngx_sprintf(d->error, "message size %O exceeds the "
@@ -1138,53 +1876,49 @@ ngx_relay_delivery_mail(ngx_relay_delivery_t *d)
     }
 
     d->state = ngx_relay_dst_mail;
+    d->discard = 0;
+    d->pipelined = d->pipelining;
 
     if (!d->esmtp) {
-        (void) ngx_relay_delivery_command(d, "MAIL FROM:<%V>", &q->sender);
-        return;
+        (void) ngx_relay_delivery_append(d, "MAIL FROM:<%V>", &q->sender);
+
+    } else {
+        (void) ngx_relay_delivery_append(d, "MAIL FROM:<%V> SIZE=%O%s%s",
+                                         &q->sender, size,
+                                         (q->eightbit && d->eightbit)
+                                         ? " BODY=8BITMIME" : "",
+                                         q->smtputf8 ? " SMTPUTF8" : "");
     }
 
-    (void) ngx_relay_delivery_command(d, "MAIL FROM:<%V> SIZE=%O%s%s",
-                                      &q->sender, size,
-                                      (q->eightbit && d->eightbit)
-                                      ? " BODY=8BITMIME" : "",
-                                      q->smtputf8 ? " SMTPUTF8" : "");
-}
+    if (d->pipelined) {
 
+        /* RFC 2920: the envelope in one write, DATA last */
 
-static void
-ngx_relay_delivery_next_rcpt(ngx_relay_delivery_t *d)
-{
-    ngx_uint_t  i;
+        for (i = 0; i < n; i++) {
+            if ((size_t) (d->out->end - d->out->last)
+                < NGX_RELAY_MAX_ADDR + 64)
+            {
+                d->nbatch = i;        /* the others: the next transaction */
+                break;
+            }
 
-    /* skip recipients already settled by an earlier host */
-
-    while (d->rcpt < d->ndests
-           && d->dests[d->rcpt].status != NGX_RELAY_DELIVERY_PENDING)
-    {
-        d->rcpt++;
-    }
-
-    if (d->rcpt < d->ndests) {
-        (void) ngx_relay_delivery_command(d, "RCPT TO:<%V>",
-                                          &d->dests[d->rcpt].addr);
-        return;
-    }
-
-    if (d->accepted == 0) {
-        for (i = 0; i < d->ndests; i++) {
-            d->dests[i].accepted = 0;
+            (void) ngx_relay_delivery_append(d, "RCPT TO:<%V>",
+                                             &d->dests[d->batch[i]].addr);
         }
 
-        d->state = ngx_relay_dst_quit;
-        (void) ngx_relay_delivery_command(d, "QUIT");
-        ngx_relay_delivery_close(d);
-        ngx_relay_delivery_finish(d);
-        return;
+        (void) ngx_relay_delivery_append(d, "DATA");
     }
 
-    d->state = ngx_relay_dst_data;
-    (void) ngx_relay_delivery_command(d, "DATA");
+    if (!d->connection->read->timer_set) {
+        ngx_add_timer(d->connection->read, d->conf->timeout);
+    }
+
+    rc = ngx_relay_delivery_send(d);
+
+    if (rc == NGX_ERROR) {
+        ngx_relay_delivery_host_failed(d, "4.4.2", "connection lost while "
+                                       "sending");
+    }
 }
 
 
@@ -1326,6 +2060,30 @@ ngx_relay_delivery_host_failed(ngx_relay_delivery_t *d, const char *dsn,
     p = ngx_vslprintf(buf, buf + sizeof(buf), fmt, args);
     va_end(args);
 
+    if (d->reused && d->txns == 0 && d->state == ngx_relay_dst_mail) {
+
+        /* a cached connection that died meanwhile: not an attempt */
+
+        ngx_log_error(NGX_LOG_INFO, d->conf->log, 0,
+                      "%V: relay=%*s: cached connection is gone (%*s), "
+                      "connecting again", &d->queued->id, d->relay_len,
+                      d->relay, p - buf, buf);
+
+        d->reused = 0;
+        d->no_cache = 1;
+        d->tried = 0;
+        ngx_relay_delivery_close(d);
+
+        if (d->hop == 0) {
+            ngx_relay_delivery_next_hop(d);     /* taken before DNS */
+
+        } else {
+            ngx_relay_delivery_connect(d);      /* this host, afresh */
+        }
+
+        return;
+    }
+
     ngx_memcpy(d->error, buf, p - buf);
     d->error_len = p - buf;
     d->error_dsn = dsn;
@@ -1351,19 +2109,13 @@ ngx_relay_delivery_host_failed(ngx_relay_delivery_t *d, const char *dsn,
 static void
 ngx_relay_delivery_close(ngx_relay_delivery_t *d)
 {
-    if (d->connection == NULL) {
+    if (d->conn == NULL) {
         return;
     }
 
-    /* the connection's pool is ours: do not let nginx destroy it */
-    d->connection->pool = NULL;
+    ngx_relay_delivery_conn_close(d->conn, 0);
 
-    if (d->connection->ssl) {
-        d->connection->ssl->no_wait_shutdown = 1;
-        (void) ngx_ssl_shutdown(d->connection);
-    }
-
-    ngx_close_connection(d->connection);
+    d->conn = NULL;
     d->connection = NULL;
     d->peer.connection = NULL;
 }
@@ -1383,6 +2135,7 @@ ngx_relay_delivery_set(ngx_relay_delivery_t *d, ngx_relay_dest_t *dst,
 
     ngx_memcpy(dst->relay, d->relay, d->relay_len);
     dst->relay_len = d->relay_len;
+    dst->reused = d->reused;
 }
 
 
@@ -1477,14 +2230,55 @@ ngx_relay_delivery_open(ngx_relay_delivery_t *d)
 static void
 ngx_relay_delivery_finish(ngx_relay_delivery_t *d)
 {
+    ngx_uint_t                i;
+    ngx_queue_t              *q;
+    ngx_relay_dest_t         *dst;
+    ngx_relay_delivery_t     *w;
+    ngx_relay_destination_t  *dest;
+
     ngx_relay_delivery_close(d);
 
     if (d->relay_len == 0) {
         d->relay_len = ngx_sprintf(d->relay, "none") - d->relay;
     }
 
+    /* a 4xx to RCPT is more telling than the last host's error */
+
+    for (i = 0; i < d->ndests; i++) {
+        dst = &d->dests[i];
+
+        if (dst->status == NGX_RELAY_DELIVERY_PENDING && dst->soft) {
+            dst->status = NGX_RELAY_DELIVERY_DEFERRED;
+            ngx_cpystrn(dst->dsn, (u_char *) "4.0.0", sizeof(dst->dsn));
+            (void) ngx_relay_delivery_enhanced(dst->reply, dst->reply_len,
+                                               '4', dst->dsn);
+        }
+    }
+
     ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED, d->error_dsn,
                                d->error, d->error_len);
+
+    /* the next waiting delivery of the destination may start */
+
+    dest = d->dest;
+    d->dest = NULL;
+
+    if (dest) {
+        dest->active--;
+
+        if (!ngx_queue_empty(&dest->waiting)) {
+            q = ngx_queue_head(&dest->waiting);
+            ngx_queue_remove(q);
+
+            w = ngx_queue_data(q, ngx_relay_delivery_t, wait);
+            w->waiting = 0;
+            dest->active++;
+
+            ngx_post_event(&w->wake, &ngx_posted_events);
+        }
+
+        ngx_relay_delivery_destination_free(d->conf, dest);
+    }
 
     d->handler(d);
 }

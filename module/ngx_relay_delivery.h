@@ -30,6 +30,9 @@ typedef struct {
     ngx_str_t                    addr;
     ngx_uint_t                   status;       /* NGX_RELAY_DELIVERY_* */
     ngx_uint_t                   accepted;     /* RCPT got 2xx this try */
+    unsigned                     skip:1;       /* 4xx from this host */
+    unsigned                     soft:1;       /* reply: a 4xx to RCPT */
+    unsigned                     reused:1;     /* over a cached connection */
     u_char                       dsn[12];      /* "5.1.1" */
     u_char                       reply[NGX_RELAY_REPLY_TEXT + 8];
     size_t                       reply_len;
@@ -49,6 +52,15 @@ typedef struct ngx_relay_delivery_conf_s {
     ngx_msec_t                   connect_timeout;
     ngx_msec_t                   timeout;
     ngx_log_t                   *log;
+
+    /* connection reuse and per-destination concurrency, per worker */
+    ngx_flag_t                   reuse;
+    ngx_uint_t                   reuse_limit;  /* messages a connection */
+    ngx_msec_t                   idle_timeout;
+    ngx_uint_t                   concurrency;  /* deliveries a destination */
+    ngx_uint_t                   rcpts_per_txn;
+    ngx_queue_t                  idle;         /* ngx_relay_smtp_conn_t */
+    ngx_queue_t                  dests;        /* ngx_relay_destination_t */
 } ngx_relay_delivery_conf_t;
 
 
@@ -68,6 +80,7 @@ ngx_int_t ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc,
     ngx_relay_delivery_done_pt handler, void *data);
 void *ngx_relay_delivery_data(ngx_relay_delivery_t *d);
 void ngx_relay_delivery_free(ngx_relay_delivery_t *d);
+void ngx_relay_delivery_exit(ngx_relay_delivery_conf_t *dc);
 
 
 #endif /* _NGX_RELAY_DELIVERY_H_INCLUDED_ */

@@ -5,9 +5,13 @@
 
 
 /*
- * Routing and retry policy lookups.  Today the policy is static, from
- * nginx.conf; the control plane will swap in a shared-memory snapshot with
- * the same lookups.
+ * Routing and retry policy lookups.  The static policy comes from
+ * nginx.conf; with a control zone, the fleet policy from controld lives in
+ * shared memory as a packed protobuf snapshot and overrides it per domain:
+ * a lookup first checks that the snapshot has not moved (one atomic read),
+ * rebuilds this worker's copy when it has, and asks the fleet policy before
+ * nginx.conf.  Deliveries copy what they use at their start, so a swap
+ * never pulls data from under one in flight.
  *
  * Route patterns: "example.com" matches that domain only, ".example.com"
  * its subdomains and itself, "*" everything; the most specific (longest)
@@ -20,32 +24,51 @@
 #include <ngx_core.h>
 #include <ngx_relay_policy.h>
 
+#include <ctld_policy.h>
 
-static ngx_int_t ngx_relay_policy_parse_hop(ngx_str_t *s, ngx_relay_hop_t *h);
 
+#define NGX_RELAY_POLICY_READ_TRIES  100
+
+
+static void ngx_relay_policy_refresh(ngx_relay_policy_t *p);
+static ngx_relay_fleet_t *ngx_relay_policy_build(ngx_relay_policy_t *p,
+    u_char *data, size_t len, uint64_t version, ngx_log_t *log);
+static ngx_int_t ngx_relay_policy_build_routes(ngx_pool_t *pool,
+    ngx_array_t **routes, const char *pattern, char **hops, size_t nhops,
+    ngx_uint_t literal);
+static ngx_int_t ngx_relay_policy_strdup(ngx_pool_t *pool, ngx_str_t *dst,
+    const char *src);
+
+
+static ngx_relay_counters_t  ngx_relay_policy_no_counters;
+
+
+/*
+ * The best match for domain in a list whose elements start with their
+ * pattern (routes, retry policies): the array's element size is the stride.
+ */
 
 ngx_relay_route_t *
 ngx_relay_policy_route(ngx_array_t *routes, ngx_str_t *domain)
 {
-    size_t              plen;
-    ngx_uint_t          i;
-    ngx_str_t          *pat;
-    ngx_relay_route_t  *r, *best;
+    size_t       plen;
+    u_char      *e;
+    ngx_str_t   *pat, *best;
+    ngx_uint_t   i;
 
     if (routes == NULL) {
         return NULL;
     }
 
-    r = routes->elts;
     best = NULL;
 
-    for (i = 0; i < routes->nelts; i++) {
-        pat = &r[i].pattern;
+    for (i = 0, e = routes->elts; i < routes->nelts; i++, e += routes->size) {
+        pat = (ngx_str_t *) e;
         plen = pat->len;
 
         if (plen == 1 && pat->data[0] == '*') {
             if (best == NULL) {
-                best = &r[i];
+                best = pat;
             }
 
             continue;
@@ -72,15 +95,14 @@ ngx_relay_policy_route(ngx_array_t *routes, ngx_str_t *domain)
             continue;
         }
 
-        if (best == NULL || (best->pattern.len == 1
-                             && best->pattern.data[0] == '*')
-            || best->pattern.len < plen)
+        if (best == NULL || (best->len == 1 && best->data[0] == '*')
+            || best->len < plen)
         {
-            best = &r[i];
+            best = pat;
         }
     }
 
-    return best;
+    return (ngx_relay_route_t *) best;
 }
 
 
@@ -152,7 +174,7 @@ ngx_relay_policy_parse_route(ngx_conf_t *cf, ngx_array_t **routes,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_relay_policy_parse_hop(ngx_str_t *s, ngx_relay_hop_t *h)
 {
     u_char     *p, *last, *colon;
@@ -206,16 +228,476 @@ ngx_relay_policy_parse_hop(ngx_str_t *s, ngx_relay_hop_t *h)
 /* Postfix's schedule: the minimum, doubling per attempt, up to the maximum */
 
 time_t
-ngx_relay_policy_backoff(ngx_relay_policy_t *p, ngx_uint_t attempts)
+ngx_relay_policy_backoff(ngx_relay_retry_t *retry, ngx_uint_t attempts)
 {
     time_t      t;
     ngx_uint_t  i;
 
-    t = p->backoff_min;
+    t = retry->backoff_min;
 
-    for (i = 1; i < attempts && t < p->backoff_max; i++) {
+    for (i = 1; i < attempts && t < retry->backoff_max; i++) {
         t *= 2;
     }
 
-    return ngx_min(t, p->backoff_max);
+    return ngx_min(t, retry->backoff_max);
+}
+
+
+ngx_relay_route_t *
+ngx_relay_policy_next_hops(ngx_relay_policy_t *p, ngx_str_t *domain)
+{
+    ngx_relay_route_t  *r;
+
+    ngx_relay_policy_refresh(p);
+
+    if (p->fleet) {
+        r = ngx_relay_policy_route(p->fleet->routes, domain);
+        if (r) {
+            return r;
+        }
+    }
+
+    return ngx_relay_policy_route(p->routes, domain);
+}
+
+
+ngx_relay_route_t *
+ngx_relay_policy_backup(ngx_relay_policy_t *p, ngx_str_t *domain)
+{
+    ngx_relay_route_t  *r;
+
+    ngx_relay_policy_refresh(p);
+
+    if (p->fleet) {
+        r = ngx_relay_policy_route(p->fleet->backup_mx, domain);
+        if (r) {
+            return r;
+        }
+    }
+
+    return ngx_relay_policy_route(p->backup_mx, domain);
+}
+
+
+ngx_relay_route_t *
+ngx_relay_policy_fallback(ngx_relay_policy_t *p)
+{
+    ngx_relay_policy_refresh(p);
+
+    if (p->fleet && p->fleet->fallback) {
+        return p->fleet->fallback->elts;
+    }
+
+    return p->fallback ? p->fallback->elts : NULL;
+}
+
+
+void
+ngx_relay_policy_retry(ngx_relay_policy_t *p, ngx_str_t *domain,
+    ngx_relay_retry_t *retry)
+{
+    ngx_relay_route_t  *r;
+
+    ngx_relay_policy_refresh(p);
+
+    if (p->fleet && p->fleet->retry) {
+        r = ngx_relay_policy_route(p->fleet->retry, domain);
+        if (r) {
+            *retry = *(ngx_relay_retry_t *) r;
+            return;
+        }
+    }
+
+    ngx_str_set(&retry->pattern, "*");
+    retry->backoff_min = p->backoff_min;
+    retry->backoff_max = p->backoff_max;
+    retry->lifetime = p->lifetime;
+    retry->delay_warning = 0;
+}
+
+
+uint64_t
+ngx_relay_policy_version(ngx_relay_policy_t *p)
+{
+    ngx_relay_policy_refresh(p);
+
+    return p->fleet ? p->fleet->version : 0;
+}
+
+
+ngx_relay_policy_shm_t *
+ngx_relay_policy_shm(ngx_relay_policy_t *p)
+{
+    return p->zone ? (ngx_relay_policy_shm_t *) p->zone->shm.addr : NULL;
+}
+
+
+ngx_relay_counters_t *
+ngx_relay_policy_counters(ngx_relay_policy_t *p)
+{
+    ngx_uint_t               w;
+    ngx_relay_policy_shm_t  *shm;
+
+    shm = ngx_relay_policy_shm(p);
+    if (shm == NULL) {
+        return &ngx_relay_policy_no_counters;
+    }
+
+    w = (ngx_process == NGX_PROCESS_WORKER) ? (ngx_uint_t) ngx_worker : 0;
+
+    return &shm->counters[w % NGX_RELAY_MAX_WORKERS];
+}
+
+
+/* the writer side of the sequence lock: one process at a time writes */
+
+void
+ngx_relay_policy_publish(ngx_relay_policy_shm_t *shm, uint64_t version,
+    u_char *data, size_t len)
+{
+    ngx_atomic_uint_t  seq;
+
+    seq = shm->seq | 1;                 /* odd: a dead writer's too */
+    shm->seq = seq;
+    ngx_memory_barrier();
+
+    ngx_memcpy(shm->data, data, len);
+    shm->len = len;
+    shm->version = version;
+
+    ngx_memory_barrier();
+    shm->seq = seq + 1;
+}
+
+
+/*
+ * The reader side: copy the snapshot out while the sequence stays even and
+ * unchanged, then build this worker's copy from it.  A bad snapshot (it
+ * was validated before it got here, so only memory trouble) keeps the old.
+ */
+
+static void
+ngx_relay_policy_refresh(ngx_relay_policy_t *p)
+{
+    size_t                   len;
+    uint64_t                 version;
+    ngx_uint_t               tries;
+    ngx_atomic_uint_t        seq;
+    ngx_relay_fleet_t       *fleet;
+    ngx_relay_policy_shm_t  *shm;
+
+    shm = ngx_relay_policy_shm(p);
+
+    if (shm == NULL || shm->seq == p->seen_seq) {
+        return;
+    }
+
+    if (p->copy == NULL) {
+        p->copy = ngx_alloc(shm->size, ngx_cycle->log);
+        if (p->copy == NULL) {
+            return;
+        }
+    }
+
+    for (tries = 0; tries < NGX_RELAY_POLICY_READ_TRIES; tries++) {
+        seq = shm->seq;
+
+        if (seq & 1) {
+            ngx_cpu_pause();
+            continue;
+        }
+
+        ngx_memory_barrier();
+
+        len = ngx_min(shm->len, shm->size);
+        version = shm->version;
+        ngx_memcpy(p->copy, shm->data, len);
+
+        ngx_memory_barrier();
+
+        if (shm->seq == seq) {
+            break;
+        }
+    }
+
+    if (tries == NGX_RELAY_POLICY_READ_TRIES) {
+        return;                         /* try again at the next lookup */
+    }
+
+    p->seen_seq = seq;
+
+    if (version == 0 || (p->fleet && p->fleet->version == version)) {
+        return;
+    }
+
+    fleet = ngx_relay_policy_build(p, p->copy, len, version, ngx_cycle->log);
+    if (fleet == NULL) {
+        return;
+    }
+
+    if (p->fleet) {
+        ngx_destroy_pool(p->fleet->pool);
+    }
+
+    p->fleet = fleet;
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                  "relay policy version %uL in use", version);
+}
+
+
+static ngx_relay_fleet_t *
+ngx_relay_policy_build(ngx_relay_policy_t *p, u_char *data, size_t len,
+    uint64_t version, ngx_log_t *log)
+{
+    size_t                             i;
+    ngx_pool_t                        *pool;
+    ngx_relay_retry_t                 *rt;
+    ngx_relay_fleet_t                 *fleet;
+    Relay__Control__V1__Policy        *pp;
+    Relay__Control__V1__RetryPolicy   *rp;
+
+    pp = relay__control__v1__policy__unpack(NULL, len, data);
+    if (pp == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "relay policy version %uL: cannot unpack", version);
+        return NULL;
+    }
+
+    pool = ngx_create_pool(4096, log);
+    if (pool == NULL) {
+        goto failed;
+    }
+
+    fleet = ngx_pcalloc(pool, sizeof(ngx_relay_fleet_t));
+    if (fleet == NULL) {
+        goto failed;
+    }
+
+    fleet->pool = pool;
+    fleet->version = version;
+
+    for (i = 0; i < pp->n_routes; i++) {
+        if (ngx_relay_policy_build_routes(pool, &fleet->routes,
+                                          pp->routes[i]->pattern,
+                                          pp->routes[i]->next_hops,
+                                          pp->routes[i]->n_next_hops, 0)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+    }
+
+    for (i = 0; i < pp->n_backup_mx; i++) {
+        if (ngx_relay_policy_build_routes(pool, &fleet->backup_mx,
+                                          pp->backup_mx[i]->pattern,
+                                          pp->backup_mx[i]->hosts,
+                                          pp->backup_mx[i]->n_hosts, 1)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+    }
+
+    if (pp->n_fallback_relay
+        && ngx_relay_policy_build_routes(pool, &fleet->fallback, "*",
+                                         pp->fallback_relay,
+                                         pp->n_fallback_relay, 0)
+           != NGX_OK)
+    {
+        goto failed;
+    }
+
+    if (pp->n_retry) {
+        fleet->retry = ngx_array_create(pool, pp->n_retry,
+                                        sizeof(ngx_relay_retry_t));
+        if (fleet->retry == NULL) {
+            goto failed;
+        }
+    }
+
+    for (i = 0; i < pp->n_retry; i++) {
+        rp = pp->retry[i];
+
+        rt = ngx_array_push(fleet->retry);
+        if (rt == NULL
+            || ngx_relay_policy_strdup(pool, &rt->pattern, rp->pattern)
+               != NGX_OK)
+        {
+            goto failed;
+        }
+
+        rt->backoff_min = rp->backoff_min_s ? rp->backoff_min_s
+                                            : p->backoff_min;
+        rt->backoff_max = rp->backoff_max_s ? rp->backoff_max_s
+                                            : p->backoff_max;
+        rt->lifetime = rp->lifetime_s ? rp->lifetime_s : p->lifetime;
+        rt->delay_warning = rp->delay_warning_s;
+    }
+
+    relay__control__v1__policy__free_unpacked(pp, NULL);
+
+    return fleet;
+
+failed:
+
+    ngx_log_error(NGX_LOG_ALERT, log, 0,
+                  "relay policy version %uL: cannot build", version);
+
+    relay__control__v1__policy__free_unpacked(pp, NULL);
+
+    if (pool) {
+        ngx_destroy_pool(pool);
+    }
+
+    return NULL;
+}
+
+
+static ngx_int_t
+ngx_relay_policy_build_routes(ngx_pool_t *pool, ngx_array_t **routes,
+    const char *pattern, char **hops, size_t nhops, ngx_uint_t literal)
+{
+    size_t              i;
+    ngx_str_t           s;
+    ngx_relay_hop_t    *h;
+    ngx_relay_route_t  *r;
+
+    if (*routes == NULL) {
+        *routes = ngx_array_create(pool, 4, sizeof(ngx_relay_route_t));
+        if (*routes == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    r = ngx_array_push(*routes);
+    if (r == NULL
+        || ngx_relay_policy_strdup(pool, &r->pattern, pattern) != NGX_OK
+        || ngx_array_init(&r->hops, pool, nhops ? nhops : 1,
+                          sizeof(ngx_relay_hop_t))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_strlow(r->pattern.data, r->pattern.data, r->pattern.len);
+
+    for (i = 0; i < nhops; i++) {
+        h = ngx_array_push(&r->hops);
+        if (h == NULL || ngx_relay_policy_strdup(pool, &s, hops[i]) != NGX_OK
+            || ngx_relay_policy_parse_hop(&s, h) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (literal) {
+            h->mx = 0;                  /* a backup MX is a host */
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_relay_policy_strdup(ngx_pool_t *pool, ngx_str_t *dst, const char *src)
+{
+    dst->len = ngx_strlen(src);
+    dst->data = ngx_pnalloc(pool, dst->len + 1);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(dst->data, src, dst->len + 1);
+
+    return NGX_OK;
+}
+
+
+/*
+ * At configuration time, in the master: the last-known-good snapshot from
+ * disk, so a node started while controld is away routes by it.  It is
+ * validated again: a file edited by hand must not take the fleet down.
+ */
+
+ngx_int_t
+ngx_relay_policy_load_file(ngx_relay_policy_shm_t *shm, ngx_str_t *path,
+    ngx_log_t *log)
+{
+    ssize_t                      n;
+    ngx_fd_t                     fd;
+    ngx_file_info_t              fi;
+    ctld_policy_t               *pp;
+    u_char                      *buf;
+    char                         err[256];
+
+    fd = ngx_open_file(path->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        if (ngx_errno != NGX_ENOENT) {
+            ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                          ngx_open_file_n " \"%V\" failed", path);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    buf = NULL;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || (size_t) ngx_file_size(&fi) > shm->size)
+    {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "relay policy \"%V\" is unreadable or larger than "
+                      "the control zone", path);
+        goto failed;
+    }
+
+    buf = ngx_alloc(ngx_file_size(&fi) + 1, log);
+    if (buf == NULL) {
+        goto failed;
+    }
+
+    n = ngx_read_fd(fd, buf, ngx_file_size(&fi));
+    if (n != (ssize_t) ngx_file_size(&fi)) {
+        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                      "relay policy \"%V\": short read", path);
+        goto failed;
+    }
+
+    pp = relay__control__v1__policy__unpack(NULL, n, buf);
+    if (pp == NULL) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "relay policy \"%V\" is not a policy snapshot", path);
+        goto failed;
+    }
+
+    if (ctld_policy_validate(pp, err, sizeof(err)) != 0 || pp->version == 0) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "relay policy \"%V\" is invalid: %s", path,
+                      pp->version ? err : "no version");
+        relay__control__v1__policy__free_unpacked(pp, NULL);
+        goto failed;
+    }
+
+    ngx_relay_policy_publish(shm, pp->version, buf, n);
+
+    ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                  "relay policy version %uL loaded from \"%V\"",
+                  (uint64_t) pp->version, path);
+
+    relay__control__v1__policy__free_unpacked(pp, NULL);
+    ngx_free(buf);
+    (void) ngx_close_file(fd);
+
+    return NGX_OK;
+
+failed:
+
+    if (buf) {
+        ngx_free(buf);
+    }
+
+    (void) ngx_close_file(fd);
+
+    return NGX_ERROR;
 }

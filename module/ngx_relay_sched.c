@@ -134,6 +134,31 @@ ngx_relay_sched_init(ngx_relay_sched_t *sc, ngx_cycle_t *cycle)
 }
 
 
+/*
+ * An operator asked for a retry (a flush through controld): scan now, or
+ * right after the scan in progress.
+ */
+
+void
+ngx_relay_sched_scan_now(ngx_relay_sched_t *sc)
+{
+    if (ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    if (sc->scanning || sc->backlog) {
+        sc->rescan = 1;
+        return;
+    }
+
+    if (sc->scan_event.timer_set) {
+        ngx_del_timer(&sc->scan_event);
+    }
+
+    ngx_add_timer(&sc->scan_event, 1);
+}
+
+
 void
 ngx_relay_sched_exit(ngx_relay_sched_t *sc)
 {
@@ -269,6 +294,12 @@ ngx_relay_sched_local_thread(void *data, ngx_log_t *log)
 
     for (i = 0; i < q->nrcpts; i++) {
         r = &q->rcpts[i];
+
+        if (r->state == NGX_RELAY_RCPT_BOUNCE) {
+            ctx->remaining++;             /* failed by the remote phase */
+            ctx->remote++;
+            continue;
+        }
 
         if (r->state != NGX_RELAY_RCPT_PENDING) {
             continue;
@@ -489,6 +520,12 @@ ngx_relay_sched_local_done(ngx_event_t *ev)
                       "ended before \"250\"", ctx->name);
     }
 
+    if (ctx->name && !ctx->failed && !ctx->removed && !ctx->debris) {
+        sc->tally.messages++;
+        sc->tally.pending += ctx->remaining;
+        sc->tally.deferred += (ctx->queued.attempts > 0);
+    }
+
     ctx->task = task;
 
     if (ctx->remote && !ctx->removed && !ctx->failed && sc->delivery
@@ -555,6 +592,8 @@ ngx_relay_sched_log_results(ngx_relay_local_ctx_t *ctx, ngx_log_t *log)
                           &q->id, &r->addr, delay, res->failed);
             continue;
         }
+
+        (void) ngx_atomic_fetch_add(&ctx->sched->counters->delivered, 1);
 
         ngx_log_error(NGX_LOG_INFO, log, 0,
                       "%V: to=<%V>, relay=local, delay=%T, dsn=2.0.0, "
@@ -697,6 +736,13 @@ ngx_relay_sched_scan_done(ngx_event_t *ev)
     ngx_log_debug1(NGX_LOG_DEBUG_CORE, sc->spool.log, 0,
                    "relay queue scan: %ui message(s)", ctx->nnames);
 
+    /* the previous pass's figures, for the node's status */
+
+    sc->counters->messages = sc->tally.messages;
+    sc->counters->pending = sc->tally.pending;
+    sc->counters->deferred = sc->tally.deferred;
+    ngx_memzero(&sc->tally, sizeof(sc->tally));
+
     sc->backlog = ctx->names;
     sc->nbacklog = ctx->nnames;
     sc->next = 0;
@@ -740,6 +786,17 @@ ngx_relay_sched_dispatch(ngx_relay_sched_t *sc)
     sc->backlog = NULL;
 
 rearm:
+
+    if (!ngx_exiting && !ngx_terminate && !sc->scanning && sc->rescan) {
+        sc->rescan = 0;
+
+        if (sc->scan_event.timer_set) {
+            ngx_del_timer(&sc->scan_event);
+        }
+
+        ngx_add_timer(&sc->scan_event, 1);
+        return;
+    }
 
     if (!ngx_exiting && !ngx_terminate && !sc->scanning
         && !sc->scan_event.timer_set)
@@ -834,9 +891,29 @@ ngx_relay_sched_remote(ngx_relay_local_ctx_t *ctx)
         n++;
     }
 
+    /* recipients an operator bounced fail now, after those to deliver */
+
     ctx->ndests = n;
 
-    if (n == 0) {
+    for (i = 0; i < q->nrcpts; i++) {
+        r = &q->rcpts[i];
+
+        if (r->state == NGX_RELAY_RCPT_BOUNCE) {
+            dst = &ctx->dests[ctx->ndests++];
+
+            ngx_memzero(dst, sizeof(ngx_relay_dest_t));
+            dst->index = i;
+            dst->addr = r->addr;
+            dst->status = NGX_RELAY_DELIVERY_FAILED;
+            ngx_cpystrn(dst->dsn, (u_char *) "5.0.0", 6);
+            dst->reply_len = ngx_sprintf(dst->reply, "message bounced by "
+                                         "the operator")
+                             - dst->reply;
+            dst->relay_len = ngx_sprintf(dst->relay, "none") - dst->relay;
+        }
+    }
+
+    if (ctx->ndests == 0) {
         return NGX_ERROR;
     }
 
@@ -940,8 +1017,10 @@ ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx)
 {
     u_char               last[NGX_RELAY_REPLY_TEXT + 8];
     size_t               len;
-    time_t               now;
+    time_t               now, backoff;
+    ngx_str_t            domain;
     ngx_uint_t           i, deferred;
+    ngx_relay_retry_t    retry;
     ngx_thread_task_t   *task;
     ngx_relay_dest_t    *dst;
     ngx_relay_sched_t   *sc;
@@ -952,12 +1031,31 @@ ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx)
     now = ngx_time();
     deferred = 0;
 
+    ctx->attempts = ctx->queued.attempts + 1;
+    ctx->next = 0;
+
+    /* each recipient by its domain's retry policy; the soonest retry wins */
+
     for (i = 0; i < ctx->ndests; i++) {
         dst = &ctx->dests[i];
 
-        if (dst->status == NGX_RELAY_DELIVERY_DEFERRED
-            && now - ctx->queued.arrival >= p->lifetime)
-        {
+        if (dst->status != NGX_RELAY_DELIVERY_DEFERRED) {
+            continue;
+        }
+
+        if (ngx_relay_sched_domain(&dst->addr, &domain) == NULL) {
+            ngx_str_set(&domain, "");
+        }
+
+        ngx_relay_policy_retry(p, &domain, &retry);
+
+        backoff = ngx_relay_policy_backoff(&retry, ctx->attempts);
+
+        if (ctx->next == 0 || now + backoff < ctx->next) {
+            ctx->next = now + backoff;
+        }
+
+        if (now - ctx->queued.arrival >= retry.lifetime) {
             dst->status = NGX_RELAY_DELIVERY_FAILED;
 
             ngx_memcpy(last, dst->reply, dst->reply_len);
@@ -973,8 +1071,9 @@ ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx)
         deferred += (dst->status == NGX_RELAY_DELIVERY_DEFERRED);
     }
 
-    ctx->attempts = ctx->queued.attempts + 1;
-    ctx->next = now + ngx_relay_policy_backoff(p, ctx->attempts);
+    if (ctx->next == 0) {
+        ctx->next = now;
+    }
 
     /* RFC 3461 4.1: no NOTIFY means FAILURE; never for a null sender */
 
@@ -1109,13 +1208,26 @@ ngx_relay_sched_log_remote(ngx_relay_local_ctx_t *ctx)
     time_t              delay;
     ngx_uint_t          i, level;
     ngx_relay_dest_t   *dst;
+    ngx_relay_counters_t  *cn;
     static const char  *status[] = { "pending", "", "sent", "", "deferred",
                                      "bounced" };
 
     delay = ngx_time() - ctx->queued.arrival;
+    cn = ctx->sched->counters;
 
     for (i = 0; i < ctx->ndests; i++) {
         dst = &ctx->dests[i];
+
+        switch (dst->status) {
+        case NGX_RELAY_DELIVERY_SENT:
+            (void) ngx_atomic_fetch_add(&cn->delivered, 1);
+            break;
+        case NGX_RELAY_DELIVERY_DEFERRED:
+            (void) ngx_atomic_fetch_add(&cn->deferrals, 1);
+            break;
+        default:
+            (void) ngx_atomic_fetch_add(&cn->bounced, 1);
+        }
 
         level = (dst->status == NGX_RELAY_DELIVERY_SENT) ? NGX_LOG_INFO
                                                           : NGX_LOG_NOTICE;

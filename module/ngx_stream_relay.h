@@ -19,6 +19,7 @@
 #include <ngx_relay_spool.h>
 #include <ngx_relay_sched.h>
 #include <ngx_relay_policy.h>
+#include <ngx_relay_control.h>
 
 
 #define NGX_STREAM_RELAY_LINE_MAX      512     /* RFC 5321 4.5.3.1.4 */
@@ -47,7 +48,13 @@ typedef struct {
     ngx_msec_t                   connect_timeout;
     ngx_msec_t                   smtp_timeout;
     ngx_int_t                    smtp_port;
+    ngx_flag_t                   conn_reuse;
+    ngx_uint_t                   conn_reuse_limit;
+    ngx_msec_t                   conn_idle_timeout;
+    ngx_uint_t                   dest_concurrency;
+    ngx_uint_t                   rcpts_per_txn;
     ngx_relay_policy_t           policy;
+    ngx_relay_control_conf_t     control;
 } ngx_stream_relay_main_conf_t;
 
 

@@ -42,6 +42,10 @@ static char *ngx_stream_relay_resolver(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_stream_relay_backoff(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_stream_relay_control(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_stream_relay_init_control(ngx_conf_t *cf,
+    ngx_stream_relay_main_conf_t *rmcf);
 static ngx_int_t ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
     ngx_stream_relay_main_conf_t *rmcf, ngx_relay_sched_t *sc);
 static ngx_int_t ngx_stream_relay_init_module(ngx_cycle_t *cycle);
@@ -63,6 +67,55 @@ static ngx_conf_enum_t  ngx_stream_relay_spool_syncs[] = {
 
 
 static ngx_command_t  ngx_stream_relay_commands[] = {
+
+    { ngx_string("relay_control"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE123,
+      ngx_stream_relay_control,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("relay_control_certificate"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, control.certificate),
+      NULL },
+
+    { ngx_string("relay_control_certificate_key"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, control.certificate_key),
+      NULL },
+
+    { ngx_string("relay_control_trusted_certificate"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, control.trusted_certificate),
+      NULL },
+
+    { ngx_string("relay_control_state"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, control.state),
+      NULL },
+
+    { ngx_string("relay_control_zone_size"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, control.zone_size),
+      NULL },
+
+    { ngx_string("relay_control_status_interval"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, control.status_interval),
+      NULL },
 
     { ngx_string("relay_smtp"),
       NGX_STREAM_SRV_CONF|NGX_CONF_NOARGS,
@@ -183,6 +236,41 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       offsetof(ngx_stream_relay_main_conf_t, smtp_timeout),
       NULL },
 
+    { ngx_string("relay_connection_reuse"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, conn_reuse),
+      NULL },
+
+    { ngx_string("relay_connection_reuse_limit"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, conn_reuse_limit),
+      NULL },
+
+    { ngx_string("relay_connection_idle_timeout"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, conn_idle_timeout),
+      NULL },
+
+    { ngx_string("relay_destination_concurrency"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, dest_concurrency),
+      NULL },
+
+    { ngx_string("relay_max_rcpts_per_transaction"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, rcpts_per_txn),
+      NULL },
+
     { ngx_string("relay_retry_backoff"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE2,
       ngx_stream_relay_backoff,
@@ -295,9 +383,16 @@ ngx_stream_relay_create_main_conf(ngx_conf_t *cf)
     rmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     rmcf->smtp_timeout = NGX_CONF_UNSET_MSEC;
     rmcf->smtp_port = NGX_CONF_UNSET;
+    rmcf->conn_reuse = NGX_CONF_UNSET;
+    rmcf->conn_reuse_limit = NGX_CONF_UNSET_UINT;
+    rmcf->conn_idle_timeout = NGX_CONF_UNSET_MSEC;
+    rmcf->dest_concurrency = NGX_CONF_UNSET_UINT;
+    rmcf->rcpts_per_txn = NGX_CONF_UNSET_UINT;
     rmcf->policy.lifetime = NGX_CONF_UNSET;
     rmcf->policy.backoff_min = NGX_CONF_UNSET;
     rmcf->policy.backoff_max = NGX_CONF_UNSET;
+    rmcf->control.zone_size = NGX_CONF_UNSET_SIZE;
+    rmcf->control.status_interval = NGX_CONF_UNSET_MSEC;
 
     return rmcf;
 }
@@ -332,6 +427,91 @@ ngx_stream_relay_full_dir(ngx_conf_t *cf, ngx_str_t *dir, char *dflt)
 }
 
 
+/*
+ * With controld: the zone for the fleet policy, the last-known-good
+ * snapshot in the spool by default, mTLS unless "insecure" was asked for.
+ */
+
+static ngx_int_t
+ngx_stream_relay_init_control(ngx_conf_t *cf,
+    ngx_stream_relay_main_conf_t *rmcf)
+{
+    ngx_relay_control_conf_t  *ctl;
+
+    ctl = &rmcf->control;
+
+    ngx_conf_init_size_value(ctl->zone_size, 1024 * 1024);
+    ngx_conf_init_msec_value(ctl->status_interval, 10000);
+
+    if (ctl->address.len == 0) {
+        return NGX_OK;
+    }
+
+    if (ctl->node_id.len == 0) {
+        ctl->node_id = cf->cycle->hostname;
+    }
+
+    if (ctl->state.len == 0) {
+        ctl->state.len = rmcf->spool.len + sizeof("policy.pb") - 1;
+        ctl->state.data = ngx_pnalloc(cf->pool, ctl->state.len + 1);
+        if (ctl->state.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_sprintf(ctl->state.data, "%Vpolicy.pb%Z", &rmcf->spool);
+
+    } else if (ngx_conf_full_name(cf->cycle, &ctl->state, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (!ctl->insecure) {
+        if (ctl->certificate.len == 0 || ctl->certificate_key.len == 0
+            || ctl->trusted_certificate.len == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"relay_control\" needs "
+                               "\"relay_control_certificate\", "
+                               "\"relay_control_certificate_key\" and "
+                               "\"relay_control_trusted_certificate\" "
+                               "(or \"insecure\")");
+            return NGX_ERROR;
+        }
+
+        if (ngx_conf_full_name(cf->cycle, &ctl->certificate, 1) != NGX_OK
+            || ngx_conf_full_name(cf->cycle, &ctl->certificate_key, 1)
+               != NGX_OK
+            || ngx_conf_full_name(cf->cycle, &ctl->trusted_certificate, 1)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ctl->certificate_pem = ngx_relay_control_read_pem(cf,
+                                                          &ctl->certificate);
+        ctl->certificate_key_pem = ngx_relay_control_read_pem(cf,
+                                                     &ctl->certificate_key);
+        ctl->trusted_certificate_pem = ngx_relay_control_read_pem(cf,
+                                                 &ctl->trusted_certificate);
+
+        if (ctl->certificate_pem == NULL || ctl->certificate_key_pem == NULL
+            || ctl->trusted_certificate_pem == NULL)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctl->zone_size < 64 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"relay_control_zone_size\" must be at least "
+                           "64k");
+        return NGX_ERROR;
+    }
+
+    return ngx_relay_control_add_zone(cf, ctl, &rmcf->policy,
+                                      &ngx_stream_relay_module);
+}
+
+
 static char *
 ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
 {
@@ -350,6 +530,10 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
         rmcf->hostname = cf->cycle->hostname;
     }
 
+    if (ngx_stream_relay_init_control(cf, rmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     ngx_conf_init_msec_value(rmcf->scan_interval, 60000);
     ngx_conf_init_uint_value(rmcf->spool_sync, NGX_RELAY_SYNC_SYNCFS);
     ngx_conf_init_value(rmcf->delivery, 0);
@@ -358,6 +542,22 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(rmcf->smtp_timeout, 300000);
 
     ngx_conf_init_value(rmcf->smtp_port, 25);
+    ngx_conf_init_value(rmcf->conn_reuse, 1);
+    ngx_conf_init_uint_value(rmcf->conn_reuse_limit, 100);
+    ngx_conf_init_msec_value(rmcf->conn_idle_timeout, 5000);
+    ngx_conf_init_uint_value(rmcf->dest_concurrency, 20);
+    ngx_conf_init_uint_value(rmcf->rcpts_per_txn, 50);
+
+    if (rmcf->conn_reuse_limit == 0 || rmcf->dest_concurrency == 0
+        || rmcf->rcpts_per_txn == 0)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"relay_connection_reuse_limit\", "
+                      "\"relay_destination_concurrency\" and "
+                      "\"relay_max_rcpts_per_transaction\" must be "
+                      "at least 1");
+        return NGX_CONF_ERROR;
+    }
 
     if (rmcf->smtp_port < 1 || rmcf->smtp_port > 65535) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
@@ -735,6 +935,47 @@ ngx_stream_relay_backoff(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 /* in the master, as root: make the directories the workers will own */
 
+/* relay_control address [node=ID] [insecure]; */
+
+static char *
+ngx_stream_relay_control(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_stream_relay_main_conf_t  *rmcf = conf;
+
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+
+    if (rmcf->control.address.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    rmcf->control.address = value[1];
+
+    for (i = 2; i < cf->args->nelts; i++) {
+        if (ngx_strncmp(value[i].data, "node=", 5) == 0
+            && value[i].len > 5)
+        {
+            rmcf->control.node_id.data = value[i].data + 5;
+            rmcf->control.node_id.len = value[i].len - 5;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "insecure") == 0) {
+            rmcf->control.insecure = 1;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static ngx_int_t
 ngx_stream_relay_init_module(ngx_cycle_t *cycle)
 {
@@ -817,6 +1058,7 @@ ngx_stream_relay_init_process(ngx_cycle_t *cycle)
 
     ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
 
+    sc->counters = ngx_relay_policy_counters(&rmcf->policy);
     sc->spool.path = rmcf->spool;
     sc->spool.thread_pool = rmcf->thread_pool;
     sc->spool.sequence = ngx_random() & 0xffff;
@@ -840,6 +1082,14 @@ ngx_stream_relay_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_stream_relay_sched = sc;
+
+    if (ngx_relay_control_init_process(&rmcf->control, &rmcf->policy, sc,
+                                       cycle)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "relay control: cannot start the control client");
+    }
 
     return NGX_OK;
 }
@@ -885,7 +1135,15 @@ ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
     dc->hostname = rmcf->hostname;
     dc->connect_timeout = rmcf->connect_timeout;
     dc->timeout = rmcf->smtp_timeout;
+    dc->reuse = rmcf->conn_reuse;
+    dc->reuse_limit = rmcf->conn_reuse_limit;
+    dc->idle_timeout = rmcf->conn_idle_timeout;
+    dc->concurrency = rmcf->dest_concurrency;
+    dc->rcpts_per_txn = rmcf->rcpts_per_txn;
     dc->log = cycle->log;
+
+    ngx_queue_init(&dc->idle);
+    ngx_queue_init(&dc->dests);
 
     sc->delivery = dc;
 
@@ -896,7 +1154,10 @@ ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
 static void
 ngx_stream_relay_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_relay_control_exit_process(cycle);
+
     if (ngx_stream_relay_sched && ngx_stream_relay_sched->delivery) {
+        ngx_relay_delivery_exit(ngx_stream_relay_sched->delivery);
         ngx_relay_dns_destroy(ngx_stream_relay_sched->delivery->dns);
         ngx_stream_relay_sched->delivery = NULL;
     }

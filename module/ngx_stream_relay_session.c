@@ -1315,6 +1315,11 @@ ngx_stream_relay_committed(ngx_relay_spool_writer_t *w, ngx_int_t rc)
         ngx_memcpy(rs->queue_id_buf, w->id.data, w->id.len);
         rs->last_queue_id.len = w->id.len;
 
+        if (ngx_stream_relay_sched) {
+            (void) ngx_atomic_fetch_add(
+                            &ngx_stream_relay_sched->counters->accepted, 1);
+        }
+
         ngx_stream_relay_reply(rs, "250 2.0.0 Ok: queued as %V", &w->id);
     }
 

@@ -1,0 +1,1786 @@
+
+/*
+ * Copyright (C) The relay authors
+ */
+
+
+/*
+ * The node's side of the control plane: one Node.Session stream to
+ * controld per node, whatever the worker count.  Worker 0 owns it.
+ *
+ * A thread of its own runs gRPC (a blocking API with threads of its own):
+ * it says hello, receives policy snapshots and queue commands, and sends
+ * ACK/NACK, command results and periodic status.  Snapshots are validated
+ * and written to disk (last-known-good) by that thread, which may block;
+ * everything else goes to the event loop through a module-owned eventfd
+ * (ngx_notify() belongs to the thread pool), with mutex-protected lists in
+ * both directions:
+ *
+ *   inbox   thread -> loop: validated snapshots, commands, log lines
+ *   outbox  loop -> thread: ACK/NACK and command results to send
+ *
+ * The loop publishes a snapshot into shared memory for every worker and
+ * answers ACK; queue commands run as thread-pool tasks over the spool.
+ * The thread never calls nginx functions (no pools, no log): it reports
+ * through the inbox.  Every worker checks a "kick" counter once a second,
+ * so a flush makes all of them scan the queue.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <nginx.h>
+#include <ngx_thread_pool.h>
+#include <ngx_relay.h>
+#include <ngx_relay_spool.h>
+#include <ngx_relay_control.h>
+
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <arpa/inet.h>
+#include <dirent.h>
+
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include <ctld_policy.h>
+
+
+#define NGX_RELAY_CONTROL_TICK          20       /* ms, thread's CQ poll */
+#define NGX_RELAY_CONTROL_BACKOFF_MIN   1000     /* ms */
+#define NGX_RELAY_CONTROL_BACKOFF_MAX   30000
+#define NGX_RELAY_CONTROL_MAX_ENTRIES   10000    /* queue list */
+#define NGX_RELAY_CONTROL_SESSION \
+    "/relay.control.v1.Node/Session"
+
+#define NGX_RELAY_CONTROL_LOG           0
+#define NGX_RELAY_CONTROL_POLICY        1
+#define NGX_RELAY_CONTROL_COMMAND       2
+
+
+typedef struct ngx_relay_control_msg_s  ngx_relay_control_msg_t;
+
+struct ngx_relay_control_msg_s {
+    ngx_relay_control_msg_t   *next;
+    ngx_uint_t                 type;
+    ngx_uint_t                 level;        /* LOG */
+    uint64_t                   version;      /* POLICY */
+    size_t                     len;
+    u_char                     data[1];      /* malloc()ed with the rest */
+};
+
+
+typedef struct {
+    ngx_relay_control_msg_t   *head;
+    ngx_relay_control_msg_t  **tail;
+} ngx_relay_control_list_t;
+
+
+typedef struct {
+    /* set before the thread starts, read-only after */
+    char                      *target;
+    char                      *node_id;
+    char                      *state;
+    char                      *cert;
+    char                      *key;
+    char                      *ca;
+    ngx_uint_t                 insecure;
+    ngx_msec_t                 status_interval;
+    ngx_uint_t                 workers;
+    ngx_relay_policy_shm_t    *shm;
+
+    pthread_t                  thread;
+    pthread_mutex_t            mutex;
+    int                        efd;
+    ngx_connection_t          *conn;         /* the eventfd on the loop */
+
+    /* under mutex */
+    ngx_relay_control_list_t   inbox;
+    ngx_relay_control_list_t   outbox;
+    grpc_call                 *call;
+    ngx_uint_t                 stop;
+    ngx_uint_t                 running;
+
+    ngx_relay_policy_t        *policy;
+    ngx_relay_sched_t         *sched;
+    ngx_log_t                 *log;
+} ngx_relay_control_t;
+
+
+typedef struct {
+    ngx_relay_control_t                 *ctl;
+    Relay__Control__V1__Command         *cmd;
+    Relay__Control__V1__CommandResult    res;
+    Relay__Control__V1__QueueEntry     **entries;
+    size_t                               nentries;
+    char                                 error[512];
+    ngx_uint_t                           kick;
+} ngx_relay_control_task_t;
+
+
+/* the thread */
+static void *ngx_relay_control_thread(void *data);
+static grpc_channel_credentials *ngx_relay_control_credentials(
+    ngx_relay_control_t *ctl);
+static void ngx_relay_control_session(ngx_relay_control_t *ctl,
+    grpc_channel *ch, grpc_completion_queue *cq);
+static void ngx_relay_control_received(ngx_relay_control_t *ctl,
+    grpc_byte_buffer *bb);
+static void ngx_relay_control_snapshot(ngx_relay_control_t *ctl,
+    Relay__Control__V1__Policy *pp);
+static int ngx_relay_control_node_check(ngx_relay_control_t *ctl,
+    Relay__Control__V1__Policy *pp, size_t len, char *err, size_t errlen);
+static int ngx_relay_control_persist(ngx_relay_control_t *ctl, u_char *data,
+    size_t len, char *err, size_t errlen);
+static grpc_byte_buffer *ngx_relay_control_hello(ngx_relay_control_t *ctl);
+static void ngx_relay_control_status(ngx_relay_control_t *ctl);
+static grpc_byte_buffer *ngx_relay_control_pack(
+    const ProtobufCMessage *m);
+static void ngx_relay_control_say(ngx_relay_control_t *ctl,
+    ngx_uint_t level, const char *fmt, ...);
+static void ngx_relay_control_ack(ngx_relay_control_t *ctl,
+    uint64_t version, int ok, const char *reason);
+
+/* both sides */
+static void ngx_relay_control_put(ngx_relay_control_t *ctl,
+    ngx_relay_control_list_t *list, ngx_relay_control_msg_t *m,
+    ngx_uint_t wake);
+static ngx_relay_control_msg_t *ngx_relay_control_msg(ngx_uint_t type,
+    const void *data, size_t len);
+static ngx_relay_control_msg_t *ngx_relay_control_take(
+    ngx_relay_control_t *ctl, ngx_relay_control_list_t *list);
+static void ngx_relay_control_send(ngx_relay_control_t *ctl,
+    Relay__Control__V1__NodeMessage *nm);
+
+/* the loop */
+static void ngx_relay_control_wakeup(ngx_event_t *ev);
+static void ngx_relay_control_apply(ngx_relay_control_t *ctl,
+    ngx_relay_control_msg_t *m);
+static void ngx_relay_control_command(ngx_relay_control_t *ctl,
+    ngx_relay_control_msg_t *m);
+static void ngx_relay_control_command_thread(void *data, ngx_log_t *log);
+static void ngx_relay_control_command_done(ngx_event_t *ev);
+static void ngx_relay_control_stop(ngx_relay_control_t *ctl);
+static void ngx_relay_control_tick(ngx_event_t *ev);
+
+/* queue commands, in the thread pool */
+static void ngx_relay_control_list_one(ngx_relay_control_task_t *t,
+    ngx_fd_t fd);
+static ngx_int_t ngx_relay_control_act_one(ngx_relay_control_task_t *t,
+    const char *name);
+
+
+static ngx_relay_control_t  *ngx_relay_control;
+static ngx_event_t           ngx_relay_control_tick_event;
+static ngx_atomic_uint_t     ngx_relay_control_seen_kick;
+static ngx_relay_sched_t    *ngx_relay_control_sched;
+static ngx_relay_policy_t   *ngx_relay_control_policy;
+
+
+/* ------------------------------------------------------------ config */
+
+
+static ngx_int_t
+ngx_relay_control_init_zone(ngx_shm_zone_t *zone, void *data)
+{
+    ngx_relay_control_conf_t  *ccf = zone->data;
+
+    ngx_relay_policy_shm_t  *shm;
+
+    shm = (ngx_relay_policy_shm_t *) zone->shm.addr;
+
+    if (data) {
+        zone->data = data;              /* a reload: keep what is there */
+        return NGX_OK;
+    }
+
+    zone->data = ccf;
+
+    if (zone->shm.exists) {
+        return NGX_OK;
+    }
+
+    ngx_memzero(shm, offsetof(ngx_relay_policy_shm_t, data));
+    shm->size = zone->shm.size - offsetof(ngx_relay_policy_shm_t, data);
+    shm->started = ngx_time();
+
+    (void) ngx_relay_policy_load_file(shm, &ccf->state, zone->shm.log);
+
+    return NGX_OK;
+}
+
+
+u_char *
+ngx_relay_control_read_pem(ngx_conf_t *cf, ngx_str_t *path)
+{
+    u_char           *buf;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_file_info_t   fi;
+
+    fd = ngx_open_file(path->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", path);
+        return NULL;
+    }
+
+    buf = NULL;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) > 1024 * 1024)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"%V\" is not a certificate or key file", path);
+        goto done;
+    }
+
+    buf = ngx_pnalloc(cf->pool, ngx_file_size(&fi) + 1);
+    if (buf == NULL) {
+        goto done;
+    }
+
+    n = ngx_read_fd(fd, buf, ngx_file_size(&fi));
+    if (n != (ssize_t) ngx_file_size(&fi)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot read \"%V\"", path);
+        buf = NULL;
+        goto done;
+    }
+
+    buf[n] = '\0';
+
+done:
+
+    (void) ngx_close_file(fd);
+
+    return buf;
+}
+
+
+ngx_int_t
+ngx_relay_control_add_zone(ngx_conf_t *cf, ngx_relay_control_conf_t *ccf,
+    ngx_relay_policy_t *p, void *tag)
+{
+    ngx_str_t        name = ngx_string("relay_control");
+    ngx_shm_zone_t  *zone;
+
+    zone = ngx_shared_memory_add(cf, &name, ccf->zone_size, tag);
+    if (zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->init = ngx_relay_control_init_zone;
+    zone->data = ccf;
+
+    p->zone = zone;
+
+    return NGX_OK;
+}
+
+
+/* ------------------------------------------------------------ process */
+
+
+static char *
+ngx_relay_control_cstr(ngx_str_t *s)
+{
+    char  *p;
+
+    if (s->len == 0) {
+        return NULL;
+    }
+
+    p = malloc(s->len + 1);
+    if (p) {
+        ngx_memcpy(p, s->data, s->len);
+        p[s->len] = '\0';
+    }
+
+    return p;
+}
+
+
+ngx_int_t
+ngx_relay_control_init_process(ngx_relay_control_conf_t *ccf,
+    ngx_relay_policy_t *p, ngx_relay_sched_t *sc, ngx_cycle_t *cycle)
+{
+    int                   err;
+    sigset_t              all, old;
+    ngx_event_t          *rev;
+    ngx_core_conf_t      *cocf;
+    ngx_connection_t     *c;
+    ngx_relay_control_t  *ctl;
+
+    if (p->zone == NULL) {
+        return NGX_OK;
+    }
+
+    /* every worker: the kick check and an early look at the snapshot */
+
+    ngx_relay_control_sched = sc;
+    ngx_relay_control_policy = p;
+    ngx_relay_control_seen_kick = ngx_relay_policy_shm(p)->kick;
+
+    ngx_relay_control_tick_event.handler = ngx_relay_control_tick;
+    ngx_relay_control_tick_event.log = cycle->log;
+    ngx_relay_control_tick_event.cancelable = 1;
+    ngx_add_timer(&ngx_relay_control_tick_event, 1000);
+
+    (void) ngx_relay_policy_version(p);
+
+    if (ngx_process == NGX_PROCESS_WORKER && ngx_worker != 0) {
+        return NGX_OK;
+    }
+
+    cocf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    ctl = calloc(1, sizeof(ngx_relay_control_t));
+    if (ctl == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctl->target = ngx_relay_control_cstr(&ccf->address);
+    ctl->node_id = ngx_relay_control_cstr(&ccf->node_id);
+    ctl->state = ngx_relay_control_cstr(&ccf->state);
+    ctl->cert = (char *) ccf->certificate_pem;
+    ctl->key = (char *) ccf->certificate_key_pem;
+    ctl->ca = (char *) ccf->trusted_certificate_pem;
+    ctl->insecure = ccf->insecure;
+    ctl->status_interval = ccf->status_interval;
+    ctl->workers = ngx_process == NGX_PROCESS_SINGLE
+                   ? 1 : (ngx_uint_t) cocf->worker_processes;
+    ctl->shm = ngx_relay_policy_shm(p);
+    ctl->policy = p;
+    ctl->sched = sc;
+    ctl->log = cycle->log;
+    ctl->inbox.tail = &ctl->inbox.head;
+    ctl->outbox.tail = &ctl->outbox.head;
+
+    if (ctl->target == NULL || ctl->node_id == NULL || ctl->state == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (pthread_mutex_init(&ctl->mutex, NULL) != 0) {
+        return NGX_ERROR;
+    }
+
+    ctl->efd = eventfd(0, EFD_NONBLOCK|EFD_CLOEXEC);
+    if (ctl->efd == -1) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_errno,
+                      "relay control: eventfd() failed");
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection(ctl->efd, cycle->log);
+    if (c == NULL) {
+        (void) close(ctl->efd);
+        return NGX_ERROR;
+    }
+
+    /* idle: a graceful shutdown tells us through c->close, at once */
+
+    c->idle = 1;
+    c->data = ctl;
+    ctl->conn = c;
+
+    rev = c->read;
+    rev->handler = ngx_relay_control_wakeup;
+    rev->log = cycle->log;
+
+    if (ngx_add_event(rev, NGX_READ_EVENT, 0) != NGX_OK) {
+        ngx_free_connection(c);
+        (void) close(ctl->efd);
+        return NGX_ERROR;
+    }
+
+    ngx_reusable_connection(c, 1);
+
+    /* gRPC's threads must never take nginx's signals */
+
+    sigfillset(&all);
+    (void) pthread_sigmask(SIG_BLOCK, &all, &old);
+
+    grpc_init();
+    err = pthread_create(&ctl->thread, NULL, ngx_relay_control_thread, ctl);
+
+    (void) pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    if (err != 0) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, err,
+                      "relay control: pthread_create() failed");
+        grpc_shutdown();
+        return NGX_ERROR;
+    }
+
+    ctl->running = 1;
+    ngx_relay_control = ctl;
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                  "relay control: node \"%s\" subscribes to %s",
+                  ctl->node_id, ctl->target);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_relay_control_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_relay_control_t      *ctl;
+    ngx_relay_control_msg_t  *m;
+
+    if (ngx_relay_control_tick_event.timer_set) {
+        ngx_del_timer(&ngx_relay_control_tick_event);
+    }
+
+    ctl = ngx_relay_control;
+    if (ctl == NULL) {
+        return;
+    }
+
+    ngx_relay_control_stop(ctl);
+
+    if (ctl->running) {
+        (void) pthread_join(ctl->thread, NULL);
+        ctl->running = 0;
+        grpc_shutdown_blocking();
+    }
+
+    if (ctl->conn) {
+        ngx_close_connection(ctl->conn);  /* closes the eventfd */
+        ctl->conn = NULL;
+    }
+
+    while ((m = ngx_relay_control_take(ctl, &ctl->inbox))) {
+        free(m);
+    }
+
+    while ((m = ngx_relay_control_take(ctl, &ctl->outbox))) {
+        free(m);
+    }
+
+    ngx_relay_control = NULL;
+}
+
+
+static void
+ngx_relay_control_stop(ngx_relay_control_t *ctl)
+{
+    (void) pthread_mutex_lock(&ctl->mutex);
+
+    ctl->stop = 1;
+
+    if (ctl->call) {
+        grpc_call_cancel(ctl->call, NULL);
+    }
+
+    (void) pthread_mutex_unlock(&ctl->mutex);
+}
+
+
+/* ------------------------------------------------------------ thread */
+
+
+static void *
+ngx_relay_control_thread(void *data)
+{
+    ngx_relay_control_t  *ctl = data;
+
+    grpc_arg                   args[5];
+    ngx_uint_t                 i, stop;
+    ngx_msec_t                 backoff, wait;
+    grpc_channel              *ch;
+    grpc_event                 ev;
+    grpc_channel_args          chargs;
+    gpr_timespec               started;
+    grpc_completion_queue     *cq;
+    grpc_channel_credentials  *creds;
+
+    creds = NULL;
+    backoff = NGX_RELAY_CONTROL_BACKOFF_MIN;
+
+    creds = ngx_relay_control_credentials(ctl);
+    if (creds == NULL) {
+        ngx_relay_control_say(ctl, NGX_LOG_ALERT,
+                              "relay control: no channel credentials");
+        return NULL;
+    }
+
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = GRPC_ARG_KEEPALIVE_TIME_MS;
+    args[0].value.integer = 30000;
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS;
+    args[1].value.integer = 10000;
+    args[2].type = GRPC_ARG_INTEGER;
+    args[2].key = GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS;
+    args[2].value.integer = 1;
+    args[3].type = GRPC_ARG_INTEGER;
+    args[3].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+    args[3].value.integer = 5000;
+    args[4].type = GRPC_ARG_INTEGER;
+    args[4].key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
+    args[4].value.integer = 500;
+
+    chargs.num_args = 5;
+    chargs.args = args;
+
+    ch = grpc_channel_create(ctl->target, creds, &chargs);
+    cq = grpc_completion_queue_create_for_next(NULL);
+
+    backoff = NGX_RELAY_CONTROL_BACKOFF_MIN;
+
+    for ( ;; ) {
+        started = gpr_now(GPR_CLOCK_MONOTONIC);
+
+        ngx_relay_control_session(ctl, ch, cq);
+
+        (void) pthread_mutex_lock(&ctl->mutex);
+        stop = ctl->stop;
+        (void) pthread_mutex_unlock(&ctl->mutex);
+
+        if (stop) {
+            break;
+        }
+
+        /* a session that lasted resets the backoff; jitter spreads a fleet */
+
+        if (gpr_time_cmp(gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), started),
+                         gpr_time_from_seconds(30, GPR_TIMESPAN))
+            > 0)
+        {
+            backoff = NGX_RELAY_CONTROL_BACKOFF_MIN;
+        }
+
+        wait = backoff / 2 + (ngx_msec_t) (random() % (backoff + 1));
+
+        ngx_relay_control_say(ctl, NGX_LOG_NOTICE,
+                              "relay control: reconnecting in %ums",
+                              (unsigned) wait);
+
+        for (i = 0; i < wait; i += 50) {
+            (void) pthread_mutex_lock(&ctl->mutex);
+            stop = ctl->stop;
+            (void) pthread_mutex_unlock(&ctl->mutex);
+
+            if (stop) {
+                break;
+            }
+
+            (void) usleep(50 * 1000);
+        }
+
+        if (stop) {
+            break;
+        }
+
+        backoff = ngx_min(backoff * 2, NGX_RELAY_CONTROL_BACKOFF_MAX);
+    }
+
+    grpc_channel_destroy(ch);
+
+    grpc_completion_queue_shutdown(cq);
+
+    do {
+        ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                        NULL);
+    } while (ev.type != GRPC_QUEUE_SHUTDOWN);
+
+    grpc_completion_queue_destroy(cq);
+    grpc_channel_credentials_release(creds);
+
+    return NULL;
+}
+
+
+static grpc_channel_credentials *
+ngx_relay_control_credentials(ngx_relay_control_t *ctl)
+{
+    grpc_ssl_pem_key_cert_pair  kp;
+
+    if (ctl->insecure) {
+        return grpc_insecure_credentials_create();
+    }
+
+    kp.private_key = ctl->key;
+    kp.cert_chain = ctl->cert;
+
+    return grpc_ssl_credentials_create(ctl->ca, &kp, NULL, NULL);
+}
+
+
+/* tags of the batches in flight */
+
+#define NGX_RELAY_TAG_START    ((void *) 1)
+#define NGX_RELAY_TAG_STATUS   ((void *) 2)
+#define NGX_RELAY_TAG_SEND     ((void *) 3)
+#define NGX_RELAY_TAG_RECV     ((void *) 4)
+
+
+static void
+ngx_relay_control_session(ngx_relay_control_t *ctl, grpc_channel *ch,
+    grpc_completion_queue *cq)
+{
+    int                        status_done, sending, connected;
+    size_t                     i;
+    char                      *details;
+    grpc_op                    ops[2];
+    grpc_call                 *call;
+    grpc_slice                 method, status_details;
+    grpc_event                 ev;
+    ngx_uint_t                 pending, cancelled, stop;
+    gpr_timespec               next_status, now;
+    grpc_byte_buffer          *recv, *send;
+    grpc_status_code           status;
+    grpc_metadata_array        initial, trailing;
+    ngx_relay_control_msg_t   *m;
+
+    method = grpc_slice_from_static_string(NGX_RELAY_CONTROL_SESSION);
+
+    call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                    method, NULL,
+                                    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (call == NULL) {
+        return;
+    }
+
+    (void) pthread_mutex_lock(&ctl->mutex);
+    ctl->call = call;
+    stop = ctl->stop;
+    (void) pthread_mutex_unlock(&ctl->mutex);
+
+    grpc_metadata_array_init(&initial);
+    grpc_metadata_array_init(&trailing);
+
+    recv = NULL;
+    send = NULL;
+    pending = 0;
+    cancelled = 0;
+    status_done = 0;
+    sending = 0;
+    connected = 0;
+
+    if (stop) {
+        grpc_call_cancel(call, NULL);
+        cancelled = 1;
+    }
+
+    /* wait for ready: a node started before controld waits, not fails */
+
+    ngx_memzero(ops, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY
+                   | GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
+    ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[1].data.recv_initial_metadata.recv_initial_metadata = &initial;
+
+    if (grpc_call_start_batch(call, ops, 2, NGX_RELAY_TAG_START, NULL)
+        == GRPC_CALL_OK)
+    {
+        pending++;
+    }
+
+    ngx_memzero(ops, sizeof(ops));
+    ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[0].data.recv_status_on_client.trailing_metadata = &trailing;
+    ops[0].data.recv_status_on_client.status = &status;
+    ops[0].data.recv_status_on_client.status_details = &status_details;
+
+    if (grpc_call_start_batch(call, ops, 1, NGX_RELAY_TAG_STATUS, NULL)
+        == GRPC_CALL_OK)
+    {
+        pending++;
+
+    } else {
+        status_done = 1;
+        status = GRPC_STATUS_INTERNAL;
+        status_details = grpc_empty_slice();
+    }
+
+    send = ngx_relay_control_hello(ctl);
+
+    ngx_memzero(ops, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_MESSAGE;
+    ops[0].data.send_message.send_message = send;
+
+    if (send
+        && grpc_call_start_batch(call, ops, 1, NGX_RELAY_TAG_SEND, NULL)
+           == GRPC_CALL_OK)
+    {
+        pending++;
+        sending = 1;
+    }
+
+    ngx_memzero(ops, sizeof(ops));
+    ops[0].op = GRPC_OP_RECV_MESSAGE;
+    ops[0].data.recv_message.recv_message = &recv;
+
+    if (grpc_call_start_batch(call, ops, 1, NGX_RELAY_TAG_RECV, NULL)
+        == GRPC_CALL_OK)
+    {
+        pending++;
+    }
+
+    next_status = gpr_now(GPR_CLOCK_MONOTONIC);
+
+    while (pending) {
+        ev = grpc_completion_queue_next(cq,
+                 gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                              gpr_time_from_millis(NGX_RELAY_CONTROL_TICK,
+                                                   GPR_TIMESPAN)),
+                 NULL);
+
+        if (ev.type == GRPC_QUEUE_TIMEOUT) {
+            (void) pthread_mutex_lock(&ctl->mutex);
+            stop = ctl->stop;
+            (void) pthread_mutex_unlock(&ctl->mutex);
+
+            if (stop && !cancelled) {
+                grpc_call_cancel(call, NULL);
+                cancelled = 1;
+            }
+
+            now = gpr_now(GPR_CLOCK_MONOTONIC);
+
+            if (connected && !status_done
+                && gpr_time_cmp(now, next_status) >= 0)
+            {
+                ngx_relay_control_status(ctl);
+                next_status = gpr_time_add(now,
+                                  gpr_time_from_millis(ctl->status_interval,
+                                                       GPR_TIMESPAN));
+            }
+
+            if (sending || status_done || cancelled) {
+                continue;
+            }
+
+            m = ngx_relay_control_take(ctl, &ctl->outbox);
+            if (m == NULL) {
+                continue;
+            }
+
+            {
+                grpc_slice  s = grpc_slice_from_copied_buffer(
+                                    (const char *) m->data, m->len);
+
+                send = grpc_raw_byte_buffer_create(&s, 1);
+                grpc_slice_unref(s);
+            }
+
+            free(m);
+
+            ngx_memzero(ops, sizeof(ops));
+            ops[0].op = GRPC_OP_SEND_MESSAGE;
+            ops[0].data.send_message.send_message = send;
+
+            if (grpc_call_start_batch(call, ops, 1, NGX_RELAY_TAG_SEND, NULL)
+                == GRPC_CALL_OK)
+            {
+                pending++;
+                sending = 1;
+
+            } else {
+                grpc_byte_buffer_destroy(send);
+                send = NULL;
+            }
+
+            continue;
+        }
+
+        if (ev.type != GRPC_OP_COMPLETE) {
+            break;                          /* the queue shut down */
+        }
+
+        pending--;
+
+        if (ev.tag == NGX_RELAY_TAG_START) {
+            if (ev.success) {
+                connected = 1;
+                ngx_relay_control_say(ctl, NGX_LOG_NOTICE,
+                                      "relay control: session with %s "
+                                      "started", ctl->target);
+            }
+
+        } else if (ev.tag == NGX_RELAY_TAG_SEND) {
+            grpc_byte_buffer_destroy(send);
+            send = NULL;
+            sending = 0;
+
+            if (ev.success && !connected) {
+                connected = 1;
+            }
+
+        } else if (ev.tag == NGX_RELAY_TAG_RECV) {
+            if (!ev.success || recv == NULL) {
+                continue;                   /* the stream ended: the status */
+            }
+
+            ngx_relay_control_received(ctl, recv);
+            grpc_byte_buffer_destroy(recv);
+            recv = NULL;
+
+            ngx_memzero(ops, sizeof(ops));
+            ops[0].op = GRPC_OP_RECV_MESSAGE;
+            ops[0].data.recv_message.recv_message = &recv;
+
+            if (grpc_call_start_batch(call, ops, 1, NGX_RELAY_TAG_RECV, NULL)
+                == GRPC_CALL_OK)
+            {
+                pending++;
+            }
+
+        } else if (ev.tag == NGX_RELAY_TAG_STATUS) {
+            status_done = 1;
+
+            /* make the other batches finish */
+
+            if (!cancelled) {
+                grpc_call_cancel(call, NULL);
+                cancelled = 1;
+            }
+        }
+    }
+
+    (void) pthread_mutex_lock(&ctl->mutex);
+    ctl->call = NULL;
+    (void) pthread_mutex_unlock(&ctl->mutex);
+
+    if (status_done) {
+        details = grpc_slice_to_c_string(status_details);
+
+        ngx_relay_control_say(ctl, NGX_LOG_WARN,
+                              "relay control: session with %s ended: "
+                              "status %d, \"%s\"", ctl->target, (int) status,
+                              details ? details : "");
+
+        gpr_free(details);
+        grpc_slice_unref(status_details);
+    }
+
+    for (i = 0; i < trailing.count; i++) {
+        /* nothing to read: freed with the array */
+    }
+
+    if (send) {
+        grpc_byte_buffer_destroy(send);
+    }
+
+    if (recv) {
+        grpc_byte_buffer_destroy(recv);
+    }
+
+    grpc_metadata_array_destroy(&initial);
+    grpc_metadata_array_destroy(&trailing);
+    grpc_call_unref(call);
+}
+
+
+static void
+ngx_relay_control_received(ngx_relay_control_t *ctl, grpc_byte_buffer *bb)
+{
+    size_t                               len;
+    grpc_slice                           s;
+    grpc_byte_buffer_reader              reader;
+    Relay__Control__V1__ControlMessage  *cm;
+    ngx_relay_control_msg_t             *m;
+    u_char                              *packed;
+
+    if (!grpc_byte_buffer_reader_init(&reader, bb)) {
+        return;
+    }
+
+    s = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+
+    cm = relay__control__v1__control_message__unpack(NULL,
+                                                   GRPC_SLICE_LENGTH(s),
+                                                   GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+
+    if (cm == NULL) {
+        ngx_relay_control_say(ctl, NGX_LOG_ERR,
+                              "relay control: undecodable message from "
+                              "controld ignored");
+        return;
+    }
+
+    switch (cm->msg_case) {
+
+    case RELAY__CONTROL__V1__CONTROL_MESSAGE__MSG_POLICY:
+        ngx_relay_control_snapshot(ctl, cm->policy);
+        break;
+
+    case RELAY__CONTROL__V1__CONTROL_MESSAGE__MSG_COMMAND:
+        len = protobuf_c_message_get_packed_size(&cm->command->base);
+
+        m = ngx_relay_control_msg(NGX_RELAY_CONTROL_COMMAND, NULL, len);
+        if (m == NULL) {
+            break;
+        }
+
+        packed = m->data;
+        (void) protobuf_c_message_pack(&cm->command->base, packed);
+
+        ngx_relay_control_put(ctl, &ctl->inbox, m, 1);
+        break;
+
+    default:
+        break;
+    }
+
+    relay__control__v1__control_message__free_unpacked(cm, NULL);
+}
+
+
+/*
+ * A snapshot: checked as controld checked it (a node never trusts what
+ * it did not verify itself), then against this node (its egress addresses,
+ * the zone size), stored as last-known-good, and only then handed over.
+ */
+
+static void
+ngx_relay_control_snapshot(ngx_relay_control_t *ctl,
+    Relay__Control__V1__Policy *pp)
+{
+    size_t                    len;
+    char                      err[512];
+    ngx_relay_control_msg_t  *m;
+
+    len = protobuf_c_message_get_packed_size(&pp->base);
+
+    if (pp->version == 0) {
+        ngx_relay_control_ack(ctl, 0, 0, "policy without a version");
+        return;
+    }
+
+    if (ctld_policy_validate(pp, err, sizeof(err)) != 0
+        || ngx_relay_control_node_check(ctl, pp, len, err, sizeof(err)) != 0)
+    {
+        ngx_relay_control_say(ctl, NGX_LOG_ERR,
+                              "relay control: policy version %llu refused: "
+                              "%s", (unsigned long long) pp->version, err);
+        ngx_relay_control_ack(ctl, pp->version, 0, err);
+        return;
+    }
+
+    m = ngx_relay_control_msg(NGX_RELAY_CONTROL_POLICY, NULL, len);
+    if (m == NULL) {
+        ngx_relay_control_ack(ctl, pp->version, 0, "out of memory");
+        return;
+    }
+
+    m->version = pp->version;
+    (void) protobuf_c_message_pack(&pp->base, m->data);
+
+    if (ngx_relay_control_persist(ctl, m->data, len, err, sizeof(err)) != 0) {
+        ngx_relay_control_say(ctl, NGX_LOG_ERR,
+                              "relay control: policy version %llu not "
+                              "stored: %s", (unsigned long long) pp->version,
+                              err);
+        ngx_relay_control_ack(ctl, pp->version, 0, err);
+        free(m);
+        return;
+    }
+
+    ngx_relay_control_put(ctl, &ctl->inbox, m, 1);
+}
+
+
+static int
+ngx_relay_control_node_check(ngx_relay_control_t *ctl,
+    Relay__Control__V1__Policy *pp, size_t len, char *err, size_t errlen)
+{
+    int                          fd, rc;
+    size_t                       i, j;
+    socklen_t                    slen;
+    struct sockaddr_in           sin;
+    struct sockaddr_in6          sin6;
+    Relay__Control__V1__EgressPool  *pool;
+
+    if (len > ctl->shm->size) {
+        snprintf(err, errlen, "policy of %zu bytes does not fit the control "
+                 "zone of %zu bytes (relay_control_zone_size)", len,
+                 ctl->shm->size);
+        return -1;
+    }
+
+    /* egress addresses must be this node's: bind() tells */
+
+    for (i = 0; i < pp->n_egress_pools; i++) {
+        pool = pp->egress_pools[i];
+
+        for (j = 0; j < pool->n_addresses; j++) {
+            const char  *a = pool->addresses[j]->address;
+
+            ngx_memzero(&sin, sizeof(sin));
+            ngx_memzero(&sin6, sizeof(sin6));
+
+            if (inet_pton(AF_INET, a, &sin.sin_addr) == 1) {
+                sin.sin_family = AF_INET;
+                fd = socket(AF_INET, SOCK_STREAM|SOCK_CLOEXEC, 0);
+                slen = sizeof(sin);
+                rc = (fd == -1) ? -1
+                     : bind(fd, (struct sockaddr *) &sin, slen);
+
+            } else if (inet_pton(AF_INET6, a, &sin6.sin6_addr) == 1) {
+                sin6.sin6_family = AF_INET6;
+                fd = socket(AF_INET6, SOCK_STREAM|SOCK_CLOEXEC, 0);
+                slen = sizeof(sin6);
+                rc = (fd == -1) ? -1
+                     : bind(fd, (struct sockaddr *) &sin6, slen);
+
+            } else {
+                snprintf(err, errlen, "egress_pools[%zu].addresses[%zu]: "
+                         "\"%s\" is not an IP address", i, j, a);
+                return -1;
+            }
+
+            if (rc == -1) {
+                snprintf(err, errlen, "egress_pools[%zu].addresses[%zu]: "
+                         "%s is not usable on node %s: %s", i, j, a,
+                         ctl->node_id, strerror(errno));
+                if (fd != -1) {
+                    (void) close(fd);
+                }
+
+                return -1;
+            }
+
+            (void) close(fd);
+        }
+    }
+
+    return 0;
+}
+
+
+/* atomically: a crash leaves the old snapshot or the new, never half */
+
+static int
+ngx_relay_control_persist(ngx_relay_control_t *ctl, u_char *data, size_t len,
+    char *err, size_t errlen)
+{
+    int      fd, dfd;
+    char     tmp[NGX_MAX_PATH], dir[NGX_MAX_PATH], *slash;
+    ssize_t  n;
+
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", ctl->state) >= (int) sizeof(tmp))
+    {
+        snprintf(err, errlen, "state path too long");
+        return -1;
+    }
+
+    fd = open(tmp, O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, 0644);
+    if (fd == -1) {
+        snprintf(err, errlen, "open(\"%.256s\"): %s", tmp, strerror(errno));
+        return -1;
+    }
+
+    n = write(fd, data, len);
+
+    if (n != (ssize_t) len || fsync(fd) == -1) {
+        snprintf(err, errlen, "write(\"%.256s\"): %s", tmp,
+                 n == -1 || n == (ssize_t) len ? strerror(errno)
+                                               : "short write");
+        (void) close(fd);
+        (void) unlink(tmp);
+        return -1;
+    }
+
+    (void) close(fd);
+
+    if (rename(tmp, ctl->state) == -1) {
+        snprintf(err, errlen, "rename(\"%.256s\"): %s", tmp, strerror(errno));
+        (void) unlink(tmp);
+        return -1;
+    }
+
+    (void) snprintf(dir, sizeof(dir), "%s", ctl->state);
+    slash = strrchr(dir, '/');
+
+    if (slash) {
+        *(slash == dir ? slash + 1 : slash) = '\0';
+
+        dfd = open(dir, O_RDONLY|O_DIRECTORY|O_CLOEXEC);
+        if (dfd != -1) {
+            (void) fsync(dfd);
+            (void) close(dfd);
+        }
+    }
+
+    return 0;
+}
+
+
+static grpc_byte_buffer *
+ngx_relay_control_hello(ngx_relay_control_t *ctl)
+{
+    Relay__Control__V1__Hello        hello = RELAY__CONTROL__V1__HELLO__INIT;
+    Relay__Control__V1__NodeMessage  nm = RELAY__CONTROL__V1__NODE_MESSAGE__INIT;
+
+    hello.node_id = ctl->node_id;
+    hello.applied_version = ctl->shm->version;
+    hello.software = "nginx-relay/" NGINX_VERSION;
+
+    nm.msg_case = RELAY__CONTROL__V1__NODE_MESSAGE__MSG_HELLO;
+    nm.hello = &hello;
+
+    return ngx_relay_control_pack(&nm.base);
+}
+
+
+/* the node's figures: counters that every worker keeps in the zone */
+
+static void
+ngx_relay_control_status(ngx_relay_control_t *ctl)
+{
+    ngx_uint_t                       i;
+    ngx_relay_counters_t            *c;
+    Relay__Control__V1__NodeStatus   st = RELAY__CONTROL__V1__NODE_STATUS__INIT;
+    Relay__Control__V1__NodeMessage  nm = RELAY__CONTROL__V1__NODE_MESSAGE__INIT;
+
+    st.uptime_s = time(NULL) - ctl->shm->started;
+    st.applied_version = ctl->shm->version;
+
+    for (i = 0; i < ctl->workers && i < NGX_RELAY_MAX_WORKERS; i++) {
+        c = &ctl->shm->counters[i];
+
+        st.queue_messages += c->messages;
+        st.queue_pending_recipients += c->pending;
+        st.queue_deferred += c->deferred;
+        st.accepted_total += c->accepted;
+        st.delivered_total += c->delivered;
+        st.deferred_total += c->deferrals;
+        st.bounced_total += c->bounced;
+        st.limited_total += c->limited;
+    }
+
+    nm.msg_case = RELAY__CONTROL__V1__NODE_MESSAGE__MSG_STATUS;
+    nm.status = &st;
+
+    ngx_relay_control_send(ctl, &nm);
+}
+
+
+static void
+ngx_relay_control_ack(ngx_relay_control_t *ctl, uint64_t version, int ok,
+    const char *reason)
+{
+    Relay__Control__V1__Ack          ack = RELAY__CONTROL__V1__ACK__INIT;
+    Relay__Control__V1__NodeMessage  nm = RELAY__CONTROL__V1__NODE_MESSAGE__INIT;
+
+    ack.version = version;
+    ack.ok = ok;
+    ack.reason = (char *) (reason ? reason : "");
+
+    nm.msg_case = RELAY__CONTROL__V1__NODE_MESSAGE__MSG_ACK;
+    nm.ack = &ack;
+
+    ngx_relay_control_send(ctl, &nm);
+}
+
+
+static grpc_byte_buffer *
+ngx_relay_control_pack(const ProtobufCMessage *m)
+{
+    grpc_slice         s;
+    grpc_byte_buffer  *bb;
+
+    s = grpc_slice_malloc(protobuf_c_message_get_packed_size(m));
+    (void) protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(s));
+
+    bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+
+    return bb;
+}
+
+
+/* a log line for the loop to write: the thread has no nginx log */
+
+static void
+ngx_relay_control_say(ngx_relay_control_t *ctl, ngx_uint_t level,
+    const char *fmt, ...)
+{
+    int                       n;
+    char                      text[1024];
+    va_list                   ap;
+    ngx_relay_control_msg_t  *m;
+
+    va_start(ap, fmt);
+    n = vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+
+    if (n < 0) {
+        return;
+    }
+
+    m = ngx_relay_control_msg(NGX_RELAY_CONTROL_LOG, text,
+                              ngx_min((size_t) n, sizeof(text) - 1));
+    if (m) {
+        m->level = level;
+        ngx_relay_control_put(ctl, &ctl->inbox, m, 1);
+    }
+}
+
+
+/* ------------------------------------------------------------ lists */
+
+
+static ngx_relay_control_msg_t *
+ngx_relay_control_msg(ngx_uint_t type, const void *data, size_t len)
+{
+    ngx_relay_control_msg_t  *m;
+
+    m = malloc(sizeof(ngx_relay_control_msg_t) + len);
+    if (m == NULL) {
+        return NULL;
+    }
+
+    m->next = NULL;
+    m->type = type;
+    m->level = 0;
+    m->version = 0;
+    m->len = len;
+
+    if (data) {
+        ngx_memcpy(m->data, data, len);
+    }
+
+    m->data[len] = '\0';
+
+    return m;
+}
+
+
+static void
+ngx_relay_control_put(ngx_relay_control_t *ctl,
+    ngx_relay_control_list_t *list, ngx_relay_control_msg_t *m,
+    ngx_uint_t wake)
+{
+    uint64_t  one = 1;
+
+    (void) pthread_mutex_lock(&ctl->mutex);
+
+    *list->tail = m;
+    list->tail = &m->next;
+
+    (void) pthread_mutex_unlock(&ctl->mutex);
+
+    if (wake && write(ctl->efd, &one, sizeof(one)) != sizeof(one)) {
+        /* EAGAIN: the counter is full, the loop is awake anyway */
+    }
+}
+
+
+static ngx_relay_control_msg_t *
+ngx_relay_control_take(ngx_relay_control_t *ctl,
+    ngx_relay_control_list_t *list)
+{
+    ngx_relay_control_msg_t  *m;
+
+    (void) pthread_mutex_lock(&ctl->mutex);
+
+    m = list->head;
+
+    if (m) {
+        list->head = m->next;
+
+        if (list->head == NULL) {
+            list->tail = &list->head;
+        }
+    }
+
+    (void) pthread_mutex_unlock(&ctl->mutex);
+
+    return m;
+}
+
+
+/* queue a message for controld; the thread sends it at its next tick */
+
+static void
+ngx_relay_control_send(ngx_relay_control_t *ctl,
+    Relay__Control__V1__NodeMessage *nm)
+{
+    size_t                    len;
+    ngx_relay_control_msg_t  *m;
+
+    len = protobuf_c_message_get_packed_size(&nm->base);
+
+    m = ngx_relay_control_msg(0, NULL, len);
+    if (m == NULL) {
+        return;
+    }
+
+    (void) protobuf_c_message_pack(&nm->base, m->data);
+
+    ngx_relay_control_put(ctl, &ctl->outbox, m, 0);
+}
+
+
+/* ------------------------------------------------------------ loop */
+
+
+static void
+ngx_relay_control_wakeup(ngx_event_t *ev)
+{
+    ngx_connection_t     *c = ev->data;
+    ngx_relay_control_t  *ctl = c->data;
+
+    uint64_t                  n;
+    ngx_relay_control_msg_t  *m;
+
+    if (c->close) {
+
+        /* a graceful shutdown: let the next worker 0 take the stream */
+
+        ngx_relay_control_stop(ctl);
+        return;
+    }
+
+    while (read(ctl->efd, &n, sizeof(n)) == sizeof(n)) {
+        /* drained */
+    }
+
+    while ((m = ngx_relay_control_take(ctl, &ctl->inbox))) {
+
+        switch (m->type) {
+
+        case NGX_RELAY_CONTROL_LOG:
+            ngx_log_error(m->level, ctl->log, 0, "%s", m->data);
+            free(m);
+            break;
+
+        case NGX_RELAY_CONTROL_POLICY:
+            ngx_relay_control_apply(ctl, m);
+            free(m);
+            break;
+
+        default:
+            ngx_relay_control_command(ctl, m);
+            free(m);
+            break;
+        }
+    }
+}
+
+
+static void
+ngx_relay_control_apply(ngx_relay_control_t *ctl, ngx_relay_control_msg_t *m)
+{
+    ngx_relay_policy_publish(ctl->shm, m->version, m->data, m->len);
+
+    ngx_log_error(NGX_LOG_NOTICE, ctl->log, 0,
+                  "relay control: policy version %uL applied and stored",
+                  m->version);
+
+    (void) ngx_relay_policy_version(ctl->policy);
+
+    ngx_relay_control_ack(ctl, m->version, 1, NULL);
+}
+
+
+static void
+ngx_relay_control_command(ngx_relay_control_t *ctl,
+    ngx_relay_control_msg_t *m)
+{
+    ngx_thread_task_t                 *task;
+    ngx_relay_control_task_t          *t;
+    Relay__Control__V1__CommandResult  res =
+                                  RELAY__CONTROL__V1__COMMAND_RESULT__INIT;
+    Relay__Control__V1__NodeMessage    nm =
+                                  RELAY__CONTROL__V1__NODE_MESSAGE__INIT;
+
+    task = ngx_calloc(sizeof(ngx_thread_task_t)
+                      + sizeof(ngx_relay_control_task_t), ctl->log);
+    if (task == NULL) {
+        goto failed;
+    }
+
+    t = (ngx_relay_control_task_t *) (task + 1);
+    t->ctl = ctl;
+    relay__control__v1__command_result__init(&t->res);
+
+    t->cmd = relay__control__v1__command__unpack(NULL, m->len, m->data);
+    if (t->cmd == NULL) {
+        ngx_free(task);
+        goto failed;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, ctl->log, 0,
+                  "relay control: queue command %uL (action %d, %uz ids)",
+                  t->cmd->id, (int) t->cmd->action, t->cmd->n_queue_ids);
+
+    task->ctx = t;
+    task->handler = ngx_relay_control_command_thread;
+    task->event.handler = ngx_relay_control_command_done;
+    task->event.data = task;
+
+    if (ngx_thread_task_post(ctl->sched->spool.thread_pool, task) != NGX_OK) {
+        relay__control__v1__command__free_unpacked(t->cmd, NULL);
+        ngx_free(task);
+        goto failed;
+    }
+
+    return;
+
+failed:
+
+    res.ok = 0;
+    res.error = "node could not run the command";
+    nm.msg_case = RELAY__CONTROL__V1__NODE_MESSAGE__MSG_RESULT;
+    nm.result = &res;
+
+    ngx_relay_control_send(ctl, &nm);
+}
+
+
+static void
+ngx_relay_control_command_thread(void *data, ngx_log_t *log)
+{
+    ngx_relay_control_task_t  *t = data;
+
+    int                           dfd;
+    DIR                          *dir;
+    size_t                        i;
+    ngx_fd_t                      fd;
+    struct dirent                *de;
+    ngx_relay_spool_t            *sp;
+    Relay__Control__V1__Command  *cmd;
+
+    cmd = t->cmd;
+    sp = &t->ctl->sched->spool;
+
+    t->res.id = cmd->id;
+    t->res.ok = 1;
+
+    /* named messages first: each missing one is reported */
+
+    if (cmd->n_queue_ids) {
+        for (i = 0; i < cmd->n_queue_ids; i++) {
+            if (strchr(cmd->queue_ids[i], '/') || cmd->queue_ids[i][0] == '.'
+                || cmd->queue_ids[i][0] == '\0')
+            {
+                continue;
+            }
+
+            if (cmd->action == RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_LIST) {
+                fd = openat(sp->queue_fd, cmd->queue_ids[i],
+                            O_RDONLY|O_CLOEXEC);
+                if (fd != NGX_INVALID_FILE) {
+                    ngx_relay_control_list_one(t, fd);
+                    (void) close(fd);
+                    continue;
+                }
+
+            } else if (ngx_relay_control_act_one(t, cmd->queue_ids[i])
+                       != NGX_DECLINED)
+            {
+                continue;
+            }
+
+            t->res.ok = 0;
+            (void) snprintf(t->error + strlen(t->error),
+                            sizeof(t->error) - strlen(t->error),
+                            "%sno such message: %s",
+                            t->error[0] ? "; " : "", cmd->queue_ids[i]);
+        }
+
+        return;
+    }
+
+    if (cmd->action != RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_LIST
+        && cmd->action != RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_FLUSH
+        && cmd->action != RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_BOUNCE
+        && cmd->action != RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_DELETE)
+    {
+        t->res.ok = 0;
+        (void) snprintf(t->error, sizeof(t->error), "unknown action %d",
+                        (int) cmd->action);
+        return;
+    }
+
+    dfd = dup(sp->queue_fd);
+    dir = (dfd == -1) ? NULL : fdopendir(dfd);
+
+    if (dir == NULL) {
+        t->res.ok = 0;
+        (void) snprintf(t->error, sizeof(t->error), "queue directory: %s",
+                        strerror(errno));
+        if (dfd != -1) {
+            (void) close(dfd);
+        }
+
+        return;
+    }
+
+    rewinddir(dir);
+
+    while ((de = readdir(dir)) != NULL) {
+        if (strchr(de->d_name, '.') != NULL) {
+            continue;
+        }
+
+        if (cmd->action == RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_LIST) {
+            if (t->nentries >= NGX_RELAY_CONTROL_MAX_ENTRIES) {
+                (void) snprintf(t->error, sizeof(t->error),
+                                "listing truncated at %d messages",
+                                NGX_RELAY_CONTROL_MAX_ENTRIES);
+                break;
+            }
+
+            fd = openat(sp->queue_fd, de->d_name, O_RDONLY|O_CLOEXEC);
+            if (fd != NGX_INVALID_FILE) {
+                ngx_relay_control_list_one(t, fd);
+                (void) close(fd);
+            }
+
+            continue;
+        }
+
+        (void) ngx_relay_control_act_one(t, de->d_name);
+    }
+
+    (void) closedir(dir);
+}
+
+
+static void
+ngx_relay_control_list_one(ngx_relay_control_task_t *t, ngx_fd_t fd)
+{
+    size_t                              i, n;
+    ngx_err_t                           err;
+    ngx_relay_queued_t                  q;
+    Relay__Control__V1__QueueEntry     *e, **entries;
+
+    ngx_memzero(&q, sizeof(ngx_relay_queued_t));
+
+    if (ngx_relay_spool_read(fd, &q, &err) != NGX_OK) {
+        return;                         /* being written, or debris */
+    }
+
+    e = calloc(1, sizeof(Relay__Control__V1__QueueEntry));
+    entries = realloc(t->entries, (t->nentries + 1) * sizeof(void *));
+
+    if (e == NULL || entries == NULL) {
+        free(e);
+        if (entries) {
+            t->entries = entries;
+        }
+
+        ngx_relay_spool_free(&q);
+        return;
+    }
+
+    t->entries = entries;
+
+    relay__control__v1__queue_entry__init(e);
+
+    e->id = strndup((char *) q.id.data, q.id.len);
+    e->sender = strndup((char *) q.sender.data, q.sender.len);
+    e->arrival_unix = q.arrival;
+    e->next_attempt_unix = q.next;
+    e->attempts = q.attempts;
+    e->size = q.message_size;
+    e->recipients = q.nrcpts;
+    e->last_error = strdup("");
+
+    e->pending = calloc(q.nrcpts ? q.nrcpts : 1, sizeof(char *));
+
+    for (i = 0, n = 0; e->pending && i < q.nrcpts; i++) {
+        if (q.rcpts[i].state == NGX_RELAY_RCPT_PENDING
+            || q.rcpts[i].state == NGX_RELAY_RCPT_BOUNCE)
+        {
+            e->pending[n] = strndup((char *) q.rcpts[i].addr.data,
+                                    q.rcpts[i].addr.len);
+            if (e->pending[n]) {
+                n++;
+            }
+        }
+    }
+
+    e->n_pending = n;
+
+    t->entries[t->nentries++] = e;
+
+    ngx_relay_spool_free(&q);
+}
+
+
+/*
+ * flush, delete or bounce one message under its lock.  A message locked by
+ * a delivery in progress is being tried now: flush counts it, delete and
+ * bounce report it busy.  NGX_DECLINED: no such message.
+ */
+
+static ngx_int_t
+ngx_relay_control_act_one(ngx_relay_control_task_t *t, const char *name)
+{
+    size_t                        i, marked;
+    ngx_fd_t                      fd;
+    ngx_err_t                     err;
+    struct stat                   st;
+    ngx_relay_queued_t            q;
+    ngx_relay_spool_t            *sp;
+    Relay__Control__V1__Command  *cmd;
+
+    cmd = t->cmd;
+    sp = &t->ctl->sched->spool;
+
+    fd = ngx_relay_spool_open_locked(sp, (u_char *) name, &err);
+
+    if (fd == NGX_INVALID_FILE) {
+        if (fstatat(sp->queue_fd, name, &st, 0) == -1) {
+            return NGX_DECLINED;
+        }
+
+        if (cmd->action == RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_FLUSH) {
+            t->res.affected++;          /* in delivery right now */
+            return NGX_OK;
+        }
+
+        t->res.ok = 0;
+        (void) snprintf(t->error + strlen(t->error),
+                        sizeof(t->error) - strlen(t->error),
+                        "%s%s: in delivery now, try again",
+                        t->error[0] ? "; " : "", name);
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&q, sizeof(ngx_relay_queued_t));
+
+    if (ngx_relay_spool_read(fd, &q, &err) != NGX_OK) {
+        (void) close(fd);
+        return NGX_DECLINED;            /* incomplete: not a message yet */
+    }
+
+    switch (cmd->action) {
+
+    case RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_DELETE:
+        if (ngx_relay_spool_remove(sp, &q.id, &err) == NGX_OK) {
+            t->res.affected++;
+        }
+
+        break;
+
+    case RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_BOUNCE:
+        marked = 0;
+
+        for (i = 0; i < q.nrcpts; i++) {
+            if (q.rcpts[i].state == NGX_RELAY_RCPT_PENDING
+                && ngx_relay_spool_mark(fd, &q.rcpts[i],
+                                        NGX_RELAY_RCPT_BOUNCE, &err)
+                   == NGX_OK)
+            {
+                marked++;
+            }
+        }
+
+        if (marked == 0) {
+            break;
+        }
+
+        /* due now, so that the bounce goes out at once */
+
+        /* fall through */
+
+    case RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_FLUSH:
+        if (ngx_relay_spool_schedule(fd, &q, 0, q.attempts, &err) == NGX_OK
+            && fdatasync(fd) == 0)
+        {
+            t->res.affected++;
+            t->kick = 1;
+        }
+
+        break;
+
+    default:
+        break;
+    }
+
+    ngx_relay_spool_free(&q);
+    (void) close(fd);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_relay_control_command_done(ngx_event_t *ev)
+{
+    ngx_thread_task_t  *task = ev->data;
+
+    size_t                           i;
+    ngx_relay_control_t             *ctl;
+    ngx_relay_policy_shm_t          *shm;
+    ngx_relay_control_task_t        *t;
+    Relay__Control__V1__NodeMessage  nm =
+                                  RELAY__CONTROL__V1__NODE_MESSAGE__INIT;
+
+    t = task->ctx;
+    ctl = t->ctl;
+
+    t->res.error = t->error;
+    t->res.entries = t->entries;
+    t->res.n_entries = t->nentries;
+
+    ngx_log_error(NGX_LOG_NOTICE, ctl->log, 0,
+                  "relay control: queue command %uL done: %s, %uD "
+                  "message(s)%s%s", t->cmd->id, t->res.ok ? "ok" : "failed",
+                  t->cmd->action
+                  == RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_LIST
+                  ? (uint32_t) t->nentries : t->res.affected,
+                  t->error[0] ? ", " : "", t->error);
+
+    nm.msg_case = RELAY__CONTROL__V1__NODE_MESSAGE__MSG_RESULT;
+    nm.result = &t->res;
+
+    ngx_relay_control_send(ctl, &nm);
+
+    /* every worker scans for what became due */
+
+    if (t->kick) {
+        shm = ctl->shm;
+        (void) ngx_atomic_fetch_add(&shm->kick, 1);
+    }
+
+    for (i = 0; i < t->nentries; i++) {
+        relay__control__v1__queue_entry__free_unpacked(t->entries[i], NULL);
+    }
+
+    free(t->entries);
+    relay__control__v1__command__free_unpacked(t->cmd, NULL);
+    ngx_free(task);
+}
+
+
+/* every worker, once a second: a flush to honour, a snapshot to pick up */
+
+static void
+ngx_relay_control_tick(ngx_event_t *ev)
+{
+    ngx_relay_policy_shm_t  *shm;
+
+    shm = ngx_relay_policy_shm(ngx_relay_control_policy);
+
+    if (shm->kick != ngx_relay_control_seen_kick) {
+        ngx_relay_control_seen_kick = shm->kick;
+
+        if (ngx_relay_control_sched) {
+            ngx_relay_sched_scan_now(ngx_relay_control_sched);
+        }
+    }
+
+    (void) ngx_relay_policy_version(ngx_relay_control_policy);
+
+    if (!ngx_exiting && !ngx_terminate) {
+        ngx_add_timer(ev, 1000);
+    }
+}
