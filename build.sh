@@ -110,7 +110,8 @@ run)
     install_deps
     build_module
     build_controld
-    exec "$top/deploy/run-dev.sh" "$prefix" "$build_dir/objs/ngx_stream_relay_module.so"
+    exec "$top/deploy/run-dev.sh" "$prefix" \
+        "$build_dir/objs/ngx_stream_relay_module.so" "$build_dir/controld"
     ;;
 test)
     install_deps

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 #
 # Runs Debian's nginx with the relay module from a private prefix, in the
-# foreground.  Used by "./build.sh run".  Makes a development certificate
-# and a demo user on first run.
+# foreground, and controld next to it.  Used by "./build.sh run".  Makes a
+# development certificate, a demo user and a development CA with controld,
+# node and operator certificates on first run.
 #
-#   deploy/run-dev.sh PREFIX MODULE.so
+#   deploy/run-dev.sh PREFIX MODULE.so CONTROLD_DIR
 
 set -euo pipefail
 
 prefix=$(mkdir -p "$1" && cd "$1" && pwd)
 module=$2
+ctld_dir=$3
 top=$(cd "$(dirname "$0")/.." && pwd)
 
 mkdir -p "$prefix"/{conf,logs,spool,maildir}
@@ -28,10 +30,26 @@ if [ ! -f "$prefix/conf/users" ]; then
         > "$prefix/conf/users"
 fi
 
+"$top/deploy/dev-certs.sh" "$prefix/certs" dev-node >/dev/null
+
 sed -e "s|@MODULE@|$module|" -e "s|@PREFIX@|$prefix|" \
     "$top/config/nginx.conf.in" > "$prefix/nginx.conf"
 
 /usr/sbin/nginx -p "$prefix/" -c nginx.conf -t -q
+
+# controld first: the node subscribes at start (and would wait for it)
+"$ctld_dir/controld" --listen 127.0.0.1:7443 \
+    --data-dir "$prefix/controld-data" --ca "$prefix/certs/ca.pem" \
+    --cert "$prefix/certs/controld.pem" --key "$prefix/certs/controld.key" \
+    2>>"$prefix/logs/controld.log" &
+ctld_pid=$!
+
+stop() {
+    [ -n "${nginx_pid:-}" ] && kill -QUIT "$nginx_pid" 2>/dev/null
+    kill -TERM "$ctld_pid" 2>/dev/null
+    wait
+}
+trap stop INT TERM
 
 cat <<MSG
 relay running from $prefix (Ctrl-C stops it)
@@ -45,7 +63,16 @@ try:
   swaks --server 127.0.0.1:2587 --tls --auth PLAIN --auth-user demo@example.test \\
         --auth-password demo-password --to someone@example.org
   curl -v --ssl-reqd -k pop3://127.0.0.1:2110/1 -u demo@example.test:demo-password
+controld    127.0.0.1:7443  (log $prefix/logs/controld.log), operator CLI:
+  export RELAYCTL_CA=$prefix/certs/ca.pem RELAYCTL_CERT=$prefix/certs/operator.pem \\
+         RELAYCTL_KEY=$prefix/certs/operator.key
+  $ctld_dir/relayctl apply $top/config/policy.dev
+  $ctld_dir/relayctl nodes
 MSG
 
-# nginx in the foreground; Ctrl-C (SIGINT) makes it stop its workers
-exec /usr/sbin/nginx -p "$prefix/" -c nginx.conf -g 'daemon off;'
+# nginx in the foreground; Ctrl-C stops nginx and controld
+/usr/sbin/nginx -p "$prefix/" -c nginx.conf -g 'daemon off;' &
+nginx_pid=$!
+wait "$nginx_pid" || true
+kill -TERM "$ctld_pid" 2>/dev/null || true
+wait

@@ -27,6 +27,12 @@ echo "== unit tests"
 passed=$((passed + $(count passed "$log/unit")))
 failed=$((failed + $(count failed "$log/unit")))
 
+echo "== controld unit tests"
+"$top/tests/unit-controld/run.sh" "$build_dir" 2>&1 | tee "$log/unit-controld"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+passed=$((passed + $(count passed "$log/unit-controld")))
+failed=$((failed + $(count failed "$log/unit-controld")))
+
 echo "== integration tests"
 export RELAY_MODULE="$build_dir/objs/ngx_stream_relay_module.so"
 (cd "$top" && /usr/bin/python3 -m pytest -p no:cacheprovider -q \
