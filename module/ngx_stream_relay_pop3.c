@@ -37,7 +37,8 @@
  * delivery included: the SMTP side stores CRLF lines; a bare LF (a file
  * from another delivery agent, or a BDAT chunk) is sent as CRLF, and a
  * file not ending in a line end gets one.  Sizes in STAT, LIST and RETR are
- * exact for that (the listing reads every file once to count bare LFs).
+ * exact for that: the listing reads a file once to count its bare LFs and
+ * keeps the result in <mailbox>/relay-pop3.sizes for the next sessions.
  *
  * One session per mailbox: flock() of <mailbox>/relay-pop3.lock, taken
  * with LOCK_NB after the password check, across workers and processes; the
@@ -69,6 +70,8 @@
 #define NGX_STREAM_RELAY_POP3_SCAN_BUF   65536
 #define NGX_STREAM_RELAY_POP3_UIDL_MAX   70      /* RFC 1939 7 */
 #define NGX_STREAM_RELAY_POP3_LOCK       "relay-pop3.lock"
+#define NGX_STREAM_RELAY_POP3_SIZES      "relay-pop3.sizes"
+#define NGX_STREAM_RELAY_POP3_SIZES_MAX  (64 * 1024 * 1024)
 
 /* a verb, case-insensitive */
 #define ngx_stream_relay_pop3_is(s, v)                                        \
@@ -88,12 +91,35 @@ typedef struct {
     u_char                            *name;      /* in new/ or cur/ */
     size_t                             len;
     off_t                              size;      /* as sent, CRLF lines */
+    off_t                              fsize;     /* of the file */
     time_t                             mtime;
     u_char                             uidl[NGX_STREAM_RELAY_POP3_UIDL_MAX];
     u_char                             uidl_len;
     unsigned                           in_new:1;
     unsigned                           deleted:1;
 } ngx_stream_relay_pop3_msg_t;
+
+
+/*
+ * relay-pop3.sizes: "<size as sent> <file size> <unique name>" lines, the
+ * sizes of the last listing, so that a login reads only new files (Maildir
+ * files never change; a file of another size is scanned again).
+ */
+
+typedef struct {
+    u_char                            *name;
+    size_t                             len;
+    off_t                              fsize;
+    off_t                              size;
+} ngx_stream_relay_pop3_sized_t;
+
+
+typedef struct {
+    u_char                            *data;      /* the file, malloc()ed */
+    ngx_stream_relay_pop3_sized_t     *elts;      /* sorted by name */
+    ngx_uint_t                         nelts;
+    ngx_uint_t                         hits;
+} ngx_stream_relay_pop3_sizes_t;
 
 
 typedef enum {
@@ -250,7 +276,15 @@ static ngx_int_t ngx_stream_relay_pop3_open_mailbox(
     ngx_stream_relay_pop3_task_ctx_t *ctx);
 static ngx_int_t ngx_stream_relay_pop3_list_dir(
     ngx_stream_relay_pop3_task_ctx_t *ctx, u_char *path, u_char *end,
-    ngx_uint_t in_new, size_t *cap, u_char *buf);
+    ngx_uint_t in_new, size_t *cap, u_char *buf,
+    ngx_stream_relay_pop3_sizes_t *sizes);
+static void ngx_stream_relay_pop3_sizes_load(u_char *path, u_char *end,
+    ngx_stream_relay_pop3_sizes_t *sizes);
+static void ngx_stream_relay_pop3_sizes_save(
+    ngx_stream_relay_pop3_session_t *ps, u_char *path, u_char *end,
+    u_char *buf);
+static int ngx_libc_cdecl ngx_stream_relay_pop3_sized_cmp(const void *one,
+    const void *two);
 static ngx_int_t ngx_stream_relay_pop3_scan(int fd, off_t *size, u_char *buf);
 static void ngx_stream_relay_pop3_uidl(ngx_stream_relay_pop3_msg_t *m);
 static int ngx_libc_cdecl ngx_stream_relay_pop3_cmp(const void *one,
@@ -1953,8 +1987,10 @@ ngx_stream_relay_pop3_open_mailbox(ngx_stream_relay_pop3_task_ctx_t *ctx)
     int                               fd;
     u_char                           *p, *end, *buf;
     size_t                            cap;
+    ngx_int_t                         rc;
     ngx_uint_t                        i;
     struct stat                       st;
+    ngx_stream_relay_pop3_sizes_t     sizes;
     ngx_stream_relay_pop3_session_t  *ps;
     u_char                            path[NGX_MAX_PATH];
 
@@ -2022,11 +2058,25 @@ ngx_stream_relay_pop3_open_mailbox(ngx_stream_relay_pop3_task_ctx_t *ctx)
 
     cap = 0;
 
-    if (ngx_stream_relay_pop3_list_dir(ctx, path, end, 1, &cap, buf)
-        != NGX_OK
-        || ngx_stream_relay_pop3_list_dir(ctx, path, end, 0, &cap, buf)
-           != NGX_OK)
+    ngx_stream_relay_pop3_sizes_load(path, end, &sizes);
+
+    rc = ngx_stream_relay_pop3_list_dir(ctx, path, end, 1, &cap, buf, &sizes);
+
+    if (rc == NGX_OK) {
+        rc = ngx_stream_relay_pop3_list_dir(ctx, path, end, 0, &cap, buf,
+                                            &sizes);
+    }
+
+    if (rc == NGX_OK
+        && (sizes.hits != ps->nmsgs || sizes.nelts != ps->nmsgs))
     {
+        ngx_stream_relay_pop3_sizes_save(ps, path, end, buf);
+    }
+
+    free(sizes.data);
+    free(sizes.elts);
+
+    if (rc != NGX_OK) {
         free(buf);
         (void) close(fd);
 
@@ -2063,15 +2113,18 @@ ngx_stream_relay_pop3_open_mailbox(ngx_stream_relay_pop3_task_ctx_t *ctx)
 
 static ngx_int_t
 ngx_stream_relay_pop3_list_dir(ngx_stream_relay_pop3_task_ctx_t *ctx,
-    u_char *path, u_char *end, ngx_uint_t in_new, size_t *cap, u_char *buf)
+    u_char *path, u_char *end, ngx_uint_t in_new, size_t *cap, u_char *buf,
+    ngx_stream_relay_pop3_sizes_t *sizes)
 {
     int                               dfd, fd;
     DIR                              *dir;
     off_t                             size;
     size_t                            len;
+    u_char                           *colon;
     struct stat                       st;
     struct dirent                    *de;
     ngx_stream_relay_pop3_msg_t      *m;
+    ngx_stream_relay_pop3_sized_t     key, *found;
     ngx_stream_relay_pop3_session_t  *ps;
 
     ps = ctx->ps;
@@ -2130,9 +2183,26 @@ ngx_stream_relay_pop3_list_dir(ngx_stream_relay_pop3_task_ctx_t *ctx,
             continue;
         }
 
-        size = st.st_size;
+        len = ngx_strlen(de->d_name);
+        colon = ngx_strlchr((u_char *) de->d_name,
+                            (u_char *) de->d_name + len, ':');
 
-        if (ngx_stream_relay_pop3_scan(fd, &size, buf) != NGX_OK) {
+        key.name = (u_char *) de->d_name;
+        key.len = colon ? (size_t) (colon - key.name) : len;
+
+        found = NULL;
+
+        if (sizes->nelts) {
+            found = bsearch(&key, sizes->elts, sizes->nelts,
+                            sizeof(ngx_stream_relay_pop3_sized_t),
+                            ngx_stream_relay_pop3_sized_cmp);
+        }
+
+        if (found && found->fsize == st.st_size) {
+            size = found->size;
+            sizes->hits++;
+
+        } else if (ngx_stream_relay_pop3_scan(fd, &size, buf) != NGX_OK) {
             ngx_stream_relay_pop3_fail(ctx, "read");
             (void) close(fd);
             (void) closedir(dir);
@@ -2158,8 +2228,6 @@ ngx_stream_relay_pop3_list_dir(ngx_stream_relay_pop3_task_ctx_t *ctx,
         m = &ps->msgs[ps->nmsgs];
         ngx_memzero(m, sizeof(ngx_stream_relay_pop3_msg_t));
 
-        len = ngx_strlen(de->d_name);
-
         /* room for the ":2," of the rename into cur/ */
 
         m->name = malloc(len + sizeof(":2,"));
@@ -2173,6 +2241,7 @@ ngx_stream_relay_pop3_list_dir(ngx_stream_relay_pop3_task_ctx_t *ctx,
         ngx_memcpy(m->name, de->d_name, len + 1);
         m->len = len;
         m->size = size;
+        m->fsize = st.st_size;
         m->mtime = st.st_mtime;
         m->in_new = in_new;
 
@@ -2182,6 +2251,174 @@ ngx_stream_relay_pop3_list_dir(ngx_stream_relay_pop3_task_ctx_t *ctx,
     (void) closedir(dir);
 
     return NGX_OK;
+}
+
+
+static void
+ngx_stream_relay_pop3_sizes_load(u_char *path, u_char *end,
+    ngx_stream_relay_pop3_sizes_t *sizes)
+{
+    int                             fd;
+    u_char                         *p, *last, *eol, *sp1, *sp2;
+    ssize_t                         n;
+    ngx_uint_t                      lines;
+    struct stat                     st;
+    ngx_stream_relay_pop3_sized_t  *e;
+
+    ngx_memzero(sizes, sizeof(ngx_stream_relay_pop3_sizes_t));
+
+    ngx_memcpy(end, NGX_STREAM_RELAY_POP3_SIZES,
+               sizeof(NGX_STREAM_RELAY_POP3_SIZES));
+
+    fd = open((char *) path, O_RDONLY|O_CLOEXEC|O_NOFOLLOW);
+    if (fd == -1) {
+        return;                          /* no cache: scan everything */
+    }
+
+    if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) || st.st_size == 0
+        || st.st_size > NGX_STREAM_RELAY_POP3_SIZES_MAX)
+    {
+        (void) close(fd);
+        return;
+    }
+
+    sizes->data = malloc(st.st_size);
+    if (sizes->data == NULL) {
+        (void) close(fd);
+        return;
+    }
+
+    n = pread(fd, sizes->data, st.st_size, 0);
+    (void) close(fd);
+
+    if (n != st.st_size) {
+        return;
+    }
+
+    last = sizes->data + n;
+    lines = 0;
+
+    for (p = sizes->data; p < last; p++) {
+        lines += (*p == LF);
+    }
+
+    sizes->elts = malloc((lines + 1) * sizeof(ngx_stream_relay_pop3_sized_t));
+    if (sizes->elts == NULL) {
+        return;
+    }
+
+    for (p = sizes->data; p < last; p = eol + 1) {
+        eol = ngx_strlchr(p, last, LF);
+        if (eol == NULL) {
+            break;                       /* a torn last line */
+        }
+
+        sp1 = ngx_strlchr(p, eol, ' ');
+        sp2 = sp1 ? ngx_strlchr(sp1 + 1, eol, ' ') : NULL;
+
+        if (sp2 == NULL || sp2 + 1 == eol) {
+            continue;
+        }
+
+        e = &sizes->elts[sizes->nelts];
+        e->size = ngx_atoof(p, sp1 - p);
+        e->fsize = ngx_atoof(sp1 + 1, sp2 - sp1 - 1);
+        e->name = sp2 + 1;
+        e->len = eol - sp2 - 1;
+
+        if (e->size == NGX_ERROR || e->fsize == NGX_ERROR
+            || e->size < e->fsize)
+        {
+            continue;
+        }
+
+        sizes->nelts++;
+    }
+
+    if (sizes->nelts > 1) {
+        ngx_qsort(sizes->elts, sizes->nelts,
+                  sizeof(ngx_stream_relay_pop3_sized_t),
+                  ngx_stream_relay_pop3_sized_cmp);
+    }
+}
+
+
+/* written anew (tmp file, rename) when the listing found it out of date */
+
+static void
+ngx_stream_relay_pop3_sizes_save(ngx_stream_relay_pop3_session_t *ps,
+    u_char *path, u_char *end, u_char *buf)
+{
+    int                           fd;
+    u_char                       *p, *colon, tmp[NGX_MAX_PATH];
+    size_t                        len;
+    ngx_uint_t                    i, ok;
+    ngx_stream_relay_pop3_msg_t  *m;
+
+    ngx_memcpy(end, NGX_STREAM_RELAY_POP3_SIZES,
+               sizeof(NGX_STREAM_RELAY_POP3_SIZES));
+
+    p = ngx_cpymem(tmp, path, end - path);
+    ngx_memcpy(p, NGX_STREAM_RELAY_POP3_SIZES ".tmp",
+               sizeof(NGX_STREAM_RELAY_POP3_SIZES ".tmp"));
+
+    fd = open((char *) tmp, O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC|O_NOFOLLOW,
+              0600);
+    if (fd == -1) {
+        return;                          /* only a cache */
+    }
+
+    ok = 1;
+    p = buf;
+
+    for (i = 0; ok && i <= ps->nmsgs; i++) {
+
+        if (i == ps->nmsgs
+            || (size_t) (buf + NGX_STREAM_RELAY_POP3_SCAN_BUF - p) < 512)
+        {
+            len = p - buf;
+            ok = (write(fd, buf, len) == (ssize_t) len);
+            p = buf;
+        }
+
+        if (i == ps->nmsgs) {
+            break;
+        }
+
+        m = &ps->msgs[i];
+        colon = ngx_strlchr(m->name, m->name + m->len, ':');
+        len = colon ? (size_t) (colon - m->name) : m->len;
+
+        if (len > 300) {
+            continue;
+        }
+
+        p = ngx_sprintf(p, "%O %O %*s\n", m->size, m->fsize, len, m->name);
+    }
+
+    if (close(fd) == -1 || !ok
+        || rename((char *) tmp, (char *) path) == -1)
+    {
+        (void) unlink((char *) tmp);
+    }
+}
+
+
+static int ngx_libc_cdecl
+ngx_stream_relay_pop3_sized_cmp(const void *one, const void *two)
+{
+    const ngx_stream_relay_pop3_sized_t  *a = one;
+    const ngx_stream_relay_pop3_sized_t  *b = two;
+
+    int  rc;
+
+    rc = ngx_memcmp(a->name, b->name, ngx_min(a->len, b->len));
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    return (a->len < b->len) ? -1 : (a->len > b->len);
 }
 
 

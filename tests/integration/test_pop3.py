@@ -18,9 +18,11 @@ Ports: 127.0.0.1:24000-24499.
 import os
 import poplib
 import re
+import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -159,9 +161,12 @@ class Pop3Nginx(h.Nginx):
 
 
 @pytest.fixture(scope="module")
-def ng(tmp_path_factory, certs):
+def ng(certs):
     h.require_module()
-    prefix = h.make_prefix(tmp_path_factory.mktemp("pop3"), certs)
+    # not below /tmp/pytest-of-root: a concurrent pytest run makes that
+    # 0700 again, and the workers (nobody) lose their way to the Maildirs
+    base = Path(tempfile.mkdtemp(prefix="relay-pop3-"))
+    prefix = h.make_prefix(base / "prefix", certs)
     pws = list(PASSWORDS.values())
     r = subprocess.run(["openssl", "passwd", "-6", "-stdin"],
                        input=("\n".join(pws) + "\n").encode(),
@@ -178,6 +183,7 @@ def ng(tmp_path_factory, certs):
     n.stop()
     n.assert_log_clean()
     assert "[crit]" not in n.error_log(), n.error_log()[-3000:]
+    shutil.rmtree(base, ignore_errors=True)
 
 
 _free_users = ["u%d@%s" % (i, DOMAIN) for i in range(1, NUSERS + 1)]
@@ -780,3 +786,92 @@ def _try_login(ng, user):
         return pop(ng, user)
     except poplib.error_proto:
         return None
+
+
+def test_size_cache(ng, user):
+    """relay-pop3.sizes keeps the sizes of the last listing; a stale or
+    broken one is never trusted for a file of another size."""
+    deliver(ng, user[0], body_of("cache0"))
+    new = mailbox(ng, user[0]) / "new"
+    uid, gid = os.stat(new).st_uid, os.stat(new).st_gid
+    f = new / "2000000100.lfonly.host"
+    f.write_bytes(b"Subject: lf\n\nbody\n")        # 18 octets, 21 as sent
+    os.chown(f, uid, gid)
+    os.utime(f, (2000000100, 2000000100))
+
+    def sizes():
+        p = pop(ng, user)
+        _, listing, _ = p.list()
+        p.quit()
+        return [int(l.split()[1]) for l in listing]
+
+    first = sizes()
+    assert first[1] == 21
+    cache = mailbox(ng, user[0]) / "relay-pop3.sizes"
+    lines = cache.read_bytes().splitlines()
+    assert b"21 18 2000000100.lfonly.host" in lines, lines
+    assert len(lines) == 2
+
+    # an entry for another file size is not used
+    cache.write_bytes(b"999 17 2000000100.lfonly.host\n")
+    assert sizes() == first
+    assert b"21 18 2000000100.lfonly.host" in \
+        cache.read_bytes().splitlines()
+
+    # garbage and a torn last line
+    cache.write_bytes(b"\x00\xff junk\nx y z\n1 2\n21 18 2000000100.lf")
+    assert sizes() == first
+    assert len(cache.read_bytes().splitlines()) == 2
+
+
+def test_stls_discards_pipelined_plaintext(ng, user):
+    r = Raw(ng.port("pop3"))
+    r.send("STLS\r\nUSER %s\r\nPASS %s\r\n" % user)
+    assert r.line().startswith("+OK")
+    assert r.buf == b""
+    r.sock = ctx().wrap_socket(r.sock)
+    # the plaintext USER/PASS were dropped: nothing answers them, and PASS
+    # now has no USER
+    assert r.cmd("PASS " + user[1]).startswith("-ERR ")
+    assert r.cmd("STAT").startswith("-ERR ")
+    r.login(user)
+    assert r.cmd("QUIT").startswith("+OK")
+    r.close()
+
+
+def test_killed_worker_releases_the_lock(ng, user):
+    deliver(ng, user[0], body_of("kill"))
+    first = pop(ng, user)
+    p = pop(ng)
+    p.user(user[0])
+    with pytest.raises(poplib.error_proto) as e:
+        p.pass_(user[1])
+    assert b"[IN-USE]" in e.value.args[0]
+    p.quit()
+
+    # which worker holds the lock: the one with the lock file open
+    lock = str(mailbox(ng, user[0]) / "relay-pop3.lock")
+
+    def holder():
+        for pid in ng.worker_pids():
+            try:
+                fds = os.listdir("/proc/%d/fd" % pid)
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == lock:
+                        return pid
+                except OSError:
+                    pass
+        return None
+    pid = h.wait_until(holder, what="a worker holding the lock")
+    ng.allowed_alerts.append(r"worker process %d exited on signal 9" % pid)
+    os.kill(pid, 9)
+    h.wait_until(lambda: pid not in ng.worker_pids(), what="worker gone")
+
+    p = h.wait_until(lambda: _try_login(ng, user), what="lock released")
+    assert p.stat()[0] == 1
+    p.quit()
+    first.sock.close()
+    assert len(all_messages(ng, user[0])) == 1
