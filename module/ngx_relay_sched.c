@@ -1234,9 +1234,10 @@ ngx_relay_sched_log_remote(ngx_relay_local_ctx_t *ctx)
 
         ngx_log_error(level, ctx->sched->spool.log, 0,
                       "%V: to=<%V>, relay=%*s, delay=%T, dsn=%s, "
-                      "status=%s (%*s)", &ctx->queued.id, &dst->addr,
+                      "status=%s (%*s)%s", &ctx->queued.id, &dst->addr,
                       dst->relay_len, dst->relay, delay, dst->dsn,
-                      status[dst->status], dst->reply_len, dst->reply);
+                      status[dst->status], dst->reply_len, dst->reply,
+                      dst->reused ? ", conn=reused" : "");
     }
 }
 
