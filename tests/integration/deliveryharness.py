@@ -336,6 +336,7 @@ class Session:
         self.tls = None                 # TLS version after STARTTLS
         self.commands = []              # every command line received
         self.pipelined = []             # commands sent before our reply
+        self.batched = []               # (verb, more input already there)
         self.injected = b""             # plaintext pipelined after STARTTLS
         self.txns = []
         self.received = 0               # octets received in total
@@ -659,6 +660,7 @@ class Sink:
             sess.commands.append(text)
             verb, _, arg = text.partition(" ")
             verb = verb.upper()
+            sess.batched.append((verb, sess.pending_input()))
             if verb != "QUIT" and not self._has("PIPELINING") \
                     and sess.pending_input():
                 sess.pipelined.append(text)
@@ -892,8 +894,10 @@ def tls_server_context(certs):
 
 def conf_lines(dns_port, smtp_port, routes=(), backups=(), fallback=None,
                lifetime="1h", resolver_timeout="1s", connect_timeout="1s",
-               smtp_timeout="2s", backoff=("1s", "2s"), scan="1s"):
-    """The delivery directives, as (directive name, line) pairs."""
+               smtp_timeout="2s", backoff=("1s", "2s"), scan="1s",
+               extra=()):
+    """The delivery directives, as (directive name, line) pairs; extra:
+    more lines ("directive args;")."""
     out = [
         ("relay_delivery", "relay_delivery on;"),
         ("relay_resolver", "relay_resolver 127.0.0.1:%d;" % dns_port),
@@ -916,6 +920,8 @@ def conf_lines(dns_port, smtp_port, routes=(), backups=(), fallback=None,
     if fallback:
         out.append(("relay_fallback_relay",
                     "relay_fallback_relay %s;" % fallback))
+    for line in extra:
+        out.append((line.split()[0], line))
     return out
 
 
