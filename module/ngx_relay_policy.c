@@ -316,6 +316,20 @@ ngx_relay_policy_retry(ngx_relay_policy_t *p, ngx_str_t *domain,
 }
 
 
+/* inbound limits: the fleet's rules, then nginx.conf's not overridden */
+
+ngx_int_t
+ngx_relay_policy_limit(ngx_relay_policy_t *p, ngx_relay_limit_who_t *who,
+    ngx_uint_t what, u_char *why, size_t len)
+{
+    ngx_relay_policy_refresh(p);
+
+    return ngx_relay_limits_count(p->limits_zone,
+                                  p->fleet ? p->fleet->limits : NULL,
+                                  p->limits, who, what, why, len);
+}
+
+
 uint64_t
 ngx_relay_policy_version(ngx_relay_policy_t *p)
 {
@@ -451,8 +465,11 @@ ngx_relay_policy_build(ngx_relay_policy_t *p, u_char *data, size_t len,
     uint64_t version, ngx_log_t *log)
 {
     size_t                             i;
+    ngx_str_t                          match;
     ngx_pool_t                        *pool;
+    ngx_relay_limit_t                 *lim;
     ngx_relay_retry_t                 *rt;
+    Relay__Control__V1__InboundLimit  *il;
     ngx_relay_fleet_t                 *fleet;
     Relay__Control__V1__Policy        *pp;
     Relay__Control__V1__RetryPolicy   *rp;
@@ -533,6 +550,30 @@ ngx_relay_policy_build(ngx_relay_policy_t *p, u_char *data, size_t len,
                                             : p->backoff_max;
         rt->lifetime = rp->lifetime_s ? rp->lifetime_s : p->lifetime;
         rt->delay_warning = rp->delay_warning_s;
+    }
+
+    if (pp->n_inbound_limits) {
+        fleet->limits = ngx_array_create(pool, pp->n_inbound_limits,
+                                         sizeof(ngx_relay_limit_t));
+        if (fleet->limits == NULL) {
+            goto failed;
+        }
+    }
+
+    for (i = 0; i < pp->n_inbound_limits; i++) {
+        il = pp->inbound_limits[i];
+
+        lim = ngx_array_push(fleet->limits);
+        if (lim == NULL
+            || ngx_relay_policy_strdup(pool, &match, il->match) != NGX_OK
+            || ngx_relay_limit_init(lim, il->key, &match) != NGX_OK)
+        {
+            goto failed;
+        }
+
+        lim->window = il->window_s ? il->window_s : 60;
+        lim->messages = il->messages;
+        lim->recipients = il->recipients;
     }
 
     relay__control__v1__policy__free_unpacked(pp, NULL);

@@ -10,6 +10,7 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
+#include <ngx_relay_limits.h>
 
 
 /* a next hop: "[host]:port" (no MX lookup) or "host:port" (MX of host) */
@@ -82,6 +83,7 @@ typedef struct {
     ngx_array_t              *backup_mx;     /* ngx_relay_route_t */
     ngx_array_t              *fallback;      /* one ngx_relay_route_t "*" */
     ngx_array_t              *retry;         /* ngx_relay_retry_t */
+    ngx_array_t              *limits;        /* ngx_relay_limit_t */
 } ngx_relay_fleet_t;
 
 
@@ -98,6 +100,8 @@ typedef struct {
     time_t                    backoff_min;
     time_t                    backoff_max;
     time_t                    lifetime;
+    ngx_array_t              *limits;        /* ngx_relay_limit_t */
+    ngx_shm_zone_t           *limits_zone;   /* counters; NULL: no limits */
 
     ngx_shm_zone_t           *zone;          /* NULL: no controld */
     ngx_relay_fleet_t        *fleet;         /* this worker's copy */
@@ -123,6 +127,8 @@ void ngx_relay_policy_retry(ngx_relay_policy_t *p, ngx_str_t *domain,
 time_t ngx_relay_policy_backoff(ngx_relay_retry_t *retry,
     ngx_uint_t attempts);
 uint64_t ngx_relay_policy_version(ngx_relay_policy_t *p);
+ngx_int_t ngx_relay_policy_limit(ngx_relay_policy_t *p,
+    ngx_relay_limit_who_t *who, ngx_uint_t what, u_char *why, size_t len);
 
 ngx_relay_policy_shm_t *ngx_relay_policy_shm(ngx_relay_policy_t *p);
 ngx_relay_counters_t *ngx_relay_policy_counters(ngx_relay_policy_t *p);

@@ -55,6 +55,7 @@ typedef struct {
     ngx_uint_t                   rcpts_per_txn;
     ngx_relay_policy_t           policy;
     ngx_relay_control_conf_t     control;
+    size_t                       limit_zone_size;
 } ngx_stream_relay_main_conf_t;
 
 

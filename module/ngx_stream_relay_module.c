@@ -44,6 +44,8 @@ static char *ngx_stream_relay_backoff(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_stream_relay_control(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_stream_relay_limit(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_stream_relay_init_control(ngx_conf_t *cf,
     ngx_stream_relay_main_conf_t *rmcf);
 static ngx_int_t ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
@@ -67,6 +69,20 @@ static ngx_conf_enum_t  ngx_stream_relay_spool_syncs[] = {
 
 
 static ngx_command_t  ngx_stream_relay_commands[] = {
+
+    { ngx_string("relay_limit"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_stream_relay_limit,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("relay_limit_zone_size"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, limit_zone_size),
+      NULL },
 
     { ngx_string("relay_control"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE123,
@@ -392,6 +408,7 @@ ngx_stream_relay_create_main_conf(ngx_conf_t *cf)
     rmcf->policy.backoff_min = NGX_CONF_UNSET;
     rmcf->policy.backoff_max = NGX_CONF_UNSET;
     rmcf->control.zone_size = NGX_CONF_UNSET_SIZE;
+    rmcf->limit_zone_size = NGX_CONF_UNSET_SIZE;
     rmcf->control.status_interval = NGX_CONF_UNSET_MSEC;
 
     return rmcf;
@@ -531,6 +548,19 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     if (ngx_stream_relay_init_control(cf, rmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* counters for inbound limits, also when only the fleet may set some */
+
+    ngx_conf_init_size_value(rmcf->limit_zone_size, 1024 * 1024);
+
+    if ((rmcf->policy.limits || rmcf->control.address.len)
+        && ngx_relay_limits_add_zone(cf, rmcf->limit_zone_size,
+                                     &rmcf->policy.limits_zone,
+                                     &ngx_stream_relay_module)
+           != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -934,6 +964,107 @@ ngx_stream_relay_backoff(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /* in the master, as root: make the directories the workers will own */
+
+/*
+ * relay_limit client_ip|auth_user|sender_domain MATCH window=TIME
+ *     [messages=N] [recipients=N];
+ */
+
+static char *
+ngx_stream_relay_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_stream_relay_main_conf_t  *rmcf = conf;
+
+    ngx_int_t           n;
+    ngx_str_t          *value, v;
+    ngx_uint_t          i, key;
+    ngx_relay_limit_t  *l;
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "client_ip") == 0) {
+        key = NGX_RELAY_LIMIT_CLIENT_IP;
+
+    } else if (ngx_strcmp(value[1].data, "auth_user") == 0) {
+        key = NGX_RELAY_LIMIT_AUTH_USER;
+
+    } else if (ngx_strcmp(value[1].data, "sender_domain") == 0) {
+        key = NGX_RELAY_LIMIT_SENDER_DOMAIN;
+
+    } else {
+        return "needs client_ip, auth_user or sender_domain";
+    }
+
+    if (rmcf->policy.limits == NULL) {
+        rmcf->policy.limits = ngx_array_create(cf->pool, 4,
+                                               sizeof(ngx_relay_limit_t));
+        if (rmcf->policy.limits == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    l = ngx_array_push(rmcf->policy.limits);
+    if (l == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(l, sizeof(ngx_relay_limit_t));
+
+    if (ngx_relay_limit_init(l, key, &value[2]) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid match \"%V\"", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 3; i < cf->args->nelts; i++) {
+        if (ngx_strncmp(value[i].data, "window=", 7) == 0) {
+            v.data = value[i].data + 7;
+            v.len = value[i].len - 7;
+            l->window = ngx_parse_time(&v, 1);
+
+            if (l->window == (time_t) NGX_ERROR || l->window < 1) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "messages=", 9) == 0) {
+            n = ngx_atoi(value[i].data + 9, value[i].len - 9);
+            if (n < 1) {
+                goto invalid;
+            }
+
+            l->messages = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "recipients=", 11) == 0) {
+            n = ngx_atoi(value[i].data + 11, value[i].len - 11);
+            if (n < 1) {
+                goto invalid;
+            }
+
+            l->recipients = n;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (l->window == 0 || (l->messages == 0 && l->recipients == 0)) {
+        return "needs window= and messages= or recipients=";
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
 
 /* relay_control address [node=ID] [insecure]; */
 

@@ -61,6 +61,8 @@ static void ngx_stream_relay_mail(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd);
 static void ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd);
+static ngx_uint_t ngx_stream_relay_limited(ngx_stream_relay_session_t *rs,
+    ngx_str_t *sender, ngx_uint_t what);
 static ngx_int_t ngx_stream_relay_check_rcpt(ngx_stream_relay_session_t *rs,
     ngx_relay_path_t *path, ngx_uint_t *local);
 static void ngx_stream_relay_data(ngx_stream_relay_session_t *rs,
@@ -768,6 +770,14 @@ ngx_stream_relay_mail(ngx_stream_relay_session_t *rs,
         return;
     }
 
+    if (ngx_stream_relay_limited(rs, &ma.path.addr,
+                                 NGX_RELAY_LIMIT_MESSAGES))
+    {
+        ngx_stream_relay_reply(rs, "450 4.7.1 Error: too many messages, "
+                               "try again later");
+        return;
+    }
+
     if (ngx_stream_relay_txn_begin(rs) != NGX_OK) {
         ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
         return;
@@ -870,6 +880,14 @@ ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
         return;
     }
 
+    if (ngx_stream_relay_limited(rs, &txn->env.sender,
+                                 NGX_RELAY_LIMIT_RECIPIENTS))
+    {
+        ngx_stream_relay_reply(rs, "452 4.5.3 Error: too many recipients, "
+                               "try again later");
+        return;
+    }
+
     r = ngx_array_push(&txn->env.rcpts);
     if (r == NULL) {
         ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
@@ -894,6 +912,42 @@ ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
     rs->last_rcpts = txn->env.rcpts.nelts;
 
     ngx_stream_relay_reply(rs, "250 2.1.5 Ok");
+}
+
+
+/*
+ * Inbound limits (relay_limit, the fleet's inbound_limit): a refusal is a
+ * temporary one the client retries, not an error of the session.
+ */
+
+static ngx_uint_t
+ngx_stream_relay_limited(ngx_stream_relay_session_t *rs, ngx_str_t *sender,
+    ngx_uint_t what)
+{
+    u_char                 why[512];
+    ngx_relay_limit_who_t  who;
+
+    who.sockaddr = rs->connection->sockaddr;
+    who.client = rs->client;
+    who.user = rs->auth_user;
+    who.sender = *sender;
+
+    if (ngx_relay_policy_limit(&rs->main_conf->policy, &who, what, why,
+                               sizeof(why))
+        == NGX_OK)
+    {
+        return 0;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, rs->connection->log, 0,
+                  "relay limit: %s", why);
+
+    if (ngx_stream_relay_sched) {
+        (void) ngx_atomic_fetch_add(
+                            &ngx_stream_relay_sched->counters->limited, 1);
+    }
+
+    return 1;
 }
 
 
