@@ -46,6 +46,7 @@ typedef struct {
     ngx_str_t                 client;      /* client address text */
     ngx_str_t                 helo;
     ngx_str_t                 auth_user;   /* empty when not authenticated */
+    ngx_str_t                 tenant;      /* relay_tenant of the listener */
     ngx_str_t                 envid;
     ngx_uint_t                ret;         /* NGX_RELAY_RET_* */
     ngx_uint_t                body;        /* NGX_RELAY_BODY_* */

@@ -320,7 +320,7 @@ ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
 
     len = sizeof(NGX_RELAY_QUEUE_MAGIC) + 256 + w->id.len + env->client.len
           + env->helo.len + env->auth_user.len + env->envid.len
-          + env->sender.len;
+          + env->sender.len + env->tenant.len;
 
     r = env->rcpts.elts;
     for (i = 0; i < env->rcpts.nelts; i++) {
@@ -344,6 +344,10 @@ ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
                     &ngx_relay_body_names[env->body], env->smtputf8 ? 1 : 0,
                     &ngx_relay_ret_names[env->ret],
                     env->envid.len ? &env->envid : &ngx_relay_body_names[0]);
+    if (env->tenant.len) {
+        p = ngx_sprintf(p, "tenant %V\n", &env->tenant);
+    }
+
     p = ngx_sprintf(p, "sender %V\nnext 0000000000 0000\n", &env->sender);
 
     for (i = 0; i < env->rcpts.nelts; i++) {
@@ -1057,6 +1061,16 @@ ngx_relay_spool_parse_header(ngx_relay_queued_t *q, u_char *p, u_char *last)
         } else if (ngx_strncmp(p, "sender ", 7) == 0) {
             q->sender.data = p + 7;
             q->sender.len = eol - p - 7;
+
+        } else if (ngx_strncmp(p, "auth ", 5) == 0) {
+            if (!(eol - p == 6 && p[5] == '-')) {
+                q->auth.data = p + 5;
+                q->auth.len = eol - p - 5;
+            }
+
+        } else if (ngx_strncmp(p, "tenant ", 7) == 0) {
+            q->tenant.data = p + 7;
+            q->tenant.len = eol - p - 7;
 
         } else if (ngx_strncmp(p, "envid ", 6) == 0) {
             if (!(eol - p == 7 && p[6] == '-')) {

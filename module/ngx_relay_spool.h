@@ -108,6 +108,8 @@ typedef struct {
     time_t                        mtime;
     ngx_str_t                     id;
     ngx_str_t                     sender;
+    ngx_str_t                     auth;            /* "": none */
+    ngx_str_t                     tenant;          /* "": none */
     ngx_str_t                     envid;
     ngx_uint_t                    ret;             /* NGX_RELAY_RET_* */
     time_t                        next;            /* next attempt */

@@ -61,6 +61,7 @@ typedef struct {
 
 typedef struct {
     ngx_flag_t                   starttls;
+    ngx_str_t                    tenant;         /* for egress rules */
     ngx_ssl_t                   *ssl;
     ngx_hash_t                  *auth_users;
     ngx_array_t                 *trusted;        /* ngx_cidr_t */

@@ -133,6 +133,13 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       offsetof(ngx_stream_relay_main_conf_t, control.status_interval),
       NULL },
 
+    { ngx_string("relay_tenant"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      offsetof(ngx_stream_relay_srv_conf_t, tenant),
+      NULL },
+
     { ngx_string("relay_smtp"),
       NGX_STREAM_SRV_CONF|NGX_CONF_NOARGS,
       ngx_stream_relay_smtp,
@@ -653,6 +660,7 @@ ngx_stream_relay_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_stream_relay_srv_conf_t *conf = child;
 
     ngx_conf_merge_value(conf->starttls, prev->starttls, 0);
+    ngx_conf_merge_str_value(conf->tenant, prev->tenant, "");
     ngx_conf_merge_ptr_value(conf->auth_users, prev->auth_users, NULL);
     ngx_conf_merge_ptr_value(conf->trusted, prev->trusted, NULL);
     ngx_conf_merge_off_value(conf->max_message_size, prev->max_message_size,

@@ -1486,6 +1486,7 @@ ngx_stream_relay_open_spool(ngx_stream_relay_session_t *rs)
     env->client = rs->client;
     env->helo = rs->helo;
     env->auth_user = rs->auth_user;
+    env->tenant = rs->conf->tenant;
     env->arrival = ngx_time();
 
     if (ngx_relay_spool_write_envelope(w, env) != NGX_OK
