@@ -74,7 +74,7 @@
 #define NGX_STREAM_RELAY_POP3_SIZES_MAX  (64 * 1024 * 1024)
 
 /* a verb, case-insensitive */
-#define ngx_stream_relay_pop3_is(s, v)                                        \
+#define NGX_RELAY_POP3_IS(s, v)                                               \
     ((s)->len == sizeof(v) - 1                                                \
      && ngx_strncasecmp((s)->data, (u_char *) v, sizeof(v) - 1) == 0)
 
@@ -856,7 +856,7 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
         return NGX_OK;
     }
 
-    if (ngx_stream_relay_pop3_is(&verb, "PASS")) {
+    if (NGX_RELAY_POP3_IS(&verb, "PASS")) {
         ngx_log_debug1(NGX_LOG_DEBUG_STREAM, ps->connection->log, 0,
                        "relay pop3: PASS %s", "********");
 
@@ -869,17 +869,17 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
 
     /* commands of every state */
 
-    if (ngx_stream_relay_pop3_is(&verb, "CAPA")) {
+    if (NGX_RELAY_POP3_IS(&verb, "CAPA")) {
         ngx_stream_relay_pop3_capa(ps);
         return NGX_OK;
     }
 
-    if (ngx_stream_relay_pop3_is(&verb, "QUIT")) {
+    if (NGX_RELAY_POP3_IS(&verb, "QUIT")) {
         ngx_stream_relay_pop3_quit(ps);
         return NGX_OK;
     }
 
-    if (ngx_stream_relay_pop3_is(&verb, "NOOP")) {
+    if (NGX_RELAY_POP3_IS(&verb, "NOOP")) {
         if (!trans) {
             ngx_stream_relay_pop3_error(ps, "Not logged in");
             return NGX_OK;
@@ -898,7 +898,7 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
 
         /* AUTHORIZATION */
 
-        if (ngx_stream_relay_pop3_is(&verb, "USER")) {
+        if (NGX_RELAY_POP3_IS(&verb, "USER")) {
             if (!ngx_stream_relay_pop3_plaintext_ok(ps)) {
                 return NGX_OK;
             }
@@ -923,7 +923,7 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
             return NGX_OK;
         }
 
-        if (ngx_stream_relay_pop3_is(&verb, "PASS")) {
+        if (NGX_RELAY_POP3_IS(&verb, "PASS")) {
             if (!ngx_stream_relay_pop3_plaintext_ok(ps)) {
                 return NGX_OK;
             }
@@ -938,12 +938,12 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
             return NGX_OK;
         }
 
-        if (ngx_stream_relay_pop3_is(&verb, "AUTH")) {
+        if (NGX_RELAY_POP3_IS(&verb, "AUTH")) {
             ngx_stream_relay_pop3_auth(ps, &rest);
             return NGX_OK;
         }
 
-        if (ngx_stream_relay_pop3_is(&verb, "STLS")) {
+        if (NGX_RELAY_POP3_IS(&verb, "STLS")) {
             if (n != 0) {
                 ngx_stream_relay_pop3_error(ps, "Syntax: STLS");
                 return NGX_OK;
@@ -953,10 +953,13 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
             return NGX_OK;
         }
 
-        if (ngx_stream_relay_pop3_is(&verb, "STAT") || ngx_stream_relay_pop3_is(&verb, "LIST")
-            || ngx_stream_relay_pop3_is(&verb, "RETR") || ngx_stream_relay_pop3_is(&verb, "DELE")
-            || ngx_stream_relay_pop3_is(&verb, "RSET") || ngx_stream_relay_pop3_is(&verb, "TOP")
-            || ngx_stream_relay_pop3_is(&verb, "UIDL"))
+        if (NGX_RELAY_POP3_IS(&verb, "STAT")
+            || NGX_RELAY_POP3_IS(&verb, "LIST")
+            || NGX_RELAY_POP3_IS(&verb, "RETR")
+            || NGX_RELAY_POP3_IS(&verb, "DELE")
+            || NGX_RELAY_POP3_IS(&verb, "RSET")
+            || NGX_RELAY_POP3_IS(&verb, "TOP")
+            || NGX_RELAY_POP3_IS(&verb, "UIDL"))
         {
             ngx_stream_relay_pop3_error(ps, "Not logged in");
             return NGX_OK;
@@ -968,7 +971,7 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
 
     /* TRANSACTION */
 
-    if (ngx_stream_relay_pop3_is(&verb, "STAT")) {
+    if (NGX_RELAY_POP3_IS(&verb, "STAT")) {
         if (n != 0) {
             ngx_stream_relay_pop3_error(ps, "Syntax: STAT");
             return NGX_OK;
@@ -980,18 +983,18 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
         return NGX_OK;
     }
 
-    if (ngx_stream_relay_pop3_is(&verb, "LIST") || ngx_stream_relay_pop3_is(&verb, "UIDL")) {
+    if (NGX_RELAY_POP3_IS(&verb, "LIST") || NGX_RELAY_POP3_IS(&verb, "UIDL")) {
         if (n > 1) {
             ngx_stream_relay_pop3_error(ps, "Syntax: %V [message]", &verb);
             return NGX_OK;
         }
 
         ngx_stream_relay_pop3_list(ps, n ? &args[0] : NULL,
-                                   ngx_stream_relay_pop3_is(&verb, "UIDL"));
+                                   NGX_RELAY_POP3_IS(&verb, "UIDL"));
         return NGX_OK;
     }
 
-    if (ngx_stream_relay_pop3_is(&verb, "RETR")) {
+    if (NGX_RELAY_POP3_IS(&verb, "RETR")) {
         if (n != 1) {
             ngx_stream_relay_pop3_error(ps, "Syntax: RETR message");
             return NGX_OK;
@@ -1001,7 +1004,7 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
         return NGX_OK;
     }
 
-    if (ngx_stream_relay_pop3_is(&verb, "TOP")) {
+    if (NGX_RELAY_POP3_IS(&verb, "TOP")) {
         if (n != 2) {
             ngx_stream_relay_pop3_error(ps, "Syntax: TOP message lines");
             return NGX_OK;
@@ -1011,7 +1014,7 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
         return NGX_OK;
     }
 
-    if (ngx_stream_relay_pop3_is(&verb, "DELE")) {
+    if (NGX_RELAY_POP3_IS(&verb, "DELE")) {
         if (n != 1) {
             ngx_stream_relay_pop3_error(ps, "Syntax: DELE message");
             return NGX_OK;
@@ -1030,7 +1033,7 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
         return NGX_OK;
     }
 
-    if (ngx_stream_relay_pop3_is(&verb, "RSET")) {
+    if (NGX_RELAY_POP3_IS(&verb, "RSET")) {
         if (n != 0) {
             ngx_stream_relay_pop3_error(ps, "Syntax: RSET");
             return NGX_OK;
@@ -1048,8 +1051,8 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
         return NGX_OK;
     }
 
-    if (ngx_stream_relay_pop3_is(&verb, "USER") || ngx_stream_relay_pop3_is(&verb, "PASS")
-        || ngx_stream_relay_pop3_is(&verb, "AUTH") || ngx_stream_relay_pop3_is(&verb, "STLS"))
+    if (NGX_RELAY_POP3_IS(&verb, "USER") || NGX_RELAY_POP3_IS(&verb, "PASS")
+        || NGX_RELAY_POP3_IS(&verb, "AUTH") || NGX_RELAY_POP3_IS(&verb, "STLS"))
     {
         ngx_stream_relay_pop3_error(ps, "Already logged in");
         return NGX_OK;
@@ -1235,7 +1238,7 @@ ngx_stream_relay_pop3_auth(ngx_stream_relay_pop3_session_t *ps,
     initial.data = p;
     initial.len = last - p;
 
-    if (!ngx_stream_relay_pop3_is(&mech, "PLAIN")) {
+    if (!NGX_RELAY_POP3_IS(&mech, "PLAIN")) {
         ngx_stream_relay_pop3_error(ps, "Unsupported authentication "
                                     "mechanism");
         return;
