@@ -875,3 +875,23 @@ def test_killed_worker_releases_the_lock(ng, user):
     p.quit()
     first.sock.close()
     assert len(all_messages(ng, user[0])) == 1
+
+
+def test_client_vanishes_mid_retr(ng, user):
+    big = body_of("vanish", (b"y" * 78 + b"\r\n") * 40000)    # 3.2 MB
+    deliver(ng, user[0], big)
+    r = Raw(ng.port("pop3"))
+    r.starttls()
+    r.login(user)
+    r.send("RETR 1\r\n")
+    assert r.line().startswith("+OK ")
+    got = len(r.buf)
+    while got < 100000:
+        got += len(r.sock.recv(65536))
+    r.sock.close()                  # with most of the message unsent
+
+    p = h.wait_until(lambda: _try_login(ng, user), what="mailbox released")
+    assert p.stat()[0] == 1
+    _, lines, octets = p.retr(1)
+    assert joined(lines) == all_messages(ng, user[0])[0].read_bytes()
+    p.quit()
