@@ -148,6 +148,14 @@ struct ngx_relay_delivery_s {
     ngx_str_t                    host;         /* of the current target */
     in_port_t                    port;
 
+    ngx_str_t                    ehlo;         /* the pool's, or ours */
+    ngx_str_t                    egress_pool;  /* "": none */
+    ngx_addr_t                  *egress;       /* weighted random order */
+    ngx_uint_t                   negress;
+    ngx_uint_t                   egress_next;  /* the address in use */
+    ngx_uint_t                   concurrency;  /* of the destination */
+    ngx_uint_t                   reuse_limit;
+
     ngx_peer_connection_t        peer;
     ngx_connection_t            *connection;
     ngx_relay_smtp_conn_t       *conn;
@@ -249,6 +257,8 @@ static ngx_int_t ngx_relay_delivery_enhanced(u_char *p, size_t len,
 static ngx_uint_t ngx_relay_delivery_open(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_literal(ngx_relay_delivery_t *d,
     ngx_str_t *host);
+static ngx_int_t ngx_relay_delivery_shape(ngx_relay_delivery_t *d,
+    ngx_relay_policy_t *p, ngx_str_t *key);
 
 
 ngx_int_t
@@ -256,6 +266,7 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     ngx_relay_queued_t *q, ngx_str_t *domain, ngx_relay_dest_t *dests,
     ngx_uint_t ndests, ngx_relay_delivery_done_pt handler, void *data)
 {
+    ngx_str_t              key;
     ngx_uint_t             i;
     ngx_pool_t            *pool;
     ngx_relay_hop_t       *h;
@@ -369,7 +380,11 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     d->error_len = ngx_sprintf(d->error, "no host tried") - d->error;
     d->error_dsn = "4.4.1";
 
-    d->dest = ngx_relay_delivery_destination(dc, domain);
+    if (ngx_relay_delivery_shape(d, p, &key) != NGX_OK) {
+        goto failed;
+    }
+
+    d->dest = ngx_relay_delivery_destination(dc, &key);
     if (d->dest == NULL) {
         goto failed;
     }
@@ -378,7 +393,7 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     d->wake.data = d;
     d->wake.log = dc->log;
 
-    if (d->dest->active >= dc->concurrency) {
+    if (d->dest->active >= d->concurrency) {
         ngx_log_debug2(NGX_LOG_DEBUG_CORE, dc->log, 0,
                        "%V: waits: %ui deliveries to the destination",
                        &q->id, d->dest->active);
@@ -400,6 +415,88 @@ failed:
 
     ngx_destroy_pool(pool);
     return NGX_ERROR;
+}
+
+
+/*
+ * What the policy says about this delivery besides its hops: the egress
+ * pool of the message (its source addresses, in a weighted random order,
+ * and its EHLO name) and the destination's limits.  A destination is the
+ * recipient domain within a pool: concurrency, reuse and cached
+ * connections count per pool and destination.
+ */
+
+static ngx_int_t
+ngx_relay_delivery_shape(ngx_relay_delivery_t *d, ngx_relay_policy_t *p,
+    ngx_str_t *key)
+{
+    u_char                    *k;
+    ngx_uint_t                 i, n, order[NGX_RELAY_EGRESS_MAX];
+    ngx_relay_queued_t        *q;
+    ngx_relay_dest_limit_t    *dl;
+    ngx_relay_egress_addr_t   *a;
+    ngx_relay_egress_pool_t   *ep;
+    ngx_relay_delivery_conf_t *dc;
+
+    dc = d->conf;
+    q = d->queued;
+
+    d->ehlo = dc->hostname;
+    *key = d->domain;
+
+    ep = ngx_relay_policy_egress(p, &q->sender, &q->auth, &q->tenant);
+
+    if (ep) {
+        d->egress_pool.data = ngx_pstrdup(d->pool, &ep->name);
+        d->ehlo.data = ngx_pstrdup(d->pool, &ep->ehlo);
+        d->egress = ngx_palloc(d->pool,
+                               ep->addrs.nelts * sizeof(ngx_addr_t));
+        k = ngx_pnalloc(d->pool, ep->name.len + 1 + d->domain.len);
+
+        if (d->egress_pool.data == NULL || d->ehlo.data == NULL
+            || d->egress == NULL || k == NULL)
+        {
+            return NGX_ERROR;
+        }
+
+        d->egress_pool.len = ep->name.len;
+        d->ehlo.len = ep->ehlo.len;
+
+        n = ngx_relay_egress_order(ep, order);
+        a = ep->addrs.elts;
+
+        for (i = 0; i < n; i++) {
+            d->egress[i].socklen = a[order[i]].addr.socklen;
+            d->egress[i].sockaddr = ngx_palloc(d->pool,
+                                               a[order[i]].addr.socklen);
+            d->egress[i].name.data = ngx_pstrdup(d->pool,
+                                                 &a[order[i]].addr.name);
+            d->egress[i].name.len = a[order[i]].addr.name.len;
+
+            if (d->egress[i].sockaddr == NULL
+                || d->egress[i].name.data == NULL)
+            {
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(d->egress[i].sockaddr, a[order[i]].addr.sockaddr,
+                       a[order[i]].addr.socklen);
+        }
+
+        d->negress = n;
+
+        key->data = k;
+        key->len = ngx_sprintf(k, "%V/%V", &ep->name, &d->domain) - k;
+    }
+
+    dl = ngx_relay_policy_dest_limit(p, &d->domain);
+
+    d->concurrency = (dl && dl->connections) ? dl->connections
+                                             : dc->concurrency;
+    d->reuse_limit = (dl && dl->messages_per_connection)
+                     ? dl->messages_per_connection : dc->reuse_limit;
+
+    return NGX_OK;
 }
 
 
@@ -648,9 +745,9 @@ ngx_relay_delivery_release(ngx_relay_delivery_t *d)
     d->peer.connection = NULL;
 
     if (!dc->reuse || ngx_exiting || ngx_terminate
-        || sc->messages >= dc->reuse_limit
+        || sc->messages >= d->reuse_limit
         || d->in->pos != d->in->last || d->out->pos != d->out->last
-        || d->dest->idle + d->dest->active > dc->concurrency)
+        || d->dest->idle + d->dest->active > d->concurrency)
     {
         ngx_relay_delivery_conn_close(sc, 1);
         return;
@@ -1079,6 +1176,26 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
                                     (int) d->port)
                        - d->relay;
 
+        if (d->negress) {
+            if (d->egress_next == d->negress) {
+                d->error_len = ngx_sprintf(d->error, "no source address of "
+                                           "egress pool \"%V\" can be used",
+                                           &d->egress_pool)
+                               - d->error;
+                ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED,
+                                           "4.4.0", d->error, d->error_len);
+                ngx_relay_delivery_finish(d);
+                return;
+            }
+
+            d->relay_len += ngx_snprintf(d->relay + d->relay_len,
+                                         sizeof(d->relay) - d->relay_len,
+                                         " from %V (pool %V)",
+                                         &d->egress[d->egress_next].name,
+                                         &d->egress_pool)
+                            - (d->relay + d->relay_len);
+        }
+
         ngx_memzero(&d->peer, sizeof(ngx_peer_connection_t));
         d->peer.sockaddr = (struct sockaddr *) &d->addrs[d->addr];
         d->peer.socklen = d->socklens[d->addr];
@@ -1087,9 +1204,32 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
         d->peer.log = d->conf->log;
         d->peer.log_error = NGX_ERROR_INFO;    /* we log the outcome */
 
+        if (d->negress) {
+            d->peer.local = &d->egress[d->egress_next];
+        }
+
         d->addr++;
 
         rc = ngx_event_connect_peer(&d->peer);
+
+        if (rc == NGX_ERROR && d->negress) {
+
+            /* bind() failed (nginx logged why): the pool's next address */
+
+            ngx_log_error(NGX_LOG_WARN, d->conf->log, 0,
+                          "%V: egress address %V of pool \"%V\" cannot be "
+                          "used, trying the next", &d->queued->id,
+                          &d->egress[d->egress_next].name, &d->egress_pool);
+
+            if (d->peer.connection) {
+                ngx_close_connection(d->peer.connection);
+                d->peer.connection = NULL;
+            }
+
+            d->egress_next++;
+            d->addr--;
+            continue;
+        }
 
         if (rc == NGX_ERROR || rc == NGX_DECLINED || rc == NGX_BUSY) {
             if (d->peer.connection) {
@@ -1315,6 +1455,17 @@ ngx_relay_delivery_read_handler(ngx_event_t *ev)
         return;
     }
 
+    if (d->state == ngx_relay_dst_connect) {
+
+        /*
+         * The greeting came with the connect in one epoll event, and the
+         * read event runs first: finish the connect, which reads it then.
+         */
+
+        ngx_relay_delivery_write_handler(c->write);
+        return;
+    }
+
     for ( ;; ) {
 
         if (b->pos < b->last) {
@@ -1430,14 +1581,13 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
         }
 
         d->state = ngx_relay_dst_ehlo;
-        (void) ngx_relay_delivery_command(d, "EHLO %V", &d->conf->hostname);
+        (void) ngx_relay_delivery_command(d, "EHLO %V", &d->ehlo);
         return;
 
     case ngx_relay_dst_ehlo:
         if (code / 100 != 2) {
             d->state = ngx_relay_dst_helo;
-            (void) ngx_relay_delivery_command(d, "HELO %V",
-                                              &d->conf->hostname);
+            (void) ngx_relay_delivery_command(d, "HELO %V", &d->ehlo);
             return;
         }
 
@@ -1800,7 +1950,7 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
     d->pipelining = 0;
     d->state = ngx_relay_dst_ehlo;
     ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
-    (void) ngx_relay_delivery_command(d, "EHLO %V", &d->conf->hostname);
+    (void) ngx_relay_delivery_command(d, "EHLO %V", &d->ehlo);
 }
 
 

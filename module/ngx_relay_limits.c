@@ -396,33 +396,42 @@ ngx_relay_limit_match(ngx_relay_limit_t *l, ngx_relay_limit_who_t *who,
         return NGX_DECLINED;
     }
 
-    if (!any) {
-        if (l->key == NGX_RELAY_LIMIT_SENDER_DOMAIN
-            && l->match.data[0] == '.')
-        {
-            /* ".example.com": the domain and its subdomains */
-
-            if (!((s.len == l->match.len - 1
-                   && ngx_strncasecmp(s.data, l->match.data + 1, s.len) == 0)
-                  || (s.len > l->match.len
-                      && ngx_strncasecmp(s.data + s.len - l->match.len,
-                                         l->match.data, l->match.len)
-                         == 0)))
-            {
-                return NGX_DECLINED;
-            }
-
-        } else if (s.len != l->match.len
-                   || ngx_strncasecmp(s.data, l->match.data, s.len) != 0)
-        {
-            return NGX_DECLINED;
-        }
+    if (!ngx_relay_pattern_match(&l->match, &s)) {
+        return NGX_DECLINED;
     }
 
     ngx_strlow(hit->value, s.data, s.len);
     hit->len = s.len;
 
     return NGX_OK;
+}
+
+
+/*
+ * "*" matches anything, ".example.com" example.com and its subdomains,
+ * anything else itself; case-insensitive.
+ */
+
+ngx_uint_t
+ngx_relay_pattern_match(ngx_str_t *pattern, ngx_str_t *s)
+{
+    size_t  n;
+
+    n = pattern->len;
+
+    if (n == 1 && pattern->data[0] == '*') {
+        return 1;
+    }
+
+    if (n > 1 && pattern->data[0] == '.') {
+        return (s->len == n - 1
+                && ngx_strncasecmp(s->data, pattern->data + 1, n - 1) == 0)
+               || (s->len > n
+                   && ngx_strncasecmp(s->data + s->len - n, pattern->data, n)
+                      == 0);
+    }
+
+    return s->len == n && ngx_strncasecmp(s->data, pattern->data, n) == 0;
 }
 
 

@@ -43,6 +43,7 @@ typedef struct {
 } ngx_relay_limit_who_t;
 
 
+ngx_uint_t ngx_relay_pattern_match(ngx_str_t *pattern, ngx_str_t *s);
 ngx_int_t ngx_relay_limit_init(ngx_relay_limit_t *l, ngx_uint_t key,
     ngx_str_t *match);
 ngx_int_t ngx_relay_limits_add_zone(ngx_conf_t *cf, size_t size,

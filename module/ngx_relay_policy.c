@@ -38,6 +38,12 @@ static ngx_int_t ngx_relay_policy_build_routes(ngx_pool_t *pool,
     ngx_uint_t literal);
 static ngx_int_t ngx_relay_policy_strdup(ngx_pool_t *pool, ngx_str_t *dst,
     const char *src);
+static ngx_relay_egress_pool_t *ngx_relay_policy_pool(ngx_array_t *pools,
+    ngx_str_t *name);
+static ngx_int_t ngx_relay_policy_build_egress(ngx_pool_t *pool,
+    ngx_relay_fleet_t *fleet, Relay__Control__V1__Policy *pp);
+static ngx_int_t ngx_relay_policy_build_dest(ngx_pool_t *pool,
+    ngx_relay_fleet_t *fleet, Relay__Control__V1__Policy *pp);
 
 
 static ngx_relay_counters_t  ngx_relay_policy_no_counters;
@@ -330,6 +336,210 @@ ngx_relay_policy_limit(ngx_relay_policy_t *p, ngx_relay_limit_who_t *who,
 }
 
 
+/*
+ * The egress pool of a message: the first rule that matches, the fleet's
+ * before nginx.conf's; its pool by name, the fleet's before nginx.conf's.
+ * NULL: no pool, the system picks the source address.
+ */
+
+ngx_relay_egress_pool_t *
+ngx_relay_policy_egress(ngx_relay_policy_t *p, ngx_str_t *sender,
+    ngx_str_t *auth, ngx_str_t *tenant)
+{
+    u_char                   *c;
+    ngx_str_t                 domain, *value;
+    ngx_uint_t                i, j, k;
+    ngx_array_t              *rules[2], *pools[2];
+    ngx_relay_egress_rule_t  *r;
+    ngx_relay_egress_pool_t  *pool;
+
+    ngx_relay_policy_refresh(p);
+
+    ngx_str_null(&domain);
+
+    for (c = sender->data + sender->len; c > sender->data; c--) {
+        if (c[-1] == '@') {
+            domain.data = c;
+            domain.len = sender->data + sender->len - c;
+            break;
+        }
+    }
+
+    rules[0] = p->fleet ? p->fleet->rules : NULL;
+    rules[1] = p->rules;
+    pools[0] = p->fleet ? p->fleet->pools : NULL;
+    pools[1] = p->pools;
+
+    for (i = 0; i < 2; i++) {
+        if (rules[i] == NULL) {
+            continue;
+        }
+
+        r = rules[i]->elts;
+
+        for (j = 0; j < rules[i]->nelts; j++) {
+            value = (r[j].key == NGX_RELAY_EGRESS_SENDER_DOMAIN) ? &domain
+                    : (r[j].key == NGX_RELAY_EGRESS_AUTH_USER) ? auth
+                    : tenant;
+
+            if (value->len == 0 || !ngx_relay_pattern_match(&r[j].match, value))
+            {
+                continue;
+            }
+
+            for (k = 0; k < 2; k++) {
+                pool = ngx_relay_policy_pool(pools[k], &r[j].pool);
+                if (pool) {
+                    return pool;
+                }
+            }
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_relay_egress_pool_t *
+ngx_relay_policy_pool(ngx_array_t *pools, ngx_str_t *name)
+{
+    ngx_uint_t                i;
+    ngx_relay_egress_pool_t  *pool;
+
+    if (pools == NULL) {
+        return NULL;
+    }
+
+    pool = pools->elts;
+
+    for (i = 0; i < pools->nelts; i++) {
+        if (pool[i].name.len == name->len
+            && ngx_strncmp(pool[i].name.data, name->data, name->len) == 0)
+        {
+            return &pool[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * A weighted random order of the pool's addresses: the first is the
+ * choice, the rest are tried in turn when an address cannot be bound.
+ */
+
+ngx_uint_t
+ngx_relay_egress_order(ngx_relay_egress_pool_t *pool, ngx_uint_t *order)
+{
+    ngx_uint_t                i, k, n, total, r;
+    ngx_uint_t                w[NGX_RELAY_EGRESS_MAX];
+    ngx_relay_egress_addr_t  *a;
+
+    a = pool->addrs.elts;
+    n = ngx_min(pool->addrs.nelts, NGX_RELAY_EGRESS_MAX);
+
+    for (i = 0; i < n; i++) {
+        w[i] = a[i].weight ? a[i].weight : 1;
+    }
+
+    for (k = 0; k < n; k++) {
+        total = 0;
+
+        for (i = 0; i < n; i++) {
+            total += w[i];
+        }
+
+        r = ngx_random() % total;
+
+        for (i = 0; i < n; i++) {
+            if (w[i] == 0) {
+                continue;
+            }
+
+            if (r < w[i]) {
+                break;
+            }
+
+            r -= w[i];
+        }
+
+        order[k] = i;
+        w[i] = 0;
+    }
+
+    return n;
+}
+
+
+ngx_relay_dest_limit_t *
+ngx_relay_policy_dest_limit(ngx_relay_policy_t *p, ngx_str_t *domain)
+{
+    ngx_relay_route_t  *r;
+
+    ngx_relay_policy_refresh(p);
+
+    if (p->fleet) {
+        r = ngx_relay_policy_route(p->fleet->dest_limits, domain);
+        if (r) {
+            return (ngx_relay_dest_limit_t *) r;
+        }
+    }
+
+    return (ngx_relay_dest_limit_t *) ngx_relay_policy_route(p->dest_limits,
+                                                             domain);
+}
+
+
+ngx_int_t
+ngx_relay_policy_add_pool(ngx_pool_t *pool, ngx_array_t **pools,
+    ngx_str_t *name, ngx_str_t *ehlo, ngx_str_t *addrs, ngx_uint_t *weights,
+    ngx_uint_t n)
+{
+    ngx_uint_t                i;
+    ngx_relay_egress_addr_t  *a;
+    ngx_relay_egress_pool_t  *ep;
+
+    if (n == 0 || n > NGX_RELAY_EGRESS_MAX) {
+        return NGX_ERROR;
+    }
+
+    if (*pools == NULL) {
+        *pools = ngx_array_create(pool, 2, sizeof(ngx_relay_egress_pool_t));
+        if (*pools == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    ep = ngx_array_push(*pools);
+    if (ep == NULL
+        || ngx_array_init(&ep->addrs, pool, n,
+                          sizeof(ngx_relay_egress_addr_t))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ep->name = *name;
+    ep->ehlo = *ehlo;
+
+    for (i = 0; i < n; i++) {
+        a = ngx_array_push(&ep->addrs);
+        if (a == NULL
+            || ngx_parse_addr(pool, &a->addr, addrs[i].data, addrs[i].len)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        a->addr.name = addrs[i];
+        a->weight = weights[i] ? weights[i] : 1;
+    }
+
+    return NGX_OK;
+}
+
+
 uint64_t
 ngx_relay_policy_version(ngx_relay_policy_t *p)
 {
@@ -576,6 +786,12 @@ ngx_relay_policy_build(ngx_relay_policy_t *p, u_char *data, size_t len,
         lim->recipients = il->recipients;
     }
 
+    if (ngx_relay_policy_build_egress(pool, fleet, pp) != NGX_OK
+        || ngx_relay_policy_build_dest(pool, fleet, pp) != NGX_OK)
+    {
+        goto failed;
+    }
+
     relay__control__v1__policy__free_unpacked(pp, NULL);
 
     return fleet;
@@ -592,6 +808,118 @@ failed:
     }
 
     return NULL;
+}
+
+
+static ngx_int_t
+ngx_relay_policy_build_egress(ngx_pool_t *pool, ngx_relay_fleet_t *fleet,
+    Relay__Control__V1__Policy *pp)
+{
+    size_t                             i, j;
+    ngx_str_t                          name, ehlo;
+    ngx_str_t                          addrs[NGX_RELAY_EGRESS_MAX];
+    ngx_uint_t                         weights[NGX_RELAY_EGRESS_MAX];
+    ngx_relay_egress_rule_t           *r;
+    Relay__Control__V1__EgressPool    *ep;
+    Relay__Control__V1__EgressRule    *er;
+
+    for (i = 0; i < pp->n_egress_pools; i++) {
+        ep = pp->egress_pools[i];
+
+        if (ep->n_addresses > NGX_RELAY_EGRESS_MAX
+            || ngx_relay_policy_strdup(pool, &name, ep->name) != NGX_OK
+            || ngx_relay_policy_strdup(pool, &ehlo, ep->ehlo_name) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        for (j = 0; j < ep->n_addresses; j++) {
+            if (ngx_relay_policy_strdup(pool, &addrs[j],
+                                        ep->addresses[j]->address)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            weights[j] = ep->addresses[j]->weight;
+        }
+
+        if (ngx_relay_policy_add_pool(pool, &fleet->pools, &name, &ehlo,
+                                      addrs, weights, ep->n_addresses)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (pp->n_egress_rules) {
+        fleet->rules = ngx_array_create(pool, pp->n_egress_rules,
+                                        sizeof(ngx_relay_egress_rule_t));
+        if (fleet->rules == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    for (i = 0; i < pp->n_egress_rules; i++) {
+        er = pp->egress_rules[i];
+
+        r = ngx_array_push(fleet->rules);
+        if (r == NULL
+            || ngx_relay_policy_strdup(pool, &r->match, er->match) != NGX_OK
+            || ngx_relay_policy_strdup(pool, &r->pool, er->pool) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        r->key = er->key;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_relay_policy_build_dest(ngx_pool_t *pool, ngx_relay_fleet_t *fleet,
+    Relay__Control__V1__Policy *pp)
+{
+    size_t                                i;
+    ngx_relay_dest_limit_t               *dl;
+    Relay__Control__V1__DestinationLimit  *d;
+
+    if (pp->n_destination_limits == 0) {
+        return NGX_OK;
+    }
+
+    fleet->dest_limits = ngx_array_create(pool, pp->n_destination_limits,
+                                          sizeof(ngx_relay_dest_limit_t));
+    if (fleet->dest_limits == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < pp->n_destination_limits; i++) {
+        d = pp->destination_limits[i];
+
+        dl = ngx_array_push(fleet->dest_limits);
+        if (dl == NULL
+            || ngx_relay_policy_strdup(pool, &dl->pattern, d->pattern)
+               != NGX_OK
+            || ngx_relay_policy_strdup(pool, &dl->backoff_reply,
+                                       d->backoff_reply_pattern)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_strlow(dl->pattern.data, dl->pattern.data, dl->pattern.len);
+
+        dl->connections = d->max_connections;
+        dl->messages_per_connection = d->messages_per_connection;
+        dl->messages_per_minute = d->messages_per_minute;
+        dl->connections_per_minute = d->connections_per_minute;
+        dl->backoff = d->backoff_s;
+    }
+
+    return NGX_OK;
 }
 
 

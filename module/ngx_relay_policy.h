@@ -37,6 +37,45 @@ typedef struct {
 } ngx_relay_retry_t;
 
 
+/* egress: named pools of source addresses, each with its EHLO name */
+
+#define NGX_RELAY_EGRESS_SENDER_DOMAIN  0
+#define NGX_RELAY_EGRESS_AUTH_USER      1
+#define NGX_RELAY_EGRESS_TENANT         2
+
+#define NGX_RELAY_EGRESS_MAX            32
+
+typedef struct {
+    ngx_addr_t                addr;          /* port 0 */
+    ngx_uint_t                weight;
+} ngx_relay_egress_addr_t;
+
+typedef struct {
+    ngx_str_t                 name;
+    ngx_str_t                 ehlo;
+    ngx_array_t               addrs;         /* ngx_relay_egress_addr_t */
+} ngx_relay_egress_pool_t;
+
+typedef struct {
+    ngx_uint_t                key;           /* NGX_RELAY_EGRESS_* */
+    ngx_str_t                 match;         /* "*", domain, .domain, name */
+    ngx_str_t                 pool;
+} ngx_relay_egress_rule_t;
+
+
+/* outbound shaping of a destination (the recipient's domain) */
+
+typedef struct {
+    ngx_str_t                 pattern;       /* first: a route-like list */
+    ngx_uint_t                connections;   /* 0: the default */
+    ngx_uint_t                messages_per_connection;
+    ngx_uint_t                messages_per_minute;
+    ngx_uint_t                connections_per_minute;
+    ngx_str_t                 backoff_reply; /* "": none */
+    time_t                    backoff;
+} ngx_relay_dest_limit_t;
+
+
 /* per-worker counters summed into the node's status for controld */
 
 typedef struct {
@@ -84,6 +123,9 @@ typedef struct {
     ngx_array_t              *fallback;      /* one ngx_relay_route_t "*" */
     ngx_array_t              *retry;         /* ngx_relay_retry_t */
     ngx_array_t              *limits;        /* ngx_relay_limit_t */
+    ngx_array_t              *pools;         /* ngx_relay_egress_pool_t */
+    ngx_array_t              *rules;         /* ngx_relay_egress_rule_t */
+    ngx_array_t              *dest_limits;   /* ngx_relay_dest_limit_t */
 } ngx_relay_fleet_t;
 
 
@@ -102,6 +144,9 @@ typedef struct {
     time_t                    lifetime;
     ngx_array_t              *limits;        /* ngx_relay_limit_t */
     ngx_shm_zone_t           *limits_zone;   /* counters; NULL: no limits */
+    ngx_array_t              *pools;         /* ngx_relay_egress_pool_t */
+    ngx_array_t              *rules;         /* ngx_relay_egress_rule_t */
+    ngx_array_t              *dest_limits;   /* ngx_relay_dest_limit_t */
 
     ngx_shm_zone_t           *zone;          /* NULL: no controld */
     ngx_relay_fleet_t        *fleet;         /* this worker's copy */
@@ -127,6 +172,15 @@ void ngx_relay_policy_retry(ngx_relay_policy_t *p, ngx_str_t *domain,
 time_t ngx_relay_policy_backoff(ngx_relay_retry_t *retry,
     ngx_uint_t attempts);
 uint64_t ngx_relay_policy_version(ngx_relay_policy_t *p);
+ngx_relay_egress_pool_t *ngx_relay_policy_egress(ngx_relay_policy_t *p,
+    ngx_str_t *sender, ngx_str_t *auth, ngx_str_t *tenant);
+ngx_uint_t ngx_relay_egress_order(ngx_relay_egress_pool_t *pool,
+    ngx_uint_t *order);
+ngx_relay_dest_limit_t *ngx_relay_policy_dest_limit(ngx_relay_policy_t *p,
+    ngx_str_t *domain);
+ngx_int_t ngx_relay_policy_add_pool(ngx_pool_t *pool, ngx_array_t **pools,
+    ngx_str_t *name, ngx_str_t *ehlo, ngx_str_t *addrs, ngx_uint_t *weights,
+    ngx_uint_t n);
 ngx_int_t ngx_relay_policy_limit(ngx_relay_policy_t *p,
     ngx_relay_limit_who_t *who, ngx_uint_t what, u_char *why, size_t len);
 

@@ -46,7 +46,15 @@ static char *ngx_stream_relay_control(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_stream_relay_limit(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_stream_relay_egress_pool(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_stream_relay_egress_rule(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_stream_relay_destination_limit(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_stream_relay_init_control(ngx_conf_t *cf,
+    ngx_stream_relay_main_conf_t *rmcf);
+static ngx_int_t ngx_stream_relay_check_egress(ngx_conf_t *cf,
     ngx_stream_relay_main_conf_t *rmcf);
 static ngx_int_t ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
     ngx_stream_relay_main_conf_t *rmcf, ngx_relay_sched_t *sc);
@@ -69,6 +77,27 @@ static ngx_conf_enum_t  ngx_stream_relay_spool_syncs[] = {
 
 
 static ngx_command_t  ngx_stream_relay_commands[] = {
+
+    { ngx_string("relay_egress_pool"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_stream_relay_egress_pool,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("relay_egress_rule"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE3,
+      ngx_stream_relay_egress_rule,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("relay_destination_limit"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_stream_relay_destination_limit,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      0,
+      NULL },
 
     { ngx_string("relay_limit"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_2MORE,
@@ -451,6 +480,46 @@ ngx_stream_relay_full_dir(ngx_conf_t *cf, ngx_str_t *dir, char *dflt)
 }
 
 
+/* every egress rule of nginx.conf names a pool of nginx.conf */
+
+static ngx_int_t
+ngx_stream_relay_check_egress(ngx_conf_t *cf,
+    ngx_stream_relay_main_conf_t *rmcf)
+{
+    ngx_uint_t                i, j;
+    ngx_relay_egress_rule_t  *r;
+    ngx_relay_egress_pool_t  *pool;
+
+    if (rmcf->policy.rules == NULL) {
+        return NGX_OK;
+    }
+
+    r = rmcf->policy.rules->elts;
+
+    for (i = 0; i < rmcf->policy.rules->nelts; i++) {
+        pool = rmcf->policy.pools ? rmcf->policy.pools->elts : NULL;
+
+        for (j = 0; pool && j < rmcf->policy.pools->nelts; j++) {
+            if (pool[j].name.len == r[i].pool.len
+                && ngx_strncmp(pool[j].name.data, r[i].pool.data,
+                               r[i].pool.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (pool == NULL || j == rmcf->policy.pools->nelts) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "relay_egress_rule names an unknown pool "
+                               "\"%V\"", &r[i].pool);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 /*
  * With controld: the zone for the fleet policy, the last-known-good
  * snapshot in the spool by default, mTLS unless "insecure" was asked for.
@@ -555,6 +624,10 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     if (ngx_stream_relay_init_control(cf, rmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_stream_relay_check_egress(cf, rmcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -1062,6 +1135,226 @@ ngx_stream_relay_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (l->window == 0 || (l->messages == 0 && l->recipients == 0)) {
         return "needs window= and messages= or recipients=";
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+/* relay_egress_pool NAME ehlo=HOST ADDRESS [weight=N] [ADDRESS ...]; */
+
+static char *
+ngx_stream_relay_egress_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_stream_relay_main_conf_t  *rmcf = conf;
+
+    ngx_int_t   w;
+    ngx_str_t  *value, ehlo, addrs[NGX_RELAY_EGRESS_MAX];
+    ngx_uint_t  i, n, weights[NGX_RELAY_EGRESS_MAX];
+
+    value = cf->args->elts;
+    ngx_str_null(&ehlo);
+    n = 0;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+        if (ngx_strncmp(value[i].data, "ehlo=", 5) == 0) {
+            ehlo.data = value[i].data + 5;
+            ehlo.len = value[i].len - 5;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "weight=", 7) == 0) {
+            w = ngx_atoi(value[i].data + 7, value[i].len - 7);
+            if (n == 0 || w < 1 || w > 1000) {
+                goto invalid;
+            }
+
+            weights[n - 1] = w;
+            continue;
+        }
+
+        if (n == NGX_RELAY_EGRESS_MAX) {
+            return "has too many addresses";
+        }
+
+        addrs[n] = value[i];
+        weights[n++] = 1;
+    }
+
+    if (ehlo.len == 0 || n == 0) {
+        return "needs ehlo= and at least one address";
+    }
+
+    if (ngx_relay_policy_add_pool(cf->pool, &rmcf->policy.pools, &value[1],
+                                  &ehlo, addrs, weights, n)
+        != NGX_OK)
+    {
+        return "has an invalid address";
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+/* relay_egress_rule sender_domain|auth_user|tenant MATCH POOL; */
+
+static char *
+ngx_stream_relay_egress_rule(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_stream_relay_main_conf_t  *rmcf = conf;
+
+    ngx_str_t                *value;
+    ngx_relay_egress_rule_t  *r;
+
+    value = cf->args->elts;
+
+    if (rmcf->policy.rules == NULL) {
+        rmcf->policy.rules = ngx_array_create(cf->pool, 4,
+                                      sizeof(ngx_relay_egress_rule_t));
+        if (rmcf->policy.rules == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    r = ngx_array_push(rmcf->policy.rules);
+    if (r == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_strcmp(value[1].data, "sender_domain") == 0) {
+        r->key = NGX_RELAY_EGRESS_SENDER_DOMAIN;
+
+    } else if (ngx_strcmp(value[1].data, "auth_user") == 0) {
+        r->key = NGX_RELAY_EGRESS_AUTH_USER;
+
+    } else if (ngx_strcmp(value[1].data, "tenant") == 0) {
+        r->key = NGX_RELAY_EGRESS_TENANT;
+
+    } else {
+        return "needs sender_domain, auth_user or tenant";
+    }
+
+    r->match = value[2];
+    r->pool = value[3];
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * relay_destination_limit PATTERN [connections=N]
+ *     [messages_per_connection=N] [messages_per_minute=N]
+ *     [connections_per_minute=N] [backoff_reply=TEXT] [backoff=TIME];
+ */
+
+static char *
+ngx_stream_relay_destination_limit(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_stream_relay_main_conf_t  *rmcf = conf;
+
+    u_char                  *eq;
+    ngx_int_t                n;
+    ngx_str_t               *value, name, v;
+    ngx_uint_t               i;
+    ngx_relay_dest_limit_t  *dl;
+
+    value = cf->args->elts;
+
+    if (rmcf->policy.dest_limits == NULL) {
+        rmcf->policy.dest_limits = ngx_array_create(cf->pool, 4,
+                                           sizeof(ngx_relay_dest_limit_t));
+        if (rmcf->policy.dest_limits == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    dl = ngx_array_push(rmcf->policy.dest_limits);
+    if (dl == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(dl, sizeof(ngx_relay_dest_limit_t));
+
+    dl->pattern = value[1];
+    ngx_strlow(dl->pattern.data, dl->pattern.data, dl->pattern.len);
+
+    for (i = 2; i < cf->args->nelts; i++) {
+        eq = ngx_strlchr(value[i].data, value[i].data + value[i].len, '=');
+        if (eq == NULL) {
+            goto invalid;
+        }
+
+        name.data = value[i].data;
+        name.len = eq - value[i].data;
+        v.data = eq + 1;
+        v.len = value[i].data + value[i].len - v.data;
+
+        if (ngx_strncmp(name.data, "backoff_reply", name.len) == 0
+            && name.len == sizeof("backoff_reply") - 1)
+        {
+            dl->backoff_reply = v;
+            continue;
+        }
+
+        if (ngx_strncmp(name.data, "backoff", name.len) == 0
+            && name.len == sizeof("backoff") - 1)
+        {
+            dl->backoff = ngx_parse_time(&v, 1);
+            if (dl->backoff == (time_t) NGX_ERROR || dl->backoff < 1) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        n = ngx_atoi(v.data, v.len);
+        if (n < 1) {
+            goto invalid;
+        }
+
+        if (name.len == sizeof("connections") - 1
+            && ngx_strncmp(name.data, "connections", name.len) == 0)
+        {
+            dl->connections = n;
+
+        } else if (name.len == sizeof("messages_per_connection") - 1
+                   && ngx_strncmp(name.data, "messages_per_connection",
+                                  name.len) == 0)
+        {
+            dl->messages_per_connection = n;
+
+        } else if (name.len == sizeof("messages_per_minute") - 1
+                   && ngx_strncmp(name.data, "messages_per_minute",
+                                  name.len) == 0)
+        {
+            dl->messages_per_minute = n;
+
+        } else if (name.len == sizeof("connections_per_minute") - 1
+                   && ngx_strncmp(name.data, "connections_per_minute",
+                                  name.len) == 0)
+        {
+            dl->connections_per_minute = n;
+
+        } else {
+            goto invalid;
+        }
+    }
+
+    if ((dl->backoff_reply.len == 0) != (dl->backoff == 0)) {
+        return "needs backoff_reply= and backoff= together";
     }
 
     return NGX_CONF_OK;
