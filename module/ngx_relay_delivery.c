@@ -112,6 +112,8 @@ typedef struct {
     unsigned                     starttls:1;
     unsigned                     tls:1;
     unsigned                     pipelining:1;
+    unsigned                     shaped:1;     /* counted as open */
+    ngx_str_t                    shape_key;
     u_char                       relay[NGX_SOCKADDR_STRLEN + 300];
     size_t                       relay_len;
 } ngx_relay_smtp_conn_t;
@@ -155,6 +157,11 @@ struct ngx_relay_delivery_s {
     ngx_uint_t                   egress_next;  /* the address in use */
     ngx_uint_t                   concurrency;  /* of the destination */
     ngx_uint_t                   reuse_limit;
+    ngx_str_t                    shape_key;    /* "pool/domain" or domain */
+    ngx_relay_shape_limits_t     shape;
+    ngx_str_t                    backoff_reply;
+    time_t                       backoff;
+    ngx_event_t                  throttle;     /* waits for a connection */
 
     ngx_peer_connection_t        peer;
     ngx_connection_t            *connection;
@@ -259,6 +266,10 @@ static ngx_int_t ngx_relay_delivery_literal(ngx_relay_delivery_t *d,
     ngx_str_t *host);
 static ngx_int_t ngx_relay_delivery_shape(ngx_relay_delivery_t *d,
     ngx_relay_policy_t *p, ngx_str_t *key);
+static void ngx_relay_delivery_throttled(ngx_relay_delivery_t *d,
+    ngx_msec_t wait, ngx_uint_t slow);
+static void ngx_relay_delivery_throttle_handler(ngx_event_t *ev);
+static void ngx_relay_delivery_backoff_reply(ngx_relay_delivery_t *d);
 
 
 ngx_int_t
@@ -267,7 +278,8 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     ngx_uint_t ndests, ngx_relay_delivery_done_pt handler, void *data)
 {
     ngx_str_t              key;
-    ngx_uint_t             i;
+    ngx_uint_t             i, slow;
+    ngx_msec_t             wait;
     ngx_pool_t            *pool;
     ngx_relay_hop_t       *h;
     ngx_relay_route_t     *r;
@@ -384,6 +396,19 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
         goto failed;
     }
 
+    if (ngx_relay_shape_message(p->limits_zone, &d->shape_key, &d->shape,
+                                &wait, &slow)
+        == NGX_BUSY)
+    {
+        ngx_relay_delivery_throttled(d, wait, slow);
+        return NGX_OK;
+    }
+
+    d->throttle.handler = ngx_relay_delivery_throttle_handler;
+    d->throttle.data = d;
+    d->throttle.log = dc->log;
+    d->throttle.cancelable = 1;
+
     d->dest = ngx_relay_delivery_destination(dc, &key);
     if (d->dest == NULL) {
         goto failed;
@@ -496,7 +521,88 @@ ngx_relay_delivery_shape(ngx_relay_delivery_t *d, ngx_relay_policy_t *p,
     d->reuse_limit = (dl && dl->messages_per_connection)
                      ? dl->messages_per_connection : dc->reuse_limit;
 
+    d->shape_key = *key;
+
+    if (dl) {
+        d->shape.connections = dl->connections;
+        d->shape.connections_per_minute = dl->connections_per_minute;
+        d->shape.messages_per_minute = dl->messages_per_minute;
+        d->backoff = dl->backoff;
+
+        if (dl->backoff_reply.len) {
+            d->backoff_reply.data = ngx_pstrdup(d->pool, &dl->backoff_reply);
+            if (d->backoff_reply.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            d->backoff_reply.len = dl->backoff_reply.len;
+        }
+    }
+
     return NGX_OK;
+}
+
+
+/*
+ * Over the destination's message rate: every recipient waits in the
+ * queue until the minute turns; not an attempt, never a bounce.
+ */
+
+static void
+ngx_relay_delivery_throttled(ngx_relay_delivery_t *d, ngx_msec_t wait,
+    ngx_uint_t slow)
+{
+    ngx_uint_t         i;
+    ngx_relay_dest_t  *dst;
+
+    d->error_len = ngx_sprintf(d->error, "throttled: %V %s, retry in %M ms",
+                               &d->shape_key,
+                               slow ? "is in slow mode after a backoff reply"
+                                    : "reached its messages per minute",
+                               wait)
+                   - d->error;
+    d->error_dsn = "4.7.0";
+
+    for (i = 0; i < d->ndests; i++) {
+        dst = &d->dests[i];
+
+        if (dst->status == NGX_RELAY_DELIVERY_PENDING) {
+            dst->throttled = 1;
+            dst->retry_at = ngx_time() + (time_t) (wait + 999) / 1000;
+        }
+    }
+
+    ngx_relay_delivery_finish(d);
+}
+
+
+static void
+ngx_relay_delivery_throttle_handler(ngx_event_t *ev)
+{
+    ngx_relay_delivery_connect(ev->data);
+}
+
+
+/* a reply that asks for mercy: the destination goes slow for a while */
+
+static void
+ngx_relay_delivery_backoff_reply(ngx_relay_delivery_t *d)
+{
+    if (d->rp.text_len < d->backoff_reply.len
+        || ngx_strlcasestrn(d->rp.text, d->rp.text + d->rp.text_len,
+                            d->backoff_reply.data, d->backoff_reply.len - 1)
+           == NULL)
+    {
+        return;
+    }
+
+    ngx_relay_shape_slow_down(d->conf->policy->limits_zone, &d->shape_key,
+                              d->backoff);
+
+    ngx_log_error(NGX_LOG_NOTICE, d->conf->log, 0,
+                  "%V: destination %V in slow mode for %T s after "
+                  "\"%d %*s\"", &d->queued->id, &d->shape_key, d->backoff,
+                  (int) d->rp.code, d->rp.text_len, d->rp.text);
 }
 
 
@@ -850,6 +956,11 @@ ngx_relay_delivery_conn_close(ngx_relay_smtp_conn_t *sc, ngx_uint_t quit)
         (void) c->send(c, (u_char *) "QUIT" CRLF, 6);
     }
 
+    if (sc->shaped) {
+        ngx_relay_shape_disconnect(sc->conf->policy->limits_zone,
+                                   &sc->shape_key);
+    }
+
     /* the pool is the connection's, but destroyed here, after it */
     c->pool = NULL;
 
@@ -1141,6 +1252,7 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
     u_char                  text[NGX_SOCKADDR_STRLEN];
     size_t                  len;
     ngx_int_t               rc;
+    ngx_msec_t              wait;
     ngx_pool_t             *pool;
     ngx_connection_t       *c;
     ngx_relay_smtp_conn_t  *sc;
@@ -1208,9 +1320,29 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
             d->peer.local = &d->egress[d->egress_next];
         }
 
+        /* the destination's connections, counted across the workers */
+
+        if (ngx_relay_shape_connect(d->conf->policy->limits_zone,
+                                    &d->shape_key, &d->shape, &wait)
+            == NGX_BUSY)
+        {
+            if (wait > 2000) {
+                ngx_relay_delivery_throttled(d, wait, 0);
+                return;
+            }
+
+            ngx_add_timer(&d->throttle, wait);
+            return;
+        }
+
         d->addr++;
 
         rc = ngx_event_connect_peer(&d->peer);
+
+        if (rc == NGX_ERROR || rc == NGX_DECLINED || rc == NGX_BUSY) {
+            ngx_relay_shape_disconnect(d->conf->policy->limits_zone,
+                                       &d->shape_key);
+        }
 
         if (rc == NGX_ERROR && d->negress) {
 
@@ -1261,11 +1393,17 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
                                       2 * NGX_RELAY_DELIVERY_CHUNK + 16);
         sc->host.data = ngx_pstrdup(pool, &d->host);
         sc->host.len = d->host.len;
+        sc->shape_key.data = ngx_pstrdup(pool, &d->shape_key);
+        sc->shape_key.len = d->shape_key.len;
+        sc->shaped = 1;
     }
 
     if (sc == NULL || sc->in == NULL || sc->out == NULL
-        || sc->host.data == NULL)
+        || sc->host.data == NULL || sc->shape_key.data == NULL)
     {
+        ngx_relay_shape_disconnect(d->conf->policy->limits_zone,
+                                   &d->shape_key);
+
         if (pool) {
             ngx_destroy_pool(pool);
         }
@@ -1567,6 +1705,10 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
     ngx_relay_dest_t  *dst;
 
     code = d->rp.code;
+
+    if (code >= 400 && d->backoff_reply.len) {
+        ngx_relay_delivery_backoff_reply(d);
+    }
 
     switch (d->state) {
 

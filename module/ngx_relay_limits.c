@@ -39,9 +39,33 @@ typedef struct {
 } ngx_relay_limit_slot_t;
 
 
+#define NGX_RELAY_SHAPE_COLUMNS      32
+#define NGX_RELAY_SHAPE_SLOW_FACTOR  10
+
+
+/*
+ * A destination's shaping state.  Open connections are counted per worker
+ * process in a column of its own, so that a worker that died leaves
+ * nothing behind: the worker that takes its column over clears it.
+ */
+
+typedef struct {
+    uint64_t                  key;
+    time_t                    used;
+    time_t                    minute;        /* start of the current one */
+    uint32_t                  messages;      /* started this minute */
+    uint32_t                  connects;      /* opened this minute */
+    time_t                    slow_until;
+    uint16_t                  conns[NGX_RELAY_SHAPE_COLUMNS];
+} ngx_relay_shape_slot_t;
+
+
 typedef struct {
     ngx_uint_t                nslots;
     ngx_relay_limit_slot_t   *slots;
+    ngx_uint_t                nshapes;
+    ngx_relay_shape_slot_t   *shapes;
+    ngx_pid_t                 columns[NGX_RELAY_SHAPE_COLUMNS];
 } ngx_relay_limit_table_t;
 
 
@@ -133,13 +157,18 @@ ngx_relay_limits_init_zone(ngx_shm_zone_t *zone, void *data)
         return NGX_ERROR;
     }
 
-    /* half the zone: the slab allocator keeps its own pages */
+    ngx_memzero(t, sizeof(ngx_relay_limit_table_t));
 
-    t->nslots = zone->shm.size / 2 / sizeof(ngx_relay_limit_slot_t);
+    /* a quarter each: the slab allocator keeps its own pages */
+
+    t->nslots = zone->shm.size / 4 / sizeof(ngx_relay_limit_slot_t);
+    t->nshapes = zone->shm.size / 4 / sizeof(ngx_relay_shape_slot_t);
 
     t->slots = ngx_slab_calloc(shpool,
                                t->nslots * sizeof(ngx_relay_limit_slot_t));
-    if (t->slots == NULL) {
+    t->shapes = ngx_slab_calloc(shpool,
+                                t->nshapes * sizeof(ngx_relay_shape_slot_t));
+    if (t->slots == NULL || t->shapes == NULL) {
         return NGX_ERROR;
     }
 
@@ -474,4 +503,292 @@ ngx_relay_limit_slot(ngx_relay_limit_table_t *t, ngx_relay_limit_hit_t *hit,
     s->expires = 0;                     /* reset by the caller */
 
     return s;
+}
+
+
+/* ---------------------------------------------------------------- shaping */
+
+
+static ngx_int_t  ngx_relay_shape_column = -1;
+
+
+/* this process's column: a free one, or one whose process is gone */
+
+ngx_int_t
+ngx_relay_shape_init_worker(ngx_shm_zone_t *zone)
+{
+    ngx_uint_t                i, c;
+    ngx_pid_t                 pid;
+    ngx_slab_pool_t          *shpool;
+    ngx_relay_limit_table_t  *t;
+
+    if (zone == NULL) {
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+    t = zone->data;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    for (c = 0; c < NGX_RELAY_SHAPE_COLUMNS; c++) {
+        pid = t->columns[c];
+
+        if (pid == 0 || (kill(pid, 0) == -1 && ngx_errno == NGX_ESRCH)) {
+            break;
+        }
+    }
+
+    if (c < NGX_RELAY_SHAPE_COLUMNS) {
+        t->columns[c] = ngx_pid;
+
+        for (i = 0; i < t->nshapes; i++) {
+            t->shapes[i].conns[c] = 0;
+        }
+
+        ngx_relay_shape_column = c;
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    if (c == NGX_RELAY_SHAPE_COLUMNS) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "relay shaping: more than %d worker processes, "
+                      "connections of this one are not counted",
+                      NGX_RELAY_SHAPE_COLUMNS);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The destination's slot, found or taken; under the lock.  A full table
+ * (no slot idle for two minutes among the probes) shapes nothing: mail is
+ * never held up for want of memory.
+ */
+
+static ngx_relay_shape_slot_t *
+ngx_relay_shape_slot(ngx_relay_limit_table_t *t, ngx_str_t *key, time_t now)
+{
+    uint64_t                 k;
+    ngx_uint_t               i, c, open;
+    ngx_relay_shape_slot_t  *s, *free;
+
+    k = ((uint64_t) ngx_crc32_long(key->data, key->len) << 32
+         | ngx_murmur_hash2(key->data, key->len)) | 1;
+
+    free = NULL;
+
+    for (i = 0; i < NGX_RELAY_LIMIT_PROBES; i++) {
+        s = &t->shapes[(k + i) % t->nshapes];
+
+        if (s->key == k) {
+            s->used = now;
+            return s;
+        }
+
+        if (free || (s->key != 0 && s->used + 120 > now)) {
+            continue;
+        }
+
+        for (open = 0, c = 0; c < NGX_RELAY_SHAPE_COLUMNS; c++) {
+            open += s->conns[c];
+        }
+
+        if (open == 0 && s->slow_until <= now) {
+            free = s;
+        }
+    }
+
+    if (free) {
+        ngx_memzero(free, sizeof(ngx_relay_shape_slot_t));
+        free->key = k;
+        free->used = now;
+    }
+
+    return free;
+}
+
+
+static void
+ngx_relay_shape_roll(ngx_relay_shape_slot_t *s, time_t now)
+{
+    if (s->minute + 60 <= now) {
+        s->minute = now - now % 60;
+        s->messages = 0;
+        s->connects = 0;
+    }
+}
+
+
+ngx_int_t
+ngx_relay_shape_connect(ngx_shm_zone_t *zone, ngx_str_t *key,
+    ngx_relay_shape_limits_t *l, ngx_msec_t *wait)
+{
+    time_t                    now;
+    ngx_int_t                 rc;
+    ngx_uint_t                c, open, limit;
+    ngx_slab_pool_t          *shpool;
+    ngx_relay_shape_slot_t   *s;
+    ngx_relay_limit_table_t  *t;
+
+    if (zone == NULL || ngx_relay_shape_column < 0) {
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+    t = zone->data;
+    now = ngx_time();
+    rc = NGX_OK;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    s = ngx_relay_shape_slot(t, key, now);
+
+    if (s) {
+        ngx_relay_shape_roll(s, now);
+
+        for (open = 0, c = 0; c < NGX_RELAY_SHAPE_COLUMNS; c++) {
+            open += s->conns[c];
+        }
+
+        limit = (s->slow_until > now) ? 1 : l->connections;
+
+        if (limit && open >= limit) {
+            *wait = 200;                /* a connection may close soon */
+            rc = NGX_BUSY;
+
+        } else if (l->connections_per_minute
+                   && s->connects >= l->connections_per_minute)
+        {
+            *wait = (s->minute + 60 - now) * 1000;
+            rc = NGX_BUSY;
+
+        } else {
+            s->conns[ngx_relay_shape_column]++;
+            s->connects++;
+        }
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return rc;
+}
+
+
+void
+ngx_relay_shape_disconnect(ngx_shm_zone_t *zone, ngx_str_t *key)
+{
+    ngx_slab_pool_t          *shpool;
+    ngx_relay_shape_slot_t   *s;
+    ngx_relay_limit_table_t  *t;
+
+    if (zone == NULL || ngx_relay_shape_column < 0) {
+        return;
+    }
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+    t = zone->data;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    s = ngx_relay_shape_slot(t, key, ngx_time());
+
+    if (s && s->conns[ngx_relay_shape_column]) {
+        s->conns[ngx_relay_shape_column]--;
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+}
+
+
+/* in slow mode, a tenth of the usual rate, and at least one a minute */
+
+ngx_int_t
+ngx_relay_shape_message(ngx_shm_zone_t *zone, ngx_str_t *key,
+    ngx_relay_shape_limits_t *l, ngx_msec_t *wait, ngx_uint_t *slow)
+{
+    time_t                    now, until;
+    ngx_int_t                 rc;
+    ngx_uint_t                limit;
+    ngx_slab_pool_t          *shpool;
+    ngx_relay_shape_slot_t   *s;
+    ngx_relay_limit_table_t  *t;
+
+    *slow = 0;
+
+    if (zone == NULL) {
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+    t = zone->data;
+    now = ngx_time();
+    rc = NGX_OK;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    s = ngx_relay_shape_slot(t, key, now);
+
+    if (s) {
+        ngx_relay_shape_roll(s, now);
+
+        limit = l->messages_per_minute;
+
+        if (s->slow_until > now) {
+            *slow = 1;
+            limit = ngx_max(limit / NGX_RELAY_SHAPE_SLOW_FACTOR, 1);
+        }
+
+        if (limit && s->messages >= limit) {
+
+            /* the next minute, or the end of the slow mode if sooner */
+
+            until = s->minute + 60;
+
+            if (*slow && s->slow_until < until) {
+                until = s->slow_until;
+            }
+
+            *wait = (until - now) * 1000;
+            rc = NGX_BUSY;
+
+        } else {
+            s->messages++;
+        }
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return rc;
+}
+
+
+void
+ngx_relay_shape_slow_down(ngx_shm_zone_t *zone, ngx_str_t *key,
+    time_t seconds)
+{
+    time_t                    now;
+    ngx_slab_pool_t          *shpool;
+    ngx_relay_shape_slot_t   *s;
+    ngx_relay_limit_table_t  *t;
+
+    if (zone == NULL) {
+        return;
+    }
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+    t = zone->data;
+    now = ngx_time();
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    s = ngx_relay_shape_slot(t, key, now);
+
+    if (s) {
+        s->slow_until = now + seconds;
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
 }

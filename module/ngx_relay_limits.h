@@ -60,4 +60,27 @@ ngx_int_t ngx_relay_limits_count(ngx_shm_zone_t *zone, ngx_array_t *fleet,
     u_char *why, size_t len);
 
 
+/*
+ * Outbound shaping of a destination (a pool and a domain), shared by the
+ * workers: connections open, connections and messages started this minute,
+ * and a slow mode after a reply asked for it.  NGX_BUSY: not now, try
+ * again in *wait milliseconds.
+ */
+
+typedef struct {
+    ngx_uint_t                connections;   /* 0: no limit */
+    ngx_uint_t                connections_per_minute;
+    ngx_uint_t                messages_per_minute;
+} ngx_relay_shape_limits_t;
+
+ngx_int_t ngx_relay_shape_init_worker(ngx_shm_zone_t *zone);
+ngx_int_t ngx_relay_shape_connect(ngx_shm_zone_t *zone, ngx_str_t *key,
+    ngx_relay_shape_limits_t *l, ngx_msec_t *wait);
+void ngx_relay_shape_disconnect(ngx_shm_zone_t *zone, ngx_str_t *key);
+ngx_int_t ngx_relay_shape_message(ngx_shm_zone_t *zone, ngx_str_t *key,
+    ngx_relay_shape_limits_t *l, ngx_msec_t *wait, ngx_uint_t *slow);
+void ngx_relay_shape_slow_down(ngx_shm_zone_t *zone, ngx_str_t *key,
+    time_t seconds);
+
+
 #endif /* _NGX_RELAY_LIMITS_H_INCLUDED_ */

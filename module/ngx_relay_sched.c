@@ -1019,7 +1019,7 @@ ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx)
     size_t               len;
     time_t               now, backoff;
     ngx_str_t            domain;
-    ngx_uint_t           i, deferred;
+    ngx_uint_t           i, deferred, tried;
     ngx_relay_retry_t    retry;
     ngx_thread_task_t   *task;
     ngx_relay_dest_t    *dst;
@@ -1031,8 +1031,20 @@ ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx)
     now = ngx_time();
     deferred = 0;
 
-    ctx->attempts = ctx->queued.attempts + 1;
     ctx->next = 0;
+
+    /*
+     * Recipients held back by shaping were not tried: when nothing else
+     * was, the attempt does not count, and they never expire for it.
+     */
+
+    tried = 0;
+
+    for (i = 0; i < ctx->ndests; i++) {
+        tried += !ctx->dests[i].throttled;
+    }
+
+    ctx->attempts = ctx->queued.attempts + (tried ? 1 : 0);
 
     /* each recipient by its domain's retry policy; the soonest retry wins */
 
@@ -1040,6 +1052,15 @@ ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx)
         dst = &ctx->dests[i];
 
         if (dst->status != NGX_RELAY_DELIVERY_DEFERRED) {
+            continue;
+        }
+
+        if (dst->throttled) {
+            if (ctx->next == 0 || dst->retry_at < ctx->next) {
+                ctx->next = dst->retry_at;
+            }
+
+            deferred++;
             continue;
         }
 

@@ -635,7 +635,8 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_size_value(rmcf->limit_zone_size, 1024 * 1024);
 
-    if ((rmcf->policy.limits || rmcf->control.address.len)
+    if ((rmcf->policy.limits || rmcf->control.address.len
+         || rmcf->delivery == 1)
         && ngx_relay_limits_add_zone(cf, rmcf->limit_zone_size,
                                      &rmcf->policy.limits_zone,
                                      &ngx_stream_relay_module)
@@ -1514,6 +1515,8 @@ ngx_stream_relay_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_stream_relay_sched = sc;
+
+    (void) ngx_relay_shape_init_worker(rmcf->policy.limits_zone);
 
     if (ngx_relay_control_init_process(&rmcf->control, &rmcf->policy, sc,
                                        cycle)
