@@ -34,6 +34,8 @@
 #   RELAY_SO       module path (default: <repo>/build/objs/ngx_stream_relay_module.so)
 #   RELAY_WORKERS  worker_processes (default 2)
 #   RELAY_THREADS  thread_pool threads (default 32)
+#   RELAY_STREAM_EXTRA  more stream{} lines (e.g. delivery directives)
+#   RELAY_LOG_LEVEL     error_log level of the relay (default notice)
 #   PF_LOG         file (default: Postfix logs to DIR/maillog via postlogd)
 #                  or none (maillog_file unset; no syslog here, so nothing)
 
@@ -240,7 +242,7 @@ load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 load_module $dir/modules/ngx_stream_relay_module.so;
 worker_processes $RELAY_WORKERS;
 worker_rlimit_nofile $RELAY_NOFILE;
-error_log logs/error.log notice;
+error_log logs/error.log ${RELAY_LOG_LEVEL:-notice};
 pid logs/nginx.pid;
 thread_pool relay threads=$RELAY_THREADS;
 events { worker_connections 20000; }
@@ -250,6 +252,7 @@ stream {
     relay_maildir maildir;
     relay_hostname relay.test;
     relay_local_domain example.test;
+${RELAY_STREAM_EXTRA:-}
     server {
         listen 127.0.0.1:$port backlog=4096;
         relay_smtp;

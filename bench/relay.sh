@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+#
+# bench/relay.sh: end-to-end relaying, our relay vs. a private Postfix.
+#
+# smtp-source -> server -> smtp-sink, for a remote domain (remote.test)
+# routed to the sink: the relay with relay_route remote.test
+# [127.0.0.1]:SINK_PORT (relay_delivery on), Postfix with relayhost =
+# [127.0.0.1]:SINK_PORT (lib.sh "sink" mode, its defaults otherwise:
+# durable queue, connection cache on demand, 20 per destination).  Same
+# machine, same run, spools on the same fresh file system.  For each
+# message size: the relay with relay_connection_reuse on, then off, then
+# Postfix.  Prints per run:
+#   accepted    COUNT / time smtp-source took (all "250"s)
+#   end-to-end  COUNT / time until the last message left the queue (the
+#               sink has them all: both servers remove a queue file only
+#               after the sink's "250")
+#   server CPU per message and the msgs/s one core gives at that cost
+# then the ratios relay/Postfix.
+#
+# Usage: bench/relay.sh [-s SESSIONS] [-m COUNT] [-l SIZES]
+#   -s  parallel smtp-source sessions   (env CONC, default 20)
+#   -m  messages per run                (env COUNT, default 5000)
+#   -l  message sizes, comma-separated  (env SIZES, default 4096,102400)
+# Env: RUN_TIMEOUT (s per run, default 300), RELAY_PORT (2525), PF_PORT
+# (2526), SINK_PORT (2600), KEEP=1 keeps the work dir, BENCH_FS (lib.sh).
+# Runs in a private loopback-only network namespace (lib.sh).
+
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+
+CONC=${CONC:-20}
+COUNT=${COUNT:-5000}
+SIZES=${SIZES:-4096,102400}
+while getopts 's:m:l:h' opt; do
+    case $opt in
+    s) CONC=$OPTARG ;;
+    m) COUNT=$OPTARG ;;
+    l) SIZES=$OPTARG ;;
+    *) sed -n '3,/^$/s/^# \{0,1\}//p' "$0"; exit 2 ;;
+    esac
+done
+export CONC COUNT SIZES
+
+bench_netns_reexec "$0" "$@"
+
+RUN_TIMEOUT=${RUN_TIMEOUT:-300}
+RELAY_PORT=${RELAY_PORT:-2525}
+PF_PORT=${PF_PORT:-2526}
+SINK_PORT=${SINK_PORT:-2600}
+KEEP=${KEEP:-0}
+
+work=$(mktemp -d /var/tmp/relay-e2e.XXXXXX)
+chmod 755 "$work"
+root=$work
+
+cleanup() {
+    local rc=$?
+    [ "$rc" -ne 0 ] && bench_dump_logs "$root/relay" "$root/postfix"
+    relay_stop "$root/relay" 2>/dev/null || true
+    pf_stop "$root/postfix" 2>/dev/null || true
+    sink_stop "$root/sink" 2>/dev/null || true
+    [ "$KEEP" = 1 ] || bench_trash_empty "$root/relay" "$root/postfix" "$root"
+    bench_fs_teardown "$work"
+    if [ "$KEEP" != 1 ]; then rm -rf "$work"; sync; else bench_log "kept $work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+relay_in_queue() { find "$1/spool/queue" -type f 2>/dev/null | wc -l; }
+
+# run NAME PORT QUEUED_FN DIR SIZE: one timed run on clean spools; sets
+# acc e2e cpu_us
+run() {
+    local name=$1 port=$2 queued_fn=$3 dir=$4 size=$5 pid t0 t1 t2 s0 s1 q
+    pid=$([ "$name" = postfix ] && pf_pid "$dir" || relay_pid "$dir")
+    s0=$(tree_cpu "$pid")
+    t0=$(date +%s.%N)
+    timeout "$RUN_TIMEOUT" /usr/sbin/smtp-source -s "$CONC" -m "$COUNT" \
+        -l "$size" -M client.test -f sender@client.test \
+        -t rcpt@remote.test "127.0.0.1:$port" >"$work/source.out" 2>&1 \
+        || { cat "$work/source.out" >&2; bench_die "smtp-source failed"; }
+    t1=$(date +%s.%N)
+    while q=$("$queued_fn" "$dir"); [ "$q" -gt 0 ]; do
+        if awk -v t0="$t0" -v now="$(date +%s.%N)" -v m="$RUN_TIMEOUT" \
+               'BEGIN { exit !(now - t0 > m) }'; then
+            bench_die "$name: $q messages still queued after ${RUN_TIMEOUT}s"
+        fi
+        sleep 0.05
+    done
+    t2=$(date +%s.%N)
+    s1=$(tree_cpu "$pid")
+    acc=$(awk -v n="$COUNT" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", n / (b - a)}')
+    e2e=$(awk -v n="$COUNT" -v a="$t0" -v b="$t2" 'BEGIN {printf "%.1f", n / (b - a)}')
+    cpu_us=$(awk -v n="$COUNT" -v a="$s0" -v b="$s1" 'BEGIN {printf "%.0f", 1e6 * (b - a) / n}')
+    printf '  %-16s accepted %8.1f msgs/s  end-to-end %8.1f msgs/s  server CPU %6d us/msg = %6.0f msgs/s per core\n' \
+        "$name" "$acc" "$e2e" "$cpu_us" "$(awk -v c="$cpu_us" 'BEGIN {print c ? 1e6 / c : 0}')"
+}
+
+root=$(bench_fs_setup "$work")
+fs_settle "$root"
+sink_start "$root/sink" "$SINK_PORT"
+
+printf 'relay.sh: %d messages a run, %d sessions, one connection per message from smtp-source, sizes %s, spools on %s; %d cores, load average %s\n' \
+    "$COUNT" "$CONC" "$SIZES" \
+    "$(df --output=fstype,source "$root" | tail -1 | tr -s ' ' | sed 's/^ //')" \
+    "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+
+summary=()
+IFS=, read -r -a sizes <<< "$SIZES"
+for size in "${sizes[@]}"; do
+    echo "size $size bytes:"
+    declare -A A E C
+    for reuse in on off; do
+        export RELAY_STREAM_EXTRA="    relay_delivery on;
+    relay_resolver 127.0.0.1:1;
+    relay_route remote.test [127.0.0.1]:$SINK_PORT;
+    relay_connection_reuse $reuse;"
+        relay_clean "$root/relay" "$RELAY_PORT" 2>/dev/null
+        run "relay-reuse-$reuse" "$RELAY_PORT" relay_in_queue "$root/relay" "$size"
+        A[r$reuse]=$acc E[r$reuse]=$e2e C[r$reuse]=$cpu_us
+        if grep -E '\[(alert|crit|emerg)\]' "$root/relay/logs/error.log" >/dev/null; then
+            bench_log "relay error.log has alerts:"
+            grep -E '\[(alert|crit|emerg)\]' "$root/relay/logs/error.log" | head -5 >&2
+        fi
+        relay_stop "$root/relay"
+    done
+    pf_clean "$root/postfix" "$PF_PORT" sink "$SINK_PORT" 2>/dev/null
+    run postfix "$PF_PORT" pf_queued "$root/postfix" "$size"
+    A[pf]=$acc E[pf]=$e2e C[pf]=$cpu_us
+    pf_stop "$root/postfix"
+    for reuse in on off; do
+        summary+=("$(awk -v s="$size" -v r="$reuse" -v a="${A[r$reuse]}" -v pa="${A[pf]}" \
+            -v e="${E[r$reuse]}" -v pe="${E[pf]}" -v c="${C[r$reuse]}" 'BEGIN {
+            printf "%7d B, reuse %-3s: accepted relay/postfix %.2f, end-to-end relay/postfix %.2f (target >= 2: %s), relay %.0f msgs/s per core%s",
+                s, r, a / pa, e / pe, (e / pe >= 2) ? "PASS" : "FAIL", c ? 1e6 / c : 0,
+                (s >= 102400) ? ((c && 1e6 / c >= 230) ? " (target >= 230: PASS)" : " (target >= 230: FAIL)") : "" }')")
+    done
+    unset A E C
+done
+
+echo "----"
+printf '%s\n' "${summary[@]}"
