@@ -184,14 +184,22 @@ static ngx_relay_policy_t   *ngx_relay_control_policy;
 /* ------------------------------------------------------------ config */
 
 
+/*
+ * Every zone starts with nginx's slab pool, whose mutex the master unlocks
+ * for a worker that exits: the snapshot lives in one large slab
+ * allocation, pointed to by the pool's data.
+ */
+
 static ngx_int_t
 ngx_relay_control_init_zone(ngx_shm_zone_t *zone, void *data)
 {
     ngx_relay_control_conf_t  *ccf = zone->data;
 
+    size_t                   size;
+    ngx_slab_pool_t         *shpool;
     ngx_relay_policy_shm_t  *shm;
 
-    shm = (ngx_relay_policy_shm_t *) zone->shm.addr;
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
 
     if (data) {
         zone->data = data;              /* a reload: keep what is there */
@@ -204,9 +212,30 @@ ngx_relay_control_init_zone(ngx_shm_zone_t *zone, void *data)
         return NGX_OK;
     }
 
+    /* as much as the slab allocator can give in one piece */
+
+    shm = NULL;
+
+    for (size = zone->shm.size - 4 * ngx_pagesize;
+         size > 16 * ngx_pagesize;
+         size -= ngx_pagesize)
+    {
+        shm = ngx_slab_alloc(shpool, size);
+        if (shm) {
+            break;
+        }
+    }
+
+    if (shm == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, zone->shm.log, 0,
+                      "relay control zone too small");
+        return NGX_ERROR;
+    }
+
     ngx_memzero(shm, offsetof(ngx_relay_policy_shm_t, data));
-    shm->size = zone->shm.size - offsetof(ngx_relay_policy_shm_t, data);
+    shm->size = size - offsetof(ngx_relay_policy_shm_t, data);
     shm->started = ngx_time();
+    shpool->data = shm;
 
     (void) ngx_relay_policy_load_file(shm, &ccf->state, zone->shm.log);
 

@@ -112,8 +112,10 @@ typedef struct {
     unsigned                     starttls:1;
     unsigned                     tls:1;
     unsigned                     pipelining:1;
+    unsigned                     verified:1;   /* chain and name checked */
     unsigned                     shaped:1;     /* counted as open */
     ngx_str_t                    shape_key;
+    ngx_str_t                    hop;          /* made for: see hop_id() */
     u_char                       relay[NGX_SOCKADDR_STRLEN + 300];
     size_t                       relay_len;
 } ngx_relay_smtp_conn_t;
@@ -192,6 +194,9 @@ struct ngx_relay_delivery_s {
     unsigned                     no_cache:1;
     unsigned                     waiting:1;
     unsigned                     tried:1;        /* tried_host, from cache */
+    unsigned                     tls_required:1; /* relay_tls_policy */
+    unsigned                     tls_verify:1;
+    unsigned                     verified:1;
     ngx_str_t                    tried_host;
     in_port_t                    tried_port;
 
@@ -220,6 +225,10 @@ static void ngx_relay_delivery_destination_free(ngx_relay_delivery_conf_t *dc,
     ngx_relay_destination_t *dest);
 static ngx_relay_smtp_conn_t *ngx_relay_delivery_cached(
     ngx_relay_delivery_t *d, ngx_str_t *host, in_port_t port);
+static size_t ngx_relay_delivery_hop_id(ngx_relay_delivery_t *d,
+    ngx_relay_hop_t *h, u_char *buf, size_t len);
+static ngx_uint_t ngx_relay_delivery_own_hop(ngx_relay_delivery_t *d,
+    ngx_str_t *id);
 static void ngx_relay_delivery_reuse(ngx_relay_delivery_t *d,
     ngx_relay_smtp_conn_t *sc);
 static void ngx_relay_delivery_release(ngx_relay_delivery_t *d);
@@ -247,6 +256,8 @@ static void ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_start_tls(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_tls_handshaked(ngx_connection_t *c);
 static ngx_int_t ngx_relay_delivery_literal_name(ngx_str_t *host);
+static void ngx_relay_delivery_tls_policy(ngx_relay_delivery_t *d);
+static ngx_int_t ngx_relay_delivery_verify(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_mail(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_read_chunk(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_chunk_thread(void *data, ngx_log_t *log);
@@ -305,6 +316,8 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     d->ndests = ndests;
     d->handler = handler;
     d->data = data;
+
+    ngx_relay_delivery_tls_policy(d);
 
     d->chunk = ngx_pnalloc(pool, NGX_RELAY_DELIVERY_CHUNK);
     d->task = ngx_thread_task_alloc(pool, 0);
@@ -732,6 +745,46 @@ ngx_relay_delivery_destination_free(ngx_relay_delivery_conf_t *dc,
  * port, or (host NULL) to any of the domain's own hosts.
  */
 
+/*
+ * Which hop a connection was made for: "[host]:port" or "host:port" (MX),
+ * the route's own words.  A cached connection serves the domain only while
+ * its hop is still one of the domain's: after a route change, connections
+ * to the old next hop are left to idle out.
+ */
+
+static size_t
+ngx_relay_delivery_hop_id(ngx_relay_delivery_t *d, ngx_relay_hop_t *h,
+    u_char *buf, size_t len)
+{
+    return ngx_snprintf(buf, len, h->mx ? "%V:%d" : "[%V]:%d", &h->host,
+                        (int) (h->port ? h->port
+                                       : d->conf->policy->smtp_port))
+           - buf;
+}
+
+
+static ngx_uint_t
+ngx_relay_delivery_own_hop(ngx_relay_delivery_t *d, ngx_str_t *id)
+{
+    u_char            buf[NGX_MAXHOSTNAMELEN + 16];
+    size_t            n;
+    ngx_uint_t        i;
+    ngx_relay_hop_t  *h;
+
+    h = d->hops.elts;
+
+    for (i = 0; i < d->own_hops; i++) {
+        n = ngx_relay_delivery_hop_id(d, &h[i], buf, sizeof(buf));
+
+        if (n == id->len && ngx_strncasecmp(buf, id->data, n) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 static ngx_relay_smtp_conn_t *
 ngx_relay_delivery_cached(ngx_relay_delivery_t *d, ngx_str_t *host,
     in_port_t port)
@@ -749,12 +802,15 @@ ngx_relay_delivery_cached(ngx_relay_delivery_t *d, ngx_str_t *host,
     {
         sc = ngx_queue_data(q, ngx_relay_smtp_conn_t, queue);
 
-        if (sc->dest != d->dest) {
+        if (sc->dest != d->dest
+            || (d->tls_required && !sc->tls)
+            || (d->tls_verify && !sc->verified))
+        {
             continue;
         }
 
         if (host == NULL) {
-            if (sc->own) {
+            if (sc->own && ngx_relay_delivery_own_hop(d, &sc->hop)) {
                 return sc;
             }
 
@@ -812,6 +868,7 @@ ngx_relay_delivery_reuse(ngx_relay_delivery_t *d, ngx_relay_smtp_conn_t *sc)
     d->starttls = sc->starttls;
     d->tls = sc->tls;
     d->pipelining = sc->pipelining;
+    d->verified = sc->verified;
     d->reused = 1;
     d->txns = 0;
 
@@ -867,6 +924,7 @@ ngx_relay_delivery_release(ngx_relay_delivery_t *d)
     sc->starttls = d->starttls;
     sc->tls = d->tls;
     sc->pipelining = d->pipelining;
+    sc->verified = d->verified;
 
     sc->dest->idle++;
     ngx_queue_insert_head(&dc->idle, &sc->queue);
@@ -1396,10 +1454,19 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
         sc->shape_key.data = ngx_pstrdup(pool, &d->shape_key);
         sc->shape_key.len = d->shape_key.len;
         sc->shaped = 1;
+
+        sc->hop.data = ngx_pnalloc(pool, NGX_MAXHOSTNAMELEN + 16);
+
+        if (sc->hop.data && d->hop && d->hop <= d->hops.nelts) {
+            sc->hop.len = ngx_relay_delivery_hop_id(d,
+                              (ngx_relay_hop_t *) d->hops.elts + d->hop - 1,
+                              sc->hop.data, NGX_MAXHOSTNAMELEN + 16);
+        }
     }
 
     if (sc == NULL || sc->in == NULL || sc->out == NULL
-        || sc->host.data == NULL || sc->shape_key.data == NULL)
+        || sc->host.data == NULL || sc->shape_key.data == NULL
+        || sc->hop.data == NULL)
     {
         ngx_relay_shape_disconnect(d->conf->policy->limits_zone,
                                    &d->shape_key);
@@ -1441,6 +1508,7 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
     d->starttls = 0;
     d->tls = 0;
     d->pipelining = 0;
+    d->verified = 0;
     d->reused = 0;
     d->txns = 0;
     d->size_limit = 0;
@@ -1743,11 +1811,27 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
             return;
         }
 
+        if (d->tls_required && !d->tls) {
+            ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required for "
+                                           "%V, but the server does not "
+                                           "offer STARTTLS", &d->domain);
+            return;
+        }
+
         ngx_relay_delivery_mail(d);
         return;
 
     case ngx_relay_dst_starttls:
         if (code != 220) {
+            if (d->tls_required) {
+                ngx_relay_delivery_remember(d);
+                ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required "
+                                               "for %V, but STARTTLS was "
+                                               "refused: %*s", &d->domain,
+                                               d->error_len, d->error);
+                return;
+            }
+
             /* offered but refused: carry on in plaintext */
             ngx_relay_delivery_mail(d);
             return;
@@ -1761,6 +1845,13 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
             ngx_relay_delivery_remember(d);
             ngx_relay_delivery_host_failed(d, "4.0.0", "HELO: %*s",
                                            d->error_len, d->error);
+            return;
+        }
+
+        if (d->tls_required) {
+            ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required for "
+                                           "%V, but the server does not "
+                                           "speak ESMTP", &d->domain);
             return;
         }
 
@@ -2076,7 +2167,14 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
     c->write->handler = ngx_relay_delivery_write_handler;
 
     if (!c->ssl->handshaked) {
-        ngx_relay_delivery_host_failed(d, "4.7.0", "TLS handshake failed");
+        ngx_relay_delivery_host_failed(d, d->tls_required ? "4.7.5" : "4.7.0",
+                                       "TLS handshake failed%s",
+                                       d->tls_required ? " and TLS is "
+                                       "required" : "");
+        return;
+    }
+
+    if (d->tls_verify && ngx_relay_delivery_verify(d) != NGX_OK) {
         return;
     }
 
@@ -2093,6 +2191,107 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
     d->state = ngx_relay_dst_ehlo;
     ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
     (void) ngx_relay_delivery_command(d, "EHLO %V", &d->ehlo);
+}
+
+
+/* relay_tls_policy: the longest pattern matching the domain */
+
+static void
+ngx_relay_delivery_tls_policy(ngx_relay_delivery_t *d)
+{
+    size_t                   best;
+    ngx_str_t               *dom, *pat;
+    ngx_uint_t               i, match;
+    ngx_relay_tls_policy_t  *tp, *found;
+
+    if (d->conf->tls_policies == NULL) {
+        return;
+    }
+
+    dom = &d->domain;
+    tp = d->conf->tls_policies->elts;
+    found = NULL;
+    best = 0;
+
+    for (i = 0; i < d->conf->tls_policies->nelts; i++) {
+        pat = &tp[i].pattern;
+
+        if (pat->len == 1 && pat->data[0] == '*') {
+            match = 1;
+
+        } else if (pat->data[0] == '.') {
+            /* ".example.com": the domain and its subdomains */
+            match = (dom->len + 1 == pat->len
+                     && ngx_strncasecmp(dom->data, pat->data + 1, dom->len)
+                        == 0)
+                    || (dom->len > pat->len
+                        && ngx_strncasecmp(dom->data + dom->len - pat->len,
+                                           pat->data, pat->len) == 0);
+
+        } else {
+            match = (dom->len == pat->len
+                     && ngx_strncasecmp(dom->data, pat->data, dom->len) == 0);
+        }
+
+        if (match && (found == NULL || pat->len > best)) {
+            found = &tp[i];
+            best = pat->len;
+        }
+    }
+
+    if (found) {
+        d->tls_required = found->required;
+        d->tls_verify = found->verify;
+    }
+}
+
+
+/*
+ * relay_tls_policy ... verify: the chain against
+ * relay_tls_trusted_certificate, and the name against the MX host name
+ * (RFC 6125 via ngx_ssl_check_host); a failure fails the host with 4.7.5.
+ */
+
+static ngx_int_t
+ngx_relay_delivery_verify(ngx_relay_delivery_t *d)
+{
+    long               rc;
+    X509              *cert;
+    ngx_connection_t  *c;
+
+    c = d->connection;
+
+    cert = SSL_get_peer_certificate(c->ssl->connection);
+
+    if (cert == NULL) {
+        ngx_relay_delivery_host_failed(d, "4.7.5", "TLS verification for "
+                                       "%V: the server sent no certificate",
+                                       &d->domain);
+        return NGX_ERROR;
+    }
+
+    X509_free(cert);
+
+    rc = SSL_get_verify_result(c->ssl->connection);
+
+    if (rc != X509_V_OK) {
+        ngx_relay_delivery_host_failed(d, "4.7.5", "TLS verification for "
+                                       "%V: certificate of %V not trusted: "
+                                       "(%l) %s", &d->domain, &d->host, rc,
+                                       X509_verify_cert_error_string(rc));
+        return NGX_ERROR;
+    }
+
+    if (ngx_ssl_check_host(c, &d->host) != NGX_OK) {
+        ngx_relay_delivery_host_failed(d, "4.7.5", "TLS verification for "
+                                       "%V: certificate does not match the "
+                                       "host name %V", &d->domain, &d->host);
+        return NGX_ERROR;
+    }
+
+    d->verified = 1;
+
+    return NGX_OK;
 }
 
 

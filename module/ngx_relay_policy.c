@@ -552,7 +552,7 @@ ngx_relay_policy_version(ngx_relay_policy_t *p)
 ngx_relay_policy_shm_t *
 ngx_relay_policy_shm(ngx_relay_policy_t *p)
 {
-    return p->zone ? (ngx_relay_policy_shm_t *) p->zone->shm.addr : NULL;
+    return p->zone ? ((ngx_slab_pool_t *) p->zone->shm.addr)->data : NULL;
 }
 
 

@@ -24,8 +24,9 @@ import pytest
 import controlharness as h
 
 TOP = Path(__file__).resolve().parents[2]
-RELAYCTL = os.environ.get("RELAYCTL",
-                          str(TOP / "build" / "controld" / "relayctl"))
+# $RELAYCTL, else next to controld (found as controlharness finds it)
+RELAYCTL = os.environ.get("RELAYCTL") or str(
+    Path(h.CONTROLD).parent / "relayctl")
 EXAMPLE = TOP / "config" / "policy.example"
 PORTS = range(25500, 26000)
 
