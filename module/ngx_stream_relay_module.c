@@ -40,6 +40,8 @@ static char *ngx_stream_relay_route(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_stream_relay_resolver(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_stream_relay_tls_policy(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_stream_relay_backoff(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_stream_relay_control(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -286,6 +288,20 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_STREAM_MAIN_CONF_OFFSET,
       offsetof(ngx_stream_relay_main_conf_t, smtp_timeout),
+      NULL },
+
+    { ngx_string("relay_tls_policy"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE23,
+      ngx_stream_relay_tls_policy,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("relay_tls_trusted_certificate"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, tls_trusted),
       NULL },
 
     { ngx_string("relay_connection_reuse"),
@@ -1021,6 +1037,54 @@ ngx_stream_relay_resolver(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* relay_tls_policy pattern required|optional [verify]; */
+
+static char *
+ngx_stream_relay_tls_policy(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_stream_relay_main_conf_t  *rmcf = conf;
+
+    ngx_str_t               *value;
+    ngx_relay_tls_policy_t  *tp;
+
+    value = cf->args->elts;
+
+    if (rmcf->tls_policies == NULL) {
+        rmcf->tls_policies = ngx_array_create(cf->pool, 4,
+                                              sizeof(ngx_relay_tls_policy_t));
+        if (rmcf->tls_policies == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    tp = ngx_array_push(rmcf->tls_policies);
+    if (tp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(tp, sizeof(ngx_relay_tls_policy_t));
+    tp->pattern = value[1];
+    ngx_strlow(tp->pattern.data, tp->pattern.data, tp->pattern.len);
+
+    if (ngx_strcmp(value[2].data, "required") == 0) {
+        tp->required = 1;
+
+    } else if (ngx_strcmp(value[2].data, "optional") != 0) {
+        return "takes \"required\" or \"optional\"";
+    }
+
+    if (cf->args->nelts == 4) {
+        if (ngx_strcmp(value[3].data, "verify") != 0) {
+            return "takes \"verify\" as its last parameter";
+        }
+
+        tp->verify = 1;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static char *
 ngx_stream_relay_backoff(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -1564,6 +1628,31 @@ ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
     {
         return NGX_ERROR;
     }
+
+    /*
+     * For relay_tls_policy ... verify: the chain is checked after the
+     * handshake (SSL_get_verify_result), so the context verifies nothing
+     * by itself and opportunistic TLS still works with any certificate.
+     */
+
+    if (rmcf->tls_trusted.len) {
+        if (ngx_conf_full_name(cycle, &rmcf->tls_trusted, 1) != NGX_OK
+            || SSL_CTX_load_verify_locations(dc->ssl->ctx,
+                                    (char *) rmcf->tls_trusted.data, NULL)
+               == 0)
+        {
+            ngx_ssl_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "relay_tls_trusted_certificate \"%V\" failed",
+                          &rmcf->tls_trusted);
+            return NGX_ERROR;
+        }
+
+    } else if (SSL_CTX_set_default_verify_paths(dc->ssl->ctx) == 0) {
+        ngx_ssl_error(NGX_LOG_WARN, cycle->log, 0,
+                      "SSL_CTX_set_default_verify_paths() failed");
+    }
+
+    dc->tls_policies = rmcf->tls_policies;
 
     dc->policy = &rmcf->policy;
     dc->thread_pool = rmcf->thread_pool;
