@@ -182,3 +182,55 @@ def test_tenant_rule(tmp_path_factory, certs, sink):
 def test_unknown_pool_in_a_rule_is_a_configuration_error():
     err = dh.nginx_t(["relay_egress_rule sender_domain x.example nosuch;"])
     assert err and 'unknown pool "nosuch"' in err, err
+
+
+# --------------------------------------------------------------------------
+# pools, rules and destination limits from the fleet policy, live
+
+
+def test_fleet_policy_pool_and_rule_without_reload(tmp_path_factory, certs,
+                                                   sink):
+    import controlharness as ch
+    work = tmp_path_factory.mktemp("egress-fleet")
+    ch.load_stubs(work / "gen")
+    pki = ch.make_certs(work / "pki", "egress")
+    ctld = ch.Controld(work / "ctld", pki).start()
+    extra = [
+        "relay_control 127.0.0.1:%d node=egress;" % ctld.port,
+        "relay_control_certificate %s/node-egress.pem;" % pki,
+        "relay_control_certificate_key %s/node-egress.key;" % pki,
+        "relay_control_trusted_certificate %s/ca.pem;" % pki,
+    ]
+    ng = h.launch(tmp_path_factory, certs, "egress-fleet-node", workers=2,
+                  stream_extra=egress_conf(sink, extra))
+    try:
+        master = ng.master_pid
+        p = ch.pb.Policy(comment="fleet egress")
+        pool = p.egress_pools.add(name="fleet", ehlo_name="fleet.example.net")
+        pool.addresses.add(address="127.0.0.48", weight=1)
+        # the fleet's rule comes before nginx.conf's .bulk.example rule
+        p.egress_rules.add(key=ch.pb.EgressRule.SENDER_DOMAIN,
+                           match="bulk.example", pool="fleet")
+        chan, admin = ctld.admin()
+        with chan:
+            v = admin.Apply(ch.pb.ApplyRequest(policy=p)).version
+        h.wait_until(lambda: ng.error_log().count(
+            "relay policy version %d in use" % v) >= 2, timeout=10,
+            what="both workers on the policy")
+
+        tag = h.unique("fe")
+        send(ng, "n@bulk.example", ["%s@egress.test" % tag], tag)
+        t = sink.wait_accepted(tag)[0]
+        assert t.peer[0] == "127.0.0.48", t.peer
+        assert t.helo == "fleet.example.net", t.helo
+
+        # nginx.conf's rules still apply where the fleet has none
+        tag = h.unique("fe")
+        send(ng, "n@x.bulk.example", ["%s@egress.test" % tag], tag)
+        t = sink.wait_accepted(tag)[0]
+        assert t.peer[0] in ("127.0.0.41", "127.0.0.42"), t.peer
+        assert ng.master_pid == master
+    finally:
+        ng.stop()
+        ctld.stop()
+    ng.assert_log_clean()
