@@ -2194,7 +2194,7 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
 }
 
 
-/* relay_tls_policy: the longest pattern matching the domain */
+/* the fleet's tls, else relay_tls_policy: the longest pattern matching */
 
 static void
 ngx_relay_delivery_tls_policy(ngx_relay_delivery_t *d)
@@ -2202,7 +2202,18 @@ ngx_relay_delivery_tls_policy(ngx_relay_delivery_t *d)
     size_t                   best;
     ngx_str_t               *dom, *pat;
     ngx_uint_t               i, match;
+    ngx_relay_tls_rule_t    *fleet;
     ngx_relay_tls_policy_t  *tp, *found;
+
+    /* the fleet policy's first */
+
+    fleet = ngx_relay_policy_tls(d->conf->policy, &d->domain);
+
+    if (fleet) {
+        d->tls_required = fleet->required;
+        d->tls_verify = fleet->verify;
+        return;
+    }
 
     if (d->conf->tls_policies == NULL) {
         return;

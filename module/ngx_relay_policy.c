@@ -318,7 +318,7 @@ ngx_relay_policy_retry(ngx_relay_policy_t *p, ngx_str_t *domain,
     retry->backoff_min = p->backoff_min;
     retry->backoff_max = p->backoff_max;
     retry->lifetime = p->lifetime;
-    retry->delay_warning = 0;
+    retry->delay_warning = p->delay_warning;
 }
 
 
@@ -488,6 +488,22 @@ ngx_relay_policy_dest_limit(ngx_relay_policy_t *p, ngx_str_t *domain)
 
     return (ngx_relay_dest_limit_t *) ngx_relay_policy_route(p->dest_limits,
                                                              domain);
+}
+
+
+/* only the fleet's: nginx.conf's relay_tls_policy is the delivery's own */
+
+ngx_relay_tls_rule_t *
+ngx_relay_policy_tls(ngx_relay_policy_t *p, ngx_str_t *domain)
+{
+    ngx_relay_policy_refresh(p);
+
+    if (p->fleet == NULL) {
+        return NULL;
+    }
+
+    return (ngx_relay_tls_rule_t *) ngx_relay_policy_route(p->fleet->tls,
+                                                           domain);
 }
 
 
@@ -883,8 +899,32 @@ ngx_relay_policy_build_dest(ngx_pool_t *pool, ngx_relay_fleet_t *fleet,
     Relay__Control__V1__Policy *pp)
 {
     size_t                                i;
+    ngx_relay_tls_rule_t                 *tr;
     ngx_relay_dest_limit_t               *dl;
     Relay__Control__V1__DestinationLimit  *d;
+
+    if (pp->n_tls) {
+        fleet->tls = ngx_array_create(pool, pp->n_tls,
+                                      sizeof(ngx_relay_tls_rule_t));
+        if (fleet->tls == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    for (i = 0; i < pp->n_tls; i++) {
+        tr = ngx_array_push(fleet->tls);
+        if (tr == NULL
+            || ngx_relay_policy_strdup(pool, &tr->pattern,
+                                       pp->tls[i]->pattern)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_strlow(tr->pattern.data, tr->pattern.data, tr->pattern.len);
+        tr->required = pp->tls[i]->required;
+        tr->verify = pp->tls[i]->verify;
+    }
 
     if (pp->n_destination_limits == 0) {
         return NGX_OK;

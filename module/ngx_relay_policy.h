@@ -76,6 +76,15 @@ typedef struct {
 } ngx_relay_dest_limit_t;
 
 
+/* the fleet's TLS policy of a destination (relay_tls_policy's twin) */
+
+typedef struct {
+    ngx_str_t                 pattern;       /* first: a route-like list */
+    ngx_uint_t                required;
+    ngx_uint_t                verify;
+} ngx_relay_tls_rule_t;
+
+
 /* per-worker counters summed into the node's status for controld */
 
 typedef struct {
@@ -126,6 +135,7 @@ typedef struct {
     ngx_array_t              *pools;         /* ngx_relay_egress_pool_t */
     ngx_array_t              *rules;         /* ngx_relay_egress_rule_t */
     ngx_array_t              *dest_limits;   /* ngx_relay_dest_limit_t */
+    ngx_array_t              *tls;           /* ngx_relay_tls_rule_t */
 } ngx_relay_fleet_t;
 
 
@@ -142,6 +152,7 @@ typedef struct {
     time_t                    backoff_min;
     time_t                    backoff_max;
     time_t                    lifetime;
+    time_t                    delay_warning; /* relay_delay_warning, 0 off */
     ngx_array_t              *limits;        /* ngx_relay_limit_t */
     ngx_shm_zone_t           *limits_zone;   /* counters; NULL: no limits */
     ngx_array_t              *pools;         /* ngx_relay_egress_pool_t */
@@ -177,6 +188,8 @@ ngx_relay_egress_pool_t *ngx_relay_policy_egress(ngx_relay_policy_t *p,
 ngx_uint_t ngx_relay_egress_order(ngx_relay_egress_pool_t *pool,
     ngx_uint_t *order);
 ngx_relay_dest_limit_t *ngx_relay_policy_dest_limit(ngx_relay_policy_t *p,
+    ngx_str_t *domain);
+ngx_relay_tls_rule_t *ngx_relay_policy_tls(ngx_relay_policy_t *p,
     ngx_str_t *domain);
 ngx_int_t ngx_relay_policy_add_pool(ngx_pool_t *pool, ngx_array_t **pools,
     ngx_str_t *name, ngx_str_t *ehlo, ngx_str_t *addrs, ngx_uint_t *weights,

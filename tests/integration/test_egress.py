@@ -229,6 +229,23 @@ def test_fleet_policy_pool_and_rule_without_reload(tmp_path_factory, certs,
         send(ng, "n@x.bulk.example", ["%s@egress.test" % tag], tag)
         t = sink.wait_accepted(tag)[0]
         assert t.peer[0] in ("127.0.0.41", "127.0.0.42"), t.peer
+
+        # the fleet's TLS policy: this sink offers no STARTTLS
+        p.tls.add(pattern="egress.test", required=True)
+        with ctld.admin()[0] as chan:
+            admin = ch.pb_grpc.AdminStub(chan)
+            v = admin.Apply(ch.pb.ApplyRequest(policy=p)).version
+        h.wait_until(lambda: ng.error_log().count(
+            "relay policy version %d in use" % v) >= 2, timeout=10,
+            what="both workers on the policy")
+        tag = h.unique("ft")
+        qid = send(ng, "n@bulk.example", ["%s@egress.test" % tag], tag)
+        h.wait_until(lambda: "%s: to=<%s@egress.test>" % (qid, tag)
+                     in ng.error_log(), what="the attempt's log line")
+        line = [l for l in ng.error_log().splitlines()
+                if "%s: to=<%s@egress.test>" % (qid, tag) in l][0]
+        assert "status=deferred" in line and "dsn=4.7." in line, line
+        assert sink.all_txns(tag) == []
         assert ng.master_pid == master
     finally:
         ng.stop()
