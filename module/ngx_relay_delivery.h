@@ -33,6 +33,8 @@ typedef struct {
     unsigned                     skip:1;       /* 4xx from this host */
     unsigned                     soft:1;       /* reply: a 4xx to RCPT */
     unsigned                     reused:1;     /* over a cached connection */
+    unsigned                     delayed:1;    /* gets a "delayed" DSN */
+    time_t                       until;        /* retried until (lifetime) */
     unsigned                     throttled:1;  /* shaped: not an attempt */
     time_t                       retry_at;     /* throttled: when */
     u_char                       dsn[12];      /* "5.1.1" */

@@ -64,6 +64,7 @@ typedef struct {
     time_t                     next;         /* next attempt to record */
     ngx_uint_t                 attempts;
     ngx_uint_t                 bounces;      /* failed, want a DSN */
+    ngx_uint_t                 delays;       /* want a "delayed" DSN */
     u_char                    *original;     /* for the DSN, malloc()ed */
     size_t                     original_len;
     ngx_err_t                  err;
@@ -100,7 +101,10 @@ static ngx_int_t ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx);
 static void ngx_relay_sched_log_remote(ngx_relay_local_ctx_t *ctx);
 static ngx_uint_t ngx_relay_sched_notify_failure(ngx_uint_t notify);
 static void ngx_relay_sched_read_original(ngx_relay_local_ctx_t *ctx);
-static void ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx);
+static void ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx,
+    ngx_uint_t delayed);
+static ngx_uint_t ngx_relay_sched_reported(ngx_relay_local_ctx_t *ctx,
+    ngx_relay_dest_t *dst, ngx_uint_t delayed);
 static ngx_uint_t ngx_relay_sched_ascii(ngx_str_t *s);
 static void ngx_relay_sched_log_results(ngx_relay_local_ctx_t *ctx,
     ngx_log_t *log);
@@ -1089,7 +1093,33 @@ ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx)
             ngx_cpystrn(dst->dsn, (u_char *) "5.4.7", 6);
         }
 
+        /*
+         * RFC 3461 4.1: one "delayed" DSN per message, after
+         * relay_delay_warning, to recipients with NOTIFY=DELAY or without
+         * NOTIFY (as Postfix's delay_warning_time does); never for <>.
+         */
+
+        dst->until = ctx->queued.arrival + retry.lifetime;
+
+        if (dst->status == NGX_RELAY_DELIVERY_DEFERRED
+            && retry.delay_warning
+            && now - ctx->queued.arrival >= retry.delay_warning
+            && !ctx->queued.delay_warned && ctx->queued.warned_offset
+            && ctx->queued.sender.len
+            && (ctx->queued.rcpts[dst->index].notify == 0
+                || (ctx->queued.rcpts[dst->index].notify
+                    & NGX_RELAY_NOTIFY_DELAY)))
+        {
+            dst->delayed = 1;
+        }
+
         deferred += (dst->status == NGX_RELAY_DELIVERY_DEFERRED);
+    }
+
+    ctx->delays = 0;
+
+    for (i = 0; i < ctx->ndests; i++) {
+        ctx->delays += ctx->dests[i].delayed;
     }
 
     if (ctx->next == 0) {
@@ -1138,7 +1168,7 @@ ngx_relay_sched_record_thread(void *data, ngx_log_t *log)
     ctx->failed = NULL;
     ctx->err = 0;
 
-    if (ctx->bounces) {
+    if (ctx->bounces || ctx->delays) {
         ngx_relay_sched_read_original(ctx);
     }
 
@@ -1184,6 +1214,16 @@ ngx_relay_sched_record_thread(void *data, ngx_log_t *log)
         return;
     }
 
+    /* synced with the rest: the delay DSN goes once, restarts or not */
+
+    if (ctx->delays
+        && ngx_relay_spool_mark_delay_warned(ctx->fd, q, &ctx->err)
+           != NGX_OK)
+    {
+        ctx->failed = "pwrite";
+        return;
+    }
+
     if (fdatasync(ctx->fd) == -1) {
         ctx->err = errno;
         ctx->failed = "fdatasync";
@@ -1211,7 +1251,11 @@ ngx_relay_sched_record_done(ngx_event_t *ev)
     }
 
     if (ctx->bounces && !ctx->failed) {
-        ngx_relay_sched_bounce(ctx);
+        ngx_relay_sched_bounce(ctx, 0);
+    }
+
+    if (ctx->delays && !ctx->failed && !ctx->removed) {
+        ngx_relay_sched_bounce(ctx, 1);
     }
 
     free(ctx->original);
@@ -1318,13 +1362,28 @@ ngx_relay_sched_read_original(ngx_relay_local_ctx_t *ctx)
 }
 
 
+static ngx_uint_t
+ngx_relay_sched_reported(ngx_relay_local_ctx_t *ctx, ngx_relay_dest_t *dst,
+    ngx_uint_t delayed)
+{
+    if (delayed) {
+        return dst->delayed;
+    }
+
+    return dst->status == NGX_RELAY_DELIVERY_FAILED
+           && ngx_relay_sched_notify_failure(
+                  ctx->queued.rcpts[dst->index].notify);
+}
+
+
 /*
  * The failed recipients that asked for it get one RFC 3464 report, to the
- * envelope sender, from the null sender, through the queue like any mail.
+ * envelope sender, from the null sender, through the queue like any mail;
+ * "delayed": the still deferred ones that get the delay warning.
  */
 
 static void
-ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx)
+ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx, ngx_uint_t delayed)
 {
     u_char                    *p, *s, *e;
     size_t                     len;
@@ -1385,10 +1444,13 @@ ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx)
 
     p = ngx_sprintf(p, "From: Mail Delivery System <MAILER-DAEMON@%V>\r\n"
                     "To: <%V>\r\n"
-                    "Subject: Undelivered Mail Returned to Sender\r\n"
+                    "Subject: %s\r\n"
                     "Auto-Submitted: auto-replied\r\n"
-                    "Message-ID: <%V.dsn@%V>\r\nDate: ",
-                    &sc->hostname, &q->sender, &q->id, &sc->hostname);
+                    "Message-ID: <%V.%s@%V>\r\nDate: ",
+                    &sc->hostname, &q->sender,
+                    delayed ? "Delayed Mail (still being retried)"
+                            : "Undelivered Mail Returned to Sender",
+                    &q->id, delayed ? "delay" : "dsn", &sc->hostname);
     p = ngx_relay_date(p, ngx_time());
     p = ngx_sprintf(p, "\r\nMIME-Version: 1.0\r\n"
                     "Content-Type: multipart/report; "
@@ -1398,17 +1460,20 @@ ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx)
                     "--%V/%V\r\n"
                     "Content-Type: text/plain; charset=%s\r\n\r\n"
                     "This is the mail system at host %V.\r\n\r\n"
-                    "Your message could not be delivered to one or more "
-                    "recipients.\r\n\r\n",
+                    "%s\r\n\r\n",
                     &q->id, &sc->hostname, &q->id, &sc->hostname,
-                    q->smtputf8 ? "utf-8" : "us-ascii", &sc->hostname);
+                    q->smtputf8 ? "utf-8" : "us-ascii", &sc->hostname,
+                    delayed ? "Your message could not be delivered yet to "
+                              "one or more recipients; delivery will be "
+                              "tried again.  This is a warning only: you "
+                              "need not send the message again."
+                            : "Your message could not be delivered to one "
+                              "or more recipients.");
 
     for (i = 0; i < ctx->ndests; i++) {
         dst = &ctx->dests[i];
 
-        if (dst->status == NGX_RELAY_DELIVERY_FAILED
-            && ngx_relay_sched_notify_failure(q->rcpts[dst->index].notify))
-        {
+        if (ngx_relay_sched_reported(ctx, dst, delayed)) {
             p = ngx_sprintf(p, "<%V>: %*s\r\n", &dst->addr, dst->reply_len,
                             dst->reply);
         }
@@ -1433,9 +1498,7 @@ ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx)
         dst = &ctx->dests[i];
         r = &q->rcpts[dst->index];
 
-        if (dst->status != NGX_RELAY_DELIVERY_FAILED
-            || !ngx_relay_sched_notify_failure(r->notify))
-        {
+        if (!ngx_relay_sched_reported(ctx, dst, delayed)) {
             continue;
         }
 
@@ -1459,7 +1522,14 @@ ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx)
             }
         }
 
-        p = ngx_sprintf(p, "Action: failed\r\nStatus: %s\r\n", dst->dsn);
+        p = ngx_sprintf(p, "Action: %s\r\nStatus: %s\r\n",
+                        delayed ? "delayed" : "failed", dst->dsn);
+
+        if (delayed) {
+            p = ngx_cpymem(p, "Will-Retry-Until: ", 18);
+            p = ngx_relay_date(p, dst->until);
+            p = ngx_cpymem(p, "\r\n", 2);
+        }
 
         /* Remote-MTA: the host name of "host[ip]:port" */
 
@@ -1507,7 +1577,8 @@ ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx)
     }
 
     ngx_log_error(NGX_LOG_INFO, sc->spool.log, 0,
-                  "%V: sender non-delivery notification: %V", &q->id, &w->id);
+                  "%V: sender %s notification: %V", &q->id,
+                  delayed ? "delay" : "non-delivery", &w->id);
 
     return;
 

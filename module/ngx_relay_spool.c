@@ -348,7 +348,8 @@ ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
         p = ngx_sprintf(p, "tenant %V\n", &env->tenant);
     }
 
-    p = ngx_sprintf(p, "sender %V\nnext 0000000000 0000\n", &env->sender);
+    p = ngx_sprintf(p, "sender %V\nnext 0000000000 0000\ndelay-warned 0\n",
+                    &env->sender);
 
     for (i = 0; i < env->rcpts.nelts; i++) {
         p = ngx_cpymem(p, "rcpt P ", 7);
@@ -1103,6 +1104,14 @@ ngx_relay_spool_parse_header(ngx_relay_queued_t *q, u_char *p, u_char *last)
                 return NGX_ERROR;
             }
 
+        } else if (ngx_strncmp(p, "delay-warned ", 13) == 0
+                   && eol - p == 14)
+        {
+            /* "delay-warned 0|1": rewritten in place; older files lack it */
+
+            q->warned_offset = p + 13 - start;
+            q->delay_warned = (p[13] == '1');
+
         } else if (ngx_strncmp(p, "rcpt ", 5) == 0 && q->nrcpts < n) {
 
             /* rcpt <state> <notify> <orcpt> <address> */
@@ -1233,6 +1242,28 @@ ngx_relay_spool_remove(ngx_relay_spool_t *sp, ngx_str_t *id, ngx_err_t *err)
 
 
 /* thread side: the next attempt time and the attempt count, in place */
+
+/* thread side: the delay DSN went out (queue files without the line: no) */
+
+ngx_int_t
+ngx_relay_spool_mark_delay_warned(ngx_fd_t fd, ngx_relay_queued_t *q,
+    ngx_err_t *err)
+{
+    if (q->warned_offset == 0) {
+        *err = EINVAL;
+        return NGX_ERROR;
+    }
+
+    if (pwrite(fd, "1", 1, q->warned_offset) != 1) {
+        *err = errno;
+        return NGX_ERROR;
+    }
+
+    q->delay_warned = 1;
+
+    return NGX_OK;
+}
+
 
 ngx_int_t
 ngx_relay_spool_schedule(ngx_fd_t fd, ngx_relay_queued_t *q, time_t next,

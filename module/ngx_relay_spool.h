@@ -115,6 +115,8 @@ typedef struct {
     time_t                        next;            /* next attempt */
     ngx_uint_t                    attempts;
     off_t                         next_offset;     /* of "next" value */
+    off_t                         warned_offset;   /* 0: no such line */
+    unsigned                      delay_warned:1;
     unsigned                      smtputf8:1;
     unsigned                      eightbit:1;
     ngx_uint_t                    nrcpts;
@@ -148,6 +150,8 @@ ngx_int_t ngx_relay_spool_mark(ngx_fd_t fd, ngx_relay_queued_rcpt_t *r,
     u_char state, ngx_err_t *err);
 ngx_int_t ngx_relay_spool_remove(ngx_relay_spool_t *sp, ngx_str_t *id,
     ngx_err_t *err);
+ngx_int_t ngx_relay_spool_mark_delay_warned(ngx_fd_t fd,
+    ngx_relay_queued_t *q, ngx_err_t *err);
 ngx_int_t ngx_relay_spool_schedule(ngx_fd_t fd, ngx_relay_queued_t *q,
     time_t next, ngx_uint_t attempts, ngx_err_t *err);
 

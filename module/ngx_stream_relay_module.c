@@ -346,6 +346,13 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       0,
       NULL },
 
+    { ngx_string("relay_delay_warning"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, policy.delay_warning),
+      NULL },
+
     { ngx_string("relay_queue_lifetime"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
@@ -457,6 +464,7 @@ ngx_stream_relay_create_main_conf(ngx_conf_t *cf)
     rmcf->dest_concurrency = NGX_CONF_UNSET_UINT;
     rmcf->rcpts_per_txn = NGX_CONF_UNSET_UINT;
     rmcf->policy.lifetime = NGX_CONF_UNSET;
+    rmcf->policy.delay_warning = NGX_CONF_UNSET;
     rmcf->policy.backoff_min = NGX_CONF_UNSET;
     rmcf->policy.backoff_max = NGX_CONF_UNSET;
     rmcf->control.zone_size = NGX_CONF_UNSET_SIZE;
@@ -699,6 +707,7 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(rmcf->policy.backoff_min, 300);
     ngx_conf_init_value(rmcf->policy.backoff_max, 4000);
     ngx_conf_init_value(rmcf->policy.lifetime, 5 * 86400);
+    ngx_conf_init_value(rmcf->policy.delay_warning, 0);
 
     if (rmcf->thread_pool_name.len == 0) {
         ngx_str_set(&rmcf->thread_pool_name, "default");

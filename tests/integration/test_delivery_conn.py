@@ -12,6 +12,7 @@ per worker), so counts of connections at a sink are exact.  Ports come
 from deliveryharness (23000-23999) and relayharness (22000-22999).
 """
 
+import email.utils
 import os
 import threading
 import time
@@ -57,6 +58,10 @@ def slow_dot(sess, txn, _):
     return None
 
 
+def always_451(sess, txn, addr):
+    return "451 4.3.0 <%s>: sink-defer is having a bad day" % addr
+
+
 def soft_rcpt(sess, txn, addr):
     if addr.lower().startswith("soft"):
         return "451 4.2.0 <%s>: greylisted at mx1" % addr
@@ -74,15 +79,16 @@ class World:
         "soft1": ("127.0.0.7", {"rcpt_reply": soft_rcpt}),
         "soft2": ("127.0.0.8", {}),
         "idle": ("127.0.0.9", {}),
+        "defer": ("127.0.0.10", {"rcpt_reply": always_451}),
     }
 
     def __init__(self, workdir):
-        ips = ["127.0.0.%d" % i for i in range(1, 10)]
+        ips = ["127.0.0.%d" % i for i in range(1, 11)]
         self.P = dh.alloc_port(ips)
         self.sinks = {n: dh.Sink(ip, self.P, n, **kw)
                       for n, (ip, kw) in self.PLAN.items()}
         z = dh.Zone()
-        for n in ("pipe", "reuse", "limit", "dead", "conc", "idle"):
+        for n in ("pipe", "reuse", "limit", "dead", "conc", "idle", "defer"):
             z.add_mx("%s.test" % n, "mx.%s.test" % n, 10, self.PLAN[n][0])
         z.add_mx("soft.test", "mx1.soft.test", 10, "127.0.0.7")
         z.add_mx("soft.test", "mx2.soft.test", 20, "127.0.0.8")
@@ -370,3 +376,68 @@ def test_rcpt_4xx_at_primary_goes_to_next_mx(relay, world):
     dh.wait_queue_gone(ng, qid)
     time.sleep(0.5)
     assert len(mx1.accepted(m)) == 1 and len(mx2.accepted(m)) == 1
+
+
+def send_params(ng, sender, rcpts, body, rcpt_params=""):
+    with h.SMTPConn(ng.port("main")) as c:
+        c.ehlo("client.test")
+        assert c.cmd("MAIL FROM:<%s> ENVID=env-%s" % (sender, sender)).code \
+            == 250
+        for a in rcpts:
+            r = c.cmd("RCPT TO:<%s>%s" % (a, rcpt_params))
+            assert r.code == 250, r
+        assert c.cmd("DATA").code == 354
+        r = c.send_data(body)
+        assert r.code == 250 and r.queue_id, r
+        c.cmd("QUIT")
+        return r.queue_id
+
+
+def test_delay_warning_dsn_once(relay, world):
+    ng = relay("relay_delay_warning 2s;")
+    m = h.unique("dly")
+    rcpt = "%s@defer.test" % m
+    qid = send_params(ng, m + "@example.test", [rcpt], body_for(m),
+                      " NOTIFY=DELAY,FAILURE ORCPT=rfc822;" + rcpt)
+    # a recipient with NOTIFY=FAILURE only never gets a delay warning
+    m2 = h.unique("dlyf")
+    qid2 = send_params(ng, m2 + "@example.test", ["%s@defer.test" % m2],
+                       body_for(m2), " NOTIFY=FAILURE")
+    raw, msg = dh.wait_dsn(ng, m, count=1, timeout=20)[0]
+    t_dsn = time.monotonic()
+    assert "Delayed Mail" in msg["Subject"], msg["Subject"]
+    assert msg["To"] == "<%s@example.test>" % m
+    human, blocks, returned = dh.dsn_parts(msg)
+    assert "delivered yet" in human.get_payload(), human.get_payload()
+    head = blocks[0]
+    assert dh.field(head, "Reporting-MTA") == "dns; relay.test"
+    assert dh.field(head, "Original-Envelope-Id") == "env-%s@example.test" % m
+    assert dh.field(head, "Arrival-Date")
+    rb = dh.recipient_block(blocks, rcpt)
+    assert dh.field(rb, "Action") == "delayed", rb
+    assert dh.field(rb, "Status") == "4.3.0", rb
+    assert dh.field(rb, "Final-Recipient").lower() == "rfc822; " + rcpt
+    assert dh.field(rb, "Original-Recipient").lower() == "rfc822; " + rcpt
+    assert "sink-defer is having a bad day" in \
+        dh.field(rb, "Diagnostic-Code"), rb
+    until = email.utils.parsedate_to_datetime(
+        dh.field(rb, "Will-Retry-Until"))
+    arrival = email.utils.parsedate_to_datetime(dh.field(head,
+                                                         "Arrival-Date"))
+    assert (until - arrival).total_seconds() == 3600, \
+        "Will-Retry-Until is not arrival + relay_queue_lifetime (1h)"
+    assert returned and m in returned, "no original header returned"
+    # once: more attempts, a restart, more attempts, still one
+    n0 = len(dh.delivery_lines(ng, qid, status="deferred"))
+    h.wait_until(lambda: len(dh.delivery_lines(ng, qid, status="deferred"))
+                 >= n0 + 2, 15, what="two more attempts")
+    ng.stop()
+    ng.start()
+    h.wait_until(lambda: len(dh.delivery_lines(ng, qid, status="deferred"))
+                 >= n0 + 4, 20, what="two more attempts after a restart")
+    assert len(dh.dsn_messages(ng, m)) == 1, "delay DSN sent more than once"
+    assert time.monotonic() - t_dsn > 2
+    assert not dh.dsn_messages(ng, m2), \
+        "delay DSN for a recipient with NOTIFY=FAILURE"
+    assert "%s: sender delay notification" % qid in ng.error_log()
+    assert dh.delivery_lines(ng, qid2, status="deferred")
