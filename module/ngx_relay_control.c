@@ -1619,7 +1619,9 @@ ngx_relay_control_list_one(ngx_relay_control_task_t *t, ngx_fd_t fd)
     e->attempts = q.attempts;
     e->size = q.message_size;
     e->recipients = q.nrcpts;
-    e->last_error = strdup("");
+    e->last_error = q.last_error.len
+                    ? strndup((char *) q.last_error.data, q.last_error.len)
+                    : strdup("");
 
     e->pending = calloc(q.nrcpts ? q.nrcpts : 1, sizeof(char *));
 

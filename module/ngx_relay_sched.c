@@ -95,6 +95,7 @@ static void ngx_relay_sched_end(ngx_relay_local_ctx_t *ctx);
 static ngx_int_t ngx_relay_sched_remote(ngx_relay_local_ctx_t *ctx);
 static void ngx_relay_sched_delivered(ngx_relay_delivery_t *d);
 static void ngx_relay_sched_record_thread(void *data, ngx_log_t *log);
+static ngx_int_t ngx_relay_sched_last_error(ngx_relay_local_ctx_t *ctx);
 static void ngx_relay_sched_record_done(ngx_event_t *ev);
 static ngx_str_t *ngx_relay_sched_domain(ngx_str_t *addr, ngx_str_t *domain);
 static ngx_int_t ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx);
@@ -1153,6 +1154,35 @@ ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx)
 }
 
 
+/* thread side: what operators see in the queue listing as the last error */
+
+static ngx_int_t
+ngx_relay_sched_last_error(ngx_relay_local_ctx_t *ctx)
+{
+    u_char             text[NGX_RELAY_SPOOL_ERROR_LEN], *p, *last;
+    ngx_uint_t         i;
+    ngx_relay_dest_t  *dst;
+
+    for (i = 0; i < ctx->ndests; i++) {
+        dst = &ctx->dests[i];
+
+        if (dst->status != NGX_RELAY_DELIVERY_DEFERRED) {
+            continue;
+        }
+
+        last = text + sizeof(text);
+        p = ngx_slprintf(text, last, "<%V> %*s: %s %*s", &dst->addr,
+                         dst->relay_len, dst->relay, dst->dsn,
+                         dst->reply_len, dst->reply);
+
+        return ngx_relay_spool_set_error(ctx->fd, &ctx->queued, text,
+                                         p - text, &ctx->err);
+    }
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_relay_sched_record_thread(void *data, ngx_log_t *log)
 {
@@ -1208,7 +1238,8 @@ ngx_relay_sched_record_thread(void *data, ngx_log_t *log)
 
     if (ngx_relay_spool_schedule(ctx->fd, q, ctx->next, ctx->attempts,
                                  &ctx->err)
-        != NGX_OK)
+        != NGX_OK
+        || ngx_relay_sched_last_error(ctx) != NGX_OK)
     {
         ctx->failed = "pwrite";
         return;

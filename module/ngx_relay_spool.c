@@ -318,9 +318,9 @@ ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
     ngx_uint_t         i;
     ngx_relay_rcpt_t  *r;
 
-    len = sizeof(NGX_RELAY_QUEUE_MAGIC) + 256 + w->id.len + env->client.len
-          + env->helo.len + env->auth_user.len + env->envid.len
-          + env->sender.len + env->tenant.len;
+    len = sizeof(NGX_RELAY_QUEUE_MAGIC) + 256 + NGX_RELAY_SPOOL_ERROR_LEN
+          + w->id.len + env->client.len + env->helo.len + env->auth_user.len
+          + env->envid.len + env->sender.len + env->tenant.len;
 
     r = env->rcpts.elts;
     for (i = 0; i < env->rcpts.nelts; i++) {
@@ -350,6 +350,13 @@ ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
 
     p = ngx_sprintf(p, "sender %V\nnext 0000000000 0000\ndelay-warned 0\n",
                     &env->sender);
+
+    /* the last error, rewritten in place by the delivery engine */
+
+    p = ngx_cpymem(p, "error ", 6);
+    ngx_memset(p, ' ', NGX_RELAY_SPOOL_ERROR_LEN);
+    p += NGX_RELAY_SPOOL_ERROR_LEN;
+    *p++ = '\n';
 
     for (i = 0; i < env->rcpts.nelts; i++) {
         p = ngx_cpymem(p, "rcpt P ", 7);
@@ -1112,6 +1119,21 @@ ngx_relay_spool_parse_header(ngx_relay_queued_t *q, u_char *p, u_char *last)
             q->warned_offset = p + 13 - start;
             q->delay_warned = (p[13] == '1');
 
+        } else if (ngx_strncmp(p, "error ", 6) == 0
+                   && eol - p == 6 + NGX_RELAY_SPOOL_ERROR_LEN)
+        {
+            /* "error <text, space-padded>": older files lack it */
+
+            q->error_offset = p + 6 - start;
+            q->last_error.data = p + 6;
+            q->last_error.len = NGX_RELAY_SPOOL_ERROR_LEN;
+
+            while (q->last_error.len
+                   && q->last_error.data[q->last_error.len - 1] == ' ')
+            {
+                q->last_error.len--;
+            }
+
         } else if (ngx_strncmp(p, "rcpt ", 5) == 0 && q->nrcpts < n) {
 
             /* rcpt <state> <notify> <orcpt> <address> */
@@ -1242,6 +1264,38 @@ ngx_relay_spool_remove(ngx_relay_spool_t *sp, ngx_str_t *id, ngx_err_t *err)
 
 
 /* thread side: the next attempt time and the attempt count, in place */
+
+/* thread side: the last attempt's error, one line, cut to fit */
+
+ngx_int_t
+ngx_relay_spool_set_error(ngx_fd_t fd, ngx_relay_queued_t *q, u_char *text,
+    size_t len, ngx_err_t *err)
+{
+    size_t  i;
+    u_char  buf[NGX_RELAY_SPOOL_ERROR_LEN];
+
+    if (q->error_offset == 0) {
+        return NGX_OK;                  /* an older queue file */
+    }
+
+    len = ngx_min(len, NGX_RELAY_SPOOL_ERROR_LEN);
+
+    for (i = 0; i < len; i++) {
+        buf[i] = (text[i] < 0x20 || text[i] == 0x7f) ? ' ' : text[i];
+    }
+
+    ngx_memset(buf + len, ' ', NGX_RELAY_SPOOL_ERROR_LEN - len);
+
+    if (pwrite(fd, buf, NGX_RELAY_SPOOL_ERROR_LEN, q->error_offset)
+        != NGX_RELAY_SPOOL_ERROR_LEN)
+    {
+        *err = errno;
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
 
 /* thread side: the delay DSN went out (queue files without the line: no) */
 

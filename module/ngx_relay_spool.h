@@ -117,6 +117,8 @@ typedef struct {
     off_t                         next_offset;     /* of "next" value */
     off_t                         warned_offset;   /* 0: no such line */
     unsigned                      delay_warned:1;
+    off_t                         error_offset;    /* 0: no such line */
+    ngx_str_t                     last_error;      /* of the last attempt */
     unsigned                      smtputf8:1;
     unsigned                      eightbit:1;
     ngx_uint_t                    nrcpts;
@@ -150,10 +152,16 @@ ngx_int_t ngx_relay_spool_mark(ngx_fd_t fd, ngx_relay_queued_rcpt_t *r,
     u_char state, ngx_err_t *err);
 ngx_int_t ngx_relay_spool_remove(ngx_relay_spool_t *sp, ngx_str_t *id,
     ngx_err_t *err);
+ngx_int_t ngx_relay_spool_set_error(ngx_fd_t fd, ngx_relay_queued_t *q,
+    u_char *text, size_t len, ngx_err_t *err);
 ngx_int_t ngx_relay_spool_mark_delay_warned(ngx_fd_t fd,
     ngx_relay_queued_t *q, ngx_err_t *err);
 ngx_int_t ngx_relay_spool_schedule(ngx_fd_t fd, ngx_relay_queued_t *q,
     time_t next, ngx_uint_t attempts, ngx_err_t *err);
+
+
+/* "error <this many octets>": the last attempt's error, space-padded */
+#define NGX_RELAY_SPOOL_ERROR_LEN     200
 
 
 #endif /* _NGX_RELAY_SPOOL_H_INCLUDED_ */
