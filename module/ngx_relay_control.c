@@ -128,6 +128,8 @@ static grpc_channel_credentials *ngx_relay_control_credentials(
     ngx_relay_control_t *ctl);
 static void ngx_relay_control_session(ngx_relay_control_t *ctl,
     grpc_channel *ch, grpc_completion_queue *cq);
+static ngx_uint_t ngx_relay_control_recv(grpc_call *call,
+    grpc_byte_buffer **recv);
 static void ngx_relay_control_received(ngx_relay_control_t *ctl,
     grpc_byte_buffer *bb);
 static void ngx_relay_control_snapshot(ngx_relay_control_t *ctl,
@@ -745,15 +747,7 @@ ngx_relay_control_session(ngx_relay_control_t *ctl, grpc_channel *ch,
         sending = 1;
     }
 
-    ngx_memzero(ops, sizeof(ops));
-    ops[0].op = GRPC_OP_RECV_MESSAGE;
-    ops[0].data.recv_message.recv_message = &recv;
-
-    if (grpc_call_start_batch(call, ops, 1, NGX_RELAY_TAG_RECV, NULL)
-        == GRPC_CALL_OK)
-    {
-        pending++;
-    }
+    pending += ngx_relay_control_recv(call, &recv);
 
     next_status = gpr_now(GPR_CLOCK_MONOTONIC);
 
@@ -854,15 +848,7 @@ ngx_relay_control_session(ngx_relay_control_t *ctl, grpc_channel *ch,
             grpc_byte_buffer_destroy(recv);
             recv = NULL;
 
-            ngx_memzero(ops, sizeof(ops));
-            ops[0].op = GRPC_OP_RECV_MESSAGE;
-            ops[0].data.recv_message.recv_message = &recv;
-
-            if (grpc_call_start_batch(call, ops, 1, NGX_RELAY_TAG_RECV, NULL)
-                == GRPC_CALL_OK)
-            {
-                pending++;
-            }
+            pending += ngx_relay_control_recv(call, &recv);
 
         } else if (ev.tag == NGX_RELAY_TAG_STATUS) {
             status_done = 1;
@@ -907,6 +893,22 @@ ngx_relay_control_session(ngx_relay_control_t *ctl, grpc_channel *ch,
     grpc_metadata_array_destroy(&initial);
     grpc_metadata_array_destroy(&trailing);
     grpc_call_unref(call);
+}
+
+
+/* the next message from controld: 1 when the read is under way */
+
+static ngx_uint_t
+ngx_relay_control_recv(grpc_call *call, grpc_byte_buffer **recv)
+{
+    grpc_op  op;
+
+    ngx_memzero(&op, sizeof(grpc_op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = recv;
+
+    return grpc_call_start_batch(call, &op, 1, NGX_RELAY_TAG_RECV, NULL)
+           == GRPC_CALL_OK;
 }
 
 

@@ -622,6 +622,39 @@ ngx_relay_shape_roll(ngx_relay_shape_slot_t *s, time_t now)
 }
 
 
+/* the destination's slot, the minute rolled on, with the zone locked */
+
+static ngx_relay_shape_slot_t *
+ngx_relay_shape_lock(ngx_shm_zone_t *zone, ngx_str_t *key, time_t now)
+{
+    ngx_slab_pool_t         *shpool;
+    ngx_relay_shape_slot_t  *s;
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    s = ngx_relay_shape_slot(zone->data, key, now);
+
+    if (s) {
+        ngx_relay_shape_roll(s, now);
+    }
+
+    return s;
+}
+
+
+static void
+ngx_relay_shape_unlock(ngx_shm_zone_t *zone)
+{
+    ngx_slab_pool_t  *shpool;
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+
+    ngx_shmtx_unlock(&shpool->mutex);
+}
+
+
 ngx_int_t
 ngx_relay_shape_connect(ngx_shm_zone_t *zone, ngx_str_t *key,
     ngx_relay_shape_limits_t *l, ngx_msec_t *wait)
@@ -629,26 +662,18 @@ ngx_relay_shape_connect(ngx_shm_zone_t *zone, ngx_str_t *key,
     time_t                    now;
     ngx_int_t                 rc;
     ngx_uint_t                c, open, limit;
-    ngx_slab_pool_t          *shpool;
     ngx_relay_shape_slot_t   *s;
-    ngx_relay_limit_table_t  *t;
 
     if (zone == NULL || ngx_relay_shape_column < 0) {
         return NGX_OK;
     }
 
-    shpool = (ngx_slab_pool_t *) zone->shm.addr;
-    t = zone->data;
     now = ngx_time();
     rc = NGX_OK;
 
-    ngx_shmtx_lock(&shpool->mutex);
-
-    s = ngx_relay_shape_slot(t, key, now);
+    s = ngx_relay_shape_lock(zone, key, now);
 
     if (s) {
-        ngx_relay_shape_roll(s, now);
-
         for (open = 0, c = 0; c < NGX_RELAY_SHAPE_COLUMNS; c++) {
             open += s->conns[c];
         }
@@ -671,7 +696,7 @@ ngx_relay_shape_connect(ngx_shm_zone_t *zone, ngx_str_t *key,
         }
     }
 
-    ngx_shmtx_unlock(&shpool->mutex);
+    ngx_relay_shape_unlock(zone);
 
     return rc;
 }
@@ -680,26 +705,19 @@ ngx_relay_shape_connect(ngx_shm_zone_t *zone, ngx_str_t *key,
 void
 ngx_relay_shape_disconnect(ngx_shm_zone_t *zone, ngx_str_t *key)
 {
-    ngx_slab_pool_t          *shpool;
-    ngx_relay_shape_slot_t   *s;
-    ngx_relay_limit_table_t  *t;
+    ngx_relay_shape_slot_t  *s;
 
     if (zone == NULL || ngx_relay_shape_column < 0) {
         return;
     }
 
-    shpool = (ngx_slab_pool_t *) zone->shm.addr;
-    t = zone->data;
-
-    ngx_shmtx_lock(&shpool->mutex);
-
-    s = ngx_relay_shape_slot(t, key, ngx_time());
+    s = ngx_relay_shape_lock(zone, key, ngx_time());
 
     if (s && s->conns[ngx_relay_shape_column]) {
         s->conns[ngx_relay_shape_column]--;
     }
 
-    ngx_shmtx_unlock(&shpool->mutex);
+    ngx_relay_shape_unlock(zone);
 }
 
 
@@ -712,9 +730,7 @@ ngx_relay_shape_message(ngx_shm_zone_t *zone, ngx_str_t *key,
     time_t                    now, until;
     ngx_int_t                 rc;
     ngx_uint_t                limit;
-    ngx_slab_pool_t          *shpool;
     ngx_relay_shape_slot_t   *s;
-    ngx_relay_limit_table_t  *t;
 
     *slow = 0;
 
@@ -722,18 +738,12 @@ ngx_relay_shape_message(ngx_shm_zone_t *zone, ngx_str_t *key,
         return NGX_OK;
     }
 
-    shpool = (ngx_slab_pool_t *) zone->shm.addr;
-    t = zone->data;
     now = ngx_time();
     rc = NGX_OK;
 
-    ngx_shmtx_lock(&shpool->mutex);
-
-    s = ngx_relay_shape_slot(t, key, now);
+    s = ngx_relay_shape_lock(zone, key, now);
 
     if (s) {
-        ngx_relay_shape_roll(s, now);
-
         limit = l->messages_per_minute;
 
         if (s->slow_until > now) {
@@ -759,7 +769,7 @@ ngx_relay_shape_message(ngx_shm_zone_t *zone, ngx_str_t *key,
         }
     }
 
-    ngx_shmtx_unlock(&shpool->mutex);
+    ngx_relay_shape_unlock(zone);
 
     return rc;
 }
@@ -769,26 +779,20 @@ void
 ngx_relay_shape_slow_down(ngx_shm_zone_t *zone, ngx_str_t *key,
     time_t seconds)
 {
-    time_t                    now;
-    ngx_slab_pool_t          *shpool;
-    ngx_relay_shape_slot_t   *s;
-    ngx_relay_limit_table_t  *t;
+    time_t                   now;
+    ngx_relay_shape_slot_t  *s;
 
     if (zone == NULL) {
         return;
     }
 
-    shpool = (ngx_slab_pool_t *) zone->shm.addr;
-    t = zone->data;
     now = ngx_time();
 
-    ngx_shmtx_lock(&shpool->mutex);
-
-    s = ngx_relay_shape_slot(t, key, now);
+    s = ngx_relay_shape_lock(zone, key, now);
 
     if (s) {
         s->slow_until = now + seconds;
     }
 
-    ngx_shmtx_unlock(&shpool->mutex);
+    ngx_relay_shape_unlock(zone);
 }
