@@ -2474,7 +2474,8 @@ ngx_relay_delivery_chunk_done(ngx_event_t *ev)
 {
     ngx_relay_delivery_t  *d = ev->data;
 
-    u_char  *p, *q, *last;
+    u_char      *p, *q, *last, *lf, *end;
+    ngx_uint_t   line_start;
 
     d->reading = 0;
 
@@ -2496,15 +2497,23 @@ ngx_relay_delivery_chunk_done(ngx_event_t *ev)
 
     q = d->out->last;
     last = d->chunk + d->chunk_len;
+    line_start = d->line_start;
 
-    for (p = d->chunk; p < last; p++) {
-        if (d->line_start && *p == '.') {
+    for (p = d->chunk; p < last; p = end) {
+        if (line_start && *p == '.') {
             *q++ = '.';
         }
 
-        *q++ = *p;
-        d->line_start = (*p == LF);
+        /* a line at a time: memchr() finds its end */
+
+        lf = memchr(p, LF, last - p);
+        end = lf ? lf + 1 : last;
+
+        q = ngx_cpymem(q, p, end - p);
+        line_start = (lf != NULL);
     }
+
+    d->line_start = line_start;
 
     if (d->chunk_len) {
         d->last_lf = (last[-1] == LF);

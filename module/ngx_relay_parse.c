@@ -1289,10 +1289,29 @@ ngx_relay_parse_bdat(ngx_str_t *arg, off_t *size, ngx_uint_t *last)
 }
 
 
+/* the first CR or LF in [p, last), or last: memchr() scans in words */
+
+static u_char *
+ngx_relay_parse_line_end(u_char *p, u_char *last)
+{
+    u_char  *cr, *lf;
+
+    cr = memchr(p, CR, last - p);
+
+    if (cr == NULL) {
+        cr = last;
+    }
+
+    lf = memchr(p, LF, cr - p);
+
+    return lf ? lf : cr;
+}
+
+
 ngx_int_t
 ngx_relay_parse_data(ngx_relay_data_parser_t *dp, ngx_buf_t *in, u_char **dst)
 {
-    u_char  ch, *p, *q;
+    u_char  ch, *p, *q, *run;
     enum {
         sw_line_start = 0,
         sw_text,
@@ -1318,6 +1337,24 @@ ngx_relay_parse_data(ngx_relay_data_parser_t *dp, ngx_buf_t *in, u_char **dst)
             /* fall through */
 
         case sw_text:
+
+            /* the bulk of a message: the rest of the line in one copy */
+
+            run = ngx_relay_parse_line_end(p, in->last);
+
+            if (run != p) {
+                q = ngx_cpymem(q, p, run - p);
+
+                if (run == in->last) {
+                    p = run - 1;         /* the loop's p++ ends it */
+                    state = sw_text;
+                    break;
+                }
+
+                p = run;
+                ch = *p;
+            }
+
             *q++ = ch;
 
             if (ch == CR) {
