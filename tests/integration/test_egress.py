@@ -52,7 +52,7 @@ def egress_conf(sink, extra=()):
         "relay_retry_backoff 1s 2s;",
         "relay_connection_reuse off;",
         "relay_route egress.test [%s]:%d;" % (SINK_IP, sink.port),
-        "relay_egress_pool bulk ehlo=bulk.example.net 127.0.0.41 weight=3 "
+        "relay_egress_pool bulk ehlo=bulk.example.net 127.0.0.41 weight=9 "
         "127.0.0.42;",
         "relay_egress_pool tx ehlo=tx.example.net 127.0.0.43;",
         "relay_egress_pool halfbroken ehlo=hb.example.net 192.0.2.7 "
@@ -98,15 +98,22 @@ def test_sender_domain_rule_uses_the_pool_address_and_ehlo(erelay, sink):
 
 
 def test_weighted_choice_inside_the_pool(erelay, sink):
-    tags = [h.unique("w") for _ in range(32)]
+    tags = [h.unique("w") + "x" for _ in range(40)]
+    qids = {}
     for tag in tags:
-        send(erelay, "n@bulk.example", ["%s@egress.test" % tag], tag)
+        qids[tag] = send(erelay, "n@bulk.example", ["%s@egress.test" % tag],
+                         tag)
     seen = collections.Counter()
     for tag in tags:
         seen[sink.wait_accepted(tag)[0].peer[0]] += 1
-    assert set(seen) == {"127.0.0.41", "127.0.0.42"}, seen
-    # weight 3 against 1
-    assert seen["127.0.0.41"] > seen["127.0.0.42"], seen
+    # what the relay says it used, for the record when this fails
+    log = erelay.error_log()
+    used = collections.Counter(
+        l.split(" from ")[1].split(" ")[0] for l in log.splitlines()
+        if " from 127.0.0.4" in l and any(q + ":" in l for q in qids.values()))
+    assert set(seen) <= {"127.0.0.41", "127.0.0.42"}, (seen, used)
+    # weight 9 against 1: expected 36 to 4
+    assert seen["127.0.0.41"] >= 2 * seen["127.0.0.42"], (seen, used)
 
 
 def test_auth_user_rule(erelay, sink):
