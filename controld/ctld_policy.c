@@ -1169,6 +1169,8 @@ ctld_stmt_destination_limit(ctld_parse_t *ps)
           offsetof(ctld_dest_t, messages_per_connection) },
         { "messages_per_minute", CTLD_PARAM_NUMBER, 0,
           offsetof(ctld_dest_t, messages_per_minute) },
+        { "messages_per_hour", CTLD_PARAM_NUMBER, 0,
+          offsetof(ctld_dest_t, messages_per_hour) },
         { "connections_per_minute", CTLD_PARAM_NUMBER, 0,
           offsetof(ctld_dest_t, connections_per_minute) },
         { "backoff_reply", CTLD_PARAM_STRING, 0,
@@ -1600,6 +1602,10 @@ ctld_policy_render(const ctld_policy_t *p)
         if (d->messages_per_minute) {
             ctld_buf_add(&b, " messages_per_minute=%u",
                          d->messages_per_minute);
+        }
+
+        if (d->messages_per_hour) {
+            ctld_buf_add(&b, " messages_per_hour=%u", d->messages_per_hour);
         }
 
         if (d->connections_per_minute) {

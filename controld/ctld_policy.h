@@ -25,7 +25,8 @@
  *   inbound_limit client_ip|auth_user|sender_domain MATCH window=1m
  *       [messages=N] [recipients=N];
  *   destination_limit PATTERN [connections=N] [messages_per_connection=N]
- *       [messages_per_minute=N] [connections_per_minute=N]
+ *       [messages_per_minute=N] [messages_per_hour=N]
+ *       [connections_per_minute=N]
  *       [backoff_reply="TEXT"] [backoff=10m];
  *   egress_pool NAME ehlo=HOST ADDRESS [weight=N] [ADDRESS [weight=N] ...];
  *   egress_rule sender_domain|auth_user|tenant MATCH POOL;

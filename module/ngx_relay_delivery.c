@@ -540,6 +540,7 @@ ngx_relay_delivery_shape(ngx_relay_delivery_t *d, ngx_relay_policy_t *p,
         d->shape.connections = dl->connections;
         d->shape.connections_per_minute = dl->connections_per_minute;
         d->shape.messages_per_minute = dl->messages_per_minute;
+        d->shape.messages_per_hour = dl->messages_per_hour;
         d->backoff = dl->backoff;
 
         if (dl->backoff_reply.len) {
@@ -571,7 +572,7 @@ ngx_relay_delivery_throttled(ngx_relay_delivery_t *d, ngx_msec_t wait,
     d->error_len = ngx_sprintf(d->error, "throttled: %V %s, retry in %M ms",
                                &d->shape_key,
                                slow ? "is in slow mode after a backoff reply"
-                                    : "reached its messages per minute",
+                                    : "reached its messages per minute or hour",
                                wait)
                    - d->error;
     d->error_dsn = "4.7.0";

@@ -55,6 +55,8 @@ typedef struct {
     time_t                    minute;        /* start of the current one */
     uint32_t                  messages;      /* started this minute */
     uint32_t                  connects;      /* opened this minute */
+    time_t                    hour;          /* start of the current one */
+    uint32_t                  hour_messages; /* started this hour */
     time_t                    slow_until;
     uint16_t                  conns[NGX_RELAY_SHAPE_COLUMNS];
 } ngx_relay_shape_slot_t;
@@ -619,6 +621,11 @@ ngx_relay_shape_roll(ngx_relay_shape_slot_t *s, time_t now)
         s->messages = 0;
         s->connects = 0;
     }
+
+    if (s->hour + 3600 <= now) {
+        s->hour = now - now % 3600;
+        s->hour_messages = 0;
+    }
 }
 
 
@@ -764,8 +771,15 @@ ngx_relay_shape_message(ngx_shm_zone_t *zone, ngx_str_t *key,
             *wait = (until - now) * 1000;
             rc = NGX_BUSY;
 
+        } else if (l->messages_per_hour
+                   && s->hour_messages >= l->messages_per_hour)
+        {
+            *wait = (s->hour + 3600 - now) * 1000;
+            rc = NGX_BUSY;
+
         } else {
             s->messages++;
+            s->hour_messages++;
         }
     }
 

@@ -71,6 +71,7 @@ typedef struct {
     ngx_uint_t                connections;   /* 0: no limit */
     ngx_uint_t                connections_per_minute;
     ngx_uint_t                messages_per_minute;
+    ngx_uint_t                messages_per_hour;
 } ngx_relay_shape_limits_t;
 
 ngx_int_t ngx_relay_shape_init_worker(ngx_shm_zone_t *zone);

@@ -955,6 +955,7 @@ ngx_relay_policy_build_dest(ngx_pool_t *pool, ngx_relay_fleet_t *fleet,
         dl->connections = d->max_connections;
         dl->messages_per_connection = d->messages_per_connection;
         dl->messages_per_minute = d->messages_per_minute;
+        dl->messages_per_hour = d->messages_per_hour;
         dl->connections_per_minute = d->connections_per_minute;
         dl->backoff = d->backoff_s;
     }

@@ -70,6 +70,7 @@ typedef struct {
     ngx_uint_t                connections;   /* 0: the default */
     ngx_uint_t                messages_per_connection;
     ngx_uint_t                messages_per_minute;
+    ngx_uint_t                messages_per_hour;
     ngx_uint_t                connections_per_minute;
     ngx_str_t                 backoff_reply; /* "": none */
     time_t                    backoff;

@@ -1330,7 +1330,8 @@ ngx_stream_relay_egress_rule(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 /*
  * relay_destination_limit PATTERN [connections=N]
  *     [messages_per_connection=N] [messages_per_minute=N]
- *     [connections_per_minute=N] [backoff_reply=TEXT] [backoff=TIME];
+ *     [messages_per_hour=N] [connections_per_minute=N]
+ *     [backoff_reply=TEXT] [backoff=TIME];
  */
 
 static char *
@@ -1415,6 +1416,12 @@ ngx_stream_relay_destination_limit(ngx_conf_t *cf, ngx_command_t *cmd,
                                   name.len) == 0)
         {
             dl->messages_per_minute = n;
+
+        } else if (name.len == sizeof("messages_per_hour") - 1
+                   && ngx_strncmp(name.data, "messages_per_hour", name.len)
+                      == 0)
+        {
+            dl->messages_per_hour = n;
 
         } else if (name.len == sizeof("connections_per_minute") - 1
                    && ngx_strncmp(name.data, "connections_per_minute",

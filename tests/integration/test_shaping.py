@@ -70,10 +70,12 @@ def srelay(tmp_path_factory, certs, sinks):
         "relay_retry_backoff 1s 2s;",
         "relay_route conc.test [%s]:%d;" % (CONC_IP, port),
         "relay_route rate.test [%s]:%d;" % (RATE_IP, port),
+        "relay_route hour.test [%s]:%d;" % (RATE_IP, port),
         "relay_route slow.test [%s]:%d;" % (SLOW_IP, port),
         "relay_destination_limit conc.test connections=2 "
         "messages_per_connection=3;",
         "relay_destination_limit rate.test messages_per_minute=3;",
+        "relay_destination_limit hour.test messages_per_hour=2;",
         "relay_destination_limit slow.test \"backoff_reply=rate limited\" "
         "backoff=4s;",
     ]
@@ -168,3 +170,23 @@ def test_backoff_reply_slows_down_then_recovers(srelay, sinks):
     assert times[-1] - t0 >= 3, (times, t0)          # held back
     assert times[-1] - t0 < 25, (times, t0)          # and recovered
     assert "is in slow mode after a backoff reply" in srelay.error_log()
+
+
+def test_message_rate_per_hour(srelay, sinks):
+    s, port = sinks
+    sink = s["rate"]
+    # the counting hour is aligned to the clock: not in its last minute
+    while time.time() % 3600 > 3540:
+        time.sleep(1)
+    tags = [h.unique("hr") + "x" for _ in range(4)]
+    for tag in tags:
+        send(srelay, "%s@hour.test" % tag, tag)
+    h.wait_until(lambda: sum(len(sink.accepted(t)) for t in tags) >= 2,
+                 timeout=15, what="two messages through")
+    time.sleep(3)
+    assert sum(len(sink.accepted(t)) for t in tags) == 2
+    waiting = [p for p in h.queue_files(srelay)
+               if any(t.encode() in p.read_bytes() for t in tags)]
+    assert len(waiting) == 2, waiting
+    assert "hour.test reached its messages per minute or hour" \
+        in srelay.error_log()
