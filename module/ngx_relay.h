@@ -55,6 +55,9 @@ typedef struct {
 } ngx_relay_envelope_t;
 
 
+ngx_int_t ngx_relay_recv(ngx_connection_t *c, ngx_buf_t *b);
+ngx_int_t ngx_relay_tls_start(ngx_connection_t *c, ngx_ssl_t *ssl,
+    ngx_msec_t timeout, ngx_connection_handler_pt handler);
 ngx_int_t ngx_relay_send(ngx_connection_t *c, ngx_buf_t *b,
     ngx_msec_t timeout);
 u_char *ngx_relay_date(u_char *p, time_t t);

@@ -641,50 +641,7 @@ ngx_stream_relay_pop3_run(ngx_stream_relay_pop3_session_t *ps)
 static ngx_int_t
 ngx_stream_relay_pop3_read(ngx_stream_relay_pop3_session_t *ps)
 {
-    size_t             len;
-    ssize_t            n;
-    ngx_buf_t         *b;
-    ngx_connection_t  *c;
-
-    c = ps->connection;
-    b = ps->in;
-
-    if (b->pos == b->last) {
-        b->pos = b->start;
-        b->last = b->start;
-
-    } else if (b->pos != b->start) {
-        len = b->last - b->pos;
-        ngx_memmove(b->start, b->pos, len);
-        b->pos = b->start;
-        b->last = b->start + len;
-    }
-
-    if (b->last == b->end) {
-        /* cannot happen: the line parser discards overlong lines */
-        ngx_log_error(NGX_LOG_ALERT, c->log, 0, "pop3 input buffer full");
-        ngx_debug_point();
-        return NGX_ERROR;
-    }
-
-    n = c->recv(c, b->last, b->end - b->last);
-
-    if (n == NGX_AGAIN) {
-        return NGX_AGAIN;
-    }
-
-    if (n == NGX_ERROR || n == 0) {
-        ngx_log_error(NGX_LOG_INFO, c->log, 0, "client closed connection");
-        return NGX_ERROR;
-    }
-
-    b->last += n;
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    return NGX_OK;
+    return ngx_relay_recv(ps->connection, ps->in);
 }
 
 
@@ -1126,20 +1083,21 @@ ngx_stream_relay_pop3_stls(ngx_stream_relay_pop3_session_t *ps)
 
     ngx_stream_relay_pop3_enter(ps, ngx_stream_relay_pop3_st_busy);
 
-    if (ngx_ssl_create_connection(ps->conf->ssl, c, 0) != NGX_OK) {
-        ngx_stream_relay_pop3_enter(ps, ngx_stream_relay_pop3_st_closing);
-        return;
-    }
-
     c->log->action = "in STLS handshake";
 
-    if (ngx_ssl_handshake(c) == NGX_AGAIN) {
-        ngx_add_timer(c->read, ps->conf->timeout);
-        c->ssl->handler = ngx_stream_relay_pop3_tls_handshaked;
+    switch (ngx_relay_tls_start(c, ps->conf->ssl, ps->conf->timeout,
+                                ngx_stream_relay_pop3_tls_handshaked))
+    {
+    case NGX_ERROR:
+        ngx_stream_relay_pop3_enter(ps, ngx_stream_relay_pop3_st_closing);
         return;
-    }
 
-    ngx_stream_relay_pop3_tls_established(ps);
+    case NGX_AGAIN:
+        return;
+
+    default:
+        ngx_stream_relay_pop3_tls_established(ps);
+    }
 }
 
 

@@ -370,50 +370,7 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
 static ngx_int_t
 ngx_stream_relay_read(ngx_stream_relay_session_t *rs)
 {
-    size_t             len;
-    ssize_t            n;
-    ngx_buf_t         *b;
-    ngx_connection_t  *c;
-
-    c = rs->connection;
-    b = rs->in;
-
-    if (b->pos == b->last) {
-        b->pos = b->start;
-        b->last = b->start;
-
-    } else if (b->pos != b->start) {
-        len = b->last - b->pos;
-        ngx_memmove(b->start, b->pos, len);
-        b->pos = b->start;
-        b->last = b->start + len;
-    }
-
-    if (b->last == b->end) {
-        /* cannot happen: every state consumes or discards a full buffer */
-        ngx_log_error(NGX_LOG_ALERT, c->log, 0, "relay input buffer full");
-        ngx_debug_point();
-        return NGX_ERROR;
-    }
-
-    n = c->recv(c, b->last, b->end - b->last);
-
-    if (n == NGX_AGAIN) {
-        return NGX_AGAIN;
-    }
-
-    if (n == NGX_ERROR || n == 0) {
-        ngx_log_error(NGX_LOG_INFO, c->log, 0, "client closed connection");
-        return NGX_ERROR;
-    }
-
-    b->last += n;
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    return NGX_OK;
+    return ngx_relay_recv(rs->connection, rs->in);
 }
 
 
@@ -1619,21 +1576,22 @@ ngx_stream_relay_starttls(ngx_stream_relay_session_t *rs,
 
     ngx_stream_relay_enter(rs, ngx_stream_relay_st_busy);
 
-    if (ngx_ssl_create_connection(rs->conf->ssl, c, 0) != NGX_OK) {
-        ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
-        return;
-    }
-
     c->log->action = "in STARTTLS handshake";
 
-    if (ngx_ssl_handshake(c) == NGX_AGAIN) {
-        ngx_add_timer(c->read, rs->conf->timeout);
-        c->ssl->handler = ngx_stream_relay_tls_handshaked;
+    switch (ngx_relay_tls_start(c, rs->conf->ssl, rs->conf->timeout,
+                                ngx_stream_relay_tls_handshaked))
+    {
+    case NGX_ERROR:
+        ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
         return;
-    }
 
-    /* done at once: the loop we are called from goes on */
-    ngx_stream_relay_tls_established(rs);
+    case NGX_AGAIN:
+        return;
+
+    default:
+        /* done at once: the loop we are called from goes on */
+        ngx_stream_relay_tls_established(rs);
+    }
 }
 
 
