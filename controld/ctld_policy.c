@@ -644,6 +644,29 @@ ctld_policy_positional(ctld_parse_t *ps, size_t min, size_t max)
 }
 
 
+/* a statement of positional arguments only: no "name=value" after them */
+
+static int
+ctld_policy_positional_only(ctld_parse_t *ps, size_t min, size_t max)
+{
+    int  n;
+
+    n = ctld_policy_positional(ps, min, max);
+    if (n < 0) {
+        return -1;
+    }
+
+    if ((size_t) n + 1 != ps->ntok) {
+        ctld_policy_perror(ps, ps->tok[n + 1].line,
+                           "%s: unexpected parameter \"%s\"",
+                           ps->tok[0].data, ps->tok[n + 1].data);
+        return -1;
+    }
+
+    return n;
+}
+
+
 static int
 ctld_policy_params(ctld_parse_t *ps, size_t first, void *msg,
     const ctld_param_t *params, size_t nparams)
@@ -933,23 +956,32 @@ ctld_stmt_comment(ctld_parse_t *ps)
 }
 
 
+/* "route PATTERN HOP ..." and "backup_mx PATTERN HOP ...": the same shape */
+
+static int
+ctld_stmt_hops(ctld_parse_t *ps, char **pattern, char ***hops,
+    size_t *nhops)
+{
+    if (ctld_policy_positional_only(ps, 2, 0) < 0) {
+        return -1;
+    }
+
+    *pattern = ctld_policy_take(ps, 1);
+
+    *hops = ctld_policy_strings(ps, 2, nhops);
+    if (*hops == NULL) {
+        ctld_policy_nomem(ps);
+        return -1;
+    }
+
+    return 0;
+}
+
+
 static int
 ctld_stmt_route(ctld_parse_t *ps)
 {
-    int            n;
     ctld_route_t  *r;
-
-    n = ctld_policy_positional(ps, 2, 0);
-    if (n < 0) {
-        return -1;
-    }
-
-    if ((size_t) n + 1 != ps->ntok) {
-        ctld_policy_perror(ps, ps->tok[n + 1].line,
-                           "route: unexpected parameter \"%s\"",
-                           ps->tok[n + 1].data);
-        return -1;
-    }
 
     r = malloc(sizeof(ctld_route_t));
     if (r == NULL) {
@@ -965,35 +997,14 @@ ctld_stmt_route(ctld_parse_t *ps)
         return -1;
     }
 
-    r->pattern = ctld_policy_take(ps, 1);
-
-    r->next_hops = ctld_policy_strings(ps, 2, &r->n_next_hops);
-    if (r->next_hops == NULL) {
-        ctld_policy_nomem(ps);
-        return -1;
-    }
-
-    return 0;
+    return ctld_stmt_hops(ps, &r->pattern, &r->next_hops, &r->n_next_hops);
 }
 
 
 static int
 ctld_stmt_backup_mx(ctld_parse_t *ps)
 {
-    int                n;
     ctld_backup_mx_t  *b;
-
-    n = ctld_policy_positional(ps, 2, 0);
-    if (n < 0) {
-        return -1;
-    }
-
-    if ((size_t) n + 1 != ps->ntok) {
-        ctld_policy_perror(ps, ps->tok[n + 1].line,
-                           "backup_mx: unexpected parameter \"%s\"",
-                           ps->tok[n + 1].data);
-        return -1;
-    }
 
     b = malloc(sizeof(ctld_backup_mx_t));
     if (b == NULL) {
@@ -1010,15 +1021,7 @@ ctld_stmt_backup_mx(ctld_parse_t *ps)
         return -1;
     }
 
-    b->pattern = ctld_policy_take(ps, 1);
-
-    b->hosts = ctld_policy_strings(ps, 2, &b->n_hosts);
-    if (b->hosts == NULL) {
-        ctld_policy_nomem(ps);
-        return -1;
-    }
-
-    return 0;
+    return ctld_stmt_hops(ps, &b->pattern, &b->hosts, &b->n_hosts);
 }
 
 
@@ -1029,15 +1032,8 @@ ctld_stmt_fallback_relay(ctld_parse_t *ps)
     size_t          i;
     ctld_policy_t  *p;
 
-    n = ctld_policy_positional(ps, 1, 0);
+    n = ctld_policy_positional_only(ps, 1, 0);
     if (n < 0) {
-        return -1;
-    }
-
-    if ((size_t) n + 1 != ps->ntok) {
-        ctld_policy_perror(ps, ps->tok[n + 1].line,
-                           "fallback_relay: unexpected parameter \"%s\"",
-                           ps->tok[n + 1].data);
         return -1;
     }
 
@@ -1397,15 +1393,8 @@ ctld_stmt_tls(ctld_parse_t *ps)
     int          n, required;
     ctld_tls_t  *t;
 
-    n = ctld_policy_positional(ps, 2, 3);
+    n = ctld_policy_positional_only(ps, 2, 3);
     if (n < 0) {
-        return -1;
-    }
-
-    if ((size_t) n + 1 != ps->ntok) {
-        ctld_policy_perror(ps, ps->tok[n + 1].line,
-                           "tls: unexpected parameter \"%s\"",
-                           ps->tok[n + 1].data);
         return -1;
     }
 
