@@ -443,11 +443,12 @@ bench_dump_logs() {
     done
 }
 
-# Files in the relay's spool (message + envelope files; the layout is the
-# module's own, so this is an upper bound of queued messages).
+# Messages the relay holds: queue files (one per message, envelope and
+# content together) plus Maildir files.  The workers' journals in
+# spool/journal/ are not messages.
 relay_queued() {
     local dir=$1
-    find "$dir/spool" "$dir/maildir" -type f 2>/dev/null | wc -l
+    find "$dir/spool/queue" "$dir/maildir" -type f 2>/dev/null | wc -l
 }
 
 # Empty spool and maildir by moving them to DIR/.trash (relay_start makes

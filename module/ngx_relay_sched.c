@@ -171,6 +171,8 @@ ngx_relay_sched_exit(ngx_relay_sched_t *sc)
         ngx_del_timer(&sc->scan_event);
     }
 
+    ngx_relay_spool_exit(&sc->spool);
+
     if (sc->spool.queue_fd > 0) {
         (void) close(sc->spool.queue_fd);
         sc->spool.queue_fd = -1;
@@ -668,6 +670,13 @@ ngx_relay_sched_scan_thread(void *data, ngx_log_t *log)
     ngx_relay_sched_t  *sc;
 
     sc = ctx->sched;
+
+    /* journals of dead workers first: their messages are whole then */
+
+    if (sc->spool.journal.dir_fd != -1) {
+        (void) ngx_relay_journal_recover(sc->spool.journal.dir_fd,
+                                         sc->spool.queue_fd, sc->spool.log);
+    }
 
     dfd = dup(sc->spool.queue_fd);
     if (dfd == -1) {
@@ -1189,7 +1198,7 @@ ngx_relay_sched_record_thread(void *data, ngx_log_t *log)
     ngx_relay_local_ctx_t  *ctx = data;
 
     u_char                    state;
-    ngx_uint_t                i, pending;
+    ngx_uint_t                i, pending, marked;
     ngx_relay_dest_t         *dst;
     ngx_relay_queued_t       *q;
     ngx_relay_queued_rcpt_t  *r;
@@ -1201,6 +1210,8 @@ ngx_relay_sched_record_thread(void *data, ngx_log_t *log)
     if (ctx->bounces || ctx->delays) {
         ngx_relay_sched_read_original(ctx);
     }
+
+    marked = 0;
 
     for (i = 0; i < ctx->ndests; i++) {
         dst = &ctx->dests[i];
@@ -1222,6 +1233,8 @@ ngx_relay_sched_record_thread(void *data, ngx_log_t *log)
             ctx->failed = "pwrite";
             return;
         }
+
+        marked++;
     }
 
     pending = 0;
@@ -1252,6 +1265,15 @@ ngx_relay_sched_record_thread(void *data, ngx_log_t *log)
            != NGX_OK)
     {
         ctx->failed = "pwrite";
+        return;
+    }
+
+    /*
+     * Only a deferral: the next attempt time, the count and the last error
+     * need no sync.  Lost in a crash, they make the retry come sooner.
+     */
+
+    if (marked == 0 && ctx->delays == 0) {
         return;
     }
 

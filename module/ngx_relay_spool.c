@@ -20,14 +20,18 @@
  * end, a large one is written out 64 KB at a time by thread tasks; the
  * first of them creates and locks the file.  Messages whose data have
  * ended wait for the next commit group; one thread task per group writes
- * what is still in memory and makes the whole group durable with one
- * syncfs() (relay_spool_sync syncfs, the default: one journal commit and
- * one disk cache flush for the group) or with an fdatasync() per file and
- * one fsync() of queue/ (relay_spool_sync files: a cache flush per file on
- * most disks).  Up to NGX_RELAY_SPOOL_GROUPS groups are on the disk at
- * once while the next one gathers: a message waits for one sync, not for
- * the one before it to end too.  "250" is sent only after the group's syncs
- * returned.
+ * what is still in memory and makes the whole group durable:
+ *   - relay_spool_sync journal (the default), for groups of messages
+ *     still whole in memory: the queue files are written, not synced, and
+ *     a copy of each goes to the worker's journal with one fdatasync()
+ *     (ngx_relay_journal.c).  Those messages reach the scheduler after
+ *     their journal segment's checkpoint.  One such group at a time;
+ *   - otherwise one syncfs() (one journal commit of the file system and
+ *     one disk cache flush for the group), or with relay_spool_sync files
+ *     an fdatasync() per file and one fsync() of queue/.  Up to
+ *     NGX_RELAY_SPOOL_GROUPS such groups are on the disk at once while the
+ *     next one gathers.
+ * "250" is sent only after the group's syncs returned.
  *
  * A file without its trailer is incomplete: its session is still writing
  * it (and holds its lock), or died before "250" (then nobody holds the lock
@@ -51,6 +55,14 @@
 typedef struct {
     ngx_relay_spool_t            *spool;
     ngx_queue_t                   writers;
+
+    /* a group whose records go to the journal */
+    unsigned                      journal:1;
+    ngx_uint_t                    segment;
+    uint64_t                      nonce;
+    off_t                         offset;      /* of its first record */
+    off_t                         end;         /* after its last one */
+    ngx_uint_t                    records;     /* written and synced */
 } ngx_relay_spool_group_t;
 
 
@@ -65,6 +77,10 @@ static void ngx_relay_spool_join_group(ngx_relay_spool_writer_t *w);
 static void ngx_relay_spool_group_start(ngx_relay_spool_t *sp);
 static void ngx_relay_spool_group_thread(void *data, ngx_log_t *log);
 static void ngx_relay_spool_group_done(ngx_event_t *ev);
+static void ngx_relay_spool_journal_reserve(ngx_relay_spool_group_t *g);
+static void ngx_relay_spool_journal_thread(ngx_relay_spool_group_t *g);
+static void ngx_relay_spool_journal_done(ngx_relay_spool_group_t *g);
+static void ngx_relay_spool_settled(void *data, ngx_queue_t *q);
 static void ngx_relay_spool_finish(ngx_relay_spool_writer_t *w,
     ngx_int_t rc);
 static void ngx_relay_spool_discard_thread(void *data, ngx_log_t *log);
@@ -99,12 +115,14 @@ ngx_relay_spool_prepare_dirs(ngx_str_t *path, ngx_cycle_t *cycle)
     ngx_uint_t        i;
     ngx_core_conf_t  *ccf;
 
-    static const char  *dirs[] = { "", "queue" };
+    static const char  *dirs[] = { "", "queue", NGX_RELAY_JOURNAL_DIR };
 
     log = cycle->log;
     ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
 
-    if (path->len + sizeof("queue/") >= NGX_MAX_PATH) {
+    if (path->len + sizeof(NGX_RELAY_JOURNAL_DIR "/") + NGX_INT_T_LEN + 8
+        >= NGX_MAX_PATH)
+    {
         ngx_log_error(NGX_LOG_EMERG, log, 0, "relay spool path too long");
         return NGX_ERROR;
     }
@@ -140,7 +158,8 @@ ngx_relay_spool_prepare_dirs(ngx_str_t *path, ngx_cycle_t *cycle)
 ngx_int_t
 ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle)
 {
-    u_char  *p, buf[NGX_MAX_PATH];
+    u_char               *p, buf[NGX_MAX_PATH];
+    ngx_relay_journal_t  *j;
 
     sp->log = cycle->log;
     ngx_queue_init(&sp->commit_waiting);
@@ -155,7 +174,46 @@ ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    j = &sp->journal;
+    j->dir_fd = -1;
+    j->fd = NGX_INVALID_FILE;
+
+    if (sp->sync != NGX_RELAY_SYNC_JOURNAL) {
+        return NGX_OK;
+    }
+
+    ngx_memcpy(p, NGX_RELAY_JOURNAL_DIR, sizeof(NGX_RELAY_JOURNAL_DIR));
+
+    j->dir_fd = open((char *) buf, O_RDONLY|O_DIRECTORY|O_CLOEXEC);
+    if (j->dir_fd == -1) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "open(\"%s\") failed", buf);
+        return NGX_ERROR;
+    }
+
+    j->queue_fd = sp->queue_fd;
+    j->log = cycle->log;
+    j->thread_pool = sp->thread_pool;
+    j->settled = ngx_relay_spool_settled;
+    j->data = sp;
+
+    /* until the journal is ready (or if it never is) groups sync files */
+
+    (void) ngx_relay_journal_open(j);
+
     return NGX_OK;
+}
+
+
+void
+ngx_relay_spool_exit(ngx_relay_spool_t *sp)
+{
+    ngx_relay_journal_close(&sp->journal);
+
+    if (sp->journal.dir_fd != -1) {
+        (void) close(sp->journal.dir_fd);
+        sp->journal.dir_fd = -1;
+    }
 }
 
 
@@ -583,6 +641,12 @@ ngx_relay_spool_join_group(ngx_relay_spool_writer_t *w)
 
     ngx_queue_insert_tail(&sp->commit_waiting, &w->queue);
 
+    /* journal records are written one group at a time */
+
+    if (sp->journal_busy) {
+        return;
+    }
+
     if (sp->commit_busy < NGX_RELAY_SPOOL_GROUPS) {
         ngx_relay_spool_group_start(sp);
     }
@@ -614,18 +678,25 @@ ngx_relay_spool_group_start(ngx_relay_spool_t *sp)
     ngx_queue_add(&g->writers, &sp->commit_waiting);
     ngx_queue_init(&sp->commit_waiting);
 
+    ngx_relay_spool_journal_reserve(g);
+
     task->ctx = g;
     task->handler = ngx_relay_spool_group_thread;
     task->event.handler = ngx_relay_spool_group_done;
     task->event.data = task;
 
     if (ngx_thread_task_post(sp->thread_pool, task) != NGX_OK) {
+        if (g->journal) {
+            ngx_relay_journal_written(&sp->journal, g->segment, 0, 0);
+        }
+
         ngx_queue_add(&sp->commit_waiting, &g->writers);
         ngx_free(task);
         goto failed;
     }
 
     sp->commit_busy++;
+    sp->journal_busy = g->journal;
 
     return;
 
@@ -658,6 +729,11 @@ ngx_relay_spool_group_thread(void *data, ngx_log_t *log)
     ngx_queue_t               *q;
     ngx_relay_spool_writer_t  *w;
 
+    if (g->journal) {
+        ngx_relay_spool_journal_thread(g);
+        return;
+    }
+
     for (q = ngx_queue_head(&g->writers);
          q != ngx_queue_sentinel(&g->writers);
          q = ngx_queue_next(q))
@@ -668,7 +744,7 @@ ngx_relay_spool_group_thread(void *data, ngx_log_t *log)
 
 #if (NGX_LINUX)
 
-    if (g->spool->syncfs) {
+    if (g->spool->sync != NGX_RELAY_SYNC_FILES) {
 
         /*
          * One syncfs() makes every file of the group durable, data,
@@ -755,6 +831,12 @@ ngx_relay_spool_group_done(ngx_event_t *ev)
     sp = g->spool;
     sp->commit_busy--;
 
+    if (g->journal) {
+        ngx_relay_spool_journal_done(g);
+        ngx_free(task);
+        return;
+    }
+
     /* the next group gathered while this one was on the disk */
 
     ngx_relay_spool_group_start(sp);
@@ -774,6 +856,235 @@ ngx_relay_spool_group_done(ngx_event_t *ev)
     }
 
     ngx_free(task);
+}
+
+
+/*
+ * A group goes to the journal when the journal is ready, has room, and
+ * every member is still whole in memory (small messages; a large one that
+ * was written out as it came syncs its file).
+ */
+
+static void
+ngx_relay_spool_journal_reserve(ngx_relay_spool_group_t *g)
+{
+    off_t                      off;
+    size_t                     len;
+    ngx_queue_t               *q;
+    ngx_relay_spool_t         *sp;
+    ngx_relay_spool_writer_t  *w;
+
+    sp = g->spool;
+
+    if (sp->sync != NGX_RELAY_SYNC_JOURNAL || !sp->journal.ready) {
+        return;
+    }
+
+    len = 0;
+
+    for (q = ngx_queue_head(&g->writers);
+         q != ngx_queue_sentinel(&g->writers);
+         q = ngx_queue_next(q))
+    {
+        w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
+
+        if (w->written || w->fd != NGX_INVALID_FILE || w->err) {
+            return;
+        }
+
+        len += ngx_relay_journal_record_size(w->id.len, w->pos - w->buf);
+    }
+
+    off = ngx_relay_journal_reserve(&sp->journal, len, &g->segment,
+                                    &g->nonce);
+    if (off == -1) {
+        return;
+    }
+
+    g->journal = 1;
+    g->offset = off;
+    g->end = off;
+}
+
+
+/*
+ * Thread side: each queue file is written, not synced; its copy goes into
+ * the journal, and one fdatasync() of the journal makes the group durable.
+ */
+
+static void
+ngx_relay_spool_journal_thread(ngx_relay_spool_group_t *g)
+{
+    size_t                     len, pad;
+    u_char                    *hdr, *hdrs;
+    ngx_err_t                  err;
+    ngx_uint_t                 n, niov;
+    ngx_queue_t               *q;
+    struct iovec              *iov;
+    ngx_relay_spool_writer_t  *w;
+
+    static u_char  zeros[8];
+
+    n = 0;
+
+    for (q = ngx_queue_head(&g->writers);
+         q != ngx_queue_sentinel(&g->writers);
+         q = ngx_queue_next(q))
+    {
+        n++;
+    }
+
+    iov = malloc(n * 4 * sizeof(struct iovec));
+    hdrs = malloc(n * NGX_RELAY_JOURNAL_RECORD_LEN);
+
+    if (iov == NULL || hdrs == NULL) {
+        err = NGX_ENOMEM;
+        goto failed;
+    }
+
+    niov = 0;
+    hdr = hdrs;
+
+    for (q = ngx_queue_head(&g->writers);
+         q != ngx_queue_sentinel(&g->writers);
+         q = ngx_queue_next(q))
+    {
+        w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
+
+        if (ngx_relay_spool_put(w) != NGX_OK) {
+            continue;                    /* its client gets a 4xx */
+        }
+
+        len = (size_t) w->written;       /* the whole file, still in buf */
+
+        ngx_relay_journal_record_header(hdr, g->nonce, &w->id, w->buf, len);
+
+        pad = ngx_relay_journal_record_size(w->id.len, len)
+              - NGX_RELAY_JOURNAL_RECORD_LEN - w->id.len - len;
+
+        iov[niov].iov_base = hdr;
+        iov[niov++].iov_len = NGX_RELAY_JOURNAL_RECORD_LEN;
+        iov[niov].iov_base = w->id.data;
+        iov[niov++].iov_len = w->id.len;
+        iov[niov].iov_base = w->buf;
+        iov[niov++].iov_len = len;
+
+        if (pad) {
+            iov[niov].iov_base = zeros;
+            iov[niov++].iov_len = pad;
+        }
+
+        hdr += NGX_RELAY_JOURNAL_RECORD_LEN;
+        g->end += ngx_relay_journal_record_size(w->id.len, len);
+        g->records++;
+    }
+
+    if (g->records
+        && ngx_relay_journal_append(&g->spool->journal, g->offset, iov, niov,
+                                    &err)
+           != NGX_OK)
+    {
+        g->records = 0;
+        goto failed;
+    }
+
+    free(iov);
+    free(hdrs);
+
+    return;
+
+failed:
+
+    free(iov);
+    free(hdrs);
+
+    for (q = ngx_queue_head(&g->writers);
+         q != ngx_queue_sentinel(&g->writers);
+         q = ngx_queue_next(q))
+    {
+        w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
+
+        if (w->err == 0) {
+            w->err = err;
+        }
+    }
+}
+
+
+/*
+ * The journal has the group: "250" now; the scheduler gets each message
+ * after the checkpoint that makes its queue file durable by itself.
+ */
+
+static void
+ngx_relay_spool_journal_done(ngx_relay_spool_group_t *g)
+{
+    ngx_queue_t               *q;
+    ngx_relay_spool_t         *sp;
+    ngx_relay_spool_writer_t  *w;
+
+    sp = g->spool;
+
+    /*
+     * The segment's accounts first; sessions that answer and commit again
+     * meanwhile wait for the next group (journal_busy is still set).
+     */
+
+    ngx_relay_journal_written(&sp->journal, g->segment, g->records, g->end);
+
+    while (!ngx_queue_empty(&g->writers)) {
+        q = ngx_queue_head(&g->writers);
+        ngx_queue_remove(q);
+
+        w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
+
+        if (w->err) {
+            ngx_log_error(NGX_LOG_CRIT, w->log, w->err,
+                          "commit of queue file %V failed", &w->id);
+
+            if (w->handler) {
+                w->handler(w, NGX_ERROR);
+            }
+
+            ngx_relay_spool_abort(w);
+            continue;
+        }
+
+        if (w->handler) {
+            w->handler(w, NGX_OK);
+        }
+
+        /* the queue file has it all now: the buffer can go */
+
+        ngx_free(w->buf);
+        w->buf = NULL;
+        w->pos = NULL;
+        w->end = NULL;
+
+        ngx_relay_journal_park(&sp->journal, g->segment, &w->queue);
+    }
+
+    sp->journal_busy = 0;
+
+    ngx_relay_spool_group_start(sp);
+}
+
+
+static void
+ngx_relay_spool_settled(void *data, ngx_queue_t *q)
+{
+    ngx_relay_spool_t  *sp = data;
+
+    ngx_relay_spool_writer_t  *w;
+
+    w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
+
+    if (sp->queued) {
+        sp->queued(sp, w);
+        return;
+    }
+
+    ngx_relay_spool_release(w);
 }
 
 

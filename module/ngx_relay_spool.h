@@ -11,6 +11,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_relay.h>
+#include <ngx_relay_journal.h>
 
 
 #define NGX_RELAY_QUEUE_MAGIC     "RELAY-QUEUE 1\n"
@@ -19,6 +20,11 @@
 #define NGX_RELAY_SPOOL_GROUPS    4       /* commit groups in flight */
 #define NGX_RELAY_TRAILER_FMT     "\nRELAY-END %020O\n"
 #define NGX_RELAY_TRAILER_LEN     32
+
+/* relay_spool_sync */
+#define NGX_RELAY_SYNC_FILES      1
+#define NGX_RELAY_SYNC_SYNCFS     2
+#define NGX_RELAY_SYNC_JOURNAL    3
 
 
 typedef enum {
@@ -52,7 +58,10 @@ struct ngx_relay_spool_s {
     void                         *data;            /* for "queued" */
 
     ngx_uint_t                    sequence;
-    ngx_flag_t                    syncfs;          /* one syncfs() a group */
+    ngx_uint_t                    sync;            /* NGX_RELAY_SYNC_* */
+
+    ngx_relay_journal_t           journal;         /* relay_spool_sync journal */
+    ngx_uint_t                    journal_busy;    /* a group writes records */
 };
 
 
@@ -127,6 +136,7 @@ typedef struct {
 
 
 ngx_int_t ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle);
+void ngx_relay_spool_exit(ngx_relay_spool_t *sp);
 ngx_int_t ngx_relay_spool_prepare_dirs(ngx_str_t *path, ngx_cycle_t *cycle);
 
 ngx_relay_spool_writer_t *ngx_relay_spool_create(ngx_relay_spool_t *sp,

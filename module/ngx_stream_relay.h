@@ -39,6 +39,8 @@ typedef struct {
     ngx_array_t                 *domains;        /* ngx_relay_domain_t */
     ngx_msec_t                   scan_interval;
     ngx_uint_t                   spool_sync;     /* NGX_RELAY_SYNC_* */
+    size_t                       journal_size;   /* both segments */
+    ngx_msec_t                   checkpoint_interval;
     ngx_flag_t                   enabled;        /* a server has relay_smtp */
 
     /* outbound delivery */

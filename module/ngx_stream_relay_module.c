@@ -68,12 +68,10 @@ static void ngx_stream_relay_exit_process(ngx_cycle_t *cycle);
 ngx_relay_sched_t  *ngx_stream_relay_sched;
 
 
-#define NGX_RELAY_SYNC_FILES    1
-#define NGX_RELAY_SYNC_SYNCFS   2
-
 static ngx_conf_enum_t  ngx_stream_relay_spool_syncs[] = {
     { ngx_string("files"), NGX_RELAY_SYNC_FILES },
     { ngx_string("syncfs"), NGX_RELAY_SYNC_SYNCFS },
+    { ngx_string("journal"), NGX_RELAY_SYNC_JOURNAL },
     { ngx_null_string, 0 }
 };
 
@@ -191,6 +189,20 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       NGX_STREAM_MAIN_CONF_OFFSET,
       offsetof(ngx_stream_relay_main_conf_t, spool_sync),
       &ngx_stream_relay_spool_syncs },
+
+    { ngx_string("relay_spool_journal_size"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, journal_size),
+      NULL },
+
+    { ngx_string("relay_spool_checkpoint_interval"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, checkpoint_interval),
+      NULL },
 
     { ngx_string("relay_maildir"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
@@ -453,6 +465,8 @@ ngx_stream_relay_create_main_conf(ngx_conf_t *cf)
 
     rmcf->scan_interval = NGX_CONF_UNSET_MSEC;
     rmcf->spool_sync = NGX_CONF_UNSET_UINT;
+    rmcf->journal_size = NGX_CONF_UNSET_SIZE;
+    rmcf->checkpoint_interval = NGX_CONF_UNSET_MSEC;
     rmcf->delivery = NGX_CONF_UNSET;
     rmcf->resolver_timeout = NGX_CONF_UNSET_MSEC;
     rmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
@@ -670,7 +684,22 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     ngx_conf_init_msec_value(rmcf->scan_interval, 60000);
-    ngx_conf_init_uint_value(rmcf->spool_sync, NGX_RELAY_SYNC_SYNCFS);
+    ngx_conf_init_uint_value(rmcf->spool_sync, NGX_RELAY_SYNC_JOURNAL);
+    ngx_conf_init_size_value(rmcf->journal_size, 16 * 1024 * 1024);
+    ngx_conf_init_msec_value(rmcf->checkpoint_interval, 50);
+
+    if (rmcf->journal_size < 2 * 64 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"relay_spool_journal_size\" must be at least "
+                           "128k");
+        return NGX_CONF_ERROR;
+    }
+
+    rmcf->journal_size = ngx_align(rmcf->journal_size, 2 * 4096);
+
+    if (rmcf->checkpoint_interval == 0) {
+        rmcf->checkpoint_interval = 1;
+    }
     ngx_conf_init_value(rmcf->delivery, 0);
     ngx_conf_init_msec_value(rmcf->resolver_timeout, 5000);
     ngx_conf_init_msec_value(rmcf->connect_timeout, 30000);
@@ -1511,6 +1540,23 @@ ngx_stream_relay_init_module(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    /*
+     * Journals of dead processes: written back if the machine went down
+     * since, retired either way, before any worker scans the queue.
+     */
+
+    if (ngx_relay_journal_boot_id(cycle->log) != NGX_OK
+        && rmcf->spool_sync == NGX_RELAY_SYNC_JOURNAL)
+    {
+        rmcf->spool_sync = NGX_RELAY_SYNC_SYNCFS;
+    }
+
+    if (ngx_relay_journal_recover_dirs(&rmcf->spool, cycle)
+        == NGX_ERROR)
+    {
+        return NGX_ERROR;
+    }
+
     rmcf->maildir.data[rmcf->maildir.len - 1] = '\0';
 
     if (ngx_create_dir(rmcf->maildir.data, 0700) == NGX_FILE_ERROR
@@ -1575,7 +1621,9 @@ ngx_stream_relay_init_process(ngx_cycle_t *cycle)
     sc->spool.path = rmcf->spool;
     sc->spool.thread_pool = rmcf->thread_pool;
     sc->spool.sequence = ngx_random() & 0xffff;
-    sc->spool.syncfs = (rmcf->spool_sync == NGX_RELAY_SYNC_SYNCFS);
+    sc->spool.sync = rmcf->spool_sync;
+    sc->spool.journal.segment_size = rmcf->journal_size / 2;
+    sc->spool.journal.interval = rmcf->checkpoint_interval;
     sc->maildir = rmcf->maildir;
     sc->hostname = rmcf->hostname;
     sc->domains = rmcf->domains;

@@ -1,0 +1,100 @@
+
+/*
+ * Copyright (C) The relay authors
+ */
+
+
+#ifndef _NGX_RELAY_JOURNAL_H_INCLUDED_
+#define _NGX_RELAY_JOURNAL_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_relay.h>
+
+
+#define NGX_RELAY_JOURNAL_DIR         "journal"
+#define NGX_RELAY_JOURNAL_MAGIC       "RLYJNL01"
+#define NGX_RELAY_JOURNAL_RECORD      0x31434552      /* "REC1" */
+#define NGX_RELAY_JOURNAL_HEADER_LEN  64
+#define NGX_RELAY_JOURNAL_RECORDS_AT  512             /* in a segment */
+#define NGX_RELAY_JOURNAL_RECORD_LEN  32
+#define NGX_RELAY_BOOT_ID_LEN         36
+
+
+/* the record size on disk for a message: header, id, octets, padding */
+#define ngx_relay_journal_record_size(id_len, len)                           \
+    ngx_align(NGX_RELAY_JOURNAL_RECORD_LEN + (id_len) + (len), 8)
+
+
+typedef struct ngx_relay_journal_s  ngx_relay_journal_t;
+
+/* a parked message is settled: its queue file is durable by itself */
+typedef void (*ngx_relay_journal_settled_pt)(void *data, ngx_queue_t *q);
+
+
+typedef struct {
+    off_t                          used;        /* record octets */
+    uint64_t                       nonce;       /* of its valid records */
+    ngx_uint_t                     records;
+    ngx_queue_t                    parked;      /* wait for the checkpoint */
+    unsigned                       writing:1;   /* a group writes into it */
+    unsigned                       sealed:1;    /* checkpoint it next */
+    unsigned                       checkpointing:1;
+} ngx_relay_journal_segment_t;
+
+
+/* one per worker process, file <spool>/journal/<pid> */
+
+struct ngx_relay_journal_s {
+    ngx_fd_t                       fd;
+    int                            dir_fd;      /* journal/ */
+    int                            queue_fd;    /* queue/ */
+    ngx_log_t                     *log;
+    ngx_thread_pool_t             *thread_pool;
+
+    off_t                          segment_size;
+    ngx_msec_t                     interval;    /* most a record waits */
+    ngx_uint_t                     active;
+    ngx_relay_journal_segment_t    segment[2];
+
+    ngx_event_t                    timer;
+    ngx_thread_task_t             *task;        /* open or checkpoint */
+    ngx_uint_t                     checkpoint;  /* segment of the task */
+    uint64_t                       next_nonce;
+    ngx_err_t                      err;
+
+    ngx_relay_journal_settled_pt   settled;
+    void                          *data;
+
+    unsigned                       ready:1;
+    unsigned                       busy:1;      /* task in flight */
+    unsigned                       failed:1;    /* open failed: never */
+
+    u_char                         name[NGX_INT_T_LEN + 1];
+};
+
+
+ngx_int_t ngx_relay_journal_boot_id(ngx_log_t *log);
+ngx_int_t ngx_relay_journal_recover(int dir_fd, int queue_fd,
+    ngx_log_t *log);
+ngx_int_t ngx_relay_journal_recover_dirs(ngx_str_t *spool, ngx_cycle_t *cycle);
+
+ngx_int_t ngx_relay_journal_open(ngx_relay_journal_t *j);
+void ngx_relay_journal_close(ngx_relay_journal_t *j);
+
+off_t ngx_relay_journal_reserve(ngx_relay_journal_t *j, size_t len,
+    ngx_uint_t *segment, uint64_t *nonce);
+void ngx_relay_journal_park(ngx_relay_journal_t *j, ngx_uint_t segment,
+    ngx_queue_t *q);
+void ngx_relay_journal_written(ngx_relay_journal_t *j, ngx_uint_t segment,
+    ngx_uint_t records, off_t end);
+
+/* thread side */
+void ngx_relay_journal_record_header(u_char *hdr, uint64_t nonce,
+    ngx_str_t *id, u_char *data, size_t len);
+ngx_int_t ngx_relay_journal_append(ngx_relay_journal_t *j, off_t offset,
+    struct iovec *iov, ngx_uint_t niov, ngx_err_t *err);
+
+
+#endif /* _NGX_RELAY_JOURNAL_H_INCLUDED_ */

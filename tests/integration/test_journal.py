@@ -1,0 +1,249 @@
+"""
+The acceptance journal (relay_spool_sync journal, the default).
+
+"250" is sent once the message's record in the worker's journal is synced;
+its queue file is written but synced only at the segment's checkpoint.
+These tests check what that promises:
+  - each worker has its journal, and a graceful stop retires it;
+  - kill -9 of everything, same boot: the queue files are whole (the page
+    cache survives), the orphan journals are retired, nothing is rewritten;
+  - a simulated power loss (queue files deleted or cut short, the journals'
+    boot id changed): the master writes every acknowledged message back,
+    byte for byte, before any worker starts;
+  - a damaged record ends the replay of its segment: the records before it
+    come back, none after it;
+  - the other sync modes still accept and deliver.
+The journal format is the one documented in module/ngx_relay_journal.c.
+"""
+
+import os
+import re
+import struct
+import uuid
+import zlib
+
+import pytest
+
+import relayharness as h
+
+
+HEADER_LEN = 64
+RECORDS_AT = 512
+RECORD_MAGIC = 0x31434552
+NO_CHECKPOINT = "    relay_spool_checkpoint_interval 1h;"
+
+
+@pytest.fixture
+def fresh(request, tmp_path_factory, certs):
+    started = []
+
+    def launch(**kw):
+        ng = h.launch(tmp_path_factory, certs, request.node.name[:40], **kw)
+        started.append(ng)
+        return ng
+
+    yield launch
+    for ng in started:
+        ng.stop()
+        ng.assert_log_clean()
+
+
+def journal_dir(ng):
+    return ng.spool / "journal"
+
+
+def journals(ng):
+    """The workers' journals (not "<pid>.new", one still being made)."""
+    return sorted(p for p in journal_dir(ng).iterdir() if p.name.isdigit())
+
+
+def read_header(data, offset):
+    h_ = data[offset:offset + HEADER_LEN]
+    assert h_[:8] == b"RLYJNL01", h_[:8]
+    nonce, seg_size = struct.unpack_from("<QQ", h_, 8)
+    boot = h_[24:60]
+    (crc,) = struct.unpack_from("<I", h_, 60)
+    assert crc == zlib.crc32(h_[:60]), "segment header CRC"
+    return nonce, seg_size, boot
+
+
+def records(path):
+    """[(id, offset of the record, data)] of the valid records, in order."""
+    data = path.read_bytes()
+    _, seg_size, _ = read_header(data, 0)
+    out = []
+    for seg in range(2):
+        base = seg * seg_size
+        nonce, _, _ = read_header(data, base)
+        off = base + RECORDS_AT
+        while off + 32 <= base + seg_size:
+            magic, crc, rnonce, length, idlen = struct.unpack_from(
+                "<IIQIH", data, off)
+            if magic != RECORD_MAGIC or rnonce != nonce:
+                break
+            hdr = bytearray(data[off:off + 32])
+            hdr[4:8] = b"\0\0\0\0"
+            body = data[off + 32:off + 32 + idlen + length]
+            if zlib.crc32(bytes(hdr) + body) != crc:
+                break
+            out.append((body[:idlen].decode(), off, body[idlen:]))
+            off += -(-(32 + idlen + length) // 8) * 8
+    return out
+
+
+def set_boot_id(path, boot):
+    """Rewrites the boot id of both segment headers, as if the journal had
+    been written before the machine restarted."""
+    data = bytearray(path.read_bytes())
+    _, seg_size, _ = read_header(data, 0)
+    for base in (0, seg_size):
+        data[base + 24:base + 60] = boot
+        struct.pack_into("<I", data, base + 60, zlib.crc32(bytes(data[base:base + 60])))
+    path.write_bytes(bytes(data))
+
+
+def send(ng, n, tag, rcpt="%s@remote.example"):
+    """n messages on one connection; returns [(queue id, tag)]."""
+    acked = []
+    with h.SMTPConn(ng.port("main")) as c:
+        c.ehlo()
+        for i in range(n):
+            t = "%s-%d" % (tag, i)
+            q = c.message("sender@example.org", [rcpt % t],
+                          h.simple_body(t))
+            acked.append((q, t))
+    return acked
+
+
+def queue_bytes(ng, ids):
+    return {q: (ng.queue_dir / q).read_bytes() for q in ids}
+
+
+def test_journal_per_worker_retired_on_quit(fresh):
+    ng = fresh()
+    pids = sorted(ng.worker_pids())
+    h.wait_until(lambda: len(journals(ng)) == 2, 10,
+                 what="a journal per worker: %s" % journals(ng))
+    assert sorted(int(p.name) for p in journals(ng)) == pids
+    for p in journals(ng):
+        assert p.stat().st_size == 16 * 1024 * 1024
+        read_header(p.read_bytes(), 0)
+    acked = send(ng, 5, "quit")
+    assert ng.stop()
+    assert journals(ng) == [], journals(ng)
+    for q, t in acked:
+        assert t.encode() in (ng.queue_dir / q).read_bytes()
+
+
+def test_records_hold_the_queue_files(fresh):
+    ng = fresh(workers=1, stream_extra=NO_CHECKPOINT)
+    h.wait_until(lambda: len(journals(ng)) == 1, 10, what="the journal")
+    acked = send(ng, 6, "rec")
+    recs = records(journals(ng)[0])
+    assert [r[0] for r in recs] == [q for q, _ in acked]
+    for (q, _), (_, _, data) in zip(acked, recs):
+        assert data == (ng.queue_dir / q).read_bytes()
+        assert data.startswith(b"RELAY-QUEUE 1\n") and b"\nRELAY-END " in data
+
+
+def test_kill9_same_boot_retires_without_replay(fresh):
+    ng = fresh(stream_extra=NO_CHECKPOINT)
+    h.wait_until(lambda: len(journals(ng)) == 2, 10, what="journals")
+    old = {p.name for p in journals(ng)}
+    acked = send(ng, 20, "same")
+    before = queue_bytes(ng, [q for q, _ in acked])
+    ng.kill9()
+    ng.start()
+    h.wait_until(lambda: len(journals(ng)) == 2
+                 and not old & {p.name for p in journals(ng)}, 10,
+                 what="old journals retired, new ones made: %s"
+                 % journals(ng))
+    assert queue_bytes(ng, before) == before
+    log = ng.error_log()
+    assert "restored" not in log
+    assert len(re.findall(r"relay journal \"\d+\" of a dead process retired",
+                          log)) >= 2, log[-2000:]
+
+
+def test_power_loss_replay_byte_exact(fresh):
+    ng = fresh(stream_extra=NO_CHECKPOINT)
+    h.wait_until(lambda: len(journals(ng)) == 2, 10, what="journals")
+    acked = send(ng, 15, "pl-a") + send(ng, 15, "pl-b")
+    ids = [q for q, _ in acked]
+    before = queue_bytes(ng, ids)
+    ng.kill9()
+
+    # the machine "went down": queue files never reached the disk, or only
+    # in part, and the journals were written during another boot
+    for i, q in enumerate(ids):
+        p = ng.queue_dir / q
+        if i % 3 == 0:
+            p.write_bytes(before[q][:100])
+        else:
+            p.unlink()
+    other = str(uuid.uuid4()).encode()
+    for j in journals(ng):
+        set_boot_id(j, other)
+
+    ng.start()
+    assert queue_bytes(ng, ids) == before
+    log = ng.error_log()
+    restored = [int(n) for n in
+                re.findall(r"of an earlier boot: (\d+) message\(s\) restored",
+                           log)]
+    assert sum(restored) == len(ids), log[-2000:]
+    # the recovered files belong to the workers, which take them over
+    st = os.stat(ng.queue_dir / ids[0])
+    assert st.st_uid == os.stat(ng.queue_dir).st_uid
+    # and the relay goes on working
+    more = send(ng, 2, "after")
+    for q, t in more:
+        assert t.encode() in (ng.queue_dir / q).read_bytes()
+
+
+def test_damaged_record_ends_replay(fresh):
+    ng = fresh(workers=1, stream_extra=NO_CHECKPOINT)
+    h.wait_until(lambda: len(journals(ng)) == 1, 10, what="the journal")
+    acked = send(ng, 5, "torn")
+    ids = [q for q, _ in acked]
+    before = queue_bytes(ng, ids)
+    ng.kill9()
+    j = journals(ng)[0]
+    recs = records(j)
+    assert [r[0] for r in recs] == ids
+    data = bytearray(j.read_bytes())
+    _, off, _ = recs[2]
+    data[off + 32 + len(ids[2]) + 40] ^= 0xff    # inside the third message
+    j.write_bytes(bytes(data))
+    for q in ids:
+        (ng.queue_dir / q).unlink()
+    set_boot_id(j, str(uuid.uuid4()).encode())
+
+    ng.start()
+    assert queue_bytes(ng, ids[:2]) == {q: before[q] for q in ids[:2]}
+    for q in ids[2:]:
+        assert not (ng.queue_dir / q).exists(), q
+    assert "of an earlier boot: 2 message(s) restored" in ng.error_log()
+
+
+def test_local_delivery_after_checkpoint(fresh):
+    ng = fresh(stream_extra="    relay_spool_checkpoint_interval 200ms;")
+    acked = send(ng, 3, "local", rcpt="%s@example.test")
+    for q, t in acked:
+        h.wait_delivered(ng, "example.test", t)
+    for q, t in acked:
+        box = ng.maildir / "example.test" / t / "new"
+        files = list(box.iterdir())
+        assert len(files) == 1 and t.encode() in files[0].read_bytes()
+    h.wait_until(lambda: not any((ng.queue_dir / q).exists()
+                                 for q, _ in acked), 10,
+                 what="queue files removed")
+
+
+@pytest.mark.parametrize("mode", ["syncfs", "files"])
+def test_other_sync_modes(fresh, mode):
+    ng = fresh(stream_extra="    relay_spool_sync %s;" % mode)
+    acked = send(ng, 3, mode)
+    for q, t in acked:
+        assert t.encode() in (ng.queue_dir / q).read_bytes()
+    assert journals(ng) == []
