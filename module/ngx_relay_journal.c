@@ -58,6 +58,7 @@
 #include <sys/uio.h>
 #include <dirent.h>
 #include <sys/random.h>
+#include <zlib.h>
 #include <ngx_relay.h>
 #include <ngx_relay_journal.h>
 
@@ -319,7 +320,7 @@ ngx_relay_journal_read_header(ngx_fd_t fd, off_t offset, uint64_t *nonce,
 
     if (pread(fd, h, sizeof(h), offset) != (ssize_t) sizeof(h)
         || ngx_memcmp(h, NGX_RELAY_JOURNAL_MAGIC, 8) != 0
-        || ngx_relay_journal_get(h + 60, 4) != ngx_crc32_long(h, 60))
+        || ngx_relay_journal_get(h + 60, 4) != crc32(0, h, 60))
     {
         return NGX_DECLINED;
     }
@@ -386,10 +387,7 @@ ngx_relay_journal_replay(ngx_fd_t fd, int queue_fd, off_t base,
         stored = (uint32_t) ngx_relay_journal_get(h + 4, 4);
         ngx_relay_journal_put(h + 4, 0, 4);
 
-        ngx_crc32_init(crc);
-        ngx_crc32_update(&crc, h, sizeof(h));
-        ngx_crc32_update(&crc, data, id_len + len);
-        ngx_crc32_final(crc);
+        crc = crc32(crc32(0, h, sizeof(h)), data, id_len + len);
 
         if (crc != stored || !ngx_relay_journal_valid_id(data, id_len)) {
             free(data);
@@ -942,11 +940,11 @@ ngx_relay_journal_record_header(u_char *hdr, uint64_t nonce, ngx_str_t *id,
     ngx_relay_journal_put(hdr + 16, len, 4);
     ngx_relay_journal_put(hdr + 20, id->len, 2);
 
-    ngx_crc32_init(crc);
-    ngx_crc32_update(&crc, hdr, NGX_RELAY_JOURNAL_RECORD_LEN);
-    ngx_crc32_update(&crc, id->data, id->len);
-    ngx_crc32_update(&crc, data, len);
-    ngx_crc32_final(crc);
+    /* zlib's CRC-32: the same as nginx's, several times faster */
+
+    crc = crc32(0, hdr, NGX_RELAY_JOURNAL_RECORD_LEN);
+    crc = crc32(crc, id->data, id->len);
+    crc = crc32(crc, data, len);
 
     ngx_relay_journal_put(hdr + 4, crc, 4);
 }
@@ -1008,7 +1006,7 @@ ngx_relay_journal_header(u_char *h, uint64_t nonce, off_t segment_size)
     ngx_relay_journal_put(h + 8, nonce, 8);
     ngx_relay_journal_put(h + 16, (uint64_t) segment_size, 8);
     ngx_memcpy(h + 24, ngx_relay_boot_id, NGX_RELAY_BOOT_ID_LEN);
-    ngx_relay_journal_put(h + 60, ngx_crc32_long(h, 60), 4);
+    ngx_relay_journal_put(h + 60, crc32(0, h, 60), 4);
 }
 
 
