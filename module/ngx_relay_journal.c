@@ -46,9 +46,14 @@
  *   record (from 512 octets into the segment, 8-octet aligned):
  *     "REC1" u32, CRC-32 u32 (of the 32-octet header with this field 0,
  *     the id and the data), nonce u64, data length u32, id length u16,
- *     8 zero octets, then the id and the queue file's octets
+ *     10 zero octets, then the id and the queue file's octets
+ *   pad record: the same with "PAD1", its CRC-32 over the header alone; it
+ *     fills the place of a message whose queue file could not be written
+ *     and is stepped over
  * A segment's records end at the first one that is not valid.  Commit
- * groups write one at a time, so there are no holes before a valid record.
+ * groups write their records in the order of their places (two may be in
+ * flight: the second writes once the first has written, and syncs
+ * alongside it), so no acknowledged record lies after a hole.
  */
 
 
@@ -56,6 +61,7 @@
 #include <ngx_core.h>
 #include <sys/file.h>
 #include <sys/uio.h>
+#include <pthread.h>
 #include <dirent.h>
 #include <sys/random.h>
 #include <zlib.h>
@@ -346,7 +352,7 @@ ngx_relay_journal_replay(ngx_fd_t fd, int queue_fd, off_t base,
     off_t       off, end;
     size_t      len, id_len, size;
     u_char     *data, h[NGX_RELAY_JOURNAL_RECORD_LEN];
-    uint32_t    crc, stored;
+    uint32_t    crc, stored, magic;
     ngx_uint_t  n;
 
     n = 0;
@@ -356,20 +362,34 @@ ngx_relay_journal_replay(ngx_fd_t fd, int queue_fd, off_t base,
     while (off + NGX_RELAY_JOURNAL_RECORD_LEN <= end) {
 
         if (pread(fd, h, sizeof(h), off) != (ssize_t) sizeof(h)
-            || ngx_relay_journal_get(h, 4) != NGX_RELAY_JOURNAL_RECORD
             || ngx_relay_journal_get(h + 8, 8) != nonce)
         {
             break;
         }
 
+        magic = (uint32_t) ngx_relay_journal_get(h, 4);
         len = (size_t) ngx_relay_journal_get(h + 16, 4);
         id_len = (size_t) ngx_relay_journal_get(h + 20, 2);
         size = ngx_relay_journal_record_size(id_len, len);
 
-        if (id_len == 0 || id_len > NGX_RELAY_ID_LEN
+        if ((magic != NGX_RELAY_JOURNAL_RECORD
+             && magic != NGX_RELAY_JOURNAL_PAD)
+            || id_len == 0 || id_len > NGX_RELAY_ID_LEN
             || (off_t) size > end - off)
         {
             break;
+        }
+
+        if (magic == NGX_RELAY_JOURNAL_PAD) {
+            stored = (uint32_t) ngx_relay_journal_get(h + 4, 4);
+            ngx_relay_journal_put(h + 4, 0, 4);
+
+            if (crc32(0, h, sizeof(h)) != stored) {
+                break;
+            }
+
+            off += size;
+            continue;
         }
 
         data = malloc(id_len + len);
@@ -495,6 +515,14 @@ ngx_relay_journal_open(ngx_relay_journal_t *j)
     }
 
     j->fd = NGX_INVALID_FILE;
+
+    if (pthread_mutex_init(&j->mutex, NULL) != 0
+        || pthread_cond_init(&j->cond, NULL) != 0)
+    {
+        j->failed = 1;
+        return NGX_ERROR;
+    }
+
     ngx_queue_init(&j->segment[0].parked);
     ngx_queue_init(&j->segment[1].parked);
     j->segment[0].nonce = ngx_relay_journal_nonce();
@@ -674,21 +702,21 @@ ngx_relay_journal_close(ngx_relay_journal_t *j)
 
 
 /*
- * Room for "len" octets of records in the active segment, or -1: the
- * caller then syncs its files the usual way.  One group writes at a time.
+ * Room for "len" octets of records in the active segment, or NGX_DECLINED:
+ * the caller then syncs its files the usual way.
  */
 
-off_t
+ngx_int_t
 ngx_relay_journal_reserve(ngx_relay_journal_t *j, size_t len,
-    ngx_uint_t *segment, uint64_t *nonce)
+    ngx_relay_journal_slot_t *slot)
 {
-    off_t                         room, off;
+    off_t                         room;
     ngx_relay_journal_segment_t  *s;
 
     room = j->segment_size - NGX_RELAY_JOURNAL_RECORDS_AT;
 
     if (!j->ready || (off_t) len > room) {
-        return -1;
+        return NGX_DECLINED;
     }
 
     s = &j->segment[j->active];
@@ -700,20 +728,47 @@ ngx_relay_journal_reserve(ngx_relay_journal_t *j, size_t len,
         s = &j->segment[j->active];
 
         if (s->sealed || s->used + (off_t) len > room) {
-            return -1;
+            return NGX_DECLINED;
         }
     }
 
-    off = j->active * j->segment_size + NGX_RELAY_JOURNAL_RECORDS_AT
-          + s->used;
+    slot->segment = j->active;
+    slot->nonce = s->nonce;
+    slot->ticket = ++j->tickets;
+    slot->offset = j->active * j->segment_size + NGX_RELAY_JOURNAL_RECORDS_AT
+                   + s->used;
 
     s->used += len;
-    s->writing = 1;
+    s->writing++;
 
-    *segment = j->active;
-    *nonce = s->nonce;
+    return NGX_OK;
+}
 
-    return off;
+
+/*
+ * A reserved slot whose group never reached a thread: the next tickets
+ * must not wait for it, and its segment has a hole now.
+ */
+
+void
+ngx_relay_journal_skip(ngx_relay_journal_t *j, ngx_relay_journal_slot_t *slot)
+{
+    (void) pthread_mutex_lock(&j->mutex);
+
+    j->hole_segment = slot->segment;
+    j->hole_nonce = slot->nonce;
+
+    if (j->written == slot->ticket - 1) {
+        j->written = slot->ticket;
+
+    } else {
+        j->skipped = slot->ticket;
+    }
+
+    (void) pthread_cond_broadcast(&j->cond);
+    (void) pthread_mutex_unlock(&j->mutex);
+
+    ngx_relay_journal_written(j, slot->segment, 0, 1);
 }
 
 
@@ -728,29 +783,21 @@ ngx_relay_journal_park(ngx_relay_journal_t *j, ngx_uint_t segment,
 
 
 /*
- * A group's records are on disk, "records" of them up to "end"; 0 when
- * the write failed, and then the segment takes no more: nothing valid may
- * follow a hole.
+ * A group's records are on disk, "records" of them; a failed group leaves
+ * a hole, and then the segment takes no more: nothing may follow a hole.
  */
 
 void
 ngx_relay_journal_written(ngx_relay_journal_t *j, ngx_uint_t segment,
-    ngx_uint_t records, off_t end)
+    ngx_uint_t records, ngx_uint_t failed)
 {
     ngx_relay_journal_segment_t  *s;
 
     s = &j->segment[segment];
-    s->writing = 0;
+    s->writing--;
     s->records += records;
 
-    /* what was reserved for members that failed before their record */
-
-    if (records) {
-        s->used = end - segment * j->segment_size
-                  - NGX_RELAY_JOURNAL_RECORDS_AT;
-    }
-
-    if (records == 0) {
+    if (failed) {
         s->sealed = 1;
     }
 
@@ -950,15 +997,64 @@ ngx_relay_journal_record_header(u_char *hdr, uint64_t nonce, ngx_str_t *id,
 }
 
 
-/* thread side: a group's records at "offset", then one fdatasync() */
+/*
+ * Thread side: the header of a record that only fills the place of one
+ * whose queue file could not be written (its client gets a 4xx).  Its CRC
+ * covers the header only; the replay steps over it.
+ */
+
+void
+ngx_relay_journal_pad_header(u_char *hdr, uint64_t nonce, size_t id_len,
+    size_t len)
+{
+    ngx_memzero(hdr, NGX_RELAY_JOURNAL_RECORD_LEN);
+    ngx_relay_journal_put(hdr, NGX_RELAY_JOURNAL_PAD, 4);
+    ngx_relay_journal_put(hdr + 8, nonce, 8);
+    ngx_relay_journal_put(hdr + 16, len, 4);
+    ngx_relay_journal_put(hdr + 20, id_len, 2);
+    ngx_relay_journal_put(hdr + 4, crc32(0, hdr, NGX_RELAY_JOURNAL_RECORD_LEN),
+                          4);
+}
+
+
+/*
+ * Thread side: a group's records at its slot, once the group before it has
+ * written its own (a failed one left a hole: then this one fails too, in
+ * the same segment), then one fdatasync().  The sync may run alongside the
+ * next group's: either one covers the pages of both.
+ */
 
 ngx_int_t
-ngx_relay_journal_append(ngx_relay_journal_t *j, off_t offset,
-    struct iovec *iov, ngx_uint_t niov, ngx_err_t *err)
+ngx_relay_journal_append(ngx_relay_journal_t *j,
+    ngx_relay_journal_slot_t *slot, struct iovec *iov, ngx_uint_t niov,
+    ngx_err_t *err)
 {
-    ssize_t  n;
+    off_t       offset;
+    ssize_t     n;
+    ngx_uint_t  hole;
 
-    while (niov) {
+    (void) pthread_mutex_lock(&j->mutex);
+
+    while (j->written != slot->ticket - 1) {
+        if (j->skipped == j->written + 1) {
+            j->written++;
+            continue;
+        }
+
+        (void) pthread_cond_wait(&j->cond, &j->mutex);
+    }
+
+    /* nothing to write means the group failed: its place is a hole */
+
+    hole = (niov == 0
+            || (j->hole_nonce == slot->nonce
+                && j->hole_segment == slot->segment));
+
+    (void) pthread_mutex_unlock(&j->mutex);
+
+    offset = slot->offset;
+
+    while (niov && !hole) {
         n = pwritev(j->fd, iov, (int) ngx_min(niov, IOV_MAX), offset);
 
         if (n == -1) {
@@ -967,12 +1063,14 @@ ngx_relay_journal_append(ngx_relay_journal_t *j, off_t offset,
             }
 
             *err = errno;
-            return NGX_ERROR;
+            hole = 1;
+            break;
         }
 
         if (n == 0) {
             *err = EIO;
-            return NGX_ERROR;
+            hole = 1;
+            break;
         }
 
         offset += n;
@@ -987,6 +1085,26 @@ ngx_relay_journal_append(ngx_relay_journal_t *j, off_t offset,
             iov->iov_base = (u_char *) iov->iov_base + n;
             iov->iov_len -= n;
         }
+    }
+
+    (void) pthread_mutex_lock(&j->mutex);
+
+    if (hole) {
+        j->hole_segment = slot->segment;
+        j->hole_nonce = slot->nonce;
+    }
+
+    j->written = slot->ticket;
+
+    (void) pthread_cond_broadcast(&j->cond);
+    (void) pthread_mutex_unlock(&j->mutex);
+
+    if (hole) {
+        if (*err == 0) {
+            *err = EIO;
+        }
+
+        return NGX_ERROR;
     }
 
     if (fdatasync(j->fd) == -1) {

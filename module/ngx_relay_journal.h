@@ -16,6 +16,8 @@
 #define NGX_RELAY_JOURNAL_DIR         "journal"
 #define NGX_RELAY_JOURNAL_MAGIC       "RLYJNL01"
 #define NGX_RELAY_JOURNAL_RECORD      0x31434552      /* "REC1" */
+#define NGX_RELAY_JOURNAL_PAD         0x31444150      /* "PAD1" */
+#define NGX_RELAY_JOURNAL_INFLIGHT    2               /* groups writing */
 #define NGX_RELAY_JOURNAL_HEADER_LEN  64
 #define NGX_RELAY_JOURNAL_RECORDS_AT  512             /* in a segment */
 #define NGX_RELAY_JOURNAL_RECORD_LEN  32
@@ -38,7 +40,7 @@ typedef struct {
     uint64_t                       nonce;       /* of its valid records */
     ngx_uint_t                     records;
     ngx_queue_t                    parked;      /* wait for the checkpoint */
-    unsigned                       writing:1;   /* a group writes into it */
+    ngx_uint_t                     writing;     /* groups writing into it */
     unsigned                       sealed:1;    /* checkpoint it next */
     unsigned                       checkpointing:1;
 } ngx_relay_journal_segment_t;
@@ -67,6 +69,19 @@ struct ngx_relay_journal_s {
     ngx_relay_journal_settled_pt   settled;
     void                          *data;
 
+    /*
+     * Groups write their records in the order of their tickets, each once
+     * the one before has written (not synced) its own: the journal never
+     * has a hole before a record that was acknowledged.  Under "mutex".
+     */
+    uint64_t                       tickets;     /* issued, event loop */
+    pthread_mutex_t                mutex;
+    pthread_cond_t                 cond;
+    uint64_t                       written;     /* the last ticket done */
+    uint64_t                       skipped;     /* a ticket never posted */
+    ngx_uint_t                     hole_segment;
+    uint64_t                       hole_nonce;  /* 0: no hole */
+
     unsigned                       ready:1;
     unsigned                       busy:1;      /* task in flight */
     unsigned                       failed:1;    /* open failed: never */
@@ -83,18 +98,31 @@ ngx_int_t ngx_relay_journal_recover_dirs(ngx_str_t *spool, ngx_cycle_t *cycle);
 ngx_int_t ngx_relay_journal_open(ngx_relay_journal_t *j);
 void ngx_relay_journal_close(ngx_relay_journal_t *j);
 
-off_t ngx_relay_journal_reserve(ngx_relay_journal_t *j, size_t len,
-    ngx_uint_t *segment, uint64_t *nonce);
+typedef struct {
+    ngx_uint_t                     segment;
+    uint64_t                       nonce;
+    uint64_t                       ticket;
+    off_t                          offset;      /* of the first record */
+} ngx_relay_journal_slot_t;
+
+
+ngx_int_t ngx_relay_journal_reserve(ngx_relay_journal_t *j, size_t len,
+    ngx_relay_journal_slot_t *slot);
+void ngx_relay_journal_skip(ngx_relay_journal_t *j,
+    ngx_relay_journal_slot_t *slot);
 void ngx_relay_journal_park(ngx_relay_journal_t *j, ngx_uint_t segment,
     ngx_queue_t *q);
 void ngx_relay_journal_written(ngx_relay_journal_t *j, ngx_uint_t segment,
-    ngx_uint_t records, off_t end);
+    ngx_uint_t records, ngx_uint_t failed);
 
 /* thread side */
 void ngx_relay_journal_record_header(u_char *hdr, uint64_t nonce,
     ngx_str_t *id, u_char *data, size_t len);
-ngx_int_t ngx_relay_journal_append(ngx_relay_journal_t *j, off_t offset,
-    struct iovec *iov, ngx_uint_t niov, ngx_err_t *err);
+void ngx_relay_journal_pad_header(u_char *hdr, uint64_t nonce,
+    size_t id_len, size_t len);
+ngx_int_t ngx_relay_journal_append(ngx_relay_journal_t *j,
+    ngx_relay_journal_slot_t *slot, struct iovec *iov, ngx_uint_t niov,
+    ngx_err_t *err);
 
 
 #endif /* _NGX_RELAY_JOURNAL_H_INCLUDED_ */

@@ -58,10 +58,8 @@ typedef struct {
 
     /* a group whose records go to the journal */
     unsigned                      journal:1;
-    ngx_uint_t                    segment;
-    uint64_t                      nonce;
-    off_t                         offset;      /* of its first record */
-    off_t                         end;         /* after its last one */
+    unsigned                      journal_failed:1;
+    ngx_relay_journal_slot_t      slot;
     ngx_uint_t                    records;     /* written and synced */
 } ngx_relay_spool_group_t;
 
@@ -641,9 +639,9 @@ ngx_relay_spool_join_group(ngx_relay_spool_writer_t *w)
 
     ngx_queue_insert_tail(&sp->commit_waiting, &w->queue);
 
-    /* journal records are written one group at a time */
+    /* a third journal group would only wait for the second */
 
-    if (sp->journal_busy) {
+    if (sp->journal_busy >= NGX_RELAY_JOURNAL_INFLIGHT) {
         return;
     }
 
@@ -687,7 +685,7 @@ ngx_relay_spool_group_start(ngx_relay_spool_t *sp)
 
     if (ngx_thread_task_post(sp->thread_pool, task) != NGX_OK) {
         if (g->journal) {
-            ngx_relay_journal_written(&sp->journal, g->segment, 0, 0);
+            ngx_relay_journal_skip(&sp->journal, &g->slot);
         }
 
         ngx_queue_add(&sp->commit_waiting, &g->writers);
@@ -696,7 +694,7 @@ ngx_relay_spool_group_start(ngx_relay_spool_t *sp)
     }
 
     sp->commit_busy++;
-    sp->journal_busy = g->journal;
+    sp->journal_busy += g->journal;
 
     return;
 
@@ -868,7 +866,6 @@ ngx_relay_spool_group_done(ngx_event_t *ev)
 static void
 ngx_relay_spool_journal_reserve(ngx_relay_spool_group_t *g)
 {
-    off_t                      off;
     size_t                     len;
     ngx_queue_t               *q;
     ngx_relay_spool_t         *sp;
@@ -895,15 +892,9 @@ ngx_relay_spool_journal_reserve(ngx_relay_spool_group_t *g)
         len += ngx_relay_journal_record_size(w->id.len, w->pos - w->buf);
     }
 
-    off = ngx_relay_journal_reserve(&sp->journal, len, &g->segment,
-                                    &g->nonce);
-    if (off == -1) {
-        return;
+    if (ngx_relay_journal_reserve(&sp->journal, len, &g->slot) == NGX_OK) {
+        g->journal = 1;
     }
-
-    g->journal = 1;
-    g->offset = off;
-    g->end = off;
 }
 
 
@@ -934,15 +925,17 @@ ngx_relay_spool_journal_thread(ngx_relay_spool_group_t *g)
         n++;
     }
 
+    err = 0;
+    niov = 0;
+
     iov = malloc(n * 4 * sizeof(struct iovec));
     hdrs = malloc(n * NGX_RELAY_JOURNAL_RECORD_LEN);
 
     if (iov == NULL || hdrs == NULL) {
         err = NGX_ENOMEM;
-        goto failed;
+        goto append;                     /* the next groups wait for us */
     }
 
-    niov = 0;
     hdr = hdrs;
 
     for (q = ngx_queue_head(&g->writers);
@@ -951,13 +944,17 @@ ngx_relay_spool_journal_thread(ngx_relay_spool_group_t *g)
     {
         w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
 
-        if (ngx_relay_spool_put(w) != NGX_OK) {
-            continue;                    /* its client gets a 4xx */
+        len = w->pos - w->buf;            /* the whole file, still in buf */
+
+        if (ngx_relay_spool_put(w) == NGX_OK) {
+            ngx_relay_journal_record_header(hdr, g->slot.nonce, &w->id,
+                                            w->buf, len);
+            g->records++;
+
+        } else {
+            /* its client gets a 4xx; its place is kept, without a hole */
+            ngx_relay_journal_pad_header(hdr, g->slot.nonce, w->id.len, len);
         }
-
-        len = (size_t) w->written;       /* the whole file, still in buf */
-
-        ngx_relay_journal_record_header(hdr, g->nonce, &w->id, w->buf, len);
 
         pad = ngx_relay_journal_record_size(w->id.len, len)
               - NGX_RELAY_JOURNAL_RECORD_LEN - w->id.len - len;
@@ -975,28 +972,25 @@ ngx_relay_spool_journal_thread(ngx_relay_spool_group_t *g)
         }
 
         hdr += NGX_RELAY_JOURNAL_RECORD_LEN;
-        g->end += ngx_relay_journal_record_size(w->id.len, len);
-        g->records++;
     }
 
-    if (g->records
-        && ngx_relay_journal_append(&g->spool->journal, g->offset, iov, niov,
-                                    &err)
-           != NGX_OK)
+append:
+
+    if (ngx_relay_journal_append(&g->spool->journal, &g->slot, iov,
+                                 err ? 0 : niov, &err)
+        == NGX_OK
+        && err == 0)
     {
-        g->records = 0;
-        goto failed;
+        free(iov);
+        free(hdrs);
+        return;
     }
 
     free(iov);
     free(hdrs);
 
-    return;
-
-failed:
-
-    free(iov);
-    free(hdrs);
+    g->records = 0;
+    g->journal_failed = 1;
 
     for (q = ngx_queue_head(&g->writers);
          q != ngx_queue_sentinel(&g->writers);
@@ -1005,7 +999,7 @@ failed:
         w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
 
         if (w->err == 0) {
-            w->err = err;
+            w->err = err ? err : EIO;
         }
     }
 }
@@ -1027,10 +1021,11 @@ ngx_relay_spool_journal_done(ngx_relay_spool_group_t *g)
 
     /*
      * The segment's accounts first; sessions that answer and commit again
-     * meanwhile wait for the next group (journal_busy is still set).
+     * meanwhile start or join a later group.
      */
 
-    ngx_relay_journal_written(&sp->journal, g->segment, g->records, g->end);
+    ngx_relay_journal_written(&sp->journal, g->slot.segment, g->records,
+                              g->journal_failed);
 
     while (!ngx_queue_empty(&g->writers)) {
         q = ngx_queue_head(&g->writers);
@@ -1061,10 +1056,10 @@ ngx_relay_spool_journal_done(ngx_relay_spool_group_t *g)
         w->pos = NULL;
         w->end = NULL;
 
-        ngx_relay_journal_park(&sp->journal, g->segment, &w->queue);
+        ngx_relay_journal_park(&sp->journal, g->slot.segment, &w->queue);
     }
 
-    sp->journal_busy = 0;
+    sp->journal_busy--;
 
     ngx_relay_spool_group_start(sp);
 }
