@@ -827,7 +827,12 @@ ngx_relay_journal_advance(ngx_relay_journal_t *j)
         j->active ^= 1;
     }
 
-    if (j->busy || ngx_exiting || ngx_terminate) {
+    /*
+     * Checkpoints go on while a reload lets the old workers finish their
+     * sessions: their messages reach the scheduler as usual.
+     */
+
+    if (j->busy || ngx_terminate) {
         return;
     }
 
