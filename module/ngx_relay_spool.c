@@ -79,8 +79,9 @@ static void ngx_relay_spool_journal_reserve(ngx_relay_spool_group_t *g);
 static void ngx_relay_spool_journal_thread(ngx_relay_spool_group_t *g);
 static void ngx_relay_spool_journal_done(ngx_relay_spool_group_t *g);
 static void ngx_relay_spool_settled(void *data, ngx_queue_t *q);
+static void ngx_relay_spool_group_end(ngx_relay_spool_group_t *g);
 static void ngx_relay_spool_finish(ngx_relay_spool_writer_t *w,
-    ngx_int_t rc);
+    ngx_int_t rc, ngx_relay_journal_slot_t *slot);
 static void ngx_relay_spool_discard_thread(void *data, ngx_log_t *log);
 static void ngx_relay_spool_discard_done(ngx_event_t *ev);
 static ngx_int_t ngx_relay_spool_grow(ngx_relay_spool_writer_t *w,
@@ -706,7 +707,7 @@ failed:
 
         w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
         w->err = NGX_ENOMEM;
-        ngx_relay_spool_finish(w, NGX_ERROR);
+        ngx_relay_spool_finish(w, NGX_ERROR, NULL);
     }
 }
 
@@ -820,10 +821,8 @@ ngx_relay_spool_group_done(ngx_event_t *ev)
 {
     ngx_thread_task_t  *task = ev->data;
 
-    ngx_queue_t               *q;
-    ngx_relay_spool_t         *sp;
-    ngx_relay_spool_group_t   *g;
-    ngx_relay_spool_writer_t  *w;
+    ngx_relay_spool_t        *sp;
+    ngx_relay_spool_group_t  *g;
 
     g = task->ctx;
     sp = g->spool;
@@ -838,6 +837,17 @@ ngx_relay_spool_group_done(ngx_event_t *ev)
     /* the next group gathered while this one was on the disk */
 
     ngx_relay_spool_group_start(sp);
+    ngx_relay_spool_group_end(g);
+
+    ngx_free(task);
+}
+
+
+static void
+ngx_relay_spool_group_end(ngx_relay_spool_group_t *g)
+{
+    ngx_queue_t               *q;
+    ngx_relay_spool_writer_t  *w;
 
     while (!ngx_queue_empty(&g->writers)) {
         q = ngx_queue_head(&g->writers);
@@ -850,10 +860,9 @@ ngx_relay_spool_group_done(ngx_event_t *ev)
                           "commit of queue file %V failed", &w->id);
         }
 
-        ngx_relay_spool_finish(w, w->err ? NGX_ERROR : NGX_OK);
+        ngx_relay_spool_finish(w, w->err ? NGX_ERROR : NGX_OK,
+                               g->journal ? &g->slot : NULL);
     }
-
-    ngx_free(task);
 }
 
 
@@ -1013,9 +1022,7 @@ append:
 static void
 ngx_relay_spool_journal_done(ngx_relay_spool_group_t *g)
 {
-    ngx_queue_t               *q;
-    ngx_relay_spool_t         *sp;
-    ngx_relay_spool_writer_t  *w;
+    ngx_relay_spool_t  *sp;
 
     sp = g->spool;
 
@@ -1027,37 +1034,7 @@ ngx_relay_spool_journal_done(ngx_relay_spool_group_t *g)
     ngx_relay_journal_written(&sp->journal, g->slot.segment, g->records,
                               g->journal_failed);
 
-    while (!ngx_queue_empty(&g->writers)) {
-        q = ngx_queue_head(&g->writers);
-        ngx_queue_remove(q);
-
-        w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
-
-        if (w->err) {
-            ngx_log_error(NGX_LOG_CRIT, w->log, w->err,
-                          "commit of queue file %V failed", &w->id);
-
-            if (w->handler) {
-                w->handler(w, NGX_ERROR);
-            }
-
-            ngx_relay_spool_abort(w);
-            continue;
-        }
-
-        if (w->handler) {
-            w->handler(w, NGX_OK);
-        }
-
-        /* the queue file has it all now: the buffer can go */
-
-        ngx_free(w->buf);
-        w->buf = NULL;
-        w->pos = NULL;
-        w->end = NULL;
-
-        ngx_relay_journal_park(&sp->journal, g->slot.segment, &w->queue);
-    }
+    ngx_relay_spool_group_end(g);
 
     sp->journal_busy--;
 
@@ -1085,12 +1062,14 @@ ngx_relay_spool_settled(void *data, ngx_queue_t *q)
 
 /*
  * The writer's end: tell the session (if it is still there), then hand a
- * durable message to the scheduler, which owns it from now on.  A message
+ * durable message to the scheduler, which owns it from now on (a message
+ * in the journal waits for its segment's checkpoint first).  A message
  * that failed is removed: its client got a 4xx and will send it again.
  */
 
 static void
-ngx_relay_spool_finish(ngx_relay_spool_writer_t *w, ngx_int_t rc)
+ngx_relay_spool_finish(ngx_relay_spool_writer_t *w, ngx_int_t rc,
+    ngx_relay_journal_slot_t *slot)
 {
     ngx_relay_spool_t  *sp;
 
@@ -1098,6 +1077,19 @@ ngx_relay_spool_finish(ngx_relay_spool_writer_t *w, ngx_int_t rc)
 
     if (w->handler) {
         w->handler(w, rc);
+    }
+
+    if (rc == NGX_OK && slot) {
+
+        /* in the journal: the queue file has it all, the buffer can go */
+
+        ngx_free(w->buf);
+        w->buf = NULL;
+        w->pos = NULL;
+        w->end = NULL;
+
+        ngx_relay_journal_park(&sp->journal, slot->segment, &w->queue);
+        return;
     }
 
     if (rc == NGX_OK && sp->queued) {

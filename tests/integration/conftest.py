@@ -47,3 +47,20 @@ def smtp(relay):
     yield connect
     for c in conns:
         c.close()
+
+
+@pytest.fixture
+def fresh(request, tmp_path_factory, certs):
+    """launch(**kw) starts an nginx of the test's own (any number); each is
+    stopped at the test's end and its error.log checked."""
+    started = []
+
+    def launch(**kw):
+        ng = h.launch(tmp_path_factory, certs, request.node.name[:40], **kw)
+        started.append(ng)
+        return ng
+
+    yield launch
+    for ng in started:
+        ng.stop()
+        ng.assert_log_clean()

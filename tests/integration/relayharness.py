@@ -262,12 +262,22 @@ def _ppid(pid):
 
 
 def _alive(pid):
+    """Any thread of pid still running.  A killed process whose main thread
+    is a zombie still holds its sockets while another thread finishes a
+    sync it cannot leave (state D): it is not gone until every thread is."""
     try:
-        with open("/proc/%d/stat" % pid) as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
+        tids = os.listdir("/proc/%d/task" % pid)
     except OSError:
         return False
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            return True
+    return False
 
 
 def children_of(pid):

@@ -14,24 +14,7 @@ import signal
 import smtplib
 import threading
 
-import pytest
-
 import relayharness as h
-
-
-@pytest.fixture
-def fresh(request, tmp_path_factory, certs):
-    started = []
-
-    def launch(**kw):
-        ng = h.launch(tmp_path_factory, certs, request.node.name[:40], **kw)
-        started.append(ng)
-        return ng
-
-    yield launch
-    for ng in started:
-        ng.stop()
-        ng.assert_log_clean()
 
 
 def burst_client(port, n, count, rcpt_fmt, acked, lock, errors):

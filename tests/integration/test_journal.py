@@ -33,21 +33,6 @@ RECORD_MAGIC = 0x31434552
 NO_CHECKPOINT = "    relay_spool_checkpoint_interval 1h;"
 
 
-@pytest.fixture
-def fresh(request, tmp_path_factory, certs):
-    started = []
-
-    def launch(**kw):
-        ng = h.launch(tmp_path_factory, certs, request.node.name[:40], **kw)
-        started.append(ng)
-        return ng
-
-    yield launch
-    for ng in started:
-        ng.stop()
-        ng.assert_log_clean()
-
-
 def journal_dir(ng):
     return ng.spool / "journal"
 
@@ -55,6 +40,13 @@ def journal_dir(ng):
 def journals(ng):
     """The workers' journals (not "<pid>.new", one still being made)."""
     return sorted(p for p in journal_dir(ng).iterdir() if p.name.isdigit())
+
+
+def started(ng, workers):
+    """Waits until each worker has made its journal."""
+    h.wait_until(lambda: len(journals(ng)) == workers, 10,
+                 what="a journal per worker: %s" % journals(ng))
+    return journals(ng)
 
 
 def read_header(data, offset):
@@ -119,25 +111,27 @@ def queue_bytes(ng, ids):
     return {q: (ng.queue_dir / q).read_bytes() for q in ids}
 
 
+def assert_queued(ng, acked):
+    for q, t in acked:
+        assert t.encode() in (ng.queue_dir / q).read_bytes(), (q, t)
+
+
 def test_journal_per_worker_retired_on_quit(fresh):
     ng = fresh()
     pids = sorted(ng.worker_pids())
-    h.wait_until(lambda: len(journals(ng)) == 2, 10,
-                 what="a journal per worker: %s" % journals(ng))
-    assert sorted(int(p.name) for p in journals(ng)) == pids
+    assert sorted(int(p.name) for p in started(ng, 2)) == pids
     for p in journals(ng):
         assert p.stat().st_size == 16 * 1024 * 1024
         read_header(p.read_bytes(), 0)
     acked = send(ng, 5, "quit")
     assert ng.stop()
     assert journals(ng) == [], journals(ng)
-    for q, t in acked:
-        assert t.encode() in (ng.queue_dir / q).read_bytes()
+    assert_queued(ng, acked)
 
 
 def test_records_hold_the_queue_files(fresh):
     ng = fresh(workers=1, stream_extra=NO_CHECKPOINT)
-    h.wait_until(lambda: len(journals(ng)) == 1, 10, what="the journal")
+    started(ng, 1)
     acked = send(ng, 6, "rec")
     recs = records(journals(ng)[0])
     assert [r[0] for r in recs] == [q for q, _ in acked]
@@ -148,7 +142,7 @@ def test_records_hold_the_queue_files(fresh):
 
 def test_kill9_same_boot_retires_without_replay(fresh):
     ng = fresh(stream_extra=NO_CHECKPOINT)
-    h.wait_until(lambda: len(journals(ng)) == 2, 10, what="journals")
+    started(ng, 2)
     old = {p.name for p in journals(ng)}
     acked = send(ng, 20, "same")
     before = queue_bytes(ng, [q for q, _ in acked])
@@ -167,7 +161,7 @@ def test_kill9_same_boot_retires_without_replay(fresh):
 
 def test_power_loss_replay_byte_exact(fresh):
     ng = fresh(stream_extra=NO_CHECKPOINT)
-    h.wait_until(lambda: len(journals(ng)) == 2, 10, what="journals")
+    started(ng, 2)
     acked = send(ng, 15, "pl-a") + send(ng, 15, "pl-b")
     ids = [q for q, _ in acked]
     before = queue_bytes(ng, ids)
@@ -196,14 +190,12 @@ def test_power_loss_replay_byte_exact(fresh):
     st = os.stat(ng.queue_dir / ids[0])
     assert st.st_uid == os.stat(ng.queue_dir).st_uid
     # and the relay goes on working
-    more = send(ng, 2, "after")
-    for q, t in more:
-        assert t.encode() in (ng.queue_dir / q).read_bytes()
+    assert_queued(ng, send(ng, 2, "after"))
 
 
 def test_damaged_record_ends_replay(fresh):
     ng = fresh(workers=1, stream_extra=NO_CHECKPOINT)
-    h.wait_until(lambda: len(journals(ng)) == 1, 10, what="the journal")
+    started(ng, 1)
     acked = send(ng, 5, "torn")
     ids = [q for q, _ in acked]
     before = queue_bytes(ng, ids)
@@ -243,7 +235,5 @@ def test_local_delivery_after_checkpoint(fresh):
 @pytest.mark.parametrize("mode", ["syncfs", "files"])
 def test_other_sync_modes(fresh, mode):
     ng = fresh(stream_extra="    relay_spool_sync %s;" % mode)
-    acked = send(ng, 3, mode)
-    for q, t in acked:
-        assert t.encode() in (ng.queue_dir / q).read_bytes()
+    assert_queued(ng, send(ng, 3, mode))
     assert journals(ng) == []
