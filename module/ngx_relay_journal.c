@@ -73,6 +73,27 @@
 #define NGX_RELAY_JOURNAL_RETRY   1000    /* after a failed checkpoint */
 
 
+typedef struct {
+    off_t                      offset;
+    uint64_t                   nonce;
+    size_t                     id_len;
+    size_t                     len;
+} ngx_relay_journal_restored_t;
+
+
+/* one journal being written back */
+
+typedef struct {
+    ngx_fd_t                       fd;
+    int                            queue_fd;
+    ngx_log_t                     *log;
+    ngx_uint_t                     failed;      /* the journal must stay */
+    ngx_relay_journal_restored_t  *done;        /* written back */
+    ngx_uint_t                     ndone;
+    ngx_uint_t                     nalloc;
+} ngx_relay_journal_replay_t;
+
+
 static void ngx_relay_journal_open_thread(void *data, ngx_log_t *log);
 static void ngx_relay_journal_open_done(ngx_event_t *ev);
 static ngx_int_t ngx_relay_journal_fill(ngx_relay_journal_t *j);
@@ -84,8 +105,11 @@ static ngx_int_t ngx_relay_journal_recover_one(int dir_fd, int queue_fd,
     const char *name, ngx_log_t *log);
 static ngx_int_t ngx_relay_journal_read_header(ngx_fd_t fd, off_t offset,
     uint64_t *nonce, off_t *segment_size, u_char *boot_id);
-static ngx_uint_t ngx_relay_journal_replay(ngx_fd_t fd, int queue_fd,
-    off_t base, off_t segment_size, uint64_t nonce, ngx_log_t *log);
+static void ngx_relay_journal_replay(ngx_relay_journal_replay_t *r,
+    off_t base, off_t segment_size, uint64_t nonce);
+static void ngx_relay_journal_restored(ngx_relay_journal_replay_t *r,
+    off_t offset, uint64_t nonce, size_t id_len, size_t len);
+static void ngx_relay_journal_retire_restored(ngx_relay_journal_replay_t *r);
 static ngx_uint_t ngx_relay_journal_valid_id(u_char *id, size_t len);
 static ngx_int_t ngx_relay_journal_restore(int queue_fd, u_char *id,
     size_t id_len, u_char *data, size_t len);
@@ -240,12 +264,13 @@ static ngx_int_t
 ngx_relay_journal_recover_one(int dir_fd, int queue_fd, const char *name,
     ngx_log_t *log)
 {
-    off_t        segment_size, size;
-    u_char       boot_id[NGX_RELAY_BOOT_ID_LEN];
-    uint64_t     nonce;
-    ngx_fd_t     fd;
-    ngx_uint_t   i, restored, replay;
-    struct stat  st;
+    off_t                        segment_size, size;
+    u_char                       boot_id[NGX_RELAY_BOOT_ID_LEN];
+    uint64_t                     nonce;
+    ngx_fd_t                     fd;
+    ngx_uint_t                   i, replay;
+    struct stat                  st;
+    ngx_relay_journal_replay_t   r;
 
     fd = openat(dir_fd, name, O_RDWR|O_CLOEXEC);
     if (fd == -1) {
@@ -260,7 +285,11 @@ ngx_relay_journal_recover_one(int dir_fd, int queue_fd, const char *name,
         return NGX_DECLINED;                 /* its owner lives */
     }
 
-    restored = 0;
+    ngx_memzero(&r, sizeof(ngx_relay_journal_replay_t));
+    r.fd = fd;
+    r.queue_fd = queue_fd;
+    r.log = log;
+
     replay = 0;
 
     if (ngx_strstr(name, ".new") == NULL
@@ -279,10 +308,8 @@ ngx_relay_journal_recover_one(int dir_fd, int queue_fd, const char *name,
                                               &segment_size, boot_id)
                 == NGX_OK)
             {
-                restored += ngx_relay_journal_replay(fd, queue_fd,
-                                                     i * segment_size,
-                                                     segment_size, nonce,
-                                                     log);
+                ngx_relay_journal_replay(&r, i * segment_size, segment_size,
+                                         nonce);
             }
         }
     }
@@ -292,9 +319,24 @@ ngx_relay_journal_recover_one(int dir_fd, int queue_fd, const char *name,
     if (syncfs(queue_fd) == -1) {
         ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
                       "relay journal \"%s\": syncfs() failed, kept", name);
+        free(r.done);
         (void) close(fd);
         return NGX_ERROR;
     }
+
+    if (r.failed) {
+        ngx_relay_journal_retire_restored(&r);
+
+        ngx_log_error(NGX_LOG_CRIT, log, 0,
+                      "relay journal \"%s\": %ui message(s) restored, "
+                      "the others could not be, kept for the next try",
+                      name, r.ndone);
+        free(r.done);
+        (void) close(fd);
+        return NGX_ERROR;
+    }
+
+    free(r.done);
 
     if (unlinkat(dir_fd, name, 0) == -1 || fsync(dir_fd) == -1) {
         ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
@@ -306,7 +348,7 @@ ngx_relay_journal_recover_one(int dir_fd, int queue_fd, const char *name,
     if (replay) {
         ngx_log_error(NGX_LOG_NOTICE, log, 0,
                       "relay journal \"%s\" of an earlier boot: "
-                      "%ui message(s) restored", name, restored);
+                      "%ui message(s) restored", name, r.ndone);
 
     } else {
         ngx_log_error(NGX_LOG_INFO, log, 0,
@@ -343,28 +385,34 @@ ngx_relay_journal_read_header(ngx_fd_t fd, off_t offset, uint64_t *nonce,
 }
 
 
-/* writes back every valid record of one segment; returns how many */
+/*
+ * Writes back every valid record of one segment.  A record that cannot be
+ * read ends it; one that cannot be written is left for the next try.
+ * Either sets r->failed: the journal must then stay.
+ */
 
-static ngx_uint_t
-ngx_relay_journal_replay(ngx_fd_t fd, int queue_fd, off_t base,
-    off_t segment_size, uint64_t nonce, ngx_log_t *log)
+static void
+ngx_relay_journal_replay(ngx_relay_journal_replay_t *r, off_t base,
+    off_t segment_size, uint64_t nonce)
 {
-    off_t       off, end;
-    size_t      len, id_len, size;
-    u_char     *data, h[NGX_RELAY_JOURNAL_RECORD_LEN];
-    uint32_t    crc, stored, magic;
-    ngx_uint_t  n;
+    off_t     off, end;
+    size_t    len, id_len, size;
+    u_char   *data, h[NGX_RELAY_JOURNAL_RECORD_LEN];
+    uint32_t  crc, stored, magic;
 
-    n = 0;
-    off = base + NGX_RELAY_JOURNAL_RECORDS_AT;
     end = base + segment_size;
 
-    while (off + NGX_RELAY_JOURNAL_RECORD_LEN <= end) {
+    for (off = base + NGX_RELAY_JOURNAL_RECORDS_AT;
+         off + NGX_RELAY_JOURNAL_RECORD_LEN <= end;
+         off += size)
+    {
+        if (pread(r->fd, h, sizeof(h), off) != (ssize_t) sizeof(h)) {
+            r->failed = 1;
+            return;
+        }
 
-        if (pread(fd, h, sizeof(h), off) != (ssize_t) sizeof(h)
-            || ngx_relay_journal_get(h + 8, 8) != nonce)
-        {
-            break;
+        if (ngx_relay_journal_get(h + 8, 8) != nonce) {
+            return;                      /* the end of the records */
         }
 
         magic = (uint32_t) ngx_relay_journal_get(h, 4);
@@ -377,58 +425,111 @@ ngx_relay_journal_replay(ngx_fd_t fd, int queue_fd, off_t base,
             || id_len == 0 || id_len > NGX_RELAY_ID_LEN
             || (off_t) size > end - off)
         {
-            break;
-        }
-
-        if (magic == NGX_RELAY_JOURNAL_PAD) {
-            stored = (uint32_t) ngx_relay_journal_get(h + 4, 4);
-            ngx_relay_journal_put(h + 4, 0, 4);
-
-            if (crc32(0, h, sizeof(h)) != stored) {
-                break;
-            }
-
-            off += size;
-            continue;
-        }
-
-        data = malloc(id_len + len);
-        if (data == NULL) {
-            break;
-        }
-
-        if (pread(fd, data, id_len + len, off + sizeof(h))
-            != (ssize_t) (id_len + len))
-        {
-            free(data);
-            break;
+            return;
         }
 
         stored = (uint32_t) ngx_relay_journal_get(h + 4, 4);
         ngx_relay_journal_put(h + 4, 0, 4);
 
+        if (magic == NGX_RELAY_JOURNAL_PAD) {
+            if (crc32(0, h, sizeof(h)) != stored) {
+                return;
+            }
+
+            continue;
+        }
+
+        data = malloc(id_len + len);
+        if (data == NULL) {
+            r->failed = 1;
+            return;
+        }
+
+        if (pread(r->fd, data, id_len + len, off + sizeof(h))
+            != (ssize_t) (id_len + len))
+        {
+            free(data);
+            r->failed = 1;
+            return;
+        }
+
         crc = crc32(crc32(0, h, sizeof(h)), data, id_len + len);
 
         if (crc != stored || !ngx_relay_journal_valid_id(data, id_len)) {
             free(data);
-            break;
+            return;
         }
 
-        if (ngx_relay_journal_restore(queue_fd, data, id_len, data + id_len,
-                                      len)
-            != NGX_OK)
+        if (ngx_relay_journal_restore(r->queue_fd, data, id_len,
+                                      data + id_len, len)
+            == NGX_OK)
         {
-            ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
+            ngx_relay_journal_restored(r, off, nonce, id_len, len);
+
+        } else {
+            ngx_log_error(NGX_LOG_CRIT, r->log, ngx_errno,
                           "relay journal: restoring \"%*s\" failed",
                           id_len, data);
+            r->failed = 1;
         }
 
         free(data);
-        n++;
-        off += size;
+    }
+}
+
+
+static void
+ngx_relay_journal_restored(ngx_relay_journal_replay_t *r, off_t offset,
+    uint64_t nonce, size_t id_len, size_t len)
+{
+    ngx_uint_t                     n;
+    ngx_relay_journal_restored_t  *done;
+
+    if (r->ndone == r->nalloc) {
+        n = r->nalloc ? 2 * r->nalloc : 64;
+
+        done = realloc(r->done, n * sizeof(ngx_relay_journal_restored_t));
+        if (done == NULL) {
+            r->failed = 1;               /* it may come back once more */
+            return;
+        }
+
+        r->done = done;
+        r->nalloc = n;
     }
 
-    return n;
+    done = &r->done[r->ndone++];
+    done->offset = offset;
+    done->nonce = nonce;
+    done->id_len = id_len;
+    done->len = len;
+}
+
+
+/*
+ * A journal kept after a partial write-back: the records whose queue files
+ * are durable now (after the syncfs()) become pads, so that the next try
+ * does not bring back a message the workers may have delivered meanwhile.
+ */
+
+static void
+ngx_relay_journal_retire_restored(ngx_relay_journal_replay_t *r)
+{
+    u_char      h[NGX_RELAY_JOURNAL_RECORD_LEN];
+    ngx_uint_t  i;
+
+    for (i = 0; i < r->ndone; i++) {
+        ngx_relay_journal_pad_header(h, r->done[i].nonce, r->done[i].id_len,
+                                     r->done[i].len);
+
+        if (pwrite(r->fd, h, sizeof(h), r->done[i].offset)
+            != (ssize_t) sizeof(h))
+        {
+            break;
+        }
+    }
+
+    (void) fdatasync(r->fd);
 }
 
 
@@ -797,7 +898,9 @@ ngx_relay_journal_written(ngx_relay_journal_t *j, ngx_uint_t segment,
     s->writing--;
     s->records += records;
 
-    if (failed) {
+    /* a hole, or enough parked messages (each holds its descriptor) */
+
+    if (failed || s->records >= NGX_RELAY_JOURNAL_MAX_PARKED) {
         s->sealed = 1;
     }
 

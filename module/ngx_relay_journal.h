@@ -18,6 +18,7 @@
 #define NGX_RELAY_JOURNAL_RECORD      0x31434552      /* "REC1" */
 #define NGX_RELAY_JOURNAL_PAD         0x31444150      /* "PAD1" */
 #define NGX_RELAY_JOURNAL_INFLIGHT    2               /* groups writing */
+#define NGX_RELAY_JOURNAL_MAX_PARKED  512             /* then checkpoint */
 #define NGX_RELAY_JOURNAL_HEADER_LEN  64
 #define NGX_RELAY_JOURNAL_RECORDS_AT  512             /* in a segment */
 #define NGX_RELAY_JOURNAL_RECORD_LEN  32

@@ -1551,11 +1551,9 @@ ngx_stream_relay_init_module(ngx_cycle_t *cycle)
         rmcf->spool_sync = NGX_RELAY_SYNC_SYNCFS;
     }
 
-    if (ngx_relay_journal_recover_dirs(&rmcf->spool, cycle)
-        == NGX_ERROR)
-    {
-        return NGX_ERROR;
-    }
+    /* one that cannot be restored now stays for the queue scans to retry */
+
+    (void) ngx_relay_journal_recover_dirs(&rmcf->spool, cycle);
 
     rmcf->maildir.data[rmcf->maildir.len - 1] = '\0';
 

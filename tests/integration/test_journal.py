@@ -12,6 +12,8 @@ These tests check what that promises:
     byte for byte, before any worker starts;
   - a damaged record ends the replay of its segment: the records before it
     come back, none after it;
+  - a record that cannot be written back keeps the journal (the others
+    become pads) and a queue scan finishes the work;
   - the other sync modes still accept and deliver.
 The journal format is the one documented in module/ngx_relay_journal.c.
 """
@@ -30,6 +32,7 @@ import relayharness as h
 HEADER_LEN = 64
 RECORDS_AT = 512
 RECORD_MAGIC = 0x31434552
+PAD_MAGIC = 0x31444150
 NO_CHECKPOINT = "    relay_spool_checkpoint_interval 1h;"
 
 
@@ -60,7 +63,8 @@ def read_header(data, offset):
 
 
 def records(path):
-    """[(id, offset of the record, data)] of the valid records, in order."""
+    """[(id, offset of the record, data)] of the valid records, in order
+    (pads are stepped over)."""
     data = path.read_bytes()
     _, seg_size, _ = read_header(data, 0)
     out = []
@@ -71,14 +75,18 @@ def records(path):
         while off + 32 <= base + seg_size:
             magic, crc, rnonce, length, idlen = struct.unpack_from(
                 "<IIQIH", data, off)
-            if magic != RECORD_MAGIC or rnonce != nonce:
+            if magic not in (RECORD_MAGIC, PAD_MAGIC) or rnonce != nonce:
                 break
             hdr = bytearray(data[off:off + 32])
             hdr[4:8] = b"\0\0\0\0"
             body = data[off + 32:off + 32 + idlen + length]
-            if zlib.crc32(bytes(hdr) + body) != crc:
+            if magic == PAD_MAGIC:
+                if zlib.crc32(bytes(hdr)) != crc:
+                    break
+            elif zlib.crc32(bytes(hdr) + body) != crc:
                 break
-            out.append((body[:idlen].decode(), off, body[idlen:]))
+            else:
+                out.append((body[:idlen].decode(), off, body[idlen:]))
             off += -(-(32 + idlen + length) // 8) * 8
     return out
 
@@ -237,3 +245,33 @@ def test_other_sync_modes(fresh, mode):
     ng = fresh(stream_extra="    relay_spool_sync %s;" % mode)
     assert_queued(ng, send(ng, 3, mode))
     assert journals(ng) == []
+
+
+def test_failed_restore_keeps_journal_for_the_scan(fresh):
+    ng = fresh(workers=1, stream_extra=NO_CHECKPOINT
+               + "\n    relay_queue_scan_interval 1s;")
+    started(ng, 1)
+    acked = send(ng, 3, "retry")
+    ids = [q for q, _ in acked]
+    before = queue_bytes(ng, ids)
+    ng.kill9()
+    j = journals(ng)[0]
+    for q in ids:
+        (ng.queue_dir / q).unlink()
+    blocker = ng.queue_dir / ids[1]
+    blocker.mkdir()                          # its write-back fails
+    set_boot_id(j, str(uuid.uuid4()).encode())
+
+    ng.start()
+    assert "the others could not be, kept for the next try" \
+        in ng.error_log()
+    assert j.exists()
+    assert queue_bytes(ng, [ids[0], ids[2]]) \
+        == {q: before[q] for q in (ids[0], ids[2])}
+    # the records written back became pads: only the failed one is left
+    assert [r[0] for r in records(j)] == [ids[1]]
+
+    blocker.rmdir()
+    h.wait_until(lambda: not j.exists(), 15,
+                 what="a queue scan to write back the rest")
+    assert queue_bytes(ng, ids) == before
