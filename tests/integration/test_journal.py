@@ -119,6 +119,15 @@ def queue_bytes(ng, ids):
     return {q: (ng.queue_dir / q).read_bytes() for q in ids}
 
 
+def accept_then_crash(ng, n, tag):
+    """n messages, then kill -9 of everything: (ids, their queue files as
+    they were, the one worker's journal)."""
+    ids = [q for q, _ in send(ng, n, tag)]
+    before = queue_bytes(ng, ids)
+    ng.kill9()
+    return ids, before, journals(ng)[0]
+
+
 def assert_queued(ng, acked):
     for q, t in acked:
         assert t.encode() in (ng.queue_dir / q).read_bytes(), (q, t)
@@ -204,11 +213,7 @@ def test_power_loss_replay_byte_exact(fresh):
 def test_damaged_record_ends_replay(fresh):
     ng = fresh(workers=1, stream_extra=NO_CHECKPOINT)
     started(ng, 1)
-    acked = send(ng, 5, "torn")
-    ids = [q for q, _ in acked]
-    before = queue_bytes(ng, ids)
-    ng.kill9()
-    j = journals(ng)[0]
+    ids, before, j = accept_then_crash(ng, 5, "torn")
     recs = records(j)
     assert [r[0] for r in recs] == ids
     data = bytearray(j.read_bytes())
@@ -251,11 +256,7 @@ def test_failed_restore_keeps_journal_for_the_scan(fresh):
     ng = fresh(workers=1, stream_extra=NO_CHECKPOINT
                + "\n    relay_queue_scan_interval 1s;")
     started(ng, 1)
-    acked = send(ng, 3, "retry")
-    ids = [q for q, _ in acked]
-    before = queue_bytes(ng, ids)
-    ng.kill9()
-    j = journals(ng)[0]
+    ids, before, j = accept_then_crash(ng, 3, "retry")
     for q in ids:
         (ng.queue_dir / q).unlink()
     blocker = ng.queue_dir / ids[1]
