@@ -247,6 +247,17 @@ ngx_relay_journal_recover(int dir_fd, int queue_fd, ngx_log_t *log)
             continue;
         }
 
+        /*
+         * A worker may be making that one right now, between its open()
+         * and its flock(): only the master, at start, removes them.
+         */
+
+        if (ngx_process == NGX_PROCESS_WORKER
+            && ngx_strstr(de->d_name, ".new") != NULL)
+        {
+            continue;
+        }
+
         if (ngx_relay_journal_recover_one(dir_fd, queue_fd, de->d_name, log)
             == NGX_ERROR)
         {
@@ -687,7 +698,7 @@ ngx_relay_journal_open_thread(void *data, ngx_log_t *log)
            == -1
         || fsync(j->dir_fd) == -1)
     {
-        j->err = errno ? errno : EIO;
+        j->err = errno;
         (void) unlinkat(j->dir_fd, (char *) tmp, 0);
         (void) close(j->fd);
         j->fd = NGX_INVALID_FILE;
