@@ -18,6 +18,8 @@ fi
 
 build=$(cd "$1" && pwd) || exit 2
 top=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=../tally.sh
+. "$top/tests/tally.sh"
 unit=$top/tests/unit
 out=$build/unit
 src=$build/nginx-src/src
@@ -73,28 +75,7 @@ for t in "$unit"/test_*.c; do
     "$out/$name" > "$out/$name.log" 2>&1
     rc=$?
 
-    grep -v -E '^[a-z_0-9]+: [0-9]+ passed, [0-9]+ failed$' "$out/$name.log"
-
-    summary=$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed\$" \
-              "$out/$name.log" | tail -n 1)
-
-    if [ -z "$summary" ]; then
-        echo "FAIL $name: exit $rc and no summary"
-        failed=$((failed + 1))
-        continue
-    fi
-
-    echo "$summary"
-
-    read -r p f <<< "$(echo "$summary" \
-                       | sed -E 's/^[^:]+: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/')"
-    passed=$((passed + p))
-    failed=$((failed + f))
-
-    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-        echo "FAIL $name: exit $rc with no failed case"
-        failed=$((failed + 1))
-    fi
+    tally "$name" "$out/$name.log" "$rc"
 done
 
 echo "$passed passed, $failed failed"
