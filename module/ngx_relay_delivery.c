@@ -197,6 +197,7 @@ struct ngx_relay_delivery_s {
     unsigned                     tls_required:1; /* relay_tls_policy */
     unsigned                     tls_verify:1;
     unsigned                     verified:1;
+    unsigned                     answered:1;     /* a host said 2xx hello */
     ngx_str_t                    tried_host;
     in_port_t                    tried_port;
 
@@ -627,6 +628,36 @@ ngx_relay_delivery_data(ngx_relay_delivery_t *d)
 }
 
 
+/*
+ * The destination itself failed: no host of it (nor of its backup MX and
+ * fallback lists) greeted us, or its name did not resolve for now, and
+ * everything was deferred for that, not for shaping.  The scheduler then
+ * holds back the destination's other mail until its next attempt
+ * (Postfix's "dead destination").
+ */
+
+ngx_uint_t
+ngx_relay_delivery_unreachable(ngx_relay_delivery_t *d)
+{
+    ngx_uint_t         i;
+    ngx_relay_dest_t  *dst;
+
+    if (d->answered) {
+        return 0;
+    }
+
+    for (i = 0; i < d->ndests; i++) {
+        dst = &d->dests[i];
+
+        if (dst->status != NGX_RELAY_DELIVERY_DEFERRED || dst->throttled) {
+            return 0;
+        }
+    }
+
+    return d->ndests > 0;
+}
+
+
 void
 ngx_relay_delivery_free(ngx_relay_delivery_t *d)
 {
@@ -871,6 +902,7 @@ ngx_relay_delivery_reuse(ngx_relay_delivery_t *d, ngx_relay_smtp_conn_t *sc)
     d->pipelining = sc->pipelining;
     d->verified = sc->verified;
     d->reused = 1;
+    d->answered = 1;
     d->txns = 0;
 
     ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
@@ -1791,6 +1823,7 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
             return;
         }
 
+        d->answered = 1;
         d->state = ngx_relay_dst_ehlo;
         (void) ngx_relay_delivery_command(d, "EHLO %V", &d->ehlo);
         return;

@@ -93,6 +93,7 @@ ngx_int_t ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc,
     ngx_relay_dest_t *dests, ngx_uint_t ndests,
     ngx_relay_delivery_done_pt handler, void *data);
 void *ngx_relay_delivery_data(ngx_relay_delivery_t *d);
+ngx_uint_t ngx_relay_delivery_unreachable(ngx_relay_delivery_t *d);
 void ngx_relay_delivery_free(ngx_relay_delivery_t *d);
 void ngx_relay_delivery_exit(ngx_relay_delivery_conf_t *dc);
 

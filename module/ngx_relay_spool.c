@@ -114,7 +114,8 @@ ngx_relay_spool_prepare_dirs(ngx_str_t *path, ngx_cycle_t *cycle)
     ngx_uint_t        i;
     ngx_core_conf_t  *ccf;
 
-    static const char  *dirs[] = { "", "queue", NGX_RELAY_JOURNAL_DIR };
+    static const char  *dirs[] = { "", "queue", NGX_RELAY_JOURNAL_DIR,
+                                   NGX_RELAY_NOTES_DIR };
 
     log = cycle->log;
     ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
@@ -405,8 +406,8 @@ ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
         p = ngx_sprintf(p, "tenant %V\n", &env->tenant);
     }
 
-    p = ngx_sprintf(p, "sender %V\nnext 0000000000 0000\ndelay-warned 0\n",
-                    &env->sender);
+    p = ngx_sprintf(p, "sender %V\nnext 0000000000 0000\ndelay-warned 0\n"
+                    "hold 0\n", &env->sender);
 
     /* the last error, rewritten in place by the delivery engine */
 
@@ -1416,6 +1417,13 @@ ngx_relay_spool_parse_header(ngx_relay_queued_t *q, u_char *p, u_char *last)
 
             q->warned_offset = p + 13 - start;
             q->delay_warned = (p[13] == '1');
+
+        } else if (ngx_strncmp(p, "hold ", 5) == 0 && eol - p == 6) {
+
+            /* "hold 0|1": an operator's hold, rewritten in place */
+
+            q->hold_offset = p + 5 - start;
+            q->held = (p[5] == '1');
 
         } else if (ngx_strncmp(p, "error ", 6) == 0
                    && eol - p == 6 + NGX_RELAY_SPOOL_ERROR_LEN)

@@ -20,6 +20,7 @@
 #define NGX_RELAY_SPOOL_GROUPS    4       /* commit groups in flight */
 #define NGX_RELAY_TRAILER_FMT     "\nRELAY-END %020O\n"
 #define NGX_RELAY_TRAILER_LEN     32
+#define NGX_RELAY_NOTES_DIR       "notes"   /* queue change notes */
 
 /* relay_spool_sync */
 #define NGX_RELAY_SYNC_FILES      1
@@ -126,6 +127,8 @@ typedef struct {
     off_t                         next_offset;     /* of "next" value */
     off_t                         warned_offset;   /* 0: no such line */
     unsigned                      delay_warned:1;
+    off_t                         hold_offset;     /* 0: no such line */
+    unsigned                      held:1;          /* never attempted */
     off_t                         error_offset;    /* 0: no such line */
     ngx_str_t                     last_error;      /* of the last attempt */
     unsigned                      smtputf8:1;
