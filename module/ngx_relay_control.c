@@ -1807,7 +1807,7 @@ ngx_relay_control_tick(ngx_event_t *ev)
         ngx_relay_control_seen_kick = shm->kick;
 
         if (ngx_relay_control_sched) {
-            ngx_relay_sched_scan_now(ngx_relay_control_sched);
+            ngx_relay_sched_scan_now(ngx_relay_control_sched, 1);
         }
     }
 

@@ -66,6 +66,104 @@ ngx_relay_maildir_mailbox_valid(ngx_str_t *local)
 }
 
 
+ngx_relay_domain_t *
+ngx_relay_maildir_local_domain(ngx_array_t *domains, ngx_str_t *domain)
+{
+    ngx_uint_t           i;
+    ngx_relay_domain_t  *d;
+
+    if (domains == NULL) {
+        return NULL;
+    }
+
+    d = domains->elts;
+
+    for (i = 0; i < domains->nelts; i++) {
+        if (d[i].name.len == domain->len
+            && ngx_strncasecmp(d[i].name.data, domain->data, domain->len)
+               == 0)
+        {
+            return &d[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the domain of "local@domain": after the last "@"; NULL if none */
+
+ngx_str_t *
+ngx_relay_maildir_split(ngx_str_t *addr, ngx_str_t *domain)
+{
+    u_char  *p, *at;
+
+    at = NULL;
+
+    for (p = addr->data; p < addr->data + addr->len; p++) {
+        if (*p == '@') {
+            at = p;
+        }
+    }
+
+    if (at == NULL || at + 1 == addr->data + addr->len) {
+        return NULL;
+    }
+
+    domain->data = at + 1;
+    domain->len = addr->data + addr->len - domain->data;
+
+    return domain;
+}
+
+
+/*
+ * The mailbox of an address in a local domain: the domain and the local
+ * part, lowercased, the local part unquoted.  SMTP delivery and POP3
+ * logins both map addresses here, so they meet in the same Maildir.
+ * NGX_DECLINED: not in a local domain; NGX_ERROR: no safe mailbox name.
+ */
+
+ngx_int_t
+ngx_relay_maildir_mailbox(ngx_array_t *domains, ngx_str_t *addr,
+    ngx_relay_mailbox_t *mb)
+{
+    u_char     *p, *s, *last;
+    ngx_str_t   domain;
+
+    if (addr->len >= NGX_RELAY_MAX_ADDR
+        || ngx_relay_maildir_split(addr, &domain) == NULL
+        || ngx_relay_maildir_local_domain(domains, &domain) == NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_strlow(mb->domain_data, domain.data, domain.len);
+    mb->domain.data = mb->domain_data;
+    mb->domain.len = domain.len;
+
+    last = domain.data - 1;              /* the "@" */
+    s = mb->local_data;
+
+    for (p = addr->data; p < last; p++) {
+        if (*p == '"') {
+            continue;
+        }
+
+        if (*p == '\\' && p + 1 < last) {
+            p++;
+        }
+
+        *s++ = ngx_tolower(*p);
+    }
+
+    mb->local.data = mb->local_data;
+    mb->local.len = s - mb->local_data;
+
+    return ngx_relay_maildir_mailbox_valid(&mb->local) ? NGX_OK : NGX_ERROR;
+}
+
+
 ngx_int_t
 ngx_relay_maildir_deliver(ngx_relay_maildir_job_t *job)
 {

@@ -89,9 +89,13 @@ typedef struct {
 /* per-worker counters summed into the node's status for controld */
 
 typedef struct {
-    ngx_atomic_t              messages;      /* in queue/, by the last scan */
+    ngx_atomic_t              messages;      /* in the worker's schedule */
     ngx_atomic_t              pending;       /* recipients */
     ngx_atomic_t              deferred;      /* messages tried before */
+    ngx_atomic_t              held;          /* by an operator */
+    ngx_atomic_t              active;        /* attempts in flight */
+    ngx_atomic_t              parked;        /* destination unreachable */
+    ngx_atomic_t              oldest;        /* arrival time; 0: none */
     ngx_atomic_t              accepted;      /* totals since start */
     ngx_atomic_t              delivered;
     ngx_atomic_t              deferrals;

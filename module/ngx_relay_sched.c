@@ -5,120 +5,224 @@
 
 
 /*
- * The scheduler decides what to try when; it never reads message content.
+ * The scheduler decides what to try when; it never reads message content
+ * and never writes the spool (attempts do, ngx_relay_attempt.c).
  *
- * New messages come from the spool with their lock held: recipients in
- * local domains are delivered into Maildirs right away by a thread-pool
- * task, then the lock is dropped.  Recipients in other domains stay pending
- * in the queue file for the delivery engine; nothing here bounces them.
+ * Shares: the queue is partitioned across workers by a hash of the queue
+ * id (ngx_relay_spool_slot()), and a worker makes ids of its own share, so
+ * new messages stay with the worker that took them.  flock() keeps
+ * ownership exclusive when old and new workers overlap during a reload.
  *
- * Recovery: every scan_interval (and right after start) a worker lists
- * queue/ in a thread, keeps the names that hash to its slot (the queue is
- * partitioned across workers to avoid lock contention, while flock() keeps
- * ownership exclusive even when old and new workers overlap during a
- * reload), and retries the local recipients still pending.  That is how
- * messages survive kill -9, reloads and changes of worker count.
+ * The schedule: every message of the worker's share has an entry in
+ * memory (id, due time, arrival, destinations, a few flags; never the
+ * envelope), in an index by id and, while it waits, in a heap by due
+ * time.  One timer wakes the worker when the earliest entry is due; at
+ * most NGX_RELAY_SCHED_MAX_BUSY attempts run at once.  Files that are not
+ * due are not opened, so the cost follows the work that is due, not the
+ * size of the queue.
+ *
+ * Where entries come from:
+ *   - the spool hands over every new message (durable, locked): it is
+ *     attempted at once;
+ *   - the first scan after start lists queue/ (due files first: an
+ *     attempt sets a file's mtime to its next attempt) and reads each
+ *     header of the share in thread tasks;
+ *   - notes: an operator tool or the control client that changes queue
+ *     files drops a note (a list of ids) into notes/; every worker hears
+ *     of it through inotify and reads those headers again;
+ *   - a scan every relay_queue_scan_interval is the safety net: it lists
+ *     queue/, reads only files it does not know and forgets entries whose
+ *     files are gone;
+ *   - a worker that exits gracefully notes the ids of its recent messages,
+ *     so the next generation adopts what it took after their first scan.
+ *
+ * Destinations: when no host of a destination greets us (refused, timed
+ * out, 4xx greeting, no address for now), the destination is unreachable
+ * until its backoff passes; mail due for it meanwhile waits in memory
+ * ("parked") instead of each message trying the dead hosts, one message
+ * probes it when its time comes, and a success releases the others.  Mail
+ * past its lifetime is attempted anyway, so it expires and bounces.
  */
 
 
 #include <ngx_config.h>
 #include <ngx_core.h>
+#include <ngx_event.h>
+#include <sys/file.h>
+#include <sys/inotify.h>
 #include <ngx_relay.h>
 #include <ngx_relay_spool.h>
 #include <ngx_relay_maildir.h>
 #include <ngx_relay_sched.h>
+#include <ngx_relay_attempt.h>
 #include <ngx_relay_delivery.h>
 
 
-#define NGX_RELAY_SCHED_MAX_BUSY     16
-#define NGX_RELAY_SCHED_DEBRIS_AGE   10      /* seconds */
+#define NGX_RELAY_SCHED_MAX_BUSY      16
+#define NGX_RELAY_SCHED_NONE          0xffffffff  /* not in the heap */
+#define NGX_RELAY_SCHED_CHUNK         4096        /* entries per malloc */
+#define NGX_RELAY_SCHED_BATCH         256         /* headers per task */
+#define NGX_RELAY_SCHED_READERS       4           /* such tasks at once */
+#define NGX_RELAY_SCHED_BUSY_RETRY    2           /* s: locked elsewhere */
+#define NGX_RELAY_SCHED_FAIL_RETRY    60          /* s: unreadable */
+#define NGX_RELAY_SCHED_LOCAL_RETRY   60          /* s: at most */
+#define NGX_RELAY_SCHED_ADOPT_AGE     600         /* s: noted at exit */
+#define NGX_RELAY_SCHED_NOTE_AGE      600         /* s: notes kept */
+#define NGX_RELAY_SCHED_DEBRIS_AGE    10          /* s */
+#define NGX_RELAY_SCHED_OLDEST_DELAY  2000        /* ms */
+
+/* why a header is read */
+#define NGX_RELAY_SCHED_SCAN          0     /* unknown ones only */
+#define NGX_RELAY_SCHED_NOTE          1     /* changed: known ones too */
+#define NGX_RELAY_SCHED_ADOPT         2     /* unknown ones only */
+
+
+/* a name to read, and what the read found */
+
+typedef struct {
+    u_char                      *name;         /* malloc()ed */
+    ngx_uint_t                   mode;         /* NGX_RELAY_SCHED_SCAN... */
+} ngx_relay_sched_todo_t;
+
+typedef struct {
+    ngx_relay_sched_todo_t       todo;
+    ngx_relay_sched_summary_t    summary;
+} ngx_relay_sched_read_t;
+
+
+/* a name listed by a scan, with its file's time (its next attempt) */
+
+typedef struct {
+    u_char                      *name;         /* malloc()ed */
+    time_t                       mtime;
+} ngx_relay_sched_listed_t;
 
 
 typedef struct {
-    ngx_uint_t                 index;        /* recipient in the envelope */
-    ngx_int_t                  rc;           /* NGX_OK, NGX_DECLINED, ERROR */
-    ngx_err_t                  err;
-    const char                *failed;
-} ngx_relay_local_result_t;
+    ngx_relay_sched_t           *sched;
+    ngx_relay_sched_read_t      *reads;
+    ngx_uint_t                   nreads;
+    ngx_uint_t                   debris;       /* files removed */
+} ngx_relay_sched_batch_t;
 
 
 typedef struct {
-    ngx_relay_sched_t         *sched;
-    ngx_relay_spool_writer_t  *writer;       /* a new message, or NULL */
-    u_char                    *name;         /* found by a scan: malloc()ed */
-    ngx_fd_t                   fd;
-
-    ngx_relay_queued_t         queued;
-    ngx_relay_local_result_t  *results;
-    ngx_uint_t                 nresults;
-    ngx_uint_t                 remaining;    /* recipients still pending */
-    ngx_uint_t                 removed;      /* queue file is gone */
-    ngx_uint_t                 debris;       /* incomplete, removed */
-    ngx_uint_t                 remote;       /* pending, not local */
-
-    /* the remote phase */
-    ngx_thread_task_t         *task;
-    ngx_relay_dest_t          *dests;
-    ngx_uint_t                 ndests;
-    ngx_uint_t                 deliveries;   /* domains in flight */
-    time_t                     next;         /* next attempt to record */
-    ngx_uint_t                 attempts;
-    ngx_uint_t                 bounces;      /* failed, want a DSN */
-    ngx_uint_t                 delays;       /* want a "delayed" DSN */
-    u_char                    *original;     /* for the DSN, malloc()ed */
-    size_t                     original_len;
-    ngx_err_t                  err;
-    const char                *failed;
-} ngx_relay_local_ctx_t;
+    ngx_relay_sched_t           *sched;
+    ngx_relay_sched_listed_t    *names;
+    ngx_uint_t                   nnames;
+    ngx_uint_t                   mode;         /* of the reads it makes */
+    unsigned                     sort:1;       /* due files first */
+    ngx_err_t                    err;
+} ngx_relay_sched_list_t;
 
 
 typedef struct {
-    ngx_relay_sched_t         *sched;
-    u_char                   **names;
-    ngx_uint_t                 nnames;
-    ngx_err_t                  err;
-} ngx_relay_scan_ctx_t;
+    ngx_relay_sched_t           *sched;
+    u_char                     **notes;        /* names, malloc()ed */
+    ngx_uint_t                   nnotes;
+    ngx_relay_sched_todo_t      *ids;
+    ngx_uint_t                   nids;
+    unsigned                     rescan:1;     /* a "*" line */
+} ngx_relay_sched_notes_t;
 
 
+/* names waiting for a header read */
+
+static ngx_relay_sched_todo_t  *ngx_relay_sched_todo;
+static ngx_uint_t               ngx_relay_sched_ntodo;
+static ngx_uint_t               ngx_relay_sched_todo_size;
+static ngx_uint_t               ngx_relay_sched_todo_next;
+
+
+static ngx_relay_sched_entry_t *ngx_relay_sched_entry(ngx_relay_sched_t *sc,
+    u_char *id, size_t len);
+static void ngx_relay_sched_entry_free(ngx_relay_sched_t *sc,
+    ngx_relay_sched_entry_t *e);
+static ngx_relay_sched_entry_t *ngx_relay_sched_find(ngx_relay_sched_t *sc,
+    u_char *id, size_t len);
+static ngx_relay_sched_entry_t **ngx_relay_sched_index_slot(
+    ngx_relay_sched_t *sc, uint32_t hash, u_char *id, size_t len);
+static ngx_int_t ngx_relay_sched_index_add(ngx_relay_sched_t *sc,
+    ngx_relay_sched_entry_t *e);
+static void ngx_relay_sched_index_del(ngx_relay_sched_t *sc,
+    ngx_relay_sched_entry_t *e);
+static ngx_int_t ngx_relay_sched_index_grow(ngx_relay_sched_t *sc);
+static ngx_int_t ngx_relay_sched_heap_push(ngx_relay_sched_t *sc,
+    ngx_relay_sched_entry_t *e);
+static void ngx_relay_sched_heap_del(ngx_relay_sched_t *sc,
+    ngx_relay_sched_entry_t *e);
+static void ngx_relay_sched_heap_up(ngx_relay_sched_t *sc, ngx_uint_t i);
+static void ngx_relay_sched_heap_down(ngx_relay_sched_t *sc, ngx_uint_t i);
+static void ngx_relay_sched_detach(ngx_relay_sched_t *sc,
+    ngx_relay_sched_entry_t *e);
+static void ngx_relay_sched_wait(ngx_relay_sched_t *sc,
+    ngx_relay_sched_entry_t *e, time_t due);
+static void ngx_relay_sched_set(ngx_relay_sched_t *sc,
+    ngx_relay_sched_entry_t *e, ngx_relay_sched_summary_t *s,
+    ngx_uint_t attempted);
+static ngx_int_t ngx_relay_sched_set_dests(ngx_relay_sched_t *sc,
+    ngx_relay_sched_entry_t *e, ngx_relay_sched_summary_t *s);
+static void ngx_relay_sched_drop_dests(ngx_relay_sched_t *sc,
+    ngx_relay_sched_entry_t *e);
+static time_t ngx_relay_sched_expires(ngx_relay_sched_t *sc,
+    ngx_relay_sched_entry_t *e);
+static void ngx_relay_sched_count(ngx_relay_sched_t *sc,
+    ngx_relay_sched_entry_t *e, ngx_int_t n);
+static void ngx_relay_sched_publish(ngx_relay_sched_t *sc);
+static void ngx_relay_sched_oldest_handler(ngx_event_t *ev);
+static ngx_relay_sched_dest_t *ngx_relay_sched_dest(ngx_relay_sched_t *sc,
+    ngx_str_t *name, ngx_uint_t create);
+static void ngx_relay_sched_dest_release(ngx_relay_sched_t *sc,
+    ngx_relay_sched_dest_t *dest, ngx_uint_t all);
+static void ngx_relay_sched_dest_gc(ngx_relay_sched_t *sc,
+    ngx_relay_sched_dest_t *dest);
+static void ngx_relay_sched_probe_handler(ngx_event_t *ev);
+static ngx_uint_t ngx_relay_sched_park(ngx_relay_sched_t *sc,
+    ngx_relay_sched_entry_t *e, time_t now);
+static void ngx_relay_sched_unpark(ngx_relay_sched_t *sc,
+    ngx_relay_sched_entry_t *e);
+static void ngx_relay_sched_dispatch(ngx_relay_sched_t *sc);
+static void ngx_relay_sched_due_handler(ngx_event_t *ev);
+static void ngx_relay_sched_run(ngx_relay_sched_t *sc,
+    ngx_relay_sched_entry_t *e, ngx_relay_spool_writer_t *w);
 static void ngx_relay_sched_queued(ngx_relay_spool_t *sp,
     ngx_relay_spool_writer_t *w);
-static ngx_int_t ngx_relay_sched_post_local(ngx_relay_sched_t *sc,
-    ngx_relay_spool_writer_t *w, u_char *name);
-static void ngx_relay_sched_local_thread(void *data, ngx_log_t *log);
-static void ngx_relay_sched_remove(ngx_relay_local_ctx_t *ctx);
-static void ngx_relay_sched_debris(ngx_relay_local_ctx_t *ctx);
-static ngx_int_t ngx_relay_sched_deliver_one(ngx_relay_local_ctx_t *ctx,
-    ngx_relay_queued_rcpt_t *r, ngx_uint_t index,
-    ngx_relay_local_result_t *res);
-static void ngx_relay_sched_local_done(ngx_event_t *ev);
-static void ngx_relay_sched_end(ngx_relay_local_ctx_t *ctx);
-static ngx_int_t ngx_relay_sched_remote(ngx_relay_local_ctx_t *ctx);
-static void ngx_relay_sched_delivered(ngx_relay_delivery_t *d);
-static void ngx_relay_sched_record_thread(void *data, ngx_log_t *log);
-static ngx_int_t ngx_relay_sched_last_error(ngx_relay_local_ctx_t *ctx);
-static void ngx_relay_sched_record_done(ngx_event_t *ev);
-static ngx_str_t *ngx_relay_sched_domain(ngx_str_t *addr, ngx_str_t *domain);
-static ngx_int_t ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx);
-static void ngx_relay_sched_log_remote(ngx_relay_local_ctx_t *ctx);
-static ngx_uint_t ngx_relay_sched_notify_failure(ngx_uint_t notify);
-static void ngx_relay_sched_read_original(ngx_relay_local_ctx_t *ctx);
-static void ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx,
-    ngx_uint_t delayed);
-static ngx_uint_t ngx_relay_sched_reported(ngx_relay_local_ctx_t *ctx,
-    ngx_relay_dest_t *dst, ngx_uint_t delayed);
-static ngx_uint_t ngx_relay_sched_ascii(ngx_str_t *s);
-static void ngx_relay_sched_log_results(ngx_relay_local_ctx_t *ctx,
-    ngx_log_t *log);
 static void ngx_relay_sched_scan_handler(ngx_event_t *ev);
-static void ngx_relay_sched_scan_thread(void *data, ngx_log_t *log);
-static void ngx_relay_sched_scan_done(ngx_event_t *ev);
-static void ngx_relay_sched_dispatch(ngx_relay_sched_t *sc);
-static ngx_uint_t ngx_relay_sched_slot(u_char *name, ngx_uint_t workers);
+static void ngx_relay_sched_list_thread(void *data, ngx_log_t *log);
+static void ngx_relay_sched_old_notes(ngx_relay_sched_t *sc);
+static int ngx_cdecl ngx_relay_sched_cmp_mtime(const void *a, const void *b);
+static void ngx_relay_sched_listed(ngx_event_t *ev);
+static void ngx_relay_sched_sweep(ngx_relay_sched_t *sc);
+static ngx_int_t ngx_relay_sched_todo_add(u_char *name, ngx_uint_t mode);
+static void ngx_relay_sched_read_more(ngx_relay_sched_t *sc);
+static void ngx_relay_sched_batch_thread(void *data, ngx_log_t *log);
+static void ngx_relay_sched_read_one(ngx_relay_sched_t *sc,
+    ngx_relay_sched_read_t *r, ngx_uint_t *debris);
+static void ngx_relay_sched_batch_done(ngx_event_t *ev);
+static void ngx_relay_sched_apply(ngx_relay_sched_t *sc,
+    ngx_relay_sched_read_t *r);
+static void ngx_relay_sched_scan_end(ngx_relay_sched_t *sc);
+static ngx_int_t ngx_relay_sched_notes_init(ngx_relay_sched_t *sc,
+    ngx_cycle_t *cycle);
+static void ngx_relay_sched_notes_handler(ngx_event_t *ev);
+static void ngx_relay_sched_notes_thread(void *data, ngx_log_t *log);
+static void ngx_relay_sched_note_parse(ngx_relay_sched_notes_t *nt,
+    u_char *p, u_char *last);
+static void ngx_relay_sched_notes_done(ngx_event_t *ev);
+static void ngx_relay_sched_note_exit(ngx_relay_sched_t *sc);
+static void ngx_relay_sched_note_parked(void *data, ngx_str_t *id);
+static void ngx_relay_sched_note_id(ngx_array_t *note, u_char *id,
+    size_t len);
+static ngx_uint_t ngx_relay_sched_valid_id(u_char *p, size_t len);
 
 
 ngx_int_t
 ngx_relay_sched_init(ngx_relay_sched_t *sc, ngx_cycle_t *cycle)
 {
+    sc->log = cycle->log;
+    sc->spool.workers = sc->workers;
+    sc->spool.worker = sc->worker;
+
     if (ngx_relay_spool_init(&sc->spool, cycle) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -126,32 +230,55 @@ ngx_relay_sched_init(ngx_relay_sched_t *sc, ngx_cycle_t *cycle)
     sc->spool.queued = ngx_relay_sched_queued;
     sc->spool.data = sc;
 
+    ngx_rbtree_init(&sc->dests, &sc->dests_sentinel,
+                    ngx_str_rbtree_insert_value);
+
+    if (ngx_relay_sched_index_grow(sc) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    sc->due_event.handler = ngx_relay_sched_due_handler;
+    sc->due_event.data = sc;
+    sc->due_event.log = cycle->log;
+    sc->due_event.cancelable = 1;
+
     sc->scan_event.handler = ngx_relay_sched_scan_handler;
     sc->scan_event.data = sc;
     sc->scan_event.log = cycle->log;
     sc->scan_event.cancelable = 1;
 
-    /* the first scan finds what a crash or the previous workers left */
+    sc->notes_fd = -1;
 
-    ngx_add_timer(&sc->scan_event, 1000);
+    if (ngx_relay_sched_notes_init(sc, cycle) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "relay queue: no notes from other processes, "
+                      "changes by operators wait for a queue scan");
+    }
+
+    /* the first scan builds the schedule from what is on disk */
+
+    ngx_add_timer(&sc->scan_event, 1);
 
     return NGX_OK;
 }
 
 
 /*
- * An operator asked for a retry (a flush through controld): scan now, or
- * right after the scan in progress.
+ * Look at the whole queue again: list it and read what is not known, or
+ * with "refresh" (an operator changed files without naming them) read
+ * every header again.
  */
 
 void
-ngx_relay_sched_scan_now(ngx_relay_sched_t *sc)
+ngx_relay_sched_scan_now(ngx_relay_sched_t *sc, ngx_uint_t refresh)
 {
     if (ngx_exiting || ngx_terminate) {
         return;
     }
 
-    if (sc->scanning || sc->backlog) {
+    sc->refresh |= refresh;
+
+    if (sc->scanning) {
         sc->rescan = 1;
         return;
     }
@@ -167,8 +294,26 @@ ngx_relay_sched_scan_now(ngx_relay_sched_t *sc)
 void
 ngx_relay_sched_exit(ngx_relay_sched_t *sc)
 {
+    if (ngx_exiting && !ngx_terminate) {
+        ngx_relay_sched_note_exit(sc);
+    }
+
     if (sc->scan_event.timer_set) {
         ngx_del_timer(&sc->scan_event);
+    }
+
+    if (sc->due_event.timer_set) {
+        ngx_del_timer(&sc->due_event);
+    }
+
+    if (sc->notes) {
+        ngx_close_connection(sc->notes);
+        sc->notes = NULL;
+    }
+
+    if (sc->notes_fd != -1) {
+        (void) close(sc->notes_fd);
+        sc->notes_fd = -1;
     }
 
     ngx_relay_spool_exit(&sc->spool);
@@ -180,28 +325,996 @@ ngx_relay_sched_exit(ngx_relay_sched_t *sc)
 }
 
 
-ngx_relay_domain_t *
-ngx_relay_sched_local_domain(ngx_array_t *domains, ngx_str_t *domain)
-{
-    ngx_uint_t           i;
-    ngx_relay_domain_t  *d;
+/* ---------------------------------------------------------------- entries */
 
-    if (domains == NULL) {
+
+static ngx_relay_sched_entry_t *
+ngx_relay_sched_entry(ngx_relay_sched_t *sc, u_char *id, size_t len)
+{
+    ngx_uint_t                i;
+    ngx_relay_sched_entry_t  *e, *chunk;
+
+    if (len == 0 || len > NGX_RELAY_ID_LEN) {
         return NULL;
     }
 
-    d = domains->elts;
+    if (sc->free == NULL) {
 
-    for (i = 0; i < domains->nelts; i++) {
-        if (d[i].name.len == domain->len
-            && ngx_strncasecmp(d[i].name.data, domain->data, domain->len)
-               == 0)
-        {
-            return &d[i];
+        /* entries come in chunks: no malloc() header per message */
+
+        chunk = ngx_alloc(NGX_RELAY_SCHED_CHUNK
+                          * sizeof(ngx_relay_sched_entry_t), sc->log);
+        if (chunk == NULL) {
+            return NULL;
+        }
+
+        for (i = 0; i < NGX_RELAY_SCHED_CHUNK; i++) {
+            chunk[i].more = (ngx_relay_sched_dest_t **) sc->free;
+            sc->free = &chunk[i];
         }
     }
 
-    return NULL;
+    e = sc->free;
+    sc->free = (ngx_relay_sched_entry_t *) e->more;
+
+    ngx_memzero(e, sizeof(ngx_relay_sched_entry_t));
+
+    e->heap = NGX_RELAY_SCHED_NONE;
+    e->state = ngx_relay_sched_idle;
+    e->gen = sc->gen;
+    e->arrival = ngx_time();
+    e->id_len = (u_char) len;
+    ngx_memcpy(e->id, id, len);
+    e->hash = ngx_murmur_hash2(id, len);
+
+    if (ngx_relay_sched_index_add(sc, e) != NGX_OK) {
+        e->more = (ngx_relay_sched_dest_t **) sc->free;
+        sc->free = e;
+        return NULL;
+    }
+
+    return e;
+}
+
+
+static void
+ngx_relay_sched_entry_free(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e)
+{
+    if (e->probe && e->probe->prober == e) {
+        e->probe->prober = NULL;
+    }
+
+    ngx_relay_sched_detach(sc, e);
+    ngx_relay_sched_count(sc, e, -1);
+    ngx_relay_sched_drop_dests(sc, e);
+    ngx_relay_sched_index_del(sc, e);
+
+    e->more = (ngx_relay_sched_dest_t **) sc->free;
+    sc->free = e;
+}
+
+
+static ngx_relay_sched_entry_t *
+ngx_relay_sched_find(ngx_relay_sched_t *sc, u_char *id, size_t len)
+{
+    return *ngx_relay_sched_index_slot(sc, ngx_murmur_hash2(id, len), id,
+                                       len);
+}
+
+
+/* the index: open addressing, linear probing, at most half full */
+
+static ngx_relay_sched_entry_t **
+ngx_relay_sched_index_slot(ngx_relay_sched_t *sc, uint32_t hash, u_char *id,
+    size_t len)
+{
+    ngx_uint_t                i, mask;
+    ngx_relay_sched_entry_t  *e;
+
+    mask = sc->index_size - 1;
+
+    for (i = hash & mask; /* void */ ; i = (i + 1) & mask) {
+        e = sc->index[i];
+
+        if (e == NULL
+            || (e->hash == hash && e->id_len == len
+                && ngx_memcmp(e->id, id, len) == 0))
+        {
+            return &sc->index[i];
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_relay_sched_index_add(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e)
+{
+    if ((sc->nindex + 1) * 2 > sc->index_size
+        && ngx_relay_sched_index_grow(sc) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    *ngx_relay_sched_index_slot(sc, e->hash, e->id, e->id_len) = e;
+    sc->nindex++;
+
+    return NGX_OK;
+}
+
+
+/* removal shifts the entries of the probe run back: no tombstones */
+
+static void
+ngx_relay_sched_index_del(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e)
+{
+    ngx_uint_t                i, j, k, mask;
+    ngx_relay_sched_entry_t **slot;
+
+    slot = ngx_relay_sched_index_slot(sc, e->hash, e->id, e->id_len);
+    if (*slot != e) {
+        return;
+    }
+
+    mask = sc->index_size - 1;
+    i = slot - sc->index;
+    j = i;
+
+    for ( ;; ) {
+        j = (j + 1) & mask;
+
+        if (sc->index[j] == NULL) {
+            break;
+        }
+
+        k = sc->index[j]->hash & mask;
+
+        /* k, the home of j's entry, cyclically outside (i, j]: move it */
+
+        if ((i <= j) ? (k <= i || k > j) : (k <= i && k > j)) {
+            sc->index[i] = sc->index[j];
+            i = j;
+        }
+    }
+
+    sc->index[i] = NULL;
+    sc->nindex--;
+}
+
+
+static ngx_int_t
+ngx_relay_sched_index_grow(ngx_relay_sched_t *sc)
+{
+    ngx_uint_t                 i, size;
+    ngx_relay_sched_entry_t  **old, *e;
+
+    old = sc->index;
+    size = sc->index_size;
+
+    sc->index_size = size ? size * 2 : 1024;
+    sc->index = ngx_calloc(sc->index_size * sizeof(ngx_relay_sched_entry_t *),
+                           sc->log);
+    if (sc->index == NULL) {
+        sc->index = old;
+        sc->index_size = size;
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < size; i++) {
+        e = old[i];
+
+        if (e) {
+            *ngx_relay_sched_index_slot(sc, e->hash, e->id, e->id_len) = e;
+        }
+    }
+
+    ngx_free(old);
+
+    return NGX_OK;
+}
+
+
+/* ------------------------------------------------------------------- heap */
+
+
+static ngx_int_t
+ngx_relay_sched_heap_push(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e)
+{
+    ngx_uint_t                 size;
+    ngx_relay_sched_entry_t  **heap;
+
+    if (sc->nheap == sc->heap_size) {
+        size = sc->heap_size ? sc->heap_size * 2 : 1024;
+
+        heap = ngx_alloc(size * sizeof(ngx_relay_sched_entry_t *), sc->log);
+        if (heap == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (sc->nheap) {
+            ngx_memcpy(heap, sc->heap,
+                       sc->nheap * sizeof(ngx_relay_sched_entry_t *));
+        }
+
+        ngx_free(sc->heap);
+        sc->heap = heap;
+        sc->heap_size = size;
+    }
+
+    e->heap = sc->nheap;
+    sc->heap[sc->nheap++] = e;
+
+    ngx_relay_sched_heap_up(sc, e->heap);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_relay_sched_heap_del(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e)
+{
+    ngx_uint_t                i;
+    ngx_relay_sched_entry_t  *last;
+
+    i = e->heap;
+    e->heap = NGX_RELAY_SCHED_NONE;
+
+    last = sc->heap[--sc->nheap];
+
+    if (last == e) {
+        return;
+    }
+
+    sc->heap[i] = last;
+    last->heap = i;
+
+    ngx_relay_sched_heap_up(sc, i);
+    ngx_relay_sched_heap_down(sc, last->heap);
+}
+
+
+static void
+ngx_relay_sched_heap_up(ngx_relay_sched_t *sc, ngx_uint_t i)
+{
+    ngx_uint_t                parent;
+    ngx_relay_sched_entry_t  *e;
+
+    e = sc->heap[i];
+
+    while (i > 0) {
+        parent = (i - 1) / 2;
+
+        if (sc->heap[parent]->due <= e->due) {
+            break;
+        }
+
+        sc->heap[i] = sc->heap[parent];
+        sc->heap[i]->heap = i;
+        i = parent;
+    }
+
+    sc->heap[i] = e;
+    e->heap = i;
+}
+
+
+static void
+ngx_relay_sched_heap_down(ngx_relay_sched_t *sc, ngx_uint_t i)
+{
+    ngx_uint_t                child;
+    ngx_relay_sched_entry_t  *e;
+
+    e = sc->heap[i];
+
+    for ( ;; ) {
+        child = 2 * i + 1;
+
+        if (child >= sc->nheap) {
+            break;
+        }
+
+        if (child + 1 < sc->nheap
+            && sc->heap[child + 1]->due < sc->heap[child]->due)
+        {
+            child++;
+        }
+
+        if (e->due <= sc->heap[child]->due) {
+            break;
+        }
+
+        sc->heap[i] = sc->heap[child];
+        sc->heap[i]->heap = i;
+        i = child;
+    }
+
+    sc->heap[i] = e;
+    e->heap = i;
+}
+
+
+/* --------------------------------------------------------- entry states */
+
+
+/* out of the heap or the parked list: the entry is nowhere to run from */
+
+static void
+ngx_relay_sched_detach(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e)
+{
+    if (e->heap != NGX_RELAY_SCHED_NONE) {
+        ngx_relay_sched_heap_del(sc, e);
+    }
+
+    if (e->state == ngx_relay_sched_parked) {
+        ngx_relay_sched_unpark(sc, e);
+    }
+}
+
+
+static void
+ngx_relay_sched_wait(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
+    time_t due)
+{
+    ngx_relay_sched_count(sc, e, -1);
+    ngx_relay_sched_detach(sc, e);
+
+    e->state = ngx_relay_sched_waiting;
+    e->due = due;
+
+    if (ngx_relay_sched_heap_push(sc, e) != NGX_OK) {
+        e->state = ngx_relay_sched_idle;  /* the next scan tries again */
+    }
+
+    ngx_relay_sched_count(sc, e, 1);
+}
+
+
+/*
+ * What a queue file says becomes the entry's state.  "attempted": right
+ * after an attempt, whose local failures and unchanged next time must not
+ * make the message due again at once.
+ */
+
+static void
+ngx_relay_sched_set(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
+    ngx_relay_sched_summary_t *s, ngx_uint_t attempted)
+{
+    time_t  now, due, retry;
+
+    now = ngx_time();
+
+    switch (s->outcome) {
+
+    case NGX_RELAY_SCHED_GONE:
+        ngx_relay_sched_entry_free(sc, e);
+        return;
+
+    case NGX_RELAY_SCHED_BUSY:
+        ngx_relay_sched_wait(sc, e, now + NGX_RELAY_SCHED_BUSY_RETRY);
+        return;
+
+    case NGX_RELAY_SCHED_FAILED:
+        ngx_relay_sched_wait(sc, e, now + NGX_RELAY_SCHED_FAIL_RETRY);
+        return;
+
+    default:
+        break;
+    }
+
+    ngx_relay_sched_count(sc, e, -1);
+    ngx_relay_sched_detach(sc, e);
+
+    e->arrival = s->arrival ? s->arrival : e->arrival;
+    e->pending = (uint32_t) s->pending;
+    e->tried = (s->attempts > 0);
+    e->local = s->local;
+    e->bounce = s->bounce;
+
+    if (ngx_relay_sched_set_dests(sc, e, s) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, sc->log, 0,
+                      "relay queue %*s: out of memory, destinations unknown",
+                      (size_t) e->id_len, e->id);
+    }
+
+    e->expires = ngx_relay_sched_expires(sc, e);
+
+    if (s->outcome == NGX_RELAY_SCHED_HELD) {
+        e->state = ngx_relay_sched_held;
+        ngx_relay_sched_count(sc, e, 1);
+        return;
+    }
+
+    if (!e->local && !e->bounce && sc->delivery == NULL) {
+        e->state = ngx_relay_sched_idle;  /* remote mail, kept queued */
+        ngx_relay_sched_count(sc, e, 1);
+        return;
+    }
+
+    due = s->next;
+
+    if (attempted && due <= now) {
+
+        /* local deliveries that failed: again in a minute, or sooner */
+
+        retry = ngx_min((time_t) (sc->scan_interval / 1000),
+                        NGX_RELAY_SCHED_LOCAL_RETRY);
+        due = now + ngx_max(retry, 1);
+    }
+
+    ngx_relay_sched_count(sc, e, 1);
+    ngx_relay_sched_wait(sc, e, due);
+}
+
+
+static ngx_int_t
+ngx_relay_sched_set_dests(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
+    ngx_relay_sched_summary_t *s)
+{
+    ngx_uint_t               i;
+    ngx_relay_sched_dest_t  *d, **more;
+
+    ngx_relay_sched_drop_dests(sc, e);
+
+    if (s->ndomains == 0) {
+        return NGX_OK;
+    }
+
+    more = NULL;
+
+    if (s->ndomains > 1) {
+        more = ngx_alloc((s->ndomains - 1) * sizeof(ngx_relay_sched_dest_t *),
+                         sc->log);
+        if (more == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    for (i = 0; i < s->ndomains; i++) {
+        d = ngx_relay_sched_dest(sc, &s->domains[i], 1);
+        if (d == NULL) {
+            break;
+        }
+
+        d->messages++;
+
+        if (i == 0) {
+            e->dest = d;
+
+        } else {
+            more[e->nmore++] = d;
+        }
+    }
+
+    e->more = more;
+
+    return (i == s->ndomains) ? NGX_OK : NGX_ERROR;
+}
+
+
+static void
+ngx_relay_sched_drop_dests(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e)
+{
+    ngx_uint_t               i;
+    ngx_relay_sched_dest_t  *d;
+
+    for (i = 0; i <= e->nmore; i++) {
+        d = (i == 0) ? e->dest : e->more[i - 1];
+
+        if (d == NULL) {
+            continue;
+        }
+
+        d->messages--;
+        ngx_relay_sched_dest_gc(sc, d);
+    }
+
+    ngx_free(e->more);
+    e->dest = NULL;
+    e->more = NULL;
+    e->nmore = 0;
+}
+
+
+/* the soonest lifetime of its destinations: mail past it is tried anyway */
+
+static time_t
+ngx_relay_sched_expires(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e)
+{
+    time_t                   expires;
+    ngx_uint_t               i;
+    ngx_relay_retry_t        retry;
+    ngx_relay_sched_dest_t  *d;
+
+    if (sc->delivery == NULL || e->dest == NULL) {
+        return 0;
+    }
+
+    expires = 0;
+
+    for (i = 0; i <= e->nmore; i++) {
+        d = (i == 0) ? e->dest : e->more[i - 1];
+
+        ngx_relay_policy_retry(sc->policy, &d->node.str, &retry);
+
+        if (expires == 0 || e->arrival + retry.lifetime < expires) {
+            expires = e->arrival + retry.lifetime;
+        }
+    }
+
+    return expires;
+}
+
+
+/* ---------------------------------------------------------------- figures */
+
+
+static void
+ngx_relay_sched_count(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
+    ngx_int_t n)
+{
+    ngx_relay_sched_figures_t  *f;
+
+    if ((n > 0) == e->counted) {
+        return;                      /* counted once, uncounted once */
+    }
+
+    e->counted = (n > 0);
+    f = &sc->figures;
+
+    f->messages += n;
+    f->pending += n * (ngx_int_t) e->pending;
+    f->deferred += n * e->tried;
+    f->held += n * (e->state == ngx_relay_sched_held);
+    f->active += n * (e->state == ngx_relay_sched_running);
+    f->parked += n * (e->state == ngx_relay_sched_parked);
+
+    if (n > 0 && (f->oldest == 0 || e->arrival < f->oldest)) {
+        f->oldest = e->arrival;
+
+    } else if (n < 0 && e->arrival <= f->oldest && !f->oldest_stale) {
+        f->oldest_stale = 1;
+    }
+
+    ngx_relay_sched_publish(sc);
+}
+
+
+/* live figures for the node's status: this worker's slot in the zone */
+
+static void
+ngx_relay_sched_publish(ngx_relay_sched_t *sc)
+{
+    ngx_relay_counters_t       *c;
+    ngx_relay_sched_figures_t  *f;
+    static ngx_event_t          oldest_event;
+
+    c = sc->counters;
+    f = &sc->figures;
+
+    c->messages = f->messages;
+    c->pending = f->pending;
+    c->deferred = f->deferred;
+    c->held = f->held;
+    c->active = f->active;
+    c->parked = f->parked;
+
+    if (!f->oldest_stale) {
+        c->oldest = f->messages ? f->oldest : 0;
+        return;
+    }
+
+    /* the oldest message left: found again by a walk, now and then */
+
+    if (!oldest_event.timer_set && !ngx_exiting) {
+        oldest_event.handler = ngx_relay_sched_oldest_handler;
+        oldest_event.data = sc;
+        oldest_event.log = sc->log;
+        oldest_event.cancelable = 1;
+
+        ngx_add_timer(&oldest_event, NGX_RELAY_SCHED_OLDEST_DELAY);
+    }
+}
+
+
+static void
+ngx_relay_sched_oldest_handler(ngx_event_t *ev)
+{
+    ngx_relay_sched_t *sc = ev->data;
+
+    time_t                    oldest;
+    ngx_uint_t                i;
+    ngx_relay_sched_entry_t  *e;
+
+    oldest = 0;
+
+    for (i = 0; i < sc->index_size; i++) {
+        e = sc->index[i];
+
+        if (e && e->counted && (oldest == 0 || e->arrival < oldest)) {
+            oldest = e->arrival;
+        }
+    }
+
+    sc->figures.oldest = oldest;
+    sc->figures.oldest_stale = 0;
+
+    ngx_relay_sched_publish(sc);
+}
+
+
+/* ----------------------------------------------------------- destinations */
+
+
+static ngx_relay_sched_dest_t *
+ngx_relay_sched_dest(ngx_relay_sched_t *sc, ngx_str_t *name,
+    ngx_uint_t create)
+{
+    u_char                  *p;
+    uint32_t                 hash;
+    ngx_str_t                low;
+    ngx_relay_sched_dest_t  *d;
+    u_char                   buf[256];
+
+    if (name->len == 0 || name->len > sizeof(buf)) {
+        return NULL;
+    }
+
+    ngx_strlow(buf, name->data, name->len);
+    low.data = buf;
+    low.len = name->len;
+
+    hash = ngx_crc32_short(low.data, low.len);
+
+    d = (ngx_relay_sched_dest_t *) ngx_str_rbtree_lookup(&sc->dests, &low,
+                                                         hash);
+    if (d || !create) {
+        return d;
+    }
+
+    d = ngx_calloc(sizeof(ngx_relay_sched_dest_t) + low.len, sc->log);
+    if (d == NULL) {
+        return NULL;
+    }
+
+    p = (u_char *) (d + 1);
+    ngx_memcpy(p, low.data, low.len);
+
+    d->node.str.data = p;
+    d->node.str.len = low.len;
+    d->node.node.key = hash;
+    d->sched = sc;
+
+    ngx_queue_init(&d->parked);
+
+    d->probe.handler = ngx_relay_sched_probe_handler;
+    d->probe.data = d;
+    d->probe.log = sc->log;
+    d->probe.cancelable = 1;
+
+    ngx_rbtree_insert(&sc->dests, &d->node.node);
+
+    return d;
+}
+
+
+/* a destination nobody waits for and that is reachable is forgotten */
+
+static void
+ngx_relay_sched_dest_gc(ngx_relay_sched_t *sc, ngx_relay_sched_dest_t *dest)
+{
+    if (dest->messages || dest->nparked || dest->prober
+        || (dest->dead_until && dest->dead_until > ngx_time()))
+    {
+        return;
+    }
+
+    if (dest->probe.timer_set) {
+        ngx_del_timer(&dest->probe);
+    }
+
+    ngx_rbtree_delete(&sc->dests, &dest->node.node);
+    ngx_free(dest);
+}
+
+
+/*
+ * Before a delivery to a domain: NULL to go ahead, or the destination
+ * whose recipients are to be deferred without trying ("suspended").  The
+ * first attempt after an unreachable destination's backoff probes it.
+ */
+
+ngx_relay_sched_dest_t *
+ngx_relay_sched_suspended(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
+    ngx_str_t *domain)
+{
+    ngx_relay_sched_dest_t  *dest;
+
+    dest = ngx_relay_sched_dest(sc, domain, 0);
+
+    if (dest == NULL || dest->dead_until == 0 || dest->prober == e) {
+        return NULL;
+    }
+
+    if (dest->prober == NULL && dest->dead_until <= ngx_time()) {
+        dest->prober = e;
+        e->probe = dest;
+        return NULL;
+    }
+
+    return dest;
+}
+
+
+/* after a delivery to a domain: was the destination there? */
+
+void
+ngx_relay_sched_reached(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
+    ngx_str_t *domain, ngx_uint_t unreachable, u_char *dsn, u_char *reply,
+    size_t reply_len, u_char *relay, size_t relay_len)
+{
+    time_t                   now, backoff;
+    ngx_relay_retry_t        retry;
+    ngx_relay_sched_dest_t  *dest;
+
+    dest = ngx_relay_sched_dest(sc, domain, unreachable);
+    if (dest == NULL) {
+        return;
+    }
+
+    if (dest->prober == e) {
+        dest->prober = NULL;
+        e->probe = NULL;
+    }
+
+    if (!unreachable) {
+        if (dest->dead_until) {
+            ngx_log_error(NGX_LOG_NOTICE, sc->log, 0,
+                          "relay destination %V is reachable again, "
+                          "%ui waiting message(s) go on",
+                          &dest->node.str, dest->nparked);
+
+            dest->dead_until = 0;
+            dest->failures = 0;
+            ngx_relay_sched_dest_release(sc, dest, 1);
+        }
+
+        ngx_relay_sched_dest_gc(sc, dest);
+        return;
+    }
+
+    now = ngx_time();
+
+    ngx_relay_policy_retry(sc->policy, &dest->node.str, &retry);
+    backoff = ngx_relay_policy_backoff(&retry, ++dest->failures);
+    dest->dead_until = now + backoff;
+
+    ngx_cpystrn(dest->dsn, dsn, sizeof(dest->dsn));
+    dest->reply_len = ngx_min(reply_len, sizeof(dest->reply));
+    ngx_memcpy(dest->reply, reply, dest->reply_len);
+    dest->relay_len = ngx_min(relay_len, sizeof(dest->relay));
+    ngx_memcpy(dest->relay, relay, dest->relay_len);
+
+    ngx_log_error(NGX_LOG_NOTICE, sc->log, 0,
+                  "relay destination %V is unreachable (%ui in a row): its "
+                  "mail waits %T s", &dest->node.str, dest->failures,
+                  backoff);
+
+    if (dest->probe.timer_set) {
+        ngx_del_timer(&dest->probe);
+    }
+
+    ngx_add_timer(&dest->probe, (ngx_msec_t) backoff * 1000);
+
+    ngx_relay_sched_dest_release(sc, dest, 0);
+}
+
+
+/* parked entries back into the heap: all of them, or the expired ones */
+
+static void
+ngx_relay_sched_dest_release(ngx_relay_sched_t *sc,
+    ngx_relay_sched_dest_t *dest, ngx_uint_t all)
+{
+    time_t                    now;
+    ngx_queue_t              *q, *next;
+    ngx_relay_sched_entry_t  *e;
+
+    now = ngx_time();
+
+    for (q = ngx_queue_head(&dest->parked);
+         q != ngx_queue_sentinel(&dest->parked);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        e = ngx_queue_data(q, ngx_relay_sched_entry_t, park);
+
+        if (all || (e->expires && e->expires <= now)) {
+            ngx_relay_sched_wait(sc, e, now);
+        }
+    }
+
+    ngx_relay_sched_dispatch(sc);
+}
+
+
+/* an unreachable destination's time has come: one message probes it */
+
+static void
+ngx_relay_sched_probe_handler(ngx_event_t *ev)
+{
+    ngx_relay_sched_dest_t  *dest = ev->data;
+
+    ngx_queue_t              *q;
+    ngx_relay_sched_t        *sc;
+    ngx_relay_sched_entry_t  *e;
+
+    sc = dest->sched;
+
+    if (ngx_exiting || ngx_terminate || dest->prober) {
+        return;
+    }
+
+    if (ngx_queue_empty(&dest->parked)) {
+        ngx_relay_sched_dest_gc(sc, dest);  /* the next attempt probes */
+        return;
+    }
+
+    q = ngx_queue_head(&dest->parked);
+    e = ngx_queue_data(q, ngx_relay_sched_entry_t, park);
+
+    dest->prober = e;
+    e->probe = dest;
+
+    ngx_relay_sched_wait(sc, e, ngx_time());
+    ngx_relay_sched_dest_release(sc, dest, 0);
+}
+
+
+/*
+ * A due entry whose destinations are all unreachable waits for them
+ * instead (unless it has local work, an operator's bounce, or is past
+ * its lifetime).  One of them past its backoff: this entry probes it.
+ */
+
+static ngx_uint_t
+ngx_relay_sched_park(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
+    time_t now)
+{
+    ngx_uint_t               i;
+    ngx_relay_sched_dest_t  *d, *wait;
+
+    if (e->local || e->bounce || e->dest == NULL
+        || (e->expires && e->expires <= now))
+    {
+        return 0;
+    }
+
+    wait = NULL;
+
+    for (i = 0; i <= e->nmore; i++) {
+        d = (i == 0) ? e->dest : e->more[i - 1];
+
+        if (d->dead_until == 0 || d->prober == e) {
+            return 0;
+        }
+
+        if (d->prober == NULL && d->dead_until <= now) {
+            d->prober = e;
+            e->probe = d;
+            return 0;
+        }
+
+        if (wait == NULL) {
+            wait = d;
+        }
+    }
+
+    ngx_relay_sched_count(sc, e, -1);
+
+    e->state = ngx_relay_sched_parked;
+    e->waits = wait;
+    ngx_queue_insert_tail(&wait->parked, &e->park);
+    wait->nparked++;
+
+    ngx_relay_sched_count(sc, e, 1);
+
+    if (!wait->probe.timer_set && wait->prober == NULL) {
+        ngx_add_timer(&wait->probe,
+                      (ngx_msec_t) ngx_max(wait->dead_until - now, 0) * 1000);
+    }
+
+    return 1;
+}
+
+
+static void
+ngx_relay_sched_unpark(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e)
+{
+    ngx_queue_remove(&e->park);
+
+    e->waits->nparked--;
+    e->waits = NULL;
+    e->state = ngx_relay_sched_idle;
+}
+
+
+/* --------------------------------------------------------------- running */
+
+
+static void
+ngx_relay_sched_dispatch(ngx_relay_sched_t *sc)
+{
+    time_t                    now;
+    ngx_msec_int_t            delay;
+    ngx_time_t               *tp;
+    ngx_relay_sched_entry_t  *e;
+
+    if (ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    now = ngx_time();
+
+    while (sc->nheap && sc->heap[0]->due <= now
+           && sc->busy < NGX_RELAY_SCHED_MAX_BUSY)
+    {
+        e = sc->heap[0];
+        ngx_relay_sched_heap_del(sc, e);
+
+        if (ngx_relay_sched_park(sc, e, now)) {
+            continue;
+        }
+
+        ngx_relay_sched_run(sc, e, NULL);
+    }
+
+    if (sc->nheap == 0 || sc->busy >= NGX_RELAY_SCHED_MAX_BUSY) {
+        return;                        /* an attempt's end comes back here */
+    }
+
+    /* to the millisecond: a retry due at 12:00:00 starts at 12:00:00 */
+
+    tp = ngx_timeofday();
+    delay = (ngx_msec_int_t) (sc->heap[0]->due - tp->sec) * 1000
+            - (ngx_msec_int_t) tp->msec;
+
+    if (delay < 1) {
+        delay = 1;
+    }
+
+    ngx_add_timer(&sc->due_event, (ngx_msec_t) delay);
+}
+
+
+static void
+ngx_relay_sched_due_handler(ngx_event_t *ev)
+{
+    ngx_relay_sched_dispatch(ev->data);
+}
+
+
+static void
+ngx_relay_sched_run(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
+    ngx_relay_spool_writer_t *w)
+{
+    ngx_relay_sched_count(sc, e, -1);
+    ngx_relay_sched_detach(sc, e);
+
+    e->state = ngx_relay_sched_running;
+    ngx_relay_sched_count(sc, e, 1);
+
+    sc->busy++;
+
+    if (ngx_relay_attempt_start(sc, e, w) == NGX_OK) {
+        return;
+    }
+
+    sc->busy--;
+
+    if (w) {
+        ngx_relay_spool_release(w);  /* the file stays: a retry finds it */
+    }
+
+    ngx_relay_sched_wait(sc, e, ngx_time() + NGX_RELAY_SCHED_BUSY_RETRY);
 }
 
 
@@ -212,407 +1325,58 @@ ngx_relay_sched_queued(ngx_relay_spool_t *sp, ngx_relay_spool_writer_t *w)
 {
     ngx_relay_sched_t  *sc = sp->data;
 
-    if ((w->local == 0 && sc->delivery == NULL)
-        || ngx_relay_sched_post_local(sc, w, NULL) != NGX_OK)
-    {
-        /* remote only, or retried by the next scan */
-        ngx_relay_spool_release(w);
-    }
-}
+    ngx_relay_sched_entry_t  *e;
 
+    e = ngx_relay_sched_find(sc, w->id.data, w->id.len);
 
-static ngx_int_t
-ngx_relay_sched_post_local(ngx_relay_sched_t *sc, ngx_relay_spool_writer_t *w,
-    u_char *name)
-{
-    ngx_thread_task_t      *task;
-    ngx_relay_local_ctx_t  *ctx;
-
-    task = ngx_calloc(sizeof(ngx_thread_task_t)
-                      + sizeof(ngx_relay_local_ctx_t), sc->spool.log);
-    if (task == NULL) {
-        return NGX_ERROR;
+    if (e == NULL) {
+        e = ngx_relay_sched_entry(sc, w->id.data, w->id.len);
     }
 
-    ctx = (ngx_relay_local_ctx_t *) (task + 1);
-    ctx->sched = sc;
-    ctx->writer = w;
-    ctx->name = name;
-    ctx->fd = w ? w->fd : NGX_INVALID_FILE;
-
-    task->ctx = ctx;
-    task->handler = ngx_relay_sched_local_thread;
-    task->event.handler = ngx_relay_sched_local_done;
-    task->event.data = task;
-
-    if (ngx_thread_task_post(sc->spool.thread_pool, task) != NGX_OK) {
-        ngx_free(task);
-        return NGX_ERROR;
-    }
-
-    sc->busy++;
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_relay_sched_local_thread(void *data, ngx_log_t *log)
-{
-    ngx_relay_local_ctx_t  *ctx = data;
-
-    ngx_uint_t                i, marked;
-    ngx_relay_queued_t       *q;
-    ngx_relay_queued_rcpt_t  *r;
-
-    if (ctx->fd == NGX_INVALID_FILE) {
-        ctx->fd = ngx_relay_spool_open_locked(&ctx->sched->spool, ctx->name,
-                                              &ctx->err);
-        if (ctx->fd == NGX_INVALID_FILE) {
-            ctx->failed = "open";
-            return;                       /* someone else's, or gone */
-        }
-    }
-
-    q = &ctx->queued;
-
-    switch (ngx_relay_spool_read(ctx->fd, q, &ctx->err)) {
-
-    case NGX_OK:
-        break;
-
-    case NGX_DECLINED:
-        ngx_relay_sched_debris(ctx);
-        return;
-
-    default:
-        ctx->failed = "read";
+    if (e == NULL || e->state == ngx_relay_sched_running) {
+        ngx_relay_spool_release(w);    /* the file stays: a scan finds it */
         return;
     }
 
-    ctx->results = calloc(q->nrcpts, sizeof(ngx_relay_local_result_t));
-    if (ctx->results == NULL) {
-        ctx->err = ENOMEM;
-        ctx->failed = "calloc";
-        return;
+    if (ngx_exiting && sc->exiting_since == 0) {
+
+        /* the next generation may have scanned before this one was made */
+
+        sc->exiting_since = ngx_time();
     }
 
-    marked = 0;
-
-    for (i = 0; i < q->nrcpts; i++) {
-        r = &q->rcpts[i];
-
-        if (r->state == NGX_RELAY_RCPT_BOUNCE) {
-            ctx->remaining++;             /* failed by the remote phase */
-            ctx->remote++;
-            continue;
-        }
-
-        if (r->state != NGX_RELAY_RCPT_PENDING) {
-            continue;
-        }
-
-        switch (ngx_relay_sched_deliver_one(ctx, r, i,
-                                            &ctx->results[ctx->nresults]))
-        {
-        case NGX_OK:
-            ctx->nresults++;
-            marked++;
-            break;
-
-        case NGX_AGAIN:
-            ctx->nresults++;
-            ctx->remaining++;
-            break;
-
-        default:                          /* NGX_DECLINED: not local */
-            ctx->remaining++;
-            ctx->remote++;
-            break;
-        }
-    }
-
-    if (ctx->remaining == 0) {
-        ngx_relay_sched_remove(ctx);
-        return;
-    }
-
-    /* done marks must survive a crash, or a retry redoes the work */
-
-    if (marked && fdatasync(ctx->fd) == -1) {
-        ctx->err = errno;
-        ctx->failed = "fdatasync";
-    }
+    ngx_relay_sched_run(sc, e, w);
 }
 
 
-/* thread side: every recipient is done, the message goes */
-
-static void
-ngx_relay_sched_remove(ngx_relay_local_ctx_t *ctx)
+void
+ngx_relay_sched_attempted(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
+    ngx_relay_sched_summary_t *s)
 {
-    if (ngx_relay_spool_remove(&ctx->sched->spool, &ctx->queued.id,
-                               &ctx->err)
-        == NGX_OK)
-    {
-        ctx->removed = 1;
-
-    } else {
-        ctx->failed = "unlink";
-    }
-}
-
-
-/*
- * A queue file without its trailer whose lock we could take: its session
- * died before "250" (a crash), so its client still has the message.  The
- * age test leaves alone a file whose creator has not yet locked it.
- */
-
-static void
-ngx_relay_sched_debris(ngx_relay_local_ctx_t *ctx)
-{
-    struct stat  st;
-
-    if (ctx->name == NULL
-        || fstat(ctx->fd, &st) == -1
-        || st.st_mtime + NGX_RELAY_SCHED_DEBRIS_AGE > time(NULL))
-    {
-        return;
-    }
-
-    if (unlinkat(ctx->sched->spool.queue_fd, (char *) ctx->name, 0) == 0) {
-        ctx->debris = 1;
-    }
-}
-
-
-/*
- * NGX_OK: delivered (now or by an earlier try) and marked done;
- * NGX_AGAIN: a local failure, retry later; NGX_DECLINED: not a local domain.
- */
-
-static ngx_int_t
-ngx_relay_sched_deliver_one(ngx_relay_local_ctx_t *ctx,
-    ngx_relay_queued_rcpt_t *r, ngx_uint_t index, ngx_relay_local_result_t *res)
-{
-    u_char                   *at, *p, *s;
-    ngx_int_t                 rc;
-    ngx_str_t                 domain;
-    ngx_relay_sched_t        *sc;
-    ngx_relay_queued_t       *q;
-    ngx_relay_maildir_job_t   job;
-    u_char                    dom[NGX_RELAY_MAX_ADDR];
-    u_char                    box[NGX_RELAY_MAX_ADDR];
-    u_char                    name[NGX_RELAY_ID_LEN + 512];
-    u_char                    hdr[2 * NGX_RELAY_MAX_ADDR + 64];
-
-    sc = ctx->sched;
-    q = &ctx->queued;
-
-    at = NULL;
-    for (p = r->addr.data; p < r->addr.data + r->addr.len; p++) {
-        if (*p == '@') {
-            at = p;
-        }
-    }
-
-    if (at == NULL || r->addr.len >= NGX_RELAY_MAX_ADDR
-        || sc->hostname.len > 255)
-    {
-        return NGX_DECLINED;
-    }
-
-    domain.data = at + 1;
-    domain.len = r->addr.data + r->addr.len - domain.data;
-
-    if (ngx_relay_sched_local_domain(sc->domains, &domain) == NULL) {
-        return NGX_DECLINED;
-    }
-
-    res->index = index;
-
-    ngx_strlow(dom, domain.data, domain.len);
-
-    /* the mailbox is the local part, unquoted and lowercased */
-
-    s = box;
-    for (p = r->addr.data; p < at; p++) {
-        if (*p == '"') {
-            continue;
-        }
-
-        if (*p == '\\' && p + 1 < at) {
-            p++;
-        }
-
-        *s++ = ngx_tolower(*p);
-    }
-
-    ngx_memzero(&job, sizeof(ngx_relay_maildir_job_t));
-
-    job.root = sc->maildir;
-    job.domain.data = dom;
-    job.domain.len = domain.len;
-    job.mailbox.data = box;
-    job.mailbox.len = s - box;
-
-    if (!ngx_relay_maildir_mailbox_valid(&job.mailbox)) {
-        res->rc = NGX_ERROR;
-        res->err = EINVAL;
-        res->failed = "mailbox name";
-        return NGX_AGAIN;
-    }
-
-    job.name.data = name;
-    job.name.len = ngx_sprintf(name, "%T.M%VR%ui.%V", q->arrival, &q->id,
-                               index, &sc->hostname)
-                   - name;
-
-    job.headers.data = hdr;
-    job.headers.len = ngx_sprintf(hdr, "Return-Path: <%V>\r\n"
-                                  "Delivered-To: %V\r\n",
-                                  &q->sender, &r->addr)
-                      - hdr;
-
-    job.src = ctx->fd;
-    job.offset = q->message_offset;
-    job.size = q->message_size;
-
-    rc = ngx_relay_maildir_deliver(&job);
-
-    if (rc == NGX_ERROR) {
-        res->rc = NGX_ERROR;
-        res->err = job.err;
-        res->failed = job.failed;
-        return NGX_AGAIN;
-    }
-
-    res->rc = rc;
-
-    if (ngx_relay_spool_mark(ctx->fd, r, NGX_RELAY_RCPT_DONE, &res->err)
-        != NGX_OK)
-    {
-        res->failed = "pwrite";
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_relay_sched_local_done(ngx_event_t *ev)
-{
-    ngx_thread_task_t  *task = ev->data;
-
-    ngx_relay_sched_t      *sc;
-    ngx_relay_local_ctx_t  *ctx;
-
-    ctx = task->ctx;
-    sc = ctx->sched;
-
-    if (ctx->failed && ctx->err) {
-        ngx_log_error(NGX_LOG_CRIT, sc->spool.log, ctx->err,
-                      "relay queue %s: %s() failed",
-                      ctx->name ? (char *) ctx->name
-                                : (char *) ctx->writer->id_data,
-                      ctx->failed);
-    }
-
-    ngx_relay_sched_log_results(ctx, sc->spool.log);
-
-    if (ctx->debris) {
-        ngx_log_error(NGX_LOG_NOTICE, sc->spool.log, 0,
-                      "%s: removed incomplete queue file of a session that "
-                      "ended before \"250\"", ctx->name);
-    }
-
-    if (ctx->name && !ctx->failed && !ctx->removed && !ctx->debris) {
-        sc->tally.messages++;
-        sc->tally.pending += ctx->remaining;
-        sc->tally.deferred += (ctx->queued.attempts > 0);
-    }
-
-    ctx->task = task;
-
-    if (ctx->remote && !ctx->removed && !ctx->failed && sc->delivery
-        && !ngx_exiting && !ngx_terminate
-        && (ctx->writer || ctx->queued.next <= ngx_time()))
-    {
-        if (ngx_relay_sched_remote(ctx) == NGX_OK) {
-            return;                      /* it ends the message */
-        }
-    }
-
-    ngx_relay_sched_end(ctx);
-}
-
-
-static void
-ngx_relay_sched_end(ngx_relay_local_ctx_t *ctx)
-{
-    ngx_relay_sched_t  *sc;
-
-    sc = ctx->sched;
-
-    if (ctx->writer) {
-        ngx_relay_spool_release(ctx->writer);
-
-    } else if (ctx->fd != NGX_INVALID_FILE) {
-        (void) close(ctx->fd);
-    }
-
-    ngx_relay_spool_free(&ctx->queued);
-    free(ctx->results);
-    free(ctx->name);
-    ngx_free(ctx->dests);
-    ngx_free(ctx->task);
+    ngx_relay_sched_dest_t  *probe;
 
     sc->busy--;
 
+    /* a probe that did not reach its destination: the next one goes */
+
+    probe = e->probe;
+
+    if (probe && probe->prober == e) {
+        probe->prober = NULL;
+
+        if (!probe->probe.timer_set && !ngx_exiting) {
+            ngx_add_timer(&probe->probe, 1);
+        }
+    }
+
+    e->probe = NULL;
+
+    ngx_relay_sched_set(sc, e, s, 1);
     ngx_relay_sched_dispatch(sc);
 }
 
 
-/* one line per recipient and attempt, queue id first */
-
-static void
-ngx_relay_sched_log_results(ngx_relay_local_ctx_t *ctx, ngx_log_t *log)
-{
-    time_t                     delay;
-    ngx_uint_t                 i;
-    ngx_relay_queued_t        *q;
-    ngx_relay_queued_rcpt_t   *r;
-    ngx_relay_local_result_t  *res;
-
-    q = &ctx->queued;
-    delay = ngx_time() - q->arrival;
-
-    for (i = 0; i < ctx->nresults; i++) {
-        res = &ctx->results[i];
-        r = &q->rcpts[res->index];
-
-        if (res->rc == NGX_ERROR) {
-            ngx_log_error(NGX_LOG_WARN, log, res->err,
-                          "%V: to=<%V>, relay=local, delay=%T, dsn=4.3.0, "
-                          "status=deferred (maildir %s failed)",
-                          &q->id, &r->addr, delay, res->failed);
-            continue;
-        }
-
-        (void) ngx_atomic_fetch_add(&ctx->sched->counters->delivered, 1);
-
-        ngx_log_error(NGX_LOG_INFO, log, 0,
-                      "%V: to=<%V>, relay=local, delay=%T, dsn=2.0.0, "
-                      "status=sent (%s)", &q->id, &r->addr, delay,
-                      res->rc == NGX_DECLINED ? "already in maildir"
-                                              : "delivered to maildir");
-    }
-
-    if (ctx->removed) {
-        ngx_log_error(NGX_LOG_INFO, log, 0, "%V: removed", &q->id);
-    }
-}
+/* ------------------------------------------------------------------ scans */
 
 
 static void
@@ -620,25 +1384,34 @@ ngx_relay_sched_scan_handler(ngx_event_t *ev)
 {
     ngx_relay_sched_t  *sc = ev->data;
 
-    ngx_thread_task_t     *task;
-    ngx_relay_scan_ctx_t  *ctx;
+    ngx_thread_task_t       *task;
+    ngx_relay_sched_list_t  *ls;
 
-    if (ngx_exiting || ngx_terminate || sc->scanning || sc->backlog) {
-        goto next;
+    if (ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    if (sc->scanning) {
+        sc->rescan = 1;
+        return;
     }
 
     task = ngx_calloc(sizeof(ngx_thread_task_t)
-                      + sizeof(ngx_relay_scan_ctx_t), ev->log);
+                      + sizeof(ngx_relay_sched_list_t), ev->log);
     if (task == NULL) {
         goto next;
     }
 
-    ctx = (ngx_relay_scan_ctx_t *) (task + 1);
-    ctx->sched = sc;
+    ls = (ngx_relay_sched_list_t *) (task + 1);
+    ls->sched = sc;
+    ls->sort = !sc->rebuilt;
+    ls->mode = sc->refresh ? NGX_RELAY_SCHED_NOTE : NGX_RELAY_SCHED_SCAN;
 
-    task->ctx = ctx;
-    task->handler = ngx_relay_sched_scan_thread;
-    task->event.handler = ngx_relay_sched_scan_done;
+    sc->refresh = 0;
+
+    task->ctx = ls;
+    task->handler = ngx_relay_sched_list_thread;
+    task->event.handler = ngx_relay_sched_listed;
     task->event.data = task;
 
     if (ngx_thread_task_post(sc->spool.thread_pool, task) != NGX_OK) {
@@ -646,48 +1419,54 @@ ngx_relay_sched_scan_handler(ngx_event_t *ev)
         goto next;
     }
 
-    sc->scanning = 1;
+    /* entries made from now on count as seen by this scan */
+
+    sc->gen++;
+    sc->scanning++;
     return;
 
 next:
 
-    if (!ngx_exiting && !ngx_terminate) {
-        ngx_add_timer(ev, sc->scan_interval);
-    }
+    ngx_add_timer(ev, sc->scan_interval);
 }
 
 
 static void
-ngx_relay_sched_scan_thread(void *data, ngx_log_t *log)
+ngx_relay_sched_list_thread(void *data, ngx_log_t *log)
 {
-    ngx_relay_scan_ctx_t  *ctx = data;
+    ngx_relay_sched_list_t  *ls = data;
 
-    int                 dfd;
-    DIR                *dir;
-    u_char            **names, **n;
-    ngx_uint_t          size;
-    struct dirent      *de;
-    ngx_relay_sched_t  *sc;
+    int                      dfd;
+    DIR                     *dir;
+    size_t                   len;
+    ngx_uint_t               size;
+    struct stat              st;
+    struct dirent           *de;
+    ngx_relay_sched_t         *sc;
+    ngx_relay_sched_listed_t  *names, *n;
 
-    sc = ctx->sched;
+    sc = ls->sched;
 
     /* journals of dead workers first: their messages are whole then */
 
     if (sc->spool.journal.dir_fd != -1) {
         (void) ngx_relay_journal_recover(sc->spool.journal.dir_fd,
-                                         sc->spool.queue_fd, sc->spool.log);
+                                         sc->spool.queue_fd, sc->log);
+    }
+
+    if (sc->worker == 0) {
+        ngx_relay_sched_old_notes(sc);
     }
 
     dfd = dup(sc->spool.queue_fd);
-    if (dfd == -1) {
-        ctx->err = errno;
-        return;
-    }
+    dir = (dfd == -1) ? NULL : fdopendir(dfd);
 
-    dir = fdopendir(dfd);
     if (dir == NULL) {
-        ctx->err = errno;
-        (void) close(dfd);
+        ls->err = errno;
+        if (dfd != -1) {
+            (void) close(dfd);
+        }
+
         return;
     }
 
@@ -697,18 +1476,20 @@ ngx_relay_sched_scan_thread(void *data, ngx_log_t *log)
     size = 0;
 
     while ((de = readdir(dir)) != NULL) {
-        /* "." entries and anything that is not a queue id */
+        len = ngx_strlen(de->d_name);
 
-        if (ngx_strchr(de->d_name, '.') != NULL
-            || ngx_relay_sched_slot((u_char *) de->d_name, sc->workers)
+        /* "." entries and anything that is not a queue id of the share */
+
+        if (!ngx_relay_sched_valid_id((u_char *) de->d_name, len)
+            || ngx_relay_spool_slot((u_char *) de->d_name, len, sc->workers)
                != sc->worker)
         {
             continue;
         }
 
-        if (ctx->nnames == size) {
-            size = size ? size * 2 : 64;
-            n = realloc(names, size * sizeof(u_char *));
+        if (ls->nnames == size) {
+            size = size ? size * 2 : 256;
+            n = realloc(names, size * sizeof(ngx_relay_sched_listed_t));
             if (n == NULL) {
                 break;
             }
@@ -716,947 +1497,958 @@ ngx_relay_sched_scan_thread(void *data, ngx_log_t *log)
             names = n;
         }
 
-        names[ctx->nnames] = (u_char *) strdup(de->d_name);
-        if (names[ctx->nnames] == NULL) {
+        n = &names[ls->nnames];
+        n->mtime = 0;
+
+        n->name = (u_char *) strdup(de->d_name);
+        if (n->name == NULL) {
             break;
         }
 
-        ctx->nnames++;
+        /* the file's time is its next attempt: due ones are read first */
+
+        if (ls->sort && fstatat(sc->spool.queue_fd, de->d_name, &st,
+                                AT_SYMLINK_NOFOLLOW) == 0)
+        {
+            n->mtime = st.st_mtime;
+        }
+
+        ls->nnames++;
     }
 
     (void) closedir(dir);
 
-    ctx->names = names;
+    ls->names = names;
+
+    if (ls->sort && ls->nnames > 1) {
+        ngx_qsort(names, ls->nnames, sizeof(ngx_relay_sched_listed_t),
+                  ngx_relay_sched_cmp_mtime);
+    }
+}
+
+
+/* thread side: notes are hints for running workers; old ones go */
+
+static void
+ngx_relay_sched_old_notes(ngx_relay_sched_t *sc)
+{
+    int             dfd;
+    DIR            *dir;
+    time_t          old;
+    struct stat     st;
+    struct dirent  *de;
+
+    if (sc->notes_fd == -1) {
+        return;
+    }
+
+    dfd = dup(sc->notes_fd);
+    dir = (dfd == -1) ? NULL : fdopendir(dfd);
+
+    if (dir == NULL) {
+        if (dfd != -1) {
+            (void) close(dfd);
+        }
+
+        return;
+    }
+
+    rewinddir(dir);
+    old = time(NULL) - NGX_RELAY_SCHED_NOTE_AGE;
+
+    while ((de = readdir(dir)) != NULL) {
+        if (de->d_name[0] == '.' && (de->d_name[1] == '\0'
+                                     || (de->d_name[1] == '.'
+                                         && de->d_name[2] == '\0')))
+        {
+            continue;
+        }
+
+        if (fstatat(sc->notes_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0
+            && S_ISREG(st.st_mode) && st.st_mtime < old)
+        {
+            (void) unlinkat(sc->notes_fd, de->d_name, 0);
+        }
+    }
+
+    (void) closedir(dir);
+}
+
+
+static int ngx_cdecl
+ngx_relay_sched_cmp_mtime(const void *a, const void *b)
+{
+    const ngx_relay_sched_listed_t  *x = a, *y = b;
+
+    return (x->mtime > y->mtime) - (x->mtime < y->mtime);
 }
 
 
 static void
-ngx_relay_sched_scan_done(ngx_event_t *ev)
+ngx_relay_sched_listed(ngx_event_t *ev)
 {
     ngx_thread_task_t  *task = ev->data;
 
-    ngx_relay_sched_t     *sc;
-    ngx_relay_scan_ctx_t  *ctx;
+    ngx_uint_t                i, known;
+    ngx_relay_sched_t        *sc;
+    ngx_relay_sched_list_t   *ls;
+    ngx_relay_sched_entry_t  *e;
 
-    ctx = task->ctx;
-    sc = ctx->sched;
-    sc->scanning = 0;
+    ls = task->ctx;
+    sc = ls->sched;
 
-    if (ctx->err) {
-        ngx_log_error(NGX_LOG_CRIT, sc->spool.log, ctx->err,
+    if (ls->err) {
+        ngx_log_error(NGX_LOG_CRIT, sc->log, ls->err,
                       "relay queue scan failed");
     }
 
-    ngx_log_debug1(NGX_LOG_DEBUG_CORE, sc->spool.log, 0,
-                   "relay queue scan: %ui message(s)", ctx->nnames);
+    known = 0;
 
-    /* the previous pass's figures, for the node's status */
+    for (i = 0; i < ls->nnames; i++) {
+        e = ngx_relay_sched_find(sc, ls->names[i].name,
+                                 ngx_strlen(ls->names[i].name));
 
-    sc->counters->messages = sc->tally.messages;
-    sc->counters->pending = sc->tally.pending;
-    sc->counters->deferred = sc->tally.deferred;
-    ngx_memzero(&sc->tally, sizeof(sc->tally));
+        if (e) {
+            e->gen = sc->gen;
+            known++;
 
-    sc->backlog = ctx->names;
-    sc->nbacklog = ctx->nnames;
-    sc->next = 0;
+            if (ls->mode != NGX_RELAY_SCHED_NOTE) {
+                free(ls->names[i].name);
+                continue;
+            }
+        }
+
+        if (ngx_relay_sched_todo_add(ls->names[i].name, ls->mode) != NGX_OK)
+        {
+            free(ls->names[i].name);
+        }
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_CORE, sc->log, 0,
+                   "relay queue scan: %ui message(s), %ui known, %ui to read",
+                   ls->nnames, known, ls->nnames - known);
+
+    if (!ls->err) {
+        ngx_relay_sched_sweep(sc);
+    }
+
+    free(ls->names);
+    ngx_free(task);
+
+    ngx_relay_sched_read_more(sc);
+
+    if (--sc->scanning == 0) {
+        ngx_relay_sched_scan_end(sc);
+    }
+}
+
+
+/* entries whose files a scan did not see: gone without a word */
+
+static void
+ngx_relay_sched_sweep(ngx_relay_sched_t *sc)
+{
+    ngx_uint_t                i;
+    ngx_relay_sched_entry_t  *e;
+
+    for (i = 0; i < sc->index_size; /* void */ ) {
+        e = sc->index[i];
+
+        if (e == NULL || e->gen == sc->gen
+            || e->state == ngx_relay_sched_running)
+        {
+            i++;
+            continue;
+        }
+
+        /* removal may shift another entry into slot i: look at it again */
+
+        ngx_relay_sched_entry_free(sc, e);
+    }
+}
+
+
+static ngx_int_t
+ngx_relay_sched_todo_add(u_char *name, ngx_uint_t mode)
+{
+    ngx_uint_t               size;
+    ngx_relay_sched_todo_t  *todo, *r;
+
+    if (ngx_relay_sched_todo_next == ngx_relay_sched_ntodo) {
+        ngx_relay_sched_todo_next = 0;
+        ngx_relay_sched_ntodo = 0;
+    }
+
+    if (ngx_relay_sched_ntodo == ngx_relay_sched_todo_size) {
+        size = ngx_relay_sched_todo_size ? ngx_relay_sched_todo_size * 2
+                                         : 256;
+        todo = realloc(ngx_relay_sched_todo,
+                       size * sizeof(ngx_relay_sched_todo_t));
+        if (todo == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_relay_sched_todo = todo;
+        ngx_relay_sched_todo_size = size;
+    }
+
+    r = &ngx_relay_sched_todo[ngx_relay_sched_ntodo++];
+    r->name = name;
+    r->mode = mode;
+
+    return NGX_OK;
+}
+
+
+/* headers to read: a few batches in the thread pool at a time */
+
+static void
+ngx_relay_sched_read_more(ngx_relay_sched_t *sc)
+{
+    ngx_uint_t                i, n;
+    ngx_thread_task_t        *task;
+    ngx_relay_sched_batch_t  *b;
+
+    while (sc->scanning < NGX_RELAY_SCHED_READERS
+           && ngx_relay_sched_todo_next < ngx_relay_sched_ntodo
+           && !ngx_exiting && !ngx_terminate)
+    {
+        n = ngx_min(ngx_relay_sched_ntodo - ngx_relay_sched_todo_next,
+                    NGX_RELAY_SCHED_BATCH);
+
+        task = ngx_calloc(sizeof(ngx_thread_task_t)
+                          + sizeof(ngx_relay_sched_batch_t)
+                          + n * sizeof(ngx_relay_sched_read_t), sc->log);
+        if (task == NULL) {
+            return;
+        }
+
+        b = (ngx_relay_sched_batch_t *) (task + 1);
+        b->sched = sc;
+        b->reads = (ngx_relay_sched_read_t *) (b + 1);
+        b->nreads = n;
+
+        for (i = 0; i < n; i++) {
+            b->reads[i].todo =
+                ngx_relay_sched_todo[ngx_relay_sched_todo_next + i];
+        }
+
+        task->ctx = b;
+        task->handler = ngx_relay_sched_batch_thread;
+        task->event.handler = ngx_relay_sched_batch_done;
+        task->event.data = task;
+
+        if (ngx_thread_task_post(sc->spool.thread_pool, task) != NGX_OK) {
+            ngx_free(task);
+            return;
+        }
+
+        ngx_relay_sched_todo_next += n;
+        sc->scanning++;
+    }
+}
+
+
+static void
+ngx_relay_sched_batch_thread(void *data, ngx_log_t *log)
+{
+    ngx_relay_sched_batch_t  *b = data;
+
+    ngx_uint_t  i;
+
+    for (i = 0; i < b->nreads; i++) {
+        ngx_relay_sched_read_one(b->sched, &b->reads[i], &b->debris);
+    }
+}
+
+
+/* thread side: one header, without the lock (fixed-width fields only) */
+
+static void
+ngx_relay_sched_read_one(ngx_relay_sched_t *sc, ngx_relay_sched_read_t *r,
+    ngx_uint_t *debris)
+{
+    ngx_fd_t             fd;
+    ngx_err_t            err;
+    struct stat          st;
+    ngx_relay_queued_t   q;
+
+    ngx_memzero(&r->summary, sizeof(ngx_relay_sched_summary_t));
+
+    fd = openat(sc->spool.queue_fd, (char *) r->todo.name, O_RDONLY|O_CLOEXEC);
+    if (fd == -1) {
+        r->summary.outcome = (errno == ENOENT) ? NGX_RELAY_SCHED_GONE
+                                               : NGX_RELAY_SCHED_FAILED;
+        return;
+    }
+
+    switch (ngx_relay_spool_read(fd, &q, &err)) {
+
+    case NGX_OK:
+        r->summary.outcome = q.held ? NGX_RELAY_SCHED_HELD
+                                    : NGX_RELAY_SCHED_QUEUED;
+        ngx_relay_sched_summarize(&q, sc->domains, &r->summary);
+        ngx_relay_spool_free(&q);
+        break;
+
+    case NGX_DECLINED:
+
+        /*
+         * No trailer: being written, or left by a session that died before
+         * "250" (then nobody holds its lock and it is old): removed.
+         */
+
+        r->summary.outcome = NGX_RELAY_SCHED_BUSY;
+
+        if (fstat(fd, &st) == 0
+            && st.st_mtime + NGX_RELAY_SCHED_DEBRIS_AGE <= time(NULL)
+            && flock(fd, LOCK_EX|LOCK_NB) == 0
+            && unlinkat(sc->spool.queue_fd, (char *) r->todo.name, 0) == 0)
+        {
+            r->summary.outcome = NGX_RELAY_SCHED_GONE;
+            (*debris)++;
+        }
+
+        break;
+
+    default:
+        r->summary.outcome = NGX_RELAY_SCHED_FAILED;
+        break;
+    }
+
+    (void) close(fd);
+}
+
+
+static void
+ngx_relay_sched_batch_done(ngx_event_t *ev)
+{
+    ngx_thread_task_t  *task = ev->data;
+
+    ngx_uint_t                i;
+    ngx_relay_sched_t        *sc;
+    ngx_relay_sched_batch_t  *b;
+
+    b = task->ctx;
+    sc = b->sched;
+
+    if (b->debris) {
+        ngx_log_error(NGX_LOG_NOTICE, sc->log, 0,
+                      "relay queue: removed %ui incomplete queue file(s) of "
+                      "sessions that ended before \"250\"", b->debris);
+    }
+
+    for (i = 0; i < b->nreads; i++) {
+        ngx_relay_sched_apply(sc, &b->reads[i]);
+        ngx_relay_sched_summary_free(&b->reads[i].summary);
+        free(b->reads[i].todo.name);
+    }
 
     ngx_free(task);
 
     ngx_relay_sched_dispatch(sc);
+    ngx_relay_sched_read_more(sc);
+
+    if (--sc->scanning == 0) {
+        ngx_relay_sched_scan_end(sc);
+    }
 }
 
 
-/* keep at most NGX_RELAY_SCHED_MAX_BUSY retries in the thread pool */
+static void
+ngx_relay_sched_apply(ngx_relay_sched_t *sc, ngx_relay_sched_read_t *r)
+{
+    size_t                    len;
+    ngx_relay_sched_entry_t  *e;
+
+    len = ngx_strlen(r->todo.name);
+    e = ngx_relay_sched_find(sc, r->todo.name, len);
+
+    if (e) {
+        if (r->todo.mode != NGX_RELAY_SCHED_NOTE
+            || e->state == ngx_relay_sched_running)
+        {
+            return;         /* known, or its attempt reads it afresh */
+        }
+
+        ngx_relay_sched_set(sc, e, &r->summary, 0);
+        return;
+    }
+
+    if (r->summary.outcome != NGX_RELAY_SCHED_QUEUED
+        && r->summary.outcome != NGX_RELAY_SCHED_HELD)
+    {
+        return;
+    }
+
+    e = ngx_relay_sched_entry(sc, r->todo.name, len);
+    if (e == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, sc->log, 0,
+                      "relay queue %s: out of memory, left for a later scan",
+                      r->todo.name);
+        return;
+    }
+
+    ngx_relay_sched_set(sc, e, &r->summary, 0);
+}
+
 
 static void
-ngx_relay_sched_dispatch(ngx_relay_sched_t *sc)
+ngx_relay_sched_scan_end(ngx_relay_sched_t *sc)
 {
-    u_char  *name;
+    if (!sc->rebuilt) {
+        sc->rebuilt = 1;
 
-    if (sc->backlog == NULL) {
-        goto rearm;                      /* an empty scan, or between scans */
+        ngx_log_error(NGX_LOG_NOTICE, sc->log, 0,
+                      "relay queue: %ui message(s) of this worker's share "
+                      "scheduled, %ui due", sc->figures.messages, sc->nheap
+                      ? (ngx_uint_t) (sc->heap[0]->due <= ngx_time()) : 0);
     }
 
-    while (sc->next < sc->nbacklog && sc->busy < NGX_RELAY_SCHED_MAX_BUSY
-           && !ngx_exiting && !ngx_terminate)
-    {
-        name = sc->backlog[sc->next++];
-
-        if (ngx_relay_sched_post_local(sc, NULL, name) != NGX_OK) {
-            free(name);
-        }
-    }
-
-    if (sc->next < sc->nbacklog && !ngx_exiting && !ngx_terminate) {
+    if (ngx_exiting || ngx_terminate) {
         return;
     }
 
-    while (sc->next < sc->nbacklog) {
-        free(sc->backlog[sc->next++]);
-    }
-
-    free(sc->backlog);
-    sc->backlog = NULL;
-
-rearm:
-
-    if (!ngx_exiting && !ngx_terminate && !sc->scanning && sc->rescan) {
+    if (sc->rescan) {
         sc->rescan = 0;
-
-        if (sc->scan_event.timer_set) {
-            ngx_del_timer(&sc->scan_event);
-        }
-
-        ngx_add_timer(&sc->scan_event, 1);
+        ngx_relay_sched_scan_now(sc, 0);
         return;
     }
 
-    if (!ngx_exiting && !ngx_terminate && !sc->scanning
-        && !sc->scan_event.timer_set)
-    {
+    if (!sc->scan_event.timer_set) {
         ngx_add_timer(&sc->scan_event, sc->scan_interval);
     }
 }
 
 
-static ngx_uint_t
-ngx_relay_sched_slot(u_char *name, ngx_uint_t workers)
-{
-    uint32_t  h;
+/* ------------------------------------------------------------------ notes */
 
-    if (workers <= 1) {
-        return 0;
-    }
-
-    for (h = 2166136261u; *name; name++) {
-        h = (h ^ *name) * 16777619u;
-    }
-
-    return h % workers;
-}
-
-
-/*
- * The remote phase of a message: its pending recipients outside the local
- * domains, one delivery per domain, all domains at once.  The message stays
- * locked by this worker until the outcome is on disk.
- */
 
 static ngx_int_t
-ngx_relay_sched_remote(ngx_relay_local_ctx_t *ctx)
+ngx_relay_sched_notes_init(ngx_relay_sched_t *sc, ngx_cycle_t *cycle)
 {
-    ngx_str_t                 domain, other;
-    ngx_uint_t                i, j, n, first;
-    ngx_relay_dest_t         *dst;
-    ngx_relay_sched_t        *sc;
-    ngx_relay_queued_t       *q;
-    ngx_relay_queued_rcpt_t  *r;
+    int                fd;
+    u_char            *p, path[NGX_MAX_PATH];
+    ngx_connection_t  *c;
 
-    sc = ctx->sched;
-    q = &ctx->queued;
-
-    ctx->dests = ngx_calloc(q->nrcpts * sizeof(ngx_relay_dest_t),
-                            sc->spool.log);
-    if (ctx->dests == NULL) {
+    if (sc->spool.path.len + sizeof(NGX_RELAY_NOTES_DIR) >= NGX_MAX_PATH) {
         return NGX_ERROR;
     }
 
-    /* pending remote recipients, grouped by domain */
+    p = ngx_cpymem(path, sc->spool.path.data, sc->spool.path.len);
+    ngx_memcpy(p, NGX_RELAY_NOTES_DIR, sizeof(NGX_RELAY_NOTES_DIR));
 
-    n = 0;
-
-    for (i = 0; i < q->nrcpts; i++) {
-        r = &q->rcpts[i];
-
-        if (r->state != NGX_RELAY_RCPT_PENDING
-            || ngx_relay_sched_domain(&r->addr, &domain) == NULL
-            || ngx_relay_sched_local_domain(sc->domains, &domain))
-        {
-            continue;
-        }
-
-        for (j = 0; j < n; j++) {
-            if (ngx_relay_sched_domain(&ctx->dests[j].addr, &other)
-                && other.len == domain.len
-                && ngx_strncasecmp(other.data, domain.data, domain.len) == 0)
-            {
-                break;
-            }
-        }
-
-        /* keep a domain's recipients together: insert after its last */
-
-        while (j < n && ngx_relay_sched_domain(&ctx->dests[j].addr, &other)
-               && other.len == domain.len
-               && ngx_strncasecmp(other.data, domain.data, domain.len) == 0)
-        {
-            j++;
-        }
-
-        if (j < n) {
-            ngx_memmove(&ctx->dests[j + 1], &ctx->dests[j],
-                        (n - j) * sizeof(ngx_relay_dest_t));
-        }
-
-        ngx_memzero(&ctx->dests[j], sizeof(ngx_relay_dest_t));
-        ctx->dests[j].index = i;
-        ctx->dests[j].addr = r->addr;
-        n++;
-    }
-
-    /* recipients an operator bounced fail now, after those to deliver */
-
-    ctx->ndests = n;
-
-    for (i = 0; i < q->nrcpts; i++) {
-        r = &q->rcpts[i];
-
-        if (r->state == NGX_RELAY_RCPT_BOUNCE) {
-            dst = &ctx->dests[ctx->ndests++];
-
-            ngx_memzero(dst, sizeof(ngx_relay_dest_t));
-            dst->index = i;
-            dst->addr = r->addr;
-            dst->status = NGX_RELAY_DELIVERY_FAILED;
-            ngx_cpystrn(dst->dsn, (u_char *) "5.0.0", 6);
-            dst->reply_len = ngx_sprintf(dst->reply, "message bounced by "
-                                         "the operator")
-                             - dst->reply;
-            dst->relay_len = ngx_sprintf(dst->relay, "none") - dst->relay;
-        }
-    }
-
-    if (ctx->ndests == 0) {
+    sc->notes_fd = open((char *) path, O_RDONLY|O_DIRECTORY|O_CLOEXEC);
+    if (sc->notes_fd == -1) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_errno,
+                      "open(\"%s\") failed", path);
         return NGX_ERROR;
     }
 
-    /*
-     * One delivery per run of equal domains.  A delivery may end before
-     * its start returns (a refused connection on loopback): the extra
-     * count keeps the message from being recorded before all have started.
-     */
-
-    ctx->deliveries = 1;
-
-    for (first = 0; first < n; first = i) {
-        (void) ngx_relay_sched_domain(&ctx->dests[first].addr, &domain);
-
-        for (i = first + 1; i < n; i++) {
-            if (ngx_relay_sched_domain(&ctx->dests[i].addr, &other) == NULL
-                || other.len != domain.len
-                || ngx_strncasecmp(other.data, domain.data, domain.len) != 0)
-            {
-                break;
-            }
-        }
-
-        ctx->deliveries++;
-
-        if (ngx_relay_delivery_start(sc->delivery, ctx->fd, q, &domain,
-                                     &ctx->dests[first], i - first,
-                                     ngx_relay_sched_delivered, ctx)
-            != NGX_OK)
-        {
-            ctx->deliveries--;
-
-            for (j = first; j < i; j++) {
-                dst = &ctx->dests[j];
-                dst->status = NGX_RELAY_DELIVERY_DEFERRED;
-                ngx_cpystrn(dst->dsn, (u_char *) "4.3.0", 6);
-                dst->reply_len = ngx_sprintf(dst->reply, "out of memory")
-                                 - dst->reply;
-            }
-        }
+    fd = inotify_init1(IN_NONBLOCK|IN_CLOEXEC);
+    if (fd == -1) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_errno,
+                      "inotify_init1() failed");
+        return NGX_ERROR;
     }
 
-    if (--ctx->deliveries == 0) {
-        return ngx_relay_sched_record(ctx);
+    if (inotify_add_watch(fd, (char *) path, IN_MOVED_TO) == -1) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_errno,
+                      "inotify_add_watch(\"%s\") failed", path);
+        (void) close(fd);
+        return NGX_ERROR;
     }
+
+    c = ngx_get_connection(fd, cycle->log);
+    if (c == NULL) {
+        (void) close(fd);
+        return NGX_ERROR;
+    }
+
+    c->data = sc;
+    c->read->handler = ngx_relay_sched_notes_handler;
+    c->read->log = cycle->log;
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_close_connection(c);
+        return NGX_ERROR;
+    }
+
+    sc->notes = c;
 
     return NGX_OK;
 }
 
 
-static ngx_str_t *
-ngx_relay_sched_domain(ngx_str_t *addr, ngx_str_t *domain)
+/* the names of new notes, then their contents in a thread */
+
+static void
+ngx_relay_sched_notes_handler(ngx_event_t *ev)
 {
-    u_char  *p, *at;
+    ngx_connection_t  *c = ev->data;
 
-    at = NULL;
+    u_char                    **notes, **n, *name;
+    ssize_t                     size, i;
+    ngx_uint_t                  nnotes, room;
+    ngx_thread_task_t          *task;
+    ngx_relay_sched_t          *sc;
+    ngx_relay_sched_notes_t    *nt;
+    struct inotify_event       *ie;
+    union {
+        struct inotify_event    event;
+        u_char                  data[4096];
+    }                           buf;
 
-    for (p = addr->data; p < addr->data + addr->len; p++) {
-        if (*p == '@') {
-            at = p;
+    sc = c->data;
+    notes = NULL;
+    nnotes = 0;
+    room = 0;
+
+    for ( ;; ) {
+        size = read(c->fd, buf.data, sizeof(buf.data));
+
+        if (size <= 0) {
+            break;                  /* EAGAIN: drained (edge-triggered) */
+        }
+
+        for (i = 0; i < size; i += sizeof(struct inotify_event) + ie->len) {
+            ie = (struct inotify_event *) (buf.data + i);
+
+            if (ie->len == 0 || ie->name[0] == '.') {
+                continue;
+            }
+
+            if (nnotes == room) {
+                room = room ? room * 2 : 8;
+                n = realloc(notes, room * sizeof(u_char *));
+                if (n == NULL) {
+                    break;
+                }
+
+                notes = n;
+            }
+
+            name = (u_char *) strdup(ie->name);
+            if (name) {
+                notes[nnotes++] = name;
+            }
         }
     }
 
-    if (at == NULL || at + 1 == addr->data + addr->len) {
-        return NULL;
+    if (nnotes == 0 || ngx_exiting || ngx_terminate) {
+        goto free;
     }
 
-    domain->data = at + 1;
-    domain->len = addr->data + addr->len - domain->data;
+    task = ngx_calloc(sizeof(ngx_thread_task_t)
+                      + sizeof(ngx_relay_sched_notes_t), sc->log);
+    if (task == NULL) {
+        goto free;
+    }
 
-    return domain;
-}
+    nt = (ngx_relay_sched_notes_t *) (task + 1);
+    nt->sched = sc;
+    nt->notes = notes;
+    nt->nnotes = nnotes;
 
+    task->ctx = nt;
+    task->handler = ngx_relay_sched_notes_thread;
+    task->event.handler = ngx_relay_sched_notes_done;
+    task->event.data = task;
 
-static void
-ngx_relay_sched_delivered(ngx_relay_delivery_t *d)
-{
-    ngx_relay_local_ctx_t  *ctx;
-
-    ctx = ngx_relay_delivery_data(d);
-    ngx_relay_delivery_free(d);
-
-    if (--ctx->deliveries) {
+    if (ngx_thread_task_post(sc->spool.thread_pool, task) == NGX_OK) {
         return;
     }
 
-    if (ngx_relay_sched_record(ctx) != NGX_OK) {
-        ngx_relay_sched_end(ctx);
+    ngx_free(task);
+
+free:
+
+    while (nnotes) {
+        free(notes[--nnotes]);
+    }
+
+    free(notes);
+}
+
+
+#define NGX_RELAY_SCHED_MAX_NOTE   (64 * 1024 * 1024)
+
+static void
+ngx_relay_sched_notes_thread(void *data, ngx_log_t *log)
+{
+    ngx_relay_sched_notes_t  *nt = data;
+
+    u_char       *text;
+    ssize_t       n;
+    ngx_fd_t      fd;
+    ngx_uint_t    i;
+    struct stat   st;
+
+    for (i = 0; i < nt->nnotes; i++) {
+        fd = openat(nt->sched->notes_fd, (char *) nt->notes[i],
+                    O_RDONLY|O_CLOEXEC);
+        if (fd == -1) {
+            continue;                     /* removed as too old */
+        }
+
+        if (fstat(fd, &st) == -1 || st.st_size > NGX_RELAY_SCHED_MAX_NOTE) {
+            (void) close(fd);
+            continue;
+        }
+
+        text = malloc(st.st_size + 1);
+        n = text ? pread(fd, text, st.st_size, 0) : -1;
+
+        (void) close(fd);
+
+        if (n > 0) {
+            ngx_relay_sched_note_parse(nt, text, text + n);
+        }
+
+        free(text);
     }
 }
 
 
 /*
- * After the attempt: recipients past the queue lifetime fail; the outcome
- * goes to the queue file in a thread (done and failed marks, the next
- * attempt), or the file goes when nothing is left.
+ * A note: one queue id per line ("changed: look again"), "+id" ("adopt
+ * it if you do not know it": from an exiting worker), or "*" ("list the
+ * whole queue again").
  */
 
-static ngx_int_t
-ngx_relay_sched_record(ngx_relay_local_ctx_t *ctx)
+static void
+ngx_relay_sched_note_parse(ngx_relay_sched_notes_t *nt, u_char *p,
+    u_char *last)
 {
-    u_char               last[NGX_RELAY_REPLY_TEXT + 8];
-    size_t               len;
-    time_t               now, backoff;
-    ngx_str_t            domain;
-    ngx_uint_t           i, deferred, tried;
-    ngx_relay_retry_t    retry;
-    ngx_thread_task_t   *task;
-    ngx_relay_dest_t    *dst;
-    ngx_relay_sched_t   *sc;
-    ngx_relay_policy_t  *p;
+    u_char                  *eol, *name;
+    size_t                   len, room;
+    ngx_uint_t               mode;
+    ngx_relay_sched_t       *sc;
+    ngx_relay_sched_todo_t  *ids;
 
-    sc = ctx->sched;
-    p = sc->delivery->policy;
-    now = ngx_time();
-    deferred = 0;
+    sc = nt->sched;
+    room = nt->nids;
 
-    ctx->next = 0;
+    for ( /* void */ ; p < last; p = eol + 1) {
+        eol = ngx_strlchr(p, last, '\n');
+        if (eol == NULL) {
+            eol = last;
+        }
 
-    /*
-     * Recipients held back by shaping were not tried: when nothing else
-     * was, the attempt does not count, and they never expire for it.
-     */
+        mode = NGX_RELAY_SCHED_NOTE;
 
-    tried = 0;
-
-    for (i = 0; i < ctx->ndests; i++) {
-        tried += !ctx->dests[i].throttled;
-    }
-
-    ctx->attempts = ctx->queued.attempts + (tried ? 1 : 0);
-
-    /* each recipient by its domain's retry policy; the soonest retry wins */
-
-    for (i = 0; i < ctx->ndests; i++) {
-        dst = &ctx->dests[i];
-
-        if (dst->status != NGX_RELAY_DELIVERY_DEFERRED) {
+        if (eol - p == 1 && *p == '*') {
+            nt->rescan = 1;
             continue;
         }
 
-        if (dst->throttled) {
-            if (ctx->next == 0 || dst->retry_at < ctx->next) {
-                ctx->next = dst->retry_at;
+        if (p < eol && *p == '+') {
+            mode = NGX_RELAY_SCHED_ADOPT;
+            p++;
+        }
+
+        len = eol - p;
+
+        while (len && p[len - 1] == ' ') {
+            len--;
+        }
+
+        if (!ngx_relay_sched_valid_id(p, len)
+            || ngx_relay_spool_slot(p, len, sc->workers) != sc->worker)
+        {
+            continue;
+        }
+
+        if (nt->nids == room) {
+            room = room ? room * 2 : 64;
+            ids = realloc(nt->ids, room * sizeof(ngx_relay_sched_todo_t));
+            if (ids == NULL) {
+                return;
             }
 
-            deferred++;
-            continue;
+            nt->ids = ids;
         }
 
-        if (ngx_relay_sched_domain(&dst->addr, &domain) == NULL) {
-            ngx_str_set(&domain, "");
-        }
-
-        ngx_relay_policy_retry(p, &domain, &retry);
-
-        backoff = ngx_relay_policy_backoff(&retry, ctx->attempts);
-
-        if (ctx->next == 0 || now + backoff < ctx->next) {
-            ctx->next = now + backoff;
-        }
-
-        if (now - ctx->queued.arrival >= retry.lifetime) {
-            dst->status = NGX_RELAY_DELIVERY_FAILED;
-
-            ngx_memcpy(last, dst->reply, dst->reply_len);
-            len = dst->reply_len;
-
-            dst->reply_len = ngx_snprintf(dst->reply, sizeof(dst->reply),
-                                          "delivery time expired; last "
-                                          "error: %*s", len, last)
-                             - dst->reply;
-            ngx_cpystrn(dst->dsn, (u_char *) "5.4.7", 6);
-        }
-
-        /*
-         * RFC 3461 4.1: one "delayed" DSN per message, after
-         * relay_delay_warning, to recipients with NOTIFY=DELAY or without
-         * NOTIFY (as Postfix's delay_warning_time does); never for <>.
-         */
-
-        dst->until = ctx->queued.arrival + retry.lifetime;
-
-        if (dst->status == NGX_RELAY_DELIVERY_DEFERRED
-            && retry.delay_warning
-            && now - ctx->queued.arrival >= retry.delay_warning
-            && !ctx->queued.delay_warned && ctx->queued.warned_offset
-            && ctx->queued.sender.len
-            && (ctx->queued.rcpts[dst->index].notify == 0
-                || (ctx->queued.rcpts[dst->index].notify
-                    & NGX_RELAY_NOTIFY_DELAY)))
-        {
-            dst->delayed = 1;
-        }
-
-        deferred += (dst->status == NGX_RELAY_DELIVERY_DEFERRED);
-    }
-
-    ctx->delays = 0;
-
-    for (i = 0; i < ctx->ndests; i++) {
-        ctx->delays += ctx->dests[i].delayed;
-    }
-
-    if (ctx->next == 0) {
-        ctx->next = now;
-    }
-
-    /* RFC 3461 4.1: no NOTIFY means FAILURE; never for a null sender */
-
-    ctx->bounces = 0;
-
-    for (i = 0; ctx->queued.sender.len && i < ctx->ndests; i++) {
-        dst = &ctx->dests[i];
-
-        if (dst->status == NGX_RELAY_DELIVERY_FAILED
-            && ngx_relay_sched_notify_failure(
-                   ctx->queued.rcpts[dst->index].notify))
-        {
-            ctx->bounces++;
-        }
-    }
-
-    ngx_relay_sched_log_remote(ctx);
-
-    task = ctx->task;
-    task->ctx = ctx;
-    task->handler = ngx_relay_sched_record_thread;
-    task->event.handler = ngx_relay_sched_record_done;
-    task->event.data = ctx;
-
-    return ngx_thread_task_post(sc->spool.thread_pool, task);
-}
-
-
-/* thread side: what operators see in the queue listing as the last error */
-
-static ngx_int_t
-ngx_relay_sched_last_error(ngx_relay_local_ctx_t *ctx)
-{
-    u_char             text[NGX_RELAY_SPOOL_ERROR_LEN], *p, *last;
-    ngx_uint_t         i;
-    ngx_relay_dest_t  *dst;
-
-    for (i = 0; i < ctx->ndests; i++) {
-        dst = &ctx->dests[i];
-
-        if (dst->status != NGX_RELAY_DELIVERY_DEFERRED) {
-            continue;
-        }
-
-        last = text + sizeof(text);
-        p = ngx_slprintf(text, last, "<%V> %*s: %s %*s", &dst->addr,
-                         dst->relay_len, dst->relay, dst->dsn,
-                         dst->reply_len, dst->reply);
-
-        return ngx_relay_spool_set_error(ctx->fd, &ctx->queued, text,
-                                         p - text, &ctx->err);
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_relay_sched_record_thread(void *data, ngx_log_t *log)
-{
-    ngx_relay_local_ctx_t  *ctx = data;
-
-    u_char                    state;
-    ngx_uint_t                i, pending, marked;
-    ngx_relay_dest_t         *dst;
-    ngx_relay_queued_t       *q;
-    ngx_relay_queued_rcpt_t  *r;
-
-    q = &ctx->queued;
-    ctx->failed = NULL;
-    ctx->err = 0;
-
-    if (ctx->bounces || ctx->delays) {
-        ngx_relay_sched_read_original(ctx);
-    }
-
-    marked = 0;
-
-    for (i = 0; i < ctx->ndests; i++) {
-        dst = &ctx->dests[i];
-
-        if (dst->status == NGX_RELAY_DELIVERY_SENT) {
-            state = NGX_RELAY_RCPT_DONE;
-
-        } else if (dst->status == NGX_RELAY_DELIVERY_FAILED) {
-            state = NGX_RELAY_RCPT_FAILED;
-
-        } else {
-            continue;
-        }
-
-        if (ngx_relay_spool_mark(ctx->fd, &q->rcpts[dst->index], state,
-                                 &ctx->err)
-            != NGX_OK)
-        {
-            ctx->failed = "pwrite";
+        name = malloc(len + 1);
+        if (name == NULL) {
             return;
         }
 
-        marked++;
+        ngx_memcpy(name, p, len);
+        name[len] = '\0';
+
+        nt->ids[nt->nids].name = name;
+        nt->ids[nt->nids].mode = mode;
+        nt->nids++;
+    }
+}
+
+
+static void
+ngx_relay_sched_notes_done(ngx_event_t *ev)
+{
+    ngx_thread_task_t  *task = ev->data;
+
+    ngx_uint_t                i;
+    ngx_relay_sched_t        *sc;
+    ngx_relay_sched_notes_t  *nt;
+    ngx_relay_sched_entry_t  *e;
+
+    nt = task->ctx;
+    sc = nt->sched;
+
+    for (i = 0; i < nt->nnotes; i++) {
+        free(nt->notes[i]);
     }
 
-    pending = 0;
+    free(nt->notes);
 
-    for (i = 0; i < q->nrcpts; i++) {
-        r = &q->rcpts[i];
-        pending += (r->state == NGX_RELAY_RCPT_PENDING);
+    for (i = 0; i < nt->nids; i++) {
+        e = ngx_relay_sched_find(sc, nt->ids[i].name,
+                                 ngx_strlen(nt->ids[i].name));
+
+        if ((e && nt->ids[i].mode == NGX_RELAY_SCHED_ADOPT)
+            || ngx_relay_sched_todo_add(nt->ids[i].name, nt->ids[i].mode)
+               != NGX_OK)
+        {
+            free(nt->ids[i].name);
+        }
     }
 
-    if (pending == 0) {
-        ngx_relay_sched_remove(ctx);
-        return;
+    ngx_log_debug2(NGX_LOG_DEBUG_CORE, sc->log, 0,
+                   "relay queue: %ui note(s), %ui id(s)", nt->nnotes,
+                   nt->nids);
+
+    if (nt->rescan) {
+        ngx_relay_sched_scan_now(sc, 1);
     }
 
-    if (ngx_relay_spool_schedule(ctx->fd, q, ctx->next, ctx->attempts,
-                                 &ctx->err)
-        != NGX_OK
-        || ngx_relay_sched_last_error(ctx) != NGX_OK)
-    {
-        ctx->failed = "pwrite";
-        return;
-    }
+    free(nt->ids);
+    ngx_free(task);
 
-    /* synced with the rest: the delay DSN goes once, restarts or not */
+    ngx_relay_sched_read_more(sc);
+}
 
-    if (ctx->delays
-        && ngx_relay_spool_mark_delay_warned(ctx->fd, q, &ctx->err)
+
+/*
+ * A worker that exits gracefully (a reload, a binary upgrade) notes what
+ * it took recently, and what still waits for its journal checkpoint: the
+ * next generation's first scan may have missed those.  Blocking file I/O,
+ * but the process is going anyway.
+ */
+
+static void
+ngx_relay_sched_note_exit(ngx_relay_sched_t *sc)
+{
+    u_char                   *p, name[64], tmp[64];
+    time_t                    since;
+    ssize_t                   n;
+    ngx_fd_t                  fd;
+    ngx_uint_t                i;
+    ngx_array_t               note;
+    ngx_relay_sched_entry_t  *e;
+
+    if (sc->notes_fd == -1
+        || ngx_array_init(&note, ngx_cycle->pool, 64, NGX_RELAY_ID_LEN + 2)
            != NGX_OK)
     {
-        ctx->failed = "pwrite";
         return;
     }
 
-    /*
-     * Only a deferral: the next attempt time, the count and the last error
-     * need no sync.  Lost in a crash, they make the retry come sooner.
-     */
+    since = ngx_time();
 
-    if (marked == 0 && ctx->delays == 0) {
-        return;
+    if (sc->exiting_since && sc->exiting_since < since) {
+        since = sc->exiting_since;
     }
 
-    if (fdatasync(ctx->fd) == -1) {
-        ctx->err = errno;
-        ctx->failed = "fdatasync";
-    }
-}
+    since -= NGX_RELAY_SCHED_ADOPT_AGE;
 
+    for (i = 0; i < sc->index_size; i++) {
+        e = sc->index[i];
 
-static void
-ngx_relay_sched_record_done(ngx_event_t *ev)
-{
-    ngx_relay_local_ctx_t  *ctx = ev->data;
-
-    ngx_relay_sched_t  *sc;
-
-    sc = ctx->sched;
-
-    if (ctx->failed) {
-        ngx_log_error(NGX_LOG_CRIT, sc->spool.log, ctx->err,
-                      "%V: %s() of queue file failed", &ctx->queued.id,
-                      ctx->failed);
-
-    } else if (ctx->removed) {
-        ngx_log_error(NGX_LOG_INFO, sc->spool.log, 0, "%V: removed",
-                      &ctx->queued.id);
-    }
-
-    if (ctx->bounces && !ctx->failed) {
-        ngx_relay_sched_bounce(ctx, 0);
-    }
-
-    if (ctx->delays && !ctx->failed && !ctx->removed) {
-        ngx_relay_sched_bounce(ctx, 1);
-    }
-
-    free(ctx->original);
-    ctx->original = NULL;
-
-    ngx_relay_sched_end(ctx);
-}
-
-
-/* one line per recipient and attempt, queue id first */
-
-static void
-ngx_relay_sched_log_remote(ngx_relay_local_ctx_t *ctx)
-{
-    time_t              delay;
-    ngx_uint_t          i, level;
-    ngx_relay_dest_t   *dst;
-    ngx_relay_counters_t  *cn;
-    static const char  *status[] = { "pending", "", "sent", "", "deferred",
-                                     "bounced" };
-
-    delay = ngx_time() - ctx->queued.arrival;
-    cn = ctx->sched->counters;
-
-    for (i = 0; i < ctx->ndests; i++) {
-        dst = &ctx->dests[i];
-
-        switch (dst->status) {
-        case NGX_RELAY_DELIVERY_SENT:
-            (void) ngx_atomic_fetch_add(&cn->delivered, 1);
-            break;
-        case NGX_RELAY_DELIVERY_DEFERRED:
-            (void) ngx_atomic_fetch_add(&cn->deferrals, 1);
-            break;
-        default:
-            (void) ngx_atomic_fetch_add(&cn->bounced, 1);
-        }
-
-        level = (dst->status == NGX_RELAY_DELIVERY_SENT) ? NGX_LOG_INFO
-                                                          : NGX_LOG_NOTICE;
-
-        ngx_log_error(level, ctx->sched->spool.log, 0,
-                      "%V: to=<%V>, relay=%*s, delay=%T, dsn=%s, "
-                      "status=%s (%*s)%s", &ctx->queued.id, &dst->addr,
-                      dst->relay_len, dst->relay, delay, dst->dsn,
-                      status[dst->status], dst->reply_len, dst->reply,
-                      dst->reused ? ", conn=reused" : "");
-    }
-}
-
-
-static ngx_uint_t
-ngx_relay_sched_notify_failure(ngx_uint_t notify)
-{
-    return notify == 0 || (notify & NGX_RELAY_NOTIFY_FAILURE);
-}
-
-
-/*
- * Thread side: what the DSN returns of the message: all of it for
- * RET=FULL, else its header (RFC 3461 4.3), at most 10 MB.
- */
-
-#define NGX_RELAY_DSN_MAX_ORIGINAL  (10 * 1024 * 1024)
-
-static void
-ngx_relay_sched_read_original(ngx_relay_local_ctx_t *ctx)
-{
-    off_t                limit;
-    u_char              *buf, *end;
-    size_t               len;
-    ssize_t              n;
-    ngx_relay_queued_t  *q;
-
-    q = &ctx->queued;
-
-    limit = (q->ret == NGX_RELAY_RET_FULL) ? NGX_RELAY_DSN_MAX_ORIGINAL
-                                           : 65536;
-    len = (size_t) ngx_min(q->message_size, limit);
-
-    buf = malloc(len + 1);
-    if (buf == NULL) {
-        return;
-    }
-
-    n = pread(ctx->fd, buf, len, q->message_offset);
-    if (n < 0) {
-        free(buf);
-        return;
-    }
-
-    buf[n] = '\0';
-    len = n;
-
-    if (q->ret != NGX_RELAY_RET_FULL) {
-        end = (u_char *) strstr((char *) buf, "\r\n\r\n");
-        if (end) {
-            len = end + 2 - buf;
+        if (e && e->arrival >= since) {
+            ngx_relay_sched_note_id(&note, e->id, e->id_len);
         }
     }
 
-    ctx->original = buf;
-    ctx->original_len = len;
-}
+    ngx_relay_spool_each_parked(&sc->spool, ngx_relay_sched_note_parked,
+                                &note);
 
-
-static ngx_uint_t
-ngx_relay_sched_reported(ngx_relay_local_ctx_t *ctx, ngx_relay_dest_t *dst,
-    ngx_uint_t delayed)
-{
-    if (delayed) {
-        return dst->delayed;
+    if (note.nelts == 0) {
+        return;
     }
 
-    return dst->status == NGX_RELAY_DELIVERY_FAILED
-           && ngx_relay_sched_notify_failure(
-                  ctx->queued.rcpts[dst->index].notify);
-}
+    *ngx_sprintf(name, "%010T.%P.exit", ngx_time(), ngx_pid) = '\0';
+    *ngx_sprintf(tmp, ".%s.tmp", name) = '\0';
 
-
-/*
- * The failed recipients that asked for it get one RFC 3464 report, to the
- * envelope sender, from the null sender, through the queue like any mail;
- * "delayed": the still deferred ones that get the delay warning.
- */
-
-static void
-ngx_relay_sched_bounce(ngx_relay_local_ctx_t *ctx, ngx_uint_t delayed)
-{
-    u_char                    *p, *s, *e;
-    size_t                     len;
-    ngx_str_t                  domain, host;
-    ngx_uint_t                 i;
-    ngx_relay_rcpt_t          *rcpt;
-    ngx_relay_dest_t          *dst;
-    ngx_relay_sched_t         *sc;
-    ngx_relay_queued_t        *q;
-    ngx_relay_envelope_t       env;
-    ngx_relay_spool_writer_t  *w;
-    ngx_relay_queued_rcpt_t   *r;
-
-    sc = ctx->sched;
-    q = &ctx->queued;
-
-    w = ngx_relay_spool_create(&sc->spool, sc->spool.log);
-    if (w == NULL) {
-        goto failed;
+    fd = openat(sc->notes_fd, (char *) tmp, O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC,
+                0600);
+    if (fd == -1) {
+        return;
     }
 
-    ngx_memzero(&env, sizeof(ngx_relay_envelope_t));
+    /* fixed-size lines, "+id" and spaces, so ids need no separate array */
 
-    if (ngx_array_init(&env.rcpts, w->pool, 1, sizeof(ngx_relay_rcpt_t))
-        != NGX_OK)
+    p = note.elts;
+    n = write(fd, p, note.nelts * note.size);
+    (void) close(fd);
+
+    if (n == (ssize_t) (note.nelts * note.size)
+        && renameat(sc->notes_fd, (char *) tmp, sc->notes_fd, (char *) name)
+           == 0)
     {
-        goto failed;
-    }
-
-    rcpt = ngx_array_push(&env.rcpts);
-    if (rcpt == NULL) {
-        goto failed;
-    }
-
-    ngx_memzero(rcpt, sizeof(ngx_relay_rcpt_t));
-    rcpt->addr = q->sender;
-    rcpt->notify = NGX_RELAY_NOTIFY_NEVER;
-    rcpt->local = (ngx_relay_sched_domain(&q->sender, &domain)
-                   && ngx_relay_sched_local_domain(sc->domains, &domain));
-
-    ngx_str_set(&env.client, "127.0.0.1");
-    env.helo = sc->hostname;
-    env.arrival = ngx_time();
-
-    if (ngx_relay_spool_write_envelope(w, &env) != NGX_OK) {
-        goto failed;
-    }
-
-    len = 4096 + ctx->original_len + q->envid.len
-          + ctx->ndests * (3 * NGX_RELAY_MAX_ADDR + 2 * NGX_RELAY_REPLY_TEXT
-                           + 512);
-
-    if (ngx_relay_spool_reserve(w, len) != NGX_OK) {
-        goto failed_writer;
-    }
-
-    p = w->pos;
-
-    p = ngx_sprintf(p, "From: Mail Delivery System <MAILER-DAEMON@%V>\r\n"
-                    "To: <%V>\r\n"
-                    "Subject: %s\r\n"
-                    "Auto-Submitted: auto-replied\r\n"
-                    "Message-ID: <%V.%s@%V>\r\nDate: ",
-                    &sc->hostname, &q->sender,
-                    delayed ? "Delayed Mail (still being retried)"
-                            : "Undelivered Mail Returned to Sender",
-                    &q->id, delayed ? "delay" : "dsn", &sc->hostname);
-    p = ngx_relay_date(p, ngx_time());
-    p = ngx_sprintf(p, "\r\nMIME-Version: 1.0\r\n"
-                    "Content-Type: multipart/report; "
-                    "report-type=delivery-status;\r\n"
-                    "\tboundary=\"%V/%V\"\r\n\r\n"
-                    "This is a MIME-encapsulated message.\r\n\r\n"
-                    "--%V/%V\r\n"
-                    "Content-Type: text/plain; charset=%s\r\n\r\n"
-                    "This is the mail system at host %V.\r\n\r\n"
-                    "%s\r\n\r\n",
-                    &q->id, &sc->hostname, &q->id, &sc->hostname,
-                    q->smtputf8 ? "utf-8" : "us-ascii", &sc->hostname,
-                    delayed ? "Your message could not be delivered yet to "
-                              "one or more recipients; delivery will be "
-                              "tried again.  This is a warning only: you "
-                              "need not send the message again."
-                            : "Your message could not be delivered to one "
-                              "or more recipients.");
-
-    for (i = 0; i < ctx->ndests; i++) {
-        dst = &ctx->dests[i];
-
-        if (ngx_relay_sched_reported(ctx, dst, delayed)) {
-            p = ngx_sprintf(p, "<%V>: %*s\r\n", &dst->addr, dst->reply_len,
-                            dst->reply);
-        }
-    }
-
-    p = ngx_sprintf(p, "\r\n--%V/%V\r\n"
-                    "Content-Type: message/%sdelivery-status\r\n\r\n"
-                    "Reporting-MTA: dns; %V\r\n"
-                    "X-Queue-ID: %V\r\n",
-                    &q->id, &sc->hostname, q->smtputf8 ? "global-" : "",
-                    &sc->hostname, &q->id);
-
-    if (q->envid.len) {
-        p = ngx_sprintf(p, "Original-Envelope-Id: %V\r\n", &q->envid);
-    }
-
-    p = ngx_cpymem(p, "Arrival-Date: ", 14);
-    p = ngx_relay_date(p, q->arrival);
-    p = ngx_cpymem(p, "\r\n", 2);
-
-    for (i = 0; i < ctx->ndests; i++) {
-        dst = &ctx->dests[i];
-        r = &q->rcpts[dst->index];
-
-        if (!ngx_relay_sched_reported(ctx, dst, delayed)) {
-            continue;
-        }
-
-        /* RFC 6533: non-ASCII addresses are of type utf-8 */
-
-        p = ngx_sprintf(p, "\r\nFinal-Recipient: %s; %V\r\n",
-                        ngx_relay_sched_ascii(&dst->addr) ? "rfc822"
-                                                          : "utf-8",
-                        &dst->addr);
-
-        if (r->orcpt.len) {
-
-            /* "rfc822;xtext" as received: "addr-type; xtext" */
-
-            s = ngx_strlchr(r->orcpt.data, r->orcpt.data + r->orcpt.len, ';');
-
-            if (s) {
-                p = ngx_sprintf(p, "Original-Recipient: %*s; %*s\r\n",
-                                s - r->orcpt.data, r->orcpt.data,
-                                r->orcpt.data + r->orcpt.len - s - 1, s + 1);
-            }
-        }
-
-        p = ngx_sprintf(p, "Action: %s\r\nStatus: %s\r\n",
-                        delayed ? "delayed" : "failed", dst->dsn);
-
-        if (delayed) {
-            p = ngx_cpymem(p, "Will-Retry-Until: ", 18);
-            p = ngx_relay_date(p, dst->until);
-            p = ngx_cpymem(p, "\r\n", 2);
-        }
-
-        /* Remote-MTA: the host name of "host[ip]:port" */
-
-        host.data = dst->relay;
-        e = ngx_strlchr(dst->relay, dst->relay + dst->relay_len, '[');
-        host.len = (e ? e : dst->relay + dst->relay_len) - dst->relay;
-
-        if (host.len && !(host.len == 4
-                          && ngx_strncmp(host.data, "none", 4) == 0))
-        {
-            p = ngx_sprintf(p, "Remote-MTA: dns; %V\r\n", &host);
-        }
-
-        p = ngx_sprintf(p, "Diagnostic-Code: smtp; %*s\r\n",
-                        dst->reply_len, dst->reply);
-    }
-
-    p = ngx_sprintf(p, "\r\n--%V/%V\r\n", &q->id, &sc->hostname);
-
-    if (q->ret == NGX_RELAY_RET_FULL) {
-        p = ngx_sprintf(p, "Content-Type: message/%s\r\n\r\n",
-                        q->smtputf8 ? "global" : "rfc822");
+        ngx_log_error(NGX_LOG_NOTICE, sc->log, 0,
+                      "relay queue: %ui recent message(s) noted for the "
+                      "workers that follow", note.nelts);
 
     } else {
-        p = ngx_sprintf(p, "Content-Type: %s\r\n\r\n",
-                        q->smtputf8 ? "message/global-headers"
-                                    : "text/rfc822-headers");
+        (void) unlinkat(sc->notes_fd, (char *) tmp, 0);
+    }
+}
+
+
+static void
+ngx_relay_sched_note_parked(void *data, ngx_str_t *id)
+{
+    ngx_relay_sched_note_id(data, id->data, id->len);
+}
+
+
+static void
+ngx_relay_sched_note_id(ngx_array_t *note, u_char *id, size_t len)
+{
+    u_char  *line;
+
+    if (len > NGX_RELAY_ID_LEN) {
+        return;
     }
 
-    if (ctx->original) {
-        p = ngx_cpymem(p, ctx->original, ctx->original_len);
+    line = ngx_array_push(note);
+    if (line == NULL) {
+        return;
     }
 
-    if (p[-1] != LF) {
-        *p++ = CR;
-        *p++ = LF;
-    }
+    /* "+" id, padded with spaces to the line's end: trailing blanks go */
 
-    p = ngx_sprintf(p, "\r\n--%V/%V--\r\n", &q->id, &sc->hostname);
-
-    w->pos = p;
-
-    if (ngx_relay_spool_commit(w, NULL, NULL) != NGX_OK) {
-        goto failed_writer;
-    }
-
-    ngx_log_error(NGX_LOG_INFO, sc->spool.log, 0,
-                  "%V: sender %s notification: %V", &q->id,
-                  delayed ? "delay" : "non-delivery", &w->id);
-
-    return;
-
-failed_writer:
-
-    ngx_relay_spool_abort(w);
-
-failed:
-
-    ngx_log_error(NGX_LOG_ALERT, sc->spool.log, 0,
-                  "%V: could not queue the delivery status notification",
-                  &q->id);
+    ngx_memset(line, ' ', note->size);
+    line[0] = '+';
+    ngx_memcpy(line + 1, id, len);
+    line[note->size - 1] = '\n';
 }
 
 
 static ngx_uint_t
-ngx_relay_sched_ascii(ngx_str_t *s)
+ngx_relay_sched_valid_id(u_char *p, size_t len)
 {
     size_t  i;
 
-    for (i = 0; i < s->len; i++) {
-        if (s->data[i] >= 0x80) {
+    if (len == 0 || len > NGX_RELAY_ID_LEN) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'z')
+              || (p[i] >= 'A' && p[i] <= 'Z')))
+        {
             return 0;
         }
     }
 
     return 1;
+}
+
+
+/* --------------------------------------------------------------- summaries */
+
+
+/*
+ * Thread-safe (malloc() only): pending recipients and the remote domains
+ * they wait for, lowercased copies, each once; nothing points into q.
+ */
+
+void
+ngx_relay_sched_summarize(ngx_relay_queued_t *q, ngx_array_t *domains,
+    ngx_relay_sched_summary_t *s)
+{
+    u_char                   *p;
+    size_t                    size;
+    ngx_str_t                 domain;
+    ngx_uint_t                i, j;
+    ngx_relay_queued_rcpt_t  *r;
+
+    s->arrival = q->arrival;
+    s->next = q->next;
+    s->attempts = q->attempts;
+    s->pending = 0;
+    s->ndomains = 0;
+
+    size = q->nrcpts * (sizeof(ngx_str_t) + sizeof(ngx_uint_t));
+
+    for (i = 0; i < q->nrcpts; i++) {
+        size += q->rcpts[i].addr.len;
+    }
+
+    s->domains = malloc(size);
+    if (s->domains == NULL) {
+        return;
+    }
+
+    s->rcpts = (ngx_uint_t *) (s->domains + q->nrcpts);
+    p = (u_char *) (s->rcpts + q->nrcpts);
+
+    for (i = 0; i < q->nrcpts; i++) {
+        r = &q->rcpts[i];
+
+        if (r->state == NGX_RELAY_RCPT_BOUNCE) {
+            s->bounce = 1;
+            s->pending++;
+            continue;
+        }
+
+        if (r->state != NGX_RELAY_RCPT_PENDING) {
+            continue;
+        }
+
+        s->pending++;
+
+        if (ngx_relay_maildir_split(&r->addr, &domain) == NULL) {
+            continue;
+        }
+
+        if (ngx_relay_maildir_local_domain(domains, &domain)) {
+            s->local = 1;
+            continue;
+        }
+
+        for (j = 0; j < s->ndomains; j++) {
+            if (s->domains[j].len == domain.len
+                && ngx_strncasecmp(s->domains[j].data, domain.data,
+                                   domain.len)
+                   == 0)
+            {
+                break;
+            }
+        }
+
+        if (j == s->ndomains) {
+            ngx_strlow(p, domain.data, domain.len);
+            s->domains[j].data = p;
+            s->domains[j].len = domain.len;
+            p += domain.len;
+
+            s->rcpts[j] = 0;
+            s->ndomains++;
+        }
+
+        s->rcpts[j]++;
+    }
+}
+
+
+void
+ngx_relay_sched_summary_free(ngx_relay_sched_summary_t *s)
+{
+    free(s->domains);
+    s->domains = NULL;
+    s->ndomains = 0;
 }

@@ -262,13 +262,71 @@ ngx_relay_spool_create(ngx_relay_spool_t *sp, ngx_log_t *log)
 
     tp = ngx_timeofday();
 
-    p = ngx_sprintf(w->id_data, "%08xD%03xiP%xiS%xi",
-                    (uint32_t) tp->sec, (ngx_uint_t) tp->msec,
-                    (ngx_uint_t) ngx_pid, sp->sequence++ & 0xffffff);
-    w->id.data = w->id_data;
-    w->id.len = p - w->id_data;
+    /* an id of this worker's share: the message stays with its scheduler */
+
+    do {
+        p = ngx_sprintf(w->id_data, "%08xD%03xiP%xiS%xi",
+                        (uint32_t) tp->sec, (ngx_uint_t) tp->msec,
+                        (ngx_uint_t) ngx_pid, sp->sequence++ & 0xffffff);
+        w->id.data = w->id_data;
+        w->id.len = p - w->id_data;
+
+    } while (ngx_relay_spool_slot(w->id.data, w->id.len, sp->workers)
+             != sp->worker);
 
     return w;
+}
+
+
+/*
+ * Messages that got their "250" and wait in the journal for their
+ * checkpoint before the scheduler gets them: a worker that exits before
+ * that tells the next generation about them.
+ */
+
+void
+ngx_relay_spool_each_parked(ngx_relay_spool_t *sp,
+    void (*handler)(void *data, ngx_str_t *id), void *data)
+{
+    ngx_uint_t                 i;
+    ngx_queue_t               *q, *parked;
+    ngx_relay_spool_writer_t  *w;
+
+    for (i = 0; i < 2; i++) {
+        parked = &sp->journal.segment[i].parked;
+
+        if (parked->next == NULL) {
+            continue;                    /* no journal */
+        }
+
+        for (q = ngx_queue_head(parked);
+             q != ngx_queue_sentinel(parked);
+             q = ngx_queue_next(q))
+        {
+            w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
+            handler(data, &w->id);
+        }
+    }
+}
+
+
+/* the share of the queue a queue id belongs to (FNV-1a) */
+
+ngx_uint_t
+ngx_relay_spool_slot(u_char *name, size_t len, ngx_uint_t workers)
+{
+    uint32_t  h;
+    u_char   *last;
+
+    if (workers <= 1) {
+        return 0;
+    }
+
+    for (h = 2166136261u, last = name + len; name < last; name++) {
+        h = (h ^ *name) * 16777619u;
+    }
+
+    return h % workers;
 }
 
 
@@ -1159,8 +1217,9 @@ ngx_relay_spool_release(ngx_relay_spool_writer_t *w)
 
 
 /*
- * Opens queue/<name> and takes its lock without waiting: NGX_INVALID_FILE
- * with *err == 0 means another worker owns it or it is gone.
+ * Opens queue/<name> and takes its lock without waiting.  NGX_INVALID_FILE
+ * with *err == NGX_EAGAIN: another process holds it; with *err == 0: it is
+ * gone.
  */
 
 ngx_fd_t
@@ -1182,9 +1241,7 @@ ngx_relay_spool_open_locked(ngx_relay_spool_t *sp, u_char *name,
     }
 
     if (flock(fd, LOCK_EX|LOCK_NB) == -1) {
-        if (ngx_errno != EWOULDBLOCK) {
-            *err = ngx_errno;
-        }
+        *err = (ngx_errno == EWOULDBLOCK) ? NGX_EAGAIN : ngx_errno;
 
         (void) close(fd);
         return NGX_INVALID_FILE;
@@ -1569,8 +1626,6 @@ ngx_relay_spool_remove(ngx_relay_spool_t *sp, ngx_str_t *id, ngx_err_t *err)
 }
 
 
-/* thread side: the next attempt time and the attempt count, in place */
-
 /* thread side: the last attempt's error, one line, cut to fit */
 
 ngx_int_t
@@ -1625,6 +1680,8 @@ ngx_relay_spool_mark_delay_warned(ngx_fd_t fd, ngx_relay_queued_t *q,
 }
 
 
+/* thread side: the next attempt time and the attempt count, in place */
+
 ngx_int_t
 ngx_relay_spool_schedule(ngx_fd_t fd, ngx_relay_queued_t *q, time_t next,
     ngx_uint_t attempts, ngx_err_t *err)
@@ -1647,4 +1704,24 @@ ngx_relay_spool_schedule(ngx_fd_t fd, ngx_relay_queued_t *q, time_t next,
     q->attempts = attempts;
 
     return NGX_OK;
+}
+
+
+/*
+ * Thread side: the file's mtime becomes its next attempt, so a scan after a
+ * restart can take the due files first without opening any.  The last
+ * write to the file, or it would move the time back to now.
+ */
+
+ngx_int_t
+ngx_relay_spool_touch(ngx_fd_t fd, time_t next)
+{
+    struct timespec  ts[2];
+
+    ts[0].tv_sec = 0;
+    ts[0].tv_nsec = UTIME_OMIT;
+    ts[1].tv_sec = next;
+    ts[1].tv_nsec = 0;
+
+    return futimens(fd, ts) == 0 ? NGX_OK : NGX_ERROR;
 }

@@ -60,6 +60,8 @@ struct ngx_relay_spool_s {
 
     ngx_uint_t                    sequence;
     ngx_uint_t                    sync;            /* NGX_RELAY_SYNC_* */
+    ngx_uint_t                    workers;         /* shares of the queue */
+    ngx_uint_t                    worker;          /* ours: ids we make */
 
     ngx_relay_journal_t           journal;         /* relay_spool_sync journal */
     ngx_uint_t                    journal_busy;    /* a group writes records */
@@ -156,6 +158,9 @@ void ngx_relay_spool_release(ngx_relay_spool_writer_t *w);
 
 ngx_fd_t ngx_relay_spool_open_locked(ngx_relay_spool_t *sp, u_char *name,
     ngx_err_t *err);
+ngx_uint_t ngx_relay_spool_slot(u_char *name, size_t len, ngx_uint_t workers);
+void ngx_relay_spool_each_parked(ngx_relay_spool_t *sp,
+    void (*handler)(void *data, ngx_str_t *id), void *data);
 
 /* thread-safe: run in thread-pool tasks only */
 ngx_int_t ngx_relay_spool_read(ngx_fd_t fd, ngx_relay_queued_t *q,
@@ -171,6 +176,7 @@ ngx_int_t ngx_relay_spool_mark_delay_warned(ngx_fd_t fd,
     ngx_relay_queued_t *q, ngx_err_t *err);
 ngx_int_t ngx_relay_spool_schedule(ngx_fd_t fd, ngx_relay_queued_t *q,
     time_t next, ngx_uint_t attempts, ngx_err_t *err);
+ngx_int_t ngx_relay_spool_touch(ngx_fd_t fd, time_t next);
 
 
 /* "error <this many octets>": the last attempt's error, space-padded */

@@ -683,7 +683,7 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    ngx_conf_init_msec_value(rmcf->scan_interval, 60000);
+    ngx_conf_init_msec_value(rmcf->scan_interval, 600000);
     ngx_conf_init_uint_value(rmcf->spool_sync, NGX_RELAY_SYNC_JOURNAL);
     ngx_conf_init_size_value(rmcf->journal_size, 16 * 1024 * 1024);
     ngx_conf_init_msec_value(rmcf->checkpoint_interval, 50);
@@ -912,7 +912,7 @@ ngx_stream_relay_local_domain(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    if (ngx_relay_sched_local_domain(rmcf->domains, &value[1]) != NULL) {
+    if (ngx_relay_maildir_local_domain(rmcf->domains, &value[1]) != NULL) {
         return "is duplicate";
     }
 
@@ -1625,6 +1625,7 @@ ngx_stream_relay_init_process(ngx_cycle_t *cycle)
     sc->maildir = rmcf->maildir;
     sc->hostname = rmcf->hostname;
     sc->domains = rmcf->domains;
+    sc->policy = &rmcf->policy;
     sc->scan_interval = rmcf->scan_interval;
     sc->workers = ngx_process == NGX_PROCESS_SINGLE
                   ? 1 : (ngx_uint_t) ccf->worker_processes;

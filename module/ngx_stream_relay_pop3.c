@@ -1362,46 +1362,27 @@ temporary:
 
 /*
  * "local@domain" of a local domain -> ps->mailbox, the Maildir the SMTP
- * side delivers to: <relay_maildir><domain>/<local part>/, both lowercased.
+ * side delivers to (the same mapping: ngx_relay_maildir_mailbox()).  Login
+ * names are plain: no quoting.
  */
 
 static ngx_uint_t
 ngx_stream_relay_pop3_mailbox(ngx_stream_relay_pop3_session_t *ps,
     ngx_str_t *user)
 {
-    u_char     *at, *p, *last;
-    size_t      len;
-    ngx_str_t   local, domain;
+    u_char               *p;
+    size_t                len;
+    ngx_relay_mailbox_t   mb;
 
-    last = user->data + user->len;
-    at = NULL;
-
-    for (p = user->data; p < last; p++) {
-        if (*p == '@') {
-            at = p;
-        }
-    }
-
-    if (at == NULL) {
-        return 0;
-    }
-
-    local.data = user->data;
-    local.len = at - user->data;
-    domain.data = at + 1;
-    domain.len = last - domain.data;
-
-    if (!ngx_relay_maildir_mailbox_valid(&local)
-        || ngx_strlchr(local.data, local.data + local.len, '"') != NULL
-        || ngx_strlchr(local.data, local.data + local.len, '\\') != NULL
-        || ps->main_conf->domains == NULL
-        || ngx_relay_sched_local_domain(ps->main_conf->domains, &domain)
-           == NULL)
+    if (ngx_strlchr(user->data, user->data + user->len, '"') != NULL
+        || ngx_strlchr(user->data, user->data + user->len, '\\') != NULL
+        || ngx_relay_maildir_mailbox(ps->main_conf->domains, user, &mb)
+           != NGX_OK)
     {
         return 0;
     }
 
-    len = ps->main_conf->maildir.len + domain.len + 1 + local.len + 1;
+    len = ps->main_conf->maildir.len + mb.domain.len + 1 + mb.local.len + 1;
 
     if (len + 256 + sizeof(NGX_STREAM_RELAY_POP3_LOCK) >= NGX_MAX_PATH) {
         return 0;
@@ -1414,11 +1395,9 @@ ngx_stream_relay_pop3_mailbox(ngx_stream_relay_pop3_session_t *ps,
 
     ps->mailbox = p;
     p = ngx_cpymem(p, ps->main_conf->maildir.data, ps->main_conf->maildir.len);
-    ngx_strlow(p, domain.data, domain.len);
-    p += domain.len;
+    p = ngx_cpymem(p, mb.domain.data, mb.domain.len);
     *p++ = '/';
-    ngx_strlow(p, local.data, local.len);
-    p += local.len;
+    p = ngx_cpymem(p, mb.local.data, mb.local.len);
     *p++ = '/';
     *p = '\0';
 

@@ -952,7 +952,7 @@ ngx_stream_relay_check_rcpt(ngx_stream_relay_session_t *rs,
         return NGX_OK;
     }
 
-    d = ngx_relay_sched_local_domain(rs->main_conf->domains, &path->domain);
+    d = ngx_relay_maildir_local_domain(rs->main_conf->domains, &path->domain);
 
     if (d == NULL) {
         if (rs->trusted || rs->auth_user.len) {
