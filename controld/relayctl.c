@@ -84,6 +84,8 @@ static int ctld_cli_get(ctld_cli_t *cli, int argc, char **argv);
 static int ctld_cli_history(ctld_cli_t *cli, int argc, char **argv);
 static int ctld_cli_rollback(ctld_cli_t *cli, int argc, char **argv);
 static int ctld_cli_nodes(ctld_cli_t *cli, int argc, char **argv);
+static void ctld_cli_nodes_destinations(
+    Relay__Control__V1__ListNodesResponse *r);
 static int ctld_cli_queue(ctld_cli_t *cli, int argc, char **argv);
 
 static int ctld_cli_call(ctld_cli_t *cli, const char *method,
@@ -1147,7 +1149,7 @@ static int
 ctld_cli_nodes(ctld_cli_t *cli, int argc, char **argv)
 {
     int                                    rc;
-    char                                   ago[32], up[32];
+    char                                   ago[32], up[32], old[32];
     size_t                                 k;
     ctld_table_t                           t;
     Relay__Control__V1__NodeInfo          *n;
@@ -1173,9 +1175,9 @@ ctld_cli_nodes(ctld_cli_t *cli, int argc, char **argv)
         return CTLD_EXIT_OK;
     }
 
-    ctld_table_init(&t, 9);
+    ctld_table_init(&t, 11);
     ctld_table_row(&t, "NODE", "CONNECTED", "APPLIED", "NACK", "LAST-SEEN",
-                   "QUEUE", "DEFERRED", "UPTIME", "PEER");
+                   "QUEUE", "DEFERRED", "HELD", "OLDEST", "UPTIME", "PEER");
 
     for (k = 0; k < r->n_nodes; k++) {
         n = r->nodes[k];
@@ -1199,6 +1201,11 @@ ctld_cli_nodes(ctld_cli_t *cli, int argc, char **argv)
                           st->queue_pending_recipients)
                : ctld_fmt("-"),
             st ? ctld_fmt("%u", st->queue_deferred) : ctld_fmt("-"),
+            st ? ctld_fmt("%u", st->queue_held) : ctld_fmt("-"),
+            st && st->queue_oldest_age_s
+               ? ctld_fmt("%s", ctld_duration(st->queue_oldest_age_s, old,
+                                              sizeof(old)))
+               : ctld_fmt("-"),
             st ? ctld_fmt("%s", ctld_duration(st->uptime_s, up, sizeof(up)))
                : ctld_fmt("-"),
             ctld_fmt("%s", n->peer[0] ? n->peer : "-"));
@@ -1207,6 +1214,7 @@ ctld_cli_nodes(ctld_cli_t *cli, int argc, char **argv)
     if (r->n_nodes) {
         ctld_table_print(&t, stdout);
         printf("current version: %llu\n", (unsigned long long) r->current);
+        ctld_cli_nodes_destinations(r);
 
     } else {
         printf("no nodes (current version: %llu)\n",
@@ -1217,6 +1225,35 @@ ctld_cli_nodes(ctld_cli_t *cli, int argc, char **argv)
     relay__control__v1__list_nodes_response__free_unpacked(r, NULL);
 
     return CTLD_EXIT_OK;
+}
+
+
+/* under the table: where each node's queued mail waits to go */
+
+static void
+ctld_cli_nodes_destinations(Relay__Control__V1__ListNodesResponse *r)
+{
+    size_t                                 k, i;
+    Relay__Control__V1__NodeStatus        *st;
+    Relay__Control__V1__QueueDestination  *d;
+
+    for (k = 0; k < r->n_nodes; k++) {
+        st = r->nodes[k]->status;
+
+        if (st == NULL || st->n_queue_destinations == 0) {
+            continue;
+        }
+
+        printf("%s queue by destination:", r->nodes[k]->node_id);
+
+        for (i = 0; i < st->n_queue_destinations; i++) {
+            d = st->queue_destinations[i];
+            printf("%s %s %u%s", i ? "," : "", d->domain, d->messages,
+                   d->unreachable ? " (unreachable)" : "");
+        }
+
+        printf("\n");
+    }
 }
 
 

@@ -144,6 +144,8 @@ static grpc_byte_buffer *ngx_relay_control_pack(
     const ProtobufCMessage *m);
 static void ngx_relay_control_say(ngx_relay_control_t *ctl,
     ngx_uint_t level, const char *fmt, ...);
+static void ngx_relay_control_merge_dests(ngx_relay_dest_figure_t *top,
+    ngx_relay_counters_t *c);
 static void ngx_relay_control_ack(ngx_relay_control_t *ctl,
     uint64_t version, int ok, const char *reason);
 
@@ -1171,20 +1173,40 @@ ngx_relay_control_hello(ngx_relay_control_t *ctl)
 static void
 ngx_relay_control_status(ngx_relay_control_t *ctl)
 {
-    ngx_uint_t                       i;
-    ngx_relay_counters_t            *c;
-    Relay__Control__V1__NodeStatus   st = RELAY__CONTROL__V1__NODE_STATUS__INIT;
-    Relay__Control__V1__NodeMessage  nm = RELAY__CONTROL__V1__NODE_MESSAGE__INIT;
+    time_t                                now, oldest;
+    ngx_uint_t                            i, n;
+    ngx_relay_counters_t                 *c;
+    ngx_relay_dest_figure_t               top[NGX_RELAY_TOP_DESTS];
+    Relay__Control__V1__QueueDestination  qd[NGX_RELAY_TOP_DESTS];
+    Relay__Control__V1__QueueDestination *qdp[NGX_RELAY_TOP_DESTS];
+    Relay__Control__V1__NodeStatus        st =
+                                      RELAY__CONTROL__V1__NODE_STATUS__INIT;
+    Relay__Control__V1__NodeMessage       nm =
+                                      RELAY__CONTROL__V1__NODE_MESSAGE__INIT;
 
-    st.uptime_s = time(NULL) - ctl->shm->started;
+    now = time(NULL);
+    oldest = 0;
+
+    st.uptime_s = now - ctl->shm->started;
     st.applied_version = ctl->shm->version;
+
+    ngx_memzero(top, sizeof(top));
 
     for (i = 0; i < ctl->workers && i < NGX_RELAY_MAX_WORKERS; i++) {
         c = &ctl->shm->counters[i];
 
+        if (c->oldest && (oldest == 0 || (time_t) c->oldest < oldest)) {
+            oldest = c->oldest;
+        }
+
+        ngx_relay_control_merge_dests(top, c);
+
         st.queue_messages += c->messages;
         st.queue_pending_recipients += c->pending;
         st.queue_deferred += c->deferred;
+        st.queue_held += c->held;
+        st.queue_active += c->active;
+        st.queue_parked += c->parked;
         st.accepted_total += c->accepted;
         st.delivered_total += c->delivered;
         st.deferred_total += c->deferrals;
@@ -1192,10 +1214,81 @@ ngx_relay_control_status(ngx_relay_control_t *ctl)
         st.limited_total += c->limited;
     }
 
+    st.queue_oldest_age_s = (oldest && oldest < now) ? now - oldest : 0;
+
+    for (n = 0; n < NGX_RELAY_TOP_DESTS && top[n].messages; n++) {
+        relay__control__v1__queue_destination__init(&qd[n]);
+        qd[n].domain = (char *) top[n].name;
+        qd[n].messages = top[n].messages;
+        qd[n].unreachable = top[n].unreachable;
+        qdp[n] = &qd[n];
+    }
+
+    st.n_queue_destinations = n;
+    st.queue_destinations = qdp;
+
     nm.msg_case = RELAY__CONTROL__V1__NODE_MESSAGE__MSG_STATUS;
     nm.status = &st;
 
     ngx_relay_control_send(ctl, &nm);
+}
+
+
+/*
+ * A worker's top destinations into the node's: the same domain in two
+ * workers adds up; a copy torn by a concurrent update is skipped (the
+ * next status has it).
+ */
+
+static void
+ngx_relay_control_merge_dests(ngx_relay_dest_figure_t *top,
+    ngx_relay_counters_t *c)
+{
+    ngx_uint_t               i, j, k;
+    ngx_atomic_uint_t        seq;
+    ngx_relay_dest_figure_t  copy[NGX_RELAY_TOP_DESTS], d;
+
+    seq = c->dests_seq;
+    ngx_memory_barrier();
+    ngx_memcpy(copy, c->dests, sizeof(copy));
+    ngx_memory_barrier();
+
+    if ((seq & 1) || seq != c->dests_seq) {
+        return;
+    }
+
+    for (i = 0; i < NGX_RELAY_TOP_DESTS && copy[i].messages; i++) {
+        copy[i].name[sizeof(copy[i].name) - 1] = '\0';
+
+        for (j = 0; j < NGX_RELAY_TOP_DESTS && top[j].messages; j++) {
+            if (ngx_strcmp(top[j].name, copy[i].name) == 0) {
+                break;
+            }
+        }
+
+        if (j < NGX_RELAY_TOP_DESTS && top[j].messages) {
+            top[j].messages += copy[i].messages;
+            top[j].unreachable |= copy[i].unreachable;
+
+        } else if (j < NGX_RELAY_TOP_DESTS) {
+            top[j] = copy[i];
+
+        } else if (copy[i].messages > top[j - 1].messages) {
+            top[j - 1] = copy[i];
+            j--;
+
+        } else {
+            continue;
+        }
+
+        /* keep the list sorted, most mail first */
+
+        for (k = j; k > 0 && top[k - 1].messages < top[k].messages; k--) {
+            d = top[k];
+            top[k] = top[k - 1];
+            top[k - 1] = d;
+        }
+    }
 }
 
 

@@ -86,6 +86,17 @@ typedef struct {
 } ngx_relay_tls_rule_t;
 
 
+/* a worker's destinations with the most mail, for the node's status */
+
+#define NGX_RELAY_TOP_DESTS     8
+
+typedef struct {
+    u_char                    name[64];      /* "": unused; cut to fit */
+    uint32_t                  messages;
+    uint32_t                  unreachable;
+} ngx_relay_dest_figure_t;
+
+
 /* per-worker counters summed into the node's status for controld */
 
 typedef struct {
@@ -96,6 +107,8 @@ typedef struct {
     ngx_atomic_t              active;        /* attempts in flight */
     ngx_atomic_t              parked;        /* destination unreachable */
     ngx_atomic_t              oldest;        /* arrival time; 0: none */
+    ngx_atomic_t              dests_seq;     /* odd while dests[] changes */
+    ngx_relay_dest_figure_t   dests[NGX_RELAY_TOP_DESTS];
     ngx_atomic_t              accepted;      /* totals since start */
     ngx_atomic_t              delivered;
     ngx_atomic_t              deferrals;

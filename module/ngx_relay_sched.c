@@ -170,6 +170,10 @@ static void ngx_relay_sched_count(ngx_relay_sched_t *sc,
     ngx_relay_sched_entry_t *e, ngx_int_t n);
 static void ngx_relay_sched_publish(ngx_relay_sched_t *sc);
 static void ngx_relay_sched_oldest_handler(ngx_event_t *ev);
+static void ngx_relay_sched_dests_changed(ngx_relay_sched_t *sc);
+static void ngx_relay_sched_dests_handler(ngx_event_t *ev);
+static void ngx_relay_sched_top(ngx_relay_dest_figure_t *top,
+    ngx_relay_sched_dest_t *d);
 static ngx_relay_sched_dest_t *ngx_relay_sched_dest(ngx_relay_sched_t *sc,
     ngx_str_t *name, ngx_uint_t create);
 static void ngx_relay_sched_dest_release(ngx_relay_sched_t *sc,
@@ -242,6 +246,11 @@ ngx_relay_sched_init(ngx_relay_sched_t *sc, ngx_cycle_t *cycle)
     sc->due_event.log = cycle->log;
     sc->due_event.cancelable = 1;
 
+    sc->dests_event.handler = ngx_relay_sched_dests_handler;
+    sc->dests_event.data = sc;
+    sc->dests_event.log = cycle->log;
+    sc->dests_event.cancelable = 1;
+
     sc->scan_event.handler = ngx_relay_sched_scan_handler;
     sc->scan_event.data = sc;
     sc->scan_event.log = cycle->log;
@@ -304,6 +313,10 @@ ngx_relay_sched_exit(ngx_relay_sched_t *sc)
 
     if (sc->due_event.timer_set) {
         ngx_del_timer(&sc->due_event);
+    }
+
+    if (sc->dests_event.timer_set) {
+        ngx_del_timer(&sc->dests_event);
     }
 
     if (sc->notes) {
@@ -775,6 +788,7 @@ ngx_relay_sched_set_dests(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
         }
 
         d->messages++;
+        ngx_relay_sched_dests_changed(sc);
 
         if (i == 0) {
             e->dest = d;
@@ -804,6 +818,7 @@ ngx_relay_sched_drop_dests(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e)
         }
 
         d->messages--;
+        ngx_relay_sched_dests_changed(sc);
         ngx_relay_sched_dest_gc(sc, d);
     }
 
@@ -941,6 +956,83 @@ ngx_relay_sched_oldest_handler(ngx_event_t *ev)
 }
 
 
+/*
+ * The destinations with the most mail, into this worker's slot of the
+ * zone once a second while they change (a sequence lock for readers).
+ */
+
+static void
+ngx_relay_sched_dests_changed(ngx_relay_sched_t *sc)
+{
+    if (!sc->dests_event.timer_set && !ngx_exiting && !ngx_terminate) {
+        ngx_add_timer(&sc->dests_event, 1000);
+    }
+}
+
+
+static void
+ngx_relay_sched_dests_handler(ngx_event_t *ev)
+{
+    ngx_relay_sched_t  *sc = ev->data;
+
+    ngx_rbtree_node_t        *node, *root, *sentinel;
+    ngx_relay_counters_t     *c;
+    ngx_relay_dest_figure_t   top[NGX_RELAY_TOP_DESTS];
+
+    ngx_memzero(top, sizeof(top));
+
+    root = sc->dests.root;
+    sentinel = sc->dests.sentinel;
+
+    if (root != sentinel) {
+        for (node = ngx_rbtree_min(root, sentinel);
+             node;
+             node = ngx_rbtree_next(&sc->dests, node))
+        {
+            ngx_relay_sched_top(top, (ngx_relay_sched_dest_t *) node);
+        }
+    }
+
+    c = sc->counters;
+
+    (void) ngx_atomic_fetch_add(&c->dests_seq, 1);
+    ngx_memory_barrier();
+    ngx_memcpy(c->dests, top, sizeof(top));
+    ngx_memory_barrier();
+    (void) ngx_atomic_fetch_add(&c->dests_seq, 1);
+}
+
+
+/* into the sorted top list, if it has more mail than the last one there */
+
+static void
+ngx_relay_sched_top(ngx_relay_dest_figure_t *top, ngx_relay_sched_dest_t *d)
+{
+    size_t      len;
+    ngx_uint_t  i;
+
+    if (d->messages == 0
+        || d->messages <= top[NGX_RELAY_TOP_DESTS - 1].messages)
+    {
+        return;
+    }
+
+    for (i = NGX_RELAY_TOP_DESTS - 1; i > 0; i--) {
+        if (top[i - 1].messages >= d->messages) {
+            break;
+        }
+
+        top[i] = top[i - 1];
+    }
+
+    len = ngx_min(d->node.str.len, sizeof(top[i].name) - 1);
+    ngx_memcpy(top[i].name, d->node.str.data, len);
+    top[i].name[len] = '\0';
+    top[i].messages = (uint32_t) d->messages;
+    top[i].unreachable = (d->dead_until != 0);
+}
+
+
 /* ----------------------------------------------------------- destinations */
 
 
@@ -1064,6 +1156,8 @@ ngx_relay_sched_reached(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
         dest->prober = NULL;
         e->probe = NULL;
     }
+
+    ngx_relay_sched_dests_changed(sc);
 
     if (!unreachable) {
         if (dest->dead_until) {

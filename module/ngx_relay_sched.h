@@ -155,6 +155,7 @@ struct ngx_relay_sched_s {
     ngx_rbtree_node_t            dests_sentinel;
     ngx_relay_sched_figures_t    figures;
     ngx_event_t                  due_event;
+    ngx_event_t                  dests_event;   /* publishes the top ones */
     ngx_uint_t                   busy;          /* attempts in flight */
 
     /* scans and notes */

@@ -784,6 +784,23 @@ def test_queue_list_and_node_status(fleet):
     row = [l for l in t2.out.splitlines() if l.startswith("node2 ")]
     assert row and re.search(r"\s2 msgs, 2 rcpts\s+2\s", row[0]), t2.out
 
+    # live figures from the schedules: by destination, the oldest's age
+    def by_destination(j, by):
+        return all([(d["domain"], d["messages"]) for d in
+                    by[n]["status"]["queue_destinations"]]
+                   == [("hold.example", want[n])]
+                   and int(by[n]["status"]["queue_oldest_age_s"]) >= 1
+                   for n in NODES)
+    _, byn = fleet.wait_nodes(by_destination, 15,
+                              "queue by destination in node status")
+    for nid in NODES:
+        st = byn[nid]["status"]
+        assert st["queue_held"] == 0 and st["queue_parked"] == 0, st
+        assert st["queue_active"] == 0, st
+        assert int(st["queue_oldest_age_s"]) < 120, st
+    t3 = relayctl(fleet, "nodes")
+    assert "node2 queue by destination: hold.example 2" in t3.out, t3.out
+
     # clean up through controld: delete --all on every node
     r3, j3 = _queue(fleet, "delete", "--all")
     assert r3.rc == 0, r3
