@@ -311,7 +311,8 @@ relay_stop() {
 # bench_fs_setup WORK: the directory the servers' spools go in.  With
 # BENCH_FS=loop (the default) that is a fresh ext4 file system *with a
 # journal* (mkfs defaults, data=ordered, like a production spool) in a
-# sparse image WORK/fs.img of BENCH_FS_SIZE (4G), loop-mounted on WORK/fs,
+# sparse image WORK/fs.img of BENCH_FS_SIZE (4G; BENCH_FS_MKFS_OPTS adds
+# mkfs.ext4 options, e.g. "-i 8192"), loop-mounted on WORK/fs,
 # so both servers see the same, clean, journaled file system.  BENCH_FS=dir
 # uses WORK itself on whatever holds /var/tmp (here: ext4 without a journal,
 # see below).  Falls back to dir when the mount fails.
@@ -320,7 +321,9 @@ bench_fs_setup() {
     if [ "${BENCH_FS:-loop}" = loop ]; then
         mkdir -p "$work/fs"
         truncate -s "${BENCH_FS_SIZE:-4G}" "$work/fs.img"
-        if mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 \
+        # shellcheck disable=SC2086
+        if mkfs.ext4 -q -F ${BENCH_FS_MKFS_OPTS:-} \
+               -E lazy_itable_init=0,lazy_journal_init=0 \
                "$work/fs.img" >/dev/null 2>&1 \
            && mount -o loop "$work/fs.img" "$work/fs"
         then
