@@ -126,6 +126,16 @@ typedef struct {
 } ngx_relay_sched_notes_t;
 
 
+/* a note on its way to notes/, by a thread task */
+
+typedef struct {
+    ngx_relay_sched_t           *sched;
+    u_char                      *text;
+    size_t                       len;
+    ngx_int_t                    rc;
+} ngx_relay_note_t;
+
+
 /* names waiting for a header read */
 
 static ngx_relay_sched_todo_t  *ngx_relay_sched_todo;
@@ -213,7 +223,14 @@ static void ngx_relay_sched_notes_thread(void *data, ngx_log_t *log);
 static void ngx_relay_sched_note_parse(ngx_relay_sched_notes_t *nt,
     u_char *p, u_char *last);
 static void ngx_relay_sched_notes_done(ngx_event_t *ev);
+static void ngx_relay_sched_hand_over(ngx_relay_sched_t *sc,
+    ngx_relay_sched_entry_t *e);
+static void ngx_relay_sched_handover_handler(ngx_event_t *ev);
+static void ngx_relay_sched_handover_thread(void *data, ngx_log_t *log);
+static void ngx_relay_sched_handover_done(ngx_event_t *ev);
 static void ngx_relay_sched_note_exit(ngx_relay_sched_t *sc);
+static ngx_int_t ngx_relay_sched_write_note(int notes_fd, u_char *text,
+    size_t len, const char *kind);
 static void ngx_relay_sched_note_parked(void *data, ngx_str_t *id);
 static void ngx_relay_sched_note_id(ngx_array_t *note, u_char *id,
     size_t len);
@@ -313,6 +330,10 @@ ngx_relay_sched_exit(ngx_relay_sched_t *sc)
 
     if (sc->due_event.timer_set) {
         ngx_del_timer(&sc->due_event);
+    }
+
+    if (sc->handover_event.timer_set) {
+        ngx_del_timer(&sc->handover_event);
     }
 
     if (sc->dests_event.timer_set) {
@@ -1465,8 +1486,114 @@ ngx_relay_sched_attempted(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
 
     e->probe = NULL;
 
+    if (ngx_exiting && s->outcome == NGX_RELAY_SCHED_QUEUED
+        && s->ndomains && sc->delivery)
+    {
+        ngx_relay_sched_hand_over(sc, e);
+    }
+
     ngx_relay_sched_set(sc, e, s, 1);
     ngx_relay_sched_dispatch(sc);
+}
+
+
+/*
+ * An exiting worker attempts no remote delivery (its connections would
+ * keep it alive): the mail it takes meanwhile goes to the next generation
+ * at once, in a note written by a thread task, rather than when this
+ * worker's last session ends.
+ */
+
+static void
+ngx_relay_sched_hand_over(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e)
+{
+    if (sc->notes_fd == -1) {
+        return;
+    }
+
+    if (sc->handover == NULL) {
+        sc->handover = ngx_array_create(ngx_cycle->pool, 16,
+                                        NGX_RELAY_ID_LEN + 2);
+        if (sc->handover == NULL) {
+            return;
+        }
+
+        sc->handover_event.handler = ngx_relay_sched_handover_handler;
+        sc->handover_event.data = sc;
+        sc->handover_event.log = sc->log;
+        sc->handover_event.cancelable = 1;
+    }
+
+    ngx_relay_sched_note_id(sc->handover, e->id, e->id_len);
+
+    if (!sc->handover_event.timer_set) {
+        ngx_add_timer(&sc->handover_event, 100);
+    }
+}
+
+
+static void
+ngx_relay_sched_handover_handler(ngx_event_t *ev)
+{
+    ngx_relay_sched_t  *sc = ev->data;
+
+    size_t               len;
+    ngx_thread_task_t   *task;
+    ngx_relay_note_t    *nt;
+
+    len = sc->handover->nelts * sc->handover->size;
+
+    task = ngx_calloc(sizeof(ngx_thread_task_t) + sizeof(ngx_relay_note_t)
+                      + len, sc->log);
+    if (task == NULL) {
+        return;                    /* the note at exit has them too */
+    }
+
+    nt = (ngx_relay_note_t *) (task + 1);
+    nt->sched = sc;
+    nt->text = (u_char *) (nt + 1);
+    nt->len = len;
+
+    ngx_memcpy(nt->text, sc->handover->elts, len);
+    sc->handover->nelts = 0;
+
+    task->ctx = nt;
+    task->handler = ngx_relay_sched_handover_thread;
+    task->event.handler = ngx_relay_sched_handover_done;
+    task->event.data = task;
+
+    if (ngx_thread_task_post(sc->spool.thread_pool, task) != NGX_OK) {
+        ngx_free(task);
+    }
+}
+
+
+static void
+ngx_relay_sched_handover_thread(void *data, ngx_log_t *log)
+{
+    ngx_relay_note_t  *nt = data;
+
+    nt->rc = ngx_relay_sched_write_note(nt->sched->notes_fd, nt->text,
+                                        nt->len, "handover");
+}
+
+
+static void
+ngx_relay_sched_handover_done(ngx_event_t *ev)
+{
+    ngx_thread_task_t  *task = ev->data;
+
+    ngx_relay_note_t  *nt;
+
+    nt = task->ctx;
+
+    if (nt->rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, nt->sched->log, ngx_errno,
+                      "relay queue: the note for the next workers failed, "
+                      "they find that mail at their next scan");
+    }
+
+    ngx_free(task);
 }
 
 
@@ -2334,10 +2461,7 @@ ngx_relay_sched_notes_done(ngx_event_t *ev)
 static void
 ngx_relay_sched_note_exit(ngx_relay_sched_t *sc)
 {
-    u_char                   *p, name[64], tmp[64];
     time_t                    since;
-    ssize_t                   n;
-    ngx_fd_t                  fd;
     ngx_uint_t                i;
     ngx_array_t               note;
     ngx_relay_sched_entry_t  *e;
@@ -2372,32 +2496,51 @@ ngx_relay_sched_note_exit(ngx_relay_sched_t *sc)
         return;
     }
 
-    *ngx_sprintf(name, "%010T.%P.exit", ngx_time(), ngx_pid) = '\0';
-    *ngx_sprintf(tmp, ".%s.tmp", name) = '\0';
-
-    fd = openat(sc->notes_fd, (char *) tmp, O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC,
-                0600);
-    if (fd == -1) {
-        return;
-    }
-
-    /* fixed-size lines, "+id" and spaces, so ids need no separate array */
-
-    p = note.elts;
-    n = write(fd, p, note.nelts * note.size);
-    (void) close(fd);
-
-    if (n == (ssize_t) (note.nelts * note.size)
-        && renameat(sc->notes_fd, (char *) tmp, sc->notes_fd, (char *) name)
-           == 0)
+    if (ngx_relay_sched_write_note(sc->notes_fd, note.elts,
+                                   note.nelts * note.size, "exit")
+        == NGX_OK)
     {
         ngx_log_error(NGX_LOG_NOTICE, sc->log, 0,
                       "relay queue: %ui recent message(s) noted for the "
                       "workers that follow", note.nelts);
-
-    } else {
-        (void) unlinkat(sc->notes_fd, (char *) tmp, 0);
     }
+}
+
+
+/* thread-safe: a note goes in whole (a temporary name, then rename()) */
+
+static ngx_int_t
+ngx_relay_sched_write_note(int notes_fd, u_char *text, size_t len,
+    const char *kind)
+{
+    u_char      name[64], tmp[64];
+    ssize_t     n;
+    ngx_fd_t    fd;
+    ngx_int_t   rc;
+    static ngx_atomic_t  seq;
+
+    *ngx_sprintf(name, "%010T.%P.%s%uA", time(NULL), ngx_pid, kind,
+                 ngx_atomic_fetch_add(&seq, 1)) = '\0';
+    *ngx_sprintf(tmp, ".%s.tmp", name) = '\0';
+
+    fd = openat(notes_fd, (char *) tmp, O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC,
+                0600);
+    if (fd == -1) {
+        return NGX_ERROR;
+    }
+
+    n = write(fd, text, len);
+    (void) close(fd);
+
+    rc = (n == (ssize_t) len
+          && renameat(notes_fd, (char *) tmp, notes_fd, (char *) name) == 0)
+         ? NGX_OK : NGX_ERROR;
+
+    if (rc != NGX_OK) {
+        (void) unlinkat(notes_fd, (char *) tmp, 0);
+    }
+
+    return rc;
 }
 
 

@@ -169,6 +169,8 @@ struct ngx_relay_sched_s {
     ngx_connection_t            *notes;         /* inotify on notes/ */
     int                          notes_fd;      /* notes/ directory */
     time_t                       exiting_since; /* took mail meanwhile */
+    ngx_array_t                 *handover;      /* note lines, exiting */
+    ngx_event_t                  handover_event;
 };
 
 

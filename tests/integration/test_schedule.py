@@ -328,3 +328,28 @@ def _write_queue_file(ng, new_tag):
     os.chmod(tmp, 0o666)
     os.rename(tmp, path)
     return path
+
+
+def test_mail_an_exiting_worker_takes_goes_to_the_next_generation(
+        share_world):
+    ng, sink, refuse = share_world
+    refuse.clear()
+    c = h.SMTPConn(ng.port("main"))
+    c.ehlo()
+    old = set(ng.worker_pids())
+    ng.reload()
+    h.wait_until(lambda: len(set(ng.worker_pids()) - old) >= 2, 10,
+                 what="new workers")
+
+    # this session stays with its old, exiting worker
+    tag = h.unique("handover")
+    qid = c.message("s@example.org", ["%s@share.test" % tag],
+                    h.simple_body(tag))
+    sink.wait_accepted(tag, timeout=10)
+    dh.wait_queue_gone(ng, qid, timeout=10)
+    assert set(ng.worker_pids()) & old, "the old worker is gone already"
+    c.expect("QUIT", 221, "2.0.0")
+    c.close()
+    h.wait_until(lambda: not (set(ng.worker_pids()) & old), 15,
+                 what="the old workers to exit")
+    assert len(sink.accepted(tag)) == 1
