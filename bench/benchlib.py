@@ -90,9 +90,14 @@ class Servers:
             lib("relay_stop", self.relay_dir, check=False)
             self.relay_up = False
 
-    def start_postfix(self, port, mode="hold"):
-        lib("pf_start", self.pf_dir, port, mode)
+    def start_postfix(self, port, mode="hold", sink_port=""):
+        lib("pf_start", self.pf_dir, port, mode, sink_port)
         self.pf_up = True
+
+    def start_sink(self, port):
+        """smtp-sink on 127.0.0.1:port, for both servers to relay to."""
+        self.sink_dir = os.path.join(self.root, "sink")
+        lib("sink_start", self.sink_dir, port)
 
     def stop_postfix(self):
         if self.pf_up:
@@ -108,6 +113,8 @@ class Servers:
             lib("bench_dump_logs", self.relay_dir, self.pf_dir, check=False)
         self.stop_relay()
         self.stop_postfix()
+        if getattr(self, "sink_dir", None):
+            lib("sink_stop", self.sink_dir, check=False)
         os.environ["KEEP"] = "1" if self.keep else os.environ.get("KEEP", "0")
         lib("bench_fs_teardown", self.work, check=False)
         if self.own_work and not self.keep:

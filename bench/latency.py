@@ -8,11 +8,17 @@ when the whole "250" reply has been read.  That is the time the server needs
 to make the message durable and answer.  The first --warmup messages of each
 server are sent but not counted.
 
-Prints p50/p90/p99/p99.9/max (ms) per server, and for the relay the target
-p99 < 1 ms.  By default it starts both servers itself (bench/lib.sh) inside a
-private loopback-only network namespace, in a work dir under /var/tmp that it
-removes at the end; --relay-addr / --postfix-addr measure running servers
-instead.
+By default both servers relay every message on to an smtp-sink as it
+arrives, as in production (the relay with relay_route, Postfix with
+relayhost): the latency includes what delivery does to the disk meanwhile.
+--no-deliver keeps the mail queued instead (Postfix's hold queue).
+
+Prints a disk floor first (the same syncs by hand on the same file system),
+then p50/p90/p99/p99.9/max (ms) per server and, for the relay, the target:
+p99 at most 1.5 times the floor's p99 of the same run.  By default it starts
+both servers itself (bench/lib.sh) inside a private loopback-only network
+namespace, in a work dir under /var/tmp that it removes at the end;
+--relay-addr / --postfix-addr measure running servers instead.
 
   /usr/bin/python3 bench/latency.py [-n 2000] [--conns 1] [--size 4096]
 """
@@ -108,7 +114,7 @@ def disk_probe(work, size, n):
     return sorted(relay_like), sorted(pf_like)
 
 
-def report(name, eod, txn, target_ms=None):
+def report(name, eod, txn, target_ms=None, target_what=""):
     eod = sorted(eod)
     txn = sorted(txn)
     ms = lambda v: v * 1000.0  # noqa: E731
@@ -118,8 +124,9 @@ def report(name, eod, txn, target_ms=None):
             % (name, len(eod), p(eod, .5), p(eod, .9), p(eod, .99),
                p(eod, .999), ms(eod[-1]), ms(sum(eod) / len(eod))))
     if target_ms is not None:
-        ok = p(eod, .99) < target_ms
-        line += "   target p99 < %g ms: %s" % (target_ms, "PASS" if ok else "FAIL")
+        ok = p(eod, .99) <= target_ms
+        line += "   target p99 <= %.3f ms%s: %s" % (target_ms, target_what,
+                                                   "PASS" if ok else "FAIL")
     print(line)
     print("%-8s        whole MAIL..250 ms:   p50 %.3f  p90 %.3f  p99 %.3f"
           "  max %.3f  (%.0f msgs/s at concurrency 1)"
@@ -152,23 +159,39 @@ def main():
     ap.add_argument("--probe", type=int, default=300,
                     help="disk probe iterations, 0 to skip (default 300)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
+    ap.add_argument("--no-deliver", dest="deliver", action="store_false",
+                    help="keep the mail queued (default: relay it on to "
+                         "an smtp-sink as it arrives)")
+    ap.add_argument("--sink-port", type=int, default=2600)
     args = ap.parse_args()
     targets = [t for t in args.targets.split(",") if t]
 
     if not (args.relay_addr or args.postfix_addr):
         benchlib.netns_reexec()
 
+    pf_mode = "sink" if args.deliver else args.pf_mode
     print("latency.py: %d messages (+%d warmup), %d bytes, concurrency 1, "
-          "%d connection(s), postfix mode %s"
-          % (args.count, args.warmup, args.size, args.conns, args.pf_mode))
+          "%d connection(s), %s, postfix mode %s"
+          % (args.count, args.warmup, args.size, args.conns,
+             "each message relayed on to smtp-sink" if args.deliver
+             else "mail kept queued", pf_mode))
     sys.stdout.flush()
     srv = benchlib.Servers(keep=args.keep)
     crashed = False
+    floor_p99 = None
     try:
         srv.settle()
+        if args.deliver:
+            srv.start_sink(args.sink_port)
+            os.environ["RELAY_STREAM_EXTRA"] = (
+                "    relay_delivery on;\n"
+                "    relay_resolver 127.0.0.1:1;\n"
+                "    relay_route remote.test [127.0.0.1]:%d;\n"
+                % args.sink_port)
         if args.probe:
             rl, pl = disk_probe(srv.root, args.size, args.probe)
             p = lambda v, q: 1000.0 * benchlib.percentile(v, q)  # noqa: E731
+            floor_p99 = p(rl, .99)
             print("disk floor (%s, n=%d): journal overwrite+fdatasync "
                   "p50 %.3f p99 %.3f ms; new file write+fsync p50 %.3f "
                   "p99 %.3f ms"
@@ -184,13 +207,16 @@ def main():
                     addr = ("127.0.0.1", args.relay_port)
                 eod, txn = run(addr, args.count, args.conns, args.size,
                                args.warmup, time.monotonic() + args.timeout)
-                report("relay", eod, txn, target_ms=1.0)
+                report("relay", eod, txn,
+                       target_ms=1.5 * floor_p99 if floor_p99 else None,
+                       target_what=" (1.5 x the floor's p99)")
                 srv.stop_relay()
             elif t == "postfix":
                 if args.postfix_addr:
                     addr = benchlib.parse_addr(args.postfix_addr)
                 else:
-                    srv.start_postfix(args.postfix_port, args.pf_mode)
+                    srv.start_postfix(args.postfix_port, pf_mode,
+                                      args.sink_port)
                     addr = ("127.0.0.1", args.postfix_port)
                 eod, txn = run(addr, args.count, args.conns, args.size,
                                args.warmup, time.monotonic() + args.timeout)
