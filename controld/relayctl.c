@@ -278,9 +278,10 @@ ctld_cli_help(FILE *f)
 "  rollback VERSION [--dry-run]\n"
 "                      a new version with the content of VERSION\n"
 "  nodes               nodes, their applied version, NACKs, queues\n"
-"  queue list|flush|delete|bounce [--node ID] [--all] [QUEUE-ID ...]\n"
+"  queue list|flush|delete|bounce|hold|release [--node ID] [--all]\n"
+"        [QUEUE-ID ...]\n"
 "                      list or act on the queues of one or every node;\n"
-"                      delete and bounce need QUEUE-IDs or --all\n"
+"                      all but list and flush need QUEUE-IDs or --all\n"
 "\n"
 "options:\n"
 "  -s, --server HOST:PORT  controld (RELAYCTL_SERVER, default "
@@ -1250,12 +1251,15 @@ ctld_cli_queue(ctld_cli_t *cli, int argc, char **argv)
           "deleted" },
         { "bounce", RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_BOUNCE,
           "bounced" },
+        { "hold", RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_HOLD, "held" },
+        { "release", RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_RELEASE,
+          "released" },
         { NULL, 0, NULL }
     };
 
     if (argc < 2) {
-        return ctld_cli_usage("usage: queue list|flush|delete|bounce "
-                              "[--node ID] [--all] [QUEUE-ID ...]");
+        return ctld_cli_usage("usage: queue list|flush|delete|bounce|hold|"
+                              "release [--node ID] [--all] [QUEUE-ID ...]");
     }
 
     for (k = 0; actions[k].name; k++) {
@@ -1300,8 +1304,8 @@ ctld_cli_queue(ctld_cli_t *cli, int argc, char **argv)
         }
     }
 
-    if ((action == RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_DELETE
-         || action == RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_BOUNCE)
+    if (action != RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_LIST
+        && action != RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_FLUSH
         && req.n_queue_ids == 0 && !all)
     {
         free(req.queue_ids);
@@ -1357,8 +1361,10 @@ ctld_cli_queue(ctld_cli_t *cli, int argc, char **argv)
         }
 
         if (action != RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_LIST) {
-            printf("%s: %s %u message%s\n", nr->node_id, verb, nr->affected,
-                   nr->affected == 1 ? "" : "s");
+            printf("%s: %s %u message%s%s%s%s\n", nr->node_id, verb,
+                   nr->affected, nr->affected == 1 ? "" : "s",
+                   nr->error[0] ? " (" : "", nr->error,
+                   nr->error[0] ? ")" : "");
             continue;
         }
 
@@ -1394,7 +1400,12 @@ ctld_cli_queue(ctld_cli_t *cli, int argc, char **argv)
                 }
             }
 
-            if (e->next_attempt_unix == 0 || e->next_attempt_unix <= now) {
+            if (e->held) {
+                snprintf(next, sizeof(next), "held");
+
+            } else if (e->next_attempt_unix == 0
+                       || e->next_attempt_unix <= now)
+            {
                 snprintf(next, sizeof(next), "now");
 
             } else {
