@@ -32,16 +32,8 @@
 #include <grpc/support/time.h>
 
 #include "ctld_policy.h"
+#include "relayctl.h"
 
-
-#define CTLD_EXIT_OK           0
-#define CTLD_EXIT_NOTHING      1
-#define CTLD_EXIT_USAGE        2
-#define CTLD_EXIT_INVALID      3
-#define CTLD_EXIT_UNAVAILABLE  4
-#define CTLD_EXIT_DENIED       5
-#define CTLD_EXIT_NOT_FOUND    6
-#define CTLD_EXIT_OTHER        7
 
 #define CTLD_DEFAULT_SERVER    "127.0.0.1:7443"
 #define CTLD_MAX_FILE          (16 * 1024 * 1024)
@@ -58,13 +50,6 @@ typedef struct {
     int             json;
     grpc_channel   *channel;
 } ctld_cli_t;
-
-
-typedef struct {
-    size_t          ncols;
-    size_t          nrows;
-    char          **cells;
-} ctld_table_t;
 
 
 typedef int (*ctld_cmd_pt)(ctld_cli_t *cli, int argc, char **argv);
@@ -97,10 +82,6 @@ static ctld_policy_t *ctld_cli_load(const char *file, int strip);
 static int ctld_cli_print_apply(ctld_cli_t *cli,
     Relay__Control__V1__ApplyResponse *r, int dry_run, const char *what);
 static int ctld_cli_number(const char *s, uint64_t *v);
-static void ctld_cli_error(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-static int ctld_cli_usage(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
 static void ctld_cli_help(FILE *f);
 static void ctld_cli_log(gpr_log_func_args *args);
 
@@ -108,17 +89,7 @@ static void ctld_json_message(FILE *f, const ProtobufCMessage *m,
     int indent);
 static void ctld_json_value(FILE *f, const ProtobufCFieldDescriptor *fd,
     const void *v, int indent);
-static void ctld_json_string(FILE *f, const char *s);
-
-static void ctld_table_init(ctld_table_t *t, size_t ncols);
-static void ctld_table_row(ctld_table_t *t, ...);
-static void ctld_table_print(ctld_table_t *t, FILE *f);
-static void ctld_table_free(ctld_table_t *t);
-static char *ctld_fmt(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-static const char *ctld_time_iso(int64_t t, char *buf, size_t len);
 static const char *ctld_time_ago(int64_t t, char *buf, size_t len);
-static const char *ctld_duration(uint64_t s, char *buf, size_t len);
 
 
 static const ctld_cmd_t  ctld_commands[] = {
@@ -308,7 +279,7 @@ CTLD_DEFAULT_SERVER ")\n"
 }
 
 
-static int
+int
 ctld_cli_usage(const char *fmt, ...)
 {
     va_list  args;
@@ -325,7 +296,7 @@ ctld_cli_usage(const char *fmt, ...)
 }
 
 
-static void
+void
 ctld_cli_error(const char *fmt, ...)
 {
     va_list  args;
@@ -1621,7 +1592,7 @@ ctld_json_value(FILE *f, const ProtobufCFieldDescriptor *fd, const void *v,
  * copied, every byte of an invalid sequence written as U+FFFD.
  */
 
-static void
+void
 ctld_json_string(FILE *f, const char *s)
 {
     size_t          n, i;
@@ -1719,7 +1690,7 @@ ctld_json_string(FILE *f, const char *s)
 /* ---------------------------------------------------------------- tables */
 
 
-static void
+void
 ctld_table_init(ctld_table_t *t, size_t ncols)
 {
     t->ncols = ncols;
@@ -1733,7 +1704,7 @@ ctld_table_init(ctld_table_t *t, size_t ncols)
  * malloc()ed by ctld_fmt() (a NULL cell prints as "?").
  */
 
-static void
+void
 ctld_table_row(ctld_table_t *t, ...)
 {
     char     **cells, *s, *p;
@@ -1787,7 +1758,7 @@ ctld_table_width(const char *s)
 }
 
 
-static void
+void
 ctld_table_print(ctld_table_t *t, FILE *f)
 {
     size_t   r, c, w, *width;
@@ -1828,7 +1799,7 @@ ctld_table_print(ctld_table_t *t, FILE *f)
 }
 
 
-static void
+void
 ctld_table_free(ctld_table_t *t)
 {
     size_t  i;
@@ -1843,7 +1814,7 @@ ctld_table_free(ctld_table_t *t)
 }
 
 
-static char *
+char *
 ctld_fmt(const char *fmt, ...)
 {
     int       n;
@@ -1871,7 +1842,7 @@ ctld_fmt(const char *fmt, ...)
 }
 
 
-static const char *
+const char *
 ctld_time_iso(int64_t t, char *buf, size_t len)
 {
     time_t     tt;
@@ -1916,7 +1887,7 @@ ctld_time_ago(int64_t t, char *buf, size_t len)
 
 /* "45s", "3m20s", "2h5m", "4d3h" */
 
-static const char *
+const char *
 ctld_duration(uint64_t s, char *buf, size_t len)
 {
     if (s < 60) {
