@@ -290,6 +290,17 @@ ngx_relay_sched_local_thread(void *data, ngx_log_t *log)
         return;
     }
 
+    /* an operator's hold: nothing is attempted until it is released */
+
+    if (q->held) {
+        for (i = 0; i < q->nrcpts; i++) {
+            ctx->remaining += (q->rcpts[i].state == NGX_RELAY_RCPT_PENDING
+                               || q->rcpts[i].state == NGX_RELAY_RCPT_BOUNCE);
+        }
+
+        return;
+    }
+
     ctx->results = calloc(q->nrcpts, sizeof(ngx_relay_local_result_t));
     if (ctx->results == NULL) {
         ctx->err = ENOMEM;
