@@ -43,6 +43,7 @@
 
 typedef struct {
     const char     *server;
+    const char     *spool;          /* queue commands on this spool */
     const char     *ca;
     const char     *cert;
     const char     *key;
@@ -82,6 +83,7 @@ static ctld_policy_t *ctld_cli_load(const char *file, int strip);
 static int ctld_cli_print_apply(ctld_cli_t *cli,
     Relay__Control__V1__ApplyResponse *r, int dry_run, const char *what);
 static int ctld_cli_number(const char *s, uint64_t *v);
+static int ctld_cli_takes_value(const char *option);
 static void ctld_cli_help(FILE *f);
 static void ctld_cli_log(gpr_log_func_args *args);
 
@@ -122,6 +124,7 @@ main(int argc, char **argv)
     cli.ca = getenv("RELAYCTL_CA");
     cli.cert = getenv("RELAYCTL_CERT");
     cli.key = getenv("RELAYCTL_KEY");
+    cli.spool = getenv("RELAYCTL_SPOOL");
     cli.timeout = 10;
 
     rest = calloc(argc + 1, sizeof(char *));
@@ -163,6 +166,10 @@ main(int argc, char **argv)
             ctld_cli_value();
             cli.key = s;
 
+        } else if (strcmp(argv[i], "--spool") == 0) {
+            ctld_cli_value();
+            cli.spool = s;
+
         } else if (strcmp(argv[i], "--json") == 0) {
             cli.json = 1;
 
@@ -177,9 +184,7 @@ main(int argc, char **argv)
                 return ctld_cli_usage("bad --timeout \"%s\"", s);
             }
 
-        } else if (strcmp(argv[i], "-m") == 0 || strcmp(argv[i], "-n") == 0
-                   || strcmp(argv[i], "--node") == 0)
-        {
+        } else if (ctld_cli_takes_value(argv[i])) {
             rest[n++] = argv[i];
 
             if (i + 1 < argc) {
@@ -211,6 +216,14 @@ main(int argc, char **argv)
         return ctld_cli_usage("unknown command \"%s\"", rest[0]);
     }
 
+    /* a spool: queue commands work on it, no controld involved */
+
+    if (cli.spool && cli.spool[0] && cmd->handler == ctld_cli_queue) {
+        rc = ctld_spool_queue(cli.spool, cli.json, n, rest);
+        free(rest);
+        return rc;
+    }
+
     if (getenv("GRPC_VERBOSITY") == NULL) {
         gpr_set_log_function(ctld_cli_log);
     }
@@ -230,12 +243,35 @@ main(int argc, char **argv)
 }
 
 
+/* command options whose value is never taken for a global option */
+
+static int
+ctld_cli_takes_value(const char *option)
+{
+    size_t  i;
+
+    static const char  *options[] = {
+        "-m", "-n", "--node", "--sender", "--recipient", "--domain",
+        "--older-than", "--younger-than", "--state"
+    };
+
+    for (i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+        if (strcmp(option, options[i]) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 static void
 ctld_cli_help(FILE *f)
 {
     fprintf(f,
 "usage: relayctl [-s HOST:PORT] [--ca FILE --cert FILE --key FILE] [--json]\n"
 "                [--timeout SEC] COMMAND ...\n"
+"       relayctl --spool DIR [--json] queue ...\n"
 "\n"
 "commands:\n"
 "  apply FILE [-m COMMENT] [--dry-run]\n"
@@ -254,6 +290,23 @@ ctld_cli_help(FILE *f)
 "                      list or act on the queues of one or every node;\n"
 "                      all but list and flush need QUEUE-IDs or --all\n"
 "\n"
+"queue commands on this node's spool (--spool DIR or RELAYCTL_SPOOL; nginx\n"
+"and controld may be running or not):\n"
+"  queue list [FILTER ...]\n"
+"                      ID AGE STATE SENDER RCPTS PENDING NEXT ATTEMPTS\n"
+"                      LAST-ERROR, oldest first\n"
+"  queue show QUEUE-ID [--header-only|--body-only]\n"
+"                      the envelope, then the message (as postcat)\n"
+"  queue summary [FILTER ...]\n"
+"                      pending recipients per domain and age (as qshape)\n"
+"  queue flush|hold|release|delete|bounce QUEUE-ID ... | --all [FILTER ...]\n"
+"                      one line per message; flush alone takes every\n"
+"                      message without QUEUE-IDs\n"
+"  FILTER: --sender S, --recipient R (substrings, or \"<exact>\"),\n"
+"          --domain D (\".D\" with subdomains), --older-than DUR,\n"
+"          --younger-than DUR (N, Ns, Nm, Nh, Nd), --state\n"
+"          new|deferred|held|active|incomplete (repeated, or a,b)\n"
+"\n"
 "options:\n"
 "  -s, --server HOST:PORT  controld (RELAYCTL_SERVER, default "
 CTLD_DEFAULT_SERVER ")\n"
@@ -263,6 +316,8 @@ CTLD_DEFAULT_SERVER ")\n"
 "                      client certificate and key (RELAYCTL_CERT,\n"
 "                      RELAYCTL_KEY); controld admits operators by the\n"
 "                      certificate's CN \"operator:NAME\"\n"
+"  --spool DIR         queue commands on this spool, not through controld\n"
+"                      (RELAYCTL_SPOOL; --spool \"\" asks controld)\n"
 "  --json              print responses as JSON\n"
 "  --timeout SEC       deadline of a call (default 10)\n"
 "\n"
@@ -274,8 +329,9 @@ CTLD_DEFAULT_SERVER ")\n"
 "  3  invalid policy or argument (parse errors as FILE:LINE: ...)\n"
 "  4  controld unavailable, connection failed or deadline exceeded\n"
 "  5  permission denied or unauthenticated\n"
-"  6  not found (version, node)\n"
-"  7  other errors\n");
+"  6  not found (version, node, message)\n"
+"  7  other errors: a node answered an error; on a spool, a message in\n"
+"     delivery (busy), incomplete or not changed for an error\n");
 }
 
 

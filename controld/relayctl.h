@@ -9,8 +9,9 @@
 
 
 /*
- * relayctl's exit codes, messages, JSON strings and aligned tables, for
- * every source file of the CLI.
+ * What relayctl's two halves share: the exit codes, messages, JSON strings
+ * and aligned tables of relayctl.c (the client of controld), used by
+ * relayctl_spool.c (queue commands on a node's own spool).
  */
 
 
@@ -50,6 +51,9 @@ char *ctld_fmt(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 const char *ctld_time_iso(int64_t t, char *buf, size_t len);
 const char *ctld_duration(uint64_t s, char *buf, size_t len);
+
+/* relayctl --spool DIR queue ...: argv[0] is "queue" */
+int ctld_spool_queue(const char *spool, int json, int argc, char **argv);
 
 
 #endif /* _RELAYCTL_H_INCLUDED_ */
