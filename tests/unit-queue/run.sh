@@ -11,18 +11,13 @@
 
 set -u
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 BUILD_DIR" >&2
-    exit 2
-fi
-
-mkdir -p "$1" || exit 2
-build=$(cd "$1" && pwd) || exit 2
 top=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=../tally.sh
 . "$top/tests/tally.sh"
+
+[ $# -eq 1 ] || { echo "usage: $0 BUILD_DIR" >&2; exit 2; }
+out=$(mkdir -p "$1/unit-queue" && cd "$1/unit-queue" && pwd) || exit 2
 unit=$top/tests/unit-queue
-out=$build/unit-queue
 lib=$top/lib/relay_queue.c
 
 rm -rf "$out/tmp"
@@ -38,37 +33,15 @@ cflags=(-pipe -O2 -W -Wall -Wextra -Wpointer-arith -Wno-unused-parameter
 passed=0
 failed=0
 
-if ! "$cc" "${cflags[@]}" -fPIC "${incs[@]}" -c "$lib" \
-        -o "$out/relay_queue.o"
-then
-    echo "FAIL lib/relay_queue.c does not compile cleanly"
-    failed=$((failed + 1))
-fi
+compiles_cleanly lib/relay_queue.c \
+    "$cc" "${cflags[@]}" -fPIC "${incs[@]}" -c "$lib" -o "$out/relay_queue.o"
 
-san=(-fsanitize=address,undefined -fno-sanitize-recover=all
-     -fno-omit-frame-pointer)
-echo 'int main(void) { return 0; }' > "$out/san.c"
-if ! "$cc" "${san[@]}" "$out/san.c" -o "$out/san" 2>/dev/null \
-   || ! "$out/san" 2>/dev/null
-then
-    san=()
-fi
+sanitizers "$out"
+run_env=(T_DATA="$unit/data" T_TMP="$out/tmp")
 
 for t in "$unit"/test_*.c; do
-    name=$(basename "$t" .c)
-
-    if ! "$cc" "${cflags[@]}" "${san[@]}" "${incs[@]}" -o "$out/$name" \
-            "$t" "$lib"
-    then
-        echo "FAIL $name: does not compile"
-        failed=$((failed + 1))
-        continue
-    fi
-
-    T_DATA=$unit/data T_TMP=$out/tmp "$out/$name" > "$out/$name.log" 2>&1
-    rc=$?
-
-    tally "$name" "$out/$name.log" "$rc"
+    build_and_run "$(basename "$t" .c)" "$out" \
+        "$cc" "${cflags[@]}" "${san[@]}" "${incs[@]}" "$t" "$lib"
 done
 
 echo "$passed passed, $failed failed"

@@ -5,11 +5,10 @@
 
 
 /*
- * The harness of the queue library's unit tests (no nginx here): a case
- * is t_begin(label), any number of t_fail(), t_end(); the last line a
- * program prints is "NAME: N passed, N failed" (tests/tally.sh).  Files
- * go to a scratch spool made per program below $T_TMP (run.sh sets it);
- * the queue files captured from a real relay are in $T_DATA.
+ * The harness of the queue library's unit tests (no nginx here): cases as
+ * in tests/tcase.h, checked with t_expect().  Files go to a scratch spool
+ * made per program below $T_TMP (run.sh sets it); the queue files
+ * captured from a real relay are in $T_DATA.
  */
 
 
@@ -27,6 +26,7 @@
 #include <sys/stat.h>
 
 #include "relay_queue.h"
+#include "../tcase.h"
 
 
 #define T_STR(s)        { sizeof(s) - 1, (unsigned char *) s }
@@ -37,55 +37,6 @@ typedef struct {
     int                  spool_fd;
     int                  queue_fd;
 } t_spool_t;
-
-
-static const char  *t_label;
-static int          t_case_failed;
-static int          t_passed;
-static int          t_failed;
-
-
-static inline void
-t_begin(const char *label)
-{
-    t_label = label;
-    t_case_failed = 0;
-}
-
-
-static inline void
-t_fail(const char *fmt, ...)
-{
-    va_list  args;
-
-    if (t_case_failed++ >= 4) {
-        if (t_case_failed == 5) {
-            printf("FAIL %s: ...\n", t_label);
-        }
-
-        return;
-    }
-
-    printf("FAIL %s: ", t_label);
-
-    va_start(args, fmt);
-    vprintf(fmt, args);
-    va_end(args);
-
-    printf("\n");
-}
-
-
-static inline void
-t_end(void)
-{
-    if (t_case_failed) {
-        t_failed++;
-
-    } else {
-        t_passed++;
-    }
-}
 
 
 #define t_expect(cond, ...)                                                   \
@@ -112,16 +63,6 @@ t_show(const relay_str_t *s)
     (void) snprintf(buf, sizeof(buf), "\"%.*s\"", (int) s->len,
                     s->data ? (char *) s->data : "");
     return buf;
-}
-
-
-static inline int
-t_summary(const char *name)
-{
-    printf("%s: %d passed, %d failed\n", name, t_passed, t_failed);
-    (void) fflush(stdout);
-
-    return t_failed ? 1 : 0;
 }
 
 
