@@ -58,15 +58,21 @@
 
 typedef struct relay_queue_key_s  relay_queue_key_t;
 
-typedef int (*relay_queue_key_pt)(relay_queue_msg_t *m,
+/* a key's parser: the value is v up to eol, header is the file's start */
+
+typedef int relay_queue_key_parse_t(relay_queue_msg_t *m,
     const relay_queue_key_t *k, unsigned char *header, unsigned char *v,
     unsigned char *eol);
 
 struct relay_queue_key_s {
     const char                   *name;
     size_t                        len;
-    relay_queue_key_pt            parse;
-    size_t                        offset;         /* of a relay_str_t */
+    relay_queue_key_parse_t      *parse;
+    size_t                        offset;         /* of a relay_str_t, or
+                                                     a flag's off_t */
+    size_t                        flag;           /* of its unsigned char */
+    const relay_str_t            *names;          /* a keyword's values */
+    size_t                        nnames;
 };
 
 
@@ -87,39 +93,11 @@ typedef struct {
 
 static int relay_queue_parse_line(relay_queue_msg_t *m,
     unsigned char *header, unsigned char *p, unsigned char *eol);
-static int relay_queue_parse_string(relay_queue_msg_t *m,
-    const relay_queue_key_t *k, unsigned char *header, unsigned char *v,
-    unsigned char *eol);
-static int relay_queue_parse_dash(relay_queue_msg_t *m,
-    const relay_queue_key_t *k, unsigned char *header, unsigned char *v,
-    unsigned char *eol);
-static int relay_queue_parse_arrival(relay_queue_msg_t *m,
-    const relay_queue_key_t *k, unsigned char *header, unsigned char *v,
-    unsigned char *eol);
-static int relay_queue_parse_body(relay_queue_msg_t *m,
-    const relay_queue_key_t *k, unsigned char *header, unsigned char *v,
-    unsigned char *eol);
-static int relay_queue_parse_smtputf8(relay_queue_msg_t *m,
-    const relay_queue_key_t *k, unsigned char *header, unsigned char *v,
-    unsigned char *eol);
-static int relay_queue_parse_ret(relay_queue_msg_t *m,
-    const relay_queue_key_t *k, unsigned char *header, unsigned char *v,
-    unsigned char *eol);
-static int relay_queue_parse_next(relay_queue_msg_t *m,
-    const relay_queue_key_t *k, unsigned char *header, unsigned char *v,
-    unsigned char *eol);
-static int relay_queue_parse_warned(relay_queue_msg_t *m,
-    const relay_queue_key_t *k, unsigned char *header, unsigned char *v,
-    unsigned char *eol);
-static int relay_queue_parse_hold(relay_queue_msg_t *m,
-    const relay_queue_key_t *k, unsigned char *header, unsigned char *v,
-    unsigned char *eol);
-static int relay_queue_parse_error(relay_queue_msg_t *m,
-    const relay_queue_key_t *k, unsigned char *header, unsigned char *v,
-    unsigned char *eol);
-static int relay_queue_parse_rcpt(relay_queue_msg_t *m,
-    const relay_queue_key_t *k, unsigned char *header, unsigned char *v,
-    unsigned char *eol);
+static relay_queue_key_parse_t  relay_queue_parse_string,
+    relay_queue_parse_dash, relay_queue_parse_arrival,
+    relay_queue_parse_keyword, relay_queue_parse_smtputf8,
+    relay_queue_parse_next,
+    relay_queue_parse_flag, relay_queue_parse_error, relay_queue_parse_rcpt;
 static unsigned relay_queue_parse_notify(unsigned char *p,
     unsigned char *last);
 static int relay_queue_number(unsigned char *p, unsigned char *last,
@@ -147,6 +125,8 @@ static int relay_queue_act_release(int fd, relay_queue_msg_t *m,
 static int relay_queue_act_delete(int queue_fd, const char *name,
     relay_queue_result_t *res);
 static int relay_queue_act_bounce(int fd, relay_queue_msg_t *m, time_t now,
+    relay_queue_result_t *res);
+static int relay_queue_due_now(int fd, relay_queue_msg_t *m, time_t now,
     relay_queue_result_t *res);
 static int relay_queue_sync(int fd, relay_queue_result_t *res);
 
@@ -187,9 +167,18 @@ static const relay_str_t  relay_queue_ret_names[] = {
 
 
 #define relay_queue_key(name, parse, field)                                  \
-    { name, sizeof(name) - 1, parse, offsetof(relay_queue_msg_t, field) }
+    { name, sizeof(name) - 1, parse, offsetof(relay_queue_msg_t, field), 0,   \
+      NULL, 0 }
 #define relay_queue_key_value(name, parse)                                    \
-    { name, sizeof(name) - 1, parse, 0 }
+    { name, sizeof(name) - 1, parse, 0, 0, NULL, 0 }
+#define relay_queue_key_flag(name, at, field)                                 \
+    { name, sizeof(name) - 1, relay_queue_parse_flag,                         \
+      offsetof(relay_queue_msg_t, at), offsetof(relay_queue_msg_t, field),    \
+      NULL, 0 }
+#define relay_queue_key_keyword(name, field, names)                           \
+    { name, sizeof(name) - 1, relay_queue_parse_keyword,                      \
+      offsetof(relay_queue_msg_t, field), 0, names,                           \
+      sizeof(names) / sizeof(relay_str_t) }
 
 static const relay_queue_key_t  relay_queue_keys[] = {
     relay_queue_key("id", relay_queue_parse_string, id),
@@ -197,15 +186,15 @@ static const relay_queue_key_t  relay_queue_keys[] = {
     relay_queue_key("client", relay_queue_parse_string, client),
     relay_queue_key("helo", relay_queue_parse_string, helo),
     relay_queue_key("auth", relay_queue_parse_dash, auth),
-    relay_queue_key_value("body", relay_queue_parse_body),
+    relay_queue_key_keyword("body", body, relay_queue_body_names),
     relay_queue_key_value("smtputf8", relay_queue_parse_smtputf8),
-    relay_queue_key_value("ret", relay_queue_parse_ret),
+    relay_queue_key_keyword("ret", ret, relay_queue_ret_names),
     relay_queue_key("envid", relay_queue_parse_dash, envid),
     relay_queue_key("tenant", relay_queue_parse_string, tenant),
     relay_queue_key("sender", relay_queue_parse_string, sender),
     relay_queue_key_value("next", relay_queue_parse_next),
-    relay_queue_key_value("delay-warned", relay_queue_parse_warned),
-    relay_queue_key_value("hold", relay_queue_parse_hold),
+    relay_queue_key_flag("delay-warned", warned_offset, delay_warned),
+    relay_queue_key_flag("hold", hold_offset, held),
     relay_queue_key("error", relay_queue_parse_error, last_error),
     relay_queue_key_value("rcpt", relay_queue_parse_rcpt)
 };
@@ -413,6 +402,8 @@ relay_queue_parse(relay_queue_msg_t *m, unsigned char *header, size_t len)
         }
     }
 
+    m->eightbit = (m->body == RELAY_QUEUE_BODY_8BITMIME);
+
     return (m->id.len && m->nrcpts) ? RELAY_QUEUE_OK : RELAY_QUEUE_ERROR;
 }
 
@@ -485,23 +476,6 @@ relay_queue_parse_arrival(relay_queue_msg_t *m, const relay_queue_key_t *k,
 
 
 static int
-relay_queue_parse_body(relay_queue_msg_t *m, const relay_queue_key_t *k,
-    unsigned char *header, unsigned char *v, unsigned char *eol)
-{
-    int  i;
-
-    i = relay_queue_name_index(relay_queue_body_names,
-                               sizeof(relay_queue_body_names)
-                               / sizeof(relay_str_t), v, eol);
-
-    m->body = (i == -1) ? RELAY_QUEUE_BODY_NONE : (unsigned) i;
-    m->eightbit = (m->body == RELAY_QUEUE_BODY_8BITMIME);
-
-    return RELAY_QUEUE_OK;
-}
-
-
-static int
 relay_queue_parse_smtputf8(relay_queue_msg_t *m, const relay_queue_key_t *k,
     unsigned char *header, unsigned char *v, unsigned char *eol)
 {
@@ -511,17 +485,17 @@ relay_queue_parse_smtputf8(relay_queue_msg_t *m, const relay_queue_key_t *k,
 }
 
 
+/* one of the key's names: its index, the first (0) for any other word */
+
 static int
-relay_queue_parse_ret(relay_queue_msg_t *m, const relay_queue_key_t *k,
+relay_queue_parse_keyword(relay_queue_msg_t *m, const relay_queue_key_t *k,
     unsigned char *header, unsigned char *v, unsigned char *eol)
 {
     int  i;
 
-    i = relay_queue_name_index(relay_queue_ret_names,
-                               sizeof(relay_queue_ret_names)
-                               / sizeof(relay_str_t), v, eol);
+    i = relay_queue_name_index(k->names, k->nnames, v, eol);
 
-    m->ret = (i == -1) ? RELAY_QUEUE_RET_NONE : (unsigned) i;
+    *(unsigned *) ((char *) m + k->offset) = (i == -1) ? 0 : (unsigned) i;
 
     return RELAY_QUEUE_OK;
 }
@@ -554,26 +528,15 @@ relay_queue_parse_next(relay_queue_msg_t *m, const relay_queue_key_t *k,
 }
 
 
+/* "delay-warned 0|1", "hold 0|1": one octet; another width is not it */
+
 static int
-relay_queue_parse_warned(relay_queue_msg_t *m, const relay_queue_key_t *k,
+relay_queue_parse_flag(relay_queue_msg_t *m, const relay_queue_key_t *k,
     unsigned char *header, unsigned char *v, unsigned char *eol)
 {
     if (eol - v == 1) {
-        m->warned_offset = v - header;
-        m->delay_warned = (*v == '1');
-    }
-
-    return RELAY_QUEUE_OK;
-}
-
-
-static int
-relay_queue_parse_hold(relay_queue_msg_t *m, const relay_queue_key_t *k,
-    unsigned char *header, unsigned char *v, unsigned char *eol)
-{
-    if (eol - v == 1) {
-        m->hold_offset = v - header;
-        m->held = (*v == '1');
+        *(off_t *) ((char *) m + k->offset) = v - header;
+        *((unsigned char *) m + k->flag) = (*v == '1');
     }
 
     return RELAY_QUEUE_OK;
@@ -1316,15 +1279,7 @@ relay_queue_act_release(int fd, relay_queue_msg_t *m, time_t now,
         return RELAY_QUEUE_NOT_APPLICABLE;
     }
 
-    if (relay_queue_set_hold(fd, m, 0, &res->err) != RELAY_QUEUE_OK
-        || relay_queue_set_schedule(fd, m, now, m->attempts, &res->err)
-           == RELAY_QUEUE_ERROR)
-    {
-        res->why = "pwrite";
-        return RELAY_QUEUE_ERROR;
-    }
-
-    return relay_queue_sync(fd, res);
+    return relay_queue_due_now(fd, m, now, res);
 }
 
 
@@ -1376,6 +1331,16 @@ relay_queue_act_bounce(int fd, relay_queue_msg_t *m, time_t now,
         return RELAY_QUEUE_NOT_APPLICABLE;
     }
 
+    return relay_queue_due_now(fd, m, now, res);
+}
+
+
+/* not held (any more) and due now, synced */
+
+static int
+relay_queue_due_now(int fd, relay_queue_msg_t *m, time_t now,
+    relay_queue_result_t *res)
+{
     if ((m->held
          && relay_queue_set_hold(fd, m, 0, &res->err) != RELAY_QUEUE_OK)
         || relay_queue_set_schedule(fd, m, now, m->attempts, &res->err)

@@ -149,8 +149,8 @@ typedef struct {
     off_t                         hold_offset;    /* 0: no such line */
     off_t                         error_offset;   /* 0: no such line */
     relay_str_t                   last_error;     /* padding trimmed */
-    unsigned                      delay_warned:1;
-    unsigned                      held:1;
+    unsigned char                 delay_warned;   /* 0 or 1 */
+    unsigned char                 held;           /* 0 or 1 */
     unsigned                      smtputf8:1;
     unsigned                      eightbit:1;
     size_t                        nrcpts;
