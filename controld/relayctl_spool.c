@@ -91,9 +91,22 @@ typedef struct {
 } ctld_spool_row_t;
 
 
+/* a summary in the making */
+
+typedef struct {
+    time_t                      now;
+    ctld_spool_row_t           *rows;
+    size_t                      n;
+    unsigned                    failed:1;
+} ctld_spool_shape_t;
+
+
 /* what the actions of one invocation came to */
 
 typedef struct {
+    ctld_spool_t               *sp;
+    relay_queue_action_e        action;
+    size_t                      seen;
     size_t                      done;
     size_t                      busy;
     size_t                      gone;
@@ -127,7 +140,8 @@ static const char *ctld_spool_notify(unsigned notify, char *buf,
     size_t len);
 
 static int ctld_spool_summary(ctld_spool_t *sp, relay_queue_action_e action);
-static int ctld_spool_count(ctld_spool_row_t **rows, size_t *n,
+static int ctld_spool_summary_each(relay_queue_entry_t *e, void *data);
+static int ctld_spool_count(ctld_spool_shape_t *shape,
     const relay_str_t *addr, time_t age);
 static int ctld_spool_row_cmp(const void *a, const void *b);
 static void ctld_spool_summary_text(ctld_spool_row_t *total,
@@ -136,8 +150,8 @@ static void ctld_spool_summary_json(ctld_spool_row_t *total,
     ctld_spool_row_t *rows, size_t n);
 
 static int ctld_spool_act(ctld_spool_t *sp, relay_queue_action_e action);
-static void ctld_spool_act_one(ctld_spool_t *sp, const char *id,
-    relay_queue_action_e action, ctld_spool_tally_t *tally);
+static int ctld_spool_act_each(relay_queue_entry_t *e, void *data);
+static void ctld_spool_act_one(const char *id, ctld_spool_tally_t *tally);
 
 static void ctld_spool_json_str(FILE *f, const char *key,
     const relay_str_t *s);
@@ -904,75 +918,92 @@ ctld_spool_show_message(ctld_spool_t *sp, relay_queue_msg_t *m)
 static int
 ctld_spool_summary(ctld_spool_t *sp, relay_queue_action_e action)
 {
-    int                  rc;
-    size_t               i, k, n;
-    time_t               age;
-    ctld_spool_row_t    *rows, total;
-    relay_queue_msg_t   *m;
-    relay_queue_list_t   l;
+    int                 err, rc;
+    size_t              i, k;
+    ctld_spool_row_t    total;
+    ctld_spool_shape_t  shape;
 
-    if (ctld_spool_select(sp, &l) != CTLD_EXIT_OK) {
-        return CTLD_EXIT_OTHER;
-    }
+    memset(&shape, 0, sizeof(ctld_spool_shape_t));
+    shape.now = sp->now;
 
-    rows = NULL;
-    n = 0;
     rc = CTLD_EXIT_OK;
 
-    for (i = 0; i < l.n && rc == CTLD_EXIT_OK; i++) {
-        m = &l.entries[i].msg;
-        age = sp->now > m->arrival ? sp->now - m->arrival : 0;
+    if (relay_queue_each(sp->queue_fd, &sp->filter, sp->now,
+                         ctld_spool_summary_each, &shape, &err)
+        != RELAY_QUEUE_OK)
+    {
+        ctld_cli_error("%s/%s: %s", sp->path, RELAY_QUEUE_DIR,
+                       strerror(err));
+        rc = CTLD_EXIT_OTHER;
 
-        for (k = 0; k < m->nrcpts; k++) {
-            if ((m->rcpts[k].state == RELAY_QUEUE_RCPT_PENDING
-                 || m->rcpts[k].state == RELAY_QUEUE_RCPT_BOUNCE)
-                && ctld_spool_count(&rows, &n, &m->rcpts[k].addr, age) != 0)
-            {
-                ctld_cli_error("out of memory");
-                rc = CTLD_EXIT_OTHER;
-                break;
-            }
-        }
+    } else if (shape.failed) {
+        ctld_cli_error("out of memory");
+        rc = CTLD_EXIT_OTHER;
     }
-
-    relay_queue_list_free(&l);
 
     if (rc == CTLD_EXIT_OK) {
         memset(&total, 0, sizeof(ctld_spool_row_t));
         total.domain = "TOTAL";
 
-        for (i = 0; i < n; i++) {
-            total.total += rows[i].total;
+        for (i = 0; i < shape.n; i++) {
+            total.total += shape.rows[i].total;
 
             for (k = 0; k < CTLD_SPOOL_BUCKETS; k++) {
-                total.bucket[k] += rows[i].bucket[k];
+                total.bucket[k] += shape.rows[i].bucket[k];
             }
         }
 
-        if (n) {
-            qsort(rows, n, sizeof(ctld_spool_row_t), ctld_spool_row_cmp);
+        if (shape.n) {
+            qsort(shape.rows, shape.n, sizeof(ctld_spool_row_t),
+                  ctld_spool_row_cmp);
         }
 
         if (sp->json) {
-            ctld_spool_summary_json(&total, rows, n);
+            ctld_spool_summary_json(&total, shape.rows, shape.n);
 
         } else {
-            ctld_spool_summary_text(&total, rows, n);
+            ctld_spool_summary_text(&total, shape.rows, shape.n);
         }
     }
 
-    for (i = 0; i < n; i++) {
-        free(rows[i].domain);
+    for (i = 0; i < shape.n; i++) {
+        free(shape.rows[i].domain);
     }
 
-    free(rows);
+    free(shape.rows);
 
     return rc;
 }
 
 
 static int
-ctld_spool_count(ctld_spool_row_t **rows, size_t *n, const relay_str_t *addr,
+ctld_spool_summary_each(relay_queue_entry_t *e, void *data)
+{
+    ctld_spool_shape_t  *shape = data;
+
+    size_t               k;
+    time_t               age;
+    relay_queue_msg_t   *m;
+
+    m = &e->msg;
+    age = shape->now > m->arrival ? shape->now - m->arrival : 0;
+
+    for (k = 0; k < m->nrcpts; k++) {
+        if ((m->rcpts[k].state == RELAY_QUEUE_RCPT_PENDING
+             || m->rcpts[k].state == RELAY_QUEUE_RCPT_BOUNCE)
+            && ctld_spool_count(shape, &m->rcpts[k].addr, age) != 0)
+        {
+            shape->failed = 1;
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+ctld_spool_count(ctld_spool_shape_t *shape, const relay_str_t *addr,
     time_t age)
 {
     char              *d;
@@ -983,22 +1014,22 @@ ctld_spool_count(ctld_spool_row_t **rows, size_t *n, const relay_str_t *addr,
     at = memrchr(addr->data, '@', addr->len);
     len = at ? addr->len - (at + 1 - addr->data) : 0;
 
-    for (i = 0; i < *n; i++) {
-        d = (*rows)[i].domain;
+    for (i = 0; i < shape->n; i++) {
+        d = shape->rows[i].domain;
 
         if (strlen(d) == len && strncasecmp(d, (char *) at + 1, len) == 0) {
             break;
         }
     }
 
-    if (i == *n) {
-        r = realloc(*rows, (*n + 1) * sizeof(ctld_spool_row_t));
+    if (i == shape->n) {
+        r = realloc(shape->rows, (shape->n + 1) * sizeof(ctld_spool_row_t));
         if (r == NULL) {
             return -1;
         }
 
-        *rows = r;
-        r = &r[*n];
+        shape->rows = r;
+        r = &r[shape->n];
         memset(r, 0, sizeof(ctld_spool_row_t));
 
         r->domain = strndup(at ? (char *) at + 1 : "", len);
@@ -1010,10 +1041,10 @@ ctld_spool_count(ctld_spool_row_t **rows, size_t *n, const relay_str_t *addr,
             *d = (*d >= 'A' && *d <= 'Z') ? *d + ('a' - 'A') : *d;
         }
 
-        (*n)++;
+        shape->n++;
     }
 
-    r = &(*rows)[i];
+    r = &shape->rows[i];
     r->total++;
 
     for (i = 0; i < CTLD_SPOOL_BUCKETS - 1; i++) {
@@ -1143,35 +1174,29 @@ static int
 ctld_spool_act(ctld_spool_t *sp, relay_queue_action_e action)
 {
     int                  err;
-    size_t               i, n;
+    size_t               i;
     ctld_spool_tally_t   tally;
-    relay_queue_list_t   l;
 
     memset(&tally, 0, sizeof(ctld_spool_tally_t));
     relay_queue_note_init(&tally.note);
-    memset(&l, 0, sizeof(relay_queue_list_t));
+    tally.sp = sp;
+    tally.action = action;
 
-    if (sp->nids) {
-        for (i = 0; i < sp->nids; i++) {
-            ctld_spool_act_one(sp, sp->ids[i], action, &tally);
+    for (i = 0; i < sp->nids; i++) {
+        ctld_spool_act_one(sp->ids[i], &tally);
+    }
+
+    if (sp->nids == 0) {
+        if (relay_queue_each(sp->queue_fd, &sp->filter, sp->now,
+                             ctld_spool_act_each, &tally, &err)
+            != RELAY_QUEUE_OK)
+        {
+            ctld_cli_error("%s/%s: %s", sp->path, RELAY_QUEUE_DIR,
+                           strerror(err));
+            tally.failed++;
         }
 
-        n = sp->nids;
-
-    } else {
-        if (ctld_spool_select(sp, &l) != CTLD_EXIT_OK) {
-            relay_queue_note_free(&tally.note);
-            return CTLD_EXIT_OTHER;
-        }
-
-        for (i = 0; i < l.n; i++) {
-            ctld_spool_act_one(sp, l.entries[i].name, action, &tally);
-        }
-
-        n = l.n;
-        relay_queue_list_free(&l);
-
-        if (n == 0) {
+        if (tally.seen == 0) {
             printf("no message %s\n", sp->filtered ? "matches" : "queued");
         }
     }
@@ -1188,7 +1213,7 @@ ctld_spool_act(ctld_spool_t *sp, relay_queue_action_e action)
 
     relay_queue_note_free(&tally.note);
 
-    if (n) {
+    if (tally.seen) {
         printf("%s %zu message%s\n", ctld_spool_cmd->done, tally.done,
                tally.done == 1 ? "" : "s");
     }
@@ -1205,13 +1230,27 @@ ctld_spool_act(ctld_spool_t *sp, relay_queue_action_e action)
 }
 
 
-static void
-ctld_spool_act_one(ctld_spool_t *sp, const char *id,
-    relay_queue_action_e action, ctld_spool_tally_t *tally)
+static int
+ctld_spool_act_each(relay_queue_entry_t *e, void *data)
 {
-    relay_queue_result_t  res;
+    ctld_spool_act_one(e->name, data);
 
-    switch (relay_queue_act(sp->queue_fd, id, action, sp->now, &res)) {
+    return 0;
+}
+
+
+static void
+ctld_spool_act_one(const char *id, ctld_spool_tally_t *tally)
+{
+    relay_queue_action_e   action;
+    relay_queue_result_t   res;
+
+    action = tally->action;
+    tally->seen++;
+
+    switch (relay_queue_act(tally->sp->queue_fd, id, action, tally->sp->now,
+                            &res))
+    {
 
     case RELAY_QUEUE_OK:
         tally->done++;

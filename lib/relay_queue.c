@@ -147,6 +147,7 @@ static int relay_queue_match_domain(const char *pattern,
     const relay_str_t *addr);
 static int relay_queue_match_rcpts(const char *pattern,
     const relay_queue_msg_t *m, int domain);
+static int relay_queue_collect(relay_queue_entry_t *e, void *data);
 static int relay_queue_entry_cmp(const void *a, const void *b);
 
 
@@ -2011,23 +2012,23 @@ relay_queue_match_domain(const char *pattern, const relay_str_t *addr)
 
 
 /*
- * The messages of queue/ that pass the filter, oldest first (then by
- * name), at most max of them (0: all; more sets l->truncated).  Files
- * that vanish meanwhile or are not queue files are left out.
+ * Calls handler(e, data) for every message of queue/ that passes the
+ * filter, in directory order, until it returns non-zero.  Files that
+ * vanish meanwhile or are not queue files are passed over.  e->msg is
+ * freed after the call unless the handler took it (and zeroed e->msg), so
+ * the memory is that of one message, whatever the size of the queue.
  */
 
 int
-relay_queue_list(int queue_fd, const relay_queue_filter_t *f, time_t now,
-    size_t max, relay_queue_list_t *l, int *err)
+relay_queue_each(int queue_fd, const relay_queue_filter_t *f, time_t now,
+    relay_queue_each_pt handler, void *data, int *err)
 {
-    int                   dfd, rc;
+    int                   dfd, rc, stop;
     DIR                  *dir;
-    size_t                size;
     struct dirent        *de;
-    relay_queue_entry_t   e, *entries;
+    relay_queue_entry_t   e;
     relay_queue_locks_t   locks;
 
-    memset(l, 0, sizeof(relay_queue_list_t));
     *err = 0;
 
     dfd = openat(queue_fd, ".", O_RDONLY|O_DIRECTORY|O_CLOEXEC);
@@ -2045,10 +2046,10 @@ relay_queue_list(int queue_fd, const relay_queue_filter_t *f, time_t now,
 
     relay_queue_locks_load(&locks);
 
-    size = 0;
     rc = RELAY_QUEUE_OK;
+    stop = 0;
 
-    while ((de = readdir(dir)) != NULL) {
+    while (!stop && (de = readdir(dir)) != NULL) {
         if (!relay_queue_name_valid(de->d_name)) {
             continue;
         }
@@ -2072,37 +2073,11 @@ relay_queue_list(int queue_fd, const relay_queue_filter_t *f, time_t now,
             continue;                     /* gone, or not a queue file */
         }
 
-        if (!relay_queue_match(f, &e, now)) {
-            relay_queue_free(&e.msg);
-            continue;
+        if (relay_queue_match(f, &e, now)) {
+            stop = handler(&e, data);
         }
 
-        if (max && l->n == max) {
-            relay_queue_free(&e.msg);
-            l->truncated = 1;
-            break;
-        }
-
-        if (l->n == size) {
-            size = size ? size * 2 : 64;
-
-            entries = realloc(l->entries, size * sizeof(relay_queue_entry_t));
-            if (entries == NULL) {
-                relay_queue_free(&e.msg);
-                *err = ENOMEM;
-                rc = RELAY_QUEUE_ERROR;
-                goto done;
-            }
-
-            l->entries = entries;
-        }
-
-        l->entries[l->n++] = e;
-    }
-
-    if (l->n) {
-        qsort(l->entries, l->n, sizeof(relay_queue_entry_t),
-              relay_queue_entry_cmp);
+        relay_queue_free(&e.msg);
     }
 
 done:
@@ -2110,11 +2085,87 @@ done:
     (void) closedir(dir);
     free(locks.locks);
 
-    if (rc != RELAY_QUEUE_OK) {
+    return rc;
+}
+
+
+typedef struct {
+    relay_queue_list_t           *list;
+    size_t                        max;
+    size_t                        size;
+    int                           err;
+} relay_queue_collect_t;
+
+
+/*
+ * The messages of queue/ that pass the filter, oldest first (then by
+ * name), at most max of them (0: all; more sets l->truncated).
+ */
+
+int
+relay_queue_list(int queue_fd, const relay_queue_filter_t *f, time_t now,
+    size_t max, relay_queue_list_t *l, int *err)
+{
+    relay_queue_collect_t  c;
+
+    memset(l, 0, sizeof(relay_queue_list_t));
+
+    c.list = l;
+    c.max = max;
+    c.size = 0;
+    c.err = 0;
+
+    if (relay_queue_each(queue_fd, f, now, relay_queue_collect, &c, err)
+        != RELAY_QUEUE_OK
+        || c.err)
+    {
+        *err = c.err ? c.err : *err;
         relay_queue_list_free(l);
+        return RELAY_QUEUE_ERROR;
     }
 
-    return rc;
+    if (l->n) {
+        qsort(l->entries, l->n, sizeof(relay_queue_entry_t),
+              relay_queue_entry_cmp);
+    }
+
+    return RELAY_QUEUE_OK;
+}
+
+
+static int
+relay_queue_collect(relay_queue_entry_t *e, void *data)
+{
+    relay_queue_collect_t  *c = data;
+
+    size_t                 size;
+    relay_queue_list_t    *l;
+    relay_queue_entry_t   *entries;
+
+    l = c->list;
+
+    if (c->max && l->n == c->max) {
+        l->truncated = 1;
+        return 1;
+    }
+
+    if (l->n == c->size) {
+        size = c->size ? c->size * 2 : 64;
+
+        entries = realloc(l->entries, size * sizeof(relay_queue_entry_t));
+        if (entries == NULL) {
+            c->err = ENOMEM;
+            return 1;
+        }
+
+        l->entries = entries;
+        c->size = size;
+    }
+
+    l->entries[l->n++] = *e;
+    memset(&e->msg, 0, sizeof(relay_queue_msg_t));     /* the list's now */
+
+    return 0;
 }
 
 

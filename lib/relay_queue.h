@@ -224,6 +224,9 @@ typedef struct {
 } relay_queue_entry_t;
 
 
+typedef int (*relay_queue_each_pt)(relay_queue_entry_t *e, void *data);
+
+
 typedef struct {
     relay_queue_entry_t          *entries;        /* arrival, then name */
     size_t                        n;
@@ -282,6 +285,8 @@ int relay_queue_entry_read(int queue_fd, const char *name,
     relay_queue_entry_t *e, int *err);
 int relay_queue_match(const relay_queue_filter_t *f,
     const relay_queue_entry_t *e, time_t now);
+int relay_queue_each(int queue_fd, const relay_queue_filter_t *f,
+    time_t now, relay_queue_each_pt handler, void *data, int *err);
 int relay_queue_list(int queue_fd, const relay_queue_filter_t *f,
     time_t now, size_t max, relay_queue_list_t *l, int *err);
 void relay_queue_list_free(relay_queue_list_t *l);

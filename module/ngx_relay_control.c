@@ -180,6 +180,7 @@ static void ngx_relay_control_list(ngx_relay_control_task_t *t);
 static void ngx_relay_control_entry(ngx_relay_control_task_t *t,
     relay_queue_entry_t *e);
 static void ngx_relay_control_act_all(ngx_relay_control_task_t *t);
+static int ngx_relay_control_act_each(relay_queue_entry_t *e, void *data);
 static void ngx_relay_control_act(ngx_relay_control_task_t *t,
     const char *name, ngx_uint_t named);
 static void ngx_relay_control_note(ngx_relay_control_task_t *t);
@@ -1678,30 +1679,31 @@ ngx_relay_control_entry(ngx_relay_control_task_t *t, relay_queue_entry_t *e)
 }
 
 
-/* --all: every complete message of the queue */
+/* --all: every complete message of the queue, one at a time */
 
 static void
 ngx_relay_control_act_all(ngx_relay_control_task_t *t)
 {
     int                   err;
-    size_t                i;
-    relay_queue_list_t    l;
     relay_queue_filter_t  f;
 
     ngx_memzero(&f, sizeof(relay_queue_filter_t));
 
-    if (relay_queue_list(t->queue_fd, &f, time(NULL), 0, &l, &err)
+    if (relay_queue_each(t->queue_fd, &f, time(NULL),
+                         ngx_relay_control_act_each, t, &err)
         != RELAY_QUEUE_OK)
     {
         ngx_relay_control_fail(t, "queue directory: %s", strerror(err));
-        return;
     }
+}
 
-    for (i = 0; i < l.n; i++) {
-        ngx_relay_control_act(t, l.entries[i].name, 0);
-    }
 
-    relay_queue_list_free(&l);
+static int
+ngx_relay_control_act_each(relay_queue_entry_t *e, void *data)
+{
+    ngx_relay_control_act(data, e->name, 0);
+
+    return 0;
 }
 
 

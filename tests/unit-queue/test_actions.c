@@ -677,10 +677,23 @@ static const struct {
 };
 
 
+/* counts calls; starting at -1, stops at the first */
+
+static int
+t_count(relay_queue_entry_t *e, void *data)
+{
+    int  *calls = data;
+
+    (*calls)++;
+
+    return *calls == 0 || e->msg.nrcpts == 0;
+}
+
+
 static void
 test_list(void)
 {
-    int                  fd, err;
+    int                  fd, err, calls;
     char                 got[256];
     size_t               i, k;
     relay_queue_list_t   l;
@@ -717,6 +730,17 @@ test_list(void)
         relay_queue_list_free(&l);
         t_end();
     }
+
+    t_begin("each: every message once, and a stop");
+    calls = 0;
+    t_expect(relay_queue_each(ls.queue_fd, &t_filters[0].f, T_NOW, t_count,
+                              &calls, &err) == RELAY_QUEUE_OK && calls == 4,
+             "calls %d", calls);
+    calls = -1;
+    t_expect(relay_queue_each(ls.queue_fd, &t_filters[0].f, T_NOW, t_count,
+                              &calls, &err) == RELAY_QUEUE_OK && calls == 0,
+             "stopped after %d", calls + 1);
+    t_end();
 
     t_begin("list: at most 2");
     t_expect(relay_queue_list(ls.queue_fd, &t_filters[0].f, T_NOW, 2, &l,
