@@ -16,7 +16,9 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -77,7 +79,23 @@ def stream_lines(port):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, certs):
+def base():
+    """A directory of our own for the nginx prefixes, not under
+    /tmp/pytest-of-root: a concurrent pytest run resets that to 0700, and
+    the workers (nobody) then cannot make the Maildirs the DSNs go to."""
+    d = Path(tempfile.mkdtemp(prefix="relay-queue-tool-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def nginx(base, certs, name, port):
+    h.require_module()
+    prefix = h.make_prefix(base / name, certs)
+    return h.launch_at(prefix, workers=2, stream_extra=stream_lines(port))
+
+
+@pytest.fixture(scope="module")
+def world(base, certs):
     if not os.access(RELAYCTL, os.X_OK):
         raise AssertionError("relayctl not found: %s (set RELAYCTL)"
                              % RELAYCTL)
@@ -85,8 +103,7 @@ def world(tmp_path_factory, certs):
     refuser = Refuser()
     sink = dh.Sink(SINK_IP, port, "queue-tool-sink", rcpt_reply=refuser)
     sink.start()
-    ng = h.launch(tmp_path_factory, certs, "queue-tool", workers=2,
-                  stream_extra=stream_lines(port))
+    ng = nginx(base, certs, "live", port)
     yield ng, sink, refuser
     ng.stop()
     sink.stop()
@@ -462,19 +479,23 @@ def test_usage_and_not_a_spool(world, tmp_path):
 # nginx stopped: every command on the spool alone
 
 
-def test_stopped_spool_every_command(fresh, tmp_path):
+def test_stopped_spool_every_command(base, certs):
     port = dh.alloc_port((SINK_IP,))
     refuser = Refuser()
     sink = dh.Sink(SINK_IP, port, "queue-tool-stopped", rcpt_reply=refuser)
     sink.start()
+    ng = None
     try:
-        _stopped_spool(fresh, sink, refuser, port)
+        ng = nginx(base, certs, "stopped", port)
+        _stopped_spool(ng, sink, refuser)
     finally:
         sink.stop()
+        if ng is not None:
+            ng.stop()
+            ng.assert_log_clean()
 
 
-def _stopped_spool(fresh, sink, refuser, port):
-    ng = fresh(workers=2, stream_extra=stream_lines(port))
+def _stopped_spool(ng, sink, refuser):
     tag = h.unique("qz")
     user = "bz-%s" % tag
     msgs = {}
