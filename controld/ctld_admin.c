@@ -61,7 +61,8 @@ static void ctld_admin_queue_reply(ctld_wait_t *w);
 static ctld_wait_t  *ctld_waits;
 static uint64_t      ctld_cmd_seq;
 
-static const char   *ctld_actions[] = { "LIST", "FLUSH", "DELETE", "BOUNCE" };
+static const char   *ctld_actions[] = { "LIST", "FLUSH", "DELETE", "BOUNCE",
+                                         "HOLD", "RELEASE" };
 
 
 void
@@ -455,8 +456,7 @@ ctld_admin_queue(ctld_call_t *c)
         return;
     }
 
-    if ((unsigned) req->action > RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_BOUNCE)
-    {
+    if ((unsigned) req->action >= sizeof(ctld_actions) / sizeof(char *)) {
         ctld_call_reply(c, NULL, GRPC_STATUS_INVALID_ARGUMENT,
                         "action: unknown queue action");
         goto done;

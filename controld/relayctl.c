@@ -32,16 +32,8 @@
 #include <grpc/support/time.h>
 
 #include "ctld_policy.h"
+#include "relayctl.h"
 
-
-#define CTLD_EXIT_OK           0
-#define CTLD_EXIT_NOTHING      1
-#define CTLD_EXIT_USAGE        2
-#define CTLD_EXIT_INVALID      3
-#define CTLD_EXIT_UNAVAILABLE  4
-#define CTLD_EXIT_DENIED       5
-#define CTLD_EXIT_NOT_FOUND    6
-#define CTLD_EXIT_OTHER        7
 
 #define CTLD_DEFAULT_SERVER    "127.0.0.1:7443"
 #define CTLD_MAX_FILE          (16 * 1024 * 1024)
@@ -51,6 +43,7 @@
 
 typedef struct {
     const char     *server;
+    const char     *spool;          /* queue commands on this spool */
     const char     *ca;
     const char     *cert;
     const char     *key;
@@ -58,13 +51,6 @@ typedef struct {
     int             json;
     grpc_channel   *channel;
 } ctld_cli_t;
-
-
-typedef struct {
-    size_t          ncols;
-    size_t          nrows;
-    char          **cells;
-} ctld_table_t;
 
 
 typedef int (*ctld_cmd_pt)(ctld_cli_t *cli, int argc, char **argv);
@@ -99,10 +85,7 @@ static ctld_policy_t *ctld_cli_load(const char *file, int strip);
 static int ctld_cli_print_apply(ctld_cli_t *cli,
     Relay__Control__V1__ApplyResponse *r, int dry_run, const char *what);
 static int ctld_cli_number(const char *s, uint64_t *v);
-static void ctld_cli_error(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-static int ctld_cli_usage(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
+static int ctld_cli_takes_value(const char *option);
 static void ctld_cli_help(FILE *f);
 static void ctld_cli_log(gpr_log_func_args *args);
 
@@ -110,17 +93,7 @@ static void ctld_json_message(FILE *f, const ProtobufCMessage *m,
     int indent);
 static void ctld_json_value(FILE *f, const ProtobufCFieldDescriptor *fd,
     const void *v, int indent);
-static void ctld_json_string(FILE *f, const char *s);
-
-static void ctld_table_init(ctld_table_t *t, size_t ncols);
-static void ctld_table_row(ctld_table_t *t, ...);
-static void ctld_table_print(ctld_table_t *t, FILE *f);
-static void ctld_table_free(ctld_table_t *t);
-static char *ctld_fmt(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-static const char *ctld_time_iso(int64_t t, char *buf, size_t len);
 static const char *ctld_time_ago(int64_t t, char *buf, size_t len);
-static const char *ctld_duration(uint64_t s, char *buf, size_t len);
 
 
 static const ctld_cmd_t  ctld_commands[] = {
@@ -153,6 +126,7 @@ main(int argc, char **argv)
     cli.ca = getenv("RELAYCTL_CA");
     cli.cert = getenv("RELAYCTL_CERT");
     cli.key = getenv("RELAYCTL_KEY");
+    cli.spool = getenv("RELAYCTL_SPOOL");
     cli.timeout = 10;
 
     rest = calloc(argc + 1, sizeof(char *));
@@ -194,6 +168,10 @@ main(int argc, char **argv)
             ctld_cli_value();
             cli.key = s;
 
+        } else if (strcmp(argv[i], "--spool") == 0) {
+            ctld_cli_value();
+            cli.spool = s;
+
         } else if (strcmp(argv[i], "--json") == 0) {
             cli.json = 1;
 
@@ -208,9 +186,7 @@ main(int argc, char **argv)
                 return ctld_cli_usage("bad --timeout \"%s\"", s);
             }
 
-        } else if (strcmp(argv[i], "-m") == 0 || strcmp(argv[i], "-n") == 0
-                   || strcmp(argv[i], "--node") == 0)
-        {
+        } else if (ctld_cli_takes_value(argv[i])) {
             rest[n++] = argv[i];
 
             if (i + 1 < argc) {
@@ -242,6 +218,14 @@ main(int argc, char **argv)
         return ctld_cli_usage("unknown command \"%s\"", rest[0]);
     }
 
+    /* a spool: queue commands work on it, no controld involved */
+
+    if (cli.spool && cli.spool[0] && cmd->handler == ctld_cli_queue) {
+        rc = ctld_spool_queue(cli.spool, cli.json, n, rest);
+        free(rest);
+        return rc;
+    }
+
     if (getenv("GRPC_VERBOSITY") == NULL) {
         gpr_set_log_function(ctld_cli_log);
     }
@@ -261,12 +245,35 @@ main(int argc, char **argv)
 }
 
 
+/* command options whose value is never taken for a global option */
+
+static int
+ctld_cli_takes_value(const char *option)
+{
+    size_t  i;
+
+    static const char  *options[] = {
+        "-m", "-n", "--node", "--sender", "--recipient", "--domain",
+        "--older-than", "--younger-than", "--state"
+    };
+
+    for (i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+        if (strcmp(option, options[i]) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 static void
 ctld_cli_help(FILE *f)
 {
     fprintf(f,
 "usage: relayctl [-s HOST:PORT] [--ca FILE --cert FILE --key FILE] [--json]\n"
 "                [--timeout SEC] COMMAND ...\n"
+"       relayctl --spool DIR [--json] queue ...\n"
 "\n"
 "commands:\n"
 "  apply FILE [-m COMMENT] [--dry-run]\n"
@@ -280,9 +287,27 @@ ctld_cli_help(FILE *f)
 "  rollback VERSION [--dry-run]\n"
 "                      a new version with the content of VERSION\n"
 "  nodes               nodes, their applied version, NACKs, queues\n"
-"  queue list|flush|delete|bounce [--node ID] [--all] [QUEUE-ID ...]\n"
+"  queue list|flush|delete|bounce|hold|release [--node ID] [--all]\n"
+"        [QUEUE-ID ...]\n"
 "                      list or act on the queues of one or every node;\n"
-"                      delete and bounce need QUEUE-IDs or --all\n"
+"                      all but list and flush need QUEUE-IDs or --all\n"
+"\n"
+"queue commands on this node's spool (--spool DIR or RELAYCTL_SPOOL; nginx\n"
+"and controld may be running or not):\n"
+"  queue list [FILTER ...]\n"
+"                      ID AGE STATE SENDER RCPTS PENDING NEXT ATTEMPTS\n"
+"                      LAST-ERROR, oldest first\n"
+"  queue show QUEUE-ID [--header-only|--body-only]\n"
+"                      the envelope, then the message (as postcat)\n"
+"  queue summary [FILTER ...]\n"
+"                      pending recipients per domain and age (as qshape)\n"
+"  queue flush|hold|release|delete|bounce QUEUE-ID ... | --all [FILTER ...]\n"
+"                      one line per message; flush alone takes every\n"
+"                      message without QUEUE-IDs\n"
+"  FILTER: --sender S, --recipient R (substrings, or \"<exact>\"),\n"
+"          --domain D (\".D\" with subdomains), --older-than DUR,\n"
+"          --younger-than DUR (N, Ns, Nm, Nh, Nd), --state\n"
+"          new|deferred|held|active|incomplete (repeated, or a,b)\n"
 "\n"
 "options:\n"
 "  -s, --server HOST:PORT  controld (RELAYCTL_SERVER, default "
@@ -293,6 +318,8 @@ CTLD_DEFAULT_SERVER ")\n"
 "                      client certificate and key (RELAYCTL_CERT,\n"
 "                      RELAYCTL_KEY); controld admits operators by the\n"
 "                      certificate's CN \"operator:NAME\"\n"
+"  --spool DIR         queue commands on this spool, not through controld\n"
+"                      (RELAYCTL_SPOOL; --spool \"\" asks controld)\n"
 "  --json              print responses as JSON\n"
 "  --timeout SEC       deadline of a call (default 10)\n"
 "\n"
@@ -304,12 +331,13 @@ CTLD_DEFAULT_SERVER ")\n"
 "  3  invalid policy or argument (parse errors as FILE:LINE: ...)\n"
 "  4  controld unavailable, connection failed or deadline exceeded\n"
 "  5  permission denied or unauthenticated\n"
-"  6  not found (version, node)\n"
-"  7  other errors\n");
+"  6  not found (version, node, message)\n"
+"  7  other errors: a node answered an error; on a spool, a message in\n"
+"     delivery (busy), incomplete or not changed for an error\n");
 }
 
 
-static int
+int
 ctld_cli_usage(const char *fmt, ...)
 {
     va_list  args;
@@ -326,7 +354,7 @@ ctld_cli_usage(const char *fmt, ...)
 }
 
 
-static void
+void
 ctld_cli_error(const char *fmt, ...)
 {
     va_list  args;
@@ -1287,12 +1315,15 @@ ctld_cli_queue(ctld_cli_t *cli, int argc, char **argv)
           "deleted" },
         { "bounce", RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_BOUNCE,
           "bounced" },
+        { "hold", RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_HOLD, "held" },
+        { "release", RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_RELEASE,
+          "released" },
         { NULL, 0, NULL }
     };
 
     if (argc < 2) {
-        return ctld_cli_usage("usage: queue list|flush|delete|bounce "
-                              "[--node ID] [--all] [QUEUE-ID ...]");
+        return ctld_cli_usage("usage: queue list|flush|delete|bounce|hold|"
+                              "release [--node ID] [--all] [QUEUE-ID ...]");
     }
 
     for (k = 0; actions[k].name; k++) {
@@ -1337,8 +1368,8 @@ ctld_cli_queue(ctld_cli_t *cli, int argc, char **argv)
         }
     }
 
-    if ((action == RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_DELETE
-         || action == RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_BOUNCE)
+    if (action != RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_LIST
+        && action != RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_FLUSH
         && req.n_queue_ids == 0 && !all)
     {
         free(req.queue_ids);
@@ -1394,8 +1425,10 @@ ctld_cli_queue(ctld_cli_t *cli, int argc, char **argv)
         }
 
         if (action != RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_LIST) {
-            printf("%s: %s %u message%s\n", nr->node_id, verb, nr->affected,
-                   nr->affected == 1 ? "" : "s");
+            printf("%s: %s %u message%s%s%s%s\n", nr->node_id, verb,
+                   nr->affected, nr->affected == 1 ? "" : "s",
+                   nr->error[0] ? " (" : "", nr->error,
+                   nr->error[0] ? ")" : "");
             continue;
         }
 
@@ -1431,7 +1464,12 @@ ctld_cli_queue(ctld_cli_t *cli, int argc, char **argv)
                 }
             }
 
-            if (e->next_attempt_unix == 0 || e->next_attempt_unix <= now) {
+            if (e->held) {
+                snprintf(next, sizeof(next), "held");
+
+            } else if (e->next_attempt_unix == 0
+                       || e->next_attempt_unix <= now)
+            {
                 snprintf(next, sizeof(next), "now");
 
             } else {
@@ -1647,7 +1685,7 @@ ctld_json_value(FILE *f, const ProtobufCFieldDescriptor *fd, const void *v,
  * copied, every byte of an invalid sequence written as U+FFFD.
  */
 
-static void
+void
 ctld_json_string(FILE *f, const char *s)
 {
     size_t          n, i;
@@ -1745,7 +1783,7 @@ ctld_json_string(FILE *f, const char *s)
 /* ---------------------------------------------------------------- tables */
 
 
-static void
+void
 ctld_table_init(ctld_table_t *t, size_t ncols)
 {
     t->ncols = ncols;
@@ -1759,7 +1797,7 @@ ctld_table_init(ctld_table_t *t, size_t ncols)
  * malloc()ed by ctld_fmt() (a NULL cell prints as "?").
  */
 
-static void
+void
 ctld_table_row(ctld_table_t *t, ...)
 {
     char     **cells, *s, *p;
@@ -1813,7 +1851,7 @@ ctld_table_width(const char *s)
 }
 
 
-static void
+void
 ctld_table_print(ctld_table_t *t, FILE *f)
 {
     size_t   r, c, w, *width;
@@ -1854,7 +1892,7 @@ ctld_table_print(ctld_table_t *t, FILE *f)
 }
 
 
-static void
+void
 ctld_table_free(ctld_table_t *t)
 {
     size_t  i;
@@ -1869,7 +1907,7 @@ ctld_table_free(ctld_table_t *t)
 }
 
 
-static char *
+char *
 ctld_fmt(const char *fmt, ...)
 {
     int       n;
@@ -1897,7 +1935,7 @@ ctld_fmt(const char *fmt, ...)
 }
 
 
-static const char *
+const char *
 ctld_time_iso(int64_t t, char *buf, size_t len)
 {
     time_t     tt;
@@ -1942,7 +1980,7 @@ ctld_time_ago(int64_t t, char *buf, size_t len)
 
 /* "45s", "3m20s", "2h5m", "4d3h" */
 
-static const char *
+const char *
 ctld_duration(uint64_t s, char *buf, size_t len)
 {
     if (s < 60) {

@@ -68,6 +68,9 @@ controld    127.0.0.1:7443  (log $prefix/logs/controld.log), operator CLI:
          RELAYCTL_KEY=$prefix/certs/operator.key
   $ctld_dir/relayctl apply $top/config/policy.dev
   $ctld_dir/relayctl nodes
+the queue on disk (nginx up or down):
+  $ctld_dir/relayctl --spool $prefix/spool queue list
+  $ctld_dir/relayctl --spool $prefix/spool queue summary
 MSG
 
 # nginx in the foreground; Ctrl-C stops nginx and controld

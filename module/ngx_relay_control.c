@@ -20,10 +20,11 @@
  *   outbox  loop -> thread: ACK/NACK and command results to send
  *
  * The loop publishes a snapshot into shared memory for every worker and
- * answers ACK; queue commands run as thread-pool tasks over the spool.
- * The thread never calls nginx functions (no pools, no log): it reports
- * through the inbox.  Every worker checks a "kick" counter once a second,
- * so a flush makes all of them scan the queue.
+ * answers ACK; queue commands run as thread-pool tasks over the spool,
+ * on lib/relay_queue.c, and leave a note in <spool>/notes/ for the
+ * workers.  The thread never calls nginx functions (no pools, no log): it
+ * reports through the inbox.  Every worker checks a "kick" counter once a
+ * second, so a flush makes all of them scan the queue.
  */
 
 
@@ -35,11 +36,11 @@
 #include <ngx_relay.h>
 #include <ngx_relay_spool.h>
 #include <ngx_relay_control.h>
+#include <relay_queue.h>
 
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <arpa/inet.h>
-#include <dirent.h>
 
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -118,6 +119,9 @@ typedef struct {
     Relay__Control__V1__QueueEntry     **entries;
     size_t                               nentries;
     char                                 error[512];
+    int                                  queue_fd;
+    relay_queue_note_t                   note;
+    ngx_err_t                            note_err;
     ngx_uint_t                           kick;
 } ngx_relay_control_task_t;
 
@@ -172,10 +176,20 @@ static void ngx_relay_control_stop(ngx_relay_control_t *ctl);
 static void ngx_relay_control_tick(ngx_event_t *ev);
 
 /* queue commands, in the thread pool */
-static void ngx_relay_control_list_one(ngx_relay_control_task_t *t,
-    ngx_fd_t fd);
-static ngx_int_t ngx_relay_control_act_one(ngx_relay_control_task_t *t,
-    const char *name);
+static ngx_int_t ngx_relay_control_action(
+    Relay__Control__V1__QueueAction action);
+static void ngx_relay_control_list(ngx_relay_control_task_t *t);
+static void ngx_relay_control_entry(ngx_relay_control_task_t *t,
+    relay_queue_entry_t *e);
+static void ngx_relay_control_act_all(ngx_relay_control_task_t *t);
+static int ngx_relay_control_act_each(relay_queue_entry_t *e, void *data);
+static void ngx_relay_control_act(ngx_relay_control_task_t *t,
+    const char *name, ngx_uint_t named);
+static void ngx_relay_control_note(ngx_relay_control_task_t *t);
+static void ngx_relay_control_fail(ngx_relay_control_task_t *t,
+    const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void ngx_relay_control_say_why(ngx_relay_control_task_t *t,
+    const char *name, const char *why);
 
 
 static ngx_relay_control_t  *ngx_relay_control;
@@ -1530,6 +1544,8 @@ ngx_relay_control_command(ngx_relay_control_t *ctl,
 
     t = (ngx_relay_control_task_t *) (task + 1);
     t->ctl = ctl;
+    t->queue_fd = ctl->sched->spool.queue_fd;
+    relay_queue_note_init(&t->note);
     relay__control__v1__command_result__init(&t->res);
 
     t->cmd = relay__control__v1__command__unpack(NULL, m->len, m->data);
@@ -1566,275 +1582,339 @@ failed:
 }
 
 
+/*
+ * Queue commands run here, in the thread pool, on lib/relay_queue.c: each
+ * action under the message's lock, then one note for the workers
+ * (<spool>/notes/) and, for what became due, the kick.  A message being
+ * delivered right now is locked: flush counts it (it is being tried),
+ * the other actions report it busy.
+ */
+
 static void
 ngx_relay_control_command_thread(void *data, ngx_log_t *log)
 {
     ngx_relay_control_task_t  *t = data;
 
-    int                           dfd;
-    DIR                          *dir;
     size_t                        i;
-    ngx_fd_t                      fd;
-    struct dirent                *de;
-    ngx_relay_spool_t            *sp;
     Relay__Control__V1__Command  *cmd;
 
     cmd = t->cmd;
-    sp = &t->ctl->sched->spool;
 
     t->res.id = cmd->id;
     t->res.ok = 1;
 
-    /* named messages first: each missing one is reported */
+    if (cmd->action == RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_LIST) {
+        ngx_relay_control_list(t);
+        return;
+    }
+
+    if (ngx_relay_control_action(cmd->action) == NGX_ERROR) {
+        ngx_relay_control_fail(t, "unknown action %d", (int) cmd->action);
+        return;
+    }
 
     if (cmd->n_queue_ids) {
         for (i = 0; i < cmd->n_queue_ids; i++) {
-            if (strchr(cmd->queue_ids[i], '/') || cmd->queue_ids[i][0] == '.'
-                || cmd->queue_ids[i][0] == '\0')
-            {
-                continue;
-            }
-
-            if (cmd->action == RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_LIST) {
-                fd = openat(sp->queue_fd, cmd->queue_ids[i],
-                            O_RDONLY|O_CLOEXEC);
-                if (fd != NGX_INVALID_FILE) {
-                    ngx_relay_control_list_one(t, fd);
-                    (void) close(fd);
-                    continue;
-                }
-
-            } else if (ngx_relay_control_act_one(t, cmd->queue_ids[i])
-                       != NGX_DECLINED)
-            {
-                continue;
-            }
-
-            t->res.ok = 0;
-            (void) snprintf(t->error + strlen(t->error),
-                            sizeof(t->error) - strlen(t->error),
-                            "%sno such message: %s",
-                            t->error[0] ? "; " : "", cmd->queue_ids[i]);
+            ngx_relay_control_act(t, cmd->queue_ids[i], 1);
         }
 
+    } else {
+        ngx_relay_control_act_all(t);
+    }
+
+    ngx_relay_control_note(t);
+}
+
+
+static ngx_int_t
+ngx_relay_control_action(Relay__Control__V1__QueueAction action)
+{
+    switch (action) {
+
+    case RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_FLUSH:
+        return relay_queue_flush;
+
+    case RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_DELETE:
+        return relay_queue_delete;
+
+    case RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_BOUNCE:
+        return relay_queue_bounce;
+
+    case RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_HOLD:
+        return relay_queue_hold;
+
+    case RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_RELEASE:
+        return relay_queue_release;
+
+    default:
+        return NGX_ERROR;
+    }
+}
+
+
+/* named messages: each that is missing is reported; else every message */
+
+static void
+ngx_relay_control_list(ngx_relay_control_task_t *t)
+{
+    int                           err;
+    size_t                        i;
+    relay_queue_list_t            l;
+    relay_queue_entry_t           e;
+    relay_queue_filter_t          f;
+    Relay__Control__V1__Command  *cmd;
+
+    cmd = t->cmd;
+
+    for (i = 0; i < cmd->n_queue_ids; i++) {
+        switch (relay_queue_entry_read(t->queue_fd, cmd->queue_ids[i], &e,
+                                       &err))
+        {
+        case RELAY_QUEUE_OK:
+            if (e.state != RELAY_QUEUE_STATE_INCOMPLETE) {
+                ngx_relay_control_entry(t, &e);
+            }
+
+            relay_queue_free(&e.msg);
+            break;
+
+        case RELAY_QUEUE_GONE:
+            ngx_relay_control_fail(t, "no such message: %s",
+                                   cmd->queue_ids[i]);
+            break;
+
+        default:
+            break;                      /* not a message (yet) */
+        }
+    }
+
+    if (cmd->n_queue_ids) {
         return;
     }
 
-    if (cmd->action != RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_LIST
-        && cmd->action != RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_FLUSH
-        && cmd->action != RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_BOUNCE
-        && cmd->action != RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_DELETE)
+    ngx_memzero(&f, sizeof(relay_queue_filter_t));
+
+    if (relay_queue_list(t->queue_fd, &f, time(NULL),
+                         NGX_RELAY_CONTROL_MAX_ENTRIES, &l, &err)
+        != RELAY_QUEUE_OK)
     {
-        t->res.ok = 0;
-        (void) snprintf(t->error, sizeof(t->error), "unknown action %d",
-                        (int) cmd->action);
+        ngx_relay_control_fail(t, "queue directory: %s", strerror(err));
         return;
     }
 
-    dfd = dup(sp->queue_fd);
-    dir = (dfd == -1) ? NULL : fdopendir(dfd);
-
-    if (dir == NULL) {
-        t->res.ok = 0;
-        (void) snprintf(t->error, sizeof(t->error), "queue directory: %s",
-                        strerror(errno));
-        if (dfd != -1) {
-            (void) close(dfd);
-        }
-
-        return;
+    for (i = 0; i < l.n; i++) {
+        ngx_relay_control_entry(t, &l.entries[i]);
     }
 
-    rewinddir(dir);
-
-    while ((de = readdir(dir)) != NULL) {
-        if (strchr(de->d_name, '.') != NULL) {
-            continue;
-        }
-
-        if (cmd->action == RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_LIST) {
-            if (t->nentries >= NGX_RELAY_CONTROL_MAX_ENTRIES) {
-                (void) snprintf(t->error, sizeof(t->error),
-                                "listing truncated at %d messages",
-                                NGX_RELAY_CONTROL_MAX_ENTRIES);
-                break;
-            }
-
-            fd = openat(sp->queue_fd, de->d_name, O_RDONLY|O_CLOEXEC);
-            if (fd != NGX_INVALID_FILE) {
-                ngx_relay_control_list_one(t, fd);
-                (void) close(fd);
-            }
-
-            continue;
-        }
-
-        (void) ngx_relay_control_act_one(t, de->d_name);
+    if (l.truncated) {
+        (void) snprintf(t->error, sizeof(t->error),
+                        "listing truncated at %d messages",
+                        NGX_RELAY_CONTROL_MAX_ENTRIES);
     }
 
-    (void) closedir(dir);
+    relay_queue_list_free(&l);
 }
 
 
 static void
-ngx_relay_control_list_one(ngx_relay_control_task_t *t, ngx_fd_t fd)
+ngx_relay_control_entry(ngx_relay_control_task_t *t, relay_queue_entry_t *e)
 {
-    size_t                              i, n;
-    ngx_err_t                           err;
-    ngx_relay_queued_t                  q;
-    Relay__Control__V1__QueueEntry     *e, **entries;
+    size_t                           i, n;
+    relay_queue_msg_t               *m;
+    Relay__Control__V1__QueueEntry  *qe, **entries;
 
-    ngx_memzero(&q, sizeof(ngx_relay_queued_t));
+    m = &e->msg;
 
-    if (ngx_relay_spool_read(fd, &q, &err) != NGX_OK) {
-        return;                         /* being written, or debris */
-    }
-
-    e = calloc(1, sizeof(Relay__Control__V1__QueueEntry));
+    qe = calloc(1, sizeof(Relay__Control__V1__QueueEntry));
     entries = realloc(t->entries, (t->nentries + 1) * sizeof(void *));
 
-    if (e == NULL || entries == NULL) {
-        free(e);
+    if (qe == NULL || entries == NULL) {
+        free(qe);
         if (entries) {
             t->entries = entries;
         }
 
-        ngx_relay_spool_free(&q);
         return;
     }
 
     t->entries = entries;
 
-    relay__control__v1__queue_entry__init(e);
+    relay__control__v1__queue_entry__init(qe);
 
-    e->id = strndup((char *) q.id.data, q.id.len);
-    e->sender = strndup((char *) q.sender.data, q.sender.len);
-    e->arrival_unix = q.arrival;
-    e->next_attempt_unix = q.next;
-    e->attempts = q.attempts;
-    e->size = q.message_size;
-    e->recipients = q.nrcpts;
-    e->last_error = q.last_error.len
-                    ? strndup((char *) q.last_error.data, q.last_error.len)
-                    : strdup("");
+    qe->id = strndup((char *) m->id.data, m->id.len);
+    qe->sender = strndup((char *) m->sender.data, m->sender.len);
+    qe->arrival_unix = m->arrival;
+    qe->next_attempt_unix = m->next;
+    qe->attempts = m->attempts;
+    qe->size = m->message_size;
+    qe->recipients = m->nrcpts;
+    qe->last_error = strndup((char *) m->last_error.data, m->last_error.len);
+    qe->held = m->held;
+    qe->state = strdup(relay_queue_state_name(e->state));
 
-    e->pending = calloc(q.nrcpts ? q.nrcpts : 1, sizeof(char *));
+    qe->pending = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(char *));
 
-    for (i = 0, n = 0; e->pending && i < q.nrcpts; i++) {
-        if (q.rcpts[i].state == NGX_RELAY_RCPT_PENDING
-            || q.rcpts[i].state == NGX_RELAY_RCPT_BOUNCE)
+    for (i = 0, n = 0; qe->pending && i < m->nrcpts; i++) {
+        if (m->rcpts[i].state == RELAY_QUEUE_RCPT_PENDING
+            || m->rcpts[i].state == RELAY_QUEUE_RCPT_BOUNCE)
         {
-            e->pending[n] = strndup((char *) q.rcpts[i].addr.data,
-                                    q.rcpts[i].addr.len);
-            if (e->pending[n]) {
+            qe->pending[n] = strndup((char *) m->rcpts[i].addr.data,
+                                     m->rcpts[i].addr.len);
+            if (qe->pending[n]) {
                 n++;
             }
         }
     }
 
-    e->n_pending = n;
+    qe->n_pending = n;
 
-    t->entries[t->nentries++] = e;
-
-    ngx_relay_spool_free(&q);
+    t->entries[t->nentries++] = qe;
 }
 
 
-/*
- * flush, delete or bounce one message under its lock.  A message locked by
- * a delivery in progress is being tried now: flush counts it, delete and
- * bounce report it busy.  NGX_DECLINED: no such message.
- */
+/* --all: every complete message of the queue, one at a time */
 
-static ngx_int_t
-ngx_relay_control_act_one(ngx_relay_control_task_t *t, const char *name)
+static void
+ngx_relay_control_act_all(ngx_relay_control_task_t *t)
 {
-    size_t                        i, marked;
-    ngx_fd_t                      fd;
-    ngx_err_t                     err;
-    struct stat                   st;
-    ngx_relay_queued_t            q;
-    ngx_relay_spool_t            *sp;
-    Relay__Control__V1__Command  *cmd;
+    int                   err;
+    relay_queue_filter_t  f;
 
-    cmd = t->cmd;
-    sp = &t->ctl->sched->spool;
+    ngx_memzero(&f, sizeof(relay_queue_filter_t));
 
-    fd = ngx_relay_spool_open_locked(sp, (u_char *) name, &err);
-
-    if (fd == NGX_INVALID_FILE) {
-        if (fstatat(sp->queue_fd, name, &st, 0) == -1) {
-            return NGX_DECLINED;
-        }
-
-        if (cmd->action == RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_FLUSH) {
-            t->res.affected++;          /* in delivery right now */
-            return NGX_OK;
-        }
-
-        t->res.ok = 0;
-        (void) snprintf(t->error + strlen(t->error),
-                        sizeof(t->error) - strlen(t->error),
-                        "%s%s: in delivery now, try again",
-                        t->error[0] ? "; " : "", name);
-        return NGX_ERROR;
+    if (relay_queue_each(t->queue_fd, &f, time(NULL),
+                         ngx_relay_control_act_each, t, &err)
+        != RELAY_QUEUE_OK)
+    {
+        ngx_relay_control_fail(t, "queue directory: %s", strerror(err));
     }
+}
 
-    ngx_memzero(&q, sizeof(ngx_relay_queued_t));
 
-    if (ngx_relay_spool_read(fd, &q, &err) != NGX_OK) {
-        (void) close(fd);
-        return NGX_DECLINED;            /* incomplete: not a message yet */
-    }
+static int
+ngx_relay_control_act_each(relay_queue_entry_t *e, void *data)
+{
+    ngx_relay_control_act(data, e->name, 0);
 
-    switch (cmd->action) {
+    return 0;
+}
 
-    case RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_DELETE:
-        if (ngx_relay_spool_remove(sp, &q.id, &err) == NGX_OK) {
-            t->res.affected++;
+
+/* one message; a message gone meanwhile is an error only when named */
+
+static void
+ngx_relay_control_act(ngx_relay_control_task_t *t, const char *name,
+    ngx_uint_t named)
+{
+    ngx_int_t              action;
+    relay_queue_result_t   res;
+
+    action = ngx_relay_control_action(t->cmd->action);
+
+    switch (relay_queue_act(t->queue_fd, name, action, time(NULL), &res)) {
+
+    case RELAY_QUEUE_OK:
+        t->res.affected++;
+        relay_queue_note_add(&t->note, name);
+
+        if (action != relay_queue_hold && action != relay_queue_delete) {
+            t->kick = 1;                /* due now */
         }
 
         break;
 
-    case RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_BOUNCE:
-        marked = 0;
-
-        for (i = 0; i < q.nrcpts; i++) {
-            if (q.rcpts[i].state == NGX_RELAY_RCPT_PENDING
-                && ngx_relay_spool_mark(fd, &q.rcpts[i],
-                                        NGX_RELAY_RCPT_BOUNCE, &err)
-                   == NGX_OK)
-            {
-                marked++;
-            }
-        }
-
-        if (marked == 0) {
+    case RELAY_QUEUE_BUSY:
+        if (action == relay_queue_flush) {
+            t->res.affected++;          /* in delivery right now */
             break;
         }
 
-        /* due now, so that the bounce goes out at once */
+        ngx_relay_control_fail(t, "%s: in delivery now, try again", name);
+        break;
 
-        /* fall through */
-
-    case RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_FLUSH:
-        if (ngx_relay_spool_schedule(fd, &q, 0, q.attempts, &err) == NGX_OK
-            && fdatasync(fd) == 0)
-        {
-            t->res.affected++;
-            t->kick = 1;
+    case RELAY_QUEUE_GONE:
+    case RELAY_QUEUE_INCOMPLETE:
+        if (named) {
+            ngx_relay_control_fail(t, "no such message: %s", name);
         }
 
         break;
 
+    case RELAY_QUEUE_NOT_APPLICABLE:
+        ngx_relay_control_say_why(t, name, res.why);
+        break;
+
     default:
+        ngx_relay_control_fail(t, "%s: %s: %s", name, res.why,
+                               strerror(res.err));
         break;
     }
+}
 
-    ngx_relay_spool_free(&q);
+
+static void
+ngx_relay_control_note(ngx_relay_control_task_t *t)
+{
+    int          fd, err;
+    char        *path;
+    ngx_str_t   *root;
+
+    root = &t->ctl->sched->spool.path;
+
+    path = strndup((char *) root->data, root->len);
+    fd = path ? open(path, O_RDONLY|O_DIRECTORY|O_CLOEXEC) : -1;
+    free(path);
+
+    if (fd == -1) {
+        t->note_err = errno ? errno : ENOMEM;
+        return;
+    }
+
+    if (relay_queue_note_write(fd, &t->note, time(NULL), &err)
+        != RELAY_QUEUE_OK)
+    {
+        t->note_err = err;
+    }
+
     (void) close(fd);
+}
 
-    return NGX_OK;
+
+/* the command failed (for one message at least): say why, "; "-separated */
+
+static void
+ngx_relay_control_fail(ngx_relay_control_task_t *t, const char *fmt, ...)
+{
+    size_t   len;
+    va_list  args;
+
+    t->res.ok = 0;
+
+    len = strlen(t->error);
+
+    if (len && len + 2 < sizeof(t->error)) {
+        ngx_memcpy(t->error + len, "; ", 3);
+        len += 2;
+    }
+
+    va_start(args, fmt);
+    (void) vsnprintf(t->error + len, sizeof(t->error) - len, fmt, args);
+    va_end(args);
+}
+
+
+/* not applicable: not a failure, but the answer says why it did nothing */
+
+static void
+ngx_relay_control_say_why(ngx_relay_control_task_t *t, const char *name,
+    const char *why)
+{
+    size_t  len;
+
+    len = strlen(t->error);
+
+    (void) snprintf(t->error + len, sizeof(t->error) - len, "%s%s: %s",
+                    len ? "; " : "", name, why);
 }
 
 
@@ -1865,6 +1945,12 @@ ngx_relay_control_command_done(ngx_event_t *ev)
                   ? (uint32_t) t->nentries : t->res.affected,
                   t->error[0] ? ", " : "", t->error);
 
+    if (t->note_err) {
+        ngx_log_error(NGX_LOG_WARN, ctl->log, t->note_err,
+                      "relay control: queue command %uL: no note for the "
+                      "workers", t->cmd->id);
+    }
+
     nm.msg_case = RELAY__CONTROL__V1__NODE_MESSAGE__MSG_RESULT;
     nm.result = &t->res;
 
@@ -1882,6 +1968,7 @@ ngx_relay_control_command_done(ngx_event_t *ev)
     }
 
     free(t->entries);
+    relay_queue_note_free(&t->note);
     relay__control__v1__command__free_unpacked(t->cmd, NULL);
     ngx_free(task);
 }

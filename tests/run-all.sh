@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 #
-# Runs every test: C unit tests of the parsers, then the integration suite
-# against Debian's nginx with the module.  Ends with one line
-# "N passed, N failed" over both, and a non-zero exit if anything failed.
+# Runs every test: C unit tests of the parsers, the policy library and the
+# queue library, then the integration suite against Debian's nginx with the
+# module.  Ends with one line "N passed, N failed" over all of them, and a
+# non-zero exit if anything failed.
 #
 #   tests/run-all.sh BUILD_DIR
 
@@ -32,6 +33,12 @@ echo "== controld unit tests"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 passed=$((passed + $(count passed "$log/unit-controld")))
 failed=$((failed + $(count failed "$log/unit-controld")))
+
+echo "== queue library unit tests"
+"$top/tests/unit-queue/run.sh" "$build_dir" 2>&1 | tee "$log/unit-queue"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+passed=$((passed + $(count passed "$log/unit-queue")))
+failed=$((failed + $(count failed "$log/unit-queue")))
 
 echo "== integration tests"
 export RELAY_MODULE="$build_dir/objs/ngx_stream_relay_module.so"

@@ -5,11 +5,13 @@ mTLS channels per identity, and FakeNode, a relay node speaking
 Node.Session in a thread (auto ACK or NACK, scripted command results).
 
 The binary is $CONTROLD (default: BUILD_DIR/controld/controld of
-$RELAY_MODULE's build, else build/controld/controld); a missing binary is a
-failure, never a skip.
+$RELAY_MODULE's build, else build/controld/controld), relayctl is $RELAYCTL
+(default: next to controld); a missing binary is a failure, never a skip.
+Run holds what a relayctl run gave.
 """
 
 import importlib
+import json
 import os
 import queue
 import signal
@@ -30,6 +32,9 @@ CONTROLD = os.environ.get("CONTROLD") or (
     str(Path(os.environ["RELAY_MODULE"]).parents[1] / "controld" / "controld")
     if os.environ.get("RELAY_MODULE")
     else str(TOP / "build" / "controld" / "controld"))
+# $RELAYCTL, else next to controld
+RELAYCTL = os.environ.get("RELAYCTL") or str(Path(CONTROLD).parent
+                                             / "relayctl")
 PORTS = range(24500, 25000)
 
 pb = None
@@ -163,6 +168,22 @@ class Controld:
     def admin(self, name="operator"):
         ch = self.channel(name)
         return ch, pb_grpc.AdminStub(ch)
+
+
+class Run:
+    """What a relayctl run gave: rc, out, err (and out as JSON)."""
+
+    def __init__(self, p):
+        self.rc = p.returncode
+        self.out = p.stdout
+        self.err = p.stderr
+
+    def json(self):
+        return json.loads(self.out)
+
+    def __repr__(self):
+        return "rc=%s\nstdout:\n%s\nstderr:\n%s" % (self.rc, self.out,
+                                                   self.err)
 
 
 def policy(comment="test", routes=(("example.com", ["[10.0.0.1]:25"]),),

@@ -1035,16 +1035,34 @@ def wait_status(ng, qid, rcpt, status, timeout=15, count=1):
                         "\n  ".join(ng.error_log().splitlines()[-15:])))
 
 
-def rcpt_states(ng, qid):
-    """{address: state} from the queue file of qid; None when it is gone."""
+def _envelope(ng, qid):
+    """([(key, value)], [rcpt dicts]) of qid's queue file, or None."""
     p = h.queue_file_for(ng, qid)
     if p is None:
         return None
     try:
-        _, _, rcpts, _ = h.parse_queue_file(p)
+        _, kv, rcpts, _ = h.parse_queue_file(p)
     except OSError:
         return None
-    return {r.get("address", r.get("raw")): r.get("state") for r in rcpts}
+    return kv, rcpts
+
+
+def rcpt_states(ng, qid):
+    """{address: state} from the queue file of qid; None when it is gone."""
+    env = _envelope(ng, qid)
+    if env is None:
+        return None
+    return {r.get("address", r.get("raw")): r.get("state") for r in env[1]}
+
+
+def next_attempt(ng, qid):
+    """(next attempt, attempts) from the queue file of qid, once it was
+    tried (attempts >= 1); None before, or when it is gone."""
+    env = _envelope(ng, qid)
+    nxt = dict(env[0]).get("next", "").split() if env else []
+    if len(nxt) != 2 or int(nxt[1]) < 1:
+        return None
+    return int(nxt[0]), int(nxt[1])
 
 
 def queue_gone(ng, qid):

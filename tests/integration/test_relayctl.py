@@ -24,9 +24,7 @@ import pytest
 import controlharness as h
 
 TOP = Path(__file__).resolve().parents[2]
-# $RELAYCTL, else next to controld (found as controlharness finds it)
-RELAYCTL = os.environ.get("RELAYCTL") or str(
-    Path(h.CONTROLD).parent / "relayctl")
+RELAYCTL = h.RELAYCTL
 EXAMPLE = TOP / "config" / "policy.example"
 PORTS = range(25500, 26000)
 
@@ -77,16 +75,6 @@ def nodes():
         n.close()
 
 
-class Run:
-    def __init__(self, p):
-        self.rc = p.returncode
-        self.out = p.stdout
-        self.err = p.stderr
-
-    def __repr__(self):
-        return f"rc={self.rc}\nstdout:\n{self.out}\nstderr:\n{self.err}"
-
-
 def relayctl(ctld, *args, who="operator", port=None, stdin=None):
     """relayctl with the identity's certificate, the server from the env."""
     certs = ctld.certs
@@ -99,7 +87,7 @@ def relayctl(ctld, *args, who="operator", port=None, stdin=None):
     p = subprocess.run([RELAYCTL, "--timeout", "5", *map(str, args)],
                        env=env, input=stdin, capture_output=True, text=True,
                        timeout=30)
-    return Run(p)
+    return h.Run(p)
 
 
 def body(text):
@@ -329,6 +317,8 @@ def test_usage_errors(ctld, tmp_path):
     assert relayctl(ctld, "apply").rc == 2
     assert relayctl(ctld, "get", "x").rc == 2
     assert relayctl(ctld, "queue", "delete").rc == 2     # ids or --all
+    assert relayctl(ctld, "queue", "hold").rc == 2
+    assert relayctl(ctld, "queue", "release").rc == 2
     h_ = relayctl(ctld, "--help")
     assert h_.rc == 0
     for word in ("apply", "diff", "rollback", "nodes", "queue",
@@ -382,10 +372,19 @@ def test_nodes_and_queue(ctld, nodes, tmp_path):
                                 recipients=3, arrival_unix=1,
                                 attempts=2, size=1234,
                                 last_error="451 4.7.1 try \"later\"\r\n")
-            return h.pb.CommandResult(id=cmd.id, ok=True, entries=[e])
+            held = h.pb.QueueEntry(id="Q2HELD", sender="dan@example.com",
+                                   pending=["erin@example.net"],
+                                   recipients=1, arrival_unix=1,
+                                   next_attempt_unix=1, attempts=1,
+                                   held=True, state="held")
+            return h.pb.CommandResult(id=cmd.id, ok=True,
+                                      entries=[e, held])
         if cmd.action == h.pb.QUEUE_BOUNCE:
             return h.pb.CommandResult(id=cmd.id, ok=False,
                                       error="no such message")
+        if cmd.action == h.pb.QUEUE_RELEASE:
+            return h.pb.CommandResult(id=cmd.id, ok=True, affected=0,
+                                      error="Q9: not held")
         return h.pb.CommandResult(id=cmd.id, ok=True,
                                   affected=len(cmd.queue_ids) or 5)
 
@@ -406,10 +405,12 @@ def test_nodes_and_queue(ctld, nodes, tmp_path):
 
     q = relayctl(ctld, "queue", "list")
     assert q.rc == 0, q
-    assert "node1: 1 message" in q.out
+    assert "node1: 2 messages" in q.out
     assert re.search(r"Q1ABC\s+\S+\s+<alice@example.com>\s+2/3\s+"
                      r"bob@example.net,carol@example.org\s+now\s+2\s+"
                      r"451 4.7.1", q.out), q
+    assert re.search(r"Q2HELD\s+\S+\s+<dan@example.com>\s+1/1\s+"
+                     r"erin@example.net\s+held\s+1\s+-", q.out), q
     assert "\r" not in q.out
 
     qj = json.loads(relayctl(ctld, "--json", "queue", "list",
@@ -417,6 +418,9 @@ def test_nodes_and_queue(ctld, nodes, tmp_path):
     e = qj["results"][0]["entries"][0]
     assert e["last_error"] == "451 4.7.1 try \"later\"\r\n"
     assert e["size"] == 1234
+    assert e["held"] is False and e["state"] == ""
+    e2 = qj["results"][0]["entries"][1]
+    assert e2["held"] is True and e2["state"] == "held"
 
     fl = relayctl(ctld, "queue", "flush", "--node", "node1", "Q1ABC", "Q2")
     assert fl.rc == 0, fl
@@ -429,6 +433,16 @@ def test_nodes_and_queue(ctld, nodes, tmp_path):
     bo = relayctl(ctld, "queue", "bounce", "Q1ABC")
     assert bo.rc == 7, bo
     assert "node1: error: no such message" in bo.out
+
+    ho = relayctl(ctld, "queue", "hold", "--node", "node1", "Q1ABC")
+    assert ho.rc == 0 and "node1: held 1 message" in ho.out, ho
+    assert n1.commands[-1].action == h.pb.QUEUE_HOLD
+
+    # nothing released, and why
+    re_ = relayctl(ctld, "queue", "release", "Q9")
+    assert re_.rc == 1, re_
+    assert "node1: released 0 messages (Q9: not held)" in re_.out
+    assert n1.commands[-1].action == h.pb.QUEUE_RELEASE
 
     un = relayctl(ctld, "queue", "list", "--node", "node9")
     assert un.rc in (6, 4), un

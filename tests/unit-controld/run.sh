@@ -49,40 +49,19 @@ passed=0
 failed=0
 
 for f in ctld_policy.c ctld_diff.c; do
-    if ! "$cc" "${cflags[@]}" $pbflags -fPIC "${incs[@]}" -c \
-            "$top/controld/$f" -o "$out/${f%.c}.o"
-    then
-        echo "FAIL controld/$f does not compile cleanly"
-        failed=$((failed + 1))
-    fi
+    compiles_cleanly "controld/$f" \
+        "$cc" "${cflags[@]}" $pbflags -fPIC "${incs[@]}" -c \
+        "$top/controld/$f" -o "$out/${f%.c}.o"
 done
 
-san=(-fsanitize=address,undefined -fno-sanitize-recover=all
-     -fno-omit-frame-pointer)
-echo 'int main(void) { return 0; }' > "$out/san.c"
-if ! "$cc" "${san[@]}" "$out/san.c" -o "$out/san" 2>/dev/null \
-   || ! "$out/san" 2>/dev/null
-then
-    san=()
-fi
+sanitizers "$out"
+run_env=(CTLD_POLICY_EXAMPLE="$top/config/policy.example")
 
 for t in "$unit"/test_*.c; do
-    name=$(basename "$t" .c)
-
-    if ! "$cc" "${cflags[@]}" "${san[@]}" $pbflags "${incs[@]}" \
-            -o "$out/$name" "$t" "$top/controld/ctld_policy.c" \
-            "$top/controld/ctld_diff.c" "$pbc" $pblibs
-    then
-        echo "FAIL $name: does not compile"
-        failed=$((failed + 1))
-        continue
-    fi
-
-    CTLD_POLICY_EXAMPLE=$top/config/policy.example \
-        "$out/$name" > "$out/$name.log" 2>&1
-    rc=$?
-
-    tally "$name" "$out/$name.log" "$rc"
+    build_and_run "$(basename "$t" .c)" "$out" \
+        "$cc" "${cflags[@]}" "${san[@]}" $pbflags "${incs[@]}" \
+        "$t" "$top/controld/ctld_policy.c" "$top/controld/ctld_diff.c" \
+        "$pbc" $pblibs
 done
 
 echo "$passed passed, $failed failed"

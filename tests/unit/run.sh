@@ -44,38 +44,17 @@ passed=0
 failed=0
 
 # the parser alone, exactly as nginx would compile it: no warnings
-if ! "$cc" "${cflags[@]}" -fPIC "${incs[@]}" -c \
-        "$top/module/ngx_relay_parse.c" -o "$out/ngx_relay_parse.o"
-then
-    echo "FAIL module/ngx_relay_parse.c does not compile cleanly"
-    failed=$((failed + 1))
-fi
+compiles_cleanly module/ngx_relay_parse.c \
+    "$cc" "${cflags[@]}" -fPIC "${incs[@]}" -c \
+    "$top/module/ngx_relay_parse.c" -o "$out/ngx_relay_parse.o"
 
 # sanitizers when the compiler has them: overreads, UB and leaks fail
-san=(-fsanitize=address,undefined -fno-sanitize-recover=all
-     -fno-omit-frame-pointer)
-echo 'int main(void) { return 0; }' > "$out/san.c"
-if ! "$cc" "${san[@]}" "$out/san.c" -o "$out/san" 2>/dev/null \
-   || ! "$out/san" 2>/dev/null
-then
-    san=()
-fi
+sanitizers "$out"
 
 for t in "$unit"/test_*.c; do
-    name=$(basename "$t" .c)
-
-    if ! "$cc" "${cflags[@]}" "${san[@]}" "${incs[@]}" -o "$out/$name" \
-            "$t" "$top/module/ngx_relay_parse.c"
-    then
-        echo "FAIL $name: does not compile"
-        failed=$((failed + 1))
-        continue
-    fi
-
-    "$out/$name" > "$out/$name.log" 2>&1
-    rc=$?
-
-    tally "$name" "$out/$name.log" "$rc"
+    build_and_run "$(basename "$t" .c)" "$out" \
+        "$cc" "${cflags[@]}" "${san[@]}" "${incs[@]}" \
+        "$t" "$top/module/ngx_relay_parse.c"
 done
 
 echo "$passed passed, $failed failed"

@@ -5,10 +5,9 @@
 
 
 /*
- * A tiny harness for the table-driven unit tests.  A case is one table
- * row: t_begin() names it, t_fail() marks it failed (and says why, with
- * the bytes escaped), t_end() counts it.  The last line a test program
- * prints is "name: N passed, N failed"; run.sh adds those up.
+ * A tiny harness for the table-driven unit tests of the parsers: cases as
+ * in tests/tcase.h (t_begin(), t_fail() with the bytes escaped by t_esc(),
+ * t_end()), checks of results, and feeding a parser in every split.
  *
  * Inputs are copied into heap buffers of their exact size before a parser
  * sees them, so that a read past "last" is caught by AddressSanitizer.
@@ -28,70 +27,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../tcase.h"
+
 
 #define T_STR(s)        { sizeof(s) - 1, (u_char *) s }
 #define T_NONE          { 0, NULL }
-
-
-static const char  *t_label;
-static ngx_uint_t   t_case_failed;
-static ngx_uint_t   t_passed;
-static ngx_uint_t   t_failed;
-
-
-static ngx_inline void
-t_begin(const char *label)
-{
-    t_label = label;
-    t_case_failed = 0;
-}
-
-
-static ngx_inline void
-t_fail(const char *fmt, ...)
-{
-    va_list  args;
-
-    /* one broken case fails in every split: the first few say enough */
-
-    if (t_case_failed++ >= 4) {
-        if (t_case_failed == 5) {
-            printf("FAIL %s: ...\n", t_label);
-        }
-
-        return;
-    }
-
-    printf("FAIL %s: ", t_label);
-
-    va_start(args, fmt);
-    vprintf(fmt, args);
-    va_end(args);
-
-    printf("\n");
-}
-
-
-static ngx_inline void
-t_end(void)
-{
-    if (t_case_failed) {
-        t_failed++;
-
-    } else {
-        t_passed++;
-    }
-}
-
-
-static ngx_inline int
-t_summary(const char *name)
-{
-    printf("%s: %lu passed, %lu failed\n", name,
-           (unsigned long) t_passed, (unsigned long) t_failed);
-
-    return t_failed ? 1 : 0;
-}
 
 
 /* printable form of arbitrary bytes; a few rotating static buffers */
