@@ -23,8 +23,8 @@
  * answers ACK; queue commands run as thread-pool tasks over the spool,
  * on lib/relay_queue.c, and leave a note in <spool>/notes/ for the
  * workers.  The thread never calls nginx functions (no pools, no log): it
- * reports through the inbox.  Every worker checks a "kick" counter once a
- * second, so a flush makes all of them scan the queue.
+ * reports through the inbox.  Every worker hears of the note through
+ * inotify and reads the named queue files again (ngx_relay_sched.c).
  */
 
 
@@ -122,7 +122,6 @@ typedef struct {
     int                                  queue_fd;
     relay_queue_note_t                   note;
     ngx_err_t                            note_err;
-    ngx_uint_t                           kick;
 } ngx_relay_control_task_t;
 
 
@@ -194,7 +193,6 @@ static void ngx_relay_control_say_why(ngx_relay_control_task_t *t,
 
 static ngx_relay_control_t  *ngx_relay_control;
 static ngx_event_t           ngx_relay_control_tick_event;
-static ngx_atomic_uint_t     ngx_relay_control_seen_kick;
 static ngx_relay_sched_t    *ngx_relay_control_sched;
 static ngx_relay_policy_t   *ngx_relay_control_policy;
 
@@ -367,11 +365,10 @@ ngx_relay_control_init_process(ngx_relay_control_conf_t *ccf,
         return NGX_OK;
     }
 
-    /* every worker: the kick check and an early look at the snapshot */
+    /* every worker: an early look at the snapshot, then one a second */
 
     ngx_relay_control_sched = sc;
     ngx_relay_control_policy = p;
-    ngx_relay_control_seen_kick = ngx_relay_policy_shm(p)->kick;
 
     ngx_relay_control_tick_event.handler = ngx_relay_control_tick;
     ngx_relay_control_tick_event.log = cycle->log;
@@ -1585,7 +1582,7 @@ failed:
 /*
  * Queue commands run here, in the thread pool, on lib/relay_queue.c: each
  * action under the message's lock, then one note for the workers
- * (<spool>/notes/) and, for what became due, the kick.  A message being
+ * (<spool>/notes/).  A message being
  * delivered right now is locked: flush counts it (it is being tried),
  * the other actions report it busy.
  */
@@ -1816,11 +1813,6 @@ ngx_relay_control_act(ngx_relay_control_task_t *t, const char *name,
     case RELAY_QUEUE_OK:
         t->res.affected++;
         relay_queue_note_add(&t->note, name);
-
-        if (action != relay_queue_hold && action != relay_queue_delete) {
-            t->kick = 1;                /* due now */
-        }
-
         break;
 
     case RELAY_QUEUE_BUSY:
@@ -1925,7 +1917,6 @@ ngx_relay_control_command_done(ngx_event_t *ev)
 
     size_t                           i;
     ngx_relay_control_t             *ctl;
-    ngx_relay_policy_shm_t          *shm;
     ngx_relay_control_task_t        *t;
     Relay__Control__V1__NodeMessage  nm =
                                   RELAY__CONTROL__V1__NODE_MESSAGE__INIT;
@@ -1956,13 +1947,6 @@ ngx_relay_control_command_done(ngx_event_t *ev)
 
     ngx_relay_control_send(ctl, &nm);
 
-    /* every worker scans for what became due */
-
-    if (t->kick) {
-        shm = ctl->shm;
-        (void) ngx_atomic_fetch_add(&shm->kick, 1);
-    }
-
     for (i = 0; i < t->nentries; i++) {
         relay__control__v1__queue_entry__free_unpacked(t->entries[i], NULL);
     }
@@ -1974,23 +1958,11 @@ ngx_relay_control_command_done(ngx_event_t *ev)
 }
 
 
-/* every worker, once a second: a flush to honour, a snapshot to pick up */
+/* every worker, once a second: a snapshot to pick up */
 
 static void
 ngx_relay_control_tick(ngx_event_t *ev)
 {
-    ngx_relay_policy_shm_t  *shm;
-
-    shm = ngx_relay_policy_shm(ngx_relay_control_policy);
-
-    if (shm->kick != ngx_relay_control_seen_kick) {
-        ngx_relay_control_seen_kick = shm->kick;
-
-        if (ngx_relay_control_sched) {
-            ngx_relay_sched_scan_now(ngx_relay_control_sched, 1);
-        }
-    }
-
     (void) ngx_relay_policy_version(ngx_relay_control_policy);
 
     if (!ngx_exiting && !ngx_terminate) {

@@ -130,7 +130,6 @@ typedef struct {
 
 typedef struct {
     ngx_atomic_t              seq;
-    ngx_atomic_t              kick;          /* bumped: every worker scans */
     uint64_t                  version;
     size_t                    len;
     size_t                    size;          /* room in data[] */
