@@ -28,7 +28,7 @@
 #include <grpc/support/alloc.h>
 
 #include "relay/control/v1/control.pb-c.h"
-#include "ctld_policy.h"
+#include "relay_policy.h"
 
 
 #define CTLD_MAX_MESSAGE      (4 * 1024 * 1024)

@@ -31,7 +31,7 @@
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
 
-#include "ctld_policy.h"
+#include "relay_policy.h"
 
 
 #define CTLD_EXIT_OK           0

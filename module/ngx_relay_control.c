@@ -47,7 +47,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
-#include <ctld_policy.h>
+#include <relay_policy.h>
 
 
 #define NGX_RELAY_CONTROL_TICK          20       /* ms, thread's CQ poll */

@@ -24,7 +24,7 @@
 #include <ngx_core.h>
 #include <ngx_relay_policy.h>
 
-#include <ctld_policy.h>
+#include <relay_policy.h>
 
 
 #define NGX_RELAY_POLICY_READ_TRIES  100

@@ -34,7 +34,7 @@
 #include <errno.h>
 #include <arpa/inet.h>
 
-#include "ctld_policy.h"
+#include "relay_policy.h"
 
 
 #define CTLD_NO_EQ           ((size_t) -1)

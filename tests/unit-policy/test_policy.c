@@ -5,9 +5,9 @@
 
 
 /*
- * ctld_policy.c and ctld_diff.c: parse errors (message and line),
- * validation errors (field path) for every rule, canonical rendering and
- * its round trip, copies, and diffs.
+ * lib/relay_policy.c and lib/relay_diff.c: parse errors (message and
+ * line), validation errors (field path) for every rule, canonical
+ * rendering and its round trip, copies, and diffs.
  */
 
 
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ctld_policy.h"
+#include "relay_policy.h"
 
 
 typedef struct {

@@ -23,7 +23,7 @@
 #include <string.h>
 #include <stdarg.h>
 
-#include "ctld_policy.h"
+#include "relay_policy.h"
 
 
 #define CTLD_DIFF_CONTEXT  3
