@@ -57,7 +57,7 @@ typedef struct {
 typedef struct {
     uint64_t                    version;
     uint64_t                    rolled_back_from;
-    ctld_policy_t              *policy;               /* stamped, validated */
+    relay_policy_t             *policy;               /* stamped, validated */
     grpc_slice                  wire;                 /* ControlMessage */
     unsigned                    wire_ready:1;
 } ctld_version_t;
@@ -197,7 +197,7 @@ ctld_version_t *ctld_store_nth(size_t i);         /* 0: oldest */
 ctld_version_t *ctld_store_current(void);         /* NULL: none yet */
 ctld_version_t *ctld_store_get(uint64_t version);
 uint64_t ctld_store_next_version(void);
-ctld_version_t *ctld_store_add(const ctld_policy_t *p,
+ctld_version_t *ctld_store_add(const relay_policy_t *p,
     uint64_t rolled_back_from, char *err, size_t errlen);
 grpc_slice ctld_store_wire(ctld_version_t *v);
 

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "ctld.h"
+#include "relay_diff.h"
 
 
 typedef struct {
@@ -46,9 +47,9 @@ struct ctld_wait_s {
 
 static void ctld_admin_apply(ctld_call_t *c);
 static void ctld_admin_rollback(ctld_call_t *c);
-static void ctld_admin_propose(ctld_call_t *c, const ctld_policy_t *src,
+static void ctld_admin_propose(ctld_call_t *c, const relay_policy_t *src,
     uint64_t rolled_back_from, int dry_run);
-static char *ctld_admin_render(const ctld_policy_t *p);
+static char *ctld_admin_render(const relay_policy_t *p);
 static void ctld_admin_get(ctld_call_t *c);
 static void ctld_admin_history(ctld_call_t *c);
 static void ctld_admin_list_nodes(ctld_call_t *c);
@@ -175,14 +176,14 @@ ctld_admin_rollback(ctld_call_t *c)
 
 
 static void
-ctld_admin_propose(ctld_call_t *c, const ctld_policy_t *src,
+ctld_admin_propose(ctld_call_t *c, const relay_policy_t *src,
     uint64_t rolled_back_from, int dry_run)
 {
     char                               err[1024], cur_name[64];
     char                              *cur_text, *new_text, *diff;
     size_t                             sent;
     const char                        *what;
-    ctld_policy_t                      p;
+    relay_policy_t                     p;
     ctld_version_t                    *cur, *v;
     Relay__Control__V1__ApplyResponse  resp =
                                       RELAY__CONTROL__V1__APPLY_RESPONSE__INIT;
@@ -196,7 +197,7 @@ ctld_admin_propose(ctld_call_t *c, const ctld_policy_t *src,
     p.author = (char *) c->name;
     p.created_unix = time(NULL);
 
-    if (ctld_policy_validate(&p, err, sizeof(err)) != 0) {
+    if (relay_policy_validate(&p, err, sizeof(err)) != 0) {
         ctld_log("%s by %s refused: %s", what, c->who, err);
         ctld_call_reply(c, NULL, GRPC_STATUS_INVALID_ARGUMENT, err);
         return;
@@ -227,7 +228,7 @@ ctld_admin_propose(ctld_call_t *c, const ctld_policy_t *src,
     snprintf(cur_name, sizeof(cur_name), "version %llu",
              (unsigned long long) (cur ? cur->version : 0));
 
-    diff = ctld_diff(cur_name, cur_text, "proposed", new_text);
+    diff = relay_diff(cur_name, cur_text, "proposed", new_text);
     free(new_text);
     free(cur_text);
 
@@ -277,16 +278,16 @@ ctld_admin_propose(ctld_call_t *c, const ctld_policy_t *src,
 /* canonical text without version, author and time */
 
 static char *
-ctld_admin_render(const ctld_policy_t *src)
+ctld_admin_render(const relay_policy_t *src)
 {
-    ctld_policy_t  p;
+    relay_policy_t  p;
 
     p = *src;
     p.version = 0;
     p.author = (char *) protobuf_c_empty_string;
     p.created_unix = 0;
 
-    return ctld_policy_render(&p);
+    return relay_policy_render(&p);
 }
 
 

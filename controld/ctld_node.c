@@ -15,7 +15,7 @@
  * session holds at most one pending version, the newest, so a node that
  * lags behind a burst of applies gets only the last one.  Commands queue
  * FIFO behind it.  Policies go out as the store's cached wire form, which
- * holds only versions that passed ctld_policy_validate().
+ * holds only versions that passed relay_policy_validate().
  */
 
 

@@ -143,7 +143,7 @@ ctld_store_load(const char *name)
     uint64_t             version;
     struct stat          st;
     unsigned char       *buf;
-    ctld_policy_t       *p;
+    relay_policy_t      *p;
     ctld_version_t      *v;
     unsigned long long   rb;
 
@@ -187,12 +187,12 @@ ctld_store_load(const char *name)
         ctld_log("%s: not a policy of version %llu; move it away to start",
                  path, (unsigned long long) version);
         if (p) {
-            ctld_policy_free(p);
+            relay_policy_free(p);
         }
         return -1;
     }
 
-    if (ctld_policy_validate(p, err, sizeof(err)) != 0) {
+    if (relay_policy_validate(p, err, sizeof(err)) != 0) {
         /* the validator may have grown stricter: keep it, say so */
         ctld_log("version %llu no longer validates: %s",
                  (unsigned long long) version, err);
@@ -215,7 +215,7 @@ ctld_store_load(const char *name)
 
     v = calloc(1, sizeof(ctld_version_t));
     if (v == NULL) {
-        ctld_policy_free(p);
+        relay_policy_free(p);
         return -1;
     }
 
@@ -230,7 +230,7 @@ ctld_store_load(const char *name)
         cap = ctld_versions_cap ? ctld_versions_cap * 2 : 16;
         nv = realloc(ctld_versions, cap * sizeof(ctld_version_t *));
         if (nv == NULL) {
-            ctld_policy_free(p);
+            relay_policy_free(p);
             free(v);
             return -1;
         }
@@ -316,7 +316,7 @@ ctld_store_next_version(void)
  */
 
 ctld_version_t *
-ctld_store_add(const ctld_policy_t *p, uint64_t rolled_back_from, char *err,
+ctld_store_add(const relay_policy_t *p, uint64_t rolled_back_from, char *err,
     size_t errlen)
 {
     int              n;
@@ -351,7 +351,7 @@ ctld_store_add(const ctld_policy_t *p, uint64_t rolled_back_from, char *err,
         return NULL;
     }
 
-    v->policy = ctld_policy_copy(p);
+    v->policy = relay_policy_copy(p);
     if (v->policy == NULL) {
         free(v);
         snprintf(err, errlen, "out of memory");
@@ -397,7 +397,7 @@ ctld_store_add(const ctld_policy_t *p, uint64_t rolled_back_from, char *err,
 
 failed:
 
-    ctld_policy_free(v->policy);
+    relay_policy_free(v->policy);
     free(v);
     return NULL;
 }
@@ -488,7 +488,7 @@ ctld_store_close(void)
             grpc_slice_unref(ctld_versions[i]->wire);
         }
 
-        ctld_policy_free(ctld_versions[i]->policy);
+        relay_policy_free(ctld_versions[i]->policy);
         free(ctld_versions[i]);
     }
 

@@ -37,42 +37,31 @@
 #include "relay_policy.h"
 
 
-#define CTLD_NO_EQ           ((size_t) -1)
-#define CTLD_MAX_NAME        253
-#define CTLD_MAX_TEXT        1024
-#define CTLD_MAX_WEIGHT      1000
-
-
-typedef Relay__Control__V1__Route             ctld_route_t;
-typedef Relay__Control__V1__BackupMx          ctld_backup_mx_t;
-typedef Relay__Control__V1__RetryPolicy       ctld_retry_t;
-typedef Relay__Control__V1__InboundLimit      ctld_inbound_t;
-typedef Relay__Control__V1__DestinationLimit  ctld_dest_t;
-typedef Relay__Control__V1__EgressAddress     ctld_egress_addr_t;
-typedef Relay__Control__V1__EgressPool        ctld_pool_t;
-typedef Relay__Control__V1__EgressRule        ctld_rule_t;
-typedef Relay__Control__V1__TlsPolicy         ctld_tls_t;
+#define RELAY_POLICY_NO_EQ           ((size_t) -1)
+#define RELAY_POLICY_MAX_NAME        253
+#define RELAY_POLICY_MAX_TEXT        1024
+#define RELAY_POLICY_MAX_WEIGHT      1000
 
 
 typedef struct {
     char          *data;              /* malloc()ed, NUL-terminated */
     size_t         len;
-    size_t         eq;                /* first unquoted '=', or CTLD_NO_EQ */
+    size_t         eq;                /* first unquoted '=', or NO_EQ */
     unsigned       line;
-} ctld_token_t;
+} relay_policy_token_t;
 
 
 typedef struct {
-    const char    *name;
-    char          *err;
-    size_t         errlen;
-    ctld_policy_t *policy;
-    ctld_token_t  *tok;
-    size_t         ntok;
-    size_t         ctok;
-    unsigned       line;              /* the statement's first line */
-    unsigned       comment_seen:1;
-} ctld_parse_t;
+    const char            *name;
+    char                  *err;
+    size_t                 errlen;
+    relay_policy_t        *policy;
+    relay_policy_token_t  *tok;
+    size_t                 ntok;
+    size_t                 ctok;
+    unsigned               line;              /* the statement's first line */
+    unsigned               comment_seen:1;
+} relay_policy_parse_t;
 
 
 typedef struct {
@@ -80,103 +69,108 @@ typedef struct {
     size_t         len;
     size_t         size;
     int            failed;
-} ctld_buf_t;
+} relay_policy_buf_t;
 
 
 typedef enum {
-    CTLD_PARAM_NUMBER = 0,
-    CTLD_PARAM_DURATION,
-    CTLD_PARAM_STRING
-} ctld_param_type_e;
+    RELAY_POLICY_PARAM_NUMBER = 0,
+    RELAY_POLICY_PARAM_DURATION,
+    RELAY_POLICY_PARAM_STRING
+} relay_policy_param_type_e;
 
 
 typedef struct {
-    const char         *name;
-    ctld_param_type_e   type;
-    int                 required;
-    size_t              offset;       /* in the message */
-} ctld_param_t;
+    const char                *name;
+    relay_policy_param_type_e  type;
+    int                        required;
+    size_t                     offset;       /* in the message */
+} relay_policy_param_t;
 
 
-typedef int (*ctld_stmt_pt)(ctld_parse_t *ps);
+typedef int (*relay_policy_stmt_pt)(relay_policy_parse_t *ps);
 
 
 typedef struct {
-    const char    *name;
-    ctld_stmt_pt   handler;
-} ctld_stmt_t;
+    const char            *name;
+    relay_policy_stmt_pt   handler;
+} relay_policy_stmt_t;
 
 
-static int ctld_policy_tokenize(ctld_parse_t *ps, const char *text,
+static int relay_policy_tokenize(relay_policy_parse_t *ps, const char *text,
     size_t len);
-static int ctld_policy_grow(ctld_parse_t *ps, char **data, size_t *size);
-static void ctld_policy_header(ctld_parse_t *ps, const char *p, size_t n);
-static unsigned ctld_policy_digits(const char *p, size_t n);
-static int ctld_policy_statement(ctld_parse_t *ps);
-static void ctld_policy_perror(ctld_parse_t *ps, unsigned line,
+static int relay_policy_grow(relay_policy_parse_t *ps, char **data,
+    size_t *size);
+static void relay_policy_header(relay_policy_parse_t *ps, const char *p,
+    size_t n);
+static unsigned relay_policy_digits(const char *p, size_t n);
+static int relay_policy_statement(relay_policy_parse_t *ps);
+static void relay_policy_perror(relay_policy_parse_t *ps, unsigned line,
     const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void ctld_policy_tokens_free(ctld_parse_t *ps);
-static int ctld_policy_positional(ctld_parse_t *ps, size_t min, size_t max);
-static int ctld_policy_params(ctld_parse_t *ps, size_t first, void *msg,
-    const ctld_param_t *params, size_t nparams);
-static int ctld_policy_number(const char *s, uint32_t *v);
-static int ctld_policy_duration(const char *s, uint32_t *v);
-static char *ctld_strdup(const char *s);
-static int ctld_push(void *arrayp, size_t *n, void *elt);
-static char **ctld_policy_strings(ctld_parse_t *ps, size_t first,
+static void relay_policy_tokens_free(relay_policy_parse_t *ps);
+static int relay_policy_positional(relay_policy_parse_t *ps, size_t min,
+    size_t max);
+static int relay_policy_params(relay_policy_parse_t *ps, size_t first,
+    void *msg, const relay_policy_param_t *params, size_t nparams);
+static int relay_policy_number(const char *s, uint32_t *v);
+static int relay_policy_duration(const char *s, uint32_t *v);
+static char *relay_policy_strdup(const char *s);
+static int relay_policy_push(void *arrayp, size_t *n, void *elt);
+static char **relay_policy_strings(relay_policy_parse_t *ps, size_t first,
     size_t *n);
 
-static int ctld_stmt_comment(ctld_parse_t *ps);
-static int ctld_stmt_route(ctld_parse_t *ps);
-static int ctld_stmt_backup_mx(ctld_parse_t *ps);
-static int ctld_stmt_fallback_relay(ctld_parse_t *ps);
-static int ctld_stmt_retry(ctld_parse_t *ps);
-static int ctld_stmt_inbound_limit(ctld_parse_t *ps);
-static int ctld_stmt_destination_limit(ctld_parse_t *ps);
-static int ctld_stmt_egress_pool(ctld_parse_t *ps);
-static int ctld_stmt_egress_rule(ctld_parse_t *ps);
-static int ctld_stmt_tls(ctld_parse_t *ps);
+static int relay_policy_stmt_comment(relay_policy_parse_t *ps);
+static int relay_policy_stmt_route(relay_policy_parse_t *ps);
+static int relay_policy_stmt_backup_mx(relay_policy_parse_t *ps);
+static int relay_policy_stmt_fallback_relay(relay_policy_parse_t *ps);
+static int relay_policy_stmt_retry(relay_policy_parse_t *ps);
+static int relay_policy_stmt_inbound_limit(relay_policy_parse_t *ps);
+static int relay_policy_stmt_destination_limit(relay_policy_parse_t *ps);
+static int relay_policy_stmt_egress_pool(relay_policy_parse_t *ps);
+static int relay_policy_stmt_egress_rule(relay_policy_parse_t *ps);
+static int relay_policy_stmt_tls(relay_policy_parse_t *ps);
 
-static void ctld_buf_add(ctld_buf_t *b, const char *fmt, ...)
+static void relay_policy_buf_add(relay_policy_buf_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-static void ctld_buf_word(ctld_buf_t *b, const char *s, int always);
-static void ctld_buf_duration(ctld_buf_t *b, const char *name, uint32_t v);
+static void relay_policy_buf_word(relay_policy_buf_t *b, const char *s,
+    int always);
+static void relay_policy_buf_duration(relay_policy_buf_t *b, const char *name,
+    uint32_t v);
 
-static void ctld_verror(char *err, size_t errlen, const char *fmt, ...)
+static void relay_policy_verror(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static const char *ctld_check_name(const char *s);
-static const char *ctld_check_pattern(const char *s);
-static const char *ctld_check_hop(const char *s);
-static const char *ctld_check_cidr(const char *s);
-static const char *ctld_check_text(const char *s, size_t max);
-static const char *ctld_check_word(const char *s);
-static int ctld_check_hops(char **hops, size_t n, const char *field,
+static const char *relay_policy_check_name(const char *s);
+static const char *relay_policy_check_pattern(const char *s);
+static const char *relay_policy_check_hop(const char *s);
+static const char *relay_policy_check_cidr(const char *s);
+static const char *relay_policy_check_text(const char *s, size_t max);
+static const char *relay_policy_check_word(const char *s);
+static int relay_policy_check_hops(char **hops, size_t n, const char *field,
     char *err, size_t errlen);
-static int ctld_is_ipv4(const char *s, size_t len);
-static int ctld_is_ipv6(const char *s, size_t len);
-static int64_t ctld_days_from_civil(int64_t y, unsigned m, unsigned d);
+static int relay_policy_is_ipv4(const char *s, size_t len);
+static int relay_policy_is_ipv6(const char *s, size_t len);
+static int64_t relay_policy_days_from_civil(int64_t y, unsigned m, unsigned d);
 
 
-static const ctld_stmt_t  ctld_statements[] = {
-    { "comment", ctld_stmt_comment },
-    { "route", ctld_stmt_route },
-    { "backup_mx", ctld_stmt_backup_mx },
-    { "fallback_relay", ctld_stmt_fallback_relay },
-    { "retry", ctld_stmt_retry },
-    { "inbound_limit", ctld_stmt_inbound_limit },
-    { "destination_limit", ctld_stmt_destination_limit },
-    { "egress_pool", ctld_stmt_egress_pool },
-    { "egress_rule", ctld_stmt_egress_rule },
-    { "tls", ctld_stmt_tls },
+static const relay_policy_stmt_t  relay_policy_statements[] = {
+    { "comment", relay_policy_stmt_comment },
+    { "route", relay_policy_stmt_route },
+    { "backup_mx", relay_policy_stmt_backup_mx },
+    { "fallback_relay", relay_policy_stmt_fallback_relay },
+    { "retry", relay_policy_stmt_retry },
+    { "inbound_limit", relay_policy_stmt_inbound_limit },
+    { "destination_limit", relay_policy_stmt_destination_limit },
+    { "egress_pool", relay_policy_stmt_egress_pool },
+    { "egress_rule", relay_policy_stmt_egress_rule },
+    { "tls", relay_policy_stmt_tls },
     { NULL, NULL }
 };
 
 
-static const char  *ctld_inbound_keys[] = {
+static const char  *relay_policy_inbound_keys[] = {
     "client_ip", "auth_user", "sender_domain"
 };
 
-static const char  *ctld_rule_keys[] = {
+static const char  *relay_policy_rule_keys[] = {
     "sender_domain", "auth_user", "tenant"
 };
 
@@ -184,35 +178,35 @@ static const char  *ctld_rule_keys[] = {
 /* ---------------------------------------------------------------- parse */
 
 
-ctld_policy_t *
-ctld_policy_parse(const char *name, const char *text, size_t len, char *err,
+relay_policy_t *
+relay_policy_parse(const char *name, const char *text, size_t len, char *err,
     size_t errlen)
 {
-    ctld_parse_t    ps;
-    ctld_policy_t  *p;
+    relay_policy_parse_t    ps;
+    relay_policy_t         *p;
 
     if (errlen) {
         err[0] = '\0';
     }
 
-    p = malloc(sizeof(ctld_policy_t));
+    p = malloc(sizeof(relay_policy_t));
     if (p == NULL) {
-        ctld_verror(err, errlen, "%s: out of memory", name);
+        relay_policy_verror(err, errlen, "%s: out of memory", name);
         return NULL;
     }
 
     relay__control__v1__policy__init(p);
 
-    memset(&ps, 0, sizeof(ctld_parse_t));
+    memset(&ps, 0, sizeof(relay_policy_parse_t));
     ps.name = name;
     ps.err = err;
     ps.errlen = errlen;
     ps.policy = p;
 
-    if (ctld_policy_tokenize(&ps, text, len) != 0) {
-        ctld_policy_tokens_free(&ps);
+    if (relay_policy_tokenize(&ps, text, len) != 0) {
+        relay_policy_tokens_free(&ps);
         free(ps.tok);
-        ctld_policy_free(p);
+        relay_policy_free(p);
         return NULL;
     }
 
@@ -223,14 +217,14 @@ ctld_policy_parse(const char *name, const char *text, size_t len, char *err,
 
 
 static int
-ctld_policy_tokenize(ctld_parse_t *ps, const char *text, size_t len)
+relay_policy_tokenize(relay_policy_parse_t *ps, const char *text, size_t len)
 {
-    char          *q, *data;
-    size_t         n, size;
-    unsigned       line, tline, sline;
-    ctld_token_t  *t;
-    const char    *p, *last, *s;
-    int            statements;
+    char                  *q, *data;
+    size_t                 n, size;
+    unsigned               line, tline, sline;
+    relay_policy_token_t  *t;
+    const char            *p, *last, *s;
+    int                    statements;
 
     p = text;
     last = text + len;
@@ -258,7 +252,7 @@ ctld_policy_tokenize(ctld_parse_t *ps, const char *text, size_t len)
             }
 
             if (!statements && ps->ntok == 0) {
-                ctld_policy_header(ps, s, p - s);
+                relay_policy_header(ps, s, p - s);
             }
 
             continue;
@@ -266,17 +260,17 @@ ctld_policy_tokenize(ctld_parse_t *ps, const char *text, size_t len)
 
         if (*p == ';') {
             if (ps->ntok == 0) {
-                ctld_policy_perror(ps, line, "empty statement");
+                relay_policy_perror(ps, line, "empty statement");
                 return -1;
             }
 
             ps->line = sline;
 
-            if (ctld_policy_statement(ps) != 0) {
+            if (relay_policy_statement(ps) != 0) {
                 return -1;
             }
 
-            ctld_policy_tokens_free(ps);
+            relay_policy_tokens_free(ps);
             statements = 1;
             p++;
             continue;
@@ -286,9 +280,9 @@ ctld_policy_tokenize(ctld_parse_t *ps, const char *text, size_t len)
 
         if (ps->ntok == ps->ctok) {
             n = ps->ctok ? 2 * ps->ctok : 8;
-            t = realloc(ps->tok, n * sizeof(ctld_token_t));
+            t = realloc(ps->tok, n * sizeof(relay_policy_token_t));
             if (t == NULL) {
-                ctld_policy_perror(ps, line, "out of memory");
+                relay_policy_perror(ps, line, "out of memory");
                 return -1;
             }
 
@@ -306,14 +300,14 @@ ctld_policy_tokenize(ctld_parse_t *ps, const char *text, size_t len)
 
         data = malloc(size);
         if (data == NULL) {
-            ctld_policy_perror(ps, line, "out of memory");
+            relay_policy_perror(ps, line, "out of memory");
             return -1;
         }
 
         t = &ps->tok[ps->ntok];
         t->data = data;
         t->len = 0;
-        t->eq = CTLD_NO_EQ;
+        t->eq = RELAY_POLICY_NO_EQ;
         t->line = tline;
         ps->ntok++;
 
@@ -330,7 +324,7 @@ ctld_policy_tokenize(ctld_parse_t *ps, const char *text, size_t len)
             if ((size_t) (q - data) + 2 >= size) {
                 n = q - data;
 
-                if (ctld_policy_grow(ps, &t->data, &size) != 0) {
+                if (relay_policy_grow(ps, &t->data, &size) != 0) {
                     return -1;
                 }
 
@@ -343,8 +337,8 @@ ctld_policy_tokenize(ctld_parse_t *ps, const char *text, size_t len)
 
                 for ( ;; ) {
                     if (p == last || *p == '\n') {
-                        ctld_policy_perror(ps, tline,
-                                           "unterminated string");
+                        relay_policy_perror(ps, tline,
+                                            "unterminated string");
                         return -1;
                     }
 
@@ -357,23 +351,23 @@ ctld_policy_tokenize(ctld_parse_t *ps, const char *text, size_t len)
                         p++;
 
                         if (p == last || (*p != '"' && *p != '\\')) {
-                            ctld_policy_perror(ps, line,
-                                               "bad escape in string "
-                                               "(only \\\" and \\\\)");
+                            relay_policy_perror(ps, line,
+                                                "bad escape in string "
+                                                "(only \\\" and \\\\)");
                             return -1;
                         }
                     }
 
                     if ((unsigned char) *p < 0x20 || *p == 0x7f) {
-                        ctld_policy_perror(ps, line,
-                                           "control character in string");
+                        relay_policy_perror(ps, line,
+                                            "control character in string");
                         return -1;
                     }
 
                     if ((size_t) (q - data) + 2 >= size) {
                         n = q - data;
 
-                        if (ctld_policy_grow(ps, &t->data, &size) != 0) {
+                        if (relay_policy_grow(ps, &t->data, &size) != 0) {
                             return -1;
                         }
 
@@ -388,11 +382,11 @@ ctld_policy_tokenize(ctld_parse_t *ps, const char *text, size_t len)
             }
 
             if ((unsigned char) *p < 0x20 || *p == 0x7f) {
-                ctld_policy_perror(ps, line, "control character");
+                relay_policy_perror(ps, line, "control character");
                 return -1;
             }
 
-            if (*p == '=' && t->eq == CTLD_NO_EQ) {
+            if (*p == '=' && t->eq == RELAY_POLICY_NO_EQ) {
                 t->eq = q - data;
             }
 
@@ -404,9 +398,9 @@ ctld_policy_tokenize(ctld_parse_t *ps, const char *text, size_t len)
     }
 
     if (ps->ntok) {
-        ctld_policy_perror(ps, ps->tok[ps->ntok - 1].line,
-                           "missing \";\" at the end of \"%s\"",
-                           ps->tok[0].data);
+        relay_policy_perror(ps, ps->tok[ps->ntok - 1].line,
+                            "missing \";\" at the end of \"%s\"",
+                            ps->tok[0].data);
         return -1;
     }
 
@@ -415,18 +409,18 @@ ctld_policy_tokenize(ctld_parse_t *ps, const char *text, size_t len)
 
 
 static int
-ctld_policy_grow(ctld_parse_t *ps, char **data, size_t *size)
+relay_policy_grow(relay_policy_parse_t *ps, char **data, size_t *size)
 {
     char  *d;
 
     if (*size > 1024 * 1024) {
-        ctld_policy_perror(ps, ps->tok[ps->ntok - 1].line, "token too long");
+        relay_policy_perror(ps, ps->tok[ps->ntok - 1].line, "token too long");
         return -1;
     }
 
     d = realloc(*data, *size * 2);
     if (d == NULL) {
-        ctld_policy_perror(ps, ps->tok[ps->ntok - 1].line, "out of memory");
+        relay_policy_perror(ps, ps->tok[ps->ntok - 1].line, "out of memory");
         return -1;
     }
 
@@ -440,7 +434,7 @@ ctld_policy_grow(ctld_parse_t *ps, char **data, size_t *size)
 /* "# version N", "# author X", "# created 2024-01-02T03:04:05Z" */
 
 static void
-ctld_policy_header(ctld_parse_t *ps, const char *p, size_t n)
+relay_policy_header(relay_policy_parse_t *ps, const char *p, size_t n)
 {
     char                *e;
     char                 buf[512];
@@ -473,7 +467,7 @@ ctld_policy_header(ctld_parse_t *ps, const char *p, size_t n)
     }
 
     if (n > 9 && strncmp(buf, "# author ", 9) == 0) {
-        e = ctld_strdup(buf + 9);
+        e = relay_policy_strdup(buf + 9);
         if (e == NULL) {
             return;
         }
@@ -523,25 +517,25 @@ ctld_policy_header(ctld_parse_t *ps, const char *p, size_t n)
         }
     }
 
-    y = ctld_policy_digits(p, 4);
-    mo = ctld_policy_digits(p + 5, 2);
-    d = ctld_policy_digits(p + 8, 2);
-    h = ctld_policy_digits(p + 11, 2);
-    mi = ctld_policy_digits(p + 14, 2);
-    s = ctld_policy_digits(p + 17, 2);
+    y = relay_policy_digits(p, 4);
+    mo = relay_policy_digits(p + 5, 2);
+    d = relay_policy_digits(p + 8, 2);
+    h = relay_policy_digits(p + 11, 2);
+    mi = relay_policy_digits(p + 14, 2);
+    s = relay_policy_digits(p + 17, 2);
 
     if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 59)
     {
         return;
     }
 
-    ps->policy->created_unix = ctld_days_from_civil(y, mo, d) * 86400
+    ps->policy->created_unix = relay_policy_days_from_civil(y, mo, d) * 86400
                                + h * 3600 + mi * 60 + s;
 }
 
 
 static unsigned
-ctld_policy_digits(const char *p, size_t n)
+relay_policy_digits(const char *p, size_t n)
 {
     unsigned  v;
 
@@ -554,30 +548,31 @@ ctld_policy_digits(const char *p, size_t n)
 
 
 static int
-ctld_policy_statement(ctld_parse_t *ps)
+relay_policy_statement(relay_policy_parse_t *ps)
 {
-    const ctld_stmt_t  *st;
+    const relay_policy_stmt_t  *st;
 
-    if (ps->tok[0].eq != CTLD_NO_EQ) {
-        ctld_policy_perror(ps, ps->line, "unknown statement \"%s\"",
-                           ps->tok[0].data);
+    if (ps->tok[0].eq != RELAY_POLICY_NO_EQ) {
+        relay_policy_perror(ps, ps->line, "unknown statement \"%s\"",
+                            ps->tok[0].data);
         return -1;
     }
 
-    for (st = ctld_statements; st->name; st++) {
+    for (st = relay_policy_statements; st->name; st++) {
         if (strcmp(st->name, ps->tok[0].data) == 0) {
             return st->handler(ps);
         }
     }
 
-    ctld_policy_perror(ps, ps->line, "unknown statement \"%s\"",
-                       ps->tok[0].data);
+    relay_policy_perror(ps, ps->line, "unknown statement \"%s\"",
+                        ps->tok[0].data);
     return -1;
 }
 
 
 static void
-ctld_policy_perror(ctld_parse_t *ps, unsigned line, const char *fmt, ...)
+relay_policy_perror(relay_policy_parse_t *ps, unsigned line, const char *fmt,
+    ...)
 {
     int      n;
     va_list  args;
@@ -598,7 +593,7 @@ ctld_policy_perror(ctld_parse_t *ps, unsigned line, const char *fmt, ...)
 
 
 static void
-ctld_policy_tokens_free(ctld_parse_t *ps)
+relay_policy_tokens_free(relay_policy_parse_t *ps)
 {
     size_t  i;
 
@@ -616,27 +611,27 @@ ctld_policy_tokens_free(ctld_parse_t *ps)
  */
 
 static int
-ctld_policy_positional(ctld_parse_t *ps, size_t min, size_t max)
+relay_policy_positional(relay_policy_parse_t *ps, size_t min, size_t max)
 {
     size_t  i, n;
 
-    for (n = 1; n < ps->ntok && ps->tok[n].eq == CTLD_NO_EQ; n++) {
+    for (n = 1; n < ps->ntok && ps->tok[n].eq == RELAY_POLICY_NO_EQ; n++) {
         /* void */
     }
 
     n--;
 
     if (n < min) {
-        ctld_policy_perror(ps, ps->line, "%s: missing argument",
-                           ps->tok[0].data);
+        relay_policy_perror(ps, ps->line, "%s: missing argument",
+                            ps->tok[0].data);
         return -1;
     }
 
     if (max && n > max) {
         i = max + 1;
-        ctld_policy_perror(ps, ps->tok[i].line,
-                           "%s: unexpected argument \"%s\"",
-                           ps->tok[0].data, ps->tok[i].data);
+        relay_policy_perror(ps, ps->tok[i].line,
+                            "%s: unexpected argument \"%s\"",
+                            ps->tok[0].data, ps->tok[i].data);
         return -1;
     }
 
@@ -647,19 +642,19 @@ ctld_policy_positional(ctld_parse_t *ps, size_t min, size_t max)
 /* a statement of positional arguments only: no "name=value" after them */
 
 static int
-ctld_policy_positional_only(ctld_parse_t *ps, size_t min, size_t max)
+relay_policy_positional_only(relay_policy_parse_t *ps, size_t min, size_t max)
 {
     int  n;
 
-    n = ctld_policy_positional(ps, min, max);
+    n = relay_policy_positional(ps, min, max);
     if (n < 0) {
         return -1;
     }
 
     if ((size_t) n + 1 != ps->ntok) {
-        ctld_policy_perror(ps, ps->tok[n + 1].line,
-                           "%s: unexpected parameter \"%s\"",
-                           ps->tok[0].data, ps->tok[n + 1].data);
+        relay_policy_perror(ps, ps->tok[n + 1].line,
+                            "%s: unexpected parameter \"%s\"",
+                            ps->tok[0].data, ps->tok[n + 1].data);
         return -1;
     }
 
@@ -668,22 +663,22 @@ ctld_policy_positional_only(ctld_parse_t *ps, size_t min, size_t max)
 
 
 static int
-ctld_policy_params(ctld_parse_t *ps, size_t first, void *msg,
-    const ctld_param_t *params, size_t nparams)
+relay_policy_params(relay_policy_parse_t *ps, size_t first, void *msg,
+    const relay_policy_param_t *params, size_t nparams)
 {
-    char          *name, *value, **sp;
-    size_t         i, k;
-    uint32_t       v, seen;
-    ctld_token_t  *t;
+    char                  *name, *value, **sp;
+    size_t                 i, k;
+    uint32_t               v, seen;
+    relay_policy_token_t  *t;
 
     seen = 0;
 
     for (i = first; i < ps->ntok; i++) {
         t = &ps->tok[i];
 
-        if (t->eq == CTLD_NO_EQ) {
-            ctld_policy_perror(ps, t->line, "%s: unexpected argument \"%s\"",
-                               ps->tok[0].data, t->data);
+        if (t->eq == RELAY_POLICY_NO_EQ) {
+            relay_policy_perror(ps, t->line, "%s: unexpected argument \"%s\"",
+                                ps->tok[0].data, t->data);
             return -1;
         }
 
@@ -698,15 +693,15 @@ ctld_policy_params(ctld_parse_t *ps, size_t first, void *msg,
         }
 
         if (k == nparams) {
-            ctld_policy_perror(ps, t->line, "%s: unknown parameter \"%s\"",
-                               ps->tok[0].data, name);
+            relay_policy_perror(ps, t->line, "%s: unknown parameter \"%s\"",
+                                ps->tok[0].data, name);
             return -1;
         }
 
         if (seen & (1u << k)) {
-            ctld_policy_perror(ps, t->line,
-                               "%s: duplicate parameter \"%s\"",
-                               ps->tok[0].data, name);
+            relay_policy_perror(ps, t->line,
+                                "%s: duplicate parameter \"%s\"",
+                                ps->tok[0].data, name);
             return -1;
         }
 
@@ -714,32 +709,32 @@ ctld_policy_params(ctld_parse_t *ps, size_t first, void *msg,
 
         switch (params[k].type) {
 
-        case CTLD_PARAM_NUMBER:
-            if (ctld_policy_number(value, &v) != 0) {
-                ctld_policy_perror(ps, t->line, "%s: bad number \"%s\"",
-                                   ps->tok[0].data, value);
+        case RELAY_POLICY_PARAM_NUMBER:
+            if (relay_policy_number(value, &v) != 0) {
+                relay_policy_perror(ps, t->line, "%s: bad number \"%s\"",
+                                    ps->tok[0].data, value);
                 return -1;
             }
 
             *(uint32_t *) ((char *) msg + params[k].offset) = v;
             break;
 
-        case CTLD_PARAM_DURATION:
-            if (ctld_policy_duration(value, &v) != 0) {
-                ctld_policy_perror(ps, t->line, "%s: bad duration \"%s\"",
-                                   ps->tok[0].data, value);
+        case RELAY_POLICY_PARAM_DURATION:
+            if (relay_policy_duration(value, &v) != 0) {
+                relay_policy_perror(ps, t->line, "%s: bad duration \"%s\"",
+                                    ps->tok[0].data, value);
                 return -1;
             }
 
             *(uint32_t *) ((char *) msg + params[k].offset) = v;
             break;
 
-        default: /* CTLD_PARAM_STRING */
+        default: /* RELAY_POLICY_PARAM_STRING */
             sp = (char **) ((char *) msg + params[k].offset);
 
-            value = ctld_strdup(value);
+            value = relay_policy_strdup(value);
             if (value == NULL) {
-                ctld_policy_perror(ps, t->line, "out of memory");
+                relay_policy_perror(ps, t->line, "out of memory");
                 return -1;
             }
 
@@ -754,9 +749,9 @@ ctld_policy_params(ctld_parse_t *ps, size_t first, void *msg,
 
     for (k = 0; k < nparams; k++) {
         if (params[k].required && !(seen & (1u << k))) {
-            ctld_policy_perror(ps, ps->line,
-                               "%s: missing parameter \"%s=\"",
-                               ps->tok[0].data, params[k].name);
+            relay_policy_perror(ps, ps->line,
+                                "%s: missing parameter \"%s=\"",
+                                ps->tok[0].data, params[k].name);
             return -1;
         }
     }
@@ -766,7 +761,7 @@ ctld_policy_params(ctld_parse_t *ps, size_t first, void *msg,
 
 
 static int
-ctld_policy_number(const char *s, uint32_t *v)
+relay_policy_number(const char *s, uint32_t *v)
 {
     uint64_t  n;
 
@@ -793,7 +788,7 @@ ctld_policy_number(const char *s, uint32_t *v)
 
 
 static int
-ctld_policy_duration(const char *s, uint32_t *v)
+relay_policy_duration(const char *s, uint32_t *v)
 {
     uint64_t  n, unit;
 
@@ -844,7 +839,7 @@ ctld_policy_duration(const char *s, uint32_t *v)
 
 
 static char *
-ctld_strdup(const char *s)
+relay_policy_strdup(const char *s)
 {
     char    *d;
     size_t   n;
@@ -863,7 +858,7 @@ ctld_strdup(const char *s)
 /* appends a pointer to a malloc()ed array of pointers */
 
 static int
-ctld_push(void *arrayp, size_t *n, void *elt)
+relay_policy_push(void *arrayp, size_t *n, void *elt)
 {
     void  **a;
 
@@ -883,7 +878,7 @@ ctld_push(void *arrayp, size_t *n, void *elt)
 /* tokens from first to the end as a malloc()ed string array */
 
 static char **
-ctld_policy_strings(ctld_parse_t *ps, size_t first, size_t *n)
+relay_policy_strings(relay_policy_parse_t *ps, size_t first, size_t *n)
 {
     char   **a;
     size_t   i;
@@ -907,7 +902,7 @@ ctld_policy_strings(ctld_parse_t *ps, size_t first, size_t *n)
 /* moves a token's string out of the token list */
 
 static char *
-ctld_policy_take(ctld_parse_t *ps, size_t i)
+relay_policy_take(relay_policy_parse_t *ps, size_t i)
 {
     char  *s;
 
@@ -918,28 +913,28 @@ ctld_policy_take(ctld_parse_t *ps, size_t i)
 }
 
 
-#define ctld_policy_nomem(ps)                                                 \
-    ctld_policy_perror(ps, (ps)->line, "out of memory")
+#define relay_policy_nomem(ps)                                                \
+    relay_policy_perror(ps, (ps)->line, "out of memory")
 
 
 static int
-ctld_stmt_comment(ctld_parse_t *ps)
+relay_policy_stmt_comment(relay_policy_parse_t *ps)
 {
-    ctld_policy_t  *p;
+    relay_policy_t  *p;
 
-    if (ctld_policy_positional(ps, 1, 1) < 0) {
+    if (relay_policy_positional(ps, 1, 1) < 0) {
         return -1;
     }
 
     if (ps->ntok > 2) {
-        ctld_policy_perror(ps, ps->tok[2].line,
-                           "comment: unexpected argument \"%s\"",
-                           ps->tok[2].data);
+        relay_policy_perror(ps, ps->tok[2].line,
+                            "comment: unexpected argument \"%s\"",
+                            ps->tok[2].data);
         return -1;
     }
 
     if (ps->comment_seen) {
-        ctld_policy_perror(ps, ps->line, "duplicate comment");
+        relay_policy_perror(ps, ps->line, "duplicate comment");
         return -1;
     }
 
@@ -950,7 +945,7 @@ ctld_stmt_comment(ctld_parse_t *ps)
         free(p->comment);
     }
 
-    p->comment = ctld_policy_take(ps, 1);
+    p->comment = relay_policy_take(ps, 1);
 
     return 0;
 }
@@ -959,18 +954,18 @@ ctld_stmt_comment(ctld_parse_t *ps)
 /* "route PATTERN HOP ..." and "backup_mx PATTERN HOP ...": the same shape */
 
 static int
-ctld_stmt_hops(ctld_parse_t *ps, char **pattern, char ***hops,
+relay_policy_stmt_hops(relay_policy_parse_t *ps, char **pattern, char ***hops,
     size_t *nhops)
 {
-    if (ctld_policy_positional_only(ps, 2, 0) < 0) {
+    if (relay_policy_positional_only(ps, 2, 0) < 0) {
         return -1;
     }
 
-    *pattern = ctld_policy_take(ps, 1);
+    *pattern = relay_policy_take(ps, 1);
 
-    *hops = ctld_policy_strings(ps, 2, nhops);
+    *hops = relay_policy_strings(ps, 2, nhops);
     if (*hops == NULL) {
-        ctld_policy_nomem(ps);
+        relay_policy_nomem(ps);
         return -1;
     }
 
@@ -979,60 +974,64 @@ ctld_stmt_hops(ctld_parse_t *ps, char **pattern, char ***hops,
 
 
 static int
-ctld_stmt_route(ctld_parse_t *ps)
+relay_policy_stmt_route(relay_policy_parse_t *ps)
 {
-    ctld_route_t  *r;
+    relay_policy_route_t  *r;
 
-    r = malloc(sizeof(ctld_route_t));
+    r = malloc(sizeof(relay_policy_route_t));
     if (r == NULL) {
-        ctld_policy_nomem(ps);
+        relay_policy_nomem(ps);
         return -1;
     }
 
     relay__control__v1__route__init(r);
 
-    if (ctld_push(&ps->policy->routes, &ps->policy->n_routes, r) != 0) {
+    if (relay_policy_push(&ps->policy->routes, &ps->policy->n_routes, r) != 0)
+    {
         free(r);
-        ctld_policy_nomem(ps);
+        relay_policy_nomem(ps);
         return -1;
     }
 
-    return ctld_stmt_hops(ps, &r->pattern, &r->next_hops, &r->n_next_hops);
+    return relay_policy_stmt_hops(ps, &r->pattern, &r->next_hops,
+                                  &r->n_next_hops);
 }
 
 
 static int
-ctld_stmt_backup_mx(ctld_parse_t *ps)
+relay_policy_stmt_backup_mx(relay_policy_parse_t *ps)
 {
-    ctld_backup_mx_t  *b;
+    relay_policy_backup_mx_t  *b;
 
-    b = malloc(sizeof(ctld_backup_mx_t));
+    b = malloc(sizeof(relay_policy_backup_mx_t));
     if (b == NULL) {
-        ctld_policy_nomem(ps);
+        relay_policy_nomem(ps);
         return -1;
     }
 
     relay__control__v1__backup_mx__init(b);
 
-    if (ctld_push(&ps->policy->backup_mx, &ps->policy->n_backup_mx, b) != 0)
+    if (relay_policy_push(&ps->policy->backup_mx, &ps->policy->n_backup_mx,
+                          b)
+        != 0)
     {
         free(b);
-        ctld_policy_nomem(ps);
+        relay_policy_nomem(ps);
         return -1;
     }
 
-    return ctld_stmt_hops(ps, &b->pattern, &b->hosts, &b->n_hosts);
+    return relay_policy_stmt_hops(ps, &b->pattern, &b->hosts, &b->n_hosts);
 }
 
 
 static int
-ctld_stmt_fallback_relay(ctld_parse_t *ps)
+relay_policy_stmt_fallback_relay(relay_policy_parse_t *ps)
 {
-    int             n;
-    size_t          i;
-    ctld_policy_t  *p;
+    int              n;
+    size_t           i;
+    relay_policy_t  *p;
 
-    n = ctld_policy_positional_only(ps, 1, 0);
+    n = relay_policy_positional_only(ps, 1, 0);
     if (n < 0) {
         return -1;
     }
@@ -1040,11 +1039,11 @@ ctld_stmt_fallback_relay(ctld_parse_t *ps)
     p = ps->policy;
 
     for (i = 1; i < ps->ntok; i++) {
-        if (ctld_push(&p->fallback_relay, &p->n_fallback_relay,
-                      ps->tok[i].data)
+        if (relay_policy_push(&p->fallback_relay, &p->n_fallback_relay,
+                              ps->tok[i].data)
             != 0)
         {
-            ctld_policy_nomem(ps);
+            relay_policy_nomem(ps);
             return -1;
         }
 
@@ -1056,189 +1055,189 @@ ctld_stmt_fallback_relay(ctld_parse_t *ps)
 
 
 static int
-ctld_stmt_retry(ctld_parse_t *ps)
+relay_policy_stmt_retry(relay_policy_parse_t *ps)
 {
-    ctld_retry_t  *r;
+    relay_policy_retry_t  *r;
 
-    static const ctld_param_t  params[] = {
-        { "min", CTLD_PARAM_DURATION, 1,
-          offsetof(ctld_retry_t, backoff_min_s) },
-        { "max", CTLD_PARAM_DURATION, 1,
-          offsetof(ctld_retry_t, backoff_max_s) },
-        { "lifetime", CTLD_PARAM_DURATION, 1,
-          offsetof(ctld_retry_t, lifetime_s) },
-        { "delay_warning", CTLD_PARAM_DURATION, 0,
-          offsetof(ctld_retry_t, delay_warning_s) }
+    static const relay_policy_param_t  params[] = {
+        { "min", RELAY_POLICY_PARAM_DURATION, 1,
+          offsetof(relay_policy_retry_t, backoff_min_s) },
+        { "max", RELAY_POLICY_PARAM_DURATION, 1,
+          offsetof(relay_policy_retry_t, backoff_max_s) },
+        { "lifetime", RELAY_POLICY_PARAM_DURATION, 1,
+          offsetof(relay_policy_retry_t, lifetime_s) },
+        { "delay_warning", RELAY_POLICY_PARAM_DURATION, 0,
+          offsetof(relay_policy_retry_t, delay_warning_s) }
     };
 
-    if (ctld_policy_positional(ps, 1, 1) < 0) {
+    if (relay_policy_positional(ps, 1, 1) < 0) {
         return -1;
     }
 
-    r = malloc(sizeof(ctld_retry_t));
+    r = malloc(sizeof(relay_policy_retry_t));
     if (r == NULL) {
-        ctld_policy_nomem(ps);
+        relay_policy_nomem(ps);
         return -1;
     }
 
     relay__control__v1__retry_policy__init(r);
 
-    if (ctld_push(&ps->policy->retry, &ps->policy->n_retry, r) != 0) {
+    if (relay_policy_push(&ps->policy->retry, &ps->policy->n_retry, r) != 0) {
         free(r);
-        ctld_policy_nomem(ps);
+        relay_policy_nomem(ps);
         return -1;
     }
 
-    r->pattern = ctld_policy_take(ps, 1);
+    r->pattern = relay_policy_take(ps, 1);
 
-    return ctld_policy_params(ps, 2, r, params,
-                              sizeof(params) / sizeof(params[0]));
+    return relay_policy_params(ps, 2, r, params,
+                               sizeof(params) / sizeof(params[0]));
 }
 
 
 static int
-ctld_stmt_inbound_limit(ctld_parse_t *ps)
+relay_policy_stmt_inbound_limit(relay_policy_parse_t *ps)
 {
-    size_t           k;
-    ctld_inbound_t  *l;
+    size_t                   k;
+    relay_policy_inbound_t  *l;
 
-    static const ctld_param_t  params[] = {
-        { "window", CTLD_PARAM_DURATION, 1,
-          offsetof(ctld_inbound_t, window_s) },
-        { "messages", CTLD_PARAM_NUMBER, 0,
-          offsetof(ctld_inbound_t, messages) },
-        { "recipients", CTLD_PARAM_NUMBER, 0,
-          offsetof(ctld_inbound_t, recipients) }
+    static const relay_policy_param_t  params[] = {
+        { "window", RELAY_POLICY_PARAM_DURATION, 1,
+          offsetof(relay_policy_inbound_t, window_s) },
+        { "messages", RELAY_POLICY_PARAM_NUMBER, 0,
+          offsetof(relay_policy_inbound_t, messages) },
+        { "recipients", RELAY_POLICY_PARAM_NUMBER, 0,
+          offsetof(relay_policy_inbound_t, recipients) }
     };
 
-    if (ctld_policy_positional(ps, 2, 2) < 0) {
+    if (relay_policy_positional(ps, 2, 2) < 0) {
         return -1;
     }
 
     for (k = 0; k < 3; k++) {
-        if (strcmp(ps->tok[1].data, ctld_inbound_keys[k]) == 0) {
+        if (strcmp(ps->tok[1].data, relay_policy_inbound_keys[k]) == 0) {
             break;
         }
     }
 
     if (k == 3) {
-        ctld_policy_perror(ps, ps->tok[1].line,
-                           "inbound_limit: unknown key \"%s\" (client_ip, "
-                           "auth_user or sender_domain)", ps->tok[1].data);
+        relay_policy_perror(ps, ps->tok[1].line,
+                            "inbound_limit: unknown key \"%s\" (client_ip, "
+                            "auth_user or sender_domain)", ps->tok[1].data);
         return -1;
     }
 
-    l = malloc(sizeof(ctld_inbound_t));
+    l = malloc(sizeof(relay_policy_inbound_t));
     if (l == NULL) {
-        ctld_policy_nomem(ps);
+        relay_policy_nomem(ps);
         return -1;
     }
 
     relay__control__v1__inbound_limit__init(l);
 
-    if (ctld_push(&ps->policy->inbound_limits, &ps->policy->n_inbound_limits,
-                  l)
+    if (relay_policy_push(&ps->policy->inbound_limits,
+                          &ps->policy->n_inbound_limits, l)
         != 0)
     {
         free(l);
-        ctld_policy_nomem(ps);
+        relay_policy_nomem(ps);
         return -1;
     }
 
     l->key = (Relay__Control__V1__InboundLimit__Key) k;
-    l->match = ctld_policy_take(ps, 2);
+    l->match = relay_policy_take(ps, 2);
 
-    return ctld_policy_params(ps, 3, l, params,
-                              sizeof(params) / sizeof(params[0]));
+    return relay_policy_params(ps, 3, l, params,
+                               sizeof(params) / sizeof(params[0]));
 }
 
 
 static int
-ctld_stmt_destination_limit(ctld_parse_t *ps)
+relay_policy_stmt_destination_limit(relay_policy_parse_t *ps)
 {
-    ctld_dest_t  *d;
+    relay_policy_dest_t  *d;
 
-    static const ctld_param_t  params[] = {
-        { "connections", CTLD_PARAM_NUMBER, 0,
-          offsetof(ctld_dest_t, max_connections) },
-        { "messages_per_connection", CTLD_PARAM_NUMBER, 0,
-          offsetof(ctld_dest_t, messages_per_connection) },
-        { "messages_per_minute", CTLD_PARAM_NUMBER, 0,
-          offsetof(ctld_dest_t, messages_per_minute) },
-        { "messages_per_hour", CTLD_PARAM_NUMBER, 0,
-          offsetof(ctld_dest_t, messages_per_hour) },
-        { "connections_per_minute", CTLD_PARAM_NUMBER, 0,
-          offsetof(ctld_dest_t, connections_per_minute) },
-        { "backoff_reply", CTLD_PARAM_STRING, 0,
-          offsetof(ctld_dest_t, backoff_reply_pattern) },
-        { "backoff", CTLD_PARAM_DURATION, 0,
-          offsetof(ctld_dest_t, backoff_s) }
+    static const relay_policy_param_t  params[] = {
+        { "connections", RELAY_POLICY_PARAM_NUMBER, 0,
+          offsetof(relay_policy_dest_t, max_connections) },
+        { "messages_per_connection", RELAY_POLICY_PARAM_NUMBER, 0,
+          offsetof(relay_policy_dest_t, messages_per_connection) },
+        { "messages_per_minute", RELAY_POLICY_PARAM_NUMBER, 0,
+          offsetof(relay_policy_dest_t, messages_per_minute) },
+        { "messages_per_hour", RELAY_POLICY_PARAM_NUMBER, 0,
+          offsetof(relay_policy_dest_t, messages_per_hour) },
+        { "connections_per_minute", RELAY_POLICY_PARAM_NUMBER, 0,
+          offsetof(relay_policy_dest_t, connections_per_minute) },
+        { "backoff_reply", RELAY_POLICY_PARAM_STRING, 0,
+          offsetof(relay_policy_dest_t, backoff_reply_pattern) },
+        { "backoff", RELAY_POLICY_PARAM_DURATION, 0,
+          offsetof(relay_policy_dest_t, backoff_s) }
     };
 
-    if (ctld_policy_positional(ps, 1, 1) < 0) {
+    if (relay_policy_positional(ps, 1, 1) < 0) {
         return -1;
     }
 
-    d = malloc(sizeof(ctld_dest_t));
+    d = malloc(sizeof(relay_policy_dest_t));
     if (d == NULL) {
-        ctld_policy_nomem(ps);
+        relay_policy_nomem(ps);
         return -1;
     }
 
     relay__control__v1__destination_limit__init(d);
 
-    if (ctld_push(&ps->policy->destination_limits,
-                  &ps->policy->n_destination_limits, d)
+    if (relay_policy_push(&ps->policy->destination_limits,
+                          &ps->policy->n_destination_limits, d)
         != 0)
     {
         free(d);
-        ctld_policy_nomem(ps);
+        relay_policy_nomem(ps);
         return -1;
     }
 
-    d->pattern = ctld_policy_take(ps, 1);
+    d->pattern = relay_policy_take(ps, 1);
 
-    return ctld_policy_params(ps, 2, d, params,
-                              sizeof(params) / sizeof(params[0]));
+    return relay_policy_params(ps, 2, d, params,
+                               sizeof(params) / sizeof(params[0]));
 }
 
 
 /* egress_pool NAME ehlo=HOST ADDRESS [weight=N] [ADDRESS [weight=N] ...]; */
 
 static int
-ctld_stmt_egress_pool(ctld_parse_t *ps)
+relay_policy_stmt_egress_pool(relay_policy_parse_t *ps)
 {
-    char                *value;
-    size_t               i;
-    uint32_t             w;
-    ctld_pool_t         *pool;
-    ctld_token_t        *t;
-    ctld_egress_addr_t  *a;
-    int                  ehlo, weight;
+    char                        *value;
+    size_t                       i;
+    uint32_t                     w;
+    relay_policy_pool_t         *pool;
+    relay_policy_token_t        *t;
+    relay_policy_egress_addr_t  *a;
+    int                          ehlo, weight;
 
-    if (ps->ntok < 2 || ps->tok[1].eq != CTLD_NO_EQ) {
-        ctld_policy_perror(ps, ps->line, "egress_pool: missing argument");
+    if (ps->ntok < 2 || ps->tok[1].eq != RELAY_POLICY_NO_EQ) {
+        relay_policy_perror(ps, ps->line, "egress_pool: missing argument");
         return -1;
     }
 
-    pool = malloc(sizeof(ctld_pool_t));
+    pool = malloc(sizeof(relay_policy_pool_t));
     if (pool == NULL) {
-        ctld_policy_nomem(ps);
+        relay_policy_nomem(ps);
         return -1;
     }
 
     relay__control__v1__egress_pool__init(pool);
 
-    if (ctld_push(&ps->policy->egress_pools, &ps->policy->n_egress_pools,
-                  pool)
+    if (relay_policy_push(&ps->policy->egress_pools,
+                          &ps->policy->n_egress_pools, pool)
         != 0)
     {
         free(pool);
-        ctld_policy_nomem(ps);
+        relay_policy_nomem(ps);
         return -1;
     }
 
-    pool->name = ctld_policy_take(ps, 1);
+    pool->name = relay_policy_take(ps, 1);
     a = NULL;
     ehlo = 0;
     weight = 0;
@@ -1246,22 +1245,24 @@ ctld_stmt_egress_pool(ctld_parse_t *ps)
     for (i = 2; i < ps->ntok; i++) {
         t = &ps->tok[i];
 
-        if (t->eq == CTLD_NO_EQ) {
-            a = malloc(sizeof(ctld_egress_addr_t));
+        if (t->eq == RELAY_POLICY_NO_EQ) {
+            a = malloc(sizeof(relay_policy_egress_addr_t));
             if (a == NULL) {
-                ctld_policy_nomem(ps);
+                relay_policy_nomem(ps);
                 return -1;
             }
 
             relay__control__v1__egress_address__init(a);
 
-            if (ctld_push(&pool->addresses, &pool->n_addresses, a) != 0) {
+            if (relay_policy_push(&pool->addresses, &pool->n_addresses, a)
+                != 0)
+            {
                 free(a);
-                ctld_policy_nomem(ps);
+                relay_policy_nomem(ps);
                 return -1;
             }
 
-            a->address = ctld_policy_take(ps, i);
+            a->address = relay_policy_take(ps, i);
             a->weight = 1;
             weight = 0;
             continue;
@@ -1272,16 +1273,16 @@ ctld_stmt_egress_pool(ctld_parse_t *ps)
 
         if (strcmp(t->data, "ehlo") == 0) {
             if (ehlo) {
-                ctld_policy_perror(ps, t->line, "egress_pool: duplicate "
-                                   "parameter \"ehlo\"");
+                relay_policy_perror(ps, t->line, "egress_pool: duplicate "
+                                    "parameter \"ehlo\"");
                 return -1;
             }
 
             ehlo = 1;
 
-            value = ctld_strdup(value);
+            value = relay_policy_strdup(value);
             if (value == NULL) {
-                ctld_policy_nomem(ps);
+                relay_policy_nomem(ps);
                 return -1;
             }
 
@@ -1291,20 +1292,20 @@ ctld_stmt_egress_pool(ctld_parse_t *ps)
 
         if (strcmp(t->data, "weight") == 0) {
             if (a == NULL) {
-                ctld_policy_perror(ps, t->line, "egress_pool: \"weight=\" "
-                                   "before any address");
+                relay_policy_perror(ps, t->line, "egress_pool: \"weight=\" "
+                                    "before any address");
                 return -1;
             }
 
             if (weight) {
-                ctld_policy_perror(ps, t->line, "egress_pool: duplicate "
-                                   "parameter \"weight\"");
+                relay_policy_perror(ps, t->line, "egress_pool: duplicate "
+                                    "parameter \"weight\"");
                 return -1;
             }
 
-            if (ctld_policy_number(value, &w) != 0) {
-                ctld_policy_perror(ps, t->line,
-                                   "egress_pool: bad number \"%s\"", value);
+            if (relay_policy_number(value, &w) != 0) {
+                relay_policy_perror(ps, t->line,
+                                    "egress_pool: bad number \"%s\"", value);
                 return -1;
             }
 
@@ -1313,19 +1314,19 @@ ctld_stmt_egress_pool(ctld_parse_t *ps)
             continue;
         }
 
-        ctld_policy_perror(ps, t->line,
-                           "egress_pool: unknown parameter \"%s\"", t->data);
+        relay_policy_perror(ps, t->line,
+                            "egress_pool: unknown parameter \"%s\"", t->data);
         return -1;
     }
 
     if (!ehlo) {
-        ctld_policy_perror(ps, ps->line,
-                           "egress_pool: missing parameter \"ehlo=\"");
+        relay_policy_perror(ps, ps->line,
+                            "egress_pool: missing parameter \"ehlo=\"");
         return -1;
     }
 
     if (pool->n_addresses == 0) {
-        ctld_policy_perror(ps, ps->line, "egress_pool: missing argument");
+        relay_policy_perror(ps, ps->line, "egress_pool: missing argument");
         return -1;
     }
 
@@ -1334,66 +1335,67 @@ ctld_stmt_egress_pool(ctld_parse_t *ps)
 
 
 static int
-ctld_stmt_egress_rule(ctld_parse_t *ps)
+relay_policy_stmt_egress_rule(relay_policy_parse_t *ps)
 {
-    size_t        k;
-    ctld_rule_t  *r;
+    size_t                k;
+    relay_policy_rule_t  *r;
 
-    if (ctld_policy_positional(ps, 3, 3) < 0) {
+    if (relay_policy_positional(ps, 3, 3) < 0) {
         return -1;
     }
 
     if (ps->ntok > 4) {
-        ctld_policy_perror(ps, ps->tok[4].line,
-                           "egress_rule: unexpected argument \"%s\"",
-                           ps->tok[4].data);
+        relay_policy_perror(ps, ps->tok[4].line,
+                            "egress_rule: unexpected argument \"%s\"",
+                            ps->tok[4].data);
         return -1;
     }
 
     for (k = 0; k < 3; k++) {
-        if (strcmp(ps->tok[1].data, ctld_rule_keys[k]) == 0) {
+        if (strcmp(ps->tok[1].data, relay_policy_rule_keys[k]) == 0) {
             break;
         }
     }
 
     if (k == 3) {
-        ctld_policy_perror(ps, ps->tok[1].line,
-                           "egress_rule: unknown key \"%s\" (sender_domain, "
-                           "auth_user or tenant)", ps->tok[1].data);
+        relay_policy_perror(ps, ps->tok[1].line,
+                            "egress_rule: unknown key \"%s\" (sender_domain, "
+                            "auth_user or tenant)", ps->tok[1].data);
         return -1;
     }
 
-    r = malloc(sizeof(ctld_rule_t));
+    r = malloc(sizeof(relay_policy_rule_t));
     if (r == NULL) {
-        ctld_policy_nomem(ps);
+        relay_policy_nomem(ps);
         return -1;
     }
 
     relay__control__v1__egress_rule__init(r);
 
-    if (ctld_push(&ps->policy->egress_rules, &ps->policy->n_egress_rules, r)
+    if (relay_policy_push(&ps->policy->egress_rules,
+                          &ps->policy->n_egress_rules, r)
         != 0)
     {
         free(r);
-        ctld_policy_nomem(ps);
+        relay_policy_nomem(ps);
         return -1;
     }
 
     r->key = (Relay__Control__V1__EgressRule__Key) k;
-    r->match = ctld_policy_take(ps, 2);
-    r->pool = ctld_policy_take(ps, 3);
+    r->match = relay_policy_take(ps, 2);
+    r->pool = relay_policy_take(ps, 3);
 
     return 0;
 }
 
 
 static int
-ctld_stmt_tls(ctld_parse_t *ps)
+relay_policy_stmt_tls(relay_policy_parse_t *ps)
 {
-    int          n, required;
-    ctld_tls_t  *t;
+    int                  n, required;
+    relay_policy_tls_t  *t;
 
-    n = ctld_policy_positional_only(ps, 2, 3);
+    n = relay_policy_positional_only(ps, 2, 3);
     if (n < 0) {
         return -1;
     }
@@ -1405,33 +1407,33 @@ ctld_stmt_tls(ctld_parse_t *ps)
         required = 0;
 
     } else {
-        ctld_policy_perror(ps, ps->tok[2].line, "tls: expected \"required\" "
-                           "or \"optional\", got \"%s\"", ps->tok[2].data);
+        relay_policy_perror(ps, ps->tok[2].line, "tls: expected \"required\" "
+                            "or \"optional\", got \"%s\"", ps->tok[2].data);
         return -1;
     }
 
     if (n == 3 && strcmp(ps->tok[3].data, "verify") != 0) {
-        ctld_policy_perror(ps, ps->tok[3].line,
-                           "tls: unexpected argument \"%s\"",
-                           ps->tok[3].data);
+        relay_policy_perror(ps, ps->tok[3].line,
+                            "tls: unexpected argument \"%s\"",
+                            ps->tok[3].data);
         return -1;
     }
 
-    t = malloc(sizeof(ctld_tls_t));
+    t = malloc(sizeof(relay_policy_tls_t));
     if (t == NULL) {
-        ctld_policy_nomem(ps);
+        relay_policy_nomem(ps);
         return -1;
     }
 
     relay__control__v1__tls_policy__init(t);
 
-    if (ctld_push(&ps->policy->tls, &ps->policy->n_tls, t) != 0) {
+    if (relay_policy_push(&ps->policy->tls, &ps->policy->n_tls, t) != 0) {
         free(t);
-        ctld_policy_nomem(ps);
+        relay_policy_nomem(ps);
         return -1;
     }
 
-    t->pattern = ctld_policy_take(ps, 1);
+    t->pattern = relay_policy_take(ps, 1);
     t->required = required;
     t->verify = (n == 3);
 
@@ -1443,24 +1445,25 @@ ctld_stmt_tls(ctld_parse_t *ps)
 
 
 char *
-ctld_policy_render(const ctld_policy_t *p)
+relay_policy_render(const relay_policy_t *p)
 {
-    char        date[32];
-    size_t      i, j;
-    time_t      t;
-    struct tm   tm;
-    ctld_buf_t  b;
+    char                date[32];
+    size_t              i, j;
+    time_t              t;
+    struct tm           tm;
+    relay_policy_buf_t  b;
 
-    memset(&b, 0, sizeof(ctld_buf_t));
+    memset(&b, 0, sizeof(relay_policy_buf_t));
 
-    ctld_buf_add(&b, "%s", "");
+    relay_policy_buf_add(&b, "%s", "");
 
     if (p->version) {
-        ctld_buf_add(&b, "# version %llu\n", (unsigned long long) p->version);
+        relay_policy_buf_add(&b, "# version %llu\n",
+                             (unsigned long long) p->version);
     }
 
     if (p->author && p->author[0]) {
-        ctld_buf_add(&b, "# author %s\n", p->author);
+        relay_policy_buf_add(&b, "# author %s\n", p->author);
     }
 
     if (p->created_unix) {
@@ -1469,204 +1472,206 @@ ctld_policy_render(const ctld_policy_t *p)
         if (gmtime_r(&t, &tm) != NULL
             && strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm))
         {
-            ctld_buf_add(&b, "# created %s\n", date);
+            relay_policy_buf_add(&b, "# created %s\n", date);
         }
     }
 
-#define ctld_section()  if (b.len) { ctld_buf_add(&b, "\n"); }
+#define relay_section()  if (b.len) { relay_policy_buf_add(&b, "\n"); }
 
     if (p->comment && p->comment[0]) {
-        ctld_section();
-        ctld_buf_add(&b, "comment ");
-        ctld_buf_word(&b, p->comment, 1);
-        ctld_buf_add(&b, ";\n");
+        relay_section();
+        relay_policy_buf_add(&b, "comment ");
+        relay_policy_buf_word(&b, p->comment, 1);
+        relay_policy_buf_add(&b, ";\n");
     }
 
     if (p->n_routes) {
-        ctld_section();
+        relay_section();
     }
 
     for (i = 0; i < p->n_routes; i++) {
-        ctld_buf_add(&b, "route ");
-        ctld_buf_word(&b, p->routes[i]->pattern, 0);
+        relay_policy_buf_add(&b, "route ");
+        relay_policy_buf_word(&b, p->routes[i]->pattern, 0);
 
         for (j = 0; j < p->routes[i]->n_next_hops; j++) {
-            ctld_buf_add(&b, " ");
-            ctld_buf_word(&b, p->routes[i]->next_hops[j], 0);
+            relay_policy_buf_add(&b, " ");
+            relay_policy_buf_word(&b, p->routes[i]->next_hops[j], 0);
         }
 
-        ctld_buf_add(&b, ";\n");
+        relay_policy_buf_add(&b, ";\n");
     }
 
     if (p->n_backup_mx) {
-        ctld_section();
+        relay_section();
     }
 
     for (i = 0; i < p->n_backup_mx; i++) {
-        ctld_buf_add(&b, "backup_mx ");
-        ctld_buf_word(&b, p->backup_mx[i]->pattern, 0);
+        relay_policy_buf_add(&b, "backup_mx ");
+        relay_policy_buf_word(&b, p->backup_mx[i]->pattern, 0);
 
         for (j = 0; j < p->backup_mx[i]->n_hosts; j++) {
-            ctld_buf_add(&b, " ");
-            ctld_buf_word(&b, p->backup_mx[i]->hosts[j], 0);
+            relay_policy_buf_add(&b, " ");
+            relay_policy_buf_word(&b, p->backup_mx[i]->hosts[j], 0);
         }
 
-        ctld_buf_add(&b, ";\n");
+        relay_policy_buf_add(&b, ";\n");
     }
 
     if (p->n_fallback_relay) {
-        ctld_section();
-        ctld_buf_add(&b, "fallback_relay");
+        relay_section();
+        relay_policy_buf_add(&b, "fallback_relay");
 
         for (j = 0; j < p->n_fallback_relay; j++) {
-            ctld_buf_add(&b, " ");
-            ctld_buf_word(&b, p->fallback_relay[j], 0);
+            relay_policy_buf_add(&b, " ");
+            relay_policy_buf_word(&b, p->fallback_relay[j], 0);
         }
 
-        ctld_buf_add(&b, ";\n");
+        relay_policy_buf_add(&b, ";\n");
     }
 
     if (p->n_retry) {
-        ctld_section();
+        relay_section();
     }
 
     for (i = 0; i < p->n_retry; i++) {
-        ctld_buf_add(&b, "retry ");
-        ctld_buf_word(&b, p->retry[i]->pattern, 0);
-        ctld_buf_duration(&b, "min", p->retry[i]->backoff_min_s);
-        ctld_buf_duration(&b, "max", p->retry[i]->backoff_max_s);
-        ctld_buf_duration(&b, "lifetime", p->retry[i]->lifetime_s);
+        relay_policy_buf_add(&b, "retry ");
+        relay_policy_buf_word(&b, p->retry[i]->pattern, 0);
+        relay_policy_buf_duration(&b, "min", p->retry[i]->backoff_min_s);
+        relay_policy_buf_duration(&b, "max", p->retry[i]->backoff_max_s);
+        relay_policy_buf_duration(&b, "lifetime", p->retry[i]->lifetime_s);
 
         if (p->retry[i]->delay_warning_s) {
-            ctld_buf_duration(&b, "delay_warning",
-                              p->retry[i]->delay_warning_s);
+            relay_policy_buf_duration(&b, "delay_warning",
+                                      p->retry[i]->delay_warning_s);
         }
 
-        ctld_buf_add(&b, ";\n");
+        relay_policy_buf_add(&b, ";\n");
     }
 
     if (p->n_inbound_limits) {
-        ctld_section();
+        relay_section();
     }
 
     for (i = 0; i < p->n_inbound_limits; i++) {
-        ctld_inbound_t  *l = p->inbound_limits[i];
+        relay_policy_inbound_t  *l = p->inbound_limits[i];
 
-        ctld_buf_add(&b, "inbound_limit %s ",
-                     (unsigned) l->key < 3 ? ctld_inbound_keys[l->key]
-                                           : "unknown");
-        ctld_buf_word(&b, l->match, 0);
-        ctld_buf_duration(&b, "window", l->window_s);
+        relay_policy_buf_add(&b, "inbound_limit %s ",
+                             (unsigned) l->key < 3
+                             ? relay_policy_inbound_keys[l->key] : "unknown");
+        relay_policy_buf_word(&b, l->match, 0);
+        relay_policy_buf_duration(&b, "window", l->window_s);
 
         if (l->messages) {
-            ctld_buf_add(&b, " messages=%u", l->messages);
+            relay_policy_buf_add(&b, " messages=%u", l->messages);
         }
 
         if (l->recipients) {
-            ctld_buf_add(&b, " recipients=%u", l->recipients);
+            relay_policy_buf_add(&b, " recipients=%u", l->recipients);
         }
 
-        ctld_buf_add(&b, ";\n");
+        relay_policy_buf_add(&b, ";\n");
     }
 
     if (p->n_destination_limits) {
-        ctld_section();
+        relay_section();
     }
 
     for (i = 0; i < p->n_destination_limits; i++) {
-        ctld_dest_t  *d = p->destination_limits[i];
+        relay_policy_dest_t  *d = p->destination_limits[i];
 
-        ctld_buf_add(&b, "destination_limit ");
-        ctld_buf_word(&b, d->pattern, 0);
+        relay_policy_buf_add(&b, "destination_limit ");
+        relay_policy_buf_word(&b, d->pattern, 0);
 
         if (d->max_connections) {
-            ctld_buf_add(&b, " connections=%u", d->max_connections);
+            relay_policy_buf_add(&b, " connections=%u", d->max_connections);
         }
 
         if (d->messages_per_connection) {
-            ctld_buf_add(&b, " messages_per_connection=%u",
-                         d->messages_per_connection);
+            relay_policy_buf_add(&b, " messages_per_connection=%u",
+                                 d->messages_per_connection);
         }
 
         if (d->messages_per_minute) {
-            ctld_buf_add(&b, " messages_per_minute=%u",
-                         d->messages_per_minute);
+            relay_policy_buf_add(&b, " messages_per_minute=%u",
+                                 d->messages_per_minute);
         }
 
         if (d->messages_per_hour) {
-            ctld_buf_add(&b, " messages_per_hour=%u", d->messages_per_hour);
+            relay_policy_buf_add(&b, " messages_per_hour=%u",
+                                 d->messages_per_hour);
         }
 
         if (d->connections_per_minute) {
-            ctld_buf_add(&b, " connections_per_minute=%u",
-                         d->connections_per_minute);
+            relay_policy_buf_add(&b, " connections_per_minute=%u",
+                                 d->connections_per_minute);
         }
 
         if (d->backoff_reply_pattern && d->backoff_reply_pattern[0]) {
-            ctld_buf_add(&b, " backoff_reply=");
-            ctld_buf_word(&b, d->backoff_reply_pattern, 1);
+            relay_policy_buf_add(&b, " backoff_reply=");
+            relay_policy_buf_word(&b, d->backoff_reply_pattern, 1);
         }
 
         if (d->backoff_s) {
-            ctld_buf_duration(&b, "backoff", d->backoff_s);
+            relay_policy_buf_duration(&b, "backoff", d->backoff_s);
         }
 
-        ctld_buf_add(&b, ";\n");
+        relay_policy_buf_add(&b, ";\n");
     }
 
     if (p->n_egress_pools) {
-        ctld_section();
+        relay_section();
     }
 
     for (i = 0; i < p->n_egress_pools; i++) {
-        ctld_pool_t  *pool = p->egress_pools[i];
+        relay_policy_pool_t  *pool = p->egress_pools[i];
 
-        ctld_buf_add(&b, "egress_pool ");
-        ctld_buf_word(&b, pool->name, 0);
-        ctld_buf_add(&b, " ehlo=");
-        ctld_buf_word(&b, pool->ehlo_name, 0);
+        relay_policy_buf_add(&b, "egress_pool ");
+        relay_policy_buf_word(&b, pool->name, 0);
+        relay_policy_buf_add(&b, " ehlo=");
+        relay_policy_buf_word(&b, pool->ehlo_name, 0);
 
         for (j = 0; j < pool->n_addresses; j++) {
-            ctld_buf_add(&b, " ");
-            ctld_buf_word(&b, pool->addresses[j]->address, 0);
+            relay_policy_buf_add(&b, " ");
+            relay_policy_buf_word(&b, pool->addresses[j]->address, 0);
 
             if (pool->addresses[j]->weight > 1) {
-                ctld_buf_add(&b, " weight=%u", pool->addresses[j]->weight);
+                relay_policy_buf_add(&b, " weight=%u",
+                                     pool->addresses[j]->weight);
             }
         }
 
-        ctld_buf_add(&b, ";\n");
+        relay_policy_buf_add(&b, ";\n");
     }
 
     if (p->n_egress_rules) {
-        ctld_section();
+        relay_section();
     }
 
     for (i = 0; i < p->n_egress_rules; i++) {
-        ctld_rule_t  *r = p->egress_rules[i];
+        relay_policy_rule_t  *r = p->egress_rules[i];
 
-        ctld_buf_add(&b, "egress_rule %s ",
-                     (unsigned) r->key < 3 ? ctld_rule_keys[r->key]
-                                           : "unknown");
-        ctld_buf_word(&b, r->match, 0);
-        ctld_buf_add(&b, " ");
-        ctld_buf_word(&b, r->pool, 0);
-        ctld_buf_add(&b, ";\n");
+        relay_policy_buf_add(&b, "egress_rule %s ",
+                             (unsigned) r->key < 3
+                             ? relay_policy_rule_keys[r->key] : "unknown");
+        relay_policy_buf_word(&b, r->match, 0);
+        relay_policy_buf_add(&b, " ");
+        relay_policy_buf_word(&b, r->pool, 0);
+        relay_policy_buf_add(&b, ";\n");
     }
 
     if (p->n_tls) {
-        ctld_section();
+        relay_section();
     }
 
     for (i = 0; i < p->n_tls; i++) {
-        ctld_buf_add(&b, "tls ");
-        ctld_buf_word(&b, p->tls[i]->pattern, 0);
-        ctld_buf_add(&b, " %s%s;\n",
-                     p->tls[i]->required ? "required" : "optional",
-                     p->tls[i]->verify ? " verify" : "");
+        relay_policy_buf_add(&b, "tls ");
+        relay_policy_buf_word(&b, p->tls[i]->pattern, 0);
+        relay_policy_buf_add(&b, " %s%s;\n",
+                             p->tls[i]->required ? "required" : "optional",
+                             p->tls[i]->verify ? " verify" : "");
     }
 
-#undef ctld_section
+#undef relay_section
 
     if (b.failed) {
         free(b.data);
@@ -1678,7 +1683,7 @@ ctld_policy_render(const ctld_policy_t *p)
 
 
 static void
-ctld_buf_add(ctld_buf_t *b, const char *fmt, ...)
+relay_policy_buf_add(relay_policy_buf_t *b, const char *fmt, ...)
 {
     int      n;
     char    *d;
@@ -1730,7 +1735,7 @@ ctld_buf_add(ctld_buf_t *b, const char *fmt, ...)
 /* a word as is, or quoted when it must be (or always) */
 
 static void
-ctld_buf_word(ctld_buf_t *b, const char *s, int always)
+relay_policy_buf_word(relay_policy_buf_t *b, const char *s, int always)
 {
     const char  *c;
 
@@ -1745,43 +1750,43 @@ ctld_buf_word(ctld_buf_t *b, const char *s, int always)
         }
 
         if (*c == '\0') {
-            ctld_buf_add(b, "%s", s);
+            relay_policy_buf_add(b, "%s", s);
             return;
         }
     }
 
-    ctld_buf_add(b, "\"");
+    relay_policy_buf_add(b, "\"");
 
     for (c = s; *c; c++) {
         if (*c == '"' || *c == '\\') {
-            ctld_buf_add(b, "\\%c", *c);
+            relay_policy_buf_add(b, "\\%c", *c);
 
         } else {
-            ctld_buf_add(b, "%c", *c);
+            relay_policy_buf_add(b, "%c", *c);
         }
     }
 
-    ctld_buf_add(b, "\"");
+    relay_policy_buf_add(b, "\"");
 }
 
 
 static void
-ctld_buf_duration(ctld_buf_t *b, const char *name, uint32_t v)
+relay_policy_buf_duration(relay_policy_buf_t *b, const char *name, uint32_t v)
 {
     if (v == 0) {
-        ctld_buf_add(b, " %s=0s", name);
+        relay_policy_buf_add(b, " %s=0s", name);
 
     } else if (v % 86400 == 0) {
-        ctld_buf_add(b, " %s=%ud", name, v / 86400);
+        relay_policy_buf_add(b, " %s=%ud", name, v / 86400);
 
     } else if (v % 3600 == 0) {
-        ctld_buf_add(b, " %s=%uh", name, v / 3600);
+        relay_policy_buf_add(b, " %s=%uh", name, v / 3600);
 
     } else if (v % 60 == 0) {
-        ctld_buf_add(b, " %s=%um", name, v / 60);
+        relay_policy_buf_add(b, " %s=%um", name, v / 60);
 
     } else {
-        ctld_buf_add(b, " %s=%us", name, v);
+        relay_policy_buf_add(b, " %s=%us", name, v);
     }
 }
 
@@ -1789,12 +1794,12 @@ ctld_buf_duration(ctld_buf_t *b, const char *name, uint32_t v)
 /* ---------------------------------------------------------------- copy */
 
 
-ctld_policy_t *
-ctld_policy_copy(const ctld_policy_t *p)
+relay_policy_t *
+relay_policy_copy(const relay_policy_t *p)
 {
-    size_t          len;
-    uint8_t        *buf;
-    ctld_policy_t  *c;
+    size_t           len;
+    uint8_t         *buf;
+    relay_policy_t  *c;
 
     len = relay__control__v1__policy__get_packed_size(p);
 
@@ -1814,7 +1819,7 @@ ctld_policy_copy(const ctld_policy_t *p)
 
 
 void
-ctld_policy_free(ctld_policy_t *p)
+relay_policy_free(relay_policy_t *p)
 {
     if (p != NULL) {
         relay__control__v1__policy__free_unpacked(p, NULL);
@@ -1826,36 +1831,36 @@ ctld_policy_free(ctld_policy_t *p)
 
 
 int
-ctld_policy_validate(const ctld_policy_t *p, char *err, size_t errlen)
+relay_policy_validate(const relay_policy_t *p, char *err, size_t errlen)
 {
-    size_t               i, j, k;
-    const char          *why;
-    char                 field[64];
-    ctld_route_t        *r;
-    ctld_retry_t        *rt;
-    ctld_inbound_t      *l;
-    ctld_dest_t         *d;
-    ctld_pool_t         *pool;
-    ctld_rule_t         *rule;
-    ctld_tls_t          *t;
-    ctld_backup_mx_t    *bm;
-    ctld_egress_addr_t  *a;
+    size_t                       i, j, k;
+    const char                  *why;
+    char                         field[64];
+    relay_policy_route_t        *r;
+    relay_policy_retry_t        *rt;
+    relay_policy_inbound_t      *l;
+    relay_policy_dest_t         *d;
+    relay_policy_pool_t         *pool;
+    relay_policy_rule_t         *rule;
+    relay_policy_tls_t          *t;
+    relay_policy_backup_mx_t    *bm;
+    relay_policy_egress_addr_t  *a;
 
     if (errlen) {
         err[0] = '\0';
     }
 
-#define ctld_fail(...)                                                        \
-    do { ctld_verror(err, errlen, __VA_ARGS__); return -1; } while (0)
+#define relay_fail(...)                                                       \
+    do { relay_policy_verror(err, errlen, __VA_ARGS__); return -1; } while (0)
 
-    why = ctld_check_text(p->comment, CTLD_MAX_TEXT);
+    why = relay_policy_check_text(p->comment, RELAY_POLICY_MAX_TEXT);
     if (why) {
-        ctld_fail("comment: %s", why);
+        relay_fail("comment: %s", why);
     }
 
-    why = ctld_check_text(p->author, CTLD_MAX_TEXT);
+    why = relay_policy_check_text(p->author, RELAY_POLICY_MAX_TEXT);
     if (why) {
-        ctld_fail("author: %s", why);
+        relay_fail("author: %s", why);
     }
 
     /* routes */
@@ -1863,25 +1868,26 @@ ctld_policy_validate(const ctld_policy_t *p, char *err, size_t errlen)
     for (i = 0; i < p->n_routes; i++) {
         r = p->routes[i];
 
-        why = ctld_check_pattern(r->pattern);
+        why = relay_policy_check_pattern(r->pattern);
         if (why) {
-            ctld_fail("routes[%zu].pattern: %s", i, why);
+            relay_fail("routes[%zu].pattern: %s", i, why);
         }
 
         for (k = 0; k < i; k++) {
             if (strcmp(p->routes[k]->pattern, r->pattern) == 0) {
-                ctld_fail("routes[%zu].pattern: \"%s\" duplicates "
-                          "routes[%zu]", i, r->pattern, k);
+                relay_fail("routes[%zu].pattern: \"%s\" duplicates "
+                           "routes[%zu]", i, r->pattern, k);
             }
         }
 
         if (r->n_next_hops == 0) {
-            ctld_fail("routes[%zu].next_hops: no next hop", i);
+            relay_fail("routes[%zu].next_hops: no next hop", i);
         }
 
         snprintf(field, sizeof(field), "routes[%zu].next_hops", i);
 
-        if (ctld_check_hops(r->next_hops, r->n_next_hops, field, err, errlen)
+        if (relay_policy_check_hops(r->next_hops, r->n_next_hops, field, err,
+                                    errlen)
             != 0)
         {
             return -1;
@@ -1893,25 +1899,27 @@ ctld_policy_validate(const ctld_policy_t *p, char *err, size_t errlen)
     for (i = 0; i < p->n_backup_mx; i++) {
         bm = p->backup_mx[i];
 
-        why = ctld_check_pattern(bm->pattern);
+        why = relay_policy_check_pattern(bm->pattern);
         if (why) {
-            ctld_fail("backup_mx[%zu].pattern: %s", i, why);
+            relay_fail("backup_mx[%zu].pattern: %s", i, why);
         }
 
         for (k = 0; k < i; k++) {
             if (strcmp(p->backup_mx[k]->pattern, bm->pattern) == 0) {
-                ctld_fail("backup_mx[%zu].pattern: \"%s\" duplicates "
-                          "backup_mx[%zu]", i, bm->pattern, k);
+                relay_fail("backup_mx[%zu].pattern: \"%s\" duplicates "
+                           "backup_mx[%zu]", i, bm->pattern, k);
             }
         }
 
         if (bm->n_hosts == 0) {
-            ctld_fail("backup_mx[%zu].hosts: no host", i);
+            relay_fail("backup_mx[%zu].hosts: no host", i);
         }
 
         snprintf(field, sizeof(field), "backup_mx[%zu].hosts", i);
 
-        if (ctld_check_hops(bm->hosts, bm->n_hosts, field, err, errlen) != 0)
+        if (relay_policy_check_hops(bm->hosts, bm->n_hosts, field, err,
+                                    errlen)
+            != 0)
         {
             return -1;
         }
@@ -1919,8 +1927,8 @@ ctld_policy_validate(const ctld_policy_t *p, char *err, size_t errlen)
 
     /* fallback relays */
 
-    if (ctld_check_hops(p->fallback_relay, p->n_fallback_relay,
-                        "fallback_relay", err, errlen)
+    if (relay_policy_check_hops(p->fallback_relay, p->n_fallback_relay,
+                                "fallback_relay", err, errlen)
         != 0)
     {
         return -1;
@@ -1931,38 +1939,38 @@ ctld_policy_validate(const ctld_policy_t *p, char *err, size_t errlen)
     for (i = 0; i < p->n_retry; i++) {
         rt = p->retry[i];
 
-        why = ctld_check_pattern(rt->pattern);
+        why = relay_policy_check_pattern(rt->pattern);
         if (why) {
-            ctld_fail("retry[%zu].pattern: %s", i, why);
+            relay_fail("retry[%zu].pattern: %s", i, why);
         }
 
         for (k = 0; k < i; k++) {
             if (strcmp(p->retry[k]->pattern, rt->pattern) == 0) {
-                ctld_fail("retry[%zu].pattern: \"%s\" duplicates retry[%zu]",
-                          i, rt->pattern, k);
+                relay_fail("retry[%zu].pattern: \"%s\" duplicates retry[%zu]",
+                           i, rt->pattern, k);
             }
         }
 
         if (rt->backoff_min_s == 0) {
-            ctld_fail("retry[%zu].backoff_min_s: must be greater than 0", i);
+            relay_fail("retry[%zu].backoff_min_s: must be greater than 0", i);
         }
 
         if (rt->backoff_max_s < rt->backoff_min_s) {
-            ctld_fail("retry[%zu].backoff_max_s: %us is less than "
-                      "backoff_min_s (%us)", i, rt->backoff_max_s,
-                      rt->backoff_min_s);
+            relay_fail("retry[%zu].backoff_max_s: %us is less than "
+                       "backoff_min_s (%us)", i, rt->backoff_max_s,
+                       rt->backoff_min_s);
         }
 
         if (rt->lifetime_s < rt->backoff_min_s) {
-            ctld_fail("retry[%zu].lifetime_s: %us is less than "
-                      "backoff_min_s (%us)", i, rt->lifetime_s,
-                      rt->backoff_min_s);
+            relay_fail("retry[%zu].lifetime_s: %us is less than "
+                       "backoff_min_s (%us)", i, rt->lifetime_s,
+                       rt->backoff_min_s);
         }
 
         if (rt->delay_warning_s && rt->delay_warning_s >= rt->lifetime_s) {
-            ctld_fail("retry[%zu].delay_warning_s: %us is not less than "
-                      "lifetime_s (%us)", i, rt->delay_warning_s,
-                      rt->lifetime_s);
+            relay_fail("retry[%zu].delay_warning_s: %us is not less than "
+                       "lifetime_s (%us)", i, rt->delay_warning_s,
+                       rt->lifetime_s);
         }
     }
 
@@ -1974,44 +1982,44 @@ ctld_policy_validate(const ctld_policy_t *p, char *err, size_t errlen)
         switch (l->key) {
 
         case RELAY__CONTROL__V1__INBOUND_LIMIT__KEY__CLIENT_IP:
-            why = strcmp(l->match, "*") == 0 ? NULL
-                                              : ctld_check_cidr(l->match);
+            why = strcmp(l->match, "*") == 0
+                  ? NULL : relay_policy_check_cidr(l->match);
             break;
 
         case RELAY__CONTROL__V1__INBOUND_LIMIT__KEY__AUTH_USER:
-            why = ctld_check_word(l->match);
+            why = relay_policy_check_word(l->match);
             break;
 
         case RELAY__CONTROL__V1__INBOUND_LIMIT__KEY__SENDER_DOMAIN:
-            why = ctld_check_pattern(l->match);
+            why = relay_policy_check_pattern(l->match);
             break;
 
         default:
-            ctld_fail("inbound_limits[%zu].key: unknown key %d", i,
-                      (int) l->key);
+            relay_fail("inbound_limits[%zu].key: unknown key %d", i,
+                       (int) l->key);
         }
 
         if (why) {
-            ctld_fail("inbound_limits[%zu].match: %s", i, why);
+            relay_fail("inbound_limits[%zu].match: %s", i, why);
         }
 
         for (k = 0; k < i; k++) {
             if (p->inbound_limits[k]->key == l->key
                 && strcmp(p->inbound_limits[k]->match, l->match) == 0)
             {
-                ctld_fail("inbound_limits[%zu].match: \"%s\" duplicates "
-                          "inbound_limits[%zu]", i, l->match, k);
+                relay_fail("inbound_limits[%zu].match: \"%s\" duplicates "
+                           "inbound_limits[%zu]", i, l->match, k);
             }
         }
 
         if (l->messages == 0 && l->recipients == 0) {
-            ctld_fail("inbound_limits[%zu]: neither messages nor "
-                      "recipients is limited", i);
+            relay_fail("inbound_limits[%zu]: neither messages nor "
+                       "recipients is limited", i);
         }
 
         if (l->window_s == 0) {
-            ctld_fail("inbound_limits[%zu].window_s: must be greater than 0",
-                      i);
+            relay_fail("inbound_limits[%zu].window_s: must be greater than 0",
+                       i);
         }
     }
 
@@ -2020,33 +2028,33 @@ ctld_policy_validate(const ctld_policy_t *p, char *err, size_t errlen)
     for (i = 0; i < p->n_destination_limits; i++) {
         d = p->destination_limits[i];
 
-        why = ctld_check_pattern(d->pattern);
+        why = relay_policy_check_pattern(d->pattern);
         if (why) {
-            ctld_fail("destination_limits[%zu].pattern: %s", i, why);
+            relay_fail("destination_limits[%zu].pattern: %s", i, why);
         }
 
         for (k = 0; k < i; k++) {
             if (strcmp(p->destination_limits[k]->pattern, d->pattern) == 0) {
-                ctld_fail("destination_limits[%zu].pattern: \"%s\" "
-                          "duplicates destination_limits[%zu]", i,
-                          d->pattern, k);
+                relay_fail("destination_limits[%zu].pattern: \"%s\" "
+                           "duplicates destination_limits[%zu]", i,
+                           d->pattern, k);
             }
         }
 
-        why = ctld_check_text(d->backoff_reply_pattern, 256);
+        why = relay_policy_check_text(d->backoff_reply_pattern, 256);
         if (why) {
-            ctld_fail("destination_limits[%zu].backoff_reply_pattern: %s",
-                      i, why);
+            relay_fail("destination_limits[%zu].backoff_reply_pattern: %s",
+                       i, why);
         }
 
         if (d->backoff_reply_pattern[0] && d->backoff_s == 0) {
-            ctld_fail("destination_limits[%zu].backoff_s: must be greater "
-                      "than 0 with backoff_reply_pattern", i);
+            relay_fail("destination_limits[%zu].backoff_s: must be greater "
+                       "than 0 with backoff_reply_pattern", i);
         }
 
         if (d->backoff_s && d->backoff_reply_pattern[0] == '\0') {
-            ctld_fail("destination_limits[%zu].backoff_reply_pattern: "
-                      "needed with backoff_s", i);
+            relay_fail("destination_limits[%zu].backoff_reply_pattern: "
+                       "needed with backoff_s", i);
         }
     }
 
@@ -2055,53 +2063,54 @@ ctld_policy_validate(const ctld_policy_t *p, char *err, size_t errlen)
     for (i = 0; i < p->n_egress_pools; i++) {
         pool = p->egress_pools[i];
 
-        why = ctld_check_word(pool->name);
+        why = relay_policy_check_word(pool->name);
         if (why == NULL && strcmp(pool->name, "*") == 0) {
             why = "\"*\" is not a pool name";
         }
 
         if (why) {
-            ctld_fail("egress_pools[%zu].name: %s", i, why);
+            relay_fail("egress_pools[%zu].name: %s", i, why);
         }
 
         for (k = 0; k < i; k++) {
             if (strcmp(p->egress_pools[k]->name, pool->name) == 0) {
-                ctld_fail("egress_pools[%zu].name: \"%s\" duplicates "
-                          "egress_pools[%zu]", i, pool->name, k);
+                relay_fail("egress_pools[%zu].name: \"%s\" duplicates "
+                           "egress_pools[%zu]", i, pool->name, k);
             }
         }
 
-        why = ctld_check_name(pool->ehlo_name);
+        why = relay_policy_check_name(pool->ehlo_name);
         if (why) {
-            ctld_fail("egress_pools[%zu].ehlo_name: %s", i, why);
+            relay_fail("egress_pools[%zu].ehlo_name: %s", i, why);
         }
 
         if (pool->n_addresses == 0) {
-            ctld_fail("egress_pools[%zu].addresses: no address", i);
+            relay_fail("egress_pools[%zu].addresses: no address", i);
         }
 
         for (j = 0; j < pool->n_addresses; j++) {
             a = pool->addresses[j];
 
-            if (!ctld_is_ipv4(a->address, strlen(a->address))
-                && !ctld_is_ipv6(a->address, strlen(a->address)))
+            if (!relay_policy_is_ipv4(a->address, strlen(a->address))
+                && !relay_policy_is_ipv6(a->address, strlen(a->address)))
             {
-                ctld_fail("egress_pools[%zu].addresses[%zu].address: \"%s\" "
-                          "is not an IPv4 or IPv6 address", i, j,
-                          a->address);
+                relay_fail("egress_pools[%zu].addresses[%zu].address: \"%s\" "
+                           "is not an IPv4 or IPv6 address", i, j,
+                           a->address);
             }
 
             for (k = 0; k < j; k++) {
                 if (strcmp(pool->addresses[k]->address, a->address) == 0) {
-                    ctld_fail("egress_pools[%zu].addresses[%zu].address: "
-                              "\"%s\" duplicates addresses[%zu]", i, j,
-                              a->address, k);
+                    relay_fail("egress_pools[%zu].addresses[%zu].address: "
+                               "\"%s\" duplicates addresses[%zu]", i, j,
+                               a->address, k);
                 }
             }
 
-            if (a->weight > CTLD_MAX_WEIGHT) {
-                ctld_fail("egress_pools[%zu].addresses[%zu].weight: %u is "
-                          "more than %u", i, j, a->weight, CTLD_MAX_WEIGHT);
+            if (a->weight > RELAY_POLICY_MAX_WEIGHT) {
+                relay_fail("egress_pools[%zu].addresses[%zu].weight: %u is "
+                           "more than %u", i, j, a->weight,
+                           RELAY_POLICY_MAX_WEIGHT);
             }
         }
     }
@@ -2114,29 +2123,29 @@ ctld_policy_validate(const ctld_policy_t *p, char *err, size_t errlen)
         switch (rule->key) {
 
         case RELAY__CONTROL__V1__EGRESS_RULE__KEY__SENDER_DOMAIN:
-            why = ctld_check_pattern(rule->match);
+            why = relay_policy_check_pattern(rule->match);
             break;
 
         case RELAY__CONTROL__V1__EGRESS_RULE__KEY__AUTH_USER:
         case RELAY__CONTROL__V1__EGRESS_RULE__KEY__TENANT:
-            why = ctld_check_word(rule->match);
+            why = relay_policy_check_word(rule->match);
             break;
 
         default:
-            ctld_fail("egress_rules[%zu].key: unknown key %d", i,
-                      (int) rule->key);
+            relay_fail("egress_rules[%zu].key: unknown key %d", i,
+                       (int) rule->key);
         }
 
         if (why) {
-            ctld_fail("egress_rules[%zu].match: %s", i, why);
+            relay_fail("egress_rules[%zu].match: %s", i, why);
         }
 
         for (k = 0; k < i; k++) {
             if (p->egress_rules[k]->key == rule->key
                 && strcmp(p->egress_rules[k]->match, rule->match) == 0)
             {
-                ctld_fail("egress_rules[%zu].match: \"%s\" duplicates "
-                          "egress_rules[%zu]", i, rule->match, k);
+                relay_fail("egress_rules[%zu].match: \"%s\" duplicates "
+                           "egress_rules[%zu]", i, rule->match, k);
             }
         }
 
@@ -2147,8 +2156,8 @@ ctld_policy_validate(const ctld_policy_t *p, char *err, size_t errlen)
         }
 
         if (k == p->n_egress_pools) {
-            ctld_fail("egress_rules[%zu].pool: no egress pool \"%s\"", i,
-                      rule->pool);
+            relay_fail("egress_rules[%zu].pool: no egress pool \"%s\"", i,
+                       rule->pool);
         }
     }
 
@@ -2157,27 +2166,27 @@ ctld_policy_validate(const ctld_policy_t *p, char *err, size_t errlen)
     for (i = 0; i < p->n_tls; i++) {
         t = p->tls[i];
 
-        why = ctld_check_pattern(t->pattern);
+        why = relay_policy_check_pattern(t->pattern);
         if (why) {
-            ctld_fail("tls[%zu].pattern: %s", i, why);
+            relay_fail("tls[%zu].pattern: %s", i, why);
         }
 
         for (k = 0; k < i; k++) {
             if (strcmp(p->tls[k]->pattern, t->pattern) == 0) {
-                ctld_fail("tls[%zu].pattern: \"%s\" duplicates tls[%zu]",
-                          i, t->pattern, k);
+                relay_fail("tls[%zu].pattern: \"%s\" duplicates tls[%zu]",
+                           i, t->pattern, k);
             }
         }
     }
 
-#undef ctld_fail
+#undef relay_fail
 
     return 0;
 }
 
 
 static void
-ctld_verror(char *err, size_t errlen, const char *fmt, ...)
+relay_policy_verror(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list  args;
 
@@ -2194,7 +2203,7 @@ ctld_verror(char *err, size_t errlen, const char *fmt, ...)
 /* a lowercase DNS name: labels of [a-z0-9-], not starting/ending with "-" */
 
 static const char *
-ctld_check_name(const char *s)
+relay_policy_check_name(const char *s)
 {
     size_t       len, label;
     const char  *c;
@@ -2205,7 +2214,7 @@ ctld_check_name(const char *s)
         return "empty name";
     }
 
-    if (len > CTLD_MAX_NAME) {
+    if (len > RELAY_POLICY_MAX_NAME) {
         return "name longer than 253 characters";
     }
 
@@ -2252,7 +2261,7 @@ ctld_check_name(const char *s)
 
 
 static const char *
-ctld_check_pattern(const char *s)
+relay_policy_check_pattern(const char *s)
 {
     if (s[0] == '\0') {
         return "empty pattern";
@@ -2266,17 +2275,17 @@ ctld_check_pattern(const char *s)
         return "\"*\" only alone; \".example.com\" matches subdomains";
     }
 
-    return ctld_check_name(s[0] == '.' ? s + 1 : s);
+    return relay_policy_check_name(s[0] == '.' ? s + 1 : s);
 }
 
 
 /* "[host]", "[host]:port", "host", "host:port" */
 
 static const char *
-ctld_check_hop(const char *s)
+relay_policy_check_hop(const char *s)
 {
     size_t       n;
-    char         host[CTLD_MAX_NAME + 1];
+    char         host[RELAY_POLICY_MAX_NAME + 1];
     const char  *c, *end, *port, *why;
     unsigned     v;
 
@@ -2302,19 +2311,19 @@ ctld_check_hop(const char *s)
 
         n = end - s - 1;
 
-        if (n > CTLD_MAX_NAME) {
+        if (n > RELAY_POLICY_MAX_NAME) {
             return "name longer than 253 characters";
         }
 
         memcpy(host, s + 1, n);
         host[n] = '\0';
 
-        if (!ctld_is_ipv4(host, n) && !ctld_is_ipv6(host, n)) {
+        if (!relay_policy_is_ipv4(host, n) && !relay_policy_is_ipv6(host, n)) {
             if (strchr(host, ':')) {
                 return "invalid IPv6 address";
             }
 
-            why = ctld_check_name(host);
+            why = relay_policy_check_name(host);
             if (why) {
                 return why;
             }
@@ -2329,18 +2338,18 @@ ctld_check_hop(const char *s)
             return "empty host";
         }
 
-        if (n > CTLD_MAX_NAME) {
+        if (n > RELAY_POLICY_MAX_NAME) {
             return "name longer than 253 characters";
         }
 
         memcpy(host, s, n);
         host[n] = '\0';
 
-        if (ctld_is_ipv4(host, n)) {
+        if (relay_policy_is_ipv4(host, n)) {
             return "an IP address needs brackets: \"[192.0.2.1]:25\"";
         }
 
-        why = ctld_check_name(host);
+        why = relay_policy_check_name(host);
         if (why) {
             return why;
         }
@@ -2379,24 +2388,24 @@ ctld_check_hop(const char *s)
 
 
 static int
-ctld_check_hops(char **hops, size_t n, const char *field, char *err,
+relay_policy_check_hops(char **hops, size_t n, const char *field, char *err,
     size_t errlen)
 {
     size_t       i, k;
     const char  *why;
 
     for (i = 0; i < n; i++) {
-        why = ctld_check_hop(hops[i]);
+        why = relay_policy_check_hop(hops[i]);
         if (why) {
-            ctld_verror(err, errlen, "%s[%zu]: \"%s\": %s", field, i,
-                        hops[i], why);
+            relay_policy_verror(err, errlen, "%s[%zu]: \"%s\": %s", field, i,
+                                hops[i], why);
             return -1;
         }
 
         for (k = 0; k < i; k++) {
             if (strcmp(hops[k], hops[i]) == 0) {
-                ctld_verror(err, errlen, "%s[%zu]: \"%s\" duplicates "
-                            "%s[%zu]", field, i, hops[i], field, k);
+                relay_policy_verror(err, errlen, "%s[%zu]: \"%s\" duplicates "
+                                    "%s[%zu]", field, i, hops[i], field, k);
                 return -1;
             }
         }
@@ -2409,7 +2418,7 @@ ctld_check_hops(char **hops, size_t n, const char *field, char *err,
 /* "192.0.2.0/24", "2001:db8::/32", or an address alone */
 
 static const char *
-ctld_check_cidr(const char *s)
+relay_policy_check_cidr(const char *s)
 {
     char           addr[64];
     size_t         n, i;
@@ -2432,7 +2441,7 @@ ctld_check_cidr(const char *s)
     memcpy(addr, s, n);
     addr[n] = '\0';
 
-    if (inet_pton(AF_INET, addr, buf) == 1 && ctld_is_ipv4(addr, n)) {
+    if (inet_pton(AF_INET, addr, buf) == 1 && relay_policy_is_ipv4(addr, n)) {
         family = AF_INET;
         max = 32;
 
@@ -2487,7 +2496,7 @@ ctld_check_cidr(const char *s)
 /* printable, no control characters, at most max bytes */
 
 static const char *
-ctld_check_text(const char *s, size_t max)
+relay_policy_check_text(const char *s, size_t max)
 {
     const char  *c;
 
@@ -2508,7 +2517,7 @@ ctld_check_text(const char *s, size_t max)
 /* a user, tenant or pool name: no spaces, quotes, ";" or "#" */
 
 static const char *
-ctld_check_word(const char *s)
+relay_policy_check_word(const char *s)
 {
     const char  *c;
 
@@ -2535,7 +2544,7 @@ ctld_check_word(const char *s)
 /* a dotted quad of decimal numbers 0..255, no leading zeros */
 
 static int
-ctld_is_ipv4(const char *s, size_t len)
+relay_policy_is_ipv4(const char *s, size_t len)
 {
     size_t    i, digits, dots;
     unsigned  v;
@@ -2579,7 +2588,7 @@ ctld_is_ipv4(const char *s, size_t len)
 
 
 static int
-ctld_is_ipv6(const char *s, size_t len)
+relay_policy_is_ipv6(const char *s, size_t len)
 {
     char           buf[64];
     unsigned char  addr[16];
@@ -2598,7 +2607,7 @@ ctld_is_ipv6(const char *s, size_t len)
 /* days since 1970-01-01 of a proleptic Gregorian date */
 
 static int64_t
-ctld_days_from_civil(int64_t y, unsigned m, unsigned d)
+relay_policy_days_from_civil(int64_t y, unsigned m, unsigned d)
 {
     int64_t   era;
     unsigned  yoe, doy, doe;

@@ -4,8 +4,8 @@
  */
 
 
-#ifndef _CTLD_POLICY_H_INCLUDED_
-#define _CTLD_POLICY_H_INCLUDED_
+#ifndef _RELAY_POLICY_H_INCLUDED_
+#define _RELAY_POLICY_H_INCLUDED_
 
 
 /*
@@ -43,41 +43,45 @@
 #include "relay/control/v1/control.pb-c.h"
 
 
-typedef Relay__Control__V1__Policy  ctld_policy_t;
+/* the message and its parts, by the names of their statements */
+
+typedef Relay__Control__V1__Policy            relay_policy_t;
+typedef Relay__Control__V1__Route             relay_policy_route_t;
+typedef Relay__Control__V1__BackupMx          relay_policy_backup_mx_t;
+typedef Relay__Control__V1__RetryPolicy       relay_policy_retry_t;
+typedef Relay__Control__V1__InboundLimit      relay_policy_inbound_t;
+typedef Relay__Control__V1__DestinationLimit  relay_policy_dest_t;
+typedef Relay__Control__V1__EgressAddress     relay_policy_egress_addr_t;
+typedef Relay__Control__V1__EgressPool        relay_policy_pool_t;
+typedef Relay__Control__V1__EgressRule        relay_policy_rule_t;
+typedef Relay__Control__V1__TlsPolicy         relay_policy_tls_t;
 
 
 /*
- * Parses text into a new policy (free with ctld_policy_free()).  On error
+ * Parses text into a new policy (free with relay_policy_free()).  On error
  * returns NULL and writes "NAME:LINE: what is wrong" into err.
  */
-ctld_policy_t *ctld_policy_parse(const char *name, const char *text,
+relay_policy_t *relay_policy_parse(const char *name, const char *text,
     size_t len, char *err, size_t errlen);
 
 /*
  * Checks everything a node relies on.  Returns 0, or -1 with
  * "FIELD: why" in err, FIELD a path such as "routes[2].next_hops[0]".
  */
-int ctld_policy_validate(const ctld_policy_t *p, char *err, size_t errlen);
+int relay_policy_validate(const relay_policy_t *p, char *err, size_t errlen);
 
 /*
  * The canonical text form (malloc()ed, NUL-terminated): statements in a
  * fixed order, durations in their largest exact unit, so that two equal
- * policies render identically and ctld_policy_parse(render(p)) == p.
+ * policies render identically and relay_policy_parse(render(p)) == p.
  * Version, author and creation time appear as leading "#" comments.
  */
-char *ctld_policy_render(const ctld_policy_t *p);
+char *relay_policy_render(const relay_policy_t *p);
 
 /* a deep copy through pack/unpack; NULL on allocation failure */
-ctld_policy_t *ctld_policy_copy(const ctld_policy_t *p);
+relay_policy_t *relay_policy_copy(const relay_policy_t *p);
 
-void ctld_policy_free(ctld_policy_t *p);
-
-/*
- * Unified diff (3 lines of context) of two texts, malloc()ed; "" when they
- * are equal.  Lines starting with "#" are ignored by the comparison.
- */
-char *ctld_diff(const char *a_name, const char *a, const char *b_name,
-    const char *b);
+void relay_policy_free(relay_policy_t *p);
 
 
-#endif /* _CTLD_POLICY_H_INCLUDED_ */
+#endif /* _RELAY_POLICY_H_INCLUDED_ */

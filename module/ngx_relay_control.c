@@ -990,7 +990,7 @@ ngx_relay_control_snapshot(ngx_relay_control_t *ctl,
         return;
     }
 
-    if (ctld_policy_validate(pp, err, sizeof(err)) != 0
+    if (relay_policy_validate(pp, err, sizeof(err)) != 0
         || ngx_relay_control_node_check(ctl, pp, len, err, sizeof(err)) != 0)
     {
         ngx_relay_control_say(ctl, NGX_LOG_ERR,

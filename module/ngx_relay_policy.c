@@ -1037,7 +1037,7 @@ ngx_relay_policy_load_file(ngx_relay_policy_shm_t *shm, ngx_str_t *path,
     ssize_t                      n;
     ngx_fd_t                     fd;
     ngx_file_info_t              fi;
-    ctld_policy_t               *pp;
+    relay_policy_t              *pp;
     u_char                      *buf;
     char                         err[256];
 
@@ -1081,7 +1081,7 @@ ngx_relay_policy_load_file(ngx_relay_policy_shm_t *shm, ngx_str_t *path,
         goto failed;
     }
 
-    if (ctld_policy_validate(pp, err, sizeof(err)) != 0 || pp->version == 0) {
+    if (relay_policy_validate(pp, err, sizeof(err)) != 0 || pp->version == 0) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "relay policy \"%V\" is invalid: %s", path,
                       pp->version ? err : "no version");

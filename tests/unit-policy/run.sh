@@ -82,7 +82,7 @@ for t in "$unit"/test_*.c; do
         continue
     fi
 
-    CTLD_POLICY_EXAMPLE=$top/config/policy.example \
+    RELAY_POLICY_EXAMPLE=$top/config/policy.example \
         "$out/$name" > "$out/$name.log" 2>&1
     rc=$?
 

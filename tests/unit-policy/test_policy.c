@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "relay_policy.h"
+#include "relay_diff.h"
 
 
 typedef struct {
@@ -382,11 +383,11 @@ t_parse_cases(void)
 {
     char                 err[512];
     const t_case_t      *c;
-    ctld_policy_t       *p;
+    relay_policy_t      *p;
 
     for (c = t_parse; c->text; c++) {
-        p = ctld_policy_parse("t.policy", c->text, strlen(c->text), err,
-                              sizeof(err));
+        p = relay_policy_parse("t.policy", c->text, strlen(c->text), err,
+                               sizeof(err));
 
         if (c->error == NULL) {
             t_check(p != NULL, "parse", c->text, err, "(parses)");
@@ -396,7 +397,7 @@ t_parse_cases(void)
                     c->text, p ? "(parsed)" : err, c->error);
         }
 
-        ctld_policy_free(p);
+        relay_policy_free(p);
     }
 }
 
@@ -408,17 +409,17 @@ t_validate_cases(void)
     char             err[512];
     const char      *s;
     const t_case_t  *c;
-    ctld_policy_t   *p;
+    relay_policy_t  *p;
 
     for (c = t_validate; c->text; c++) {
-        p = ctld_policy_parse("t.policy", c->text, strlen(c->text), err,
-                              sizeof(err));
+        p = relay_policy_parse("t.policy", c->text, strlen(c->text), err,
+                               sizeof(err));
         if (p == NULL) {
             t_check(0, "validate: parse", c->text, err, "(parses)");
             continue;
         }
 
-        rc = ctld_policy_validate(p, err, sizeof(err));
+        rc = relay_policy_validate(p, err, sizeof(err));
 
         if (c->error == NULL) {
             t_check(rc == 0, "validate", c->text, err, "(valid)");
@@ -428,7 +429,7 @@ t_validate_cases(void)
                     c->text, rc == 0 ? "(valid)" : err, c->error);
         }
 
-        ctld_policy_free(p);
+        relay_policy_free(p);
     }
 
     /* what only the wire can carry */
@@ -437,21 +438,21 @@ t_validate_cases(void)
         "egress_pool p ehlo=a.com 192.0.2.1;\n"
         "egress_rule tenant t p;\ncomment x;";
 
-    p = ctld_policy_parse("t", s, strlen(s), err, sizeof(err));
+    p = relay_policy_parse("t", s, strlen(s), err, sizeof(err));
     if (p == NULL) {
         t_check(0, "wire: parse", "", err, "(parses)");
         return;
     }
 
     p->inbound_limits[0]->key = 7;
-    rc = ctld_policy_validate(p, err, sizeof(err));
+    rc = relay_policy_validate(p, err, sizeof(err));
     t_check(rc == -1 && strcmp(err, "inbound_limits[0].key: unknown key 7")
             == 0, "wire: inbound key", "key 7", err,
             "inbound_limits[0].key: unknown key 7");
     p->inbound_limits[0]->key = 0;
 
     p->egress_rules[0]->key = 9;
-    rc = ctld_policy_validate(p, err, sizeof(err));
+    rc = relay_policy_validate(p, err, sizeof(err));
     t_check(rc == -1 && strcmp(err, "egress_rules[0].key: unknown key 9")
             == 0, "wire: rule key", "key 9", err,
             "egress_rules[0].key: unknown key 9");
@@ -459,7 +460,7 @@ t_validate_cases(void)
 
     free(p->comment);
     p->comment = strdup("line\nbreak");
-    rc = ctld_policy_validate(p, err, sizeof(err));
+    rc = relay_policy_validate(p, err, sizeof(err));
     t_check(rc == -1 && strcmp(err, "comment: control character") == 0,
             "wire: comment", "line\\nbreak", err,
             "comment: control character");
@@ -472,13 +473,13 @@ t_validate_cases(void)
     free(p->egress_pools[0]->addresses);
     p->egress_pools[0]->addresses = NULL;
     p->egress_pools[0]->n_addresses = 0;
-    rc = ctld_policy_validate(p, err, sizeof(err));
+    rc = relay_policy_validate(p, err, sizeof(err));
     t_check(rc == -1
             && strcmp(err, "egress_pools[0].addresses: no address") == 0,
             "wire: no address", "", err,
             "egress_pools[0].addresses: no address");
 
-    ctld_policy_free(p);
+    relay_policy_free(p);
 }
 
 
@@ -490,29 +491,29 @@ t_render_cases(void)
     char                buf[65536];
     size_t              n;
     const char         *s;
-    ctld_policy_t      *p, *q, *c;
+    relay_policy_t     *p, *q, *c;
     const t_render_t   *t;
 
     for (t = t_render; t->text; t++) {
-        p = ctld_policy_parse("t", t->text, strlen(t->text), err,
-                              sizeof(err));
+        p = relay_policy_parse("t", t->text, strlen(t->text), err,
+                               sizeof(err));
         if (p == NULL) {
             t_check(0, "render: parse", t->text, err, "(parses)");
             continue;
         }
 
-        r1 = ctld_policy_render(p);
+        r1 = relay_policy_render(p);
         t_check(r1 && strcmp(r1, t->canonical) == 0, "render", t->text, r1,
                 t->canonical);
 
-        q = r1 ? ctld_policy_parse("r", r1, strlen(r1), err, sizeof(err))
+        q = r1 ? relay_policy_parse("r", r1, strlen(r1), err, sizeof(err))
                : NULL;
-        r2 = q ? ctld_policy_render(q) : NULL;
+        r2 = q ? relay_policy_render(q) : NULL;
         t_check(r2 && strcmp(r1, r2) == 0, "render round trip", r1,
                 q ? r2 : err, r1);
 
-        c = q ? ctld_policy_copy(q) : NULL;
-        r3 = c ? ctld_policy_render(c) : NULL;
+        c = q ? relay_policy_copy(q) : NULL;
+        r3 = c ? relay_policy_render(c) : NULL;
         t_check(r3 && strcmp(r1, r3) == 0, "copy", r1, r3, r1);
 
         if (q && c) {
@@ -525,45 +526,45 @@ t_render_cases(void)
         free(r1);
         free(r2);
         free(r3);
-        ctld_policy_free(p);
-        ctld_policy_free(q);
-        ctld_policy_free(c);
+        relay_policy_free(p);
+        relay_policy_free(q);
+        relay_policy_free(c);
     }
 
     /* the example policy in config/ parses, validates, round-trips */
 
-    s = getenv("CTLD_POLICY_EXAMPLE");
+    s = getenv("RELAY_POLICY_EXAMPLE");
     f = s ? fopen(s, "r") : NULL;
 
     if (f != NULL) {
         n = fread(buf, 1, sizeof(buf) - 1, f);
         fclose(f);
 
-        p = ctld_policy_parse(s, buf, n, err, sizeof(err));
-        t_check(p && ctld_policy_validate(p, err, sizeof(err)) == 0,
+        p = relay_policy_parse(s, buf, n, err, sizeof(err));
+        t_check(p && relay_policy_validate(p, err, sizeof(err)) == 0,
                 "config/policy.example", s, err, "(valid)");
 
-        r1 = p ? ctld_policy_render(p) : NULL;
-        q = r1 ? ctld_policy_parse("r", r1, strlen(r1), err, sizeof(err))
+        r1 = p ? relay_policy_render(p) : NULL;
+        q = r1 ? relay_policy_parse("r", r1, strlen(r1), err, sizeof(err))
                : NULL;
-        r2 = q ? ctld_policy_render(q) : NULL;
+        r2 = q ? relay_policy_render(q) : NULL;
         t_check(r2 && strcmp(r1, r2) == 0, "config/policy.example round trip",
                 s, r2, r1);
 
         free(r1);
         free(r2);
-        ctld_policy_free(p);
-        ctld_policy_free(q);
+        relay_policy_free(p);
+        relay_policy_free(q);
 
     } else {
         t_check(0, "config/policy.example", s ? s : "(no path)",
-                "cannot open", "CTLD_POLICY_EXAMPLE");
+                "cannot open", "RELAY_POLICY_EXAMPLE");
     }
 
-    p = ctld_policy_parse("t", "# created 1970-01-01T00:00:01Z\n", 31, err,
-                          sizeof(err));
+    p = relay_policy_parse("t", "# created 1970-01-01T00:00:01Z\n", 31, err,
+                           sizeof(err));
     t_check(p && p->created_unix == 1, "created epoch", "", err, "1");
-    ctld_policy_free(p);
+    relay_policy_free(p);
 }
 
 
@@ -629,7 +630,7 @@ t_diff_cases(void)
     const t_diff_t  *t;
 
     for (t = t_diffs; t->a; t++) {
-        d = ctld_diff("a", t->a, "b", t->b);
+        d = relay_diff("a", t->a, "b", t->b);
 
         if (t->diff) {
             t_check(d && strcmp(d, t->diff) == 0, "diff", t->a, d, t->diff);
