@@ -15,6 +15,13 @@
  * writes) fill version, author and created_unix, so that a rendered
  * policy parses back to the same policy.
  *
+ * One grammar: nginx.conf's directives that mirror statements hand their
+ * arguments to relay_policy_add() as words, which the same statement
+ * handlers parse (a word stands for a token, its first "=" for the first
+ * unquoted one), and the module validates what it built with the same
+ * checks as controld.  Only the place differs in a message: "FILE:LINE:"
+ * in front of a text's, nginx's "in FILE:LINE" after a directive's.
+ *
  * Decisions the header leaves open:
  *   - a hop is "[HOST]", "[HOST]:PORT", "HOST" or "HOST:PORT"; HOST is a
  *     lowercase DNS name, or inside brackets also an IPv4 or IPv6 literal
@@ -41,6 +48,7 @@
 #define RELAY_POLICY_MAX_NAME        253
 #define RELAY_POLICY_MAX_TEXT        1024
 #define RELAY_POLICY_MAX_WEIGHT      1000
+#define RELAY_POLICY_MAX_LISTS       32      /* repeated fields of Policy */
 
 
 typedef struct {
@@ -98,6 +106,11 @@ typedef struct {
 
 static int relay_policy_tokenize(relay_policy_parse_t *ps, const char *text,
     size_t len);
+static int relay_policy_words(relay_policy_parse_t *ps, char *const *words,
+    size_t n);
+static void relay_policy_lists_mark(const relay_policy_t *p, size_t *lists);
+static void relay_policy_lists_rollback(relay_policy_t *p,
+    const size_t *lists);
 static int relay_policy_grow(relay_policy_parse_t *ps, char **data,
     size_t *size);
 static void relay_policy_header(relay_policy_parse_t *ps, const char *p,
@@ -136,11 +149,32 @@ static void relay_policy_buf_word(relay_policy_buf_t *b, const char *s,
 static void relay_policy_buf_duration(relay_policy_buf_t *b, const char *name,
     uint32_t v);
 
+static int relay_policy_check(const relay_policy_t *p, int complete,
+    char *err, size_t errlen);
+static int relay_policy_check_routes(const relay_policy_t *p, char *err,
+    size_t errlen);
+static int relay_policy_check_backup_mx(const relay_policy_t *p, char *err,
+    size_t errlen);
+static int relay_policy_check_retry(const relay_policy_t *p, char *err,
+    size_t errlen);
+static int relay_policy_check_inbound(const relay_policy_t *p, char *err,
+    size_t errlen);
+static int relay_policy_check_destinations(const relay_policy_t *p,
+    char *err, size_t errlen);
+static int relay_policy_check_pools(const relay_policy_t *p, char *err,
+    size_t errlen);
+static int relay_policy_check_addresses(const relay_policy_pool_t *pool,
+    size_t i, char *err, size_t errlen);
+static int relay_policy_check_rules(const relay_policy_t *p, int complete,
+    char *err, size_t errlen);
+static const relay_policy_pool_t *relay_policy_find_pool(
+    const relay_policy_t *p, const char *name);
+static int relay_policy_check_tls(const relay_policy_t *p, char *err,
+    size_t errlen);
 static void relay_policy_verror(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static const char *relay_policy_check_name(const char *s);
 static const char *relay_policy_check_pattern(const char *s);
-static const char *relay_policy_check_hop(const char *s);
 static const char *relay_policy_check_cidr(const char *s);
 static const char *relay_policy_check_text(const char *s, size_t max);
 static const char *relay_policy_check_word(const char *s);
@@ -189,13 +223,11 @@ relay_policy_parse(const char *name, const char *text, size_t len, char *err,
         err[0] = '\0';
     }
 
-    p = malloc(sizeof(relay_policy_t));
+    p = relay_policy_new();
     if (p == NULL) {
         relay_policy_verror(err, errlen, "%s: out of memory", name);
         return NULL;
     }
-
-    relay__control__v1__policy__init(p);
 
     memset(&ps, 0, sizeof(relay_policy_parse_t));
     ps.name = name;
@@ -213,6 +245,159 @@ relay_policy_parse(const char *name, const char *text, size_t len, char *err,
     free(ps.tok);
 
     return p;
+}
+
+
+int
+relay_policy_add(relay_policy_t *p, char *const *words, size_t n, char *err,
+    size_t errlen)
+{
+    int                    rc;
+    size_t                 lists[RELAY_POLICY_MAX_LISTS];
+    relay_policy_parse_t   ps;
+
+    if (errlen) {
+        err[0] = '\0';
+    }
+
+    memset(&ps, 0, sizeof(relay_policy_parse_t));
+    ps.err = err;
+    ps.errlen = errlen;
+    ps.policy = p;
+    ps.comment_seen = (p->comment != NULL && p->comment[0] != '\0');
+
+    if (relay_policy_words(&ps, words, n) != 0) {
+        relay_policy_tokens_free(&ps);
+        free(ps.tok);
+        return -1;
+    }
+
+    relay_policy_lists_mark(p, lists);
+
+    rc = relay_policy_statement(&ps);
+
+    if (rc != 0) {
+        relay_policy_lists_rollback(p, lists);
+    }
+
+    relay_policy_tokens_free(&ps);
+    free(ps.tok);
+
+    return rc;
+}
+
+
+/* words as the tokenizer's tokens: a word's first "=" makes a parameter */
+
+static int
+relay_policy_words(relay_policy_parse_t *ps, char *const *words, size_t n)
+{
+    size_t                 i;
+    const char            *c, *eq;
+    relay_policy_token_t  *t;
+
+    if (n == 0) {
+        relay_policy_perror(ps, 0, "empty statement");
+        return -1;
+    }
+
+    ps->tok = calloc(n, sizeof(relay_policy_token_t));
+    if (ps->tok == NULL) {
+        relay_policy_perror(ps, 0, "out of memory");
+        return -1;
+    }
+
+    ps->ctok = n;
+
+    for (i = 0; i < n; i++) {
+        for (c = words[i]; *c; c++) {
+            if ((unsigned char) *c < 0x20 || *c == 0x7f) {
+                relay_policy_perror(ps, 0, "control character");
+                return -1;
+            }
+        }
+
+        t = &ps->tok[i];
+
+        t->data = relay_policy_strdup(words[i]);
+        if (t->data == NULL) {
+            relay_policy_perror(ps, 0, "out of memory");
+            return -1;
+        }
+
+        ps->ntok++;
+
+        eq = strchr(t->data, '=');
+        t->len = strlen(t->data);
+        t->eq = eq ? (size_t) (eq - t->data) : RELAY_POLICY_NO_EQ;
+    }
+
+    return 0;
+}
+
+
+/*
+ * The lengths of the policy's lists before a statement, and back to them
+ * after it failed: a statement adds to one list at most, and what it added
+ * is its own (strings and messages from malloc()).
+ */
+
+static void
+relay_policy_lists_mark(const relay_policy_t *p, size_t *lists)
+{
+    unsigned                          i, k;
+    const ProtobufCFieldDescriptor   *f;
+
+    f = relay__control__v1__policy__descriptor.fields;
+
+    for (i = 0, k = 0; i < relay__control__v1__policy__descriptor.n_fields;
+         i++)
+    {
+        if (f[i].label == PROTOBUF_C_LABEL_REPEATED
+            && k < RELAY_POLICY_MAX_LISTS)
+        {
+            lists[k++] = *(const size_t *) ((const char *) p
+                                            + f[i].quantifier_offset);
+        }
+    }
+}
+
+
+static void
+relay_policy_lists_rollback(relay_policy_t *p, const size_t *lists)
+{
+    void                            **elts;
+    size_t                           *n;
+    unsigned                          i, k;
+    const ProtobufCFieldDescriptor   *f;
+
+    f = relay__control__v1__policy__descriptor.fields;
+
+    for (i = 0, k = 0; i < relay__control__v1__policy__descriptor.n_fields;
+         i++)
+    {
+        if (f[i].label != PROTOBUF_C_LABEL_REPEATED
+            || k == RELAY_POLICY_MAX_LISTS)
+        {
+            continue;
+        }
+
+        n = (size_t *) ((char *) p + f[i].quantifier_offset);
+        elts = *(void ***) ((char *) p + f[i].offset);
+
+        while (*n > lists[k]) {
+            (*n)--;
+
+            if (f[i].type == PROTOBUF_C_TYPE_MESSAGE) {
+                protobuf_c_message_free_unpacked(elts[*n], NULL);
+
+            } else {
+                free(elts[*n]);
+            }
+        }
+
+        k++;
+    }
 }
 
 
@@ -581,9 +766,13 @@ relay_policy_perror(relay_policy_parse_t *ps, unsigned line, const char *fmt,
         return;
     }
 
-    n = snprintf(ps->err, ps->errlen, "%s:%u: ", ps->name, line);
-    if (n < 0 || (size_t) n >= ps->errlen) {
-        return;
+    n = 0;
+
+    if (ps->name != NULL) {
+        n = snprintf(ps->err, ps->errlen, "%s:%u: ", ps->name, line);
+        if (n < 0 || (size_t) n >= ps->errlen) {
+            return;
+        }
     }
 
     va_start(args, fmt);
@@ -1795,6 +1984,22 @@ relay_policy_buf_duration(relay_policy_buf_t *b, const char *name, uint32_t v)
 
 
 relay_policy_t *
+relay_policy_new(void)
+{
+    relay_policy_t  *p;
+
+    p = malloc(sizeof(relay_policy_t));
+    if (p == NULL) {
+        return NULL;
+    }
+
+    relay__control__v1__policy__init(p);
+
+    return p;
+}
+
+
+relay_policy_t *
 relay_policy_copy(const relay_policy_t *p)
 {
     size_t           len;
@@ -1830,28 +2035,38 @@ relay_policy_free(relay_policy_t *p)
 /* ---------------------------------------------------------------- validate */
 
 
+/* in the checks below: the message into err, and -1 */
+
+#define relay_fail(...)                                                       \
+    do { relay_policy_verror(err, errlen, __VA_ARGS__); return -1; } while (0)
+
+
 int
 relay_policy_validate(const relay_policy_t *p, char *err, size_t errlen)
 {
-    size_t                       i, j, k;
-    const char                  *why;
-    char                         field[64];
-    relay_policy_route_t        *r;
-    relay_policy_retry_t        *rt;
-    relay_policy_inbound_t      *l;
-    relay_policy_dest_t         *d;
-    relay_policy_pool_t         *pool;
-    relay_policy_rule_t         *rule;
-    relay_policy_tls_t          *t;
-    relay_policy_backup_mx_t    *bm;
-    relay_policy_egress_addr_t  *a;
+    return relay_policy_check(p, 1, err, errlen);
+}
+
+
+int
+relay_policy_validate_draft(const relay_policy_t *p, char *err,
+    size_t errlen)
+{
+    return relay_policy_check(p, 0, err, errlen);
+}
+
+
+/* complete: a policy as a node gets it, its rules name pools it holds */
+
+static int
+relay_policy_check(const relay_policy_t *p, int complete, char *err,
+    size_t errlen)
+{
+    const char  *why;
 
     if (errlen) {
         err[0] = '\0';
     }
-
-#define relay_fail(...)                                                       \
-    do { relay_policy_verror(err, errlen, __VA_ARGS__); return -1; } while (0)
 
     why = relay_policy_check_text(p->comment, RELAY_POLICY_MAX_TEXT);
     if (why) {
@@ -1863,7 +2078,32 @@ relay_policy_validate(const relay_policy_t *p, char *err, size_t errlen)
         relay_fail("author: %s", why);
     }
 
-    /* routes */
+    if (relay_policy_check_routes(p, err, errlen) != 0
+        || relay_policy_check_backup_mx(p, err, errlen) != 0
+        || relay_policy_check_hops(p->fallback_relay, p->n_fallback_relay,
+                                   "fallback_relay", err, errlen)
+           != 0
+        || relay_policy_check_retry(p, err, errlen) != 0
+        || relay_policy_check_inbound(p, err, errlen) != 0
+        || relay_policy_check_destinations(p, err, errlen) != 0
+        || relay_policy_check_pools(p, err, errlen) != 0
+        || relay_policy_check_rules(p, complete, err, errlen) != 0
+        || relay_policy_check_tls(p, err, errlen) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+relay_policy_check_routes(const relay_policy_t *p, char *err, size_t errlen)
+{
+    char                   field[64];
+    size_t                 i, k;
+    const char            *why;
+    relay_policy_route_t  *r;
 
     for (i = 0; i < p->n_routes; i++) {
         r = p->routes[i];
@@ -1894,7 +2134,18 @@ relay_policy_validate(const relay_policy_t *p, char *err, size_t errlen)
         }
     }
 
-    /* backup MX */
+    return 0;
+}
+
+
+static int
+relay_policy_check_backup_mx(const relay_policy_t *p, char *err,
+    size_t errlen)
+{
+    char                       field[64];
+    size_t                     i, k;
+    const char                *why;
+    relay_policy_backup_mx_t  *bm;
 
     for (i = 0; i < p->n_backup_mx; i++) {
         bm = p->backup_mx[i];
@@ -1925,16 +2176,16 @@ relay_policy_validate(const relay_policy_t *p, char *err, size_t errlen)
         }
     }
 
-    /* fallback relays */
+    return 0;
+}
 
-    if (relay_policy_check_hops(p->fallback_relay, p->n_fallback_relay,
-                                "fallback_relay", err, errlen)
-        != 0)
-    {
-        return -1;
-    }
 
-    /* retry */
+static int
+relay_policy_check_retry(const relay_policy_t *p, char *err, size_t errlen)
+{
+    size_t                 i, k;
+    const char            *why;
+    relay_policy_retry_t  *rt;
 
     for (i = 0; i < p->n_retry; i++) {
         rt = p->retry[i];
@@ -1974,7 +2225,16 @@ relay_policy_validate(const relay_policy_t *p, char *err, size_t errlen)
         }
     }
 
-    /* inbound limits */
+    return 0;
+}
+
+
+static int
+relay_policy_check_inbound(const relay_policy_t *p, char *err, size_t errlen)
+{
+    size_t                   i, k;
+    const char              *why;
+    relay_policy_inbound_t  *l;
 
     for (i = 0; i < p->n_inbound_limits; i++) {
         l = p->inbound_limits[i];
@@ -2023,7 +2283,17 @@ relay_policy_validate(const relay_policy_t *p, char *err, size_t errlen)
         }
     }
 
-    /* destination limits */
+    return 0;
+}
+
+
+static int
+relay_policy_check_destinations(const relay_policy_t *p, char *err,
+    size_t errlen)
+{
+    size_t                i, k;
+    const char           *why;
+    relay_policy_dest_t  *d;
 
     for (i = 0; i < p->n_destination_limits; i++) {
         d = p->destination_limits[i];
@@ -2058,7 +2328,16 @@ relay_policy_validate(const relay_policy_t *p, char *err, size_t errlen)
         }
     }
 
-    /* egress pools */
+    return 0;
+}
+
+
+static int
+relay_policy_check_pools(const relay_policy_t *p, char *err, size_t errlen)
+{
+    size_t                i, k;
+    const char           *why;
+    relay_policy_pool_t  *pool;
 
     for (i = 0; i < p->n_egress_pools; i++) {
         pool = p->egress_pools[i];
@@ -2088,34 +2367,58 @@ relay_policy_validate(const relay_policy_t *p, char *err, size_t errlen)
             relay_fail("egress_pools[%zu].addresses: no address", i);
         }
 
-        for (j = 0; j < pool->n_addresses; j++) {
-            a = pool->addresses[j];
-
-            if (!relay_policy_is_ipv4(a->address, strlen(a->address))
-                && !relay_policy_is_ipv6(a->address, strlen(a->address)))
-            {
-                relay_fail("egress_pools[%zu].addresses[%zu].address: \"%s\" "
-                           "is not an IPv4 or IPv6 address", i, j,
-                           a->address);
-            }
-
-            for (k = 0; k < j; k++) {
-                if (strcmp(pool->addresses[k]->address, a->address) == 0) {
-                    relay_fail("egress_pools[%zu].addresses[%zu].address: "
-                               "\"%s\" duplicates addresses[%zu]", i, j,
-                               a->address, k);
-                }
-            }
-
-            if (a->weight > RELAY_POLICY_MAX_WEIGHT) {
-                relay_fail("egress_pools[%zu].addresses[%zu].weight: %u is "
-                           "more than %u", i, j, a->weight,
-                           RELAY_POLICY_MAX_WEIGHT);
-            }
+        if (relay_policy_check_addresses(pool, i, err, errlen) != 0) {
+            return -1;
         }
     }
 
-    /* egress rules */
+    return 0;
+}
+
+
+static int
+relay_policy_check_addresses(const relay_policy_pool_t *pool, size_t i,
+    char *err, size_t errlen)
+{
+    size_t                       j, k;
+    relay_policy_egress_addr_t  *a;
+
+    for (j = 0; j < pool->n_addresses; j++) {
+        a = pool->addresses[j];
+
+        if (!relay_policy_is_ipv4(a->address, strlen(a->address))
+            && !relay_policy_is_ipv6(a->address, strlen(a->address)))
+        {
+            relay_fail("egress_pools[%zu].addresses[%zu].address: \"%s\" "
+                       "is not an IPv4 or IPv6 address", i, j, a->address);
+        }
+
+        for (k = 0; k < j; k++) {
+            if (strcmp(pool->addresses[k]->address, a->address) == 0) {
+                relay_fail("egress_pools[%zu].addresses[%zu].address: "
+                           "\"%s\" duplicates addresses[%zu]", i, j,
+                           a->address, k);
+            }
+        }
+
+        if (a->weight > RELAY_POLICY_MAX_WEIGHT) {
+            relay_fail("egress_pools[%zu].addresses[%zu].weight: %u is "
+                       "more than %u", i, j, a->weight,
+                       RELAY_POLICY_MAX_WEIGHT);
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+relay_policy_check_rules(const relay_policy_t *p, int complete, char *err,
+    size_t errlen)
+{
+    size_t                i, k;
+    const char           *why;
+    relay_policy_rule_t  *rule;
 
     for (i = 0; i < p->n_egress_rules; i++) {
         rule = p->egress_rules[i];
@@ -2149,19 +2452,37 @@ relay_policy_validate(const relay_policy_t *p, char *err, size_t errlen)
             }
         }
 
-        for (k = 0; k < p->n_egress_pools; k++) {
-            if (strcmp(p->egress_pools[k]->name, rule->pool) == 0) {
-                break;
-            }
-        }
-
-        if (k == p->n_egress_pools) {
+        if (complete && relay_policy_find_pool(p, rule->pool) == NULL) {
             relay_fail("egress_rules[%zu].pool: no egress pool \"%s\"", i,
                        rule->pool);
         }
     }
 
-    /* TLS */
+    return 0;
+}
+
+
+static const relay_policy_pool_t *
+relay_policy_find_pool(const relay_policy_t *p, const char *name)
+{
+    size_t  i;
+
+    for (i = 0; i < p->n_egress_pools; i++) {
+        if (strcmp(p->egress_pools[i]->name, name) == 0) {
+            return p->egress_pools[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+static int
+relay_policy_check_tls(const relay_policy_t *p, char *err, size_t errlen)
+{
+    size_t               i, k;
+    const char          *why;
+    relay_policy_tls_t  *t;
 
     for (i = 0; i < p->n_tls; i++) {
         t = p->tls[i];
@@ -2179,10 +2500,11 @@ relay_policy_validate(const relay_policy_t *p, char *err, size_t errlen)
         }
     }
 
-#undef relay_fail
-
     return 0;
 }
+
+
+#undef relay_fail
 
 
 static void
@@ -2281,13 +2603,15 @@ relay_policy_check_pattern(const char *s)
 
 /* "[host]", "[host]:port", "host", "host:port" */
 
-static const char *
-relay_policy_check_hop(const char *s)
+const char *
+relay_policy_hop(const char *s, relay_policy_hop_t *hop)
 {
     size_t       n;
     char         host[RELAY_POLICY_MAX_NAME + 1];
     const char  *c, *end, *port, *why;
     unsigned     v;
+
+    memset(hop, 0, sizeof(relay_policy_hop_t));
 
     if (s[0] == '\0') {
         return "empty hop";
@@ -2318,6 +2642,9 @@ relay_policy_check_hop(const char *s)
         memcpy(host, s + 1, n);
         host[n] = '\0';
 
+        hop->host = s + 1;
+        hop->host_len = n;
+
         if (!relay_policy_is_ipv4(host, n) && !relay_policy_is_ipv6(host, n)) {
             if (strchr(host, ':')) {
                 return "invalid IPv6 address";
@@ -2344,6 +2671,10 @@ relay_policy_check_hop(const char *s)
 
         memcpy(host, s, n);
         host[n] = '\0';
+
+        hop->host = s;
+        hop->host_len = n;
+        hop->mx = 1;
 
         if (relay_policy_is_ipv4(host, n)) {
             return "an IP address needs brackets: \"[192.0.2.1]:25\"";
@@ -2383,6 +2714,8 @@ relay_policy_check_hop(const char *s)
         return "port out of range 1..65535";
     }
 
+    hop->port = v;
+
     return NULL;
 }
 
@@ -2391,11 +2724,12 @@ static int
 relay_policy_check_hops(char **hops, size_t n, const char *field, char *err,
     size_t errlen)
 {
-    size_t       i, k;
-    const char  *why;
+    size_t               i, k;
+    const char          *why;
+    relay_policy_hop_t   hop;
 
     for (i = 0; i < n; i++) {
-        why = relay_policy_check_hop(hops[i]);
+        why = relay_policy_hop(hops[i], &hop);
         if (why) {
             relay_policy_verror(err, errlen, "%s[%zu]: \"%s\": %s", field, i,
                                 hops[i], why);

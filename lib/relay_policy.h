@@ -65,10 +65,44 @@ relay_policy_t *relay_policy_parse(const char *name, const char *text,
     size_t len, char *err, size_t errlen);
 
 /*
+ * Appends one statement given as words, words[0] its name ("route",
+ * "tls", ...): what nginx.conf's directives hand over, already split and
+ * unquoted.  A word's first "=" makes it a parameter.  Returns 0, or -1
+ * with "STATEMENT: what is wrong" in err (the parser's message, without a
+ * place) and p as it was.  Parsing only: validate p afterwards.
+ */
+int relay_policy_add(relay_policy_t *p, char *const *words, size_t n,
+    char *err, size_t errlen);
+
+/*
  * Checks everything a node relies on.  Returns 0, or -1 with
  * "FIELD: why" in err, FIELD a path such as "routes[2].next_hops[0]".
  */
 int relay_policy_validate(const relay_policy_t *p, char *err, size_t errlen);
+
+/*
+ * The same checks but one: egress rules may name pools the policy does
+ * not hold yet.  For a policy put together statement by statement (the
+ * pool may come later), validated whole once complete.
+ */
+int relay_policy_validate_draft(const relay_policy_t *p, char *err,
+    size_t errlen);
+
+
+/* a next hop, split: "[host]:port" is used as is, "host:port" means MX */
+
+typedef struct {
+    const char               *host;        /* into the hop's text */
+    size_t                    host_len;
+    unsigned                  port;        /* 0: none given */
+    unsigned                  mx:1;        /* no brackets: MX of host */
+} relay_policy_hop_t;
+
+/*
+ * Splits hop text s ("[192.0.2.1]:25", "mx.example.com") into hop and
+ * checks it as validation does: NULL, or why it is not a hop.
+ */
+const char *relay_policy_hop(const char *s, relay_policy_hop_t *hop);
 
 /*
  * The canonical text form (malloc()ed, NUL-terminated): statements in a
@@ -77,6 +111,9 @@ int relay_policy_validate(const relay_policy_t *p, char *err, size_t errlen);
  * Version, author and creation time appear as leading "#" comments.
  */
 char *relay_policy_render(const relay_policy_t *p);
+
+/* an empty policy, for relay_policy_add(); NULL on allocation failure */
+relay_policy_t *relay_policy_new(void);
 
 /* a deep copy through pack/unpack; NULL on allocation failure */
 relay_policy_t *relay_policy_copy(const relay_policy_t *p);

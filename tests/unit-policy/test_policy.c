@@ -7,7 +7,9 @@
 /*
  * lib/relay_policy.c and lib/relay_diff.c: parse errors (message and
  * line), validation errors (field path) for every rule, canonical
- * rendering and its round trip, copies, and diffs.
+ * rendering and its round trip, copies, statements given as words (as
+ * nginx.conf's directives give them) against the same text, drafts, hops,
+ * and diffs.
  */
 
 
@@ -568,6 +570,328 @@ t_render_cases(void)
 }
 
 
+/* ---------------------------------------------------------------- words */
+
+
+/*
+ * One statement as words (what nginx.conf's directives hand over) and as
+ * text: the same policy, or the same message but for the text's place.
+ */
+
+typedef struct {
+    const char  *words[10];           /* NULL-terminated */
+    const char  *text;                /* the statement as policy text */
+    const char  *error;               /* NULL: valid */
+} t_words_t;
+
+
+static const t_words_t  t_words[] = {
+    { { "route", "example.com", "[10.0.0.1]:25", "mx.example.net", NULL },
+      "route example.com [10.0.0.1]:25 mx.example.net;", NULL },
+    { { "route", "example.com", "10.0.0.1", NULL },
+      "route example.com 10.0.0.1;",
+      "routes[0].next_hops[0]: \"10.0.0.1\": an IP address needs brackets: "
+      "\"[192.0.2.1]:25\"" },
+    { { "route", "Example.COM", "[10.0.0.1]", NULL },
+      "route Example.COM [10.0.0.1];",
+      "routes[0].pattern: must be lowercase" },
+    { { "route", "example.com", NULL },
+      "route example.com;", "route: missing argument" },
+    { { "route", "example.com", "a.net", "x=1", NULL },
+      "route example.com a.net x=1;",
+      "route: unexpected parameter \"x=1\"" },
+    { { "backup_mx", ".example.com", "[backup.example.net]:2525", NULL },
+      "backup_mx .example.com [backup.example.net]:2525;", NULL },
+    { { "backup_mx", "bk.test", "127.0.0.11:2525", NULL },
+      "backup_mx bk.test 127.0.0.11:2525;",
+      "backup_mx[0].hosts[0]: \"127.0.0.11:2525\": an IP address needs "
+      "brackets: \"[192.0.2.1]:25\"" },
+    { { "fallback_relay", "[192.0.2.9]:2525", "relay.example.net", NULL },
+      "fallback_relay [192.0.2.9]:2525 relay.example.net;", NULL },
+    { { "retry", "*", "min=5m", "max=4000s", "lifetime=5d", NULL },
+      "retry * min=5m max=4000s lifetime=5d;", NULL },
+    { { "retry", "*", "min=5x", "max=1h", "lifetime=1d", NULL },
+      "retry * min=5x max=1h lifetime=1d;", "retry: bad duration \"5x\"" },
+    { { "retry", "*", "min=1h", "max=5m", "lifetime=1d", NULL },
+      "retry * min=1h max=5m lifetime=1d;",
+      "retry[0].backoff_max_s: 300s is less than backoff_min_s (3600s)" },
+    { { "inbound_limit", "client_ip", "10.0.0.0/8", "window=1m",
+        "messages=3", NULL },
+      "inbound_limit client_ip 10.0.0.0/8 window=1m messages=3;", NULL },
+    { { "inbound_limit", "client_ip", "10.0.0.1/8", "window=1m",
+        "messages=3", NULL },
+      "inbound_limit client_ip 10.0.0.1/8 window=1m messages=3;",
+      "inbound_limits[0].match: host bits set after the prefix length" },
+    { { "inbound_limit", "client_ip", "*", "window=1m", NULL },
+      "inbound_limit client_ip * window=1m;",
+      "inbound_limits[0]: neither messages nor recipients is limited" },
+    { { "destination_limit", "slow.test", "backoff_reply=rate limited",
+        "backoff=4s", NULL },
+      "destination_limit slow.test backoff_reply=\"rate limited\" "
+      "backoff=4s;", NULL },
+    { { "destination_limit", "x.test", "backoff_reply=busy", NULL },
+      "destination_limit x.test backoff_reply=busy;",
+      "destination_limits[0].backoff_s: must be greater than 0 with "
+      "backoff_reply_pattern" },
+    { { "destination_limit", "x.test", "rate=2", NULL },
+      "destination_limit x.test rate=2;",
+      "destination_limit: unknown parameter \"rate\"" },
+    { { "egress_pool", "bulk", "ehlo=bulk.example.net", "192.0.2.1",
+        "weight=9", "192.0.2.2", NULL },
+      "egress_pool bulk ehlo=bulk.example.net 192.0.2.1 weight=9 "
+      "192.0.2.2;", NULL },
+    { { "egress_pool", "bulk", "ehlo=bulk.example.net", "mx.example.net",
+        NULL },
+      "egress_pool bulk ehlo=bulk.example.net mx.example.net;",
+      "egress_pools[0].addresses[0].address: \"mx.example.net\" is not an "
+      "IPv4 or IPv6 address" },
+    { { "egress_rule", "tenant", "acme", "bulk", NULL },
+      "egress_rule tenant acme bulk;",
+      "egress_rules[0].pool: no egress pool \"bulk\"" },
+    { { "egress_rule", "ip", "acme", "bulk", NULL },
+      "egress_rule ip acme bulk;",
+      "egress_rule: unknown key \"ip\" (sender_domain, auth_user or "
+      "tenant)" },
+    { { "tls", "example.org", "required", "verify", NULL },
+      "tls example.org required verify;", NULL },
+    { { "tls", "example.org", "sometimes", NULL },
+      "tls example.org sometimes;",
+      "tls: expected \"required\" or \"optional\", got \"sometimes\"" },
+    { { "frob", "x", NULL }, "frob x;", "unknown statement \"frob\"" },
+    { { NULL }, NULL, NULL }
+};
+
+
+static size_t
+t_nwords(const t_words_t *c)
+{
+    size_t  n;
+
+    for (n = 0; c->words[n]; n++) {
+        /* void */
+    }
+
+    return n;
+}
+
+
+/* the words' outcome: NULL and the render, or the message */
+
+static const char *
+t_words_outcome(const t_words_t *c, char *err, size_t errlen, char **text)
+{
+    relay_policy_t  *p;
+
+    *text = NULL;
+
+    p = relay_policy_new();
+
+    if (relay_policy_add(p, (char *const *) c->words, t_nwords(c), err,
+                         errlen)
+        != 0
+        || relay_policy_validate(p, err, errlen) != 0)
+    {
+        relay_policy_free(p);
+        return err;
+    }
+
+    *text = relay_policy_render(p);
+    relay_policy_free(p);
+
+    return NULL;
+}
+
+
+/* the text's outcome, its "t.policy:1: " left out */
+
+static const char *
+t_text_outcome(const t_words_t *c, char *err, size_t errlen, char **text)
+{
+    size_t           n;
+    relay_policy_t  *p;
+
+    *text = NULL;
+
+    p = relay_policy_parse("t.policy", c->text, strlen(c->text), err, errlen);
+    if (p == NULL) {
+        n = strlen("t.policy:1: ");
+        return strncmp(err, "t.policy:1: ", n) == 0 ? err + n : err;
+    }
+
+    if (relay_policy_validate(p, err, errlen) != 0) {
+        relay_policy_free(p);
+        return err;
+    }
+
+    *text = relay_policy_render(p);
+    relay_policy_free(p);
+
+    return NULL;
+}
+
+
+static void
+t_words_cases(void)
+{
+    char             *wt, *tt, werr[512], terr[512];
+    const char       *we, *te;
+    const t_words_t  *c;
+
+    for (c = t_words; c->words[0]; c++) {
+        we = t_words_outcome(c, werr, sizeof(werr), &wt);
+        te = t_text_outcome(c, terr, sizeof(terr), &tt);
+
+        if (c->error == NULL) {
+            t_check(we == NULL, "words", c->text, we, "(valid)");
+            t_check(te == NULL, "words: text", c->text, te, "(valid)");
+            t_check(wt && tt && strcmp(wt, tt) == 0, "words: same policy",
+                    c->text, wt, tt);
+
+        } else {
+            t_check(we && strcmp(we, c->error) == 0, "words error", c->text,
+                    we ? we : "(valid)", c->error);
+            t_check(te && strcmp(te, c->error) == 0, "words: text error",
+                    c->text, te ? te : "(valid)", c->error);
+        }
+
+        free(wt);
+        free(tt);
+    }
+}
+
+
+/* a statement that fails leaves the policy as it was */
+
+static void
+t_words_rollback(void)
+{
+    char            *before, *after, err[512];
+    relay_policy_t  *p;
+
+    static char *const  route[] = { "route", "a.test", "[192.0.2.1]" };
+    static char *const  bad_route[] = { "route", "b.test", "x.net", "y=1" };
+    static char *const  bad_pool[] = { "egress_pool", "p", "ehlo=a.test",
+                                       "weight=2", "192.0.2.1" };
+    static char *const  tab[] = { "comment", "a\tb" };
+
+    p = relay_policy_new();
+
+    t_check(p && relay_policy_add(p, route, 3, err, sizeof(err)) == 0,
+            "rollback: route", "route a.test [192.0.2.1]", err, "(added)");
+
+    before = relay_policy_render(p);
+
+    t_check(relay_policy_add(p, bad_route, 4, err, sizeof(err)) == -1
+            && p->n_routes == 1, "rollback: bad route",
+            "route b.test x.net y=1", err, "(refused, one route)");
+
+    t_check(relay_policy_add(p, bad_pool, 5, err, sizeof(err)) == -1
+            && p->n_egress_pools == 0
+            && strcmp(err, "egress_pool: \"weight=\" before any address")
+               == 0, "rollback: bad pool", "egress_pool p ...", err,
+            "egress_pool: \"weight=\" before any address");
+
+    t_check(relay_policy_add(p, tab, 2, err, sizeof(err)) == -1
+            && strcmp(err, "control character") == 0, "words: control",
+            "comment a<TAB>b", err, "control character");
+
+    after = relay_policy_render(p);
+
+    t_check(before && after && strcmp(before, after) == 0,
+            "rollback: unchanged", "", after, before);
+
+    free(before);
+    free(after);
+    relay_policy_free(p);
+}
+
+
+/* a draft's rules may name pools still to come */
+
+static void
+t_draft(void)
+{
+    char             err[512];
+    const char      *s;
+    relay_policy_t  *p;
+
+    s = "egress_rule tenant acme bulk;\nroute a.test [192.0.2.1];\n";
+
+    p = relay_policy_parse("t", s, strlen(s), err, sizeof(err));
+
+    t_check(p && relay_policy_validate_draft(p, err, sizeof(err)) == 0,
+            "draft", s, err, "(valid draft)");
+    t_check(p && relay_policy_validate(p, err, sizeof(err)) == -1
+            && strcmp(err, "egress_rules[0].pool: no egress pool \"bulk\"")
+               == 0, "draft: complete", s, err,
+            "egress_rules[0].pool: no egress pool \"bulk\"");
+
+    relay_policy_free(p);
+
+    s = "egress_rule tenant acme bulk;\nroute A.test [192.0.2.1];\n";
+
+    p = relay_policy_parse("t", s, strlen(s), err, sizeof(err));
+
+    t_check(p && relay_policy_validate_draft(p, err, sizeof(err)) == -1
+            && strcmp(err, "routes[0].pattern: must be lowercase") == 0,
+            "draft: other checks", s, err,
+            "routes[0].pattern: must be lowercase");
+
+    relay_policy_free(p);
+}
+
+
+/* ---------------------------------------------------------------- hops */
+
+
+typedef struct {
+    const char  *hop;
+    const char  *host;                /* NULL: refused with error */
+    unsigned     port;
+    unsigned     mx;
+    const char  *error;
+} t_hop_t;
+
+
+static const t_hop_t  t_hops[] = {
+    { "[192.0.2.1]:25", "192.0.2.1", 25, 0, NULL },
+    { "[2001:db8::1]", "2001:db8::1", 0, 0, NULL },
+    { "[relay.example.net]:2525", "relay.example.net", 2525, 0, NULL },
+    { "mx.example.net", "mx.example.net", 0, 1, NULL },
+    { "mx.example.net:587", "mx.example.net", 587, 1, NULL },
+    { "192.0.2.1:25", NULL, 0, 0,
+      "an IP address needs brackets: \"[192.0.2.1]:25\"" },
+    { "[192.0.2.1", NULL, 0, 0, "missing \"]\"" },
+    { "mx.example.net:0", NULL, 0, 0, "port out of range 1..65535" },
+    { "", NULL, 0, 0, "empty hop" },
+    { NULL, NULL, 0, 0, NULL }
+};
+
+
+static void
+t_hop_cases(void)
+{
+    const char          *why;
+    const t_hop_t       *t;
+    relay_policy_hop_t   h;
+
+    for (t = t_hops; t->hop; t++) {
+        why = relay_policy_hop(t->hop, &h);
+
+        if (t->host == NULL) {
+            t_check(why && strcmp(why, t->error) == 0, "hop error", t->hop,
+                    why ? why : "(a hop)", t->error);
+            continue;
+        }
+
+        t_check(why == NULL && h.host_len == strlen(t->host)
+                && strncmp(h.host, t->host, h.host_len) == 0
+                && h.port == t->port && h.mx == t->mx, "hop", t->hop,
+                why ? why : h.host, t->host);
+    }
+}
+
+
 /* ---------------------------------------------------------------- diff */
 
 
@@ -661,6 +985,10 @@ main(void)
     t_parse_cases();
     t_validate_cases();
     t_render_cases();
+    t_words_cases();
+    t_words_rollback();
+    t_draft();
+    t_hop_cases();
     t_diff_cases();
 
     printf("test_policy: %d passed, %d failed\n", t_passed, t_failed);
