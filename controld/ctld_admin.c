@@ -20,9 +20,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include "ctld.h"
 #include "relay_diff.h"
+#include "relay_policy.h"
+#include "ctld_admin.h"
+#include "ctld_alloc.h"
+#include "ctld_clock.h"
+#include "ctld_codec.h"
+#include "ctld_log.h"
+#include "ctld_node.h"
+#include "ctld_server.h"
+#include "ctld_store.h"
+
+
+typedef Relay__Control__V1__CommandResult   ctld_result_t;
+
+typedef struct ctld_wait_s  ctld_wait_t;
 
 
 typedef struct {
@@ -59,10 +73,18 @@ static void ctld_admin_slot_done(ctld_wait_t *w, ctld_slot_t *s,
 static void ctld_admin_queue_reply(ctld_wait_t *w);
 
 
+static int           ctld_command_timeout_ms;
 static ctld_wait_t  *ctld_waits;
 static uint64_t      ctld_cmd_seq;
 
 static const char   *ctld_actions[] = { "LIST", "FLUSH", "DELETE", "BOUNCE" };
+
+
+void
+ctld_admin_init(int command_timeout_ms)
+{
+    ctld_command_timeout_ms = command_timeout_ms;
+}
 
 
 void
@@ -514,7 +536,7 @@ ctld_admin_queue(ctld_call_t *c)
     w->call = c;
     w->nslots = n;
     w->left = n;
-    w->deadline = ctld_now_ms() + ctld_conf.command_timeout_ms;
+    w->deadline = ctld_now_ms() + ctld_command_timeout_ms;
     w->next = ctld_waits;
     ctld_waits = w;
     c->wait = w;

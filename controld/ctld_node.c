@@ -22,8 +22,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include "ctld.h"
+#include "ctld_admin.h"
+#include "ctld_alloc.h"
+#include "ctld_clock.h"
+#include "ctld_codec.h"
+#include "ctld_log.h"
+#include "ctld_node.h"
+#include "ctld_server.h"
+#include "ctld_store.h"
 
 
 static void ctld_node_hello(ctld_call_t *c, Relay__Control__V1__Hello *h);
@@ -33,10 +41,18 @@ static ctld_node_t *ctld_node_add(const char *id);
 static int ctld_node_id_valid(const char *id);
 
 
-static ctld_node_t  **ctld_nodes;
-static size_t         ctld_nnodes;
-static size_t         ctld_nodes_cap;
-static ctld_call_t   *ctld_sessions;          /* not ended yet */
+static ctld_node_conf_t   ctld_node_conf;
+static ctld_node_t      **ctld_nodes;
+static size_t             ctld_nnodes;
+static size_t             ctld_nodes_cap;
+static ctld_call_t       *ctld_sessions;          /* not ended yet */
+
+
+void
+ctld_node_init(const ctld_node_conf_t *conf)
+{
+    ctld_node_conf = *conf;
+}
 
 
 void
@@ -169,7 +185,7 @@ ctld_node_hello(ctld_call_t *c, Relay__Control__V1__Hello *h)
         return;
     }
 
-    if (ctld_conf.insecure) {
+    if (ctld_node_conf.insecure) {
         snprintf(c->who, sizeof(c->who), "node:%s", h->node_id);
         c->name = c->who + 5;
 
@@ -420,8 +436,8 @@ ctld_node_tick(int64_t now)
             continue;
         }
 
-        if (c->state == CTLD_CALL_ACTIVE && ctld_conf.status_timeout_ms
-            && now - c->last_msg_ms > ctld_conf.status_timeout_ms)
+        if (c->state == CTLD_CALL_ACTIVE && ctld_node_conf.status_timeout_ms
+            && now - c->last_msg_ms > ctld_node_conf.status_timeout_ms)
         {
             grpc_call_cancel_with_status(c->call,
                                          GRPC_STATUS_DEADLINE_EXCEEDED,

@@ -30,7 +30,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ctld.h"
+#include "ctld_alloc.h"
+#include "ctld_codec.h"
+#include "ctld_log.h"
+#include "ctld_store.h"
 
 
 static int ctld_store_load(const char *name);

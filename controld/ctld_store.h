@@ -1,0 +1,39 @@
+/*
+ * Copyright (C) The relay authors
+ */
+
+
+#ifndef _CTLD_STORE_H_INCLUDED_
+#define _CTLD_STORE_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <grpc/slice.h>
+
+#include "relay_policy.h"
+
+
+typedef struct {
+    uint64_t                    version;
+    uint64_t                    rolled_back_from;
+    relay_policy_t             *policy;               /* stamped, validated */
+    grpc_slice                  wire;                 /* ControlMessage */
+    unsigned                    wire_ready:1;
+} ctld_version_t;
+
+
+int ctld_store_open(const char *dir);
+void ctld_store_close(void);
+size_t ctld_store_count(void);
+ctld_version_t *ctld_store_nth(size_t i);         /* 0: oldest */
+ctld_version_t *ctld_store_current(void);         /* NULL: none yet */
+ctld_version_t *ctld_store_get(uint64_t version);
+uint64_t ctld_store_next_version(void);
+ctld_version_t *ctld_store_add(const relay_policy_t *p,
+    uint64_t rolled_back_from, char *err, size_t errlen);
+grpc_slice ctld_store_wire(ctld_version_t *v);
+
+
+#endif /* _CTLD_STORE_H_INCLUDED_ */
