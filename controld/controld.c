@@ -4,7 +4,7 @@
 
 
 /*
- * controld: main() reads the configuration and starts the parts.
+ * controld: main() wires the parts together and does nothing else.
  *
  * One thread runs everything: the completion queue loop (ctld_server.c)
  * hands every event to the call it belongs to, and a call, once its caller
@@ -13,6 +13,18 @@
  * store (ctld_store.c) and the byte buffer codec (ctld_codec.c) serve
  * them; the log, the clock and allocation are leaves.  Nothing here is
  * thread-safe, nor needs be.
+ *
+ * Calls go one way, down this list:
+ *
+ *   controld.c    conf, store, node, admin, server: wiring only
+ *   ctld_admin    node, store, server (the call API), codec, the library
+ *   ctld_node     store, server (the call API), codec
+ *   ctld_server   auth, codec
+ *   ctld_store    codec, the library
+ *   and all       log, clock, alloc: the leaves
+ *
+ * Where a lower part reports upwards (the server to its services, the
+ * node side to the admin side) it calls what main() gave it at startup.
  */
 
 
@@ -62,6 +74,8 @@ ctld_run(const ctld_conf_t *conf)
 
     node.insecure = conf->insecure;
     node.status_timeout_ms = conf->status_timeout_ms;
+    node.result = ctld_admin_node_result;
+    node.gone = ctld_admin_node_gone;
 
     ctld_node_init(&node);
     ctld_admin_init(conf->command_timeout_ms);
@@ -70,7 +84,8 @@ ctld_run(const ctld_conf_t *conf)
 
     grpc_init();
 
-    rc = ctld_server_run(conf, version);
+    rc = ctld_server_run(conf, version, &ctld_node_service,
+                         &ctld_admin_service);
 
     ctld_node_free_all();
     ctld_store_close();

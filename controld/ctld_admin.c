@@ -13,7 +13,9 @@
  *
  * Queue sends one Command (a fresh id) to each target node and answers when
  * every node has answered, gone away or timed out (command_timeout); the
- * call waits in a ctld_wait_t meanwhile.
+ * call waits in a ctld_wait_t meanwhile.  The node side reports results
+ * and nodes that go through ctld_admin_node_result() and
+ * ctld_admin_node_gone(), which main() gave it.
  */
 
 
@@ -59,6 +61,8 @@ struct ctld_wait_s {
 };
 
 
+static void ctld_admin_handle(ctld_call_t *c);
+static void ctld_admin_tick(int64_t now);
 static void ctld_admin_apply(ctld_call_t *c);
 static void ctld_admin_rollback(ctld_call_t *c);
 static void ctld_admin_propose(ctld_call_t *c, const relay_policy_t *src,
@@ -71,6 +75,17 @@ static void ctld_admin_queue(ctld_call_t *c);
 static void ctld_admin_slot_done(ctld_wait_t *w, ctld_slot_t *s,
     const char *error, ctld_node_msg_t *m);
 static void ctld_admin_queue_reply(ctld_wait_t *w);
+
+
+const ctld_service_t  ctld_admin_service = {
+    ctld_admin_handle,                     /* accept */
+    NULL,                                  /* received */
+    NULL,                                  /* read_ended */
+    NULL,                                  /* sent */
+    NULL,                                  /* cancelled */
+    NULL,                                  /* release */
+    ctld_admin_tick                        /* tick */
+};
 
 
 static int           ctld_command_timeout_ms;
@@ -87,7 +102,7 @@ ctld_admin_init(int command_timeout_ms)
 }
 
 
-void
+static void
 ctld_admin_handle(ctld_call_t *c)
 {
     if (c->request == NULL) {
@@ -605,7 +620,7 @@ ctld_admin_slot_done(ctld_wait_t *w, ctld_slot_t *s, const char *error,
 
 
 void
-ctld_admin_result(const char *node_id, ctld_node_msg_t *m)
+ctld_admin_node_result(const char *node_id, ctld_node_msg_t *m)
 {
     size_t          i;
     ctld_slot_t    *s;
@@ -671,7 +686,7 @@ ctld_admin_node_gone(const char *node_id)
 }
 
 
-void
+static void
 ctld_admin_tick(int64_t now)
 {
     size_t        i;

@@ -11,10 +11,13 @@
 #include "ctld_server.h"
 
 
+/* the Admin methods' calls, for the server */
+extern const ctld_service_t  ctld_admin_service;
+
 void ctld_admin_init(int command_timeout_ms);
-void ctld_admin_handle(ctld_call_t *c);
-void ctld_admin_tick(int64_t now);
-void ctld_admin_result(const char *node_id, ctld_node_msg_t *m);
+
+/* what the node side reports (ctld_node_conf_t) */
+void ctld_admin_node_result(const char *node_id, ctld_node_msg_t *m);
 void ctld_admin_node_gone(const char *node_id);
 
 

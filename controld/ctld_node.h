@@ -21,15 +21,6 @@
 typedef Relay__Control__V1__NodeMessage     ctld_node_msg_t;
 
 typedef struct ctld_node_s   ctld_node_t;
-typedef struct ctld_cmd_s    ctld_cmd_t;
-
-
-/* a command waiting for its turn on a session */
-struct ctld_cmd_s {
-    ctld_cmd_t                 *next;
-    uint64_t                    id;
-    grpc_byte_buffer           *wire;
-};
 
 
 struct ctld_node_s {
@@ -45,21 +36,29 @@ struct ctld_node_s {
 };
 
 
-/* what the node side needs from the configuration, given at startup */
+/*
+ * What the node side needs from the rest of controld, given at startup:
+ * its settings, and where it reports what the admin side waits for (the
+ * node side calls nothing there itself).
+ */
 
 typedef struct {
     int                         insecure;     /* ids from Hello alone */
     int                         status_timeout_ms;     /* 0: never */
+
+    /* a node's result of a queue command; the callee owns m */
+    void                      (*result)(const char *node_id,
+                                        ctld_node_msg_t *m);
+
+    /* a node's session ended: its commands get no result */
+    void                      (*gone)(const char *node_id);
 } ctld_node_conf_t;
 
 
+/* Node.Session calls, for the server */
+extern const ctld_service_t  ctld_node_service;
+
 void ctld_node_init(const ctld_node_conf_t *conf);
-void ctld_node_accept(ctld_call_t *c);
-void ctld_node_received(ctld_call_t *c, grpc_byte_buffer *bb);
-void ctld_node_sent(ctld_call_t *c, int ok);
-void ctld_node_closed(ctld_call_t *c);
-void ctld_node_end(ctld_call_t *c, grpc_status_code status, const char *msg);
-void ctld_node_tick(int64_t now);
 size_t ctld_node_fanout(ctld_version_t *v);
 size_t ctld_node_count(void);
 ctld_node_t *ctld_node_nth(size_t i);

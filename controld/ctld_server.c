@@ -15,10 +15,16 @@
  *   REQUESTED --accept, auth ok--> [handled at once] | WAITING  (Admin)
  *   any --ctld_call_finish()--> FINISHING --last batch reaped--> DONE
  *
- * The loop wakes at least every 200 ms (CTLD_TICK_MS) for timers: hello
- * and command timeouts, and the signal flag that SIGTERM/SIGINT set.
- * Shutdown: stop accepting, cancel every call, reap until no call is left,
- * destroy the server, drain the queue to GRPC_QUEUE_SHUTDOWN.
+ * The server knows its methods but not what they do: once a caller is
+ * identified (ctld_auth.c), its call goes to the service main() gave for
+ * the method (ctld_service_t: node sessions, admin calls), which answers
+ * through the ctld_call_*() functions here.  Calls go one way only.
+ *
+ * The loop wakes at least every 200 ms (CTLD_TICK_MS) for the services'
+ * timers (hello and command timeouts) and the signal flag that SIGTERM/
+ * SIGINT set.  Shutdown: stop accepting, cancel every call, reap until no
+ * call is left, destroy the server, drain the queue to
+ * GRPC_QUEUE_SHUTDOWN.
  */
 
 
@@ -31,12 +37,10 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 
-#include "ctld_admin.h"
 #include "ctld_auth.h"
 #include "ctld_clock.h"
 #include "ctld_codec.h"
 #include "ctld_log.h"
-#include "ctld_node.h"
 #include "ctld_server.h"
 
 
@@ -45,8 +49,10 @@ static void ctld_server_create(void);
 static int ctld_server_listen(uint64_t version, char *ca, char *cert,
     char *key);
 static void ctld_server_loop(int rc);
+static void ctld_server_tick(int64_t now);
 static void ctld_server_destroy(void);
 static int ctld_server_request(ctld_method_e m);
+static const ctld_service_t *ctld_server_service(ctld_call_t *c);
 static void ctld_call_advance(ctld_tag_t *tag, int ok);
 static void ctld_server_accept(ctld_call_t *c);
 static void ctld_call_status(ctld_call_t *c);
@@ -72,6 +78,8 @@ static const char  *ctld_state_names[] = {
 
 
 static const ctld_conf_t      *ctld_conf;
+static const ctld_service_t   *ctld_node_svc;
+static const ctld_service_t   *ctld_admin_svc;
 static grpc_server            *ctld_server;
 static grpc_completion_queue  *ctld_cq;
 static void                   *ctld_methods[CTLD_M_N];
@@ -89,12 +97,15 @@ ctld_method_name(ctld_method_e m)
 
 
 int
-ctld_server_run(const ctld_conf_t *conf, uint64_t version)
+ctld_server_run(const ctld_conf_t *conf, uint64_t version,
+    const ctld_service_t *node, const ctld_service_t *admin)
 {
     int    rc;
     char  *ca, *cert, *key;
 
     ctld_conf = conf;
+    ctld_node_svc = node;
+    ctld_admin_svc = admin;
     ctld_debug = getenv("CTLD_DEBUG") != NULL;
 
     ctld_server_signals();
@@ -279,8 +290,7 @@ ctld_server_loop(int rc)
 
         if (now - last_tick >= CTLD_TICK_MS) {
             last_tick = now;
-            ctld_node_tick(now);
-            ctld_admin_tick(now);
+            ctld_server_tick(now);
         }
 
         if (ctld_quit && !ctld_stopping) {
@@ -305,6 +315,21 @@ ctld_server_loop(int rc)
                      ctld_live_calls);
             break;
         }
+    }
+}
+
+
+/* the services' timers: node sessions first, then admin calls */
+
+static void
+ctld_server_tick(int64_t now)
+{
+    if (ctld_node_svc->tick) {
+        ctld_node_svc->tick(now);
+    }
+
+    if (ctld_admin_svc->tick) {
+        ctld_admin_svc->tick(now);
     }
 }
 
@@ -396,11 +421,13 @@ ctld_call_enter(ctld_call_t *c, ctld_call_state_e st)
 static void
 ctld_call_advance(ctld_tag_t *tag, int ok)
 {
-    ctld_call_t       *c;
-    grpc_byte_buffer  *bb;
+    ctld_call_t           *c;
+    grpc_byte_buffer      *bb;
+    const ctld_service_t  *svc;
 
     c = tag->call;
     c->refs--;
+    svc = ctld_server_service(c);
 
     switch (tag->op) {
 
@@ -429,15 +456,20 @@ ctld_call_advance(ctld_tag_t *tag, int ok)
             }
 
         } else if (!ok || bb == NULL) {
-            /* half-close by the node, or a read failure */
+            /* half-close by the peer, or a read failure */
             if (bb) {
                 grpc_byte_buffer_destroy(bb);
             }
 
-            ctld_node_end(c, GRPC_STATUS_OK, ok ? "" : "read failed");
+            if (svc->read_ended) {
+                svc->read_ended(c, ok);
+            }
+
+        } else if (svc->received) {
+            svc->received(c, bb);
 
         } else {
-            ctld_node_received(c, bb);
+            grpc_byte_buffer_destroy(bb);
         }
 
         break;
@@ -454,15 +486,15 @@ ctld_call_advance(ctld_tag_t *tag, int ok)
         if (c->want_status) {
             ctld_call_status(c);
 
-        } else if (c->method == CTLD_M_SESSION && !c->ended) {
-            ctld_node_sent(c, ok);
+        } else if (!c->ended && svc->sent) {
+            svc->sent(c, ok);
         }
 
         break;
 
     case CTLD_OP_CLOSE:
-        if (c->cancelled && c->method == CTLD_M_SESSION && !c->ended) {
-            ctld_node_closed(c);
+        if (c->cancelled && !c->ended && svc->cancelled) {
+            svc->cancelled(c);
         }
 
         break;
@@ -520,12 +552,14 @@ ctld_server_accept(ctld_call_t *c)
         return;
     }
 
-    if (c->method == CTLD_M_SESSION) {
-        ctld_node_accept(c);
+    ctld_server_service(c)->accept(c);
+}
 
-    } else {
-        ctld_admin_handle(c);
-    }
+
+static const ctld_service_t *
+ctld_server_service(ctld_call_t *c)
+{
+    return (c->method == CTLD_M_SESSION) ? ctld_node_svc : ctld_admin_svc;
 }
 
 
@@ -689,15 +723,14 @@ ctld_call_recv(ctld_call_t *c)
 static void
 ctld_call_free(ctld_call_t *c)
 {
-    ctld_cmd_t  *cmd;
+    const ctld_service_t  *svc;
 
     ctld_call_enter(c, CTLD_CALL_DONE);
 
-    while (c->cmd_head) {
-        cmd = c->cmd_head;
-        c->cmd_head = cmd->next;
-        grpc_byte_buffer_destroy(cmd->wire);
-        free(cmd);
+    svc = ctld_server_service(c);
+
+    if (svc->release) {
+        svc->release(c);
     }
 
     if (c->call) {

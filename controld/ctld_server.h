@@ -77,7 +77,7 @@ struct ctld_call_s {
     unsigned                    recving:1;
     unsigned                    status_sent:1;
     unsigned                    want_status:1;
-    unsigned                    ended:1;      /* session ended */
+    unsigned                    ended:1;      /* its service is done */
 
     grpc_status_code            status;
     grpc_slice                  details;      /* of the status */
@@ -92,7 +92,7 @@ struct ctld_call_s {
     char                        who[160];     /* "node:x", "operator:y" */
     const char                 *name;         /* into who, after ':' */
 
-    /* node sessions (ctld_node.c) */
+    /* node sessions (ctld_node.c); the server never looks at these */
     ctld_call_t                *prev;
     ctld_call_t                *next;
     struct ctld_node_s         *node;
@@ -108,11 +108,32 @@ struct ctld_call_s {
 
 
 /*
+ * A service: what becomes of the calls of its methods once their caller
+ * is identified.  The server calls a service only through these, which
+ * main() hands it, one for Node.Session and one for the Admin methods; a
+ * NULL member: nothing to do.
+ */
+
+typedef struct {
+    void                      (*accept)(ctld_call_t *c);
+    void                      (*received)(ctld_call_t *c,
+                                          grpc_byte_buffer *bb);
+    void                      (*read_ended)(ctld_call_t *c, int ok);
+    void                      (*sent)(ctld_call_t *c, int ok);
+    void                      (*cancelled)(ctld_call_t *c);
+    void                      (*release)(ctld_call_t *c);
+    void                      (*tick)(int64_t now);
+} ctld_service_t;
+
+
+/*
  * Runs the server on conf's address and TLS files until SIGTERM or
  * SIGINT: 0, or -1 when it could not listen.  version: the current one,
- * for the log.  grpc_init() comes before, grpc_shutdown() after.
+ * for the log; node: the service of Node.Session, admin: of the Admin
+ * methods.  grpc_init() comes before, grpc_shutdown() after.
  */
-int ctld_server_run(const ctld_conf_t *conf, uint64_t version);
+int ctld_server_run(const ctld_conf_t *conf, uint64_t version,
+    const ctld_service_t *node, const ctld_service_t *admin);
 
 const char *ctld_method_name(ctld_method_e m);
 void ctld_call_enter(ctld_call_t *c, ctld_call_state_e st);
