@@ -10,9 +10,9 @@
  * hands every event to the call it belongs to, and a call, once its caller
  * is identified (ctld_auth.c), to its service: node sessions and the node
  * table (ctld_node.c) or the Admin methods (ctld_admin.c).  The version
- * store (ctld_store.c) and the byte buffer codec (ctld_codec.c) serve
- * them; the log, the clock and allocation are leaves.  Nothing here is
- * thread-safe, nor needs be.
+ * store (ctld_store.c, over the data directory of ctld_store_dir.c) and
+ * the byte buffer codec (ctld_codec.c) serve them; the log, the clock and
+ * allocation are leaves.  Nothing here is thread-safe, nor needs be.
  *
  * Calls go one way, down this list:
  *
@@ -20,7 +20,7 @@
  *   ctld_admin    node, store, server (the call API), codec, the library
  *   ctld_node     store, server (the call API), codec
  *   ctld_server   auth, codec
- *   ctld_store    codec, the library
+ *   ctld_store    its backend (ctld_store_dir), codec, the library
  *   and all       log, clock, alloc: the leaves
  *
  * Where a lower part reports upwards (the server to its services, the
@@ -36,6 +36,7 @@
 #include "ctld_node.h"
 #include "ctld_server.h"
 #include "ctld_store.h"
+#include "ctld_store_dir.h"
 
 
 static int ctld_run(const ctld_conf_t *conf);
@@ -68,7 +69,7 @@ ctld_run(const ctld_conf_t *conf)
     uint64_t           version;
     ctld_node_conf_t   node;
 
-    if (ctld_store_open(conf->data_dir) != 0) {
+    if (ctld_store_open(&ctld_store_dir, conf->data_dir) != 0) {
         return -1;
     }
 

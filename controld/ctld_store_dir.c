@@ -4,7 +4,7 @@
 
 
 /*
- * The version store: sole writer of the data directory.
+ * The data directory, the store's backend: sole writer of it.
  *
  *   DIR/lock                            flock()ed while controld runs
  *   DIR/versions/NNNNNNNNNNNNNNNNNNNN.meta    "rolled_back_from N;"
@@ -13,10 +13,8 @@
  * N is the version, 20 digits so that names sort.  Every file is visible
  * only after write, fsync, rename and a sync of the directory; the .meta
  * goes first, so a .policy file is a complete version.  Version, author,
- * creation time and comment live in the Policy itself.  The current version
- * is the newest: a rollback makes a new version, so numbers only grow, and
- * they survive restarts because they are the file names.  Every version is
- * kept in memory (they are small), unpacked, with its wire form cached.
+ * creation time and comment live in the Policy itself.  Versions survive
+ * restarts because they are the file names.
  */
 
 
@@ -33,30 +31,38 @@
 #include "ctld_alloc.h"
 #include "ctld_codec.h"
 #include "ctld_log.h"
-#include "ctld_store.h"
+#include "ctld_store_dir.h"
 
 
-static int ctld_store_load(const char *name);
-static int ctld_store_write(const char *name, const void *data, size_t len,
-    char *err, size_t errlen);
-static int ctld_store_cmp(const void *a, const void *b);
+static int ctld_store_dir_open(const char *dir);
+static int ctld_store_dir_load(ctld_store_found_pt found);
+static int ctld_store_dir_read(const char *name, ctld_store_found_pt found);
+static uint64_t ctld_store_dir_meta(const char *name);
+static int ctld_store_dir_save(const ctld_version_t *v, char *err,
+    size_t errlen);
+static int ctld_store_dir_write(const char *name, const void *data,
+    size_t len, char *err, size_t errlen);
+static void ctld_store_dir_close(void);
 
 
-static char              *ctld_store_dir;     /* DIR/versions */
-static int                ctld_store_dir_fd = -1;
-static int                ctld_store_lock_fd = -1;
-static ctld_version_t   **ctld_versions;
-static size_t             ctld_nversions;
-static size_t             ctld_versions_cap;
+const ctld_store_backend_t  ctld_store_dir = {
+    "data dir",
+    ctld_store_dir_open,
+    ctld_store_dir_load,
+    ctld_store_dir_save,
+    ctld_store_dir_close
+};
 
 
-int
-ctld_store_open(const char *dir)
+static char  *ctld_dir_versions;         /* DIR/versions */
+static int    ctld_dir_fd = -1;
+static int    ctld_dir_lock_fd = -1;
+
+
+static int
+ctld_store_dir_open(const char *dir)
 {
-    char            path[4096];
-    size_t          len;
-    DIR            *d;
-    struct dirent  *de;
+    char  path[4096];
 
     if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
         ctld_log("data dir %s: mkdir: %s", dir, strerror(errno));
@@ -65,13 +71,13 @@ ctld_store_open(const char *dir)
 
     snprintf(path, sizeof(path), "%s/lock", dir);
 
-    ctld_store_lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (ctld_store_lock_fd == -1) {
+    ctld_dir_lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (ctld_dir_lock_fd == -1) {
         ctld_log("data dir %s: %s: %s", dir, path, strerror(errno));
         return -1;
     }
 
-    if (flock(ctld_store_lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    if (flock(ctld_dir_lock_fd, LOCK_EX | LOCK_NB) != 0) {
         ctld_log("data dir %s is in use by another controld (%s)", dir,
                  strerror(errno));
         return -1;
@@ -84,17 +90,28 @@ ctld_store_open(const char *dir)
         return -1;
     }
 
-    ctld_store_dir = ctld_strdup(path);
+    ctld_dir_versions = ctld_strdup(path);
 
-    ctld_store_dir_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (ctld_store_dir_fd == -1) {
+    ctld_dir_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (ctld_dir_fd == -1) {
         ctld_log("data dir %s: %s", path, strerror(errno));
         return -1;
     }
 
-    d = opendir(path);
+    return 0;
+}
+
+
+static int
+ctld_store_dir_load(ctld_store_found_pt found)
+{
+    size_t          len;
+    DIR            *d;
+    struct dirent  *de;
+
+    d = opendir(ctld_dir_versions);
     if (d == NULL) {
-        ctld_log("data dir %s: %s", path, strerror(errno));
+        ctld_log("data dir %s: %s", ctld_dir_versions, strerror(errno));
         return -1;
     }
 
@@ -103,14 +120,14 @@ ctld_store_open(const char *dir)
 
         if (strncmp(de->d_name, ".tmp.", 5) == 0) {
             /* an interrupted write: never renamed, never a version */
-            unlinkat(ctld_store_dir_fd, de->d_name, 0);
+            unlinkat(ctld_dir_fd, de->d_name, 0);
             continue;
         }
 
         if (len == 27 && strcmp(de->d_name + 20, ".policy") == 0
             && strspn(de->d_name, "0123456789") == 20)
         {
-            if (ctld_store_load(de->d_name) != 0) {
+            if (ctld_store_dir_read(de->d_name, found) != 0) {
                 closedir(d);
                 return -1;
             }
@@ -119,38 +136,22 @@ ctld_store_open(const char *dir)
 
     closedir(d);
 
-    if (ctld_nversions) {
-        qsort(ctld_versions, ctld_nversions, sizeof(ctld_version_t *),
-              ctld_store_cmp);
-    }
-
-    if (ctld_nversions == 0) {
-        ctld_log("data dir %s: no versions yet", dir);
-
-    } else {
-        ctld_log("data dir %s: %zu versions, current %llu", dir,
-                 ctld_nversions,
-                 (unsigned long long) ctld_store_current()->version);
-    }
-
     return 0;
 }
 
 
 static int
-ctld_store_load(const char *name)
+ctld_store_dir_read(const char *name, ctld_store_found_pt found)
 {
-    int                  fd;
-    char                 path[4096], meta[256], err[512];
-    ssize_t              n;
-    uint64_t             version;
-    struct stat          st;
-    unsigned char       *buf;
-    relay_policy_t      *p;
-    ctld_version_t      *v;
-    unsigned long long   rb;
+    int              fd;
+    char             path[4096];
+    ssize_t          n;
+    uint64_t         version;
+    struct stat      st;
+    unsigned char   *buf;
+    relay_policy_t  *p;
 
-    snprintf(path, sizeof(path), "%s/%s", ctld_store_dir, name);
+    snprintf(path, sizeof(path), "%s/%s", ctld_dir_versions, name);
     version = strtoull(name, NULL, 10);
 
     fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -195,18 +196,25 @@ ctld_store_load(const char *name)
         return -1;
     }
 
-    if (relay_policy_validate(p, err, sizeof(err)) != 0) {
-        /* the validator may have grown stricter: keep it, say so */
-        ctld_log("version %llu no longer validates: %s",
-                 (unsigned long long) version, err);
-    }
+    return found(version, ctld_store_dir_meta(name), p);
+}
+
+
+/* rolled_back_from of a version, from NNN.meta beside NNN.policy */
+
+static uint64_t
+ctld_store_dir_meta(const char *name)
+{
+    char                 meta[256], path[4096];
+    FILE                *f;
+    unsigned long long   rb;
 
     rb = 0;
     memcpy(meta, name, 20);
     snprintf(meta + 20, sizeof(meta) - 20, ".meta");
-    snprintf(path, sizeof(path), "%s/%s", ctld_store_dir, meta);
+    snprintf(path, sizeof(path), "%s/%s", ctld_dir_versions, meta);
 
-    FILE  *f = fopen(path, "r");
+    f = fopen(path, "r");
 
     if (f != NULL) {
         if (fscanf(f, "rolled_back_from %llu;", &rb) != 1) {
@@ -216,199 +224,50 @@ ctld_store_load(const char *name)
         fclose(f);
     }
 
-    v = calloc(1, sizeof(ctld_version_t));
-    if (v == NULL) {
-        relay_policy_free(p);
-        return -1;
-    }
-
-    v->version = version;
-    v->rolled_back_from = rb;
-    v->policy = p;
-
-    if (ctld_nversions == ctld_versions_cap) {
-        ctld_version_t  **nv;
-        size_t            cap;
-
-        cap = ctld_versions_cap ? ctld_versions_cap * 2 : 16;
-        nv = realloc(ctld_versions, cap * sizeof(ctld_version_t *));
-        if (nv == NULL) {
-            relay_policy_free(p);
-            free(v);
-            return -1;
-        }
-
-        ctld_versions = nv;
-        ctld_versions_cap = cap;
-    }
-
-    ctld_versions[ctld_nversions++] = v;
-
-    return 0;
+    return rb;
 }
 
+
+/* the .meta first: a .policy file is a complete version */
 
 static int
-ctld_store_cmp(const void *a, const void *b)
+ctld_store_dir_save(const ctld_version_t *v, char *err, size_t errlen)
 {
-    const ctld_version_t  *va = *(ctld_version_t * const *) a;
-    const ctld_version_t  *vb = *(ctld_version_t * const *) b;
-
-    return va->version < vb->version ? -1 : va->version > vb->version;
-}
-
-
-size_t
-ctld_store_count(void)
-{
-    return ctld_nversions;
-}
-
-
-ctld_version_t *
-ctld_store_nth(size_t i)
-{
-    return i < ctld_nversions ? ctld_versions[i] : NULL;
-}
-
-
-ctld_version_t *
-ctld_store_current(void)
-{
-    return ctld_nversions ? ctld_versions[ctld_nversions - 1] : NULL;
-}
-
-
-ctld_version_t *
-ctld_store_get(uint64_t version)
-{
-    size_t  lo, hi, mid;
-
-    lo = 0;
-    hi = ctld_nversions;
-
-    while (lo < hi) {
-        mid = (lo + hi) / 2;
-
-        if (ctld_versions[mid]->version == version) {
-            return ctld_versions[mid];
-        }
-
-        if (ctld_versions[mid]->version < version) {
-            lo = mid + 1;
-
-        } else {
-            hi = mid;
-        }
-    }
-
-    return NULL;
-}
-
-
-uint64_t
-ctld_store_next_version(void)
-{
-    return ctld_nversions ? ctld_store_current()->version + 1 : 1;
-}
-
-
-/*
- * Stores p, already stamped with ctld_store_next_version() and validated,
- * as a new version (a deep copy is kept).
- */
-
-ctld_version_t *
-ctld_store_add(const relay_policy_t *p, uint64_t rolled_back_from, char *err,
-    size_t errlen)
-{
-    int              n;
-    char             name[64], meta[64];
-    size_t           len;
-    unsigned char   *buf;
-    ctld_version_t  *v, **nv;
-
-    if (p->version != ctld_store_next_version()) {
-        snprintf(err, errlen, "version %llu is not the next one",
-                 (unsigned long long) p->version);
-        return NULL;
-    }
-
-    if (ctld_nversions == ctld_versions_cap) {
-        size_t  cap;
-
-        cap = ctld_versions_cap ? ctld_versions_cap * 2 : 16;
-        nv = realloc(ctld_versions, cap * sizeof(ctld_version_t *));
-        if (nv == NULL) {
-            snprintf(err, errlen, "out of memory");
-            return NULL;
-        }
-
-        ctld_versions = nv;
-        ctld_versions_cap = cap;
-    }
-
-    v = calloc(1, sizeof(ctld_version_t));
-    if (v == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-
-    v->policy = relay_policy_copy(p);
-    if (v->policy == NULL) {
-        free(v);
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-
-    v->version = p->version;
-    v->rolled_back_from = rolled_back_from;
+    int             n;
+    char            name[64], mname[64], meta[64];
+    size_t          len;
+    unsigned char  *buf;
 
     snprintf(name, sizeof(name), "%020llu.policy",
              (unsigned long long) v->version);
-    n = snprintf(meta, sizeof(meta), "rolled_back_from %llu;\n",
-                 (unsigned long long) rolled_back_from);
-
-    char  mname[64];
-
     snprintf(mname, sizeof(mname), "%020llu.meta",
              (unsigned long long) v->version);
+    n = snprintf(meta, sizeof(meta), "rolled_back_from %llu;\n",
+                 (unsigned long long) v->rolled_back_from);
 
-    if (ctld_store_write(mname, meta, n, err, errlen) != 0) {
-        goto failed;
+    if (ctld_store_dir_write(mname, meta, n, err, errlen) != 0) {
+        return -1;
     }
 
     len = relay__control__v1__policy__get_packed_size(v->policy);
     buf = malloc(len ? len : 1);
     if (buf == NULL) {
         snprintf(err, errlen, "out of memory");
-        goto failed;
+        return -1;
     }
 
     relay__control__v1__policy__pack(v->policy, buf);
 
-    n = ctld_store_write(name, buf, len, err, errlen);
+    n = ctld_store_dir_write(name, buf, len, err, errlen);
     free(buf);
 
-    if (n != 0) {
-        goto failed;
-    }
-
-    ctld_versions[ctld_nversions++] = v;
-
-    return v;
-
-failed:
-
-    relay_policy_free(v->policy);
-    free(v);
-    return NULL;
+    return n;
 }
 
 
 static int
-ctld_store_write(const char *name, const void *data, size_t len, char *err,
-    size_t errlen)
+ctld_store_dir_write(const char *name, const void *data, size_t len,
+    char *err, size_t errlen)
 {
     int          fd;
     char         tmp[128];
@@ -417,8 +276,8 @@ ctld_store_write(const char *name, const void *data, size_t len, char *err,
 
     snprintf(tmp, sizeof(tmp), ".tmp.%s", name);
 
-    fd = openat(ctld_store_dir_fd, tmp,
-                O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    fd = openat(ctld_dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                0640);
     if (fd == -1) {
         what = "open";
         goto failed;
@@ -442,12 +301,12 @@ ctld_store_write(const char *name, const void *data, size_t len, char *err,
         goto failed;
     }
 
-    if (renameat(ctld_store_dir_fd, tmp, ctld_store_dir_fd, name) != 0) {
+    if (renameat(ctld_dir_fd, tmp, ctld_dir_fd, name) != 0) {
         what = "rename";
         goto failed;
     }
 
-    if (fsync(ctld_store_dir_fd) != 0) {
+    if (fsync(ctld_dir_fd) != 0) {
         what = "fsync of the directory";
         goto failed;
     }
@@ -456,56 +315,27 @@ ctld_store_write(const char *name, const void *data, size_t len, char *err,
 
 failed:
 
-    snprintf(err, errlen, "storing %s/%s: %s: %s", ctld_store_dir, name,
+    snprintf(err, errlen, "storing %s/%s: %s: %s", ctld_dir_versions, name,
              what, strerror(errno));
     ctld_log("%s", err);
-    unlinkat(ctld_store_dir_fd, tmp, 0);
+    unlinkat(ctld_dir_fd, tmp, 0);
     return -1;
 }
 
 
-grpc_slice
-ctld_store_wire(ctld_version_t *v)
+static void
+ctld_store_dir_close(void)
 {
-    Relay__Control__V1__ControlMessage  m =
-                                      RELAY__CONTROL__V1__CONTROL_MESSAGE__INIT;
+    free(ctld_dir_versions);
+    ctld_dir_versions = NULL;
 
-    if (!v->wire_ready) {
-        m.msg_case = RELAY__CONTROL__V1__CONTROL_MESSAGE__MSG_POLICY;
-        m.policy = v->policy;
-        v->wire = ctld_codec_pack_slice(&m.base);
-        v->wire_ready = 1;
+    if (ctld_dir_fd != -1) {
+        close(ctld_dir_fd);
+        ctld_dir_fd = -1;
     }
 
-    return v->wire;
-}
-
-
-void
-ctld_store_close(void)
-{
-    size_t  i;
-
-    for (i = 0; i < ctld_nversions; i++) {
-        if (ctld_versions[i]->wire_ready) {
-            grpc_slice_unref(ctld_versions[i]->wire);
-        }
-
-        relay_policy_free(ctld_versions[i]->policy);
-        free(ctld_versions[i]);
-    }
-
-    free(ctld_versions);
-    ctld_versions = NULL;
-    ctld_nversions = 0;
-
-    free(ctld_store_dir);
-
-    if (ctld_store_dir_fd != -1) {
-        close(ctld_store_dir_fd);
-    }
-
-    if (ctld_store_lock_fd != -1) {
-        close(ctld_store_lock_fd);
+    if (ctld_dir_lock_fd != -1) {
+        close(ctld_dir_lock_fd);
+        ctld_dir_lock_fd = -1;
     }
 }
