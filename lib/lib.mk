@@ -7,3 +7,4 @@
 
 RELAY_LIB += relay_policy
 RELAY_LIB += relay_diff
+RELAY_LIB += relay_buf

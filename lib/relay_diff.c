@@ -23,6 +23,7 @@
 #include <string.h>
 #include <stdarg.h>
 
+#include "relay_buf.h"
 #include "relay_diff.h"
 
 
@@ -56,25 +57,14 @@ typedef struct {
 } relay_diff_edit_t;
 
 
-typedef struct {
-    char         *data;
-    size_t        len;
-    size_t        size;
-    int           failed;
-} relay_diff_out_t;
-
-
 static int relay_diff_split(const char *text, relay_diff_lines_t *l);
 static int relay_diff_equal(const relay_diff_line_t *x,
     const relay_diff_line_t *y);
 static relay_diff_edit_t *relay_diff_script(relay_diff_lines_t *a,
     relay_diff_lines_t *b, size_t *nedits);
-static void relay_diff_hunks(relay_diff_out_t *o, relay_diff_edit_t *e,
+static void relay_diff_hunks(relay_buf_t *o, relay_diff_edit_t *e,
     size_t n, relay_diff_lines_t *a, relay_diff_lines_t *b);
-static void relay_diff_range(relay_diff_out_t *o, size_t start,
-    size_t count);
-static void relay_diff_out_add(relay_diff_out_t *o, const char *data,
-    size_t len);
+static void relay_diff_range(relay_buf_t *o, size_t start, size_t count);
 
 
 char *
@@ -82,11 +72,11 @@ relay_diff(const char *a_name, const char *a, const char *b_name,
     const char *b)
 {
     size_t               i, n;
-    relay_diff_out_t     o;
+    relay_buf_t          o;
     relay_diff_edit_t   *e;
     relay_diff_lines_t   la, lb;
 
-    memset(&o, 0, sizeof(relay_diff_out_t));
+    memset(&o, 0, sizeof(relay_buf_t));
     la.lines = NULL;
     lb.lines = NULL;
     e = NULL;
@@ -100,7 +90,7 @@ relay_diff(const char *a_name, const char *a, const char *b_name,
         goto failed;
     }
 
-    relay_diff_out_add(&o, "", 0);
+    relay_buf_add(&o, "", 0);
 
     for (i = 0; i < n; i++) {
         if (e[i].op != RELAY_DIFF_EQUAL) {
@@ -109,11 +99,11 @@ relay_diff(const char *a_name, const char *a, const char *b_name,
     }
 
     if (i < n) {
-        relay_diff_out_add(&o, "--- ", 4);
-        relay_diff_out_add(&o, a_name, strlen(a_name));
-        relay_diff_out_add(&o, "\n+++ ", 5);
-        relay_diff_out_add(&o, b_name, strlen(b_name));
-        relay_diff_out_add(&o, "\n", 1);
+        relay_buf_add(&o, "--- ", 4);
+        relay_buf_add(&o, a_name, strlen(a_name));
+        relay_buf_add(&o, "\n+++ ", 5);
+        relay_buf_add(&o, b_name, strlen(b_name));
+        relay_buf_add(&o, "\n", 1);
 
         relay_diff_hunks(&o, e, n, &la, &lb);
     }
@@ -432,7 +422,7 @@ failed:
  */
 
 static void
-relay_diff_hunks(relay_diff_out_t *o, relay_diff_edit_t *e, size_t n,
+relay_diff_hunks(relay_buf_t *o, relay_diff_edit_t *e, size_t n,
     relay_diff_lines_t *a, relay_diff_lines_t *b)
 {
     size_t  i, start, end, last, k, na, nb, sa, sb;
@@ -505,35 +495,35 @@ relay_diff_hunks(relay_diff_out_t *o, relay_diff_edit_t *e, size_t n,
             sb++;
         }
 
-        relay_diff_out_add(o, "@@ -", 4);
+        relay_buf_add(o, "@@ -", 4);
         relay_diff_range(o, sa, na);
-        relay_diff_out_add(o, " +", 2);
+        relay_buf_add(o, " +", 2);
         relay_diff_range(o, sb, nb);
-        relay_diff_out_add(o, " @@\n", 4);
+        relay_buf_add(o, " @@\n", 4);
 
         for (k = start; k < end; k++) {
             switch (e[k].op) {
 
             case RELAY_DIFF_EQUAL:
-                relay_diff_out_add(o, " ", 1);
-                relay_diff_out_add(o, a->lines[e[k].a].data,
-                                   a->lines[e[k].a].len);
+                relay_buf_add(o, " ", 1);
+                relay_buf_add(o, a->lines[e[k].a].data,
+                              a->lines[e[k].a].len);
                 break;
 
             case RELAY_DIFF_DELETE:
-                relay_diff_out_add(o, "-", 1);
-                relay_diff_out_add(o, a->lines[e[k].a].data,
-                                   a->lines[e[k].a].len);
+                relay_buf_add(o, "-", 1);
+                relay_buf_add(o, a->lines[e[k].a].data,
+                              a->lines[e[k].a].len);
                 break;
 
             default:
-                relay_diff_out_add(o, "+", 1);
-                relay_diff_out_add(o, b->lines[e[k].b].data,
-                                   b->lines[e[k].b].len);
+                relay_buf_add(o, "+", 1);
+                relay_buf_add(o, b->lines[e[k].b].data,
+                              b->lines[e[k].b].len);
                 break;
             }
 
-            relay_diff_out_add(o, "\n", 1);
+            relay_buf_add(o, "\n", 1);
         }
 
         i = end;
@@ -542,7 +532,7 @@ relay_diff_hunks(relay_diff_out_t *o, relay_diff_edit_t *e, size_t n,
 
 
 static void
-relay_diff_range(relay_diff_out_t *o, size_t start, size_t count)
+relay_diff_range(relay_buf_t *o, size_t start, size_t count)
 {
     char  buf[64];
     int   len;
@@ -554,38 +544,5 @@ relay_diff_range(relay_diff_out_t *o, size_t start, size_t count)
         len = snprintf(buf, sizeof(buf), "%zu,%zu", start, count);
     }
 
-    relay_diff_out_add(o, buf, (size_t) len);
-}
-
-
-static void
-relay_diff_out_add(relay_diff_out_t *o, const char *data, size_t len)
-{
-    char    *d;
-    size_t   size;
-
-    if (o->failed) {
-        return;
-    }
-
-    if (o->size - o->len < len + 1) {
-        size = o->size ? o->size : 256;
-
-        while (size - o->len < len + 1) {
-            size *= 2;
-        }
-
-        d = realloc(o->data, size);
-        if (d == NULL) {
-            o->failed = 1;
-            return;
-        }
-
-        o->data = d;
-        o->size = size;
-    }
-
-    memcpy(o->data + o->len, data, len);
-    o->len += len;
-    o->data[o->len] = '\0';
+    relay_buf_add(o, buf, (size_t) len);
 }

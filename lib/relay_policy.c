@@ -41,6 +41,7 @@
 #include <errno.h>
 #include <arpa/inet.h>
 
+#include "relay_buf.h"
 #include "relay_policy.h"
 
 
@@ -72,14 +73,6 @@ typedef struct {
 } relay_policy_parse_t;
 
 
-typedef struct {
-    char          *data;
-    size_t         len;
-    size_t         size;
-    int            failed;
-} relay_policy_buf_t;
-
-
 typedef enum {
     RELAY_POLICY_PARAM_NUMBER = 0,
     RELAY_POLICY_PARAM_DURATION,
@@ -96,6 +89,8 @@ typedef struct {
 
 
 typedef int (*relay_policy_stmt_pt)(relay_policy_parse_t *ps);
+
+typedef void (*relay_policy_render_pt)(relay_buf_t *b, const void *elt);
 
 
 typedef struct {
@@ -128,6 +123,9 @@ static int relay_policy_number(const char *s, uint32_t *v);
 static int relay_policy_duration(const char *s, uint32_t *v);
 static char *relay_policy_strdup(const char *s);
 static int relay_policy_push(void *arrayp, size_t *n, void *elt);
+static int relay_policy_key(relay_policy_parse_t *ps, const char **keys);
+static void *relay_policy_append(relay_policy_parse_t *ps,
+    const ProtobufCMessageDescriptor *d, void *arrayp, size_t *n);
 static char **relay_policy_strings(relay_policy_parse_t *ps, size_t first,
     size_t *n);
 
@@ -142,19 +140,45 @@ static int relay_policy_stmt_egress_pool(relay_policy_parse_t *ps);
 static int relay_policy_stmt_egress_rule(relay_policy_parse_t *ps);
 static int relay_policy_stmt_tls(relay_policy_parse_t *ps);
 
-static void relay_policy_buf_add(relay_policy_buf_t *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void relay_policy_buf_word(relay_policy_buf_t *b, const char *s,
-    int always);
-static void relay_policy_buf_duration(relay_policy_buf_t *b, const char *name,
+static void relay_policy_render_header(relay_buf_t *b,
+    const relay_policy_t *p);
+static void relay_policy_render_section(relay_buf_t *b);
+static void relay_policy_render_list(relay_buf_t *b, void *const *elts,
+    size_t n, relay_policy_render_pt render);
+static void relay_policy_render_route(relay_buf_t *b, const void *elt);
+static void relay_policy_render_backup_mx(relay_buf_t *b, const void *elt);
+static void relay_policy_render_hops(relay_buf_t *b, const char *statement,
+    const void *elt, const char *hops);
+static void relay_policy_render_retry(relay_buf_t *b, const void *elt);
+static void relay_policy_render_inbound(relay_buf_t *b, const void *elt);
+static void relay_policy_render_destination(relay_buf_t *b,
+    const void *elt);
+static void relay_policy_render_pool(relay_buf_t *b, const void *elt);
+static void relay_policy_render_rule(relay_buf_t *b, const void *elt);
+static void relay_policy_render_tls(relay_buf_t *b, const void *elt);
+static void relay_policy_render_keyed(relay_buf_t *b, const char *statement,
+    const char **keys, unsigned key, const char *match);
+static void relay_policy_buf_number(relay_buf_t *b, const char *name,
+    uint32_t v);
+static void relay_policy_buf_words(relay_buf_t *b, char **words, size_t n);
+static void relay_policy_buf_word(relay_buf_t *b, const char *s, int always);
+static void relay_policy_buf_duration(relay_buf_t *b, const char *name,
     uint32_t v);
 
 static int relay_policy_check(const relay_policy_t *p, int complete,
     char *err, size_t errlen);
-static int relay_policy_check_routes(const relay_policy_t *p, char *err,
+static int relay_policy_check_hop_lists(void *const *elts, size_t n,
+    const char *list, const char *hops, const char *none, char *err,
     size_t errlen);
-static int relay_policy_check_backup_mx(const relay_policy_t *p, char *err,
-    size_t errlen);
+static int relay_policy_check_pattern_at(void *const *elts, size_t i,
+    const char *list, char *err, size_t errlen);
+static int relay_policy_check_match_at(void *const *elts, size_t i,
+    const char *list, const char *why, char *err, size_t errlen);
+static const void *relay_policy_field_of(const void *elt, const char *name,
+    size_t *n);
+static const char *relay_policy_pattern_of(const void *elt);
+static char **relay_policy_strings_of(const void *elt, const char *field,
+    size_t *n);
 static int relay_policy_check_retry(const relay_policy_t *p, char *err,
     size_t errlen);
 static int relay_policy_check_inbound(const relay_policy_t *p, char *err,
@@ -1106,6 +1130,53 @@ relay_policy_take(relay_policy_parse_t *ps, size_t i)
     relay_policy_perror(ps, (ps)->line, "out of memory")
 
 
+/* the key of "inbound_limit" and "egress_rule": its index in keys[3] */
+
+static int
+relay_policy_key(relay_policy_parse_t *ps, const char **keys)
+{
+    int  k;
+
+    for (k = 0; k < 3; k++) {
+        if (strcmp(ps->tok[1].data, keys[k]) == 0) {
+            return k;
+        }
+    }
+
+    relay_policy_perror(ps, ps->tok[1].line,
+                        "%s: unknown key \"%s\" (%s, %s or %s)",
+                        ps->tok[0].data, ps->tok[1].data, keys[0], keys[1],
+                        keys[2]);
+    return -1;
+}
+
+
+/* a new message of type d at the end of one of the policy's lists */
+
+static void *
+relay_policy_append(relay_policy_parse_t *ps,
+    const ProtobufCMessageDescriptor *d, void *arrayp, size_t *n)
+{
+    void  *m;
+
+    m = malloc(d->sizeof_message);
+    if (m == NULL) {
+        relay_policy_nomem(ps);
+        return NULL;
+    }
+
+    protobuf_c_message_init(d, m);
+
+    if (relay_policy_push(arrayp, n, m) != 0) {
+        free(m);
+        relay_policy_nomem(ps);
+        return NULL;
+    }
+
+    return m;
+}
+
+
 static int
 relay_policy_stmt_comment(relay_policy_parse_t *ps)
 {
@@ -1167,18 +1238,9 @@ relay_policy_stmt_route(relay_policy_parse_t *ps)
 {
     relay_policy_route_t  *r;
 
-    r = malloc(sizeof(relay_policy_route_t));
+    r = relay_policy_append(ps, &relay__control__v1__route__descriptor,
+                            &ps->policy->routes, &ps->policy->n_routes);
     if (r == NULL) {
-        relay_policy_nomem(ps);
-        return -1;
-    }
-
-    relay__control__v1__route__init(r);
-
-    if (relay_policy_push(&ps->policy->routes, &ps->policy->n_routes, r) != 0)
-    {
-        free(r);
-        relay_policy_nomem(ps);
         return -1;
     }
 
@@ -1192,20 +1254,9 @@ relay_policy_stmt_backup_mx(relay_policy_parse_t *ps)
 {
     relay_policy_backup_mx_t  *b;
 
-    b = malloc(sizeof(relay_policy_backup_mx_t));
+    b = relay_policy_append(ps, &relay__control__v1__backup_mx__descriptor,
+                            &ps->policy->backup_mx, &ps->policy->n_backup_mx);
     if (b == NULL) {
-        relay_policy_nomem(ps);
-        return -1;
-    }
-
-    relay__control__v1__backup_mx__init(b);
-
-    if (relay_policy_push(&ps->policy->backup_mx, &ps->policy->n_backup_mx,
-                          b)
-        != 0)
-    {
-        free(b);
-        relay_policy_nomem(ps);
         return -1;
     }
 
@@ -1263,17 +1314,9 @@ relay_policy_stmt_retry(relay_policy_parse_t *ps)
         return -1;
     }
 
-    r = malloc(sizeof(relay_policy_retry_t));
+    r = relay_policy_append(ps, &relay__control__v1__retry_policy__descriptor,
+                            &ps->policy->retry, &ps->policy->n_retry);
     if (r == NULL) {
-        relay_policy_nomem(ps);
-        return -1;
-    }
-
-    relay__control__v1__retry_policy__init(r);
-
-    if (relay_policy_push(&ps->policy->retry, &ps->policy->n_retry, r) != 0) {
-        free(r);
-        relay_policy_nomem(ps);
         return -1;
     }
 
@@ -1287,7 +1330,7 @@ relay_policy_stmt_retry(relay_policy_parse_t *ps)
 static int
 relay_policy_stmt_inbound_limit(relay_policy_parse_t *ps)
 {
-    size_t                   k;
+    int                      k;
     relay_policy_inbound_t  *l;
 
     static const relay_policy_param_t  params[] = {
@@ -1303,33 +1346,15 @@ relay_policy_stmt_inbound_limit(relay_policy_parse_t *ps)
         return -1;
     }
 
-    for (k = 0; k < 3; k++) {
-        if (strcmp(ps->tok[1].data, relay_policy_inbound_keys[k]) == 0) {
-            break;
-        }
-    }
-
-    if (k == 3) {
-        relay_policy_perror(ps, ps->tok[1].line,
-                            "inbound_limit: unknown key \"%s\" (client_ip, "
-                            "auth_user or sender_domain)", ps->tok[1].data);
+    k = relay_policy_key(ps, relay_policy_inbound_keys);
+    if (k < 0) {
         return -1;
     }
 
-    l = malloc(sizeof(relay_policy_inbound_t));
+    l = relay_policy_append(ps, &relay__control__v1__inbound_limit__descriptor,
+                            &ps->policy->inbound_limits,
+                            &ps->policy->n_inbound_limits);
     if (l == NULL) {
-        relay_policy_nomem(ps);
-        return -1;
-    }
-
-    relay__control__v1__inbound_limit__init(l);
-
-    if (relay_policy_push(&ps->policy->inbound_limits,
-                          &ps->policy->n_inbound_limits, l)
-        != 0)
-    {
-        free(l);
-        relay_policy_nomem(ps);
         return -1;
     }
 
@@ -1367,20 +1392,11 @@ relay_policy_stmt_destination_limit(relay_policy_parse_t *ps)
         return -1;
     }
 
-    d = malloc(sizeof(relay_policy_dest_t));
+    d = relay_policy_append(ps,
+                            &relay__control__v1__destination_limit__descriptor,
+                            &ps->policy->destination_limits,
+                            &ps->policy->n_destination_limits);
     if (d == NULL) {
-        relay_policy_nomem(ps);
-        return -1;
-    }
-
-    relay__control__v1__destination_limit__init(d);
-
-    if (relay_policy_push(&ps->policy->destination_limits,
-                          &ps->policy->n_destination_limits, d)
-        != 0)
-    {
-        free(d);
-        relay_policy_nomem(ps);
         return -1;
     }
 
@@ -1409,20 +1425,11 @@ relay_policy_stmt_egress_pool(relay_policy_parse_t *ps)
         return -1;
     }
 
-    pool = malloc(sizeof(relay_policy_pool_t));
+    pool = relay_policy_append(ps,
+                               &relay__control__v1__egress_pool__descriptor,
+                               &ps->policy->egress_pools,
+                               &ps->policy->n_egress_pools);
     if (pool == NULL) {
-        relay_policy_nomem(ps);
-        return -1;
-    }
-
-    relay__control__v1__egress_pool__init(pool);
-
-    if (relay_policy_push(&ps->policy->egress_pools,
-                          &ps->policy->n_egress_pools, pool)
-        != 0)
-    {
-        free(pool);
-        relay_policy_nomem(ps);
         return -1;
     }
 
@@ -1435,19 +1442,10 @@ relay_policy_stmt_egress_pool(relay_policy_parse_t *ps)
         t = &ps->tok[i];
 
         if (t->eq == RELAY_POLICY_NO_EQ) {
-            a = malloc(sizeof(relay_policy_egress_addr_t));
+            a = relay_policy_append(ps,
+                          &relay__control__v1__egress_address__descriptor,
+                          &pool->addresses, &pool->n_addresses);
             if (a == NULL) {
-                relay_policy_nomem(ps);
-                return -1;
-            }
-
-            relay__control__v1__egress_address__init(a);
-
-            if (relay_policy_push(&pool->addresses, &pool->n_addresses, a)
-                != 0)
-            {
-                free(a);
-                relay_policy_nomem(ps);
                 return -1;
             }
 
@@ -1526,7 +1524,7 @@ relay_policy_stmt_egress_pool(relay_policy_parse_t *ps)
 static int
 relay_policy_stmt_egress_rule(relay_policy_parse_t *ps)
 {
-    size_t                k;
+    int                   k;
     relay_policy_rule_t  *r;
 
     if (relay_policy_positional(ps, 3, 3) < 0) {
@@ -1540,33 +1538,15 @@ relay_policy_stmt_egress_rule(relay_policy_parse_t *ps)
         return -1;
     }
 
-    for (k = 0; k < 3; k++) {
-        if (strcmp(ps->tok[1].data, relay_policy_rule_keys[k]) == 0) {
-            break;
-        }
-    }
-
-    if (k == 3) {
-        relay_policy_perror(ps, ps->tok[1].line,
-                            "egress_rule: unknown key \"%s\" (sender_domain, "
-                            "auth_user or tenant)", ps->tok[1].data);
+    k = relay_policy_key(ps, relay_policy_rule_keys);
+    if (k < 0) {
         return -1;
     }
 
-    r = malloc(sizeof(relay_policy_rule_t));
+    r = relay_policy_append(ps, &relay__control__v1__egress_rule__descriptor,
+                            &ps->policy->egress_rules,
+                            &ps->policy->n_egress_rules);
     if (r == NULL) {
-        relay_policy_nomem(ps);
-        return -1;
-    }
-
-    relay__control__v1__egress_rule__init(r);
-
-    if (relay_policy_push(&ps->policy->egress_rules,
-                          &ps->policy->n_egress_rules, r)
-        != 0)
-    {
-        free(r);
-        relay_policy_nomem(ps);
         return -1;
     }
 
@@ -1608,17 +1588,9 @@ relay_policy_stmt_tls(relay_policy_parse_t *ps)
         return -1;
     }
 
-    t = malloc(sizeof(relay_policy_tls_t));
+    t = relay_policy_append(ps, &relay__control__v1__tls_policy__descriptor,
+                            &ps->policy->tls, &ps->policy->n_tls);
     if (t == NULL) {
-        relay_policy_nomem(ps);
-        return -1;
-    }
-
-    relay__control__v1__tls_policy__init(t);
-
-    if (relay_policy_push(&ps->policy->tls, &ps->policy->n_tls, t) != 0) {
-        free(t);
-        relay_policy_nomem(ps);
         return -1;
     }
 
@@ -1636,231 +1608,47 @@ relay_policy_stmt_tls(relay_policy_parse_t *ps)
 char *
 relay_policy_render(const relay_policy_t *p)
 {
-    char                date[32];
-    size_t              i, j;
-    time_t              t;
-    struct tm           tm;
-    relay_policy_buf_t  b;
+    relay_buf_t  b;
 
-    memset(&b, 0, sizeof(relay_policy_buf_t));
+    memset(&b, 0, sizeof(relay_buf_t));
 
-    relay_policy_buf_add(&b, "%s", "");
+    relay_buf_printf(&b, "%s", "");
 
-    if (p->version) {
-        relay_policy_buf_add(&b, "# version %llu\n",
-                             (unsigned long long) p->version);
-    }
-
-    if (p->author && p->author[0]) {
-        relay_policy_buf_add(&b, "# author %s\n", p->author);
-    }
-
-    if (p->created_unix) {
-        t = (time_t) p->created_unix;
-
-        if (gmtime_r(&t, &tm) != NULL
-            && strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm))
-        {
-            relay_policy_buf_add(&b, "# created %s\n", date);
-        }
-    }
-
-#define relay_section()  if (b.len) { relay_policy_buf_add(&b, "\n"); }
+    relay_policy_render_header(&b, p);
 
     if (p->comment && p->comment[0]) {
-        relay_section();
-        relay_policy_buf_add(&b, "comment ");
+        relay_policy_render_section(&b);
+        relay_buf_printf(&b, "comment ");
         relay_policy_buf_word(&b, p->comment, 1);
-        relay_policy_buf_add(&b, ";\n");
+        relay_buf_printf(&b, ";\n");
     }
 
-    if (p->n_routes) {
-        relay_section();
-    }
-
-    for (i = 0; i < p->n_routes; i++) {
-        relay_policy_buf_add(&b, "route ");
-        relay_policy_buf_word(&b, p->routes[i]->pattern, 0);
-
-        for (j = 0; j < p->routes[i]->n_next_hops; j++) {
-            relay_policy_buf_add(&b, " ");
-            relay_policy_buf_word(&b, p->routes[i]->next_hops[j], 0);
-        }
-
-        relay_policy_buf_add(&b, ";\n");
-    }
-
-    if (p->n_backup_mx) {
-        relay_section();
-    }
-
-    for (i = 0; i < p->n_backup_mx; i++) {
-        relay_policy_buf_add(&b, "backup_mx ");
-        relay_policy_buf_word(&b, p->backup_mx[i]->pattern, 0);
-
-        for (j = 0; j < p->backup_mx[i]->n_hosts; j++) {
-            relay_policy_buf_add(&b, " ");
-            relay_policy_buf_word(&b, p->backup_mx[i]->hosts[j], 0);
-        }
-
-        relay_policy_buf_add(&b, ";\n");
-    }
+    relay_policy_render_list(&b, (void *const *) p->routes, p->n_routes,
+                             relay_policy_render_route);
+    relay_policy_render_list(&b, (void *const *) p->backup_mx,
+                             p->n_backup_mx, relay_policy_render_backup_mx);
 
     if (p->n_fallback_relay) {
-        relay_section();
-        relay_policy_buf_add(&b, "fallback_relay");
-
-        for (j = 0; j < p->n_fallback_relay; j++) {
-            relay_policy_buf_add(&b, " ");
-            relay_policy_buf_word(&b, p->fallback_relay[j], 0);
-        }
-
-        relay_policy_buf_add(&b, ";\n");
+        relay_policy_render_section(&b);
+        relay_buf_printf(&b, "fallback_relay");
+        relay_policy_buf_words(&b, p->fallback_relay, p->n_fallback_relay);
+        relay_buf_printf(&b, ";\n");
     }
 
-    if (p->n_retry) {
-        relay_section();
-    }
-
-    for (i = 0; i < p->n_retry; i++) {
-        relay_policy_buf_add(&b, "retry ");
-        relay_policy_buf_word(&b, p->retry[i]->pattern, 0);
-        relay_policy_buf_duration(&b, "min", p->retry[i]->backoff_min_s);
-        relay_policy_buf_duration(&b, "max", p->retry[i]->backoff_max_s);
-        relay_policy_buf_duration(&b, "lifetime", p->retry[i]->lifetime_s);
-
-        if (p->retry[i]->delay_warning_s) {
-            relay_policy_buf_duration(&b, "delay_warning",
-                                      p->retry[i]->delay_warning_s);
-        }
-
-        relay_policy_buf_add(&b, ";\n");
-    }
-
-    if (p->n_inbound_limits) {
-        relay_section();
-    }
-
-    for (i = 0; i < p->n_inbound_limits; i++) {
-        relay_policy_inbound_t  *l = p->inbound_limits[i];
-
-        relay_policy_buf_add(&b, "inbound_limit %s ",
-                             (unsigned) l->key < 3
-                             ? relay_policy_inbound_keys[l->key] : "unknown");
-        relay_policy_buf_word(&b, l->match, 0);
-        relay_policy_buf_duration(&b, "window", l->window_s);
-
-        if (l->messages) {
-            relay_policy_buf_add(&b, " messages=%u", l->messages);
-        }
-
-        if (l->recipients) {
-            relay_policy_buf_add(&b, " recipients=%u", l->recipients);
-        }
-
-        relay_policy_buf_add(&b, ";\n");
-    }
-
-    if (p->n_destination_limits) {
-        relay_section();
-    }
-
-    for (i = 0; i < p->n_destination_limits; i++) {
-        relay_policy_dest_t  *d = p->destination_limits[i];
-
-        relay_policy_buf_add(&b, "destination_limit ");
-        relay_policy_buf_word(&b, d->pattern, 0);
-
-        if (d->max_connections) {
-            relay_policy_buf_add(&b, " connections=%u", d->max_connections);
-        }
-
-        if (d->messages_per_connection) {
-            relay_policy_buf_add(&b, " messages_per_connection=%u",
-                                 d->messages_per_connection);
-        }
-
-        if (d->messages_per_minute) {
-            relay_policy_buf_add(&b, " messages_per_minute=%u",
-                                 d->messages_per_minute);
-        }
-
-        if (d->messages_per_hour) {
-            relay_policy_buf_add(&b, " messages_per_hour=%u",
-                                 d->messages_per_hour);
-        }
-
-        if (d->connections_per_minute) {
-            relay_policy_buf_add(&b, " connections_per_minute=%u",
-                                 d->connections_per_minute);
-        }
-
-        if (d->backoff_reply_pattern && d->backoff_reply_pattern[0]) {
-            relay_policy_buf_add(&b, " backoff_reply=");
-            relay_policy_buf_word(&b, d->backoff_reply_pattern, 1);
-        }
-
-        if (d->backoff_s) {
-            relay_policy_buf_duration(&b, "backoff", d->backoff_s);
-        }
-
-        relay_policy_buf_add(&b, ";\n");
-    }
-
-    if (p->n_egress_pools) {
-        relay_section();
-    }
-
-    for (i = 0; i < p->n_egress_pools; i++) {
-        relay_policy_pool_t  *pool = p->egress_pools[i];
-
-        relay_policy_buf_add(&b, "egress_pool ");
-        relay_policy_buf_word(&b, pool->name, 0);
-        relay_policy_buf_add(&b, " ehlo=");
-        relay_policy_buf_word(&b, pool->ehlo_name, 0);
-
-        for (j = 0; j < pool->n_addresses; j++) {
-            relay_policy_buf_add(&b, " ");
-            relay_policy_buf_word(&b, pool->addresses[j]->address, 0);
-
-            if (pool->addresses[j]->weight > 1) {
-                relay_policy_buf_add(&b, " weight=%u",
-                                     pool->addresses[j]->weight);
-            }
-        }
-
-        relay_policy_buf_add(&b, ";\n");
-    }
-
-    if (p->n_egress_rules) {
-        relay_section();
-    }
-
-    for (i = 0; i < p->n_egress_rules; i++) {
-        relay_policy_rule_t  *r = p->egress_rules[i];
-
-        relay_policy_buf_add(&b, "egress_rule %s ",
-                             (unsigned) r->key < 3
-                             ? relay_policy_rule_keys[r->key] : "unknown");
-        relay_policy_buf_word(&b, r->match, 0);
-        relay_policy_buf_add(&b, " ");
-        relay_policy_buf_word(&b, r->pool, 0);
-        relay_policy_buf_add(&b, ";\n");
-    }
-
-    if (p->n_tls) {
-        relay_section();
-    }
-
-    for (i = 0; i < p->n_tls; i++) {
-        relay_policy_buf_add(&b, "tls ");
-        relay_policy_buf_word(&b, p->tls[i]->pattern, 0);
-        relay_policy_buf_add(&b, " %s%s;\n",
-                             p->tls[i]->required ? "required" : "optional",
-                             p->tls[i]->verify ? " verify" : "");
-    }
-
-#undef relay_section
+    relay_policy_render_list(&b, (void *const *) p->retry, p->n_retry,
+                             relay_policy_render_retry);
+    relay_policy_render_list(&b, (void *const *) p->inbound_limits,
+                             p->n_inbound_limits,
+                             relay_policy_render_inbound);
+    relay_policy_render_list(&b, (void *const *) p->destination_limits,
+                             p->n_destination_limits,
+                             relay_policy_render_destination);
+    relay_policy_render_list(&b, (void *const *) p->egress_pools,
+                             p->n_egress_pools, relay_policy_render_pool);
+    relay_policy_render_list(&b, (void *const *) p->egress_rules,
+                             p->n_egress_rules, relay_policy_render_rule);
+    relay_policy_render_list(&b, (void *const *) p->tls, p->n_tls,
+                             relay_policy_render_tls);
 
     if (b.failed) {
         free(b.data);
@@ -1871,52 +1659,232 @@ relay_policy_render(const relay_policy_t *p)
 }
 
 
-static void
-relay_policy_buf_add(relay_policy_buf_t *b, const char *fmt, ...)
-{
-    int      n;
-    char    *d;
-    size_t   size;
-    va_list  args;
+/* "# version N", "# author X", "# created ..." when set */
 
-    if (b->failed) {
-        return;
+static void
+relay_policy_render_header(relay_buf_t *b, const relay_policy_t *p)
+{
+    char       date[32];
+    time_t     t;
+    struct tm  tm;
+
+    if (p->version) {
+        relay_buf_printf(b, "# version %llu\n",
+                         (unsigned long long) p->version);
     }
 
-    for ( ;; ) {
-        if (b->size) {
-            va_start(args, fmt);
-            n = vsnprintf(b->data + b->len, b->size - b->len, fmt, args);
-            va_end(args);
+    if (p->author && p->author[0]) {
+        relay_buf_printf(b, "# author %s\n", p->author);
+    }
 
-            if (n < 0) {
-                b->failed = 1;
-                return;
-            }
+    if (p->created_unix) {
+        t = (time_t) p->created_unix;
 
-            if ((size_t) n < b->size - b->len) {
-                b->len += n;
-                return;
-            }
-
-        } else {
-            n = 0;
+        if (gmtime_r(&t, &tm) != NULL
+            && strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm))
+        {
+            relay_buf_printf(b, "# created %s\n", date);
         }
+    }
+}
 
-        size = b->size ? b->size * 2 : 1024;
 
-        while (size < b->len + n + 1) {
-            size *= 2;
+/* a blank line between kinds of statements */
+
+static void
+relay_policy_render_section(relay_buf_t *b)
+{
+    if (b->len) {
+        relay_buf_printf(b, "\n");
+    }
+}
+
+
+/* the statements of one list, a line each, after a blank line */
+
+static void
+relay_policy_render_list(relay_buf_t *b, void *const *elts, size_t n,
+    relay_policy_render_pt render)
+{
+    size_t  i;
+
+    if (n) {
+        relay_policy_render_section(b);
+    }
+
+    for (i = 0; i < n; i++) {
+        render(b, elts[i]);
+        relay_buf_printf(b, ";\n");
+    }
+}
+
+
+static void
+relay_policy_render_route(relay_buf_t *b, const void *elt)
+{
+    relay_policy_render_hops(b, "route", elt, "next_hops");
+}
+
+
+static void
+relay_policy_render_backup_mx(relay_buf_t *b, const void *elt)
+{
+    relay_policy_render_hops(b, "backup_mx", elt, "hosts");
+}
+
+
+/* "STATEMENT PATTERN HOP ..." */
+
+static void
+relay_policy_render_hops(relay_buf_t *b, const char *statement,
+    const void *elt, const char *hops)
+{
+    char    **hop;
+    size_t    n;
+
+    hop = relay_policy_strings_of(elt, hops, &n);
+
+    relay_buf_printf(b, "%s ", statement);
+    relay_policy_buf_word(b, relay_policy_pattern_of(elt), 0);
+    relay_policy_buf_words(b, hop, n);
+}
+
+
+static void
+relay_policy_render_retry(relay_buf_t *b, const void *elt)
+{
+    const relay_policy_retry_t  *r = elt;
+
+    relay_buf_printf(b, "retry ");
+    relay_policy_buf_word(b, r->pattern, 0);
+    relay_policy_buf_duration(b, "min", r->backoff_min_s);
+    relay_policy_buf_duration(b, "max", r->backoff_max_s);
+    relay_policy_buf_duration(b, "lifetime", r->lifetime_s);
+
+    if (r->delay_warning_s) {
+        relay_policy_buf_duration(b, "delay_warning", r->delay_warning_s);
+    }
+}
+
+
+static void
+relay_policy_render_inbound(relay_buf_t *b, const void *elt)
+{
+    const relay_policy_inbound_t  *l = elt;
+
+    relay_policy_render_keyed(b, "inbound_limit", relay_policy_inbound_keys,
+                              l->key, l->match);
+    relay_policy_buf_duration(b, "window", l->window_s);
+    relay_policy_buf_number(b, "messages", l->messages);
+    relay_policy_buf_number(b, "recipients", l->recipients);
+}
+
+
+static void
+relay_policy_render_destination(relay_buf_t *b, const void *elt)
+{
+    const relay_policy_dest_t  *d = elt;
+
+    relay_buf_printf(b, "destination_limit ");
+    relay_policy_buf_word(b, d->pattern, 0);
+    relay_policy_buf_number(b, "connections", d->max_connections);
+    relay_policy_buf_number(b, "messages_per_connection",
+                            d->messages_per_connection);
+    relay_policy_buf_number(b, "messages_per_minute",
+                            d->messages_per_minute);
+    relay_policy_buf_number(b, "messages_per_hour", d->messages_per_hour);
+    relay_policy_buf_number(b, "connections_per_minute",
+                            d->connections_per_minute);
+
+    if (d->backoff_reply_pattern && d->backoff_reply_pattern[0]) {
+        relay_buf_printf(b, " backoff_reply=");
+        relay_policy_buf_word(b, d->backoff_reply_pattern, 1);
+    }
+
+    if (d->backoff_s) {
+        relay_policy_buf_duration(b, "backoff", d->backoff_s);
+    }
+}
+
+
+static void
+relay_policy_render_pool(relay_buf_t *b, const void *elt)
+{
+    size_t                      i;
+    const relay_policy_pool_t  *pool = elt;
+
+    relay_buf_printf(b, "egress_pool ");
+    relay_policy_buf_word(b, pool->name, 0);
+    relay_buf_printf(b, " ehlo=");
+    relay_policy_buf_word(b, pool->ehlo_name, 0);
+
+    for (i = 0; i < pool->n_addresses; i++) {
+        relay_buf_printf(b, " ");
+        relay_policy_buf_word(b, pool->addresses[i]->address, 0);
+
+        if (pool->addresses[i]->weight > 1) {
+            relay_buf_printf(b, " weight=%u", pool->addresses[i]->weight);
         }
+    }
+}
 
-        d = realloc(b->data, size);
-        if (d == NULL) {
-            b->failed = 1;
-            return;
-        }
 
-        b->data = d;
-        b->size = size;
+static void
+relay_policy_render_rule(relay_buf_t *b, const void *elt)
+{
+    const relay_policy_rule_t  *r = elt;
+
+    relay_policy_render_keyed(b, "egress_rule", relay_policy_rule_keys,
+                              r->key, r->match);
+    relay_buf_printf(b, " ");
+    relay_policy_buf_word(b, r->pool, 0);
+}
+
+
+static void
+relay_policy_render_tls(relay_buf_t *b, const void *elt)
+{
+    const relay_policy_tls_t  *t = elt;
+
+    relay_buf_printf(b, "tls ");
+    relay_policy_buf_word(b, t->pattern, 0);
+    relay_buf_printf(b, " %s%s", t->required ? "required" : "optional",
+                     t->verify ? " verify" : "");
+}
+
+
+/* "STATEMENT KEY MATCH" of inbound_limit and egress_rule */
+
+static void
+relay_policy_render_keyed(relay_buf_t *b, const char *statement,
+    const char **keys, unsigned key, const char *match)
+{
+    relay_buf_printf(b, "%s %s ", statement, key < 3 ? keys[key] : "unknown");
+    relay_policy_buf_word(b, match, 0);
+}
+
+
+/* " NAME=N" unless N is 0, the default */
+
+static void
+relay_policy_buf_number(relay_buf_t *b, const char *name, uint32_t v)
+{
+    if (v) {
+        relay_buf_printf(b, " %s=%u", name, v);
+    }
+}
+
+
+/* " WORD" each */
+
+static void
+relay_policy_buf_words(relay_buf_t *b, char **words, size_t n)
+{
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        relay_buf_printf(b, " ");
+        relay_policy_buf_word(b, words[i], 0);
     }
 }
 
@@ -1924,7 +1892,7 @@ relay_policy_buf_add(relay_policy_buf_t *b, const char *fmt, ...)
 /* a word as is, or quoted when it must be (or always) */
 
 static void
-relay_policy_buf_word(relay_policy_buf_t *b, const char *s, int always)
+relay_policy_buf_word(relay_buf_t *b, const char *s, int always)
 {
     const char  *c;
 
@@ -1939,43 +1907,43 @@ relay_policy_buf_word(relay_policy_buf_t *b, const char *s, int always)
         }
 
         if (*c == '\0') {
-            relay_policy_buf_add(b, "%s", s);
+            relay_buf_printf(b, "%s", s);
             return;
         }
     }
 
-    relay_policy_buf_add(b, "\"");
+    relay_buf_printf(b, "\"");
 
     for (c = s; *c; c++) {
         if (*c == '"' || *c == '\\') {
-            relay_policy_buf_add(b, "\\%c", *c);
+            relay_buf_printf(b, "\\%c", *c);
 
         } else {
-            relay_policy_buf_add(b, "%c", *c);
+            relay_buf_printf(b, "%c", *c);
         }
     }
 
-    relay_policy_buf_add(b, "\"");
+    relay_buf_printf(b, "\"");
 }
 
 
 static void
-relay_policy_buf_duration(relay_policy_buf_t *b, const char *name, uint32_t v)
+relay_policy_buf_duration(relay_buf_t *b, const char *name, uint32_t v)
 {
     if (v == 0) {
-        relay_policy_buf_add(b, " %s=0s", name);
+        relay_buf_printf(b, " %s=0s", name);
 
     } else if (v % 86400 == 0) {
-        relay_policy_buf_add(b, " %s=%ud", name, v / 86400);
+        relay_buf_printf(b, " %s=%ud", name, v / 86400);
 
     } else if (v % 3600 == 0) {
-        relay_policy_buf_add(b, " %s=%uh", name, v / 3600);
+        relay_buf_printf(b, " %s=%uh", name, v / 3600);
 
     } else if (v % 60 == 0) {
-        relay_policy_buf_add(b, " %s=%um", name, v / 60);
+        relay_buf_printf(b, " %s=%um", name, v / 60);
 
     } else {
-        relay_policy_buf_add(b, " %s=%us", name, v);
+        relay_buf_printf(b, " %s=%us", name, v);
     }
 }
 
@@ -2078,8 +2046,14 @@ relay_policy_check(const relay_policy_t *p, int complete, char *err,
         relay_fail("author: %s", why);
     }
 
-    if (relay_policy_check_routes(p, err, errlen) != 0
-        || relay_policy_check_backup_mx(p, err, errlen) != 0
+    if (relay_policy_check_hop_lists((void *const *) p->routes, p->n_routes,
+                                     "routes", "next_hops", "no next hop",
+                                     err, errlen)
+           != 0
+        || relay_policy_check_hop_lists((void *const *) p->backup_mx,
+                                        p->n_backup_mx, "backup_mx", "hosts",
+                                        "no host", err, errlen)
+           != 0
         || relay_policy_check_hops(p->fallback_relay, p->n_fallback_relay,
                                    "fallback_relay", err, errlen)
            != 0
@@ -2097,39 +2071,33 @@ relay_policy_check(const relay_policy_t *p, int complete, char *err,
 }
 
 
+/*
+ * routes[] and backup_mx[]: a pattern once each, then a list of hops (the
+ * field named hops) with at least one, each valid and there once.
+ */
+
 static int
-relay_policy_check_routes(const relay_policy_t *p, char *err, size_t errlen)
+relay_policy_check_hop_lists(void *const *elts, size_t n, const char *list,
+    const char *hops, const char *none, char *err, size_t errlen)
 {
-    char                   field[64];
-    size_t                 i, k;
-    const char            *why;
-    relay_policy_route_t  *r;
+    char     field[64];
+    char   **hop;
+    size_t   i, nhops;
 
-    for (i = 0; i < p->n_routes; i++) {
-        r = p->routes[i];
-
-        why = relay_policy_check_pattern(r->pattern);
-        if (why) {
-            relay_fail("routes[%zu].pattern: %s", i, why);
+    for (i = 0; i < n; i++) {
+        if (relay_policy_check_pattern_at(elts, i, list, err, errlen) != 0) {
+            return -1;
         }
 
-        for (k = 0; k < i; k++) {
-            if (strcmp(p->routes[k]->pattern, r->pattern) == 0) {
-                relay_fail("routes[%zu].pattern: \"%s\" duplicates "
-                           "routes[%zu]", i, r->pattern, k);
-            }
+        hop = relay_policy_strings_of(elts[i], hops, &nhops);
+
+        if (nhops == 0) {
+            relay_fail("%s[%zu].%s: %s", list, i, hops, none);
         }
 
-        if (r->n_next_hops == 0) {
-            relay_fail("routes[%zu].next_hops: no next hop", i);
-        }
+        snprintf(field, sizeof(field), "%s[%zu].%s", list, i, hops);
 
-        snprintf(field, sizeof(field), "routes[%zu].next_hops", i);
-
-        if (relay_policy_check_hops(r->next_hops, r->n_next_hops, field, err,
-                                    errlen)
-            != 0)
-        {
+        if (relay_policy_check_hops(hop, nhops, field, err, errlen) != 0) {
             return -1;
         }
     }
@@ -2138,68 +2106,122 @@ relay_policy_check_routes(const relay_policy_t *p, char *err, size_t errlen)
 }
 
 
+/*
+ * The pattern of element i of a list whose messages have one (Route,
+ * RetryPolicy, ...): valid, and no element before it has the same.
+ */
+
 static int
-relay_policy_check_backup_mx(const relay_policy_t *p, char *err,
-    size_t errlen)
+relay_policy_check_pattern_at(void *const *elts, size_t i, const char *list,
+    char *err, size_t errlen)
 {
-    char                       field[64];
-    size_t                     i, k;
-    const char                *why;
-    relay_policy_backup_mx_t  *bm;
+    size_t       k;
+    const char  *pattern, *why;
 
-    for (i = 0; i < p->n_backup_mx; i++) {
-        bm = p->backup_mx[i];
+    pattern = relay_policy_pattern_of(elts[i]);
 
-        why = relay_policy_check_pattern(bm->pattern);
-        if (why) {
-            relay_fail("backup_mx[%zu].pattern: %s", i, why);
-        }
+    why = relay_policy_check_pattern(pattern);
+    if (why) {
+        relay_fail("%s[%zu].pattern: %s", list, i, why);
+    }
 
-        for (k = 0; k < i; k++) {
-            if (strcmp(p->backup_mx[k]->pattern, bm->pattern) == 0) {
-                relay_fail("backup_mx[%zu].pattern: \"%s\" duplicates "
-                           "backup_mx[%zu]", i, bm->pattern, k);
-            }
-        }
-
-        if (bm->n_hosts == 0) {
-            relay_fail("backup_mx[%zu].hosts: no host", i);
-        }
-
-        snprintf(field, sizeof(field), "backup_mx[%zu].hosts", i);
-
-        if (relay_policy_check_hops(bm->hosts, bm->n_hosts, field, err,
-                                    errlen)
-            != 0)
-        {
-            return -1;
+    for (k = 0; k < i; k++) {
+        if (strcmp(relay_policy_pattern_of(elts[k]), pattern) == 0) {
+            relay_fail("%s[%zu].pattern: \"%s\" duplicates %s[%zu]", list, i,
+                       pattern, list, k);
         }
     }
 
     return 0;
+}
+
+
+/*
+ * Element i of inbound_limits[] or egress_rules[]: its match valid (why
+ * says otherwise), and its key and match not those of an element before.
+ */
+
+static int
+relay_policy_check_match_at(void *const *elts, size_t i, const char *list,
+    const char *why, char *err, size_t errlen)
+{
+    int          key;
+    size_t       k;
+    const char  *match;
+
+    if (why) {
+        relay_fail("%s[%zu].match: %s", list, i, why);
+    }
+
+    key = *(const int *) relay_policy_field_of(elts[i], "key", NULL);
+    match = *(char *const *) relay_policy_field_of(elts[i], "match", NULL);
+
+    for (k = 0; k < i; k++) {
+        if (*(const int *) relay_policy_field_of(elts[k], "key", NULL) == key
+            && strcmp(*(char *const *) relay_policy_field_of(elts[k], "match",
+                                                             NULL),
+                      match)
+               == 0)
+        {
+            relay_fail("%s[%zu].match: \"%s\" duplicates %s[%zu]", list, i,
+                       match, list, k);
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * The field called name of a message (Route, EgressRule, ...), found by
+ * its descriptor, and for a repeated one how many it holds in *n.
+ */
+
+static const void *
+relay_policy_field_of(const void *elt, const char *name, size_t *n)
+{
+    const ProtobufCMessage          *m;
+    const ProtobufCFieldDescriptor  *f;
+
+    m = elt;
+    f = protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
+
+    if (n) {
+        *n = *(const size_t *) ((const char *) m + f->quantifier_offset);
+    }
+
+    return (const char *) m + f->offset;
+}
+
+
+static char **
+relay_policy_strings_of(const void *elt, const char *field, size_t *n)
+{
+    return *(char **const *) relay_policy_field_of(elt, field, n);
+}
+
+
+static const char *
+relay_policy_pattern_of(const void *elt)
+{
+    return *(char *const *) relay_policy_field_of(elt, "pattern", NULL);
 }
 
 
 static int
 relay_policy_check_retry(const relay_policy_t *p, char *err, size_t errlen)
 {
-    size_t                 i, k;
-    const char            *why;
+    size_t                 i;
     relay_policy_retry_t  *rt;
 
     for (i = 0; i < p->n_retry; i++) {
         rt = p->retry[i];
 
-        why = relay_policy_check_pattern(rt->pattern);
-        if (why) {
-            relay_fail("retry[%zu].pattern: %s", i, why);
-        }
-
-        for (k = 0; k < i; k++) {
-            if (strcmp(p->retry[k]->pattern, rt->pattern) == 0) {
-                relay_fail("retry[%zu].pattern: \"%s\" duplicates retry[%zu]",
-                           i, rt->pattern, k);
-            }
+        if (relay_policy_check_pattern_at((void *const *) p->retry, i,
+                                          "retry", err, errlen)
+            != 0)
+        {
+            return -1;
         }
 
         if (rt->backoff_min_s == 0) {
@@ -2232,7 +2254,7 @@ relay_policy_check_retry(const relay_policy_t *p, char *err, size_t errlen)
 static int
 relay_policy_check_inbound(const relay_policy_t *p, char *err, size_t errlen)
 {
-    size_t                   i, k;
+    size_t                   i;
     const char              *why;
     relay_policy_inbound_t  *l;
 
@@ -2259,17 +2281,11 @@ relay_policy_check_inbound(const relay_policy_t *p, char *err, size_t errlen)
                        (int) l->key);
         }
 
-        if (why) {
-            relay_fail("inbound_limits[%zu].match: %s", i, why);
-        }
-
-        for (k = 0; k < i; k++) {
-            if (p->inbound_limits[k]->key == l->key
-                && strcmp(p->inbound_limits[k]->match, l->match) == 0)
-            {
-                relay_fail("inbound_limits[%zu].match: \"%s\" duplicates "
-                           "inbound_limits[%zu]", i, l->match, k);
-            }
+        if (relay_policy_check_match_at((void *const *) p->inbound_limits, i,
+                                        "inbound_limits", why, err, errlen)
+            != 0)
+        {
+            return -1;
         }
 
         if (l->messages == 0 && l->recipients == 0) {
@@ -2291,24 +2307,19 @@ static int
 relay_policy_check_destinations(const relay_policy_t *p, char *err,
     size_t errlen)
 {
-    size_t                i, k;
+    size_t                i;
     const char           *why;
     relay_policy_dest_t  *d;
 
     for (i = 0; i < p->n_destination_limits; i++) {
         d = p->destination_limits[i];
 
-        why = relay_policy_check_pattern(d->pattern);
-        if (why) {
-            relay_fail("destination_limits[%zu].pattern: %s", i, why);
-        }
-
-        for (k = 0; k < i; k++) {
-            if (strcmp(p->destination_limits[k]->pattern, d->pattern) == 0) {
-                relay_fail("destination_limits[%zu].pattern: \"%s\" "
-                           "duplicates destination_limits[%zu]", i,
-                           d->pattern, k);
-            }
+        if (relay_policy_check_pattern_at(
+                (void *const *) p->destination_limits, i,
+                "destination_limits", err, errlen)
+            != 0)
+        {
+            return -1;
         }
 
         why = relay_policy_check_text(d->backoff_reply_pattern, 256);
@@ -2416,7 +2427,7 @@ static int
 relay_policy_check_rules(const relay_policy_t *p, int complete, char *err,
     size_t errlen)
 {
-    size_t                i, k;
+    size_t                i;
     const char           *why;
     relay_policy_rule_t  *rule;
 
@@ -2439,17 +2450,11 @@ relay_policy_check_rules(const relay_policy_t *p, int complete, char *err,
                        (int) rule->key);
         }
 
-        if (why) {
-            relay_fail("egress_rules[%zu].match: %s", i, why);
-        }
-
-        for (k = 0; k < i; k++) {
-            if (p->egress_rules[k]->key == rule->key
-                && strcmp(p->egress_rules[k]->match, rule->match) == 0)
-            {
-                relay_fail("egress_rules[%zu].match: \"%s\" duplicates "
-                           "egress_rules[%zu]", i, rule->match, k);
-            }
+        if (relay_policy_check_match_at((void *const *) p->egress_rules, i,
+                                        "egress_rules", why, err, errlen)
+            != 0)
+        {
+            return -1;
         }
 
         if (complete && relay_policy_find_pool(p, rule->pool) == NULL) {
@@ -2480,23 +2485,14 @@ relay_policy_find_pool(const relay_policy_t *p, const char *name)
 static int
 relay_policy_check_tls(const relay_policy_t *p, char *err, size_t errlen)
 {
-    size_t               i, k;
-    const char          *why;
-    relay_policy_tls_t  *t;
+    size_t  i;
 
     for (i = 0; i < p->n_tls; i++) {
-        t = p->tls[i];
-
-        why = relay_policy_check_pattern(t->pattern);
-        if (why) {
-            relay_fail("tls[%zu].pattern: %s", i, why);
-        }
-
-        for (k = 0; k < i; k++) {
-            if (strcmp(p->tls[k]->pattern, t->pattern) == 0) {
-                relay_fail("tls[%zu].pattern: \"%s\" duplicates tls[%zu]",
-                           i, t->pattern, k);
-            }
+        if (relay_policy_check_pattern_at((void *const *) p->tls, i, "tls",
+                                          err, errlen)
+            != 0)
+        {
+            return -1;
         }
     }
 
