@@ -3,6 +3,8 @@
 # and ends with "NAME: N passed, N failed"; tally NAME LOG RC shows its
 # output and adds its counts to $passed and $failed (a missing summary,
 # or a non-zero exit with no failed case, counts as one failure).
+# sanitizers OUT sets $san to the flags of the compiler's sanitizers
+# ($cc's), or to nothing when it has none that run.
 
 tally() {
     local name=$1 log=$2 rc=$3 summary p f
@@ -28,5 +30,22 @@ tally() {
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
         echo "FAIL $name: exit $rc with no failed case"
         failed=$((failed + 1))
+    fi
+}
+
+
+# overreads, UB and leaks fail a test when the compiler can find them
+
+sanitizers() {
+    local out=$1
+
+    san=(-fsanitize=address,undefined -fno-sanitize-recover=all
+         -fno-omit-frame-pointer)
+    echo 'int main(void) { return 0; }' > "$out/san.c"
+
+    if ! "$cc" "${san[@]}" "$out/san.c" -o "$out/san" 2>/dev/null \
+       || ! "$out/san" 2>/dev/null
+    then
+        san=()
     fi
 }

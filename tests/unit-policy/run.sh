@@ -62,14 +62,7 @@ for name in $(sed -n 's/^RELAY_LIB *+= *//p' "$lib/lib.mk"); do
     fi
 done
 
-san=(-fsanitize=address,undefined -fno-sanitize-recover=all
-     -fno-omit-frame-pointer)
-echo 'int main(void) { return 0; }' > "$out/san.c"
-if ! "$cc" "${san[@]}" "$out/san.c" -o "$out/san" 2>/dev/null \
-   || ! "$out/san" 2>/dev/null
-then
-    san=()
-fi
+sanitizers "$out"
 
 for t in "$unit"/test_*.c; do
     name=$(basename "$t" .c)

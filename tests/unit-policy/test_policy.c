@@ -579,106 +579,122 @@ t_render_cases(void)
  */
 
 typedef struct {
-    const char  *words[10];           /* NULL-terminated */
-    const char  *text;                /* the statement as policy text */
+    const char  *words;               /* split at "|", else at spaces */
+    const char  *text;                /* NULL: the words and ";" */
     const char  *error;               /* NULL: valid */
 } t_words_t;
 
 
 static const t_words_t  t_words[] = {
-    { { "route", "example.com", "[10.0.0.1]:25", "mx.example.net", NULL },
-      "route example.com [10.0.0.1]:25 mx.example.net;", NULL },
-    { { "route", "example.com", "10.0.0.1", NULL },
-      "route example.com 10.0.0.1;",
+    { "route example.com [10.0.0.1]:25 mx.example.net", NULL, NULL },
+    { "route example.com 10.0.0.1", NULL,
       "routes[0].next_hops[0]: \"10.0.0.1\": an IP address needs brackets: "
       "\"[192.0.2.1]:25\"" },
-    { { "route", "Example.COM", "[10.0.0.1]", NULL },
-      "route Example.COM [10.0.0.1];",
+    { "route Example.COM [10.0.0.1]", NULL,
       "routes[0].pattern: must be lowercase" },
-    { { "route", "example.com", NULL },
-      "route example.com;", "route: missing argument" },
-    { { "route", "example.com", "a.net", "x=1", NULL },
-      "route example.com a.net x=1;",
+    { "route example.com", NULL, "route: missing argument" },
+    { "route example.com a.net x=1", NULL,
       "route: unexpected parameter \"x=1\"" },
-    { { "backup_mx", ".example.com", "[backup.example.net]:2525", NULL },
-      "backup_mx .example.com [backup.example.net]:2525;", NULL },
-    { { "backup_mx", "bk.test", "127.0.0.11:2525", NULL },
-      "backup_mx bk.test 127.0.0.11:2525;",
+    { "backup_mx .example.com [backup.example.net]:2525", NULL, NULL },
+    { "backup_mx bk.test 127.0.0.11:2525", NULL,
       "backup_mx[0].hosts[0]: \"127.0.0.11:2525\": an IP address needs "
       "brackets: \"[192.0.2.1]:25\"" },
-    { { "fallback_relay", "[192.0.2.9]:2525", "relay.example.net", NULL },
-      "fallback_relay [192.0.2.9]:2525 relay.example.net;", NULL },
-    { { "retry", "*", "min=5m", "max=4000s", "lifetime=5d", NULL },
-      "retry * min=5m max=4000s lifetime=5d;", NULL },
-    { { "retry", "*", "min=5x", "max=1h", "lifetime=1d", NULL },
-      "retry * min=5x max=1h lifetime=1d;", "retry: bad duration \"5x\"" },
-    { { "retry", "*", "min=1h", "max=5m", "lifetime=1d", NULL },
-      "retry * min=1h max=5m lifetime=1d;",
+    { "fallback_relay [192.0.2.9]:2525 relay.example.net", NULL, NULL },
+    { "retry * min=5m max=4000s lifetime=5d", NULL, NULL },
+    { "retry * min=5x max=1h lifetime=1d", NULL,
+      "retry: bad duration \"5x\"" },
+    { "retry * min=1h max=5m lifetime=1d", NULL,
       "retry[0].backoff_max_s: 300s is less than backoff_min_s (3600s)" },
-    { { "inbound_limit", "client_ip", "10.0.0.0/8", "window=1m",
-        "messages=3", NULL },
-      "inbound_limit client_ip 10.0.0.0/8 window=1m messages=3;", NULL },
-    { { "inbound_limit", "client_ip", "10.0.0.1/8", "window=1m",
-        "messages=3", NULL },
-      "inbound_limit client_ip 10.0.0.1/8 window=1m messages=3;",
+    { "inbound_limit client_ip 10.0.0.0/8 window=1m messages=3", NULL,
+      NULL },
+    { "inbound_limit client_ip 10.0.0.1/8 window=1m messages=3", NULL,
       "inbound_limits[0].match: host bits set after the prefix length" },
-    { { "inbound_limit", "client_ip", "*", "window=1m", NULL },
-      "inbound_limit client_ip * window=1m;",
+    { "inbound_limit client_ip * window=1m", NULL,
       "inbound_limits[0]: neither messages nor recipients is limited" },
-    { { "destination_limit", "slow.test", "backoff_reply=rate limited",
-        "backoff=4s", NULL },
+    { "destination_limit|slow.test|backoff_reply=rate limited|backoff=4s",
       "destination_limit slow.test backoff_reply=\"rate limited\" "
       "backoff=4s;", NULL },
-    { { "destination_limit", "x.test", "backoff_reply=busy", NULL },
-      "destination_limit x.test backoff_reply=busy;",
+    { "destination_limit x.test backoff_reply=busy", NULL,
       "destination_limits[0].backoff_s: must be greater than 0 with "
       "backoff_reply_pattern" },
-    { { "destination_limit", "x.test", "rate=2", NULL },
-      "destination_limit x.test rate=2;",
+    { "destination_limit x.test rate=2", NULL,
       "destination_limit: unknown parameter \"rate\"" },
-    { { "egress_pool", "bulk", "ehlo=bulk.example.net", "192.0.2.1",
-        "weight=9", "192.0.2.2", NULL },
-      "egress_pool bulk ehlo=bulk.example.net 192.0.2.1 weight=9 "
-      "192.0.2.2;", NULL },
-    { { "egress_pool", "bulk", "ehlo=bulk.example.net", "mx.example.net",
-        NULL },
-      "egress_pool bulk ehlo=bulk.example.net mx.example.net;",
+    { "egress_pool bulk ehlo=bulk.example.net 192.0.2.1 weight=9 192.0.2.2",
+      NULL, NULL },
+    { "egress_pool bulk ehlo=bulk.example.net mx.example.net", NULL,
       "egress_pools[0].addresses[0].address: \"mx.example.net\" is not an "
       "IPv4 or IPv6 address" },
-    { { "egress_rule", "tenant", "acme", "bulk", NULL },
-      "egress_rule tenant acme bulk;",
+    { "egress_rule tenant acme bulk", NULL,
       "egress_rules[0].pool: no egress pool \"bulk\"" },
-    { { "egress_rule", "ip", "acme", "bulk", NULL },
-      "egress_rule ip acme bulk;",
+    { "egress_rule ip acme bulk", NULL,
       "egress_rule: unknown key \"ip\" (sender_domain, auth_user or "
       "tenant)" },
-    { { "tls", "example.org", "required", "verify", NULL },
-      "tls example.org required verify;", NULL },
-    { { "tls", "example.org", "sometimes", NULL },
-      "tls example.org sometimes;",
+    { "tls example.org required verify", NULL, NULL },
+    { "tls example.org sometimes", NULL,
       "tls: expected \"required\" or \"optional\", got \"sometimes\"" },
-    { { "frob", "x", NULL }, "frob x;", "unknown statement \"frob\"" },
-    { { NULL }, NULL, NULL }
+    { "frob x", NULL, "unknown statement \"frob\"" },
+    { NULL, NULL, NULL }
 };
 
 
-static size_t
-t_nwords(const t_words_t *c)
-{
-    size_t  n;
+/* the case's words, in buf, and its text, in text[] when it has none */
 
-    for (n = 0; c->words[n]; n++) {
-        /* void */
+static size_t
+t_split(const t_words_t *c, char *buf, size_t len, char **words,
+    size_t max, char *text, size_t textlen)
+{
+    int      sep;
+    char    *w;
+    size_t   n;
+
+    snprintf(buf, len, "%s", c->words);
+    snprintf(text, textlen, "%s;", c->words);
+
+    sep = strchr(buf, '|') ? '|' : ' ';
+    n = 0;
+
+    for (w = buf; w && n < max; w = strchr(w, sep) ? strchr(w, sep) + 1 : NULL)
+    {
+        words[n++] = w;
+    }
+
+    for (w = buf; *w; w++) {
+        if (*w == sep) {
+            *w = '\0';
+        }
     }
 
     return n;
 }
 
 
-/* the words' outcome: NULL and the render, or the message */
+/* a policy's outcome: NULL and its render, or the validation message */
 
 static const char *
-t_words_outcome(const t_words_t *c, char *err, size_t errlen, char **text)
+t_outcome(relay_policy_t *p, char *err, size_t errlen, char **text)
+{
+    const char  *why;
+
+    why = NULL;
+
+    if (relay_policy_validate(p, err, errlen) != 0) {
+        why = err;
+
+    } else {
+        *text = relay_policy_render(p);
+    }
+
+    relay_policy_free(p);
+
+    return why;
+}
+
+
+/* the words' outcome: a parse error, or the policy's */
+
+static const char *
+t_words_outcome(char **words, size_t n, char *err, size_t errlen,
+    char **text)
 {
     relay_policy_t  *p;
 
@@ -686,72 +702,63 @@ t_words_outcome(const t_words_t *c, char *err, size_t errlen, char **text)
 
     p = relay_policy_new();
 
-    if (relay_policy_add(p, (char *const *) c->words, t_nwords(c), err,
-                         errlen)
-        != 0
-        || relay_policy_validate(p, err, errlen) != 0)
-    {
+    if (relay_policy_add(p, words, n, err, errlen) != 0) {
         relay_policy_free(p);
         return err;
     }
 
-    *text = relay_policy_render(p);
-    relay_policy_free(p);
-
-    return NULL;
+    return t_outcome(p, err, errlen, text);
 }
 
 
-/* the text's outcome, its "t.policy:1: " left out */
+/* the text's outcome: a parse error, its "t.policy:1: " left out */
 
 static const char *
-t_text_outcome(const t_words_t *c, char *err, size_t errlen, char **text)
+t_text_outcome(const char *s, char *err, size_t errlen, char **text)
 {
     size_t           n;
     relay_policy_t  *p;
 
     *text = NULL;
 
-    p = relay_policy_parse("t.policy", c->text, strlen(c->text), err, errlen);
-    if (p == NULL) {
-        n = strlen("t.policy:1: ");
-        return strncmp(err, "t.policy:1: ", n) == 0 ? err + n : err;
+    p = relay_policy_parse("t.policy", s, strlen(s), err, errlen);
+    if (p != NULL) {
+        return t_outcome(p, err, errlen, text);
     }
 
-    if (relay_policy_validate(p, err, errlen) != 0) {
-        relay_policy_free(p);
-        return err;
-    }
+    n = strlen("t.policy:1: ");
 
-    *text = relay_policy_render(p);
-    relay_policy_free(p);
-
-    return NULL;
+    return strncmp(err, "t.policy:1: ", n) == 0 ? err + n : err;
 }
 
 
 static void
 t_words_cases(void)
 {
-    char             *wt, *tt, werr[512], terr[512];
-    const char       *we, *te;
+    char             *wt, *tt, *words[16], buf[256], text[256];
+    char              werr[512], terr[512];
+    size_t            n;
+    const char       *we, *te, *s;
     const t_words_t  *c;
 
-    for (c = t_words; c->words[0]; c++) {
-        we = t_words_outcome(c, werr, sizeof(werr), &wt);
-        te = t_text_outcome(c, terr, sizeof(terr), &tt);
+    for (c = t_words; c->words; c++) {
+        n = t_split(c, buf, sizeof(buf), words, 16, text, sizeof(text));
+        s = c->text ? c->text : text;
+
+        we = t_words_outcome(words, n, werr, sizeof(werr), &wt);
+        te = t_text_outcome(s, terr, sizeof(terr), &tt);
 
         if (c->error == NULL) {
-            t_check(we == NULL, "words", c->text, we, "(valid)");
-            t_check(te == NULL, "words: text", c->text, te, "(valid)");
+            t_check(we == NULL, "words", s, we, "(valid)");
+            t_check(te == NULL, "words: text", s, te, "(valid)");
             t_check(wt && tt && strcmp(wt, tt) == 0, "words: same policy",
-                    c->text, wt, tt);
+                    s, wt, tt);
 
         } else {
-            t_check(we && strcmp(we, c->error) == 0, "words error", c->text,
+            t_check(we && strcmp(we, c->error) == 0, "words error", s,
                     we ? we : "(valid)", c->error);
             t_check(te && strcmp(te, c->error) == 0, "words: text error",
-                    c->text, te ? te : "(valid)", c->error);
+                    s, te ? te : "(valid)", c->error);
         }
 
         free(wt);

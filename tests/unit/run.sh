@@ -51,15 +51,7 @@ then
     failed=$((failed + 1))
 fi
 
-# sanitizers when the compiler has them: overreads, UB and leaks fail
-san=(-fsanitize=address,undefined -fno-sanitize-recover=all
-     -fno-omit-frame-pointer)
-echo 'int main(void) { return 0; }' > "$out/san.c"
-if ! "$cc" "${san[@]}" "$out/san.c" -o "$out/san" 2>/dev/null \
-   || ! "$out/san" 2>/dev/null
-then
-    san=()
-fi
+sanitizers "$out"
 
 for t in "$unit"/test_*.c; do
     name=$(basename "$t" .c)
