@@ -13,15 +13,32 @@
  *
  * Queue sends one Command (a fresh id) to each target node and answers when
  * every node has answered, gone away or timed out (command_timeout); the
- * call waits in a ctld_wait_t meanwhile.
+ * call waits in a ctld_wait_t meanwhile.  The node side reports results
+ * and nodes that go through ctld_admin_node_result() and
+ * ctld_admin_node_gone(), which main() gave it.
  */
 
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include "ctld.h"
+#include "relay_diff.h"
+#include "relay_policy.h"
+#include "ctld_admin.h"
+#include "ctld_alloc.h"
+#include "ctld_clock.h"
+#include "ctld_codec.h"
+#include "ctld_log.h"
+#include "ctld_node.h"
+#include "ctld_server.h"
+#include "ctld_store.h"
+
+
+typedef Relay__Control__V1__CommandResult   ctld_result_t;
+
+typedef struct ctld_wait_s  ctld_wait_t;
 
 
 typedef struct {
@@ -44,11 +61,13 @@ struct ctld_wait_s {
 };
 
 
+static void ctld_admin_handle(ctld_call_t *c);
+static void ctld_admin_tick(int64_t now);
 static void ctld_admin_apply(ctld_call_t *c);
 static void ctld_admin_rollback(ctld_call_t *c);
-static void ctld_admin_propose(ctld_call_t *c, const ctld_policy_t *src,
+static void ctld_admin_propose(ctld_call_t *c, const relay_policy_t *src,
     uint64_t rolled_back_from, int dry_run);
-static char *ctld_admin_render(const ctld_policy_t *p);
+static char *ctld_admin_render(const relay_policy_t *p);
 static void ctld_admin_get(ctld_call_t *c);
 static void ctld_admin_history(ctld_call_t *c);
 static void ctld_admin_list_nodes(ctld_call_t *c);
@@ -58,6 +77,18 @@ static void ctld_admin_slot_done(ctld_wait_t *w, ctld_slot_t *s,
 static void ctld_admin_queue_reply(ctld_wait_t *w);
 
 
+const ctld_service_t  ctld_admin_service = {
+    ctld_admin_handle,                     /* accept */
+    NULL,                                  /* received */
+    NULL,                                  /* read_ended */
+    NULL,                                  /* sent */
+    NULL,                                  /* cancelled */
+    NULL,                                  /* release */
+    ctld_admin_tick                        /* tick */
+};
+
+
+static int           ctld_command_timeout_ms;
 static ctld_wait_t  *ctld_waits;
 static uint64_t      ctld_cmd_seq;
 
@@ -66,6 +97,13 @@ static const char   *ctld_actions[] = { "LIST", "FLUSH", "DELETE", "BOUNCE",
 
 
 void
+ctld_admin_init(int command_timeout_ms)
+{
+    ctld_command_timeout_ms = command_timeout_ms;
+}
+
+
+static void
 ctld_admin_handle(ctld_call_t *c)
 {
     if (c->request == NULL) {
@@ -176,14 +214,14 @@ ctld_admin_rollback(ctld_call_t *c)
 
 
 static void
-ctld_admin_propose(ctld_call_t *c, const ctld_policy_t *src,
+ctld_admin_propose(ctld_call_t *c, const relay_policy_t *src,
     uint64_t rolled_back_from, int dry_run)
 {
     char                               err[1024], cur_name[64];
     char                              *cur_text, *new_text, *diff;
     size_t                             sent;
     const char                        *what;
-    ctld_policy_t                      p;
+    relay_policy_t                     p;
     ctld_version_t                    *cur, *v;
     Relay__Control__V1__ApplyResponse  resp =
                                       RELAY__CONTROL__V1__APPLY_RESPONSE__INIT;
@@ -197,7 +235,7 @@ ctld_admin_propose(ctld_call_t *c, const ctld_policy_t *src,
     p.author = (char *) c->name;
     p.created_unix = time(NULL);
 
-    if (ctld_policy_validate(&p, err, sizeof(err)) != 0) {
+    if (relay_policy_validate(&p, err, sizeof(err)) != 0) {
         ctld_log("%s by %s refused: %s", what, c->who, err);
         ctld_call_reply(c, NULL, GRPC_STATUS_INVALID_ARGUMENT, err);
         return;
@@ -228,7 +266,7 @@ ctld_admin_propose(ctld_call_t *c, const ctld_policy_t *src,
     snprintf(cur_name, sizeof(cur_name), "version %llu",
              (unsigned long long) (cur ? cur->version : 0));
 
-    diff = ctld_diff(cur_name, cur_text, "proposed", new_text);
+    diff = relay_diff(cur_name, cur_text, "proposed", new_text);
     free(new_text);
     free(cur_text);
 
@@ -278,16 +316,16 @@ ctld_admin_propose(ctld_call_t *c, const ctld_policy_t *src,
 /* canonical text without version, author and time */
 
 static char *
-ctld_admin_render(const ctld_policy_t *src)
+ctld_admin_render(const relay_policy_t *src)
 {
-    ctld_policy_t  p;
+    relay_policy_t  p;
 
     p = *src;
     p.version = 0;
     p.author = (char *) protobuf_c_empty_string;
     p.created_unix = 0;
 
-    return ctld_policy_render(&p);
+    return relay_policy_render(&p);
 }
 
 
@@ -513,7 +551,7 @@ ctld_admin_queue(ctld_call_t *c)
     w->call = c;
     w->nslots = n;
     w->left = n;
-    w->deadline = ctld_now_ms() + ctld_conf.command_timeout_ms;
+    w->deadline = ctld_now_ms() + ctld_command_timeout_ms;
     w->next = ctld_waits;
     ctld_waits = w;
     c->wait = w;
@@ -582,7 +620,7 @@ ctld_admin_slot_done(ctld_wait_t *w, ctld_slot_t *s, const char *error,
 
 
 void
-ctld_admin_result(const char *node_id, ctld_node_msg_t *m)
+ctld_admin_node_result(const char *node_id, ctld_node_msg_t *m)
 {
     size_t          i;
     ctld_slot_t    *s;
@@ -648,7 +686,7 @@ ctld_admin_node_gone(const char *node_id)
 }
 
 
-void
+static void
 ctld_admin_tick(int64_t now)
 {
     size_t        i;

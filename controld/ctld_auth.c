@@ -19,11 +19,13 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "ctld.h"
+#include <grpc/grpc_security.h>
+
+#include "ctld_auth.h"
 
 
 ctld_role_e
-ctld_auth_identify(ctld_call_t *c, char *err, size_t errlen)
+ctld_auth_identify(ctld_call_t *c, int insecure, char *err, size_t errlen)
 {
     size_t                       len, n, plen;
     const char                  *cn;
@@ -31,7 +33,7 @@ ctld_auth_identify(ctld_call_t *c, char *err, size_t errlen)
     const grpc_auth_property    *prop;
     grpc_auth_property_iterator  it;
 
-    if (ctld_conf.insecure) {
+    if (insecure) {
         if (c->method == CTLD_M_SESSION) {
             snprintf(c->who, sizeof(c->who), "node:");
             c->name = c->who + 5;

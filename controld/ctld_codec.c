@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "ctld.h"
+#include <grpc/byte_buffer_reader.h>
+
+#include "ctld_codec.h"
 
 
 ProtobufCMessage *

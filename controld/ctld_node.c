@@ -15,17 +15,47 @@
  * session holds at most one pending version, the newest, so a node that
  * lags behind a burst of applies gets only the last one.  Commands queue
  * FIFO behind it.  Policies go out as the store's cached wire form, which
- * holds only versions that passed ctld_policy_validate().
+ * holds only versions that passed relay_policy_validate().
+ *
+ * The admin side waits for command results and for nodes that go: this
+ * side reports both through the callbacks it was given at startup
+ * (ctld_node_conf_t) and calls nothing of the admin side.
  */
 
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include "ctld.h"
+#include "ctld_alloc.h"
+#include "ctld_clock.h"
+#include "ctld_codec.h"
+#include "ctld_log.h"
+#include "ctld_node.h"
+#include "ctld_server.h"
+#include "ctld_store.h"
 
 
+typedef struct ctld_cmd_s  ctld_cmd_t;
+
+/* a command waiting for its turn on a session */
+struct ctld_cmd_s {
+    ctld_cmd_t                 *next;
+    uint64_t                    id;
+    grpc_byte_buffer           *wire;
+};
+
+
+static void ctld_node_accept(ctld_call_t *c);
+static void ctld_node_received(ctld_call_t *c, grpc_byte_buffer *bb);
+static void ctld_node_read_ended(ctld_call_t *c, int ok);
+static void ctld_node_sent(ctld_call_t *c, int ok);
+static void ctld_node_cancelled(ctld_call_t *c);
+static void ctld_node_release(ctld_call_t *c);
+static void ctld_node_tick(int64_t now);
+static void ctld_node_end(ctld_call_t *c, grpc_status_code status,
+    const char *msg);
 static void ctld_node_hello(ctld_call_t *c, Relay__Control__V1__Hello *h);
 static void ctld_node_ack(ctld_call_t *c, Relay__Control__V1__Ack *a);
 static void ctld_node_pump(ctld_call_t *c);
@@ -33,13 +63,32 @@ static ctld_node_t *ctld_node_add(const char *id);
 static int ctld_node_id_valid(const char *id);
 
 
-static ctld_node_t  **ctld_nodes;
-static size_t         ctld_nnodes;
-static size_t         ctld_nodes_cap;
-static ctld_call_t   *ctld_sessions;          /* not ended yet */
+const ctld_service_t  ctld_node_service = {
+    ctld_node_accept,                      /* accept */
+    ctld_node_received,                    /* received */
+    ctld_node_read_ended,                  /* read_ended */
+    ctld_node_sent,                        /* sent */
+    ctld_node_cancelled,                   /* cancelled */
+    ctld_node_release,                     /* release */
+    ctld_node_tick                         /* tick */
+};
+
+
+static ctld_node_conf_t   ctld_node_conf;
+static ctld_node_t      **ctld_nodes;
+static size_t             ctld_nnodes;
+static size_t             ctld_nodes_cap;
+static ctld_call_t       *ctld_sessions;          /* not ended yet */
 
 
 void
+ctld_node_init(const ctld_node_conf_t *conf)
+{
+    ctld_node_conf = *conf;
+}
+
+
+static void
 ctld_node_accept(ctld_call_t *c)
 {
     c->next = ctld_sessions;
@@ -64,7 +113,7 @@ ctld_node_accept(ctld_call_t *c)
 }
 
 
-void
+static void
 ctld_node_received(ctld_call_t *c, grpc_byte_buffer *bb)
 {
     char              err[256];
@@ -124,7 +173,7 @@ ctld_node_received(ctld_call_t *c, grpc_byte_buffer *bb)
         break;
 
     case RELAY__CONTROL__V1__NODE_MESSAGE__MSG_RESULT:
-        ctld_admin_result(n->id, m);    /* takes m */
+        ctld_node_conf.result(n->id, m);    /* takes m */
         m = NULL;
         break;
 
@@ -169,7 +218,7 @@ ctld_node_hello(ctld_call_t *c, Relay__Control__V1__Hello *h)
         return;
     }
 
-    if (ctld_conf.insecure) {
+    if (ctld_node_conf.insecure) {
         snprintf(c->who, sizeof(c->who), "node:%s", h->node_id);
         c->name = c->who + 5;
 
@@ -312,7 +361,16 @@ ctld_node_pump(ctld_call_t *c)
 }
 
 
-void
+/* the peer half-closed the stream, or reading failed */
+
+static void
+ctld_node_read_ended(ctld_call_t *c, int ok)
+{
+    ctld_node_end(c, GRPC_STATUS_OK, ok ? "" : "read failed");
+}
+
+
+static void
 ctld_node_sent(ctld_call_t *c, int ok)
 {
     if (!ok) {
@@ -324,14 +382,32 @@ ctld_node_sent(ctld_call_t *c, int ok)
 }
 
 
-void
-ctld_node_closed(ctld_call_t *c)
+static void
+ctld_node_cancelled(ctld_call_t *c)
 {
     ctld_node_end(c, GRPC_STATUS_CANCELLED, "cancelled");
 }
 
 
-void
+/* commands never sent go with their session */
+
+static void
+ctld_node_release(ctld_call_t *c)
+{
+    ctld_cmd_t  *cmd;
+
+    while (c->cmd_head) {
+        cmd = c->cmd_head;
+        c->cmd_head = cmd->next;
+        grpc_byte_buffer_destroy(cmd->wire);
+        free(cmd);
+    }
+
+    c->cmd_tail = NULL;
+}
+
+
+static void
 ctld_node_end(ctld_call_t *c, grpc_status_code status, const char *msg)
 {
     ctld_node_t  *n;
@@ -365,7 +441,7 @@ ctld_node_end(ctld_call_t *c, grpc_status_code status, const char *msg)
         ctld_log("node %s disconnected peer=%s (%s)", n->id, c->peer,
                  status == GRPC_STATUS_OK && *msg == '\0' ? "closed" : msg);
 
-        ctld_admin_node_gone(n->id);
+        ctld_node_conf.gone(n->id);
 
     } else if (status != GRPC_STATUS_OK
                && status != GRPC_STATUS_PERMISSION_DENIED
@@ -402,7 +478,7 @@ ctld_node_fanout(ctld_version_t *v)
 }
 
 
-void
+static void
 ctld_node_tick(int64_t now)
 {
     ctld_call_t  *c, *next;
@@ -420,8 +496,8 @@ ctld_node_tick(int64_t now)
             continue;
         }
 
-        if (c->state == CTLD_CALL_ACTIVE && ctld_conf.status_timeout_ms
-            && now - c->last_msg_ms > ctld_conf.status_timeout_ms)
+        if (c->state == CTLD_CALL_ACTIVE && ctld_node_conf.status_timeout_ms
+            && now - c->last_msg_ms > ctld_node_conf.status_timeout_ms)
         {
             grpc_call_cancel_with_status(c->call,
                                          GRPC_STATUS_DEADLINE_EXCEEDED,

@@ -15,10 +15,16 @@
  *   REQUESTED --accept, auth ok--> [handled at once] | WAITING  (Admin)
  *   any --ctld_call_finish()--> FINISHING --last batch reaped--> DONE
  *
- * The loop wakes at least every 200 ms (CTLD_TICK_MS) for timers: hello
- * and command timeouts, and the signal flag that SIGTERM/SIGINT set.
- * Shutdown: stop accepting, cancel every call, reap until no call is left,
- * destroy the server, drain the queue to GRPC_QUEUE_SHUTDOWN.
+ * The server knows its methods but not what they do: once a caller is
+ * identified (ctld_auth.c), its call goes to the service main() gave for
+ * the method (ctld_service_t: node sessions, admin calls), which answers
+ * through the ctld_call_*() functions here.  Calls go one way only.
+ *
+ * The loop wakes at least every 200 ms (CTLD_TICK_MS) for the services'
+ * timers (hello and command timeouts) and the signal flag that SIGTERM/
+ * SIGINT set.  Shutdown: stop accepting, cancel every call, reap until no
+ * call is left, destroy the server, drain the queue to
+ * GRPC_QUEUE_SHUTDOWN.
  */
 
 
@@ -28,10 +34,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ctld.h"
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+
+#include "ctld_auth.h"
+#include "ctld_clock.h"
+#include "ctld_codec.h"
+#include "ctld_log.h"
+#include "ctld_server.h"
 
 
+static void ctld_server_signals(void);
+static void ctld_server_create(void);
+static int ctld_server_listen(uint64_t version, char *ca, char *cert,
+    char *key);
+static void ctld_server_loop(int rc);
+static void ctld_server_tick(int64_t now);
+static void ctld_server_destroy(void);
 static int ctld_server_request(ctld_method_e m);
+static const ctld_service_t *ctld_server_service(ctld_call_t *c);
+static void ctld_call_advance(ctld_tag_t *tag, int ok);
 static void ctld_server_accept(ctld_call_t *c);
 static void ctld_call_status(ctld_call_t *c);
 static void ctld_call_free(ctld_call_t *c);
@@ -55,6 +77,9 @@ static const char  *ctld_state_names[] = {
 };
 
 
+static const ctld_conf_t      *ctld_conf;
+static const ctld_service_t   *ctld_node_svc;
+static const ctld_service_t   *ctld_admin_svc;
 static grpc_server            *ctld_server;
 static grpc_completion_queue  *ctld_cq;
 static void                   *ctld_methods[CTLD_M_N];
@@ -72,35 +97,25 @@ ctld_method_name(ctld_method_e m)
 
 
 int
-ctld_server_run(void)
+ctld_server_run(const ctld_conf_t *conf, uint64_t version,
+    const ctld_service_t *node, const ctld_service_t *admin)
 {
-    int                          port, rc, shutdown_seen;
-    char                        *ca, *cert, *key;
-    int64_t                      now, last_tick, stop_started;
-    grpc_arg                     args[8];
-    grpc_event                   ev;
-    struct sigaction             sa;
-    grpc_channel_args            cargs;
-    grpc_server_credentials     *creds;
-    grpc_ssl_pem_key_cert_pair   kp;
-    static int                   shutdown_tag;
+    int    rc;
+    char  *ca, *cert, *key;
 
+    ctld_conf = conf;
+    ctld_node_svc = node;
+    ctld_admin_svc = admin;
     ctld_debug = getenv("CTLD_DEBUG") != NULL;
 
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = ctld_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
+    ctld_server_signals();
 
     ca = cert = key = NULL;
 
-    if (!ctld_conf.insecure) {
-        ca = ctld_read_file(ctld_conf.ca);
-        cert = ctld_read_file(ctld_conf.cert);
-        key = ctld_read_file(ctld_conf.key);
+    if (!conf->insecure) {
+        ca = ctld_read_file(conf->ca);
+        cert = ctld_read_file(conf->cert);
+        key = ctld_read_file(conf->key);
 
         if (ca == NULL || cert == NULL || key == NULL) {
             free(ca);
@@ -110,7 +125,42 @@ ctld_server_run(void)
         }
     }
 
-    grpc_init();
+    ctld_server_create();
+
+    rc = ctld_server_listen(version, ca, cert, key);
+
+    free(ca);
+    free(cert);
+    free(key);
+
+    ctld_server_loop(rc);
+    ctld_server_destroy();
+
+    return rc;
+}
+
+
+static void
+ctld_server_signals(void)
+{
+    struct sigaction  sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = ctld_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+
+static void
+ctld_server_create(void)
+{
+    int                m;
+    grpc_arg           args[8];
+    grpc_channel_args  cargs;
 
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_ALLOW_REUSEPORT;
@@ -141,7 +191,7 @@ ctld_server_run(void)
     ctld_cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(ctld_server, ctld_cq, NULL);
 
-    for (int m = 0; m < CTLD_M_N; m++) {
+    for (m = 0; m < CTLD_M_N; m++) {
         ctld_methods[m] = grpc_server_register_method(ctld_server,
                               ctld_method_paths[m], NULL,
                               m == CTLD_M_SESSION
@@ -149,8 +199,19 @@ ctld_server_run(void)
                                   : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
                               0);
     }
+}
 
-    if (ctld_conf.insecure) {
+
+/* 0: listening, a call of each method requested; -1: quit at once */
+
+static int
+ctld_server_listen(uint64_t version, char *ca, char *cert, char *key)
+{
+    int                          m, port, rc;
+    grpc_server_credentials     *creds;
+    grpc_ssl_pem_key_cert_pair   kp;
+
+    if (ctld_conf->insecure) {
         creds = grpc_insecure_server_credentials_create();
 
     } else {
@@ -164,41 +225,46 @@ ctld_server_run(void)
     port = 0;
 
     if (creds != NULL) {
-        port = grpc_server_add_http2_port(ctld_server, ctld_conf.listen,
+        port = grpc_server_add_http2_port(ctld_server, ctld_conf->listen,
                                           creds);
         grpc_server_credentials_release(creds);
     }
 
-    free(ca);
-    free(cert);
-    free(key);
-
-    rc = 0;
+    grpc_server_start(ctld_server);
 
     if (port == 0) {
         ctld_log("cannot listen on %s (address in use, bad address or "
-                 "bad TLS files)", ctld_conf.listen);
-        rc = -1;
-        grpc_server_start(ctld_server);
+                 "bad TLS files)", ctld_conf->listen);
         ctld_quit = 1;
+        return -1;
+    }
 
-    } else {
-        grpc_server_start(ctld_server);
+    ctld_log("listening on %s (%s), current version %llu", ctld_conf->listen,
+             ctld_conf->insecure ? "INSECURE: no TLS, no identities" : "mTLS",
+             (unsigned long long) version);
 
-        ctld_log("listening on %s (%s), current version %llu",
-                 ctld_conf.listen,
-                 ctld_conf.insecure ? "INSECURE: no TLS, no identities"
-                                    : "mTLS",
-                 (unsigned long long) (ctld_store_current()
-                                       ? ctld_store_current()->version : 0));
+    rc = 0;
 
-        for (int m = 0; m < CTLD_M_N; m++) {
-            if (ctld_server_request(m) != 0) {
-                rc = -1;
-                ctld_quit = 1;
-            }
+    for (m = 0; m < CTLD_M_N; m++) {
+        if (ctld_server_request(m) != 0) {
+            rc = -1;
+            ctld_quit = 1;
         }
     }
+
+    return rc;
+}
+
+
+/* until the signal, then until every call is reaped (5 s at the most) */
+
+static void
+ctld_server_loop(int rc)
+{
+    int          shutdown_seen;
+    int64_t      now, last_tick, stop_started;
+    grpc_event   ev;
+    static int   shutdown_tag;
 
     last_tick = ctld_now_ms();
     stop_started = 0;
@@ -224,8 +290,7 @@ ctld_server_run(void)
 
         if (now - last_tick >= CTLD_TICK_MS) {
             last_tick = now;
-            ctld_node_tick(now);
-            ctld_admin_tick(now);
+            ctld_server_tick(now);
         }
 
         if (ctld_quit && !ctld_stopping) {
@@ -251,6 +316,28 @@ ctld_server_run(void)
             break;
         }
     }
+}
+
+
+/* the services' timers: node sessions first, then admin calls */
+
+static void
+ctld_server_tick(int64_t now)
+{
+    if (ctld_node_svc->tick) {
+        ctld_node_svc->tick(now);
+    }
+
+    if (ctld_admin_svc->tick) {
+        ctld_admin_svc->tick(now);
+    }
+}
+
+
+static void
+ctld_server_destroy(void)
+{
+    grpc_event  ev;
 
     grpc_server_destroy(ctld_server);
     grpc_completion_queue_shutdown(ctld_cq);
@@ -262,16 +349,6 @@ ctld_server_run(void)
     } while (ev.type != GRPC_QUEUE_SHUTDOWN);
 
     grpc_completion_queue_destroy(ctld_cq);
-
-    ctld_node_free_all();
-    ctld_store_close();
-    grpc_shutdown();
-
-    if (rc == 0) {
-        ctld_log("stopped");
-    }
-
-    return rc;
 }
 
 
@@ -341,14 +418,16 @@ ctld_call_enter(ctld_call_t *c, ctld_call_state_e st)
 }
 
 
-void
+static void
 ctld_call_advance(ctld_tag_t *tag, int ok)
 {
-    ctld_call_t       *c;
-    grpc_byte_buffer  *bb;
+    ctld_call_t           *c;
+    grpc_byte_buffer      *bb;
+    const ctld_service_t  *svc;
 
     c = tag->call;
     c->refs--;
+    svc = ctld_server_service(c);
 
     switch (tag->op) {
 
@@ -377,15 +456,20 @@ ctld_call_advance(ctld_tag_t *tag, int ok)
             }
 
         } else if (!ok || bb == NULL) {
-            /* half-close by the node, or a read failure */
+            /* half-close by the peer, or a read failure */
             if (bb) {
                 grpc_byte_buffer_destroy(bb);
             }
 
-            ctld_node_end(c, GRPC_STATUS_OK, ok ? "" : "read failed");
+            if (svc->read_ended) {
+                svc->read_ended(c, ok);
+            }
+
+        } else if (svc->received) {
+            svc->received(c, bb);
 
         } else {
-            ctld_node_received(c, bb);
+            grpc_byte_buffer_destroy(bb);
         }
 
         break;
@@ -402,15 +486,15 @@ ctld_call_advance(ctld_tag_t *tag, int ok)
         if (c->want_status) {
             ctld_call_status(c);
 
-        } else if (c->method == CTLD_M_SESSION && !c->ended) {
-            ctld_node_sent(c, ok);
+        } else if (!c->ended && svc->sent) {
+            svc->sent(c, ok);
         }
 
         break;
 
     case CTLD_OP_CLOSE:
-        if (c->cancelled && c->method == CTLD_M_SESSION && !c->ended) {
-            ctld_node_closed(c);
+        if (c->cancelled && !c->ended && svc->cancelled) {
+            svc->cancelled(c);
         }
 
         break;
@@ -450,7 +534,7 @@ ctld_server_accept(ctld_call_t *c)
     c->refs++;
 
     err[0] = '\0';
-    role = ctld_auth_identify(c, err, sizeof(err));
+    role = ctld_auth_identify(c, ctld_conf->insecure, err, sizeof(err));
     want = c->method == CTLD_M_SESSION ? CTLD_ROLE_NODE : CTLD_ROLE_OPERATOR;
 
     if (role != want) {
@@ -468,12 +552,14 @@ ctld_server_accept(ctld_call_t *c)
         return;
     }
 
-    if (c->method == CTLD_M_SESSION) {
-        ctld_node_accept(c);
+    ctld_server_service(c)->accept(c);
+}
 
-    } else {
-        ctld_admin_handle(c);
-    }
+
+static const ctld_service_t *
+ctld_server_service(ctld_call_t *c)
+{
+    return (c->method == CTLD_M_SESSION) ? ctld_node_svc : ctld_admin_svc;
 }
 
 
@@ -637,15 +723,14 @@ ctld_call_recv(ctld_call_t *c)
 static void
 ctld_call_free(ctld_call_t *c)
 {
-    ctld_cmd_t  *cmd;
+    const ctld_service_t  *svc;
 
     ctld_call_enter(c, CTLD_CALL_DONE);
 
-    while (c->cmd_head) {
-        cmd = c->cmd_head;
-        c->cmd_head = cmd->next;
-        grpc_byte_buffer_destroy(cmd->wire);
-        free(cmd);
+    svc = ctld_server_service(c);
+
+    if (svc->release) {
+        svc->release(c);
     }
 
     if (c->call) {

@@ -31,7 +31,7 @@
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
 
-#include "ctld_policy.h"
+#include "relay_policy.h"
 #include "relayctl.h"
 
 
@@ -81,7 +81,7 @@ static int ctld_cli_connect(ctld_cli_t *cli);
 static int ctld_cli_exit_code(grpc_status_code status);
 static const char *ctld_cli_status_name(grpc_status_code status);
 static char *ctld_cli_read_file(const char *name, size_t *len);
-static ctld_policy_t *ctld_cli_load(const char *file, int strip);
+static relay_policy_t *ctld_cli_load(const char *file, int strip);
 static int ctld_cli_print_apply(ctld_cli_t *cli,
     Relay__Control__V1__ApplyResponse *r, int dry_run, const char *what);
 static int ctld_cli_number(const char *s, uint64_t *v);
@@ -730,20 +730,20 @@ done:
  * author and creation time of "#" header lines (controld sets those).
  */
 
-static ctld_policy_t *
+static relay_policy_t *
 ctld_cli_load(const char *file, int strip)
 {
     char            *text, err[512];
     size_t           len;
-    ctld_policy_t   *p;
+    relay_policy_t  *p;
 
     text = ctld_cli_read_file(file, &len);
     if (text == NULL) {
         return NULL;
     }
 
-    p = ctld_policy_parse(strcmp(file, "-") == 0 ? "stdin" : file, text, len,
-                          err, sizeof(err));
+    p = relay_policy_parse(strcmp(file, "-") == 0 ? "stdin" : file, text, len,
+                           err, sizeof(err));
     free(text);
 
     if (p == NULL) {
@@ -792,7 +792,7 @@ ctld_cli_apply(ctld_cli_t *cli, int argc, char **argv)
     int                                  i, rc, dry_run;
     char                                *comment, *c;
     const char                          *file;
-    ctld_policy_t                       *p;
+    relay_policy_t                      *p;
     Relay__Control__V1__ApplyRequest     req = RELAY__CONTROL__V1__APPLY_REQUEST__INIT;
     Relay__Control__V1__ApplyResponse   *r;
 
@@ -834,7 +834,7 @@ ctld_cli_apply(ctld_cli_t *cli, int argc, char **argv)
     if (comment) {
         c = strdup(comment);
         if (c == NULL) {
-            ctld_policy_free(p);
+            relay_policy_free(p);
             ctld_cli_error("out of memory");
             return CTLD_EXIT_OTHER;
         }
@@ -852,7 +852,7 @@ ctld_cli_apply(ctld_cli_t *cli, int argc, char **argv)
     rc = ctld_cli_call(cli, CTLD_METHOD("Apply"), &req.base,
                        &relay__control__v1__apply_response__descriptor,
                        (ProtobufCMessage **) &r);
-    ctld_policy_free(p);
+    relay_policy_free(p);
 
     if (rc != CTLD_EXIT_OK) {
         return rc;
@@ -897,7 +897,7 @@ static int
 ctld_cli_diff(ctld_cli_t *cli, int argc, char **argv)
 {
     int                                  rc;
-    ctld_policy_t                       *p;
+    relay_policy_t                      *p;
     Relay__Control__V1__ApplyRequest     req = RELAY__CONTROL__V1__APPLY_REQUEST__INIT;
     Relay__Control__V1__ApplyResponse   *r;
 
@@ -916,7 +916,7 @@ ctld_cli_diff(ctld_cli_t *cli, int argc, char **argv)
     rc = ctld_cli_call(cli, CTLD_METHOD("Apply"), &req.base,
                        &relay__control__v1__apply_response__descriptor,
                        (ProtobufCMessage **) &r);
-    ctld_policy_free(p);
+    relay_policy_free(p);
 
     if (rc != CTLD_EXIT_OK) {
         return rc;
@@ -941,8 +941,8 @@ ctld_cli_diff(ctld_cli_t *cli, int argc, char **argv)
 static int
 ctld_cli_check(ctld_cli_t *cli, int argc, char **argv)
 {
-    char            err[512];
-    ctld_policy_t  *p;
+    char             err[512];
+    relay_policy_t  *p;
 
     if (argc != 2 || (argv[1][0] == '-' && argv[1][1] != '\0')) {
         return ctld_cli_usage("usage: check FILE");
@@ -953,13 +953,13 @@ ctld_cli_check(ctld_cli_t *cli, int argc, char **argv)
         return CTLD_EXIT_INVALID;
     }
 
-    if (ctld_policy_validate(p, err, sizeof(err)) != 0) {
+    if (relay_policy_validate(p, err, sizeof(err)) != 0) {
         ctld_cli_error("%s: invalid policy: %s", argv[1], err);
-        ctld_policy_free(p);
+        relay_policy_free(p);
         return CTLD_EXIT_INVALID;
     }
 
-    ctld_policy_free(p);
+    relay_policy_free(p);
 
     printf("%s: ok\n", argv[1]);
 
@@ -971,7 +971,7 @@ static int
 ctld_cli_fmt(ctld_cli_t *cli, int argc, char **argv)
 {
     char            *text;
-    ctld_policy_t   *p;
+    relay_policy_t  *p;
 
     if (argc != 2 || (argv[1][0] == '-' && argv[1][1] != '\0')) {
         return ctld_cli_usage("usage: fmt FILE");
@@ -985,12 +985,12 @@ ctld_cli_fmt(ctld_cli_t *cli, int argc, char **argv)
     if (cli->json) {
         ctld_json_message(stdout, &p->base, 0);
         fputc('\n', stdout);
-        ctld_policy_free(p);
+        relay_policy_free(p);
         return CTLD_EXIT_OK;
     }
 
-    text = ctld_policy_render(p);
-    ctld_policy_free(p);
+    text = relay_policy_render(p);
+    relay_policy_free(p);
 
     if (text == NULL) {
         ctld_cli_error("out of memory");
@@ -1010,7 +1010,7 @@ ctld_cli_get(ctld_cli_t *cli, int argc, char **argv)
     int                               rc;
     char                             *text;
     uint64_t                          v;
-    ctld_policy_t                    *p;
+    relay_policy_t                   *p;
     Relay__Control__V1__GetRequest    req = RELAY__CONTROL__V1__GET_REQUEST__INIT;
 
     if (argc > 2) {
@@ -1037,9 +1037,9 @@ ctld_cli_get(ctld_cli_t *cli, int argc, char **argv)
         fputc('\n', stdout);
 
     } else {
-        text = ctld_policy_render(p);
+        text = relay_policy_render(p);
         if (text == NULL) {
-            ctld_policy_free(p);
+            relay_policy_free(p);
             ctld_cli_error("out of memory");
             return CTLD_EXIT_OTHER;
         }
@@ -1048,7 +1048,7 @@ ctld_cli_get(ctld_cli_t *cli, int argc, char **argv)
         free(text);
     }
 
-    ctld_policy_free(p);
+    relay_policy_free(p);
 
     return CTLD_EXIT_OK;
 }

@@ -48,7 +48,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
-#include <ctld_policy.h>
+#include <relay_policy.h>
 
 
 #define NGX_RELAY_CONTROL_TICK          20       /* ms, thread's CQ poll */
@@ -1003,7 +1003,7 @@ ngx_relay_control_snapshot(ngx_relay_control_t *ctl,
         return;
     }
 
-    if (ctld_policy_validate(pp, err, sizeof(err)) != 0
+    if (relay_policy_validate(pp, err, sizeof(err)) != 0
         || ngx_relay_control_node_check(ctl, pp, len, err, sizeof(err)) != 0)
     {
         ngx_relay_control_say(ctl, NGX_LOG_ERR,

@@ -2233,60 +2233,13 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
 static void
 ngx_relay_delivery_tls_policy(ngx_relay_delivery_t *d)
 {
-    size_t                   best;
-    ngx_str_t               *dom, *pat;
-    ngx_uint_t               i, match;
-    ngx_relay_tls_rule_t    *fleet;
-    ngx_relay_tls_policy_t  *tp, *found;
+    ngx_relay_tls_rule_t  *tls;
 
-    /* the fleet policy's first */
+    tls = ngx_relay_policy_tls(d->conf->policy, &d->domain);
 
-    fleet = ngx_relay_policy_tls(d->conf->policy, &d->domain);
-
-    if (fleet) {
-        d->tls_required = fleet->required;
-        d->tls_verify = fleet->verify;
-        return;
-    }
-
-    if (d->conf->tls_policies == NULL) {
-        return;
-    }
-
-    dom = &d->domain;
-    tp = d->conf->tls_policies->elts;
-    found = NULL;
-    best = 0;
-
-    for (i = 0; i < d->conf->tls_policies->nelts; i++) {
-        pat = &tp[i].pattern;
-
-        if (pat->len == 1 && pat->data[0] == '*') {
-            match = 1;
-
-        } else if (pat->data[0] == '.') {
-            /* ".example.com": the domain and its subdomains */
-            match = (dom->len + 1 == pat->len
-                     && ngx_strncasecmp(dom->data, pat->data + 1, dom->len)
-                        == 0)
-                    || (dom->len > pat->len
-                        && ngx_strncasecmp(dom->data + dom->len - pat->len,
-                                           pat->data, pat->len) == 0);
-
-        } else {
-            match = (dom->len == pat->len
-                     && ngx_strncasecmp(dom->data, pat->data, dom->len) == 0);
-        }
-
-        if (match && (found == NULL || pat->len > best)) {
-            found = &tp[i];
-            best = pat->len;
-        }
-    }
-
-    if (found) {
-        d->tls_required = found->required;
-        d->tls_verify = found->verify;
+    if (tls) {
+        d->tls_required = tls->required;
+        d->tls_verify = tls->verify;
     }
 }
 

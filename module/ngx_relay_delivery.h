@@ -45,15 +45,6 @@ typedef struct {
 } ngx_relay_dest_t;
 
 
-/* relay_tls_policy: "required" and "verify" for a domain pattern */
-
-typedef struct {
-    ngx_str_t                    pattern;      /* "example.com", ".sub", "*" */
-    unsigned                     required:1;
-    unsigned                     verify:1;
-} ngx_relay_tls_policy_t;
-
-
 /* what the delivery engine needs from the worker */
 
 typedef struct ngx_relay_delivery_conf_s {
@@ -74,7 +65,6 @@ typedef struct ngx_relay_delivery_conf_s {
     ngx_uint_t                   rcpts_per_txn;
     ngx_queue_t                  idle;         /* ngx_relay_smtp_conn_t */
     ngx_queue_t                  dests;        /* ngx_relay_destination_t */
-    ngx_array_t                 *tls_policies; /* ngx_relay_tls_policy_t */
 } ngx_relay_delivery_conf_t;
 
 

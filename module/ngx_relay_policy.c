@@ -5,13 +5,22 @@
 
 
 /*
- * Routing and retry policy lookups.  The static policy comes from
- * nginx.conf; with a control zone, the fleet policy from controld lives in
- * shared memory as a packed protobuf snapshot and overrides it per domain:
- * a lookup first checks that the snapshot has not moved (one atomic read),
- * rebuilds this worker's copy when it has, and asks the fleet policy before
- * nginx.conf.  Deliveries copy what they use at their start, so a swap
- * never pulls data from under one in flight.
+ * The policy: nginx.conf's and the fleet's, one grammar, one shape.
+ *
+ * nginx.conf's directives that mirror policy statements (relay_route is
+ * "route", relay_limit "inbound_limit", ...) hand their arguments to the
+ * policy library as the statement's words, which parses them into one
+ * Policy message and checks them as controld checks the fleet's: the same
+ * words are accepted or refused alike, with the same message.  At the end
+ * of the stream block that message is built, by the builder that builds
+ * the fleet's, into the shape lookups read (ngx_relay_rules_t).
+ *
+ * With a control zone, the fleet policy from controld lives in shared
+ * memory as a packed protobuf snapshot and overrides nginx.conf's per
+ * domain: a lookup first checks that the snapshot has not moved (one
+ * atomic read), rebuilds this worker's copy when it has, and asks the
+ * fleet's before nginx.conf's.  Deliveries copy what they use at their
+ * start, so a swap never pulls data from under one in flight.
  *
  * Route patterns: "example.com" matches that domain only, ".example.com"
  * its subdomains and itself, "*" everything; the most specific (longest)
@@ -24,26 +33,44 @@
 #include <ngx_core.h>
 #include <ngx_relay_policy.h>
 
-#include <ctld_policy.h>
-
 
 #define NGX_RELAY_POLICY_READ_TRIES  100
+#define NGX_RELAY_POLICY_ERRLEN      512
 
 
+static ngx_int_t ngx_relay_policy_conf(ngx_conf_t *cf, ngx_relay_policy_t *p);
+static void ngx_relay_policy_conf_cleanup(void *data);
+static ngx_int_t ngx_relay_policy_retry_words(ngx_relay_retry_conf_t *rc,
+    ngx_pool_t *pool, char **words);
+static ngx_int_t ngx_relay_policy_add_retry(ngx_conf_t *cf,
+    ngx_relay_policy_t *p);
+static ngx_int_t ngx_relay_policy_node_check(relay_policy_t *pp, char *err,
+    size_t errlen);
 static void ngx_relay_policy_refresh(ngx_relay_policy_t *p);
-static ngx_relay_fleet_t *ngx_relay_policy_build(ngx_relay_policy_t *p,
+static ngx_relay_rules_t *ngx_relay_policy_fleet(ngx_relay_policy_t *p,
     u_char *data, size_t len, uint64_t version, ngx_log_t *log);
+static ngx_relay_rules_t *ngx_relay_policy_build(ngx_pool_t *pool,
+    relay_policy_t *pp, ngx_relay_retry_t *defaults);
 static ngx_int_t ngx_relay_policy_build_routes(ngx_pool_t *pool,
     ngx_array_t **routes, const char *pattern, char **hops, size_t nhops,
     ngx_uint_t literal);
+static ngx_int_t ngx_relay_policy_build_retry(ngx_pool_t *pool,
+    ngx_relay_rules_t *rules, relay_policy_t *pp,
+    ngx_relay_retry_t *defaults);
+static ngx_int_t ngx_relay_policy_build_limits(ngx_pool_t *pool,
+    ngx_relay_rules_t *rules, relay_policy_t *pp);
+static ngx_int_t ngx_relay_policy_array(ngx_pool_t *pool,
+    ngx_array_t **array, size_t n, size_t size);
 static ngx_int_t ngx_relay_policy_strdup(ngx_pool_t *pool, ngx_str_t *dst,
     const char *src);
 static ngx_relay_egress_pool_t *ngx_relay_policy_pool(ngx_array_t *pools,
     ngx_str_t *name);
+static ngx_int_t ngx_relay_policy_add_pool(ngx_pool_t *pool,
+    ngx_array_t **pools, relay_policy_pool_t *ep);
 static ngx_int_t ngx_relay_policy_build_egress(ngx_pool_t *pool,
-    ngx_relay_fleet_t *fleet, Relay__Control__V1__Policy *pp);
+    ngx_relay_rules_t *rules, relay_policy_t *pp);
 static ngx_int_t ngx_relay_policy_build_dest(ngx_pool_t *pool,
-    ngx_relay_fleet_t *fleet, Relay__Control__V1__Policy *pp);
+    ngx_relay_rules_t *rules, relay_policy_t *pp);
 
 
 static ngx_relay_counters_t  ngx_relay_policy_no_counters;
@@ -113,118 +140,268 @@ ngx_relay_policy_route(ngx_array_t *routes, ngx_str_t *domain)
 
 
 /*
- * "relay_route pattern hop ...;" and "relay_backup_mx domain hop ...;"
- * (hops_only == 0), or "relay_fallback_relay hop ...;" (hops_only == 1:
- * the pattern "*" is implied).
+ * A directive that mirrors a policy statement: its arguments are the
+ * statement's words.  The policy library parses them into nginx.conf's
+ * policy and checks it as controld checks the fleet's (a draft: a rule may
+ * name a pool defined further down), then the node's own limits.
  */
 
 char *
-ngx_relay_policy_parse_route(ngx_conf_t *cf, ngx_array_t **routes,
-    ngx_uint_t hops_only)
+ngx_relay_policy_directive(ngx_conf_t *cf, ngx_relay_policy_t *p,
+    char *statement)
 {
-    ngx_str_t          *value;
-    ngx_uint_t          i, first;
-    ngx_relay_hop_t    *h;
-    ngx_relay_route_t  *r;
+    char        **words, err[NGX_RELAY_POLICY_ERRLEN];
+    ngx_str_t    *value;
+    ngx_uint_t    i;
+
+    if (ngx_relay_policy_conf(cf, p) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    words = ngx_palloc(cf->temp_pool, cf->args->nelts * sizeof(char *));
+    if (words == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* nginx ends every word with a NUL */
 
     value = cf->args->elts;
+    words[0] = statement;
 
-    if (*routes == NULL) {
-        *routes = ngx_array_create(cf->pool, 4, sizeof(ngx_relay_route_t));
-        if (*routes == NULL) {
-            return NGX_CONF_ERROR;
-        }
+    for (i = 1; i < cf->args->nelts; i++) {
+        words[i] = (char *) value[i].data;
     }
 
-    r = ngx_array_push(*routes);
-    if (r == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (hops_only) {
-        ngx_str_set(&r->pattern, "*");
-        first = 1;
-
-    } else {
-        r->pattern = value[1];
-        first = 2;
-
-        if (r->pattern.len == 0 || r->pattern.len > 255) {
-            return "has an invalid domain pattern";
-        }
-
-        ngx_strlow(r->pattern.data, r->pattern.data, r->pattern.len);
-    }
-
-    if (ngx_array_init(&r->hops, cf->pool, cf->args->nelts - first,
-                       sizeof(ngx_relay_hop_t))
-        != NGX_OK)
+    if (relay_policy_add(p->conf, words, cf->args->nelts, err, sizeof(err))
+        != 0
+        || relay_policy_validate_draft(p->conf, err, sizeof(err)) != 0
+        || ngx_relay_policy_node_check(p->conf, err, sizeof(err)) != NGX_OK)
     {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: %s", &value[0], err);
         return NGX_CONF_ERROR;
-    }
-
-    for (i = first; i < cf->args->nelts; i++) {
-        h = ngx_array_push(&r->hops);
-        if (h == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        if (ngx_relay_policy_parse_hop(&value[i], h) != NGX_OK) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid next hop \"%V\"", &value[i]);
-            return NGX_CONF_ERROR;
-        }
     }
 
     return NGX_CONF_OK;
 }
 
 
-ngx_int_t
-ngx_relay_policy_parse_hop(ngx_str_t *s, ngx_relay_hop_t *h)
+/*
+ * relay_retry_backoff, relay_queue_lifetime and relay_delay_warning have
+ * already kept their words in p->retry: the statement they make so far
+ * must parse (a bad duration is refused here, at its line).  Whether min,
+ * max and lifetime agree is known once all are read, at the end of the
+ * stream block, which says so at the line of the last of them.
+ */
+
+char *
+ngx_relay_policy_retry_directive(ngx_conf_t *cf, ngx_relay_policy_t *p)
 {
-    u_char     *p, *last, *colon;
-    ngx_int_t   port;
+    char            *words[6], err[NGX_RELAY_POLICY_ERRLEN];
+    ngx_int_t        n;
+    ngx_str_t       *value;
+    relay_policy_t  *scratch;
 
-    p = s->data;
-    last = p + s->len;
+    value = cf->args->elts;
 
-    ngx_memzero(h, sizeof(ngx_relay_hop_t));
-    h->mx = 1;
+    p->retry.directive = value[0];
+    p->retry.file = cf->conf_file->file.name;
+    p->retry.line = cf->conf_file->line;
 
-    if (p < last && *p == '[') {
-        colon = ngx_strlchr(p, last, ']');
-        if (colon == NULL || colon == p + 1) {
-            return NGX_ERROR;
-        }
-
-        h->host.data = p + 1;
-        h->host.len = colon - p - 1;
-        h->mx = 0;
-        p = colon + 1;
-
-        if (p < last && *p != ':') {
-            return NGX_ERROR;
-        }
-
-    } else {
-        colon = ngx_strlchr(p, last, ':');
-        h->host.data = p;
-        h->host.len = (colon ? colon : last) - p;
-        p = colon ? colon : last;
+    n = ngx_relay_policy_retry_words(&p->retry, cf->temp_pool, words);
+    if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
     }
 
-    if (h->host.len == 0) {
+    scratch = relay_policy_new();
+    if (scratch == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (relay_policy_add(scratch, words, n, err, sizeof(err)) != 0) {
+        relay_policy_free(scratch);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: %s", &value[0], err);
+        return NGX_CONF_ERROR;
+    }
+
+    relay_policy_free(scratch);
+
+    return NGX_CONF_OK;
+}
+
+
+/* "retry * min=A max=B lifetime=C [delay_warning=D]": how many words */
+
+static ngx_int_t
+ngx_relay_policy_retry_words(ngx_relay_retry_conf_t *rc, ngx_pool_t *pool,
+    char **words)
+{
+    u_char      *w;
+    ngx_int_t    n, i;
+    ngx_str_t   *value, *given[4];
+
+    static ngx_str_t  names[] = {
+        ngx_string("min="), ngx_string("max="), ngx_string("lifetime="),
+        ngx_string("delay_warning=")
+    };
+
+    /* Postfix's defaults: 300 s doubling up to 4000 s, for 5 days */
+
+    static ngx_str_t  defaults[] = {
+        ngx_string("300s"), ngx_string("4000s"), ngx_string("5d"),
+        ngx_null_string
+    };
+
+    given[0] = &rc->min;
+    given[1] = &rc->max;
+    given[2] = &rc->lifetime;
+    given[3] = &rc->delay_warning;
+
+    words[0] = "retry";
+    words[1] = "*";
+    n = 2;
+
+    for (i = 0; i < 4; i++) {
+        value = given[i];
+
+        if (value->data == NULL) {
+            value = &defaults[i];
+        }
+
+        if (value->data == NULL) {
+            continue;
+        }
+
+        w = ngx_pnalloc(pool, names[i].len + value->len + 1);
+        if (w == NULL) {
+            return NGX_ERROR;
+        }
+
+        words[n++] = (char *) w;
+        ngx_sprintf(w, "%V%V%Z", &names[i], value);
+    }
+
+    return n;
+}
+
+
+/*
+ * The end of the stream block: nginx.conf's "retry *" joins its policy,
+ * which is then checked whole and built for the lookups.
+ */
+
+ngx_int_t
+ngx_relay_policy_init_conf(ngx_conf_t *cf, ngx_relay_policy_t *p)
+{
+    char  err[NGX_RELAY_POLICY_ERRLEN];
+
+    if (ngx_relay_policy_conf(cf, p) != NGX_OK
+        || ngx_relay_policy_add_retry(cf, p) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    if (p < last) {
-        port = ngx_atoi(p + 1, last - p - 1);
-        if (port < 1 || port > 65535) {
+    /* what a draft may leave open: egress rules naming no pool */
+
+    if (relay_policy_validate(p->conf, err, sizeof(err)) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "relay_egress_rule: %s",
+                           err);
+        return NGX_ERROR;
+    }
+
+    p->local = ngx_relay_policy_build(cf->pool, p->conf, NULL);
+    if (p->local == NULL) {
+        return NGX_ERROR;
+    }
+
+    relay_policy_free(p->conf);
+    p->conf = NULL;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_relay_policy_add_retry(ngx_conf_t *cf, ngx_relay_policy_t *p)
+{
+    char       *words[6], err[NGX_RELAY_POLICY_ERRLEN];
+    ngx_int_t   n;
+
+    n = ngx_relay_policy_retry_words(&p->retry, cf->temp_pool, words);
+    if (n == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (relay_policy_add(p->conf, words, n, err, sizeof(err)) == 0
+        && relay_policy_validate_draft(p->conf, err, sizeof(err)) == 0)
+    {
+        return NGX_OK;
+    }
+
+    if (p->retry.directive.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "relay_retry_backoff: %s",
+                           err);
+        return NGX_ERROR;
+    }
+
+    ngx_log_error(NGX_LOG_EMERG, cf->log, 0, "%V: %s in %V:%ui",
+                  &p->retry.directive, err, &p->retry.file, p->retry.line);
+
+    return NGX_ERROR;
+}
+
+
+/* nginx.conf's policy message, made by the first directive that needs it */
+
+static ngx_int_t
+ngx_relay_policy_conf(ngx_conf_t *cf, ngx_relay_policy_t *p)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    if (p->conf) {
+        return NGX_OK;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_relay_policy_conf_cleanup;
+    cln->data = p;
+
+    p->conf = relay_policy_new();
+
+    return (p->conf != NULL) ? NGX_OK : NGX_ERROR;
+}
+
+
+static void
+ngx_relay_policy_conf_cleanup(void *data)
+{
+    ngx_relay_policy_t  *p = data;
+
+    relay_policy_free(p->conf);
+    p->conf = NULL;
+}
+
+
+/* what this node can hold, besides what the policy allows */
+
+static ngx_int_t
+ngx_relay_policy_node_check(relay_policy_t *pp, char *err, size_t errlen)
+{
+    u_char  *last;
+    size_t   i;
+
+    for (i = 0; i < pp->n_egress_pools; i++) {
+        if (pp->egress_pools[i]->n_addresses > NGX_RELAY_EGRESS_MAX) {
+            last = ngx_snprintf((u_char *) err, errlen - 1,
+                                "egress_pools[%uz].addresses: more than %d "
+                                "addresses (the most a node uses)", i,
+                                NGX_RELAY_EGRESS_MAX);
+            *last = '\0';
             return NGX_ERROR;
         }
-
-        h->port = (in_port_t) port;
     }
 
     return NGX_OK;
@@ -263,7 +440,7 @@ ngx_relay_policy_next_hops(ngx_relay_policy_t *p, ngx_str_t *domain)
         }
     }
 
-    return ngx_relay_policy_route(p->routes, domain);
+    return ngx_relay_policy_route(p->local->routes, domain);
 }
 
 
@@ -281,7 +458,7 @@ ngx_relay_policy_backup(ngx_relay_policy_t *p, ngx_str_t *domain)
         }
     }
 
-    return ngx_relay_policy_route(p->backup_mx, domain);
+    return ngx_relay_policy_route(p->local->backup_mx, domain);
 }
 
 
@@ -294,7 +471,7 @@ ngx_relay_policy_fallback(ngx_relay_policy_t *p)
         return p->fleet->fallback->elts;
     }
 
-    return p->fallback ? p->fallback->elts : NULL;
+    return p->local->fallback ? p->local->fallback->elts : NULL;
 }
 
 
@@ -306,19 +483,17 @@ ngx_relay_policy_retry(ngx_relay_policy_t *p, ngx_str_t *domain,
 
     ngx_relay_policy_refresh(p);
 
-    if (p->fleet && p->fleet->retry) {
+    r = NULL;
+
+    if (p->fleet) {
         r = ngx_relay_policy_route(p->fleet->retry, domain);
-        if (r) {
-            *retry = *(ngx_relay_retry_t *) r;
-            return;
-        }
     }
 
-    ngx_str_set(&retry->pattern, "*");
-    retry->backoff_min = p->backoff_min;
-    retry->backoff_max = p->backoff_max;
-    retry->lifetime = p->lifetime;
-    retry->delay_warning = p->delay_warning;
+    if (r == NULL) {
+        r = ngx_relay_policy_route(p->local->retry, domain);  /* "*" */
+    }
+
+    *retry = *(ngx_relay_retry_t *) r;
 }
 
 
@@ -332,7 +507,7 @@ ngx_relay_policy_limit(ngx_relay_policy_t *p, ngx_relay_limit_who_t *who,
 
     return ngx_relay_limits_count(p->limits_zone,
                                   p->fleet ? p->fleet->limits : NULL,
-                                  p->limits, who, what, why, len);
+                                  p->local->limits, who, what, why, len);
 }
 
 
@@ -366,9 +541,9 @@ ngx_relay_policy_egress(ngx_relay_policy_t *p, ngx_str_t *sender,
     }
 
     rules[0] = p->fleet ? p->fleet->rules : NULL;
-    rules[1] = p->rules;
+    rules[1] = p->local->rules;
     pools[0] = p->fleet ? p->fleet->pools : NULL;
-    pools[1] = p->pools;
+    pools[1] = p->local->pools;
 
     for (i = 0; i < 2; i++) {
         if (rules[i] == NULL) {
@@ -486,37 +661,42 @@ ngx_relay_policy_dest_limit(ngx_relay_policy_t *p, ngx_str_t *domain)
         }
     }
 
-    return (ngx_relay_dest_limit_t *) ngx_relay_policy_route(p->dest_limits,
-                                                             domain);
+    return (ngx_relay_dest_limit_t *)
+               ngx_relay_policy_route(p->local->dest_limits, domain);
 }
 
 
-/* only the fleet's: nginx.conf's relay_tls_policy is the delivery's own */
+/* the fleet's "tls" for the domain, else relay_tls_policy's; NULL: none */
 
 ngx_relay_tls_rule_t *
 ngx_relay_policy_tls(ngx_relay_policy_t *p, ngx_str_t *domain)
 {
+    ngx_relay_route_t  *r;
+
     ngx_relay_policy_refresh(p);
 
-    if (p->fleet == NULL) {
-        return NULL;
+    if (p->fleet) {
+        r = ngx_relay_policy_route(p->fleet->tls, domain);
+        if (r) {
+            return (ngx_relay_tls_rule_t *) r;
+        }
     }
 
-    return (ngx_relay_tls_rule_t *) ngx_relay_policy_route(p->fleet->tls,
+    return (ngx_relay_tls_rule_t *) ngx_relay_policy_route(p->local->tls,
                                                            domain);
 }
 
 
-ngx_int_t
+static ngx_int_t
 ngx_relay_policy_add_pool(ngx_pool_t *pool, ngx_array_t **pools,
-    ngx_str_t *name, ngx_str_t *ehlo, ngx_str_t *addrs, ngx_uint_t *weights,
-    ngx_uint_t n)
+    relay_policy_pool_t *ep)
 {
-    ngx_uint_t                i;
+    size_t                    i;
+    ngx_str_t                 addr;
     ngx_relay_egress_addr_t  *a;
-    ngx_relay_egress_pool_t  *ep;
+    ngx_relay_egress_pool_t  *pl;
 
-    if (n == 0 || n > NGX_RELAY_EGRESS_MAX) {
+    if (ep->n_addresses == 0 || ep->n_addresses > NGX_RELAY_EGRESS_MAX) {
         return NGX_ERROR;
     }
 
@@ -527,29 +707,30 @@ ngx_relay_policy_add_pool(ngx_pool_t *pool, ngx_array_t **pools,
         }
     }
 
-    ep = ngx_array_push(*pools);
-    if (ep == NULL
-        || ngx_array_init(&ep->addrs, pool, n,
+    pl = ngx_array_push(*pools);
+    if (pl == NULL
+        || ngx_array_init(&pl->addrs, pool, ep->n_addresses,
                           sizeof(ngx_relay_egress_addr_t))
-           != NGX_OK)
+           != NGX_OK
+        || ngx_relay_policy_strdup(pool, &pl->name, ep->name) != NGX_OK
+        || ngx_relay_policy_strdup(pool, &pl->ehlo, ep->ehlo_name) != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    ep->name = *name;
-    ep->ehlo = *ehlo;
-
-    for (i = 0; i < n; i++) {
-        a = ngx_array_push(&ep->addrs);
+    for (i = 0; i < ep->n_addresses; i++) {
+        a = ngx_array_push(&pl->addrs);
         if (a == NULL
-            || ngx_parse_addr(pool, &a->addr, addrs[i].data, addrs[i].len)
-               != NGX_OK)
+            || ngx_relay_policy_strdup(pool, &addr,
+                                       ep->addresses[i]->address)
+               != NGX_OK
+            || ngx_parse_addr(pool, &a->addr, addr.data, addr.len) != NGX_OK)
         {
             return NGX_ERROR;
         }
 
-        a->addr.name = addrs[i];
-        a->weight = weights[i] ? weights[i] : 1;
+        a->addr.name = addr;
+        a->weight = ep->addresses[i]->weight ? ep->addresses[i]->weight : 1;
     }
 
     return NGX_OK;
@@ -623,7 +804,7 @@ ngx_relay_policy_refresh(ngx_relay_policy_t *p)
     uint64_t                 version;
     ngx_uint_t               tries;
     ngx_atomic_uint_t        seq;
-    ngx_relay_fleet_t       *fleet;
+    ngx_relay_rules_t       *fleet;
     ngx_relay_policy_shm_t  *shm;
 
     shm = ngx_relay_policy_shm(p);
@@ -670,7 +851,7 @@ ngx_relay_policy_refresh(ngx_relay_policy_t *p)
         return;
     }
 
-    fleet = ngx_relay_policy_build(p, p->copy, len, version, ngx_cycle->log);
+    fleet = ngx_relay_policy_fleet(p, p->copy, len, version, ngx_cycle->log);
     if (fleet == NULL) {
         return;
     }
@@ -686,19 +867,18 @@ ngx_relay_policy_refresh(ngx_relay_policy_t *p)
 }
 
 
-static ngx_relay_fleet_t *
-ngx_relay_policy_build(ngx_relay_policy_t *p, u_char *data, size_t len,
+/*
+ * This worker's copy of the fleet's snapshot, in a pool of its own; its
+ * "retry" fields left unset take nginx.conf's ("retry *").
+ */
+
+static ngx_relay_rules_t *
+ngx_relay_policy_fleet(ngx_relay_policy_t *p, u_char *data, size_t len,
     uint64_t version, ngx_log_t *log)
 {
-    size_t                             i;
-    ngx_str_t                          match;
-    ngx_pool_t                        *pool;
-    ngx_relay_limit_t                 *lim;
-    ngx_relay_retry_t                 *rt;
-    Relay__Control__V1__InboundLimit  *il;
-    ngx_relay_fleet_t                 *fleet;
-    Relay__Control__V1__Policy        *pp;
-    Relay__Control__V1__RetryPolicy   *rp;
+    ngx_pool_t         *pool;
+    relay_policy_t     *pp;
+    ngx_relay_rules_t  *fleet;
 
     pp = relay__control__v1__policy__unpack(NULL, len, data);
     if (pp == NULL) {
@@ -707,94 +887,176 @@ ngx_relay_policy_build(ngx_relay_policy_t *p, u_char *data, size_t len,
         return NULL;
     }
 
+    fleet = NULL;
+
     pool = ngx_create_pool(4096, log);
-    if (pool == NULL) {
-        goto failed;
+    if (pool) {
+        fleet = ngx_relay_policy_build(pool, pp, p->local->retry->elts);
     }
 
-    fleet = ngx_pcalloc(pool, sizeof(ngx_relay_fleet_t));
+    relay_policy_free(pp);
+
     if (fleet == NULL) {
-        goto failed;
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "relay policy version %uL: cannot build", version);
+
+        if (pool) {
+            ngx_destroy_pool(pool);
+        }
+
+        return NULL;
     }
 
     fleet->pool = pool;
     fleet->version = version;
 
+    return fleet;
+}
+
+
+/*
+ * The one builder: a Policy message, validated, into the shape lookups
+ * read, allocated from pool.  defaults: the retry fields a "retry"
+ * statement leaves unset (0) take (NULL: none).
+ */
+
+static ngx_relay_rules_t *
+ngx_relay_policy_build(ngx_pool_t *pool, relay_policy_t *pp,
+    ngx_relay_retry_t *defaults)
+{
+    size_t              i;
+    ngx_relay_rules_t  *rules;
+
+    rules = ngx_pcalloc(pool, sizeof(ngx_relay_rules_t));
+    if (rules == NULL) {
+        return NULL;
+    }
+
     for (i = 0; i < pp->n_routes; i++) {
-        if (ngx_relay_policy_build_routes(pool, &fleet->routes,
+        if (ngx_relay_policy_build_routes(pool, &rules->routes,
                                           pp->routes[i]->pattern,
                                           pp->routes[i]->next_hops,
                                           pp->routes[i]->n_next_hops, 0)
             != NGX_OK)
         {
-            goto failed;
+            return NULL;
         }
     }
 
     for (i = 0; i < pp->n_backup_mx; i++) {
-        if (ngx_relay_policy_build_routes(pool, &fleet->backup_mx,
+        if (ngx_relay_policy_build_routes(pool, &rules->backup_mx,
                                           pp->backup_mx[i]->pattern,
                                           pp->backup_mx[i]->hosts,
                                           pp->backup_mx[i]->n_hosts, 1)
             != NGX_OK)
         {
-            goto failed;
+            return NULL;
         }
     }
 
     if (pp->n_fallback_relay
-        && ngx_relay_policy_build_routes(pool, &fleet->fallback, "*",
+        && ngx_relay_policy_build_routes(pool, &rules->fallback, "*",
                                          pp->fallback_relay,
                                          pp->n_fallback_relay, 0)
            != NGX_OK)
     {
-        goto failed;
+        return NULL;
     }
 
-    if (pp->n_retry) {
-        fleet->retry = ngx_array_create(pool, pp->n_retry,
-                                        sizeof(ngx_relay_retry_t));
-        if (fleet->retry == NULL) {
-            goto failed;
-        }
+    /* the lists of one element per statement; none: NULL, lookups skip */
+
+    if (ngx_relay_policy_array(pool, &rules->retry, pp->n_retry,
+                               sizeof(ngx_relay_retry_t))
+        != NGX_OK
+        || ngx_relay_policy_array(pool, &rules->limits, pp->n_inbound_limits,
+                                  sizeof(ngx_relay_limit_t))
+           != NGX_OK
+        || ngx_relay_policy_array(pool, &rules->rules, pp->n_egress_rules,
+                                  sizeof(ngx_relay_egress_rule_t))
+           != NGX_OK
+        || ngx_relay_policy_array(pool, &rules->tls, pp->n_tls,
+                                  sizeof(ngx_relay_tls_rule_t))
+           != NGX_OK
+        || ngx_relay_policy_array(pool, &rules->dest_limits,
+                                  pp->n_destination_limits,
+                                  sizeof(ngx_relay_dest_limit_t))
+           != NGX_OK)
+    {
+        return NULL;
     }
+
+    if (ngx_relay_policy_build_retry(pool, rules, pp, defaults) != NGX_OK
+        || ngx_relay_policy_build_limits(pool, rules, pp) != NGX_OK
+        || ngx_relay_policy_build_egress(pool, rules, pp) != NGX_OK
+        || ngx_relay_policy_build_dest(pool, rules, pp) != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return rules;
+}
+
+
+static ngx_int_t
+ngx_relay_policy_build_retry(ngx_pool_t *pool, ngx_relay_rules_t *rules,
+    relay_policy_t *pp, ngx_relay_retry_t *defaults)
+{
+    size_t                 i;
+    ngx_relay_retry_t     *rt;
+    relay_policy_retry_t  *rp;
 
     for (i = 0; i < pp->n_retry; i++) {
         rp = pp->retry[i];
 
-        rt = ngx_array_push(fleet->retry);
+        rt = ngx_array_push(rules->retry);
         if (rt == NULL
             || ngx_relay_policy_strdup(pool, &rt->pattern, rp->pattern)
                != NGX_OK)
         {
-            goto failed;
+            return NGX_ERROR;
         }
 
-        rt->backoff_min = rp->backoff_min_s ? rp->backoff_min_s
-                                            : p->backoff_min;
-        rt->backoff_max = rp->backoff_max_s ? rp->backoff_max_s
-                                            : p->backoff_max;
-        rt->lifetime = rp->lifetime_s ? rp->lifetime_s : p->lifetime;
+        rt->backoff_min = rp->backoff_min_s;
+        rt->backoff_max = rp->backoff_max_s;
+        rt->lifetime = rp->lifetime_s;
         rt->delay_warning = rp->delay_warning_s;
-    }
 
-    if (pp->n_inbound_limits) {
-        fleet->limits = ngx_array_create(pool, pp->n_inbound_limits,
-                                         sizeof(ngx_relay_limit_t));
-        if (fleet->limits == NULL) {
-            goto failed;
+        if (defaults) {
+            rt->backoff_min = rt->backoff_min ? rt->backoff_min
+                                              : defaults->backoff_min;
+            rt->backoff_max = rt->backoff_max ? rt->backoff_max
+                                              : defaults->backoff_max;
+            rt->lifetime = rt->lifetime ? rt->lifetime : defaults->lifetime;
         }
     }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_relay_policy_build_limits(ngx_pool_t *pool, ngx_relay_rules_t *rules,
+    relay_policy_t *pp)
+{
+    size_t                   i;
+    ngx_str_t                match;
+    ngx_relay_limit_t       *lim;
+    relay_policy_inbound_t  *il;
 
     for (i = 0; i < pp->n_inbound_limits; i++) {
         il = pp->inbound_limits[i];
 
-        lim = ngx_array_push(fleet->limits);
-        if (lim == NULL
-            || ngx_relay_policy_strdup(pool, &match, il->match) != NGX_OK
+        lim = ngx_array_push(rules->limits);
+        if (lim == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(lim, sizeof(ngx_relay_limit_t));
+
+        if (ngx_relay_policy_strdup(pool, &match, il->match) != NGX_OK
             || ngx_relay_limit_init(lim, il->key, &match) != NGX_OK)
         {
-            goto failed;
+            return NGX_ERROR;
         }
 
         lim->window = il->window_s ? il->window_s : 60;
@@ -802,76 +1064,23 @@ ngx_relay_policy_build(ngx_relay_policy_t *p, u_char *data, size_t len,
         lim->recipients = il->recipients;
     }
 
-    if (ngx_relay_policy_build_egress(pool, fleet, pp) != NGX_OK
-        || ngx_relay_policy_build_dest(pool, fleet, pp) != NGX_OK)
-    {
-        goto failed;
-    }
-
-    relay__control__v1__policy__free_unpacked(pp, NULL);
-
-    return fleet;
-
-failed:
-
-    ngx_log_error(NGX_LOG_ALERT, log, 0,
-                  "relay policy version %uL: cannot build", version);
-
-    relay__control__v1__policy__free_unpacked(pp, NULL);
-
-    if (pool) {
-        ngx_destroy_pool(pool);
-    }
-
-    return NULL;
+    return NGX_OK;
 }
 
 
 static ngx_int_t
-ngx_relay_policy_build_egress(ngx_pool_t *pool, ngx_relay_fleet_t *fleet,
-    Relay__Control__V1__Policy *pp)
+ngx_relay_policy_build_egress(ngx_pool_t *pool, ngx_relay_rules_t *rules,
+    relay_policy_t *pp)
 {
-    size_t                             i, j;
-    ngx_str_t                          name, ehlo;
-    ngx_str_t                          addrs[NGX_RELAY_EGRESS_MAX];
-    ngx_uint_t                         weights[NGX_RELAY_EGRESS_MAX];
-    ngx_relay_egress_rule_t           *r;
-    Relay__Control__V1__EgressPool    *ep;
-    Relay__Control__V1__EgressRule    *er;
+    size_t                    i;
+    relay_policy_rule_t      *er;
+    ngx_relay_egress_rule_t  *r;
 
     for (i = 0; i < pp->n_egress_pools; i++) {
-        ep = pp->egress_pools[i];
-
-        if (ep->n_addresses > NGX_RELAY_EGRESS_MAX
-            || ngx_relay_policy_strdup(pool, &name, ep->name) != NGX_OK
-            || ngx_relay_policy_strdup(pool, &ehlo, ep->ehlo_name) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        for (j = 0; j < ep->n_addresses; j++) {
-            if (ngx_relay_policy_strdup(pool, &addrs[j],
-                                        ep->addresses[j]->address)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            weights[j] = ep->addresses[j]->weight;
-        }
-
-        if (ngx_relay_policy_add_pool(pool, &fleet->pools, &name, &ehlo,
-                                      addrs, weights, ep->n_addresses)
+        if (ngx_relay_policy_add_pool(pool, &rules->pools,
+                                      pp->egress_pools[i])
             != NGX_OK)
         {
-            return NGX_ERROR;
-        }
-    }
-
-    if (pp->n_egress_rules) {
-        fleet->rules = ngx_array_create(pool, pp->n_egress_rules,
-                                        sizeof(ngx_relay_egress_rule_t));
-        if (fleet->rules == NULL) {
             return NGX_ERROR;
         }
     }
@@ -879,7 +1088,7 @@ ngx_relay_policy_build_egress(ngx_pool_t *pool, ngx_relay_fleet_t *fleet,
     for (i = 0; i < pp->n_egress_rules; i++) {
         er = pp->egress_rules[i];
 
-        r = ngx_array_push(fleet->rules);
+        r = ngx_array_push(rules->rules);
         if (r == NULL
             || ngx_relay_policy_strdup(pool, &r->match, er->match) != NGX_OK
             || ngx_relay_policy_strdup(pool, &r->pool, er->pool) != NGX_OK)
@@ -895,24 +1104,16 @@ ngx_relay_policy_build_egress(ngx_pool_t *pool, ngx_relay_fleet_t *fleet,
 
 
 static ngx_int_t
-ngx_relay_policy_build_dest(ngx_pool_t *pool, ngx_relay_fleet_t *fleet,
-    Relay__Control__V1__Policy *pp)
+ngx_relay_policy_build_dest(ngx_pool_t *pool, ngx_relay_rules_t *rules,
+    relay_policy_t *pp)
 {
-    size_t                                i;
-    ngx_relay_tls_rule_t                 *tr;
-    ngx_relay_dest_limit_t               *dl;
-    Relay__Control__V1__DestinationLimit  *d;
-
-    if (pp->n_tls) {
-        fleet->tls = ngx_array_create(pool, pp->n_tls,
-                                      sizeof(ngx_relay_tls_rule_t));
-        if (fleet->tls == NULL) {
-            return NGX_ERROR;
-        }
-    }
+    size_t                   i;
+    relay_policy_dest_t     *d;
+    ngx_relay_tls_rule_t    *tr;
+    ngx_relay_dest_limit_t  *dl;
 
     for (i = 0; i < pp->n_tls; i++) {
-        tr = ngx_array_push(fleet->tls);
+        tr = ngx_array_push(rules->tls);
         if (tr == NULL
             || ngx_relay_policy_strdup(pool, &tr->pattern,
                                        pp->tls[i]->pattern)
@@ -926,20 +1127,10 @@ ngx_relay_policy_build_dest(ngx_pool_t *pool, ngx_relay_fleet_t *fleet,
         tr->verify = pp->tls[i]->verify;
     }
 
-    if (pp->n_destination_limits == 0) {
-        return NGX_OK;
-    }
-
-    fleet->dest_limits = ngx_array_create(pool, pp->n_destination_limits,
-                                          sizeof(ngx_relay_dest_limit_t));
-    if (fleet->dest_limits == NULL) {
-        return NGX_ERROR;
-    }
-
     for (i = 0; i < pp->n_destination_limits; i++) {
         d = pp->destination_limits[i];
 
-        dl = ngx_array_push(fleet->dest_limits);
+        dl = ngx_array_push(rules->dest_limits);
         if (dl == NULL
             || ngx_relay_policy_strdup(pool, &dl->pattern, d->pattern)
                != NGX_OK
@@ -964,14 +1155,16 @@ ngx_relay_policy_build_dest(ngx_pool_t *pool, ngx_relay_fleet_t *fleet,
 }
 
 
+/* hops as the policy library splits them; a backup MX is always a host */
+
 static ngx_int_t
 ngx_relay_policy_build_routes(ngx_pool_t *pool, ngx_array_t **routes,
     const char *pattern, char **hops, size_t nhops, ngx_uint_t literal)
 {
-    size_t              i;
-    ngx_str_t           s;
-    ngx_relay_hop_t    *h;
-    ngx_relay_route_t  *r;
+    size_t               i;
+    ngx_relay_hop_t     *h;
+    ngx_relay_route_t   *r;
+    relay_policy_hop_t   hop;
 
     if (*routes == NULL) {
         *routes = ngx_array_create(pool, 4, sizeof(ngx_relay_route_t));
@@ -993,16 +1186,43 @@ ngx_relay_policy_build_routes(ngx_pool_t *pool, ngx_array_t **routes,
     ngx_strlow(r->pattern.data, r->pattern.data, r->pattern.len);
 
     for (i = 0; i < nhops; i++) {
-        h = ngx_array_push(&r->hops);
-        if (h == NULL || ngx_relay_policy_strdup(pool, &s, hops[i]) != NGX_OK
-            || ngx_relay_policy_parse_hop(&s, h) != NGX_OK)
-        {
+        if (relay_policy_hop(hops[i], &hop) != NULL) {
             return NGX_ERROR;
         }
 
-        if (literal) {
-            h->mx = 0;                  /* a backup MX is a host */
+        h = ngx_array_push(&r->hops);
+        if (h == NULL) {
+            return NGX_ERROR;
         }
+
+        h->host.len = hop.host_len;
+        h->host.data = ngx_pnalloc(pool, hop.host_len);
+        if (h->host.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(h->host.data, hop.host, hop.host_len);
+        h->port = (in_port_t) hop.port;
+        h->mx = literal ? 0 : hop.mx;
+    }
+
+    return NGX_OK;
+}
+
+
+/* an array for n elements, or none (NULL) when n is 0 */
+
+static ngx_int_t
+ngx_relay_policy_array(ngx_pool_t *pool, ngx_array_t **array, size_t n,
+    size_t size)
+{
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    *array = ngx_array_create(pool, n, size);
+    if (*array == NULL) {
+        return NGX_ERROR;
     }
 
     return NGX_OK;
@@ -1037,7 +1257,7 @@ ngx_relay_policy_load_file(ngx_relay_policy_shm_t *shm, ngx_str_t *path,
     ssize_t                      n;
     ngx_fd_t                     fd;
     ngx_file_info_t              fi;
-    ctld_policy_t               *pp;
+    relay_policy_t              *pp;
     u_char                      *buf;
     char                         err[256];
 
@@ -1081,7 +1301,7 @@ ngx_relay_policy_load_file(ngx_relay_policy_shm_t *shm, ngx_str_t *path,
         goto failed;
     }
 
-    if (ctld_policy_validate(pp, err, sizeof(err)) != 0 || pp->version == 0) {
+    if (relay_policy_validate(pp, err, sizeof(err)) != 0 || pp->version == 0) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "relay policy \"%V\" is invalid: %s", path,
                       pp->version ? err : "no version");

@@ -11,6 +11,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_relay_limits.h>
+#include <relay_policy.h>
 
 
 /* a next hop: "[host]:port" (no MX lookup) or "host:port" (MX of host) */
@@ -77,7 +78,7 @@ typedef struct {
 } ngx_relay_dest_limit_t;
 
 
-/* the fleet's TLS policy of a destination (relay_tls_policy's twin) */
+/* outbound TLS of a destination: "tls" and relay_tls_policy */
 
 typedef struct {
     ngx_str_t                 pattern;       /* first: a route-like list */
@@ -139,10 +140,14 @@ typedef struct {
 } ngx_relay_policy_shm_t;
 
 
-/* a worker's copy of the fleet policy, rebuilt when the snapshot changes */
+/*
+ * A policy in the shape lookups read, built from a Policy message by one
+ * builder: nginx.conf's (built once, at configuration time) and this
+ * worker's copy of the fleet's (rebuilt when the snapshot changes).
+ */
 
 typedef struct {
-    uint64_t                  version;
+    uint64_t                  version;       /* the fleet's; 0: nginx.conf */
     ngx_pool_t               *pool;
     ngx_array_t              *routes;        /* ngx_relay_route_t */
     ngx_array_t              *backup_mx;     /* ngx_relay_route_t */
@@ -153,41 +158,55 @@ typedef struct {
     ngx_array_t              *rules;         /* ngx_relay_egress_rule_t */
     ngx_array_t              *dest_limits;   /* ngx_relay_dest_limit_t */
     ngx_array_t              *tls;           /* ngx_relay_tls_rule_t */
-} ngx_relay_fleet_t;
+} ngx_relay_rules_t;
 
 
 /*
- * The policy: static from nginx.conf, overridden per domain by the fleet
- * policy from controld when a control zone is configured.
+ * relay_retry_backoff, relay_queue_lifetime and relay_delay_warning: the
+ * words of nginx.conf's "retry *" statement, as written ("": the default),
+ * and where the last of them stands, for its errors.
  */
 
 typedef struct {
-    ngx_array_t              *routes;        /* ngx_relay_route_t */
-    ngx_array_t              *backup_mx;     /* ngx_relay_route_t */
-    ngx_array_t              *fallback;      /* ngx_relay_route_t "*" */
+    ngx_str_t                 min;           /* relay_retry_backoff's two */
+    ngx_str_t                 max;
+    ngx_str_t                 lifetime;
+    ngx_str_t                 delay_warning;
+    ngx_str_t                 directive;
+    ngx_str_t                 file;
+    ngx_uint_t                line;
+} ngx_relay_retry_conf_t;
+
+
+/*
+ * The policy: nginx.conf's directives that mirror policy statements make
+ * one Policy message (conf) as they are read, built into local at the end
+ * of the stream block; the fleet policy from controld, when a control zone
+ * is configured, overrides it per domain.
+ */
+
+typedef struct {
+    relay_policy_t           *conf;          /* until built; malloc()ed */
+    ngx_relay_retry_conf_t    retry;
+    ngx_relay_rules_t        *local;         /* nginx.conf's */
     in_port_t                 smtp_port;
-    time_t                    backoff_min;
-    time_t                    backoff_max;
-    time_t                    lifetime;
-    time_t                    delay_warning; /* relay_delay_warning, 0 off */
-    ngx_array_t              *limits;        /* ngx_relay_limit_t */
     ngx_shm_zone_t           *limits_zone;   /* counters; NULL: no limits */
-    ngx_array_t              *pools;         /* ngx_relay_egress_pool_t */
-    ngx_array_t              *rules;         /* ngx_relay_egress_rule_t */
-    ngx_array_t              *dest_limits;   /* ngx_relay_dest_limit_t */
 
     ngx_shm_zone_t           *zone;          /* NULL: no controld */
-    ngx_relay_fleet_t        *fleet;         /* this worker's copy */
+    ngx_relay_rules_t        *fleet;         /* this worker's copy */
     ngx_atomic_uint_t         seen_seq;
     u_char                   *copy;          /* scratch for the snapshot */
 } ngx_relay_policy_t;
 
 
+/* configuration: the directives and the end of the stream block */
+char *ngx_relay_policy_directive(ngx_conf_t *cf, ngx_relay_policy_t *p,
+    char *statement);
+char *ngx_relay_policy_retry_directive(ngx_conf_t *cf, ngx_relay_policy_t *p);
+ngx_int_t ngx_relay_policy_init_conf(ngx_conf_t *cf, ngx_relay_policy_t *p);
+
 ngx_relay_route_t *ngx_relay_policy_route(ngx_array_t *routes,
     ngx_str_t *domain);
-char *ngx_relay_policy_parse_route(ngx_conf_t *cf, ngx_array_t **routes,
-    ngx_uint_t hops_only);
-ngx_int_t ngx_relay_policy_parse_hop(ngx_str_t *s, ngx_relay_hop_t *h);
 
 /* lookups: the fleet policy first, then nginx.conf */
 ngx_relay_route_t *ngx_relay_policy_next_hops(ngx_relay_policy_t *p,
@@ -208,9 +227,6 @@ ngx_relay_dest_limit_t *ngx_relay_policy_dest_limit(ngx_relay_policy_t *p,
     ngx_str_t *domain);
 ngx_relay_tls_rule_t *ngx_relay_policy_tls(ngx_relay_policy_t *p,
     ngx_str_t *domain);
-ngx_int_t ngx_relay_policy_add_pool(ngx_pool_t *pool, ngx_array_t **pools,
-    ngx_str_t *name, ngx_str_t *ehlo, ngx_str_t *addrs, ngx_uint_t *weights,
-    ngx_uint_t n);
 ngx_int_t ngx_relay_policy_limit(ngx_relay_policy_t *p,
     ngx_relay_limit_who_t *who, ngx_uint_t what, u_char *why, size_t len);
 

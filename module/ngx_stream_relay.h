@@ -55,7 +55,6 @@ typedef struct {
     ngx_msec_t                   conn_idle_timeout;
     ngx_uint_t                   dest_concurrency;
     ngx_uint_t                   rcpts_per_txn;
-    ngx_array_t                 *tls_policies;   /* ngx_relay_tls_policy_t */
     ngx_str_t                    tls_trusted;
     ngx_relay_policy_t           policy;
     ngx_relay_control_conf_t     control;

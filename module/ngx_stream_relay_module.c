@@ -36,27 +36,17 @@ static char *ngx_stream_relay_trusted_networks(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_stream_relay_auth_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_stream_relay_route(ngx_conf_t *cf, ngx_command_t *cmd,
+static char *ngx_stream_relay_statement(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_stream_relay_retry_backoff(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_stream_relay_retry_time(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_stream_relay_resolver(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_stream_relay_tls_policy(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_stream_relay_backoff(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static char *ngx_stream_relay_control(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_stream_relay_limit(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_stream_relay_egress_pool(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_stream_relay_egress_rule(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_stream_relay_destination_limit(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_stream_relay_init_control(ngx_conf_t *cf,
-    ngx_stream_relay_main_conf_t *rmcf);
-static ngx_int_t ngx_stream_relay_check_egress(ngx_conf_t *cf,
     ngx_stream_relay_main_conf_t *rmcf);
 static ngx_int_t ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
     ngx_stream_relay_main_conf_t *rmcf, ngx_relay_sched_t *sc);
@@ -78,33 +68,39 @@ static ngx_conf_enum_t  ngx_stream_relay_spool_syncs[] = {
 
 static ngx_command_t  ngx_stream_relay_commands[] = {
 
+    /*
+     * Directives that mirror a policy statement, whose name is in "post":
+     * the policy library parses and checks their arguments as it does the
+     * statement's (ngx_relay_policy.c), so the library counts them.
+     */
+
     { ngx_string("relay_egress_pool"),
-      NGX_STREAM_MAIN_CONF|NGX_CONF_2MORE,
-      ngx_stream_relay_egress_pool,
+      NGX_STREAM_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_stream_relay_statement,
       NGX_STREAM_MAIN_CONF_OFFSET,
       0,
-      NULL },
+      "egress_pool" },
 
     { ngx_string("relay_egress_rule"),
-      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE3,
-      ngx_stream_relay_egress_rule,
+      NGX_STREAM_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_stream_relay_statement,
       NGX_STREAM_MAIN_CONF_OFFSET,
       0,
-      NULL },
+      "egress_rule" },
 
     { ngx_string("relay_destination_limit"),
-      NGX_STREAM_MAIN_CONF|NGX_CONF_2MORE,
-      ngx_stream_relay_destination_limit,
+      NGX_STREAM_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_stream_relay_statement,
       NGX_STREAM_MAIN_CONF_OFFSET,
       0,
-      NULL },
+      "destination_limit" },
 
     { ngx_string("relay_limit"),
-      NGX_STREAM_MAIN_CONF|NGX_CONF_2MORE,
-      ngx_stream_relay_limit,
+      NGX_STREAM_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_stream_relay_statement,
       NGX_STREAM_MAIN_CONF_OFFSET,
       0,
-      NULL },
+      "inbound_limit" },
 
     { ngx_string("relay_limit_zone_size"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
@@ -261,25 +257,25 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       NULL },
 
     { ngx_string("relay_route"),
-      NGX_STREAM_MAIN_CONF|NGX_CONF_2MORE,
-      ngx_stream_relay_route,
+      NGX_STREAM_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_stream_relay_statement,
       NGX_STREAM_MAIN_CONF_OFFSET,
-      offsetof(ngx_stream_relay_main_conf_t, policy.routes),
-      NULL },
+      0,
+      "route" },
 
     { ngx_string("relay_backup_mx"),
-      NGX_STREAM_MAIN_CONF|NGX_CONF_2MORE,
-      ngx_stream_relay_route,
+      NGX_STREAM_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_stream_relay_statement,
       NGX_STREAM_MAIN_CONF_OFFSET,
-      offsetof(ngx_stream_relay_main_conf_t, policy.backup_mx),
-      NULL },
+      0,
+      "backup_mx" },
 
     { ngx_string("relay_fallback_relay"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_1MORE,
-      ngx_stream_relay_route,
+      ngx_stream_relay_statement,
       NGX_STREAM_MAIN_CONF_OFFSET,
-      offsetof(ngx_stream_relay_main_conf_t, policy.fallback),
-      NULL },
+      0,
+      "fallback_relay" },
 
     { ngx_string("relay_smtp_port"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
@@ -303,11 +299,11 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       NULL },
 
     { ngx_string("relay_tls_policy"),
-      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE23,
-      ngx_stream_relay_tls_policy,
+      NGX_STREAM_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_stream_relay_statement,
       NGX_STREAM_MAIN_CONF_OFFSET,
       0,
-      NULL },
+      "tls" },
 
     { ngx_string("relay_tls_trusted_certificate"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
@@ -351,25 +347,27 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       offsetof(ngx_stream_relay_main_conf_t, rcpts_per_txn),
       NULL },
 
+    /* nginx.conf's "retry *" statement, a field each */
+
     { ngx_string("relay_retry_backoff"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE2,
-      ngx_stream_relay_backoff,
+      ngx_stream_relay_retry_backoff,
       NGX_STREAM_MAIN_CONF_OFFSET,
       0,
       NULL },
 
     { ngx_string("relay_delay_warning"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_sec_slot,
+      ngx_stream_relay_retry_time,
       NGX_STREAM_MAIN_CONF_OFFSET,
-      offsetof(ngx_stream_relay_main_conf_t, policy.delay_warning),
+      offsetof(ngx_stream_relay_main_conf_t, policy.retry.delay_warning),
       NULL },
 
     { ngx_string("relay_queue_lifetime"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_sec_slot,
+      ngx_stream_relay_retry_time,
       NGX_STREAM_MAIN_CONF_OFFSET,
-      offsetof(ngx_stream_relay_main_conf_t, policy.lifetime),
+      offsetof(ngx_stream_relay_main_conf_t, policy.retry.lifetime),
       NULL },
 
     { ngx_string("relay_starttls"),
@@ -477,10 +475,6 @@ ngx_stream_relay_create_main_conf(ngx_conf_t *cf)
     rmcf->conn_idle_timeout = NGX_CONF_UNSET_MSEC;
     rmcf->dest_concurrency = NGX_CONF_UNSET_UINT;
     rmcf->rcpts_per_txn = NGX_CONF_UNSET_UINT;
-    rmcf->policy.lifetime = NGX_CONF_UNSET;
-    rmcf->policy.delay_warning = NGX_CONF_UNSET;
-    rmcf->policy.backoff_min = NGX_CONF_UNSET;
-    rmcf->policy.backoff_max = NGX_CONF_UNSET;
     rmcf->control.zone_size = NGX_CONF_UNSET_SIZE;
     rmcf->limit_zone_size = NGX_CONF_UNSET_SIZE;
     rmcf->control.status_interval = NGX_CONF_UNSET_MSEC;
@@ -512,46 +506,6 @@ ngx_stream_relay_full_dir(ngx_conf_t *cf, ngx_str_t *dir, char *dflt)
         ngx_memcpy(p, dir->data, dir->len);
         p[dir->len++] = '/';
         dir->data = p;
-    }
-
-    return NGX_OK;
-}
-
-
-/* every egress rule of nginx.conf names a pool of nginx.conf */
-
-static ngx_int_t
-ngx_stream_relay_check_egress(ngx_conf_t *cf,
-    ngx_stream_relay_main_conf_t *rmcf)
-{
-    ngx_uint_t                i, j;
-    ngx_relay_egress_rule_t  *r;
-    ngx_relay_egress_pool_t  *pool;
-
-    if (rmcf->policy.rules == NULL) {
-        return NGX_OK;
-    }
-
-    r = rmcf->policy.rules->elts;
-
-    for (i = 0; i < rmcf->policy.rules->nelts; i++) {
-        pool = rmcf->policy.pools ? rmcf->policy.pools->elts : NULL;
-
-        for (j = 0; pool && j < rmcf->policy.pools->nelts; j++) {
-            if (pool[j].name.len == r[i].pool.len
-                && ngx_strncmp(pool[j].name.data, r[i].pool.data,
-                               r[i].pool.len) == 0)
-            {
-                break;
-            }
-        }
-
-        if (pool == NULL || j == rmcf->policy.pools->nelts) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "relay_egress_rule names an unknown pool "
-                               "\"%V\"", &r[i].pool);
-            return NGX_ERROR;
-        }
     }
 
     return NGX_OK;
@@ -665,7 +619,7 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_stream_relay_check_egress(cf, rmcf) != NGX_OK) {
+    if (ngx_relay_policy_init_conf(cf, &rmcf->policy) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -673,7 +627,7 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_size_value(rmcf->limit_zone_size, 1024 * 1024);
 
-    if ((rmcf->policy.limits || rmcf->control.address.len
+    if ((rmcf->policy.local->limits || rmcf->control.address.len
          || rmcf->delivery == 1)
         && ngx_relay_limits_add_zone(cf, rmcf->limit_zone_size,
                                      &rmcf->policy.limits_zone,
@@ -730,13 +684,6 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     rmcf->policy.smtp_port = (in_port_t) rmcf->smtp_port;
-
-    /* Postfix's defaults: 300 s doubling up to 4000 s, for 5 days */
-
-    ngx_conf_init_value(rmcf->policy.backoff_min, 300);
-    ngx_conf_init_value(rmcf->policy.backoff_max, 4000);
-    ngx_conf_init_value(rmcf->policy.lifetime, 5 * 86400);
-    ngx_conf_init_value(rmcf->policy.delay_warning, 0);
 
     if (rmcf->thread_pool_name.len == 0) {
         ngx_str_set(&rmcf->thread_pool_name, "default");
@@ -1018,16 +965,55 @@ ngx_stream_relay_auth_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* relay_route, relay_limit, ...: a policy statement, named in cmd->post */
+
 static char *
-ngx_stream_relay_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_stream_relay_statement(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_array_t  **routes;
+    ngx_stream_relay_main_conf_t  *rmcf = conf;
 
-    routes = (ngx_array_t **) ((char *) conf + cmd->offset);
+    return ngx_relay_policy_directive(cf, &rmcf->policy, cmd->post);
+}
 
-    return ngx_relay_policy_parse_route(cf, routes,
-                                        cmd->type & NGX_CONF_1MORE
-                                        && !(cmd->type & NGX_CONF_2MORE));
+
+/* relay_retry_backoff MIN MAX: "retry * min=MIN max=MAX ..." */
+
+static char *
+ngx_stream_relay_retry_backoff(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_stream_relay_main_conf_t  *rmcf = conf;
+
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    rmcf->policy.retry.min = value[1];
+    rmcf->policy.retry.max = value[2];
+
+    return ngx_relay_policy_retry_directive(cf, &rmcf->policy);
+}
+
+
+/* relay_queue_lifetime, relay_delay_warning: one field of "retry *" */
+
+static char *
+ngx_stream_relay_retry_time(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_stream_relay_main_conf_t  *rmcf = conf;
+
+    ngx_str_t  *field, *value;
+
+    field = (ngx_str_t *) ((char *) conf + cmd->offset);
+
+    if (field->data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    *field = value[1];
+
+    return ngx_relay_policy_retry_directive(cf, &rmcf->policy);
 }
 
 
@@ -1072,408 +1058,6 @@ ngx_stream_relay_resolver(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     rmcf->resolver.len = p - rmcf->resolver.data;
 
     return NGX_CONF_OK;
-}
-
-
-/* relay_tls_policy pattern required|optional [verify]; */
-
-static char *
-ngx_stream_relay_tls_policy(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_stream_relay_main_conf_t  *rmcf = conf;
-
-    ngx_str_t               *value;
-    ngx_relay_tls_policy_t  *tp;
-
-    value = cf->args->elts;
-
-    if (rmcf->tls_policies == NULL) {
-        rmcf->tls_policies = ngx_array_create(cf->pool, 4,
-                                              sizeof(ngx_relay_tls_policy_t));
-        if (rmcf->tls_policies == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    tp = ngx_array_push(rmcf->tls_policies);
-    if (tp == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(tp, sizeof(ngx_relay_tls_policy_t));
-    tp->pattern = value[1];
-    ngx_strlow(tp->pattern.data, tp->pattern.data, tp->pattern.len);
-
-    if (ngx_strcmp(value[2].data, "required") == 0) {
-        tp->required = 1;
-
-    } else if (ngx_strcmp(value[2].data, "optional") != 0) {
-        return "takes \"required\" or \"optional\"";
-    }
-
-    if (cf->args->nelts == 4) {
-        if (ngx_strcmp(value[3].data, "verify") != 0) {
-            return "takes \"verify\" as its last parameter";
-        }
-
-        tp->verify = 1;
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_stream_relay_backoff(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_stream_relay_main_conf_t  *rmcf = conf;
-
-    ngx_str_t  *value;
-
-    value = cf->args->elts;
-
-    rmcf->policy.backoff_min = ngx_parse_time(&value[1], 1);
-    rmcf->policy.backoff_max = ngx_parse_time(&value[2], 1);
-
-    if (rmcf->policy.backoff_min == (time_t) NGX_ERROR
-        || rmcf->policy.backoff_max == (time_t) NGX_ERROR
-        || rmcf->policy.backoff_min < 1
-        || rmcf->policy.backoff_max < rmcf->policy.backoff_min)
-    {
-        return "has invalid times";
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-/* in the master, as root: make the directories the workers will own */
-
-/*
- * relay_limit client_ip|auth_user|sender_domain MATCH window=TIME
- *     [messages=N] [recipients=N];
- */
-
-static char *
-ngx_stream_relay_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_stream_relay_main_conf_t  *rmcf = conf;
-
-    ngx_int_t           n;
-    ngx_str_t          *value, v;
-    ngx_uint_t          i, key;
-    ngx_relay_limit_t  *l;
-
-    value = cf->args->elts;
-
-    if (ngx_strcmp(value[1].data, "client_ip") == 0) {
-        key = NGX_RELAY_LIMIT_CLIENT_IP;
-
-    } else if (ngx_strcmp(value[1].data, "auth_user") == 0) {
-        key = NGX_RELAY_LIMIT_AUTH_USER;
-
-    } else if (ngx_strcmp(value[1].data, "sender_domain") == 0) {
-        key = NGX_RELAY_LIMIT_SENDER_DOMAIN;
-
-    } else {
-        return "needs client_ip, auth_user or sender_domain";
-    }
-
-    if (rmcf->policy.limits == NULL) {
-        rmcf->policy.limits = ngx_array_create(cf->pool, 4,
-                                               sizeof(ngx_relay_limit_t));
-        if (rmcf->policy.limits == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    l = ngx_array_push(rmcf->policy.limits);
-    if (l == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(l, sizeof(ngx_relay_limit_t));
-
-    if (ngx_relay_limit_init(l, key, &value[2]) != NGX_OK) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid match \"%V\"", &value[2]);
-        return NGX_CONF_ERROR;
-    }
-
-    for (i = 3; i < cf->args->nelts; i++) {
-        if (ngx_strncmp(value[i].data, "window=", 7) == 0) {
-            v.data = value[i].data + 7;
-            v.len = value[i].len - 7;
-            l->window = ngx_parse_time(&v, 1);
-
-            if (l->window == (time_t) NGX_ERROR || l->window < 1) {
-                goto invalid;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "messages=", 9) == 0) {
-            n = ngx_atoi(value[i].data + 9, value[i].len - 9);
-            if (n < 1) {
-                goto invalid;
-            }
-
-            l->messages = n;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "recipients=", 11) == 0) {
-            n = ngx_atoi(value[i].data + 11, value[i].len - 11);
-            if (n < 1) {
-                goto invalid;
-            }
-
-            l->recipients = n;
-            continue;
-        }
-
-        goto invalid;
-    }
-
-    if (l->window == 0 || (l->messages == 0 && l->recipients == 0)) {
-        return "needs window= and messages= or recipients=";
-    }
-
-    return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter \"%V\"", &value[i]);
-    return NGX_CONF_ERROR;
-}
-
-
-/* relay_egress_pool NAME ehlo=HOST ADDRESS [weight=N] [ADDRESS ...]; */
-
-static char *
-ngx_stream_relay_egress_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_stream_relay_main_conf_t  *rmcf = conf;
-
-    ngx_int_t   w;
-    ngx_str_t  *value, ehlo, addrs[NGX_RELAY_EGRESS_MAX];
-    ngx_uint_t  i, n, weights[NGX_RELAY_EGRESS_MAX];
-
-    value = cf->args->elts;
-    ngx_str_null(&ehlo);
-    n = 0;
-
-    for (i = 2; i < cf->args->nelts; i++) {
-        if (ngx_strncmp(value[i].data, "ehlo=", 5) == 0) {
-            ehlo.data = value[i].data + 5;
-            ehlo.len = value[i].len - 5;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "weight=", 7) == 0) {
-            w = ngx_atoi(value[i].data + 7, value[i].len - 7);
-            if (n == 0 || w < 1 || w > 1000) {
-                goto invalid;
-            }
-
-            weights[n - 1] = w;
-            continue;
-        }
-
-        if (n == NGX_RELAY_EGRESS_MAX) {
-            return "has too many addresses";
-        }
-
-        addrs[n] = value[i];
-        weights[n++] = 1;
-    }
-
-    if (ehlo.len == 0 || n == 0) {
-        return "needs ehlo= and at least one address";
-    }
-
-    if (ngx_relay_policy_add_pool(cf->pool, &rmcf->policy.pools, &value[1],
-                                  &ehlo, addrs, weights, n)
-        != NGX_OK)
-    {
-        return "has an invalid address";
-    }
-
-    return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter \"%V\"", &value[i]);
-    return NGX_CONF_ERROR;
-}
-
-
-/* relay_egress_rule sender_domain|auth_user|tenant MATCH POOL; */
-
-static char *
-ngx_stream_relay_egress_rule(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_stream_relay_main_conf_t  *rmcf = conf;
-
-    ngx_str_t                *value;
-    ngx_relay_egress_rule_t  *r;
-
-    value = cf->args->elts;
-
-    if (rmcf->policy.rules == NULL) {
-        rmcf->policy.rules = ngx_array_create(cf->pool, 4,
-                                      sizeof(ngx_relay_egress_rule_t));
-        if (rmcf->policy.rules == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    r = ngx_array_push(rmcf->policy.rules);
-    if (r == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (ngx_strcmp(value[1].data, "sender_domain") == 0) {
-        r->key = NGX_RELAY_EGRESS_SENDER_DOMAIN;
-
-    } else if (ngx_strcmp(value[1].data, "auth_user") == 0) {
-        r->key = NGX_RELAY_EGRESS_AUTH_USER;
-
-    } else if (ngx_strcmp(value[1].data, "tenant") == 0) {
-        r->key = NGX_RELAY_EGRESS_TENANT;
-
-    } else {
-        return "needs sender_domain, auth_user or tenant";
-    }
-
-    r->match = value[2];
-    r->pool = value[3];
-
-    return NGX_CONF_OK;
-}
-
-
-/*
- * relay_destination_limit PATTERN [connections=N]
- *     [messages_per_connection=N] [messages_per_minute=N]
- *     [messages_per_hour=N] [connections_per_minute=N]
- *     [backoff_reply=TEXT] [backoff=TIME];
- */
-
-static char *
-ngx_stream_relay_destination_limit(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_stream_relay_main_conf_t  *rmcf = conf;
-
-    u_char                  *eq;
-    ngx_int_t                n;
-    ngx_str_t               *value, name, v;
-    ngx_uint_t               i;
-    ngx_relay_dest_limit_t  *dl;
-
-    value = cf->args->elts;
-
-    if (rmcf->policy.dest_limits == NULL) {
-        rmcf->policy.dest_limits = ngx_array_create(cf->pool, 4,
-                                           sizeof(ngx_relay_dest_limit_t));
-        if (rmcf->policy.dest_limits == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    dl = ngx_array_push(rmcf->policy.dest_limits);
-    if (dl == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(dl, sizeof(ngx_relay_dest_limit_t));
-
-    dl->pattern = value[1];
-    ngx_strlow(dl->pattern.data, dl->pattern.data, dl->pattern.len);
-
-    for (i = 2; i < cf->args->nelts; i++) {
-        eq = ngx_strlchr(value[i].data, value[i].data + value[i].len, '=');
-        if (eq == NULL) {
-            goto invalid;
-        }
-
-        name.data = value[i].data;
-        name.len = eq - value[i].data;
-        v.data = eq + 1;
-        v.len = value[i].data + value[i].len - v.data;
-
-        if (ngx_strncmp(name.data, "backoff_reply", name.len) == 0
-            && name.len == sizeof("backoff_reply") - 1)
-        {
-            dl->backoff_reply = v;
-            continue;
-        }
-
-        if (ngx_strncmp(name.data, "backoff", name.len) == 0
-            && name.len == sizeof("backoff") - 1)
-        {
-            dl->backoff = ngx_parse_time(&v, 1);
-            if (dl->backoff == (time_t) NGX_ERROR || dl->backoff < 1) {
-                goto invalid;
-            }
-
-            continue;
-        }
-
-        n = ngx_atoi(v.data, v.len);
-        if (n < 1) {
-            goto invalid;
-        }
-
-        if (name.len == sizeof("connections") - 1
-            && ngx_strncmp(name.data, "connections", name.len) == 0)
-        {
-            dl->connections = n;
-
-        } else if (name.len == sizeof("messages_per_connection") - 1
-                   && ngx_strncmp(name.data, "messages_per_connection",
-                                  name.len) == 0)
-        {
-            dl->messages_per_connection = n;
-
-        } else if (name.len == sizeof("messages_per_minute") - 1
-                   && ngx_strncmp(name.data, "messages_per_minute",
-                                  name.len) == 0)
-        {
-            dl->messages_per_minute = n;
-
-        } else if (name.len == sizeof("messages_per_hour") - 1
-                   && ngx_strncmp(name.data, "messages_per_hour", name.len)
-                      == 0)
-        {
-            dl->messages_per_hour = n;
-
-        } else if (name.len == sizeof("connections_per_minute") - 1
-                   && ngx_strncmp(name.data, "connections_per_minute",
-                                  name.len) == 0)
-        {
-            dl->connections_per_minute = n;
-
-        } else {
-            goto invalid;
-        }
-    }
-
-    if ((dl->backoff_reply.len == 0) != (dl->backoff == 0)) {
-        return "needs backoff_reply= and backoff= together";
-    }
-
-    return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter \"%V\"", &value[i]);
-    return NGX_CONF_ERROR;
 }
 
 
@@ -1714,8 +1298,6 @@ ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
         ngx_ssl_error(NGX_LOG_WARN, cycle->log, 0,
                       "SSL_CTX_set_default_verify_paths() failed");
     }
-
-    dc->tls_policies = rmcf->tls_policies;
 
     dc->policy = &rmcf->policy;
     dc->thread_pool = rmcf->thread_pool;

@@ -28,11 +28,11 @@ echo "== unit tests"
 passed=$((passed + $(count passed "$log/unit")))
 failed=$((failed + $(count failed "$log/unit")))
 
-echo "== controld unit tests"
-"$top/tests/unit-controld/run.sh" "$build_dir" 2>&1 | tee "$log/unit-controld"
+echo "== policy library unit tests"
+"$top/tests/unit-policy/run.sh" "$build_dir" 2>&1 | tee "$log/unit-policy"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-passed=$((passed + $(count passed "$log/unit-controld")))
-failed=$((failed + $(count failed "$log/unit-controld")))
+passed=$((passed + $(count passed "$log/unit-policy")))
+failed=$((failed + $(count failed "$log/unit-policy")))
 
 echo "== queue library unit tests"
 "$top/tests/unit-queue/run.sh" "$build_dir" 2>&1 | tee "$log/unit-queue"

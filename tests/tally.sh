@@ -1,5 +1,5 @@
 # tests/tally.sh: sourced by the C unit test runners (tests/unit/run.sh,
-# tests/unit-controld/run.sh, tests/unit-queue/run.sh).  Each test program
+# tests/unit-policy/run.sh, tests/unit-queue/run.sh).  Each test program
 # prints lines of its own and ends with "NAME: N passed, N failed"; tally
 # NAME LOG RC shows its output and adds its counts to $passed and $failed
 # (a missing summary, or a non-zero exit with no failed case, counts as one

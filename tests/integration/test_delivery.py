@@ -211,7 +211,7 @@ class World:
         args = dict(
             routes=[("static.test", "[127.0.0.2]:%d" % self.P2),
                     ("routed.test", "hop.test:%d" % self.P2)],
-            backups=[(d, "127.0.0.11:%d" % self.P)
+            backups=[(d, "[127.0.0.11]:%d" % self.P)
                      for d in ("bkrefuse.test", "bk4xx.test",
                                "bksilent.test")])
         args.update(kw)
@@ -223,7 +223,7 @@ def world(tmp_path_factory, certs):
     refused = dh.probe(dh.conf_lines(
         53, 2525, routes=[("a.test", "[127.0.0.2]:2526"),
                           ("b.test", "hop.test:2526")],
-        backups=[("c.test", "127.0.0.11:2525")],
+        backups=[("c.test", "[127.0.0.11]:2525")],
         fallback="[127.0.0.4]:2526"))
     w = World(tmp_path_factory.mktemp("delivery-world"), certs, refused)
     w.start()

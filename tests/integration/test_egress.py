@@ -188,7 +188,8 @@ def test_tenant_rule(tmp_path_factory, certs, sink):
 
 def test_unknown_pool_in_a_rule_is_a_configuration_error():
     err = dh.nginx_t(["relay_egress_rule sender_domain x.example nosuch;"])
-    assert err and 'unknown pool "nosuch"' in err, err
+    assert err and ('relay_egress_rule: egress_rules[0].pool: no egress pool '
+                    '"nosuch"') in err, err
 
 
 # --------------------------------------------------------------------------

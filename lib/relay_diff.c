@@ -23,96 +23,89 @@
 #include <string.h>
 #include <stdarg.h>
 
-#include "ctld_policy.h"
+#include "relay_buf.h"
+#include "relay_diff.h"
 
 
-#define CTLD_DIFF_CONTEXT  3
-#define CTLD_DIFF_MAX_D    2000
+#define RELAY_DIFF_CONTEXT  3
+#define RELAY_DIFF_MAX_D    2000
 
 
 typedef struct {
     const char   *data;
     size_t        len;
-} ctld_line_t;
+} relay_diff_line_t;
 
 
 typedef struct {
-    ctld_line_t  *lines;
-    size_t        n;
-} ctld_lines_t;
+    relay_diff_line_t  *lines;
+    size_t              n;
+} relay_diff_lines_t;
 
 
 typedef enum {
-    CTLD_DIFF_EQUAL = 0,
-    CTLD_DIFF_DELETE,
-    CTLD_DIFF_INSERT
-} ctld_diff_op_e;
+    RELAY_DIFF_EQUAL = 0,
+    RELAY_DIFF_DELETE,
+    RELAY_DIFF_INSERT
+} relay_diff_op_e;
 
 
 typedef struct {
-    ctld_diff_op_e  op;
-    size_t          a;               /* line index in a (EQUAL, DELETE) */
-    size_t          b;               /* line index in b (EQUAL, INSERT) */
-} ctld_edit_t;
+    relay_diff_op_e  op;
+    size_t           a;               /* line index in a (EQUAL, DELETE) */
+    size_t           b;               /* line index in b (EQUAL, INSERT) */
+} relay_diff_edit_t;
 
 
-typedef struct {
-    char         *data;
-    size_t        len;
-    size_t        size;
-    int           failed;
-} ctld_out_t;
-
-
-static int ctld_diff_split(const char *text, ctld_lines_t *l);
-static int ctld_diff_equal(const ctld_line_t *x, const ctld_line_t *y);
-static ctld_edit_t *ctld_diff_script(ctld_lines_t *a, ctld_lines_t *b,
-    size_t *nedits);
-static void ctld_diff_hunks(ctld_out_t *o, ctld_edit_t *e, size_t n,
-    ctld_lines_t *a, ctld_lines_t *b);
-static void ctld_diff_range(ctld_out_t *o, size_t start, size_t count);
-static void ctld_out_add(ctld_out_t *o, const char *data, size_t len);
+static int relay_diff_split(const char *text, relay_diff_lines_t *l);
+static int relay_diff_equal(const relay_diff_line_t *x,
+    const relay_diff_line_t *y);
+static relay_diff_edit_t *relay_diff_script(relay_diff_lines_t *a,
+    relay_diff_lines_t *b, size_t *nedits);
+static void relay_diff_hunks(relay_buf_t *o, relay_diff_edit_t *e,
+    size_t n, relay_diff_lines_t *a, relay_diff_lines_t *b);
+static void relay_diff_range(relay_buf_t *o, size_t start, size_t count);
 
 
 char *
-ctld_diff(const char *a_name, const char *a, const char *b_name,
+relay_diff(const char *a_name, const char *a, const char *b_name,
     const char *b)
 {
-    size_t         i, n;
-    ctld_out_t     o;
-    ctld_edit_t   *e;
-    ctld_lines_t   la, lb;
+    size_t               i, n;
+    relay_buf_t          o;
+    relay_diff_edit_t   *e;
+    relay_diff_lines_t   la, lb;
 
-    memset(&o, 0, sizeof(ctld_out_t));
+    memset(&o, 0, sizeof(relay_buf_t));
     la.lines = NULL;
     lb.lines = NULL;
     e = NULL;
 
-    if (ctld_diff_split(a, &la) != 0 || ctld_diff_split(b, &lb) != 0) {
+    if (relay_diff_split(a, &la) != 0 || relay_diff_split(b, &lb) != 0) {
         goto failed;
     }
 
-    e = ctld_diff_script(&la, &lb, &n);
+    e = relay_diff_script(&la, &lb, &n);
     if (e == NULL) {
         goto failed;
     }
 
-    ctld_out_add(&o, "", 0);
+    relay_buf_add(&o, "", 0);
 
     for (i = 0; i < n; i++) {
-        if (e[i].op != CTLD_DIFF_EQUAL) {
+        if (e[i].op != RELAY_DIFF_EQUAL) {
             break;
         }
     }
 
     if (i < n) {
-        ctld_out_add(&o, "--- ", 4);
-        ctld_out_add(&o, a_name, strlen(a_name));
-        ctld_out_add(&o, "\n+++ ", 5);
-        ctld_out_add(&o, b_name, strlen(b_name));
-        ctld_out_add(&o, "\n", 1);
+        relay_buf_add(&o, "--- ", 4);
+        relay_buf_add(&o, a_name, strlen(a_name));
+        relay_buf_add(&o, "\n+++ ", 5);
+        relay_buf_add(&o, b_name, strlen(b_name));
+        relay_buf_add(&o, "\n", 1);
 
-        ctld_diff_hunks(&o, e, n, &la, &lb);
+        relay_diff_hunks(&o, e, n, &la, &lb);
     }
 
     if (o.failed) {
@@ -139,7 +132,7 @@ failed:
 /* the lines of text without "\n", comment lines left out */
 
 static int
-ctld_diff_split(const char *text, ctld_lines_t *l)
+relay_diff_split(const char *text, relay_diff_lines_t *l)
 {
     size_t       n;
     const char  *p, *nl;
@@ -149,7 +142,7 @@ ctld_diff_split(const char *text, ctld_lines_t *l)
         n += (*p == '\n');
     }
 
-    l->lines = malloc(n * sizeof(ctld_line_t));
+    l->lines = malloc(n * sizeof(relay_diff_line_t));
     if (l->lines == NULL) {
         return -1;
     }
@@ -178,7 +171,7 @@ ctld_diff_split(const char *text, ctld_lines_t *l)
 
 
 static int
-ctld_diff_equal(const ctld_line_t *x, const ctld_line_t *y)
+relay_diff_equal(const relay_diff_line_t *x, const relay_diff_line_t *y)
 {
     return x->len == y->len && memcmp(x->data, y->data, x->len) == 0;
 }
@@ -187,29 +180,29 @@ ctld_diff_equal(const ctld_line_t *x, const ctld_line_t *y)
 /*
  * The edit script: EQUAL, DELETE and INSERT steps in order, covering
  * every line of a and b.  NULL on allocation failure.  Beyond
- * CTLD_DIFF_MAX_D differing lines the middle part becomes one change
+ * RELAY_DIFF_MAX_D differing lines the middle part becomes one change
  * (all deleted, all inserted), which bounds the memory the saved V
- * arrays take (about CTLD_DIFF_MAX_D squared longs).
+ * arrays take (about RELAY_DIFF_MAX_D squared longs).
  */
 
-static ctld_edit_t *
-ctld_diff_script(ctld_lines_t *a, ctld_lines_t *b, size_t *nedits)
+static relay_diff_edit_t *
+relay_diff_script(relay_diff_lines_t *a, relay_diff_lines_t *b, size_t *nedits)
 {
-    long          *v, **trace, max, d, dmax, k, x, y, px, py, pk, n, m, i;
-    size_t         head, tail, count, j;
-    ctld_edit_t   *e, *mid;
+    long               *v, **trace, max, d, dmax, k, x, y, px, py, pk, n, m, i;
+    size_t              head, tail, count, j;
+    relay_diff_edit_t  *e, *mid;
 
     /* common head and tail */
 
     for (head = 0; head < a->n && head < b->n; head++) {
-        if (!ctld_diff_equal(&a->lines[head], &b->lines[head])) {
+        if (!relay_diff_equal(&a->lines[head], &b->lines[head])) {
             break;
         }
     }
 
     for (tail = 0; tail < a->n - head && tail < b->n - head; tail++) {
-        if (!ctld_diff_equal(&a->lines[a->n - 1 - tail],
-                             &b->lines[b->n - 1 - tail]))
+        if (!relay_diff_equal(&a->lines[a->n - 1 - tail],
+                              &b->lines[b->n - 1 - tail]))
         {
             break;
         }
@@ -218,10 +211,10 @@ ctld_diff_script(ctld_lines_t *a, ctld_lines_t *b, size_t *nedits)
     n = (long) (a->n - head - tail);
     m = (long) (b->n - head - tail);
     max = n + m;
-    dmax = max < CTLD_DIFF_MAX_D ? max : CTLD_DIFF_MAX_D;
+    dmax = max < RELAY_DIFF_MAX_D ? max : RELAY_DIFF_MAX_D;
 
-    e = malloc((a->n + b->n + 1) * sizeof(ctld_edit_t));
-    mid = malloc((n + m + 1) * sizeof(ctld_edit_t));
+    e = malloc((a->n + b->n + 1) * sizeof(relay_diff_edit_t));
+    mid = malloc((n + m + 1) * sizeof(relay_diff_edit_t));
     trace = calloc(dmax + 1, sizeof(long *));
     v = calloc(2 * dmax + 3, sizeof(long));
 
@@ -232,7 +225,7 @@ ctld_diff_script(ctld_lines_t *a, ctld_lines_t *b, size_t *nedits)
     count = 0;
 
     for (j = 0; j < head; j++) {
-        e[count].op = CTLD_DIFF_EQUAL;
+        e[count].op = RELAY_DIFF_EQUAL;
         e[count].a = j;
         e[count].b = j;
         count++;
@@ -268,8 +261,8 @@ ctld_diff_script(ctld_lines_t *a, ctld_lines_t *b, size_t *nedits)
             y = x - k;
 
             while (x < n && y < m
-                   && ctld_diff_equal(&a->lines[head + x],
-                                      &b->lines[head + y]))
+                   && relay_diff_equal(&a->lines[head + x],
+                                       &b->lines[head + y]))
             {
                 x++;
                 y++;
@@ -290,14 +283,14 @@ ctld_diff_script(ctld_lines_t *a, ctld_lines_t *b, size_t *nedits)
     i = 0;
 
     for (y = m; y > 0; y--) {
-        mid[i].op = CTLD_DIFF_INSERT;
+        mid[i].op = RELAY_DIFF_INSERT;
         mid[i].a = head + n;
         mid[i].b = head + y - 1;
         i++;
     }
 
     for (x = n; x > 0; x--) {
-        mid[i].op = CTLD_DIFF_DELETE;
+        mid[i].op = RELAY_DIFF_DELETE;
         mid[i].a = head + x - 1;
         mid[i].b = head;
         i++;
@@ -332,7 +325,7 @@ found:
         while (x > px && y > py && x > 0 && y > 0) {
             x--;
             y--;
-            mid[i].op = CTLD_DIFF_EQUAL;
+            mid[i].op = RELAY_DIFF_EQUAL;
             mid[i].a = head + x;
             mid[i].b = head + y;
             i++;
@@ -344,11 +337,11 @@ found:
 
         if (x == px) {
             y--;
-            mid[i].op = CTLD_DIFF_INSERT;
+            mid[i].op = RELAY_DIFF_INSERT;
 
         } else {
             x--;
-            mid[i].op = CTLD_DIFF_DELETE;
+            mid[i].op = RELAY_DIFF_DELETE;
         }
 
         mid[i].a = head + x;
@@ -363,23 +356,23 @@ script:
     /* forwards, each run of changes as its deletions then insertions */
 
     while (i > 0) {
-        if (mid[i - 1].op == CTLD_DIFF_EQUAL) {
+        if (mid[i - 1].op == RELAY_DIFF_EQUAL) {
             e[count++] = mid[--i];
             continue;
         }
 
-        for (j = (size_t) i; j > 0 && mid[j - 1].op != CTLD_DIFF_EQUAL; j--) {
+        for (j = (size_t) i; j > 0 && mid[j - 1].op != RELAY_DIFF_EQUAL; j--) {
             /* void */
         }
 
         for (x = i; x > (long) j; x--) {
-            if (mid[x - 1].op == CTLD_DIFF_DELETE) {
+            if (mid[x - 1].op == RELAY_DIFF_DELETE) {
                 e[count++] = mid[x - 1];
             }
         }
 
         for (x = i; x > (long) j; x--) {
-            if (mid[x - 1].op == CTLD_DIFF_INSERT) {
+            if (mid[x - 1].op == RELAY_DIFF_INSERT) {
                 e[count++] = mid[x - 1];
             }
         }
@@ -388,7 +381,7 @@ script:
     }
 
     for (j = 0; j < tail; j++) {
-        e[count].op = CTLD_DIFF_EQUAL;
+        e[count].op = RELAY_DIFF_EQUAL;
         e[count].a = a->n - tail + j;
         e[count].b = b->n - tail + j;
         count++;
@@ -429,15 +422,15 @@ failed:
  */
 
 static void
-ctld_diff_hunks(ctld_out_t *o, ctld_edit_t *e, size_t n, ctld_lines_t *a,
-    ctld_lines_t *b)
+relay_diff_hunks(relay_buf_t *o, relay_diff_edit_t *e, size_t n,
+    relay_diff_lines_t *a, relay_diff_lines_t *b)
 {
     size_t  i, start, end, last, k, na, nb, sa, sb;
 
     i = 0;
 
     for ( ;; ) {
-        while (i < n && e[i].op == CTLD_DIFF_EQUAL) {
+        while (i < n && e[i].op == RELAY_DIFF_EQUAL) {
             i++;
         }
 
@@ -448,19 +441,19 @@ ctld_diff_hunks(ctld_out_t *o, ctld_edit_t *e, size_t n, ctld_lines_t *a,
         /* the hunk: from i - context to the last change followed by more
          * than 2 * context equal lines (or the end) */
 
-        start = i > CTLD_DIFF_CONTEXT ? i - CTLD_DIFF_CONTEXT : 0;
+        start = i > RELAY_DIFF_CONTEXT ? i - RELAY_DIFF_CONTEXT : 0;
         last = i;
 
         for (k = i; k < n; k++) {
-            if (e[k].op != CTLD_DIFF_EQUAL) {
+            if (e[k].op != RELAY_DIFF_EQUAL) {
                 last = k;
 
-            } else if (k - last > 2 * CTLD_DIFF_CONTEXT) {
+            } else if (k - last > 2 * RELAY_DIFF_CONTEXT) {
                 break;
             }
         }
 
-        end = last + 1 + CTLD_DIFF_CONTEXT;
+        end = last + 1 + RELAY_DIFF_CONTEXT;
         if (end > n) {
             end = n;
         }
@@ -471,7 +464,7 @@ ctld_diff_hunks(ctld_out_t *o, ctld_edit_t *e, size_t n, ctld_lines_t *a,
         sb = (size_t) -1;
 
         for (k = start; k < end; k++) {
-            if (e[k].op != CTLD_DIFF_INSERT) {
+            if (e[k].op != RELAY_DIFF_INSERT) {
                 if (sa == (size_t) -1) {
                     sa = e[k].a;
                 }
@@ -479,7 +472,7 @@ ctld_diff_hunks(ctld_out_t *o, ctld_edit_t *e, size_t n, ctld_lines_t *a,
                 na++;
             }
 
-            if (e[k].op != CTLD_DIFF_DELETE) {
+            if (e[k].op != RELAY_DIFF_DELETE) {
                 if (sb == (size_t) -1) {
                     sb = e[k].b;
                 }
@@ -502,32 +495,35 @@ ctld_diff_hunks(ctld_out_t *o, ctld_edit_t *e, size_t n, ctld_lines_t *a,
             sb++;
         }
 
-        ctld_out_add(o, "@@ -", 4);
-        ctld_diff_range(o, sa, na);
-        ctld_out_add(o, " +", 2);
-        ctld_diff_range(o, sb, nb);
-        ctld_out_add(o, " @@\n", 4);
+        relay_buf_add(o, "@@ -", 4);
+        relay_diff_range(o, sa, na);
+        relay_buf_add(o, " +", 2);
+        relay_diff_range(o, sb, nb);
+        relay_buf_add(o, " @@\n", 4);
 
         for (k = start; k < end; k++) {
             switch (e[k].op) {
 
-            case CTLD_DIFF_EQUAL:
-                ctld_out_add(o, " ", 1);
-                ctld_out_add(o, a->lines[e[k].a].data, a->lines[e[k].a].len);
+            case RELAY_DIFF_EQUAL:
+                relay_buf_add(o, " ", 1);
+                relay_buf_add(o, a->lines[e[k].a].data,
+                              a->lines[e[k].a].len);
                 break;
 
-            case CTLD_DIFF_DELETE:
-                ctld_out_add(o, "-", 1);
-                ctld_out_add(o, a->lines[e[k].a].data, a->lines[e[k].a].len);
+            case RELAY_DIFF_DELETE:
+                relay_buf_add(o, "-", 1);
+                relay_buf_add(o, a->lines[e[k].a].data,
+                              a->lines[e[k].a].len);
                 break;
 
             default:
-                ctld_out_add(o, "+", 1);
-                ctld_out_add(o, b->lines[e[k].b].data, b->lines[e[k].b].len);
+                relay_buf_add(o, "+", 1);
+                relay_buf_add(o, b->lines[e[k].b].data,
+                              b->lines[e[k].b].len);
                 break;
             }
 
-            ctld_out_add(o, "\n", 1);
+            relay_buf_add(o, "\n", 1);
         }
 
         i = end;
@@ -536,7 +532,7 @@ ctld_diff_hunks(ctld_out_t *o, ctld_edit_t *e, size_t n, ctld_lines_t *a,
 
 
 static void
-ctld_diff_range(ctld_out_t *o, size_t start, size_t count)
+relay_diff_range(relay_buf_t *o, size_t start, size_t count)
 {
     char  buf[64];
     int   len;
@@ -548,38 +544,5 @@ ctld_diff_range(ctld_out_t *o, size_t start, size_t count)
         len = snprintf(buf, sizeof(buf), "%zu,%zu", start, count);
     }
 
-    ctld_out_add(o, buf, (size_t) len);
-}
-
-
-static void
-ctld_out_add(ctld_out_t *o, const char *data, size_t len)
-{
-    char    *d;
-    size_t   size;
-
-    if (o->failed) {
-        return;
-    }
-
-    if (o->size - o->len < len + 1) {
-        size = o->size ? o->size : 256;
-
-        while (size - o->len < len + 1) {
-            size *= 2;
-        }
-
-        d = realloc(o->data, size);
-        if (d == NULL) {
-            o->failed = 1;
-            return;
-        }
-
-        o->data = d;
-        o->size = size;
-    }
-
-    memcpy(o->data + o->len, data, len);
-    o->len += len;
-    o->data[o->len] = '\0';
+    relay_buf_add(o, buf, (size_t) len);
 }

@@ -5,9 +5,11 @@
 
 
 /*
- * ctld_policy.c and ctld_diff.c: parse errors (message and line),
- * validation errors (field path) for every rule, canonical rendering and
- * its round trip, copies, and diffs.
+ * lib/relay_policy.c and lib/relay_diff.c: parse errors (message and
+ * line), validation errors (field path) for every rule, canonical
+ * rendering and its round trip, copies, statements given as words (as
+ * nginx.conf's directives give them) against the same text, drafts, hops,
+ * and diffs.
  */
 
 
@@ -15,7 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ctld_policy.h"
+#include "relay_policy.h"
+#include "relay_diff.h"
 
 
 typedef struct {
@@ -382,11 +385,11 @@ t_parse_cases(void)
 {
     char                 err[512];
     const t_case_t      *c;
-    ctld_policy_t       *p;
+    relay_policy_t      *p;
 
     for (c = t_parse; c->text; c++) {
-        p = ctld_policy_parse("t.policy", c->text, strlen(c->text), err,
-                              sizeof(err));
+        p = relay_policy_parse("t.policy", c->text, strlen(c->text), err,
+                               sizeof(err));
 
         if (c->error == NULL) {
             t_check(p != NULL, "parse", c->text, err, "(parses)");
@@ -396,7 +399,7 @@ t_parse_cases(void)
                     c->text, p ? "(parsed)" : err, c->error);
         }
 
-        ctld_policy_free(p);
+        relay_policy_free(p);
     }
 }
 
@@ -408,17 +411,17 @@ t_validate_cases(void)
     char             err[512];
     const char      *s;
     const t_case_t  *c;
-    ctld_policy_t   *p;
+    relay_policy_t  *p;
 
     for (c = t_validate; c->text; c++) {
-        p = ctld_policy_parse("t.policy", c->text, strlen(c->text), err,
-                              sizeof(err));
+        p = relay_policy_parse("t.policy", c->text, strlen(c->text), err,
+                               sizeof(err));
         if (p == NULL) {
             t_check(0, "validate: parse", c->text, err, "(parses)");
             continue;
         }
 
-        rc = ctld_policy_validate(p, err, sizeof(err));
+        rc = relay_policy_validate(p, err, sizeof(err));
 
         if (c->error == NULL) {
             t_check(rc == 0, "validate", c->text, err, "(valid)");
@@ -428,7 +431,7 @@ t_validate_cases(void)
                     c->text, rc == 0 ? "(valid)" : err, c->error);
         }
 
-        ctld_policy_free(p);
+        relay_policy_free(p);
     }
 
     /* what only the wire can carry */
@@ -437,21 +440,21 @@ t_validate_cases(void)
         "egress_pool p ehlo=a.com 192.0.2.1;\n"
         "egress_rule tenant t p;\ncomment x;";
 
-    p = ctld_policy_parse("t", s, strlen(s), err, sizeof(err));
+    p = relay_policy_parse("t", s, strlen(s), err, sizeof(err));
     if (p == NULL) {
         t_check(0, "wire: parse", "", err, "(parses)");
         return;
     }
 
     p->inbound_limits[0]->key = 7;
-    rc = ctld_policy_validate(p, err, sizeof(err));
+    rc = relay_policy_validate(p, err, sizeof(err));
     t_check(rc == -1 && strcmp(err, "inbound_limits[0].key: unknown key 7")
             == 0, "wire: inbound key", "key 7", err,
             "inbound_limits[0].key: unknown key 7");
     p->inbound_limits[0]->key = 0;
 
     p->egress_rules[0]->key = 9;
-    rc = ctld_policy_validate(p, err, sizeof(err));
+    rc = relay_policy_validate(p, err, sizeof(err));
     t_check(rc == -1 && strcmp(err, "egress_rules[0].key: unknown key 9")
             == 0, "wire: rule key", "key 9", err,
             "egress_rules[0].key: unknown key 9");
@@ -459,7 +462,7 @@ t_validate_cases(void)
 
     free(p->comment);
     p->comment = strdup("line\nbreak");
-    rc = ctld_policy_validate(p, err, sizeof(err));
+    rc = relay_policy_validate(p, err, sizeof(err));
     t_check(rc == -1 && strcmp(err, "comment: control character") == 0,
             "wire: comment", "line\\nbreak", err,
             "comment: control character");
@@ -472,13 +475,13 @@ t_validate_cases(void)
     free(p->egress_pools[0]->addresses);
     p->egress_pools[0]->addresses = NULL;
     p->egress_pools[0]->n_addresses = 0;
-    rc = ctld_policy_validate(p, err, sizeof(err));
+    rc = relay_policy_validate(p, err, sizeof(err));
     t_check(rc == -1
             && strcmp(err, "egress_pools[0].addresses: no address") == 0,
             "wire: no address", "", err,
             "egress_pools[0].addresses: no address");
 
-    ctld_policy_free(p);
+    relay_policy_free(p);
 }
 
 
@@ -490,29 +493,29 @@ t_render_cases(void)
     char                buf[65536];
     size_t              n;
     const char         *s;
-    ctld_policy_t      *p, *q, *c;
+    relay_policy_t     *p, *q, *c;
     const t_render_t   *t;
 
     for (t = t_render; t->text; t++) {
-        p = ctld_policy_parse("t", t->text, strlen(t->text), err,
-                              sizeof(err));
+        p = relay_policy_parse("t", t->text, strlen(t->text), err,
+                               sizeof(err));
         if (p == NULL) {
             t_check(0, "render: parse", t->text, err, "(parses)");
             continue;
         }
 
-        r1 = ctld_policy_render(p);
+        r1 = relay_policy_render(p);
         t_check(r1 && strcmp(r1, t->canonical) == 0, "render", t->text, r1,
                 t->canonical);
 
-        q = r1 ? ctld_policy_parse("r", r1, strlen(r1), err, sizeof(err))
+        q = r1 ? relay_policy_parse("r", r1, strlen(r1), err, sizeof(err))
                : NULL;
-        r2 = q ? ctld_policy_render(q) : NULL;
+        r2 = q ? relay_policy_render(q) : NULL;
         t_check(r2 && strcmp(r1, r2) == 0, "render round trip", r1,
                 q ? r2 : err, r1);
 
-        c = q ? ctld_policy_copy(q) : NULL;
-        r3 = c ? ctld_policy_render(c) : NULL;
+        c = q ? relay_policy_copy(q) : NULL;
+        r3 = c ? relay_policy_render(c) : NULL;
         t_check(r3 && strcmp(r1, r3) == 0, "copy", r1, r3, r1);
 
         if (q && c) {
@@ -525,45 +528,374 @@ t_render_cases(void)
         free(r1);
         free(r2);
         free(r3);
-        ctld_policy_free(p);
-        ctld_policy_free(q);
-        ctld_policy_free(c);
+        relay_policy_free(p);
+        relay_policy_free(q);
+        relay_policy_free(c);
     }
 
     /* the example policy in config/ parses, validates, round-trips */
 
-    s = getenv("CTLD_POLICY_EXAMPLE");
+    s = getenv("RELAY_POLICY_EXAMPLE");
     f = s ? fopen(s, "r") : NULL;
 
     if (f != NULL) {
         n = fread(buf, 1, sizeof(buf) - 1, f);
         fclose(f);
 
-        p = ctld_policy_parse(s, buf, n, err, sizeof(err));
-        t_check(p && ctld_policy_validate(p, err, sizeof(err)) == 0,
+        p = relay_policy_parse(s, buf, n, err, sizeof(err));
+        t_check(p && relay_policy_validate(p, err, sizeof(err)) == 0,
                 "config/policy.example", s, err, "(valid)");
 
-        r1 = p ? ctld_policy_render(p) : NULL;
-        q = r1 ? ctld_policy_parse("r", r1, strlen(r1), err, sizeof(err))
+        r1 = p ? relay_policy_render(p) : NULL;
+        q = r1 ? relay_policy_parse("r", r1, strlen(r1), err, sizeof(err))
                : NULL;
-        r2 = q ? ctld_policy_render(q) : NULL;
+        r2 = q ? relay_policy_render(q) : NULL;
         t_check(r2 && strcmp(r1, r2) == 0, "config/policy.example round trip",
                 s, r2, r1);
 
         free(r1);
         free(r2);
-        ctld_policy_free(p);
-        ctld_policy_free(q);
+        relay_policy_free(p);
+        relay_policy_free(q);
 
     } else {
         t_check(0, "config/policy.example", s ? s : "(no path)",
-                "cannot open", "CTLD_POLICY_EXAMPLE");
+                "cannot open", "RELAY_POLICY_EXAMPLE");
     }
 
-    p = ctld_policy_parse("t", "# created 1970-01-01T00:00:01Z\n", 31, err,
-                          sizeof(err));
+    p = relay_policy_parse("t", "# created 1970-01-01T00:00:01Z\n", 31, err,
+                           sizeof(err));
     t_check(p && p->created_unix == 1, "created epoch", "", err, "1");
-    ctld_policy_free(p);
+    relay_policy_free(p);
+}
+
+
+/* ---------------------------------------------------------------- words */
+
+
+/*
+ * One statement as words (what nginx.conf's directives hand over) and as
+ * text: the same policy, or the same message but for the text's place.
+ */
+
+typedef struct {
+    const char  *words;               /* split at "|", else at spaces */
+    const char  *text;                /* NULL: the words and ";" */
+    const char  *error;               /* NULL: valid */
+} t_words_t;
+
+
+static const t_words_t  t_words[] = {
+    { "route example.com [10.0.0.1]:25 mx.example.net", NULL, NULL },
+    { "route example.com 10.0.0.1", NULL,
+      "routes[0].next_hops[0]: \"10.0.0.1\": an IP address needs brackets: "
+      "\"[192.0.2.1]:25\"" },
+    { "route Example.COM [10.0.0.1]", NULL,
+      "routes[0].pattern: must be lowercase" },
+    { "route example.com", NULL, "route: missing argument" },
+    { "route example.com a.net x=1", NULL,
+      "route: unexpected parameter \"x=1\"" },
+    { "backup_mx .example.com [backup.example.net]:2525", NULL, NULL },
+    { "backup_mx bk.test 127.0.0.11:2525", NULL,
+      "backup_mx[0].hosts[0]: \"127.0.0.11:2525\": an IP address needs "
+      "brackets: \"[192.0.2.1]:25\"" },
+    { "fallback_relay [192.0.2.9]:2525 relay.example.net", NULL, NULL },
+    { "retry * min=5m max=4000s lifetime=5d", NULL, NULL },
+    { "retry * min=5x max=1h lifetime=1d", NULL,
+      "retry: bad duration \"5x\"" },
+    { "retry * min=1h max=5m lifetime=1d", NULL,
+      "retry[0].backoff_max_s: 300s is less than backoff_min_s (3600s)" },
+    { "inbound_limit client_ip 10.0.0.0/8 window=1m messages=3", NULL,
+      NULL },
+    { "inbound_limit client_ip 10.0.0.1/8 window=1m messages=3", NULL,
+      "inbound_limits[0].match: host bits set after the prefix length" },
+    { "inbound_limit client_ip * window=1m", NULL,
+      "inbound_limits[0]: neither messages nor recipients is limited" },
+    { "destination_limit|slow.test|backoff_reply=rate limited|backoff=4s",
+      "destination_limit slow.test backoff_reply=\"rate limited\" "
+      "backoff=4s;", NULL },
+    { "destination_limit x.test backoff_reply=busy", NULL,
+      "destination_limits[0].backoff_s: must be greater than 0 with "
+      "backoff_reply_pattern" },
+    { "destination_limit x.test rate=2", NULL,
+      "destination_limit: unknown parameter \"rate\"" },
+    { "egress_pool bulk ehlo=bulk.example.net 192.0.2.1 weight=9 192.0.2.2",
+      NULL, NULL },
+    { "egress_pool bulk ehlo=bulk.example.net mx.example.net", NULL,
+      "egress_pools[0].addresses[0].address: \"mx.example.net\" is not an "
+      "IPv4 or IPv6 address" },
+    { "egress_rule tenant acme bulk", NULL,
+      "egress_rules[0].pool: no egress pool \"bulk\"" },
+    { "egress_rule ip acme bulk", NULL,
+      "egress_rule: unknown key \"ip\" (sender_domain, auth_user or "
+      "tenant)" },
+    { "tls example.org required verify", NULL, NULL },
+    { "tls example.org sometimes", NULL,
+      "tls: expected \"required\" or \"optional\", got \"sometimes\"" },
+    { "frob x", NULL, "unknown statement \"frob\"" },
+    { NULL, NULL, NULL }
+};
+
+
+/* the case's words, in buf, and its text, in text[] when it has none */
+
+static size_t
+t_split(const t_words_t *c, char *buf, size_t len, char **words,
+    size_t max, char *text, size_t textlen)
+{
+    int      sep;
+    char    *w;
+    size_t   n;
+
+    snprintf(buf, len, "%s", c->words);
+    snprintf(text, textlen, "%s;", c->words);
+
+    sep = strchr(buf, '|') ? '|' : ' ';
+    n = 0;
+
+    for (w = buf; w && n < max; w = strchr(w, sep) ? strchr(w, sep) + 1 : NULL)
+    {
+        words[n++] = w;
+    }
+
+    for (w = buf; *w; w++) {
+        if (*w == sep) {
+            *w = '\0';
+        }
+    }
+
+    return n;
+}
+
+
+/* a policy's outcome: NULL and its render, or the validation message */
+
+static const char *
+t_outcome(relay_policy_t *p, char *err, size_t errlen, char **text)
+{
+    const char  *why;
+
+    why = NULL;
+
+    if (relay_policy_validate(p, err, errlen) != 0) {
+        why = err;
+
+    } else {
+        *text = relay_policy_render(p);
+    }
+
+    relay_policy_free(p);
+
+    return why;
+}
+
+
+/* the words' outcome: a parse error, or the policy's */
+
+static const char *
+t_words_outcome(char **words, size_t n, char *err, size_t errlen,
+    char **text)
+{
+    relay_policy_t  *p;
+
+    *text = NULL;
+
+    p = relay_policy_new();
+
+    if (relay_policy_add(p, words, n, err, errlen) != 0) {
+        relay_policy_free(p);
+        return err;
+    }
+
+    return t_outcome(p, err, errlen, text);
+}
+
+
+/* the text's outcome: a parse error, its "t.policy:1: " left out */
+
+static const char *
+t_text_outcome(const char *s, char *err, size_t errlen, char **text)
+{
+    size_t           n;
+    relay_policy_t  *p;
+
+    *text = NULL;
+
+    p = relay_policy_parse("t.policy", s, strlen(s), err, errlen);
+    if (p != NULL) {
+        return t_outcome(p, err, errlen, text);
+    }
+
+    n = strlen("t.policy:1: ");
+
+    return strncmp(err, "t.policy:1: ", n) == 0 ? err + n : err;
+}
+
+
+static void
+t_words_cases(void)
+{
+    char             *wt, *tt, *words[16], buf[256], text[256];
+    char              werr[512], terr[512];
+    size_t            n;
+    const char       *we, *te, *s;
+    const t_words_t  *c;
+
+    for (c = t_words; c->words; c++) {
+        n = t_split(c, buf, sizeof(buf), words, 16, text, sizeof(text));
+        s = c->text ? c->text : text;
+
+        we = t_words_outcome(words, n, werr, sizeof(werr), &wt);
+        te = t_text_outcome(s, terr, sizeof(terr), &tt);
+
+        if (c->error == NULL) {
+            t_check(we == NULL, "words", s, we, "(valid)");
+            t_check(te == NULL, "words: text", s, te, "(valid)");
+            t_check(wt && tt && strcmp(wt, tt) == 0, "words: same policy",
+                    s, wt, tt);
+
+        } else {
+            t_check(we && strcmp(we, c->error) == 0, "words error", s,
+                    we ? we : "(valid)", c->error);
+            t_check(te && strcmp(te, c->error) == 0, "words: text error",
+                    s, te ? te : "(valid)", c->error);
+        }
+
+        free(wt);
+        free(tt);
+    }
+}
+
+
+/* a statement that fails leaves the policy as it was */
+
+static void
+t_words_rollback(void)
+{
+    char            *before, *after, err[512];
+    relay_policy_t  *p;
+
+    static char *const  route[] = { "route", "a.test", "[192.0.2.1]" };
+    static char *const  bad_route[] = { "route", "b.test", "x.net", "y=1" };
+    static char *const  bad_pool[] = { "egress_pool", "p", "ehlo=a.test",
+                                       "weight=2", "192.0.2.1" };
+    static char *const  tab[] = { "comment", "a\tb" };
+
+    p = relay_policy_new();
+
+    t_check(p && relay_policy_add(p, route, 3, err, sizeof(err)) == 0,
+            "rollback: route", "route a.test [192.0.2.1]", err, "(added)");
+
+    before = relay_policy_render(p);
+
+    t_check(relay_policy_add(p, bad_route, 4, err, sizeof(err)) == -1
+            && p->n_routes == 1, "rollback: bad route",
+            "route b.test x.net y=1", err, "(refused, one route)");
+
+    t_check(relay_policy_add(p, bad_pool, 5, err, sizeof(err)) == -1
+            && p->n_egress_pools == 0
+            && strcmp(err, "egress_pool: \"weight=\" before any address")
+               == 0, "rollback: bad pool", "egress_pool p ...", err,
+            "egress_pool: \"weight=\" before any address");
+
+    t_check(relay_policy_add(p, tab, 2, err, sizeof(err)) == -1
+            && strcmp(err, "control character") == 0, "words: control",
+            "comment a<TAB>b", err, "control character");
+
+    after = relay_policy_render(p);
+
+    t_check(before && after && strcmp(before, after) == 0,
+            "rollback: unchanged", "", after, before);
+
+    free(before);
+    free(after);
+    relay_policy_free(p);
+}
+
+
+/* a draft's rules may name pools still to come */
+
+static void
+t_draft(void)
+{
+    char             err[512];
+    const char      *s;
+    relay_policy_t  *p;
+
+    s = "egress_rule tenant acme bulk;\nroute a.test [192.0.2.1];\n";
+
+    p = relay_policy_parse("t", s, strlen(s), err, sizeof(err));
+
+    t_check(p && relay_policy_validate_draft(p, err, sizeof(err)) == 0,
+            "draft", s, err, "(valid draft)");
+    t_check(p && relay_policy_validate(p, err, sizeof(err)) == -1
+            && strcmp(err, "egress_rules[0].pool: no egress pool \"bulk\"")
+               == 0, "draft: complete", s, err,
+            "egress_rules[0].pool: no egress pool \"bulk\"");
+
+    relay_policy_free(p);
+
+    s = "egress_rule tenant acme bulk;\nroute A.test [192.0.2.1];\n";
+
+    p = relay_policy_parse("t", s, strlen(s), err, sizeof(err));
+
+    t_check(p && relay_policy_validate_draft(p, err, sizeof(err)) == -1
+            && strcmp(err, "routes[0].pattern: must be lowercase") == 0,
+            "draft: other checks", s, err,
+            "routes[0].pattern: must be lowercase");
+
+    relay_policy_free(p);
+}
+
+
+/* ---------------------------------------------------------------- hops */
+
+
+typedef struct {
+    const char  *hop;
+    const char  *host;                /* NULL: refused with error */
+    unsigned     port;
+    unsigned     mx;
+    const char  *error;
+} t_hop_t;
+
+
+static const t_hop_t  t_hops[] = {
+    { "[192.0.2.1]:25", "192.0.2.1", 25, 0, NULL },
+    { "[2001:db8::1]", "2001:db8::1", 0, 0, NULL },
+    { "[relay.example.net]:2525", "relay.example.net", 2525, 0, NULL },
+    { "mx.example.net", "mx.example.net", 0, 1, NULL },
+    { "mx.example.net:587", "mx.example.net", 587, 1, NULL },
+    { "192.0.2.1:25", NULL, 0, 0,
+      "an IP address needs brackets: \"[192.0.2.1]:25\"" },
+    { "[192.0.2.1", NULL, 0, 0, "missing \"]\"" },
+    { "mx.example.net:0", NULL, 0, 0, "port out of range 1..65535" },
+    { "", NULL, 0, 0, "empty hop" },
+    { NULL, NULL, 0, 0, NULL }
+};
+
+
+static void
+t_hop_cases(void)
+{
+    const char          *why;
+    const t_hop_t       *t;
+    relay_policy_hop_t   h;
+
+    for (t = t_hops; t->hop; t++) {
+        why = relay_policy_hop(t->hop, &h);
+
+        if (t->host == NULL) {
+            t_check(why && strcmp(why, t->error) == 0, "hop error", t->hop,
+                    why ? why : "(a hop)", t->error);
+            continue;
+        }
+
+        t_check(why == NULL && h.host_len == strlen(t->host)
+                && strncmp(h.host, t->host, h.host_len) == 0
+                && h.port == t->port && h.mx == t->mx, "hop", t->hop,
+                why ? why : h.host, t->host);
+    }
 }
 
 
@@ -629,7 +961,7 @@ t_diff_cases(void)
     const t_diff_t  *t;
 
     for (t = t_diffs; t->a; t++) {
-        d = ctld_diff("a", t->a, "b", t->b);
+        d = relay_diff("a", t->a, "b", t->b);
 
         if (t->diff) {
             t_check(d && strcmp(d, t->diff) == 0, "diff", t->a, d, t->diff);
@@ -660,6 +992,10 @@ main(void)
     t_parse_cases();
     t_validate_cases();
     t_render_cases();
+    t_words_cases();
+    t_words_rollback();
+    t_draft();
+    t_hop_cases();
     t_diff_cases();
 
     printf("test_policy: %d passed, %d failed\n", t_passed, t_failed);

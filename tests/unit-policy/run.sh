@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 #
-# tests/unit-controld/run.sh BUILD_DIR
+# tests/unit-policy/run.sh BUILD_DIR
 #
-# Builds tests/unit-controld/test_*.c with controld/ctld_policy.c and
-# controld/ctld_diff.c (libc and protobuf-c only) into BUILD_DIR/unit-controld,
-# runs them and ends with one line "N passed, N failed" over all programs.
-# The policy code is first compiled alone with the flags nginx builds the
-# module with (-Werror, _FORTIFY_SOURCE), since the module links it too.
+# Builds tests/unit-policy/test_*.c with the shared library lib/ (every
+# file lib/lib.mk lists; libc and protobuf-c only) into
+# BUILD_DIR/unit-policy, runs them and ends with one line
+# "N passed, N failed" over all programs.  Each library file is first
+# compiled alone with the flags nginx builds the module with (-Werror,
+# _FORTIFY_SOURCE), since the module links it too.
 # The protobuf-c code is generated into BUILD_DIR/gen when missing.
 # Exits non-zero when anything failed.
 
@@ -22,8 +23,9 @@ build=$(cd "$1" && pwd) || exit 2
 top=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=../tally.sh
 . "$top/tests/tally.sh"
-unit=$top/tests/unit-controld
-out=$build/unit-controld
+unit=$top/tests/unit-policy
+out=$build/unit-policy
+lib=$top/lib
 gen=$build/gen
 pbc=$gen/relay/control/v1/control.pb-c.c
 
@@ -37,7 +39,7 @@ then
 fi
 
 cc=${CC:-cc}
-incs=(-I "$gen" -I "$top/controld" -I "$unit")
+incs=(-I "$gen" -I "$lib" -I "$unit")
 pbflags=$(pkg-config --cflags libprotobuf-c)
 pblibs=$(pkg-config --libs libprotobuf-c)
 
@@ -47,21 +49,23 @@ cflags=(-pipe -O2 -W -Wall -Wextra -Wpointer-arith -Wno-unused-parameter
 
 passed=0
 failed=0
+srcs=()
 
-for f in ctld_policy.c ctld_diff.c; do
-    compiles_cleanly "controld/$f" \
+for name in $(sed -n 's/^RELAY_LIB *+= *//p' "$lib/lib.mk"); do
+    srcs+=("$lib/$name.c")
+
+    compiles_cleanly "lib/$name.c" \
         "$cc" "${cflags[@]}" $pbflags -fPIC "${incs[@]}" -c \
-        "$top/controld/$f" -o "$out/${f%.c}.o"
+        "$lib/$name.c" -o "$out/$name.o"
 done
 
 sanitizers "$out"
-run_env=(CTLD_POLICY_EXAMPLE="$top/config/policy.example")
+run_env=(RELAY_POLICY_EXAMPLE="$top/config/policy.example")
 
 for t in "$unit"/test_*.c; do
     build_and_run "$(basename "$t" .c)" "$out" \
         "$cc" "${cflags[@]}" "${san[@]}" $pbflags "${incs[@]}" \
-        "$t" "$top/controld/ctld_policy.c" "$top/controld/ctld_diff.c" \
-        "$pbc" $pblibs
+        "$t" "${srcs[@]}" "$pbc" $pblibs
 done
 
 echo "$passed passed, $failed failed"

@@ -1,0 +1,71 @@
+/*
+ * Copyright (C) The relay authors
+ */
+
+
+#ifndef _CTLD_NODE_H_INCLUDED_
+#define _CTLD_NODE_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "relay/control/v1/control.pb-c.h"
+#include "ctld_server.h"
+#include "ctld_store.h"
+
+
+#define CTLD_HELLO_TIMEOUT_MS 10000
+
+
+typedef Relay__Control__V1__NodeMessage     ctld_node_msg_t;
+
+typedef struct ctld_node_s   ctld_node_t;
+
+
+struct ctld_node_s {
+    char                       *id;
+    char                       *peer;
+    ctld_call_t                *session;      /* NULL: disconnected */
+    int64_t                     connected_unix;
+    int64_t                     last_seen_unix;
+    uint64_t                    applied_version;
+    uint64_t                    nacked_version;
+    char                       *nack_reason;
+    ctld_node_msg_t            *status_msg;   /* holds the last status */
+};
+
+
+/*
+ * What the node side needs from the rest of controld, given at startup:
+ * its settings, and where it reports what the admin side waits for (the
+ * node side calls nothing there itself).
+ */
+
+typedef struct {
+    int                         insecure;     /* ids from Hello alone */
+    int                         status_timeout_ms;     /* 0: never */
+
+    /* a node's result of a queue command; the callee owns m */
+    void                      (*result)(const char *node_id,
+                                        ctld_node_msg_t *m);
+
+    /* a node's session ended: its commands get no result */
+    void                      (*gone)(const char *node_id);
+} ctld_node_conf_t;
+
+
+/* Node.Session calls, for the server */
+extern const ctld_service_t  ctld_node_service;
+
+void ctld_node_init(const ctld_node_conf_t *conf);
+size_t ctld_node_fanout(ctld_version_t *v);
+size_t ctld_node_count(void);
+ctld_node_t *ctld_node_nth(size_t i);
+ctld_node_t *ctld_node_find(const char *id);
+int ctld_node_command(ctld_node_t *n, uint64_t id,
+    Relay__Control__V1__QueueAction action, size_t n_ids, char **ids);
+void ctld_node_free_all(void);
+
+
+#endif /* _CTLD_NODE_H_INCLUDED_ */
