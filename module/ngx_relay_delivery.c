@@ -1172,7 +1172,7 @@ ngx_relay_delivery_mx_done(ngx_relay_dns_query_t *q)
                 if (d->targets.nelts == 0 && d->hop <= d->own_hops) {
                     ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED,
                             "5.4.6", (u_char *) "mail for the domain loops "
-                            "back to myself", 38);
+                            "back to myself", 40);
                     ngx_relay_dns_done(q);
                     ngx_relay_delivery_finish(d);
                     return;

@@ -186,6 +186,7 @@ class World:
         z.timeout.append("dnstimeout.test")
         z.add_mx("deadmx.test", "mx.deadmx.test", 10, DEAD2)
         z.add_mx("hop.test", "mx.hop.test", 10, "127.0.0.3")
+        z.add_mx("loop.test", "relay.test", 10)     # relay_hostname
         for name in ("reject", "multi", "updown", "kill", "tls", "garbage",
                      "overlong", "unterminated", "splitml", "silent",
                      "endless", "midclose", "dotsilent", "gehlo", "plain",
@@ -509,6 +510,20 @@ def test_nxdomain_bounces(drelay, world):
     ((data, msg),) = dh.wait_dsn(drelay, m)
     check_dsn(world, msg, data, sender, rcpt, r"5\.\d{1,3}\.\d{1,3}",
               marker=m)
+
+
+def test_mx_naming_this_host_bounces_5_4_6(drelay, world):
+    m = h.unique("loop")
+    sender, rcpt = "%s@example.test" % m, "%s@loop.test" % m
+    qid = send(drelay, sender, [rcpt], body_for(m))
+    # RFC 5321 5.1: the only MX is this host, so the mail would loop
+    line = dh.wait_status(drelay, qid, rcpt, "bounced")[-1]
+    assert line["dsn"] == "5.4.6", line["line"]
+    assert line["reason"] == "mail for the domain loops back to myself", \
+        line["line"]
+    ((data, msg),) = dh.wait_dsn(drelay, m)
+    check_dsn(world, msg, data, sender, rcpt, r"5\.4\.6", marker=m)
+    dh.wait_queue_gone(drelay, qid)
 
 
 @pytest.mark.parametrize("domain,first_timeout,retries", [
