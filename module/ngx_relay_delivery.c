@@ -121,10 +121,67 @@ typedef struct {
 } ngx_relay_smtp_conn_t;
 
 
+typedef struct ngx_relay_route_ctx_s  ngx_relay_route_ctx_t;
+
+typedef void (*ngx_relay_route_handler_pt)(ngx_relay_route_ctx_t *rt);
+
+
 typedef struct {
     ngx_str_t                    host;
     in_port_t                    port;
 } ngx_relay_target_t;
+
+
+/*
+ * The route of one delivery, as ngx_resolver_ctx_t is a lookup: the caller
+ * fills the first fields, ngx_relay_route_init() the rest.
+ */
+
+struct ngx_relay_route_ctx_s {
+    ngx_pool_t                  *pool;
+    ngx_log_t                   *log;
+    ngx_str_t                   *id;           /* the queue id, for logs */
+    ngx_relay_dns_t             *dns;
+    ngx_str_t                   *hostname;     /* an MX naming it: a loop */
+    ngx_relay_route_handler_pt   handler;      /* a lookup ended */
+    void                        *data;
+
+    /* the TLS policy of the destination: what every host must offer */
+    unsigned                     tls_required:1;
+    unsigned                     tls_verify:1;
+
+    /* the address to try, by ngx_relay_route_next() */
+    ngx_str_t                    host;
+    in_port_t                    port;
+    struct sockaddr             *sockaddr;
+    socklen_t                    socklen;
+
+    /* why ngx_relay_route_next() said NGX_DECLINED or NGX_ABORT */
+    const char                  *dsn;
+    ngx_str_t                    error;
+    ngx_str_t                    relay;        /* "none" or the host */
+
+    /* private */
+    in_port_t                    smtp_port;
+    ngx_array_t                  hops;         /* ngx_relay_hop_t */
+    ngx_uint_t                   hop;          /* the next one */
+    ngx_uint_t                   own_hops;     /* first hops: the domain's */
+    ngx_array_t                  targets;      /* ngx_relay_target_t */
+    ngx_uint_t                   target;       /* the next one */
+    ngx_relay_dns_query_t       *query;
+    ngx_int_t                    failed;       /* what the lookup found */
+
+    ngx_sockaddr_t               addrs[NGX_RELAY_DNS_MAX_ADDRS];
+    socklen_t                    socklens[NGX_RELAY_DNS_MAX_ADDRS];
+    ngx_uint_t                   naddrs;
+    ngx_uint_t                   addr;         /* the current one */
+
+    ngx_str_t                    skip_host;    /* a cached connection's */
+    in_port_t                    skip_port;
+    unsigned                     skip:1;
+
+    u_char                       text[NGX_RELAY_REPLY_TEXT + 64];
+};
 
 
 struct ngx_relay_delivery_s {
@@ -138,18 +195,8 @@ struct ngx_relay_delivery_s {
     ngx_relay_delivery_done_pt   handler;
     void                        *data;
 
-    ngx_array_t                  hops;         /* ngx_relay_hop_t */
-    ngx_uint_t                   hop;
-    ngx_uint_t                   own_hops;     /* first hops: the domain's */
-    ngx_array_t                  targets;      /* ngx_relay_target_t */
-    ngx_uint_t                   target;
-    ngx_relay_dns_query_t       *query;
-
-    ngx_sockaddr_t               addrs[NGX_RELAY_DNS_MAX_ADDRS];
-    socklen_t                    socklens[NGX_RELAY_DNS_MAX_ADDRS];
-    ngx_uint_t                   naddrs;
-    ngx_uint_t                   addr;
-    ngx_str_t                    host;         /* of the current target */
+    ngx_relay_route_ctx_t        route;
+    ngx_str_t                    host;         /* of the connection */
     in_port_t                    port;
 
     ngx_str_t                    ehlo;         /* the pool's, or ours */
@@ -193,13 +240,8 @@ struct ngx_relay_delivery_s {
     unsigned                     reused:1;       /* from the cache */
     unsigned                     no_cache:1;
     unsigned                     waiting:1;
-    unsigned                     tried:1;        /* tried_host, from cache */
-    unsigned                     tls_required:1; /* relay_tls_policy */
-    unsigned                     tls_verify:1;
     unsigned                     verified:1;
     unsigned                     answered:1;     /* a host said 2xx hello */
-    ngx_str_t                    tried_host;
-    in_port_t                    tried_port;
 
     off_t                        body_off;
     ngx_thread_task_t           *task;
@@ -226,10 +268,6 @@ static void ngx_relay_delivery_destination_free(ngx_relay_delivery_conf_t *dc,
     ngx_relay_destination_t *dest);
 static ngx_relay_smtp_conn_t *ngx_relay_delivery_cached(
     ngx_relay_delivery_t *d, ngx_str_t *host, in_port_t port);
-static size_t ngx_relay_delivery_hop_id(ngx_relay_delivery_t *d,
-    ngx_relay_hop_t *h, u_char *buf, size_t len);
-static ngx_uint_t ngx_relay_delivery_own_hop(ngx_relay_delivery_t *d,
-    ngx_str_t *id);
 static void ngx_relay_delivery_reuse(ngx_relay_delivery_t *d,
     ngx_relay_smtp_conn_t *sc);
 static void ngx_relay_delivery_release(ngx_relay_delivery_t *d);
@@ -242,11 +280,10 @@ static void ngx_relay_delivery_rset(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_append(ngx_relay_delivery_t *d,
     const char *fmt, ...);
 static ngx_uint_t ngx_relay_delivery_expecting(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_next_hop(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_mx_done(ngx_relay_dns_query_t *q);
-static void ngx_relay_delivery_next_target(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_host_done(ngx_relay_dns_query_t *q);
+static void ngx_relay_delivery_route_handler(ngx_relay_route_ctx_t *rt);
 static void ngx_relay_delivery_connect(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_lookup_failed(ngx_relay_delivery_t *d);
+static ngx_int_t ngx_relay_delivery_dial(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_read_handler(ngx_event_t *ev);
 static void ngx_relay_delivery_write_handler(ngx_event_t *ev);
 static ngx_int_t ngx_relay_delivery_send(ngx_relay_delivery_t *d);
@@ -257,7 +294,6 @@ static void ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_start_tls(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_tls_handshaked(ngx_connection_t *c);
 static ngx_int_t ngx_relay_delivery_literal_name(ngx_str_t *host);
-static void ngx_relay_delivery_tls_policy(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_verify(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_mail(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_read_chunk(ngx_relay_delivery_t *d);
@@ -274,8 +310,6 @@ static void ngx_relay_delivery_finish(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_enhanced(u_char *p, size_t len,
     u_char class, u_char *out);
 static ngx_uint_t ngx_relay_delivery_open(ngx_relay_delivery_t *d);
-static ngx_int_t ngx_relay_delivery_literal(ngx_relay_delivery_t *d,
-    ngx_str_t *host);
 static ngx_int_t ngx_relay_delivery_shape(ngx_relay_delivery_t *d,
     ngx_relay_policy_t *p, ngx_str_t *key);
 static void ngx_relay_delivery_throttled(ngx_relay_delivery_t *d,
@@ -283,20 +317,49 @@ static void ngx_relay_delivery_throttled(ngx_relay_delivery_t *d,
 static void ngx_relay_delivery_throttle_handler(ngx_event_t *ev);
 static void ngx_relay_delivery_backoff_reply(ngx_relay_delivery_t *d);
 
+static ngx_int_t ngx_relay_route_init(ngx_relay_route_ctx_t *rt,
+    ngx_relay_policy_t *p, ngx_array_t *tls_policies, ngx_str_t *domain);
+static ngx_int_t ngx_relay_route_next(ngx_relay_route_ctx_t *rt);
+static void ngx_relay_route_next_addr(ngx_relay_route_ctx_t *rt);
+static void ngx_relay_route_next_host(ngx_relay_route_ctx_t *rt);
+static void ngx_relay_route_skip(ngx_relay_route_ctx_t *rt, ngx_str_t *host,
+    in_port_t port);
+static ngx_uint_t ngx_relay_route_own(ngx_relay_route_ctx_t *rt);
+static ngx_uint_t ngx_relay_route_own_hop(ngx_relay_route_ctx_t *rt,
+    ngx_str_t *id);
+static size_t ngx_relay_route_hop_id(ngx_relay_route_ctx_t *rt, u_char *buf,
+    size_t len);
+static ngx_int_t ngx_relay_route_add_hops(ngx_relay_route_ctx_t *rt,
+    ngx_relay_route_t *r, ngx_uint_t mx);
+static void ngx_relay_route_tls_policy(ngx_relay_route_ctx_t *rt,
+    ngx_relay_policy_t *p, ngx_array_t *tls_policies, ngx_str_t *domain);
+static ngx_uint_t ngx_relay_route_match(ngx_str_t *pat, ngx_str_t *dom);
+static ngx_int_t ngx_relay_route_next_target(ngx_relay_route_ctx_t *rt);
+static ngx_int_t ngx_relay_route_next_hop(ngx_relay_route_ctx_t *rt);
+static ngx_int_t ngx_relay_route_literal(ngx_relay_route_ctx_t *rt,
+    ngx_str_t *host);
+static void ngx_relay_route_mx_done(ngx_relay_dns_query_t *q);
+static void ngx_relay_route_mx_hosts(ngx_relay_route_ctx_t *rt,
+    ngx_relay_dns_query_t *q, in_port_t port);
+static void ngx_relay_route_host_done(ngx_relay_dns_query_t *q);
+static void ngx_relay_route_fail(ngx_relay_route_ctx_t *rt, ngx_int_t rc,
+    const char *dsn, const char *fmt, ...);
+static size_t ngx_relay_route_hop_text(ngx_relay_route_ctx_t *rt,
+    ngx_relay_hop_t *h, u_char *buf, size_t len);
+
 
 ngx_int_t
 ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     ngx_relay_queued_t *q, ngx_str_t *domain, ngx_relay_dest_t *dests,
     ngx_uint_t ndests, ngx_relay_delivery_done_pt handler, void *data)
 {
-    ngx_str_t              key;
-    ngx_uint_t             i, slow;
-    ngx_msec_t             wait;
-    ngx_pool_t            *pool;
-    ngx_relay_hop_t       *h;
-    ngx_relay_route_t     *r;
-    ngx_relay_policy_t    *p;
-    ngx_relay_delivery_t  *d;
+    ngx_str_t               key;
+    ngx_uint_t              slow;
+    ngx_msec_t              wait;
+    ngx_pool_t             *pool;
+    ngx_relay_policy_t     *p;
+    ngx_relay_delivery_t   *d;
+    ngx_relay_route_ctx_t  *rt;
 
     pool = ngx_create_pool(4096, dc->log);
     if (pool == NULL) {
@@ -318,89 +381,27 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     d->handler = handler;
     d->data = data;
 
-    ngx_relay_delivery_tls_policy(d);
-
     d->chunk = ngx_pnalloc(pool, NGX_RELAY_DELIVERY_CHUNK);
     d->task = ngx_thread_task_alloc(pool, 0);
     d->batch = ngx_palloc(pool, ndests * sizeof(ngx_uint_t));
 
-    if (d->chunk == NULL || d->task == NULL || d->batch == NULL
-        || ngx_array_init(&d->hops, pool, 4, sizeof(ngx_relay_hop_t))
-           != NGX_OK
-        || ngx_array_init(&d->targets, pool, 4, sizeof(ngx_relay_target_t))
-           != NGX_OK)
-    {
+    if (d->chunk == NULL || d->task == NULL || d->batch == NULL) {
         goto failed;
     }
 
     p = dc->policy;
 
-    /* the domain's own hops: a route, or its MX hosts */
+    rt = &d->route;
+    rt->pool = pool;
+    rt->log = dc->log;
+    rt->id = &q->id;
+    rt->dns = dc->dns;
+    rt->hostname = &dc->hostname;
+    rt->handler = ngx_relay_delivery_route_handler;
+    rt->data = d;
 
-    r = ngx_relay_policy_next_hops(p, domain);
-
-    if (r) {
-        for (i = 0; i < r->hops.nelts; i++) {
-            h = ngx_array_push(&d->hops);
-            if (h == NULL) {
-                goto failed;
-            }
-
-            *h = ((ngx_relay_hop_t *) r->hops.elts)[i];
-        }
-
-    } else {
-        h = ngx_array_push(&d->hops);
-        if (h == NULL) {
-            goto failed;
-        }
-
-        ngx_memzero(h, sizeof(ngx_relay_hop_t));
-        h->host = *domain;
-        h->mx = 1;
-    }
-
-    d->own_hops = d->hops.nelts;
-
-    /* then the backup MX list, then the fallback relay */
-
-    r = ngx_relay_policy_backup(p, domain);
-
-    for (i = 0; r && i < r->hops.nelts; i++) {
-        h = ngx_array_push(&d->hops);
-        if (h == NULL) {
-            goto failed;
-        }
-
-        *h = ((ngx_relay_hop_t *) r->hops.elts)[i];
-        h->mx = 0;
-    }
-
-    r = ngx_relay_policy_fallback(p);
-
-    for (i = 0; r && i < r->hops.nelts; i++) {
-        h = ngx_array_push(&d->hops);
-        if (h == NULL) {
-            goto failed;
-        }
-
-        *h = ((ngx_relay_hop_t *) r->hops.elts)[i];
-    }
-
-    /*
-     * The fleet policy may be swapped while this delivery runs: it keeps
-     * the hops it started with.
-     */
-
-    h = d->hops.elts;
-
-    for (i = 0; i < d->hops.nelts; i++) {
-        if (h[i].host.data != domain->data) {
-            h[i].host.data = ngx_pstrdup(pool, &h[i].host);
-            if (h[i].host.data == NULL) {
-                goto failed;
-            }
-        }
+    if (ngx_relay_route_init(rt, p, dc->tls_policies, domain) != NGX_OK) {
+        goto failed;
     }
 
     d->error_len = ngx_sprintf(d->error, "no host tried") - d->error;
@@ -702,21 +703,15 @@ ngx_relay_delivery_begin(ngx_relay_delivery_t *d)
     sc = ngx_relay_delivery_cached(d, NULL, 0);
 
     if (sc) {
-        /* once used, the DNS path does not try that host again */
+        /* once used, the walk does not try that host again */
 
-        d->tried_host.data = ngx_pstrdup(d->pool, &sc->host);
-
-        if (d->tried_host.data) {
-            d->tried_host.len = sc->host.len;
-            d->tried_port = sc->port;
-            d->tried = 1;
-        }
+        ngx_relay_route_skip(&d->route, &sc->host, sc->port);
 
         ngx_relay_delivery_reuse(d, sc);
         return;
     }
 
-    ngx_relay_delivery_next_hop(d);
+    ngx_relay_delivery_connect(d);
 }
 
 
@@ -777,46 +772,6 @@ ngx_relay_delivery_destination_free(ngx_relay_delivery_conf_t *dc,
  * port, or (host NULL) to any of the domain's own hosts.
  */
 
-/*
- * Which hop a connection was made for: "[host]:port" or "host:port" (MX),
- * the route's own words.  A cached connection serves the domain only while
- * its hop is still one of the domain's: after a route change, connections
- * to the old next hop are left to idle out.
- */
-
-static size_t
-ngx_relay_delivery_hop_id(ngx_relay_delivery_t *d, ngx_relay_hop_t *h,
-    u_char *buf, size_t len)
-{
-    return ngx_snprintf(buf, len, h->mx ? "%V:%d" : "[%V]:%d", &h->host,
-                        (int) (h->port ? h->port
-                                       : d->conf->policy->smtp_port))
-           - buf;
-}
-
-
-static ngx_uint_t
-ngx_relay_delivery_own_hop(ngx_relay_delivery_t *d, ngx_str_t *id)
-{
-    u_char            buf[NGX_MAXHOSTNAMELEN + 16];
-    size_t            n;
-    ngx_uint_t        i;
-    ngx_relay_hop_t  *h;
-
-    h = d->hops.elts;
-
-    for (i = 0; i < d->own_hops; i++) {
-        n = ngx_relay_delivery_hop_id(d, &h[i], buf, sizeof(buf));
-
-        if (n == id->len && ngx_strncasecmp(buf, id->data, n) == 0) {
-            return 1;
-        }
-    }
-
-    return 0;
-}
-
-
 static ngx_relay_smtp_conn_t *
 ngx_relay_delivery_cached(ngx_relay_delivery_t *d, ngx_str_t *host,
     in_port_t port)
@@ -835,14 +790,14 @@ ngx_relay_delivery_cached(ngx_relay_delivery_t *d, ngx_str_t *host,
         sc = ngx_queue_data(q, ngx_relay_smtp_conn_t, queue);
 
         if (sc->dest != d->dest
-            || (d->tls_required && !sc->tls)
-            || (d->tls_verify && !sc->verified))
+            || (d->route.tls_required && !sc->tls)
+            || (d->route.tls_verify && !sc->verified))
         {
             continue;
         }
 
         if (host == NULL) {
-            if (sc->own && ngx_relay_delivery_own_hop(d, &sc->hop)) {
+            if (sc->own && ngx_relay_route_own_hop(&d->route, &sc->hop)) {
                 return sc;
             }
 
@@ -1076,277 +1031,33 @@ ngx_relay_delivery_next_host(ngx_relay_delivery_t *d)
         d->dests[i].skip = 0;
     }
 
-    d->addr = d->naddrs;
+    ngx_relay_route_next_host(&d->route);
 
     ngx_relay_delivery_connect(d);
 }
 
 
-/* expand the next hop into targets (hosts with ports) */
+/* a lookup of the route ended: on with the walk */
 
 static void
-ngx_relay_delivery_next_hop(ngx_relay_delivery_t *d)
+ngx_relay_delivery_route_handler(ngx_relay_route_ctx_t *rt)
 {
-    ngx_relay_hop_t     *h;
-    ngx_relay_target_t  *t;
-
-    if (!ngx_relay_delivery_open(d)) {
-        ngx_relay_delivery_finish(d);
-        return;
-    }
-
-    if (d->hop == d->hops.nelts) {
-        ngx_relay_delivery_finish(d);
-        return;
-    }
-
-    h = (ngx_relay_hop_t *) d->hops.elts + d->hop++;
-
-    if (h->mx && ngx_relay_delivery_literal(d, &h->host) != NGX_OK) {
-        d->query = ngx_relay_dns_mx(d->conf->dns, &h->host,
-                                    ngx_relay_delivery_mx_done, d);
-        if (d->query == NULL) {
-            ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED,
-                                       "4.3.0", (u_char *) "out of memory",
-                                       13);
-            ngx_relay_delivery_finish(d);
-        }
-
-        return;
-    }
-
-    t = ngx_array_push(&d->targets);
-    if (t == NULL) {
-        ngx_relay_delivery_finish(d);
-        return;
-    }
-
-    t->host = h->host;
-    t->port = h->port ? h->port : d->conf->policy->smtp_port;
-
-    ngx_relay_delivery_next_target(d);
+    ngx_relay_delivery_connect(rt->data);
 }
 
 
-static void
-ngx_relay_delivery_mx_done(ngx_relay_dns_query_t *q)
-{
-    ngx_relay_delivery_t  *d = q->data;
-
-    in_port_t            port;
-    ngx_uint_t           i;
-    ngx_relay_hop_t     *h;
-    ngx_relay_target_t  *t;
-
-    d->query = NULL;
-
-    h = (ngx_relay_hop_t *) d->hops.elts + d->hop - 1;
-    port = h->port ? h->port : d->conf->policy->smtp_port;
-
-    switch (q->status) {
-
-    case NGX_OK:
-        for (i = 0; i < q->nmx; i++) {
-            t = ngx_array_push(&d->targets);
-            if (t == NULL) {
-                break;
-            }
-
-            t->host.data = ngx_pstrdup(d->pool, &q->mx[i].host);
-            t->host.len = q->mx[i].host.len;
-            t->port = port;
-
-            if (t->host.data == NULL) {
-                d->targets.nelts--;
-                break;
-            }
-
-            /* an MX pointing back at us is a loop (RFC 5321 5.1) */
-
-            if (t->host.len == d->conf->hostname.len
-                && ngx_strncasecmp(t->host.data, d->conf->hostname.data,
-                                   t->host.len) == 0)
-            {
-                d->targets.nelts--;
-
-                if (d->targets.nelts == 0 && d->hop <= d->own_hops) {
-                    ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED,
-                            "5.4.6", (u_char *) "mail for the domain loops "
-                            "back to myself", 40);
-                    ngx_relay_dns_done(q);
-                    ngx_relay_delivery_finish(d);
-                    return;
-                }
-
-                break;
-            }
-        }
-
-        break;
-
-    case NGX_DECLINED:
-        if (q->nxdomain && d->hop <= d->own_hops) {
-            d->error_len = ngx_sprintf(d->error, "%V: host or domain name "
-                                       "not found", &h->host)
-                           - d->error;
-            ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED,
-                                       "5.1.2", d->error, d->error_len);
-            ngx_relay_dns_done(q);
-            ngx_relay_delivery_finish(d);
-            return;
-        }
-
-        if (q->null_mx && d->hop <= d->own_hops) {
-            ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED,
-                                       "5.1.10", (u_char *) "null MX: the "
-                                       "domain accepts no mail (RFC 7505)",
-                                       46);
-            ngx_relay_dns_done(q);
-            ngx_relay_delivery_finish(d);
-            return;
-        }
-
-        /* no MX: the host itself (implicit MX, RFC 5321 5.1) */
-
-        t = ngx_array_push(&d->targets);
-        if (t != NULL) {
-            t->host = h->host;
-            t->port = port;
-        }
-
-        break;
-
-    default: /* NGX_AGAIN */
-        d->error_len = ngx_sprintf(d->error, "MX lookup of %V: %s",
-                                   &h->host, q->error)
-                       - d->error;
-        d->error_dsn = "4.4.3";
-        d->relay_len = ngx_sprintf(d->relay, "none") - d->relay;
-
-        ngx_log_error(NGX_LOG_WARN, d->conf->log, 0,
-                      "%V: MX lookup of %V failed: %s", &d->queued->id,
-                      &h->host, q->error);
-        break;
-    }
-
-    ngx_relay_dns_done(q);
-
-    ngx_relay_delivery_next_target(d);
-}
-
-
-static void
-ngx_relay_delivery_next_target(ngx_relay_delivery_t *d)
-{
-    ngx_relay_target_t  *t;
-
-    if (!ngx_relay_delivery_open(d)) {
-        ngx_relay_delivery_finish(d);
-        return;
-    }
-
-    if (d->target == d->targets.nelts) {
-        ngx_relay_delivery_next_hop(d);
-        return;
-    }
-
-    t = (ngx_relay_target_t *) d->targets.elts + d->target++;
-
-    if (d->tried && t->port == d->tried_port
-        && t->host.len == d->tried_host.len
-        && ngx_strncasecmp(t->host.data, d->tried_host.data, t->host.len)
-           == 0)
-    {
-        ngx_relay_delivery_next_target(d);
-        return;
-    }
-
-    d->host = t->host;
-    d->port = t->port;
-    d->naddrs = 0;
-    d->addr = 0;
-
-    if (ngx_relay_delivery_literal(d, &t->host) == NGX_OK) {
-        ngx_relay_delivery_connect(d);
-        return;
-    }
-
-    d->query = ngx_relay_dns_host(d->conf->dns, &t->host,
-                                  ngx_relay_delivery_host_done, d);
-    if (d->query == NULL) {
-        ngx_relay_delivery_next_target(d);
-    }
-}
-
-
-/* an IP address as host name: no DNS */
-
-static ngx_int_t
-ngx_relay_delivery_literal(ngx_relay_delivery_t *d, ngx_str_t *host)
-{
-    ngx_addr_t  addr;
-
-    if (ngx_parse_addr(d->pool, &addr, host->data, host->len) != NGX_OK) {
-        return NGX_DECLINED;
-    }
-
-    ngx_memcpy(&d->addrs[0], addr.sockaddr, addr.socklen);
-    d->socklens[0] = addr.socklen;
-    d->naddrs = 1;
-    d->addr = 0;
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_relay_delivery_host_done(ngx_relay_dns_query_t *q)
-{
-    ngx_relay_delivery_t  *d = q->data;
-
-    ngx_uint_t  i;
-
-    d->query = NULL;
-
-    if (q->status == NGX_OK) {
-        for (i = 0; i < q->naddrs; i++) {
-            ngx_memcpy(&d->addrs[i], &q->addrs[i], q->socklens[i]);
-            d->socklens[i] = q->socklens[i];
-        }
-
-        d->naddrs = q->naddrs;
-        d->addr = 0;
-
-        ngx_relay_dns_done(q);
-        ngx_relay_delivery_connect(d);
-        return;
-    }
-
-    d->error_len = ngx_sprintf(d->error, "address lookup of %V: %s",
-                               &d->host, q->error)
-                   - d->error;
-    d->error_dsn = "4.4.3";
-    d->relay_len = ngx_sprintf(d->relay, "%V", &d->host) - d->relay;
-
-    ngx_log_error(NGX_LOG_WARN, d->conf->log, 0,
-                  "%V: address lookup of %V failed: %s", &d->queued->id,
-                  &d->host, q->error);
-
-    ngx_relay_dns_done(q);
-    ngx_relay_delivery_next_target(d);
-}
-
+/*
+ * The next address of the route, unless nothing is open any more: over a
+ * cached connection to its host, or a new one.
+ */
 
 static void
 ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
 {
-    u_char                  text[NGX_SOCKADDR_STRLEN];
-    size_t                  len;
-    ngx_int_t               rc;
-    ngx_msec_t              wait;
-    ngx_pool_t             *pool;
-    ngx_connection_t       *c;
+    ngx_relay_route_ctx_t  *rt;
     ngx_relay_smtp_conn_t  *sc;
+
+    rt = &d->route;
 
     for ( ;; ) {
 
@@ -1355,13 +1066,38 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
             return;
         }
 
-        if (d->addr == d->naddrs) {
-            ngx_relay_delivery_next_target(d);
+        switch (ngx_relay_route_next(rt)) {
+
+        case NGX_OK:
+            break;
+
+        case NGX_AGAIN:
+            return;                 /* ngx_relay_delivery_route_handler() */
+
+        case NGX_DECLINED:
+            ngx_relay_delivery_lookup_failed(d);
+            continue;
+
+        case NGX_ABORT:
+            ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED, rt->dsn,
+                                       rt->error.data, rt->error.len);
+            ngx_relay_delivery_finish(d);
+            return;
+
+        case NGX_ERROR:
+            ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED,
+                                       "4.3.0", (u_char *) "out of memory",
+                                       13);
+            ngx_relay_delivery_finish(d);
+            return;
+
+        default: /* NGX_DONE */
+            ngx_relay_delivery_finish(d);
             return;
         }
 
-        if (d->addr == 0) {
-            sc = ngx_relay_delivery_cached(d, &d->host, d->port);
+        if (rt->addr == 0) {
+            sc = ngx_relay_delivery_cached(d, &rt->host, rt->port);
 
             if (sc) {
                 ngx_relay_delivery_reuse(d, sc);
@@ -1369,105 +1105,147 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
             }
         }
 
-        ngx_inet_set_port((struct sockaddr *) &d->addrs[d->addr], d->port);
-
-        len = ngx_sock_ntop((struct sockaddr *) &d->addrs[d->addr],
-                            d->socklens[d->addr], text, NGX_SOCKADDR_STRLEN,
-                            0);
-        d->relay_len = ngx_snprintf(d->relay, sizeof(d->relay),
-                                    "%V[%*s]:%d", &d->host, len, text,
-                                    (int) d->port)
-                       - d->relay;
-
-        if (d->negress) {
-            if (d->egress_next == d->negress) {
-                d->error_len = ngx_sprintf(d->error, "no source address of "
-                                           "egress pool \"%V\" can be used",
-                                           &d->egress_pool)
-                               - d->error;
-                ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED,
-                                           "4.4.0", d->error, d->error_len);
-                ngx_relay_delivery_finish(d);
-                return;
-            }
-
-            d->relay_len += ngx_snprintf(d->relay + d->relay_len,
-                                         sizeof(d->relay) - d->relay_len,
-                                         " from %V (pool %V)",
-                                         &d->egress[d->egress_next].name,
-                                         &d->egress_pool)
-                            - (d->relay + d->relay_len);
-        }
-
-        ngx_memzero(&d->peer, sizeof(ngx_peer_connection_t));
-        d->peer.sockaddr = (struct sockaddr *) &d->addrs[d->addr];
-        d->peer.socklen = d->socklens[d->addr];
-        d->peer.name = &d->host;
-        d->peer.get = ngx_event_get_peer;
-        d->peer.log = d->conf->log;
-        d->peer.log_error = NGX_ERROR_INFO;    /* we log the outcome */
-
-        if (d->negress) {
-            d->peer.local = &d->egress[d->egress_next];
-        }
-
-        /* the destination's connections, counted across the workers */
-
-        if (ngx_relay_shape_connect(d->conf->policy->limits_zone,
-                                    &d->shape_key, &d->shape, &wait)
-            == NGX_BUSY)
-        {
-            if (wait > 2000) {
-                ngx_relay_delivery_throttled(d, wait, 0);
-                return;
-            }
-
-            ngx_add_timer(&d->throttle, wait);
+        if (ngx_relay_delivery_dial(d) != NGX_DECLINED) {
             return;
         }
+    }
+}
 
-        d->addr++;
 
-        rc = ngx_event_connect_peer(&d->peer);
+/* a lookup failed for now: the last error, unless a host says more */
 
-        if (rc == NGX_ERROR || rc == NGX_DECLINED || rc == NGX_BUSY) {
-            ngx_relay_shape_disconnect(d->conf->policy->limits_zone,
-                                       &d->shape_key);
-        }
+static void
+ngx_relay_delivery_lookup_failed(ngx_relay_delivery_t *d)
+{
+    ngx_relay_route_ctx_t  *rt;
 
-        if (rc == NGX_ERROR && d->negress) {
+    rt = &d->route;
 
-            /* bind() failed (nginx logged why): the pool's next address */
+    d->error_len = ngx_min(rt->error.len, sizeof(d->error));
+    ngx_memcpy(d->error, rt->error.data, d->error_len);
+    d->error_dsn = rt->dsn;
 
-            ngx_log_error(NGX_LOG_WARN, d->conf->log, 0,
-                          "%V: egress address %V of pool \"%V\" cannot be "
-                          "used, trying the next", &d->queued->id,
-                          &d->egress[d->egress_next].name, &d->egress_pool);
+    d->relay_len = ngx_snprintf(d->relay, sizeof(d->relay), "%V",
+                                &rt->relay)
+                   - d->relay;
+}
 
-            if (d->peer.connection) {
-                ngx_close_connection(d->peer.connection);
-                d->peer.connection = NULL;
-            }
 
-            d->egress_next++;
-            d->addr--;
-            continue;
-        }
+/*
+ * A new connection to the route's current address, from the egress
+ * pool's current source address.  NGX_DECLINED: that did not work, on to
+ * the next; else the connection is under way, or the delivery waits for
+ * its turn or has ended.
+ */
 
-        if (rc == NGX_ERROR || rc == NGX_DECLINED || rc == NGX_BUSY) {
-            if (d->peer.connection) {
-                ngx_close_connection(d->peer.connection);
-                d->peer.connection = NULL;
-            }
+static ngx_int_t
+ngx_relay_delivery_dial(ngx_relay_delivery_t *d)
+{
+    u_char                  text[NGX_SOCKADDR_STRLEN];
+    size_t                  len;
+    ngx_int_t               rc;
+    ngx_msec_t              wait;
+    ngx_pool_t             *pool;
+    ngx_connection_t       *c;
+    ngx_relay_route_ctx_t  *rt;
+    ngx_relay_smtp_conn_t  *sc;
 
-            d->error_len = ngx_sprintf(d->error, "connect to %*s failed",
-                                       d->relay_len, d->relay)
+    rt = &d->route;
+
+    d->host = rt->host;
+    d->port = rt->port;
+
+    len = ngx_sock_ntop(rt->sockaddr, rt->socklen, text, NGX_SOCKADDR_STRLEN,
+                        0);
+    d->relay_len = ngx_snprintf(d->relay, sizeof(d->relay), "%V[%*s]:%d",
+                                &d->host, len, text, (int) d->port)
+                   - d->relay;
+
+    if (d->negress) {
+        if (d->egress_next == d->negress) {
+            d->error_len = ngx_sprintf(d->error, "no source address of "
+                                       "egress pool \"%V\" can be used",
+                                       &d->egress_pool)
                            - d->error;
-            d->error_dsn = "4.4.1";
-            continue;
+            ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED,
+                                       "4.4.0", d->error, d->error_len);
+            ngx_relay_delivery_finish(d);
+            return NGX_DONE;
         }
 
-        break;
+        d->relay_len += ngx_snprintf(d->relay + d->relay_len,
+                                     sizeof(d->relay) - d->relay_len,
+                                     " from %V (pool %V)",
+                                     &d->egress[d->egress_next].name,
+                                     &d->egress_pool)
+                        - (d->relay + d->relay_len);
+    }
+
+    ngx_memzero(&d->peer, sizeof(ngx_peer_connection_t));
+    d->peer.sockaddr = rt->sockaddr;
+    d->peer.socklen = rt->socklen;
+    d->peer.name = &d->host;
+    d->peer.get = ngx_event_get_peer;
+    d->peer.log = d->conf->log;
+    d->peer.log_error = NGX_ERROR_INFO;    /* we log the outcome */
+
+    if (d->negress) {
+        d->peer.local = &d->egress[d->egress_next];
+    }
+
+    /* the destination's connections, counted across the workers */
+
+    if (ngx_relay_shape_connect(d->conf->policy->limits_zone,
+                                &d->shape_key, &d->shape, &wait)
+        == NGX_BUSY)
+    {
+        if (wait > 2000) {
+            ngx_relay_delivery_throttled(d, wait, 0);
+            return NGX_DONE;
+        }
+
+        ngx_add_timer(&d->throttle, wait);
+        return NGX_AGAIN;
+    }
+
+    rc = ngx_event_connect_peer(&d->peer);
+
+    if (rc == NGX_ERROR || rc == NGX_DECLINED || rc == NGX_BUSY) {
+        ngx_relay_shape_disconnect(d->conf->policy->limits_zone,
+                                   &d->shape_key);
+    }
+
+    if (rc == NGX_ERROR && d->negress) {
+
+        /* bind() failed (nginx logged why): the pool's next address */
+
+        ngx_log_error(NGX_LOG_WARN, d->conf->log, 0,
+                      "%V: egress address %V of pool \"%V\" cannot be "
+                      "used, trying the next", &d->queued->id,
+                      &d->egress[d->egress_next].name, &d->egress_pool);
+
+        if (d->peer.connection) {
+            ngx_close_connection(d->peer.connection);
+            d->peer.connection = NULL;
+        }
+
+        d->egress_next++;
+        return NGX_DECLINED;                 /* the same address again */
+    }
+
+    ngx_relay_route_next_addr(rt);
+
+    if (rc == NGX_ERROR || rc == NGX_DECLINED || rc == NGX_BUSY) {
+        if (d->peer.connection) {
+            ngx_close_connection(d->peer.connection);
+            d->peer.connection = NULL;
+        }
+
+        d->error_len = ngx_sprintf(d->error, "connect to %*s failed",
+                                   d->relay_len, d->relay)
+                       - d->error;
+        d->error_dsn = "4.4.1";
+        return NGX_DECLINED;
     }
 
     c = d->peer.connection;
@@ -1490,10 +1268,9 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
 
         sc->hop.data = ngx_pnalloc(pool, NGX_MAXHOSTNAMELEN + 16);
 
-        if (sc->hop.data && d->hop && d->hop <= d->hops.nelts) {
-            sc->hop.len = ngx_relay_delivery_hop_id(d,
-                              (ngx_relay_hop_t *) d->hops.elts + d->hop - 1,
-                              sc->hop.data, NGX_MAXHOSTNAMELEN + 16);
+        if (sc->hop.data) {
+            sc->hop.len = ngx_relay_route_hop_id(rt, sc->hop.data,
+                                                 NGX_MAXHOSTNAMELEN + 16);
         }
     }
 
@@ -1513,13 +1290,13 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
         ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED, "4.3.0",
                                    (u_char *) "out of memory", 13);
         ngx_relay_delivery_finish(d);
-        return;
+        return NGX_DONE;
     }
 
     sc->connection = c;
     sc->conf = d->conf;
     sc->port = d->port;
-    sc->own = (d->hop <= d->own_hops);
+    sc->own = ngx_relay_route_own(rt);
     ngx_memcpy(sc->relay, d->relay, d->relay_len);
     sc->relay_len = d->relay_len;
 
@@ -1551,6 +1328,8 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
     if (rc == NGX_OK) {
         ngx_relay_delivery_write_handler(c->write);
     }
+
+    return NGX_OK;
 }
 
 
@@ -1845,7 +1624,7 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
             return;
         }
 
-        if (d->tls_required && !d->tls) {
+        if (d->route.tls_required && !d->tls) {
             ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required for "
                                            "%V, but the server does not "
                                            "offer STARTTLS", &d->domain);
@@ -1857,7 +1636,7 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
 
     case ngx_relay_dst_starttls:
         if (code != 220) {
-            if (d->tls_required) {
+            if (d->route.tls_required) {
                 ngx_relay_delivery_remember(d);
                 ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required "
                                                "for %V, but STARTTLS was "
@@ -1882,7 +1661,7 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
             return;
         }
 
-        if (d->tls_required) {
+        if (d->route.tls_required) {
             ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required for "
                                            "%V, but the server does not "
                                            "speak ESMTP", &d->domain);
@@ -2201,14 +1980,14 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
     c->write->handler = ngx_relay_delivery_write_handler;
 
     if (!c->ssl->handshaked) {
-        ngx_relay_delivery_host_failed(d, d->tls_required ? "4.7.5" : "4.7.0",
+        ngx_relay_delivery_host_failed(d, d->route.tls_required ? "4.7.5" : "4.7.0",
                                        "TLS handshake failed%s",
-                                       d->tls_required ? " and TLS is "
+                                       d->route.tls_required ? " and TLS is "
                                        "required" : "");
         return;
     }
 
-    if (d->tls_verify && ngx_relay_delivery_verify(d) != NGX_OK) {
+    if (d->route.tls_verify && ngx_relay_delivery_verify(d) != NGX_OK) {
         return;
     }
 
@@ -2225,69 +2004,6 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
     d->state = ngx_relay_dst_ehlo;
     ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
     (void) ngx_relay_delivery_command(d, "EHLO %V", &d->ehlo);
-}
-
-
-/* the fleet's tls, else relay_tls_policy: the longest pattern matching */
-
-static void
-ngx_relay_delivery_tls_policy(ngx_relay_delivery_t *d)
-{
-    size_t                   best;
-    ngx_str_t               *dom, *pat;
-    ngx_uint_t               i, match;
-    ngx_relay_tls_rule_t    *fleet;
-    ngx_relay_tls_policy_t  *tp, *found;
-
-    /* the fleet policy's first */
-
-    fleet = ngx_relay_policy_tls(d->conf->policy, &d->domain);
-
-    if (fleet) {
-        d->tls_required = fleet->required;
-        d->tls_verify = fleet->verify;
-        return;
-    }
-
-    if (d->conf->tls_policies == NULL) {
-        return;
-    }
-
-    dom = &d->domain;
-    tp = d->conf->tls_policies->elts;
-    found = NULL;
-    best = 0;
-
-    for (i = 0; i < d->conf->tls_policies->nelts; i++) {
-        pat = &tp[i].pattern;
-
-        if (pat->len == 1 && pat->data[0] == '*') {
-            match = 1;
-
-        } else if (pat->data[0] == '.') {
-            /* ".example.com": the domain and its subdomains */
-            match = (dom->len + 1 == pat->len
-                     && ngx_strncasecmp(dom->data, pat->data + 1, dom->len)
-                        == 0)
-                    || (dom->len > pat->len
-                        && ngx_strncasecmp(dom->data + dom->len - pat->len,
-                                           pat->data, pat->len) == 0);
-
-        } else {
-            match = (dom->len == pat->len
-                     && ngx_strncasecmp(dom->data, pat->data, dom->len) == 0);
-        }
-
-        if (match && (found == NULL || pat->len > best)) {
-            found = &tp[i];
-            best = pat->len;
-        }
-    }
-
-    if (found) {
-        d->tls_required = found->required;
-        d->tls_verify = found->verify;
-    }
 }
 
 
@@ -2616,16 +2332,12 @@ ngx_relay_delivery_host_failed(ngx_relay_delivery_t *d, const char *dsn,
 
         d->reused = 0;
         d->no_cache = 1;
-        d->tried = 0;
+        ngx_relay_route_skip(&d->route, NULL, 0);
         ngx_relay_delivery_close(d);
 
-        if (d->hop == 0) {
-            ngx_relay_delivery_next_hop(d);     /* taken before DNS */
+        /* this host afresh, or (taken before DNS) the walk from its start */
 
-        } else {
-            ngx_relay_delivery_connect(d);      /* this host, afresh */
-        }
-
+        ngx_relay_delivery_connect(d);
         return;
     }
 
@@ -2826,4 +2538,565 @@ ngx_relay_delivery_finish(ngx_relay_delivery_t *d)
     }
 
     d->handler(d);
+}
+
+
+static ngx_int_t
+ngx_relay_route_init(ngx_relay_route_ctx_t *rt, ngx_relay_policy_t *p,
+    ngx_array_t *tls_policies, ngx_str_t *domain)
+{
+    ngx_relay_hop_t    *h;
+    ngx_relay_route_t  *r;
+
+    rt->smtp_port = p->smtp_port;
+
+    ngx_relay_route_tls_policy(rt, p, tls_policies, domain);
+
+    if (ngx_array_init(&rt->hops, rt->pool, 4, sizeof(ngx_relay_hop_t))
+        != NGX_OK
+        || ngx_array_init(&rt->targets, rt->pool, 4,
+                          sizeof(ngx_relay_target_t))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* the domain's own hops: a route, or its MX hosts */
+
+    r = ngx_relay_policy_next_hops(p, domain);
+
+    if (r) {
+        if (ngx_relay_route_add_hops(rt, r, 1) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        h = ngx_array_push(&rt->hops);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(h, sizeof(ngx_relay_hop_t));
+        h->host = *domain;
+        h->mx = 1;
+    }
+
+    rt->own_hops = rt->hops.nelts;
+
+    /* then the backup MX list (hosts, no MX lookup), the fallback relay */
+
+    r = ngx_relay_policy_backup(p, domain);
+
+    if (r && ngx_relay_route_add_hops(rt, r, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    r = ngx_relay_policy_fallback(p);
+
+    if (r && ngx_relay_route_add_hops(rt, r, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The fleet policy may be swapped while the delivery runs: it keeps
+ * copies of the hops it started with.
+ */
+
+static ngx_int_t
+ngx_relay_route_add_hops(ngx_relay_route_ctx_t *rt, ngx_relay_route_t *r,
+    ngx_uint_t mx)
+{
+    ngx_uint_t        i;
+    ngx_relay_hop_t  *h, *hop;
+
+    hop = r->hops.elts;
+
+    for (i = 0; i < r->hops.nelts; i++) {
+        h = ngx_array_push(&rt->hops);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = hop[i];
+        h->mx = mx ? hop[i].mx : 0;
+
+        h->host.data = ngx_pstrdup(rt->pool, &hop[i].host);
+        if (h->host.data == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* the fleet's tls, else relay_tls_policy: the longest pattern matching */
+
+static void
+ngx_relay_route_tls_policy(ngx_relay_route_ctx_t *rt, ngx_relay_policy_t *p,
+    ngx_array_t *tls_policies, ngx_str_t *domain)
+{
+    size_t                   best;
+    ngx_uint_t               i;
+    ngx_relay_tls_rule_t    *fleet;
+    ngx_relay_tls_policy_t  *tp, *found;
+
+    fleet = ngx_relay_policy_tls(p, domain);
+
+    if (fleet) {
+        rt->tls_required = fleet->required;
+        rt->tls_verify = fleet->verify;
+        return;
+    }
+
+    if (tls_policies == NULL) {
+        return;
+    }
+
+    tp = tls_policies->elts;
+    found = NULL;
+    best = 0;
+
+    for (i = 0; i < tls_policies->nelts; i++) {
+        if (ngx_relay_route_match(&tp[i].pattern, domain)
+            && (found == NULL || tp[i].pattern.len > best))
+        {
+            found = &tp[i];
+            best = tp[i].pattern.len;
+        }
+    }
+
+    if (found) {
+        rt->tls_required = found->required;
+        rt->tls_verify = found->verify;
+    }
+}
+
+
+/* "*", "example.com", or ".example.com": the domain and its subdomains */
+
+static ngx_uint_t
+ngx_relay_route_match(ngx_str_t *pat, ngx_str_t *dom)
+{
+    if (pat->len == 1 && pat->data[0] == '*') {
+        return 1;
+    }
+
+    if (pat->data[0] == '.') {
+        return (dom->len + 1 == pat->len
+                && ngx_strncasecmp(dom->data, pat->data + 1, dom->len) == 0)
+               || (dom->len > pat->len
+                   && ngx_strncasecmp(dom->data + dom->len - pat->len,
+                                      pat->data, pat->len) == 0);
+    }
+
+    return dom->len == pat->len
+           && ngx_strncasecmp(dom->data, pat->data, dom->len) == 0;
+}
+
+
+/*
+ * The address to try now: the current one, or the next of the walk.
+ *
+ *   NGX_OK        rt->host, rt->port, rt->sockaddr (the port set in it)
+ *   NGX_AGAIN     a lookup runs; rt->handler runs when it ends
+ *   NGX_DECLINED  a lookup failed for now (rt->dsn, rt->error, rt->relay);
+ *                 ask again for the rest of the walk
+ *   NGX_ABORT     the domain takes no mail (rt->dsn, rt->error)
+ *   NGX_DONE      no hop is left
+ *   NGX_ERROR     no memory for a lookup
+ */
+
+static ngx_int_t
+ngx_relay_route_next(ngx_relay_route_ctx_t *rt)
+{
+    ngx_int_t  rc;
+
+    if (rt->failed) {
+        rc = rt->failed;
+        rt->failed = 0;
+        return rc;
+    }
+
+    while (rt->addr == rt->naddrs) {
+        rc = ngx_relay_route_next_target(rt);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    rt->sockaddr = (struct sockaddr *) &rt->addrs[rt->addr];
+    rt->socklen = rt->socklens[rt->addr];
+
+    ngx_inet_set_port(rt->sockaddr, rt->port);
+
+    return NGX_OK;
+}
+
+
+/* the current address was used: the next call gives the next one */
+
+static void
+ngx_relay_route_next_addr(ngx_relay_route_ctx_t *rt)
+{
+    rt->addr++;
+}
+
+
+/* done with the current host: its other addresses are not tried */
+
+static void
+ngx_relay_route_next_host(ngx_relay_route_ctx_t *rt)
+{
+    rt->addr = rt->naddrs;
+}
+
+
+/* a cached connection served this host: the walk passes it over */
+
+static void
+ngx_relay_route_skip(ngx_relay_route_ctx_t *rt, ngx_str_t *host,
+    in_port_t port)
+{
+    rt->skip = 0;
+
+    if (host == NULL) {
+        return;
+    }
+
+    rt->skip_host.data = ngx_pstrdup(rt->pool, host);
+
+    if (rt->skip_host.data) {
+        rt->skip_host.len = host->len;
+        rt->skip_port = port;
+        rt->skip = 1;
+    }
+}
+
+
+static ngx_int_t
+ngx_relay_route_next_target(ngx_relay_route_ctx_t *rt)
+{
+    ngx_int_t            rc;
+    ngx_relay_target_t  *t;
+
+    for ( ;; ) {
+
+        /* between targets: no address is current */
+
+        rt->naddrs = 0;
+        rt->addr = 0;
+
+        if (rt->target == rt->targets.nelts) {
+            rc = ngx_relay_route_next_hop(rt);
+
+            if (rc != NGX_OK) {
+                return rc;
+            }
+
+            continue;
+        }
+
+        t = (ngx_relay_target_t *) rt->targets.elts + rt->target++;
+
+        if (rt->skip && t->port == rt->skip_port
+            && t->host.len == rt->skip_host.len
+            && ngx_strncasecmp(t->host.data, rt->skip_host.data, t->host.len)
+               == 0)
+        {
+            continue;
+        }
+
+        rt->host = t->host;
+        rt->port = t->port;
+
+        if (ngx_relay_route_literal(rt, &t->host) == NGX_OK) {
+            return NGX_OK;
+        }
+
+        rt->query = ngx_relay_dns_host(rt->dns, &t->host,
+                                       ngx_relay_route_host_done, rt);
+        if (rt->query) {
+            return NGX_AGAIN;
+        }
+    }
+}
+
+
+/* the next hop into targets (hosts with ports), or an MX lookup for them */
+
+static ngx_int_t
+ngx_relay_route_next_hop(ngx_relay_route_ctx_t *rt)
+{
+    ngx_relay_hop_t     *h;
+    ngx_relay_target_t  *t;
+
+    if (rt->hop == rt->hops.nelts) {
+        return NGX_DONE;
+    }
+
+    h = (ngx_relay_hop_t *) rt->hops.elts + rt->hop++;
+
+    if (h->mx && ngx_relay_route_literal(rt, &h->host) != NGX_OK) {
+        rt->query = ngx_relay_dns_mx(rt->dns, &h->host,
+                                     ngx_relay_route_mx_done, rt);
+
+        return rt->query ? NGX_AGAIN : NGX_ERROR;
+    }
+
+    t = ngx_array_push(&rt->targets);
+    if (t == NULL) {
+        return NGX_DONE;        /* what is open is deferred as it stands */
+    }
+
+    t->host = h->host;
+    t->port = h->port ? h->port : rt->smtp_port;
+
+    return NGX_OK;
+}
+
+
+/* an IP address as host name: no DNS */
+
+static ngx_int_t
+ngx_relay_route_literal(ngx_relay_route_ctx_t *rt, ngx_str_t *host)
+{
+    ngx_addr_t  addr;
+
+    if (ngx_parse_addr(rt->pool, &addr, host->data, host->len) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    ngx_memcpy(&rt->addrs[0], addr.sockaddr, addr.socklen);
+    rt->socklens[0] = addr.socklen;
+    rt->naddrs = 1;
+    rt->addr = 0;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_relay_route_mx_done(ngx_relay_dns_query_t *q)
+{
+    ngx_relay_route_ctx_t  *rt = q->data;
+
+    in_port_t            port;
+    ngx_uint_t           own;
+    ngx_relay_hop_t     *h;
+    ngx_relay_target_t  *t;
+
+    rt->query = NULL;
+
+    h = (ngx_relay_hop_t *) rt->hops.elts + rt->hop - 1;
+    port = h->port ? h->port : rt->smtp_port;
+    own = (rt->hop <= rt->own_hops);
+
+    switch (q->status) {
+
+    case NGX_OK:
+        ngx_relay_route_mx_hosts(rt, q, port);
+        break;
+
+    case NGX_DECLINED:
+        if (q->nxdomain && own) {
+            ngx_relay_route_fail(rt, NGX_ABORT, "5.1.2", "%V: host or "
+                                 "domain name not found", &h->host);
+            break;
+        }
+
+        if (q->null_mx && own) {
+            ngx_relay_route_fail(rt, NGX_ABORT, "5.1.10", "null MX: the "
+                                 "domain accepts no mail (RFC 7505)");
+            break;
+        }
+
+        /* no MX: the host itself (implicit MX, RFC 5321 5.1) */
+
+        t = ngx_array_push(&rt->targets);
+        if (t != NULL) {
+            t->host = h->host;
+            t->port = port;
+        }
+
+        break;
+
+    default: /* NGX_AGAIN */
+        ngx_relay_route_fail(rt, NGX_DECLINED, "4.4.3", "MX lookup of %V: %s",
+                             &h->host, q->error);
+        ngx_str_set(&rt->relay, "none");
+
+        ngx_log_error(NGX_LOG_WARN, rt->log, 0,
+                      "%V: MX lookup of %V failed: %s", rt->id, &h->host,
+                      q->error);
+        break;
+    }
+
+    ngx_relay_dns_done(q);
+
+    rt->handler(rt);
+}
+
+
+/* the MX hosts as targets, by preference; the walk stops at ourselves */
+
+static void
+ngx_relay_route_mx_hosts(ngx_relay_route_ctx_t *rt, ngx_relay_dns_query_t *q,
+    in_port_t port)
+{
+    ngx_uint_t           i;
+    ngx_relay_target_t  *t;
+
+    for (i = 0; i < q->nmx; i++) {
+        t = ngx_array_push(&rt->targets);
+        if (t == NULL) {
+            return;
+        }
+
+        t->host.data = ngx_pstrdup(rt->pool, &q->mx[i].host);
+        t->host.len = q->mx[i].host.len;
+        t->port = port;
+
+        if (t->host.data == NULL) {
+            rt->targets.nelts--;
+            return;
+        }
+
+        /* an MX pointing back at us is a loop (RFC 5321 5.1) */
+
+        if (t->host.len == rt->hostname->len
+            && ngx_strncasecmp(t->host.data, rt->hostname->data, t->host.len)
+               == 0)
+        {
+            rt->targets.nelts--;
+
+            if (rt->targets.nelts == 0 && rt->hop <= rt->own_hops) {
+                ngx_relay_route_fail(rt, NGX_ABORT, "5.4.6", "mail for the "
+                                     "domain loops back to myself");
+            }
+
+            return;
+        }
+    }
+}
+
+
+static void
+ngx_relay_route_host_done(ngx_relay_dns_query_t *q)
+{
+    ngx_relay_route_ctx_t  *rt = q->data;
+
+    ngx_uint_t  i;
+
+    rt->query = NULL;
+
+    if (q->status == NGX_OK) {
+        for (i = 0; i < q->naddrs; i++) {
+            ngx_memcpy(&rt->addrs[i], &q->addrs[i], q->socklens[i]);
+            rt->socklens[i] = q->socklens[i];
+        }
+
+        rt->naddrs = q->naddrs;
+        rt->addr = 0;
+
+    } else {
+        ngx_relay_route_fail(rt, NGX_DECLINED, "4.4.3", "address lookup of "
+                             "%V: %s", &rt->host, q->error);
+        rt->relay = rt->host;
+
+        ngx_log_error(NGX_LOG_WARN, rt->log, 0,
+                      "%V: address lookup of %V failed: %s", rt->id,
+                      &rt->host, q->error);
+    }
+
+    ngx_relay_dns_done(q);
+
+    rt->handler(rt);
+}
+
+
+/* what the next call of ngx_relay_route_next() says, and why */
+
+static void
+ngx_relay_route_fail(ngx_relay_route_ctx_t *rt, ngx_int_t rc,
+    const char *dsn, const char *fmt, ...)
+{
+    u_char   *p;
+    va_list   args;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(rt->text, rt->text + sizeof(rt->text), fmt, args);
+    va_end(args);
+
+    rt->error.data = rt->text;
+    rt->error.len = p - rt->text;
+    rt->dsn = dsn;
+    rt->failed = rc;
+}
+
+
+/* whether the current host came from one of the domain's own hops */
+
+static ngx_uint_t
+ngx_relay_route_own(ngx_relay_route_ctx_t *rt)
+{
+    return rt->hop <= rt->own_hops;
+}
+
+
+/*
+ * Which hop a connection was made for: "[host]:port" or "host:port" (MX),
+ * the route's own words.  A cached connection serves the domain only while
+ * its hop is still one of the domain's: after a route change, connections
+ * to the old next hop are left to idle out.
+ */
+
+static size_t
+ngx_relay_route_hop_id(ngx_relay_route_ctx_t *rt, u_char *buf, size_t len)
+{
+    if (rt->hop == 0 || rt->hop > rt->hops.nelts) {
+        return 0;
+    }
+
+    return ngx_relay_route_hop_text(rt,
+                                    (ngx_relay_hop_t *) rt->hops.elts
+                                    + rt->hop - 1,
+                                    buf, len);
+}
+
+
+static ngx_uint_t
+ngx_relay_route_own_hop(ngx_relay_route_ctx_t *rt, ngx_str_t *id)
+{
+    u_char            buf[NGX_MAXHOSTNAMELEN + 16];
+    size_t            n;
+    ngx_uint_t        i;
+    ngx_relay_hop_t  *h;
+
+    h = rt->hops.elts;
+
+    for (i = 0; i < rt->own_hops; i++) {
+        n = ngx_relay_route_hop_text(rt, &h[i], buf, sizeof(buf));
+
+        if (n == id->len && ngx_strncasecmp(buf, id->data, n) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static size_t
+ngx_relay_route_hop_text(ngx_relay_route_ctx_t *rt, ngx_relay_hop_t *h,
+    u_char *buf, size_t len)
+{
+    return ngx_snprintf(buf, len, h->mx ? "%V:%d" : "[%V]:%d", &h->host,
+                        (int) (h->port ? h->port : rt->smtp_port))
+           - buf;
 }
