@@ -17,6 +17,7 @@
 #include <ngx_relay_spool.h>
 #include <ngx_relay_policy.h>
 #include <ngx_relay_dns.h>
+#include <ngx_relay_route.h>
 
 
 #define NGX_RELAY_DELIVERY_PENDING   0
@@ -43,15 +44,6 @@ typedef struct {
     u_char                       relay[NGX_SOCKADDR_STRLEN + 300];
     size_t                       relay_len;
 } ngx_relay_dest_t;
-
-
-/* relay_tls_policy: "required" and "verify" for a domain pattern */
-
-typedef struct {
-    ngx_str_t                    pattern;      /* "example.com", ".sub", "*" */
-    unsigned                     required:1;
-    unsigned                     verify:1;
-} ngx_relay_tls_policy_t;
 
 
 /* what the delivery engine needs from the worker */
