@@ -78,25 +78,26 @@ typedef enum {
 } ngx_relay_delivery_state_e;
 
 
-/* a destination: its running and waiting deliveries, its idle connections */
+/* a destination in this worker: its deliveries and idle connections */
 
 typedef struct {
-    ngx_queue_t                  queue;        /* in conf->dests */
-    ngx_str_t                    name;
+    ngx_queue_t                  queue;        /* in the worker's list */
+    ngx_str_t                    name;         /* "pool/domain" or domain */
     ngx_uint_t                   active;
     ngx_uint_t                   idle;
-    ngx_queue_t                  waiting;      /* ngx_relay_delivery_t */
+    ngx_queue_t                  conns;        /* idle ngx_relay_smtp_conn_t */
+    ngx_queue_t                  waiting;      /* ngx_relay_destination_ctx_t */
 } ngx_relay_destination_t;
 
 
 /* an SMTP connection, which may outlive its delivery in the idle cache */
 
 typedef struct {
-    ngx_queue_t                  queue;        /* in conf->idle */
+    ngx_queue_t                  queue;        /* in dest->conns */
     ngx_pool_t                  *pool;         /* the connection's */
     ngx_connection_t            *connection;
-    ngx_relay_delivery_conf_t   *conf;
     ngx_relay_destination_t     *dest;
+    ngx_shm_zone_t              *zone;         /* shaping counters */
     ngx_str_t                    host;
     in_port_t                    port;
     ngx_buf_t                   *in;
@@ -113,10 +114,54 @@ typedef struct {
     unsigned                     verified:1;   /* chain and name checked */
     unsigned                     shaped:1;     /* counted as open */
     ngx_str_t                    shape_key;
-    ngx_str_t                    hop;          /* made for: see hop_id() */
+    ngx_str_t                    hop;          /* ngx_relay_route_hop_id() */
     u_char                       relay[NGX_SOCKADDR_STRLEN + 300];
     size_t                       relay_len;
 } ngx_relay_smtp_conn_t;
+
+
+typedef struct ngx_relay_destination_ctx_s  ngx_relay_destination_ctx_t;
+
+typedef void (*ngx_relay_destination_handler_pt)(
+    ngx_relay_destination_ctx_t *ds);
+
+
+/*
+ * One delivery at its destination.  The caller fills the first fields,
+ * the defaults too (nginx.conf's); ngx_relay_destination_init() applies
+ * the policy: the egress pool and the destination's limits.
+ */
+
+struct ngx_relay_destination_ctx_s {
+    ngx_pool_t                       *pool;
+    ngx_log_t                        *log;
+    ngx_relay_destination_handler_pt  handler;      /* its turn came */
+    void                             *data;
+    ngx_flag_t                        reuse;        /* cache connections */
+    ngx_msec_t                        idle_timeout;
+
+    ngx_str_t                         ehlo;         /* the pool's, or ours */
+    ngx_uint_t                        concurrency;  /* deliveries at once */
+    ngx_uint_t                        reuse_limit;  /* messages a conn */
+
+    ngx_str_t                         key;          /* "pool/domain" or
+                                                       the domain */
+    ngx_str_t                         egress_pool;  /* "": none */
+
+    /* private */
+    ngx_str_t                        *id;           /* queue id, for logs */
+    ngx_relay_destination_t          *dest;
+    ngx_addr_t                       *egress;       /* weighted random
+                                                       order */
+    ngx_uint_t                        negress;
+    ngx_uint_t                        egress_next;  /* the address in use */
+    ngx_shm_zone_t                   *zone;
+    ngx_relay_shape_limits_t          shape;
+    ngx_str_t                         backoff_reply;
+    time_t                            backoff;
+    ngx_queue_t                       wait;         /* in dest->waiting */
+    ngx_event_t                       wake;
+};
 
 
 struct ngx_relay_delivery_s {
@@ -134,25 +179,12 @@ struct ngx_relay_delivery_s {
     ngx_str_t                    host;         /* of the connection */
     in_port_t                    port;
 
-    ngx_str_t                    ehlo;         /* the pool's, or ours */
-    ngx_str_t                    egress_pool;  /* "": none */
-    ngx_addr_t                  *egress;       /* weighted random order */
-    ngx_uint_t                   negress;
-    ngx_uint_t                   egress_next;  /* the address in use */
-    ngx_uint_t                   concurrency;  /* of the destination */
-    ngx_uint_t                   reuse_limit;
-    ngx_str_t                    shape_key;    /* "pool/domain" or domain */
-    ngx_relay_shape_limits_t     shape;
-    ngx_str_t                    backoff_reply;
-    time_t                       backoff;
+    ngx_relay_destination_ctx_t  destination;
     ngx_event_t                  throttle;     /* waits for a connection */
 
     ngx_peer_connection_t        peer;
     ngx_connection_t            *connection;
     ngx_relay_smtp_conn_t       *conn;
-    ngx_relay_destination_t     *dest;
-    ngx_queue_t                  wait;         /* in dest->waiting */
-    ngx_event_t                  wake;
     ngx_relay_delivery_state_e   state;
     ngx_buf_t                   *in;
     ngx_buf_t                   *out;
@@ -174,7 +206,6 @@ struct ngx_relay_delivery_s {
     unsigned                     discard:1;      /* no RCPT accepted */
     unsigned                     reused:1;       /* from the cache */
     unsigned                     no_cache:1;
-    unsigned                     waiting:1;
     unsigned                     verified:1;
     unsigned                     answered:1;     /* a host said 2xx hello */
 
@@ -195,21 +226,13 @@ struct ngx_relay_delivery_s {
 };
 
 
+static void ngx_relay_delivery_turn(ngx_relay_destination_ctx_t *ds);
 static void ngx_relay_delivery_begin(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_wake(ngx_event_t *ev);
-static ngx_relay_destination_t *ngx_relay_delivery_destination(
-    ngx_relay_delivery_conf_t *dc, ngx_str_t *domain);
-static void ngx_relay_delivery_destination_free(ngx_relay_delivery_conf_t *dc,
-    ngx_relay_destination_t *dest);
 static ngx_relay_smtp_conn_t *ngx_relay_delivery_cached(
     ngx_relay_delivery_t *d, ngx_str_t *host, in_port_t port);
 static void ngx_relay_delivery_reuse(ngx_relay_delivery_t *d,
     ngx_relay_smtp_conn_t *sc);
 static void ngx_relay_delivery_release(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_idle_handler(ngx_event_t *ev);
-static void ngx_relay_delivery_idle_write_handler(ngx_event_t *ev);
-static void ngx_relay_delivery_conn_close(ngx_relay_smtp_conn_t *sc,
-    ngx_uint_t quit);
 static void ngx_relay_delivery_next_host(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_rset(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_append(ngx_relay_delivery_t *d,
@@ -219,6 +242,7 @@ static void ngx_relay_delivery_route_handler(ngx_relay_route_ctx_t *rt);
 static void ngx_relay_delivery_connect(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_lookup_failed(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_dial(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_close_peer(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_read_handler(ngx_event_t *ev);
 static void ngx_relay_delivery_write_handler(ngx_event_t *ev);
 static ngx_int_t ngx_relay_delivery_send(ngx_relay_delivery_t *d);
@@ -245,12 +269,51 @@ static void ngx_relay_delivery_finish(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_enhanced(u_char *p, size_t len,
     u_char class, u_char *out);
 static ngx_uint_t ngx_relay_delivery_open(ngx_relay_delivery_t *d);
-static ngx_int_t ngx_relay_delivery_shape(ngx_relay_delivery_t *d,
-    ngx_relay_policy_t *p, ngx_str_t *key);
 static void ngx_relay_delivery_throttled(ngx_relay_delivery_t *d,
     ngx_msec_t wait, ngx_uint_t slow);
 static void ngx_relay_delivery_throttle_handler(ngx_event_t *ev);
-static void ngx_relay_delivery_backoff_reply(ngx_relay_delivery_t *d);
+
+static ngx_int_t ngx_relay_destination_init(
+    ngx_relay_destination_ctx_t *ds, ngx_relay_policy_t *p,
+    ngx_relay_queued_t *q, ngx_str_t *domain);
+static ngx_int_t ngx_relay_destination_message(
+    ngx_relay_destination_ctx_t *ds, ngx_msec_t *wait, ngx_uint_t *slow);
+static ngx_int_t ngx_relay_destination_enter(
+    ngx_relay_destination_ctx_t *ds, ngx_queue_t *dests);
+static void ngx_relay_destination_leave(ngx_relay_destination_ctx_t *ds);
+static ngx_int_t ngx_relay_destination_egress(
+    ngx_relay_destination_ctx_t *ds, ngx_addr_t **local);
+static void ngx_relay_destination_egress_failed(
+    ngx_relay_destination_ctx_t *ds);
+static ngx_int_t ngx_relay_destination_connect(
+    ngx_relay_destination_ctx_t *ds, ngx_msec_t *wait);
+static void ngx_relay_destination_disconnect(
+    ngx_relay_destination_ctx_t *ds);
+static void ngx_relay_destination_backoff_reply(
+    ngx_relay_destination_ctx_t *ds, ngx_uint_t code, u_char *text,
+    size_t len);
+static ngx_relay_smtp_conn_t *ngx_relay_destination_conn(
+    ngx_relay_destination_ctx_t *ds, ngx_connection_t *c, ngx_str_t *host,
+    in_port_t port);
+static ngx_relay_smtp_conn_t *ngx_relay_destination_cached(
+    ngx_relay_destination_ctx_t *ds, ngx_relay_route_ctx_t *rt,
+    ngx_str_t *host, in_port_t port);
+static void ngx_relay_destination_release(ngx_relay_destination_ctx_t *ds,
+    ngx_relay_smtp_conn_t *sc);
+static void ngx_relay_destination_close(ngx_relay_smtp_conn_t *sc,
+    ngx_uint_t quit);
+static void ngx_relay_destination_exit(ngx_queue_t *dests);
+static ngx_int_t ngx_relay_destination_pool(ngx_relay_destination_ctx_t *ds,
+    ngx_relay_egress_pool_t *ep, ngx_str_t *domain);
+static void ngx_relay_destination_limits(ngx_relay_destination_ctx_t *ds,
+    ngx_relay_dest_limit_t *dl);
+static ngx_relay_destination_t *ngx_relay_destination_get(ngx_queue_t *dests,
+    ngx_str_t *name, ngx_log_t *log);
+static void ngx_relay_destination_free(ngx_relay_destination_t *dest);
+static void ngx_relay_destination_wake(ngx_event_t *ev);
+static void ngx_relay_destination_take(ngx_relay_smtp_conn_t *sc);
+static void ngx_relay_destination_idle_handler(ngx_event_t *ev);
+static void ngx_relay_destination_idle_write_handler(ngx_event_t *ev);
 
 
 ngx_int_t
@@ -258,13 +321,13 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     ngx_relay_queued_t *q, ngx_str_t *domain, ngx_relay_dest_t *dests,
     ngx_uint_t ndests, ngx_relay_delivery_done_pt handler, void *data)
 {
-    ngx_str_t               key;
-    ngx_uint_t              slow;
-    ngx_msec_t              wait;
-    ngx_pool_t             *pool;
-    ngx_relay_policy_t     *p;
-    ngx_relay_delivery_t   *d;
-    ngx_relay_route_ctx_t  *rt;
+    ngx_uint_t                    slow;
+    ngx_msec_t                    wait;
+    ngx_pool_t                   *pool;
+    ngx_relay_policy_t           *p;
+    ngx_relay_delivery_t         *d;
+    ngx_relay_route_ctx_t        *rt;
+    ngx_relay_destination_ctx_t  *ds;
 
     pool = ngx_create_pool(4096, dc->log);
     if (pool == NULL) {
@@ -312,14 +375,25 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     d->error_len = ngx_sprintf(d->error, "no host tried") - d->error;
     d->error_dsn = "4.4.1";
 
-    if (ngx_relay_delivery_shape(d, p, &key) != NGX_OK) {
+    ds = &d->destination;
+    ds->pool = pool;
+    ds->log = dc->log;
+    ds->handler = ngx_relay_delivery_turn;
+    ds->data = d;
+    ds->reuse = dc->reuse;
+    ds->idle_timeout = dc->idle_timeout;
+
+    /* nginx.conf's, unless the egress pool or the destination limit says */
+
+    ds->ehlo = dc->hostname;
+    ds->concurrency = dc->concurrency;
+    ds->reuse_limit = dc->reuse_limit;
+
+    if (ngx_relay_destination_init(ds, p, q, domain) != NGX_OK) {
         goto failed;
     }
 
-    if (ngx_relay_shape_message(p->limits_zone, &d->shape_key, &d->shape,
-                                &wait, &slow)
-        == NGX_BUSY)
-    {
+    if (ngx_relay_destination_message(ds, &wait, &slow) == NGX_BUSY) {
         ngx_relay_delivery_throttled(d, wait, slow);
         return NGX_OK;
     }
@@ -329,26 +403,17 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     d->throttle.log = dc->log;
     d->throttle.cancelable = 1;
 
-    d->dest = ngx_relay_delivery_destination(dc, &key);
-    if (d->dest == NULL) {
+    switch (ngx_relay_destination_enter(ds, &dc->dests)) {
+
+    case NGX_ERROR:
         goto failed;
+
+    case NGX_AGAIN:
+        return NGX_OK;                 /* ngx_relay_delivery_turn() */
+
+    default:
+        break;
     }
-
-    d->wake.handler = ngx_relay_delivery_wake;
-    d->wake.data = d;
-    d->wake.log = dc->log;
-
-    if (d->dest->active >= d->concurrency) {
-        ngx_log_debug2(NGX_LOG_DEBUG_CORE, dc->log, 0,
-                       "%V: waits: %ui deliveries to the destination",
-                       &q->id, d->dest->active);
-
-        ngx_queue_insert_tail(&d->dest->waiting, &d->wait);
-        d->waiting = 1;
-        return NGX_OK;
-    }
-
-    d->dest->active++;
 
     /* the handler may run before this returns: d is gone then */
 
@@ -360,107 +425,6 @@ failed:
 
     ngx_destroy_pool(pool);
     return NGX_ERROR;
-}
-
-
-/*
- * What the policy says about this delivery besides its hops: the egress
- * pool of the message (its source addresses, in a weighted random order,
- * and its EHLO name) and the destination's limits.  A destination is the
- * recipient domain within a pool: concurrency, reuse and cached
- * connections count per pool and destination.
- */
-
-static ngx_int_t
-ngx_relay_delivery_shape(ngx_relay_delivery_t *d, ngx_relay_policy_t *p,
-    ngx_str_t *key)
-{
-    u_char                    *k;
-    ngx_uint_t                 i, n, order[NGX_RELAY_EGRESS_MAX];
-    ngx_relay_queued_t        *q;
-    ngx_relay_dest_limit_t    *dl;
-    ngx_relay_egress_addr_t   *a;
-    ngx_relay_egress_pool_t   *ep;
-    ngx_relay_delivery_conf_t *dc;
-
-    dc = d->conf;
-    q = d->queued;
-
-    d->ehlo = dc->hostname;
-    *key = d->domain;
-
-    ep = ngx_relay_policy_egress(p, &q->sender, &q->auth, &q->tenant);
-
-    if (ep) {
-        d->egress_pool.data = ngx_pstrdup(d->pool, &ep->name);
-        d->ehlo.data = ngx_pstrdup(d->pool, &ep->ehlo);
-        d->egress = ngx_palloc(d->pool,
-                               ep->addrs.nelts * sizeof(ngx_addr_t));
-        k = ngx_pnalloc(d->pool, ep->name.len + 1 + d->domain.len);
-
-        if (d->egress_pool.data == NULL || d->ehlo.data == NULL
-            || d->egress == NULL || k == NULL)
-        {
-            return NGX_ERROR;
-        }
-
-        d->egress_pool.len = ep->name.len;
-        d->ehlo.len = ep->ehlo.len;
-
-        n = ngx_relay_egress_order(ep, order);
-        a = ep->addrs.elts;
-
-        for (i = 0; i < n; i++) {
-            d->egress[i].socklen = a[order[i]].addr.socklen;
-            d->egress[i].sockaddr = ngx_palloc(d->pool,
-                                               a[order[i]].addr.socklen);
-            d->egress[i].name.data = ngx_pstrdup(d->pool,
-                                                 &a[order[i]].addr.name);
-            d->egress[i].name.len = a[order[i]].addr.name.len;
-
-            if (d->egress[i].sockaddr == NULL
-                || d->egress[i].name.data == NULL)
-            {
-                return NGX_ERROR;
-            }
-
-            ngx_memcpy(d->egress[i].sockaddr, a[order[i]].addr.sockaddr,
-                       a[order[i]].addr.socklen);
-        }
-
-        d->negress = n;
-
-        key->data = k;
-        key->len = ngx_sprintf(k, "%V/%V", &ep->name, &d->domain) - k;
-    }
-
-    dl = ngx_relay_policy_dest_limit(p, &d->domain);
-
-    d->concurrency = (dl && dl->connections) ? dl->connections
-                                             : dc->concurrency;
-    d->reuse_limit = (dl && dl->messages_per_connection)
-                     ? dl->messages_per_connection : dc->reuse_limit;
-
-    d->shape_key = *key;
-
-    if (dl) {
-        d->shape.connections = dl->connections;
-        d->shape.connections_per_minute = dl->connections_per_minute;
-        d->shape.messages_per_minute = dl->messages_per_minute;
-        d->shape.messages_per_hour = dl->messages_per_hour;
-        d->backoff = dl->backoff;
-
-        if (dl->backoff_reply.len) {
-            d->backoff_reply.data = ngx_pstrdup(d->pool, &dl->backoff_reply);
-            if (d->backoff_reply.data == NULL) {
-                return NGX_ERROR;
-            }
-
-            d->backoff_reply.len = dl->backoff_reply.len;
-        }
-    }
-
-    return NGX_OK;
 }
 
 
@@ -477,7 +441,7 @@ ngx_relay_delivery_throttled(ngx_relay_delivery_t *d, ngx_msec_t wait,
     ngx_relay_dest_t  *dst;
 
     d->error_len = ngx_sprintf(d->error, "throttled: %V %s, retry in %M ms",
-                               &d->shape_key,
+                               &d->destination.key,
                                slow ? "is in slow mode after a backoff reply"
                                     : "reached its messages per minute or hour",
                                wait)
@@ -501,29 +465,6 @@ static void
 ngx_relay_delivery_throttle_handler(ngx_event_t *ev)
 {
     ngx_relay_delivery_connect(ev->data);
-}
-
-
-/* a reply that asks for mercy: the destination goes slow for a while */
-
-static void
-ngx_relay_delivery_backoff_reply(ngx_relay_delivery_t *d)
-{
-    if (d->rp.text_len < d->backoff_reply.len
-        || ngx_strlcasestrn(d->rp.text, d->rp.text + d->rp.text_len,
-                            d->backoff_reply.data, d->backoff_reply.len - 1)
-           == NULL)
-    {
-        return;
-    }
-
-    ngx_relay_shape_slow_down(d->conf->policy->limits_zone, &d->shape_key,
-                              d->backoff);
-
-    ngx_log_error(NGX_LOG_NOTICE, d->conf->log, 0,
-                  "%V: destination %V in slow mode for %T s after "
-                  "\"%d %*s\"", &d->queued->id, &d->shape_key, d->backoff,
-                  (int) d->rp.code, d->rp.text_len, d->rp.text);
 }
 
 
@@ -576,25 +517,16 @@ ngx_relay_delivery_free(ngx_relay_delivery_t *d)
 void
 ngx_relay_delivery_exit(ngx_relay_delivery_conf_t *dc)
 {
-    ngx_queue_t            *q;
-    ngx_relay_smtp_conn_t  *sc;
-
-    while (!ngx_queue_empty(&dc->idle)) {
-        q = ngx_queue_head(&dc->idle);
-        sc = ngx_queue_data(q, ngx_relay_smtp_conn_t, queue);
-
-        ngx_queue_remove(q);
-        sc->dest->idle--;
-        ngx_relay_delivery_destination_free(dc, sc->dest);
-        ngx_relay_delivery_conn_close(sc, 1);
-    }
+    ngx_relay_destination_exit(&dc->dests);
 }
 
 
+/* the delivery's turn came at its destination */
+
 static void
-ngx_relay_delivery_wake(ngx_event_t *ev)
+ngx_relay_delivery_turn(ngx_relay_destination_ctx_t *ds)
 {
-    ngx_relay_delivery_begin(ev->data);
+    ngx_relay_delivery_begin(ds->data);
 }
 
 
@@ -620,103 +552,16 @@ ngx_relay_delivery_begin(ngx_relay_delivery_t *d)
 }
 
 
-static ngx_relay_destination_t *
-ngx_relay_delivery_destination(ngx_relay_delivery_conf_t *dc,
-    ngx_str_t *domain)
-{
-    ngx_queue_t              *q;
-    ngx_relay_destination_t  *dest;
-
-    for (q = ngx_queue_head(&dc->dests);
-         q != ngx_queue_sentinel(&dc->dests);
-         q = ngx_queue_next(q))
-    {
-        dest = ngx_queue_data(q, ngx_relay_destination_t, queue);
-
-        if (dest->name.len == domain->len
-            && ngx_strncasecmp(dest->name.data, domain->data, domain->len)
-               == 0)
-        {
-            return dest;
-        }
-    }
-
-    dest = ngx_alloc(sizeof(ngx_relay_destination_t) + domain->len, dc->log);
-    if (dest == NULL) {
-        return NULL;
-    }
-
-    dest->name.data = (u_char *) (dest + 1);
-    dest->name.len = domain->len;
-    ngx_memcpy(dest->name.data, domain->data, domain->len);
-    dest->active = 0;
-    dest->idle = 0;
-    ngx_queue_init(&dest->waiting);
-
-    ngx_queue_insert_tail(&dc->dests, &dest->queue);
-
-    return dest;
-}
-
-
-static void
-ngx_relay_delivery_destination_free(ngx_relay_delivery_conf_t *dc,
-    ngx_relay_destination_t *dest)
-{
-    if (dest->active == 0 && dest->idle == 0
-        && ngx_queue_empty(&dest->waiting))
-    {
-        ngx_queue_remove(&dest->queue);
-        ngx_free(dest);
-    }
-}
-
-
-/*
- * An idle connection of the delivery's destination: to the given host and
- * port, or (host NULL) to any of the domain's own hosts.
- */
-
 static ngx_relay_smtp_conn_t *
 ngx_relay_delivery_cached(ngx_relay_delivery_t *d, ngx_str_t *host,
     in_port_t port)
 {
-    ngx_queue_t            *q;
-    ngx_relay_smtp_conn_t  *sc;
-
-    if (!d->conf->reuse || d->no_cache) {
+    if (d->no_cache) {
         return NULL;
     }
 
-    for (q = ngx_queue_head(&d->conf->idle);
-         q != ngx_queue_sentinel(&d->conf->idle);
-         q = ngx_queue_next(q))
-    {
-        sc = ngx_queue_data(q, ngx_relay_smtp_conn_t, queue);
-
-        if (sc->dest != d->dest
-            || (d->route.tls_required && !sc->tls)
-            || (d->route.tls_verify && !sc->verified))
-        {
-            continue;
-        }
-
-        if (host == NULL) {
-            if (sc->own && ngx_relay_route_own_hop(&d->route, &sc->hop)) {
-                return sc;
-            }
-
-            continue;
-        }
-
-        if (sc->port == port && sc->host.len == host->len
-            && ngx_strncasecmp(sc->host.data, host->data, host->len) == 0)
-        {
-            return sc;
-        }
-    }
-
-    return NULL;
+    return ngx_relay_destination_cached(&d->destination, &d->route, host,
+                                        port);
 }
 
 
@@ -725,18 +570,7 @@ ngx_relay_delivery_reuse(ngx_relay_delivery_t *d, ngx_relay_smtp_conn_t *sc)
 {
     ngx_connection_t  *c;
 
-    ngx_queue_remove(&sc->queue);
-    sc->dest->idle--;
-
     c = sc->connection;
-    c->idle = 0;
-    ngx_reusable_connection(c, 0);
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    c->read->cancelable = 0;
     c->data = d;
     c->read->handler = ngx_relay_delivery_read_handler;
     c->write->handler = ngx_relay_delivery_write_handler;
@@ -776,16 +610,14 @@ ngx_relay_delivery_reuse(ngx_relay_delivery_t *d, ngx_relay_smtp_conn_t *sc)
 
 
 /*
- * This delivery has nothing more for the connection's host: the
- * connection goes to the idle cache, or says QUIT and closes.
+ * This delivery has nothing more for the connection's host: what the
+ * server offered goes with the connection, to the idle cache or to QUIT.
  */
 
 static void
 ngx_relay_delivery_release(ngx_relay_delivery_t *d)
 {
-    ngx_connection_t           *c;
-    ngx_relay_smtp_conn_t      *sc;
-    ngx_relay_delivery_conf_t  *dc;
+    ngx_relay_smtp_conn_t  *sc;
 
     sc = d->conn;
 
@@ -793,23 +625,10 @@ ngx_relay_delivery_release(ngx_relay_delivery_t *d)
         return;
     }
 
-    c = d->connection;
-    dc = d->conf;
-
     d->conn = NULL;
     d->connection = NULL;
     d->peer.connection = NULL;
 
-    if (!dc->reuse || ngx_exiting || ngx_terminate
-        || sc->messages >= d->reuse_limit
-        || d->in->pos != d->in->last || d->out->pos != d->out->last
-        || d->dest->idle + d->dest->active > d->concurrency)
-    {
-        ngx_relay_delivery_conn_close(sc, 1);
-        return;
-    }
-
-    sc->dest = d->dest;
     sc->size_limit = d->size_limit;
     sc->esmtp = d->esmtp;
     sc->smtputf8 = d->smtputf8;
@@ -819,109 +638,7 @@ ngx_relay_delivery_release(ngx_relay_delivery_t *d)
     sc->pipelining = d->pipelining;
     sc->verified = d->verified;
 
-    sc->dest->idle++;
-    ngx_queue_insert_head(&dc->idle, &sc->queue);
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    c->data = sc;
-    c->read->handler = ngx_relay_delivery_idle_handler;
-    c->write->handler = ngx_relay_delivery_idle_write_handler;
-
-    c->idle = 1;
-    ngx_reusable_connection(c, 1);
-
-    c->read->cancelable = 1;
-    ngx_add_timer(c->read, dc->idle_timeout);
-
-    if (c->read->ready) {
-        ngx_post_event(c->read, &ngx_posted_events);
-    }
-}
-
-
-/*
- * An idle connection: the idle timeout, a graceful shutdown or a shortage
- * of connections (c->close), or the server closed or said something.
- */
-
-static void
-ngx_relay_delivery_idle_handler(ngx_event_t *ev)
-{
-    u_char                  buf[1];
-    ssize_t                 n;
-    ngx_uint_t              quit;
-    ngx_connection_t       *c;
-    ngx_relay_smtp_conn_t  *sc;
-
-    c = ev->data;
-    sc = c->data;
-
-    quit = 1;
-
-    if (!c->close && !ev->timedout) {
-        n = c->recv(c, buf, 1);
-
-        if (n == NGX_AGAIN) {
-            if (ngx_handle_read_event(ev, 0) == NGX_OK) {
-                return;
-            }
-        }
-
-        quit = 0;            /* closed, or said something: a 421, say */
-    }
-
-    ngx_log_debug3(NGX_LOG_DEBUG_CORE, c->log, 0,
-                   "relay=%*s: idle connection closes (%s)",
-                   sc->relay_len, sc->relay,
-                   ev->timedout ? "timeout" : quit ? "worker" : "server");
-
-    ngx_queue_remove(&sc->queue);
-    sc->dest->idle--;
-    ngx_relay_delivery_destination_free(sc->conf, sc->dest);
-    ngx_relay_delivery_conn_close(sc, quit);
-}
-
-
-static void
-ngx_relay_delivery_idle_write_handler(ngx_event_t *ev)
-{
-    return;
-}
-
-
-static void
-ngx_relay_delivery_conn_close(ngx_relay_smtp_conn_t *sc, ngx_uint_t quit)
-{
-    ngx_connection_t  *c;
-
-    c = sc->connection;
-
-    if (quit && !c->error) {
-        (void) c->send(c, (u_char *) "QUIT" CRLF, 6);
-    }
-
-    if (sc->shaped) {
-        ngx_relay_shape_disconnect(sc->conf->policy->limits_zone,
-                                   &sc->shape_key);
-    }
-
-    /* the pool is the connection's, but destroyed here, after it */
-    c->pool = NULL;
-
-    if (c->ssl) {
-        c->ssl->no_wait_shutdown = 1;
-        (void) ngx_ssl_shutdown(c);
-    }
-
-    ngx_close_connection(c);
-    ngx_destroy_pool(sc->pool);
+    ngx_relay_destination_release(&d->destination, sc);
 }
 
 
@@ -1046,16 +763,18 @@ ngx_relay_delivery_lookup_failed(ngx_relay_delivery_t *d)
 static ngx_int_t
 ngx_relay_delivery_dial(ngx_relay_delivery_t *d)
 {
-    u_char                  text[NGX_SOCKADDR_STRLEN];
-    size_t                  len;
-    ngx_int_t               rc;
-    ngx_msec_t              wait;
-    ngx_pool_t             *pool;
-    ngx_connection_t       *c;
-    ngx_relay_route_ctx_t  *rt;
-    ngx_relay_smtp_conn_t  *sc;
+    u_char                        text[NGX_SOCKADDR_STRLEN];
+    size_t                        len;
+    ngx_int_t                     rc;
+    ngx_msec_t                    wait;
+    ngx_addr_t                   *local;
+    ngx_connection_t             *c;
+    ngx_relay_route_ctx_t        *rt;
+    ngx_relay_smtp_conn_t        *sc;
+    ngx_relay_destination_ctx_t  *ds;
 
     rt = &d->route;
+    ds = &d->destination;
 
     d->host = rt->host;
     d->port = rt->port;
@@ -1066,23 +785,22 @@ ngx_relay_delivery_dial(ngx_relay_delivery_t *d)
                                 &d->host, len, text, (int) d->port)
                    - d->relay;
 
-    if (d->negress) {
-        if (d->egress_next == d->negress) {
-            d->error_len = ngx_sprintf(d->error, "no source address of "
-                                       "egress pool \"%V\" can be used",
-                                       &d->egress_pool)
-                           - d->error;
-            ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED,
-                                       "4.4.0", d->error, d->error_len);
-            ngx_relay_delivery_finish(d);
-            return NGX_DONE;
-        }
+    if (ngx_relay_destination_egress(ds, &local) != NGX_OK) {
+        d->error_len = ngx_sprintf(d->error, "no source address of "
+                                   "egress pool \"%V\" can be used",
+                                   &ds->egress_pool)
+                       - d->error;
+        ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED, "4.4.0",
+                                   d->error, d->error_len);
+        ngx_relay_delivery_finish(d);
+        return NGX_DONE;
+    }
 
+    if (local) {
         d->relay_len += ngx_snprintf(d->relay + d->relay_len,
                                      sizeof(d->relay) - d->relay_len,
-                                     " from %V (pool %V)",
-                                     &d->egress[d->egress_next].name,
-                                     &d->egress_pool)
+                                     " from %V (pool %V)", &local->name,
+                                     &ds->egress_pool)
                         - (d->relay + d->relay_len);
     }
 
@@ -1093,17 +811,9 @@ ngx_relay_delivery_dial(ngx_relay_delivery_t *d)
     d->peer.get = ngx_event_get_peer;
     d->peer.log = d->conf->log;
     d->peer.log_error = NGX_ERROR_INFO;    /* we log the outcome */
+    d->peer.local = local;
 
-    if (d->negress) {
-        d->peer.local = &d->egress[d->egress_next];
-    }
-
-    /* the destination's connections, counted across the workers */
-
-    if (ngx_relay_shape_connect(d->conf->policy->limits_zone,
-                                &d->shape_key, &d->shape, &wait)
-        == NGX_BUSY)
-    {
+    if (ngx_relay_destination_connect(ds, &wait) == NGX_BUSY) {
         if (wait > 2000) {
             ngx_relay_delivery_throttled(d, wait, 0);
             return NGX_DONE;
@@ -1116,35 +826,16 @@ ngx_relay_delivery_dial(ngx_relay_delivery_t *d)
     rc = ngx_event_connect_peer(&d->peer);
 
     if (rc == NGX_ERROR || rc == NGX_DECLINED || rc == NGX_BUSY) {
-        ngx_relay_shape_disconnect(d->conf->policy->limits_zone,
-                                   &d->shape_key);
-    }
+        ngx_relay_destination_disconnect(ds);
 
-    if (rc == NGX_ERROR && d->negress) {
-
-        /* bind() failed (nginx logged why): the pool's next address */
-
-        ngx_log_error(NGX_LOG_WARN, d->conf->log, 0,
-                      "%V: egress address %V of pool \"%V\" cannot be "
-                      "used, trying the next", &d->queued->id,
-                      &d->egress[d->egress_next].name, &d->egress_pool);
-
-        if (d->peer.connection) {
-            ngx_close_connection(d->peer.connection);
-            d->peer.connection = NULL;
+        if (rc == NGX_ERROR && local) {
+            ngx_relay_destination_egress_failed(ds);
+            ngx_relay_delivery_close_peer(d);
+            return NGX_DECLINED;             /* the same address again */
         }
 
-        d->egress_next++;
-        return NGX_DECLINED;                 /* the same address again */
-    }
-
-    ngx_relay_route_next_addr(rt);
-
-    if (rc == NGX_ERROR || rc == NGX_DECLINED || rc == NGX_BUSY) {
-        if (d->peer.connection) {
-            ngx_close_connection(d->peer.connection);
-            d->peer.connection = NULL;
-        }
+        ngx_relay_route_next_addr(rt);
+        ngx_relay_delivery_close_peer(d);
 
         d->error_len = ngx_sprintf(d->error, "connect to %*s failed",
                                    d->relay_len, d->relay)
@@ -1153,54 +844,39 @@ ngx_relay_delivery_dial(ngx_relay_delivery_t *d)
         return NGX_DECLINED;
     }
 
+    ngx_relay_route_next_addr(rt);
+
     c = d->peer.connection;
 
-    /* the connection's own pool: it may outlive this delivery */
-
-    pool = ngx_create_pool(1024, d->conf->log);
-    sc = pool ? ngx_pcalloc(pool, sizeof(ngx_relay_smtp_conn_t)) : NULL;
+    sc = ngx_relay_destination_conn(ds, c, &d->host, d->port);
 
     if (sc) {
-        sc->pool = pool;
-        sc->in = ngx_create_temp_buf(pool, 4096);
-        sc->out = ngx_create_temp_buf(pool,
+        sc->in = ngx_create_temp_buf(sc->pool, 4096);
+        sc->out = ngx_create_temp_buf(sc->pool,
                                       2 * NGX_RELAY_DELIVERY_CHUNK + 16);
-        sc->host.data = ngx_pstrdup(pool, &d->host);
-        sc->host.len = d->host.len;
-        sc->shape_key.data = ngx_pstrdup(pool, &d->shape_key);
-        sc->shape_key.len = d->shape_key.len;
-        sc->shaped = 1;
-
-        sc->hop.data = ngx_pnalloc(pool, NGX_MAXHOSTNAMELEN + 16);
-
-        if (sc->hop.data) {
-            sc->hop.len = ngx_relay_route_hop_id(rt, sc->hop.data,
-                                                 NGX_MAXHOSTNAMELEN + 16);
-        }
+        sc->hop.data = ngx_pnalloc(sc->pool, NGX_MAXHOSTNAMELEN + 16);
     }
 
     if (sc == NULL || sc->in == NULL || sc->out == NULL
-        || sc->host.data == NULL || sc->shape_key.data == NULL
         || sc->hop.data == NULL)
     {
-        ngx_relay_shape_disconnect(d->conf->policy->limits_zone,
-                                   &d->shape_key);
+        if (sc) {
+            ngx_relay_destination_close(sc, 0);
+            d->peer.connection = NULL;
 
-        if (pool) {
-            ngx_destroy_pool(pool);
+        } else {
+            ngx_relay_destination_disconnect(ds);
+            ngx_relay_delivery_close_peer(d);
         }
 
-        ngx_close_connection(c);
-        d->peer.connection = NULL;
         ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED, "4.3.0",
                                    (u_char *) "out of memory", 13);
         ngx_relay_delivery_finish(d);
         return NGX_DONE;
     }
 
-    sc->connection = c;
-    sc->conf = d->conf;
-    sc->port = d->port;
+    sc->hop.len = ngx_relay_route_hop_id(rt, sc->hop.data,
+                                         NGX_MAXHOSTNAMELEN + 16);
     sc->own = ngx_relay_route_own(rt);
     ngx_memcpy(sc->relay, d->relay, d->relay_len);
     sc->relay_len = d->relay_len;
@@ -1211,7 +887,7 @@ ngx_relay_delivery_dial(ngx_relay_delivery_t *d)
     d->out = sc->out;
 
     c->data = d;
-    c->pool = pool;
+    c->pool = sc->pool;
     c->read->handler = ngx_relay_delivery_read_handler;
     c->write->handler = ngx_relay_delivery_write_handler;
 
@@ -1235,6 +911,18 @@ ngx_relay_delivery_dial(ngx_relay_delivery_t *d)
     }
 
     return NGX_OK;
+}
+
+
+/* a connection that did not get far: no QUIT, nothing cached */
+
+static void
+ngx_relay_delivery_close_peer(ngx_relay_delivery_t *d)
+{
+    if (d->peer.connection) {
+        ngx_close_connection(d->peer.connection);
+        d->peer.connection = NULL;
+    }
 }
 
 
@@ -1491,8 +1179,9 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
 
     code = d->rp.code;
 
-    if (code >= 400 && d->backoff_reply.len) {
-        ngx_relay_delivery_backoff_reply(d);
+    if (code >= 400) {
+        ngx_relay_destination_backoff_reply(&d->destination, code,
+                                            d->rp.text, d->rp.text_len);
     }
 
     switch (d->state) {
@@ -1509,13 +1198,15 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
 
         d->answered = 1;
         d->state = ngx_relay_dst_ehlo;
-        (void) ngx_relay_delivery_command(d, "EHLO %V", &d->ehlo);
+        (void) ngx_relay_delivery_command(d, "EHLO %V",
+                                          &d->destination.ehlo);
         return;
 
     case ngx_relay_dst_ehlo:
         if (code / 100 != 2) {
             d->state = ngx_relay_dst_helo;
-            (void) ngx_relay_delivery_command(d, "HELO %V", &d->ehlo);
+            (void) ngx_relay_delivery_command(d, "HELO %V",
+                                              &d->destination.ehlo);
             return;
         }
 
@@ -1885,7 +1576,8 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
     c->write->handler = ngx_relay_delivery_write_handler;
 
     if (!c->ssl->handshaked) {
-        ngx_relay_delivery_host_failed(d, d->route.tls_required ? "4.7.5" : "4.7.0",
+        ngx_relay_delivery_host_failed(d, d->route.tls_required ? "4.7.5"
+                                                                : "4.7.0",
                                        "TLS handshake failed%s",
                                        d->route.tls_required ? " and TLS is "
                                        "required" : "");
@@ -1908,7 +1600,8 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
     d->pipelining = 0;
     d->state = ngx_relay_dst_ehlo;
     ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
-    (void) ngx_relay_delivery_command(d, "EHLO %V", &d->ehlo);
+    (void) ngx_relay_delivery_command(d, "EHLO %V",
+                                      &d->destination.ehlo);
 }
 
 
@@ -2275,7 +1968,7 @@ ngx_relay_delivery_close(ngx_relay_delivery_t *d)
         return;
     }
 
-    ngx_relay_delivery_conn_close(d->conn, 0);
+    ngx_relay_destination_close(d->conn, 0);
 
     d->conn = NULL;
     d->connection = NULL;
@@ -2392,11 +2085,8 @@ ngx_relay_delivery_open(ngx_relay_delivery_t *d)
 static void
 ngx_relay_delivery_finish(ngx_relay_delivery_t *d)
 {
-    ngx_uint_t                i;
-    ngx_queue_t              *q;
-    ngx_relay_dest_t         *dst;
-    ngx_relay_delivery_t     *w;
-    ngx_relay_destination_t  *dest;
+    ngx_uint_t         i;
+    ngx_relay_dest_t  *dst;
 
     ngx_relay_delivery_close(d);
 
@@ -2422,25 +2112,629 @@ ngx_relay_delivery_finish(ngx_relay_delivery_t *d)
 
     /* the next waiting delivery of the destination may start */
 
-    dest = d->dest;
-    d->dest = NULL;
-
-    if (dest) {
-        dest->active--;
-
-        if (!ngx_queue_empty(&dest->waiting)) {
-            q = ngx_queue_head(&dest->waiting);
-            ngx_queue_remove(q);
-
-            w = ngx_queue_data(q, ngx_relay_delivery_t, wait);
-            w->waiting = 0;
-            dest->active++;
-
-            ngx_post_event(&w->wake, &ngx_posted_events);
-        }
-
-        ngx_relay_delivery_destination_free(d->conf, dest);
-    }
+    ngx_relay_destination_leave(&d->destination);
 
     d->handler(d);
+}
+
+
+/*
+ * What the policy says about a delivery besides its hops: the egress pool
+ * of the message and the destination's limits.  Concurrency, reuse and
+ * cached connections count per pool and domain.
+ */
+
+static ngx_int_t
+ngx_relay_destination_init(ngx_relay_destination_ctx_t *ds,
+    ngx_relay_policy_t *p, ngx_relay_queued_t *q, ngx_str_t *domain)
+{
+    ngx_relay_dest_limit_t   *dl;
+    ngx_relay_egress_pool_t  *ep;
+
+    ds->id = &q->id;
+    ds->zone = p->limits_zone;
+    ds->key = *domain;
+
+    ep = ngx_relay_policy_egress(p, &q->sender, &q->auth, &q->tenant);
+
+    if (ep && ngx_relay_destination_pool(ds, ep, domain) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    dl = ngx_relay_policy_dest_limit(p, domain);
+
+    if (dl == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_relay_destination_limits(ds, dl);
+
+    if (dl->backoff_reply.len) {
+        ds->backoff_reply.data = ngx_pstrdup(ds->pool, &dl->backoff_reply);
+        if (ds->backoff_reply.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ds->backoff_reply.len = dl->backoff_reply.len;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the pool's source addresses, in a weighted random order, and its name */
+
+static ngx_int_t
+ngx_relay_destination_pool(ngx_relay_destination_ctx_t *ds,
+    ngx_relay_egress_pool_t *ep, ngx_str_t *domain)
+{
+    u_char                   *k;
+    ngx_uint_t                i, n, order[NGX_RELAY_EGRESS_MAX];
+    ngx_relay_egress_addr_t  *a;
+
+    ds->egress_pool.data = ngx_pstrdup(ds->pool, &ep->name);
+    ds->ehlo.data = ngx_pstrdup(ds->pool, &ep->ehlo);
+    ds->egress = ngx_palloc(ds->pool, ep->addrs.nelts * sizeof(ngx_addr_t));
+    k = ngx_pnalloc(ds->pool, ep->name.len + 1 + domain->len);
+
+    if (ds->egress_pool.data == NULL || ds->ehlo.data == NULL
+        || ds->egress == NULL || k == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    ds->egress_pool.len = ep->name.len;
+    ds->ehlo.len = ep->ehlo.len;
+
+    n = ngx_relay_egress_order(ep, order);
+    a = ep->addrs.elts;
+
+    for (i = 0; i < n; i++) {
+        ds->egress[i].socklen = a[order[i]].addr.socklen;
+        ds->egress[i].sockaddr = ngx_palloc(ds->pool,
+                                            a[order[i]].addr.socklen);
+        ds->egress[i].name.data = ngx_pstrdup(ds->pool,
+                                              &a[order[i]].addr.name);
+        ds->egress[i].name.len = a[order[i]].addr.name.len;
+
+        if (ds->egress[i].sockaddr == NULL
+            || ds->egress[i].name.data == NULL)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(ds->egress[i].sockaddr, a[order[i]].addr.sockaddr,
+                   a[order[i]].addr.socklen);
+    }
+
+    ds->negress = n;
+
+    ds->key.data = k;
+    ds->key.len = ngx_sprintf(k, "%V/%V", &ep->name, domain) - k;
+
+    return NGX_OK;
+}
+
+
+/* relay_destination_limit: what it leaves at 0 stays nginx.conf's */
+
+static void
+ngx_relay_destination_limits(ngx_relay_destination_ctx_t *ds,
+    ngx_relay_dest_limit_t *dl)
+{
+    if (dl->connections) {
+        ds->concurrency = dl->connections;
+    }
+
+    if (dl->messages_per_connection) {
+        ds->reuse_limit = dl->messages_per_connection;
+    }
+
+    ds->shape.connections = dl->connections;
+    ds->shape.connections_per_minute = dl->connections_per_minute;
+    ds->shape.messages_per_minute = dl->messages_per_minute;
+    ds->shape.messages_per_hour = dl->messages_per_hour;
+    ds->backoff = dl->backoff;
+}
+
+
+/*
+ * The destination's message rate, across the workers.  NGX_BUSY: not
+ * before *wait milliseconds; *slow: it is in slow mode.
+ */
+
+static ngx_int_t
+ngx_relay_destination_message(ngx_relay_destination_ctx_t *ds,
+    ngx_msec_t *wait, ngx_uint_t *slow)
+{
+    return ngx_relay_shape_message(ds->zone, &ds->key, &ds->shape, wait,
+                                   slow);
+}
+
+
+/*
+ * A delivery's turn at its destination.  NGX_OK: it may run now;
+ * NGX_AGAIN: it waits, and ds->handler runs when its turn comes.
+ */
+
+static ngx_int_t
+ngx_relay_destination_enter(ngx_relay_destination_ctx_t *ds,
+    ngx_queue_t *dests)
+{
+    ds->dest = ngx_relay_destination_get(dests, &ds->key, ds->log);
+    if (ds->dest == NULL) {
+        return NGX_ERROR;
+    }
+
+    ds->wake.handler = ngx_relay_destination_wake;
+    ds->wake.data = ds;
+    ds->wake.log = ds->log;
+
+    if (ds->dest->active >= ds->concurrency) {
+        ngx_log_debug2(NGX_LOG_DEBUG_CORE, ds->log, 0,
+                       "%V: waits: %ui deliveries to the destination",
+                       ds->id, ds->dest->active);
+
+        ngx_queue_insert_tail(&ds->dest->waiting, &ds->wait);
+        return NGX_AGAIN;
+    }
+
+    ds->dest->active++;
+
+    return NGX_OK;
+}
+
+
+/* the delivery ended: the next waiting one of the destination may start */
+
+static void
+ngx_relay_destination_leave(ngx_relay_destination_ctx_t *ds)
+{
+    ngx_queue_t                  *q;
+    ngx_relay_destination_t      *dest;
+    ngx_relay_destination_ctx_t  *w;
+
+    dest = ds->dest;
+
+    if (dest == NULL) {
+        return;
+    }
+
+    ds->dest = NULL;
+    dest->active--;
+
+    if (!ngx_queue_empty(&dest->waiting)) {
+        q = ngx_queue_head(&dest->waiting);
+        ngx_queue_remove(q);
+
+        w = ngx_queue_data(q, ngx_relay_destination_ctx_t, wait);
+        dest->active++;
+
+        ngx_post_event(&w->wake, &ngx_posted_events);
+    }
+
+    ngx_relay_destination_free(dest);
+}
+
+
+static void
+ngx_relay_destination_wake(ngx_event_t *ev)
+{
+    ngx_relay_destination_ctx_t  *ds = ev->data;
+
+    ds->handler(ds);
+}
+
+
+static ngx_relay_destination_t *
+ngx_relay_destination_get(ngx_queue_t *dests, ngx_str_t *name,
+    ngx_log_t *log)
+{
+    ngx_queue_t              *q;
+    ngx_relay_destination_t  *dest;
+
+    for (q = ngx_queue_head(dests);
+         q != ngx_queue_sentinel(dests);
+         q = ngx_queue_next(q))
+    {
+        dest = ngx_queue_data(q, ngx_relay_destination_t, queue);
+
+        if (dest->name.len == name->len
+            && ngx_strncasecmp(dest->name.data, name->data, name->len) == 0)
+        {
+            return dest;
+        }
+    }
+
+    dest = ngx_alloc(sizeof(ngx_relay_destination_t) + name->len, log);
+    if (dest == NULL) {
+        return NULL;
+    }
+
+    dest->name.data = (u_char *) (dest + 1);
+    dest->name.len = name->len;
+    ngx_memcpy(dest->name.data, name->data, name->len);
+    dest->active = 0;
+    dest->idle = 0;
+    ngx_queue_init(&dest->conns);
+    ngx_queue_init(&dest->waiting);
+
+    ngx_queue_insert_tail(dests, &dest->queue);
+
+    return dest;
+}
+
+
+static void
+ngx_relay_destination_free(ngx_relay_destination_t *dest)
+{
+    if (dest->active == 0 && dest->idle == 0
+        && ngx_queue_empty(&dest->waiting))
+    {
+        ngx_queue_remove(&dest->queue);
+        ngx_free(dest);
+    }
+}
+
+
+/*
+ * The source address to bind to: NULL without an egress pool.
+ * NGX_DECLINED: none of the pool's addresses is left.
+ */
+
+static ngx_int_t
+ngx_relay_destination_egress(ngx_relay_destination_ctx_t *ds,
+    ngx_addr_t **local)
+{
+    *local = NULL;
+
+    if (ds->negress == 0) {
+        return NGX_OK;
+    }
+
+    if (ds->egress_next == ds->negress) {
+        return NGX_DECLINED;
+    }
+
+    *local = &ds->egress[ds->egress_next];
+
+    return NGX_OK;
+}
+
+
+/* bind() failed (nginx logged why): the pool's next address */
+
+static void
+ngx_relay_destination_egress_failed(ngx_relay_destination_ctx_t *ds)
+{
+    ngx_log_error(NGX_LOG_WARN, ds->log, 0,
+                  "%V: egress address %V of pool \"%V\" cannot be "
+                  "used, trying the next", ds->id,
+                  &ds->egress[ds->egress_next].name, &ds->egress_pool);
+
+    ds->egress_next++;
+}
+
+
+/*
+ * The destination's connections, counted across the workers.  NGX_BUSY:
+ * none may open before *wait milliseconds.
+ */
+
+static ngx_int_t
+ngx_relay_destination_connect(ngx_relay_destination_ctx_t *ds,
+    ngx_msec_t *wait)
+{
+    return ngx_relay_shape_connect(ds->zone, &ds->key, &ds->shape, wait);
+}
+
+
+/* a connection counted by ngx_relay_destination_connect() did not open */
+
+static void
+ngx_relay_destination_disconnect(ngx_relay_destination_ctx_t *ds)
+{
+    ngx_relay_shape_disconnect(ds->zone, &ds->key);
+}
+
+
+/* a reply that asks for mercy: the destination goes slow for a while */
+
+static void
+ngx_relay_destination_backoff_reply(ngx_relay_destination_ctx_t *ds,
+    ngx_uint_t code, u_char *text, size_t len)
+{
+    if (ds->backoff_reply.len == 0
+        || len < ds->backoff_reply.len
+        || ngx_strlcasestrn(text, text + len, ds->backoff_reply.data,
+                            ds->backoff_reply.len - 1)
+           == NULL)
+    {
+        return;
+    }
+
+    ngx_relay_shape_slow_down(ds->zone, &ds->key, ds->backoff);
+
+    ngx_log_error(NGX_LOG_NOTICE, ds->log, 0,
+                  "%V: destination %V in slow mode for %T s after "
+                  "\"%d %*s\"", ds->id, &ds->key, ds->backoff, (int) code,
+                  len, text);
+}
+
+
+/*
+ * A new connection's record, in a pool of its own: it may outlive the
+ * delivery.  It stays counted against the destination until it closes.
+ */
+
+static ngx_relay_smtp_conn_t *
+ngx_relay_destination_conn(ngx_relay_destination_ctx_t *ds,
+    ngx_connection_t *c, ngx_str_t *host, in_port_t port)
+{
+    ngx_pool_t             *pool;
+    ngx_relay_smtp_conn_t  *sc;
+
+    pool = ngx_create_pool(1024, ds->log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    sc = ngx_pcalloc(pool, sizeof(ngx_relay_smtp_conn_t));
+    if (sc == NULL) {
+        goto failed;
+    }
+
+    sc->pool = pool;
+    sc->connection = c;
+    sc->zone = ds->zone;
+    sc->port = port;
+
+    sc->host.data = ngx_pstrdup(pool, host);
+    sc->shape_key.data = ngx_pstrdup(pool, &ds->key);
+
+    if (sc->host.data == NULL || sc->shape_key.data == NULL) {
+        goto failed;
+    }
+
+    sc->host.len = host->len;
+    sc->shape_key.len = ds->key.len;
+    sc->shaped = 1;
+
+    return sc;
+
+failed:
+
+    ngx_destroy_pool(pool);
+    return NULL;
+}
+
+
+/*
+ * An idle connection of the destination, taken out of the cache: to the
+ * given host and port, or (host NULL) to any of the domain's own hosts.
+ */
+
+static ngx_relay_smtp_conn_t *
+ngx_relay_destination_cached(ngx_relay_destination_ctx_t *ds,
+    ngx_relay_route_ctx_t *rt, ngx_str_t *host, in_port_t port)
+{
+    ngx_queue_t            *q, *conns;
+    ngx_relay_smtp_conn_t  *sc;
+
+    if (!ds->reuse) {
+        return NULL;
+    }
+
+    conns = &ds->dest->conns;
+
+    for (q = ngx_queue_head(conns);
+         q != ngx_queue_sentinel(conns);
+         q = ngx_queue_next(q))
+    {
+        sc = ngx_queue_data(q, ngx_relay_smtp_conn_t, queue);
+
+        if ((rt->tls_required && !sc->tls)
+            || (rt->tls_verify && !sc->verified))
+        {
+            continue;
+        }
+
+        if (host == NULL) {
+            if (!sc->own || !ngx_relay_route_own_hop(rt, &sc->hop)) {
+                continue;
+            }
+
+        } else if (sc->port != port || sc->host.len != host->len
+                   || ngx_strncasecmp(sc->host.data, host->data, host->len)
+                      != 0)
+        {
+            continue;
+        }
+
+        ngx_relay_destination_take(sc);
+
+        return sc;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_relay_destination_take(ngx_relay_smtp_conn_t *sc)
+{
+    ngx_connection_t  *c;
+
+    ngx_queue_remove(&sc->queue);
+    sc->dest->idle--;
+
+    c = sc->connection;
+    c->idle = 0;
+    ngx_reusable_connection(c, 0);
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    c->read->cancelable = 0;
+}
+
+
+/*
+ * The delivery has nothing more for the connection's host: the connection
+ * goes to the idle cache, or says QUIT and closes.
+ */
+
+static void
+ngx_relay_destination_release(ngx_relay_destination_ctx_t *ds,
+    ngx_relay_smtp_conn_t *sc)
+{
+    ngx_connection_t         *c;
+    ngx_relay_destination_t  *dest;
+
+    c = sc->connection;
+    dest = ds->dest;
+
+    if (!ds->reuse || ngx_exiting || ngx_terminate
+        || sc->messages >= ds->reuse_limit
+        || sc->in->pos != sc->in->last || sc->out->pos != sc->out->last
+        || dest->idle + dest->active > ds->concurrency)
+    {
+        ngx_relay_destination_close(sc, 1);
+        return;
+    }
+
+    sc->dest = dest;
+    dest->idle++;
+    ngx_queue_insert_head(&dest->conns, &sc->queue);
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    c->data = sc;
+    c->read->handler = ngx_relay_destination_idle_handler;
+    c->write->handler = ngx_relay_destination_idle_write_handler;
+
+    c->idle = 1;
+    ngx_reusable_connection(c, 1);
+
+    c->read->cancelable = 1;
+    ngx_add_timer(c->read, ds->idle_timeout);
+
+    if (c->read->ready) {
+        ngx_post_event(c->read, &ngx_posted_events);
+    }
+}
+
+
+/*
+ * An idle connection: the idle timeout, a graceful shutdown or a shortage
+ * of connections (c->close), or the server closed or said something.
+ */
+
+static void
+ngx_relay_destination_idle_handler(ngx_event_t *ev)
+{
+    u_char                  buf[1];
+    ssize_t                 n;
+    ngx_uint_t              quit;
+    ngx_connection_t       *c;
+    ngx_relay_smtp_conn_t  *sc;
+
+    c = ev->data;
+    sc = c->data;
+
+    quit = 1;
+
+    if (!c->close && !ev->timedout) {
+        n = c->recv(c, buf, 1);
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(ev, 0) == NGX_OK) {
+                return;
+            }
+        }
+
+        quit = 0;            /* closed, or said something: a 421, say */
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_CORE, c->log, 0,
+                   "relay=%*s: idle connection closes (%s)",
+                   sc->relay_len, sc->relay,
+                   ev->timedout ? "timeout" : quit ? "worker" : "server");
+
+    ngx_queue_remove(&sc->queue);
+    sc->dest->idle--;
+    ngx_relay_destination_free(sc->dest);
+    ngx_relay_destination_close(sc, quit);
+}
+
+
+static void
+ngx_relay_destination_idle_write_handler(ngx_event_t *ev)
+{
+    return;
+}
+
+
+static void
+ngx_relay_destination_close(ngx_relay_smtp_conn_t *sc, ngx_uint_t quit)
+{
+    ngx_connection_t  *c;
+
+    c = sc->connection;
+
+    if (quit && !c->error) {
+        (void) c->send(c, (u_char *) "QUIT" CRLF, 6);
+    }
+
+    if (sc->shaped) {
+        ngx_relay_shape_disconnect(sc->zone, &sc->shape_key);
+    }
+
+    /* the pool is the connection's, but destroyed here, after it */
+    c->pool = NULL;
+
+    if (c->ssl) {
+        c->ssl->no_wait_shutdown = 1;
+        (void) ngx_ssl_shutdown(c);
+    }
+
+    ngx_close_connection(c);
+    ngx_destroy_pool(sc->pool);
+}
+
+
+/* the worker exits: idle connections say QUIT and close */
+
+static void
+ngx_relay_destination_exit(ngx_queue_t *dests)
+{
+    ngx_queue_t              *q, *next;
+    ngx_relay_smtp_conn_t    *sc;
+    ngx_relay_destination_t  *dest;
+
+    for (q = ngx_queue_head(dests);
+         q != ngx_queue_sentinel(dests);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        dest = ngx_queue_data(q, ngx_relay_destination_t, queue);
+
+        while (!ngx_queue_empty(&dest->conns)) {
+            sc = ngx_queue_data(ngx_queue_head(&dest->conns),
+                                ngx_relay_smtp_conn_t, queue);
+
+            ngx_queue_remove(&sc->queue);
+            dest->idle--;
+            ngx_relay_destination_close(sc, 1);
+        }
+
+        ngx_relay_destination_free(dest);
+    }
 }
