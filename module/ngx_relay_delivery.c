@@ -102,18 +102,10 @@ struct ngx_relay_delivery_s {
     ngx_uint_t                   rcpt;         /* next RCPT reply in batch */
     ngx_uint_t                   accepted;
     ngx_uint_t                   txns;         /* MAIL accepted, this conn */
-    off_t                        size_limit;   /* SIZE of the server */
-    unsigned                     esmtp:1;
-    unsigned                     smtputf8:1;
-    unsigned                     eightbit:1;
-    unsigned                     starttls:1;     /* offered */
-    unsigned                     tls:1;          /* active */
-    unsigned                     pipelining:1;   /* offered */
     unsigned                     pipelined:1;    /* this transaction */
     unsigned                     discard:1;      /* no RCPT accepted */
     unsigned                     reused:1;       /* from the cache */
     unsigned                     no_cache:1;
-    unsigned                     verified:1;
     unsigned                     answered:1;     /* a host said 2xx hello */
 
     off_t                        body_off;
@@ -452,14 +444,6 @@ ngx_relay_delivery_reuse(ngx_relay_delivery_t *d, ngx_relay_smtp_conn_t *sc)
     ngx_memcpy(d->relay, sc->relay, sc->relay_len);
     d->relay_len = sc->relay_len;
 
-    d->size_limit = sc->size_limit;
-    d->esmtp = sc->esmtp;
-    d->smtputf8 = sc->smtputf8;
-    d->eightbit = sc->eightbit;
-    d->starttls = sc->starttls;
-    d->tls = sc->tls;
-    d->pipelining = sc->pipelining;
-    d->verified = sc->verified;
     d->reused = 1;
     d->answered = 1;
     d->txns = 0;
@@ -475,8 +459,8 @@ ngx_relay_delivery_reuse(ngx_relay_delivery_t *d, ngx_relay_smtp_conn_t *sc)
 
 
 /*
- * This delivery has nothing more for the connection's host: what the
- * server offered goes with the connection, to the idle cache or to QUIT.
+ * This delivery has nothing more for the connection's host: the
+ * connection goes to the idle cache, or says QUIT and closes.
  */
 
 static void
@@ -493,15 +477,6 @@ ngx_relay_delivery_release(ngx_relay_delivery_t *d)
     d->conn = NULL;
     d->connection = NULL;
     d->peer.connection = NULL;
-
-    sc->size_limit = d->size_limit;
-    sc->esmtp = d->esmtp;
-    sc->smtputf8 = d->smtputf8;
-    sc->eightbit = d->eightbit;
-    sc->starttls = d->starttls;
-    sc->tls = d->tls;
-    sc->pipelining = d->pipelining;
-    sc->verified = d->verified;
 
     ngx_relay_destination_release(&d->destination, sc);
 }
@@ -758,16 +733,8 @@ ngx_relay_delivery_dial(ngx_relay_delivery_t *d)
 
     d->state = ngx_relay_dst_connect;
     ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
-    d->esmtp = 0;
-    d->smtputf8 = 0;
-    d->eightbit = 0;
-    d->starttls = 0;
-    d->tls = 0;
-    d->pipelining = 0;
-    d->verified = 0;
     d->reused = 0;
     d->txns = 0;
-    d->size_limit = 0;
 
     ngx_add_timer(c->write, d->conf->connect_timeout);
 
@@ -1079,13 +1046,13 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
 
         /* opportunistic TLS (RFC 3207) whenever the server offers it */
 
-        if (d->starttls && !d->tls && d->conf->ssl) {
+        if (d->conn->starttls && !d->conn->tls && d->conf->ssl) {
             d->state = ngx_relay_dst_starttls;
             (void) ngx_relay_delivery_command(d, "STARTTLS");
             return;
         }
 
-        if (d->route.tls_required && !d->tls) {
+        if (d->route.tls_required && !d->conn->tls) {
             ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required for "
                                            "%V, but the server does not "
                                            "offer STARTTLS", &d->domain);
@@ -1348,26 +1315,30 @@ ngx_relay_delivery_rset(ngx_relay_delivery_t *d)
 }
 
 
+/* what the server offers: kept with the connection, which may be reused */
+
 static void
 ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d)
 {
-    u_char  *p, *last;
+    u_char                 *p, *last;
+    ngx_relay_smtp_conn_t  *sc;
 
-    d->esmtp = 1;
+    sc = d->conn;
+    sc->esmtp = 1;
 
     /* the collected text: "host greeting EXT1 EXT2 args ..." by lines */
 
     p = d->rp.text;
     last = p + d->rp.text_len;
 
-    d->smtputf8 = (ngx_strlcasestrn(p, last, (u_char *) "SMTPUTF8", 7)
-                   != NULL);
-    d->starttls = (ngx_strlcasestrn(p, last, (u_char *) "STARTTLS", 7)
-                   != NULL);
-    d->eightbit = (ngx_strlcasestrn(p, last, (u_char *) "8BITMIME", 7)
-                   != NULL);
-    d->pipelining = (ngx_strlcasestrn(p, last, (u_char *) "PIPELINING", 9)
-                     != NULL);
+    sc->smtputf8 = (ngx_strlcasestrn(p, last, (u_char *) "SMTPUTF8", 7)
+                    != NULL);
+    sc->starttls = (ngx_strlcasestrn(p, last, (u_char *) "STARTTLS", 7)
+                    != NULL);
+    sc->eightbit = (ngx_strlcasestrn(p, last, (u_char *) "8BITMIME", 7)
+                    != NULL);
+    sc->pipelining = (ngx_strlcasestrn(p, last, (u_char *) "PIPELINING", 9)
+                      != NULL);
 
     p = ngx_strlcasestrn(p, last, (u_char *) "SIZE ", 4);
 
@@ -1375,10 +1346,10 @@ ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d)
         p += 5;
 
         while (p < last && *p >= '0' && *p <= '9') {
-            d->size_limit = d->size_limit * 10 + (*p++ - '0');
+            sc->size_limit = sc->size_limit * 10 + (*p++ - '0');
 
-            if (d->size_limit > NGX_MAX_OFF_T_VALUE / 10) {
-                d->size_limit = 0;
+            if (sc->size_limit > NGX_MAX_OFF_T_VALUE / 10) {
+                sc->size_limit = 0;
                 break;
             }
         }
@@ -1460,9 +1431,9 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
 
     /* RFC 3207 4.2: start over */
 
-    d->tls = 1;
-    d->esmtp = 0;
-    d->pipelining = 0;
+    d->conn->tls = 1;
+    d->conn->esmtp = 0;
+    d->conn->pipelining = 0;
     d->state = ngx_relay_dst_ehlo;
     ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
     (void) ngx_relay_delivery_command(d, "EHLO %V",
@@ -1513,7 +1484,7 @@ ngx_relay_delivery_verify(ngx_relay_delivery_t *d)
         return NGX_ERROR;
     }
 
-    d->verified = 1;
+    d->conn->verified = 1;
 
     return NGX_OK;
 }
@@ -1537,13 +1508,15 @@ ngx_relay_delivery_literal_name(ngx_str_t *host)
 static void
 ngx_relay_delivery_mail(ngx_relay_delivery_t *d)
 {
-    off_t                size;
-    ngx_int_t            rc;
-    ngx_uint_t           i, n;
-    ngx_relay_dest_t    *dst;
-    ngx_relay_queued_t  *q;
+    off_t                   size;
+    ngx_int_t               rc;
+    ngx_uint_t              i, n;
+    ngx_relay_dest_t       *dst;
+    ngx_relay_queued_t     *q;
+    ngx_relay_smtp_conn_t  *sc;
 
     q = d->queued;
+    sc = d->conn;
     size = q->message_size;
 
     /* the next transaction: open recipients this host did not defer */
@@ -1567,9 +1540,9 @@ ngx_relay_delivery_mail(ngx_relay_delivery_t *d)
         return;
     }
 
-    if (d->size_limit && size > d->size_limit) {
+    if (sc->size_limit && size > sc->size_limit) {
         d->error_len = ngx_sprintf(d->error, "message size %O exceeds the "
-                                   "limit %O of %*s", size, d->size_limit,
+                                   "limit %O of %*s", size, sc->size_limit,
                                    d->relay_len, d->relay)
                        - d->error;
         ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED, "5.3.4",
@@ -1579,7 +1552,7 @@ ngx_relay_delivery_mail(ngx_relay_delivery_t *d)
         return;
     }
 
-    if (q->smtputf8 && !d->smtputf8) {
+    if (q->smtputf8 && !sc->smtputf8) {
         d->error_len = ngx_sprintf(d->error, "%*s does not support "
                                    "SMTPUTF8", d->relay_len, d->relay)
                        - d->error;
@@ -1592,15 +1565,15 @@ ngx_relay_delivery_mail(ngx_relay_delivery_t *d)
 
     d->state = ngx_relay_dst_mail;
     d->discard = 0;
-    d->pipelined = d->pipelining;
+    d->pipelined = sc->pipelining;
 
-    if (!d->esmtp) {
+    if (!sc->esmtp) {
         (void) ngx_relay_delivery_append(d, "MAIL FROM:<%V>", &q->sender);
 
     } else {
         (void) ngx_relay_delivery_append(d, "MAIL FROM:<%V> SIZE=%O%s%s",
                                          &q->sender, size,
-                                         (q->eightbit && d->eightbit)
+                                         (q->eightbit && sc->eightbit)
                                          ? " BODY=8BITMIME" : "",
                                          q->smtputf8 ? " SMTPUTF8" : "");
     }
