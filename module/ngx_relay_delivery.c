@@ -7,15 +7,21 @@
 /*
  * The SMTP client: one attempt to deliver one message to the recipients
  * of one domain.  It never writes the spool (the scheduler records the
- * outcome) and reads the message through thread tasks.
+ * outcome) and reads the message through thread tasks.  The route
+ * (ngx_relay_route.c) gives the next address to try; the destination
+ * (ngx_relay_destination.c) says when the delivery may run, and gives
+ * cached connections and source addresses.
  *
- * Hosts, in order, come from the route (ngx_relay_route.c), each host's
- * addresses in turn.
+ * States of a connection, entered only through ngx_relay_delivery_enter(),
+ * which sends each state's command; the reply handler only decides what
+ * a reply means (for a recipient, the host or the message) and which
+ * state comes next:
  *
- * States of a connection:
+ *   CONNECT -> GREETING -> EHLO (-> STARTTLS -> EHLO | HELO)
+ *     -> MAIL -> RCPT ... -> DATA -> BODY -> DOT -> MAIL ... | QUIT
  *
- *   connect -> greeting -> ehlo (-> starttls -> ehlo | helo)
- *     -> mail -> rcpt ... -> data -> body -> dot -> mail ... (-> rset -> mail)
+ * (after an aborted transaction: -> RSET -> MAIL).  QUIT: nothing more
+ * for this host; its connection goes to the idle cache, or says QUIT.
  *
  * A transaction carries at most relay_max_rcpts_per_transaction open
  * recipients; a "452 4.5.3 too many recipients" leaves the rest for the
@@ -26,8 +32,8 @@
  * accepted) RSET first.
  *
  * A refused connection, a timeout, garbage, a 4xx or 5xx greeting, a 4xx
- * to EHLO/MAIL/DATA or a lost connection moves on to the next address or
- * host with the recipients still open.  Per recipient: 2xx sent, 5xx
+ * to HELO/MAIL/DATA (EHLO refused: HELO) or a lost connection moves on to
+ * the next address or host with the recipients still open.  Per recipient: 2xx sent, 5xx
  * failed, 4xx: that recipient goes on to the next host (RFC 5321 5.1),
  * the others stay done.  Whatever is open when the hosts run out is
  * deferred with its own 4xx reply, or the last error seen.
@@ -37,10 +43,6 @@
  * connections, unless its transaction was aborted midway.  A cached
  * connection found dead at its first MAIL (closed, reset, 421) is dropped
  * and the delivery goes on with a fresh connection: not a failed attempt.
- *
- * A delivery runs when its destination gives it a turn
- * (relay_destination_concurrency), and asks the route for each next
- * address.
  */
 
 
@@ -69,6 +71,22 @@ typedef enum {
     ngx_relay_dst_rset,
     ngx_relay_dst_quit
 } ngx_relay_delivery_state_e;
+
+
+static ngx_str_t  ngx_relay_delivery_state_names[] = {
+    ngx_string("CONNECT"),
+    ngx_string("GREETING"),
+    ngx_string("EHLO"),
+    ngx_string("STARTTLS"),
+    ngx_string("HELO"),
+    ngx_string("MAIL"),
+    ngx_string("RCPT"),
+    ngx_string("DATA"),
+    ngx_string("BODY"),
+    ngx_string("DOT"),
+    ngx_string("RSET"),
+    ngx_string("QUIT")
+};
 
 
 struct ngx_relay_delivery_s {
@@ -133,33 +151,45 @@ static void ngx_relay_delivery_reuse(ngx_relay_delivery_t *d,
     ngx_relay_smtp_conn_t *sc);
 static void ngx_relay_delivery_release(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_next_host(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_rset(ngx_relay_delivery_t *d);
-static ngx_int_t ngx_relay_delivery_append(ngx_relay_delivery_t *d,
-    const char *fmt, ...);
-static ngx_uint_t ngx_relay_delivery_expecting(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_route_handler(ngx_relay_route_ctx_t *rt);
 static void ngx_relay_delivery_connect(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_lookup_failed(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_dial(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_close_peer(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_read_handler(ngx_event_t *ev);
-static void ngx_relay_delivery_write_handler(ngx_event_t *ev);
-static ngx_int_t ngx_relay_delivery_send(ngx_relay_delivery_t *d);
-static ngx_int_t ngx_relay_delivery_command(ngx_relay_delivery_t *d,
+static ngx_int_t ngx_relay_delivery_enter(ngx_relay_delivery_t *d,
+    ngx_relay_delivery_state_e state);
+static void ngx_relay_delivery_append(ngx_relay_delivery_t *d,
     const char *fmt, ...);
+static void ngx_relay_delivery_envelope(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_expect(ngx_relay_delivery_t *d);
+static ngx_int_t ngx_relay_delivery_send(ngx_relay_delivery_t *d);
+static ngx_uint_t ngx_relay_delivery_expecting(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_write_handler(ngx_event_t *ev);
+static void ngx_relay_delivery_read_handler(ngx_event_t *ev);
 static void ngx_relay_delivery_reply(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_rcpt_reply(ngx_relay_delivery_t *d,
+    ngx_uint_t code);
+static void ngx_relay_delivery_data_reply(ngx_relay_delivery_t *d,
+    ngx_uint_t code);
+static void ngx_relay_delivery_refused(ngx_relay_delivery_t *d,
+    const char *dsn, const char *what);
+static void ngx_relay_delivery_rset(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_start_tls(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_tls_handshaked(ngx_connection_t *c);
-static ngx_int_t ngx_relay_delivery_literal_name(ngx_str_t *host);
 static ngx_int_t ngx_relay_delivery_verify(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_mail(ngx_relay_delivery_t *d);
+static ngx_int_t ngx_relay_delivery_literal_name(ngx_str_t *host);
+static void ngx_relay_delivery_next_transaction(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_fail_message(ngx_relay_delivery_t *d,
+    const char *dsn);
 static void ngx_relay_delivery_read_chunk(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_chunk_thread(void *data, ngx_log_t *log);
 static void ngx_relay_delivery_chunk_done(ngx_event_t *ev);
 static void ngx_relay_delivery_host_failed(ngx_relay_delivery_t *d,
     const char *dsn, const char *fmt, ...);
 static void ngx_relay_delivery_close(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_set_accepted(ngx_relay_delivery_t *d,
+    ngx_uint_t status, const char *dsn);
 static void ngx_relay_delivery_set_all(ngx_relay_delivery_t *d,
     ngx_uint_t status, const char *dsn, u_char *text, size_t len);
 static void ngx_relay_delivery_set(ngx_relay_delivery_t *d,
@@ -454,7 +484,7 @@ ngx_relay_delivery_reuse(ngx_relay_delivery_t *d, ngx_relay_smtp_conn_t *sc)
                    "%V: relay=%*s: cached connection", &d->queued->id,
                    d->relay_len, d->relay);
 
-    ngx_relay_delivery_mail(d);
+    ngx_relay_delivery_next_transaction(d);
 }
 
 
@@ -731,7 +761,7 @@ ngx_relay_delivery_dial(ngx_relay_delivery_t *d)
     c->read->handler = ngx_relay_delivery_read_handler;
     c->write->handler = ngx_relay_delivery_write_handler;
 
-    d->state = ngx_relay_dst_connect;
+    (void) ngx_relay_delivery_enter(d, ngx_relay_dst_connect);
     ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
     d->reused = 0;
     d->txns = 0;
@@ -755,6 +785,183 @@ ngx_relay_delivery_close_peer(ngx_relay_delivery_t *d)
         ngx_close_connection(d->peer.connection);
         d->peer.connection = NULL;
     }
+}
+
+
+/*
+ * The one way into a state: d->state changes here only, and the state's
+ * command goes out (with PIPELINING, MAIL carries the RCPTs and DATA,
+ * which then send nothing of their own).  NGX_ERROR: the write failed;
+ * the caller fails the host now, or lets the read handler find the
+ * connection gone (after what the server still said).
+ */
+
+static ngx_int_t
+ngx_relay_delivery_enter(ngx_relay_delivery_t *d,
+    ngx_relay_delivery_state_e state)
+{
+    ngx_log_debug3(NGX_LOG_DEBUG_CORE, d->conf->log, 0,
+                   "%V: relay delivery: %V -> %V", &d->queued->id,
+                   &ngx_relay_delivery_state_names[d->state],
+                   &ngx_relay_delivery_state_names[state]);
+
+    d->state = state;
+
+    switch (state) {
+
+    case ngx_relay_dst_connect:
+        return NGX_OK;
+
+    case ngx_relay_dst_greeting:
+        ngx_relay_delivery_expect(d);
+        return NGX_OK;
+
+    case ngx_relay_dst_ehlo:
+        ngx_relay_delivery_append(d, "EHLO %V", &d->destination.ehlo);
+        break;
+
+    case ngx_relay_dst_starttls:
+        ngx_relay_delivery_append(d, "STARTTLS");
+        break;
+
+    case ngx_relay_dst_helo:
+        ngx_relay_delivery_append(d, "HELO %V", &d->destination.ehlo);
+        break;
+
+    case ngx_relay_dst_mail:
+        ngx_relay_delivery_envelope(d);
+        break;
+
+    case ngx_relay_dst_rcpt:
+        if (d->pipelined) {
+            return NGX_OK;
+        }
+
+        ngx_relay_delivery_append(d, "RCPT TO:<%V>",
+                                  &d->dests[d->batch[d->rcpt]].addr);
+        break;
+
+    case ngx_relay_dst_data:
+        if (d->pipelined) {
+            return NGX_OK;
+        }
+
+        ngx_relay_delivery_append(d, "DATA");
+        break;
+
+    case ngx_relay_dst_body:
+        d->body_off = 0;
+        d->line_start = 1;
+        d->last_lf = 1;
+        ngx_relay_delivery_read_chunk(d);
+        return NGX_OK;
+
+    case ngx_relay_dst_dot:
+        ngx_relay_delivery_append(d, ".");
+        break;
+
+    case ngx_relay_dst_rset:
+        d->discard = 0;
+        ngx_relay_delivery_append(d, "RSET");
+        break;
+
+    default: /* ngx_relay_dst_quit */
+        ngx_relay_delivery_release(d);
+        return NGX_OK;
+    }
+
+    ngx_relay_delivery_expect(d);
+
+    return ngx_relay_delivery_send(d);
+}
+
+
+/* a command into the output buffer, sent with what else is there */
+
+static void
+ngx_relay_delivery_append(ngx_relay_delivery_t *d, const char *fmt, ...)
+{
+    u_char   *p;
+    va_list   args;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(d->out->last, d->out->end - 2, fmt, args);
+    va_end(args);
+
+    *p++ = CR;
+    *p++ = LF;
+    d->out->last = p;
+}
+
+
+/*
+ * MAIL FROM, and with PIPELINING (RFC 2920) the whole envelope in one
+ * write, DATA last.
+ */
+
+static void
+ngx_relay_delivery_envelope(ngx_relay_delivery_t *d)
+{
+    ngx_uint_t              i;
+    ngx_relay_queued_t     *q;
+    ngx_relay_smtp_conn_t  *sc;
+
+    q = d->queued;
+    sc = d->conn;
+
+    if (!sc->esmtp) {
+        ngx_relay_delivery_append(d, "MAIL FROM:<%V>", &q->sender);
+
+    } else {
+        ngx_relay_delivery_append(d, "MAIL FROM:<%V> SIZE=%O%s%s",
+                                  &q->sender, q->message_size,
+                                  (q->eightbit && sc->eightbit)
+                                  ? " BODY=8BITMIME" : "",
+                                  q->smtputf8 ? " SMTPUTF8" : "");
+    }
+
+    if (!d->pipelined) {
+        return;
+    }
+
+    for (i = 0; i < d->nbatch; i++) {
+        if ((size_t) (d->out->end - d->out->last) < NGX_RELAY_MAX_ADDR + 64) {
+            d->nbatch = i;        /* the others: the next transaction */
+            break;
+        }
+
+        ngx_relay_delivery_append(d, "RCPT TO:<%V>",
+                                  &d->dests[d->batch[i]].addr);
+    }
+
+    ngx_relay_delivery_append(d, "DATA");
+}
+
+
+/* a reply is due: the server has relay_smtp_timeout for it */
+
+static void
+ngx_relay_delivery_expect(ngx_relay_delivery_t *d)
+{
+    if (!d->connection->read->timer_set) {
+        ngx_add_timer(d->connection->read, d->conf->timeout);
+    }
+}
+
+
+static ngx_int_t
+ngx_relay_delivery_send(ngx_relay_delivery_t *d)
+{
+    return ngx_relay_send(d->connection, d->out, d->conf->timeout);
+}
+
+
+static ngx_uint_t
+ngx_relay_delivery_expecting(ngx_relay_delivery_t *d)
+{
+    return d->state != ngx_relay_dst_body
+           && d->state != ngx_relay_dst_connect
+           && d->state != ngx_relay_dst_quit;
 }
 
 
@@ -796,8 +1003,7 @@ ngx_relay_delivery_write_handler(ngx_event_t *ev)
             ngx_del_timer(ev);
         }
 
-        d->state = ngx_relay_dst_greeting;
-        ngx_add_timer(c->read, d->conf->timeout);
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_greeting);
 
         if (c->read->ready) {
             ngx_relay_delivery_read_handler(c->read);
@@ -817,64 +1023,6 @@ ngx_relay_delivery_write_handler(ngx_event_t *ev)
     {
         ngx_relay_delivery_read_chunk(d);
     }
-}
-
-
-static ngx_int_t
-ngx_relay_delivery_send(ngx_relay_delivery_t *d)
-{
-    return ngx_relay_send(d->connection, d->out, d->conf->timeout);
-}
-
-
-static ngx_int_t
-ngx_relay_delivery_command(ngx_relay_delivery_t *d, const char *fmt, ...)
-{
-    u_char   *p;
-    va_list   args;
-
-    va_start(args, fmt);
-    p = ngx_vslprintf(d->out->last, d->out->end - 2, fmt, args);
-    va_end(args);
-
-    *p++ = CR;
-    *p++ = LF;
-    d->out->last = p;
-
-    if (!d->connection->read->timer_set) {
-        ngx_add_timer(d->connection->read, d->conf->timeout);
-    }
-
-    return ngx_relay_delivery_send(d);
-}
-
-
-/* a command into the output buffer, sent later with others (RFC 2920) */
-
-static ngx_int_t
-ngx_relay_delivery_append(ngx_relay_delivery_t *d, const char *fmt, ...)
-{
-    u_char   *p;
-    va_list   args;
-
-    va_start(args, fmt);
-    p = ngx_vslprintf(d->out->last, d->out->end - 2, fmt, args);
-    va_end(args);
-
-    *p++ = CR;
-    *p++ = LF;
-    d->out->last = p;
-
-    return NGX_OK;
-}
-
-
-static ngx_uint_t
-ngx_relay_delivery_expecting(ngx_relay_delivery_t *d)
-{
-    return d->state != ngx_relay_dst_body
-           && d->state != ngx_relay_dst_connect
-           && d->state != ngx_relay_dst_quit;
 }
 
 
@@ -941,10 +1089,8 @@ ngx_relay_delivery_read_handler(ngx_event_t *ev)
 
                 ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
 
-                if (ngx_relay_delivery_expecting(d)
-                    && !c->read->timer_set)
-                {
-                    ngx_add_timer(c->read, d->conf->timeout);
+                if (ngx_relay_delivery_expecting(d)) {
+                    ngx_relay_delivery_expect(d);
                 }
 
                 continue;
@@ -1001,13 +1147,16 @@ ngx_relay_delivery_remember(ngx_relay_delivery_t *d)
 }
 
 
-/* one complete reply in the current state */
+/*
+ * One complete reply in the current state: what it means for the host,
+ * the recipients or the message, and which state comes next.  A failed
+ * write of what follows shows on the read side, unless noted.
+ */
 
 static void
 ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
 {
-    ngx_uint_t         code, i;
-    ngx_relay_dest_t  *dst;
+    ngx_uint_t  code;
 
     code = d->rp.code;
 
@@ -1020,25 +1169,19 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
 
     case ngx_relay_dst_greeting:
         if (code / 100 != 2) {
-            ngx_relay_delivery_remember(d);
-            ngx_relay_delivery_host_failed(d, code / 100 == 5 ? "5.0.0"
-                                                              : "4.0.0",
-                                           "greeting: %*s", d->error_len,
-                                           d->error);
+            ngx_relay_delivery_refused(d, code / 100 == 5 ? "5.0.0"
+                                                          : "4.0.0",
+                                       "greeting");
             return;
         }
 
         d->answered = 1;
-        d->state = ngx_relay_dst_ehlo;
-        (void) ngx_relay_delivery_command(d, "EHLO %V",
-                                          &d->destination.ehlo);
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_ehlo);
         return;
 
     case ngx_relay_dst_ehlo:
         if (code / 100 != 2) {
-            d->state = ngx_relay_dst_helo;
-            (void) ngx_relay_delivery_command(d, "HELO %V",
-                                              &d->destination.ehlo);
+            (void) ngx_relay_delivery_enter(d, ngx_relay_dst_helo);
             return;
         }
 
@@ -1047,8 +1190,7 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
         /* opportunistic TLS (RFC 3207) whenever the server offers it */
 
         if (d->conn->starttls && !d->conn->tls && d->conf->ssl) {
-            d->state = ngx_relay_dst_starttls;
-            (void) ngx_relay_delivery_command(d, "STARTTLS");
+            (void) ngx_relay_delivery_enter(d, ngx_relay_dst_starttls);
             return;
         }
 
@@ -1059,33 +1201,32 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
             return;
         }
 
-        ngx_relay_delivery_mail(d);
+        ngx_relay_delivery_next_transaction(d);
         return;
 
     case ngx_relay_dst_starttls:
-        if (code != 220) {
-            if (d->route.tls_required) {
-                ngx_relay_delivery_remember(d);
-                ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required "
-                                               "for %V, but STARTTLS was "
-                                               "refused: %*s", &d->domain,
-                                               d->error_len, d->error);
-                return;
-            }
-
-            /* offered but refused: carry on in plaintext */
-            ngx_relay_delivery_mail(d);
+        if (code == 220) {
+            ngx_relay_delivery_start_tls(d);
             return;
         }
 
-        ngx_relay_delivery_start_tls(d);
+        if (d->route.tls_required) {
+            ngx_relay_delivery_remember(d);
+            ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required "
+                                           "for %V, but STARTTLS was "
+                                           "refused: %*s", &d->domain,
+                                           d->error_len, d->error);
+            return;
+        }
+
+        /* offered but refused: carry on in plaintext */
+
+        ngx_relay_delivery_next_transaction(d);
         return;
 
     case ngx_relay_dst_helo:
         if (code / 100 != 2) {
-            ngx_relay_delivery_remember(d);
-            ngx_relay_delivery_host_failed(d, "4.0.0", "HELO: %*s",
-                                           d->error_len, d->error);
+            ngx_relay_delivery_refused(d, "4.0.0", "HELO");
             return;
         }
 
@@ -1096,157 +1237,36 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
             return;
         }
 
-        ngx_relay_delivery_mail(d);
+        ngx_relay_delivery_next_transaction(d);
         return;
 
     case ngx_relay_dst_mail:
-        if (code / 100 != 2) {
-            ngx_relay_delivery_remember(d);
-
-            if (code / 100 == 5) {
-                /* the sender is refused: a verdict on the message */
-                ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED,
-                                           "5.0.0", d->error, d->error_len);
-                ngx_relay_delivery_close(d);
-                ngx_relay_delivery_finish(d);
-                return;
-            }
-
-            /* a 421 on a cached connection is dealt with there */
-
-            ngx_relay_delivery_host_failed(d, "4.0.0", "MAIL: %*s",
-                                           d->error_len, d->error);
+        if (code / 100 == 2) {
+            d->txns++;
+            d->rcpt = 0;
+            d->accepted = 0;
+            (void) ngx_relay_delivery_enter(d, ngx_relay_dst_rcpt);
             return;
         }
 
-        d->txns++;
-        d->rcpt = 0;
-        d->accepted = 0;
-        d->state = ngx_relay_dst_rcpt;
-
-        if (!d->pipelined) {
-            (void) ngx_relay_delivery_command(d, "RCPT TO:<%V>",
-                                     &d->dests[d->batch[0]].addr);
+        if (code / 100 == 5) {
+            /* the sender is refused: a verdict on the message */
+            ngx_relay_delivery_remember(d);
+            ngx_relay_delivery_fail_message(d, "5.0.0");
+            return;
         }
 
+        /* a 421 on a cached connection is dealt with there */
+
+        ngx_relay_delivery_refused(d, "4.0.0", "MAIL");
         return;
 
     case ngx_relay_dst_rcpt:
-        dst = &d->dests[d->batch[d->rcpt++]];
-        ngx_relay_delivery_remember(d);
-
-        if (code / 100 == 2) {
-            dst->accepted = 1;
-            d->accepted++;
-
-        } else if (code == 421) {
-            ngx_relay_delivery_host_failed(d, "4.0.0", "RCPT: %*s",
-                                           d->error_len, d->error);
-            return;
-
-        } else if (code / 100 == 4) {
-
-            if (code == 452 && d->accepted
-                && (ngx_strlcasestrn(d->error, d->error + d->error_len,
-                                     (u_char *) "4.5.3", 4)
-                    || ngx_strlcasestrn(d->error, d->error + d->error_len,
-                                        (u_char *) "too many", 7)))
-            {
-                /* RFC 5321 4.5.3.1.10: the rest in the next transaction */
-
-            } else {
-                /* this recipient tries the next host */
-                ngx_memcpy(dst->reply, d->error, d->error_len);
-                dst->reply_len = d->error_len;
-                ngx_memcpy(dst->relay, d->relay, d->relay_len);
-                dst->relay_len = d->relay_len;
-                dst->skip = 1;
-                dst->soft = 1;
-            }
-
-        } else {
-            ngx_memcpy(dst->reply, d->error, d->error_len);
-            dst->reply_len = d->error_len;
-            ngx_relay_delivery_set(d, dst, NGX_RELAY_DELIVERY_FAILED,
-                                   "5.0.0");
-        }
-
-        if (d->rcpt < d->nbatch) {
-            if (!d->pipelined) {
-                (void) ngx_relay_delivery_command(d, "RCPT TO:<%V>",
-                                     &d->dests[d->batch[d->rcpt]].addr);
-            }
-
-            return;
-        }
-
-        d->state = ngx_relay_dst_data;
-
-        if (d->accepted == 0) {
-            if (d->pipelined) {
-                d->discard = 1;          /* the reply to DATA comes */
-                return;
-            }
-
-            ngx_relay_delivery_rset(d);
-            return;
-        }
-
-        if (!d->pipelined) {
-            (void) ngx_relay_delivery_command(d, "DATA");
-        }
-
+        ngx_relay_delivery_rcpt_reply(d, code);
         return;
 
     case ngx_relay_dst_data:
-        if (d->discard) {
-            if (code == 354) {
-                /* RFC 2920 3.1: no recipient, yet 354: an empty message */
-                d->state = ngx_relay_dst_dot;
-                (void) ngx_relay_delivery_command(d, ".");
-                return;
-            }
-
-            ngx_relay_delivery_rset(d);
-            return;
-        }
-
-        if (code != 354) {
-            ngx_relay_delivery_remember(d);
-
-            if (code / 100 == 5) {
-                for (i = 0; i < d->nbatch; i++) {
-                    dst = &d->dests[d->batch[i]];
-
-                    if (!dst->accepted) {
-                        continue;
-                    }
-
-                    dst->accepted = 0;
-                    ngx_memcpy(dst->reply, d->error, d->error_len);
-                    dst->reply_len = d->error_len;
-                    ngx_relay_delivery_set(d, dst, NGX_RELAY_DELIVERY_FAILED,
-                                           "5.0.0");
-                }
-
-                ngx_relay_delivery_rset(d);
-                return;
-            }
-
-            for (i = 0; i < d->ndests; i++) {
-                d->dests[i].accepted = 0;
-            }
-
-            ngx_relay_delivery_host_failed(d, "4.0.0", "DATA: %*s",
-                                           d->error_len, d->error);
-            return;
-        }
-
-        d->state = ngx_relay_dst_body;
-        d->body_off = 0;
-        d->line_start = 1;
-        d->last_lf = 1;
-        ngx_relay_delivery_read_chunk(d);
+        ngx_relay_delivery_data_reply(d, code);
         return;
 
     case ngx_relay_dst_dot:
@@ -1257,31 +1277,24 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
 
         ngx_relay_delivery_remember(d);
 
-        for (i = 0; i < d->nbatch; i++) {
-            dst = &d->dests[d->batch[i]];
+        if (code / 100 == 2) {
+            ngx_relay_delivery_set_accepted(d, NGX_RELAY_DELIVERY_SENT,
+                                            "2.0.0");
 
-            if (!dst->accepted) {
-                continue;
-            }
+        } else if (code / 100 == 5) {
+            ngx_relay_delivery_set_accepted(d, NGX_RELAY_DELIVERY_FAILED,
+                                            "5.0.0");
 
-            dst->accepted = 0;
-            ngx_memcpy(dst->reply, d->error, d->error_len);
-            dst->reply_len = d->error_len;
-
-            ngx_relay_delivery_set(d, dst,
-                                   code / 100 == 2 ? NGX_RELAY_DELIVERY_SENT
-                                   : code / 100 == 5
-                                   ? NGX_RELAY_DELIVERY_FAILED
-                                   : NGX_RELAY_DELIVERY_DEFERRED,
-                                   code / 100 == 2 ? "2.0.0"
-                                   : code / 100 == 5 ? "5.0.0" : "4.0.0");
+        } else {
+            ngx_relay_delivery_set_accepted(d, NGX_RELAY_DELIVERY_DEFERRED,
+                                            "4.0.0");
         }
 
         d->conn->messages++;
 
         /* no RSET after a complete transaction: the next one, if any */
 
-        ngx_relay_delivery_mail(d);
+        ngx_relay_delivery_next_transaction(d);
         return;
 
     case ngx_relay_dst_rset:
@@ -1291,7 +1304,7 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
             return;
         }
 
-        ngx_relay_delivery_mail(d);
+        ngx_relay_delivery_next_transaction(d);
         return;
 
     default:
@@ -1300,15 +1313,122 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
 }
 
 
+/* a recipient's reply: its result, then the next RCPT, DATA or RSET */
+
+static void
+ngx_relay_delivery_rcpt_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
+{
+    ngx_relay_dest_t  *dst;
+
+    dst = &d->dests[d->batch[d->rcpt++]];
+    ngx_relay_delivery_remember(d);
+
+    if (code / 100 == 2) {
+        dst->accepted = 1;
+        d->accepted++;
+
+    } else if (code == 421) {
+        ngx_relay_delivery_refused(d, "4.0.0", "RCPT");
+        return;
+
+    } else if (code / 100 == 4) {
+
+        if (code == 452 && d->accepted
+            && (ngx_strlcasestrn(d->error, d->error + d->error_len,
+                                 (u_char *) "4.5.3", 4)
+                || ngx_strlcasestrn(d->error, d->error + d->error_len,
+                                    (u_char *) "too many", 7)))
+        {
+            /* RFC 5321 4.5.3.1.10: the rest in the next transaction */
+
+        } else {
+            /* this recipient tries the next host */
+            ngx_memcpy(dst->reply, d->error, d->error_len);
+            dst->reply_len = d->error_len;
+            ngx_memcpy(dst->relay, d->relay, d->relay_len);
+            dst->relay_len = d->relay_len;
+            dst->skip = 1;
+            dst->soft = 1;
+        }
+
+    } else {
+        ngx_memcpy(dst->reply, d->error, d->error_len);
+        dst->reply_len = d->error_len;
+        ngx_relay_delivery_set(d, dst, NGX_RELAY_DELIVERY_FAILED, "5.0.0");
+    }
+
+    if (d->rcpt < d->nbatch) {
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_rcpt);
+        return;
+    }
+
+    if (d->accepted) {
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_data);
+        return;
+    }
+
+    if (d->pipelined) {
+        d->discard = 1;                  /* the reply to DATA comes */
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_data);
+        return;
+    }
+
+    ngx_relay_delivery_rset(d);
+}
+
+
+/* the reply to DATA: the message goes, or the accepted recipients learn */
+
+static void
+ngx_relay_delivery_data_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
+{
+    if (d->discard) {
+        if (code == 354) {
+            /* RFC 2920 3.1: no recipient, yet 354: an empty message */
+            (void) ngx_relay_delivery_enter(d, ngx_relay_dst_dot);
+            return;
+        }
+
+        ngx_relay_delivery_rset(d);
+        return;
+    }
+
+    if (code == 354) {
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_body);
+        return;
+    }
+
+    ngx_relay_delivery_remember(d);
+
+    if (code / 100 == 5) {
+        ngx_relay_delivery_set_accepted(d, NGX_RELAY_DELIVERY_FAILED,
+                                        "5.0.0");
+        ngx_relay_delivery_rset(d);
+        return;
+    }
+
+    ngx_relay_delivery_refused(d, "4.0.0", "DATA");
+}
+
+
+/* the server refused the host as a whole: its words end the attempt */
+
+static void
+ngx_relay_delivery_refused(ngx_relay_delivery_t *d, const char *dsn,
+    const char *what)
+{
+    ngx_relay_delivery_remember(d);
+    ngx_relay_delivery_host_failed(d, dsn, "%s: %*s", what, d->error_len,
+                                   d->error);
+}
+
+
 /* after an aborted transaction: RSET, then the next one */
 
 static void
 ngx_relay_delivery_rset(ngx_relay_delivery_t *d)
 {
-    d->discard = 0;
-    d->state = ngx_relay_dst_rset;
-
-    if (ngx_relay_delivery_command(d, "RSET") == NGX_ERROR) {
+    if (ngx_relay_delivery_enter(d, ngx_relay_dst_rset) == NGX_ERROR) {
         ngx_relay_delivery_host_failed(d, "4.4.2", "connection lost while "
                                        "sending");
     }
@@ -1434,10 +1554,8 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
     d->conn->tls = 1;
     d->conn->esmtp = 0;
     d->conn->pipelining = 0;
-    d->state = ngx_relay_dst_ehlo;
     ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
-    (void) ngx_relay_delivery_command(d, "EHLO %V",
-                                      &d->destination.ehlo);
+    (void) ngx_relay_delivery_enter(d, ngx_relay_dst_ehlo);
 }
 
 
@@ -1505,11 +1623,16 @@ ngx_relay_delivery_literal_name(ngx_str_t *host)
 }
 
 
+/*
+ * The next transaction on this connection: the open recipients this host
+ * did not defer, at most relay_max_rcpts_per_transaction; with none left,
+ * QUIT (or the idle cache) and the next host.
+ */
+
 static void
-ngx_relay_delivery_mail(ngx_relay_delivery_t *d)
+ngx_relay_delivery_next_transaction(ngx_relay_delivery_t *d)
 {
     off_t                   size;
-    ngx_int_t               rc;
     ngx_uint_t              i, n;
     ngx_relay_dest_t       *dst;
     ngx_relay_queued_t     *q;
@@ -1518,8 +1641,6 @@ ngx_relay_delivery_mail(ngx_relay_delivery_t *d)
     q = d->queued;
     sc = d->conn;
     size = q->message_size;
-
-    /* the next transaction: open recipients this host did not defer */
 
     n = 0;
 
@@ -1534,8 +1655,7 @@ ngx_relay_delivery_mail(ngx_relay_delivery_t *d)
     d->nbatch = n;
 
     if (n == 0) {
-        d->state = ngx_relay_dst_quit;
-        ngx_relay_delivery_release(d);
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_quit);
         ngx_relay_delivery_next_host(d);
         return;
     }
@@ -1545,10 +1665,7 @@ ngx_relay_delivery_mail(ngx_relay_delivery_t *d)
                                    "limit %O of %*s", size, sc->size_limit,
                                    d->relay_len, d->relay)
                        - d->error;
-        ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED, "5.3.4",
-                                   d->error, d->error_len);
-        ngx_relay_delivery_close(d);
-        ngx_relay_delivery_finish(d);
+        ngx_relay_delivery_fail_message(d, "5.3.4");
         return;
     }
 
@@ -1556,57 +1673,29 @@ ngx_relay_delivery_mail(ngx_relay_delivery_t *d)
         d->error_len = ngx_sprintf(d->error, "%*s does not support "
                                    "SMTPUTF8", d->relay_len, d->relay)
                        - d->error;
-        ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED, "5.6.7",
-                                   d->error, d->error_len);
-        ngx_relay_delivery_close(d);
-        ngx_relay_delivery_finish(d);
+        ngx_relay_delivery_fail_message(d, "5.6.7");
         return;
     }
 
-    d->state = ngx_relay_dst_mail;
     d->discard = 0;
     d->pipelined = sc->pipelining;
 
-    if (!sc->esmtp) {
-        (void) ngx_relay_delivery_append(d, "MAIL FROM:<%V>", &q->sender);
-
-    } else {
-        (void) ngx_relay_delivery_append(d, "MAIL FROM:<%V> SIZE=%O%s%s",
-                                         &q->sender, size,
-                                         (q->eightbit && sc->eightbit)
-                                         ? " BODY=8BITMIME" : "",
-                                         q->smtputf8 ? " SMTPUTF8" : "");
-    }
-
-    if (d->pipelined) {
-
-        /* RFC 2920: the envelope in one write, DATA last */
-
-        for (i = 0; i < n; i++) {
-            if ((size_t) (d->out->end - d->out->last)
-                < NGX_RELAY_MAX_ADDR + 64)
-            {
-                d->nbatch = i;        /* the others: the next transaction */
-                break;
-            }
-
-            (void) ngx_relay_delivery_append(d, "RCPT TO:<%V>",
-                                             &d->dests[d->batch[i]].addr);
-        }
-
-        (void) ngx_relay_delivery_append(d, "DATA");
-    }
-
-    if (!d->connection->read->timer_set) {
-        ngx_add_timer(d->connection->read, d->conf->timeout);
-    }
-
-    rc = ngx_relay_delivery_send(d);
-
-    if (rc == NGX_ERROR) {
+    if (ngx_relay_delivery_enter(d, ngx_relay_dst_mail) == NGX_ERROR) {
         ngx_relay_delivery_host_failed(d, "4.4.2", "connection lost while "
                                        "sending");
     }
+}
+
+
+/* a verdict on the message (d->error says why): every open recipient */
+
+static void
+ngx_relay_delivery_fail_message(ngx_relay_delivery_t *d, const char *dsn)
+{
+    ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED, dsn, d->error,
+                               d->error_len);
+    ngx_relay_delivery_close(d);
+    ngx_relay_delivery_finish(d);
 }
 
 
@@ -1714,9 +1803,7 @@ ngx_relay_delivery_chunk_done(ngx_event_t *ev)
             *d->out->last++ = LF;
         }
 
-        d->state = ngx_relay_dst_dot;
-
-        if (ngx_relay_delivery_command(d, ".") == NGX_ERROR) {
+        if (ngx_relay_delivery_enter(d, ngx_relay_dst_dot) == NGX_ERROR) {
             ngx_relay_delivery_host_failed(d, "4.4.2", "connection lost "
                                            "while sending");
         }
@@ -1877,6 +1964,30 @@ ngx_relay_delivery_enhanced(u_char *p, size_t len, u_char class, u_char *out)
     }
 
     return NGX_DECLINED;
+}
+
+
+/* the recipients the server accepted in this transaction get its reply */
+
+static void
+ngx_relay_delivery_set_accepted(ngx_relay_delivery_t *d, ngx_uint_t status,
+    const char *dsn)
+{
+    ngx_uint_t         i;
+    ngx_relay_dest_t  *dst;
+
+    for (i = 0; i < d->nbatch; i++) {
+        dst = &d->dests[d->batch[i]];
+
+        if (!dst->accepted) {
+            continue;
+        }
+
+        dst->accepted = 0;
+        ngx_memcpy(dst->reply, d->error, d->error_len);
+        dst->reply_len = d->error_len;
+        ngx_relay_delivery_set(d, dst, status, dsn);
+    }
 }
 
 
