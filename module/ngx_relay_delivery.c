@@ -1868,9 +1868,10 @@ ngx_relay_delivery_host_failed(ngx_relay_delivery_t *d, const char *dsn,
     d->error_len = p - buf;
     d->error_dsn = dsn;
 
-    ngx_log_error(NGX_LOG_WARN, d->conf->log, 0, "%V: relay=%*s: %*s",
-                  &d->queued->id, d->relay_len, d->relay, d->error_len,
-                  d->error);
+    ngx_log_error(NGX_LOG_WARN, d->conf->log, 0,
+                  "%V: relay=%*s: %*s while in state %V", &d->queued->id,
+                  d->relay_len, d->relay, d->error_len, d->error,
+                  &ngx_relay_delivery_state_names[d->state]);
 
     for (i = 0; i < d->ndests; i++) {
         d->dests[i].accepted = 0;

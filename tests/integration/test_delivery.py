@@ -881,6 +881,18 @@ def test_hostile_sink_defers(drelay, world, name):
     drelay.assert_no_crash(mark)
 
 
+def test_host_failure_says_in_which_state(drelay, world):
+    m = h.unique("state")
+    sender, rcpt = "%s@example.test" % m, "%s@midclose.test" % m
+    qid = send(drelay, sender, [rcpt], body_for(m))
+    dh.wait_status(drelay, qid, rcpt, "deferred", timeout=20)
+    # half an EHLO reply, then the close: the warning says where it was
+    assert re.search(r"\[warn\] .*%s: relay=.*: connection closed by the "
+                     r"server while in state EHLO$" % qid,
+                     drelay.error_log(), re.M), \
+        "no warning naming the state for %s" % qid
+
+
 def test_split_multiline_replies_delivered(drelay, world):
     # valid replies, 3 octets per packet: the reply parser must resume
     m = h.unique("split")
