@@ -414,37 +414,30 @@ ngx_relay_destination_conn(ngx_relay_destination_ctx_t *ds,
     ngx_relay_smtp_conn_t  *sc;
 
     pool = ngx_create_pool(1024, ds->log);
-    if (pool == NULL) {
-        return NULL;
+    sc = pool ? ngx_pcalloc(pool, sizeof(ngx_relay_smtp_conn_t)) : NULL;
+
+    if (sc) {
+        sc->host.data = ngx_pstrdup(pool, host);
+        sc->shape_key.data = ngx_pstrdup(pool, &ds->key);
     }
 
-    sc = ngx_pcalloc(pool, sizeof(ngx_relay_smtp_conn_t));
-    if (sc == NULL) {
-        goto failed;
+    if (sc == NULL || sc->host.data == NULL || sc->shape_key.data == NULL) {
+        if (pool) {
+            ngx_destroy_pool(pool);
+        }
+
+        return NULL;
     }
 
     sc->pool = pool;
     sc->connection = c;
     sc->zone = ds->zone;
-    sc->port = port;
-
-    sc->host.data = ngx_pstrdup(pool, host);
-    sc->shape_key.data = ngx_pstrdup(pool, &ds->key);
-
-    if (sc->host.data == NULL || sc->shape_key.data == NULL) {
-        goto failed;
-    }
-
     sc->host.len = host->len;
+    sc->port = port;
     sc->shape_key.len = ds->key.len;
     sc->shaped = 1;
 
     return sc;
-
-failed:
-
-    ngx_destroy_pool(pool);
-    return NULL;
 }
 
 
