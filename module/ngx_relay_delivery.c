@@ -1034,6 +1034,7 @@ ngx_relay_delivery_read_handler(ngx_event_t *ev)
     ngx_int_t              rc;
     ngx_buf_t             *b;
     ngx_connection_t      *c;
+    ngx_atomic_uint_t      number;
     ngx_relay_delivery_t  *d;
 
     c = ev->data;
@@ -1073,15 +1074,21 @@ ngx_relay_delivery_read_handler(ngx_event_t *ev)
                     ngx_del_timer(c->read);
                 }
 
+                number = c->number;
+
                 ngx_relay_delivery_reply(d);
 
                 /*
                  * The reply may have closed or cached this connection, or
                  * ended the delivery (d is gone then: c->data is not d),
-                 * or started a TLS handshake.
+                 * or started a TLS handshake.  A closed c may already
+                 * serve the connection to the next address (nginx hands
+                 * out the last freed one), with a new number: b went with
+                 * the old connection.
                  */
 
-                if (c->data != d || d->connection != c
+                if (c->number != number || c->data != d
+                    || d->connection != c
                     || c->read->handler != ngx_relay_delivery_read_handler)
                 {
                     return;

@@ -211,7 +211,9 @@ class World:
     def conf(self, **kw):
         args = dict(
             routes=[("static.test", "[127.0.0.2]:%d" % self.P2),
-                    ("routed.test", "hop.test:%d" % self.P2)],
+                    ("routed.test", "hop.test:%d" % self.P2),
+                    ("failover.test", "[127.0.0.9]:%d [127.0.0.2]:%d"
+                     % (self.P, self.P))],
             backups=[(d, "127.0.0.11:%d" % self.P)
                      for d in ("bkrefuse.test", "bk4xx.test",
                                "bksilent.test")])
@@ -929,6 +931,21 @@ def test_static_route_skips_mx_lookup(drelay, world):
         "static.test was looked up: %r" % world.dns.queried(
             "static.test", since=mark)
     assert not world.sinks["pref1"].all_txns(m)
+
+
+def test_next_hop_at_once_after_a_refusing_greeting(drelay, world):
+    need(world, "relay_route")
+    m = h.unique("failover")
+    rcpt = "%s@failover.test" % m
+    qid = send(drelay, "%s@example.test" % m, [rcpt], body_for(m))
+    # the first hop greets with 421; the second is an address, so its
+    # connection starts while that reply is still being handled
+    world.sinks["pref1"].wait_accepted(m, timeout=SENT_TIMEOUT)
+    line = dh.wait_status(drelay, qid, rcpt, "sent")[-1]
+    check_sent_line(world, line, "127.0.0.2")
+    assert re.search(r"%s: relay=\S+: greeting: 421 .* while in state "
+                     r"GREETING" % qid, drelay.error_log()), \
+        "the first hop's 421 greeting was not logged for %s" % qid
 
 
 def test_route_to_host_uses_its_mx(drelay, world):
