@@ -33,10 +33,11 @@
  *
  * A refused connection, a timeout, garbage, a 4xx or 5xx greeting, a 4xx
  * to HELO/MAIL/DATA (EHLO refused: HELO) or a lost connection moves on to
- * the next address or host with the recipients still open.  Per recipient: 2xx sent, 5xx
- * failed, 4xx: that recipient goes on to the next host (RFC 5321 5.1),
- * the others stay done.  Whatever is open when the hosts run out is
- * deferred with its own 4xx reply, or the last error seen.
+ * the next address or host with the recipients still open.  Per
+ * recipient: 2xx sent, 5xx failed, 4xx: that recipient goes on to the
+ * next host (RFC 5321 5.1), the others stay done.  Whatever is open when
+ * the hosts run out is deferred with its own 4xx reply, or the last error
+ * seen.
  *
  * Connection reuse (ngx_relay_destination.c): when a host has nothing
  * more for this delivery, its connection goes to the destination's idle
@@ -149,12 +150,16 @@ static ngx_relay_smtp_conn_t *ngx_relay_delivery_cached(
     ngx_relay_delivery_t *d, ngx_str_t *host, in_port_t port);
 static void ngx_relay_delivery_reuse(ngx_relay_delivery_t *d,
     ngx_relay_smtp_conn_t *sc);
+static void ngx_relay_delivery_attach(ngx_relay_delivery_t *d,
+    ngx_relay_smtp_conn_t *sc);
 static void ngx_relay_delivery_release(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_next_host(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_route_handler(ngx_relay_route_ctx_t *rt);
 static void ngx_relay_delivery_connect(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_lookup_failed(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_dial(ngx_relay_delivery_t *d);
+static ngx_int_t ngx_relay_delivery_new_conn(ngx_relay_delivery_t *d,
+    ngx_int_t rc);
 static void ngx_relay_delivery_close_peer(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_enter(ngx_relay_delivery_t *d,
     ngx_relay_delivery_state_e state);
@@ -167,14 +172,26 @@ static ngx_uint_t ngx_relay_delivery_expecting(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_write_handler(ngx_event_t *ev);
 static void ngx_relay_delivery_read_handler(ngx_event_t *ev);
 static void ngx_relay_delivery_reply(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d,
+    ngx_uint_t code);
+static void ngx_relay_delivery_starttls_reply(ngx_relay_delivery_t *d,
+    ngx_uint_t code);
+static void ngx_relay_delivery_helo_reply(ngx_relay_delivery_t *d,
+    ngx_uint_t code);
+static void ngx_relay_delivery_no_tls(ngx_relay_delivery_t *d,
+    const char *why, ngx_uint_t reply);
+static void ngx_relay_delivery_mail_reply(ngx_relay_delivery_t *d,
+    ngx_uint_t code);
 static void ngx_relay_delivery_rcpt_reply(ngx_relay_delivery_t *d,
     ngx_uint_t code);
 static void ngx_relay_delivery_data_reply(ngx_relay_delivery_t *d,
     ngx_uint_t code);
+static void ngx_relay_delivery_dot_reply(ngx_relay_delivery_t *d,
+    ngx_uint_t code);
 static void ngx_relay_delivery_refused(ngx_relay_delivery_t *d,
     const char *dsn, const char *what);
 static void ngx_relay_delivery_rset(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_extensions(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_start_tls(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_tls_handshaked(ngx_connection_t *c);
 static ngx_int_t ngx_relay_delivery_verify(ngx_relay_delivery_t *d);
@@ -455,6 +472,31 @@ ngx_relay_delivery_cached(ngx_relay_delivery_t *d, ngx_str_t *host,
 static void
 ngx_relay_delivery_reuse(ngx_relay_delivery_t *d, ngx_relay_smtp_conn_t *sc)
 {
+    ngx_relay_delivery_attach(d, sc);
+
+    d->host.data = ngx_pstrdup(d->pool, &sc->host);
+    d->host.len = d->host.data ? sc->host.len : 0;
+    d->port = sc->port;
+
+    ngx_memcpy(d->relay, sc->relay, sc->relay_len);
+    d->relay_len = sc->relay_len;
+
+    d->reused = 1;
+    d->answered = 1;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_CORE, d->conf->log, 0,
+                   "%V: relay=%*s: cached connection", &d->queued->id,
+                   d->relay_len, d->relay);
+
+    ngx_relay_delivery_next_transaction(d);
+}
+
+
+/* the connection becomes this delivery's: its events come here */
+
+static void
+ngx_relay_delivery_attach(ngx_relay_delivery_t *d, ngx_relay_smtp_conn_t *sc)
+{
     ngx_connection_t  *c;
 
     c = sc->connection;
@@ -467,24 +509,9 @@ ngx_relay_delivery_reuse(ngx_relay_delivery_t *d, ngx_relay_smtp_conn_t *sc)
     d->peer.connection = c;
     d->in = sc->in;
     d->out = sc->out;
-    d->host.data = ngx_pstrdup(d->pool, &sc->host);
-    d->host.len = d->host.data ? sc->host.len : 0;
-    d->port = sc->port;
-
-    ngx_memcpy(d->relay, sc->relay, sc->relay_len);
-    d->relay_len = sc->relay_len;
-
-    d->reused = 1;
-    d->answered = 1;
     d->txns = 0;
 
     ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
-
-    ngx_log_debug3(NGX_LOG_DEBUG_CORE, d->conf->log, 0,
-                   "%V: relay=%*s: cached connection", &d->queued->id,
-                   d->relay_len, d->relay);
-
-    ngx_relay_delivery_next_transaction(d);
 }
 
 
@@ -638,9 +665,7 @@ ngx_relay_delivery_dial(ngx_relay_delivery_t *d)
     ngx_int_t                     rc;
     ngx_msec_t                    wait;
     ngx_addr_t                   *local;
-    ngx_connection_t             *c;
     ngx_relay_route_ctx_t        *rt;
-    ngx_relay_smtp_conn_t        *sc;
     ngx_relay_destination_ctx_t  *ds;
 
     rt = &d->route;
@@ -716,9 +741,21 @@ ngx_relay_delivery_dial(ngx_relay_delivery_t *d)
 
     ngx_relay_route_next_addr(rt);
 
+    return ngx_relay_delivery_new_conn(d, rc);
+}
+
+
+/* a connection under way: its own record and buffers, then CONNECT */
+
+static ngx_int_t
+ngx_relay_delivery_new_conn(ngx_relay_delivery_t *d, ngx_int_t rc)
+{
+    ngx_connection_t       *c;
+    ngx_relay_smtp_conn_t  *sc;
+
     c = d->peer.connection;
 
-    sc = ngx_relay_destination_conn(ds, c, &d->host, d->port);
+    sc = ngx_relay_destination_conn(&d->destination, c, &d->host, d->port);
 
     if (sc) {
         sc->in = ngx_create_temp_buf(sc->pool, 4096);
@@ -735,7 +772,7 @@ ngx_relay_delivery_dial(ngx_relay_delivery_t *d)
             d->peer.connection = NULL;
 
         } else {
-            ngx_relay_destination_disconnect(ds);
+            ngx_relay_destination_disconnect(&d->destination);
             ngx_relay_delivery_close_peer(d);
         }
 
@@ -745,26 +782,17 @@ ngx_relay_delivery_dial(ngx_relay_delivery_t *d)
         return NGX_DONE;
     }
 
-    sc->hop.len = ngx_relay_route_hop_id(rt, sc->hop.data,
+    sc->hop.len = ngx_relay_route_hop_id(&d->route, sc->hop.data,
                                          NGX_MAXHOSTNAMELEN + 16);
-    sc->own = ngx_relay_route_own(rt);
+    sc->own = ngx_relay_route_own(&d->route);
     ngx_memcpy(sc->relay, d->relay, d->relay_len);
     sc->relay_len = d->relay_len;
 
-    d->conn = sc;
-    d->connection = c;
-    d->in = sc->in;
-    d->out = sc->out;
-
-    c->data = d;
     c->pool = sc->pool;
-    c->read->handler = ngx_relay_delivery_read_handler;
-    c->write->handler = ngx_relay_delivery_write_handler;
+    ngx_relay_delivery_attach(d, sc);
 
     (void) ngx_relay_delivery_enter(d, ngx_relay_dst_connect);
-    ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
     d->reused = 0;
-    d->txns = 0;
 
     ngx_add_timer(c->write, d->conf->connect_timeout);
 
@@ -1187,85 +1215,19 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
         return;
 
     case ngx_relay_dst_ehlo:
-        if (code / 100 != 2) {
-            (void) ngx_relay_delivery_enter(d, ngx_relay_dst_helo);
-            return;
-        }
-
-        ngx_relay_delivery_ehlo_reply(d);
-
-        /* opportunistic TLS (RFC 3207) whenever the server offers it */
-
-        if (d->conn->starttls && !d->conn->tls && d->conf->ssl) {
-            (void) ngx_relay_delivery_enter(d, ngx_relay_dst_starttls);
-            return;
-        }
-
-        if (d->route.tls_required && !d->conn->tls) {
-            ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required for "
-                                           "%V, but the server does not "
-                                           "offer STARTTLS", &d->domain);
-            return;
-        }
-
-        ngx_relay_delivery_next_transaction(d);
+        ngx_relay_delivery_ehlo_reply(d, code);
         return;
 
     case ngx_relay_dst_starttls:
-        if (code == 220) {
-            ngx_relay_delivery_start_tls(d);
-            return;
-        }
-
-        if (d->route.tls_required) {
-            ngx_relay_delivery_remember(d);
-            ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required "
-                                           "for %V, but STARTTLS was "
-                                           "refused: %*s", &d->domain,
-                                           d->error_len, d->error);
-            return;
-        }
-
-        /* offered but refused: carry on in plaintext */
-
-        ngx_relay_delivery_next_transaction(d);
+        ngx_relay_delivery_starttls_reply(d, code);
         return;
 
     case ngx_relay_dst_helo:
-        if (code / 100 != 2) {
-            ngx_relay_delivery_refused(d, "4.0.0", "HELO");
-            return;
-        }
-
-        if (d->route.tls_required) {
-            ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required for "
-                                           "%V, but the server does not "
-                                           "speak ESMTP", &d->domain);
-            return;
-        }
-
-        ngx_relay_delivery_next_transaction(d);
+        ngx_relay_delivery_helo_reply(d, code);
         return;
 
     case ngx_relay_dst_mail:
-        if (code / 100 == 2) {
-            d->txns++;
-            d->rcpt = 0;
-            d->accepted = 0;
-            (void) ngx_relay_delivery_enter(d, ngx_relay_dst_rcpt);
-            return;
-        }
-
-        if (code / 100 == 5) {
-            /* the sender is refused: a verdict on the message */
-            ngx_relay_delivery_remember(d);
-            ngx_relay_delivery_fail_message(d, "5.0.0");
-            return;
-        }
-
-        /* a 421 on a cached connection is dealt with there */
-
-        ngx_relay_delivery_refused(d, "4.0.0", "MAIL");
+        ngx_relay_delivery_mail_reply(d, code);
         return;
 
     case ngx_relay_dst_rcpt:
@@ -1277,31 +1239,7 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
         return;
 
     case ngx_relay_dst_dot:
-        if (d->discard) {
-            ngx_relay_delivery_rset(d);
-            return;
-        }
-
-        ngx_relay_delivery_remember(d);
-
-        if (code / 100 == 2) {
-            ngx_relay_delivery_set_accepted(d, NGX_RELAY_DELIVERY_SENT,
-                                            "2.0.0");
-
-        } else if (code / 100 == 5) {
-            ngx_relay_delivery_set_accepted(d, NGX_RELAY_DELIVERY_FAILED,
-                                            "5.0.0");
-
-        } else {
-            ngx_relay_delivery_set_accepted(d, NGX_RELAY_DELIVERY_DEFERRED,
-                                            "4.0.0");
-        }
-
-        d->conn->messages++;
-
-        /* no RSET after a complete transaction: the next one, if any */
-
-        ngx_relay_delivery_next_transaction(d);
+        ngx_relay_delivery_dot_reply(d, code);
         return;
 
     case ngx_relay_dst_rset:
@@ -1317,6 +1255,116 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
     default:
         return;
     }
+}
+
+
+/* EHLO refused: HELO; else STARTTLS when offered, or the first MAIL */
+
+static void
+ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
+{
+    if (code / 100 != 2) {
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_helo);
+        return;
+    }
+
+    ngx_relay_delivery_extensions(d);
+
+    /* opportunistic TLS (RFC 3207) whenever the server offers it */
+
+    if (d->conn->starttls && !d->conn->tls && d->conf->ssl) {
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_starttls);
+        return;
+    }
+
+    if (d->route.tls_required && !d->conn->tls) {
+        ngx_relay_delivery_no_tls(d, "the server does not offer STARTTLS",
+                                  0);
+        return;
+    }
+
+    ngx_relay_delivery_next_transaction(d);
+}
+
+
+static void
+ngx_relay_delivery_starttls_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
+{
+    if (code == 220) {
+        ngx_relay_delivery_start_tls(d);
+        return;
+    }
+
+    if (d->route.tls_required) {
+        ngx_relay_delivery_no_tls(d, "STARTTLS was refused: ", 1);
+        return;
+    }
+
+    /* offered but refused: carry on in plaintext */
+
+    ngx_relay_delivery_next_transaction(d);
+}
+
+
+static void
+ngx_relay_delivery_helo_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
+{
+    if (code / 100 != 2) {
+        ngx_relay_delivery_refused(d, "4.0.0", "HELO");
+        return;
+    }
+
+    if (d->route.tls_required) {
+        ngx_relay_delivery_no_tls(d, "the server does not speak ESMTP", 0);
+        return;
+    }
+
+    ngx_relay_delivery_next_transaction(d);
+}
+
+
+/* the destination's TLS policy asks for TLS this host does not give */
+
+static void
+ngx_relay_delivery_no_tls(ngx_relay_delivery_t *d, const char *why,
+    ngx_uint_t reply)
+{
+    size_t  len;
+
+    len = 0;
+
+    if (reply) {
+        ngx_relay_delivery_remember(d);
+        len = d->error_len;
+    }
+
+    ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required for %V, "
+                                   "but %s%*s", &d->domain, why, len,
+                                   d->error);
+}
+
+
+static void
+ngx_relay_delivery_mail_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
+{
+    if (code / 100 == 2) {
+        d->txns++;
+        d->rcpt = 0;
+        d->accepted = 0;
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_rcpt);
+        return;
+    }
+
+    if (code / 100 == 5) {
+        /* the sender is refused: a verdict on the message */
+        ngx_relay_delivery_remember(d);
+        ngx_relay_delivery_fail_message(d, "5.0.0");
+        return;
+    }
+
+    /* a 421 on a cached connection is dealt with there */
+
+    ngx_relay_delivery_refused(d, "4.0.0", "MAIL");
 }
 
 
@@ -1418,6 +1466,38 @@ ngx_relay_delivery_data_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
 }
 
 
+/* the end of data: the accepted recipients' result, the next transaction */
+
+static void
+ngx_relay_delivery_dot_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
+{
+    if (d->discard) {
+        ngx_relay_delivery_rset(d);
+        return;
+    }
+
+    ngx_relay_delivery_remember(d);
+
+    if (code / 100 == 2) {
+        ngx_relay_delivery_set_accepted(d, NGX_RELAY_DELIVERY_SENT, "2.0.0");
+
+    } else if (code / 100 == 5) {
+        ngx_relay_delivery_set_accepted(d, NGX_RELAY_DELIVERY_FAILED,
+                                        "5.0.0");
+
+    } else {
+        ngx_relay_delivery_set_accepted(d, NGX_RELAY_DELIVERY_DEFERRED,
+                                        "4.0.0");
+    }
+
+    d->conn->messages++;
+
+    /* no RSET after a complete transaction: the next one, if any */
+
+    ngx_relay_delivery_next_transaction(d);
+}
+
+
 /* the server refused the host as a whole: its words end the attempt */
 
 static void
@@ -1445,7 +1525,7 @@ ngx_relay_delivery_rset(ngx_relay_delivery_t *d)
 /* what the server offers: kept with the connection, which may be reused */
 
 static void
-ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d)
+ngx_relay_delivery_extensions(ngx_relay_delivery_t *d)
 {
     u_char                 *p, *last;
     ngx_relay_smtp_conn_t  *sc;
