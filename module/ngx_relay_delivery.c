@@ -74,6 +74,8 @@ typedef enum {
 } ngx_relay_delivery_state_e;
 
 
+/* by ngx_relay_delivery_state_e, for the log */
+
 static ngx_str_t  ngx_relay_delivery_state_names[] = {
     ngx_string("CONNECT"),
     ngx_string("GREETING"),
@@ -615,7 +617,9 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
             return;
         }
 
-        if (rt->addr == 0) {
+        /* a host's first address: a cached connection may serve it */
+
+        if (rt->first) {
             sc = ngx_relay_delivery_cached(d, &rt->host, rt->port);
 
             if (sc) {
@@ -654,7 +658,7 @@ ngx_relay_delivery_lookup_failed(ngx_relay_delivery_t *d)
  * A new connection to the route's current address, from the egress
  * pool's current source address.  NGX_DECLINED: that did not work, on to
  * the next; else the connection is under way, or the delivery waits for
- * its turn or has ended.
+ * the destination's connection limit (d->throttle), or has ended.
  */
 
 static ngx_int_t

@@ -211,7 +211,8 @@ ngx_relay_route_match(ngx_str_t *pat, ngx_str_t *dom)
 /*
  * The address to try now: the current one, or the next of the walk.
  *
- *   NGX_OK        rt->host, rt->port, rt->sockaddr (the port set in it)
+ *   NGX_OK        rt->host, rt->port, rt->sockaddr (the port set in it),
+ *                 rt->first
  *   NGX_AGAIN     a lookup runs; rt->handler runs when it ends
  *   NGX_DECLINED  a lookup failed for now (rt->dsn, rt->error, rt->relay);
  *                 ask again for the rest of the walk
@@ -241,6 +242,7 @@ ngx_relay_route_next(ngx_relay_route_ctx_t *rt)
 
     rt->sockaddr = (struct sockaddr *) &rt->addrs[rt->addr];
     rt->socklen = rt->socklens[rt->addr];
+    rt->first = (rt->addr == 0);
 
     ngx_inet_set_port(rt->sockaddr, rt->port);
 

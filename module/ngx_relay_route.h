@@ -58,6 +58,7 @@ struct ngx_relay_route_ctx_s {
     in_port_t                    port;
     struct sockaddr             *sockaddr;
     socklen_t                    socklen;
+    unsigned                     first:1;      /* the host's first address */
 
     /* why ngx_relay_route_next() said NGX_DECLINED or NGX_ABORT */
     const char                  *dsn;
