@@ -7,17 +7,21 @@
 /*
  * The SMTP client: one attempt to deliver one message to the recipients
  * of one domain.  It never writes the spool (the scheduler records the
- * outcome) and reads the message through thread tasks.
+ * outcome) and reads the message through thread tasks.  The route
+ * (ngx_relay_route.c) gives the next address to try; the destination
+ * (ngx_relay_destination.c) says when the delivery may run, and gives
+ * cached connections and source addresses.
  *
- * Hosts, in order (RFC 5321 5.1): the route's next hops, or the domain's
- * MX hosts by preference (random among equals; the domain itself when it
- * has no MX; a null MX fails at once, RFC 7505); then the domain's backup
- * MX list; then the fallback relay.  Each host's addresses in turn.
+ * States of a connection, entered only through ngx_relay_delivery_enter(),
+ * which sends each state's command; the reply handler only decides what
+ * a reply means (for a recipient, the host or the message) and which
+ * state comes next:
  *
- * States of a connection:
+ *   CONNECT -> GREETING -> EHLO (-> STARTTLS -> EHLO | HELO)
+ *     -> MAIL -> RCPT ... -> DATA -> BODY -> DOT -> MAIL ... | QUIT
  *
- *   connect -> greeting -> ehlo (-> starttls -> ehlo | helo)
- *     -> mail -> rcpt ... -> data -> body -> dot -> mail ... (-> rset -> mail)
+ * (after an aborted transaction: -> RSET -> MAIL).  QUIT: nothing more
+ * for this host; its connection goes to the idle cache, or says QUIT.
  *
  * A transaction carries at most relay_max_rcpts_per_transaction open
  * recipients; a "452 4.5.3 too many recipients" leaves the rest for the
@@ -28,29 +32,18 @@
  * accepted) RSET first.
  *
  * A refused connection, a timeout, garbage, a 4xx or 5xx greeting, a 4xx
- * to EHLO/MAIL/DATA or a lost connection moves on to the next address or
- * host with the recipients still open.  Per recipient: 2xx sent, 5xx
- * failed, 4xx: that recipient goes on to the next host (RFC 5321 5.1),
- * the others stay done.  Whatever is open when the hosts run out is
- * deferred with its own 4xx reply, or the last error seen.
+ * to HELO/MAIL/DATA (EHLO refused: HELO) or a lost connection moves on to
+ * the next address or host with the recipients still open.  Per
+ * recipient: 2xx sent, 5xx failed, 4xx: that recipient goes on to the
+ * next host (RFC 5321 5.1), the others stay done.  Whatever is open when
+ * the hosts run out is deferred with its own 4xx reply, or the last error
+ * seen.
  *
- * Connection reuse: when a host has nothing more for this delivery, its
- * connection (unless its transaction was aborted midway) goes to a cache
- * of idle connections of the worker, keyed by the destination (the
- * recipient domain) and the host and port.  A delivery to that
- * destination takes a cached connection to one of the domain's own hosts
- * before any DNS lookup, or one to the host it is about to connect to.
- * Idle connections close with QUIT after relay_connection_idle_timeout,
- * after relay_connection_reuse_limit messages, when the server closes or
- * says anything, and when the worker exits (their timers are cancelable,
- * and c->idle lets nginx close them at a graceful shutdown).  A cached
+ * Connection reuse (ngx_relay_destination.c): when a host has nothing
+ * more for this delivery, its connection goes to the destination's idle
+ * connections, unless its transaction was aborted midway.  A cached
  * connection found dead at its first MAIL (closed, reset, 421) is dropped
  * and the delivery goes on with a fresh connection: not a failed attempt.
- *
- * Concurrency: at most relay_destination_concurrency deliveries of a
- * destination run at once in a worker; the others wait, in order, and
- * start when one ends (never failed for it).  Idle connections of a
- * destination plus its running deliveries stay within the same limit.
  */
 
 
@@ -59,6 +52,7 @@
 #include <ngx_event.h>
 #include <ngx_event_connect.h>
 #include <ngx_relay_delivery.h>
+#include <ngx_relay_destination.h>
 
 
 #define NGX_RELAY_DELIVERY_CHUNK   65536
@@ -80,51 +74,22 @@ typedef enum {
 } ngx_relay_delivery_state_e;
 
 
-/* a destination: its running and waiting deliveries, its idle connections */
+/* by ngx_relay_delivery_state_e, for the log */
 
-typedef struct {
-    ngx_queue_t                  queue;        /* in conf->dests */
-    ngx_str_t                    name;
-    ngx_uint_t                   active;
-    ngx_uint_t                   idle;
-    ngx_queue_t                  waiting;      /* ngx_relay_delivery_t */
-} ngx_relay_destination_t;
-
-
-/* an SMTP connection, which may outlive its delivery in the idle cache */
-
-typedef struct {
-    ngx_queue_t                  queue;        /* in conf->idle */
-    ngx_pool_t                  *pool;         /* the connection's */
-    ngx_connection_t            *connection;
-    ngx_relay_delivery_conf_t   *conf;
-    ngx_relay_destination_t     *dest;
-    ngx_str_t                    host;
-    in_port_t                    port;
-    ngx_buf_t                   *in;
-    ngx_buf_t                   *out;
-    ngx_uint_t                   messages;
-    off_t                        size_limit;
-    unsigned                     own:1;        /* one of the domain's hosts */
-    unsigned                     esmtp:1;
-    unsigned                     smtputf8:1;
-    unsigned                     eightbit:1;
-    unsigned                     starttls:1;
-    unsigned                     tls:1;
-    unsigned                     pipelining:1;
-    unsigned                     verified:1;   /* chain and name checked */
-    unsigned                     shaped:1;     /* counted as open */
-    ngx_str_t                    shape_key;
-    ngx_str_t                    hop;          /* made for: see hop_id() */
-    u_char                       relay[NGX_SOCKADDR_STRLEN + 300];
-    size_t                       relay_len;
-} ngx_relay_smtp_conn_t;
-
-
-typedef struct {
-    ngx_str_t                    host;
-    in_port_t                    port;
-} ngx_relay_target_t;
+static ngx_str_t  ngx_relay_delivery_state_names[] = {
+    ngx_string("CONNECT"),
+    ngx_string("GREETING"),
+    ngx_string("EHLO"),
+    ngx_string("STARTTLS"),
+    ngx_string("HELO"),
+    ngx_string("MAIL"),
+    ngx_string("RCPT"),
+    ngx_string("DATA"),
+    ngx_string("BODY"),
+    ngx_string("DOT"),
+    ngx_string("RSET"),
+    ngx_string("QUIT")
+};
 
 
 struct ngx_relay_delivery_s {
@@ -138,39 +103,16 @@ struct ngx_relay_delivery_s {
     ngx_relay_delivery_done_pt   handler;
     void                        *data;
 
-    ngx_array_t                  hops;         /* ngx_relay_hop_t */
-    ngx_uint_t                   hop;
-    ngx_uint_t                   own_hops;     /* first hops: the domain's */
-    ngx_array_t                  targets;      /* ngx_relay_target_t */
-    ngx_uint_t                   target;
-    ngx_relay_dns_query_t       *query;
-
-    ngx_sockaddr_t               addrs[NGX_RELAY_DNS_MAX_ADDRS];
-    socklen_t                    socklens[NGX_RELAY_DNS_MAX_ADDRS];
-    ngx_uint_t                   naddrs;
-    ngx_uint_t                   addr;
-    ngx_str_t                    host;         /* of the current target */
+    ngx_relay_route_ctx_t        route;
+    ngx_str_t                    host;         /* of the connection */
     in_port_t                    port;
 
-    ngx_str_t                    ehlo;         /* the pool's, or ours */
-    ngx_str_t                    egress_pool;  /* "": none */
-    ngx_addr_t                  *egress;       /* weighted random order */
-    ngx_uint_t                   negress;
-    ngx_uint_t                   egress_next;  /* the address in use */
-    ngx_uint_t                   concurrency;  /* of the destination */
-    ngx_uint_t                   reuse_limit;
-    ngx_str_t                    shape_key;    /* "pool/domain" or domain */
-    ngx_relay_shape_limits_t     shape;
-    ngx_str_t                    backoff_reply;
-    time_t                       backoff;
+    ngx_relay_destination_ctx_t  destination;
     ngx_event_t                  throttle;     /* waits for a connection */
 
     ngx_peer_connection_t        peer;
     ngx_connection_t            *connection;
     ngx_relay_smtp_conn_t       *conn;
-    ngx_relay_destination_t     *dest;
-    ngx_queue_t                  wait;         /* in dest->waiting */
-    ngx_event_t                  wake;
     ngx_relay_delivery_state_e   state;
     ngx_buf_t                   *in;
     ngx_buf_t                   *out;
@@ -181,25 +123,11 @@ struct ngx_relay_delivery_s {
     ngx_uint_t                   rcpt;         /* next RCPT reply in batch */
     ngx_uint_t                   accepted;
     ngx_uint_t                   txns;         /* MAIL accepted, this conn */
-    off_t                        size_limit;   /* SIZE of the server */
-    unsigned                     esmtp:1;
-    unsigned                     smtputf8:1;
-    unsigned                     eightbit:1;
-    unsigned                     starttls:1;     /* offered */
-    unsigned                     tls:1;          /* active */
-    unsigned                     pipelining:1;   /* offered */
     unsigned                     pipelined:1;    /* this transaction */
     unsigned                     discard:1;      /* no RCPT accepted */
     unsigned                     reused:1;       /* from the cache */
     unsigned                     no_cache:1;
-    unsigned                     waiting:1;
-    unsigned                     tried:1;        /* tried_host, from cache */
-    unsigned                     tls_required:1; /* relay_tls_policy */
-    unsigned                     tls_verify:1;
-    unsigned                     verified:1;
     unsigned                     answered:1;     /* a host said 2xx hello */
-    ngx_str_t                    tried_host;
-    in_port_t                    tried_port;
 
     off_t                        body_off;
     ngx_thread_task_t           *task;
@@ -218,54 +146,69 @@ struct ngx_relay_delivery_s {
 };
 
 
+static void ngx_relay_delivery_turn(ngx_relay_destination_ctx_t *ds);
 static void ngx_relay_delivery_begin(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_wake(ngx_event_t *ev);
-static ngx_relay_destination_t *ngx_relay_delivery_destination(
-    ngx_relay_delivery_conf_t *dc, ngx_str_t *domain);
-static void ngx_relay_delivery_destination_free(ngx_relay_delivery_conf_t *dc,
-    ngx_relay_destination_t *dest);
 static ngx_relay_smtp_conn_t *ngx_relay_delivery_cached(
     ngx_relay_delivery_t *d, ngx_str_t *host, in_port_t port);
-static size_t ngx_relay_delivery_hop_id(ngx_relay_delivery_t *d,
-    ngx_relay_hop_t *h, u_char *buf, size_t len);
-static ngx_uint_t ngx_relay_delivery_own_hop(ngx_relay_delivery_t *d,
-    ngx_str_t *id);
 static void ngx_relay_delivery_reuse(ngx_relay_delivery_t *d,
     ngx_relay_smtp_conn_t *sc);
+static void ngx_relay_delivery_attach(ngx_relay_delivery_t *d,
+    ngx_relay_smtp_conn_t *sc);
 static void ngx_relay_delivery_release(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_idle_handler(ngx_event_t *ev);
-static void ngx_relay_delivery_idle_write_handler(ngx_event_t *ev);
-static void ngx_relay_delivery_conn_close(ngx_relay_smtp_conn_t *sc,
-    ngx_uint_t quit);
 static void ngx_relay_delivery_next_host(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_rset(ngx_relay_delivery_t *d);
-static ngx_int_t ngx_relay_delivery_append(ngx_relay_delivery_t *d,
-    const char *fmt, ...);
-static ngx_uint_t ngx_relay_delivery_expecting(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_next_hop(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_mx_done(ngx_relay_dns_query_t *q);
-static void ngx_relay_delivery_next_target(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_host_done(ngx_relay_dns_query_t *q);
+static void ngx_relay_delivery_route_handler(ngx_relay_route_ctx_t *rt);
 static void ngx_relay_delivery_connect(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_read_handler(ngx_event_t *ev);
-static void ngx_relay_delivery_write_handler(ngx_event_t *ev);
-static ngx_int_t ngx_relay_delivery_send(ngx_relay_delivery_t *d);
-static ngx_int_t ngx_relay_delivery_command(ngx_relay_delivery_t *d,
+static void ngx_relay_delivery_lookup_failed(ngx_relay_delivery_t *d);
+static ngx_int_t ngx_relay_delivery_dial(ngx_relay_delivery_t *d);
+static ngx_int_t ngx_relay_delivery_new_conn(ngx_relay_delivery_t *d,
+    ngx_int_t rc);
+static void ngx_relay_delivery_close_peer(ngx_relay_delivery_t *d);
+static ngx_int_t ngx_relay_delivery_enter(ngx_relay_delivery_t *d,
+    ngx_relay_delivery_state_e state);
+static void ngx_relay_delivery_append(ngx_relay_delivery_t *d,
     const char *fmt, ...);
+static void ngx_relay_delivery_envelope(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_expect(ngx_relay_delivery_t *d);
+static ngx_int_t ngx_relay_delivery_send(ngx_relay_delivery_t *d);
+static ngx_uint_t ngx_relay_delivery_expecting(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_write_handler(ngx_event_t *ev);
+static void ngx_relay_delivery_read_handler(ngx_event_t *ev);
 static void ngx_relay_delivery_reply(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d,
+    ngx_uint_t code);
+static void ngx_relay_delivery_starttls_reply(ngx_relay_delivery_t *d,
+    ngx_uint_t code);
+static void ngx_relay_delivery_helo_reply(ngx_relay_delivery_t *d,
+    ngx_uint_t code);
+static void ngx_relay_delivery_no_tls(ngx_relay_delivery_t *d,
+    const char *why, ngx_uint_t reply);
+static void ngx_relay_delivery_mail_reply(ngx_relay_delivery_t *d,
+    ngx_uint_t code);
+static void ngx_relay_delivery_rcpt_reply(ngx_relay_delivery_t *d,
+    ngx_uint_t code);
+static void ngx_relay_delivery_data_reply(ngx_relay_delivery_t *d,
+    ngx_uint_t code);
+static void ngx_relay_delivery_dot_reply(ngx_relay_delivery_t *d,
+    ngx_uint_t code);
+static void ngx_relay_delivery_refused(ngx_relay_delivery_t *d,
+    const char *dsn, const char *what);
+static void ngx_relay_delivery_rset(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_extensions(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_start_tls(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_tls_handshaked(ngx_connection_t *c);
-static ngx_int_t ngx_relay_delivery_literal_name(ngx_str_t *host);
-static void ngx_relay_delivery_tls_policy(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_verify(ngx_relay_delivery_t *d);
-static void ngx_relay_delivery_mail(ngx_relay_delivery_t *d);
+static ngx_int_t ngx_relay_delivery_literal_name(ngx_str_t *host);
+static void ngx_relay_delivery_next_transaction(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_fail_message(ngx_relay_delivery_t *d,
+    const char *dsn);
 static void ngx_relay_delivery_read_chunk(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_chunk_thread(void *data, ngx_log_t *log);
 static void ngx_relay_delivery_chunk_done(ngx_event_t *ev);
 static void ngx_relay_delivery_host_failed(ngx_relay_delivery_t *d,
     const char *dsn, const char *fmt, ...);
 static void ngx_relay_delivery_close(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_set_accepted(ngx_relay_delivery_t *d,
+    ngx_uint_t status, const char *dsn);
 static void ngx_relay_delivery_set_all(ngx_relay_delivery_t *d,
     ngx_uint_t status, const char *dsn, u_char *text, size_t len);
 static void ngx_relay_delivery_set(ngx_relay_delivery_t *d,
@@ -274,14 +217,9 @@ static void ngx_relay_delivery_finish(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_enhanced(u_char *p, size_t len,
     u_char class, u_char *out);
 static ngx_uint_t ngx_relay_delivery_open(ngx_relay_delivery_t *d);
-static ngx_int_t ngx_relay_delivery_literal(ngx_relay_delivery_t *d,
-    ngx_str_t *host);
-static ngx_int_t ngx_relay_delivery_shape(ngx_relay_delivery_t *d,
-    ngx_relay_policy_t *p, ngx_str_t *key);
 static void ngx_relay_delivery_throttled(ngx_relay_delivery_t *d,
     ngx_msec_t wait, ngx_uint_t slow);
 static void ngx_relay_delivery_throttle_handler(ngx_event_t *ev);
-static void ngx_relay_delivery_backoff_reply(ngx_relay_delivery_t *d);
 
 
 ngx_int_t
@@ -289,14 +227,13 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     ngx_relay_queued_t *q, ngx_str_t *domain, ngx_relay_dest_t *dests,
     ngx_uint_t ndests, ngx_relay_delivery_done_pt handler, void *data)
 {
-    ngx_str_t              key;
-    ngx_uint_t             i, slow;
-    ngx_msec_t             wait;
-    ngx_pool_t            *pool;
-    ngx_relay_hop_t       *h;
-    ngx_relay_route_t     *r;
-    ngx_relay_policy_t    *p;
-    ngx_relay_delivery_t  *d;
+    ngx_uint_t                    slow;
+    ngx_msec_t                    wait;
+    ngx_pool_t                   *pool;
+    ngx_relay_policy_t           *p;
+    ngx_relay_delivery_t         *d;
+    ngx_relay_route_ctx_t        *rt;
+    ngx_relay_destination_ctx_t  *ds;
 
     pool = ngx_create_pool(4096, dc->log);
     if (pool == NULL) {
@@ -318,102 +255,51 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     d->handler = handler;
     d->data = data;
 
-    ngx_relay_delivery_tls_policy(d);
-
     d->chunk = ngx_pnalloc(pool, NGX_RELAY_DELIVERY_CHUNK);
     d->task = ngx_thread_task_alloc(pool, 0);
     d->batch = ngx_palloc(pool, ndests * sizeof(ngx_uint_t));
 
-    if (d->chunk == NULL || d->task == NULL || d->batch == NULL
-        || ngx_array_init(&d->hops, pool, 4, sizeof(ngx_relay_hop_t))
-           != NGX_OK
-        || ngx_array_init(&d->targets, pool, 4, sizeof(ngx_relay_target_t))
-           != NGX_OK)
-    {
+    if (d->chunk == NULL || d->task == NULL || d->batch == NULL) {
         goto failed;
     }
 
     p = dc->policy;
 
-    /* the domain's own hops: a route, or its MX hosts */
+    rt = &d->route;
+    rt->pool = pool;
+    rt->log = dc->log;
+    rt->id = &q->id;
+    rt->dns = dc->dns;
+    rt->hostname = &dc->hostname;
+    rt->handler = ngx_relay_delivery_route_handler;
+    rt->data = d;
 
-    r = ngx_relay_policy_next_hops(p, domain);
-
-    if (r) {
-        for (i = 0; i < r->hops.nelts; i++) {
-            h = ngx_array_push(&d->hops);
-            if (h == NULL) {
-                goto failed;
-            }
-
-            *h = ((ngx_relay_hop_t *) r->hops.elts)[i];
-        }
-
-    } else {
-        h = ngx_array_push(&d->hops);
-        if (h == NULL) {
-            goto failed;
-        }
-
-        ngx_memzero(h, sizeof(ngx_relay_hop_t));
-        h->host = *domain;
-        h->mx = 1;
-    }
-
-    d->own_hops = d->hops.nelts;
-
-    /* then the backup MX list, then the fallback relay */
-
-    r = ngx_relay_policy_backup(p, domain);
-
-    for (i = 0; r && i < r->hops.nelts; i++) {
-        h = ngx_array_push(&d->hops);
-        if (h == NULL) {
-            goto failed;
-        }
-
-        *h = ((ngx_relay_hop_t *) r->hops.elts)[i];
-        h->mx = 0;
-    }
-
-    r = ngx_relay_policy_fallback(p);
-
-    for (i = 0; r && i < r->hops.nelts; i++) {
-        h = ngx_array_push(&d->hops);
-        if (h == NULL) {
-            goto failed;
-        }
-
-        *h = ((ngx_relay_hop_t *) r->hops.elts)[i];
-    }
-
-    /*
-     * The fleet policy may be swapped while this delivery runs: it keeps
-     * the hops it started with.
-     */
-
-    h = d->hops.elts;
-
-    for (i = 0; i < d->hops.nelts; i++) {
-        if (h[i].host.data != domain->data) {
-            h[i].host.data = ngx_pstrdup(pool, &h[i].host);
-            if (h[i].host.data == NULL) {
-                goto failed;
-            }
-        }
+    if (ngx_relay_route_init(rt, p, domain) != NGX_OK) {
+        goto failed;
     }
 
     d->error_len = ngx_sprintf(d->error, "no host tried") - d->error;
     d->error_dsn = "4.4.1";
 
-    if (ngx_relay_delivery_shape(d, p, &key) != NGX_OK) {
+    ds = &d->destination;
+    ds->pool = pool;
+    ds->log = dc->log;
+    ds->handler = ngx_relay_delivery_turn;
+    ds->data = d;
+    ds->reuse = dc->reuse;
+    ds->idle_timeout = dc->idle_timeout;
+
+    /* nginx.conf's, unless the egress pool or the destination limit says */
+
+    ds->ehlo = dc->hostname;
+    ds->concurrency = dc->concurrency;
+    ds->reuse_limit = dc->reuse_limit;
+
+    if (ngx_relay_destination_init(ds, p, q, domain) != NGX_OK) {
         goto failed;
     }
 
-    if (ngx_relay_shape_message(p->limits_zone, &d->shape_key, &d->shape,
-                                &wait, &slow)
-        == NGX_BUSY)
-    {
+    if (ngx_relay_destination_message(ds, &wait, &slow) == NGX_BUSY) {
         ngx_relay_delivery_throttled(d, wait, slow);
         return NGX_OK;
     }
@@ -423,26 +309,17 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     d->throttle.log = dc->log;
     d->throttle.cancelable = 1;
 
-    d->dest = ngx_relay_delivery_destination(dc, &key);
-    if (d->dest == NULL) {
+    switch (ngx_relay_destination_enter(ds, &dc->dests)) {
+
+    case NGX_ERROR:
         goto failed;
+
+    case NGX_AGAIN:
+        return NGX_OK;                 /* ngx_relay_delivery_turn() */
+
+    default:
+        break;
     }
-
-    d->wake.handler = ngx_relay_delivery_wake;
-    d->wake.data = d;
-    d->wake.log = dc->log;
-
-    if (d->dest->active >= d->concurrency) {
-        ngx_log_debug2(NGX_LOG_DEBUG_CORE, dc->log, 0,
-                       "%V: waits: %ui deliveries to the destination",
-                       &q->id, d->dest->active);
-
-        ngx_queue_insert_tail(&d->dest->waiting, &d->wait);
-        d->waiting = 1;
-        return NGX_OK;
-    }
-
-    d->dest->active++;
 
     /* the handler may run before this returns: d is gone then */
 
@@ -454,107 +331,6 @@ failed:
 
     ngx_destroy_pool(pool);
     return NGX_ERROR;
-}
-
-
-/*
- * What the policy says about this delivery besides its hops: the egress
- * pool of the message (its source addresses, in a weighted random order,
- * and its EHLO name) and the destination's limits.  A destination is the
- * recipient domain within a pool: concurrency, reuse and cached
- * connections count per pool and destination.
- */
-
-static ngx_int_t
-ngx_relay_delivery_shape(ngx_relay_delivery_t *d, ngx_relay_policy_t *p,
-    ngx_str_t *key)
-{
-    u_char                    *k;
-    ngx_uint_t                 i, n, order[NGX_RELAY_EGRESS_MAX];
-    ngx_relay_queued_t        *q;
-    ngx_relay_dest_limit_t    *dl;
-    ngx_relay_egress_addr_t   *a;
-    ngx_relay_egress_pool_t   *ep;
-    ngx_relay_delivery_conf_t *dc;
-
-    dc = d->conf;
-    q = d->queued;
-
-    d->ehlo = dc->hostname;
-    *key = d->domain;
-
-    ep = ngx_relay_policy_egress(p, &q->sender, &q->auth, &q->tenant);
-
-    if (ep) {
-        d->egress_pool.data = ngx_pstrdup(d->pool, &ep->name);
-        d->ehlo.data = ngx_pstrdup(d->pool, &ep->ehlo);
-        d->egress = ngx_palloc(d->pool,
-                               ep->addrs.nelts * sizeof(ngx_addr_t));
-        k = ngx_pnalloc(d->pool, ep->name.len + 1 + d->domain.len);
-
-        if (d->egress_pool.data == NULL || d->ehlo.data == NULL
-            || d->egress == NULL || k == NULL)
-        {
-            return NGX_ERROR;
-        }
-
-        d->egress_pool.len = ep->name.len;
-        d->ehlo.len = ep->ehlo.len;
-
-        n = ngx_relay_egress_order(ep, order);
-        a = ep->addrs.elts;
-
-        for (i = 0; i < n; i++) {
-            d->egress[i].socklen = a[order[i]].addr.socklen;
-            d->egress[i].sockaddr = ngx_palloc(d->pool,
-                                               a[order[i]].addr.socklen);
-            d->egress[i].name.data = ngx_pstrdup(d->pool,
-                                                 &a[order[i]].addr.name);
-            d->egress[i].name.len = a[order[i]].addr.name.len;
-
-            if (d->egress[i].sockaddr == NULL
-                || d->egress[i].name.data == NULL)
-            {
-                return NGX_ERROR;
-            }
-
-            ngx_memcpy(d->egress[i].sockaddr, a[order[i]].addr.sockaddr,
-                       a[order[i]].addr.socklen);
-        }
-
-        d->negress = n;
-
-        key->data = k;
-        key->len = ngx_sprintf(k, "%V/%V", &ep->name, &d->domain) - k;
-    }
-
-    dl = ngx_relay_policy_dest_limit(p, &d->domain);
-
-    d->concurrency = (dl && dl->connections) ? dl->connections
-                                             : dc->concurrency;
-    d->reuse_limit = (dl && dl->messages_per_connection)
-                     ? dl->messages_per_connection : dc->reuse_limit;
-
-    d->shape_key = *key;
-
-    if (dl) {
-        d->shape.connections = dl->connections;
-        d->shape.connections_per_minute = dl->connections_per_minute;
-        d->shape.messages_per_minute = dl->messages_per_minute;
-        d->shape.messages_per_hour = dl->messages_per_hour;
-        d->backoff = dl->backoff;
-
-        if (dl->backoff_reply.len) {
-            d->backoff_reply.data = ngx_pstrdup(d->pool, &dl->backoff_reply);
-            if (d->backoff_reply.data == NULL) {
-                return NGX_ERROR;
-            }
-
-            d->backoff_reply.len = dl->backoff_reply.len;
-        }
-    }
-
-    return NGX_OK;
 }
 
 
@@ -571,7 +347,7 @@ ngx_relay_delivery_throttled(ngx_relay_delivery_t *d, ngx_msec_t wait,
     ngx_relay_dest_t  *dst;
 
     d->error_len = ngx_sprintf(d->error, "throttled: %V %s, retry in %M ms",
-                               &d->shape_key,
+                               &d->destination.key,
                                slow ? "is in slow mode after a backoff reply"
                                     : "reached its messages per minute or hour",
                                wait)
@@ -595,29 +371,6 @@ static void
 ngx_relay_delivery_throttle_handler(ngx_event_t *ev)
 {
     ngx_relay_delivery_connect(ev->data);
-}
-
-
-/* a reply that asks for mercy: the destination goes slow for a while */
-
-static void
-ngx_relay_delivery_backoff_reply(ngx_relay_delivery_t *d)
-{
-    if (d->rp.text_len < d->backoff_reply.len
-        || ngx_strlcasestrn(d->rp.text, d->rp.text + d->rp.text_len,
-                            d->backoff_reply.data, d->backoff_reply.len - 1)
-           == NULL)
-    {
-        return;
-    }
-
-    ngx_relay_shape_slow_down(d->conf->policy->limits_zone, &d->shape_key,
-                              d->backoff);
-
-    ngx_log_error(NGX_LOG_NOTICE, d->conf->log, 0,
-                  "%V: destination %V in slow mode for %T s after "
-                  "\"%d %*s\"", &d->queued->id, &d->shape_key, d->backoff,
-                  (int) d->rp.code, d->rp.text_len, d->rp.text);
 }
 
 
@@ -670,25 +423,16 @@ ngx_relay_delivery_free(ngx_relay_delivery_t *d)
 void
 ngx_relay_delivery_exit(ngx_relay_delivery_conf_t *dc)
 {
-    ngx_queue_t            *q;
-    ngx_relay_smtp_conn_t  *sc;
-
-    while (!ngx_queue_empty(&dc->idle)) {
-        q = ngx_queue_head(&dc->idle);
-        sc = ngx_queue_data(q, ngx_relay_smtp_conn_t, queue);
-
-        ngx_queue_remove(q);
-        sc->dest->idle--;
-        ngx_relay_delivery_destination_free(dc, sc->dest);
-        ngx_relay_delivery_conn_close(sc, 1);
-    }
+    ngx_relay_destination_exit(&dc->dests);
 }
 
 
+/* the delivery's turn came at its destination */
+
 static void
-ngx_relay_delivery_wake(ngx_event_t *ev)
+ngx_relay_delivery_turn(ngx_relay_destination_ctx_t *ds)
 {
-    ngx_relay_delivery_begin(ev->data);
+    ngx_relay_delivery_begin(ds->data);
 }
 
 
@@ -702,118 +446,15 @@ ngx_relay_delivery_begin(ngx_relay_delivery_t *d)
     sc = ngx_relay_delivery_cached(d, NULL, 0);
 
     if (sc) {
-        /* once used, the DNS path does not try that host again */
+        /* once used, the walk does not try that host again */
 
-        d->tried_host.data = ngx_pstrdup(d->pool, &sc->host);
-
-        if (d->tried_host.data) {
-            d->tried_host.len = sc->host.len;
-            d->tried_port = sc->port;
-            d->tried = 1;
-        }
+        ngx_relay_route_skip(&d->route, &sc->host, sc->port);
 
         ngx_relay_delivery_reuse(d, sc);
         return;
     }
 
-    ngx_relay_delivery_next_hop(d);
-}
-
-
-static ngx_relay_destination_t *
-ngx_relay_delivery_destination(ngx_relay_delivery_conf_t *dc,
-    ngx_str_t *domain)
-{
-    ngx_queue_t              *q;
-    ngx_relay_destination_t  *dest;
-
-    for (q = ngx_queue_head(&dc->dests);
-         q != ngx_queue_sentinel(&dc->dests);
-         q = ngx_queue_next(q))
-    {
-        dest = ngx_queue_data(q, ngx_relay_destination_t, queue);
-
-        if (dest->name.len == domain->len
-            && ngx_strncasecmp(dest->name.data, domain->data, domain->len)
-               == 0)
-        {
-            return dest;
-        }
-    }
-
-    dest = ngx_alloc(sizeof(ngx_relay_destination_t) + domain->len, dc->log);
-    if (dest == NULL) {
-        return NULL;
-    }
-
-    dest->name.data = (u_char *) (dest + 1);
-    dest->name.len = domain->len;
-    ngx_memcpy(dest->name.data, domain->data, domain->len);
-    dest->active = 0;
-    dest->idle = 0;
-    ngx_queue_init(&dest->waiting);
-
-    ngx_queue_insert_tail(&dc->dests, &dest->queue);
-
-    return dest;
-}
-
-
-static void
-ngx_relay_delivery_destination_free(ngx_relay_delivery_conf_t *dc,
-    ngx_relay_destination_t *dest)
-{
-    if (dest->active == 0 && dest->idle == 0
-        && ngx_queue_empty(&dest->waiting))
-    {
-        ngx_queue_remove(&dest->queue);
-        ngx_free(dest);
-    }
-}
-
-
-/*
- * An idle connection of the delivery's destination: to the given host and
- * port, or (host NULL) to any of the domain's own hosts.
- */
-
-/*
- * Which hop a connection was made for: "[host]:port" or "host:port" (MX),
- * the route's own words.  A cached connection serves the domain only while
- * its hop is still one of the domain's: after a route change, connections
- * to the old next hop are left to idle out.
- */
-
-static size_t
-ngx_relay_delivery_hop_id(ngx_relay_delivery_t *d, ngx_relay_hop_t *h,
-    u_char *buf, size_t len)
-{
-    return ngx_snprintf(buf, len, h->mx ? "%V:%d" : "[%V]:%d", &h->host,
-                        (int) (h->port ? h->port
-                                       : d->conf->policy->smtp_port))
-           - buf;
-}
-
-
-static ngx_uint_t
-ngx_relay_delivery_own_hop(ngx_relay_delivery_t *d, ngx_str_t *id)
-{
-    u_char            buf[NGX_MAXHOSTNAMELEN + 16];
-    size_t            n;
-    ngx_uint_t        i;
-    ngx_relay_hop_t  *h;
-
-    h = d->hops.elts;
-
-    for (i = 0; i < d->own_hops; i++) {
-        n = ngx_relay_delivery_hop_id(d, &h[i], buf, sizeof(buf));
-
-        if (n == id->len && ngx_strncasecmp(buf, id->data, n) == 0) {
-            return 1;
-        }
-    }
-
-    return 0;
+    ngx_relay_delivery_connect(d);
 }
 
 
@@ -821,62 +462,46 @@ static ngx_relay_smtp_conn_t *
 ngx_relay_delivery_cached(ngx_relay_delivery_t *d, ngx_str_t *host,
     in_port_t port)
 {
-    ngx_queue_t            *q;
-    ngx_relay_smtp_conn_t  *sc;
-
-    if (!d->conf->reuse || d->no_cache) {
+    if (d->no_cache) {
         return NULL;
     }
 
-    for (q = ngx_queue_head(&d->conf->idle);
-         q != ngx_queue_sentinel(&d->conf->idle);
-         q = ngx_queue_next(q))
-    {
-        sc = ngx_queue_data(q, ngx_relay_smtp_conn_t, queue);
-
-        if (sc->dest != d->dest
-            || (d->tls_required && !sc->tls)
-            || (d->tls_verify && !sc->verified))
-        {
-            continue;
-        }
-
-        if (host == NULL) {
-            if (sc->own && ngx_relay_delivery_own_hop(d, &sc->hop)) {
-                return sc;
-            }
-
-            continue;
-        }
-
-        if (sc->port == port && sc->host.len == host->len
-            && ngx_strncasecmp(sc->host.data, host->data, host->len) == 0)
-        {
-            return sc;
-        }
-    }
-
-    return NULL;
+    return ngx_relay_destination_cached(&d->destination, &d->route, host,
+                                        port);
 }
 
 
 static void
 ngx_relay_delivery_reuse(ngx_relay_delivery_t *d, ngx_relay_smtp_conn_t *sc)
 {
+    ngx_relay_delivery_attach(d, sc);
+
+    d->host.data = ngx_pstrdup(d->pool, &sc->host);
+    d->host.len = d->host.data ? sc->host.len : 0;
+    d->port = sc->port;
+
+    ngx_memcpy(d->relay, sc->relay, sc->relay_len);
+    d->relay_len = sc->relay_len;
+
+    d->reused = 1;
+    d->answered = 1;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_CORE, d->conf->log, 0,
+                   "%V: relay=%*s: cached connection", &d->queued->id,
+                   d->relay_len, d->relay);
+
+    ngx_relay_delivery_next_transaction(d);
+}
+
+
+/* the connection becomes this delivery's: its events come here */
+
+static void
+ngx_relay_delivery_attach(ngx_relay_delivery_t *d, ngx_relay_smtp_conn_t *sc)
+{
     ngx_connection_t  *c;
 
-    ngx_queue_remove(&sc->queue);
-    sc->dest->idle--;
-
     c = sc->connection;
-    c->idle = 0;
-    ngx_reusable_connection(c, 0);
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    c->read->cancelable = 0;
     c->data = d;
     c->read->handler = ngx_relay_delivery_read_handler;
     c->write->handler = ngx_relay_delivery_write_handler;
@@ -886,32 +511,9 @@ ngx_relay_delivery_reuse(ngx_relay_delivery_t *d, ngx_relay_smtp_conn_t *sc)
     d->peer.connection = c;
     d->in = sc->in;
     d->out = sc->out;
-    d->host.data = ngx_pstrdup(d->pool, &sc->host);
-    d->host.len = d->host.data ? sc->host.len : 0;
-    d->port = sc->port;
-
-    ngx_memcpy(d->relay, sc->relay, sc->relay_len);
-    d->relay_len = sc->relay_len;
-
-    d->size_limit = sc->size_limit;
-    d->esmtp = sc->esmtp;
-    d->smtputf8 = sc->smtputf8;
-    d->eightbit = sc->eightbit;
-    d->starttls = sc->starttls;
-    d->tls = sc->tls;
-    d->pipelining = sc->pipelining;
-    d->verified = sc->verified;
-    d->reused = 1;
-    d->answered = 1;
     d->txns = 0;
 
     ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
-
-    ngx_log_debug3(NGX_LOG_DEBUG_CORE, d->conf->log, 0,
-                   "%V: relay=%*s: cached connection", &d->queued->id,
-                   d->relay_len, d->relay);
-
-    ngx_relay_delivery_mail(d);
 }
 
 
@@ -923,9 +525,7 @@ ngx_relay_delivery_reuse(ngx_relay_delivery_t *d, ngx_relay_smtp_conn_t *sc)
 static void
 ngx_relay_delivery_release(ngx_relay_delivery_t *d)
 {
-    ngx_connection_t           *c;
-    ngx_relay_smtp_conn_t      *sc;
-    ngx_relay_delivery_conf_t  *dc;
+    ngx_relay_smtp_conn_t  *sc;
 
     sc = d->conn;
 
@@ -933,135 +533,11 @@ ngx_relay_delivery_release(ngx_relay_delivery_t *d)
         return;
     }
 
-    c = d->connection;
-    dc = d->conf;
-
     d->conn = NULL;
     d->connection = NULL;
     d->peer.connection = NULL;
 
-    if (!dc->reuse || ngx_exiting || ngx_terminate
-        || sc->messages >= d->reuse_limit
-        || d->in->pos != d->in->last || d->out->pos != d->out->last
-        || d->dest->idle + d->dest->active > d->concurrency)
-    {
-        ngx_relay_delivery_conn_close(sc, 1);
-        return;
-    }
-
-    sc->dest = d->dest;
-    sc->size_limit = d->size_limit;
-    sc->esmtp = d->esmtp;
-    sc->smtputf8 = d->smtputf8;
-    sc->eightbit = d->eightbit;
-    sc->starttls = d->starttls;
-    sc->tls = d->tls;
-    sc->pipelining = d->pipelining;
-    sc->verified = d->verified;
-
-    sc->dest->idle++;
-    ngx_queue_insert_head(&dc->idle, &sc->queue);
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    c->data = sc;
-    c->read->handler = ngx_relay_delivery_idle_handler;
-    c->write->handler = ngx_relay_delivery_idle_write_handler;
-
-    c->idle = 1;
-    ngx_reusable_connection(c, 1);
-
-    c->read->cancelable = 1;
-    ngx_add_timer(c->read, dc->idle_timeout);
-
-    if (c->read->ready) {
-        ngx_post_event(c->read, &ngx_posted_events);
-    }
-}
-
-
-/*
- * An idle connection: the idle timeout, a graceful shutdown or a shortage
- * of connections (c->close), or the server closed or said something.
- */
-
-static void
-ngx_relay_delivery_idle_handler(ngx_event_t *ev)
-{
-    u_char                  buf[1];
-    ssize_t                 n;
-    ngx_uint_t              quit;
-    ngx_connection_t       *c;
-    ngx_relay_smtp_conn_t  *sc;
-
-    c = ev->data;
-    sc = c->data;
-
-    quit = 1;
-
-    if (!c->close && !ev->timedout) {
-        n = c->recv(c, buf, 1);
-
-        if (n == NGX_AGAIN) {
-            if (ngx_handle_read_event(ev, 0) == NGX_OK) {
-                return;
-            }
-        }
-
-        quit = 0;            /* closed, or said something: a 421, say */
-    }
-
-    ngx_log_debug3(NGX_LOG_DEBUG_CORE, c->log, 0,
-                   "relay=%*s: idle connection closes (%s)",
-                   sc->relay_len, sc->relay,
-                   ev->timedout ? "timeout" : quit ? "worker" : "server");
-
-    ngx_queue_remove(&sc->queue);
-    sc->dest->idle--;
-    ngx_relay_delivery_destination_free(sc->conf, sc->dest);
-    ngx_relay_delivery_conn_close(sc, quit);
-}
-
-
-static void
-ngx_relay_delivery_idle_write_handler(ngx_event_t *ev)
-{
-    return;
-}
-
-
-static void
-ngx_relay_delivery_conn_close(ngx_relay_smtp_conn_t *sc, ngx_uint_t quit)
-{
-    ngx_connection_t  *c;
-
-    c = sc->connection;
-
-    if (quit && !c->error) {
-        (void) c->send(c, (u_char *) "QUIT" CRLF, 6);
-    }
-
-    if (sc->shaped) {
-        ngx_relay_shape_disconnect(sc->conf->policy->limits_zone,
-                                   &sc->shape_key);
-    }
-
-    /* the pool is the connection's, but destroyed here, after it */
-    c->pool = NULL;
-
-    if (c->ssl) {
-        c->ssl->no_wait_shutdown = 1;
-        (void) ngx_ssl_shutdown(c);
-    }
-
-    ngx_close_connection(c);
-    ngx_destroy_pool(sc->pool);
+    ngx_relay_destination_release(&d->destination, sc);
 }
 
 
@@ -1076,277 +552,33 @@ ngx_relay_delivery_next_host(ngx_relay_delivery_t *d)
         d->dests[i].skip = 0;
     }
 
-    d->addr = d->naddrs;
+    ngx_relay_route_next_host(&d->route);
 
     ngx_relay_delivery_connect(d);
 }
 
 
-/* expand the next hop into targets (hosts with ports) */
+/* a lookup of the route ended: on with the walk */
 
 static void
-ngx_relay_delivery_next_hop(ngx_relay_delivery_t *d)
+ngx_relay_delivery_route_handler(ngx_relay_route_ctx_t *rt)
 {
-    ngx_relay_hop_t     *h;
-    ngx_relay_target_t  *t;
-
-    if (!ngx_relay_delivery_open(d)) {
-        ngx_relay_delivery_finish(d);
-        return;
-    }
-
-    if (d->hop == d->hops.nelts) {
-        ngx_relay_delivery_finish(d);
-        return;
-    }
-
-    h = (ngx_relay_hop_t *) d->hops.elts + d->hop++;
-
-    if (h->mx && ngx_relay_delivery_literal(d, &h->host) != NGX_OK) {
-        d->query = ngx_relay_dns_mx(d->conf->dns, &h->host,
-                                    ngx_relay_delivery_mx_done, d);
-        if (d->query == NULL) {
-            ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED,
-                                       "4.3.0", (u_char *) "out of memory",
-                                       13);
-            ngx_relay_delivery_finish(d);
-        }
-
-        return;
-    }
-
-    t = ngx_array_push(&d->targets);
-    if (t == NULL) {
-        ngx_relay_delivery_finish(d);
-        return;
-    }
-
-    t->host = h->host;
-    t->port = h->port ? h->port : d->conf->policy->smtp_port;
-
-    ngx_relay_delivery_next_target(d);
+    ngx_relay_delivery_connect(rt->data);
 }
 
 
-static void
-ngx_relay_delivery_mx_done(ngx_relay_dns_query_t *q)
-{
-    ngx_relay_delivery_t  *d = q->data;
-
-    in_port_t            port;
-    ngx_uint_t           i;
-    ngx_relay_hop_t     *h;
-    ngx_relay_target_t  *t;
-
-    d->query = NULL;
-
-    h = (ngx_relay_hop_t *) d->hops.elts + d->hop - 1;
-    port = h->port ? h->port : d->conf->policy->smtp_port;
-
-    switch (q->status) {
-
-    case NGX_OK:
-        for (i = 0; i < q->nmx; i++) {
-            t = ngx_array_push(&d->targets);
-            if (t == NULL) {
-                break;
-            }
-
-            t->host.data = ngx_pstrdup(d->pool, &q->mx[i].host);
-            t->host.len = q->mx[i].host.len;
-            t->port = port;
-
-            if (t->host.data == NULL) {
-                d->targets.nelts--;
-                break;
-            }
-
-            /* an MX pointing back at us is a loop (RFC 5321 5.1) */
-
-            if (t->host.len == d->conf->hostname.len
-                && ngx_strncasecmp(t->host.data, d->conf->hostname.data,
-                                   t->host.len) == 0)
-            {
-                d->targets.nelts--;
-
-                if (d->targets.nelts == 0 && d->hop <= d->own_hops) {
-                    ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED,
-                            "5.4.6", (u_char *) "mail for the domain loops "
-                            "back to myself", 38);
-                    ngx_relay_dns_done(q);
-                    ngx_relay_delivery_finish(d);
-                    return;
-                }
-
-                break;
-            }
-        }
-
-        break;
-
-    case NGX_DECLINED:
-        if (q->nxdomain && d->hop <= d->own_hops) {
-            d->error_len = ngx_sprintf(d->error, "%V: host or domain name "
-                                       "not found", &h->host)
-                           - d->error;
-            ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED,
-                                       "5.1.2", d->error, d->error_len);
-            ngx_relay_dns_done(q);
-            ngx_relay_delivery_finish(d);
-            return;
-        }
-
-        if (q->null_mx && d->hop <= d->own_hops) {
-            ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED,
-                                       "5.1.10", (u_char *) "null MX: the "
-                                       "domain accepts no mail (RFC 7505)",
-                                       46);
-            ngx_relay_dns_done(q);
-            ngx_relay_delivery_finish(d);
-            return;
-        }
-
-        /* no MX: the host itself (implicit MX, RFC 5321 5.1) */
-
-        t = ngx_array_push(&d->targets);
-        if (t != NULL) {
-            t->host = h->host;
-            t->port = port;
-        }
-
-        break;
-
-    default: /* NGX_AGAIN */
-        d->error_len = ngx_sprintf(d->error, "MX lookup of %V: %s",
-                                   &h->host, q->error)
-                       - d->error;
-        d->error_dsn = "4.4.3";
-        d->relay_len = ngx_sprintf(d->relay, "none") - d->relay;
-
-        ngx_log_error(NGX_LOG_WARN, d->conf->log, 0,
-                      "%V: MX lookup of %V failed: %s", &d->queued->id,
-                      &h->host, q->error);
-        break;
-    }
-
-    ngx_relay_dns_done(q);
-
-    ngx_relay_delivery_next_target(d);
-}
-
-
-static void
-ngx_relay_delivery_next_target(ngx_relay_delivery_t *d)
-{
-    ngx_relay_target_t  *t;
-
-    if (!ngx_relay_delivery_open(d)) {
-        ngx_relay_delivery_finish(d);
-        return;
-    }
-
-    if (d->target == d->targets.nelts) {
-        ngx_relay_delivery_next_hop(d);
-        return;
-    }
-
-    t = (ngx_relay_target_t *) d->targets.elts + d->target++;
-
-    if (d->tried && t->port == d->tried_port
-        && t->host.len == d->tried_host.len
-        && ngx_strncasecmp(t->host.data, d->tried_host.data, t->host.len)
-           == 0)
-    {
-        ngx_relay_delivery_next_target(d);
-        return;
-    }
-
-    d->host = t->host;
-    d->port = t->port;
-    d->naddrs = 0;
-    d->addr = 0;
-
-    if (ngx_relay_delivery_literal(d, &t->host) == NGX_OK) {
-        ngx_relay_delivery_connect(d);
-        return;
-    }
-
-    d->query = ngx_relay_dns_host(d->conf->dns, &t->host,
-                                  ngx_relay_delivery_host_done, d);
-    if (d->query == NULL) {
-        ngx_relay_delivery_next_target(d);
-    }
-}
-
-
-/* an IP address as host name: no DNS */
-
-static ngx_int_t
-ngx_relay_delivery_literal(ngx_relay_delivery_t *d, ngx_str_t *host)
-{
-    ngx_addr_t  addr;
-
-    if (ngx_parse_addr(d->pool, &addr, host->data, host->len) != NGX_OK) {
-        return NGX_DECLINED;
-    }
-
-    ngx_memcpy(&d->addrs[0], addr.sockaddr, addr.socklen);
-    d->socklens[0] = addr.socklen;
-    d->naddrs = 1;
-    d->addr = 0;
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_relay_delivery_host_done(ngx_relay_dns_query_t *q)
-{
-    ngx_relay_delivery_t  *d = q->data;
-
-    ngx_uint_t  i;
-
-    d->query = NULL;
-
-    if (q->status == NGX_OK) {
-        for (i = 0; i < q->naddrs; i++) {
-            ngx_memcpy(&d->addrs[i], &q->addrs[i], q->socklens[i]);
-            d->socklens[i] = q->socklens[i];
-        }
-
-        d->naddrs = q->naddrs;
-        d->addr = 0;
-
-        ngx_relay_dns_done(q);
-        ngx_relay_delivery_connect(d);
-        return;
-    }
-
-    d->error_len = ngx_sprintf(d->error, "address lookup of %V: %s",
-                               &d->host, q->error)
-                   - d->error;
-    d->error_dsn = "4.4.3";
-    d->relay_len = ngx_sprintf(d->relay, "%V", &d->host) - d->relay;
-
-    ngx_log_error(NGX_LOG_WARN, d->conf->log, 0,
-                  "%V: address lookup of %V failed: %s", &d->queued->id,
-                  &d->host, q->error);
-
-    ngx_relay_dns_done(q);
-    ngx_relay_delivery_next_target(d);
-}
-
+/*
+ * The next address of the route, unless nothing is open any more: over a
+ * cached connection to its host, or a new one.
+ */
 
 static void
 ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
 {
-    u_char                  text[NGX_SOCKADDR_STRLEN];
-    size_t                  len;
-    ngx_int_t               rc;
-    ngx_msec_t              wait;
-    ngx_pool_t             *pool;
-    ngx_connection_t       *c;
+    ngx_relay_route_ctx_t  *rt;
     ngx_relay_smtp_conn_t  *sc;
+
+    rt = &d->route;
 
     for ( ;; ) {
 
@@ -1355,13 +587,40 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
             return;
         }
 
-        if (d->addr == d->naddrs) {
-            ngx_relay_delivery_next_target(d);
+        switch (ngx_relay_route_next(rt)) {
+
+        case NGX_OK:
+            break;
+
+        case NGX_AGAIN:
+            return;                 /* ngx_relay_delivery_route_handler() */
+
+        case NGX_DECLINED:
+            ngx_relay_delivery_lookup_failed(d);
+            continue;
+
+        case NGX_ABORT:
+            ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED, rt->dsn,
+                                       rt->error.data, rt->error.len);
+            ngx_relay_delivery_finish(d);
+            return;
+
+        case NGX_ERROR:
+            ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED,
+                                       "4.3.0", (u_char *) "out of memory",
+                                       13);
+            ngx_relay_delivery_finish(d);
+            return;
+
+        default: /* NGX_DONE */
+            ngx_relay_delivery_finish(d);
             return;
         }
 
-        if (d->addr == 0) {
-            sc = ngx_relay_delivery_cached(d, &d->host, d->port);
+        /* a host's first address: a cached connection may serve it */
+
+        if (rt->first) {
+            sc = ngx_relay_delivery_cached(d, &rt->host, rt->port);
 
             if (sc) {
                 ngx_relay_delivery_reuse(d, sc);
@@ -1369,188 +628,372 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
             }
         }
 
-        ngx_inet_set_port((struct sockaddr *) &d->addrs[d->addr], d->port);
-
-        len = ngx_sock_ntop((struct sockaddr *) &d->addrs[d->addr],
-                            d->socklens[d->addr], text, NGX_SOCKADDR_STRLEN,
-                            0);
-        d->relay_len = ngx_snprintf(d->relay, sizeof(d->relay),
-                                    "%V[%*s]:%d", &d->host, len, text,
-                                    (int) d->port)
-                       - d->relay;
-
-        if (d->negress) {
-            if (d->egress_next == d->negress) {
-                d->error_len = ngx_sprintf(d->error, "no source address of "
-                                           "egress pool \"%V\" can be used",
-                                           &d->egress_pool)
-                               - d->error;
-                ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED,
-                                           "4.4.0", d->error, d->error_len);
-                ngx_relay_delivery_finish(d);
-                return;
-            }
-
-            d->relay_len += ngx_snprintf(d->relay + d->relay_len,
-                                         sizeof(d->relay) - d->relay_len,
-                                         " from %V (pool %V)",
-                                         &d->egress[d->egress_next].name,
-                                         &d->egress_pool)
-                            - (d->relay + d->relay_len);
-        }
-
-        ngx_memzero(&d->peer, sizeof(ngx_peer_connection_t));
-        d->peer.sockaddr = (struct sockaddr *) &d->addrs[d->addr];
-        d->peer.socklen = d->socklens[d->addr];
-        d->peer.name = &d->host;
-        d->peer.get = ngx_event_get_peer;
-        d->peer.log = d->conf->log;
-        d->peer.log_error = NGX_ERROR_INFO;    /* we log the outcome */
-
-        if (d->negress) {
-            d->peer.local = &d->egress[d->egress_next];
-        }
-
-        /* the destination's connections, counted across the workers */
-
-        if (ngx_relay_shape_connect(d->conf->policy->limits_zone,
-                                    &d->shape_key, &d->shape, &wait)
-            == NGX_BUSY)
-        {
-            if (wait > 2000) {
-                ngx_relay_delivery_throttled(d, wait, 0);
-                return;
-            }
-
-            ngx_add_timer(&d->throttle, wait);
+        if (ngx_relay_delivery_dial(d) != NGX_DECLINED) {
             return;
         }
-
-        d->addr++;
-
-        rc = ngx_event_connect_peer(&d->peer);
-
-        if (rc == NGX_ERROR || rc == NGX_DECLINED || rc == NGX_BUSY) {
-            ngx_relay_shape_disconnect(d->conf->policy->limits_zone,
-                                       &d->shape_key);
-        }
-
-        if (rc == NGX_ERROR && d->negress) {
-
-            /* bind() failed (nginx logged why): the pool's next address */
-
-            ngx_log_error(NGX_LOG_WARN, d->conf->log, 0,
-                          "%V: egress address %V of pool \"%V\" cannot be "
-                          "used, trying the next", &d->queued->id,
-                          &d->egress[d->egress_next].name, &d->egress_pool);
-
-            if (d->peer.connection) {
-                ngx_close_connection(d->peer.connection);
-                d->peer.connection = NULL;
-            }
-
-            d->egress_next++;
-            d->addr--;
-            continue;
-        }
-
-        if (rc == NGX_ERROR || rc == NGX_DECLINED || rc == NGX_BUSY) {
-            if (d->peer.connection) {
-                ngx_close_connection(d->peer.connection);
-                d->peer.connection = NULL;
-            }
-
-            d->error_len = ngx_sprintf(d->error, "connect to %*s failed",
-                                       d->relay_len, d->relay)
-                           - d->error;
-            d->error_dsn = "4.4.1";
-            continue;
-        }
-
-        break;
     }
+}
+
+
+/* a lookup failed for now: the last error, unless a host says more */
+
+static void
+ngx_relay_delivery_lookup_failed(ngx_relay_delivery_t *d)
+{
+    ngx_relay_route_ctx_t  *rt;
+
+    rt = &d->route;
+
+    d->error_len = ngx_min(rt->error.len, sizeof(d->error));
+    ngx_memcpy(d->error, rt->error.data, d->error_len);
+    d->error_dsn = rt->dsn;
+
+    d->relay_len = ngx_snprintf(d->relay, sizeof(d->relay), "%V",
+                                &rt->relay)
+                   - d->relay;
+}
+
+
+/*
+ * A new connection to the route's current address, from the egress
+ * pool's current source address.  NGX_DECLINED: that did not work, on to
+ * the next; else the connection is under way, or the delivery waits for
+ * the destination's connection limit (d->throttle), or has ended.
+ */
+
+static ngx_int_t
+ngx_relay_delivery_dial(ngx_relay_delivery_t *d)
+{
+    u_char                        text[NGX_SOCKADDR_STRLEN];
+    size_t                        len;
+    ngx_int_t                     rc;
+    ngx_msec_t                    wait;
+    ngx_addr_t                   *local;
+    ngx_relay_route_ctx_t        *rt;
+    ngx_relay_destination_ctx_t  *ds;
+
+    rt = &d->route;
+    ds = &d->destination;
+
+    d->host = rt->host;
+    d->port = rt->port;
+
+    len = ngx_sock_ntop(rt->sockaddr, rt->socklen, text, NGX_SOCKADDR_STRLEN,
+                        0);
+    d->relay_len = ngx_snprintf(d->relay, sizeof(d->relay), "%V[%*s]:%d",
+                                &d->host, len, text, (int) d->port)
+                   - d->relay;
+
+    if (ngx_relay_destination_egress(ds, &local) != NGX_OK) {
+        d->error_len = ngx_sprintf(d->error, "no source address of "
+                                   "egress pool \"%V\" can be used",
+                                   &ds->egress_pool)
+                       - d->error;
+        ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED, "4.4.0",
+                                   d->error, d->error_len);
+        ngx_relay_delivery_finish(d);
+        return NGX_DONE;
+    }
+
+    if (local) {
+        d->relay_len += ngx_snprintf(d->relay + d->relay_len,
+                                     sizeof(d->relay) - d->relay_len,
+                                     " from %V (pool %V)", &local->name,
+                                     &ds->egress_pool)
+                        - (d->relay + d->relay_len);
+    }
+
+    ngx_memzero(&d->peer, sizeof(ngx_peer_connection_t));
+    d->peer.sockaddr = rt->sockaddr;
+    d->peer.socklen = rt->socklen;
+    d->peer.name = &d->host;
+    d->peer.get = ngx_event_get_peer;
+    d->peer.log = d->conf->log;
+    d->peer.log_error = NGX_ERROR_INFO;    /* we log the outcome */
+    d->peer.local = local;
+
+    if (ngx_relay_destination_connect(ds, &wait) == NGX_BUSY) {
+        if (wait > 2000) {
+            ngx_relay_delivery_throttled(d, wait, 0);
+            return NGX_DONE;
+        }
+
+        ngx_add_timer(&d->throttle, wait);
+        return NGX_AGAIN;
+    }
+
+    rc = ngx_event_connect_peer(&d->peer);
+
+    if (rc == NGX_ERROR || rc == NGX_DECLINED || rc == NGX_BUSY) {
+        ngx_relay_destination_disconnect(ds);
+
+        if (rc == NGX_ERROR && local) {
+            ngx_relay_destination_egress_failed(ds);
+            ngx_relay_delivery_close_peer(d);
+            return NGX_DECLINED;             /* the same address again */
+        }
+
+        ngx_relay_route_next_addr(rt);
+        ngx_relay_delivery_close_peer(d);
+
+        d->error_len = ngx_sprintf(d->error, "connect to %*s failed",
+                                   d->relay_len, d->relay)
+                       - d->error;
+        d->error_dsn = "4.4.1";
+        return NGX_DECLINED;
+    }
+
+    ngx_relay_route_next_addr(rt);
+
+    return ngx_relay_delivery_new_conn(d, rc);
+}
+
+
+/* a connection under way: its own record and buffers, then CONNECT */
+
+static ngx_int_t
+ngx_relay_delivery_new_conn(ngx_relay_delivery_t *d, ngx_int_t rc)
+{
+    ngx_connection_t       *c;
+    ngx_relay_smtp_conn_t  *sc;
 
     c = d->peer.connection;
 
-    /* the connection's own pool: it may outlive this delivery */
-
-    pool = ngx_create_pool(1024, d->conf->log);
-    sc = pool ? ngx_pcalloc(pool, sizeof(ngx_relay_smtp_conn_t)) : NULL;
+    sc = ngx_relay_destination_conn(&d->destination, c, &d->host, d->port);
 
     if (sc) {
-        sc->pool = pool;
-        sc->in = ngx_create_temp_buf(pool, 4096);
-        sc->out = ngx_create_temp_buf(pool,
+        sc->in = ngx_create_temp_buf(sc->pool, 4096);
+        sc->out = ngx_create_temp_buf(sc->pool,
                                       2 * NGX_RELAY_DELIVERY_CHUNK + 16);
-        sc->host.data = ngx_pstrdup(pool, &d->host);
-        sc->host.len = d->host.len;
-        sc->shape_key.data = ngx_pstrdup(pool, &d->shape_key);
-        sc->shape_key.len = d->shape_key.len;
-        sc->shaped = 1;
-
-        sc->hop.data = ngx_pnalloc(pool, NGX_MAXHOSTNAMELEN + 16);
-
-        if (sc->hop.data && d->hop && d->hop <= d->hops.nelts) {
-            sc->hop.len = ngx_relay_delivery_hop_id(d,
-                              (ngx_relay_hop_t *) d->hops.elts + d->hop - 1,
-                              sc->hop.data, NGX_MAXHOSTNAMELEN + 16);
-        }
+        sc->hop.data = ngx_pnalloc(sc->pool, NGX_MAXHOSTNAMELEN + 16);
     }
 
     if (sc == NULL || sc->in == NULL || sc->out == NULL
-        || sc->host.data == NULL || sc->shape_key.data == NULL
         || sc->hop.data == NULL)
     {
-        ngx_relay_shape_disconnect(d->conf->policy->limits_zone,
-                                   &d->shape_key);
+        if (sc) {
+            ngx_relay_destination_close(sc, 0);
+            d->peer.connection = NULL;
 
-        if (pool) {
-            ngx_destroy_pool(pool);
+        } else {
+            ngx_relay_destination_disconnect(&d->destination);
+            ngx_relay_delivery_close_peer(d);
         }
 
-        ngx_close_connection(c);
-        d->peer.connection = NULL;
         ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED, "4.3.0",
                                    (u_char *) "out of memory", 13);
         ngx_relay_delivery_finish(d);
-        return;
+        return NGX_DONE;
     }
 
-    sc->connection = c;
-    sc->conf = d->conf;
-    sc->port = d->port;
-    sc->own = (d->hop <= d->own_hops);
+    sc->hop.len = ngx_relay_route_hop_id(&d->route, sc->hop.data,
+                                         NGX_MAXHOSTNAMELEN + 16);
+    sc->own = ngx_relay_route_own(&d->route);
     ngx_memcpy(sc->relay, d->relay, d->relay_len);
     sc->relay_len = d->relay_len;
 
-    d->conn = sc;
-    d->connection = c;
-    d->in = sc->in;
-    d->out = sc->out;
+    c->pool = sc->pool;
+    ngx_relay_delivery_attach(d, sc);
 
-    c->data = d;
-    c->pool = pool;
-    c->read->handler = ngx_relay_delivery_read_handler;
-    c->write->handler = ngx_relay_delivery_write_handler;
-
-    d->state = ngx_relay_dst_connect;
-    ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
-    d->esmtp = 0;
-    d->smtputf8 = 0;
-    d->eightbit = 0;
-    d->starttls = 0;
-    d->tls = 0;
-    d->pipelining = 0;
-    d->verified = 0;
+    (void) ngx_relay_delivery_enter(d, ngx_relay_dst_connect);
     d->reused = 0;
-    d->txns = 0;
-    d->size_limit = 0;
 
     ngx_add_timer(c->write, d->conf->connect_timeout);
 
     if (rc == NGX_OK) {
         ngx_relay_delivery_write_handler(c->write);
     }
+
+    return NGX_OK;
+}
+
+
+/* a connection that did not get far: no QUIT, nothing cached */
+
+static void
+ngx_relay_delivery_close_peer(ngx_relay_delivery_t *d)
+{
+    if (d->peer.connection) {
+        ngx_close_connection(d->peer.connection);
+        d->peer.connection = NULL;
+    }
+}
+
+
+/*
+ * The one way into a state: d->state changes here only, and the state's
+ * command goes out (with PIPELINING, MAIL carries the RCPTs and DATA,
+ * which then send nothing of their own).  NGX_ERROR: the write failed;
+ * the caller fails the host now, or lets the read handler find the
+ * connection gone (after what the server still said).
+ */
+
+static ngx_int_t
+ngx_relay_delivery_enter(ngx_relay_delivery_t *d,
+    ngx_relay_delivery_state_e state)
+{
+    ngx_log_debug3(NGX_LOG_DEBUG_CORE, d->conf->log, 0,
+                   "%V: relay delivery: %V -> %V", &d->queued->id,
+                   &ngx_relay_delivery_state_names[d->state],
+                   &ngx_relay_delivery_state_names[state]);
+
+    d->state = state;
+
+    switch (state) {
+
+    case ngx_relay_dst_connect:
+        return NGX_OK;
+
+    case ngx_relay_dst_greeting:
+        ngx_relay_delivery_expect(d);
+        return NGX_OK;
+
+    case ngx_relay_dst_ehlo:
+        ngx_relay_delivery_append(d, "EHLO %V", &d->destination.ehlo);
+        break;
+
+    case ngx_relay_dst_starttls:
+        ngx_relay_delivery_append(d, "STARTTLS");
+        break;
+
+    case ngx_relay_dst_helo:
+        ngx_relay_delivery_append(d, "HELO %V", &d->destination.ehlo);
+        break;
+
+    case ngx_relay_dst_mail:
+        ngx_relay_delivery_envelope(d);
+        break;
+
+    case ngx_relay_dst_rcpt:
+        if (d->pipelined) {
+            return NGX_OK;
+        }
+
+        ngx_relay_delivery_append(d, "RCPT TO:<%V>",
+                                  &d->dests[d->batch[d->rcpt]].addr);
+        break;
+
+    case ngx_relay_dst_data:
+        if (d->pipelined) {
+            return NGX_OK;
+        }
+
+        ngx_relay_delivery_append(d, "DATA");
+        break;
+
+    case ngx_relay_dst_body:
+        d->body_off = 0;
+        d->line_start = 1;
+        d->last_lf = 1;
+        ngx_relay_delivery_read_chunk(d);
+        return NGX_OK;
+
+    case ngx_relay_dst_dot:
+        ngx_relay_delivery_append(d, ".");
+        break;
+
+    case ngx_relay_dst_rset:
+        d->discard = 0;
+        ngx_relay_delivery_append(d, "RSET");
+        break;
+
+    default: /* ngx_relay_dst_quit */
+        ngx_relay_delivery_release(d);
+        return NGX_OK;
+    }
+
+    ngx_relay_delivery_expect(d);
+
+    return ngx_relay_delivery_send(d);
+}
+
+
+/* a command into the output buffer, sent with what else is there */
+
+static void
+ngx_relay_delivery_append(ngx_relay_delivery_t *d, const char *fmt, ...)
+{
+    u_char   *p;
+    va_list   args;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(d->out->last, d->out->end - 2, fmt, args);
+    va_end(args);
+
+    *p++ = CR;
+    *p++ = LF;
+    d->out->last = p;
+}
+
+
+/*
+ * MAIL FROM, and with PIPELINING (RFC 2920) the whole envelope in one
+ * write, DATA last.
+ */
+
+static void
+ngx_relay_delivery_envelope(ngx_relay_delivery_t *d)
+{
+    ngx_uint_t              i;
+    ngx_relay_queued_t     *q;
+    ngx_relay_smtp_conn_t  *sc;
+
+    q = d->queued;
+    sc = d->conn;
+
+    if (!sc->esmtp) {
+        ngx_relay_delivery_append(d, "MAIL FROM:<%V>", &q->sender);
+
+    } else {
+        ngx_relay_delivery_append(d, "MAIL FROM:<%V> SIZE=%O%s%s",
+                                  &q->sender, q->message_size,
+                                  (q->eightbit && sc->eightbit)
+                                  ? " BODY=8BITMIME" : "",
+                                  q->smtputf8 ? " SMTPUTF8" : "");
+    }
+
+    if (!d->pipelined) {
+        return;
+    }
+
+    for (i = 0; i < d->nbatch; i++) {
+        if ((size_t) (d->out->end - d->out->last) < NGX_RELAY_MAX_ADDR + 64) {
+            d->nbatch = i;        /* the others: the next transaction */
+            break;
+        }
+
+        ngx_relay_delivery_append(d, "RCPT TO:<%V>",
+                                  &d->dests[d->batch[i]].addr);
+    }
+
+    ngx_relay_delivery_append(d, "DATA");
+}
+
+
+/* a reply is due: the server has relay_smtp_timeout for it */
+
+static void
+ngx_relay_delivery_expect(ngx_relay_delivery_t *d)
+{
+    if (!d->connection->read->timer_set) {
+        ngx_add_timer(d->connection->read, d->conf->timeout);
+    }
+}
+
+
+static ngx_int_t
+ngx_relay_delivery_send(ngx_relay_delivery_t *d)
+{
+    return ngx_relay_send(d->connection, d->out, d->conf->timeout);
+}
+
+
+static ngx_uint_t
+ngx_relay_delivery_expecting(ngx_relay_delivery_t *d)
+{
+    return d->state != ngx_relay_dst_body
+           && d->state != ngx_relay_dst_connect
+           && d->state != ngx_relay_dst_quit;
 }
 
 
@@ -1592,8 +1035,7 @@ ngx_relay_delivery_write_handler(ngx_event_t *ev)
             ngx_del_timer(ev);
         }
 
-        d->state = ngx_relay_dst_greeting;
-        ngx_add_timer(c->read, d->conf->timeout);
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_greeting);
 
         if (c->read->ready) {
             ngx_relay_delivery_read_handler(c->read);
@@ -1616,64 +1058,6 @@ ngx_relay_delivery_write_handler(ngx_event_t *ev)
 }
 
 
-static ngx_int_t
-ngx_relay_delivery_send(ngx_relay_delivery_t *d)
-{
-    return ngx_relay_send(d->connection, d->out, d->conf->timeout);
-}
-
-
-static ngx_int_t
-ngx_relay_delivery_command(ngx_relay_delivery_t *d, const char *fmt, ...)
-{
-    u_char   *p;
-    va_list   args;
-
-    va_start(args, fmt);
-    p = ngx_vslprintf(d->out->last, d->out->end - 2, fmt, args);
-    va_end(args);
-
-    *p++ = CR;
-    *p++ = LF;
-    d->out->last = p;
-
-    if (!d->connection->read->timer_set) {
-        ngx_add_timer(d->connection->read, d->conf->timeout);
-    }
-
-    return ngx_relay_delivery_send(d);
-}
-
-
-/* a command into the output buffer, sent later with others (RFC 2920) */
-
-static ngx_int_t
-ngx_relay_delivery_append(ngx_relay_delivery_t *d, const char *fmt, ...)
-{
-    u_char   *p;
-    va_list   args;
-
-    va_start(args, fmt);
-    p = ngx_vslprintf(d->out->last, d->out->end - 2, fmt, args);
-    va_end(args);
-
-    *p++ = CR;
-    *p++ = LF;
-    d->out->last = p;
-
-    return NGX_OK;
-}
-
-
-static ngx_uint_t
-ngx_relay_delivery_expecting(ngx_relay_delivery_t *d)
-{
-    return d->state != ngx_relay_dst_body
-           && d->state != ngx_relay_dst_connect
-           && d->state != ngx_relay_dst_quit;
-}
-
-
 static void
 ngx_relay_delivery_read_handler(ngx_event_t *ev)
 {
@@ -1682,6 +1066,7 @@ ngx_relay_delivery_read_handler(ngx_event_t *ev)
     ngx_int_t              rc;
     ngx_buf_t             *b;
     ngx_connection_t      *c;
+    ngx_atomic_uint_t      number;
     ngx_relay_delivery_t  *d;
 
     c = ev->data;
@@ -1721,15 +1106,21 @@ ngx_relay_delivery_read_handler(ngx_event_t *ev)
                     ngx_del_timer(c->read);
                 }
 
+                number = c->number;
+
                 ngx_relay_delivery_reply(d);
 
                 /*
                  * The reply may have closed or cached this connection, or
                  * ended the delivery (d is gone then: c->data is not d),
-                 * or started a TLS handshake.
+                 * or started a TLS handshake.  A closed c may already
+                 * serve the connection to the next address (nginx hands
+                 * out the last freed one), with a new number: b went with
+                 * the old connection.
                  */
 
-                if (c->data != d || d->connection != c
+                if (c->number != number || c->data != d
+                    || d->connection != c
                     || c->read->handler != ngx_relay_delivery_read_handler)
                 {
                     return;
@@ -1737,10 +1128,8 @@ ngx_relay_delivery_read_handler(ngx_event_t *ev)
 
                 ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
 
-                if (ngx_relay_delivery_expecting(d)
-                    && !c->read->timer_set)
-                {
-                    ngx_add_timer(c->read, d->conf->timeout);
+                if (ngx_relay_delivery_expecting(d)) {
+                    ngx_relay_delivery_expect(d);
                 }
 
                 continue;
@@ -1797,284 +1186,64 @@ ngx_relay_delivery_remember(ngx_relay_delivery_t *d)
 }
 
 
-/* one complete reply in the current state */
+/*
+ * One complete reply in the current state: what it means for the host,
+ * the recipients or the message, and which state comes next.  A failed
+ * write of what follows shows on the read side, unless noted.
+ */
 
 static void
 ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
 {
-    ngx_uint_t         code, i;
-    ngx_relay_dest_t  *dst;
+    ngx_uint_t  code;
 
     code = d->rp.code;
 
-    if (code >= 400 && d->backoff_reply.len) {
-        ngx_relay_delivery_backoff_reply(d);
+    if (code >= 400) {
+        ngx_relay_destination_backoff_reply(&d->destination, code,
+                                            d->rp.text, d->rp.text_len);
     }
 
     switch (d->state) {
 
     case ngx_relay_dst_greeting:
         if (code / 100 != 2) {
-            ngx_relay_delivery_remember(d);
-            ngx_relay_delivery_host_failed(d, code / 100 == 5 ? "5.0.0"
-                                                              : "4.0.0",
-                                           "greeting: %*s", d->error_len,
-                                           d->error);
+            ngx_relay_delivery_refused(d, code / 100 == 5 ? "5.0.0"
+                                                          : "4.0.0",
+                                       "greeting");
             return;
         }
 
         d->answered = 1;
-        d->state = ngx_relay_dst_ehlo;
-        (void) ngx_relay_delivery_command(d, "EHLO %V", &d->ehlo);
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_ehlo);
         return;
 
     case ngx_relay_dst_ehlo:
-        if (code / 100 != 2) {
-            d->state = ngx_relay_dst_helo;
-            (void) ngx_relay_delivery_command(d, "HELO %V", &d->ehlo);
-            return;
-        }
-
-        ngx_relay_delivery_ehlo_reply(d);
-
-        /* opportunistic TLS (RFC 3207) whenever the server offers it */
-
-        if (d->starttls && !d->tls && d->conf->ssl) {
-            d->state = ngx_relay_dst_starttls;
-            (void) ngx_relay_delivery_command(d, "STARTTLS");
-            return;
-        }
-
-        if (d->tls_required && !d->tls) {
-            ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required for "
-                                           "%V, but the server does not "
-                                           "offer STARTTLS", &d->domain);
-            return;
-        }
-
-        ngx_relay_delivery_mail(d);
+        ngx_relay_delivery_ehlo_reply(d, code);
         return;
 
     case ngx_relay_dst_starttls:
-        if (code != 220) {
-            if (d->tls_required) {
-                ngx_relay_delivery_remember(d);
-                ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required "
-                                               "for %V, but STARTTLS was "
-                                               "refused: %*s", &d->domain,
-                                               d->error_len, d->error);
-                return;
-            }
-
-            /* offered but refused: carry on in plaintext */
-            ngx_relay_delivery_mail(d);
-            return;
-        }
-
-        ngx_relay_delivery_start_tls(d);
+        ngx_relay_delivery_starttls_reply(d, code);
         return;
 
     case ngx_relay_dst_helo:
-        if (code / 100 != 2) {
-            ngx_relay_delivery_remember(d);
-            ngx_relay_delivery_host_failed(d, "4.0.0", "HELO: %*s",
-                                           d->error_len, d->error);
-            return;
-        }
-
-        if (d->tls_required) {
-            ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required for "
-                                           "%V, but the server does not "
-                                           "speak ESMTP", &d->domain);
-            return;
-        }
-
-        ngx_relay_delivery_mail(d);
+        ngx_relay_delivery_helo_reply(d, code);
         return;
 
     case ngx_relay_dst_mail:
-        if (code / 100 != 2) {
-            ngx_relay_delivery_remember(d);
-
-            if (code / 100 == 5) {
-                /* the sender is refused: a verdict on the message */
-                ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED,
-                                           "5.0.0", d->error, d->error_len);
-                ngx_relay_delivery_close(d);
-                ngx_relay_delivery_finish(d);
-                return;
-            }
-
-            /* a 421 on a cached connection is dealt with there */
-
-            ngx_relay_delivery_host_failed(d, "4.0.0", "MAIL: %*s",
-                                           d->error_len, d->error);
-            return;
-        }
-
-        d->txns++;
-        d->rcpt = 0;
-        d->accepted = 0;
-        d->state = ngx_relay_dst_rcpt;
-
-        if (!d->pipelined) {
-            (void) ngx_relay_delivery_command(d, "RCPT TO:<%V>",
-                                     &d->dests[d->batch[0]].addr);
-        }
-
+        ngx_relay_delivery_mail_reply(d, code);
         return;
 
     case ngx_relay_dst_rcpt:
-        dst = &d->dests[d->batch[d->rcpt++]];
-        ngx_relay_delivery_remember(d);
-
-        if (code / 100 == 2) {
-            dst->accepted = 1;
-            d->accepted++;
-
-        } else if (code == 421) {
-            ngx_relay_delivery_host_failed(d, "4.0.0", "RCPT: %*s",
-                                           d->error_len, d->error);
-            return;
-
-        } else if (code / 100 == 4) {
-
-            if (code == 452 && d->accepted
-                && (ngx_strlcasestrn(d->error, d->error + d->error_len,
-                                     (u_char *) "4.5.3", 4)
-                    || ngx_strlcasestrn(d->error, d->error + d->error_len,
-                                        (u_char *) "too many", 7)))
-            {
-                /* RFC 5321 4.5.3.1.10: the rest in the next transaction */
-
-            } else {
-                /* this recipient tries the next host */
-                ngx_memcpy(dst->reply, d->error, d->error_len);
-                dst->reply_len = d->error_len;
-                ngx_memcpy(dst->relay, d->relay, d->relay_len);
-                dst->relay_len = d->relay_len;
-                dst->skip = 1;
-                dst->soft = 1;
-            }
-
-        } else {
-            ngx_memcpy(dst->reply, d->error, d->error_len);
-            dst->reply_len = d->error_len;
-            ngx_relay_delivery_set(d, dst, NGX_RELAY_DELIVERY_FAILED,
-                                   "5.0.0");
-        }
-
-        if (d->rcpt < d->nbatch) {
-            if (!d->pipelined) {
-                (void) ngx_relay_delivery_command(d, "RCPT TO:<%V>",
-                                     &d->dests[d->batch[d->rcpt]].addr);
-            }
-
-            return;
-        }
-
-        d->state = ngx_relay_dst_data;
-
-        if (d->accepted == 0) {
-            if (d->pipelined) {
-                d->discard = 1;          /* the reply to DATA comes */
-                return;
-            }
-
-            ngx_relay_delivery_rset(d);
-            return;
-        }
-
-        if (!d->pipelined) {
-            (void) ngx_relay_delivery_command(d, "DATA");
-        }
-
+        ngx_relay_delivery_rcpt_reply(d, code);
         return;
 
     case ngx_relay_dst_data:
-        if (d->discard) {
-            if (code == 354) {
-                /* RFC 2920 3.1: no recipient, yet 354: an empty message */
-                d->state = ngx_relay_dst_dot;
-                (void) ngx_relay_delivery_command(d, ".");
-                return;
-            }
-
-            ngx_relay_delivery_rset(d);
-            return;
-        }
-
-        if (code != 354) {
-            ngx_relay_delivery_remember(d);
-
-            if (code / 100 == 5) {
-                for (i = 0; i < d->nbatch; i++) {
-                    dst = &d->dests[d->batch[i]];
-
-                    if (!dst->accepted) {
-                        continue;
-                    }
-
-                    dst->accepted = 0;
-                    ngx_memcpy(dst->reply, d->error, d->error_len);
-                    dst->reply_len = d->error_len;
-                    ngx_relay_delivery_set(d, dst, NGX_RELAY_DELIVERY_FAILED,
-                                           "5.0.0");
-                }
-
-                ngx_relay_delivery_rset(d);
-                return;
-            }
-
-            for (i = 0; i < d->ndests; i++) {
-                d->dests[i].accepted = 0;
-            }
-
-            ngx_relay_delivery_host_failed(d, "4.0.0", "DATA: %*s",
-                                           d->error_len, d->error);
-            return;
-        }
-
-        d->state = ngx_relay_dst_body;
-        d->body_off = 0;
-        d->line_start = 1;
-        d->last_lf = 1;
-        ngx_relay_delivery_read_chunk(d);
+        ngx_relay_delivery_data_reply(d, code);
         return;
 
     case ngx_relay_dst_dot:
-        if (d->discard) {
-            ngx_relay_delivery_rset(d);
-            return;
-        }
-
-        ngx_relay_delivery_remember(d);
-
-        for (i = 0; i < d->nbatch; i++) {
-            dst = &d->dests[d->batch[i]];
-
-            if (!dst->accepted) {
-                continue;
-            }
-
-            dst->accepted = 0;
-            ngx_memcpy(dst->reply, d->error, d->error_len);
-            dst->reply_len = d->error_len;
-
-            ngx_relay_delivery_set(d, dst,
-                                   code / 100 == 2 ? NGX_RELAY_DELIVERY_SENT
-                                   : code / 100 == 5
-                                   ? NGX_RELAY_DELIVERY_FAILED
-                                   : NGX_RELAY_DELIVERY_DEFERRED,
-                                   code / 100 == 2 ? "2.0.0"
-                                   : code / 100 == 5 ? "5.0.0" : "4.0.0");
-        }
-
-        d->conn->messages++;
-
-        /* no RSET after a complete transaction: the next one, if any */
-
-        ngx_relay_delivery_mail(d);
+        ngx_relay_delivery_dot_reply(d, code);
         return;
 
     case ngx_relay_dst_rset:
@@ -2084,7 +1253,7 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
             return;
         }
 
-        ngx_relay_delivery_mail(d);
+        ngx_relay_delivery_next_transaction(d);
         return;
 
     default:
@@ -2093,41 +1262,294 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
 }
 
 
+/* EHLO refused: HELO; else STARTTLS when offered, or the first MAIL */
+
+static void
+ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
+{
+    if (code / 100 != 2) {
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_helo);
+        return;
+    }
+
+    ngx_relay_delivery_extensions(d);
+
+    /* opportunistic TLS (RFC 3207) whenever the server offers it */
+
+    if (d->conn->starttls && !d->conn->tls && d->conf->ssl) {
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_starttls);
+        return;
+    }
+
+    if (d->route.tls_required && !d->conn->tls) {
+        ngx_relay_delivery_no_tls(d, "the server does not offer STARTTLS",
+                                  0);
+        return;
+    }
+
+    ngx_relay_delivery_next_transaction(d);
+}
+
+
+static void
+ngx_relay_delivery_starttls_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
+{
+    if (code == 220) {
+        ngx_relay_delivery_start_tls(d);
+        return;
+    }
+
+    if (d->route.tls_required) {
+        ngx_relay_delivery_no_tls(d, "STARTTLS was refused: ", 1);
+        return;
+    }
+
+    /* offered but refused: carry on in plaintext */
+
+    ngx_relay_delivery_next_transaction(d);
+}
+
+
+static void
+ngx_relay_delivery_helo_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
+{
+    if (code / 100 != 2) {
+        ngx_relay_delivery_refused(d, "4.0.0", "HELO");
+        return;
+    }
+
+    if (d->route.tls_required) {
+        ngx_relay_delivery_no_tls(d, "the server does not speak ESMTP", 0);
+        return;
+    }
+
+    ngx_relay_delivery_next_transaction(d);
+}
+
+
+/* the destination's TLS policy asks for TLS this host does not give */
+
+static void
+ngx_relay_delivery_no_tls(ngx_relay_delivery_t *d, const char *why,
+    ngx_uint_t reply)
+{
+    size_t  len;
+
+    len = 0;
+
+    if (reply) {
+        ngx_relay_delivery_remember(d);
+        len = d->error_len;
+    }
+
+    ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required for %V, "
+                                   "but %s%*s", &d->domain, why, len,
+                                   d->error);
+}
+
+
+static void
+ngx_relay_delivery_mail_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
+{
+    if (code / 100 == 2) {
+        d->txns++;
+        d->rcpt = 0;
+        d->accepted = 0;
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_rcpt);
+        return;
+    }
+
+    if (code / 100 == 5) {
+        /* the sender is refused: a verdict on the message */
+        ngx_relay_delivery_remember(d);
+        ngx_relay_delivery_fail_message(d, "5.0.0");
+        return;
+    }
+
+    /* a 421 on a cached connection is dealt with there */
+
+    ngx_relay_delivery_refused(d, "4.0.0", "MAIL");
+}
+
+
+/* a recipient's reply: its result, then the next RCPT, DATA or RSET */
+
+static void
+ngx_relay_delivery_rcpt_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
+{
+    ngx_relay_dest_t  *dst;
+
+    dst = &d->dests[d->batch[d->rcpt++]];
+    ngx_relay_delivery_remember(d);
+
+    if (code / 100 == 2) {
+        dst->accepted = 1;
+        d->accepted++;
+
+    } else if (code == 421) {
+        ngx_relay_delivery_refused(d, "4.0.0", "RCPT");
+        return;
+
+    } else if (code / 100 == 4) {
+
+        if (code == 452 && d->accepted
+            && (ngx_strlcasestrn(d->error, d->error + d->error_len,
+                                 (u_char *) "4.5.3", 4)
+                || ngx_strlcasestrn(d->error, d->error + d->error_len,
+                                    (u_char *) "too many", 7)))
+        {
+            /* RFC 5321 4.5.3.1.10: the rest in the next transaction */
+
+        } else {
+            /* this recipient tries the next host */
+            ngx_memcpy(dst->reply, d->error, d->error_len);
+            dst->reply_len = d->error_len;
+            ngx_memcpy(dst->relay, d->relay, d->relay_len);
+            dst->relay_len = d->relay_len;
+            dst->skip = 1;
+            dst->soft = 1;
+        }
+
+    } else {
+        ngx_memcpy(dst->reply, d->error, d->error_len);
+        dst->reply_len = d->error_len;
+        ngx_relay_delivery_set(d, dst, NGX_RELAY_DELIVERY_FAILED, "5.0.0");
+    }
+
+    if (d->rcpt < d->nbatch) {
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_rcpt);
+        return;
+    }
+
+    if (d->accepted) {
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_data);
+        return;
+    }
+
+    if (d->pipelined) {
+        d->discard = 1;                  /* the reply to DATA comes */
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_data);
+        return;
+    }
+
+    ngx_relay_delivery_rset(d);
+}
+
+
+/* the reply to DATA: the message goes, or the accepted recipients learn */
+
+static void
+ngx_relay_delivery_data_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
+{
+    if (d->discard) {
+        if (code == 354) {
+            /* RFC 2920 3.1: no recipient, yet 354: an empty message */
+            (void) ngx_relay_delivery_enter(d, ngx_relay_dst_dot);
+            return;
+        }
+
+        ngx_relay_delivery_rset(d);
+        return;
+    }
+
+    if (code == 354) {
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_body);
+        return;
+    }
+
+    ngx_relay_delivery_remember(d);
+
+    if (code / 100 == 5) {
+        ngx_relay_delivery_set_accepted(d, NGX_RELAY_DELIVERY_FAILED,
+                                        "5.0.0");
+        ngx_relay_delivery_rset(d);
+        return;
+    }
+
+    ngx_relay_delivery_refused(d, "4.0.0", "DATA");
+}
+
+
+/* the end of data: the accepted recipients' result, the next transaction */
+
+static void
+ngx_relay_delivery_dot_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
+{
+    if (d->discard) {
+        ngx_relay_delivery_rset(d);
+        return;
+    }
+
+    ngx_relay_delivery_remember(d);
+
+    if (code / 100 == 2) {
+        ngx_relay_delivery_set_accepted(d, NGX_RELAY_DELIVERY_SENT, "2.0.0");
+
+    } else if (code / 100 == 5) {
+        ngx_relay_delivery_set_accepted(d, NGX_RELAY_DELIVERY_FAILED,
+                                        "5.0.0");
+
+    } else {
+        ngx_relay_delivery_set_accepted(d, NGX_RELAY_DELIVERY_DEFERRED,
+                                        "4.0.0");
+    }
+
+    d->conn->messages++;
+
+    /* no RSET after a complete transaction: the next one, if any */
+
+    ngx_relay_delivery_next_transaction(d);
+}
+
+
+/* the server refused the host as a whole: its words end the attempt */
+
+static void
+ngx_relay_delivery_refused(ngx_relay_delivery_t *d, const char *dsn,
+    const char *what)
+{
+    ngx_relay_delivery_remember(d);
+    ngx_relay_delivery_host_failed(d, dsn, "%s: %*s", what, d->error_len,
+                                   d->error);
+}
+
+
 /* after an aborted transaction: RSET, then the next one */
 
 static void
 ngx_relay_delivery_rset(ngx_relay_delivery_t *d)
 {
-    d->discard = 0;
-    d->state = ngx_relay_dst_rset;
-
-    if (ngx_relay_delivery_command(d, "RSET") == NGX_ERROR) {
+    if (ngx_relay_delivery_enter(d, ngx_relay_dst_rset) == NGX_ERROR) {
         ngx_relay_delivery_host_failed(d, "4.4.2", "connection lost while "
                                        "sending");
     }
 }
 
 
-static void
-ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d)
-{
-    u_char  *p, *last;
+/* what the server offers: kept with the connection, which may be reused */
 
-    d->esmtp = 1;
+static void
+ngx_relay_delivery_extensions(ngx_relay_delivery_t *d)
+{
+    u_char                 *p, *last;
+    ngx_relay_smtp_conn_t  *sc;
+
+    sc = d->conn;
+    sc->esmtp = 1;
 
     /* the collected text: "host greeting EXT1 EXT2 args ..." by lines */
 
     p = d->rp.text;
     last = p + d->rp.text_len;
 
-    d->smtputf8 = (ngx_strlcasestrn(p, last, (u_char *) "SMTPUTF8", 7)
-                   != NULL);
-    d->starttls = (ngx_strlcasestrn(p, last, (u_char *) "STARTTLS", 7)
-                   != NULL);
-    d->eightbit = (ngx_strlcasestrn(p, last, (u_char *) "8BITMIME", 7)
-                   != NULL);
-    d->pipelining = (ngx_strlcasestrn(p, last, (u_char *) "PIPELINING", 9)
-                     != NULL);
+    sc->smtputf8 = (ngx_strlcasestrn(p, last, (u_char *) "SMTPUTF8", 7)
+                    != NULL);
+    sc->starttls = (ngx_strlcasestrn(p, last, (u_char *) "STARTTLS", 7)
+                    != NULL);
+    sc->eightbit = (ngx_strlcasestrn(p, last, (u_char *) "8BITMIME", 7)
+                    != NULL);
+    sc->pipelining = (ngx_strlcasestrn(p, last, (u_char *) "PIPELINING", 9)
+                      != NULL);
 
     p = ngx_strlcasestrn(p, last, (u_char *) "SIZE ", 4);
 
@@ -2135,10 +1557,10 @@ ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d)
         p += 5;
 
         while (p < last && *p >= '0' && *p <= '9') {
-            d->size_limit = d->size_limit * 10 + (*p++ - '0');
+            sc->size_limit = sc->size_limit * 10 + (*p++ - '0');
 
-            if (d->size_limit > NGX_MAX_OFF_T_VALUE / 10) {
-                d->size_limit = 0;
+            if (sc->size_limit > NGX_MAX_OFF_T_VALUE / 10) {
+                sc->size_limit = 0;
                 break;
             }
         }
@@ -2201,14 +1623,15 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
     c->write->handler = ngx_relay_delivery_write_handler;
 
     if (!c->ssl->handshaked) {
-        ngx_relay_delivery_host_failed(d, d->tls_required ? "4.7.5" : "4.7.0",
+        ngx_relay_delivery_host_failed(d, d->route.tls_required ? "4.7.5"
+                                                                : "4.7.0",
                                        "TLS handshake failed%s",
-                                       d->tls_required ? " and TLS is "
+                                       d->route.tls_required ? " and TLS is "
                                        "required" : "");
         return;
     }
 
-    if (d->tls_verify && ngx_relay_delivery_verify(d) != NGX_OK) {
+    if (d->route.tls_verify && ngx_relay_delivery_verify(d) != NGX_OK) {
         return;
     }
 
@@ -2219,28 +1642,11 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
 
     /* RFC 3207 4.2: start over */
 
-    d->tls = 1;
-    d->esmtp = 0;
-    d->pipelining = 0;
-    d->state = ngx_relay_dst_ehlo;
+    d->conn->tls = 1;
+    d->conn->esmtp = 0;
+    d->conn->pipelining = 0;
     ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
-    (void) ngx_relay_delivery_command(d, "EHLO %V", &d->ehlo);
-}
-
-
-/* the fleet's tls, else relay_tls_policy: the longest pattern matching */
-
-static void
-ngx_relay_delivery_tls_policy(ngx_relay_delivery_t *d)
-{
-    ngx_relay_tls_rule_t  *tls;
-
-    tls = ngx_relay_policy_tls(d->conf->policy, &d->domain);
-
-    if (tls) {
-        d->tls_required = tls->required;
-        d->tls_verify = tls->verify;
-    }
+    (void) ngx_relay_delivery_enter(d, ngx_relay_dst_ehlo);
 }
 
 
@@ -2287,7 +1693,7 @@ ngx_relay_delivery_verify(ngx_relay_delivery_t *d)
         return NGX_ERROR;
     }
 
-    d->verified = 1;
+    d->conn->verified = 1;
 
     return NGX_OK;
 }
@@ -2308,19 +1714,24 @@ ngx_relay_delivery_literal_name(ngx_str_t *host)
 }
 
 
+/*
+ * The next transaction on this connection: the open recipients this host
+ * did not defer, at most relay_max_rcpts_per_transaction; with none left,
+ * QUIT (or the idle cache) and the next host.
+ */
+
 static void
-ngx_relay_delivery_mail(ngx_relay_delivery_t *d)
+ngx_relay_delivery_next_transaction(ngx_relay_delivery_t *d)
 {
-    off_t                size;
-    ngx_int_t            rc;
-    ngx_uint_t           i, n;
-    ngx_relay_dest_t    *dst;
-    ngx_relay_queued_t  *q;
+    off_t                   size;
+    ngx_uint_t              i, n;
+    ngx_relay_dest_t       *dst;
+    ngx_relay_queued_t     *q;
+    ngx_relay_smtp_conn_t  *sc;
 
     q = d->queued;
+    sc = d->conn;
     size = q->message_size;
-
-    /* the next transaction: open recipients this host did not defer */
 
     n = 0;
 
@@ -2335,79 +1746,47 @@ ngx_relay_delivery_mail(ngx_relay_delivery_t *d)
     d->nbatch = n;
 
     if (n == 0) {
-        d->state = ngx_relay_dst_quit;
-        ngx_relay_delivery_release(d);
+        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_quit);
         ngx_relay_delivery_next_host(d);
         return;
     }
 
-    if (d->size_limit && size > d->size_limit) {
+    if (sc->size_limit && size > sc->size_limit) {
         d->error_len = ngx_sprintf(d->error, "message size %O exceeds the "
-                                   "limit %O of %*s", size, d->size_limit,
+                                   "limit %O of %*s", size, sc->size_limit,
                                    d->relay_len, d->relay)
                        - d->error;
-        ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED, "5.3.4",
-                                   d->error, d->error_len);
-        ngx_relay_delivery_close(d);
-        ngx_relay_delivery_finish(d);
+        ngx_relay_delivery_fail_message(d, "5.3.4");
         return;
     }
 
-    if (q->smtputf8 && !d->smtputf8) {
+    if (q->smtputf8 && !sc->smtputf8) {
         d->error_len = ngx_sprintf(d->error, "%*s does not support "
                                    "SMTPUTF8", d->relay_len, d->relay)
                        - d->error;
-        ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED, "5.6.7",
-                                   d->error, d->error_len);
-        ngx_relay_delivery_close(d);
-        ngx_relay_delivery_finish(d);
+        ngx_relay_delivery_fail_message(d, "5.6.7");
         return;
     }
 
-    d->state = ngx_relay_dst_mail;
     d->discard = 0;
-    d->pipelined = d->pipelining;
+    d->pipelined = sc->pipelining;
 
-    if (!d->esmtp) {
-        (void) ngx_relay_delivery_append(d, "MAIL FROM:<%V>", &q->sender);
-
-    } else {
-        (void) ngx_relay_delivery_append(d, "MAIL FROM:<%V> SIZE=%O%s%s",
-                                         &q->sender, size,
-                                         (q->eightbit && d->eightbit)
-                                         ? " BODY=8BITMIME" : "",
-                                         q->smtputf8 ? " SMTPUTF8" : "");
-    }
-
-    if (d->pipelined) {
-
-        /* RFC 2920: the envelope in one write, DATA last */
-
-        for (i = 0; i < n; i++) {
-            if ((size_t) (d->out->end - d->out->last)
-                < NGX_RELAY_MAX_ADDR + 64)
-            {
-                d->nbatch = i;        /* the others: the next transaction */
-                break;
-            }
-
-            (void) ngx_relay_delivery_append(d, "RCPT TO:<%V>",
-                                             &d->dests[d->batch[i]].addr);
-        }
-
-        (void) ngx_relay_delivery_append(d, "DATA");
-    }
-
-    if (!d->connection->read->timer_set) {
-        ngx_add_timer(d->connection->read, d->conf->timeout);
-    }
-
-    rc = ngx_relay_delivery_send(d);
-
-    if (rc == NGX_ERROR) {
+    if (ngx_relay_delivery_enter(d, ngx_relay_dst_mail) == NGX_ERROR) {
         ngx_relay_delivery_host_failed(d, "4.4.2", "connection lost while "
                                        "sending");
     }
+}
+
+
+/* a verdict on the message (d->error says why): every open recipient */
+
+static void
+ngx_relay_delivery_fail_message(ngx_relay_delivery_t *d, const char *dsn)
+{
+    ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_FAILED, dsn, d->error,
+                               d->error_len);
+    ngx_relay_delivery_close(d);
+    ngx_relay_delivery_finish(d);
 }
 
 
@@ -2515,9 +1894,7 @@ ngx_relay_delivery_chunk_done(ngx_event_t *ev)
             *d->out->last++ = LF;
         }
 
-        d->state = ngx_relay_dst_dot;
-
-        if (ngx_relay_delivery_command(d, ".") == NGX_ERROR) {
+        if (ngx_relay_delivery_enter(d, ngx_relay_dst_dot) == NGX_ERROR) {
             ngx_relay_delivery_host_failed(d, "4.4.2", "connection lost "
                                            "while sending");
         }
@@ -2569,16 +1946,12 @@ ngx_relay_delivery_host_failed(ngx_relay_delivery_t *d, const char *dsn,
 
         d->reused = 0;
         d->no_cache = 1;
-        d->tried = 0;
+        ngx_relay_route_skip(&d->route, NULL, 0);
         ngx_relay_delivery_close(d);
 
-        if (d->hop == 0) {
-            ngx_relay_delivery_next_hop(d);     /* taken before DNS */
+        /* this host afresh, or (taken before DNS) the walk from its start */
 
-        } else {
-            ngx_relay_delivery_connect(d);      /* this host, afresh */
-        }
-
+        ngx_relay_delivery_connect(d);
         return;
     }
 
@@ -2586,9 +1959,10 @@ ngx_relay_delivery_host_failed(ngx_relay_delivery_t *d, const char *dsn,
     d->error_len = p - buf;
     d->error_dsn = dsn;
 
-    ngx_log_error(NGX_LOG_WARN, d->conf->log, 0, "%V: relay=%*s: %*s",
-                  &d->queued->id, d->relay_len, d->relay, d->error_len,
-                  d->error);
+    ngx_log_error(NGX_LOG_WARN, d->conf->log, 0,
+                  "%V: relay=%*s: %*s while in state %V", &d->queued->id,
+                  d->relay_len, d->relay, d->error_len, d->error,
+                  &ngx_relay_delivery_state_names[d->state]);
 
     for (i = 0; i < d->ndests; i++) {
         d->dests[i].accepted = 0;
@@ -2611,7 +1985,7 @@ ngx_relay_delivery_close(ngx_relay_delivery_t *d)
         return;
     }
 
-    ngx_relay_delivery_conn_close(d->conn, 0);
+    ngx_relay_destination_close(d->conn, 0);
 
     d->conn = NULL;
     d->connection = NULL;
@@ -2685,6 +2059,30 @@ ngx_relay_delivery_enhanced(u_char *p, size_t len, u_char class, u_char *out)
 }
 
 
+/* the recipients the server accepted in this transaction get its reply */
+
+static void
+ngx_relay_delivery_set_accepted(ngx_relay_delivery_t *d, ngx_uint_t status,
+    const char *dsn)
+{
+    ngx_uint_t         i;
+    ngx_relay_dest_t  *dst;
+
+    for (i = 0; i < d->nbatch; i++) {
+        dst = &d->dests[d->batch[i]];
+
+        if (!dst->accepted) {
+            continue;
+        }
+
+        dst->accepted = 0;
+        ngx_memcpy(dst->reply, d->error, d->error_len);
+        dst->reply_len = d->error_len;
+        ngx_relay_delivery_set(d, dst, status, dsn);
+    }
+}
+
+
 static void
 ngx_relay_delivery_set_all(ngx_relay_delivery_t *d, ngx_uint_t status,
     const char *dsn, u_char *text, size_t len)
@@ -2728,11 +2126,8 @@ ngx_relay_delivery_open(ngx_relay_delivery_t *d)
 static void
 ngx_relay_delivery_finish(ngx_relay_delivery_t *d)
 {
-    ngx_uint_t                i;
-    ngx_queue_t              *q;
-    ngx_relay_dest_t         *dst;
-    ngx_relay_delivery_t     *w;
-    ngx_relay_destination_t  *dest;
+    ngx_uint_t         i;
+    ngx_relay_dest_t  *dst;
 
     ngx_relay_delivery_close(d);
 
@@ -2758,25 +2153,7 @@ ngx_relay_delivery_finish(ngx_relay_delivery_t *d)
 
     /* the next waiting delivery of the destination may start */
 
-    dest = d->dest;
-    d->dest = NULL;
-
-    if (dest) {
-        dest->active--;
-
-        if (!ngx_queue_empty(&dest->waiting)) {
-            q = ngx_queue_head(&dest->waiting);
-            ngx_queue_remove(q);
-
-            w = ngx_queue_data(q, ngx_relay_delivery_t, wait);
-            w->waiting = 0;
-            dest->active++;
-
-            ngx_post_event(&w->wake, &ngx_posted_events);
-        }
-
-        ngx_relay_delivery_destination_free(d->conf, dest);
-    }
+    ngx_relay_destination_leave(&d->destination);
 
     d->handler(d);
 }

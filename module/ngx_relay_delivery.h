@@ -17,6 +17,7 @@
 #include <ngx_relay_spool.h>
 #include <ngx_relay_policy.h>
 #include <ngx_relay_dns.h>
+#include <ngx_relay_route.h>
 
 
 #define NGX_RELAY_DELIVERY_PENDING   0
@@ -63,7 +64,6 @@ typedef struct ngx_relay_delivery_conf_s {
     ngx_msec_t                   idle_timeout;
     ngx_uint_t                   concurrency;  /* deliveries a destination */
     ngx_uint_t                   rcpts_per_txn;
-    ngx_queue_t                  idle;         /* ngx_relay_smtp_conn_t */
     ngx_queue_t                  dests;        /* ngx_relay_destination_t */
 } ngx_relay_delivery_conf_t;
 

@@ -1311,7 +1311,6 @@ ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
     dc->rcpts_per_txn = rmcf->rcpts_per_txn;
     dc->log = cycle->log;
 
-    ngx_queue_init(&dc->idle);
     ngx_queue_init(&dc->dests);
 
     sc->delivery = dc;

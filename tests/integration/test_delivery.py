@@ -186,6 +186,7 @@ class World:
         z.timeout.append("dnstimeout.test")
         z.add_mx("deadmx.test", "mx.deadmx.test", 10, DEAD2)
         z.add_mx("hop.test", "mx.hop.test", 10, "127.0.0.3")
+        z.add_mx("loop.test", "relay.test", 10)     # relay_hostname
         for name in ("reject", "multi", "updown", "kill", "tls", "garbage",
                      "overlong", "unterminated", "splitml", "silent",
                      "endless", "midclose", "dotsilent", "gehlo", "plain",
@@ -210,7 +211,9 @@ class World:
     def conf(self, **kw):
         args = dict(
             routes=[("static.test", "[127.0.0.2]:%d" % self.P2),
-                    ("routed.test", "hop.test:%d" % self.P2)],
+                    ("routed.test", "hop.test:%d" % self.P2),
+                    ("failover.test", "[127.0.0.9]:%d [127.0.0.2]:%d"
+                     % (self.P, self.P))],
             backups=[(d, "[127.0.0.11]:%d" % self.P)
                      for d in ("bkrefuse.test", "bk4xx.test",
                                "bksilent.test")])
@@ -487,14 +490,19 @@ def test_implicit_mx_from_a_record(drelay, world):
     dh.wait_queue_gone(drelay, qid)
 
 
-def test_null_mx_bounces_5_1_10(drelay, world):
-    m = h.unique("nullmx")
-    sender, rcpt = "%s@example.test" % m, "%s@nullmx.test" % m
+@pytest.mark.parametrize("domain,dsn,reason", [
+    ("nullmx.test", "5.1.10", "null MX: the domain accepts no mail (RFC 7505)"),
+    # RFC 5321 5.1: the only MX is this host, so the mail would loop
+    ("loop.test", "5.4.6", "mail for the domain loops back to myself"),
+])
+def test_null_mx_or_mx_loop_bounces(drelay, world, domain, dsn, reason):
+    m = h.unique("nomx")
+    sender, rcpt = "%s@example.test" % m, "%s@%s" % (m, domain)
     qid = send(drelay, sender, [rcpt], body_for(m))
     line = dh.wait_status(drelay, qid, rcpt, "bounced")[-1]
-    assert line["dsn"] == "5.1.10", line["line"]
+    assert line["dsn"] == dsn and line["reason"] == reason, line["line"]
     ((data, msg),) = dh.wait_dsn(drelay, m)
-    check_dsn(world, msg, data, sender, rcpt, r"5\.1\.10", marker=m)
+    check_dsn(world, msg, data, sender, rcpt, re.escape(dsn), marker=m)
     dh.wait_queue_gone(drelay, qid)
     assert len(dh.delivery_lines(drelay, qid, rcpt, "bounced")) == 1
 
@@ -866,6 +874,18 @@ def test_hostile_sink_defers(drelay, world, name):
     drelay.assert_no_crash(mark)
 
 
+def test_host_failure_says_in_which_state(drelay, world):
+    m = h.unique("state")
+    sender, rcpt = "%s@example.test" % m, "%s@midclose.test" % m
+    qid = send(drelay, sender, [rcpt], body_for(m))
+    dh.wait_status(drelay, qid, rcpt, "deferred", timeout=20)
+    # half an EHLO reply, then the close: the warning says where it was
+    assert re.search(r"\[warn\] .*%s: relay=.*: connection closed by the "
+                     r"server while in state EHLO$" % qid,
+                     drelay.error_log(), re.M), \
+        "no warning naming the state for %s" % qid
+
+
 def test_split_multiline_replies_delivered(drelay, world):
     # valid replies, 3 octets per packet: the reply parser must resume
     m = h.unique("split")
@@ -911,6 +931,21 @@ def test_static_route_skips_mx_lookup(drelay, world):
         "static.test was looked up: %r" % world.dns.queried(
             "static.test", since=mark)
     assert not world.sinks["pref1"].all_txns(m)
+
+
+def test_next_hop_at_once_after_a_refusing_greeting(drelay, world):
+    need(world, "relay_route")
+    m = h.unique("failover")
+    rcpt = "%s@failover.test" % m
+    qid = send(drelay, "%s@example.test" % m, [rcpt], body_for(m))
+    # the first hop greets with 421; the second is an address, so its
+    # connection starts while that reply is still being handled
+    world.sinks["pref1"].wait_accepted(m, timeout=SENT_TIMEOUT)
+    line = dh.wait_status(drelay, qid, rcpt, "sent")[-1]
+    check_sent_line(world, line, "127.0.0.2")
+    assert re.search(r"%s: relay=\S+: greeting: 421 .* while in state "
+                     r"GREETING" % qid, drelay.error_log()), \
+        "the first hop's 421 greeting was not logged for %s" % qid
 
 
 def test_route_to_host_uses_its_mx(drelay, world):

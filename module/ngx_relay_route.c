@@ -1,0 +1,564 @@
+
+/*
+ * Copyright (C) The relay authors
+ */
+
+
+/*
+ * The route of one delivery: which hosts to try for a recipient domain,
+ * in which order, and the TLS they must offer.  It looks names up and
+ * hands out addresses; it never connects and never decides about a
+ * recipient (the SMTP client does, with what it reports).
+ *
+ * Hops, in order (RFC 5321 5.1): the route's next hops, or the domain's
+ * MX hosts by preference (random among equals; the domain itself when it
+ * has no MX); then the domain's backup MX list; then the fallback relay.
+ * A hop "[host]" or an address is a host; "host" is looked up as MX.
+ * Each hop gives targets (host and port), each target its addresses.
+ *
+ * The domain's own hops speak for the domain: a null MX (RFC 7505), a
+ * name that does not exist, or an MX naming this host (a loop) fail its
+ * mail at once; from a later hop they are no verdict.  A lookup that
+ * fails for now is an error to report, and the walk goes on.
+ *
+ * TLS policy source: the fleet's TLS policy of the destination, else
+ * relay_tls_policy; checks that vary per host (DANE, MTA-STS) belong here.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_relay_route.h>
+
+
+static ngx_int_t ngx_relay_route_add_hops(ngx_relay_route_ctx_t *rt,
+    ngx_relay_route_t *r, ngx_uint_t mx);
+static void ngx_relay_route_tls_policy(ngx_relay_route_ctx_t *rt,
+    ngx_relay_policy_t *p, ngx_str_t *domain);
+static ngx_int_t ngx_relay_route_next_target(ngx_relay_route_ctx_t *rt);
+static ngx_int_t ngx_relay_route_next_hop(ngx_relay_route_ctx_t *rt);
+static ngx_int_t ngx_relay_route_literal(ngx_relay_route_ctx_t *rt,
+    ngx_str_t *host);
+static void ngx_relay_route_mx_done(ngx_relay_dns_query_t *q);
+static void ngx_relay_route_mx_hosts(ngx_relay_route_ctx_t *rt,
+    ngx_relay_dns_query_t *q, in_port_t port);
+static void ngx_relay_route_host_done(ngx_relay_dns_query_t *q);
+static void ngx_relay_route_fail(ngx_relay_route_ctx_t *rt, ngx_int_t rc,
+    const char *dsn, const char *fmt, ...);
+static size_t ngx_relay_route_hop_text(ngx_relay_route_ctx_t *rt,
+    ngx_relay_hop_t *h, u_char *buf, size_t len);
+
+
+ngx_int_t
+ngx_relay_route_init(ngx_relay_route_ctx_t *rt, ngx_relay_policy_t *p,
+    ngx_str_t *domain)
+{
+    ngx_relay_hop_t    *h;
+    ngx_relay_route_t  *r;
+
+    rt->smtp_port = p->smtp_port;
+
+    ngx_relay_route_tls_policy(rt, p, domain);
+
+    if (ngx_array_init(&rt->hops, rt->pool, 4, sizeof(ngx_relay_hop_t))
+        != NGX_OK
+        || ngx_array_init(&rt->targets, rt->pool, 4,
+                          sizeof(ngx_relay_target_t))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* the domain's own hops: a route, or its MX hosts */
+
+    r = ngx_relay_policy_next_hops(p, domain);
+
+    if (r) {
+        if (ngx_relay_route_add_hops(rt, r, 1) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        h = ngx_array_push(&rt->hops);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(h, sizeof(ngx_relay_hop_t));
+        h->host = *domain;
+        h->mx = 1;
+    }
+
+    rt->own_hops = rt->hops.nelts;
+
+    /* then the backup MX list (hosts, no MX lookup), the fallback relay */
+
+    r = ngx_relay_policy_backup(p, domain);
+
+    if (r && ngx_relay_route_add_hops(rt, r, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    r = ngx_relay_policy_fallback(p);
+
+    if (r && ngx_relay_route_add_hops(rt, r, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The fleet policy may be swapped while the delivery runs: it keeps
+ * copies of the hops it started with.
+ */
+
+static ngx_int_t
+ngx_relay_route_add_hops(ngx_relay_route_ctx_t *rt, ngx_relay_route_t *r,
+    ngx_uint_t mx)
+{
+    ngx_uint_t        i;
+    ngx_relay_hop_t  *h, *hop;
+
+    hop = r->hops.elts;
+
+    for (i = 0; i < r->hops.nelts; i++) {
+        h = ngx_array_push(&rt->hops);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = hop[i];
+        h->mx = mx ? hop[i].mx : 0;
+
+        h->host.data = ngx_pstrdup(rt->pool, &hop[i].host);
+        if (h->host.data == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* the fleet's "tls" for the domain, else relay_tls_policy's */
+
+static void
+ngx_relay_route_tls_policy(ngx_relay_route_ctx_t *rt, ngx_relay_policy_t *p,
+    ngx_str_t *domain)
+{
+    ngx_relay_tls_rule_t  *tls;
+
+    tls = ngx_relay_policy_tls(p, domain);
+
+    if (tls) {
+        rt->tls_required = tls->required;
+        rt->tls_verify = tls->verify;
+    }
+}
+
+
+/*
+ * The address to try now: the current one, or the next of the walk.
+ *
+ *   NGX_OK        rt->host, rt->port, rt->sockaddr (the port set in it),
+ *                 rt->first
+ *   NGX_AGAIN     a lookup runs; rt->handler runs when it ends
+ *   NGX_DECLINED  a lookup failed for now (rt->dsn, rt->error, rt->relay);
+ *                 ask again for the rest of the walk
+ *   NGX_ABORT     the domain takes no mail (rt->dsn, rt->error)
+ *   NGX_DONE      no hop is left
+ *   NGX_ERROR     no memory for a lookup
+ */
+
+ngx_int_t
+ngx_relay_route_next(ngx_relay_route_ctx_t *rt)
+{
+    ngx_int_t  rc;
+
+    if (rt->failed) {
+        rc = rt->failed;
+        rt->failed = 0;
+        return rc;
+    }
+
+    while (rt->addr == rt->naddrs) {
+        rc = ngx_relay_route_next_target(rt);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    rt->sockaddr = (struct sockaddr *) &rt->addrs[rt->addr];
+    rt->socklen = rt->socklens[rt->addr];
+    rt->first = (rt->addr == 0);
+
+    ngx_inet_set_port(rt->sockaddr, rt->port);
+
+    return NGX_OK;
+}
+
+
+/* the current address was used: the next call gives the next one */
+
+void
+ngx_relay_route_next_addr(ngx_relay_route_ctx_t *rt)
+{
+    rt->addr++;
+}
+
+
+/* done with the current host: its other addresses are not tried */
+
+void
+ngx_relay_route_next_host(ngx_relay_route_ctx_t *rt)
+{
+    rt->addr = rt->naddrs;
+}
+
+
+/* a cached connection served this host: the walk passes it over */
+
+void
+ngx_relay_route_skip(ngx_relay_route_ctx_t *rt, ngx_str_t *host,
+    in_port_t port)
+{
+    rt->skip = 0;
+
+    if (host == NULL) {
+        return;
+    }
+
+    rt->skip_host.data = ngx_pstrdup(rt->pool, host);
+
+    if (rt->skip_host.data) {
+        rt->skip_host.len = host->len;
+        rt->skip_port = port;
+        rt->skip = 1;
+    }
+}
+
+
+static ngx_int_t
+ngx_relay_route_next_target(ngx_relay_route_ctx_t *rt)
+{
+    ngx_int_t            rc;
+    ngx_relay_target_t  *t;
+
+    for ( ;; ) {
+
+        /* between targets: no address is current */
+
+        rt->naddrs = 0;
+        rt->addr = 0;
+
+        if (rt->target == rt->targets.nelts) {
+            rc = ngx_relay_route_next_hop(rt);
+
+            if (rc != NGX_OK) {
+                return rc;
+            }
+
+            continue;
+        }
+
+        t = (ngx_relay_target_t *) rt->targets.elts + rt->target++;
+
+        if (rt->skip && t->port == rt->skip_port
+            && t->host.len == rt->skip_host.len
+            && ngx_strncasecmp(t->host.data, rt->skip_host.data, t->host.len)
+               == 0)
+        {
+            continue;
+        }
+
+        rt->host = t->host;
+        rt->port = t->port;
+
+        if (ngx_relay_route_literal(rt, &t->host) == NGX_OK) {
+            return NGX_OK;
+        }
+
+        rt->query = ngx_relay_dns_host(rt->dns, &t->host,
+                                       ngx_relay_route_host_done, rt);
+        if (rt->query) {
+            return NGX_AGAIN;
+        }
+    }
+}
+
+
+/* the next hop into targets (hosts with ports), or an MX lookup for them */
+
+static ngx_int_t
+ngx_relay_route_next_hop(ngx_relay_route_ctx_t *rt)
+{
+    ngx_relay_hop_t     *h;
+    ngx_relay_target_t  *t;
+
+    if (rt->hop == rt->hops.nelts) {
+        return NGX_DONE;
+    }
+
+    h = (ngx_relay_hop_t *) rt->hops.elts + rt->hop++;
+
+    if (h->mx && ngx_relay_route_literal(rt, &h->host) != NGX_OK) {
+        rt->query = ngx_relay_dns_mx(rt->dns, &h->host,
+                                     ngx_relay_route_mx_done, rt);
+
+        return rt->query ? NGX_AGAIN : NGX_ERROR;
+    }
+
+    t = ngx_array_push(&rt->targets);
+    if (t == NULL) {
+        return NGX_DONE;        /* what is open is deferred as it stands */
+    }
+
+    t->host = h->host;
+    t->port = h->port ? h->port : rt->smtp_port;
+
+    return NGX_OK;
+}
+
+
+/* an IP address as host name: no DNS */
+
+static ngx_int_t
+ngx_relay_route_literal(ngx_relay_route_ctx_t *rt, ngx_str_t *host)
+{
+    ngx_addr_t  addr;
+
+    if (ngx_parse_addr(rt->pool, &addr, host->data, host->len) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    ngx_memcpy(&rt->addrs[0], addr.sockaddr, addr.socklen);
+    rt->socklens[0] = addr.socklen;
+    rt->naddrs = 1;
+    rt->addr = 0;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_relay_route_mx_done(ngx_relay_dns_query_t *q)
+{
+    ngx_relay_route_ctx_t  *rt = q->data;
+
+    in_port_t            port;
+    ngx_uint_t           own;
+    ngx_relay_hop_t     *h;
+    ngx_relay_target_t  *t;
+
+    rt->query = NULL;
+
+    h = (ngx_relay_hop_t *) rt->hops.elts + rt->hop - 1;
+    port = h->port ? h->port : rt->smtp_port;
+    own = (rt->hop <= rt->own_hops);
+
+    switch (q->status) {
+
+    case NGX_OK:
+        ngx_relay_route_mx_hosts(rt, q, port);
+        break;
+
+    case NGX_DECLINED:
+        if (q->nxdomain && own) {
+            ngx_relay_route_fail(rt, NGX_ABORT, "5.1.2", "%V: host or "
+                                 "domain name not found", &h->host);
+            break;
+        }
+
+        if (q->null_mx && own) {
+            ngx_relay_route_fail(rt, NGX_ABORT, "5.1.10", "null MX: the "
+                                 "domain accepts no mail (RFC 7505)");
+            break;
+        }
+
+        /* no MX: the host itself (implicit MX, RFC 5321 5.1) */
+
+        t = ngx_array_push(&rt->targets);
+        if (t != NULL) {
+            t->host = h->host;
+            t->port = port;
+        }
+
+        break;
+
+    default: /* NGX_AGAIN */
+        ngx_relay_route_fail(rt, NGX_DECLINED, "4.4.3", "MX lookup of %V: %s",
+                             &h->host, q->error);
+        ngx_str_set(&rt->relay, "none");
+
+        ngx_log_error(NGX_LOG_WARN, rt->log, 0,
+                      "%V: MX lookup of %V failed: %s", rt->id, &h->host,
+                      q->error);
+        break;
+    }
+
+    ngx_relay_dns_done(q);
+
+    rt->handler(rt);
+}
+
+
+/* the MX hosts as targets, by preference; the walk stops at ourselves */
+
+static void
+ngx_relay_route_mx_hosts(ngx_relay_route_ctx_t *rt, ngx_relay_dns_query_t *q,
+    in_port_t port)
+{
+    ngx_uint_t           i;
+    ngx_relay_target_t  *t;
+
+    for (i = 0; i < q->nmx; i++) {
+        t = ngx_array_push(&rt->targets);
+        if (t == NULL) {
+            return;
+        }
+
+        t->host.data = ngx_pstrdup(rt->pool, &q->mx[i].host);
+        t->host.len = q->mx[i].host.len;
+        t->port = port;
+
+        if (t->host.data == NULL) {
+            rt->targets.nelts--;
+            return;
+        }
+
+        /* an MX pointing back at us is a loop (RFC 5321 5.1) */
+
+        if (t->host.len == rt->hostname->len
+            && ngx_strncasecmp(t->host.data, rt->hostname->data, t->host.len)
+               == 0)
+        {
+            rt->targets.nelts--;
+
+            if (rt->targets.nelts == 0 && rt->hop <= rt->own_hops) {
+                ngx_relay_route_fail(rt, NGX_ABORT, "5.4.6", "mail for the "
+                                     "domain loops back to myself");
+            }
+
+            return;
+        }
+    }
+}
+
+
+static void
+ngx_relay_route_host_done(ngx_relay_dns_query_t *q)
+{
+    ngx_relay_route_ctx_t  *rt = q->data;
+
+    ngx_uint_t  i;
+
+    rt->query = NULL;
+
+    if (q->status == NGX_OK) {
+        for (i = 0; i < q->naddrs; i++) {
+            ngx_memcpy(&rt->addrs[i], &q->addrs[i], q->socklens[i]);
+            rt->socklens[i] = q->socklens[i];
+        }
+
+        rt->naddrs = q->naddrs;
+        rt->addr = 0;
+
+    } else {
+        ngx_relay_route_fail(rt, NGX_DECLINED, "4.4.3", "address lookup of "
+                             "%V: %s", &rt->host, q->error);
+        rt->relay = rt->host;
+
+        ngx_log_error(NGX_LOG_WARN, rt->log, 0,
+                      "%V: address lookup of %V failed: %s", rt->id,
+                      &rt->host, q->error);
+    }
+
+    ngx_relay_dns_done(q);
+
+    rt->handler(rt);
+}
+
+
+/* what the next call of ngx_relay_route_next() says, and why */
+
+static void
+ngx_relay_route_fail(ngx_relay_route_ctx_t *rt, ngx_int_t rc,
+    const char *dsn, const char *fmt, ...)
+{
+    u_char   *p;
+    va_list   args;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(rt->text, rt->text + sizeof(rt->text), fmt, args);
+    va_end(args);
+
+    rt->error.data = rt->text;
+    rt->error.len = p - rt->text;
+    rt->dsn = dsn;
+    rt->failed = rc;
+}
+
+
+/* whether the current host came from one of the domain's own hops */
+
+ngx_uint_t
+ngx_relay_route_own(ngx_relay_route_ctx_t *rt)
+{
+    return rt->hop <= rt->own_hops;
+}
+
+
+/*
+ * Which hop a connection was made for: "[host]:port" or "host:port" (MX),
+ * the route's own words.  A cached connection serves the domain only while
+ * its hop is still one of the domain's: after a route change, connections
+ * to the old next hop are left to idle out.
+ */
+
+size_t
+ngx_relay_route_hop_id(ngx_relay_route_ctx_t *rt, u_char *buf, size_t len)
+{
+    if (rt->hop == 0 || rt->hop > rt->hops.nelts) {
+        return 0;
+    }
+
+    return ngx_relay_route_hop_text(rt,
+                                    (ngx_relay_hop_t *) rt->hops.elts
+                                    + rt->hop - 1,
+                                    buf, len);
+}
+
+
+ngx_uint_t
+ngx_relay_route_own_hop(ngx_relay_route_ctx_t *rt, ngx_str_t *id)
+{
+    u_char            buf[NGX_MAXHOSTNAMELEN + 16];
+    size_t            n;
+    ngx_uint_t        i;
+    ngx_relay_hop_t  *h;
+
+    h = rt->hops.elts;
+
+    for (i = 0; i < rt->own_hops; i++) {
+        n = ngx_relay_route_hop_text(rt, &h[i], buf, sizeof(buf));
+
+        if (n == id->len && ngx_strncasecmp(buf, id->data, n) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static size_t
+ngx_relay_route_hop_text(ngx_relay_route_ctx_t *rt, ngx_relay_hop_t *h,
+    u_char *buf, size_t len)
+{
+    return ngx_snprintf(buf, len, h->mx ? "%V:%d" : "[%V]:%d", &h->host,
+                        (int) (h->port ? h->port : rt->smtp_port))
+           - buf;
+}
