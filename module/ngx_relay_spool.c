@@ -5,8 +5,9 @@
 
 
 /*
- * The spool: the only code that creates, reads, rewrites and removes queue
- * files.
+ * The spool: the module's only code that creates, reads, rewrites and
+ * removes queue files, on lib/relay_queue.c, which alone knows their
+ * format (also used by relayctl and controld's queue commands).
  *
  * Layout: <spool>/queue/<id>.  A queue file is a text envelope
  * ("RELAY-QUEUE 1", "key value" lines, one "rcpt <state> <notify> <orcpt>
@@ -86,24 +87,9 @@ static void ngx_relay_spool_discard_thread(void *data, ngx_log_t *log);
 static void ngx_relay_spool_discard_done(ngx_event_t *ev);
 static ngx_int_t ngx_relay_spool_grow(ngx_relay_spool_writer_t *w,
     size_t len);
-static ngx_int_t ngx_relay_spool_trailer(ngx_fd_t fd, off_t size);
-static ngx_int_t ngx_relay_spool_parse_header(ngx_relay_queued_t *q,
-    u_char *p, u_char *last);
-static ngx_uint_t ngx_relay_spool_parse_notify(u_char *p, u_char *last);
+static ngx_int_t ngx_relay_spool_result(int rc);
 
 
-static ngx_str_t  ngx_relay_body_names[] = {
-    ngx_string("-"),
-    ngx_string("7BIT"),
-    ngx_string("8BITMIME"),
-    ngx_string("BINARYMIME")
-};
-
-static ngx_str_t  ngx_relay_ret_names[] = {
-    ngx_string("-"),
-    ngx_string("FULL"),
-    ngx_string("HDRS")
-};
 
 
 ngx_int_t
@@ -429,19 +415,31 @@ ngx_int_t
 ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
     ngx_relay_envelope_t *env)
 {
-    size_t             len;
-    u_char            *p;
-    ngx_uint_t         i;
-    ngx_relay_rcpt_t  *r;
+    size_t                   len;
+    u_char                  *p;
+    ngx_uint_t               i;
+    ngx_relay_rcpt_t        *r;
+    relay_queue_envelope_t   qe;
 
-    len = sizeof(NGX_RELAY_QUEUE_MAGIC) + 256 + NGX_RELAY_SPOOL_ERROR_LEN
-          + w->id.len + env->client.len + env->helo.len + env->auth_user.len
-          + env->envid.len + env->sender.len + env->tenant.len;
+    ngx_memzero(&qe, sizeof(relay_queue_envelope_t));
+
+    qe.id = w->id;
+    qe.arrival = env->arrival;
+    qe.client = env->client;
+    qe.helo = env->helo;
+    qe.auth = env->auth_user;
+    qe.body = env->body;
+    qe.smtputf8 = env->smtputf8;
+    qe.ret = env->ret;
+    qe.envid = env->envid;
+    qe.tenant = env->tenant;
+    qe.sender = env->sender;
+
+    len = relay_queue_envelope_len(&qe) + 1;
 
     r = env->rcpts.elts;
     for (i = 0; i < env->rcpts.nelts; i++) {
-        len += sizeof("rcpt P SUCCESS,FAILURE,DELAY  \n") + r[i].orcpt.len
-               + r[i].addr.len + 1;
+        len += relay_queue_rcpt_len(r[i].notify, &r[i].orcpt, &r[i].addr);
     }
 
     /* room for the Received: header and the first data too */
@@ -450,67 +448,11 @@ ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(w->pos, NGX_RELAY_QUEUE_MAGIC,
-                   sizeof(NGX_RELAY_QUEUE_MAGIC) - 1);
-    p = ngx_sprintf(p, "id %V\narrival %T\nclient %V\nhelo %V\n",
-                    &w->id, env->arrival, &env->client, &env->helo);
-    p = ngx_sprintf(p, "auth %V\nbody %V\nsmtputf8 %d\nret %V\nenvid %V\n",
-                    env->auth_user.len ? &env->auth_user
-                                       : &ngx_relay_body_names[0],
-                    &ngx_relay_body_names[env->body], env->smtputf8 ? 1 : 0,
-                    &ngx_relay_ret_names[env->ret],
-                    env->envid.len ? &env->envid : &ngx_relay_body_names[0]);
-    if (env->tenant.len) {
-        p = ngx_sprintf(p, "tenant %V\n", &env->tenant);
-    }
-
-    p = ngx_sprintf(p, "sender %V\nnext 0000000000 0000\ndelay-warned 0\n"
-                    "hold 0\n", &env->sender);
-
-    /* the last error, rewritten in place by the delivery engine */
-
-    p = ngx_cpymem(p, "error ", 6);
-    ngx_memset(p, ' ', NGX_RELAY_SPOOL_ERROR_LEN);
-    p += NGX_RELAY_SPOOL_ERROR_LEN;
-    *p++ = '\n';
+    p = relay_queue_render_envelope(w->pos, &qe);
 
     for (i = 0; i < env->rcpts.nelts; i++) {
-        p = ngx_cpymem(p, "rcpt P ", 7);
-
-        if (r[i].notify == 0) {
-            *p++ = '-';
-
-        } else if (r[i].notify & NGX_RELAY_NOTIFY_NEVER) {
-            p = ngx_cpymem(p, "NEVER", 5);
-
-        } else {
-            if (r[i].notify & NGX_RELAY_NOTIFY_SUCCESS) {
-                p = ngx_cpymem(p, "SUCCESS,", 8);
-            }
-
-            if (r[i].notify & NGX_RELAY_NOTIFY_FAILURE) {
-                p = ngx_cpymem(p, "FAILURE,", 8);
-            }
-
-            if (r[i].notify & NGX_RELAY_NOTIFY_DELAY) {
-                p = ngx_cpymem(p, "DELAY,", 6);
-            }
-
-            p--;                              /* the last comma */
-        }
-
-        *p++ = ' ';
-
-        if (r[i].orcpt.len) {
-            p = ngx_cpymem(p, r[i].orcpt.data, r[i].orcpt.len);
-
-        } else {
-            *p++ = '-';
-        }
-
-        *p++ = ' ';
-        p = ngx_cpymem(p, r[i].addr.data, r[i].addr.len);
-        *p++ = '\n';
+        p = relay_queue_render_rcpt(p, r[i].notify, &r[i].orcpt,
+                                    &r[i].addr);
 
         if (r[i].local) {
             w->local++;
@@ -675,8 +617,8 @@ ngx_relay_spool_commit(ngx_relay_spool_writer_t *w,
         return NGX_ERROR;
     }
 
-    w->pos = ngx_sprintf(w->pos, NGX_RELAY_TRAILER_FMT,
-                         w->written + (w->pos - w->buf));
+    w->pos = relay_queue_render_trailer(w->pos,
+                                        w->written + (w->pos - w->buf));
 
     w->handler = handler;
     w->data = data;
@@ -1226,366 +1168,61 @@ ngx_fd_t
 ngx_relay_spool_open_locked(ngx_relay_spool_t *sp, u_char *name,
     ngx_err_t *err)
 {
-    ngx_fd_t     fd;
-    struct stat  st;
+    int  fd, e;
 
     *err = 0;
 
-    fd = openat(sp->queue_fd, (char *) name, O_RDWR|O_CLOEXEC);
-    if (fd == -1) {
-        if (ngx_errno != NGX_ENOENT) {
-            *err = ngx_errno;
-        }
+    switch (relay_queue_open_locked(sp->queue_fd, (char *) name, &fd, &e)) {
 
+    case RELAY_QUEUE_OK:
+        return fd;
+
+    case RELAY_QUEUE_BUSY:
+        *err = NGX_EAGAIN;
+        return NGX_INVALID_FILE;
+
+    case RELAY_QUEUE_GONE:
+        return NGX_INVALID_FILE;
+
+    default:
+        *err = e;
         return NGX_INVALID_FILE;
     }
-
-    if (flock(fd, LOCK_EX|LOCK_NB) == -1) {
-        *err = (ngx_errno == EWOULDBLOCK) ? NGX_EAGAIN : ngx_errno;
-
-        (void) close(fd);
-        return NGX_INVALID_FILE;
-    }
-
-    /* removed by its previous owner between our open() and flock() */
-
-    if (fstat(fd, &st) == -1 || st.st_nlink == 0) {
-        (void) close(fd);
-        return NGX_INVALID_FILE;
-    }
-
-    return fd;
 }
 
 
-/* reading queue files back: thread-safe, malloc() only */
+/*
+ * Reading queue files back and rewriting their fixed-width fields, in
+ * thread-pool tasks: the format is lib/relay_queue.c's; these only turn
+ * its results into nginx's.  NGX_DECLINED: no trailer (incomplete).
+ */
 
 ngx_int_t
 ngx_relay_spool_read(ngx_fd_t fd, ngx_relay_queued_t *q, ngx_err_t *err)
 {
-    u_char       *buf, *nbuf, *end;
-    size_t        size, len;
-    ssize_t       n;
-    struct stat   st;
+    int  e;
 
-    ngx_memzero(q, sizeof(ngx_relay_queued_t));
     *err = 0;
 
-    if (fstat(fd, &st) == -1) {
-        *err = errno;
-        return NGX_ERROR;
-    }
+    switch (relay_queue_read(fd, q, &e)) {
 
-    if (ngx_relay_spool_trailer(fd, st.st_size) != NGX_OK) {
-        return NGX_DECLINED;              /* incomplete */
-    }
+    case RELAY_QUEUE_OK:
+        return NGX_OK;
 
-    q->mtime = st.st_mtime;
-
-    size = 4096;
-    len = 0;
-    buf = NULL;
-
-    for ( ;; ) {
-        nbuf = realloc(buf, size + 1);
-        if (nbuf == NULL) {
-            *err = ENOMEM;
-            goto failed;
-        }
-
-        buf = nbuf;
-
-        n = pread(fd, buf + len, size - len, len);
-        if (n == -1) {
-            *err = errno;
-            goto failed;
-        }
-
-        len += n;
-        buf[len] = '\0';
-
-        end = (u_char *) strstr((char *) buf, "\n\n");
-        if (end) {
-            break;
-        }
-
-        if (n == 0 || size >= NGX_RELAY_MAX_HEADER) {
-            *err = EINVAL;                /* truncated or not ours */
-            goto failed;
-        }
-
-        size *= 2;
-    }
-
-    q->header = buf;
-    q->message_offset = end + 2 - buf;
-
-    q->message_size = st.st_size - NGX_RELAY_TRAILER_LEN - q->message_offset;
-
-    if (q->message_size < 0) {
-        *err = EINVAL;
-        free(buf);
-        q->header = NULL;
-        return NGX_ERROR;
-    }
-
-    if (ngx_relay_spool_parse_header(q, buf, end + 1) != NGX_OK) {
-        *err = EINVAL;
-        ngx_relay_spool_free(q);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-
-failed:
-
-    free(buf);
-    return NGX_ERROR;
-}
-
-
-static ngx_int_t
-ngx_relay_spool_trailer(ngx_fd_t fd, off_t size)
-{
-    u_char  *p, buf[NGX_RELAY_TRAILER_LEN + 1];
-    off_t    offset;
-
-    if (size < NGX_RELAY_TRAILER_LEN
-        || pread(fd, buf, NGX_RELAY_TRAILER_LEN,
-                 size - NGX_RELAY_TRAILER_LEN)
-           != NGX_RELAY_TRAILER_LEN)
-    {
+    case RELAY_QUEUE_INCOMPLETE:
         return NGX_DECLINED;
-    }
 
-    if (ngx_strncmp(buf, "\nRELAY-END ", 11) != 0
-        || buf[NGX_RELAY_TRAILER_LEN - 1] != '\n')
-    {
-        return NGX_DECLINED;
-    }
-
-    offset = 0;
-
-    for (p = buf + 11; p < buf + NGX_RELAY_TRAILER_LEN - 1; p++) {
-        if (*p < '0' || *p > '9') {
-            return NGX_DECLINED;
-        }
-
-        offset = offset * 10 + (*p - '0');
-    }
-
-    return offset == size - NGX_RELAY_TRAILER_LEN ? NGX_OK : NGX_DECLINED;
-}
-
-
-static ngx_int_t
-ngx_relay_spool_parse_header(ngx_relay_queued_t *q, u_char *p, u_char *last)
-{
-    u_char                   *eol, *sp, *start;
-    ngx_uint_t                n;
-    ngx_relay_queued_rcpt_t  *r;
-
-    start = p;
-
-    if (ngx_strncmp(p, NGX_RELAY_QUEUE_MAGIC,
-                    sizeof(NGX_RELAY_QUEUE_MAGIC) - 1) != 0)
-    {
+    default:
+        *err = e;
         return NGX_ERROR;
     }
-
-    n = 0;
-    for (eol = p; eol < last; eol++) {
-        if (*eol == '\n' && eol + 5 < last
-            && ngx_strncmp(eol + 1, "rcpt ", 5) == 0)
-        {
-            n++;
-        }
-    }
-
-    q->rcpts = calloc(n ? n : 1, sizeof(ngx_relay_queued_rcpt_t));
-    if (q->rcpts == NULL) {
-        return NGX_ERROR;
-    }
-
-    p += sizeof(NGX_RELAY_QUEUE_MAGIC) - 1;
-
-    while (p < last) {
-        eol = (u_char *) ngx_strchr(p, '\n');
-        if (eol == NULL || eol > last) {
-            return NGX_ERROR;
-        }
-
-        if (ngx_strncmp(p, "id ", 3) == 0) {
-            q->id.data = p + 3;
-            q->id.len = eol - p - 3;
-
-        } else if (ngx_strncmp(p, "arrival ", 8) == 0) {
-            q->arrival = ngx_atotm(p + 8, eol - p - 8);
-
-        } else if (ngx_strncmp(p, "sender ", 7) == 0) {
-            q->sender.data = p + 7;
-            q->sender.len = eol - p - 7;
-
-        } else if (ngx_strncmp(p, "auth ", 5) == 0) {
-            if (!(eol - p == 6 && p[5] == '-')) {
-                q->auth.data = p + 5;
-                q->auth.len = eol - p - 5;
-            }
-
-        } else if (ngx_strncmp(p, "tenant ", 7) == 0) {
-            q->tenant.data = p + 7;
-            q->tenant.len = eol - p - 7;
-
-        } else if (ngx_strncmp(p, "envid ", 6) == 0) {
-            if (!(eol - p == 7 && p[6] == '-')) {
-                q->envid.data = p + 6;
-                q->envid.len = eol - p - 6;
-            }
-
-        } else if (ngx_strncmp(p, "ret ", 4) == 0) {
-            q->ret = (eol - p == 8 && ngx_strncmp(p + 4, "FULL", 4) == 0)
-                     ? NGX_RELAY_RET_FULL
-                     : (eol - p == 8 && ngx_strncmp(p + 4, "HDRS", 4) == 0)
-                     ? NGX_RELAY_RET_HDRS : NGX_RELAY_RET_NONE;
-
-        } else if (ngx_strncmp(p, "smtputf8 1", 10) == 0) {
-            q->smtputf8 = 1;
-
-        } else if (ngx_strncmp(p, "body 8BITMIME", 13) == 0) {
-            q->eightbit = 1;
-
-        } else if (ngx_strncmp(p, "next ", 5) == 0 && eol - p == 20) {
-
-            /* "next NNNNNNNNNN AAAA": fixed width, rewritten in place */
-
-            q->next_offset = p + 5 - start;
-            q->next = ngx_atotm(p + 5, 10);
-            q->attempts = ngx_atoi(p + 16, 4);
-
-            if (q->next == NGX_ERROR || q->attempts == (ngx_uint_t) NGX_ERROR)
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (ngx_strncmp(p, "delay-warned ", 13) == 0
-                   && eol - p == 14)
-        {
-            /* "delay-warned 0|1": rewritten in place; older files lack it */
-
-            q->warned_offset = p + 13 - start;
-            q->delay_warned = (p[13] == '1');
-
-        } else if (ngx_strncmp(p, "hold ", 5) == 0 && eol - p == 6) {
-
-            /* "hold 0|1": an operator's hold, rewritten in place */
-
-            q->hold_offset = p + 5 - start;
-            q->held = (p[5] == '1');
-
-        } else if (ngx_strncmp(p, "error ", 6) == 0
-                   && eol - p == 6 + NGX_RELAY_SPOOL_ERROR_LEN)
-        {
-            /* "error <text, space-padded>": older files lack it */
-
-            q->error_offset = p + 6 - start;
-            q->last_error.data = p + 6;
-            q->last_error.len = NGX_RELAY_SPOOL_ERROR_LEN;
-
-            while (q->last_error.len
-                   && q->last_error.data[q->last_error.len - 1] == ' ')
-            {
-                q->last_error.len--;
-            }
-
-        } else if (ngx_strncmp(p, "rcpt ", 5) == 0 && q->nrcpts < n) {
-
-            /* rcpt <state> <notify> <orcpt> <address> */
-
-            r = &q->rcpts[q->nrcpts];
-
-            if (eol - p < 12) {
-                return NGX_ERROR;
-            }
-
-            r->state = p[5];
-            r->state_offset = p + 5 - start;
-
-            p += 7;
-            sp = ngx_strlchr(p, eol, ' ');
-            if (sp == NULL) {
-                return NGX_ERROR;
-            }
-
-            r->notify = ngx_relay_spool_parse_notify(p, sp);
-
-            p = sp + 1;
-            sp = ngx_strlchr(p, eol, ' ');
-            if (sp == NULL) {
-                return NGX_ERROR;
-            }
-
-            if (!(sp - p == 1 && *p == '-')) {
-                r->orcpt.data = p;
-                r->orcpt.len = sp - p;
-            }
-
-            r->addr.data = sp + 1;
-            r->addr.len = eol - sp - 1;
-
-            q->nrcpts++;
-        }
-
-        p = eol + 1;
-    }
-
-    return (q->id.len && q->nrcpts) ? NGX_OK : NGX_ERROR;
-}
-
-
-static ngx_uint_t
-ngx_relay_spool_parse_notify(u_char *p, u_char *last)
-{
-    ngx_uint_t  notify;
-
-    notify = 0;
-
-    if (last - p == 1 && *p == '-') {
-        return 0;
-    }
-
-    while (p < last) {
-        if (last - p >= 5 && ngx_strncmp(p, "NEVER", 5) == 0) {
-            notify |= NGX_RELAY_NOTIFY_NEVER;
-
-        } else if (last - p >= 7 && ngx_strncmp(p, "SUCCESS", 7) == 0) {
-            notify |= NGX_RELAY_NOTIFY_SUCCESS;
-
-        } else if (last - p >= 7 && ngx_strncmp(p, "FAILURE", 7) == 0) {
-            notify |= NGX_RELAY_NOTIFY_FAILURE;
-
-        } else if (last - p >= 5 && ngx_strncmp(p, "DELAY", 5) == 0) {
-            notify |= NGX_RELAY_NOTIFY_DELAY;
-        }
-
-        p = ngx_strlchr(p, last, ',');
-        if (p == NULL) {
-            break;
-        }
-
-        p++;
-    }
-
-    return notify;
 }
 
 
 void
 ngx_relay_spool_free(ngx_relay_queued_t *q)
 {
-    free(q->header);
-    free(q->rcpts);
-    q->header = NULL;
-    q->rcpts = NULL;
+    relay_queue_free(q);
 }
 
 
@@ -1593,14 +1230,7 @@ ngx_int_t
 ngx_relay_spool_mark(ngx_fd_t fd, ngx_relay_queued_rcpt_t *r, u_char state,
     ngx_err_t *err)
 {
-    if (pwrite(fd, &state, 1, r->state_offset) != 1) {
-        *err = errno;
-        return NGX_ERROR;
-    }
-
-    r->state = state;
-
-    return NGX_OK;
+    return ngx_relay_spool_result(relay_queue_set_state(fd, r, state, err));
 }
 
 
@@ -1626,84 +1256,61 @@ ngx_relay_spool_remove(ngx_relay_spool_t *sp, ngx_str_t *id, ngx_err_t *err)
 }
 
 
-/* thread side: the last attempt's error, one line, cut to fit */
+/* the last attempt's error, one line, cut to fit; older files: nothing */
 
 ngx_int_t
 ngx_relay_spool_set_error(ngx_fd_t fd, ngx_relay_queued_t *q, u_char *text,
     size_t len, ngx_err_t *err)
 {
-    size_t  i;
-    u_char  buf[NGX_RELAY_SPOOL_ERROR_LEN];
+    int  rc;
 
-    if (q->error_offset == 0) {
-        return NGX_OK;                  /* an older queue file */
-    }
+    rc = relay_queue_set_error(fd, q, text, len, err);
 
-    len = ngx_min(len, NGX_RELAY_SPOOL_ERROR_LEN);
-
-    for (i = 0; i < len; i++) {
-        buf[i] = (text[i] < 0x20 || text[i] == 0x7f) ? ' ' : text[i];
-    }
-
-    ngx_memset(buf + len, ' ', NGX_RELAY_SPOOL_ERROR_LEN - len);
-
-    if (pwrite(fd, buf, NGX_RELAY_SPOOL_ERROR_LEN, q->error_offset)
-        != NGX_RELAY_SPOOL_ERROR_LEN)
-    {
-        *err = errno;
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
+    return (rc == RELAY_QUEUE_ABSENT) ? NGX_OK : ngx_relay_spool_result(rc);
 }
 
 
-/* thread side: the delay DSN went out (queue files without the line: no) */
+/* the delay DSN went out (queue files without the line: an error) */
 
 ngx_int_t
 ngx_relay_spool_mark_delay_warned(ngx_fd_t fd, ngx_relay_queued_t *q,
     ngx_err_t *err)
 {
-    if (q->warned_offset == 0) {
+    int  rc;
+
+    rc = relay_queue_set_delay_warned(fd, q, err);
+
+    if (rc == RELAY_QUEUE_ABSENT) {
         *err = EINVAL;
-        return NGX_ERROR;
     }
 
-    if (pwrite(fd, "1", 1, q->warned_offset) != 1) {
-        *err = errno;
-        return NGX_ERROR;
-    }
-
-    q->delay_warned = 1;
-
-    return NGX_OK;
+    return ngx_relay_spool_result(rc);
 }
 
 
-/* thread side: the next attempt time and the attempt count, in place */
+/* the next attempt time and the attempt count */
 
 ngx_int_t
 ngx_relay_spool_schedule(ngx_fd_t fd, ngx_relay_queued_t *q, time_t next,
     ngx_uint_t attempts, ngx_err_t *err)
 {
-    u_char  buf[16];
+    int  rc;
 
-    if (q->next_offset == 0) {
+    rc = relay_queue_set_schedule(fd, q, next,
+                                  (unsigned) ngx_min(attempts, 9999), err);
+
+    if (rc == RELAY_QUEUE_ABSENT) {
         *err = EINVAL;
-        return NGX_ERROR;
     }
 
-    (void) ngx_sprintf(buf, "%010T %04ui", next, ngx_min(attempts, 9999));
+    return ngx_relay_spool_result(rc);
+}
 
-    if (pwrite(fd, buf, 15, q->next_offset) != 15) {
-        *err = errno;
-        return NGX_ERROR;
-    }
 
-    q->next = next;
-    q->attempts = attempts;
-
-    return NGX_OK;
+static ngx_int_t
+ngx_relay_spool_result(int rc)
+{
+    return (rc == RELAY_QUEUE_OK) ? NGX_OK : NGX_ERROR;
 }
 
 

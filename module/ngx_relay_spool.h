@@ -12,14 +12,12 @@
 #include <ngx_core.h>
 #include <ngx_relay.h>
 #include <ngx_relay_journal.h>
+#include <relay_queue.h>
 
 
-#define NGX_RELAY_QUEUE_MAGIC     "RELAY-QUEUE 1\n"
-#define NGX_RELAY_MAX_HEADER      (4 * 1024 * 1024)
 #define NGX_RELAY_SPOOL_BUF       65536
 #define NGX_RELAY_SPOOL_GROUPS    4       /* commit groups in flight */
-#define NGX_RELAY_TRAILER_FMT     "\nRELAY-END %020O\n"
-#define NGX_RELAY_TRAILER_LEN     32
+#define NGX_RELAY_TRAILER_LEN     RELAY_QUEUE_TRAILER_LEN
 #define NGX_RELAY_NOTES_DIR       "notes"   /* queue change notes */
 
 /* relay_spool_sync */
@@ -102,42 +100,13 @@ struct ngx_relay_spool_writer_s {
 };
 
 
-/* a queue file's envelope, read back by a thread (malloc()ed, no pools) */
+/*
+ * A queue file read back (lib/relay_queue.h: malloc()ed, no pools; its
+ * strings are ngx_str_t inside nginx).
+ */
 
-typedef struct {
-    u_char                        state;
-    off_t                         state_offset;    /* where state is on disk */
-    ngx_uint_t                    notify;
-    ngx_str_t                     orcpt;
-    ngx_str_t                     addr;
-} ngx_relay_queued_rcpt_t;
-
-typedef struct {
-    u_char                       *header;          /* the whole text header */
-    off_t                         message_offset;  /* first message octet */
-    off_t                         message_size;
-    time_t                        arrival;
-    time_t                        mtime;
-    ngx_str_t                     id;
-    ngx_str_t                     sender;
-    ngx_str_t                     auth;            /* "": none */
-    ngx_str_t                     tenant;          /* "": none */
-    ngx_str_t                     envid;
-    ngx_uint_t                    ret;             /* NGX_RELAY_RET_* */
-    time_t                        next;            /* next attempt */
-    ngx_uint_t                    attempts;
-    off_t                         next_offset;     /* of "next" value */
-    off_t                         warned_offset;   /* 0: no such line */
-    unsigned                      delay_warned:1;
-    off_t                         hold_offset;     /* 0: no such line */
-    unsigned                      held:1;          /* never attempted */
-    off_t                         error_offset;    /* 0: no such line */
-    ngx_str_t                     last_error;      /* of the last attempt */
-    unsigned                      smtputf8:1;
-    unsigned                      eightbit:1;
-    ngx_uint_t                    nrcpts;
-    ngx_relay_queued_rcpt_t      *rcpts;
-} ngx_relay_queued_t;
+typedef relay_queue_rcpt_t  ngx_relay_queued_rcpt_t;
+typedef relay_queue_msg_t   ngx_relay_queued_t;
 
 
 ngx_int_t ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle);
@@ -180,7 +149,7 @@ ngx_int_t ngx_relay_spool_touch(ngx_fd_t fd, time_t next);
 
 
 /* "error <this many octets>": the last attempt's error, space-padded */
-#define NGX_RELAY_SPOOL_ERROR_LEN     200
+#define NGX_RELAY_SPOOL_ERROR_LEN     RELAY_QUEUE_ERROR_LEN
 
 
 #endif /* _NGX_RELAY_SPOOL_H_INCLUDED_ */
