@@ -145,7 +145,9 @@ done
 rm -f "$relay/logs/nginx.pid"
 
 # DUE messages due now, written on disk while nginx is down
-due_ids=$(ls -U "$relay/spool/queue" | head -n "$DUE")
+due_ids=$(/usr/bin/python3 -c 'import os, sys
+names = [e.name for e in os.scandir(sys.argv[1]) if "." not in e.name]
+print(" ".join(names[:int(sys.argv[2])]))' "$relay/spool/queue" "$DUE")
 # shellcheck disable=SC2086
 RELAYCTL_SPOOL=$relay/spool "$RELAYCTL" queue flush $due_ids >/dev/null \
     || bench_die "relayctl queue flush (offline) failed"

@@ -14,9 +14,10 @@
  * takes the message's flock() without waiting, exactly as a worker does
  * before it delivers.  A locked message is being delivered: the action
  * answers "busy" and touches nothing.  Under the lock every change is a
- * pwrite() of a fixed-width field followed by one fdatasync(), so a
- * worker that takes the lock next reads either the old or the new bytes
- * of a field, never a mix, and a crash after the sync keeps the change.
+ * pwrite() of a fixed-width field followed by one fdatasync() (not for a
+ * flush, which only moves a time), so a worker that takes the lock next
+ * reads either the old or the new bytes of a field, never a mix, and a
+ * crash after the sync keeps the change.
  * A worker keeps its own idea of when a message is due; the note written
  * after the actions (one per invocation, <spool>/notes/) tells it to read
  * those messages again.  Notes are hints: a lost note delays a change
@@ -1225,7 +1226,12 @@ relay_queue_act(int queue_fd, const char *name, relay_queue_action_e action,
 }
 
 
-/* due now; a held message stays held */
+/*
+ * Due now; a held message stays held.  Not synced: only a time changes,
+ * and a flush lost in a crash makes the message wait for its own time, as
+ * a deferral's time does (flushing a million messages costs no million
+ * disk flushes).
+ */
 
 static int
 relay_queue_act_flush(int fd, relay_queue_msg_t *m, time_t now,
@@ -1234,7 +1240,7 @@ relay_queue_act_flush(int fd, relay_queue_msg_t *m, time_t now,
     switch (relay_queue_set_schedule(fd, m, now, m->attempts, &res->err)) {
 
     case RELAY_QUEUE_OK:
-        return relay_queue_sync(fd, res);
+        return RELAY_QUEUE_OK;
 
     case RELAY_QUEUE_ABSENT:
         res->why = "no \"next\" line";

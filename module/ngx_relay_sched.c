@@ -241,6 +241,7 @@ ngx_int_t
 ngx_relay_sched_init(ngx_relay_sched_t *sc, ngx_cycle_t *cycle)
 {
     sc->log = cycle->log;
+    sc->started = ngx_current_msec;
     sc->spool.workers = sc->workers;
     sc->spool.worker = sc->worker;
 
@@ -1165,6 +1166,7 @@ ngx_relay_sched_reached(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
     size_t reply_len, u_char *relay, size_t relay_len)
 {
     time_t                   now, backoff;
+    ngx_uint_t               probed;
     ngx_relay_retry_t        retry;
     ngx_relay_sched_dest_t  *dest;
 
@@ -1173,7 +1175,9 @@ ngx_relay_sched_reached(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
         return;
     }
 
-    if (dest->prober == e) {
+    probed = (dest->prober == e);
+
+    if (probed) {
         dest->prober = NULL;
         e->probe = NULL;
     }
@@ -1197,6 +1201,15 @@ ngx_relay_sched_reached(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
     }
 
     now = ngx_time();
+
+    /*
+     * Attempts that were under way when the destination was found
+     * unreachable fail as well: one failure per round, not per attempt.
+     */
+
+    if (dest->dead_until > now && !probed) {
+        return;
+    }
 
     ngx_relay_policy_retry(sc->policy, &dest->node.str, &retry);
     backoff = ngx_relay_policy_backoff(&retry, ++dest->failures);
@@ -2122,8 +2135,8 @@ ngx_relay_sched_scan_end(ngx_relay_sched_t *sc)
 
         ngx_log_error(NGX_LOG_NOTICE, sc->log, 0,
                       "relay queue: %ui message(s) of this worker's share "
-                      "scheduled, %ui due", sc->figures.messages, sc->nheap
-                      ? (ngx_uint_t) (sc->heap[0]->due <= ngx_time()) : 0);
+                      "scheduled in %M ms", sc->figures.messages,
+                      ngx_current_msec - sc->started);
     }
 
     if (ngx_exiting || ngx_terminate) {
