@@ -49,9 +49,27 @@ def _next_attempt(ng, qid):
 # -------------------------------------------------------------- due times
 
 
+def _world(tmp_path_factory, certs, name, ip, domain, backoff, **hooks):
+    """A relay of 2 workers, retries every `backoff`, a scan interval of an
+    hour (only the schedule retries), `domain` routed to a sink on ip with
+    the given reply hooks; returns (nginx, sink)."""
+    port = dh.alloc_port((ip,))
+    sink = dh.Sink(ip, port, name + "-sink", **hooks)
+    sink.start()
+    lines = [
+        "relay_delivery on;",
+        "relay_resolver 127.0.0.1:1;",
+        "relay_queue_scan_interval 1h;",
+        "relay_retry_backoff %s %s;" % (backoff, backoff),
+        "relay_route %s [%s]:%d;" % (domain, ip, port),
+    ]
+    ng = h.launch(tmp_path_factory, certs, "sched-" + name, workers=2,
+                  stream_extra="\n".join("    " + l for l in lines))
+    return ng, sink
+
+
 @pytest.fixture(scope="module")
 def due_world(tmp_path_factory, certs):
-    port = dh.alloc_port((DUE_IP,))
     seen = {}                     # tag -> [wall time of each RCPT]
     lock = threading.Lock()
 
@@ -65,17 +83,8 @@ def due_world(tmp_path_factory, certs):
             return "451 4.3.0 <%s>: try again in three seconds" % addr
         return None
 
-    sink = dh.Sink(DUE_IP, port, "due-sink", rcpt_reply=rcpt)
-    sink.start()
-    lines = [
-        "relay_delivery on;",
-        "relay_resolver 127.0.0.1:1;",
-        "relay_queue_scan_interval 1h;",
-        "relay_retry_backoff 3s 3s;",
-        "relay_route due.test [%s]:%d;" % (DUE_IP, port),
-    ]
-    ng = h.launch(tmp_path_factory, certs, "sched-due", workers=2,
-                  stream_extra="\n".join("    " + l for l in lines))
+    ng, sink = _world(tmp_path_factory, certs, "due", DUE_IP, "due.test",
+                      "3s", rcpt_reply=rcpt)
     yield ng, sink, seen, lock
     ng.stop()
     sink.stop()
@@ -112,7 +121,6 @@ def test_retry_starts_within_a_second_of_its_due_time(due_world):
 
 @pytest.fixture(scope="module")
 def dead_world(tmp_path_factory, certs):
-    port = dh.alloc_port((DEAD_IP,))
     dead = threading.Event()
     dead.set()
 
@@ -120,17 +128,8 @@ def dead_world(tmp_path_factory, certs):
         return "421 4.3.2 dead-sink is down for maintenance" \
             if dead.is_set() else None
 
-    sink = dh.Sink(DEAD_IP, port, "dead-sink", greeting=greeting)
-    sink.start()
-    lines = [
-        "relay_delivery on;",
-        "relay_resolver 127.0.0.1:1;",
-        "relay_queue_scan_interval 1h;",
-        "relay_retry_backoff 2s 2s;",
-        "relay_route dead.test [%s]:%d;" % (DEAD_IP, port),
-    ]
-    ng = h.launch(tmp_path_factory, certs, "sched-dead", workers=2,
-                  stream_extra="\n".join("    " + l for l in lines))
+    ng, sink = _world(tmp_path_factory, certs, "dead", DEAD_IP, "dead.test",
+                      "2s", greeting=greeting)
     yield ng, sink, dead
     ng.stop()
     sink.stop()
@@ -187,7 +186,6 @@ def test_unreachable_destination_gets_a_bounded_number_of_connections(
 
 @pytest.fixture
 def share_world(tmp_path_factory, certs):
-    port = dh.alloc_port((SHARE_IP,))
     refuse = threading.Event()
     refuse.set()
 
@@ -196,17 +194,8 @@ def share_world(tmp_path_factory, certs):
             return "451 4.3.0 <%s>: not yet" % addr
         return None
 
-    sink = dh.Sink(SHARE_IP, port, "share-sink", rcpt_reply=rcpt)
-    sink.start()
-    lines = [
-        "relay_delivery on;",
-        "relay_resolver 127.0.0.1:1;",
-        "relay_queue_scan_interval 1h;",
-        "relay_retry_backoff 2s 2s;",
-        "relay_route share.test [%s]:%d;" % (SHARE_IP, port),
-    ]
-    ng = h.launch(tmp_path_factory, certs, "sched-share", workers=2,
-                  stream_extra="\n".join("    " + l for l in lines))
+    ng, sink = _world(tmp_path_factory, certs, "share", SHARE_IP,
+                      "share.test", "2s", rcpt_reply=rcpt)
     yield ng, sink, refuse
     ng.stop()
     sink.stop()
