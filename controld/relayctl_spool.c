@@ -112,6 +112,7 @@ typedef struct {
     size_t                      gone;
     size_t                      failed;
     relay_queue_note_t          note;
+    unsigned                    whole:1;    /* --all: not named ids */
 } ctld_spool_tally_t;
 
 
@@ -152,6 +153,7 @@ static void ctld_spool_summary_json(ctld_spool_row_t *total,
 static int ctld_spool_act(ctld_spool_t *sp, relay_queue_action_e action);
 static int ctld_spool_act_each(relay_queue_entry_t *e, void *data);
 static void ctld_spool_act_one(const char *id, ctld_spool_tally_t *tally);
+static int ctld_spool_act_name(const char *name, void *data);
 
 static void ctld_spool_json_str(FILE *f, const char *key,
     const relay_str_t *s);
@@ -1187,8 +1189,13 @@ ctld_spool_act(ctld_spool_t *sp, relay_queue_action_e action)
     }
 
     if (sp->nids == 0) {
-        if (relay_queue_each(sp->queue_fd, &sp->filter, sp->now,
-                             ctld_spool_act_each, &tally, &err)
+        tally.whole = 1;
+
+        if ((sp->filtered
+             ? relay_queue_each(sp->queue_fd, &sp->filter, sp->now,
+                                ctld_spool_act_each, &tally, &err)
+             : relay_queue_each_name(sp->queue_fd, ctld_spool_act_name,
+                                     &tally, &err))
             != RELAY_QUEUE_OK)
         {
             ctld_cli_error("%s/%s: %s", sp->path, RELAY_QUEUE_DIR,
@@ -1234,6 +1241,15 @@ static int
 ctld_spool_act_each(relay_queue_entry_t *e, void *data)
 {
     ctld_spool_act_one(e->name, data);
+
+    return 0;
+}
+
+
+static int
+ctld_spool_act_name(const char *name, void *data)
+{
+    ctld_spool_act_one(name, data);
 
     return 0;
 }
@@ -1288,6 +1304,11 @@ ctld_spool_act_one(const char *id, ctld_spool_tally_t *tally)
         break;
 
     case RELAY_QUEUE_INCOMPLETE:
+        if (tally->whole) {
+            tally->seen--;              /* still being written: not queued */
+            break;
+        }
+
         tally->failed++;
         ctld_cli_error("%s: %s", id, relay_queue_result_text(&res));
         break;

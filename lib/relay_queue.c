@@ -2018,6 +2018,46 @@ relay_queue_match_domain(const char *pattern, const relay_str_t *addr)
 
 
 /*
+ * Every queue id, without opening the files: an action on the whole
+ * queue reads each file once (under its lock), not twice.
+ */
+
+int
+relay_queue_each_name(int queue_fd, relay_queue_each_name_pt handler,
+    void *data, int *err)
+{
+    int             dfd;
+    DIR            *dir;
+    struct dirent  *de;
+
+    *err = 0;
+
+    dfd = openat(queue_fd, ".", O_RDONLY|O_DIRECTORY|O_CLOEXEC);
+    if (dfd == -1) {
+        *err = errno;
+        return RELAY_QUEUE_ERROR;
+    }
+
+    dir = fdopendir(dfd);
+    if (dir == NULL) {
+        *err = errno;
+        (void) close(dfd);
+        return RELAY_QUEUE_ERROR;
+    }
+
+    while ((de = readdir(dir)) != NULL) {
+        if (relay_queue_name_valid(de->d_name) && handler(de->d_name, data)) {
+            break;
+        }
+    }
+
+    (void) closedir(dir);
+
+    return RELAY_QUEUE_OK;
+}
+
+
+/*
  * Calls handler(e, data) for every message of queue/ that passes the
  * filter, in directory order, until it returns non-zero.  Files that
  * vanish meanwhile or are not queue files are passed over.  e->msg is

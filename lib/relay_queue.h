@@ -225,6 +225,7 @@ typedef struct {
 
 
 typedef int (*relay_queue_each_pt)(relay_queue_entry_t *e, void *data);
+typedef int (*relay_queue_each_name_pt)(const char *name, void *data);
 
 
 typedef struct {
@@ -287,6 +288,8 @@ int relay_queue_match(const relay_queue_filter_t *f,
     const relay_queue_entry_t *e, time_t now);
 int relay_queue_each(int queue_fd, const relay_queue_filter_t *f,
     time_t now, relay_queue_each_pt handler, void *data, int *err);
+int relay_queue_each_name(int queue_fd, relay_queue_each_name_pt handler,
+    void *data, int *err);
 int relay_queue_list(int queue_fd, const relay_queue_filter_t *f,
     time_t now, size_t max, relay_queue_list_t *l, int *err);
 void relay_queue_list_free(relay_queue_list_t *l);
