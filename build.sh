@@ -65,6 +65,7 @@ build_module() {
     if [ ! -f "$objs/Makefile" ] \
        || [ "$top/module/config" -nt "$objs/Makefile" ] \
        || [ "$top/lib/lib.mk" -nt "$objs/Makefile" ] \
+       || [ "$top/VERSION" -nt "$objs/Makefile" ] \
        || ! grep -q "$RELAY_GEN_DIR" "$objs/Makefile"; then
         log "configuring"
         (

@@ -19,6 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <grpc/grpc.h>
+#include <protobuf-c/protobuf-c.h>
+
 #include "ctld_alloc.h"
 #include "ctld_conf.h"
 
@@ -52,6 +55,7 @@ static int ctld_conf_set(ctld_conf_t *conf, const char *key,
     const char *val, int *set, const char *where);
 static int ctld_conf_duration(const char *s, int *ms);
 static void ctld_conf_usage(FILE *f);
+static void ctld_conf_version(FILE *f);
 
 
 static const ctld_conf_key_t  ctld_conf_keys[] = {
@@ -78,6 +82,7 @@ static const struct option  ctld_conf_options[] = {
     { "status-timeout",  required_argument, NULL, 'S' },
     { "insecure",        no_argument,       NULL, 'I' },
     { "help",            no_argument,       NULL, 'h' },
+    { "version",         no_argument,       NULL, 'V' },
     { NULL, 0, NULL, 0 }
 };
 
@@ -97,7 +102,7 @@ ctld_conf_read(ctld_conf_t *conf, int argc, char **argv)
 
     /* first pass: the file, whose values the flags then override */
 
-    while ((ch = getopt_long(argc, argv, "c:l:d:h", ctld_conf_options, NULL))
+    while ((ch = getopt_long(argc, argv, "c:l:d:hV", ctld_conf_options, NULL))
            != -1)
     {
         if (ch == 'c') {
@@ -105,6 +110,10 @@ ctld_conf_read(ctld_conf_t *conf, int argc, char **argv)
 
         } else if (ch == 'h') {
             ctld_conf_usage(stdout);
+            return CTLD_CONF_DONE;
+
+        } else if (ch == 'V') {
+            ctld_conf_version(stdout);
             return CTLD_CONF_DONE;
 
         } else if (ch == '?') {
@@ -159,7 +168,7 @@ ctld_conf_flags(ctld_conf_t *conf, int argc, char **argv)
     memset(set, 0, sizeof(set));
     optind = 1;
 
-    while ((ch = getopt_long(argc, argv, "c:l:d:h", ctld_conf_options, NULL))
+    while ((ch = getopt_long(argc, argv, "c:l:d:hV", ctld_conf_options, NULL))
            != -1)
     {
         for (i = 0; flag_keys[i].key; i++) {
@@ -193,7 +202,17 @@ ctld_conf_usage(FILE *f)
         "      --key FILE             server private key\n"
         "      --command-timeout DUR  wait for a queue command (10s)\n"
         "      --status-timeout DUR   drop a silent node session (0: never)\n"
-        "      --insecure             no TLS, no identities: debugging only\n");
+        "      --insecure             no TLS, no identities: debugging only\n"
+        "  -V, --version              print the version and exit\n");
+}
+
+
+static void
+ctld_conf_version(FILE *f)
+{
+    fprintf(f, "controld (nginx-relay) %s\n"
+            "gRPC core %s, protobuf-c %s\n",
+            RELAY_VERSION, grpc_version_string(), protobuf_c_version());
 }
 
 

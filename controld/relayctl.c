@@ -152,6 +152,15 @@ main(int argc, char **argv)
             return CTLD_EXIT_OK;
         }
 
+        if (strcmp(argv[i], "-V") == 0 || strcmp(argv[i], "--version") == 0)
+        {
+            printf("relayctl (nginx-relay) %s\n"
+                   "gRPC core %s, protobuf-c %s\n",
+                   RELAY_VERSION, grpc_version_string(),
+                   protobuf_c_version());
+            return CTLD_EXIT_OK;
+        }
+
         if (strcmp(argv[i], "-s") == 0 || strcmp(argv[i], "--server") == 0) {
             ctld_cli_value();
             cli.server = s;
@@ -322,6 +331,7 @@ CTLD_DEFAULT_SERVER ")\n"
 "                      (RELAYCTL_SPOOL; --spool \"\" asks controld)\n"
 "  --json              print responses as JSON\n"
 "  --timeout SEC       deadline of a call (default 10)\n"
+"  -V, --version       print the version and exit\n"
 "\n"
 "exit codes:\n"
 "  0  ok\n"
