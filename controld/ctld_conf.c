@@ -24,10 +24,11 @@
 
 #include "ctld_alloc.h"
 #include "ctld_conf.h"
+#include "ctld_log.h"
 
 
 #define CTLD_DEFAULT_LISTEN    "127.0.0.1:7443"
-#define CTLD_DEFAULT_DATA_DIR  "./controld-data"
+#define CTLD_DEFAULT_DATA_DIR  "/var/lib/nginx-relay-controld"
 #define CTLD_CONF_MAX_KEYS     16
 
 #define ctld_conf_at(field)    offsetof(ctld_conf_t, field)
@@ -123,8 +124,7 @@ ctld_conf_read(ctld_conf_t *conf, int argc, char **argv)
     }
 
     if (optind < argc) {
-        fprintf(stderr, "controld: unexpected argument \"%s\"\n",
-                argv[optind]);
+        ctld_log("unexpected argument \"%s\"", argv[optind]);
         return CTLD_CONF_ERROR;
     }
 
@@ -140,8 +140,8 @@ ctld_conf_read(ctld_conf_t *conf, int argc, char **argv)
     if (!conf->insecure
         && (conf->ca == NULL || conf->cert == NULL || conf->key == NULL))
     {
-        fprintf(stderr, "controld: mTLS needs tls_ca, tls_cert and tls_key "
-                "(--ca, --cert, --key); --insecure only for debugging\n");
+        ctld_log("mTLS needs tls_ca, tls_cert and tls_key "
+                 "(--ca, --cert, --key); --insecure only for debugging");
         return CTLD_CONF_ERROR;
     }
 
@@ -225,7 +225,7 @@ ctld_conf_file(ctld_conf_t *conf, const char *path)
 
     f = fopen(path, "r");
     if (f == NULL) {
-        fprintf(stderr, "controld: %s: %s\n", path, strerror(errno));
+        ctld_log("%s: %s", path, strerror(errno));
         return -1;
     }
 
@@ -275,7 +275,7 @@ ctld_conf_line(ctld_conf_t *conf, char *p, int *set, const char *where)
     }
 
     if (p[strlen(p) - 1] != ';') {
-        fprintf(stderr, "controld: %s: missing \";\"\n", where);
+        ctld_log("%s: missing \";\"", where);
         return -1;
     }
 
@@ -307,7 +307,7 @@ ctld_conf_line(ctld_conf_t *conf, char *p, int *set, const char *where)
     }
 
     if (*val == '\0') {
-        fprintf(stderr, "controld: %s: \"%s\" needs a value\n", where, key);
+        ctld_log("%s: \"%s\" needs a value", where, key);
         return -1;
     }
 
@@ -330,8 +330,7 @@ ctld_conf_set(ctld_conf_t *conf, const char *key, const char *val, int *set,
         }
 
         if (set[i]) {
-            fprintf(stderr, "controld: %s: \"%s\" is duplicate\n", where,
-                    key);
+            ctld_log("%s: \"%s\" is duplicate", where, key);
             return -1;
         }
 
@@ -352,8 +351,7 @@ ctld_conf_set(ctld_conf_t *conf, const char *key, const char *val, int *set,
                 *num = 0;
 
             } else {
-                fprintf(stderr, "controld: %s: \"%s\" takes on or off\n",
-                        where, key);
+                ctld_log("%s: \"%s\" takes on or off", where, key);
                 return -1;
             }
 
@@ -361,15 +359,15 @@ ctld_conf_set(ctld_conf_t *conf, const char *key, const char *val, int *set,
         }
 
         if (ctld_conf_duration(val, num) != 0) {
-            fprintf(stderr, "controld: %s: invalid duration \"%s\" for "
-                    "\"%s\" (N, Nms, Ns, Nm)\n", where, val, key);
+            ctld_log("%s: invalid duration \"%s\" for \"%s\" "
+                     "(N, Nms, Ns, Nm)", where, val, key);
             return -1;
         }
 
         return 0;
     }
 
-    fprintf(stderr, "controld: %s: unknown key \"%s\"\n", where, key);
+    ctld_log("%s: unknown key \"%s\"", where, key);
     return -1;
 }
 
