@@ -49,6 +49,7 @@ typedef struct {
     const char     *key;
     double          timeout;
     int             json;
+    int             diagnosed;      /* ctld_cli_diagnose() ran */
     grpc_channel   *channel;
 } ctld_cli_t;
 
@@ -550,6 +551,14 @@ ctld_cli_call(ctld_cli_t *cli, const char *method,
 
     if (status != GRPC_STATUS_OK) {
         details = grpc_slice_to_c_string(status_details);
+
+        /* what UNAVAILABLE means here: down, plaintext, CA, certificate */
+
+        if (status == GRPC_STATUS_UNAVAILABLE && !cli->diagnosed) {
+            cli->diagnosed = 1;
+            ctld_cli_diagnose(cli->server, cli->ca, cli->cert, cli->key,
+                              cli->timeout);
+        }
 
         if (status == GRPC_STATUS_UNAVAILABLE
             || status == GRPC_STATUS_DEADLINE_EXCEEDED)
