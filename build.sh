@@ -98,6 +98,12 @@ build_controld() {
     make -s -C "$top/controld" BUILD_DIR="$build_dir" all >&2
 }
 
+# the manual pages, from README.md (deploy/man/mkman.py)
+build_man() {
+    /usr/bin/python3 "$top/deploy/man/mkman.py" "$top/README.md" \
+        "$build_dir/man"
+}
+
 cmd=${1:-build}
 case "$cmd" in
 deps)
@@ -107,11 +113,13 @@ build)
     install_deps
     build_module
     build_controld
+    build_man
     ;;
 run)
     install_deps
     build_module
     build_controld
+    build_man
     exec "$top/deploy/run-dev.sh" "$prefix" \
         "$build_dir/objs/ngx_stream_relay_module.so" "$build_dir/controld"
     ;;
@@ -119,6 +127,7 @@ test)
     install_deps
     build_module
     build_controld
+    build_man
     exec "$top/tests/run-all.sh" "$build_dir"
     ;;
 *)
