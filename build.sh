@@ -4,10 +4,13 @@
 #
 #   ./build.sh            build (installing packages first when missing)
 #   ./build.sh run        build, then run nginx in the foreground on loopback
-#   ./build.sh test       build, then run every test (unit + integration)
+#   ./build.sh test       build (the packages too), then run every test
+#                         (unit, integration, packages)
 #   ./build.sh deps       only install packages
 #   ./build.sh deb        build the Debian packages into BUILD_DIR/deb/
 #                         (dpkg-buildpackage on a copy of the tree, lintian)
+#   ./build.sh test-deb   build the packages, then only their test
+#                         (tests/deb: install, run, purge; root)
 #
 # Environment: RELAY_PREFIX (run prefix, default ./var), BUILD_DIR (./build).
 
@@ -179,14 +182,22 @@ test)
     build_module
     build_controld
     build_man
+    build_deb
     exec "$top/tests/run-all.sh" "$build_dir"
+    ;;
+test-deb)
+    install_deps
+    build_deb
+    cd "$top"
+    RELAY_DEB_DIR=$build_dir/deb /usr/bin/python3 -m pytest \
+        -p no:cacheprovider -q tests/deb
     ;;
 deb)
     install_deps
     build_deb
     ;;
 *)
-    echo "usage: $0 [build|run|test|deps|deb]" >&2
+    echo "usage: $0 [build|run|test|deps|deb|test-deb]" >&2
     exit 2
     ;;
 esac
