@@ -51,44 +51,35 @@ def test_controld_down():
     assert "UNAVAILABLE" in p.stderr          # gRPC's words follow
 
 
-def test_plaintext_against_tls(tls_ctld):
-    p = relayctl(tls_ctld.port)
+# against a controld with mTLS: (label, CA, certificate, key, what relayctl
+# says); "good" is controld's CA and its operator, "other" a stranger's
+WRONG = [
+    ("plaintext against TLS", None, None, None,
+     "speaks TLS and relayctl spoke plaintext: give controld's CA with "
+     "--ca FILE or RELAYCTL_CA"),
+    ("CA without a client certificate", "good/ca.pem", None, None,
+     "it wants a client certificate; give an operator certificate"),
+    ("the wrong CA", "other/ca.pem", "good/operator.pem", "good/operator.key",
+     "controld's certificate (CN controld, DNS:localhost, IP:127.0.0.1) "
+     "does not verify with --ca"),
+    ("a certificate of another CA", "good/ca.pem", "other/operator.pem",
+     "other/operator.key", "does not accept the client certificate"),
+    ("the key of another certificate", "good/ca.pem", "good/operator.pem",
+     "other/operator.key", "not the key of --cert"),
+]
+
+
+@pytest.mark.parametrize("label,ca,cert,key,says", WRONG,
+                         ids=[w[0] for w in WRONG])
+def test_says_what_is_wrong(tls_ctld, pki, label, ca, cert, key, says):
+    dirs = {"good": pki[0], "other": pki[1]}
+
+    def path(f):
+        return dirs[f.split("/")[0]] / f.split("/")[1] if f else None
+
+    p = relayctl(tls_ctld.port, path(ca), path(cert), path(key))
     assert p.returncode == 4, p
-    assert "speaks TLS and relayctl spoke plaintext" in p.stderr, p.stderr
-    assert "--ca FILE or RELAYCTL_CA" in p.stderr
-
-
-def test_ca_without_client_certificate(tls_ctld, pki):
-    good, _ = pki
-    p = relayctl(tls_ctld.port, good / "ca.pem")
-    assert p.returncode == 4, p
-    assert "it wants a client certificate" in p.stderr, p.stderr
-    assert "RELAYCTL_CERT" in p.stderr
-
-
-def test_wrong_ca(tls_ctld, pki):
-    good, other = pki
-    p = relayctl(tls_ctld.port, other / "ca.pem", good / "operator.pem",
-                 good / "operator.key")
-    assert p.returncode == 4, p
-    assert "controld's certificate (CN controld, DNS:localhost, " \
-        "IP:127.0.0.1) does not verify with --ca" in p.stderr, p.stderr
-
-
-def test_foreign_client_certificate(tls_ctld, pki):
-    good, other = pki
-    p = relayctl(tls_ctld.port, good / "ca.pem", other / "operator.pem",
-                 other / "operator.key")
-    assert p.returncode == 4, p
-    assert "does not accept the client certificate" in p.stderr, p.stderr
-
-
-def test_key_of_another_certificate(tls_ctld, pki):
-    good, other = pki
-    p = relayctl(tls_ctld.port, good / "ca.pem", good / "operator.pem",
-                 other / "operator.key")
-    assert p.returncode == 4, p
-    assert "not the key of --cert" in p.stderr, p.stderr
+    assert says in p.stderr.splitlines()[0], p.stderr
 
 
 def test_tls_against_insecure_controld(tmp_path, pki):
