@@ -10,11 +10,13 @@ of it may be left.
 
 Root only (dpkg).  The packages must not be installed when it starts,
 unless an earlier run of this file installed them (its marker file says
-so): it never purges an operator's installation.  The system users stay
+so): it never purges an operator's installation.  Two runs on one machine
+take turns (a lock in /run/lock).  The system users stay
 after the purge, as Debian's do; this test removes them at its end, to
 leave the machine as it found it.
 """
 
+import fcntl
 import grp
 import os
 import poplib
@@ -43,6 +45,7 @@ VERSION = (TOP / "VERSION").read_text().split()[0]
 DEB_DIR = Path(os.environ.get("RELAY_DEB_DIR") or TOP / "build" / "deb")
 PACKAGES = ["libnginx-mod-stream-relay", "nginx-relay", "nginx-relay-controld"]
 MARKER = Path("/var/lib/nginx-relay-deb-test.installed")
+LOCK = "/run/lock/nginx-relay-deb-test.lock"
 USERS = ["_nginx-relay", "_nginx-relay-controld"]
 UNITS = Path("/lib/systemd/system")
 NODE = "deb-node"
@@ -149,6 +152,18 @@ class State:
 @pytest.fixture(scope="module")
 def pkgs(tmp_path_factory):
     files = debs()
+
+    # one run at a time on a machine (two checkouts testing at once)
+    lock = open(LOCK, "w")
+    deadline = time.monotonic() + 900
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            assert time.monotonic() < deadline, "another package test runs"
+            time.sleep(1)
+
     mine = [p for p in PACKAGES if installed(p)]
     if mine and not MARKER.exists():
         pytest.fail("%s installed, and not by this test: it purges only "
@@ -189,6 +204,7 @@ def pkgs(tmp_path_factory):
     remove_users()
     MARKER.unlink(missing_ok=True)
     shutil.rmtree(st.prefix, ignore_errors=True)
+    lock.close()
     if not stock_pid and Path("/run/nginx.pid").stat().st_size == 0:
         Path("/run/nginx.pid").unlink()     # what our "nginx -t" left
 
