@@ -4,8 +4,13 @@
 #
 #   ./build.sh            build (installing packages first when missing)
 #   ./build.sh run        build, then run nginx in the foreground on loopback
-#   ./build.sh test       build, then run every test (unit + integration)
+#   ./build.sh test       build (the packages too), then run every test
+#                         (unit, integration, packages)
 #   ./build.sh deps       only install packages
+#   ./build.sh deb        build the Debian packages into BUILD_DIR/deb/
+#                         (dpkg-buildpackage on a copy of the tree, lintian)
+#   ./build.sh test-deb   build the packages, then only their test
+#                         (tests/deb: install, run, purge; root)
 #
 # Environment: RELAY_PREFIX (run prefix, default ./var), BUILD_DIR (./build).
 
@@ -23,6 +28,8 @@ packages=(
     python3-pytest python3-grpcio python3-protobuf
     swaks postfix dnsmasq-base bind9-dnsutils openssl curl
     libio-socket-ssl-perl libnet-ssleay-perl make gcc
+    debhelper dpkg-dev fakeroot lintian pkg-config python3
+    man-db groff-base logrotate
 )
 
 log() { printf 'build.sh: %s\n' "$*" >&2; }
@@ -65,6 +72,7 @@ build_module() {
     if [ ! -f "$objs/Makefile" ] \
        || [ "$top/module/config" -nt "$objs/Makefile" ] \
        || [ "$top/lib/lib.mk" -nt "$objs/Makefile" ] \
+       || [ "$top/VERSION" -nt "$objs/Makefile" ] \
        || ! grep -q "$RELAY_GEN_DIR" "$objs/Makefile"; then
         log "configuring"
         (
@@ -97,6 +105,59 @@ build_controld() {
     make -s -C "$top/controld" BUILD_DIR="$build_dir" all >&2
 }
 
+# the manual pages, from README.md (deploy/man/mkman.py)
+build_man() {
+    /usr/bin/python3 "$top/deploy/man/mkman.py" "$top/README.md" \
+        "$build_dir/man"
+}
+
+# The packages, as Debian builds them: the tree (without .git and the
+# build folder) is copied to BUILD_DIR/deb/nginx-relay-VERSION, where
+# deploy/debian becomes debian/ and gets a changelog entry for VERSION; then
+# dpkg-buildpackage -b, and lintian, which must find no error.
+build_deb() {
+    local out=$build_dir/deb version src date rel
+    version=$(sed -n 1p "$top/VERSION")
+    src=$out/nginx-relay-$version
+    rm -rf "$out"
+    mkdir -p "$src"
+
+    rel=${build_dir#"$top"/}
+    tar -C "$top" --exclude-vcs --exclude="./$rel" --exclude=./var \
+        --exclude=__pycache__ -cf - . | tar -C "$src" -xf -
+    mv "$src/deploy/debian" "$src/debian"
+
+    date=$(git -C "$top" log -1 --format=%cD 2>/dev/null || date -R)
+    cat > "$src/debian/changelog" <<CHANGELOG
+nginx-relay ($version) unstable; urgency=medium
+
+  * nginx-relay $version, built from its source tree (VERSION).
+
+ -- nginx-relay maintainers <maintainers@nginx-relay.invalid>  $date
+CHANGELOG
+
+    log "building the packages of nginx-relay $version in $out"
+    if ! (cd "$src" && DEB_BUILD_OPTIONS="parallel=2 ${DEB_BUILD_OPTIONS:-}" \
+              dpkg-buildpackage -b -us -uc) > "$out/build.log" 2>&1; then
+        tail -n 40 "$out/build.log" >&2
+        log "dpkg-buildpackage failed: $out/build.log"
+        exit 1
+    fi
+
+    # errors fail the build; accepted warnings: deploy/debian/PACKAGING.md
+    if ! lintian --fail-on error --display-info \
+             "$out"/nginx-relay_"$version"_*.changes > "$out/lintian.log" 2>&1
+    then
+        cat "$out/lintian.log" >&2
+        log "lintian found errors: $out/lintian.log"
+        exit 1
+    fi
+    log "lintian: $(grep -c '^E:' "$out/lintian.log" || true) errors," \
+        "$(grep -c '^W:' "$out/lintian.log" || true) warnings" \
+        "($out/lintian.log)"
+    ls "$out"/*.deb
+}
+
 cmd=${1:-build}
 case "$cmd" in
 deps)
@@ -106,11 +167,13 @@ build)
     install_deps
     build_module
     build_controld
+    build_man
     ;;
 run)
     install_deps
     build_module
     build_controld
+    build_man
     exec "$top/deploy/run-dev.sh" "$prefix" \
         "$build_dir/objs/ngx_stream_relay_module.so" "$build_dir/controld"
     ;;
@@ -118,10 +181,23 @@ test)
     install_deps
     build_module
     build_controld
+    build_man
+    build_deb
     exec "$top/tests/run-all.sh" "$build_dir"
     ;;
+test-deb)
+    install_deps
+    build_deb
+    cd "$top"
+    RELAY_DEB_DIR=$build_dir/deb /usr/bin/python3 -m pytest \
+        -p no:cacheprovider -q tests/deb
+    ;;
+deb)
+    install_deps
+    build_deb
+    ;;
 *)
-    echo "usage: $0 [build|run|test|deps]" >&2
+    echo "usage: $0 [build|run|test|deps|deb|test-deb]" >&2
     exit 2
     ;;
 esac

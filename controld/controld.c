@@ -29,6 +29,7 @@
 
 
 #include <grpc/grpc.h>
+#include <grpc/support/log.h>
 
 #include "ctld_admin.h"
 #include "ctld_conf.h"
@@ -83,6 +84,7 @@ ctld_run(const ctld_conf_t *conf)
 
     version = ctld_store_current() ? ctld_store_current()->version : 0;
 
+    gpr_set_log_function(ctld_log_grpc);
     grpc_init();
 
     rc = ctld_server_run(conf, version, &ctld_node_service,

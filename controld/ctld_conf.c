@@ -19,12 +19,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <grpc/grpc.h>
+#include <protobuf-c/protobuf-c.h>
+
 #include "ctld_alloc.h"
 #include "ctld_conf.h"
+#include "ctld_log.h"
 
 
 #define CTLD_DEFAULT_LISTEN    "127.0.0.1:7443"
-#define CTLD_DEFAULT_DATA_DIR  "./controld-data"
+#define CTLD_DEFAULT_DATA_DIR  "/var/lib/nginx-relay-controld"
 #define CTLD_CONF_MAX_KEYS     16
 
 #define ctld_conf_at(field)    offsetof(ctld_conf_t, field)
@@ -52,6 +56,7 @@ static int ctld_conf_set(ctld_conf_t *conf, const char *key,
     const char *val, int *set, const char *where);
 static int ctld_conf_duration(const char *s, int *ms);
 static void ctld_conf_usage(FILE *f);
+static void ctld_conf_version(FILE *f);
 
 
 static const ctld_conf_key_t  ctld_conf_keys[] = {
@@ -78,6 +83,7 @@ static const struct option  ctld_conf_options[] = {
     { "status-timeout",  required_argument, NULL, 'S' },
     { "insecure",        no_argument,       NULL, 'I' },
     { "help",            no_argument,       NULL, 'h' },
+    { "version",         no_argument,       NULL, 'V' },
     { NULL, 0, NULL, 0 }
 };
 
@@ -97,7 +103,7 @@ ctld_conf_read(ctld_conf_t *conf, int argc, char **argv)
 
     /* first pass: the file, whose values the flags then override */
 
-    while ((ch = getopt_long(argc, argv, "c:l:d:h", ctld_conf_options, NULL))
+    while ((ch = getopt_long(argc, argv, "c:l:d:hV", ctld_conf_options, NULL))
            != -1)
     {
         if (ch == 'c') {
@@ -107,6 +113,10 @@ ctld_conf_read(ctld_conf_t *conf, int argc, char **argv)
             ctld_conf_usage(stdout);
             return CTLD_CONF_DONE;
 
+        } else if (ch == 'V') {
+            ctld_conf_version(stdout);
+            return CTLD_CONF_DONE;
+
         } else if (ch == '?') {
             ctld_conf_usage(stderr);
             return CTLD_CONF_ERROR;
@@ -114,8 +124,7 @@ ctld_conf_read(ctld_conf_t *conf, int argc, char **argv)
     }
 
     if (optind < argc) {
-        fprintf(stderr, "controld: unexpected argument \"%s\"\n",
-                argv[optind]);
+        ctld_log("unexpected argument \"%s\"", argv[optind]);
         return CTLD_CONF_ERROR;
     }
 
@@ -131,8 +140,8 @@ ctld_conf_read(ctld_conf_t *conf, int argc, char **argv)
     if (!conf->insecure
         && (conf->ca == NULL || conf->cert == NULL || conf->key == NULL))
     {
-        fprintf(stderr, "controld: mTLS needs tls_ca, tls_cert and tls_key "
-                "(--ca, --cert, --key); --insecure only for debugging\n");
+        ctld_log("mTLS needs tls_ca, tls_cert and tls_key "
+                 "(--ca, --cert, --key); --insecure only for debugging");
         return CTLD_CONF_ERROR;
     }
 
@@ -159,7 +168,7 @@ ctld_conf_flags(ctld_conf_t *conf, int argc, char **argv)
     memset(set, 0, sizeof(set));
     optind = 1;
 
-    while ((ch = getopt_long(argc, argv, "c:l:d:h", ctld_conf_options, NULL))
+    while ((ch = getopt_long(argc, argv, "c:l:d:hV", ctld_conf_options, NULL))
            != -1)
     {
         for (i = 0; flag_keys[i].key; i++) {
@@ -193,7 +202,17 @@ ctld_conf_usage(FILE *f)
         "      --key FILE             server private key\n"
         "      --command-timeout DUR  wait for a queue command (10s)\n"
         "      --status-timeout DUR   drop a silent node session (0: never)\n"
-        "      --insecure             no TLS, no identities: debugging only\n");
+        "      --insecure             no TLS, no identities: debugging only\n"
+        "  -V, --version              print the version and exit\n");
+}
+
+
+static void
+ctld_conf_version(FILE *f)
+{
+    fprintf(f, "controld (nginx-relay) %s\n"
+            "gRPC core %s, protobuf-c %s\n",
+            RELAY_VERSION, grpc_version_string(), protobuf_c_version());
 }
 
 
@@ -206,7 +225,7 @@ ctld_conf_file(ctld_conf_t *conf, const char *path)
 
     f = fopen(path, "r");
     if (f == NULL) {
-        fprintf(stderr, "controld: %s: %s\n", path, strerror(errno));
+        ctld_log("%s: %s", path, strerror(errno));
         return -1;
     }
 
@@ -256,7 +275,7 @@ ctld_conf_line(ctld_conf_t *conf, char *p, int *set, const char *where)
     }
 
     if (p[strlen(p) - 1] != ';') {
-        fprintf(stderr, "controld: %s: missing \";\"\n", where);
+        ctld_log("%s: missing \";\"", where);
         return -1;
     }
 
@@ -288,7 +307,7 @@ ctld_conf_line(ctld_conf_t *conf, char *p, int *set, const char *where)
     }
 
     if (*val == '\0') {
-        fprintf(stderr, "controld: %s: \"%s\" needs a value\n", where, key);
+        ctld_log("%s: \"%s\" needs a value", where, key);
         return -1;
     }
 
@@ -311,8 +330,7 @@ ctld_conf_set(ctld_conf_t *conf, const char *key, const char *val, int *set,
         }
 
         if (set[i]) {
-            fprintf(stderr, "controld: %s: \"%s\" is duplicate\n", where,
-                    key);
+            ctld_log("%s: \"%s\" is duplicate", where, key);
             return -1;
         }
 
@@ -333,8 +351,7 @@ ctld_conf_set(ctld_conf_t *conf, const char *key, const char *val, int *set,
                 *num = 0;
 
             } else {
-                fprintf(stderr, "controld: %s: \"%s\" takes on or off\n",
-                        where, key);
+                ctld_log("%s: \"%s\" takes on or off", where, key);
                 return -1;
             }
 
@@ -342,15 +359,15 @@ ctld_conf_set(ctld_conf_t *conf, const char *key, const char *val, int *set,
         }
 
         if (ctld_conf_duration(val, num) != 0) {
-            fprintf(stderr, "controld: %s: invalid duration \"%s\" for "
-                    "\"%s\" (N, Nms, Ns, Nm)\n", where, val, key);
+            ctld_log("%s: invalid duration \"%s\" for \"%s\" "
+                     "(N, Nms, Ns, Nm)", where, val, key);
             return -1;
         }
 
         return 0;
     }
 
-    fprintf(stderr, "controld: %s: unknown key \"%s\"\n", where, key);
+    ctld_log("%s: unknown key \"%s\"", where, key);
     return -1;
 }
 

@@ -8,7 +8,7 @@
 
 
 #define CTLD_CONF_OK     0
-#define CTLD_CONF_DONE   1      /* --help was printed: exit 0 */
+#define CTLD_CONF_DONE   1      /* --help or --version printed: exit 0 */
 #define CTLD_CONF_ERROR  2      /* said on stderr: exit 2 */
 
 

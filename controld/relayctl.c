@@ -49,6 +49,7 @@ typedef struct {
     const char     *key;
     double          timeout;
     int             json;
+    int             diagnosed;      /* ctld_cli_diagnose() ran */
     grpc_channel   *channel;
 } ctld_cli_t;
 
@@ -149,6 +150,15 @@ main(int argc, char **argv)
 
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             ctld_cli_help(stdout);
+            return CTLD_EXIT_OK;
+        }
+
+        if (strcmp(argv[i], "-V") == 0 || strcmp(argv[i], "--version") == 0)
+        {
+            printf("relayctl (nginx-relay) %s\n"
+                   "gRPC core %s, protobuf-c %s\n",
+                   RELAY_VERSION, grpc_version_string(),
+                   protobuf_c_version());
             return CTLD_EXIT_OK;
         }
 
@@ -322,6 +332,7 @@ CTLD_DEFAULT_SERVER ")\n"
 "                      (RELAYCTL_SPOOL; --spool \"\" asks controld)\n"
 "  --json              print responses as JSON\n"
 "  --timeout SEC       deadline of a call (default 10)\n"
+"  -V, --version       print the version and exit\n"
 "\n"
 "exit codes:\n"
 "  0  ok\n"
@@ -540,6 +551,14 @@ ctld_cli_call(ctld_cli_t *cli, const char *method,
 
     if (status != GRPC_STATUS_OK) {
         details = grpc_slice_to_c_string(status_details);
+
+        /* what UNAVAILABLE means here: down, plaintext, CA, certificate */
+
+        if (status == GRPC_STATUS_UNAVAILABLE && !cli->diagnosed) {
+            cli->diagnosed = 1;
+            ctld_cli_diagnose(cli->server, cli->ca, cli->cert, cli->key,
+                              cli->timeout);
+        }
 
         if (status == GRPC_STATUS_UNAVAILABLE
             || status == GRPC_STATUS_DEADLINE_EXCEEDED)

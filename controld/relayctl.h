@@ -52,6 +52,10 @@ char *ctld_fmt(const char *fmt, ...)
 const char *ctld_time_iso(int64_t t, char *buf, size_t len);
 const char *ctld_duration(uint64_t s, char *buf, size_t len);
 
+/* relayctl_diag.c: why a call got UNAVAILABLE, said on stderr */
+void ctld_cli_diagnose(const char *server, const char *ca, const char *cert,
+    const char *key, double timeout);
+
 /* relayctl --spool DIR queue ...: argv[0] is "queue" */
 int ctld_spool_queue(const char *spool, int json, int argc, char **argv);
 

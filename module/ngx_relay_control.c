@@ -1170,7 +1170,7 @@ ngx_relay_control_hello(ngx_relay_control_t *ctl)
 
     hello.node_id = ctl->node_id;
     hello.applied_version = ctl->shm->version;
-    hello.software = "nginx-relay/" NGINX_VERSION;
+    hello.software = "nginx-relay/" NGX_RELAY_VERSION " nginx/" NGINX_VERSION;
 
     nm.msg_case = RELAY__CONTROL__V1__NODE_MESSAGE__MSG_HELLO;
     nm.hello = &hello;

@@ -1120,6 +1120,12 @@ ngx_stream_relay_init_module(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    /* what "nginx -V" cannot say: the module's own version */
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                  "nginx-relay/" NGX_RELAY_VERSION ", built for nginx/"
+                  NGINX_VERSION);
+
     if (ngx_relay_spool_prepare_dirs(&rmcf->spool, cycle) != NGX_OK) {
         return NGX_ERROR;
     }

@@ -1504,7 +1504,8 @@ ngx_stream_relay_received(ngx_stream_relay_session_t *rs)
 #endif
 
     p = ngx_sprintf(p, "Received: from %V (unknown [%V])\r\n"
-                    "\tby %V (nginx-relay) with %V%V\r\n\tid %V",
+                    "\tby %V (nginx-relay/" NGX_RELAY_VERSION ") with %V%V\r\n"
+                    "\tid %V",
                     &rs->helo, &rs->client, &rs->main_conf->hostname,
                     &proto, &tls, &txn->writer->id);
 

@@ -2,8 +2,9 @@
 #
 # Runs every test: C unit tests of the parsers, the policy library and the
 # queue library, then the integration suite against Debian's nginx with the
-# module.  Ends with one line "N passed, N failed" over all of them, and a
-# non-zero exit if anything failed.
+# module, then the package test (tests/deb) when BUILD_DIR/deb has the
+# packages (./build.sh test builds them).  Ends with one line "N passed,
+# N failed" over all of them, and a non-zero exit if anything failed.
 #
 #   tests/run-all.sh BUILD_DIR
 
@@ -50,6 +51,19 @@ passed=$((passed + $(count passed "$log/integration")))
 failed=$((failed + $(count failed "$log/integration")
                + $(count error "$log/integration")))
 [ "$rc" -eq 5 ] && { echo "integration: no tests collected"; status=1; }
+
+# last: they install the packages on this machine, and purge them
+echo "== package tests"
+if ls "$build_dir"/deb/*.deb >/dev/null 2>&1; then
+    (cd "$top" && RELAY_DEB_DIR="$build_dir/deb" /usr/bin/python3 -m pytest \
+        -p no:cacheprovider -q tests/deb) 2>&1 | tee "$log/deb"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || status=1
+    passed=$((passed + $(count passed "$log/deb")))
+    failed=$((failed + $(count failed "$log/deb") + $(count error "$log/deb")))
+else
+    echo "package tests: not run, no $build_dir/deb/*.deb (./build.sh deb)"
+fi
 
 echo "$passed passed, $failed failed"
 exit $status

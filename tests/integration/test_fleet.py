@@ -395,9 +395,10 @@ def test_fleet_connects(fleet):
         assert "relay control: session with 127.0.0.1:%d started" % \
             fleet.ctld.port in log
     clog = fleet.ctld.log_text()
+    version = (ch.TOP / "VERSION").read_text().split()[0]
     for nid in NODES:
         assert re.search(r"node %s connected peer=\S+ software=\"nginx-relay/"
-                         % nid, clog), clog
+                         r"%s nginx/" % (nid, re.escape(version)), clog), clog
 
 
 def test_apply_acked_by_every_node_and_routes_mail(fleet):
