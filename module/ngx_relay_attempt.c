@@ -77,6 +77,7 @@ struct ngx_relay_attempt_s {
     ngx_uint_t                 remote;       /* pending, not local */
     unsigned                   removed:1;    /* queue file is gone */
     unsigned                   debris:1;     /* incomplete, removed */
+    unsigned                   corrupt:1;    /* moved to corrupt/ */
     unsigned                   not_due:1;    /* by its file */
 
     /* the remote phase */
@@ -100,6 +101,7 @@ static ngx_int_t ngx_relay_attempt_lock(ngx_relay_attempt_t *at);
 static void ngx_relay_attempt_local(ngx_relay_attempt_t *at);
 static void ngx_relay_attempt_remove(ngx_relay_attempt_t *at);
 static void ngx_relay_attempt_debris(ngx_relay_attempt_t *at);
+static void ngx_relay_attempt_corrupt(ngx_relay_attempt_t *at);
 static ngx_int_t ngx_relay_attempt_deliver_local(ngx_relay_attempt_t *at,
     ngx_relay_queued_rcpt_t *r, ngx_uint_t index,
     ngx_relay_local_result_t *res);
@@ -190,6 +192,11 @@ ngx_relay_attempt_open_thread(void *data, ngx_log_t *log)
         return;
 
     default:
+        if (at->err == EINVAL) {
+            ngx_relay_attempt_corrupt(at);
+            return;
+        }
+
         at->failed = "read";
         at->outcome = NGX_RELAY_SCHED_FAILED;
         return;
@@ -350,6 +357,36 @@ ngx_relay_attempt_debris(ngx_relay_attempt_t *at)
 
 
 /*
+ * A complete queue file that does not parse (damaged on disk, or not
+ * ours): out of the queue into spool/corrupt/, once, for an operator to
+ * look at, instead of an attempt failing every minute forever.
+ */
+
+static void
+ngx_relay_attempt_corrupt(ngx_relay_attempt_t *at)
+{
+    ngx_relay_spool_t  *sp;
+
+    sp = &at->sched->spool;
+    at->err = 0;
+
+    if (sp->corrupt_fd != -1
+        && renameat(sp->queue_fd, (char *) at->name, sp->corrupt_fd,
+                    (char *) at->name)
+           == 0)
+    {
+        at->corrupt = 1;
+        at->outcome = NGX_RELAY_SCHED_GONE;
+        return;
+    }
+
+    at->err = (sp->corrupt_fd == -1) ? EINVAL : errno;
+    at->failed = "rename to corrupt/";
+    at->outcome = NGX_RELAY_SCHED_FAILED;
+}
+
+
+/*
  * NGX_OK: delivered (now or by an earlier try) and marked done;
  * NGX_AGAIN: a local failure, retry later; NGX_DECLINED: not a local domain.
  */
@@ -450,6 +487,13 @@ ngx_relay_attempt_opened(ngx_event_t *ev)
         ngx_log_error(NGX_LOG_NOTICE, sc->log, 0,
                       "%s: removed incomplete queue file of a session that "
                       "ended before \"250\"", at->name);
+    }
+
+    if (at->corrupt) {
+        ngx_log_error(NGX_LOG_CRIT, sc->log, 0,
+                      "%s: the queue file does not parse, moved to "
+                      "\"%Vcorrupt/%s\"", at->name, &sc->spool.path,
+                      at->name);
     }
 
     if (at->outcome == NGX_RELAY_SCHED_QUEUED && !at->not_due

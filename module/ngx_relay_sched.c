@@ -728,7 +728,8 @@ ngx_relay_sched_set(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
         return;
 
     case NGX_RELAY_SCHED_FAILED:
-        ngx_relay_sched_wait(sc, e, now + NGX_RELAY_SCHED_FAIL_RETRY);
+        ngx_relay_sched_wait(sc, e, attempted
+                                    ? now + NGX_RELAY_SCHED_FAIL_RETRY : now);
         return;
 
     default:
@@ -2109,8 +2110,11 @@ ngx_relay_sched_apply(ngx_relay_sched_t *sc, ngx_relay_sched_read_t *r)
         return;
     }
 
+    /* a file that does not read: its attempt retries or moves it aside */
+
     if (r->summary.outcome != NGX_RELAY_SCHED_QUEUED
-        && r->summary.outcome != NGX_RELAY_SCHED_HELD)
+        && r->summary.outcome != NGX_RELAY_SCHED_HELD
+        && r->summary.outcome != NGX_RELAY_SCHED_FAILED)
     {
         return;
     }

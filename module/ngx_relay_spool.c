@@ -101,7 +101,8 @@ ngx_relay_spool_prepare_dirs(ngx_str_t *path, ngx_cycle_t *cycle)
     ngx_core_conf_t  *ccf;
 
     static const char  *dirs[] = { "", "queue", NGX_RELAY_JOURNAL_DIR,
-                                   NGX_RELAY_NOTES_DIR };
+                                   NGX_RELAY_NOTES_DIR,
+                                   NGX_RELAY_CORRUPT_DIR };
 
     log = cycle->log;
     ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
@@ -148,6 +149,7 @@ ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle)
     ngx_relay_journal_t  *j;
 
     sp->log = cycle->log;
+    sp->corrupt_fd = -1;
     ngx_queue_init(&sp->commit_waiting);
 
     p = ngx_cpymem(buf, sp->path.data, sp->path.len);
@@ -158,6 +160,15 @@ ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle)
         ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
                       "open(\"%s\") failed", buf);
         return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, NGX_RELAY_CORRUPT_DIR, sizeof(NGX_RELAY_CORRUPT_DIR));
+
+    sp->corrupt_fd = open((char *) buf, O_RDONLY|O_DIRECTORY|O_CLOEXEC);
+    if (sp->corrupt_fd == -1) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, ngx_errno,
+                      "open(\"%s\") failed, queue files that do not parse "
+                      "stay in the queue", buf);
     }
 
     j = &sp->journal;
@@ -194,6 +205,11 @@ ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle)
 void
 ngx_relay_spool_exit(ngx_relay_spool_t *sp)
 {
+    if (sp->corrupt_fd != -1) {
+        (void) close(sp->corrupt_fd);
+        sp->corrupt_fd = -1;
+    }
+
     ngx_relay_journal_close(&sp->journal);
 
     if (sp->journal.dir_fd != -1) {

@@ -19,6 +19,7 @@
 #define NGX_RELAY_SPOOL_GROUPS    4       /* commit groups in flight */
 #define NGX_RELAY_TRAILER_LEN     RELAY_QUEUE_TRAILER_LEN
 #define NGX_RELAY_NOTES_DIR       "notes"   /* queue change notes */
+#define NGX_RELAY_CORRUPT_DIR     "corrupt" /* files that do not parse */
 
 /* relay_spool_sync */
 #define NGX_RELAY_SYNC_FILES      1
@@ -49,6 +50,7 @@ struct ngx_relay_spool_s {
     ngx_thread_pool_t            *thread_pool;
     ngx_log_t                    *log;
     int                           queue_fd;        /* queue/ directory */
+    int                           corrupt_fd;      /* corrupt/: -1 none */
 
     ngx_queue_t                   commit_waiting;  /* for the next group */
     ngx_uint_t                    commit_busy;     /* groups syncing */

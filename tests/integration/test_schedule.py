@@ -342,3 +342,26 @@ def test_mail_an_exiting_worker_takes_goes_to_the_next_generation(
     h.wait_until(lambda: not (set(ng.worker_pids()) & old), 15,
                  what="the old workers to exit")
     assert len(sink.accepted(tag)) == 1
+
+
+def test_a_queue_file_that_does_not_parse_goes_to_corrupt(
+        tmp_path_factory, certs):
+    ng = h.launch(tmp_path_factory, certs, "sched-corrupt", workers=2,
+                  stream_extra="    relay_queue_scan_interval 1s;")
+    try:
+        # complete (its trailer is right) but not a queue file
+        data = b"NOT-A-QUEUE-FILE\nhello\n\n"
+        trailer = ("\nRELAY-END %020d\n" % len(data)).encode()
+        qid = "00000002000P1S%x" % (int(time.time() * 1000) & 0xffffff)
+        tmp = ng.prefix / ("hand-" + qid)
+        tmp.write_bytes(data + trailer)
+        os.chmod(tmp, 0o666)
+        os.rename(tmp, ng.queue_dir / qid)
+
+        moved = ng.spool / "corrupt" / qid
+        h.wait_until(moved.exists, 10, what="%s moved to corrupt/" % qid)
+        assert not (ng.queue_dir / qid).exists()
+        h.wait_until(lambda: "%s: the queue file does not parse" % qid
+                     in ng.error_log(), 5, what="the crit line")
+    finally:
+        ng.stop()
