@@ -20,7 +20,7 @@ packages=(
     libpcre2-dev zlib1g-dev libssl-dev libcrypt-dev
     libc-ares-dev libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
     protobuf-compiler protobuf-compiler-grpc
-    python3-pytest python3-grpcio python3-protobuf
+    python3-pytest python3-grpcio python3-protobuf python3-dkim python3-nacl
     swaks postfix dnsmasq-base bind9-dnsutils openssl curl
     libio-socket-ssl-perl libnet-ssleay-perl make gcc
 )

@@ -81,6 +81,7 @@ typedef struct {
     ngx_pool_t                  *pool;
     ngx_relay_envelope_t         env;
     ngx_relay_spool_writer_t    *writer;
+    struct ngx_relay_dkim_s     *dkim;           /* signer: the writer's */
     ngx_relay_data_parser_t      dp;
 
     off_t                        size;           /* message octets */

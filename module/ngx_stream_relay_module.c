@@ -305,6 +305,13 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       0,
       "tls" },
 
+    { ngx_string("relay_dkim"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_stream_relay_statement,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      0,
+      "dkim" },
+
     { ngx_string("relay_tls_trusted_certificate"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,

@@ -37,6 +37,7 @@
 #include <ngx_stream_relay.h>
 #include <ngx_relay_auth.h>
 #include <ngx_relay_maildir.h>
+#include <ngx_relay_dkim.h>
 
 
 static void ngx_stream_relay_greet(ngx_stream_relay_session_t *rs);
@@ -98,6 +99,7 @@ static void ngx_stream_relay_committed(ngx_relay_spool_writer_t *w,
 static void ngx_stream_relay_disk_error(ngx_stream_relay_session_t *rs,
     ngx_err_t err);
 static void ngx_stream_relay_resume(ngx_stream_relay_session_t *rs);
+static void ngx_stream_relay_unsigned(ngx_stream_relay_session_t *rs);
 
 
 static const char  *ngx_stream_relay_state_names[] = {
@@ -1293,6 +1295,12 @@ ngx_stream_relay_message_end(ngx_stream_relay_session_t *rs)
     if (ngx_relay_spool_commit(txn->writer, ngx_stream_relay_committed, rs)
         != NGX_OK)
     {
+        if (txn->writer->transform_failed) {
+            ngx_stream_relay_unsigned(rs);
+            ngx_stream_relay_txn_end(rs);
+            return;
+        }
+
         ngx_stream_relay_disk_error(rs, txn->writer->err);
         ngx_stream_relay_txn_end(rs);
         return;
@@ -1309,19 +1317,35 @@ ngx_stream_relay_committed(ngx_relay_spool_writer_t *w, ngx_int_t rc)
 {
     ngx_stream_relay_session_t  *rs = w->data;
 
+    u_char                  *p, dkim[512];
     ngx_stream_relay_txn_t  *txn;
 
     txn = rs->txn;
     txn->writer = NULL;                  /* the scheduler owns it now */
 
-    if (rc != NGX_OK) {
+    p = dkim;
+
+    if (txn->dkim) {
+        p = ngx_cpymem(p, ", dkim=", 7);
+        p = ngx_relay_dkim_result(txn->dkim, p, dkim + sizeof(dkim));
+
+        if (p == dkim + 7) {
+            p = dkim;                    /* no key for its domains */
+        }
+    }
+
+    if (rc != NGX_OK && w->transform_failed) {
+        ngx_stream_relay_unsigned(rs);
+
+    } else if (rc != NGX_OK) {
         ngx_stream_relay_disk_error(rs, w->err);
 
     } else {
         ngx_log_error(NGX_LOG_INFO, rs->connection->log, 0,
                       "%V: queued from=<%V>, nrcpt=%ui, size=%O, "
-                      "client=%V", &w->id, &txn->env.sender,
-                      txn->env.rcpts.nelts, txn->size, &rs->client);
+                      "client=%V%*s", &w->id, &txn->env.sender,
+                      txn->env.rcpts.nelts, txn->size, &rs->client,
+                      p - dkim, dkim);
 
         ngx_memcpy(rs->queue_id_buf, w->id.data, w->id.len);
         rs->last_queue_id.len = w->id.len;
@@ -1350,6 +1374,23 @@ ngx_stream_relay_disk_error(ngx_stream_relay_session_t *rs, ngx_err_t err)
         ngx_stream_relay_reply(rs, "451 4.3.0 Error: local error in "
                                "processing");
     }
+}
+
+
+/* DKIM signing failed and the key's policy says on_error=defer */
+
+static void
+ngx_stream_relay_unsigned(ngx_stream_relay_session_t *rs)
+{
+    u_char  *p, why[256];
+
+    p = ngx_relay_dkim_result(rs->txn->dkim, why, why + sizeof(why));
+
+    ngx_log_error(NGX_LOG_WARN, rs->connection->log, 0,
+                  "message refused: DKIM signing %*s", p - why, why);
+
+    ngx_stream_relay_reply(rs, "451 4.3.0 Error: the message could not be "
+                           "signed, try again later");
 }
 
 
@@ -1423,6 +1464,7 @@ ngx_stream_relay_txn_end(ngx_stream_relay_session_t *rs)
 static ngx_int_t
 ngx_stream_relay_open_spool(ngx_stream_relay_session_t *rs)
 {
+    size_t                     reserve;
     ngx_relay_envelope_t      *env;
     ngx_stream_relay_txn_t    *txn;
     ngx_relay_spool_writer_t  *w;
@@ -1445,6 +1487,25 @@ ngx_stream_relay_open_spool(ngx_stream_relay_session_t *rs)
     env->auth_user = rs->auth_user;
     env->tenant = rs->conf->tenant;
     env->arrival = ngx_time();
+
+    /* DKIM: mail of our own users only, never mail for local domains */
+
+    reserve = (rs->trusted || rs->auth_user.len)
+              ? ngx_relay_policy_dkim_reserve(&rs->main_conf->policy) : 0;
+
+    if (reserve) {
+        txn->dkim = ngx_relay_dkim_create(w->pool, w->log,
+                                          &rs->main_conf->policy,
+                                          &env->sender, reserve);
+        if (txn->dkim == NULL) {
+            ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
+            ngx_relay_spool_abort(w);
+            txn->writer = NULL;
+            return NGX_ERROR;
+        }
+
+        ngx_relay_spool_set_transform(w, ngx_relay_dkim_transform(txn->dkim));
+    }
 
     if (ngx_relay_spool_write_envelope(w, env) != NGX_OK
         || ngx_stream_relay_received(rs) != NGX_OK)
