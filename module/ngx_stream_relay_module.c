@@ -15,6 +15,7 @@
 #include <ngx_core.h>
 #include <ngx_stream.h>
 #include <ngx_stream_ssl_module.h>
+#include <ngx_relay_idn.h>
 #include <ngx_stream_relay.h>
 #include <ngx_relay_auth.h>
 #include <ngx_relay_dns.h>
@@ -853,10 +854,27 @@ ngx_stream_relay_local_domain(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_stream_relay_main_conf_t  *rmcf = conf;
 
-    ngx_str_t           *value, path;
+    u_char              *buf;
+    ngx_str_t           *value, path, name;
+    const char          *why;
     ngx_relay_domain_t  *d;
 
     value = cf->args->elts;
+
+    /* a domain in U-labels is matched as its A-labels (RCPT has those) */
+
+    buf = ngx_pnalloc(cf->pool, NGX_RELAY_IDN_MAX);
+    if (buf == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_relay_idn_to_ascii(&value[1], buf, &name, &why) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid domain \"%V\": %s", &value[1], why);
+        return NGX_CONF_ERROR;
+    }
+
+    value[1] = name;
 
     if (rmcf->domains == NULL) {
         rmcf->domains = ngx_array_create(cf->pool, 4,

@@ -38,6 +38,7 @@
 #include <ngx_relay_auth.h>
 #include <ngx_relay_maildir.h>
 #include <ngx_relay_dkim.h>
+#include <ngx_relay_idn.h>
 
 
 static void ngx_stream_relay_greet(ngx_stream_relay_session_t *rs);
@@ -62,6 +63,8 @@ static void ngx_stream_relay_mail(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd);
 static void ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd);
+static ngx_int_t ngx_stream_relay_idn(ngx_stream_relay_session_t *rs,
+    ngx_relay_path_t *path, u_char *buf, const char *reply);
 static ngx_uint_t ngx_stream_relay_limited(ngx_stream_relay_session_t *rs,
     ngx_str_t *sender, ngx_uint_t what);
 static ngx_int_t ngx_stream_relay_check_rcpt(ngx_stream_relay_session_t *rs,
@@ -663,6 +666,7 @@ static void
 ngx_stream_relay_mail(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd)
 {
+    u_char                   idn[NGX_RELAY_MAX_PATH + NGX_RELAY_IDN_MAX];
     ngx_int_t                rc;
     ngx_relay_mail_args_t    ma;
     ngx_stream_relay_txn_t  *txn;
@@ -720,6 +724,10 @@ ngx_stream_relay_mail(ngx_stream_relay_session_t *rs,
     if (ma.path.utf8 && !ma.smtputf8) {
         ngx_stream_relay_error_reply(rs, "553 5.6.7 Non-ASCII address "
                                      "needs SMTPUTF8");
+        return;
+    }
+
+    if (ngx_stream_relay_idn(rs, &ma.path, idn, "501 5.1.7") != NGX_OK) {
         return;
     }
 
@@ -782,6 +790,7 @@ static void
 ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd)
 {
+    u_char                   idn[NGX_RELAY_MAX_PATH + NGX_RELAY_IDN_MAX];
     ngx_int_t                rc;
     ngx_uint_t               local;
     ngx_relay_rcpt_t        *r;
@@ -829,6 +838,10 @@ ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
         return;
     }
 
+    if (ngx_stream_relay_idn(rs, &ma.path, idn, "553 5.1.3") != NGX_OK) {
+        return;
+    }
+
     if (txn->env.rcpts.nelts >= rs->conf->max_recipients) {
         /* not an error: the client sends the rest later (RFC 5321 4.5.3.1.8) */
         ngx_stream_relay_reply(rs, "452 4.5.3 Error: too many recipients");
@@ -871,6 +884,56 @@ ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
     rs->last_rcpts = txn->env.rcpts.nelts;
 
     ngx_stream_relay_reply(rs, "250 2.1.5 Ok");
+}
+
+
+/*
+ * A domain in U-labels becomes A-labels here, once: DNS, routes, local
+ * domains and limits never see UTF-8 (RFC 5890, RFC 6531 3.3).  The local
+ * part stays as sent.  buf: NGX_RELAY_MAX_PATH + NGX_RELAY_IDN_MAX octets.
+ */
+
+static ngx_int_t
+ngx_stream_relay_idn(ngx_stream_relay_session_t *rs, ngx_relay_path_t *path,
+    u_char *buf, const char *reply)
+{
+    u_char      *p, ascii[NGX_RELAY_IDN_MAX];
+    ngx_str_t    domain;
+    ngx_int_t    rc;
+    const char  *why;
+
+    if (!path->utf8 || path->literal || path->domain.len == 0
+        || !ngx_relay_idn_utf8(&path->domain))
+    {
+        return NGX_OK;
+    }
+
+    rc = ngx_relay_idn_to_ascii(&path->domain, ascii, &domain, &why);
+
+    if (rc == NGX_ERROR) {
+        ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_stream_relay_error_reply(rs, "%s <%V>: invalid internationalized "
+                                     "domain name: %s", reply, &path->addr,
+                                     why);
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(buf, path->local.data, path->local.len);
+    *p++ = '@';
+    path->domain.data = p;
+    path->domain.len = domain.len;
+    p = ngx_cpymem(p, domain.data, domain.len);
+
+    path->addr.data = buf;
+    path->addr.len = p - buf;
+    path->local.data = buf;
+    path->utf8 = ngx_relay_idn_utf8(&path->local);
+
+    return NGX_OK;
 }
 
 
