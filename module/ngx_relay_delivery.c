@@ -196,6 +196,9 @@ static void ngx_relay_delivery_rset(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_extensions(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_start_tls(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_tls_handshaked(ngx_connection_t *c);
+static ngx_int_t ngx_relay_delivery_dane(ngx_relay_delivery_t *d,
+    char *name);
+static ngx_int_t ngx_relay_delivery_dane_verify(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_verify(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_literal_name(ngx_str_t *host);
 static void ngx_relay_delivery_next_transaction(ngx_relay_delivery_t *d);
@@ -1343,8 +1346,9 @@ ngx_relay_delivery_no_tls(ngx_relay_delivery_t *d, const char *why,
     }
 
     ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required for %V, "
-                                   "but %s%*s", &d->domain, why, len,
-                                   d->error);
+                                   "but %s%*s (tls=%s)", &d->domain, why,
+                                   len, d->error,
+                                   ngx_relay_route_tls_text(&d->route));
 }
 
 
@@ -1594,6 +1598,13 @@ ngx_relay_delivery_start_tls(ngx_relay_delivery_t *d)
         (void) SSL_set_tlsext_host_name(c->ssl->connection, (char *) name);
     }
 
+    if (d->route.dane && ngx_relay_delivery_dane(d, (char *) name) != NGX_OK)
+    {
+        ngx_relay_delivery_host_failed(d, "4.7.5", "TLS setup failed: no "
+                                       "usable TLSA record of %V", &d->host);
+        return;
+    }
+
     d->in->pos = d->in->start;
     d->in->last = d->in->start;
     ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
@@ -1631,7 +1642,13 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
         return;
     }
 
-    if (d->route.tls_verify && ngx_relay_delivery_verify(d) != NGX_OK) {
+    if (d->route.dane) {
+        if (ngx_relay_delivery_dane_verify(d) != NGX_OK) {
+            return;
+        }
+
+    } else if (d->route.tls_verify && ngx_relay_delivery_verify(d) != NGX_OK)
+    {
         return;
     }
 
@@ -1690,6 +1707,72 @@ ngx_relay_delivery_verify(ngx_relay_delivery_t *d)
         ngx_relay_delivery_host_failed(d, "4.7.5", "TLS verification for "
                                        "%V: certificate does not match the "
                                        "host name %V", &d->domain, &d->host);
+        return NGX_ERROR;
+    }
+
+    d->conn->verified = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * DANE (RFC 7672 3.1): the host's usable TLSA records, its name as the
+ * reference identifier for DANE-TA (DANE-EE needs no name check).
+ * OpenSSL does the matching during the handshake; the context verifies
+ * nothing by itself, so the result is read afterwards.
+ */
+
+static ngx_int_t
+ngx_relay_delivery_dane(ngx_relay_delivery_t *d, char *name)
+{
+    SSL               *ssl;
+    ngx_uint_t         i, n;
+    ngx_relay_tlsa_t  *t;
+
+    ssl = d->connection->ssl->connection;
+
+    if (name == NULL || SSL_dane_enable(ssl, name) <= 0) {
+        return NGX_ERROR;
+    }
+
+    /* RFC 7672 3.1.1: DANE-EE(3) binds the key, names do not matter */
+
+    (void) SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+
+    for (i = 0, n = 0; i < d->route.ntlsa; i++) {
+        t = &d->route.tlsa[i];
+
+        if (SSL_dane_tlsa_add(ssl, t->usage, t->selector, t->mtype,
+                              t->data, t->len)
+            > 0)
+        {
+            n++;
+        }
+    }
+
+    return n ? NGX_OK : NGX_ERROR;
+}
+
+
+/* a mismatch defers the host (4.7.5): never plaintext, never unverified */
+
+static ngx_int_t
+ngx_relay_delivery_dane_verify(ngx_relay_delivery_t *d)
+{
+    long   rc;
+    SSL   *ssl;
+
+    ssl = d->connection->ssl->connection;
+
+    rc = SSL_get_verify_result(ssl);
+
+    if (rc != X509_V_OK || SSL_get0_dane_authority(ssl, NULL, NULL) < 0) {
+        ngx_relay_delivery_host_failed(d, "4.7.5", "DANE verification for "
+                                       "%V: the certificate of %V does not "
+                                       "match its TLSA records: (%l) %s",
+                                       &d->domain, &d->host, rc,
+                                       X509_verify_cert_error_string(rc));
         return NGX_ERROR;
     }
 
@@ -2008,6 +2091,7 @@ ngx_relay_delivery_set(ngx_relay_delivery_t *d, ngx_relay_dest_t *dst,
     ngx_memcpy(dst->relay, d->relay, d->relay_len);
     dst->relay_len = d->relay_len;
     dst->reused = d->reused;
+    dst->tls = ngx_relay_route_tls_text(&d->route);
 }
 
 

@@ -43,6 +43,8 @@ typedef struct {
     size_t                       reply_len;
     u_char                       relay[NGX_SOCKADDR_STRLEN + 300];
     size_t                       relay_len;
+    const char                  *tls;          /* "verify:dane": the host's
+                                                  TLS policy and its source */
 } ngx_relay_dest_t;
 
 

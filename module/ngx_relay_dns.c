@@ -11,6 +11,11 @@
  * connection with level-triggered events that call ares_process_fd(); one
  * cancelable timer follows ares_timeout().  Nothing here blocks.
  *
+ * With relay_dnssec on (the operator says the resolver validates), MX and
+ * TLSA queries are sent with the AD bit set and the answer's AD bit is
+ * reported (q->secure): what DANE (RFC 7672) starts from.  Otherwise the
+ * AD bit is never looked at.
+ *
  * Results are handed over through a posted event, so a handler never runs
  * inside the call that started its lookup, and a query can be dropped at
  * any time (ngx_relay_dns_done): c-ares' late callback then only frees it.
@@ -39,6 +44,7 @@ struct ngx_relay_dns_s {
     ngx_log_t                   *log;
     ngx_event_t                  timer;
     ngx_relay_dns_sock_t        *socks;
+    ngx_uint_t                   dnssec;
 };
 
 
@@ -55,6 +61,14 @@ static void ngx_relay_dns_mx_callback(void *arg, int status, int timeouts,
     unsigned char *abuf, int alen);
 static void ngx_relay_dns_host_callback(void *arg, int status, int timeouts,
     unsigned char *abuf, int alen);
+static ngx_int_t ngx_relay_dns_send(ngx_relay_dns_query_t *q, char *name,
+    int type);
+static void ngx_relay_dns_ad_callback(void *arg, int status, int timeouts,
+    unsigned char *abuf, int alen);
+static void ngx_relay_dns_mx_parse(ngx_relay_dns_query_t *q,
+    unsigned char *abuf, int alen);
+static void ngx_relay_dns_tlsa_parse(ngx_relay_dns_query_t *q,
+    unsigned char *abuf, int alen);
 static void ngx_relay_dns_finish(ngx_relay_dns_query_t *q);
 static void ngx_relay_dns_posted(ngx_event_t *ev);
 static void ngx_relay_dns_free(ngx_relay_dns_query_t *q);
@@ -63,7 +77,8 @@ static void ngx_relay_dns_sort_mx(ngx_relay_mx_t *mx, ngx_uint_t n);
 
 
 ngx_relay_dns_t *
-ngx_relay_dns_create(ngx_str_t *servers, ngx_msec_t timeout, ngx_log_t *log)
+ngx_relay_dns_create(ngx_str_t *servers, ngx_msec_t timeout,
+    ngx_uint_t dnssec, ngx_log_t *log)
 {
     int                  rc;
     char                *csv;
@@ -81,6 +96,7 @@ ngx_relay_dns_create(ngx_str_t *servers, ngx_msec_t timeout, ngx_log_t *log)
     }
 
     dns->log = log;
+    dns->dnssec = dnssec;
 
     ngx_memzero(&opts, sizeof(struct ares_options));
     opts.sock_state_cb = ngx_relay_dns_sock_state;
@@ -125,6 +141,13 @@ ngx_relay_dns_create(ngx_str_t *servers, ngx_msec_t timeout, ngx_log_t *log)
     dns->timer.cancelable = 1;
 
     return dns;
+}
+
+
+ngx_uint_t
+ngx_relay_dns_dnssec(ngx_relay_dns_t *dns)
+{
+    return dns->dnssec;
 }
 
 
@@ -329,8 +352,21 @@ ngx_relay_dns_mx(ngx_relay_dns_t *dns, ngx_str_t *name,
     }
 
     q->pending = 1;
-    ares_query(dns->channel, cname, ns_c_in, ns_t_mx,
-               ngx_relay_dns_mx_callback, q);
+
+    if (dns->dnssec) {
+        q->parse = ngx_relay_dns_mx_parse;
+
+        if (ngx_relay_dns_send(q, cname, ns_t_mx) != NGX_OK) {
+            free(cname);
+            ngx_free(q);
+            return NULL;
+        }
+
+    } else {
+        ares_query(dns->channel, cname, ns_c_in, ns_t_mx,
+                   ngx_relay_dns_mx_callback, q);
+    }
+
     free(cname);
 
     ngx_relay_dns_arm_timer(dns);
@@ -421,11 +457,6 @@ ngx_relay_dns_mx_callback(void *arg, int status, int timeouts,
 {
     ngx_relay_dns_query_t  *q = arg;
 
-    u_char                 *p;
-    size_t                  len, size;
-    ngx_uint_t              n;
-    struct ares_mx_reply   *reply, *r;
-
     q->pending--;
 
     if (q->cancelled) {
@@ -436,6 +467,21 @@ ngx_relay_dns_mx_callback(void *arg, int status, int timeouts,
     q->status = ngx_relay_dns_status(status);
     q->error = ares_strerror(status);
     q->nxdomain = (status == ARES_ENOTFOUND);
+
+    ngx_relay_dns_mx_parse(q, abuf, alen);
+}
+
+
+static void
+ngx_relay_dns_mx_parse(ngx_relay_dns_query_t *q, unsigned char *abuf,
+    int alen)
+{
+    int                     status;
+    u_char                 *p;
+    size_t                  len, size;
+    ngx_uint_t              n;
+    struct ares_mx_reply   *reply, *r;
+
     reply = NULL;
 
     if (q->status == NGX_OK) {
@@ -495,6 +541,212 @@ ngx_relay_dns_mx_callback(void *arg, int status, int timeouts,
         q->null_mx = 0;           /* "." among real hosts: ignore it */
         ngx_relay_dns_sort_mx(q->mx, q->nmx);
     }
+
+    ngx_relay_dns_finish(q);
+}
+
+
+/*
+ * A query with the AD bit set (RFC 6840 5.7 asks a validating resolver to
+ * say whether the answer is authentic), through ares_send(): the rcode is
+ * ours to read, as ares_query() would.
+ */
+
+static ngx_int_t
+ngx_relay_dns_send(ngx_relay_dns_query_t *q, char *name, int type)
+{
+    int             len;
+    unsigned char  *buf;
+
+    if (ares_create_query(name, ns_c_in, type, 0, 1, &buf, &len, 1232)
+        != ARES_SUCCESS)
+    {
+        return NGX_ERROR;
+    }
+
+    buf[3] |= 0x20;                      /* AD */
+
+    ares_send(q->dns->channel, buf, len, ngx_relay_dns_ad_callback, q);
+    ares_free_string(buf);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_relay_dns_ad_callback(void *arg, int status, int timeouts,
+    unsigned char *abuf, int alen)
+{
+    ngx_relay_dns_query_t  *q = arg;
+
+    q->pending--;
+
+    if (q->cancelled) {
+        ngx_relay_dns_free(q);
+        return;
+    }
+
+    if (status == ARES_SUCCESS && alen >= 12) {
+        q->secure = (abuf[3] & 0x20) ? 1 : 0;
+
+        switch (abuf[3] & 0x0f) {
+
+        case 0:      /* NOERROR */
+            if (((abuf[6] << 8) | abuf[7]) == 0) {
+                status = ARES_ENODATA;
+            }
+
+            break;
+
+        case 3:      /* NXDOMAIN */
+            status = ARES_ENOTFOUND;
+            break;
+
+        case 2:      /* SERVFAIL */
+            status = ARES_ESERVFAIL;
+            break;
+
+        case 5:      /* REFUSED */
+            status = ARES_EREFUSED;
+            break;
+
+        default:
+            status = ARES_EBADRESP;
+            break;
+        }
+    }
+
+    q->status = ngx_relay_dns_status(status);
+    q->error = ares_strerror(status);
+    q->nxdomain = (status == ARES_ENOTFOUND);
+
+    q->parse(q, abuf, alen);
+}
+
+
+ngx_relay_dns_query_t *
+ngx_relay_dns_tlsa(ngx_relay_dns_t *dns, ngx_str_t *host, in_port_t port,
+    ngx_relay_dns_handler_pt handler, void *data)
+{
+    char                   *name;
+    ngx_relay_dns_query_t  *q;
+
+    q = ngx_relay_dns_query(dns, handler, data);
+    if (q == NULL) {
+        return NULL;
+    }
+
+    name = malloc(host->len + sizeof("_65535._tcp."));
+    if (name == NULL) {
+        ngx_free(q);
+        return NULL;
+    }
+
+    *ngx_sprintf((u_char *) name, "_%d._tcp.%V", (int) port, host) = '\0';
+
+    q->pending = 1;
+    q->parse = ngx_relay_dns_tlsa_parse;
+
+    if (ngx_relay_dns_send(q, name, 52) != NGX_OK) {
+        free(name);
+        ngx_free(q);
+        return NULL;
+    }
+
+    free(name);
+
+    ngx_relay_dns_arm_timer(dns);
+
+    return q;
+}
+
+
+/* the answer section's TLSA records (type 52), CNAMEs passed over */
+
+static void
+ngx_relay_dns_tlsa_parse(ngx_relay_dns_query_t *q, unsigned char *abuf,
+    int alen)
+{
+    int              i, n, qd, an;
+    long             len;
+    char            *name;
+    u_char          *p, *last, *data;
+    size_t           size, rdlen;
+    ngx_relay_tlsa_t *t;
+
+    if (q->status != NGX_OK) {
+        ngx_relay_dns_finish(q);
+        return;
+    }
+
+    q->status = NGX_AGAIN;
+    q->error = "bad TLSA answer";
+
+    p = abuf + 12;
+    last = abuf + alen;
+    qd = (abuf[4] << 8) | abuf[5];
+    an = (abuf[6] << 8) | abuf[7];
+
+    for (i = 0; i < qd; i++) {
+        if (ares_expand_name(p, abuf, alen, &name, &len) != ARES_SUCCESS) {
+            ngx_relay_dns_finish(q);
+            return;
+        }
+
+        ares_free_string(name);
+        p += len + 4;
+    }
+
+    size = NGX_RELAY_DNS_MAX_TLSA * sizeof(ngx_relay_tlsa_t) + alen;
+
+    q->tlsa = ngx_calloc(size, q->dns->log);
+    if (q->tlsa == NULL) {
+        q->error = "out of memory";
+        ngx_relay_dns_finish(q);
+        return;
+    }
+
+    data = (u_char *) (q->tlsa + NGX_RELAY_DNS_MAX_TLSA);
+
+    for (i = 0, n = 0; i < an && p < last; i++) {
+        if (ares_expand_name(p, abuf, alen, &name, &len) != ARES_SUCCESS) {
+            ngx_relay_dns_finish(q);
+            return;
+        }
+
+        ares_free_string(name);
+        p += len;
+
+        if (last - p < 10) {
+            ngx_relay_dns_finish(q);
+            return;
+        }
+
+        rdlen = (p[8] << 8) | p[9];
+
+        if ((size_t) (last - p - 10) < rdlen) {
+            ngx_relay_dns_finish(q);
+            return;
+        }
+
+        if (((p[0] << 8) | p[1]) == 52 && rdlen > 3
+            && n < NGX_RELAY_DNS_MAX_TLSA)
+        {
+            t = &q->tlsa[n++];
+            t->usage = p[10];
+            t->selector = p[11];
+            t->mtype = p[12];
+            t->len = rdlen - 3;
+            t->data = data;
+            data = ngx_cpymem(data, p + 13, t->len);
+        }
+
+        p += 10 + rdlen;
+    }
+
+    q->ntlsa = n;
+    q->status = n ? NGX_OK : NGX_DECLINED;
+    q->error = n ? "" : "no TLSA records";
 
     ngx_relay_dns_finish(q);
 }
@@ -678,5 +930,6 @@ ngx_relay_dns_free(ngx_relay_dns_query_t *q)
 {
     ngx_free(q->mx);
     ngx_free(q->addrs);
+    ngx_free(q->tlsa);
     ngx_free(q);
 }

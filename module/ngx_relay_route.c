@@ -21,8 +21,12 @@
  * mail at once; from a later hop they are no verdict.  A lookup that
  * fails for now is an error to report, and the walk goes on.
  *
- * TLS policy source: the fleet's TLS policy of the destination, else
- * relay_tls_policy; checks that vary per host (DANE, MTA-STS) belong here.
+ * TLS policy, per host, by precedence: DANE (RFC 7672) when the host came
+ * from a DNSSEC-signed MX answer of the domain's own and has TLSA records
+ * in a signed zone (relay_dnssec on: the resolver's AD bit is trusted);
+ * then MTA-STS (RFC 8461); then the destination's policy (the fleet's
+ * tls, relay_tls_policy); else opportunistic TLS.  A TLSA lookup that
+ * fails for now fails that host (4.7.5), never a fallback.
  */
 
 
@@ -43,6 +47,8 @@ static void ngx_relay_route_mx_done(ngx_relay_dns_query_t *q);
 static void ngx_relay_route_mx_hosts(ngx_relay_route_ctx_t *rt,
     ngx_relay_dns_query_t *q, in_port_t port);
 static void ngx_relay_route_host_done(ngx_relay_dns_query_t *q);
+static void ngx_relay_route_host_policy(ngx_relay_route_ctx_t *rt);
+static void ngx_relay_route_tlsa_done(ngx_relay_dns_query_t *q);
 static void ngx_relay_route_fail(ngx_relay_route_ctx_t *rt, ngx_int_t rc,
     const char *dsn, const char *fmt, ...);
 static size_t ngx_relay_route_hop_text(ngx_relay_route_ctx_t *rt,
@@ -153,9 +159,58 @@ ngx_relay_route_tls_policy(ngx_relay_route_ctx_t *rt, ngx_relay_policy_t *p,
     tls = ngx_relay_policy_tls(p, domain);
 
     if (tls) {
-        rt->tls_required = tls->required;
-        rt->tls_verify = tls->verify;
+        rt->policy_required = tls->required;
+        rt->policy_verify = tls->verify;
+        rt->policy_set = 1;
     }
+
+    ngx_relay_route_host_policy(rt);
+}
+
+
+/* the destination's policy, for a host nothing else speaks for */
+
+static void
+ngx_relay_route_host_policy(ngx_relay_route_ctx_t *rt)
+{
+    rt->tls_required = rt->policy_required;
+    rt->tls_verify = rt->policy_verify;
+    rt->tls_source = rt->policy_set ? NGX_RELAY_TLS_POLICY
+                                    : NGX_RELAY_TLS_DEFAULT;
+    rt->dane = 0;
+    rt->tlsa = NULL;
+    rt->ntlsa = 0;
+}
+
+
+/* the current host's TLS policy and its source, for logs: "verify:dane" */
+
+const char *
+ngx_relay_route_tls_text(ngx_relay_route_ctx_t *rt)
+{
+    static const char  *sources[] = {
+        "default", "policy", "mta-sts", "mta-sts-testing", "dane"
+    };
+    static const char  *texts[][5] = {
+        { "opportunistic:default", "opportunistic:policy",
+          "opportunistic:mta-sts", "opportunistic:mta-sts-testing",
+          "opportunistic:dane" },
+        { "required:default", "required:policy", "required:mta-sts",
+          "required:mta-sts-testing", "required:dane" },
+        { "verify:default", "verify:policy", "verify:mta-sts",
+          "verify:mta-sts-testing", "verify:dane" }
+    };
+
+    if (rt->tls_source >= sizeof(sources) / sizeof(sources[0])) {
+        return "unknown";
+    }
+
+    if (rt->dane) {
+        return "dane:dane";
+    }
+
+    return texts[rt->tls_verify ? 2 : (rt->tls_required ? 1 : 0)]
+                [rt->tls_source];
 }
 
 
@@ -277,8 +332,22 @@ ngx_relay_route_next_target(ngx_relay_route_ctx_t *rt)
         rt->host = t->host;
         rt->port = t->port;
 
+        ngx_relay_route_host_policy(rt);
+
         if (ngx_relay_route_literal(rt, &t->host) == NGX_OK) {
             return NGX_OK;
+        }
+
+        /* DANE: a host of a signed MX answer of the domain's own */
+
+        if (t->secure) {
+            rt->query = ngx_relay_dns_tlsa(rt->dns, &t->host, t->port,
+                                           ngx_relay_route_tlsa_done, rt);
+            if (rt->query) {
+                return NGX_AGAIN;
+            }
+
+            continue;                    /* no memory: not this host */
         }
 
         rt->query = ngx_relay_dns_host(rt->dns, &t->host,
@@ -318,6 +387,7 @@ ngx_relay_route_next_hop(ngx_relay_route_ctx_t *rt)
 
     t->host = h->host;
     t->port = h->port ? h->port : rt->smtp_port;
+    t->secure = 0;
 
     return NGX_OK;
 }
@@ -362,6 +432,7 @@ ngx_relay_route_mx_done(ngx_relay_dns_query_t *q)
     switch (q->status) {
 
     case NGX_OK:
+        rt->mx_secure = (q->secure && own);
         ngx_relay_route_mx_hosts(rt, q, port);
         break;
 
@@ -384,6 +455,7 @@ ngx_relay_route_mx_done(ngx_relay_dns_query_t *q)
         if (t != NULL) {
             t->host = h->host;
             t->port = port;
+            t->secure = 0;
         }
 
         break;
@@ -423,6 +495,7 @@ ngx_relay_route_mx_hosts(ngx_relay_route_ctx_t *rt, ngx_relay_dns_query_t *q,
         t->host.data = ngx_pstrdup(rt->pool, &q->mx[i].host);
         t->host.len = q->mx[i].host.len;
         t->port = port;
+        t->secure = rt->mx_secure;
 
         if (t->host.data == NULL) {
             rt->targets.nelts--;
@@ -479,6 +552,82 @@ ngx_relay_route_host_done(ngx_relay_dns_query_t *q)
     ngx_relay_dns_done(q);
 
     rt->handler(rt);
+}
+
+
+/*
+ * RFC 7672 2.2: TLSA records in a signed zone make TLS mandatory; usable
+ * ones (DANE-TA, DANE-EE) authenticate the server, unusable ones leave
+ * TLS unauthenticated.  Signed NODATA or NXDOMAIN, or an insecure answer:
+ * no DANE for this host.  A lookup that fails for now fails the host.
+ * Then the host's addresses.
+ */
+
+static void
+ngx_relay_route_tlsa_done(ngx_relay_dns_query_t *q)
+{
+    ngx_relay_route_ctx_t  *rt = q->data;
+
+    ngx_uint_t         i, n;
+    ngx_relay_tlsa_t  *t;
+
+    rt->query = NULL;
+
+    if (q->status == NGX_AGAIN) {
+        ngx_relay_route_fail(rt, NGX_DECLINED, "4.7.5", "TLSA lookup of "
+                             "_%d._tcp.%V: %s", (int) rt->port, &rt->host,
+                             q->error);
+        rt->relay = rt->host;
+
+        ngx_log_error(NGX_LOG_WARN, rt->log, 0,
+                      "%V: TLSA lookup of _%d._tcp.%V failed: %s", rt->id,
+                      (int) rt->port, &rt->host, q->error);
+
+        ngx_relay_dns_done(q);
+        rt->handler(rt);
+        return;
+    }
+
+    if (q->status == NGX_OK && q->secure) {
+        rt->tls_source = NGX_RELAY_TLS_DANE;
+        rt->tls_required = 1;
+        rt->tls_verify = 0;
+
+        t = ngx_pnalloc(rt->pool, q->ntlsa * sizeof(ngx_relay_tlsa_t));
+
+        for (i = 0, n = 0; t && i < q->ntlsa; i++) {
+            if ((q->tlsa[i].usage != 2 && q->tlsa[i].usage != 3)
+                || q->tlsa[i].selector > 1 || q->tlsa[i].mtype > 2)
+            {
+                continue;
+            }
+
+            t[n] = q->tlsa[i];
+            t[n].data = ngx_pnalloc(rt->pool, q->tlsa[i].len);
+
+            if (t[n].data == NULL) {
+                continue;
+            }
+
+            ngx_memcpy(t[n].data, q->tlsa[i].data, q->tlsa[i].len);
+            n++;
+        }
+
+        rt->tlsa = t;
+        rt->ntlsa = n;
+        rt->dane = (n > 0);
+    }
+
+    ngx_relay_dns_done(q);
+
+    rt->query = ngx_relay_dns_host(rt->dns, &rt->host,
+                                   ngx_relay_route_host_done, rt);
+    if (rt->query == NULL) {
+        ngx_relay_route_fail(rt, NGX_DECLINED, "4.3.0", "address lookup of "
+                             "%V: out of memory", &rt->host);
+        rt->relay = rt->host;
+        rt->handler(rt);
+    }
 }
 
 

@@ -47,6 +47,7 @@ typedef struct {
     ngx_flag_t                   delivery;
     ngx_str_t                    resolver;
     ngx_msec_t                   resolver_timeout;
+    ngx_flag_t                   dnssec;          /* trust the AD bit */
     ngx_msec_t                   connect_timeout;
     ngx_msec_t                   smtp_timeout;
     ngx_int_t                    smtp_port;

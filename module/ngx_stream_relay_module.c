@@ -250,6 +250,13 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       0,
       NULL },
 
+    { ngx_string("relay_dnssec"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, dnssec),
+      NULL },
+
     { ngx_string("relay_resolver_timeout"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -475,6 +482,7 @@ ngx_stream_relay_create_main_conf(ngx_conf_t *cf)
     rmcf->checkpoint_interval = NGX_CONF_UNSET_MSEC;
     rmcf->delivery = NGX_CONF_UNSET;
     rmcf->resolver_timeout = NGX_CONF_UNSET_MSEC;
+    rmcf->dnssec = NGX_CONF_UNSET;
     rmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     rmcf->smtp_timeout = NGX_CONF_UNSET_MSEC;
     rmcf->smtp_port = NGX_CONF_UNSET;
@@ -664,6 +672,7 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
     }
     ngx_conf_init_value(rmcf->delivery, 0);
     ngx_conf_init_msec_value(rmcf->resolver_timeout, 5000);
+    ngx_conf_init_value(rmcf->dnssec, 0);
     ngx_conf_init_msec_value(rmcf->connect_timeout, 30000);
     ngx_conf_init_msec_value(rmcf->smtp_timeout, 300000);
 
@@ -1278,7 +1287,7 @@ ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
     }
 
     dc->dns = ngx_relay_dns_create(&rmcf->resolver, rmcf->resolver_timeout,
-                                   cycle->log);
+                                   rmcf->dnssec, cycle->log);
     if (dc->dns == NULL) {
         return NGX_ERROR;
     }
@@ -1322,6 +1331,14 @@ ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
     } else if (SSL_CTX_set_default_verify_paths(dc->ssl->ctx) == 0) {
         ngx_ssl_error(NGX_LOG_WARN, cycle->log, 0,
                       "SSL_CTX_set_default_verify_paths() failed");
+    }
+
+    /* DANE (RFC 7672): connections to hosts with usable TLSA records */
+
+    if (rmcf->dnssec && SSL_CTX_dane_enable(dc->ssl->ctx) <= 0) {
+        ngx_ssl_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "SSL_CTX_dane_enable() failed");
+        return NGX_ERROR;
     }
 
     dc->policy = &rmcf->policy;
