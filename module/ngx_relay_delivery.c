@@ -53,6 +53,7 @@
 #include <ngx_event_connect.h>
 #include <ngx_relay_delivery.h>
 #include <ngx_relay_destination.h>
+#include <ngx_relay_mtasts.h>
 
 
 #define NGX_RELAY_DELIVERY_CHUNK   65536
@@ -199,6 +200,10 @@ static void ngx_relay_delivery_tls_handshaked(ngx_connection_t *c);
 static ngx_int_t ngx_relay_delivery_dane(ngx_relay_delivery_t *d,
     char *name);
 static ngx_int_t ngx_relay_delivery_dane_verify(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_tls_failed(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_sts_testing(ngx_relay_delivery_t *d,
+    const char *why);
+static void ngx_relay_delivery_sts_check(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_verify(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_literal_name(ngx_str_t *host);
 static void ngx_relay_delivery_next_transaction(ngx_relay_delivery_t *d);
@@ -274,6 +279,7 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     rt->id = &q->id;
     rt->dns = dc->dns;
     rt->hostname = &dc->hostname;
+    rt->mtasts = dc->mtasts;
     rt->handler = ngx_relay_delivery_route_handler;
     rt->data = d;
 
@@ -1290,6 +1296,11 @@ ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
         return;
     }
 
+    if (d->route.tls_source == NGX_RELAY_TLS_STS_TESTING && !d->conn->tls) {
+        ngx_relay_delivery_sts_testing(d, "the server does not offer "
+                                       "STARTTLS");
+    }
+
     ngx_relay_delivery_next_transaction(d);
 }
 
@@ -1345,6 +1356,7 @@ ngx_relay_delivery_no_tls(ngx_relay_delivery_t *d, const char *why,
         len = d->error_len;
     }
 
+    ngx_relay_delivery_tls_failed(d);
     ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required for %V, "
                                    "but %s%*s (tls=%s)", &d->domain, why,
                                    len, d->error,
@@ -1634,6 +1646,10 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
     c->write->handler = ngx_relay_delivery_write_handler;
 
     if (!c->ssl->handshaked) {
+        if (d->route.tls_required) {
+            ngx_relay_delivery_tls_failed(d);
+        }
+
         ngx_relay_delivery_host_failed(d, d->route.tls_required ? "4.7.5"
                                                                 : "4.7.0",
                                        "TLS handshake failed%s",
@@ -1650,6 +1666,9 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
     } else if (d->route.tls_verify && ngx_relay_delivery_verify(d) != NGX_OK)
     {
         return;
+
+    } else if (d->route.tls_source == NGX_RELAY_TLS_STS_TESTING) {
+        ngx_relay_delivery_sts_check(d);
     }
 
     ngx_log_error(NGX_LOG_INFO, d->conf->log, 0,
@@ -1685,9 +1704,11 @@ ngx_relay_delivery_verify(ngx_relay_delivery_t *d)
     cert = SSL_get_peer_certificate(c->ssl->connection);
 
     if (cert == NULL) {
+        ngx_relay_delivery_tls_failed(d);
         ngx_relay_delivery_host_failed(d, "4.7.5", "TLS verification for "
-                                       "%V: the server sent no certificate",
-                                       &d->domain);
+                                       "%V: the server sent no certificate "
+                                       "(tls=%s)", &d->domain,
+                                       ngx_relay_route_tls_text(&d->route));
         return NGX_ERROR;
     }
 
@@ -1696,23 +1717,108 @@ ngx_relay_delivery_verify(ngx_relay_delivery_t *d)
     rc = SSL_get_verify_result(c->ssl->connection);
 
     if (rc != X509_V_OK) {
+        ngx_relay_delivery_tls_failed(d);
         ngx_relay_delivery_host_failed(d, "4.7.5", "TLS verification for "
                                        "%V: certificate of %V not trusted: "
-                                       "(%l) %s", &d->domain, &d->host, rc,
-                                       X509_verify_cert_error_string(rc));
+                                       "(%l) %s (tls=%s)", &d->domain,
+                                       &d->host, rc,
+                                       X509_verify_cert_error_string(rc),
+                                       ngx_relay_route_tls_text(&d->route));
         return NGX_ERROR;
     }
 
     if (ngx_ssl_check_host(c, &d->host) != NGX_OK) {
+        ngx_relay_delivery_tls_failed(d);
         ngx_relay_delivery_host_failed(d, "4.7.5", "TLS verification for "
                                        "%V: certificate does not match the "
-                                       "host name %V", &d->domain, &d->host);
+                                       "host name %V (tls=%s)", &d->domain,
+                                       &d->host,
+                                       ngx_relay_route_tls_text(&d->route));
         return NGX_ERROR;
     }
 
     d->conn->verified = 1;
 
     return NGX_OK;
+}
+
+
+/*
+ * TLS-RPT (RFC 8460) without reports: failures under a DANE or MTA-STS
+ * policy are counted per policy domain and logged, so an operator sees
+ * them.
+ */
+
+static void
+ngx_relay_delivery_tls_failed(ngx_relay_delivery_t *d)
+{
+    const char  *source;
+
+    switch (d->route.tls_source) {
+
+    case NGX_RELAY_TLS_DANE:
+        source = "dane";
+        break;
+
+    case NGX_RELAY_TLS_MTA_STS:
+    case NGX_RELAY_TLS_STS_TESTING:
+        source = "mta-sts";
+        break;
+
+    default:
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, d->conf->log, 0,
+                  "%V: relay tls-rpt: %s policy of %V, failure %ui here",
+                  &d->queued->id, source, &d->domain,
+                  ngx_relay_tls_failure(&d->domain, source));
+}
+
+
+/* MTA-STS testing: what enforce would have failed, delivered anyway */
+
+static void
+ngx_relay_delivery_sts_testing(ngx_relay_delivery_t *d, const char *why)
+{
+    ngx_relay_delivery_tls_failed(d);
+
+    ngx_log_error(NGX_LOG_WARN, d->conf->log, 0,
+                  "%V: relay=%*s: MTA-STS testing for %V: would have "
+                  "failed: %s", &d->queued->id, d->relay_len, d->relay,
+                  &d->domain, why);
+}
+
+
+static void
+ngx_relay_delivery_sts_check(ngx_relay_delivery_t *d)
+{
+    long               rc;
+    X509              *cert;
+    ngx_connection_t  *c;
+
+    c = d->connection;
+
+    cert = SSL_get_peer_certificate(c->ssl->connection);
+
+    if (cert == NULL) {
+        ngx_relay_delivery_sts_testing(d, "no certificate");
+        return;
+    }
+
+    X509_free(cert);
+
+    rc = SSL_get_verify_result(c->ssl->connection);
+
+    if (rc != X509_V_OK) {
+        ngx_relay_delivery_sts_testing(d, X509_verify_cert_error_string(rc));
+        return;
+    }
+
+    if (ngx_ssl_check_host(c, &d->host) != NGX_OK) {
+        ngx_relay_delivery_sts_testing(d, "the certificate does not match "
+                                       "the host name");
+    }
 }
 
 
@@ -1768,6 +1874,7 @@ ngx_relay_delivery_dane_verify(ngx_relay_delivery_t *d)
     rc = SSL_get_verify_result(ssl);
 
     if (rc != X509_V_OK || SSL_get0_dane_authority(ssl, NULL, NULL) < 0) {
+        ngx_relay_delivery_tls_failed(d);
         ngx_relay_delivery_host_failed(d, "4.7.5", "DANE verification for "
                                        "%V: the certificate of %V does not "
                                        "match its TLSA records: (%l) %s",

@@ -69,6 +69,8 @@ static void ngx_relay_dns_mx_parse(ngx_relay_dns_query_t *q,
     unsigned char *abuf, int alen);
 static void ngx_relay_dns_tlsa_parse(ngx_relay_dns_query_t *q,
     unsigned char *abuf, int alen);
+static void ngx_relay_dns_txt_callback(void *arg, int status, int timeouts,
+    unsigned char *abuf, int alen);
 static void ngx_relay_dns_finish(ngx_relay_dns_query_t *q);
 static void ngx_relay_dns_posted(ngx_event_t *ev);
 static void ngx_relay_dns_free(ngx_relay_dns_query_t *q);
@@ -625,6 +627,123 @@ ngx_relay_dns_ad_callback(void *arg, int status, int timeouts,
 
 
 ngx_relay_dns_query_t *
+ngx_relay_dns_txt(ngx_relay_dns_t *dns, ngx_str_t *name, const char *prefix,
+    ngx_relay_dns_handler_pt handler, void *data)
+{
+    char                   *cname;
+    ngx_relay_dns_query_t  *q;
+
+    q = ngx_relay_dns_query(dns, handler, data);
+    if (q == NULL) {
+        return NULL;
+    }
+
+    cname = ngx_relay_dns_cname(name);
+    if (cname == NULL) {
+        ngx_free(q);
+        return NULL;
+    }
+
+    q->pending = 1;
+    q->prefix = prefix;
+
+    ares_query(dns->channel, cname, ns_c_in, ns_t_txt,
+               ngx_relay_dns_txt_callback, q);
+    free(cname);
+
+    ngx_relay_dns_arm_timer(dns);
+
+    return q;
+}
+
+
+/* a record's strings are joined (RFC 7208 3.3 style) */
+
+static void
+ngx_relay_dns_txt_callback(void *arg, int status, int timeouts,
+    unsigned char *abuf, int alen)
+{
+    ngx_relay_dns_query_t  *q = arg;
+
+    u_char                    *p;
+    size_t                     len, plen;
+    ngx_uint_t                 n;
+    struct ares_txt_ext       *reply, *r, *start;
+
+    q->pending--;
+
+    if (q->cancelled) {
+        ngx_relay_dns_free(q);
+        return;
+    }
+
+    q->status = ngx_relay_dns_status(status);
+    q->error = ares_strerror(status);
+    q->nxdomain = (status == ARES_ENOTFOUND);
+    reply = NULL;
+
+    if (q->status == NGX_OK) {
+        status = ares_parse_txt_reply_ext(abuf, alen, &reply);
+        q->status = ngx_relay_dns_status(status);
+        q->error = ares_strerror(status);
+    }
+
+    if (q->status != NGX_OK) {
+        ngx_relay_dns_finish(q);
+        return;
+    }
+
+    plen = ngx_strlen(q->prefix);
+    n = 0;
+
+    for (start = reply; start; start = r) {
+
+        /* one record: its first string, then its others */
+
+        len = start->length;
+
+        for (r = start->next; r && !r->record_start; r = r->next) {
+            len += r->length;
+        }
+
+        if (start->length < plen
+            || ngx_strncasecmp(start->txt, (u_char *) q->prefix, plen) != 0)
+        {
+            continue;
+        }
+
+        if (n++ > 0) {
+            continue;
+        }
+
+        q->txt.data = ngx_alloc(len + 1, q->dns->log);
+        if (q->txt.data == NULL) {
+            break;
+        }
+
+        p = q->txt.data;
+
+        for (r = start; r && (r == start || !r->record_start); r = r->next) {
+            p = ngx_cpymem(p, r->txt, r->length);
+        }
+
+        q->txt.len = p - q->txt.data;
+    }
+
+    ares_free_data(reply);
+
+    q->txt_many = (n > 1);
+
+    if (n == 0 || q->txt.data == NULL) {
+        q->status = NGX_DECLINED;
+        q->error = "no such TXT record";
+    }
+
+    ngx_relay_dns_finish(q);
+}
+
+
+ngx_relay_dns_query_t *
 ngx_relay_dns_tlsa(ngx_relay_dns_t *dns, ngx_str_t *host, in_port_t port,
     ngx_relay_dns_handler_pt handler, void *data)
 {
@@ -931,5 +1050,6 @@ ngx_relay_dns_free(ngx_relay_dns_query_t *q)
     ngx_free(q->mx);
     ngx_free(q->addrs);
     ngx_free(q->tlsa);
+    ngx_free(q->txt.data);
     ngx_free(q);
 }

@@ -70,6 +70,10 @@ struct ngx_relay_dns_query_s {
     ngx_relay_tlsa_t            *tlsa;
     ngx_uint_t                   ntlsa;
 
+    ngx_str_t                    txt;          /* the one record that
+                                                  starts with the prefix */
+    unsigned                     txt_many:1;   /* more than one did */
+
     /*
      * The answer carried the AD bit (RFC 4035 3.2.3): with
      * ngx_relay_dns_create(..., dnssec = 1) only, where the operator says
@@ -86,6 +90,7 @@ struct ngx_relay_dns_query_s {
     unsigned                     posted:1;
     void                       (*parse)(ngx_relay_dns_query_t *q,
                                         unsigned char *abuf, int alen);
+    const char                  *prefix;
 };
 
 
@@ -98,6 +103,11 @@ ngx_relay_dns_query_t *ngx_relay_dns_mx(ngx_relay_dns_t *dns, ngx_str_t *name,
     ngx_relay_dns_handler_pt handler, void *data);
 ngx_relay_dns_query_t *ngx_relay_dns_host(ngx_relay_dns_t *dns,
     ngx_str_t *name, ngx_relay_dns_handler_pt handler, void *data);
+
+/* TXT records of name that start with prefix: the first, and how many */
+ngx_relay_dns_query_t *ngx_relay_dns_txt(ngx_relay_dns_t *dns,
+    ngx_str_t *name, const char *prefix, ngx_relay_dns_handler_pt handler,
+    void *data);
 
 /* "_PORT._tcp.HOST" TLSA (RFC 7672 2.2.3); secure tells whether to use it */
 ngx_relay_dns_query_t *ngx_relay_dns_tlsa(ngx_relay_dns_t *dns,

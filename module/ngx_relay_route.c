@@ -49,6 +49,10 @@ static void ngx_relay_route_mx_hosts(ngx_relay_route_ctx_t *rt,
 static void ngx_relay_route_host_done(ngx_relay_dns_query_t *q);
 static void ngx_relay_route_host_policy(ngx_relay_route_ctx_t *rt);
 static void ngx_relay_route_tlsa_done(ngx_relay_dns_query_t *q);
+static void ngx_relay_route_sts_done(void *data,
+    ngx_relay_sts_policy_t *policy);
+static ngx_int_t ngx_relay_route_sts_host(ngx_relay_route_ctx_t *rt,
+    ngx_relay_target_t *t);
 static void ngx_relay_route_fail(ngx_relay_route_ctx_t *rt, ngx_int_t rc,
     const char *dsn, const char *fmt, ...);
 static size_t ngx_relay_route_hop_text(ngx_relay_route_ctx_t *rt,
@@ -63,6 +67,7 @@ ngx_relay_route_init(ngx_relay_route_ctx_t *rt, ngx_relay_policy_t *p,
     ngx_relay_route_t  *r;
 
     rt->smtp_port = p->smtp_port;
+    rt->domain = *domain;
 
     ngx_relay_route_tls_policy(rt, p, domain);
 
@@ -238,6 +243,23 @@ ngx_relay_route_next(ngx_relay_route_ctx_t *rt)
         return rc;
     }
 
+    /* the domain's MTA-STS policy, once, before its first host */
+
+    if (rt->mtasts && rt->sts_state != 2) {
+        if (rt->sts_state == 0) {
+            rt->sts_state = 1;
+
+            if (ngx_relay_mtasts_lookup(rt->mtasts, rt->pool, &rt->domain,
+                                        ngx_relay_route_sts_done, rt)
+                == NGX_AGAIN)
+            {
+                return NGX_AGAIN;
+            }
+        }
+
+        rt->sts_state = 2;
+    }
+
     while (rt->addr == rt->naddrs) {
         rc = ngx_relay_route_next_target(rt);
 
@@ -334,6 +356,10 @@ ngx_relay_route_next_target(ngx_relay_route_ctx_t *rt)
 
         ngx_relay_route_host_policy(rt);
 
+        if (ngx_relay_route_sts_host(rt, t) != NGX_OK) {
+            return NGX_DECLINED;         /* MTA-STS enforce: not this host */
+        }
+
         if (ngx_relay_route_literal(rt, &t->host) == NGX_OK) {
             return NGX_OK;
         }
@@ -388,6 +414,7 @@ ngx_relay_route_next_hop(ngx_relay_route_ctx_t *rt)
     t->host = h->host;
     t->port = h->port ? h->port : rt->smtp_port;
     t->secure = 0;
+    t->mx = 0;
 
     return NGX_OK;
 }
@@ -456,6 +483,7 @@ ngx_relay_route_mx_done(ngx_relay_dns_query_t *q)
             t->host = h->host;
             t->port = port;
             t->secure = 0;
+            t->mx = own;
         }
 
         break;
@@ -496,6 +524,7 @@ ngx_relay_route_mx_hosts(ngx_relay_route_ctx_t *rt, ngx_relay_dns_query_t *q,
         t->host.len = q->mx[i].host.len;
         t->port = port;
         t->secure = rt->mx_secure;
+        t->mx = (rt->hop <= rt->own_hops);
 
         if (t->host.data == NULL) {
             rt->targets.nelts--;
@@ -628,6 +657,85 @@ ngx_relay_route_tlsa_done(ngx_relay_dns_query_t *q)
         rt->relay = rt->host;
         rt->handler(rt);
     }
+}
+
+
+static void
+ngx_relay_route_sts_done(void *data, ngx_relay_sts_policy_t *policy)
+{
+    ngx_relay_route_ctx_t  *rt = data;
+
+    static const char  *modes[] = { "none", "testing", "enforce" };
+
+    rt->sts = policy;
+    rt->sts_state = 2;
+
+    if (policy) {
+        ngx_log_debug3(NGX_LOG_DEBUG_CORE, rt->log, 0,
+                       "relay route: MTA-STS policy of %V: %s, id %V",
+                       &rt->domain, modes[policy->mode], &policy->id);
+    }
+
+    rt->handler(rt);
+}
+
+
+/*
+ * RFC 8461 4: the domain's own MX hosts only.  enforce: a host the policy
+ * does not name is not used (4.7.5, counted); the others need TLS with a
+ * certificate valid for their name.  testing: the host's own policy
+ * stands, and what would have failed is logged.
+ */
+
+static ngx_int_t
+ngx_relay_route_sts_host(ngx_relay_route_ctx_t *rt, ngx_relay_target_t *t)
+{
+    ngx_uint_t               n;
+    ngx_relay_sts_policy_t  *p;
+
+    p = rt->sts;
+
+    if (p == NULL || p->mode == NGX_RELAY_STS_NONE || !t->mx) {
+        return NGX_OK;
+    }
+
+    if (p->mode == NGX_RELAY_STS_TESTING) {
+        rt->tls_source = NGX_RELAY_TLS_STS_TESTING;
+
+        if (!ngx_relay_mtasts_match(p, &t->host)) {
+            n = ngx_relay_tls_failure(&rt->domain, "mta-sts");
+
+            ngx_log_error(NGX_LOG_WARN, rt->log, 0,
+                          "%V: MTA-STS testing: MX host %V is not in the "
+                          "policy of %V, it would not be used (failure %ui "
+                          "of the domain)", rt->id, &t->host, &rt->domain, n);
+        }
+
+        return NGX_OK;
+    }
+
+    if (!ngx_relay_mtasts_match(p, &t->host)) {
+        n = ngx_relay_tls_failure(&rt->domain, "mta-sts");
+
+        ngx_relay_route_fail(rt, NGX_DECLINED, "4.7.5", "MX host %V is not "
+                             "in the MTA-STS policy of %V (tls=verify:"
+                             "mta-sts)", &t->host, &rt->domain);
+        rt->failed = 0;
+        rt->relay = t->host;
+
+        ngx_log_error(NGX_LOG_WARN, rt->log, 0,
+                      "%V: MX host %V is not in the MTA-STS policy of %V "
+                      "(failure %ui of the domain)", rt->id, &t->host,
+                      &rt->domain, n);
+
+        return NGX_DECLINED;
+    }
+
+    rt->tls_source = NGX_RELAY_TLS_MTA_STS;
+    rt->tls_required = 1;
+    rt->tls_verify = 1;
+
+    return NGX_OK;
 }
 
 

@@ -13,6 +13,7 @@
 #include <ngx_relay_parse.h>
 #include <ngx_relay_policy.h>
 #include <ngx_relay_dns.h>
+#include <ngx_relay_mtasts.h>
 
 
 typedef struct ngx_relay_route_ctx_s  ngx_relay_route_ctx_t;
@@ -33,6 +34,7 @@ typedef struct {
     ngx_str_t                    host;
     in_port_t                    port;
     unsigned                     secure:1;     /* from a signed MX answer */
+    unsigned                     mx:1;         /* an MX host of the domain */
 } ngx_relay_target_t;
 
 
@@ -47,6 +49,7 @@ struct ngx_relay_route_ctx_s {
     ngx_str_t                   *id;           /* the queue id, for logs */
     ngx_relay_dns_t             *dns;
     ngx_str_t                   *hostname;     /* an MX naming it: a loop */
+    ngx_relay_mtasts_t          *mtasts;       /* NULL: MTA-STS off */
     ngx_relay_route_handler_pt   handler;      /* a lookup ended */
     void                        *data;
 
@@ -63,6 +66,7 @@ struct ngx_relay_route_ctx_s {
     ngx_uint_t                   tls_source;   /* NGX_RELAY_TLS_* */
     ngx_relay_tlsa_t            *tlsa;
     ngx_uint_t                   ntlsa;
+    ngx_relay_sts_policy_t      *sts;          /* the domain's MTA-STS */
 
     /* the address to try, by ngx_relay_route_next() */
     ngx_str_t                    host;
@@ -89,6 +93,8 @@ struct ngx_relay_route_ctx_s {
     unsigned                     policy_verify:1;
     unsigned                     policy_set:1;
     unsigned                     mx_secure:1;  /* the hop's MX, signed */
+    unsigned                     sts_state:2;  /* 0, 1 looking, 2 known */
+    ngx_str_t                    domain;
 
     ngx_sockaddr_t               addrs[NGX_RELAY_DNS_MAX_ADDRS];
     socklen_t                    socklens[NGX_RELAY_DNS_MAX_ADDRS];

@@ -48,6 +48,10 @@ typedef struct {
     ngx_str_t                    resolver;
     ngx_msec_t                   resolver_timeout;
     ngx_flag_t                   dnssec;          /* trust the AD bit */
+    ngx_flag_t                   mta_sts;
+    ngx_str_t                    mta_sts_cache;
+    ngx_str_t                    mta_sts_trusted;
+    ngx_msec_t                   mta_sts_timeout;
     ngx_msec_t                   connect_timeout;
     ngx_msec_t                   smtp_timeout;
     ngx_int_t                    smtp_port;
