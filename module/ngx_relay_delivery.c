@@ -204,6 +204,8 @@ static void ngx_relay_delivery_tls_failed(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_sts_testing(ngx_relay_delivery_t *d,
     const char *why);
 static void ngx_relay_delivery_sts_check(ngx_relay_delivery_t *d);
+static u_char *ngx_relay_delivery_cert_check(ngx_relay_delivery_t *d,
+    u_char *why, size_t len);
 static ngx_int_t ngx_relay_delivery_verify(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_literal_name(ngx_str_t *host);
 static void ngx_relay_delivery_next_transaction(ngx_relay_delivery_t *d);
@@ -1695,6 +1697,31 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
 static ngx_int_t
 ngx_relay_delivery_verify(ngx_relay_delivery_t *d)
 {
+    u_char  *p, why[NGX_RELAY_REPLY_TEXT];
+
+    p = ngx_relay_delivery_cert_check(d, why, sizeof(why));
+
+    if (p) {
+        ngx_relay_delivery_tls_failed(d);
+        ngx_relay_delivery_host_failed(d, "4.7.5", "TLS verification for "
+                                       "%V: %*s (tls=%s)", &d->domain,
+                                       p - why, why,
+                                       ngx_relay_route_tls_text(&d->route));
+        return NGX_ERROR;
+    }
+
+    d->conn->verified = 1;
+
+    return NGX_OK;
+}
+
+
+/* NULL when the certificate chains and names d->host, else the end of why */
+
+static u_char *
+ngx_relay_delivery_cert_check(ngx_relay_delivery_t *d, u_char *why,
+    size_t len)
+{
     long               rc;
     X509              *cert;
     ngx_connection_t  *c;
@@ -1704,12 +1731,7 @@ ngx_relay_delivery_verify(ngx_relay_delivery_t *d)
     cert = SSL_get_peer_certificate(c->ssl->connection);
 
     if (cert == NULL) {
-        ngx_relay_delivery_tls_failed(d);
-        ngx_relay_delivery_host_failed(d, "4.7.5", "TLS verification for "
-                                       "%V: the server sent no certificate "
-                                       "(tls=%s)", &d->domain,
-                                       ngx_relay_route_tls_text(&d->route));
-        return NGX_ERROR;
+        return ngx_snprintf(why, len, "the server sent no certificate");
     }
 
     X509_free(cert);
@@ -1717,29 +1739,17 @@ ngx_relay_delivery_verify(ngx_relay_delivery_t *d)
     rc = SSL_get_verify_result(c->ssl->connection);
 
     if (rc != X509_V_OK) {
-        ngx_relay_delivery_tls_failed(d);
-        ngx_relay_delivery_host_failed(d, "4.7.5", "TLS verification for "
-                                       "%V: certificate of %V not trusted: "
-                                       "(%l) %s (tls=%s)", &d->domain,
-                                       &d->host, rc,
-                                       X509_verify_cert_error_string(rc),
-                                       ngx_relay_route_tls_text(&d->route));
-        return NGX_ERROR;
+        return ngx_snprintf(why, len, "certificate of %V not trusted: "
+                            "(%l) %s", &d->host, rc,
+                            X509_verify_cert_error_string(rc));
     }
 
     if (ngx_ssl_check_host(c, &d->host) != NGX_OK) {
-        ngx_relay_delivery_tls_failed(d);
-        ngx_relay_delivery_host_failed(d, "4.7.5", "TLS verification for "
-                                       "%V: certificate does not match the "
-                                       "host name %V (tls=%s)", &d->domain,
-                                       &d->host,
-                                       ngx_relay_route_tls_text(&d->route));
-        return NGX_ERROR;
+        return ngx_snprintf(why, len, "certificate does not match the host "
+                            "name %V", &d->host);
     }
 
-    d->conn->verified = 1;
-
-    return NGX_OK;
+    return NULL;
 }
 
 
@@ -1793,31 +1803,13 @@ ngx_relay_delivery_sts_testing(ngx_relay_delivery_t *d, const char *why)
 static void
 ngx_relay_delivery_sts_check(ngx_relay_delivery_t *d)
 {
-    long               rc;
-    X509              *cert;
-    ngx_connection_t  *c;
+    u_char  *p, why[NGX_RELAY_REPLY_TEXT];
 
-    c = d->connection;
+    p = ngx_relay_delivery_cert_check(d, why, sizeof(why) - 1);
 
-    cert = SSL_get_peer_certificate(c->ssl->connection);
-
-    if (cert == NULL) {
-        ngx_relay_delivery_sts_testing(d, "no certificate");
-        return;
-    }
-
-    X509_free(cert);
-
-    rc = SSL_get_verify_result(c->ssl->connection);
-
-    if (rc != X509_V_OK) {
-        ngx_relay_delivery_sts_testing(d, X509_verify_cert_error_string(rc));
-        return;
-    }
-
-    if (ngx_ssl_check_host(c, &d->host) != NGX_OK) {
-        ngx_relay_delivery_sts_testing(d, "the certificate does not match "
-                                       "the host name");
+    if (p) {
+        *p = '\0';
+        ngx_relay_delivery_sts_testing(d, (char *) why);
     }
 }
 

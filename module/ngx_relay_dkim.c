@@ -124,6 +124,9 @@ static void ngx_relay_dkim_cleanup(void *data);
 static void ngx_relay_dkim_body(ngx_relay_dkim_body_t *b, u_char *p,
     u_char *last);
 static void ngx_relay_dkim_body_end(ngx_relay_dkim_body_t *b);
+static void ngx_relay_dkim_flush(ngx_relay_dkim_out_t *o);
+static void ngx_relay_dkim_emit_run(ngx_relay_dkim_out_t *o, u_char *p,
+    size_t len);
 static u_char *ngx_relay_dkim_sign(ngx_relay_dkim_t *dk,
     ngx_relay_dkim_key_t *key, u_char *p, u_char *last);
 static ngx_uint_t ngx_relay_dkim_listed(u_char *list, u_char *name,
@@ -710,6 +713,23 @@ ngx_relay_dkim_emit(ngx_relay_dkim_out_t *o, u_char ch)
 
 
 static void
+ngx_relay_dkim_emit_run(ngx_relay_dkim_out_t *o, u_char *p, size_t len)
+{
+    if (o->n + len > sizeof(o->out)) {
+        ngx_relay_dkim_flush(o);
+
+        if (len >= sizeof(o->out)) {
+            (void) EVP_DigestUpdate(o->md, p, len);
+            return;
+        }
+    }
+
+    ngx_memcpy(o->out + o->n, p, len);
+    o->n += len;
+}
+
+
+static void
 ngx_relay_dkim_flush(ngx_relay_dkim_out_t *o)
 {
     if (o->n) {
@@ -748,10 +768,10 @@ ngx_relay_dkim_content(ngx_relay_dkim_body_t *b, u_char ch)
 static void
 ngx_relay_dkim_body(ngx_relay_dkim_body_t *b, u_char *p, u_char *last)
 {
-    u_char  ch;
+    u_char  ch, *run;
 
-    for ( /* void */ ; p < last; p++) {
-        ch = *p;
+    while (p < last) {
+        ch = *p++;
 
         if (b->cr) {
             b->cr = 0;
@@ -776,6 +796,23 @@ ngx_relay_dkim_body(ngx_relay_dkim_body_t *b, u_char *p, u_char *last)
         }
 
         ngx_relay_dkim_content(b, ch);
+
+        /*
+         * Nothing is withheld now: the octets up to the next line end (or
+         * white space, relaxed) go to the hash as they are, in one call.
+         */
+
+        for (run = p;
+             p < last && *p != CR && *p != LF
+             && !(b->relaxed && (*p == ' ' || *p == '\t'));
+             p++)
+        {
+            /* void */
+        }
+
+        if (p > run) {
+            ngx_relay_dkim_emit_run(&b->out, run, p - run);
+        }
     }
 }
 

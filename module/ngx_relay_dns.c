@@ -56,6 +56,9 @@ static void ngx_relay_dns_timer_handler(ngx_event_t *ev);
 static void ngx_relay_dns_arm_timer(ngx_relay_dns_t *dns);
 static ngx_relay_dns_query_t *ngx_relay_dns_query(ngx_relay_dns_t *dns,
     ngx_relay_dns_handler_pt handler, void *data);
+static ngx_relay_dns_query_t *ngx_relay_dns_named(ngx_relay_dns_t *dns,
+    ngx_str_t *name, ngx_relay_dns_handler_pt handler, void *data,
+    char **cname);
 static char *ngx_relay_dns_cname(ngx_str_t *name);
 static void ngx_relay_dns_mx_callback(void *arg, int status, int timeouts,
     unsigned char *abuf, int alen);
@@ -335,11 +338,12 @@ ngx_relay_dns_query(ngx_relay_dns_t *dns, ngx_relay_dns_handler_pt handler,
 }
 
 
-ngx_relay_dns_query_t *
-ngx_relay_dns_mx(ngx_relay_dns_t *dns, ngx_str_t *name,
-    ngx_relay_dns_handler_pt handler, void *data)
+/* a query of name, and name NUL-terminated (malloc()ed) */
+
+static ngx_relay_dns_query_t *
+ngx_relay_dns_named(ngx_relay_dns_t *dns, ngx_str_t *name,
+    ngx_relay_dns_handler_pt handler, void *data, char **cname)
 {
-    char                   *cname;
     ngx_relay_dns_query_t  *q;
 
     q = ngx_relay_dns_query(dns, handler, data);
@@ -347,13 +351,29 @@ ngx_relay_dns_mx(ngx_relay_dns_t *dns, ngx_str_t *name,
         return NULL;
     }
 
-    cname = ngx_relay_dns_cname(name);
-    if (cname == NULL) {
+    *cname = ngx_relay_dns_cname(name);
+    if (*cname == NULL) {
         ngx_free(q);
         return NULL;
     }
 
     q->pending = 1;
+
+    return q;
+}
+
+
+ngx_relay_dns_query_t *
+ngx_relay_dns_mx(ngx_relay_dns_t *dns, ngx_str_t *name,
+    ngx_relay_dns_handler_pt handler, void *data)
+{
+    char                   *cname;
+    ngx_relay_dns_query_t  *q;
+
+    q = ngx_relay_dns_named(dns, name, handler, data, &cname);
+    if (q == NULL) {
+        return NULL;
+    }
 
     if (dns->dnssec) {
         q->parse = ngx_relay_dns_mx_parse;
@@ -633,18 +653,11 @@ ngx_relay_dns_txt(ngx_relay_dns_t *dns, ngx_str_t *name, const char *prefix,
     char                   *cname;
     ngx_relay_dns_query_t  *q;
 
-    q = ngx_relay_dns_query(dns, handler, data);
+    q = ngx_relay_dns_named(dns, name, handler, data, &cname);
     if (q == NULL) {
         return NULL;
     }
 
-    cname = ngx_relay_dns_cname(name);
-    if (cname == NULL) {
-        ngx_free(q);
-        return NULL;
-    }
-
-    q->pending = 1;
     q->prefix = prefix;
 
     ares_query(dns->channel, cname, ns_c_in, ns_t_txt,

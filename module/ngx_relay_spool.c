@@ -102,6 +102,8 @@ static void ngx_relay_spool_transform_thread(void *data, ngx_log_t *log);
 static void ngx_relay_spool_transform_done(ngx_event_t *ev);
 static ngx_int_t ngx_relay_spool_place(ngx_relay_spool_writer_t *w,
     u_char *fields, size_t len);
+static ngx_int_t ngx_relay_spool_pwrite(ngx_relay_spool_writer_t *w,
+    u_char *p, size_t len, off_t offset);
 static ngx_int_t ngx_relay_spool_result(int rc);
 
 
@@ -641,9 +643,6 @@ ngx_relay_spool_flush_done(ngx_event_t *ev)
 static ngx_int_t
 ngx_relay_spool_put(ngx_relay_spool_writer_t *w)
 {
-    u_char   *p;
-    ssize_t   n;
-
     if (w->err) {
         return NGX_ERROR;
     }
@@ -656,18 +655,10 @@ ngx_relay_spool_put(ngx_relay_spool_writer_t *w)
         }
     }
 
-    for (p = w->buf; p < w->pos; p += n) {
-        n = write(w->fd, p, w->pos - p);
-
-        if (n == -1) {
-            if (errno == EINTR) {
-                n = 0;
-                continue;
-            }
-
-            w->err = errno;
-            return NGX_ERROR;
-        }
+    if (ngx_relay_spool_pwrite(w, w->buf, w->pos - w->buf, w->written)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     w->written += w->pos - w->buf;
@@ -836,9 +827,8 @@ static ngx_int_t
 ngx_relay_spool_place(ngx_relay_spool_writer_t *w, u_char *fields,
     size_t len)
 {
-    u_char   *p, *room;
-    size_t    size;
-    ssize_t   n;
+    u_char  *p, *room;
+    size_t   size;
 
     size = w->message_start - w->reserve_start;
 
@@ -878,9 +868,21 @@ ngx_relay_spool_place(ngx_relay_spool_writer_t *w, u_char *fields,
     p[size - len - 2] = '\n';
     p[size - len - 1] = '\n';
 
-    for (p = w->transform_buf; size; p += n, size -= n) {
-        n = pwrite(w->fd, p, size, w->reserve_start
-                                   + (p - w->transform_buf));
+    return ngx_relay_spool_pwrite(w, w->transform_buf, size,
+                                  w->reserve_start);
+}
+
+
+/* thread: len octets at offset, or w->err */
+
+static ngx_int_t
+ngx_relay_spool_pwrite(ngx_relay_spool_writer_t *w, u_char *p, size_t len,
+    off_t offset)
+{
+    ssize_t  n;
+
+    for ( /* void */ ; len; p += n, len -= n, offset += n) {
+        n = pwrite(w->fd, p, len, offset);
 
         if (n == -1) {
             if (errno == EINTR) {
