@@ -74,6 +74,8 @@ static void ngx_relay_dns_tlsa_parse(ngx_relay_dns_query_t *q,
     unsigned char *abuf, int alen);
 static void ngx_relay_dns_txt_callback(void *arg, int status, int timeouts,
     unsigned char *abuf, int alen);
+static ngx_int_t ngx_relay_dns_answered(ngx_relay_dns_query_t *q,
+    int status);
 static void ngx_relay_dns_finish(ngx_relay_dns_query_t *q);
 static void ngx_relay_dns_posted(ngx_event_t *ev);
 static void ngx_relay_dns_free(ngx_relay_dns_query_t *q);
@@ -473,22 +475,35 @@ ngx_relay_dns_status(int status)
 }
 
 
+/* a c-ares callback's start: NGX_DONE when the query was dropped (freed) */
+
+static ngx_int_t
+ngx_relay_dns_answered(ngx_relay_dns_query_t *q, int status)
+{
+    q->pending--;
+
+    if (q->cancelled) {
+        ngx_relay_dns_free(q);
+        return NGX_DONE;
+    }
+
+    q->status = ngx_relay_dns_status(status);
+    q->error = ares_strerror(status);
+    q->nxdomain = (status == ARES_ENOTFOUND);
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_relay_dns_mx_callback(void *arg, int status, int timeouts,
     unsigned char *abuf, int alen)
 {
     ngx_relay_dns_query_t  *q = arg;
 
-    q->pending--;
-
-    if (q->cancelled) {
-        ngx_relay_dns_free(q);
+    if (ngx_relay_dns_answered(q, status) != NGX_OK) {
         return;
     }
-
-    q->status = ngx_relay_dns_status(status);
-    q->error = ares_strerror(status);
-    q->nxdomain = (status == ARES_ENOTFOUND);
 
     ngx_relay_dns_mx_parse(q, abuf, alen);
 }
@@ -601,13 +616,6 @@ ngx_relay_dns_ad_callback(void *arg, int status, int timeouts,
 {
     ngx_relay_dns_query_t  *q = arg;
 
-    q->pending--;
-
-    if (q->cancelled) {
-        ngx_relay_dns_free(q);
-        return;
-    }
-
     if (status == ARES_SUCCESS && alen >= 12) {
         q->secure = (abuf[3] & 0x20) ? 1 : 0;
 
@@ -638,9 +646,9 @@ ngx_relay_dns_ad_callback(void *arg, int status, int timeouts,
         }
     }
 
-    q->status = ngx_relay_dns_status(status);
-    q->error = ares_strerror(status);
-    q->nxdomain = (status == ARES_ENOTFOUND);
+    if (ngx_relay_dns_answered(q, status) != NGX_OK) {
+        return;
+    }
 
     q->parse(q, abuf, alen);
 }
@@ -683,16 +691,9 @@ ngx_relay_dns_txt_callback(void *arg, int status, int timeouts,
     ngx_uint_t                 n;
     struct ares_txt_ext       *reply, *r, *start;
 
-    q->pending--;
-
-    if (q->cancelled) {
-        ngx_relay_dns_free(q);
+    if (ngx_relay_dns_answered(q, status) != NGX_OK) {
         return;
     }
-
-    q->status = ngx_relay_dns_status(status);
-    q->error = ares_strerror(status);
-    q->nxdomain = (status == ARES_ENOTFOUND);
     reply = NULL;
 
     if (q->status == NGX_OK) {

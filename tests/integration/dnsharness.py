@@ -25,18 +25,6 @@ def _name(name):
     return out + b"\0"
 
 
-def _read_name(data, off):
-    labels = []
-    while True:
-        n = data[off]
-        if n == 0:
-            return ".".join(labels).lower(), off + 1
-        if n & 0xC0:
-            raise ValueError("compressed name in a question")
-        labels.append(data[off + 1:off + 1 + n].decode("ascii", "replace"))
-        off += n + 1
-
-
 class SecureDns:
     def __init__(self, domains, signed=()):
         """domains: the zones served (others are REFUSED); signed: zones
@@ -91,7 +79,7 @@ class SecureDns:
         return any(name == z or name.endswith("." + z) for z in zones)
 
     def answer(self, data):
-        name, end = _read_name(data, 12)
+        name, end = dh._qname(data)
         qtype = struct.unpack("!H", data[end:end + 2])[0]
         question = data[12:end + 4]
         ad = self._in(name, self.signed)
@@ -175,3 +163,111 @@ class SecureDns:
         name = name.lower().rstrip(".")
         return [q for q in self.queries
                 if q[0] == name and (qtype is None or q[1] == TYPES[qtype])]
+
+
+# --------------------------------------------------------------------------
+# a test world: this DNS (or dnsmasq), SMTP sinks, other servers, a relay
+
+
+def require_relay(dnsmasq=False):
+    """Skips the calling test module when the module (or dnsmasq) is
+    missing."""
+    import os
+    import pytest
+    import relayharness as h
+    if not os.path.exists(h.RELAY_MODULE):
+        pytest.skip("relay module not built: %s" % h.RELAY_MODULE,
+                    allow_module_level=True)
+    if dnsmasq and not os.path.exists(dh.DNSMASQ):
+        pytest.skip("dnsmasq (dnsmasq-base) is not installed",
+                    allow_module_level=True)
+
+
+class World:
+    """dns (start/stop), sinks by name, servers (start/stop) in between."""
+
+    def __init__(self):
+        self.dns = None
+        self.sinks = {}
+        self.servers = []
+
+    def start(self):
+        self.dns.start()
+        for s in self.servers:
+            s.start()
+        for s in self.sinks.values():
+            s.start()
+        return self
+
+    def stop(self):
+        for s in self.sinks.values():
+            s.stop()
+        for s in self.servers:
+            s.stop()
+        self.dns.stop()
+
+
+def launch_relay(tmp_path_factory, certs, name, world, extra=()):
+    """A relay (one worker) resolving at the world's DNS, delivering to
+    its sinks' port."""
+    import relayharness as h
+    prefix = h.make_prefix(tmp_path_factory.mktemp(name), certs)
+    lines = dh.conf_lines(world.dns.port, world.P, extra=list(extra))
+    return h.launch_at(prefix, workers=1,
+                       stream_extra=dh.stream_extra(lines))
+
+
+def finish_relay(ng):
+    ng.stop()
+    ng.assert_log_clean()
+    ng.assert_no_crash()
+
+
+def send(ng, rcpt, m, params="", head=""):
+    """One message to rcpt through the "main" listener; its queue id."""
+    import relayharness as h
+    with h.SMTPConn(ng.port("main")) as c:
+        return c.message("%s@example.test" % m, [rcpt],
+                         ("From: <s@example.test>\r\n%sSubject: %s\r\n"
+                          "\r\nbody %s\r\n" % (head, m, m)).encode(),
+                         ehlo="client.test", mail_params=params)
+
+
+def openssl(d, *args, stdin=None):
+    import subprocess
+    return subprocess.run(["openssl"] + list(args), check=True,
+                          capture_output=True, cwd=str(d),
+                          input=stdin).stdout
+
+
+def make_ca(d, cn="test CA"):
+    """d/ca.pem, d/ca.key: a CA for make_leaf()."""
+    openssl(d, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=" + cn, "-keyout", "ca.key", "-out", "ca.pem",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+
+
+def make_leaf(d, name, sans):
+    """d/NAME.pem, d/NAME.key: a server certificate for the DNS names
+    sans, signed by make_ca()'s CA; readable by the workers."""
+    import os
+    openssl(d, "req", "-newkey", "rsa:2048", "-nodes", "-subj",
+            "/CN=" + sans[0], "-keyout", name + ".key", "-out",
+            name + ".csr")
+    (d / (name + ".cnf")).write_text(
+        "subjectAltName=" + ",".join("DNS:" + s for s in sans) + "\n"
+        "extendedKeyUsage=serverAuth\n")
+    openssl(d, "x509", "-req", "-in", name + ".csr", "-CA", "ca.pem",
+            "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-out",
+            name + ".pem", "-extfile", name + ".cnf")
+    os.chmod(str(d), 0o755)
+    for f in d.iterdir():
+        os.chmod(str(f), 0o644)
+
+
+def server_context(d, name):
+    import ssl
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    c.load_cert_chain(str(d / (name + ".pem")), str(d / (name + ".key")))
+    return c

@@ -17,32 +17,22 @@ TLSA records are at _PORT._tcp.HOST, PORT the sinks' port (relay_smtp_port).
 """
 
 import hashlib
-import os
-import ssl
-import subprocess
 
 import pytest
 
 import relayharness as h
 import deliveryharness as dh
 import dnsharness
+from dnsharness import openssl
 
 
-if not os.path.exists(h.RELAY_MODULE):
-    pytest.skip("relay module not built: %s" % h.RELAY_MODULE,
-                allow_module_level=True)
-
-
-def openssl(d, *args, stdin=None):
-    return subprocess.run(["openssl"] + list(args), check=True,
-                          capture_output=True, cwd=str(d),
-                          input=stdin).stdout
+dnsharness.require_relay()
 
 
 def spki_sha256(d, cert):
     pub = openssl(d, "x509", "-in", str(cert), "-pubkey", "-noout")
-    der = openssl(d, "pkey", "-pubin", "-outform", "DER", stdin=pub)
-    return hashlib.sha256(der).digest()
+    return hashlib.sha256(openssl(d, "pkey", "-pubin", "-outform", "DER",
+                                  stdin=pub)).digest()
 
 
 def cert_sha256(d, cert):
@@ -50,40 +40,24 @@ def cert_sha256(d, cert):
                                   "DER")).digest()
 
 
-def make_ca(d):
-    openssl(d, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=dane test CA", "-keyout", "ca.key", "-out",
-            "ca.pem", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    openssl(d, "req", "-newkey", "rsa:2048", "-nodes", "-subj",
-            "/CN=mx.ta.dane.test", "-keyout", "mx.key", "-out", "mx.csr")
-    (d / "ext.cnf").write_text("subjectAltName=DNS:mx.ta.dane.test\n"
-                               "extendedKeyUsage=serverAuth\n")
-    openssl(d, "x509", "-req", "-in", "mx.csr", "-CA", "ca.pem", "-CAkey",
-            "ca.key", "-CAcreateserial", "-days", "2", "-out", "mx.pem",
-            "-extfile", "ext.cnf")
-    (d / "chain.pem").write_bytes((d / "mx.pem").read_bytes()
-                                  + (d / "ca.pem").read_bytes())
-    openssl(d, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=other", "-keyout", "other.key", "-out",
-            "other.pem")
-    return d
-
-
-class World:
-    def __init__(self, workdir, certs):
-        ca = make_ca(workdir)
+class World(dnsharness.World):
+    def __init__(self, d, certs):
+        super().__init__()
+        dnsharness.make_ca(d, "dane test CA")
+        dnsharness.make_leaf(d, "mx", ["mx.ta.dane.test"])
+        dnsharness.make_leaf(d, "other", ["other.test"])
+        (d / "chain.pem").write_bytes((d / "mx.pem").read_bytes()
+                                      + (d / "ca.pem").read_bytes())
         self.P = dh.alloc_port(["127.0.0.16", "127.0.0.17", "127.0.0.18"])
-        chain = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        chain.load_cert_chain(str(ca / "chain.pem"), str(ca / "mx.key"))
         self.sinks = {
             "self": dh.Sink("127.0.0.16", self.P, "self",
                             tls_context=dh.tls_server_context(certs)),
-            "ca": dh.Sink("127.0.0.17", self.P, "ca", tls_context=chain),
+            "ca": dh.Sink("127.0.0.17", self.P, "ca",
+                          tls_context=self._chain(d)),
             "plain": dh.Sink("127.0.0.18", self.P, "plain"),
         }
-        good = spki_sha256(workdir, certs / "cert.pem")
-        other = spki_sha256(workdir, ca / "other.pem")
+        good = spki_sha256(d, certs / "cert.pem")
+        other = spki_sha256(d, d / "other.pem")
         z = self.dns = dnsharness.SecureDns(["dane.test", "plain.test"],
                                             signed=["dane.test"])
         for dom, ip in (("good", "16"), ("ta", "17"), ("bad", "16"),
@@ -91,25 +65,22 @@ class World:
                         ("nodane", "18")):
             z.add_mx("%s.dane.test" % dom, "mx.%s.dane.test" % dom, 10,
                      "127.0.0." + ip)
-        z.add_tlsa("mx.good.dane.test", 3, 1, 1, good, port=self.P)
-        z.add_tlsa("mx.ta.dane.test", 2, 0, 1,
-                   cert_sha256(workdir, ca / "ca.pem"), port=self.P)
-        z.add_tlsa("mx.bad.dane.test", 3, 1, 1, other, port=self.P)
-        z.add_tlsa("mx.notls.dane.test", 3, 1, 1, good, port=self.P)
-        z.add_tlsa("mx.unusable.dane.test", 1, 1, 1, good, port=self.P)
+        for host, usage, sel, mtype, data in (
+                ("mx.good.dane.test", 3, 1, 1, good),
+                ("mx.ta.dane.test", 2, 0, 1, cert_sha256(d, d / "ca.pem")),
+                ("mx.bad.dane.test", 3, 1, 1, other),
+                ("mx.notls.dane.test", 3, 1, 1, good),
+                ("mx.unusable.dane.test", 1, 1, 1, good),
+                ("mx.plain.test", 3, 1, 1, other)):
+            z.add_tlsa(host, usage, sel, mtype, data, port=self.P)
         z.add_mx("plain.test", "mx.plain.test", 10, "127.0.0.18")
-        z.add_tlsa("mx.plain.test", 3, 1, 1, other, port=self.P)
 
-    def start(self):
-        self.dns.start()
-        for s in self.sinks.values():
-            s.start()
-        return self
-
-    def stop(self):
-        for s in self.sinks.values():
-            s.stop()
-        self.dns.stop()
+    @staticmethod
+    def _chain(d):
+        import ssl
+        c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        c.load_cert_chain(str(d / "chain.pem"), str(d / "mx.key"))
+        return c
 
 
 @pytest.fixture(scope="module")
@@ -119,116 +90,76 @@ def world(tmp_path_factory, certs):
     w.stop()
 
 
-def launch(world, tmp_path_factory, certs, name, dnssec):
-    prefix = h.make_prefix(tmp_path_factory.mktemp(name), certs)
-    lines = dh.conf_lines(world.dns.port, world.P,
-                          extra=["relay_dnssec %s;" % dnssec])
-    return h.launch_at(prefix, workers=1,
-                       stream_extra=dh.stream_extra(lines))
-
-
 @pytest.fixture(scope="module")
 def relay(world, tmp_path_factory, certs):
-    ng = launch(world, tmp_path_factory, certs, "danerelay", "on")
+    ng = dnsharness.launch_relay(tmp_path_factory, certs, "danerelay", world,
+                                 ["relay_dnssec on;"])
     yield ng
-    ng.stop()
-    ng.assert_log_clean()
-    ng.assert_no_crash()
+    dnsharness.finish_relay(ng)
 
 
-def send(ng, rcpt, m):
-    with h.SMTPConn(ng.port("main")) as c:
-        return c.message("%s@example.test" % m, [rcpt],
-                         ("From: <s@example.test>\r\nSubject: dane %s\r\n"
-                          "\r\nbody %s\r\n" % (m, m)).encode(),
-                         ehlo="client.test")
+def deliver(relay, world, domain, status, sink=None):
+    """A message to domain; its log line once it has status there, after
+    it reached sink (when named)."""
+    m = h.unique("dane")
+    rcpt = "%s@%s" % (m, domain)
+    qid = dnsharness.send(relay, rcpt, m)
+    if sink:
+        (t,) = world.sinks[sink].wait_accepted(m)
+        assert bool(t.tls) == (sink != "plain"), t
+    line = dh.wait_status(relay, qid, rcpt, status)[0]
+    return m, qid, line
 
 
 def test_dane_ee_match_delivers_over_tls(relay, world):
-    m = h.unique("dee")
-    rcpt = "%s@good.dane.test" % m
-    qid = send(relay, rcpt, m)
-    (t,) = world.sinks["self"].wait_accepted(m)
-    assert t.tls
-    line = dh.wait_status(relay, qid, rcpt, "sent")[0]
+    _, _, line = deliver(relay, world, "good.dane.test", "sent", "self")
     assert "tls=dane:dane" in line["line"], line["line"]
     assert world.dns.asked("_%d._tcp.mx.good.dane.test" % world.P, "TLSA")
 
 
 def test_dane_ta_match_delivers(relay, world):
-    m = h.unique("dta")
-    rcpt = "%s@ta.dane.test" % m
-    qid = send(relay, rcpt, m)
-    (t,) = world.sinks["ca"].wait_accepted(m)
-    assert t.tls
-    dh.wait_status(relay, qid, rcpt, "sent")
+    deliver(relay, world, "ta.dane.test", "sent", "ca")
 
 
 def test_wrong_tlsa_stays_queued_4_7_5(relay, world):
-    m = h.unique("dbad")
-    rcpt = "%s@bad.dane.test" % m
-    qid = send(relay, rcpt, m)
-    line = dh.wait_status(relay, qid, rcpt, "deferred")[0]
+    m, qid, line = deliver(relay, world, "bad.dane.test", "deferred")
     assert line["dsn"] == "4.7.5", line["line"]
     assert "does not match its TLSA records" in line["reason"], line["line"]
     assert not world.sinks["self"].all_txns(m), "sent despite the mismatch"
-    assert not dh.queue_gone(relay, qid)
     # the reason is what relayctl queue list shows as the last error
     err = dict(dh._envelope(relay, qid)[0]).get("error", "")
     assert "TLSA" in err, err
 
 
 def test_no_starttls_never_plaintext(relay, world):
-    m = h.unique("dnot")
-    rcpt = "%s@notls.dane.test" % m
-    qid = send(relay, rcpt, m)
-    line = dh.wait_status(relay, qid, rcpt, "deferred")[0]
+    m, _, line = deliver(relay, world, "notls.dane.test", "deferred")
     assert line["dsn"].startswith("4.7."), line["line"]
-    assert "tls=required:dane" in line["reason"] or \
-        "tls=dane:dane" in line["reason"], line["line"]
+    assert "tls=dane:dane" in line["reason"], line["line"]
     assert not world.sinks["plain"].all_txns(m), "sent in plaintext"
 
 
 def test_unusable_tlsa_means_unauthenticated_tls(relay, world):
-    m = h.unique("dunu")
-    rcpt = "%s@unusable.dane.test" % m
-    qid = send(relay, rcpt, m)
-    (t,) = world.sinks["self"].wait_accepted(m)
-    assert t.tls
-    line = dh.wait_status(relay, qid, rcpt, "sent")[0]
+    _, _, line = deliver(relay, world, "unusable.dane.test", "sent", "self")
     assert "tls=required:dane" in line["line"], line["line"]
 
 
 def test_signed_zone_without_tlsa_normal_policy(relay, world):
-    m = h.unique("dnod")
-    rcpt = "%s@nodane.dane.test" % m
-    qid = send(relay, rcpt, m)
-    (t,) = world.sinks["plain"].wait_accepted(m)
-    assert not t.tls
-    line = dh.wait_status(relay, qid, rcpt, "sent")[0]
+    _, _, line = deliver(relay, world, "nodane.dane.test", "sent", "plain")
     assert "tls=opportunistic:default" in line["line"], line["line"]
 
 
 def test_unsigned_zone_falls_back_to_normal_policy(relay, world):
-    m = h.unique("dpl")
-    rcpt = "%s@plain.test" % m
-    qid = send(relay, rcpt, m)
-    (t,) = world.sinks["plain"].wait_accepted(m)
-    assert not t.tls
-    dh.wait_status(relay, qid, rcpt, "sent")
+    deliver(relay, world, "plain.test", "sent", "plain")
     assert not world.dns.asked("_%d._tcp.mx.plain.test" % world.P,
                                "TLSA"), \
         "TLSA looked up for a host of an unsigned MX answer"
 
 
 def test_ad_bit_ignored_without_relay_dnssec(world, tmp_path_factory, certs):
-    ng = launch(world, tmp_path_factory, certs, "danenovalidate", "off")
+    ng = dnsharness.launch_relay(tmp_path_factory, certs, "danenovalidate",
+                                 world, ["relay_dnssec off;"])
     try:
-        m = h.unique("doff")
-        rcpt = "%s@bad.dane.test" % m
-        qid = send(ng, rcpt, m)
-        world.sinks["self"].wait_accepted(m)
-        line = dh.wait_status(ng, qid, rcpt, "sent")[0]
+        _, _, line = deliver(ng, world, "bad.dane.test", "sent", "self")
         assert "tls=opportunistic:default" in line["line"], line["line"]
     finally:
         ng.stop()

@@ -8,45 +8,30 @@ names:
   relay_local_domain münchen.test  (xn--mnchen-3ya.test)
 """
 
-import os
-
 import pytest
 
 import relayharness as h
 import deliveryharness as dh
+import dnsharness
 
 
-if not os.path.exists(h.RELAY_MODULE):
-    pytest.skip("relay module not built: %s" % h.RELAY_MODULE,
-                allow_module_level=True)
-if not os.path.exists(dh.DNSMASQ):
-    pytest.skip("dnsmasq (dnsmasq-base) is not installed",
-                allow_module_level=True)
+dnsharness.require_relay(dnsmasq=True)
 
 
-class World:
+class World(dnsharness.World):
     def __init__(self, workdir):
+        super().__init__()
         self.P = dh.alloc_port(["127.0.0.14", "127.0.0.15"])
         self.utf8 = dh.Sink("127.0.0.14", self.P, "utf8",
                             ehlo_ext=dh.DEFAULT_EXT + ("SMTPUTF8",))
         self.plain = dh.Sink("127.0.0.15", self.P, "plain")
+        self.sinks = {"utf8": self.utf8, "plain": self.plain}
         z = dh.Zone()
         z.add_mx("xn--bcher-kva.test", "mx.xn--bcher-kva.test", 10,
                  "127.0.0.14")
         z.add_mx("xn--mller-kva.test", "mx.xn--mller-kva.test", 10,
                  "127.0.0.15")
         self.dns = dh.DnsServer(workdir / "dns", z)
-
-    def start(self):
-        self.dns.start()
-        self.utf8.start()
-        self.plain.start()
-        return self
-
-    def stop(self):
-        self.utf8.stop()
-        self.plain.stop()
-        self.dns.stop()
 
 
 @pytest.fixture(scope="module")
@@ -58,37 +43,27 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def relay(world, tmp_path_factory, certs):
-    prefix = h.make_prefix(tmp_path_factory.mktemp("idnrelay"), certs)
-    lines = dh.conf_lines(world.dns.port, world.P,
-                          extra=["relay_local_domain m\u00fcnchen.test;"])
-    ng = h.launch_at(prefix, workers=1, stream_extra=dh.stream_extra(lines))
+    ng = dnsharness.launch_relay(tmp_path_factory, certs, "idnrelay", world,
+                                 ["relay_local_domain m\u00fcnchen.test;"])
     yield ng
-    ng.stop()
-    ng.assert_log_clean()
-    ng.assert_no_crash()
+    dnsharness.finish_relay(ng)
 
 
-def body_for(m):
-    return ("From: <s@example.test>\r\nTo: <r@b\u00fccher.test>\r\n"
-            "Subject: idn %s\r\n\r\nbody %s\r\n" % (m, m)).encode()
+def send(relay, rcpt, m):
+    return dnsharness.send(relay, rcpt, m, params=" SMTPUTF8",
+                           head="To: <r@b\u00fccher.test>\r\n")
 
 
 def test_u_label_resolved_as_a_label(relay, world):
     m = h.unique("idn")
     mark = world.dns.log_mark()
-    with h.SMTPConn(relay.port("main")) as c:
-        c.ehlo("client.test")
-        c.expect("MAIL FROM:<%s@example.test> SMTPUTF8" % m, 250)
-        c.expect("RCPT TO:<%s@b\u00fccher.test>" % m, 250, "2.1.5")
-        c.expect("DATA", 354)
-        r = c.send_data(body_for(m))
-        assert r.code == 250, r
+    qid = send(relay, "%s@b\u00fccher.test" % m, m)
     (t,) = world.utf8.wait_accepted(m)
     assert t.rcpts == ["%s@xn--bcher-kva.test" % m], t.rcpts
     assert world.dns.queried("xn--bcher-kva.test", "MX", since=mark)
     log = open(world.dns.log_path, "rb").read()
     assert "b\u00fccher".encode() not in log, "raw UTF-8 sent to the DNS"
-    dh.wait_status(relay, r.queue_id, "%s@xn--bcher-kva.test" % m, "sent")
+    dh.wait_status(relay, qid, "%s@xn--bcher-kva.test" % m, "sent")
 
 
 @pytest.mark.parametrize("domain", ["\u2603.test", "b\u00fc--x.test"])
@@ -112,26 +87,14 @@ def test_invalid_sender_domain_refused_at_mail(relay):
 
 
 def test_local_domain_in_u_labels(relay):
-    m = h.unique("idl")
-    with h.SMTPConn(relay.port("main")) as c:
-        c.ehlo("client.test")
-        c.expect("MAIL FROM:<%s@example.test> SMTPUTF8" % m, 250)
-        c.expect("RCPT TO:<anna@M\u00dcNCHEN.test>", 250, "2.1.5")
-        c.expect("DATA", 354)
-        assert c.send_data(body_for(m)).code == 250
+    send(relay, "anna@M\u00dcNCHEN.test", h.unique("idl"))
     h.wait_delivered(relay, "xn--mnchen-3ya.test", "anna")
 
 
 def test_utf8_local_part_to_server_without_smtputf8_bounces(relay, world):
     m = h.unique("idb")
-    rcpt = "j\u00f6rg-%s@m\u00fcller.test" % m
-    with h.SMTPConn(relay.port("main")) as c:
-        c.ehlo("client.test")
-        c.expect("MAIL FROM:<%s@example.test> SMTPUTF8" % m, 250)
-        c.expect("RCPT TO:<%s>" % rcpt, 250, "2.1.5")
-        c.expect("DATA", 354)
-        r = c.send_data(body_for(m))
-    line = dh.wait_status(relay, r.queue_id,
+    qid = send(relay, "j\u00f6rg-%s@m\u00fcller.test" % m, m)
+    line = dh.wait_status(relay, qid,
                           "j\u00f6rg-%s@xn--mller-kva.test" % m,
                           "bounced")[-1]
     assert line["dsn"] == "5.6.7", line["line"]
