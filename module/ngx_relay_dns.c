@@ -72,7 +72,7 @@ static void ngx_relay_dns_mx_parse(ngx_relay_dns_query_t *q,
     unsigned char *abuf, int alen);
 static void ngx_relay_dns_tlsa_parse(ngx_relay_dns_query_t *q,
     unsigned char *abuf, int alen);
-static void ngx_relay_dns_txt_callback(void *arg, int status, int timeouts,
+static void ngx_relay_dns_txt_parse(ngx_relay_dns_query_t *q,
     unsigned char *abuf, int alen);
 static ngx_int_t ngx_relay_dns_answered(ngx_relay_dns_query_t *q,
     int status);
@@ -667,9 +667,14 @@ ngx_relay_dns_txt(ngx_relay_dns_t *dns, ngx_str_t *name, const char *prefix,
     }
 
     q->prefix = prefix;
+    q->parse = ngx_relay_dns_txt_parse;
 
-    ares_query(dns->channel, cname, ns_c_in, ns_t_txt,
-               ngx_relay_dns_txt_callback, q);
+    if (ngx_relay_dns_send(q, cname, ns_t_txt) != NGX_OK) {
+        free(cname);
+        ngx_free(q);
+        return NULL;
+    }
+
     free(cname);
 
     ngx_relay_dns_arm_timer(dns);
@@ -681,19 +686,15 @@ ngx_relay_dns_txt(ngx_relay_dns_t *dns, ngx_str_t *name, const char *prefix,
 /* a record's strings are joined (RFC 7208 3.3 style) */
 
 static void
-ngx_relay_dns_txt_callback(void *arg, int status, int timeouts,
-    unsigned char *abuf, int alen)
+ngx_relay_dns_txt_parse(ngx_relay_dns_query_t *q, unsigned char *abuf,
+    int alen)
 {
-    ngx_relay_dns_query_t  *q = arg;
-
+    int                        status;
     u_char                    *p;
     size_t                     len, plen;
     ngx_uint_t                 n;
     struct ares_txt_ext       *reply, *r, *start;
 
-    if (ngx_relay_dns_answered(q, status) != NGX_OK) {
-        return;
-    }
     reply = NULL;
 
     if (q->status == NGX_OK) {
