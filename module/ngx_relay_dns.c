@@ -76,6 +76,7 @@ static void ngx_relay_dns_txt_parse(ngx_relay_dns_query_t *q,
     unsigned char *abuf, int alen);
 static ngx_int_t ngx_relay_dns_answered(ngx_relay_dns_query_t *q,
     int status);
+static ngx_int_t ngx_relay_dns_parsed(ngx_relay_dns_query_t *q, int status);
 static void ngx_relay_dns_finish(ngx_relay_dns_query_t *q);
 static void ngx_relay_dns_posted(ngx_event_t *ev);
 static void ngx_relay_dns_free(ngx_relay_dns_query_t *q);
@@ -379,18 +380,11 @@ ngx_relay_dns_mx(ngx_relay_dns_t *dns, ngx_str_t *name,
 
     if (dns->dnssec) {
         q->parse = ngx_relay_dns_mx_parse;
-
-        if (ngx_relay_dns_send(q, cname, ns_t_mx) != NGX_OK) {
-            free(cname);
-            ngx_free(q);
-            return NULL;
-        }
-
-    } else {
-        ares_query(dns->channel, cname, ns_c_in, ns_t_mx,
-                   ngx_relay_dns_mx_callback, q);
+        return (ngx_relay_dns_send(q, cname, ns_t_mx) == NGX_OK) ? q : NULL;
     }
 
+    ares_query(dns->channel, cname, ns_c_in, ns_t_mx,
+               ngx_relay_dns_mx_callback, q);
     free(cname);
 
     ngx_relay_dns_arm_timer(dns);
@@ -495,6 +489,25 @@ ngx_relay_dns_answered(ngx_relay_dns_query_t *q, int status)
 }
 
 
+/* what parsing an answer said; NGX_DECLINED: the query is finished */
+
+static ngx_int_t
+ngx_relay_dns_parsed(ngx_relay_dns_query_t *q, int status)
+{
+    if (q->status == NGX_OK) {
+        q->status = ngx_relay_dns_status(status);
+        q->error = ares_strerror(status);
+    }
+
+    if (q->status != NGX_OK) {
+        ngx_relay_dns_finish(q);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_relay_dns_mx_callback(void *arg, int status, int timeouts,
     unsigned char *abuf, int alen)
@@ -513,7 +526,6 @@ static void
 ngx_relay_dns_mx_parse(ngx_relay_dns_query_t *q, unsigned char *abuf,
     int alen)
 {
-    int                     status;
     u_char                 *p;
     size_t                  len, size;
     ngx_uint_t              n;
@@ -521,14 +533,11 @@ ngx_relay_dns_mx_parse(ngx_relay_dns_query_t *q, unsigned char *abuf,
 
     reply = NULL;
 
-    if (q->status == NGX_OK) {
-        status = ares_parse_mx_reply(abuf, alen, &reply);
-        q->status = ngx_relay_dns_status(status);
-        q->error = ares_strerror(status);
-    }
-
-    if (q->status != NGX_OK) {
-        ngx_relay_dns_finish(q);
+    if (ngx_relay_dns_parsed(q, q->status == NGX_OK
+                                ? ares_parse_mx_reply(abuf, alen, &reply)
+                                : ARES_SUCCESS)
+        != NGX_OK)
+    {
         return;
     }
 
@@ -586,18 +595,21 @@ ngx_relay_dns_mx_parse(ngx_relay_dns_query_t *q, unsigned char *abuf,
 /*
  * A query with the AD bit set (RFC 6840 5.7 asks a validating resolver to
  * say whether the answer is authentic), through ares_send(): the rcode is
- * ours to read, as ares_query() would.
+ * ours to read, as ares_query() would.  It takes name (malloc()ed) and,
+ * when it fails, q.
  */
 
 static ngx_int_t
 ngx_relay_dns_send(ngx_relay_dns_query_t *q, char *name, int type)
 {
-    int             len;
+    int             len, rc;
     unsigned char  *buf;
 
-    if (ares_create_query(name, ns_c_in, type, 0, 1, &buf, &len, 1232)
-        != ARES_SUCCESS)
-    {
+    rc = ares_create_query(name, ns_c_in, type, 0, 1, &buf, &len, 1232);
+    free(name);
+
+    if (rc != ARES_SUCCESS) {
+        ngx_free(q);
         return NGX_ERROR;
     }
 
@@ -605,6 +617,8 @@ ngx_relay_dns_send(ngx_relay_dns_query_t *q, char *name, int type)
 
     ares_send(q->dns->channel, buf, len, ngx_relay_dns_ad_callback, q);
     ares_free_string(buf);
+
+    ngx_relay_dns_arm_timer(q->dns);
 
     return NGX_OK;
 }
@@ -669,17 +683,7 @@ ngx_relay_dns_txt(ngx_relay_dns_t *dns, ngx_str_t *name, const char *prefix,
     q->prefix = prefix;
     q->parse = ngx_relay_dns_txt_parse;
 
-    if (ngx_relay_dns_send(q, cname, ns_t_txt) != NGX_OK) {
-        free(cname);
-        ngx_free(q);
-        return NULL;
-    }
-
-    free(cname);
-
-    ngx_relay_dns_arm_timer(dns);
-
-    return q;
+    return (ngx_relay_dns_send(q, cname, ns_t_txt) == NGX_OK) ? q : NULL;
 }
 
 
@@ -689,7 +693,6 @@ static void
 ngx_relay_dns_txt_parse(ngx_relay_dns_query_t *q, unsigned char *abuf,
     int alen)
 {
-    int                        status;
     u_char                    *p;
     size_t                     len, plen;
     ngx_uint_t                 n;
@@ -697,14 +700,11 @@ ngx_relay_dns_txt_parse(ngx_relay_dns_query_t *q, unsigned char *abuf,
 
     reply = NULL;
 
-    if (q->status == NGX_OK) {
-        status = ares_parse_txt_reply_ext(abuf, alen, &reply);
-        q->status = ngx_relay_dns_status(status);
-        q->error = ares_strerror(status);
-    }
-
-    if (q->status != NGX_OK) {
-        ngx_relay_dns_finish(q);
+    if (ngx_relay_dns_parsed(q, q->status == NGX_OK
+                                ? ares_parse_txt_reply_ext(abuf, alen, &reply)
+                                : ARES_SUCCESS)
+        != NGX_OK)
+    {
         return;
     }
 
@@ -781,17 +781,7 @@ ngx_relay_dns_tlsa(ngx_relay_dns_t *dns, ngx_str_t *host, in_port_t port,
     q->pending = 1;
     q->parse = ngx_relay_dns_tlsa_parse;
 
-    if (ngx_relay_dns_send(q, name, 52) != NGX_OK) {
-        free(name);
-        ngx_free(q);
-        return NULL;
-    }
-
-    free(name);
-
-    ngx_relay_dns_arm_timer(dns);
-
-    return q;
+    return (ngx_relay_dns_send(q, name, 52) == NGX_OK) ? q : NULL;
 }
 
 
