@@ -165,6 +165,8 @@ def main():
                     help="keep the mail queued (default: relay it on to "
                          "an smtp-sink as it arrives)")
     ap.add_argument("--sink-port", type=int, default=2600)
+    ap.add_argument("--dkim-alg", default="rsa", choices=["rsa", "ed25519"],
+                    help="the relay-dkim target's key (default RSA-2048)")
     args = ap.parse_args()
     targets = [t for t in args.targets.split(",") if t]
 
@@ -204,19 +206,21 @@ def main():
         for t in targets:
             if t == "relay-dkim":
                 key = os.path.join(srv.root, "dkim.pem")
-                subprocess.run(
-                    ["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
-                     "rsa_keygen_bits:2048", "-out", key],
-                    check=True, stderr=subprocess.DEVNULL)
+                alg = (["-algorithm", "ED25519"] if args.dkim_alg == "ed25519"
+                       else ["-algorithm", "RSA", "-pkeyopt",
+                             "rsa_keygen_bits:2048"])
+                subprocess.run(["openssl", "genpkey"] + alg + ["-out", key],
+                               check=True, stderr=subprocess.DEVNULL)
                 os.chmod(key, 0o600)
                 os.environ["RELAY_STREAM_EXTRA"] = extra + (
-                    "    relay_dkim client.test selector=bench key=%s;\n"
-                    % key)
+                    "    relay_dkim client.test selector=bench key=%s%s;\n"
+                    % (key, " algorithm=ed25519-sha256"
+                       if args.dkim_alg == "ed25519" else ""))
                 srv.start_relay(args.relay_port)
                 eod, txn = run(("127.0.0.1", args.relay_port), args.count,
                                args.conns, args.size, args.warmup,
                                time.monotonic() + args.timeout)
-                report("relay-dkim", eod, txn)
+                report("relay-dkim (%s)" % args.dkim_alg, eod, txn)
                 srv.stop_relay()
                 os.environ["RELAY_STREAM_EXTRA"] = extra
             elif t == "relay":
