@@ -23,9 +23,9 @@ prefix=${RELAY_PREFIX:-$top/var}
 packages=(
     nginx nginx-dev libnginx-mod-stream
     libpcre2-dev zlib1g-dev libssl-dev libcrypt-dev
-    libc-ares-dev libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
+    libc-ares-dev libidn2-dev libcurl4-openssl-dev libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
     protobuf-compiler protobuf-compiler-grpc
-    python3-pytest python3-grpcio python3-protobuf
+    python3-pytest python3-grpcio python3-protobuf python3-dkim python3-nacl
     swaks postfix dnsmasq-base bind9-dnsutils openssl curl
     libio-socket-ssl-perl libnet-ssleay-perl make gcc
     debhelper dpkg-dev fakeroot lintian pkg-config python3

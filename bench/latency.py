@@ -26,6 +26,7 @@ namespace, in a work dir under /var/tmp that it removes at the end;
 import argparse
 import os
 import socket
+import subprocess
 import sys
 import time
 
@@ -147,7 +148,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=50,
                     help="uncounted messages first (default 50)")
     ap.add_argument("--targets", default="relay,postfix",
-                    help="relay,postfix (default both)")
+                    help="relay,postfix (default both); relay-dkim: the "
+                         "relay signing every message (RSA-2048)")
     ap.add_argument("--pf-mode", default=os.environ.get("PF_MODE", "hold"),
                     choices=["hold", "defer"], help="Postfix queue mode")
     ap.add_argument("--relay-addr", help="use a running relay HOST:PORT")
@@ -163,6 +165,8 @@ def main():
                     help="keep the mail queued (default: relay it on to "
                          "an smtp-sink as it arrives)")
     ap.add_argument("--sink-port", type=int, default=2600)
+    ap.add_argument("--dkim-alg", default="rsa", choices=["rsa", "ed25519"],
+                    help="the relay-dkim target's key (default RSA-2048)")
     args = ap.parse_args()
     targets = [t for t in args.targets.split(",") if t]
 
@@ -198,8 +202,28 @@ def main():
                   % (srv.fs_name(), args.probe, p(rl, .5), p(rl, .99),
                      p(pl, .5), p(pl, .99)))
             sys.stdout.flush()
+        extra = os.environ.get("RELAY_STREAM_EXTRA", "")
         for t in targets:
-            if t == "relay":
+            if t == "relay-dkim":
+                key = os.path.join(srv.root, "dkim.pem")
+                alg = (["-algorithm", "ED25519"] if args.dkim_alg == "ed25519"
+                       else ["-algorithm", "RSA", "-pkeyopt",
+                             "rsa_keygen_bits:2048"])
+                subprocess.run(["openssl", "genpkey"] + alg + ["-out", key],
+                               check=True, stderr=subprocess.DEVNULL)
+                os.chmod(key, 0o600)
+                os.environ["RELAY_STREAM_EXTRA"] = extra + (
+                    "    relay_dkim client.test selector=bench key=%s%s;\n"
+                    % (key, " algorithm=ed25519-sha256"
+                       if args.dkim_alg == "ed25519" else ""))
+                srv.start_relay(args.relay_port)
+                eod, txn = run(("127.0.0.1", args.relay_port), args.count,
+                               args.conns, args.size, args.warmup,
+                               time.monotonic() + args.timeout)
+                report("relay-dkim (%s)" % args.dkim_alg, eod, txn)
+                srv.stop_relay()
+                os.environ["RELAY_STREAM_EXTRA"] = extra
+            elif t == "relay":
                 if args.relay_addr:
                     addr = benchlib.parse_addr(args.relay_addr)
                 else:

@@ -139,6 +139,7 @@ static int relay_policy_stmt_destination_limit(relay_policy_parse_t *ps);
 static int relay_policy_stmt_egress_pool(relay_policy_parse_t *ps);
 static int relay_policy_stmt_egress_rule(relay_policy_parse_t *ps);
 static int relay_policy_stmt_tls(relay_policy_parse_t *ps);
+static int relay_policy_stmt_dkim(relay_policy_parse_t *ps);
 
 static void relay_policy_render_header(relay_buf_t *b,
     const relay_policy_t *p);
@@ -156,6 +157,7 @@ static void relay_policy_render_destination(relay_buf_t *b,
 static void relay_policy_render_pool(relay_buf_t *b, const void *elt);
 static void relay_policy_render_rule(relay_buf_t *b, const void *elt);
 static void relay_policy_render_tls(relay_buf_t *b, const void *elt);
+static void relay_policy_render_dkim(relay_buf_t *b, const void *elt);
 static void relay_policy_render_keyed(relay_buf_t *b, const char *statement,
     const char **keys, unsigned key, const char *match);
 static void relay_policy_buf_number(relay_buf_t *b, const char *name,
@@ -195,6 +197,8 @@ static const relay_policy_pool_t *relay_policy_find_pool(
     const relay_policy_t *p, const char *name);
 static int relay_policy_check_tls(const relay_policy_t *p, char *err,
     size_t errlen);
+static int relay_policy_check_dkim(const relay_policy_t *p, char *err,
+    size_t errlen);
 static void relay_policy_verror(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static const char *relay_policy_check_name(const char *s);
@@ -220,6 +224,7 @@ static const relay_policy_stmt_t  relay_policy_statements[] = {
     { "egress_pool", relay_policy_stmt_egress_pool },
     { "egress_rule", relay_policy_stmt_egress_rule },
     { "tls", relay_policy_stmt_tls },
+    { "dkim", relay_policy_stmt_dkim },
     { NULL, NULL }
 };
 
@@ -1602,6 +1607,47 @@ relay_policy_stmt_tls(relay_policy_parse_t *ps)
 }
 
 
+static int
+relay_policy_stmt_dkim(relay_policy_parse_t *ps)
+{
+    relay_policy_dkim_t  *d;
+
+    static const relay_policy_param_t  params[] = {
+        { "selector", RELAY_POLICY_PARAM_STRING, 1,
+          offsetof(relay_policy_dkim_t, selector) },
+        { "key", RELAY_POLICY_PARAM_STRING, 1,
+          offsetof(relay_policy_dkim_t, key_file) },
+        { "algorithm", RELAY_POLICY_PARAM_STRING, 0,
+          offsetof(relay_policy_dkim_t, algorithm) },
+        { "canonicalization", RELAY_POLICY_PARAM_STRING, 0,
+          offsetof(relay_policy_dkim_t, canonicalization) },
+        { "headers", RELAY_POLICY_PARAM_STRING, 0,
+          offsetof(relay_policy_dkim_t, headers) },
+        { "expire", RELAY_POLICY_PARAM_DURATION, 0,
+          offsetof(relay_policy_dkim_t, expire_s) },
+        { "fallback", RELAY_POLICY_PARAM_STRING, 0,
+          offsetof(relay_policy_dkim_t, fallback) },
+        { "on_error", RELAY_POLICY_PARAM_STRING, 0,
+          offsetof(relay_policy_dkim_t, on_error) }
+    };
+
+    if (relay_policy_positional(ps, 1, 1) < 0) {
+        return -1;
+    }
+
+    d = relay_policy_append(ps, &relay__control__v1__dkim_key__descriptor,
+                            &ps->policy->dkim, &ps->policy->n_dkim);
+    if (d == NULL) {
+        return -1;
+    }
+
+    d->domain = relay_policy_take(ps, 1);
+
+    return relay_policy_params(ps, 2, d, params,
+                               sizeof(params) / sizeof(params[0]));
+}
+
+
 /* ---------------------------------------------------------------- render */
 
 
@@ -1649,6 +1695,8 @@ relay_policy_render(const relay_policy_t *p)
                              p->n_egress_rules, relay_policy_render_rule);
     relay_policy_render_list(&b, (void *const *) p->tls, p->n_tls,
                              relay_policy_render_tls);
+    relay_policy_render_list(&b, (void *const *) p->dkim, p->n_dkim,
+                             relay_policy_render_dkim);
 
     if (b.failed) {
         free(b.data);
@@ -1850,6 +1898,47 @@ relay_policy_render_tls(relay_buf_t *b, const void *elt)
     relay_policy_buf_word(b, t->pattern, 0);
     relay_buf_printf(b, " %s%s", t->required ? "required" : "optional",
                      t->verify ? " verify" : "");
+}
+
+
+static void
+relay_policy_render_dkim(relay_buf_t *b, const void *elt)
+{
+    const relay_policy_dkim_t  *d = elt;
+
+    relay_buf_printf(b, "dkim ");
+    relay_policy_buf_word(b, d->domain, 0);
+    relay_buf_printf(b, " selector=");
+    relay_policy_buf_word(b, d->selector, 0);
+    relay_buf_printf(b, " key=");
+    relay_policy_buf_word(b, d->key_file, 1);
+
+    if (d->algorithm[0] && strcmp(d->algorithm, "rsa-sha256") != 0) {
+        relay_buf_printf(b, " algorithm=%s", d->algorithm);
+    }
+
+    if (d->canonicalization[0]
+        && strcmp(d->canonicalization, "relaxed/relaxed") != 0)
+    {
+        relay_buf_printf(b, " canonicalization=%s", d->canonicalization);
+    }
+
+    if (d->headers[0]) {
+        relay_buf_printf(b, " headers=");
+        relay_policy_buf_word(b, d->headers, 0);
+    }
+
+    if (d->expire_s) {
+        relay_policy_buf_duration(b, "expire", d->expire_s);
+    }
+
+    if (d->fallback[0]) {
+        relay_buf_printf(b, " fallback=%s", d->fallback);
+    }
+
+    if (d->on_error[0] && strcmp(d->on_error, "defer") != 0) {
+        relay_buf_printf(b, " on_error=%s", d->on_error);
+    }
 }
 
 
@@ -2062,7 +2151,8 @@ relay_policy_check(const relay_policy_t *p, int complete, char *err,
         || relay_policy_check_destinations(p, err, errlen) != 0
         || relay_policy_check_pools(p, err, errlen) != 0
         || relay_policy_check_rules(p, complete, err, errlen) != 0
-        || relay_policy_check_tls(p, err, errlen) != 0)
+        || relay_policy_check_tls(p, err, errlen) != 0
+        || relay_policy_check_dkim(p, err, errlen) != 0)
     {
         return -1;
     }
@@ -2493,6 +2583,124 @@ relay_policy_check_tls(const relay_policy_t *p, char *err, size_t errlen)
             != 0)
         {
             return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * dkim[]: a key file path (absolute; the nodes read it), known names and
+ * values, a header list that signs From; a domain and selector once.
+ */
+
+static int
+relay_policy_check_dkim(const relay_policy_t *p, char *err, size_t errlen)
+{
+    size_t                i, j;
+    const char           *why, *c;
+    relay_policy_dkim_t  *d, *o;
+
+    static const char  *canons[] = {
+        "", "relaxed/relaxed", "relaxed/simple", "simple/relaxed",
+        "simple/simple"
+    };
+
+    for (i = 0; i < p->n_dkim; i++) {
+        d = p->dkim[i];
+
+        why = relay_policy_check_name(d->domain);
+        if (why) {
+            relay_fail("dkim[%zu].domain: %s", i, why);
+        }
+
+        why = relay_policy_check_name(d->selector);
+        if (why) {
+            relay_fail("dkim[%zu].selector: %s", i, why);
+        }
+
+        why = relay_policy_check_text(d->key_file, 1024);
+        if (why) {
+            relay_fail("dkim[%zu].key_file: %s", i, why);
+        }
+
+        if (d->key_file[0] != '/') {
+            relay_fail("dkim[%zu].key_file: not an absolute path", i);
+        }
+
+        if (d->algorithm[0] && strcmp(d->algorithm, "rsa-sha256") != 0
+            && strcmp(d->algorithm, "ed25519-sha256") != 0)
+        {
+            relay_fail("dkim[%zu].algorithm: \"%s\" is neither rsa-sha256 "
+                       "nor ed25519-sha256", i, d->algorithm);
+        }
+
+        for (j = 0; j < sizeof(canons) / sizeof(canons[0]); j++) {
+            if (strcmp(d->canonicalization, canons[j]) == 0) {
+                break;
+            }
+        }
+
+        if (j == sizeof(canons) / sizeof(canons[0])) {
+            relay_fail("dkim[%zu].canonicalization: \"%s\" is not "
+                       "relaxed|simple/relaxed|simple", i,
+                       d->canonicalization);
+        }
+
+        if (d->headers[0]) {
+            for (c = d->headers; *c; c++) {
+                if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9')
+                      || *c == '-' || *c == '_' || *c == ':'))
+                {
+                    relay_fail("dkim[%zu].headers: lowercase header names "
+                               "separated by \":\"", i);
+                }
+            }
+
+            if (d->headers[0] == ':' || c[-1] == ':'
+                || strstr(d->headers, "::"))
+            {
+                relay_fail("dkim[%zu].headers: empty header name", i);
+            }
+
+            if (strcmp(d->headers, "from") != 0
+                && strncmp(d->headers, "from:", 5) != 0
+                && strstr(d->headers, ":from:") == NULL
+                && (strlen(d->headers) < 5
+                    || strcmp(d->headers + strlen(d->headers) - 5, ":from")
+                       != 0))
+            {
+                relay_fail("dkim[%zu].headers: must sign \"from\"", i);
+            }
+
+            if (strlen(d->headers) > 512) {
+                relay_fail("dkim[%zu].headers: longer than 512 characters",
+                           i);
+            }
+        }
+
+        if (d->fallback[0] && strcmp(d->fallback, "envelope") != 0) {
+            relay_fail("dkim[%zu].fallback: \"%s\" is not \"envelope\"",
+                       i, d->fallback);
+        }
+
+        if (d->on_error[0] && strcmp(d->on_error, "defer") != 0
+            && strcmp(d->on_error, "send") != 0)
+        {
+            relay_fail("dkim[%zu].on_error: \"%s\" is neither defer nor "
+                       "send", i, d->on_error);
+        }
+
+        for (j = 0; j < i; j++) {
+            o = p->dkim[j];
+
+            if (strcmp(o->domain, d->domain) == 0
+                && strcmp(o->selector, d->selector) == 0)
+            {
+                relay_fail("dkim[%zu]: domain %s selector %s is already "
+                           "dkim[%zu]", i, d->domain, d->selector, j);
+            }
         }
     }
 

@@ -31,6 +31,9 @@
  *   egress_pool NAME ehlo=HOST ADDRESS [weight=N] [ADDRESS [weight=N] ...];
  *   egress_rule sender_domain|auth_user|tenant MATCH POOL;
  *   tls PATTERN required|optional [verify];
+ *   dkim DOMAIN selector=NAME key=PATH [algorithm=rsa-sha256|ed25519-sha256]
+ *       [canonicalization=relaxed/relaxed] [headers=from:to:...]
+ *       [expire=D] [fallback=envelope] [on_error=defer|send];
  *
  * PATTERN: "*", "example.com" or ".example.com" (subdomains).  HOP: the
  * syntax of the relay_route directive, "[host]:port" (no MX lookup) or
@@ -55,6 +58,7 @@ typedef Relay__Control__V1__EgressAddress     relay_policy_egress_addr_t;
 typedef Relay__Control__V1__EgressPool        relay_policy_pool_t;
 typedef Relay__Control__V1__EgressRule        relay_policy_rule_t;
 typedef Relay__Control__V1__TlsPolicy         relay_policy_tls_t;
+typedef Relay__Control__V1__DkimKey           relay_policy_dkim_t;
 
 
 /*

@@ -38,6 +38,8 @@
  *   hold 0 | 1
  *   error <200 octets, space-padded>
  *   rcpt <P|D|F|B> <notify> <orcpt | -> <address>     (one per recipient)
+ *   pad <spaces>                    room of a transform at acceptance (DKIM
+ *                                   signing) left over: skipped
  *   <empty line>
  *   <the message>
  *   \nRELAY-END <20-digit offset of this trailer>\n

@@ -1179,10 +1179,11 @@ ngx_relay_attempt_log_remote(ngx_relay_attempt_t *at)
 
         ngx_log_error(level, at->sched->log, 0,
                       "%V: to=<%V>, relay=%*s, delay=%T, dsn=%s, "
-                      "status=%s (%*s)%s", &at->queued.id, &dst->addr,
+                      "status=%s (%*s)%s%s%s", &at->queued.id, &dst->addr,
                       dst->relay_len, dst->relay, delay, dst->dsn,
                       status[dst->status], dst->reply_len, dst->reply,
-                      dst->reused ? ", conn=reused" : "");
+                      dst->reused ? ", conn=reused" : "",
+                      dst->tls ? ", tls=" : "", dst->tls ? dst->tls : "");
     }
 }
 

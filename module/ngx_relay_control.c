@@ -36,6 +36,7 @@
 #include <ngx_relay.h>
 #include <ngx_relay_spool.h>
 #include <ngx_relay_control.h>
+#include <ngx_relay_dkim.h>
 #include <relay_queue.h>
 
 #include <pthread.h>
@@ -1098,6 +1099,12 @@ ngx_relay_control_node_check(ngx_relay_control_t *ctl,
 
             (void) close(fd);
         }
+    }
+
+    /* DKIM keys: the files this node signs with must be readable here */
+
+    if (ngx_relay_dkim_check(pp, err, errlen) != 0) {
+        return -1;
     }
 
     return 0;

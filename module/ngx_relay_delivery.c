@@ -53,6 +53,7 @@
 #include <ngx_event_connect.h>
 #include <ngx_relay_delivery.h>
 #include <ngx_relay_destination.h>
+#include <ngx_relay_mtasts.h>
 
 
 #define NGX_RELAY_DELIVERY_CHUNK   65536
@@ -196,6 +197,15 @@ static void ngx_relay_delivery_rset(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_extensions(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_start_tls(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_tls_handshaked(ngx_connection_t *c);
+static ngx_int_t ngx_relay_delivery_dane(ngx_relay_delivery_t *d,
+    char *name);
+static ngx_int_t ngx_relay_delivery_dane_verify(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_tls_failed(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_sts_testing(ngx_relay_delivery_t *d,
+    const char *why);
+static void ngx_relay_delivery_sts_check(ngx_relay_delivery_t *d);
+static u_char *ngx_relay_delivery_cert_check(ngx_relay_delivery_t *d,
+    u_char *why, size_t len);
 static ngx_int_t ngx_relay_delivery_verify(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_literal_name(ngx_str_t *host);
 static void ngx_relay_delivery_next_transaction(ngx_relay_delivery_t *d);
@@ -271,6 +281,7 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     rt->id = &q->id;
     rt->dns = dc->dns;
     rt->hostname = &dc->hostname;
+    rt->mtasts = dc->mtasts;
     rt->handler = ngx_relay_delivery_route_handler;
     rt->data = d;
 
@@ -1287,6 +1298,11 @@ ngx_relay_delivery_ehlo_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
         return;
     }
 
+    if (d->route.tls_source == NGX_RELAY_TLS_STS_TESTING && !d->conn->tls) {
+        ngx_relay_delivery_sts_testing(d, "the server does not offer "
+                                       "STARTTLS");
+    }
+
     ngx_relay_delivery_next_transaction(d);
 }
 
@@ -1342,9 +1358,11 @@ ngx_relay_delivery_no_tls(ngx_relay_delivery_t *d, const char *why,
         len = d->error_len;
     }
 
+    ngx_relay_delivery_tls_failed(d);
     ngx_relay_delivery_host_failed(d, "4.7.4", "TLS is required for %V, "
-                                   "but %s%*s", &d->domain, why, len,
-                                   d->error);
+                                   "but %s%*s (tls=%s)", &d->domain, why,
+                                   len, d->error,
+                                   ngx_relay_route_tls_text(&d->route));
 }
 
 
@@ -1594,6 +1612,13 @@ ngx_relay_delivery_start_tls(ngx_relay_delivery_t *d)
         (void) SSL_set_tlsext_host_name(c->ssl->connection, (char *) name);
     }
 
+    if (d->route.dane && ngx_relay_delivery_dane(d, (char *) name) != NGX_OK)
+    {
+        ngx_relay_delivery_host_failed(d, "4.7.5", "TLS setup failed: no "
+                                       "usable TLSA record of %V", &d->host);
+        return;
+    }
+
     d->in->pos = d->in->start;
     d->in->last = d->in->start;
     ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
@@ -1623,6 +1648,10 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
     c->write->handler = ngx_relay_delivery_write_handler;
 
     if (!c->ssl->handshaked) {
+        if (d->route.tls_required) {
+            ngx_relay_delivery_tls_failed(d);
+        }
+
         ngx_relay_delivery_host_failed(d, d->route.tls_required ? "4.7.5"
                                                                 : "4.7.0",
                                        "TLS handshake failed%s",
@@ -1631,8 +1660,17 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
         return;
     }
 
-    if (d->route.tls_verify && ngx_relay_delivery_verify(d) != NGX_OK) {
+    if (d->route.dane) {
+        if (ngx_relay_delivery_dane_verify(d) != NGX_OK) {
+            return;
+        }
+
+    } else if (d->route.tls_verify && ngx_relay_delivery_verify(d) != NGX_OK)
+    {
         return;
+
+    } else if (d->route.tls_source == NGX_RELAY_TLS_STS_TESTING) {
+        ngx_relay_delivery_sts_check(d);
     }
 
     ngx_log_error(NGX_LOG_INFO, d->conf->log, 0,
@@ -1659,6 +1697,31 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
 static ngx_int_t
 ngx_relay_delivery_verify(ngx_relay_delivery_t *d)
 {
+    u_char  *p, why[NGX_RELAY_REPLY_TEXT];
+
+    p = ngx_relay_delivery_cert_check(d, why, sizeof(why));
+
+    if (p) {
+        ngx_relay_delivery_tls_failed(d);
+        ngx_relay_delivery_host_failed(d, "4.7.5", "TLS verification for "
+                                       "%V: %*s (tls=%s)", &d->domain,
+                                       p - why, why,
+                                       ngx_relay_route_tls_text(&d->route));
+        return NGX_ERROR;
+    }
+
+    d->conn->verified = 1;
+
+    return NGX_OK;
+}
+
+
+/* NULL when the certificate chains and names d->host, else the end of why */
+
+static u_char *
+ngx_relay_delivery_cert_check(ngx_relay_delivery_t *d, u_char *why,
+    size_t len)
+{
     long               rc;
     X509              *cert;
     ngx_connection_t  *c;
@@ -1668,10 +1731,7 @@ ngx_relay_delivery_verify(ngx_relay_delivery_t *d)
     cert = SSL_get_peer_certificate(c->ssl->connection);
 
     if (cert == NULL) {
-        ngx_relay_delivery_host_failed(d, "4.7.5", "TLS verification for "
-                                       "%V: the server sent no certificate",
-                                       &d->domain);
-        return NGX_ERROR;
+        return ngx_snprintf(why, len, "the server sent no certificate");
     }
 
     X509_free(cert);
@@ -1679,17 +1739,139 @@ ngx_relay_delivery_verify(ngx_relay_delivery_t *d)
     rc = SSL_get_verify_result(c->ssl->connection);
 
     if (rc != X509_V_OK) {
-        ngx_relay_delivery_host_failed(d, "4.7.5", "TLS verification for "
-                                       "%V: certificate of %V not trusted: "
-                                       "(%l) %s", &d->domain, &d->host, rc,
-                                       X509_verify_cert_error_string(rc));
-        return NGX_ERROR;
+        return ngx_snprintf(why, len, "certificate of %V not trusted: "
+                            "(%l) %s", &d->host, rc,
+                            X509_verify_cert_error_string(rc));
     }
 
     if (ngx_ssl_check_host(c, &d->host) != NGX_OK) {
-        ngx_relay_delivery_host_failed(d, "4.7.5", "TLS verification for "
-                                       "%V: certificate does not match the "
-                                       "host name %V", &d->domain, &d->host);
+        return ngx_snprintf(why, len, "certificate does not match the host "
+                            "name %V", &d->host);
+    }
+
+    return NULL;
+}
+
+
+/*
+ * TLS-RPT (RFC 8460) without reports: failures under a DANE or MTA-STS
+ * policy are counted per policy domain and logged, so an operator sees
+ * them.
+ */
+
+static void
+ngx_relay_delivery_tls_failed(ngx_relay_delivery_t *d)
+{
+    const char  *source;
+
+    switch (d->route.tls_source) {
+
+    case NGX_RELAY_TLS_DANE:
+        source = "dane";
+        break;
+
+    case NGX_RELAY_TLS_MTA_STS:
+    case NGX_RELAY_TLS_STS_TESTING:
+        source = "mta-sts";
+        break;
+
+    default:
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, d->conf->log, 0,
+                  "%V: relay tls-rpt: %s policy of %V, failure %ui here",
+                  &d->queued->id, source, &d->domain,
+                  ngx_relay_tls_failure(&d->domain, source));
+}
+
+
+/* MTA-STS testing: what enforce would have failed, delivered anyway */
+
+static void
+ngx_relay_delivery_sts_testing(ngx_relay_delivery_t *d, const char *why)
+{
+    ngx_relay_delivery_tls_failed(d);
+
+    ngx_log_error(NGX_LOG_WARN, d->conf->log, 0,
+                  "%V: relay=%*s: MTA-STS testing for %V: would have "
+                  "failed: %s", &d->queued->id, d->relay_len, d->relay,
+                  &d->domain, why);
+}
+
+
+static void
+ngx_relay_delivery_sts_check(ngx_relay_delivery_t *d)
+{
+    u_char  *p, why[NGX_RELAY_REPLY_TEXT];
+
+    p = ngx_relay_delivery_cert_check(d, why, sizeof(why) - 1);
+
+    if (p) {
+        *p = '\0';
+        ngx_relay_delivery_sts_testing(d, (char *) why);
+    }
+}
+
+
+/*
+ * DANE (RFC 7672 3.1): the host's usable TLSA records, its name as the
+ * reference identifier for DANE-TA (DANE-EE needs no name check).
+ * OpenSSL does the matching during the handshake; the context verifies
+ * nothing by itself, so the result is read afterwards.
+ */
+
+static ngx_int_t
+ngx_relay_delivery_dane(ngx_relay_delivery_t *d, char *name)
+{
+    SSL               *ssl;
+    ngx_uint_t         i, n;
+    ngx_relay_tlsa_t  *t;
+
+    ssl = d->connection->ssl->connection;
+
+    if (name == NULL || SSL_dane_enable(ssl, name) <= 0) {
+        return NGX_ERROR;
+    }
+
+    /* RFC 7672 3.1.1: DANE-EE(3) binds the key, names do not matter */
+
+    (void) SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+
+    for (i = 0, n = 0; i < d->route.ntlsa; i++) {
+        t = &d->route.tlsa[i];
+
+        if (SSL_dane_tlsa_add(ssl, t->usage, t->selector, t->mtype,
+                              t->data, t->len)
+            > 0)
+        {
+            n++;
+        }
+    }
+
+    return n ? NGX_OK : NGX_ERROR;
+}
+
+
+/* a mismatch defers the host (4.7.5): never plaintext, never unverified */
+
+static ngx_int_t
+ngx_relay_delivery_dane_verify(ngx_relay_delivery_t *d)
+{
+    long   rc;
+    SSL   *ssl;
+
+    ssl = d->connection->ssl->connection;
+
+    rc = SSL_get_verify_result(ssl);
+
+    if (rc != X509_V_OK || SSL_get0_dane_authority(ssl, NULL, NULL) < 0) {
+        ngx_relay_delivery_tls_failed(d);
+        ngx_relay_delivery_host_failed(d, "4.7.5", "DANE verification for "
+                                       "%V: the certificate of %V does not "
+                                       "match its TLSA records: (%l) %s",
+                                       &d->domain, &d->host, rc,
+                                       X509_verify_cert_error_string(rc));
         return NGX_ERROR;
     }
 
@@ -2008,6 +2190,7 @@ ngx_relay_delivery_set(ngx_relay_delivery_t *d, ngx_relay_dest_t *dst,
     ngx_memcpy(dst->relay, d->relay, d->relay_len);
     dst->relay_len = d->relay_len;
     dst->reused = d->reused;
+    dst->tls = ngx_relay_route_tls_text(&d->route);
 }
 
 

@@ -43,6 +43,8 @@ typedef struct {
     size_t                       reply_len;
     u_char                       relay[NGX_SOCKADDR_STRLEN + 300];
     size_t                       relay_len;
+    const char                  *tls;          /* "verify:dane": the host's
+                                                  TLS policy and its source */
 } ngx_relay_dest_t;
 
 
@@ -50,6 +52,7 @@ typedef struct {
 
 typedef struct ngx_relay_delivery_conf_s {
     ngx_relay_dns_t             *dns;
+    struct ngx_relay_mtasts_s   *mtasts;       /* NULL: MTA-STS off */
     ngx_relay_policy_t          *policy;
     ngx_thread_pool_t           *thread_pool;
     ngx_ssl_t                   *ssl;          /* client side, for STARTTLS */

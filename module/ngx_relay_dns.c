@@ -11,6 +11,11 @@
  * connection with level-triggered events that call ares_process_fd(); one
  * cancelable timer follows ares_timeout().  Nothing here blocks.
  *
+ * With relay_dnssec on (the operator says the resolver validates), MX and
+ * TLSA queries are sent with the AD bit set and the answer's AD bit is
+ * reported (q->secure): what DANE (RFC 7672) starts from.  Otherwise the
+ * AD bit is never looked at.
+ *
  * Results are handed over through a posted event, so a handler never runs
  * inside the call that started its lookup, and a query can be dropped at
  * any time (ngx_relay_dns_done): c-ares' late callback then only frees it.
@@ -39,6 +44,7 @@ struct ngx_relay_dns_s {
     ngx_log_t                   *log;
     ngx_event_t                  timer;
     ngx_relay_dns_sock_t        *socks;
+    ngx_uint_t                   dnssec;
 };
 
 
@@ -50,11 +56,27 @@ static void ngx_relay_dns_timer_handler(ngx_event_t *ev);
 static void ngx_relay_dns_arm_timer(ngx_relay_dns_t *dns);
 static ngx_relay_dns_query_t *ngx_relay_dns_query(ngx_relay_dns_t *dns,
     ngx_relay_dns_handler_pt handler, void *data);
+static ngx_relay_dns_query_t *ngx_relay_dns_named(ngx_relay_dns_t *dns,
+    ngx_str_t *name, ngx_relay_dns_handler_pt handler, void *data,
+    char **cname);
 static char *ngx_relay_dns_cname(ngx_str_t *name);
 static void ngx_relay_dns_mx_callback(void *arg, int status, int timeouts,
     unsigned char *abuf, int alen);
 static void ngx_relay_dns_host_callback(void *arg, int status, int timeouts,
     unsigned char *abuf, int alen);
+static ngx_int_t ngx_relay_dns_send(ngx_relay_dns_query_t *q, char *name,
+    int type);
+static void ngx_relay_dns_ad_callback(void *arg, int status, int timeouts,
+    unsigned char *abuf, int alen);
+static void ngx_relay_dns_mx_parse(ngx_relay_dns_query_t *q,
+    unsigned char *abuf, int alen);
+static void ngx_relay_dns_tlsa_parse(ngx_relay_dns_query_t *q,
+    unsigned char *abuf, int alen);
+static void ngx_relay_dns_txt_parse(ngx_relay_dns_query_t *q,
+    unsigned char *abuf, int alen);
+static ngx_int_t ngx_relay_dns_answered(ngx_relay_dns_query_t *q,
+    int status);
+static ngx_int_t ngx_relay_dns_parsed(ngx_relay_dns_query_t *q, int status);
 static void ngx_relay_dns_finish(ngx_relay_dns_query_t *q);
 static void ngx_relay_dns_posted(ngx_event_t *ev);
 static void ngx_relay_dns_free(ngx_relay_dns_query_t *q);
@@ -63,7 +85,8 @@ static void ngx_relay_dns_sort_mx(ngx_relay_mx_t *mx, ngx_uint_t n);
 
 
 ngx_relay_dns_t *
-ngx_relay_dns_create(ngx_str_t *servers, ngx_msec_t timeout, ngx_log_t *log)
+ngx_relay_dns_create(ngx_str_t *servers, ngx_msec_t timeout,
+    ngx_uint_t dnssec, ngx_log_t *log)
 {
     int                  rc;
     char                *csv;
@@ -81,6 +104,7 @@ ngx_relay_dns_create(ngx_str_t *servers, ngx_msec_t timeout, ngx_log_t *log)
     }
 
     dns->log = log;
+    dns->dnssec = dnssec;
 
     ngx_memzero(&opts, sizeof(struct ares_options));
     opts.sock_state_cb = ngx_relay_dns_sock_state;
@@ -125,6 +149,13 @@ ngx_relay_dns_create(ngx_str_t *servers, ngx_msec_t timeout, ngx_log_t *log)
     dns->timer.cancelable = 1;
 
     return dns;
+}
+
+
+ngx_uint_t
+ngx_relay_dns_dnssec(ngx_relay_dns_t *dns)
+{
+    return dns->dnssec;
 }
 
 
@@ -310,11 +341,12 @@ ngx_relay_dns_query(ngx_relay_dns_t *dns, ngx_relay_dns_handler_pt handler,
 }
 
 
-ngx_relay_dns_query_t *
-ngx_relay_dns_mx(ngx_relay_dns_t *dns, ngx_str_t *name,
-    ngx_relay_dns_handler_pt handler, void *data)
+/* a query of name, and name NUL-terminated (malloc()ed) */
+
+static ngx_relay_dns_query_t *
+ngx_relay_dns_named(ngx_relay_dns_t *dns, ngx_str_t *name,
+    ngx_relay_dns_handler_pt handler, void *data, char **cname)
 {
-    char                   *cname;
     ngx_relay_dns_query_t  *q;
 
     q = ngx_relay_dns_query(dns, handler, data);
@@ -322,13 +354,35 @@ ngx_relay_dns_mx(ngx_relay_dns_t *dns, ngx_str_t *name,
         return NULL;
     }
 
-    cname = ngx_relay_dns_cname(name);
-    if (cname == NULL) {
+    *cname = ngx_relay_dns_cname(name);
+    if (*cname == NULL) {
         ngx_free(q);
         return NULL;
     }
 
     q->pending = 1;
+
+    return q;
+}
+
+
+ngx_relay_dns_query_t *
+ngx_relay_dns_mx(ngx_relay_dns_t *dns, ngx_str_t *name,
+    ngx_relay_dns_handler_pt handler, void *data)
+{
+    char                   *cname;
+    ngx_relay_dns_query_t  *q;
+
+    q = ngx_relay_dns_named(dns, name, handler, data, &cname);
+    if (q == NULL) {
+        return NULL;
+    }
+
+    if (dns->dnssec) {
+        q->parse = ngx_relay_dns_mx_parse;
+        return (ngx_relay_dns_send(q, cname, ns_t_mx) == NGX_OK) ? q : NULL;
+    }
+
     ares_query(dns->channel, cname, ns_c_in, ns_t_mx,
                ngx_relay_dns_mx_callback, q);
     free(cname);
@@ -415,37 +469,75 @@ ngx_relay_dns_status(int status)
 }
 
 
-static void
-ngx_relay_dns_mx_callback(void *arg, int status, int timeouts,
-    unsigned char *abuf, int alen)
+/* a c-ares callback's start: NGX_DONE when the query was dropped (freed) */
+
+static ngx_int_t
+ngx_relay_dns_answered(ngx_relay_dns_query_t *q, int status)
 {
-    ngx_relay_dns_query_t  *q = arg;
-
-    u_char                 *p;
-    size_t                  len, size;
-    ngx_uint_t              n;
-    struct ares_mx_reply   *reply, *r;
-
     q->pending--;
 
     if (q->cancelled) {
         ngx_relay_dns_free(q);
-        return;
+        return NGX_DONE;
     }
 
     q->status = ngx_relay_dns_status(status);
     q->error = ares_strerror(status);
     q->nxdomain = (status == ARES_ENOTFOUND);
-    reply = NULL;
 
+    return NGX_OK;
+}
+
+
+/* what parsing an answer said; NGX_DECLINED: the query is finished */
+
+static ngx_int_t
+ngx_relay_dns_parsed(ngx_relay_dns_query_t *q, int status)
+{
     if (q->status == NGX_OK) {
-        status = ares_parse_mx_reply(abuf, alen, &reply);
         q->status = ngx_relay_dns_status(status);
         q->error = ares_strerror(status);
     }
 
     if (q->status != NGX_OK) {
         ngx_relay_dns_finish(q);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_relay_dns_mx_callback(void *arg, int status, int timeouts,
+    unsigned char *abuf, int alen)
+{
+    ngx_relay_dns_query_t  *q = arg;
+
+    if (ngx_relay_dns_answered(q, status) != NGX_OK) {
+        return;
+    }
+
+    ngx_relay_dns_mx_parse(q, abuf, alen);
+}
+
+
+static void
+ngx_relay_dns_mx_parse(ngx_relay_dns_query_t *q, unsigned char *abuf,
+    int alen)
+{
+    u_char                 *p;
+    size_t                  len, size;
+    ngx_uint_t              n;
+    struct ares_mx_reply   *reply, *r;
+
+    reply = NULL;
+
+    if (ngx_relay_dns_parsed(q, q->status == NGX_OK
+                                ? ares_parse_mx_reply(abuf, alen, &reply)
+                                : ARES_SUCCESS)
+        != NGX_OK)
+    {
         return;
     }
 
@@ -495,6 +587,290 @@ ngx_relay_dns_mx_callback(void *arg, int status, int timeouts,
         q->null_mx = 0;           /* "." among real hosts: ignore it */
         ngx_relay_dns_sort_mx(q->mx, q->nmx);
     }
+
+    ngx_relay_dns_finish(q);
+}
+
+
+/*
+ * A query with the AD bit set (RFC 6840 5.7 asks a validating resolver to
+ * say whether the answer is authentic), through ares_send(): the rcode is
+ * ours to read, as ares_query() would.  It takes name (malloc()ed) and,
+ * when it fails, q.
+ */
+
+static ngx_int_t
+ngx_relay_dns_send(ngx_relay_dns_query_t *q, char *name, int type)
+{
+    int             len, rc;
+    unsigned char  *buf;
+
+    rc = ares_create_query(name, ns_c_in, type, 0, 1, &buf, &len, 1232);
+    free(name);
+
+    if (rc != ARES_SUCCESS) {
+        ngx_free(q);
+        return NGX_ERROR;
+    }
+
+    buf[3] |= 0x20;                      /* AD */
+
+    ares_send(q->dns->channel, buf, len, ngx_relay_dns_ad_callback, q);
+    ares_free_string(buf);
+
+    ngx_relay_dns_arm_timer(q->dns);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_relay_dns_ad_callback(void *arg, int status, int timeouts,
+    unsigned char *abuf, int alen)
+{
+    ngx_relay_dns_query_t  *q = arg;
+
+    if (status == ARES_SUCCESS && alen >= 12) {
+        q->secure = (abuf[3] & 0x20) ? 1 : 0;
+
+        switch (abuf[3] & 0x0f) {
+
+        case 0:      /* NOERROR */
+            if (((abuf[6] << 8) | abuf[7]) == 0) {
+                status = ARES_ENODATA;
+            }
+
+            break;
+
+        case 3:      /* NXDOMAIN */
+            status = ARES_ENOTFOUND;
+            break;
+
+        case 2:      /* SERVFAIL */
+            status = ARES_ESERVFAIL;
+            break;
+
+        case 5:      /* REFUSED */
+            status = ARES_EREFUSED;
+            break;
+
+        default:
+            status = ARES_EBADRESP;
+            break;
+        }
+    }
+
+    if (ngx_relay_dns_answered(q, status) != NGX_OK) {
+        return;
+    }
+
+    q->parse(q, abuf, alen);
+}
+
+
+ngx_relay_dns_query_t *
+ngx_relay_dns_txt(ngx_relay_dns_t *dns, ngx_str_t *name, const char *prefix,
+    ngx_relay_dns_handler_pt handler, void *data)
+{
+    char                   *cname;
+    ngx_relay_dns_query_t  *q;
+
+    q = ngx_relay_dns_named(dns, name, handler, data, &cname);
+    if (q == NULL) {
+        return NULL;
+    }
+
+    q->prefix = prefix;
+    q->parse = ngx_relay_dns_txt_parse;
+
+    return (ngx_relay_dns_send(q, cname, ns_t_txt) == NGX_OK) ? q : NULL;
+}
+
+
+/* a record's strings are joined (RFC 7208 3.3 style) */
+
+static void
+ngx_relay_dns_txt_parse(ngx_relay_dns_query_t *q, unsigned char *abuf,
+    int alen)
+{
+    u_char                    *p;
+    size_t                     len, plen;
+    ngx_uint_t                 n;
+    struct ares_txt_ext       *reply, *r, *start;
+
+    reply = NULL;
+
+    if (ngx_relay_dns_parsed(q, q->status == NGX_OK
+                                ? ares_parse_txt_reply_ext(abuf, alen, &reply)
+                                : ARES_SUCCESS)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    plen = ngx_strlen(q->prefix);
+    n = 0;
+
+    for (start = reply; start; start = r) {
+
+        /* one record: its first string, then its others */
+
+        len = start->length;
+
+        for (r = start->next; r && !r->record_start; r = r->next) {
+            len += r->length;
+        }
+
+        if (start->length < plen
+            || ngx_strncasecmp(start->txt, (u_char *) q->prefix, plen) != 0)
+        {
+            continue;
+        }
+
+        if (n++ > 0) {
+            continue;
+        }
+
+        q->txt.data = ngx_alloc(len + 1, q->dns->log);
+        if (q->txt.data == NULL) {
+            break;
+        }
+
+        p = q->txt.data;
+
+        for (r = start; r && (r == start || !r->record_start); r = r->next) {
+            p = ngx_cpymem(p, r->txt, r->length);
+        }
+
+        q->txt.len = p - q->txt.data;
+    }
+
+    ares_free_data(reply);
+
+    q->txt_many = (n > 1);
+
+    if (n == 0 || q->txt.data == NULL) {
+        q->status = NGX_DECLINED;
+        q->error = "no such TXT record";
+    }
+
+    ngx_relay_dns_finish(q);
+}
+
+
+ngx_relay_dns_query_t *
+ngx_relay_dns_tlsa(ngx_relay_dns_t *dns, ngx_str_t *host, in_port_t port,
+    ngx_relay_dns_handler_pt handler, void *data)
+{
+    char                   *name;
+    ngx_relay_dns_query_t  *q;
+
+    q = ngx_relay_dns_query(dns, handler, data);
+    if (q == NULL) {
+        return NULL;
+    }
+
+    name = malloc(host->len + sizeof("_65535._tcp."));
+    if (name == NULL) {
+        ngx_free(q);
+        return NULL;
+    }
+
+    *ngx_sprintf((u_char *) name, "_%d._tcp.%V", (int) port, host) = '\0';
+
+    q->pending = 1;
+    q->parse = ngx_relay_dns_tlsa_parse;
+
+    return (ngx_relay_dns_send(q, name, 52) == NGX_OK) ? q : NULL;
+}
+
+
+/* the answer section's TLSA records (type 52), CNAMEs passed over */
+
+static void
+ngx_relay_dns_tlsa_parse(ngx_relay_dns_query_t *q, unsigned char *abuf,
+    int alen)
+{
+    int              i, n, qd, an;
+    long             len;
+    char            *name;
+    u_char          *p, *last, *data;
+    size_t           size, rdlen;
+    ngx_relay_tlsa_t *t;
+
+    if (q->status != NGX_OK) {
+        ngx_relay_dns_finish(q);
+        return;
+    }
+
+    q->status = NGX_AGAIN;
+    q->error = "bad TLSA answer";
+
+    p = abuf + 12;
+    last = abuf + alen;
+    qd = (abuf[4] << 8) | abuf[5];
+    an = (abuf[6] << 8) | abuf[7];
+
+    for (i = 0; i < qd; i++) {
+        if (ares_expand_name(p, abuf, alen, &name, &len) != ARES_SUCCESS) {
+            ngx_relay_dns_finish(q);
+            return;
+        }
+
+        ares_free_string(name);
+        p += len + 4;
+    }
+
+    size = NGX_RELAY_DNS_MAX_TLSA * sizeof(ngx_relay_tlsa_t) + alen;
+
+    q->tlsa = ngx_calloc(size, q->dns->log);
+    if (q->tlsa == NULL) {
+        q->error = "out of memory";
+        ngx_relay_dns_finish(q);
+        return;
+    }
+
+    data = (u_char *) (q->tlsa + NGX_RELAY_DNS_MAX_TLSA);
+
+    for (i = 0, n = 0; i < an && p < last; i++) {
+        if (ares_expand_name(p, abuf, alen, &name, &len) != ARES_SUCCESS) {
+            ngx_relay_dns_finish(q);
+            return;
+        }
+
+        ares_free_string(name);
+        p += len;
+
+        if (last - p < 10) {
+            ngx_relay_dns_finish(q);
+            return;
+        }
+
+        rdlen = (p[8] << 8) | p[9];
+
+        if ((size_t) (last - p - 10) < rdlen) {
+            ngx_relay_dns_finish(q);
+            return;
+        }
+
+        if (((p[0] << 8) | p[1]) == 52 && rdlen > 3
+            && n < NGX_RELAY_DNS_MAX_TLSA)
+        {
+            t = &q->tlsa[n++];
+            t->usage = p[10];
+            t->selector = p[11];
+            t->mtype = p[12];
+            t->len = rdlen - 3;
+            t->data = data;
+            data = ngx_cpymem(data, p + 13, t->len);
+        }
+
+        p += 10 + rdlen;
+    }
+
+    q->ntlsa = n;
+    q->status = n ? NGX_OK : NGX_DECLINED;
+    q->error = n ? "" : "no TLSA records";
 
     ngx_relay_dns_finish(q);
 }
@@ -678,5 +1054,7 @@ ngx_relay_dns_free(ngx_relay_dns_query_t *q)
 {
     ngx_free(q->mx);
     ngx_free(q->addrs);
+    ngx_free(q->tlsa);
+    ngx_free(q->txt.data);
     ngx_free(q);
 }

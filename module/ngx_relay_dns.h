@@ -29,6 +29,19 @@ typedef struct {
 } ngx_relay_mx_t;
 
 
+/* a TLSA record (RFC 6698): usage, selector, matching type, data */
+
+typedef struct {
+    u_char                       usage;
+    u_char                       selector;
+    u_char                       mtype;
+    size_t                       len;
+    u_char                      *data;         /* malloc()ed with the query */
+} ngx_relay_tlsa_t;
+
+#define NGX_RELAY_DNS_MAX_TLSA    16
+
+
 /*
  * One lookup.  Results arrive through q->handler from a posted event, never
  * from inside the call that started the lookup.  status:
@@ -54,6 +67,20 @@ struct ngx_relay_dns_query_s {
     socklen_t                   *socklens;
     ngx_uint_t                   naddrs;
 
+    ngx_relay_tlsa_t            *tlsa;
+    ngx_uint_t                   ntlsa;
+
+    ngx_str_t                    txt;          /* the one record that
+                                                  starts with the prefix */
+    unsigned                     txt_many:1;   /* more than one did */
+
+    /*
+     * The answer carried the AD bit (RFC 4035 3.2.3): with
+     * ngx_relay_dns_create(..., dnssec = 1) only, where the operator says
+     * the resolver validates; queries then ask for it (RFC 6840 5.7).
+     */
+    unsigned                     secure:1;
+
     /* private */
     ngx_relay_dns_t             *dns;
     ngx_event_t                  event;
@@ -61,17 +88,31 @@ struct ngx_relay_dns_query_s {
     ngx_int_t                    temporary;    /* a part failed for now */
     unsigned                     cancelled:1;
     unsigned                     posted:1;
+    void                       (*parse)(ngx_relay_dns_query_t *q,
+                                        unsigned char *abuf, int alen);
+    const char                  *prefix;
 };
 
 
 ngx_relay_dns_t *ngx_relay_dns_create(ngx_str_t *servers, ngx_msec_t timeout,
-    ngx_log_t *log);
+    ngx_uint_t dnssec, ngx_log_t *log);
+ngx_uint_t ngx_relay_dns_dnssec(ngx_relay_dns_t *dns);
 void ngx_relay_dns_destroy(ngx_relay_dns_t *dns);
 
 ngx_relay_dns_query_t *ngx_relay_dns_mx(ngx_relay_dns_t *dns, ngx_str_t *name,
     ngx_relay_dns_handler_pt handler, void *data);
 ngx_relay_dns_query_t *ngx_relay_dns_host(ngx_relay_dns_t *dns,
     ngx_str_t *name, ngx_relay_dns_handler_pt handler, void *data);
+
+/* TXT records of name that start with prefix: the first, and how many */
+ngx_relay_dns_query_t *ngx_relay_dns_txt(ngx_relay_dns_t *dns,
+    ngx_str_t *name, const char *prefix, ngx_relay_dns_handler_pt handler,
+    void *data);
+
+/* "_PORT._tcp.HOST" TLSA (RFC 7672 2.2.3); secure tells whether to use it */
+ngx_relay_dns_query_t *ngx_relay_dns_tlsa(ngx_relay_dns_t *dns,
+    ngx_str_t *host, in_port_t port, ngx_relay_dns_handler_pt handler,
+    void *data);
 
 /* after the handler ran, or instead of it (the handler then never runs) */
 void ngx_relay_dns_done(ngx_relay_dns_query_t *q);

@@ -32,6 +32,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_relay_policy.h>
+#include <ngx_relay_dkim.h>
 
 
 #define NGX_RELAY_POLICY_READ_TRIES  100
@@ -404,6 +405,12 @@ ngx_relay_policy_node_check(relay_policy_t *pp, char *err, size_t errlen)
         }
     }
 
+    /* the keys are read now, by the master: nginx -t says what fails */
+
+    if (ngx_relay_dkim_check(pp, err, errlen) != 0) {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -687,6 +694,51 @@ ngx_relay_policy_tls(ngx_relay_policy_t *p, ngx_str_t *domain)
 }
 
 
+/*
+ * The DKIM keys to look at for a domain: the fleet's when it has a key of
+ * that domain, else nginx.conf's (the caller picks the domain's keys).
+ */
+
+ngx_array_t *
+ngx_relay_policy_dkim(ngx_relay_policy_t *p, ngx_str_t *domain)
+{
+    ngx_uint_t             i;
+    ngx_relay_dkim_key_t  *k;
+
+    ngx_relay_policy_refresh(p);
+
+    if (p->fleet && p->fleet->dkim) {
+        k = p->fleet->dkim->elts;
+
+        for (i = 0; i < p->fleet->dkim->nelts; i++) {
+            if (k[i].domain.len == domain->len
+                && ngx_strncmp(k[i].domain.data, domain->data, domain->len)
+                   == 0)
+            {
+                return p->fleet->dkim;
+            }
+        }
+    }
+
+    return p->local->dkim;
+}
+
+
+/* the room a signed message reserves: 0 when nothing is ever signed */
+
+size_t
+ngx_relay_policy_dkim_reserve(ngx_relay_policy_t *p)
+{
+    size_t  fleet;
+
+    ngx_relay_policy_refresh(p);
+
+    fleet = p->fleet ? p->fleet->dkim_reserve : 0;
+
+    return ngx_max(p->local->dkim_reserve, fleet);
+}
+
+
 static ngx_int_t
 ngx_relay_policy_add_pool(ngx_pool_t *pool, ngx_array_t **pools,
     relay_policy_pool_t *ep)
@@ -929,6 +981,12 @@ ngx_relay_policy_build(ngx_pool_t *pool, relay_policy_t *pp,
 
     rules = ngx_pcalloc(pool, sizeof(ngx_relay_rules_t));
     if (rules == NULL) {
+        return NULL;
+    }
+
+    if (ngx_relay_dkim_build(pool, &rules->dkim, &rules->dkim_reserve, pp)
+        != NGX_OK)
+    {
         return NULL;
     }
 

@@ -158,6 +158,9 @@ typedef struct {
     ngx_array_t              *rules;         /* ngx_relay_egress_rule_t */
     ngx_array_t              *dest_limits;   /* ngx_relay_dest_limit_t */
     ngx_array_t              *tls;           /* ngx_relay_tls_rule_t */
+    ngx_array_t              *dkim;          /* ngx_relay_dkim_key_t */
+    size_t                    dkim_reserve;  /* room a message's fields
+                                                need */
 } ngx_relay_rules_t;
 
 
@@ -227,6 +230,8 @@ ngx_relay_dest_limit_t *ngx_relay_policy_dest_limit(ngx_relay_policy_t *p,
     ngx_str_t *domain);
 ngx_relay_tls_rule_t *ngx_relay_policy_tls(ngx_relay_policy_t *p,
     ngx_str_t *domain);
+ngx_array_t *ngx_relay_policy_dkim(ngx_relay_policy_t *p, ngx_str_t *domain);
+size_t ngx_relay_policy_dkim_reserve(ngx_relay_policy_t *p);
 ngx_int_t ngx_relay_policy_limit(ngx_relay_policy_t *p,
     ngx_relay_limit_who_t *who, ngx_uint_t what, u_char *why, size_t len);
 

@@ -21,8 +21,12 @@
  * mail at once; from a later hop they are no verdict.  A lookup that
  * fails for now is an error to report, and the walk goes on.
  *
- * TLS policy source: the fleet's TLS policy of the destination, else
- * relay_tls_policy; checks that vary per host (DANE, MTA-STS) belong here.
+ * TLS policy, per host, by precedence: DANE (RFC 7672) when the host came
+ * from a DNSSEC-signed MX answer of the domain's own and has TLSA records
+ * in a signed zone (relay_dnssec on: the resolver's AD bit is trusted);
+ * then MTA-STS (RFC 8461); then the destination's policy (the fleet's
+ * tls, relay_tls_policy); else opportunistic TLS.  A TLSA lookup that
+ * fails for now fails that host (4.7.5), never a fallback.
  */
 
 
@@ -43,6 +47,12 @@ static void ngx_relay_route_mx_done(ngx_relay_dns_query_t *q);
 static void ngx_relay_route_mx_hosts(ngx_relay_route_ctx_t *rt,
     ngx_relay_dns_query_t *q, in_port_t port);
 static void ngx_relay_route_host_done(ngx_relay_dns_query_t *q);
+static void ngx_relay_route_host_policy(ngx_relay_route_ctx_t *rt);
+static void ngx_relay_route_tlsa_done(ngx_relay_dns_query_t *q);
+static void ngx_relay_route_sts_done(void *data,
+    ngx_relay_sts_policy_t *policy);
+static ngx_int_t ngx_relay_route_sts_host(ngx_relay_route_ctx_t *rt,
+    ngx_relay_target_t *t);
 static void ngx_relay_route_fail(ngx_relay_route_ctx_t *rt, ngx_int_t rc,
     const char *dsn, const char *fmt, ...);
 static size_t ngx_relay_route_hop_text(ngx_relay_route_ctx_t *rt,
@@ -57,6 +67,7 @@ ngx_relay_route_init(ngx_relay_route_ctx_t *rt, ngx_relay_policy_t *p,
     ngx_relay_route_t  *r;
 
     rt->smtp_port = p->smtp_port;
+    rt->domain = *domain;
 
     ngx_relay_route_tls_policy(rt, p, domain);
 
@@ -153,9 +164,58 @@ ngx_relay_route_tls_policy(ngx_relay_route_ctx_t *rt, ngx_relay_policy_t *p,
     tls = ngx_relay_policy_tls(p, domain);
 
     if (tls) {
-        rt->tls_required = tls->required;
-        rt->tls_verify = tls->verify;
+        rt->policy_required = tls->required;
+        rt->policy_verify = tls->verify;
+        rt->policy_set = 1;
     }
+
+    ngx_relay_route_host_policy(rt);
+}
+
+
+/* the destination's policy, for a host nothing else speaks for */
+
+static void
+ngx_relay_route_host_policy(ngx_relay_route_ctx_t *rt)
+{
+    rt->tls_required = rt->policy_required;
+    rt->tls_verify = rt->policy_verify;
+    rt->tls_source = rt->policy_set ? NGX_RELAY_TLS_POLICY
+                                    : NGX_RELAY_TLS_DEFAULT;
+    rt->dane = 0;
+    rt->tlsa = NULL;
+    rt->ntlsa = 0;
+}
+
+
+/* the current host's TLS policy and its source, for logs: "verify:dane" */
+
+const char *
+ngx_relay_route_tls_text(ngx_relay_route_ctx_t *rt)
+{
+    static const char  *sources[] = {
+        "default", "policy", "mta-sts", "mta-sts-testing", "dane"
+    };
+    static const char  *texts[][5] = {
+        { "opportunistic:default", "opportunistic:policy",
+          "opportunistic:mta-sts", "opportunistic:mta-sts-testing",
+          "opportunistic:dane" },
+        { "required:default", "required:policy", "required:mta-sts",
+          "required:mta-sts-testing", "required:dane" },
+        { "verify:default", "verify:policy", "verify:mta-sts",
+          "verify:mta-sts-testing", "verify:dane" }
+    };
+
+    if (rt->tls_source >= sizeof(sources) / sizeof(sources[0])) {
+        return "unknown";
+    }
+
+    if (rt->dane) {
+        return "dane:dane";
+    }
+
+    return texts[rt->tls_verify ? 2 : (rt->tls_required ? 1 : 0)]
+                [rt->tls_source];
 }
 
 
@@ -181,6 +241,23 @@ ngx_relay_route_next(ngx_relay_route_ctx_t *rt)
         rc = rt->failed;
         rt->failed = 0;
         return rc;
+    }
+
+    /* the domain's MTA-STS policy, once, before its first host */
+
+    if (rt->mtasts && rt->sts_state != 2) {
+        if (rt->sts_state == 0) {
+            rt->sts_state = 1;
+
+            if (ngx_relay_mtasts_lookup(rt->mtasts, rt->pool, &rt->domain,
+                                        ngx_relay_route_sts_done, rt)
+                == NGX_AGAIN)
+            {
+                return NGX_AGAIN;
+            }
+        }
+
+        rt->sts_state = 2;
     }
 
     while (rt->addr == rt->naddrs) {
@@ -277,8 +354,26 @@ ngx_relay_route_next_target(ngx_relay_route_ctx_t *rt)
         rt->host = t->host;
         rt->port = t->port;
 
+        ngx_relay_route_host_policy(rt);
+
+        if (ngx_relay_route_sts_host(rt, t) != NGX_OK) {
+            return NGX_DECLINED;         /* MTA-STS enforce: not this host */
+        }
+
         if (ngx_relay_route_literal(rt, &t->host) == NGX_OK) {
             return NGX_OK;
+        }
+
+        /* DANE: a host of a signed MX answer of the domain's own */
+
+        if (t->secure) {
+            rt->query = ngx_relay_dns_tlsa(rt->dns, &t->host, t->port,
+                                           ngx_relay_route_tlsa_done, rt);
+            if (rt->query) {
+                return NGX_AGAIN;
+            }
+
+            continue;                    /* no memory: not this host */
         }
 
         rt->query = ngx_relay_dns_host(rt->dns, &t->host,
@@ -318,6 +413,8 @@ ngx_relay_route_next_hop(ngx_relay_route_ctx_t *rt)
 
     t->host = h->host;
     t->port = h->port ? h->port : rt->smtp_port;
+    t->secure = 0;
+    t->mx = 0;
 
     return NGX_OK;
 }
@@ -362,6 +459,7 @@ ngx_relay_route_mx_done(ngx_relay_dns_query_t *q)
     switch (q->status) {
 
     case NGX_OK:
+        rt->mx_secure = (q->secure && own);
         ngx_relay_route_mx_hosts(rt, q, port);
         break;
 
@@ -384,6 +482,8 @@ ngx_relay_route_mx_done(ngx_relay_dns_query_t *q)
         if (t != NULL) {
             t->host = h->host;
             t->port = port;
+            t->secure = 0;
+            t->mx = own;
         }
 
         break;
@@ -423,6 +523,8 @@ ngx_relay_route_mx_hosts(ngx_relay_route_ctx_t *rt, ngx_relay_dns_query_t *q,
         t->host.data = ngx_pstrdup(rt->pool, &q->mx[i].host);
         t->host.len = q->mx[i].host.len;
         t->port = port;
+        t->secure = rt->mx_secure;
+        t->mx = (rt->hop <= rt->own_hops);
 
         if (t->host.data == NULL) {
             rt->targets.nelts--;
@@ -479,6 +581,161 @@ ngx_relay_route_host_done(ngx_relay_dns_query_t *q)
     ngx_relay_dns_done(q);
 
     rt->handler(rt);
+}
+
+
+/*
+ * RFC 7672 2.2: TLSA records in a signed zone make TLS mandatory; usable
+ * ones (DANE-TA, DANE-EE) authenticate the server, unusable ones leave
+ * TLS unauthenticated.  Signed NODATA or NXDOMAIN, or an insecure answer:
+ * no DANE for this host.  A lookup that fails for now fails the host.
+ * Then the host's addresses.
+ */
+
+static void
+ngx_relay_route_tlsa_done(ngx_relay_dns_query_t *q)
+{
+    ngx_relay_route_ctx_t  *rt = q->data;
+
+    ngx_uint_t         i, n;
+    ngx_relay_tlsa_t  *t;
+
+    rt->query = NULL;
+
+    if (q->status == NGX_AGAIN) {
+        ngx_relay_route_fail(rt, NGX_DECLINED, "4.7.5", "TLSA lookup of "
+                             "_%d._tcp.%V: %s", (int) rt->port, &rt->host,
+                             q->error);
+        rt->relay = rt->host;
+
+        ngx_log_error(NGX_LOG_WARN, rt->log, 0,
+                      "%V: TLSA lookup of _%d._tcp.%V failed: %s", rt->id,
+                      (int) rt->port, &rt->host, q->error);
+
+        ngx_relay_dns_done(q);
+        rt->handler(rt);
+        return;
+    }
+
+    if (q->status == NGX_OK && q->secure) {
+        rt->tls_source = NGX_RELAY_TLS_DANE;
+        rt->tls_required = 1;
+        rt->tls_verify = 0;
+
+        t = ngx_pnalloc(rt->pool, q->ntlsa * sizeof(ngx_relay_tlsa_t));
+
+        for (i = 0, n = 0; t && i < q->ntlsa; i++) {
+            if ((q->tlsa[i].usage != 2 && q->tlsa[i].usage != 3)
+                || q->tlsa[i].selector > 1 || q->tlsa[i].mtype > 2)
+            {
+                continue;
+            }
+
+            t[n] = q->tlsa[i];
+            t[n].data = ngx_pnalloc(rt->pool, q->tlsa[i].len);
+
+            if (t[n].data == NULL) {
+                continue;
+            }
+
+            ngx_memcpy(t[n].data, q->tlsa[i].data, q->tlsa[i].len);
+            n++;
+        }
+
+        rt->tlsa = t;
+        rt->ntlsa = n;
+        rt->dane = (n > 0);
+    }
+
+    ngx_relay_dns_done(q);
+
+    rt->query = ngx_relay_dns_host(rt->dns, &rt->host,
+                                   ngx_relay_route_host_done, rt);
+    if (rt->query == NULL) {
+        ngx_relay_route_fail(rt, NGX_DECLINED, "4.3.0", "address lookup of "
+                             "%V: out of memory", &rt->host);
+        rt->relay = rt->host;
+        rt->handler(rt);
+    }
+}
+
+
+static void
+ngx_relay_route_sts_done(void *data, ngx_relay_sts_policy_t *policy)
+{
+    ngx_relay_route_ctx_t  *rt = data;
+
+    static const char  *modes[] = { "none", "testing", "enforce" };
+
+    rt->sts = policy;
+    rt->sts_state = 2;
+
+    if (policy) {
+        ngx_log_debug3(NGX_LOG_DEBUG_CORE, rt->log, 0,
+                       "relay route: MTA-STS policy of %V: %s, id %V",
+                       &rt->domain, modes[policy->mode], &policy->id);
+    }
+
+    rt->handler(rt);
+}
+
+
+/*
+ * RFC 8461 4: the domain's own MX hosts only.  enforce: a host the policy
+ * does not name is not used (4.7.5, counted); the others need TLS with a
+ * certificate valid for their name.  testing: the host's own policy
+ * stands, and what would have failed is logged.
+ */
+
+static ngx_int_t
+ngx_relay_route_sts_host(ngx_relay_route_ctx_t *rt, ngx_relay_target_t *t)
+{
+    ngx_uint_t               n;
+    ngx_relay_sts_policy_t  *p;
+
+    p = rt->sts;
+
+    if (p == NULL || p->mode == NGX_RELAY_STS_NONE || !t->mx) {
+        return NGX_OK;
+    }
+
+    if (p->mode == NGX_RELAY_STS_TESTING) {
+        rt->tls_source = NGX_RELAY_TLS_STS_TESTING;
+
+        if (!ngx_relay_mtasts_match(p, &t->host)) {
+            n = ngx_relay_tls_failure(&rt->domain, "mta-sts");
+
+            ngx_log_error(NGX_LOG_WARN, rt->log, 0,
+                          "%V: MTA-STS testing: MX host %V is not in the "
+                          "policy of %V, it would not be used (failure %ui "
+                          "of the domain)", rt->id, &t->host, &rt->domain, n);
+        }
+
+        return NGX_OK;
+    }
+
+    if (!ngx_relay_mtasts_match(p, &t->host)) {
+        n = ngx_relay_tls_failure(&rt->domain, "mta-sts");
+
+        ngx_relay_route_fail(rt, NGX_DECLINED, "4.7.5", "MX host %V is not "
+                             "in the MTA-STS policy of %V (tls=verify:"
+                             "mta-sts)", &t->host, &rt->domain);
+        rt->failed = 0;
+        rt->relay = t->host;
+
+        ngx_log_error(NGX_LOG_WARN, rt->log, 0,
+                      "%V: MX host %V is not in the MTA-STS policy of %V "
+                      "(failure %ui of the domain)", rt->id, &t->host,
+                      &rt->domain, n);
+
+        return NGX_DECLINED;
+    }
+
+    rt->tls_source = NGX_RELAY_TLS_MTA_STS;
+    rt->tls_required = 1;
+    rt->tls_verify = 1;
+
+    return NGX_OK;
 }
 
 

@@ -34,6 +34,14 @@
  *     next one gathers.
  * "250" is sent only after the group's syncs returned.
  *
+ * Transforms at acceptance (DKIM signing) see the message in the same
+ * thread tasks that write it, and put their header fields before it at
+ * the end of data, into room reserved after the envelope: a message still
+ * in memory closes the room up, a large one that went out already gets
+ * its fields written into it, after a shorter "pad" line of the envelope
+ * (a key the queue format skips).  Either way the queued octets are the
+ * signed ones and the message is written once.
+ *
  * A file without its trailer is incomplete: its session is still writing
  * it (and holds its lock), or died before "250" (then nobody holds the lock
  * and the queue scan removes it).  No renames, so no cross-directory
@@ -87,6 +95,15 @@ static void ngx_relay_spool_discard_thread(void *data, ngx_log_t *log);
 static void ngx_relay_spool_discard_done(ngx_event_t *ev);
 static ngx_int_t ngx_relay_spool_grow(ngx_relay_spool_writer_t *w,
     size_t len);
+static ngx_int_t ngx_relay_spool_transform_start(ngx_relay_spool_writer_t *w,
+    ngx_uint_t whole);
+static void ngx_relay_spool_transform_feed(ngx_relay_spool_writer_t *w);
+static void ngx_relay_spool_transform_thread(void *data, ngx_log_t *log);
+static void ngx_relay_spool_transform_done(ngx_event_t *ev);
+static ngx_int_t ngx_relay_spool_place(ngx_relay_spool_writer_t *w,
+    u_char *fields, size_t len);
+static ngx_int_t ngx_relay_spool_pwrite(ngx_relay_spool_writer_t *w,
+    u_char *p, size_t len, off_t offset);
 static ngx_int_t ngx_relay_spool_result(int rc);
 
 
@@ -411,6 +428,24 @@ ngx_relay_spool_next(ngx_relay_spool_writer_t *w)
 
     case ngx_relay_spool_want_commit:
         w->want = ngx_relay_spool_want_nothing;
+
+        if (w->transform && !w->transformed) {
+            if (w->err == 0
+                && ngx_relay_spool_post(w, ngx_relay_spool_transform_thread,
+                                        ngx_relay_spool_transform_done)
+                   == NGX_OK)
+            {
+                return;
+            }
+
+            if (w->err == 0) {
+                w->err = NGX_ENOMEM;
+            }
+
+            ngx_relay_spool_finish(w, NGX_ERROR, NULL);
+            return;
+        }
+
         ngx_relay_spool_join_group(w);
         return;
 
@@ -423,6 +458,21 @@ ngx_relay_spool_next(ngx_relay_spool_writer_t *w)
         return;
     }
 }
+
+
+/* before the envelope: a transform reserves its room after it */
+
+void
+ngx_relay_spool_set_transform(ngx_relay_spool_writer_t *w,
+    ngx_relay_spool_transform_t *t)
+{
+    w->transform = t;
+}
+
+
+/* "pad" SP ... LF LF: the room's line, the envelope's empty line */
+
+#define NGX_RELAY_SPOOL_PAD_LEN  (sizeof("pad\n\n") - 1)
 
 
 /* the envelope goes first into the buffer; a huge one grows it */
@@ -458,6 +508,16 @@ ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
         len += relay_queue_rcpt_len(r[i].notify, &r[i].orcpt, &r[i].addr);
     }
 
+    if (w->transform) {
+        len += w->transform->reserve + NGX_RELAY_SPOOL_PAD_LEN;
+
+        w->transform_buf = ngx_palloc(w->pool, w->transform->reserve
+                                               + NGX_RELAY_SPOOL_PAD_LEN);
+        if (w->transform_buf == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
     /* room for the Received: header and the first data too */
 
     if (ngx_relay_spool_grow(w, len + NGX_RELAY_SPOOL_BUF / 2) != NGX_OK) {
@@ -473,6 +533,14 @@ ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
         if (r[i].local) {
             w->local++;
         }
+    }
+
+    if (w->transform) {
+        w->reserve_start = p - w->buf;
+        p = ngx_cpymem(p, "pad", 3);
+        ngx_memset(p, ' ', w->transform->reserve);
+        p += w->transform->reserve;
+        *p++ = '\n';
     }
 
     *p++ = '\n';
@@ -535,6 +603,10 @@ ngx_relay_spool_flush(ngx_relay_spool_writer_t *w,
         return NGX_ERROR;
     }
 
+    if (ngx_relay_spool_transform_start(w, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     w->handler = handler;
     w->data = data;
     w->want = ngx_relay_spool_want_flush;
@@ -550,7 +622,13 @@ ngx_relay_spool_flush(ngx_relay_spool_writer_t *w,
 static void
 ngx_relay_spool_flush_thread(void *data, ngx_log_t *log)
 {
-    (void) ngx_relay_spool_put(data);
+    ngx_relay_spool_writer_t  *w = data;
+
+    if (w->transform && w->err == 0) {
+        ngx_relay_spool_transform_feed(w);
+    }
+
+    (void) ngx_relay_spool_put(w);
 }
 
 
@@ -581,9 +659,6 @@ ngx_relay_spool_flush_done(ngx_event_t *ev)
 static ngx_int_t
 ngx_relay_spool_put(ngx_relay_spool_writer_t *w)
 {
-    u_char   *p;
-    ssize_t   n;
-
     if (w->err) {
         return NGX_ERROR;
     }
@@ -596,18 +671,10 @@ ngx_relay_spool_put(ngx_relay_spool_writer_t *w)
         }
     }
 
-    for (p = w->buf; p < w->pos; p += n) {
-        n = write(w->fd, p, w->pos - p);
-
-        if (n == -1) {
-            if (errno == EINTR) {
-                n = 0;
-                continue;
-            }
-
-            w->err = errno;
-            return NGX_ERROR;
-        }
+    if (ngx_relay_spool_pwrite(w, w->buf, w->pos - w->buf, w->written)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     w->written += w->pos - w->buf;
@@ -628,13 +695,18 @@ ngx_relay_spool_commit(ngx_relay_spool_writer_t *w,
     ngx_relay_spool_done_pt handler, void *data)
 {
     if (w->err
-        || ngx_relay_spool_grow(w, NGX_RELAY_TRAILER_LEN) != NGX_OK)
+        || ngx_relay_spool_grow(w, NGX_RELAY_TRAILER_LEN) != NGX_OK
+        || ngx_relay_spool_transform_start(w, 1) != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    w->pos = relay_queue_render_trailer(w->pos,
-                                        w->written + (w->pos - w->buf));
+    if (w->transform == NULL) {
+        w->pos = relay_queue_render_trailer(w->pos,
+                                            w->written + (w->pos - w->buf));
+    }
+
+    /* else the transform's task puts the trailer after its fields */
 
     w->handler = handler;
     w->data = data;
@@ -642,6 +714,201 @@ ngx_relay_spool_commit(ngx_relay_spool_writer_t *w,
 
     if (!w->busy) {
         ngx_relay_spool_next(w);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The transform sees the message's first octets on the event loop, at the
+ * first flush or at the end of data, whichever comes first.  Declined: the
+ * room goes (a message still in memory closes it up; one written out
+ * keeps a longer pad line) and the writer goes on as without a transform.
+ */
+
+static ngx_int_t
+ngx_relay_spool_transform_start(ngx_relay_spool_writer_t *w,
+    ngx_uint_t whole)
+{
+    u_char                       *p;
+    ngx_int_t                     rc;
+    ngx_relay_spool_transform_t  *t;
+
+    t = w->transform;
+
+    if (t == NULL || w->transform_started) {
+        return NGX_OK;
+    }
+
+    w->transform_started = 1;
+
+    p = w->buf + w->message_start;
+
+    rc = t->start(t->data, p, w->pos - p, whole);
+
+    if (rc == NGX_ERROR) {
+        w->transform_failed = 1;
+        w->err = NGX_EINVAL;
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        (void) ngx_relay_spool_place(w, NULL, 0);
+        w->transform = NULL;
+    }
+
+    return NGX_OK;
+}
+
+
+/* thread: what of the buffer is message, to the transform */
+
+static void
+ngx_relay_spool_transform_feed(ngx_relay_spool_writer_t *w)
+{
+    u_char                       *p;
+    ngx_relay_spool_transform_t  *t;
+
+    t = w->transform;
+
+    p = (w->fd == NGX_INVALID_FILE) ? w->buf + w->message_start : w->buf;
+
+    if (w->pos > p) {
+        t->feed(t->data, p, w->pos - p);
+    }
+}
+
+
+/* thread: the end of data with a transform, then the trailer */
+
+static void
+ngx_relay_spool_transform_thread(void *data, ngx_log_t *log)
+{
+    ngx_relay_spool_writer_t  *w = data;
+
+    size_t                        len;
+    ngx_relay_spool_transform_t  *t;
+
+    t = w->transform;
+
+    ngx_relay_spool_transform_feed(w);
+
+    if (t->finish(t->data, w->transform_buf, &len) != NGX_OK) {
+        w->transform_failed = 1;
+        w->err = NGX_EINVAL;
+        return;
+    }
+
+    if (ngx_relay_spool_place(w, w->transform_buf, len) != NGX_OK) {
+        return;
+    }
+
+    w->pos = relay_queue_render_trailer(w->pos,
+                                        w->written + (w->pos - w->buf));
+}
+
+
+static void
+ngx_relay_spool_transform_done(ngx_event_t *ev)
+{
+    ngx_relay_spool_writer_t  *w = ev->data;
+
+    w->busy = 0;
+    w->transformed = 1;
+
+    if (w->err) {
+        if (!w->transform_failed) {
+            ngx_log_error(NGX_LOG_CRIT, w->log, w->err,
+                          "write of queue file %V failed", &w->id);
+        }
+
+        ngx_relay_spool_finish(w, NGX_ERROR, NULL);
+        return;
+    }
+
+    ngx_relay_spool_join_group(w);
+}
+
+
+/*
+ * The fields into the room after the envelope, which is "pad", spaces,
+ * LF, LF (reserve + NGX_RELAY_SPOOL_PAD_LEN octets).  In memory the room
+ * closes up: LF, the fields, the message.  Written out already, the room
+ * keeps its size: a shorter pad line, LF, LF, the fields (a thread's
+ * pwrite()).  fields may be the room's own scratch buffer, transform_buf.
+ */
+
+static ngx_int_t
+ngx_relay_spool_place(ngx_relay_spool_writer_t *w, u_char *fields,
+    size_t len)
+{
+    u_char  *p, *room;
+    size_t   size;
+
+    size = w->message_start - w->reserve_start;
+
+    if (len + NGX_RELAY_SPOOL_PAD_LEN > size) {
+        w->transform_failed = 1;
+        w->err = NGX_EINVAL;
+        return NGX_ERROR;
+    }
+
+    if (w->fd == NGX_INVALID_FILE) {
+        room = w->buf + w->reserve_start;
+
+        ngx_memmove(room + 1 + len, w->buf + w->message_start,
+                    w->pos - (w->buf + w->message_start));
+
+        *room = '\n';
+
+        if (len) {
+            ngx_memmove(room + 1, fields, len);
+        }
+
+        w->pos -= size - 1 - len;
+        w->message_start = w->reserve_start + 1;
+
+        return NGX_OK;
+    }
+
+    if (len == 0) {
+        return NGX_OK;                   /* the pad line as written */
+    }
+
+    p = w->transform_buf;
+
+    ngx_memmove(p + size - len, fields, len);
+    ngx_memcpy(p, "pad", 3);
+    ngx_memset(p + 3, ' ', size - len - NGX_RELAY_SPOOL_PAD_LEN);
+    p[size - len - 2] = '\n';
+    p[size - len - 1] = '\n';
+
+    return ngx_relay_spool_pwrite(w, w->transform_buf, size,
+                                  w->reserve_start);
+}
+
+
+/* thread: len octets at offset, or w->err */
+
+static ngx_int_t
+ngx_relay_spool_pwrite(ngx_relay_spool_writer_t *w, u_char *p, size_t len,
+    off_t offset)
+{
+    ssize_t  n;
+
+    for ( /* void */ ; len; p += n, len -= n, offset += n) {
+        n = pwrite(w->fd, p, len, offset);
+
+        if (n == -1) {
+            if (errno == EINTR) {
+                n = 0;
+                continue;
+            }
+
+            w->err = errno;
+            return NGX_ERROR;
+        }
     }
 
     return NGX_OK;

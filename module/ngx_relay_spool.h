@@ -39,6 +39,35 @@ typedef struct ngx_relay_spool_writer_s  ngx_relay_spool_writer_t;
 
 typedef void (*ngx_relay_spool_done_pt)(ngx_relay_spool_writer_t *w,
     ngx_int_t rc);
+
+
+/*
+ * A transform at acceptance (DKIM signing): it sees the message's octets
+ * in the thread tasks that write them, and at the end of data makes header
+ * fields that go before the message, into room reserved after the
+ * envelope (a "pad" line the queue format skips), so the queued message
+ * is the transformed one, written once.
+ */
+
+typedef struct {
+    size_t                        reserve;     /* most octets finish() adds */
+    void                         *data;
+
+    /*
+     * Event loop: the message's first octets (all of them when whole),
+     * at the first flush or the end of data.  NGX_DECLINED: nothing to
+     * do; NGX_ERROR: the message is refused (4xx).
+     */
+    ngx_int_t                   (*start)(void *data, u_char *p, size_t len,
+                                         ngx_uint_t whole);
+
+    /* thread: the message's octets, in order, each once */
+    void                        (*feed)(void *data, u_char *p, size_t len);
+
+    /* thread: the fields (*len octets) into buf; NGX_ERROR refuses */
+    ngx_int_t                   (*finish)(void *data, u_char *buf,
+                                          size_t *len);
+} ngx_relay_spool_transform_t;
 typedef void (*ngx_relay_spool_queued_pt)(ngx_relay_spool_t *sp,
     ngx_relay_spool_writer_t *w);
 
@@ -96,7 +125,15 @@ struct ngx_relay_spool_writer_s {
 
     ngx_queue_t                   queue;           /* in a commit group */
     ngx_uint_t                    local;           /* local rcpts pending */
+
+    ngx_relay_spool_transform_t  *transform;       /* NULL: none */
+    u_char                       *transform_buf;   /* reserve + pad line */
+    off_t                         reserve_start;   /* of the pad line */
+
     unsigned                      busy:1;          /* task in flight */
+    unsigned                      transform_started:1;
+    unsigned                      transformed:1;
+    unsigned                      transform_failed:1;
 
     u_char                        id_data[NGX_RELAY_ID_LEN];
 };
@@ -117,6 +154,8 @@ ngx_int_t ngx_relay_spool_prepare_dirs(ngx_str_t *path, ngx_cycle_t *cycle);
 
 ngx_relay_spool_writer_t *ngx_relay_spool_create(ngx_relay_spool_t *sp,
     ngx_log_t *log);
+void ngx_relay_spool_set_transform(ngx_relay_spool_writer_t *w,
+    ngx_relay_spool_transform_t *t);
 ngx_int_t ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
     ngx_relay_envelope_t *env);
 ngx_int_t ngx_relay_spool_reserve(ngx_relay_spool_writer_t *w, size_t len);

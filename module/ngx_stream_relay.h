@@ -47,6 +47,11 @@ typedef struct {
     ngx_flag_t                   delivery;
     ngx_str_t                    resolver;
     ngx_msec_t                   resolver_timeout;
+    ngx_flag_t                   dnssec;          /* trust the AD bit */
+    ngx_flag_t                   mta_sts;
+    ngx_str_t                    mta_sts_cache;
+    ngx_str_t                    mta_sts_trusted;
+    ngx_msec_t                   mta_sts_timeout;
     ngx_msec_t                   connect_timeout;
     ngx_msec_t                   smtp_timeout;
     ngx_int_t                    smtp_port;
@@ -81,6 +86,7 @@ typedef struct {
     ngx_pool_t                  *pool;
     ngx_relay_envelope_t         env;
     ngx_relay_spool_writer_t    *writer;
+    struct ngx_relay_dkim_s     *dkim;           /* signer: the writer's */
     ngx_relay_data_parser_t      dp;
 
     off_t                        size;           /* message octets */

@@ -15,6 +15,8 @@
 #include <ngx_core.h>
 #include <ngx_stream.h>
 #include <ngx_stream_ssl_module.h>
+#include <ngx_relay_idn.h>
+#include <ngx_relay_mtasts.h>
 #include <ngx_stream_relay.h>
 #include <ngx_relay_auth.h>
 #include <ngx_relay_dns.h>
@@ -249,6 +251,41 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       0,
       NULL },
 
+    { ngx_string("relay_dnssec"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, dnssec),
+      NULL },
+
+    { ngx_string("relay_mta_sts"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, mta_sts),
+      NULL },
+
+    { ngx_string("relay_mta_sts_cache"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, mta_sts_cache),
+      NULL },
+
+    { ngx_string("relay_mta_sts_trusted_certificate"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, mta_sts_trusted),
+      NULL },
+
+    { ngx_string("relay_mta_sts_timeout"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, mta_sts_timeout),
+      NULL },
+
     { ngx_string("relay_resolver_timeout"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -304,6 +341,13 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       NGX_STREAM_MAIN_CONF_OFFSET,
       0,
       "tls" },
+
+    { ngx_string("relay_dkim"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_stream_relay_statement,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      0,
+      "dkim" },
 
     { ngx_string("relay_tls_trusted_certificate"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
@@ -467,6 +511,9 @@ ngx_stream_relay_create_main_conf(ngx_conf_t *cf)
     rmcf->checkpoint_interval = NGX_CONF_UNSET_MSEC;
     rmcf->delivery = NGX_CONF_UNSET;
     rmcf->resolver_timeout = NGX_CONF_UNSET_MSEC;
+    rmcf->dnssec = NGX_CONF_UNSET;
+    rmcf->mta_sts = NGX_CONF_UNSET;
+    rmcf->mta_sts_timeout = NGX_CONF_UNSET_MSEC;
     rmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     rmcf->smtp_timeout = NGX_CONF_UNSET_MSEC;
     rmcf->smtp_port = NGX_CONF_UNSET;
@@ -656,6 +703,9 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
     }
     ngx_conf_init_value(rmcf->delivery, 0);
     ngx_conf_init_msec_value(rmcf->resolver_timeout, 5000);
+    ngx_conf_init_value(rmcf->dnssec, 0);
+    ngx_conf_init_value(rmcf->mta_sts, 0);
+    ngx_conf_init_msec_value(rmcf->mta_sts_timeout, 10000);
     ngx_conf_init_msec_value(rmcf->connect_timeout, 30000);
     ngx_conf_init_msec_value(rmcf->smtp_timeout, 300000);
 
@@ -846,10 +896,27 @@ ngx_stream_relay_local_domain(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_stream_relay_main_conf_t  *rmcf = conf;
 
-    ngx_str_t           *value, path;
+    u_char              *buf;
+    ngx_str_t           *value, path, name;
+    const char          *why;
     ngx_relay_domain_t  *d;
 
     value = cf->args->elts;
+
+    /* a domain in U-labels is matched as its A-labels (RCPT has those) */
+
+    buf = ngx_pnalloc(cf->pool, NGX_RELAY_IDN_MAX);
+    if (buf == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_relay_idn_to_ascii(&value[1], buf, &name, &why) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid domain \"%V\": %s", &value[1], why);
+        return NGX_CONF_ERROR;
+    }
+
+    value[1] = name;
 
     if (rmcf->domains == NULL) {
         rmcf->domains = ngx_array_create(cf->pool, 4,
@@ -1251,6 +1318,7 @@ static ngx_int_t
 ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
     ngx_stream_relay_main_conf_t *rmcf, ngx_relay_sched_t *sc)
 {
+    ngx_relay_mtasts_conf_t     sts;
     ngx_relay_delivery_conf_t  *dc;
 
     dc = ngx_pcalloc(cycle->pool, sizeof(ngx_relay_delivery_conf_t));
@@ -1259,7 +1327,7 @@ ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
     }
 
     dc->dns = ngx_relay_dns_create(&rmcf->resolver, rmcf->resolver_timeout,
-                                   cycle->log);
+                                   rmcf->dnssec, cycle->log);
     if (dc->dns == NULL) {
         return NGX_ERROR;
     }
@@ -1303,6 +1371,72 @@ ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
     } else if (SSL_CTX_set_default_verify_paths(dc->ssl->ctx) == 0) {
         ngx_ssl_error(NGX_LOG_WARN, cycle->log, 0,
                       "SSL_CTX_set_default_verify_paths() failed");
+    }
+
+    /* MTA-STS (RFC 8461): a worker's policies, cached in the spool */
+
+    if (rmcf->mta_sts) {
+        ngx_memzero(&sts, sizeof(ngx_relay_mtasts_conf_t));
+
+        if (rmcf->mta_sts_cache.len == 0) {
+            rmcf->mta_sts_cache.len = rmcf->spool.len + sizeof("mta-sts/");
+            rmcf->mta_sts_cache.data = ngx_pnalloc(cycle->pool,
+                                                   rmcf->mta_sts_cache.len);
+            if (rmcf->mta_sts_cache.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_sprintf(rmcf->mta_sts_cache.data, "%Vmta-sts/%Z",
+                        &rmcf->spool);
+            rmcf->mta_sts_cache.len--;
+
+        } else if (ngx_conf_full_name(cycle, &rmcf->mta_sts_cache, 1)
+                   != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        sts.cache.len = rmcf->mta_sts_cache.len;
+        sts.cache.data = ngx_pnalloc(cycle->pool, sts.cache.len + 2);
+        if (sts.cache.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        /* with its "/" and a NUL */
+
+        ngx_memcpy(sts.cache.data, rmcf->mta_sts_cache.data, sts.cache.len);
+
+        if (sts.cache.data[sts.cache.len - 1] != '/') {
+            sts.cache.data[sts.cache.len++] = '/';
+        }
+
+        sts.cache.data[sts.cache.len] = '\0';
+
+        if (rmcf->mta_sts_trusted.len
+            && ngx_conf_full_name(cycle, &rmcf->mta_sts_trusted, 1)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        sts.ca = rmcf->mta_sts_trusted;
+        sts.timeout = rmcf->mta_sts_timeout;
+        sts.dns = dc->dns;
+        sts.thread_pool = rmcf->thread_pool;
+        sts.log = cycle->log;
+
+        dc->mtasts = ngx_relay_mtasts_create(&sts);
+        if (dc->mtasts == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    /* DANE (RFC 7672): connections to hosts with usable TLSA records */
+
+    if (rmcf->dnssec && SSL_CTX_dane_enable(dc->ssl->ctx) <= 0) {
+        ngx_ssl_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "SSL_CTX_dane_enable() failed");
+        return NGX_ERROR;
     }
 
     dc->policy = &rmcf->policy;

@@ -37,6 +37,8 @@
 #include <ngx_stream_relay.h>
 #include <ngx_relay_auth.h>
 #include <ngx_relay_maildir.h>
+#include <ngx_relay_dkim.h>
+#include <ngx_relay_idn.h>
 
 
 static void ngx_stream_relay_greet(ngx_stream_relay_session_t *rs);
@@ -61,6 +63,8 @@ static void ngx_stream_relay_mail(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd);
 static void ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd);
+static ngx_int_t ngx_stream_relay_idn(ngx_stream_relay_session_t *rs,
+    ngx_relay_path_t *path, u_char *buf, const char *reply);
 static ngx_uint_t ngx_stream_relay_limited(ngx_stream_relay_session_t *rs,
     ngx_str_t *sender, ngx_uint_t what);
 static ngx_int_t ngx_stream_relay_check_rcpt(ngx_stream_relay_session_t *rs,
@@ -98,6 +102,7 @@ static void ngx_stream_relay_committed(ngx_relay_spool_writer_t *w,
 static void ngx_stream_relay_disk_error(ngx_stream_relay_session_t *rs,
     ngx_err_t err);
 static void ngx_stream_relay_resume(ngx_stream_relay_session_t *rs);
+static void ngx_stream_relay_unsigned(ngx_stream_relay_session_t *rs);
 
 
 static const char  *ngx_stream_relay_state_names[] = {
@@ -661,6 +666,7 @@ static void
 ngx_stream_relay_mail(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd)
 {
+    u_char                   idn[NGX_RELAY_MAX_PATH + NGX_RELAY_IDN_MAX];
     ngx_int_t                rc;
     ngx_relay_mail_args_t    ma;
     ngx_stream_relay_txn_t  *txn;
@@ -718,6 +724,10 @@ ngx_stream_relay_mail(ngx_stream_relay_session_t *rs,
     if (ma.path.utf8 && !ma.smtputf8) {
         ngx_stream_relay_error_reply(rs, "553 5.6.7 Non-ASCII address "
                                      "needs SMTPUTF8");
+        return;
+    }
+
+    if (ngx_stream_relay_idn(rs, &ma.path, idn, "501 5.1.7") != NGX_OK) {
         return;
     }
 
@@ -780,6 +790,7 @@ static void
 ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd)
 {
+    u_char                   idn[NGX_RELAY_MAX_PATH + NGX_RELAY_IDN_MAX];
     ngx_int_t                rc;
     ngx_uint_t               local;
     ngx_relay_rcpt_t        *r;
@@ -827,6 +838,10 @@ ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
         return;
     }
 
+    if (ngx_stream_relay_idn(rs, &ma.path, idn, "553 5.1.3") != NGX_OK) {
+        return;
+    }
+
     if (txn->env.rcpts.nelts >= rs->conf->max_recipients) {
         /* not an error: the client sends the rest later (RFC 5321 4.5.3.1.8) */
         ngx_stream_relay_reply(rs, "452 4.5.3 Error: too many recipients");
@@ -869,6 +884,56 @@ ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
     rs->last_rcpts = txn->env.rcpts.nelts;
 
     ngx_stream_relay_reply(rs, "250 2.1.5 Ok");
+}
+
+
+/*
+ * A domain in U-labels becomes A-labels here, once: DNS, routes, local
+ * domains and limits never see UTF-8 (RFC 5890, RFC 6531 3.3).  The local
+ * part stays as sent.  buf: NGX_RELAY_MAX_PATH + NGX_RELAY_IDN_MAX octets.
+ */
+
+static ngx_int_t
+ngx_stream_relay_idn(ngx_stream_relay_session_t *rs, ngx_relay_path_t *path,
+    u_char *buf, const char *reply)
+{
+    u_char      *p, ascii[NGX_RELAY_IDN_MAX];
+    ngx_str_t    domain;
+    ngx_int_t    rc;
+    const char  *why;
+
+    if (!path->utf8 || path->literal || path->domain.len == 0
+        || !ngx_relay_idn_utf8(&path->domain))
+    {
+        return NGX_OK;
+    }
+
+    rc = ngx_relay_idn_to_ascii(&path->domain, ascii, &domain, &why);
+
+    if (rc == NGX_ERROR) {
+        ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_stream_relay_error_reply(rs, "%s <%V>: invalid internationalized "
+                                     "domain name: %s", reply, &path->addr,
+                                     why);
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(buf, path->local.data, path->local.len);
+    *p++ = '@';
+    path->domain.data = p;
+    path->domain.len = domain.len;
+    p = ngx_cpymem(p, domain.data, domain.len);
+
+    path->addr.data = buf;
+    path->addr.len = p - buf;
+    path->local.data = buf;
+    path->utf8 = ngx_relay_idn_utf8(&path->local);
+
+    return NGX_OK;
 }
 
 
@@ -1293,6 +1358,12 @@ ngx_stream_relay_message_end(ngx_stream_relay_session_t *rs)
     if (ngx_relay_spool_commit(txn->writer, ngx_stream_relay_committed, rs)
         != NGX_OK)
     {
+        if (txn->writer->transform_failed) {
+            ngx_stream_relay_unsigned(rs);
+            ngx_stream_relay_txn_end(rs);
+            return;
+        }
+
         ngx_stream_relay_disk_error(rs, txn->writer->err);
         ngx_stream_relay_txn_end(rs);
         return;
@@ -1309,19 +1380,35 @@ ngx_stream_relay_committed(ngx_relay_spool_writer_t *w, ngx_int_t rc)
 {
     ngx_stream_relay_session_t  *rs = w->data;
 
+    u_char                  *p, dkim[512];
     ngx_stream_relay_txn_t  *txn;
 
     txn = rs->txn;
     txn->writer = NULL;                  /* the scheduler owns it now */
 
-    if (rc != NGX_OK) {
+    p = dkim;
+
+    if (txn->dkim) {
+        p = ngx_cpymem(p, ", dkim=", 7);
+        p = ngx_relay_dkim_result(txn->dkim, p, dkim + sizeof(dkim));
+
+        if (p == dkim + 7) {
+            p = dkim;                    /* no key for its domains */
+        }
+    }
+
+    if (rc != NGX_OK && w->transform_failed) {
+        ngx_stream_relay_unsigned(rs);
+
+    } else if (rc != NGX_OK) {
         ngx_stream_relay_disk_error(rs, w->err);
 
     } else {
         ngx_log_error(NGX_LOG_INFO, rs->connection->log, 0,
                       "%V: queued from=<%V>, nrcpt=%ui, size=%O, "
-                      "client=%V", &w->id, &txn->env.sender,
-                      txn->env.rcpts.nelts, txn->size, &rs->client);
+                      "client=%V%*s", &w->id, &txn->env.sender,
+                      txn->env.rcpts.nelts, txn->size, &rs->client,
+                      p - dkim, dkim);
 
         ngx_memcpy(rs->queue_id_buf, w->id.data, w->id.len);
         rs->last_queue_id.len = w->id.len;
@@ -1350,6 +1437,23 @@ ngx_stream_relay_disk_error(ngx_stream_relay_session_t *rs, ngx_err_t err)
         ngx_stream_relay_reply(rs, "451 4.3.0 Error: local error in "
                                "processing");
     }
+}
+
+
+/* DKIM signing failed and the key's policy says on_error=defer */
+
+static void
+ngx_stream_relay_unsigned(ngx_stream_relay_session_t *rs)
+{
+    u_char  *p, why[256];
+
+    p = ngx_relay_dkim_result(rs->txn->dkim, why, why + sizeof(why));
+
+    ngx_log_error(NGX_LOG_WARN, rs->connection->log, 0,
+                  "message refused: DKIM signing %*s", p - why, why);
+
+    ngx_stream_relay_reply(rs, "451 4.3.0 Error: the message could not be "
+                           "signed, try again later");
 }
 
 
@@ -1423,6 +1527,7 @@ ngx_stream_relay_txn_end(ngx_stream_relay_session_t *rs)
 static ngx_int_t
 ngx_stream_relay_open_spool(ngx_stream_relay_session_t *rs)
 {
+    size_t                     reserve;
     ngx_relay_envelope_t      *env;
     ngx_stream_relay_txn_t    *txn;
     ngx_relay_spool_writer_t  *w;
@@ -1445,6 +1550,25 @@ ngx_stream_relay_open_spool(ngx_stream_relay_session_t *rs)
     env->auth_user = rs->auth_user;
     env->tenant = rs->conf->tenant;
     env->arrival = ngx_time();
+
+    /* DKIM: mail of our own users only, never mail for local domains */
+
+    reserve = (rs->trusted || rs->auth_user.len)
+              ? ngx_relay_policy_dkim_reserve(&rs->main_conf->policy) : 0;
+
+    if (reserve) {
+        txn->dkim = ngx_relay_dkim_create(w->pool, w->log,
+                                          &rs->main_conf->policy,
+                                          &env->sender, reserve);
+        if (txn->dkim == NULL) {
+            ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
+            ngx_relay_spool_abort(w);
+            txn->writer = NULL;
+            return NGX_ERROR;
+        }
+
+        ngx_relay_spool_set_transform(w, ngx_relay_dkim_transform(txn->dkim));
+    }
 
     if (ngx_relay_spool_write_envelope(w, env) != NGX_OK
         || ngx_stream_relay_received(rs) != NGX_OK)

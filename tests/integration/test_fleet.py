@@ -617,6 +617,41 @@ def test_node_nacks_and_nodes_shows_why(fleet):
         assert by[nid]["nacked_version"] in (0, v), by[nid]
 
 
+def test_node_nacks_unreadable_dkim_key(fleet):
+    """The policy names DKIM key files on the nodes: a node that cannot
+    read one (worker 0's control thread checks) NACKs with the reason."""
+    good = fleet.apply(policy_text("good before the dkim NACK", "S1"))
+    fleet.wait_all_applied(good)
+    missing = "/nonexistent/relay-dkim.pem"
+    v = fleet.apply(policy_text("dkim key missing", "S1",
+                                "dkim example.org selector=s key=%s;\n"
+                                % missing))
+
+    def nacked(j, by):
+        return all(by[n]["nacked_version"] == v for n in NODES)
+    _, by = fleet.wait_nodes(nacked, 15, "three NACKs of %d" % v)
+    for nid in NODES:
+        assert by[nid]["applied_version"] == good, by[nid]
+        assert by[nid]["nack_reason"] == (
+            "dkim[0].key_file: cannot read \"%s\": No such file or "
+            "directory" % missing), by[nid]
+
+    # a key the workers can read is taken
+    d = Path(tempfile.mkdtemp(prefix="relay-dkim-"))
+    try:
+        os.chmod(str(d), 0o755)
+        key = d / "k.pem"
+        subprocess.run(["openssl", "genpkey", "-algorithm", "ED25519",
+                        "-out", str(key)], check=True, capture_output=True)
+        os.chmod(str(key), 0o644)
+        v2 = fleet.apply(policy_text("dkim key there", "S1",
+                                     "dkim example.org selector=s key=%s "
+                                     "algorithm=ed25519-sha256;\n" % key))
+        fleet.wait_all_applied(v2)
+    finally:
+        shutil.rmtree(str(d), ignore_errors=True)
+
+
 # ==========================================================================
 # rollback
 

@@ -138,6 +138,15 @@ static const t_case_t  t_parse[] = {
       "t.policy:1: tls: unexpected argument \"more\"" },
     { "tls * required verify=1;",
       "t.policy:1: tls: unexpected parameter \"verify=1\"" },
+    { "dkim example.com key=/k.pem;",
+      "t.policy:1: dkim: missing parameter \"selector=\"" },
+    { "dkim example.com selector=s;",
+      "t.policy:1: dkim: missing parameter \"key=\"" },
+    { "dkim selector=s key=/k.pem;", "t.policy:1: dkim: missing argument" },
+    { "dkim a.com selector=s key=/k.pem bits=2048;",
+      "t.policy:1: dkim: unknown parameter \"bits\"" },
+    { "dkim a.com selector=s key=/k.pem expire=1w;",
+      "t.policy:1: dkim: bad duration \"1w\"" },
     { "route \"a;b\" [x]; # a comment ; with ;\nfrob;",
       "t.policy:2: unknown statement \"frob\"" },
     { NULL, NULL }
@@ -172,7 +181,39 @@ static const t_case_t  t_validate[] = {
       "egress_rule auth_user bob main;\n"
       "egress_rule tenant acme main;\n"
       "tls .example.com required verify;\n"
-      "tls * optional;\n", NULL },
+      "tls * optional;\n"
+      "dkim example.com selector=s2026 key=/etc/relay/dkim/example.pem;\n"
+      "dkim example.com selector=ed key=/etc/relay/dkim/ed.pem "
+      "algorithm=ed25519-sha256 canonicalization=simple/relaxed "
+      "headers=from:to:subject expire=7d fallback=envelope "
+      "on_error=send;\n", NULL },
+
+    /* dkim */
+
+    { "dkim Example.com selector=s key=/k;",
+      "dkim[0].domain: must be lowercase" },
+    { "dkim a.com selector=s_1 key=/k;",
+      "dkim[0].selector: invalid character in name" },
+    { "dkim a.com selector=s key=k.pem;",
+      "dkim[0].key_file: not an absolute path" },
+    { "dkim a.com selector=s key=/k algorithm=rsa-sha1;",
+      "dkim[0].algorithm: \"rsa-sha1\" is neither rsa-sha256 nor "
+      "ed25519-sha256" },
+    { "dkim a.com selector=s key=/k canonicalization=relaxed;",
+      "dkim[0].canonicalization: \"relaxed\" is not "
+      "relaxed|simple/relaxed|simple" },
+    { "dkim a.com selector=s key=/k headers=to:subject;",
+      "dkim[0].headers: must sign \"from\"" },
+    { "dkim a.com selector=s key=/k headers=From:to;",
+      "dkim[0].headers: lowercase header names separated by \":\"" },
+    { "dkim a.com selector=s key=/k headers=from::to;",
+      "dkim[0].headers: empty header name" },
+    { "dkim a.com selector=s key=/k fallback=from;",
+      "dkim[0].fallback: \"from\" is not \"envelope\"" },
+    { "dkim a.com selector=s key=/k on_error=accept;",
+      "dkim[0].on_error: \"accept\" is neither defer nor send" },
+    { "dkim a.com selector=s key=/k;\ndkim a.com selector=s key=/j;",
+      "dkim[1]: domain a.com selector s is already dkim[0]" },
 
     { "comment \"x\";", NULL },
 
