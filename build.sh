@@ -19,6 +19,7 @@ packages=(
     nginx nginx-dev libnginx-mod-stream
     libpcre2-dev zlib1g-dev libssl-dev libcrypt-dev
     libc-ares-dev libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
+    libhiredis-dev redis-server
     protobuf-compiler protobuf-compiler-grpc
     python3-pytest python3-grpcio python3-protobuf
     swaks postfix dnsmasq-base bind9-dnsutils openssl curl
