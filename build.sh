@@ -24,6 +24,7 @@ packages=(
     nginx nginx-dev libnginx-mod-stream
     libpcre2-dev zlib1g-dev libssl-dev libcrypt-dev
     libc-ares-dev libidn2-dev libcurl4-openssl-dev libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
+    libhiredis-dev redis-server
     protobuf-compiler protobuf-compiler-grpc
     python3-pytest python3-grpcio python3-protobuf python3-dkim python3-nacl
     swaks postfix dnsmasq-base bind9-dnsutils openssl curl

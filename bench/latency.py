@@ -187,7 +187,8 @@ def main():
         srv.settle()
         if args.deliver:
             srv.start_sink(args.sink_port)
-            os.environ["RELAY_STREAM_EXTRA"] = (
+            os.environ["RELAY_STREAM_EXTRA"] = os.environ.get(
+                "RELAY_STREAM_EXTRA", "") + (
                 "    relay_delivery on;\n"
                 "    relay_resolver 127.0.0.1:1;\n"
                 "    relay_route remote.test [127.0.0.1]:%d;\n"

@@ -76,7 +76,8 @@ typedef struct {
 typedef enum {
     RELAY_POLICY_PARAM_NUMBER = 0,
     RELAY_POLICY_PARAM_DURATION,
-    RELAY_POLICY_PARAM_STRING
+    RELAY_POLICY_PARAM_STRING,
+    RELAY_POLICY_PARAM_KEYWORD
 } relay_policy_param_type_e;
 
 
@@ -85,6 +86,8 @@ typedef struct {
     relay_policy_param_type_e  type;
     int                        required;
     size_t                     offset;       /* in the message */
+    const char *const         *words;        /* KEYWORD: NULL-ended; the
+                                                index is the enum value */
 } relay_policy_param_t;
 
 
@@ -123,7 +126,8 @@ static int relay_policy_number(const char *s, uint32_t *v);
 static int relay_policy_duration(const char *s, uint32_t *v);
 static char *relay_policy_strdup(const char *s);
 static int relay_policy_push(void *arrayp, size_t *n, void *elt);
-static int relay_policy_key(relay_policy_parse_t *ps, const char **keys);
+static int relay_policy_key(relay_policy_parse_t *ps, const char **keys,
+    int n);
 static void *relay_policy_append(relay_policy_parse_t *ps,
     const ProtobufCMessageDescriptor *d, void *arrayp, size_t *n);
 static char **relay_policy_strings(relay_policy_parse_t *ps, size_t first,
@@ -159,7 +163,7 @@ static void relay_policy_render_rule(relay_buf_t *b, const void *elt);
 static void relay_policy_render_tls(relay_buf_t *b, const void *elt);
 static void relay_policy_render_dkim(relay_buf_t *b, const void *elt);
 static void relay_policy_render_keyed(relay_buf_t *b, const char *statement,
-    const char **keys, unsigned key, const char *match);
+    const char **keys, unsigned nkeys, unsigned key, const char *match);
 static void relay_policy_buf_number(relay_buf_t *b, const char *name,
     uint32_t v);
 static void relay_policy_buf_words(relay_buf_t *b, char **words, size_t n);
@@ -230,12 +234,19 @@ static const relay_policy_stmt_t  relay_policy_statements[] = {
 
 
 static const char  *relay_policy_inbound_keys[] = {
-    "client_ip", "auth_user", "sender_domain"
+    "client_ip", "auth_user", "sender_domain", "tenant"
 };
 
 static const char  *relay_policy_rule_keys[] = {
     "sender_domain", "auth_user", "tenant"
 };
+
+#define relay_policy_nkeys(keys)  (int) (sizeof(keys) / sizeof(keys[0]))
+
+/* "scope=" and "per=": by LimitScope and DestinationLimit.Per */
+
+static const char *const  relay_policy_scopes[] = { "node", "fleet", NULL };
+static const char *const  relay_policy_pers[] = { "pool", "address", NULL };
 
 
 /* ---------------------------------------------------------------- parse */
@@ -947,6 +958,25 @@ relay_policy_params(relay_policy_parse_t *ps, size_t first, void *msg,
             *(uint32_t *) ((char *) msg + params[k].offset) = v;
             break;
 
+        case RELAY_POLICY_PARAM_KEYWORD:
+            for (v = 0; params[k].words[v]; v++) {
+                if (strcmp(params[k].words[v], value) == 0) {
+                    break;
+                }
+            }
+
+            if (params[k].words[v] == NULL) {
+                relay_policy_perror(ps, t->line, "%s: bad %s \"%s\" (%s)",
+                                    ps->tok[0].data, name, value,
+                                    params[k].words == relay_policy_scopes
+                                    ? "node or fleet" : "pool or address");
+                return -1;
+            }
+
+            /* a protobuf-c enum field is an int */
+            *(int *) ((char *) msg + params[k].offset) = (int) v;
+            break;
+
         default: /* RELAY_POLICY_PARAM_STRING */
             sp = (char **) ((char *) msg + params[k].offset);
 
@@ -1135,17 +1165,25 @@ relay_policy_take(relay_policy_parse_t *ps, size_t i)
     relay_policy_perror(ps, (ps)->line, "out of memory")
 
 
-/* the key of "inbound_limit" and "egress_rule": its index in keys[3] */
+/* the key of "inbound_limit" and "egress_rule": its index in keys[n] */
 
 static int
-relay_policy_key(relay_policy_parse_t *ps, const char **keys)
+relay_policy_key(relay_policy_parse_t *ps, const char **keys, int n)
 {
     int  k;
 
-    for (k = 0; k < 3; k++) {
+    for (k = 0; k < n; k++) {
         if (strcmp(ps->tok[1].data, keys[k]) == 0) {
             return k;
         }
+    }
+
+    if (n == 4) {
+        relay_policy_perror(ps, ps->tok[1].line,
+                            "%s: unknown key \"%s\" (%s, %s, %s or %s)",
+                            ps->tok[0].data, ps->tok[1].data, keys[0],
+                            keys[1], keys[2], keys[3]);
+        return -1;
     }
 
     relay_policy_perror(ps, ps->tok[1].line,
@@ -1306,13 +1344,13 @@ relay_policy_stmt_retry(relay_policy_parse_t *ps)
 
     static const relay_policy_param_t  params[] = {
         { "min", RELAY_POLICY_PARAM_DURATION, 1,
-          offsetof(relay_policy_retry_t, backoff_min_s) },
+          offsetof(relay_policy_retry_t, backoff_min_s), NULL },
         { "max", RELAY_POLICY_PARAM_DURATION, 1,
-          offsetof(relay_policy_retry_t, backoff_max_s) },
+          offsetof(relay_policy_retry_t, backoff_max_s), NULL },
         { "lifetime", RELAY_POLICY_PARAM_DURATION, 1,
-          offsetof(relay_policy_retry_t, lifetime_s) },
+          offsetof(relay_policy_retry_t, lifetime_s), NULL },
         { "delay_warning", RELAY_POLICY_PARAM_DURATION, 0,
-          offsetof(relay_policy_retry_t, delay_warning_s) }
+          offsetof(relay_policy_retry_t, delay_warning_s), NULL }
     };
 
     if (relay_policy_positional(ps, 1, 1) < 0) {
@@ -1340,18 +1378,21 @@ relay_policy_stmt_inbound_limit(relay_policy_parse_t *ps)
 
     static const relay_policy_param_t  params[] = {
         { "window", RELAY_POLICY_PARAM_DURATION, 1,
-          offsetof(relay_policy_inbound_t, window_s) },
+          offsetof(relay_policy_inbound_t, window_s), NULL },
         { "messages", RELAY_POLICY_PARAM_NUMBER, 0,
-          offsetof(relay_policy_inbound_t, messages) },
+          offsetof(relay_policy_inbound_t, messages), NULL },
         { "recipients", RELAY_POLICY_PARAM_NUMBER, 0,
-          offsetof(relay_policy_inbound_t, recipients) }
+          offsetof(relay_policy_inbound_t, recipients), NULL },
+        { "scope", RELAY_POLICY_PARAM_KEYWORD, 0,
+          offsetof(relay_policy_inbound_t, scope), relay_policy_scopes }
     };
 
     if (relay_policy_positional(ps, 2, 2) < 0) {
         return -1;
     }
 
-    k = relay_policy_key(ps, relay_policy_inbound_keys);
+    k = relay_policy_key(ps, relay_policy_inbound_keys,
+                         relay_policy_nkeys(relay_policy_inbound_keys));
     if (k < 0) {
         return -1;
     }
@@ -1378,19 +1419,23 @@ relay_policy_stmt_destination_limit(relay_policy_parse_t *ps)
 
     static const relay_policy_param_t  params[] = {
         { "connections", RELAY_POLICY_PARAM_NUMBER, 0,
-          offsetof(relay_policy_dest_t, max_connections) },
+          offsetof(relay_policy_dest_t, max_connections), NULL },
         { "messages_per_connection", RELAY_POLICY_PARAM_NUMBER, 0,
-          offsetof(relay_policy_dest_t, messages_per_connection) },
+          offsetof(relay_policy_dest_t, messages_per_connection), NULL },
         { "messages_per_minute", RELAY_POLICY_PARAM_NUMBER, 0,
-          offsetof(relay_policy_dest_t, messages_per_minute) },
+          offsetof(relay_policy_dest_t, messages_per_minute), NULL },
         { "messages_per_hour", RELAY_POLICY_PARAM_NUMBER, 0,
-          offsetof(relay_policy_dest_t, messages_per_hour) },
+          offsetof(relay_policy_dest_t, messages_per_hour), NULL },
         { "connections_per_minute", RELAY_POLICY_PARAM_NUMBER, 0,
-          offsetof(relay_policy_dest_t, connections_per_minute) },
+          offsetof(relay_policy_dest_t, connections_per_minute), NULL },
         { "backoff_reply", RELAY_POLICY_PARAM_STRING, 0,
-          offsetof(relay_policy_dest_t, backoff_reply_pattern) },
+          offsetof(relay_policy_dest_t, backoff_reply_pattern), NULL },
         { "backoff", RELAY_POLICY_PARAM_DURATION, 0,
-          offsetof(relay_policy_dest_t, backoff_s) }
+          offsetof(relay_policy_dest_t, backoff_s), NULL },
+        { "scope", RELAY_POLICY_PARAM_KEYWORD, 0,
+          offsetof(relay_policy_dest_t, scope), relay_policy_scopes },
+        { "per", RELAY_POLICY_PARAM_KEYWORD, 0,
+          offsetof(relay_policy_dest_t, per), relay_policy_pers }
     };
 
     if (relay_policy_positional(ps, 1, 1) < 0) {
@@ -1543,7 +1588,8 @@ relay_policy_stmt_egress_rule(relay_policy_parse_t *ps)
         return -1;
     }
 
-    k = relay_policy_key(ps, relay_policy_rule_keys);
+    k = relay_policy_key(ps, relay_policy_rule_keys,
+                         relay_policy_nkeys(relay_policy_rule_keys));
     if (k < 0) {
         return -1;
     }
@@ -1614,21 +1660,21 @@ relay_policy_stmt_dkim(relay_policy_parse_t *ps)
 
     static const relay_policy_param_t  params[] = {
         { "selector", RELAY_POLICY_PARAM_STRING, 1,
-          offsetof(relay_policy_dkim_t, selector) },
+          offsetof(relay_policy_dkim_t, selector), NULL },
         { "key", RELAY_POLICY_PARAM_STRING, 1,
-          offsetof(relay_policy_dkim_t, key_file) },
+          offsetof(relay_policy_dkim_t, key_file), NULL },
         { "algorithm", RELAY_POLICY_PARAM_STRING, 0,
-          offsetof(relay_policy_dkim_t, algorithm) },
+          offsetof(relay_policy_dkim_t, algorithm), NULL },
         { "canonicalization", RELAY_POLICY_PARAM_STRING, 0,
-          offsetof(relay_policy_dkim_t, canonicalization) },
+          offsetof(relay_policy_dkim_t, canonicalization), NULL },
         { "headers", RELAY_POLICY_PARAM_STRING, 0,
-          offsetof(relay_policy_dkim_t, headers) },
+          offsetof(relay_policy_dkim_t, headers), NULL },
         { "expire", RELAY_POLICY_PARAM_DURATION, 0,
-          offsetof(relay_policy_dkim_t, expire_s) },
+          offsetof(relay_policy_dkim_t, expire_s), NULL },
         { "fallback", RELAY_POLICY_PARAM_STRING, 0,
-          offsetof(relay_policy_dkim_t, fallback) },
+          offsetof(relay_policy_dkim_t, fallback), NULL },
         { "on_error", RELAY_POLICY_PARAM_STRING, 0,
-          offsetof(relay_policy_dkim_t, on_error) }
+          offsetof(relay_policy_dkim_t, on_error), NULL }
     };
 
     if (relay_policy_positional(ps, 1, 1) < 0) {
@@ -1821,10 +1867,15 @@ relay_policy_render_inbound(relay_buf_t *b, const void *elt)
     const relay_policy_inbound_t  *l = elt;
 
     relay_policy_render_keyed(b, "inbound_limit", relay_policy_inbound_keys,
+                              relay_policy_nkeys(relay_policy_inbound_keys),
                               l->key, l->match);
     relay_policy_buf_duration(b, "window", l->window_s);
     relay_policy_buf_number(b, "messages", l->messages);
     relay_policy_buf_number(b, "recipients", l->recipients);
+
+    if (l->scope == RELAY__CONTROL__V1__LIMIT_SCOPE__FLEET) {
+        relay_buf_printf(b, " scope=fleet");
+    }
 }
 
 
@@ -1851,6 +1902,14 @@ relay_policy_render_destination(relay_buf_t *b, const void *elt)
 
     if (d->backoff_s) {
         relay_policy_buf_duration(b, "backoff", d->backoff_s);
+    }
+
+    if (d->scope == RELAY__CONTROL__V1__LIMIT_SCOPE__FLEET) {
+        relay_buf_printf(b, " scope=fleet");
+    }
+
+    if (d->per == RELAY__CONTROL__V1__DESTINATION_LIMIT__PER__ADDRESS) {
+        relay_buf_printf(b, " per=address");
     }
 }
 
@@ -1883,6 +1942,7 @@ relay_policy_render_rule(relay_buf_t *b, const void *elt)
     const relay_policy_rule_t  *r = elt;
 
     relay_policy_render_keyed(b, "egress_rule", relay_policy_rule_keys,
+                              relay_policy_nkeys(relay_policy_rule_keys),
                               r->key, r->match);
     relay_buf_printf(b, " ");
     relay_policy_buf_word(b, r->pool, 0);
@@ -1946,9 +2006,10 @@ relay_policy_render_dkim(relay_buf_t *b, const void *elt)
 
 static void
 relay_policy_render_keyed(relay_buf_t *b, const char *statement,
-    const char **keys, unsigned key, const char *match)
+    const char **keys, unsigned nkeys, unsigned key, const char *match)
 {
-    relay_buf_printf(b, "%s %s ", statement, key < 3 ? keys[key] : "unknown");
+    relay_buf_printf(b, "%s %s ", statement,
+                     key < nkeys ? keys[key] : "unknown");
     relay_policy_buf_word(b, match, 0);
 }
 
@@ -2359,6 +2420,7 @@ relay_policy_check_inbound(const relay_policy_t *p, char *err, size_t errlen)
             break;
 
         case RELAY__CONTROL__V1__INBOUND_LIMIT__KEY__AUTH_USER:
+        case RELAY__CONTROL__V1__INBOUND_LIMIT__KEY__TENANT:
             why = relay_policy_check_word(l->match);
             break;
 
@@ -2386,6 +2448,11 @@ relay_policy_check_inbound(const relay_policy_t *p, char *err, size_t errlen)
         if (l->window_s == 0) {
             relay_fail("inbound_limits[%zu].window_s: must be greater than 0",
                        i);
+        }
+
+        if ((unsigned) l->scope > RELAY__CONTROL__V1__LIMIT_SCOPE__FLEET) {
+            relay_fail("inbound_limits[%zu].scope: unknown scope %d", i,
+                       (int) l->scope);
         }
     }
 
@@ -2426,6 +2493,34 @@ relay_policy_check_destinations(const relay_policy_t *p, char *err,
         if (d->backoff_s && d->backoff_reply_pattern[0] == '\0') {
             relay_fail("destination_limits[%zu].backoff_reply_pattern: "
                        "needed with backoff_s", i);
+        }
+
+        if ((unsigned) d->scope > RELAY__CONTROL__V1__LIMIT_SCOPE__FLEET) {
+            relay_fail("destination_limits[%zu].scope: unknown scope %d", i,
+                       (int) d->scope);
+        }
+
+        if ((unsigned) d->per
+            > RELAY__CONTROL__V1__DESTINATION_LIMIT__PER__ADDRESS)
+        {
+            relay_fail("destination_limits[%zu].per: unknown value %d", i,
+                       (int) d->per);
+        }
+
+        /* the fleet counts messages; connections are always the node's */
+
+        if (d->scope == RELAY__CONTROL__V1__LIMIT_SCOPE__FLEET
+            && d->messages_per_minute == 0 && d->messages_per_hour == 0)
+        {
+            relay_fail("destination_limits[%zu].scope: fleet needs "
+                       "messages_per_minute or messages_per_hour", i);
+        }
+
+        if (d->per == RELAY__CONTROL__V1__DESTINATION_LIMIT__PER__ADDRESS
+            && d->scope != RELAY__CONTROL__V1__LIMIT_SCOPE__FLEET)
+        {
+            relay_fail("destination_limits[%zu].per: address needs "
+                       "scope fleet", i);
         }
     }
 

@@ -22,12 +22,13 @@
  *   backup_mx PATTERN HOP [HOP ...];
  *   fallback_relay HOP [HOP ...];
  *   retry PATTERN min=300s max=4000s lifetime=5d [delay_warning=4h];
- *   inbound_limit client_ip|auth_user|sender_domain MATCH window=1m
- *       [messages=N] [recipients=N];
+ *   inbound_limit client_ip|auth_user|sender_domain|tenant MATCH window=1m
+ *       [messages=N] [recipients=N] [scope=node|fleet];
  *   destination_limit PATTERN [connections=N] [messages_per_connection=N]
  *       [messages_per_minute=N] [messages_per_hour=N]
  *       [connections_per_minute=N]
- *       [backoff_reply="TEXT"] [backoff=10m];
+ *       [backoff_reply="TEXT"] [backoff=10m]
+ *       [scope=node|fleet] [per=pool|address];
  *   egress_pool NAME ehlo=HOST ADDRESS [weight=N] [ADDRESS [weight=N] ...];
  *   egress_rule sender_domain|auth_user|tenant MATCH POOL;
  *   tls PATTERN required|optional [verify];

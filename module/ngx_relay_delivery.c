@@ -230,6 +230,9 @@ static ngx_uint_t ngx_relay_delivery_open(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_throttled(ngx_relay_delivery_t *d,
     ngx_msec_t wait, ngx_uint_t slow);
 static void ngx_relay_delivery_throttle_handler(ngx_event_t *ev);
+static void ngx_relay_delivery_shaped(ngx_relay_destination_ctx_t *ds);
+static ngx_int_t ngx_relay_delivery_admit(ngx_relay_delivery_t *d,
+    ngx_int_t rc, ngx_msec_t wait, ngx_uint_t slow);
 
 
 ngx_int_t
@@ -237,6 +240,7 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     ngx_relay_queued_t *q, ngx_str_t *domain, ngx_relay_dest_t *dests,
     ngx_uint_t ndests, ngx_relay_delivery_done_pt handler, void *data)
 {
+    ngx_int_t                     rc;
     ngx_uint_t                    slow;
     ngx_msec_t                    wait;
     ngx_pool_t                   *pool;
@@ -296,6 +300,7 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     ds->pool = pool;
     ds->log = dc->log;
     ds->handler = ngx_relay_delivery_turn;
+    ds->shaped = ngx_relay_delivery_shaped;
     ds->data = d;
     ds->reuse = dc->reuse;
     ds->idle_timeout = dc->idle_timeout;
@@ -310,20 +315,70 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
         goto failed;
     }
 
-    if (ngx_relay_destination_message(ds, &wait, &slow) == NGX_BUSY) {
-        ngx_relay_delivery_throttled(d, wait, slow);
-        return NGX_OK;
-    }
-
     d->throttle.handler = ngx_relay_delivery_throttle_handler;
     d->throttle.data = d;
     d->throttle.log = dc->log;
     d->throttle.cancelable = 1;
 
-    switch (ngx_relay_destination_enter(ds, &dc->dests)) {
+    wait = 0;
+    slow = 0;
+
+    rc = ngx_relay_destination_message(ds, &wait, &slow);
+
+    if (rc == NGX_AGAIN) {
+        return NGX_OK;                 /* ngx_relay_delivery_shaped() */
+    }
+
+    /* the handler may run before this returns: d is gone then */
+
+    if (ngx_relay_delivery_admit(d, rc, wait, slow) == NGX_ERROR) {
+        goto failed;
+    }
+
+    return NGX_OK;
+
+failed:
+
+    ngx_destroy_pool(pool);
+    return NGX_ERROR;
+}
+
+
+/* the fleet's counters answered (or the fallback did) */
+
+static void
+ngx_relay_delivery_shaped(ngx_relay_destination_ctx_t *ds)
+{
+    ngx_relay_delivery_t     *d = ds->data;
+    ngx_relay_shape_check_t  *sc;
+
+    sc = &ds->fleet_check;
+
+    if (ngx_relay_delivery_admit(d, sc->rc, sc->wait, sc->slow)
+        == NGX_ERROR)
+    {
+        d->error_len = ngx_sprintf(d->error, "out of memory") - d->error;
+        d->error_dsn = "4.3.0";
+        ngx_relay_delivery_finish(d);
+    }
+}
+
+
+/* within the destination's rate: its turn, now or when one ends */
+
+static ngx_int_t
+ngx_relay_delivery_admit(ngx_relay_delivery_t *d, ngx_int_t rc,
+    ngx_msec_t wait, ngx_uint_t slow)
+{
+    if (rc == NGX_BUSY) {
+        ngx_relay_delivery_throttled(d, wait, slow);
+        return NGX_OK;
+    }
+
+    switch (ngx_relay_destination_enter(&d->destination, &d->conf->dests)) {
 
     case NGX_ERROR:
-        goto failed;
+        return NGX_ERROR;
 
     case NGX_AGAIN:
         return NGX_OK;                 /* ngx_relay_delivery_turn() */
@@ -332,16 +387,9 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
         break;
     }
 
-    /* the handler may run before this returns: d is gone then */
-
     ngx_relay_delivery_begin(d);
 
     return NGX_OK;
-
-failed:
-
-    ngx_destroy_pool(pool);
-    return NGX_ERROR;
 }
 
 

@@ -31,6 +31,10 @@
  * connections and messages a minute or an hour, and a slow mode after a
  * reply asked for it; relay_destination_limit (or the fleet's
  * destination_limit) sets them, and the concurrency and reuse limits.
+ * With scope=fleet the messages a minute and an hour count in Redis,
+ * shared by every node, per pool or per source address of the pool: then
+ * the delivery keeps to the address it was counted on (its new
+ * connections bind to it, and only cached connections from it serve).
  *
  * Egress: the pool of the message (its source addresses in a weighted
  * random order, and its EHLO name); an address that cannot be bound is
@@ -55,6 +59,9 @@ static void ngx_relay_destination_wake(ngx_event_t *ev);
 static void ngx_relay_destination_take(ngx_relay_smtp_conn_t *sc);
 static void ngx_relay_destination_idle_handler(ngx_event_t *ev);
 static void ngx_relay_destination_idle_write_handler(ngx_event_t *ev);
+static void ngx_relay_destination_fleet_done(ngx_relay_shape_check_t *sc);
+static void ngx_relay_destination_fleet_counted(
+    ngx_relay_destination_ctx_t *ds);
 
 
 /*
@@ -73,6 +80,8 @@ ngx_relay_destination_init(ngx_relay_destination_ctx_t *ds,
     ds->id = &q->id;
     ds->zone = p->limits_zone;
     ds->key = *domain;
+    ds->domain = *domain;
+    ds->limits = &p->limits;
 
     ep = ngx_relay_policy_egress(p, &q->sender, &q->auth, &q->tenant);
 
@@ -87,6 +96,9 @@ ngx_relay_destination_init(ngx_relay_destination_ctx_t *ds,
     }
 
     ngx_relay_destination_limits(ds, dl);
+
+    ds->fleet = (dl->scope == NGX_RELAY_LIMIT_FLEET);
+    ds->per_address = dl->per_address;
 
     if (dl->backoff_reply.len) {
         ds->backoff_reply.data = ngx_pstrdup(ds->pool, &dl->backoff_reply);
@@ -178,16 +190,74 @@ ngx_relay_destination_limits(ngx_relay_destination_ctx_t *ds,
 
 
 /*
- * The destination's message rate, across the workers.  NGX_BUSY: not
- * before *wait milliseconds; *slow: it is in slow mode.
+ * The destination's message rate, across the workers (or the fleet).
+ * NGX_BUSY: not before *wait milliseconds; *slow: it is in slow mode.
+ * NGX_AGAIN: Redis counts; ds->shaped runs with ds->fleet_check's rc,
+ * wait and slow set.
  */
 
 ngx_int_t
 ngx_relay_destination_message(ngx_relay_destination_ctx_t *ds,
     ngx_msec_t *wait, ngx_uint_t *slow)
 {
-    return ngx_relay_shape_message(ds->zone, &ds->key, &ds->shape, wait,
-                                   slow);
+    ngx_relay_shape_check_t  *sc;
+
+    if (!ds->fleet) {
+        return ngx_relay_shape_message(ds->zone, &ds->key, &ds->shape, wait,
+                                       slow);
+    }
+
+    sc = &ds->fleet_check;
+
+    sc->key = ds->key;
+    sc->domain = ds->domain;
+    sc->pool = ds->egress_pool;
+    sc->egress = ds->per_address ? ds->egress : NULL;
+    sc->negress = ds->per_address ? ds->negress : 0;
+    sc->limits = ds->shape;
+    sc->zone = ds->zone;
+    sc->conf = ds->limits;
+    sc->handler = ngx_relay_destination_fleet_done;
+    sc->data = ds;
+    sc->log = ds->log;
+
+    if (ngx_relay_shape_fleet(sc) == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
+
+    ngx_relay_destination_fleet_counted(ds);
+
+    *wait = sc->wait;
+    *slow = sc->slow;
+
+    return sc->rc;
+}
+
+
+static void
+ngx_relay_destination_fleet_done(ngx_relay_shape_check_t *sc)
+{
+    ngx_relay_destination_ctx_t  *ds = sc->data;
+
+    ngx_relay_destination_fleet_counted(ds);
+
+    ds->shaped(ds);
+}
+
+
+/* counted per source address: the delivery keeps to that address */
+
+static void
+ngx_relay_destination_fleet_counted(ngx_relay_destination_ctx_t *ds)
+{
+    ngx_relay_shape_check_t  *sc;
+
+    sc = &ds->fleet_check;
+
+    if (sc->rc == NGX_OK && sc->negress && sc->egress_next < ds->negress) {
+        ds->egress_next = sc->egress_next;
+        ds->pinned = 1;
+    }
 }
 
 
@@ -419,9 +489,17 @@ ngx_relay_destination_conn(ngx_relay_destination_ctx_t *ds,
     if (sc) {
         sc->host.data = ngx_pstrdup(pool, host);
         sc->shape_key.data = ngx_pstrdup(pool, &ds->key);
+
+        if (ds->egress_next < ds->negress) {
+            sc->egress.len = ds->egress[ds->egress_next].name.len;
+            sc->egress.data = ngx_pstrdup(pool,
+                                          &ds->egress[ds->egress_next].name);
+        }
     }
 
-    if (sc == NULL || sc->host.data == NULL || sc->shape_key.data == NULL) {
+    if (sc == NULL || sc->host.data == NULL || sc->shape_key.data == NULL
+        || (sc->egress.len && sc->egress.data == NULL))
+    {
         if (pool) {
             ngx_destroy_pool(pool);
         }
@@ -467,6 +545,16 @@ ngx_relay_destination_cached(ngx_relay_destination_ctx_t *ds,
 
         if ((rt->tls_required && !sc->tls)
             || (rt->tls_verify && !sc->verified))
+        {
+            continue;
+        }
+
+        if (ds->pinned
+            && (sc->egress.len != ds->egress[ds->egress_next].name.len
+                || ngx_strncmp(sc->egress.data,
+                               ds->egress[ds->egress_next].name.data,
+                               sc->egress.len)
+                   != 0))
         {
             continue;
         }

@@ -53,6 +53,7 @@ typedef struct {
     unsigned                     verified:1;   /* chain and name checked */
     unsigned                     shaped:1;     /* counted as open */
     ngx_str_t                    shape_key;
+    ngx_str_t                    egress;       /* source address; "" */
     ngx_str_t                    hop;          /* ngx_relay_route_hop_id() */
     u_char                       relay[NGX_SOCKADDR_STRLEN + 300];
     size_t                       relay_len;
@@ -75,6 +76,8 @@ struct ngx_relay_destination_ctx_s {
     ngx_pool_t                       *pool;
     ngx_log_t                        *log;
     ngx_relay_destination_handler_pt  handler;      /* its turn came */
+    ngx_relay_destination_handler_pt  shaped;       /* fleet counted:
+                                                       fleet_check.rc */
     void                             *data;
     ngx_flag_t                        reuse;        /* cache connections */
     ngx_msec_t                        idle_timeout;
@@ -96,6 +99,12 @@ struct ngx_relay_destination_ctx_s {
     ngx_uint_t                        egress_next;  /* the address in use */
     ngx_shm_zone_t                   *zone;
     ngx_relay_shape_limits_t          shape;
+    ngx_str_t                         domain;
+    ngx_relay_limits_conf_t          *limits;       /* relay_limit_redis */
+    ngx_relay_shape_check_t           fleet_check;
+    unsigned                          fleet:1;      /* scope fleet */
+    unsigned                          per_address:1;
+    unsigned                          pinned:1;     /* to egress_next */
     ngx_str_t                         backoff_reply;
     time_t                            backoff;
     ngx_queue_t                       wait;         /* in dest->waiting */

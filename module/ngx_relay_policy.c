@@ -47,6 +47,7 @@ static ngx_int_t ngx_relay_policy_add_retry(ngx_conf_t *cf,
     ngx_relay_policy_t *p);
 static ngx_int_t ngx_relay_policy_node_check(relay_policy_t *pp, char *err,
     size_t errlen);
+static ngx_uint_t ngx_relay_policy_fleet_scoped(relay_policy_t *pp);
 static void ngx_relay_policy_refresh(ngx_relay_policy_t *p);
 static ngx_relay_rules_t *ngx_relay_policy_fleet(ngx_relay_policy_t *p,
     u_char *data, size_t len, uint64_t version, ngx_log_t *log);
@@ -182,6 +183,16 @@ ngx_relay_policy_directive(ngx_conf_t *cf, ngx_relay_policy_t *p,
         return NGX_CONF_ERROR;
     }
 
+    /* a fleet scope needs relay_limit_redis, which may follow */
+
+    if (p->fleet_directive.len == 0
+        && ngx_relay_policy_fleet_scoped(p->conf))
+    {
+        p->fleet_directive = value[0];
+        p->fleet_file = cf->conf_file->file.name;
+        p->fleet_line = cf->conf_file->line;
+    }
+
     return NGX_CONF_OK;
 }
 
@@ -309,6 +320,14 @@ ngx_relay_policy_init_conf(ngx_conf_t *cf, ngx_relay_policy_t *p)
         return NGX_ERROR;
     }
 
+    if (p->fleet_directive.len && p->limits.redis.addrs == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "%V: scope=fleet needs \"relay_limit_redis\" in "
+                      "%V:%ui", &p->fleet_directive, &p->fleet_file,
+                      p->fleet_line);
+        return NGX_ERROR;
+    }
+
     p->local = ngx_relay_policy_build(cf->pool, p->conf, NULL);
     if (p->local == NULL) {
         return NGX_ERROR;
@@ -415,6 +434,33 @@ ngx_relay_policy_node_check(relay_policy_t *pp, char *err, size_t errlen)
 }
 
 
+/* the policy has a limit counted across the fleet */
+
+static ngx_uint_t
+ngx_relay_policy_fleet_scoped(relay_policy_t *pp)
+{
+    size_t  i;
+
+    for (i = 0; i < pp->n_inbound_limits; i++) {
+        if (pp->inbound_limits[i]->scope
+            == RELAY__CONTROL__V1__LIMIT_SCOPE__FLEET)
+        {
+            return 1;
+        }
+    }
+
+    for (i = 0; i < pp->n_destination_limits; i++) {
+        if (pp->destination_limits[i]->scope
+            == RELAY__CONTROL__V1__LIMIT_SCOPE__FLEET)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* Postfix's schedule: the minimum, doubling per attempt, up to the maximum */
 
 time_t
@@ -507,14 +553,13 @@ ngx_relay_policy_retry(ngx_relay_policy_t *p, ngx_str_t *domain,
 /* inbound limits: the fleet's rules, then nginx.conf's not overridden */
 
 ngx_int_t
-ngx_relay_policy_limit(ngx_relay_policy_t *p, ngx_relay_limit_who_t *who,
-    ngx_uint_t what, u_char *why, size_t len)
+ngx_relay_policy_limit(ngx_relay_policy_t *p, ngx_relay_limit_check_t *lc)
 {
     ngx_relay_policy_refresh(p);
 
-    return ngx_relay_limits_count(p->limits_zone,
+    return ngx_relay_limits_check(lc, p->limits_zone, &p->limits,
                                   p->fleet ? p->fleet->limits : NULL,
-                                  p->local->limits, who, what, why, len);
+                                  p->local->limits);
 }
 
 
@@ -946,6 +991,15 @@ ngx_relay_policy_fleet(ngx_relay_policy_t *p, u_char *data, size_t len,
         fleet = ngx_relay_policy_build(pool, pp, p->local->retry->elts);
     }
 
+    if (fleet && p->limits.redis.addrs == NULL
+        && ngx_relay_policy_fleet_scoped(pp))
+    {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "relay policy version %uL: limits of scope fleet, "
+                      "but no relay_limit_redis: they count by "
+                      "relay_limit_redis_fallback", version);
+    }
+
     relay_policy_free(pp);
 
     if (fleet == NULL) {
@@ -1112,7 +1166,12 @@ ngx_relay_policy_build_limits(ngx_pool_t *pool, ngx_relay_rules_t *rules,
         ngx_memzero(lim, sizeof(ngx_relay_limit_t));
 
         if (ngx_relay_policy_strdup(pool, &match, il->match) != NGX_OK
-            || ngx_relay_limit_init(lim, il->key, &match) != NGX_OK)
+            || ngx_relay_limit_init(lim, il->key, &match,
+                                    il->scope
+                                    == RELAY__CONTROL__V1__LIMIT_SCOPE__FLEET
+                                    ? NGX_RELAY_LIMIT_FLEET
+                                    : NGX_RELAY_LIMIT_NODE)
+               != NGX_OK)
         {
             return NGX_ERROR;
         }
@@ -1207,6 +1266,10 @@ ngx_relay_policy_build_dest(ngx_pool_t *pool, ngx_relay_rules_t *rules,
         dl->messages_per_hour = d->messages_per_hour;
         dl->connections_per_minute = d->connections_per_minute;
         dl->backoff = d->backoff_s;
+        dl->scope = (d->scope == RELAY__CONTROL__V1__LIMIT_SCOPE__FLEET)
+                    ? NGX_RELAY_LIMIT_FLEET : NGX_RELAY_LIMIT_NODE;
+        dl->per_address = (d->per
+                   == RELAY__CONTROL__V1__DESTINATION_LIMIT__PER__ADDRESS);
     }
 
     return NGX_OK;

@@ -75,6 +75,8 @@ typedef struct {
     ngx_uint_t                connections_per_minute;
     ngx_str_t                 backoff_reply; /* "": none */
     time_t                    backoff;
+    ngx_uint_t                scope;         /* NGX_RELAY_LIMIT_NODE, FLEET */
+    ngx_uint_t                per_address;   /* fleet: per source address */
 } ngx_relay_dest_limit_t;
 
 
@@ -194,6 +196,10 @@ typedef struct {
     ngx_relay_rules_t        *local;         /* nginx.conf's */
     in_port_t                 smtp_port;
     ngx_shm_zone_t           *limits_zone;   /* counters; NULL: no limits */
+    ngx_relay_limits_conf_t   limits;        /* fleet scope: Redis */
+    ngx_str_t                 fleet_directive; /* the first scope=fleet */
+    ngx_str_t                 fleet_file;
+    ngx_uint_t                fleet_line;
 
     ngx_shm_zone_t           *zone;          /* NULL: no controld */
     ngx_relay_rules_t        *fleet;         /* this worker's copy */
@@ -233,7 +239,7 @@ ngx_relay_tls_rule_t *ngx_relay_policy_tls(ngx_relay_policy_t *p,
 ngx_array_t *ngx_relay_policy_dkim(ngx_relay_policy_t *p, ngx_str_t *domain);
 size_t ngx_relay_policy_dkim_reserve(ngx_relay_policy_t *p);
 ngx_int_t ngx_relay_policy_limit(ngx_relay_policy_t *p,
-    ngx_relay_limit_who_t *who, ngx_uint_t what, u_char *why, size_t len);
+    ngx_relay_limit_check_t *lc);
 
 ngx_relay_policy_shm_t *ngx_relay_policy_shm(ngx_relay_policy_t *p);
 ngx_relay_counters_t *ngx_relay_policy_counters(ngx_relay_policy_t *p);

@@ -135,6 +135,11 @@ typedef struct {
     ngx_stream_relay_txn_t      *txn;
     ngx_uint_t                   errors;
 
+    /* a limit check that waits for Redis, and the command waiting on it */
+    ngx_relay_limit_check_t     *limit;
+    ngx_relay_mail_args_t        limit_args;
+    ngx_uint_t                   limit_local;
+
     /* for access_log variables: the last transaction's facts */
     ngx_str_t                    last_sender;
     ngx_uint_t                   last_rcpts;

@@ -48,6 +48,10 @@ static char *ngx_stream_relay_resolver(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_stream_relay_control(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_stream_relay_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_stream_relay_init_limits(ngx_conf_t *cf,
+    ngx_relay_limits_conf_t *lc);
 static ngx_int_t ngx_stream_relay_init_control(ngx_conf_t *cf,
     ngx_stream_relay_main_conf_t *rmcf);
 static ngx_int_t ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
@@ -58,6 +62,14 @@ static void ngx_stream_relay_exit_process(ngx_cycle_t *cycle);
 
 
 ngx_relay_sched_t  *ngx_stream_relay_sched;
+
+
+static ngx_conf_enum_t  ngx_stream_relay_limit_fallbacks[] = {
+    { ngx_string("local"), NGX_RELAY_LIMIT_FALLBACK_LOCAL },
+    { ngx_string("tempfail"), NGX_RELAY_LIMIT_FALLBACK_TEMPFAIL },
+    { ngx_string("accept"), NGX_RELAY_LIMIT_FALLBACK_ACCEPT },
+    { ngx_null_string, 0 }
+};
 
 
 static ngx_conf_enum_t  ngx_stream_relay_spool_syncs[] = {
@@ -109,6 +121,64 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       ngx_conf_set_size_slot,
       NGX_STREAM_MAIN_CONF_OFFSET,
       offsetof(ngx_stream_relay_main_conf_t, limit_zone_size),
+      NULL },
+
+    /* limits of scope fleet: counted in Redis */
+
+    { ngx_string("relay_limit_redis"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_stream_relay_limit_redis,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("relay_limit_redis_user"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, policy.limits.redis.user),
+      NULL },
+
+    { ngx_string("relay_limit_redis_password"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, policy.limits.redis.password),
+      NULL },
+
+    { ngx_string("relay_limit_redis_database"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, policy.limits.redis.database),
+      NULL },
+
+    { ngx_string("relay_limit_redis_prefix"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, policy.limits.prefix),
+      NULL },
+
+    { ngx_string("relay_limit_redis_timeout"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, policy.limits.redis.timeout),
+      NULL },
+
+    { ngx_string("relay_limit_redis_fallback"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, policy.limits.fallback),
+      &ngx_stream_relay_limit_fallbacks },
+
+    { ngx_string("relay_limit_fleet_nodes"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, policy.limits.nodes),
       NULL },
 
     { ngx_string("relay_control"),
@@ -524,6 +594,10 @@ ngx_stream_relay_create_main_conf(ngx_conf_t *cf)
     rmcf->rcpts_per_txn = NGX_CONF_UNSET_UINT;
     rmcf->control.zone_size = NGX_CONF_UNSET_SIZE;
     rmcf->limit_zone_size = NGX_CONF_UNSET_SIZE;
+    rmcf->policy.limits.redis.database = NGX_CONF_UNSET;
+    rmcf->policy.limits.redis.timeout = NGX_CONF_UNSET_MSEC;
+    rmcf->policy.limits.fallback = NGX_CONF_UNSET_UINT;
+    rmcf->policy.limits.nodes = NGX_CONF_UNSET_UINT;
     rmcf->control.status_interval = NGX_CONF_UNSET_MSEC;
 
     return rmcf;
@@ -644,6 +718,51 @@ ngx_stream_relay_init_control(ngx_conf_t *cf,
 }
 
 
+/* relay_limit_redis*: defaults and checks */
+
+static ngx_int_t
+ngx_stream_relay_init_limits(ngx_conf_t *cf, ngx_relay_limits_conf_t *lc)
+{
+    ngx_conf_init_value(lc->redis.database, 0);
+    ngx_conf_init_msec_value(lc->redis.timeout, 50);
+    ngx_conf_init_uint_value(lc->fallback, NGX_RELAY_LIMIT_FALLBACK_LOCAL);
+    ngx_conf_init_uint_value(lc->nodes, 1);
+
+    if (lc->prefix.data == NULL) {
+        ngx_str_set(&lc->prefix, "relay:");
+    }
+
+    if (lc->redis.database < 0 || lc->nodes == 0
+        || lc->redis.timeout == 0)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"relay_limit_redis_database\" must not be "
+                      "negative, \"relay_limit_fleet_nodes\" and "
+                      "\"relay_limit_redis_timeout\" must be above 0");
+        return NGX_ERROR;
+    }
+
+    if (lc->redis.user.len && lc->redis.password.len == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"relay_limit_redis_user\" needs "
+                      "\"relay_limit_redis_password\"");
+        return NGX_ERROR;
+    }
+
+    if (lc->redis.addrs == NULL
+        && (lc->redis.user.len || lc->redis.password.len))
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"relay_limit_redis_user\" and "
+                      "\"relay_limit_redis_password\" need "
+                      "\"relay_limit_redis\"");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 static char *
 ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
 {
@@ -666,7 +785,9 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_relay_policy_init_conf(cf, &rmcf->policy) != NGX_OK) {
+    if (ngx_stream_relay_init_limits(cf, &rmcf->policy.limits) != NGX_OK
+        || ngx_relay_policy_init_conf(cf, &rmcf->policy) != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -1128,6 +1249,35 @@ ngx_stream_relay_resolver(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* relay_limit_redis address [address ...]; (host:port, unix:path) */
+
+static char *
+ngx_stream_relay_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_stream_relay_main_conf_t  *rmcf = conf;
+
+    char        *rv;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+
+    if (rmcf->policy.limits.redis.addrs) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        rv = ngx_relay_redis_add_addr(cf, &rmcf->policy.limits.redis,
+                                      &value[i]);
+        if (rv != NGX_CONF_OK) {
+            return rv;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 /* relay_control address [node=ID] [insecure]; */
 
 static char *
@@ -1302,6 +1452,13 @@ ngx_stream_relay_init_process(ngx_cycle_t *cycle)
 
     (void) ngx_relay_shape_init_worker(rmcf->policy.limits_zone);
 
+    if (ngx_relay_limits_init_process(&rmcf->policy.limits, cycle->log)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "relay limits: cannot start the Redis client");
+    }
+
     if (ngx_relay_control_init_process(&rmcf->control, &rmcf->policy, sc,
                                        cycle)
         != NGX_OK)
@@ -1463,6 +1620,7 @@ static void
 ngx_stream_relay_exit_process(ngx_cycle_t *cycle)
 {
     ngx_relay_control_exit_process(cycle);
+    ngx_relay_limits_exit_process();
 
     if (ngx_stream_relay_sched && ngx_stream_relay_sched->delivery) {
         ngx_relay_delivery_exit(ngx_stream_relay_sched->delivery);

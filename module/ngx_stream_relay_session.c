@@ -14,6 +14,7 @@
  *      |     -- BDAT n ------> bdat  -- n octets ---> command / busy  |
  *      |     -- AUTH --------> auth_* -- response --> busy (crypt) ---+
  *      |     -- STARTTLS ----> busy (handshake) ----------------------+
+ *      |     -- MAIL, RCPT under a fleet limit --> busy (Redis) ------+
  *      +<-------------------------------------------------------------+
  *   any -- QUIT, too many errors, timeout, I/O error --> closing
  *
@@ -65,8 +66,15 @@ static void ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd);
 static ngx_int_t ngx_stream_relay_idn(ngx_stream_relay_session_t *rs,
     ngx_relay_path_t *path, u_char *buf, const char *reply);
-static ngx_uint_t ngx_stream_relay_limited(ngx_stream_relay_session_t *rs,
-    ngx_str_t *sender, ngx_uint_t what);
+static void ngx_stream_relay_proceed_mail(ngx_stream_relay_session_t *rs,
+    ngx_relay_mail_args_t *ma);
+static void ngx_stream_relay_proceed_rcpt(ngx_stream_relay_session_t *rs,
+    ngx_relay_mail_args_t *ma, ngx_uint_t local);
+static ngx_int_t ngx_stream_relay_limit(ngx_stream_relay_session_t *rs,
+    ngx_relay_mail_args_t *ma, ngx_uint_t local, ngx_uint_t what);
+static void ngx_stream_relay_limit_done(ngx_relay_limit_check_t *lc);
+static ngx_int_t ngx_stream_relay_limited(ngx_stream_relay_session_t *rs,
+    ngx_relay_limit_check_t *lc);
 static ngx_int_t ngx_stream_relay_check_rcpt(ngx_stream_relay_session_t *rs,
     ngx_relay_path_t *path, ngx_uint_t *local);
 static void ngx_stream_relay_data(ngx_stream_relay_session_t *rs,
@@ -669,7 +677,6 @@ ngx_stream_relay_mail(ngx_stream_relay_session_t *rs,
     u_char                   idn[NGX_RELAY_MAX_PATH + NGX_RELAY_IDN_MAX];
     ngx_int_t                rc;
     ngx_relay_mail_args_t    ma;
-    ngx_stream_relay_txn_t  *txn;
 
     if (rs->helo.len == 0) {
         ngx_stream_relay_error_reply(rs,
@@ -737,13 +744,21 @@ ngx_stream_relay_mail(ngx_stream_relay_session_t *rs,
         return;
     }
 
-    if (ngx_stream_relay_limited(rs, &ma.path.addr,
-                                 NGX_RELAY_LIMIT_MESSAGES))
+    if (ngx_stream_relay_limit(rs, &ma, 0, NGX_RELAY_LIMIT_MESSAGES)
+        != NGX_OK)
     {
-        ngx_stream_relay_reply(rs, "450 4.7.1 Error: too many messages, "
-                               "try again later");
-        return;
+        return;                 /* refused, or ngx_stream_relay_limit_done() */
     }
+
+    ngx_stream_relay_proceed_mail(rs, &ma);
+}
+
+
+static void
+ngx_stream_relay_proceed_mail(ngx_stream_relay_session_t *rs,
+    ngx_relay_mail_args_t *ma)
+{
+    ngx_stream_relay_txn_t  *txn;
 
     if (ngx_stream_relay_txn_begin(rs) != NGX_OK) {
         ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
@@ -752,34 +767,34 @@ ngx_stream_relay_mail(ngx_stream_relay_session_t *rs,
 
     txn = rs->txn;
 
-    txn->env.sender.data = ngx_pnalloc(txn->pool, ma.path.addr.len + 1);
+    txn->env.sender.data = ngx_pnalloc(txn->pool, ma->path.addr.len + 1);
     if (txn->env.sender.data == NULL) {
         ngx_stream_relay_txn_end(rs);
         ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
         return;
     }
 
-    ngx_memcpy(txn->env.sender.data, ma.path.addr.data, ma.path.addr.len);
-    txn->env.sender.len = ma.path.addr.len;
+    ngx_memcpy(txn->env.sender.data, ma->path.addr.data, ma->path.addr.len);
+    txn->env.sender.len = ma->path.addr.len;
 
-    if (ma.envid.len) {
-        txn->env.envid.data = ngx_pstrdup(txn->pool, &ma.envid);
+    if (ma->envid.len) {
+        txn->env.envid.data = ngx_pstrdup(txn->pool, &ma->envid);
         if (txn->env.envid.data == NULL) {
             ngx_stream_relay_txn_end(rs);
             ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
             return;
         }
 
-        txn->env.envid.len = ma.envid.len;
+        txn->env.envid.len = ma->envid.len;
     }
 
-    txn->env.ret = ma.ret;
-    txn->env.body = ma.body;
-    txn->env.smtputf8 = ma.smtputf8;
+    txn->env.ret = ma->ret;
+    txn->env.body = ma->body;
+    txn->env.smtputf8 = ma->smtputf8;
 
-    ngx_memcpy(rs->sender_buf, ma.path.addr.data,
-               ngx_min(ma.path.addr.len, NGX_RELAY_MAX_PATH));
-    rs->last_sender.len = ngx_min(ma.path.addr.len, NGX_RELAY_MAX_PATH);
+    ngx_memcpy(rs->sender_buf, ma->path.addr.data,
+               ngx_min(ma->path.addr.len, NGX_RELAY_MAX_PATH));
+    rs->last_sender.len = ngx_min(ma->path.addr.len, NGX_RELAY_MAX_PATH);
     rs->last_rcpts = 0;
 
     ngx_stream_relay_reply(rs, "250 2.1.0 Ok");
@@ -793,7 +808,6 @@ ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
     u_char                   idn[NGX_RELAY_MAX_PATH + NGX_RELAY_IDN_MAX];
     ngx_int_t                rc;
     ngx_uint_t               local;
-    ngx_relay_rcpt_t        *r;
     ngx_relay_mail_args_t    ma;
     ngx_stream_relay_txn_t  *txn;
 
@@ -852,13 +866,24 @@ ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
         return;
     }
 
-    if (ngx_stream_relay_limited(rs, &txn->env.sender,
-                                 NGX_RELAY_LIMIT_RECIPIENTS))
+    if (ngx_stream_relay_limit(rs, &ma, local, NGX_RELAY_LIMIT_RECIPIENTS)
+        != NGX_OK)
     {
-        ngx_stream_relay_reply(rs, "452 4.5.3 Error: too many recipients, "
-                               "try again later");
-        return;
+        return;                 /* refused, or ngx_stream_relay_limit_done() */
     }
+
+    ngx_stream_relay_proceed_rcpt(rs, &ma, local);
+}
+
+
+static void
+ngx_stream_relay_proceed_rcpt(ngx_stream_relay_session_t *rs,
+    ngx_relay_mail_args_t *ma, ngx_uint_t local)
+{
+    ngx_relay_rcpt_t        *r;
+    ngx_stream_relay_txn_t  *txn;
+
+    txn = rs->txn;
 
     r = ngx_array_push(&txn->env.rcpts);
     if (r == NULL) {
@@ -868,17 +893,17 @@ ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
 
     ngx_memzero(r, sizeof(ngx_relay_rcpt_t));
 
-    r->addr.data = ngx_pstrdup(txn->pool, &ma.path.addr);
-    r->orcpt.data = ngx_pstrdup(txn->pool, &ma.orcpt);
-    if (r->addr.data == NULL || (ma.orcpt.len && r->orcpt.data == NULL)) {
+    r->addr.data = ngx_pstrdup(txn->pool, &ma->path.addr);
+    r->orcpt.data = ngx_pstrdup(txn->pool, &ma->orcpt);
+    if (r->addr.data == NULL || (ma->orcpt.len && r->orcpt.data == NULL)) {
         txn->env.rcpts.nelts--;
         ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
         return;
     }
 
-    r->addr.len = ma.path.addr.len;
-    r->orcpt.len = ma.orcpt.len;
-    r->notify = ma.notify;
+    r->addr.len = ma->path.addr.len;
+    r->orcpt.len = ma->orcpt.len;
+    r->notify = ma->notify;
     r->local = local;
 
     rs->last_rcpts = txn->env.rcpts.nelts;
@@ -939,37 +964,112 @@ ngx_stream_relay_idn(ngx_stream_relay_session_t *rs, ngx_relay_path_t *path,
 
 /*
  * Inbound limits (relay_limit, the fleet's inbound_limit): a refusal is a
- * temporary one the client retries, not an error of the session.
+ * temporary one the client retries, not an error of the session.  A
+ * check of a fleet limit waits for Redis as a commit waits for the disk:
+ * the session is busy, its command's arguments stay in the input buffer
+ * (nothing is read while busy), and ngx_stream_relay_limit_done() goes
+ * on with the command.  NGX_OK: go on now.
  */
 
-static ngx_uint_t
-ngx_stream_relay_limited(ngx_stream_relay_session_t *rs, ngx_str_t *sender,
-    ngx_uint_t what)
+static ngx_int_t
+ngx_stream_relay_limit(ngx_stream_relay_session_t *rs,
+    ngx_relay_mail_args_t *ma, ngx_uint_t local, ngx_uint_t what)
 {
-    u_char                 why[512];
-    ngx_relay_limit_who_t  who;
+    ngx_int_t                 rc;
+    ngx_relay_limit_check_t  *lc;
 
-    who.sockaddr = rs->connection->sockaddr;
-    who.client = rs->client;
-    who.user = rs->auth_user;
-    who.sender = *sender;
+    lc = rs->limit;
 
-    if (ngx_relay_policy_limit(&rs->main_conf->policy, &who, what, why,
-                               sizeof(why))
-        == NGX_OK)
-    {
-        return 0;
+    if (lc == NULL) {
+        lc = ngx_palloc(rs->connection->pool,
+                        sizeof(ngx_relay_limit_check_t));
+        if (lc == NULL) {
+            ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
+            return NGX_ERROR;
+        }
+
+        rs->limit = lc;
+    }
+
+    lc->who.sockaddr = rs->connection->sockaddr;
+    lc->who.client = rs->client;
+    lc->who.user = rs->auth_user;
+    lc->who.sender = (what == NGX_RELAY_LIMIT_MESSAGES) ? ma->path.addr
+                                                        : rs->txn->env.sender;
+    lc->who.tenant = rs->conf->tenant;
+    lc->what = what;
+    lc->handler = ngx_stream_relay_limit_done;
+    lc->data = rs;
+    lc->log = rs->connection->log;
+
+    rc = ngx_relay_policy_limit(&rs->main_conf->policy, lc);
+
+    if (rc == NGX_AGAIN) {
+        rs->limit_args = *ma;
+        rs->limit_local = local;
+        ngx_stream_relay_enter(rs, ngx_stream_relay_st_busy);
+        return NGX_AGAIN;
+    }
+
+    return ngx_stream_relay_limited(rs, lc);
+}
+
+
+static void
+ngx_stream_relay_limit_done(ngx_relay_limit_check_t *lc)
+{
+    ngx_stream_relay_session_t  *rs = lc->data;
+
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
+
+    if (ngx_stream_relay_limited(rs, lc) == NGX_OK) {
+        if (lc->what == NGX_RELAY_LIMIT_MESSAGES) {
+            ngx_stream_relay_proceed_mail(rs, &rs->limit_args);
+
+        } else {
+            ngx_stream_relay_proceed_rcpt(rs, &rs->limit_args,
+                                          rs->limit_local);
+        }
+    }
+
+    ngx_stream_relay_resume(rs);
+}
+
+
+/* the check's answer: NGX_OK, or the reply has been queued */
+
+static ngx_int_t
+ngx_stream_relay_limited(ngx_stream_relay_session_t *rs,
+    ngx_relay_limit_check_t *lc)
+{
+    if (lc->rc == NGX_OK) {
+        return NGX_OK;
     }
 
     ngx_log_error(NGX_LOG_NOTICE, rs->connection->log, 0,
-                  "relay limit: %s", why);
+                  "relay limit: %s", lc->why);
+
+    if (lc->rc == NGX_BUSY) {
+        ngx_stream_relay_reply(rs, "451 4.3.0 Error: sending limits cannot "
+                               "be checked now, try again later");
+        return NGX_BUSY;
+    }
 
     if (ngx_stream_relay_sched) {
         (void) ngx_atomic_fetch_add(
                             &ngx_stream_relay_sched->counters->limited, 1);
     }
 
-    return 1;
+    if (lc->what == NGX_RELAY_LIMIT_MESSAGES) {
+        ngx_stream_relay_reply(rs, "450 4.7.1 Error: too many messages, "
+                               "try again later");
+
+    } else {
+        ngx_stream_relay_reply(rs, "452 4.5.3 Error: too many recipients, "
+                               "try again later");
+    }
+
+    return NGX_DECLINED;
 }
 
 

@@ -80,6 +80,21 @@ def free_port(start=None):
     raise RuntimeError("no free port in 24500-24999")
 
 
+def controld_for(work, node):
+    """A started controld (stubs and certificates in work) and the
+    stream{} lines that subscribe a relay node to it over mTLS."""
+    load_stubs(work / "gen")
+    pki = make_certs(work / "pki", node)
+    ctld = Controld(work / "ctld", pki).start()
+    lines = """
+    relay_control 127.0.0.1:%d node=%s;
+    relay_control_certificate %s/node-%s.pem;
+    relay_control_certificate_key %s/node-%s.key;
+    relay_control_trusted_certificate %s/ca.pem;
+""" % (ctld.port, node, pki, node, pki, node, pki)
+    return ctld, lines
+
+
 def wait_for(cond, timeout=10.0, what="condition"):
     end = time.monotonic() + timeout
     while time.monotonic() < end:

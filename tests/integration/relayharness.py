@@ -492,10 +492,12 @@ class Reply:
 class SMTPConn:
     """A line-oriented SMTP client over a socket (plain or TLS)."""
 
-    def __init__(self, port, timeout=10, greet=True):
+    def __init__(self, port, timeout=10, greet=True, source=None):
         self.port = port
         self.timeout = timeout
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.sock = socket.create_connection(
+            (HOST, port), timeout=timeout,
+            source_address=(source, 0) if source else None)
         self.buf = b""
         self.tls = False
         self.greeting = self.reply() if greet else None

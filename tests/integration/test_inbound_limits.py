@@ -33,17 +33,7 @@ def limited(tmp_path_factory, certs):
 
 def connect(ng, source, port="main"):
     """An SMTP session from a chosen loopback source address."""
-    import socket
-    s = socket.create_connection(("127.0.0.1", ng.port(port)), timeout=10,
-                                 source_address=(source, 0))
-    c = h.SMTPConn.__new__(h.SMTPConn)
-    c.port = ng.port(port)
-    c.timeout = 10
-    c.sock = s
-    c.buf = b""
-    c.tls = False
-    c.greeting = c.reply()
-    return c
+    return h.SMTPConn(ng.port(port), source=source)
 
 
 def send_one(c, sender, rcpts, tag):
@@ -204,16 +194,9 @@ def test_auth_user_limit(limited):
 @pytest.fixture(scope="module")
 def fleet_node(tmp_path_factory, certs):
     import controlharness as ch
-    work = tmp_path_factory.mktemp("limits-fleet")
-    ch.load_stubs(work / "gen")
-    pki = ch.make_certs(work / "pki", "limiter")
-    ctld = ch.Controld(work / "ctld", pki).start()
-    extra = LIMITS + """
-    relay_control 127.0.0.1:%d node=limiter;
-    relay_control_certificate %s/node-limiter.pem;
-    relay_control_certificate_key %s/node-limiter.key;
-    relay_control_trusted_certificate %s/ca.pem;
-""" % (ctld.port, pki, pki, pki)
+    ctld, control = ch.controld_for(tmp_path_factory.mktemp("limits-fleet"),
+                                    "limiter")
+    extra = LIMITS + control
     ng = h.launch(tmp_path_factory, certs, "limits-node", workers=2,
                   stream_extra=extra)
     try:

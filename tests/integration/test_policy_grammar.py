@@ -107,6 +107,30 @@ CASES = [
      'tls: expected "required" or "optional", got "sometimes"'),
     (["relay_tls_policy .a.test optional verify;"],
      "tls .a.test optional verify;", None),
+    # scopes (issue 12): the same words, and a fleet scope with Redis
+    (["relay_limit tenant acme window=1m messages=1 scope=node;"],
+     "inbound_limit tenant acme window=1m messages=1 scope=node;", None),
+    (["relay_limit_redis 127.0.0.1:6379;",
+      "relay_limit auth_user * window=1h messages=9 scope=fleet;",
+      "relay_destination_limit .a.test messages_per_minute=9 scope=fleet "
+      "per=address;"],
+     "inbound_limit auth_user * window=1h messages=9 scope=fleet;\n"
+     "destination_limit .a.test messages_per_minute=9 scope=fleet "
+     "per=address;", None),
+    (["relay_limit client_ip * window=1m messages=1 scope=cluster;"],
+     "inbound_limit client_ip * window=1m messages=1 scope=cluster;",
+     'inbound_limit: bad scope "cluster" (node or fleet)'),
+    (["relay_destination_limit a.test messages_per_minute=1 per=ip;"],
+     "destination_limit a.test messages_per_minute=1 per=ip;",
+     'destination_limit: bad per "ip" (pool or address)'),
+    (["relay_destination_limit a.test messages_per_minute=1 per=address;"],
+     "destination_limit a.test messages_per_minute=1 per=address;",
+     "destination_limits[0].per: address needs scope fleet"),
+    (["relay_limit_redis 127.0.0.1:6379;",
+      "relay_destination_limit a.test connections=1 scope=fleet;"],
+     "destination_limit a.test connections=1 scope=fleet;",
+     "destination_limits[0].scope: fleet needs messages_per_minute or "
+     "messages_per_hour"),
 ]
 
 

@@ -101,7 +101,15 @@ static const t_case_t  t_parse[] = {
       "t.policy:1: inbound_limit: bad number \"-1\"" },
     { "inbound_limit peer * window=1m messages=1;",
       "t.policy:1: inbound_limit: unknown key \"peer\" (client_ip, "
-      "auth_user or sender_domain)" },
+      "auth_user, sender_domain or tenant)" },
+    { "inbound_limit tenant acme window=1m messages=1 scope=fleet;", NULL },
+    { "inbound_limit client_ip * window=1m messages=1 scope=cluster;",
+      "t.policy:1: inbound_limit: bad scope \"cluster\" (node or fleet)" },
+    { "inbound_limit client_ip * window=1m messages=1 scope=node "
+      "scope=fleet;",
+      "t.policy:1: inbound_limit: duplicate parameter \"scope\"" },
+    { "destination_limit * messages_per_minute=1 scope=fleet per=ip;",
+      "t.policy:1: destination_limit: bad per \"ip\" (pool or address)" },
     { "inbound_limit client_ip * messages=1;",
       "t.policy:1: inbound_limit: missing parameter \"window=\"" },
     { "inbound_limit client_ip window=1m;",
@@ -174,6 +182,11 @@ static const t_case_t  t_validate[] = {
       "destination_limit .gmail.com connections=10 "
       "backoff_reply=\"rate limited\" backoff=10m;\n"
       "destination_limit * connections=50;\n"
+      "inbound_limit tenant acme window=1h messages=1000 scope=fleet;\n"
+      "inbound_limit auth_user * window=1h messages=100 scope=node;\n"
+      "destination_limit .outlook.com messages_per_minute=100 scope=fleet "
+      "per=address;\n"
+      "destination_limit .yahoo.com messages_per_hour=1000 scope=fleet;\n"
       "egress_pool bulk ehlo=bulk.example.com 192.0.2.10 weight=3 "
       "2001:db8::10;\n"
       "egress_pool main ehlo=mail.example.com 192.0.2.11 weight=0;\n"
@@ -311,7 +324,16 @@ static const t_case_t  t_validate[] = {
       "inbound_limit client_ip * window=1h messages=1;",
       "inbound_limits[2].match: \"*\" duplicates inbound_limits[0]" },
 
+    { "inbound_limit tenant \"a b\" window=1m messages=1;",
+      "inbound_limits[0].match: invalid character" },
+
     /* destination limits */
+
+    { "destination_limit a.com connections=1 scope=fleet;",
+      "destination_limits[0].scope: fleet needs messages_per_minute or "
+      "messages_per_hour" },
+    { "destination_limit a.com messages_per_minute=1 per=address;",
+      "destination_limits[0].per: address needs scope fleet" },
 
     { "destination_limit Gmail.com connections=1;",
       "destination_limits[0].pattern: must be lowercase" },
@@ -416,6 +438,16 @@ static const t_render_t  t_render[] = {
       "egress_rule tenant acme p;\n" },
 
     { "route \"\" \"\";", "route \"\" \"\";\n" },
+
+    { "inbound_limit tenant t window=60 messages=1 scope=fleet;\n"
+      "inbound_limit auth_user u window=60 messages=1 scope=node;\n"
+      "destination_limit * scope=fleet per=address messages_per_hour=9;\n"
+      "destination_limit a.com per=pool scope=fleet messages_per_minute=1;",
+      "inbound_limit tenant t window=1m messages=1 scope=fleet;\n"
+      "inbound_limit auth_user u window=1m messages=1;\n"
+      "\n"
+      "destination_limit * messages_per_hour=9 scope=fleet per=address;\n"
+      "destination_limit a.com messages_per_minute=1 scope=fleet;\n" },
 
     { NULL, NULL }
 };
