@@ -22,6 +22,7 @@ packages=(
     protobuf-compiler protobuf-compiler-grpc
     python3-pytest python3-grpcio python3-protobuf
     swaks postfix dnsmasq-base bind9-dnsutils openssl curl
+    etcd-server etcd-client
     libio-socket-ssl-perl libnet-ssleay-perl make gcc
 )
 
