@@ -125,6 +125,7 @@ struct ctld_apply_s {
     uint64_t                     version;     /* the targets are to run */
     uint64_t                     made;        /* the version made */
     int                          wait_ms;
+    int64_t                      started;     /* ms, for the log */
     int64_t                      deadline;
     size_t                       ntargets;
     size_t                       left;
@@ -588,6 +589,7 @@ ctld_admin_change(ctld_call_t *c, ctld_change_e change, int wait_ms)
     a->call = c;
     a->change = change;
     a->wait_ms = wait_ms;
+    a->started = ctld_now_ms();
     c->apply = a;
     ctld_call_enter(c, CTLD_CALL_WAITING);
 
@@ -632,20 +634,23 @@ ctld_admin_saved(void *data, ctld_version_t *v, grpc_status_code status,
 
         if (a->change == CTLD_ROLLBACK) {
             ctld_log("rollback by %s: version %llu copies version %llu, "
-                     "sent to %zu nodes", c->who,
+                     "sent to %zu nodes (stored in %lld ms)", c->who,
                      (unsigned long long) v->version,
-                     (unsigned long long) a->rolled_back_from, sent);
+                     (unsigned long long) a->rolled_back_from, sent,
+                     (long long) (ctld_now_ms() - a->started));
 
         } else if (v->state == CTLD_STATE_CANARY) {
             ctld_log("apply by %s: version %llu (\"%.80s\") as a canary of "
-                     "\"%s\", sent to %zu nodes", c->who,
-                     (unsigned long long) v->version, a->comment, v->canary,
-                     sent);
+                     "\"%s\", sent to %zu nodes (stored in %lld ms)",
+                     c->who, (unsigned long long) v->version, a->comment,
+                     v->canary, sent,
+                     (long long) (ctld_now_ms() - a->started));
 
         } else {
             ctld_log("apply by %s: version %llu (\"%.80s\"), sent to %zu "
-                     "nodes", c->who, (unsigned long long) v->version,
-                     a->comment, sent);
+                     "nodes (stored in %lld ms)", c->who,
+                     (unsigned long long) v->version, a->comment, sent,
+                     (long long) (ctld_now_ms() - a->started));
         }
 
         break;

@@ -23,7 +23,11 @@
  * Writes coalesce: each node has one entry, whose record and session are
  * the newest this replica wants written; dirty entries go out in Txns of
  * at most 64 puts, a few in flight, so a thousand ACKs make a dozen
- * writes.  A session that ends is deleted only if the key still holds
+ * writes.  A node's record is written at most once a second: the first
+ * change after a quiet second goes out at once (an apply's ACKs reach a
+ * replica that waits for them within milliseconds), changes that follow
+ * it closely wait for the second to pass and go out as one (a burst of
+ * applies costs etcd one record per node a second, not one per ACK).  A session that ends is deleted only if the key still holds
  * what this replica put there (Compare VALUE): a session another replica
  * took meanwhile stays theirs.  When etcd does not answer, entries stay
  * dirty and go out when it does; a new lease puts every session again.
@@ -54,6 +58,7 @@
 #define CTLD_FLEET_IN_FLIGHT    4
 #define CTLD_FLEET_SEEN         256             /* commands run, by key */
 #define CTLD_FLEET_MAX_RESULT   (1024 * 1024)
+#define CTLD_FLEET_RECORD_MS    1000            /* a record at most so often */
 
 
 typedef struct ctld_fleet_entry_s  ctld_fleet_entry_t;
@@ -66,6 +71,8 @@ struct ctld_fleet_entry_s {
     ProtobufCBinaryData         session;      /* ours now; len 0: none */
     ProtobufCBinaryData         written;      /* ours in etcd */
     ProtobufCBinaryData         stale;        /* an old one of ours there */
+    int64_t                     record_at;    /* last written, ms */
+    int64_t                     record_due;   /* to be written, ms */
     unsigned                    record_dirty:1;
     unsigned                    session_dirty:1;
     unsigned                    stale_dirty:1;
@@ -78,6 +85,7 @@ struct ctld_fleet_entry_s {
 typedef struct {
     ctld_fleet_entry_t         *entry[CTLD_FLEET_BATCH];
     unsigned char               what[CTLD_FLEET_BATCH];
+    int64_t                     at;
     ProtobufCBinaryData         put[CTLD_FLEET_BATCH];   /* sessions put */
     size_t                      n;
 } ctld_fleet_batch_t;
@@ -105,6 +113,7 @@ static void ctld_fleet_granted(int64_t lease);
 static void ctld_fleet_tick(int64_t now);
 static ctld_fleet_entry_t *ctld_fleet_entry(const char *id);
 static void ctld_fleet_dirty(ctld_fleet_entry_t *e);
+static void ctld_fleet_list(ctld_fleet_entry_t *e);
 static void ctld_fleet_flush(void);
 static void ctld_fleet_flushed(void *data, grpc_status_code status,
     const char *details, ProtobufCMessage *resp);
@@ -150,6 +159,7 @@ static char                  *ctld_fleet_name;
 static ctld_fleet_entry_t    *ctld_fleet_table[CTLD_FLEET_BUCKETS];
 static ctld_fleet_entry_t    *ctld_fleet_dirty_head;
 static ctld_fleet_entry_t    *ctld_fleet_dirty_tail;
+static size_t                 ctld_fleet_ndirty;
 static unsigned               ctld_fleet_in_flight;
 static int64_t                ctld_fleet_pause_until;
 static char                  *ctld_fleet_seen[CTLD_FLEET_SEEN];
@@ -223,7 +233,11 @@ ctld_fleet_node(const char *id, const ctld_node_record_t *r)
     free(e->record.data);
     e->record.data = buf;
     e->record.len = len;
-    e->record_dirty = 1;
+
+    if (!e->record_dirty) {
+        e->record_dirty = 1;
+        e->record_due = e->record_at + CTLD_FLEET_RECORD_MS;
+    }
 
     ctld_fleet_dirty(e);
 }
@@ -272,21 +286,30 @@ ctld_fleet_session(const char *id, const ctld_session_record_t *s)
 static void
 ctld_fleet_dirty(ctld_fleet_entry_t *e)
 {
-    if (!e->listed) {
-        e->listed = 1;
-        e->dnext = NULL;
+    ctld_fleet_list(e);
+    ctld_fleet_flush();
+}
 
-        if (ctld_fleet_dirty_tail) {
-            ctld_fleet_dirty_tail->dnext = e;
 
-        } else {
-            ctld_fleet_dirty_head = e;
-        }
-
-        ctld_fleet_dirty_tail = e;
+static void
+ctld_fleet_list(ctld_fleet_entry_t *e)
+{
+    if (e->listed) {
+        return;
     }
 
-    ctld_fleet_flush();
+    e->listed = 1;
+    e->dnext = NULL;
+
+    if (ctld_fleet_dirty_tail) {
+        ctld_fleet_dirty_tail->dnext = e;
+
+    } else {
+        ctld_fleet_dirty_head = e;
+    }
+
+    ctld_fleet_dirty_tail = e;
+    ctld_fleet_ndirty++;
 }
 
 
@@ -300,8 +323,8 @@ static void
 ctld_fleet_flush(void)
 {
     char                       key[1024];
-    size_t                     i, n;
-    int64_t                    lease;
+    size_t                     i, n, pass;
+    int64_t                    lease, now;
     ctld_fleet_entry_t        *e;
     ctld_fleet_batch_t        *b;
     Etcdserverpb__PutRequest   put[CTLD_FLEET_BATCH * 2];
@@ -310,9 +333,15 @@ ctld_fleet_flush(void)
     Etcdserverpb__TxnRequest   txn = ETCDSERVERPB__TXN_REQUEST__INIT;
     char                      *keys[CTLD_FLEET_BATCH * 2];
 
-    while (ctld_fleet_dirty_head
+    now = ctld_now_ms();
+
+    /* one pass over what is listed: records not due yet go to its end */
+
+    pass = ctld_fleet_ndirty;
+
+    while (pass && ctld_fleet_dirty_head
            && ctld_fleet_in_flight < CTLD_FLEET_IN_FLIGHT
-           && ctld_now_ms() >= ctld_fleet_pause_until
+           && now >= ctld_fleet_pause_until
            && ctld_store_etcd_healthy())
     {
         b = calloc(1, sizeof(ctld_fleet_batch_t));
@@ -323,7 +352,9 @@ ctld_fleet_flush(void)
         lease = ctld_store_etcd_lease();
         n = 0;
 
-        while (ctld_fleet_dirty_head && b->n < CTLD_FLEET_BATCH
+        b->at = now;
+
+        while (pass && ctld_fleet_dirty_head && b->n < CTLD_FLEET_BATCH
                && n + 2 <= CTLD_FLEET_BATCH * 2)
         {
             e = ctld_fleet_dirty_head;
@@ -333,6 +364,8 @@ ctld_fleet_flush(void)
             }
 
             e->listed = 0;
+            ctld_fleet_ndirty--;
+            pass--;
 
             if (e->stale_dirty) {
                 e->stale_dirty = 0;
@@ -350,7 +383,10 @@ ctld_fleet_flush(void)
             b->entry[b->n] = e;
             b->what[b->n] = 0;
 
-            if (e->record_dirty) {
+            if (e->record_dirty && e->record_due > now) {
+                ctld_fleet_list(e);                 /* its second later */
+
+            } else if (e->record_dirty) {
                 snprintf(key, sizeof(key), "%snodes/%s",
                          ctld_store_etcd_prefix(), e->id);
                 keys[n] = ctld_strdup(key);
@@ -452,6 +488,10 @@ ctld_fleet_flushed(void *data, grpc_status_code status, const char *details,
         e = b->entry[i];
 
         if (status == GRPC_STATUS_OK) {
+            if (b->what[i] & CTLD_FLEET_RECORD) {
+                e->record_at = b->at;
+            }
+
             if (b->what[i] & CTLD_FLEET_SESSION) {
                 free(e->written.data);
                 e->written = b->put[i];
@@ -461,8 +501,9 @@ ctld_fleet_flushed(void *data, grpc_status_code status, const char *details,
         } else {
             /* again later, unless something newer came meanwhile */
 
-            if (b->what[i] & CTLD_FLEET_RECORD) {
+            if ((b->what[i] & CTLD_FLEET_RECORD) && !e->record_dirty) {
                 e->record_dirty = 1;
+                e->record_due = 0;
             }
 
             if ((b->what[i] & CTLD_FLEET_SESSION) && !e->session_dirty) {
