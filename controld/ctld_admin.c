@@ -143,6 +143,8 @@ static void ctld_admin_apply(ctld_call_t *c);
 static void ctld_admin_rollback(ctld_call_t *c);
 static void ctld_admin_promote(ctld_call_t *c);
 static void ctld_admin_take_back(ctld_call_t *c, int dry_run, int wait_ms);
+static void ctld_admin_canary_end(ctld_call_t *c, ctld_change_e change,
+    int wait_ms);
 static int ctld_admin_canary_busy(ctld_call_t *c, const char *what);
 static void ctld_admin_propose(ctld_call_t *c, const relay_policy_t *src,
     uint64_t rolled_back_from, int dry_run, const char *canary,
@@ -416,8 +418,6 @@ ctld_admin_canary_busy(ctld_call_t *c, const char *what)
 static void
 ctld_admin_promote(ctld_call_t *c)
 {
-    ctld_apply_t                        *a;
-    ctld_version_t                      *v;
     Relay__Control__V1__PromoteRequest  *req;
 
     req = ctld_admin_request(c,
@@ -426,27 +426,16 @@ ctld_admin_promote(ctld_call_t *c)
         return;
     }
 
-    v = ctld_store_canary();
-
-    if (v == NULL) {
+    if (ctld_store_canary() == NULL) {
         ctld_log("promote by %s refused: no canary in progress", c->who);
         ctld_call_reply(c, NULL, GRPC_STATUS_FAILED_PRECONDITION,
                         "no canary in progress");
-        relay__control__v1__promote_request__free_unpacked(req, NULL);
-        return;
-    }
 
-    a = ctld_admin_change(c, CTLD_PROMOTE, (int) req->wait_ms);
+    } else {
+        ctld_admin_canary_end(c, CTLD_PROMOTE, (int) req->wait_ms);
+    }
 
     relay__control__v1__promote_request__free_unpacked(req, NULL);
-
-    if (a == NULL) {
-        return;
-    }
-
-    a->made = v->version;
-
-    ctld_store_set_state(v, CTLD_STATE_FLEET, ctld_admin_saved, a);
 }
 
 
@@ -455,30 +444,42 @@ ctld_admin_promote(ctld_call_t *c)
 static void
 ctld_admin_take_back(ctld_call_t *c, int dry_run, int wait_ms)
 {
-    ctld_apply_t                       *a;
-    ctld_version_t                     *v;
     Relay__Control__V1__ApplyResponse   resp =
                                       RELAY__CONTROL__V1__APPLY_RESPONSE__INIT;
-
-    v = ctld_store_canary();
 
     if (dry_run) {
         resp.changed = 1;
         resp.version = ctld_store_current() ? ctld_store_current()->version
                                             : 0;
-        resp.canary = v->canary;
+        resp.canary = ctld_store_canary()->canary;
         ctld_call_reply(c, &resp.base, GRPC_STATUS_OK, NULL);
         return;
     }
 
-    a = ctld_admin_change(c, CTLD_TAKE_BACK, wait_ms);
+    ctld_admin_canary_end(c, CTLD_TAKE_BACK, wait_ms);
+}
+
+
+/* the canary the fleet's (promote), or taken back: its state saved */
+
+static void
+ctld_admin_canary_end(ctld_call_t *c, ctld_change_e change, int wait_ms)
+{
+    ctld_apply_t    *a;
+    ctld_version_t  *v;
+
+    v = ctld_store_canary();
+
+    a = ctld_admin_change(c, change, wait_ms);
     if (a == NULL) {
         return;
     }
 
     a->made = v->version;
 
-    ctld_store_set_state(v, CTLD_STATE_ABORTED, ctld_admin_saved, a);
+    ctld_store_set_state(v, change == CTLD_PROMOTE ? CTLD_STATE_FLEET
+                                                   : CTLD_STATE_ABORTED,
+                         ctld_admin_saved, a);
 }
 
 

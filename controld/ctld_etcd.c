@@ -154,24 +154,13 @@ ctld_etcd_start(grpc_completion_queue *cq)
 
     ctld_etcd_cq = cq;
 
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
-    args[0].value.integer = 1000;
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
-    args[1].value.integer = 100;
-    args[2].type = GRPC_ARG_INTEGER;
-    args[2].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
-    args[2].value.integer = 100;
-    args[3].type = GRPC_ARG_INTEGER;
-    args[3].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[3].value.integer = CTLD_ETCD_MAX_MESSAGE;
-    args[4].type = GRPC_ARG_INTEGER;
-    args[4].key = GRPC_ARG_KEEPALIVE_TIME_MS;
-    args[4].value.integer = 5000;
-    args[5].type = GRPC_ARG_INTEGER;
-    args[5].key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS;
-    args[5].value.integer = 3000;
+    ctld_arg_int(&args[0], GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    ctld_arg_int(&args[1], GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    ctld_arg_int(&args[2], GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+    ctld_arg_int(&args[3], GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                 CTLD_ETCD_MAX_MESSAGE);
+    ctld_arg_int(&args[4], GRPC_ARG_KEEPALIVE_TIME_MS, 5000);
+    ctld_arg_int(&args[5], GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 3000);
 
     cargs.num_args = 6;
     cargs.args = args;
@@ -266,8 +255,7 @@ ctld_etcd_call(const char *method, const ProtobufCMessage *req,
         return -1;
     }
 
-    ec->ev.handler = ctld_etcd_call_done;
-    ec->ev.data = ec;
+    ctld_event_set(&ec->ev, ctld_etcd_call_done, ec);
     ec->method = method;
     ec->req = ctld_codec_pack_slice(req);
     ec->resp_desc = resp;
@@ -461,14 +449,10 @@ ctld_etcd_stream(const char *method, const ProtobufCMessageDescriptor *resp,
         return NULL;
     }
 
-    s->ev_start.handler = ctld_etcd_stream_start;
-    s->ev_recv.handler = ctld_etcd_stream_recv;
-    s->ev_send.handler = ctld_etcd_stream_sent;
-    s->ev_status.handler = ctld_etcd_stream_status;
-    s->ev_start.data = s;
-    s->ev_recv.data = s;
-    s->ev_send.data = s;
-    s->ev_status.data = s;
+    ctld_event_set(&s->ev_start, ctld_etcd_stream_start, s);
+    ctld_event_set(&s->ev_recv, ctld_etcd_stream_recv, s);
+    ctld_event_set(&s->ev_send, ctld_etcd_stream_sent, s);
+    ctld_event_set(&s->ev_status, ctld_etcd_stream_status, s);
     s->resp_desc = resp;
     s->recv_handler = recv;
     s->end_handler = end;
@@ -735,6 +719,95 @@ ctld_etcd_stream_unref(ctld_etcd_stream_t *s)
     free(s);
 
     ctld_etcd_calls--;
+}
+
+
+/* for calls whose answer does not matter (the lease ends their keys) */
+
+void
+ctld_etcd_ignore(void *data, grpc_status_code status, const char *details,
+    ProtobufCMessage *resp)
+{
+    if (resp) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+}
+
+
+/* a request of a Txn: kind the case of request, a Put, Range or Delete */
+
+void
+ctld_etcd_op(Etcdserverpb__RequestOp *op,
+    Etcdserverpb__RequestOp__RequestCase kind, void *request)
+{
+    etcdserverpb__request_op__init(op);
+
+    op->request_case = kind;
+
+    switch (kind) {
+
+    case ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE:
+        op->request_range = request;
+        break;
+
+    case ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT:
+        op->request_put = request;
+        break;
+
+    default:
+        op->request_delete_range = request;
+        break;
+    }
+}
+
+
+/* m packed into a malloc()ed value; out is left alone on failure */
+
+int
+ctld_etcd_pack(const ProtobufCMessage *m, ProtobufCBinaryData *out)
+{
+    size_t    len;
+    uint8_t  *buf;
+
+    len = protobuf_c_message_get_packed_size(m);
+
+    buf = malloc(len ? len : 1);
+    if (buf == NULL) {
+        return -1;
+    }
+
+    protobuf_c_message_pack(m, buf);
+
+    out->data = buf;
+    out->len = len;
+
+    return 0;
+}
+
+
+/* the Compare "the key's TARGET is value" of a Txn */
+
+void
+ctld_etcd_compare(Etcdserverpb__Compare *cmp, const char *key,
+    Etcdserverpb__Compare__CompareTarget target, int64_t value)
+{
+    etcdserverpb__compare__init(cmp);
+
+    cmp->result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+    cmp->target = target;
+    cmp->key.data = (uint8_t *) key;
+    cmp->key.len = strlen(key);
+
+    if (target == ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE) {
+        cmp->target_union_case =
+                          ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
+        cmp->create_revision = value;
+
+    } else {
+        cmp->target_union_case =
+                             ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
+        cmp->mod_revision = value;
+    }
 }
 
 

@@ -69,6 +69,14 @@ ctld_etcd_stream_t *ctld_etcd_stream(const char *method,
 int ctld_etcd_send(ctld_etcd_stream_t *s, const ProtobufCMessage *m);
 void ctld_etcd_cancel(ctld_etcd_stream_t *s);
 
+void ctld_etcd_op(Etcdserverpb__RequestOp *op,
+    Etcdserverpb__RequestOp__RequestCase kind, void *request);
+int ctld_etcd_pack(const ProtobufCMessage *m, ProtobufCBinaryData *out);
+void ctld_etcd_ignore(void *data, grpc_status_code status,
+    const char *details, ProtobufCMessage *resp);
+void ctld_etcd_compare(Etcdserverpb__Compare *cmp, const char *key,
+    Etcdserverpb__Compare__CompareTarget target, int64_t value);
+
 /* "key" + 1 in its last byte: the end of the range of keys with prefix */
 void ctld_etcd_prefix_end(const char *prefix, ProtobufCBinaryData *end);
 

@@ -119,12 +119,10 @@ static void ctld_fleet_flushed(void *data, grpc_status_code status,
     const char *details, ProtobufCMessage *resp);
 static void ctld_fleet_delete(ctld_fleet_entry_t *e, int what,
     ProtobufCBinaryData *value);
-static void ctld_fleet_deleted(void *data, grpc_status_code status,
-    const char *details, ProtobufCMessage *resp);
 static void ctld_fleet_put(const char *key, const ProtobufCMessage *m,
     int64_t lease);
-static void ctld_fleet_ignore(void *data, grpc_status_code status,
-    const char *details, ProtobufCMessage *resp);
+static char *ctld_fleet_key(Etcdserverpb__PutRequest *put, const char *sub,
+    const char *id, const ProtobufCBinaryData *value, int64_t lease);
 static int ctld_fleet_set(ProtobufCBinaryData *b, const void *data,
     size_t len);
 static int ctld_fleet_same(const ProtobufCBinaryData *a,
@@ -209,30 +207,17 @@ ctld_fleet_replica(void)
 void
 ctld_fleet_node(const char *id, const ctld_node_record_t *r)
 {
-    size_t               len;
-    uint8_t             *buf;
-    ctld_fleet_entry_t  *e;
+    ctld_fleet_entry_t   *e;
+    ProtobufCBinaryData   b;
 
-    if (!ctld_fleet_on) {
+    e = ctld_fleet_on ? ctld_fleet_entry(id) : NULL;
+
+    if (e == NULL || ctld_etcd_pack(&r->base, &b) != 0) {
         return;
     }
-
-    e = ctld_fleet_entry(id);
-    if (e == NULL) {
-        return;
-    }
-
-    len = relay__control__v1__node_record__get_packed_size(r);
-    buf = malloc(len ? len : 1);
-    if (buf == NULL) {
-        return;
-    }
-
-    relay__control__v1__node_record__pack(r, buf);
 
     free(e->record.data);
-    e->record.data = buf;
-    e->record.len = len;
+    e->record = b;
 
     if (!e->record_dirty) {
         e->record_dirty = 1;
@@ -246,15 +231,9 @@ ctld_fleet_node(const char *id, const ctld_node_record_t *r)
 void
 ctld_fleet_session(const char *id, const ctld_session_record_t *s)
 {
-    size_t               len;
-    uint8_t             *buf;
     ctld_fleet_entry_t  *e;
 
-    if (!ctld_fleet_on) {
-        return;
-    }
-
-    e = ctld_fleet_entry(id);
+    e = ctld_fleet_on ? ctld_fleet_entry(id) : NULL;
     if (e == NULL) {
         return;
     }
@@ -264,16 +243,10 @@ ctld_fleet_session(const char *id, const ctld_session_record_t *s)
     e->session.len = 0;
 
     if (s != NULL) {
-        len = relay__control__v1__session_record__get_packed_size(s);
-        buf = malloc(len ? len : 1);
-        if (buf == NULL) {
+        if (ctld_etcd_pack(&s->base, &e->session) != 0) {
             return;
         }
 
-        relay__control__v1__session_record__pack(s, buf);
-
-        e->session.data = buf;
-        e->session.len = len;
         e->remote = 0;
     }
 
@@ -322,7 +295,6 @@ ctld_fleet_list(ctld_fleet_entry_t *e)
 static void
 ctld_fleet_flush(void)
 {
-    char                       key[1024];
     size_t                     i, n, pass;
     int64_t                    lease, now;
     ctld_fleet_entry_t        *e;
@@ -387,14 +359,8 @@ ctld_fleet_flush(void)
                 ctld_fleet_list(e);                 /* its second later */
 
             } else if (e->record_dirty) {
-                snprintf(key, sizeof(key), "%snodes/%s",
-                         ctld_store_etcd_prefix(), e->id);
-                keys[n] = ctld_strdup(key);
-
-                etcdserverpb__put_request__init(&put[n]);
-                put[n].key.data = (uint8_t *) keys[n];
-                put[n].key.len = strlen(keys[n]);
-                put[n].value = e->record;
+                keys[n] = ctld_fleet_key(&put[n], "nodes/", e->id,
+                                         &e->record, 0);
                 n++;
 
                 e->record_dirty = 0;
@@ -404,15 +370,8 @@ ctld_fleet_flush(void)
             /* no lease now: the session stays dirty, the grant lists it */
 
             if (e->session_dirty && e->session.len && lease) {
-                snprintf(key, sizeof(key), "%ssessions/%s",
-                         ctld_store_etcd_prefix(), e->id);
-                keys[n] = ctld_strdup(key);
-
-                etcdserverpb__put_request__init(&put[n]);
-                put[n].key.data = (uint8_t *) keys[n];
-                put[n].key.len = strlen(keys[n]);
-                put[n].value = e->session;
-                put[n].lease = lease;
+                keys[n] = ctld_fleet_key(&put[n], "sessions/", e->id,
+                                         &e->session, lease);
                 n++;
 
                 (void) ctld_fleet_set(&b->put[b->n], e->session.data,
@@ -432,9 +391,8 @@ ctld_fleet_flush(void)
         }
 
         for (i = 0; i < n; i++) {
-            etcdserverpb__request_op__init(&op[i]);
-            op[i].request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
-            op[i].request_put = &put[i];
+            ctld_etcd_op(&op[i], ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT,
+                         &put[i]);
             ops[i] = &op[i];
         }
 
@@ -548,8 +506,8 @@ ctld_fleet_delete(ctld_fleet_entry_t *e, int what, ProtobufCBinaryData *value)
     cmps[0] = &cmp;
 
     del.key = cmp.key;
-    op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
-    op.request_delete_range = &del;
+    ctld_etcd_op(&op, ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE,
+                 &del);
     ops[0] = &op;
 
     txn.n_compare = 1;
@@ -559,7 +517,7 @@ ctld_fleet_delete(ctld_fleet_entry_t *e, int what, ProtobufCBinaryData *value)
 
     if (ctld_etcd_call(CTLD_ETCD_TXN, &txn.base,
                        &etcdserverpb__txn_response__descriptor,
-                       ctld_fleet_deleted, e)
+                       ctld_etcd_ignore, NULL)
         != 0)
     {
         return;
@@ -575,18 +533,6 @@ ctld_fleet_delete(ctld_fleet_entry_t *e, int what, ProtobufCBinaryData *value)
         e->stale.data = NULL;
         e->stale.len = 0;
     }
-}
-
-
-static void
-ctld_fleet_deleted(void *data, grpc_status_code status, const char *details,
-    ProtobufCMessage *resp)
-{
-    if (resp) {
-        protobuf_c_message_free_unpacked(resp, NULL);
-    }
-
-    /* failed (etcd away): the lease ends the key anyway */
 }
 
 
@@ -944,12 +890,10 @@ ctld_fleet_forget(const char *node_id, uint64_t cmd_id)
     del[1].key.data = (uint8_t *) rkey;
     del[1].key.len = strlen(rkey);
 
-    etcdserverpb__request_op__init(&op[0]);
-    etcdserverpb__request_op__init(&op[1]);
-    op[0].request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
-    op[0].request_delete_range = &del[0];
-    op[1].request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
-    op[1].request_delete_range = &del[1];
+    ctld_etcd_op(&op[0], ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE,
+                 &del[0]);
+    ctld_etcd_op(&op[1], ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE,
+                 &del[1]);
     ops[0] = &op[0];
     ops[1] = &op[1];
 
@@ -958,7 +902,7 @@ ctld_fleet_forget(const char *node_id, uint64_t cmd_id)
 
     (void) ctld_etcd_call(CTLD_ETCD_TXN, &txn.base,
                           &etcdserverpb__txn_response__descriptor,
-                          ctld_fleet_ignore, NULL);
+                          ctld_etcd_ignore, NULL);
 }
 
 
@@ -968,43 +912,25 @@ ctld_fleet_forget(const char *node_id, uint64_t cmd_id)
 static void
 ctld_fleet_put(const char *key, const ProtobufCMessage *m, int64_t lease)
 {
-    size_t                    len;
-    uint8_t                  *buf;
     Etcdserverpb__PutRequest  put = ETCDSERVERPB__PUT_REQUEST__INIT;
 
-    len = protobuf_c_message_get_packed_size(m);
-    buf = malloc(len ? len : 1);
-    if (buf == NULL) {
+    if (ctld_etcd_pack(m, &put.value) != 0) {
         return;
     }
 
-    protobuf_c_message_pack(m, buf);
-
     put.key.data = (uint8_t *) key;
     put.key.len = strlen(key);
-    put.value.data = buf;
-    put.value.len = len;
     put.lease = lease;
 
     if (ctld_etcd_call(CTLD_ETCD_PUT, &put.base,
                        &etcdserverpb__put_response__descriptor,
-                       ctld_fleet_ignore, NULL)
+                       ctld_etcd_ignore, NULL)
         != 0)
     {
         ctld_log("fleet: cannot put %s", key);
     }
 
-    free(buf);
-}
-
-
-static void
-ctld_fleet_ignore(void *data, grpc_status_code status, const char *details,
-    ProtobufCMessage *resp)
-{
-    if (resp) {
-        protobuf_c_message_free_unpacked(resp, NULL);
-    }
+    free(put.value.data);
 }
 
 
@@ -1039,6 +965,26 @@ ctld_fleet_entry(const char *id)
     ctld_fleet_table[h] = e;
 
     return e;
+}
+
+
+/* a put of P/SUB/ID; its key malloc()ed (the caller frees it) */
+
+static char *
+ctld_fleet_key(Etcdserverpb__PutRequest *put, const char *sub,
+    const char *id, const ProtobufCBinaryData *value, int64_t lease)
+{
+    char  key[1024];
+
+    snprintf(key, sizeof(key), "%s%s%s", ctld_store_etcd_prefix(), sub, id);
+
+    etcdserverpb__put_request__init(put);
+    put->key.data = (uint8_t *) ctld_strdup(key);
+    put->key.len = strlen(key);
+    put->value = *value;
+    put->lease = lease;
+
+    return (char *) put->key.data;
 }
 
 

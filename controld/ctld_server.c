@@ -57,12 +57,12 @@ static void ctld_server_tick(int64_t now);
 static void ctld_server_destroy(void);
 static int ctld_server_request(ctld_method_e m);
 static const ctld_service_t *ctld_server_service(ctld_call_t *c);
+static void ctld_call_tag(ctld_call_t *c, ctld_tag_t *tag, ctld_op_e op);
 static void ctld_call_event(ctld_event_t *ev, int ok);
 static void ctld_call_advance(ctld_tag_t *tag, int ok);
 static void ctld_server_accept(ctld_call_t *c);
 static void ctld_call_status(ctld_call_t *c);
 static void ctld_call_free(ctld_call_t *c);
-static char *ctld_read_file(const char *path);
 static void ctld_signal(int signo);
 
 
@@ -175,27 +175,15 @@ ctld_server_create(void)
     grpc_arg           args[8];
     grpc_channel_args  cargs;
 
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = GRPC_ARG_ALLOW_REUSEPORT;
-    args[0].value.integer = 0;
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = GRPC_ARG_KEEPALIVE_TIME_MS;
-    args[1].value.integer = 30000;
-    args[2].type = GRPC_ARG_INTEGER;
-    args[2].key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS;
-    args[2].value.integer = 10000;
-    args[3].type = GRPC_ARG_INTEGER;
-    args[3].key = GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS;
-    args[3].value.integer = 1;
-    args[4].type = GRPC_ARG_INTEGER;
-    args[4].key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS;
-    args[4].value.integer = 5000;
-    args[5].type = GRPC_ARG_INTEGER;
-    args[5].key = GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA;
-    args[5].value.integer = 0;
-    args[6].type = GRPC_ARG_INTEGER;
-    args[6].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[6].value.integer = CTLD_MAX_MESSAGE;
+    ctld_arg_int(&args[0], GRPC_ARG_ALLOW_REUSEPORT, 0);
+    ctld_arg_int(&args[1], GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+    ctld_arg_int(&args[2], GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+    ctld_arg_int(&args[3], GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    ctld_arg_int(&args[4],
+                 GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+    ctld_arg_int(&args[5], GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    ctld_arg_int(&args[6], GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                 CTLD_MAX_MESSAGE);
 
     cargs.num_args = 7;
     cargs.args = args;
@@ -396,21 +384,11 @@ ctld_server_request(ctld_method_e m)
 
     c->method = m;
     c->state = CTLD_CALL_REQUESTED;
-    c->tag_request.ev.handler = ctld_call_event;
-    c->tag_recv.ev.handler = ctld_call_event;
-    c->tag_send.ev.handler = ctld_call_event;
-    c->tag_close.ev.handler = ctld_call_event;
-    c->tag_status.ev.handler = ctld_call_event;
-    c->tag_request.call = c;
-    c->tag_request.op = CTLD_OP_REQUEST;
-    c->tag_recv.call = c;
-    c->tag_recv.op = CTLD_OP_RECV;
-    c->tag_send.call = c;
-    c->tag_send.op = CTLD_OP_SEND;
-    c->tag_close.call = c;
-    c->tag_close.op = CTLD_OP_CLOSE;
-    c->tag_status.call = c;
-    c->tag_status.op = CTLD_OP_STATUS;
+    ctld_call_tag(c, &c->tag_request, CTLD_OP_REQUEST);
+    ctld_call_tag(c, &c->tag_recv, CTLD_OP_RECV);
+    ctld_call_tag(c, &c->tag_send, CTLD_OP_SEND);
+    ctld_call_tag(c, &c->tag_close, CTLD_OP_CLOSE);
+    ctld_call_tag(c, &c->tag_status, CTLD_OP_STATUS);
     c->details = grpc_empty_slice();
     grpc_metadata_array_init(&c->request_md);
 
@@ -443,6 +421,15 @@ ctld_call_enter(ctld_call_t *c, ctld_call_state_e st)
     }
 
     c->state = st;
+}
+
+
+static void
+ctld_call_tag(ctld_call_t *c, ctld_tag_t *tag, ctld_op_e op)
+{
+    ctld_event_set(&tag->ev, ctld_call_event, c);
+    tag->call = c;
+    tag->op = op;
 }
 
 
@@ -816,7 +803,24 @@ ctld_call_free(ctld_call_t *c)
 }
 
 
-static char *
+void
+ctld_event_set(ctld_event_t *ev, ctld_event_pt handler, void *data)
+{
+    ev->handler = handler;
+    ev->data = data;
+}
+
+
+void
+ctld_arg_int(grpc_arg *a, char *key, int value)
+{
+    a->type = GRPC_ARG_INTEGER;
+    a->key = key;
+    a->value.integer = value;
+}
+
+
+char *
 ctld_read_file(const char *path)
 {
     long   len;

@@ -176,6 +176,15 @@ int ctld_server_run(const ctld_conf_t *conf, uint64_t version,
 const char *ctld_method_name(ctld_method_e m);
 void ctld_call_enter(ctld_call_t *c, ctld_call_state_e st);
 
+/* an event of the loop: handler(ev, ok) when its batch completes */
+void ctld_event_set(ctld_event_t *ev, ctld_event_pt handler, void *data);
+
+/* an integer channel argument */
+void ctld_arg_int(grpc_arg *a, char *key, int value);
+
+/* a file's contents, NUL-terminated (malloc()ed): NULL and a log line */
+char *ctld_read_file(const char *path);
+
 /* a unary answer: message (NULL on error) and status at once */
 void ctld_call_reply(ctld_call_t *c, const ProtobufCMessage *m,
     grpc_status_code status, const char *msg);

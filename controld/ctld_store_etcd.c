@@ -86,7 +86,6 @@ static void ctld_store_etcd_start(grpc_completion_queue *cq);
 static void ctld_store_etcd_tick(int64_t now);
 static void ctld_store_etcd_stop(void);
 static unsigned ctld_store_etcd_busy(void);
-static char *ctld_store_etcd_read_file(const char *path);
 static void ctld_store_etcd_load(void);
 static void ctld_store_etcd_loaded(void *data, grpc_status_code status,
     const char *details, ProtobufCMessage *resp);
@@ -106,8 +105,6 @@ static void ctld_store_etcd_kept_end(void *data, grpc_status_code status,
     const char *details);
 static void ctld_store_etcd_lease_lost(const char *why);
 static void ctld_store_etcd_announce(void);
-static void ctld_store_etcd_ignore(void *data, grpc_status_code status,
-    const char *details, ProtobufCMessage *resp);
 static void ctld_store_etcd_key(char *buf, size_t len, uint64_t version);
 
 
@@ -244,14 +241,14 @@ ctld_store_etcd_open(const char *where)
     free(list);
 
     if (ctld_se_conf.ca) {
-        ctld_se_etcd.ca = ctld_store_etcd_read_file(ctld_se_conf.ca);
+        ctld_se_etcd.ca = ctld_read_file(ctld_se_conf.ca);
         if (ctld_se_etcd.ca == NULL) {
             return -1;
         }
 
         if (ctld_se_conf.cert) {
-            ctld_se_etcd.cert = ctld_store_etcd_read_file(ctld_se_conf.cert);
-            ctld_se_etcd.key = ctld_store_etcd_read_file(ctld_se_conf.key);
+            ctld_se_etcd.cert = ctld_read_file(ctld_se_conf.cert);
+            ctld_se_etcd.key = ctld_read_file(ctld_se_conf.key);
 
             if (ctld_se_etcd.cert == NULL || ctld_se_etcd.key == NULL) {
                 return -1;
@@ -263,40 +260,6 @@ ctld_store_etcd_open(const char *where)
     snprintf(ctld_se_error, sizeof(ctld_se_error), "not read yet");
 
     return ctld_etcd_init(&ctld_se_etcd);
-}
-
-
-static char *
-ctld_store_etcd_read_file(const char *path)
-{
-    long   len;
-    char  *buf;
-    FILE  *f;
-
-    f = fopen(path, "r");
-    if (f == NULL) {
-        ctld_log("store TLS: %s: %s", path, strerror(errno));
-        return NULL;
-    }
-
-    buf = NULL;
-
-    if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0
-        && len < 1024 * 1024 && fseek(f, 0, SEEK_SET) == 0
-        && (buf = malloc(len + 1)) != NULL
-        && fread(buf, 1, len, f) == (size_t) len)
-    {
-        buf[len] = '\0';
-
-    } else {
-        ctld_log("store TLS: %s: unreadable", path);
-        free(buf);
-        buf = NULL;
-    }
-
-    fclose(f);
-
-    return buf;
 }
 
 
@@ -670,8 +633,6 @@ ctld_store_etcd_save(ctld_version_t *v, const ctld_version_t *newest,
 {
     char                                key[512], nkey[512], vkey[512];
     char                                rkey[512], msg[640];
-    size_t                              len;
-    uint8_t                            *buf;
     uint64_t                            next;
     ctld_etcd_save_t                   *sv;
     Etcdserverpb__Compare               cmp[2], *cmps[2];
@@ -697,8 +658,6 @@ ctld_store_etcd_save(ctld_version_t *v, const ctld_version_t *newest,
 
     ctld_store_etcd_key(key, sizeof(key), v->version);
 
-    etcdserverpb__compare__init(&cmp[0]);
-    etcdserverpb__compare__init(&cmp[1]);
     cmps[0] = &cmp[0];
     cmps[1] = &cmp[1];
     txn.compare = cmps;
@@ -707,52 +666,32 @@ ctld_store_etcd_save(ctld_version_t *v, const ctld_version_t *newest,
 
     next = newest ? newest->version + 1 : 1;
     ctld_store_etcd_key(nkey, sizeof(nkey), next);
-
-    cmp[0].result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
-    cmp[0].target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
-    cmp[0].key.data = (uint8_t *) nkey;
-    cmp[0].key.len = strlen(nkey);
-    cmp[0].target_union_case =
-                       ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
-    cmp[0].create_revision = 0;
+    ctld_etcd_compare(&cmp[0], nkey,
+                      ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE, 0);
     txn.n_compare = 1;
 
     /* and the newest as this replica knows it */
 
     if (newest != NULL) {
         ctld_store_etcd_key(vkey, sizeof(vkey), newest->version);
-
-        cmp[1].result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
-        cmp[1].target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD;
-        cmp[1].key.data = (uint8_t *) vkey;
-        cmp[1].key.len = strlen(vkey);
-        cmp[1].target_union_case =
-                          ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
-        cmp[1].mod_revision = newest->revision;
+        ctld_etcd_compare(&cmp[1], vkey,
+                          ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD,
+                          newest->revision);
         txn.n_compare = 2;
     }
 
-    ctld_store_record(v, &rec);
-    len = relay__control__v1__stored_version__get_packed_size(&rec);
-
-    buf = malloc(len ? len : 1);
-    if (buf == NULL) {
+    if (ctld_etcd_pack(&ctld_store_record(v, &rec)->base, &sv->record) != 0) {
         free(sv);
         done(data, NULL, GRPC_STATUS_RESOURCE_EXHAUSTED, NULL,
              "out of memory");
         return;
     }
 
-    relay__control__v1__stored_version__pack(&rec, buf);
-
     put.key.data = (uint8_t *) key;
     put.key.len = strlen(key);
-    put.value.data = buf;
-    put.value.len = len;
+    put.value = sv->record;
 
-    etcdserverpb__request_op__init(&ok_op);
-    ok_op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
-    ok_op.request_put = &put;
+    ctld_etcd_op(&ok_op, ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT, &put);
     ok_ops[0] = &ok_op;
     txn.n_success = 1;
     txn.success = ok_ops;
@@ -768,15 +707,11 @@ ctld_store_etcd_save(ctld_version_t *v, const ctld_version_t *newest,
     range.sort_order = ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__DESCEND;
     range.sort_target = ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__KEY;
 
-    etcdserverpb__request_op__init(&fail_op);
-    fail_op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
-    fail_op.request_range = &range;
+    ctld_etcd_op(&fail_op, ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE,
+                 &range);
     fail_ops[0] = &fail_op;
     txn.n_failure = 1;
     txn.failure = fail_ops;
-
-    sv->record.data = buf;
-    sv->record.len = len;
 
     if (ctld_etcd_call(CTLD_ETCD_TXN, &txn.base,
                        &etcdserverpb__txn_response__descriptor,
@@ -958,8 +893,6 @@ static void
 ctld_store_etcd_announce(void)
 {
     char                                key[512];
-    size_t                              len;
-    uint8_t                            *buf;
     Etcdserverpb__PutRequest            put = ETCDSERVERPB__PUT_REQUEST__INIT;
     Relay__Control__V1__ReplicaRecord   rec =
                                      RELAY__CONTROL__V1__REPLICA_RECORD__INIT;
@@ -968,28 +901,22 @@ ctld_store_etcd_announce(void)
     rec.listen = (char *) ctld_se_conf.listen;
     rec.started_unix = time(NULL);
 
-    len = relay__control__v1__replica_record__get_packed_size(&rec);
-    buf = malloc(len ? len : 1);
-    if (buf == NULL) {
+    if (ctld_etcd_pack(&rec.base, &put.value) != 0) {
         return;
     }
-
-    relay__control__v1__replica_record__pack(&rec, buf);
 
     snprintf(key, sizeof(key), "%sreplicas/%s", ctld_se_conf.prefix,
              ctld_se_conf.replica);
 
     put.key.data = (uint8_t *) key;
     put.key.len = strlen(key);
-    put.value.data = buf;
-    put.value.len = len;
     put.lease = ctld_se_lease;
 
     (void) ctld_etcd_call(CTLD_ETCD_PUT, &put.base,
                           &etcdserverpb__put_response__descriptor,
-                          ctld_store_etcd_ignore, NULL);
+                          ctld_etcd_ignore, NULL);
 
-    free(buf);
+    free(put.value.data);
 }
 
 
@@ -1079,16 +1006,6 @@ ctld_store_etcd_lease_lost(const char *why)
 }
 
 
-static void
-ctld_store_etcd_ignore(void *data, grpc_status_code status,
-    const char *details, ProtobufCMessage *resp)
-{
-    if (resp) {
-        protobuf_c_message_free_unpacked(resp, NULL);
-    }
-}
-
-
 /* ---------------------------------------------------------------- loop */
 
 
@@ -1138,7 +1055,7 @@ ctld_store_etcd_stop(void)
         req.id = ctld_se_lease;
         (void) ctld_etcd_call(CTLD_ETCD_REVOKE, &req.base,
                               &etcdserverpb__lease_revoke_response__descriptor,
-                              ctld_store_etcd_ignore, NULL);
+                              ctld_etcd_ignore, NULL);
         ctld_se_lease = 0;
     }
 

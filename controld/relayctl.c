@@ -968,6 +968,10 @@ ctld_cli_print_apply(ctld_cli_t *cli, Relay__Control__V1__ApplyResponse *r,
             printf("%s version %llu as a canary of %s\n", what,
                    (unsigned long long) r->version, r->canary);
 
+        } else if (r->canary[0]) {
+            printf("%s version %llu (canary of %s) to the fleet\n", what,
+                   (unsigned long long) r->version, r->canary);
+
         } else {
             printf("%s version %llu\n", what,
                    (unsigned long long) r->version);
@@ -1400,16 +1404,7 @@ ctld_cli_promote(ctld_cli_t *cli, int argc, char **argv)
         return rc;
     }
 
-    if (cli->json) {
-        ctld_json_message(stdout, &r->base, 0);
-        fputc('\n', stdout);
-
-    } else {
-        printf("promoted version %llu (canary of %s) to the fleet\n",
-               (unsigned long long) r->version, r->canary);
-    }
-
-    rc = ctld_cli_outcomes(cli, r);
+    rc = ctld_cli_print_apply(cli, r, 0, "promoted");
 
     relay__control__v1__apply_response__free_unpacked(r, NULL);
 

@@ -120,6 +120,7 @@ static int relay_policy_statement(relay_policy_parse_t *ps);
 static int relay_policy_scope_take(relay_policy_parse_t *ps, char **scope);
 static int relay_policy_scope_set(relay_policy_t *p, const size_t *lists,
     char *scope);
+static const ProtobufCFieldDescriptor *relay_policy_list_at(unsigned k);
 static void relay_policy_perror(relay_policy_parse_t *ps, unsigned line,
     const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void relay_policy_tokens_free(relay_policy_parse_t *ps);
@@ -901,45 +902,64 @@ static int
 relay_policy_scope_set(relay_policy_t *p, const size_t *lists, char *scope)
 {
     char                            **sp;
-    size_t                            n;
-    unsigned                          i, k;
+    size_t                            now[RELAY_POLICY_MAX_LISTS];
+    unsigned                          k;
     ProtobufCMessage                 *m;
     const ProtobufCFieldDescriptor   *f, *sf;
 
-    f = relay__control__v1__policy__descriptor.fields;
+    relay_policy_lists_mark(p, now);
 
-    for (i = 0, k = 0; i < relay__control__v1__policy__descriptor.n_fields;
-         i++)
-    {
-        if (f[i].label != PROTOBUF_C_LABEL_REPEATED
-            || k == RELAY_POLICY_MAX_LISTS)
-        {
+    for (k = 0; k < RELAY_POLICY_MAX_LISTS; k++) {
+        f = relay_policy_list_at(k);
+
+        if (f == NULL) {
+            break;
+        }
+
+        if (now[k] <= lists[k] || f->type != PROTOBUF_C_TYPE_MESSAGE) {
             continue;
         }
 
-        n = *(const size_t *) ((const char *) p + f[i].quantifier_offset);
-
-        if (n > lists[k++] && f[i].type == PROTOBUF_C_TYPE_MESSAGE) {
-            m = (*(ProtobufCMessage ***) ((char *) p + f[i].offset))[n - 1];
-            sf = protobuf_c_message_descriptor_get_field_by_name(
-                     m->descriptor, "scope");
-
-            if (sf) {
-                sp = (char **) ((char *) m + sf->offset);
-
-                if (*sp != protobuf_c_empty_string) {
-                    free(*sp);
-                }
-
-                *sp = scope;
-                return 0;
-            }
+        m = (*(ProtobufCMessage ***) ((char *) p + f->offset))[now[k] - 1];
+        sf = protobuf_c_message_descriptor_get_field_by_name(m->descriptor,
+                                                             "scope");
+        if (sf == NULL) {
+            break;
         }
+
+        sp = (char **) ((char *) m + sf->offset);
+
+        if (*sp != protobuf_c_empty_string) {
+            free(*sp);
+        }
+
+        *sp = scope;
+        return 0;
     }
 
     free(scope);
 
     return 0;
+}
+
+
+/* the k-th list of Policy (its k-th repeated field), or NULL */
+
+static const ProtobufCFieldDescriptor *
+relay_policy_list_at(unsigned k)
+{
+    unsigned                          i;
+    const ProtobufCFieldDescriptor   *f;
+
+    f = relay__control__v1__policy__descriptor.fields;
+
+    for (i = 0; i < relay__control__v1__policy__descriptor.n_fields; i++) {
+        if (f[i].label == PROTOBUF_C_LABEL_REPEATED && k-- == 0) {
+            return &f[i];
+        }
+    }
+
+    return NULL;
 }
 
 
@@ -2572,35 +2592,18 @@ relay_policy_check(const relay_policy_t *p, int complete, char *err,
 static int
 relay_policy_check_scopes(const relay_policy_t *p, char *err, size_t errlen)
 {
-    size_t                            i, j, n;
-    const char                       *scope, *why;
-    ProtobufCMessage                **elts;
-    const ProtobufCFieldDescriptor   *f;
-    const ProtobufCMessageDescriptor *d;
+    size_t                j, k, nl;
+    const char           *why;
+    relay_policy_list_t   l[RELAY_POLICY_MAX_LISTS];
 
-    d = &relay__control__v1__policy__descriptor;
+    nl = relay_policy_lists((relay_policy_t *) p, l);
 
-    for (i = 0; i < d->n_fields; i++) {
-        f = &d->fields[i];
-
-        if (f->label != PROTOBUF_C_LABEL_REPEATED
-            || f->type != PROTOBUF_C_TYPE_MESSAGE
-            || protobuf_c_message_descriptor_get_field_by_name(f->descriptor,
-                                                               "scope")
-               == NULL)
-        {
-            continue;
-        }
-
-        n = *(const size_t *) ((const char *) p + f->quantifier_offset);
-        elts = *(ProtobufCMessage **const *) ((const char *) p + f->offset);
-
-        for (j = 0; j < n; j++) {
-            scope = relay_policy_scope_of(elts[j]);
-            why = relay_scope_check(scope);
+    for (k = 0; k < nl; k++) {
+        for (j = 0; j < *l[k].n; j++) {
+            why = relay_scope_check(relay_policy_scope_of(l[k].elts[j]));
 
             if (why) {
-                relay_fail("%s[%zu].scope: %s", f->name, j, why);
+                relay_fail("%s[%zu].scope: %s", l[k].field->name, j, why);
             }
         }
     }

@@ -30,6 +30,7 @@ static const char *relay_scope_terms(const char *s, relay_scope_term_t *t,
     size_t *n);
 static const char *relay_scope_check_key(const char *p, size_t len);
 static const char *relay_scope_check_value(const char *p, size_t len);
+static int relay_scope_chars(const char *p, size_t len, int upper);
 static int relay_scope_cmp(const relay_scope_term_t *a,
     const relay_scope_term_t *b);
 static size_t relay_scope_sort(relay_scope_term_t *t, size_t n);
@@ -108,11 +109,11 @@ relay_scope_terms(const char *s, relay_scope_term_t *t, size_t *n)
 }
 
 
+/* a label name: 1-63 of [a-z0-9_.-], a letter or a digit first */
+
 static const char *
 relay_scope_check_key(const char *p, size_t len)
 {
-    size_t  i;
-
     if (len == 0) {
         return "an empty label name";
     }
@@ -125,23 +126,16 @@ relay_scope_check_key(const char *p, size_t len)
         return "a label name must start with a-z or 0-9";
     }
 
-    for (i = 0; i < len; i++) {
-        if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= '0' && p[i] <= '9')
-              || p[i] == '_' || p[i] == '.' || p[i] == '-'))
-        {
-            return "a label name is made of a-z 0-9 _ . -";
-        }
-    }
-
-    return NULL;
+    return relay_scope_chars(p, len, 0)
+           ? "a label name is made of a-z 0-9 _ . -" : NULL;
 }
 
+
+/* a value: 1-128 of [A-Za-z0-9_.-] */
 
 static const char *
 relay_scope_check_value(const char *p, size_t len)
 {
-    size_t  i;
-
     if (len == 0) {
         return "an empty value";
     }
@@ -150,16 +144,28 @@ relay_scope_check_value(const char *p, size_t len)
         return "a value longer than 128 characters";
     }
 
+    return relay_scope_chars(p, len, 1)
+           ? "a value is made of A-Z a-z 0-9 _ . -" : NULL;
+}
+
+
+/* 0 when p is made of a-z 0-9 _ . - (and A-Z with upper) only */
+
+static int
+relay_scope_chars(const char *p, size_t len, int upper)
+{
+    size_t  i;
+
     for (i = 0; i < len; i++) {
-        if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z')
-              || (p[i] >= '0' && p[i] <= '9') || p[i] == '_' || p[i] == '.'
-              || p[i] == '-'))
+        if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= '0' && p[i] <= '9')
+              || (upper && p[i] >= 'A' && p[i] <= 'Z')
+              || p[i] == '_' || p[i] == '.' || p[i] == '-'))
         {
-            return "a value is made of A-Z a-z 0-9 _ . -";
+            return -1;
         }
     }
 
-    return NULL;
+    return 0;
 }
 
 
