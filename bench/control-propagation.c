@@ -86,6 +86,8 @@ struct bench_sub_s {
 
 static int bench_pack(const ProtobufCMessage *m, grpc_byte_buffer **bb);
 static void bench_open(bench_sub_t *s);
+static int bench_event(bench_tag_t *tag, int ok);
+static void bench_restarts(void);
 static void bench_ack(bench_sub_t *s, uint64_t v);
 static int bench_apply(grpc_channel *ch, int round, uint64_t *version);
 static long bench_rss(int pid);
@@ -112,10 +114,8 @@ main(int argc, char **argv)
     int                 ch, rounds, kill_pid, i, r, started, affected, back;
     char               *t, *targets[16], *pids;
     double             *lat, *backs, t0, wait_until;
-    uint64_t            v;
     grpc_arg            arg[2];
     grpc_event          ev;
-    bench_tag_t        *tag;
     bench_sub_t        *s;
     grpc_channel       *admin;
     grpc_channel_args   args;
@@ -196,7 +196,6 @@ main(int argc, char **argv)
     r = -1;
     t0 = bench_now();
     wait_until = t0 + 30;
-    v = 0;
 
     /* round -1 waits for every hello to be through; then the rounds */
 
@@ -210,130 +209,10 @@ main(int argc, char **argv)
             apply_done = 1;
 
         } else if (ev.type == GRPC_OP_COMPLETE) {
-            tag = ev.tag;
-            s = tag->sub;
-            s->pending--;
-
-            switch (tag->op) {
-
-            case BENCH_OP_START:
-            case BENCH_OP_SEND:
-                s->sending = 0;
-                grpc_byte_buffer_destroy(s->send_buf);
-                s->send_buf = NULL;
-
-                if (!ev.success || s->ended) {
-                    s->ended = 1;
-                    break;
-                }
-
-                if (tag->op == BENCH_OP_START) {
-                    started++;
-
-                    if (s->broken_at && s->back == 0) {
-                        s->back = bench_now() - s->broken_at;
-                    }
-
-                } else {
-                    s->confirmed = s->acked;
-
-                    if (target && s->confirmed >= target && !s->counted) {
-                        s->counted = 1;
-                        reached++;
-                    }
-                }
-
-                if (s->ack_pending) {
-                    v = s->ack_pending;
-                    s->ack_pending = 0;
-                    bench_ack(s, v);
-                }
-
-                break;
-
-            case BENCH_OP_RECV:
-                if (!ev.success || s->recv_buf == NULL) {
-                    s->ended = 1;
-                    break;
-                }
-
-                {
-                    grpc_slice                          sl;
-                    grpc_byte_buffer_reader             rd;
-                    Relay__Control__V1__ControlMessage *cm;
-                    grpc_op                             op;
-
-                    grpc_byte_buffer_reader_init(&rd, s->recv_buf);
-                    sl = grpc_byte_buffer_reader_readall(&rd);
-                    grpc_byte_buffer_reader_destroy(&rd);
-                    grpc_byte_buffer_destroy(s->recv_buf);
-                    s->recv_buf = NULL;
-
-                    cm = relay__control__v1__control_message__unpack(NULL,
-                             GRPC_SLICE_LENGTH(sl), GRPC_SLICE_START_PTR(sl));
-                    grpc_slice_unref(sl);
-
-                    if (cm && cm->msg_case
-                              == RELAY__CONTROL__V1__CONTROL_MESSAGE__MSG_POLICY)
-                    {
-                        s->received = cm->policy->version;
-
-                        if (s->sending) {
-                            s->ack_pending = s->received;
-
-                        } else {
-                            bench_ack(s, s->received);
-                        }
-                    }
-
-                    if (cm) {
-                        relay__control__v1__control_message__free_unpacked(cm,
-                                                                          NULL);
-                    }
-
-                    memset(&op, 0, sizeof(op));
-                    op.op = GRPC_OP_RECV_MESSAGE;
-                    op.data.recv_message.recv_message = &s->recv_buf;
-                    if (grpc_call_start_batch(s->call, &op, 1, &s->t_recv,
-                                              NULL)
-                        == GRPC_CALL_OK)
-                    {
-                        s->pending++;
-                    }
-                }
-
-                break;
-
-            case BENCH_OP_STATUS:
-                s->ended = 1;
-                grpc_call_cancel(s->call, NULL);
-                break;
-            }
-
-            /* a stream over: again on the next target, as a node would */
-
-            if (s->ended && s->pending == 0 && s->restart_at == 0) {
-                if (killed_at && s->broken_at == 0) {
-                    s->broken_at = killed_at;
-                }
-
-                s->restart_at = bench_now() + 0.5 + (random() % 1000) / 1e3;
-            }
+            started += bench_event(ev.tag, ev.success);
         }
 
-        for (i = 0; i < nsubs; i++) {
-            s = &subs[i];
-
-            if (s->restart_at && bench_now() >= s->restart_at) {
-                s->restart_at = 0;
-                s->target = (s->target + 1) % ntargets;
-                grpc_call_unref(s->call);
-                grpc_metadata_array_destroy(&s->md);
-                grpc_metadata_array_destroy(&s->trailers);
-                grpc_slice_unref(s->details);
-                bench_open(s);
-            }
-        }
+        bench_restarts();
 
         if (r == -1) {
             if (started == nsubs) {
@@ -432,69 +311,16 @@ main(int argc, char **argv)
                  NULL);
 
         if (ev.type == GRPC_OP_COMPLETE && ev.tag != &apply_tag) {
-            tag = ev.tag;
-            s = tag->sub;
-            s->pending--;
-
-            if (tag->op == BENCH_OP_START && ev.success && s->broken_at
-                && s->back == 0)
-            {
-                s->back = bench_now() - s->broken_at;
-            }
-
-            if (tag->op == BENCH_OP_STATUS || !ev.success) {
-                s->ended = 1;
-                grpc_call_cancel(s->call, NULL);
-            }
-
-            if (tag->op == BENCH_OP_START || tag->op == BENCH_OP_SEND) {
-                s->sending = 0;
-                if (s->send_buf) {
-                    grpc_byte_buffer_destroy(s->send_buf);
-                    s->send_buf = NULL;
-                }
-            }
-
-            if (tag->op == BENCH_OP_RECV && s->recv_buf) {
-                grpc_op  op;
-
-                grpc_byte_buffer_destroy(s->recv_buf);
-                s->recv_buf = NULL;
-
-                memset(&op, 0, sizeof(op));
-                op.op = GRPC_OP_RECV_MESSAGE;
-                op.data.recv_message.recv_message = &s->recv_buf;
-                if (grpc_call_start_batch(s->call, &op, 1, &s->t_recv, NULL)
-                    == GRPC_CALL_OK)
-                {
-                    s->pending++;
-                }
-            }
-
-            if (s->ended && s->pending == 0 && s->restart_at == 0) {
-                if (s->broken_at == 0) {
-                    s->broken_at = killed_at;
-                }
-
-                s->restart_at = bench_now() + 0.5 + (random() % 1000) / 1e3;
-            }
+            (void) bench_event(ev.tag, ev.success);
         }
+
+        bench_restarts();
 
         affected = 0;
         back = 0;
 
         for (i = 0; i < nsubs; i++) {
             s = &subs[i];
-
-            if (s->restart_at && bench_now() >= s->restart_at) {
-                s->restart_at = 0;
-                s->target = (s->target + 1) % ntargets;
-                grpc_call_unref(s->call);
-                grpc_metadata_array_destroy(&s->md);
-                grpc_metadata_array_destroy(&s->trailers);
-                grpc_slice_unref(s->details);
-                bench_open(s);
-            }
 
             if (s->broken_at) {
                 backs[affected++] = s->back;
@@ -529,6 +355,147 @@ done:
     }
 
     return 0;
+}
+
+
+/*
+ * A batch of a subscriber's stream completed: ACK what came, count what
+ * was confirmed, and when the stream is over, schedule it again on the
+ * next target as a node would (0.5 to 1.5 s).  1: a stream started.
+ */
+
+static int
+bench_event(bench_tag_t *tag, int ok)
+{
+    int                                  started;
+    uint64_t                             v;
+    grpc_op                              op;
+    grpc_slice                           sl;
+    bench_sub_t                         *s;
+    grpc_byte_buffer_reader              rd;
+    Relay__Control__V1__ControlMessage  *cm;
+
+    s = tag->sub;
+    s->pending--;
+    started = 0;
+
+    switch (tag->op) {
+
+    case BENCH_OP_START:
+    case BENCH_OP_SEND:
+        s->sending = 0;
+        grpc_byte_buffer_destroy(s->send_buf);
+        s->send_buf = NULL;
+
+        if (!ok || s->ended) {
+            s->ended = 1;
+            break;
+        }
+
+        if (tag->op == BENCH_OP_START) {
+            started = 1;
+
+            if (s->broken_at && s->back == 0) {
+                s->back = bench_now() - s->broken_at;
+            }
+
+        } else {
+            s->confirmed = s->acked;
+
+            if (target && s->confirmed >= target && !s->counted) {
+                s->counted = 1;
+                reached++;
+            }
+        }
+
+        if (s->ack_pending) {
+            v = s->ack_pending;
+            s->ack_pending = 0;
+            bench_ack(s, v);
+        }
+
+        break;
+
+    case BENCH_OP_RECV:
+        if (!ok || s->recv_buf == NULL) {
+            s->ended = 1;
+            break;
+        }
+
+        grpc_byte_buffer_reader_init(&rd, s->recv_buf);
+        sl = grpc_byte_buffer_reader_readall(&rd);
+        grpc_byte_buffer_reader_destroy(&rd);
+        grpc_byte_buffer_destroy(s->recv_buf);
+        s->recv_buf = NULL;
+
+        cm = relay__control__v1__control_message__unpack(NULL,
+                 GRPC_SLICE_LENGTH(sl), GRPC_SLICE_START_PTR(sl));
+        grpc_slice_unref(sl);
+
+        if (cm
+            && cm->msg_case == RELAY__CONTROL__V1__CONTROL_MESSAGE__MSG_POLICY)
+        {
+            s->received = cm->policy->version;
+
+            if (s->sending) {
+                s->ack_pending = s->received;
+
+            } else {
+                bench_ack(s, s->received);
+            }
+        }
+
+        if (cm) {
+            relay__control__v1__control_message__free_unpacked(cm, NULL);
+        }
+
+        memset(&op, 0, sizeof(op));
+        op.op = GRPC_OP_RECV_MESSAGE;
+        op.data.recv_message.recv_message = &s->recv_buf;
+        s->pending += grpc_call_start_batch(s->call, &op, 1, &s->t_recv,
+                                            NULL)
+                      == GRPC_CALL_OK;
+        break;
+
+    case BENCH_OP_STATUS:
+        s->ended = 1;
+        grpc_call_cancel(s->call, NULL);
+        break;
+    }
+
+    if (s->ended && s->pending == 0 && s->restart_at == 0) {
+        if (killed_at && s->broken_at == 0) {
+            s->broken_at = killed_at;
+        }
+
+        s->restart_at = bench_now() + 0.5 + (random() % 1000) / 1e3;
+    }
+
+    return started;
+}
+
+
+/* the streams whose time has come start again, on the next target */
+
+static void
+bench_restarts(void)
+{
+    int           i;
+    bench_sub_t  *s;
+
+    for (i = 0; i < nsubs; i++) {
+        s = &subs[i];
+
+        if (s->restart_at && bench_now() >= s->restart_at) {
+            s->restart_at = 0;
+            s->target = (s->target + 1) % ntargets;
+            grpc_call_unref(s->call);
+            grpc_metadata_array_destroy(&s->md);
+            grpc_metadata_array_destroy(&s->trailers);
+            grpc_slice_unref(s->details);
+            bench_open(s);
+        }
+    }
 }
 
 

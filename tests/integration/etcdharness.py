@@ -12,40 +12,20 @@ etcd-client), never guessed from a sleep.
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
+import relayharness as h
+
 ETCD = os.environ.get("ETCD") or "/usr/bin/etcd"
 ETCDCTL = os.environ.get("ETCDCTL") or "/usr/bin/etcdctl"
-PORT_FIRST, PORT_LAST = 26000, 26999
-_used = set()
+PORTS = h.PortRange(26000, 26999, 26000 + (os.getpid() * 11) % 1000)
 
 
 def alloc_port(ips=("127.0.0.1",)):
     """A TCP port of 26000-26999 free on every address of ips."""
-    off = (os.getpid() * 11) % (PORT_LAST - PORT_FIRST)
-    span = list(range(PORT_FIRST, PORT_LAST + 1))
-    for port in span[off:] + span[:off]:
-        if port in _used:
-            continue
-        ok = True
-        for ip in ips:
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((ip, port))
-            except OSError:
-                ok = False
-            finally:
-                s.close()
-            if not ok:
-                break
-        if ok:
-            _used.add(port)
-            return port
-    raise RuntimeError("no free port in %d-%d" % (PORT_FIRST, PORT_LAST))
+    return PORTS.alloc(ips)
 
 
 def wait_for(cond, timeout=10.0, what="condition", interval=0.05):

@@ -28,7 +28,6 @@ tests kill are started again before the next test.  Ports: 26000-26999.
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -41,6 +40,7 @@ import pytest
 import controlharness as ch
 import deliveryharness as dh
 import etcdharness as eh
+import fleetharness as fh
 import relayharness as h
 
 RELAYCTL = ch.RELAYCTL
@@ -57,18 +57,7 @@ NACK_ADDR = "192.0.2.7"         # TEST-NET-1: no node can bind it
 
 STREAM_EXTRA = """\
     relay_control @TARGETS@ node=@NODE@ labels=@LABELS@;
-    relay_control_certificate @CERTS@/node-@NODE@.pem;
-    relay_control_certificate_key @CERTS@/node-@NODE@.key;
-    relay_control_trusted_certificate @CERTS@/ca.pem;
-    relay_control_status_interval 1s;
-    relay_delivery on;
-    relay_resolver 127.0.0.1:@DNSPORT@;
-    relay_resolver_timeout 1s;
-    relay_smtp_port @SINKPORT@;
-    relay_connect_timeout 1s;
-    relay_smtp_timeout 3s;
-    relay_retry_backoff 1s 2s;
-    relay_queue_lifetime 1h;
+""" + fh.NODE_CONF + """\
     relay_queue_scan_interval 1m;
     relay_connection_reuse off;
     relay_route example.org [127.0.0.30]:@SINKPORT@;
@@ -80,17 +69,8 @@ STREAM_EXTRA = """\
 
 
 def relayctl(fleet, *args, via="A", timeout=8, stdin=None):
-    certs = fleet.certs
-    env = dict(os.environ)
-    env["RELAYCTL_SERVER"] = "127.0.0.1:%d" % fleet.ctld[via].port
-    env["RELAYCTL_CA"] = str(certs / "ca.pem")
-    env["RELAYCTL_CERT"] = str(certs / "operator.pem")
-    env["RELAYCTL_KEY"] = str(certs / "operator.key")
-    env.pop("GRPC_VERBOSITY", None)
-    p = subprocess.run([RELAYCTL, "--timeout", str(timeout),
-                        *map(str, args)], env=env, input=stdin,
-                       capture_output=True, text=True, timeout=timeout + 30)
-    return ch.Run(p)
+    return fh.relayctl("127.0.0.1:%d" % fleet.ctld[via].port, fleet.certs,
+                       *args, stdin=stdin, timeout=timeout)
 
 
 def policy_text(tag, example_org="S1", extra=""):
@@ -103,28 +83,23 @@ def policy_text(tag, example_org="S1", extra=""):
                extra))
 
 
-class Fleet:
+class Fleet(fh.FleetNodes):
     sink_port = None
     dead_port = None
 
     def __init__(self, base):
+        super().__init__()
         self.base = Path(base)
         self.tmp = self.base / "work"
         self.tmp.mkdir()
         self.etcd = None
         self.certs = None
         self.ctld = {}
-        self.nodes = {}
-        self.sinks = {}
 
     def apply(self, text, *extra, via="A", rc=0, timeout=10):
-        f = self.tmp / ("p%d.policy" % time.monotonic_ns())
-        f.write_text(text)
-        r = relayctl(self, "apply", f, *extra, via=via, timeout=timeout)
-        assert r.rc == rc, r
-        m = re.search(r"applied version (\d+)", r.out)
-        assert m, r
-        return int(m.group(1)), r
+        r = relayctl(self, "apply", self.policy_file(text), *extra,
+                     via=via, timeout=timeout)
+        return self.applied(r, rc), r
 
     def nodes_json(self, via="A"):
         r = relayctl(self, "nodes", "--json", via=via)
@@ -132,25 +107,8 @@ class Fleet:
         j = r.json()
         return j, {n["node_id"]: n for n in j["nodes"]}
 
-    def wait_nodes(self, pred, timeout=20, what="nodes", via="A"):
-        last = [None]
-
-        def look():
-            r = relayctl(self, "nodes", "--json", via=via)
-            if r.rc != 0:
-                last[0] = r
-                return None
-            j = r.json()
-            by = {n["node_id"]: n for n in j["nodes"]}
-            last[0] = j
-            return (j, by) if pred(j, by) else None
-        try:
-            return h.wait_until(look, timeout, interval=0.2, what=what)
-        except AssertionError as e:
-            raise AssertionError("%s; last nodes through %s:\n%s\nA:\n%s\n"
-                                 "B:\n%s" % (e, via, last[0],
-                                             self.ctld_tail("A"),
-                                             self.ctld_tail("B")))
+    def diagnostics(self):
+        return "A:\n%s\nB:\n%s" % (self.ctld_tail("A"), self.ctld_tail("B"))
 
     def wait_all_applied(self, version, via="A", timeout=20):
         return self.wait_nodes(
@@ -163,30 +121,6 @@ class Fleet:
     def ctld_tail(self, name, n=25):
         return "\n".join(self.ctld[name].log_text().splitlines()[-n:])
 
-    def send(self, nid, rcpts, marker=None, sender=None):
-        marker = marker or h.unique("m")
-        sender = sender or "from-%s@senders.example" % marker
-        with h.SMTPConn(self.nodes[nid].port("main")) as c:
-            qid = c.message(sender, rcpts, h.simple_body(marker),
-                            ehlo="client.test")
-            c.cmd("QUIT")
-        return qid
-
-    def error_log(self, nid, since=0):
-        with open(self.nodes[nid].prefix / "logs" / "error.log", "rb") as f:
-            f.seek(since)
-            return f.read().decode("utf-8", "replace")
-
-    def wait_at(self, sink, mk, nid, timeout=15):
-        try:
-            return self.sinks[sink].wait_accepted(mk, timeout=timeout)
-        except AssertionError as e:
-            elsewhere = {n: s.all_txns(mk) for n, s in self.sinks.items()
-                         if s.all_txns(mk)}
-            raise AssertionError("%s\nat other sinks: %r\n%s's log:\n%s"
-                                 % (e, elsewhere, nid, "\n".join(
-                                     self.error_log(nid).splitlines()[-20:])))
-
     def start_ctld(self, name):
         c = self.ctld[name]
         c.start()
@@ -195,63 +129,7 @@ class Fleet:
         return c
 
 
-def kill_orphans(prefix):
-    """SIGKILL the nginx processes that hold files of this prefix open (a
-    master that an upgrade left without its parent, its workers)."""
-    prefix = str(prefix)
-    killed = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == os.getpid():
-            continue
-        try:
-            fds = os.listdir("/proc/%s/fd" % d)
-            mine = any(os.readlink("/proc/%s/fd/%s" % (d, f))
-                       .startswith(prefix + "/") for f in fds)
-            if mine and "nginx" in open("/proc/%s/cmdline" % d).read():
-                os.kill(int(d), signal.SIGKILL)
-                killed.append(int(d))
-        except OSError:
-            continue
-    return killed
-
-
-def stop_node(ng):
-    if ng.proc is not None:
-        if ng.proc.poll() is None:
-            ng.proc.send_signal(signal.SIGQUIT)
-            try:
-                ng.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                ng.proc.kill()
-                ng.proc.wait(5)
-        ng.proc = None
-    pidfile = ng.prefix / "logs" / "nginx.pid"
-    if pidfile.exists():
-        try:
-            os.kill(int(pidfile.read_text().strip()), signal.SIGQUIT)
-        except (OSError, ValueError):
-            pass
-    try:
-        h.wait_until(lambda: not any(h._alive(p) for p in _nginx_pids(ng)),
-                     15, what="nginx of %s to exit" % ng.prefix)
-    except AssertionError:
-        pass
-    h.wait_until(lambda: not kill_orphans(ng.prefix), 10,
-                 what="no process of %s left" % ng.prefix)
-
-
-def _nginx_pids(ng):
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            cmd = open("/proc/%s/cmdline" % d).read()
-        except OSError:
-            continue
-        if "nginx" in cmd and str(ng.prefix) in cmd:
-            out.append(int(d))
-    return out
+stop_node = h.stop_node
 
 
 @pytest.fixture(scope="module")
@@ -283,46 +161,21 @@ def fleet():
 
         dns_port = eh.alloc_port()
         for nid in NODES:
-            prefix = h.make_prefix(base / nid, tls)
-            ports = {n: eh.alloc_port() for n in h.PORT_NAMES}
-            targets = ",".join("127.0.0.1:%d" % fl.ctld[r].port
-                               for r in ORDER[nid])
-            extra = (STREAM_EXTRA.replace("@TARGETS@", targets)
-                     .replace("@NODE@", nid)
-                     .replace("@LABELS@", LABELS[nid])
-                     .replace("@CERTS@", str(fl.certs))
-                     .replace("@DNSPORT@", str(dns_port))
-                     .replace("@SINKPORT@", str(Fleet.sink_port)))
-            ng = h.Nginx(prefix, ports, workers=2, stream_extra=extra)
-            fl.nodes[nid] = ng
-            ng.start()
+            fl.start_node(nid, base, tls, STREAM_EXTRA, eh.alloc_port,
+                          TARGETS=",".join("127.0.0.1:%d" % fl.ctld[r].port
+                                           for r in ORDER[nid]),
+                          LABELS=LABELS[nid], CERTS=fl.certs,
+                          DNSPORT=dns_port, SINKPORT=Fleet.sink_port)
 
         fl.wait_nodes(lambda j, by: set(by) >= set(NODES)
-                      and all(by[n]["connected"] for n in NODES),
-                      30, "three nodes connected")
+                      and all(by[n]["connected"] for n in NODES), 30,
+                      "three nodes connected")
         yield fl
     finally:
-        for ng in fl.nodes.values():
-            try:
-                stop_node(ng)
-            except Exception:
-                pass
-        for c in fl.ctld.values():
-            try:
-                c.stop()
-            except Exception:
-                pass
-        if fl.etcd is not None:
-            fl.etcd.stop()
-        for s in fl.sinks.values():
-            s.stop()
-        if not os.environ.get("RELAY_KEEP_FLEET"):
-            shutil.rmtree(base, ignore_errors=True)
+        fh.teardown(fl, list(fl.ctld.values()) + [fl.etcd], base)
 
 
-def alerts(ng):
-    return [l for l in ng.logs_text().splitlines()
-            if "[alert]" in l or "[emerg]" in l]
+alerts = fh.alerts
 
 
 # ==========================================================================
@@ -351,13 +204,7 @@ def test_every_node_listed_through_either_replica(fleet):
 
 
 def test_apply_through_a_acked_by_every_node_history_through_b(fleet):
-    before = {}
-    for nid in NODES:
-        mk = h.unique("pre" + nid)
-        fleet.send(nid, ["%s@example.org" % mk], marker=mk)
-        before[nid] = mk
-    for nid, mk in before.items():
-        fleet.wait_at("S0", mk, nid)
+    fleet.deliver_each("S0", "pre", NODES)
 
     v1, r = fleet.apply(policy_text("through A", "S1"), "-m", "to S1",
                         via="A")
@@ -367,10 +214,7 @@ def test_apply_through_a_acked_by_every_node_history_through_b(fleet):
     assert "node node2 ACK version %d" % v1 in fleet.ctld["B"].log_text()
     assert "node node1 ACK version %d" % v1 in fleet.ctld["A"].log_text()
 
-    for nid in NODES:
-        mk = h.unique("post" + nid)
-        fleet.send(nid, ["%s@example.org" % mk], marker=mk)
-        fleet.wait_at("S1", mk, nid)
+    fleet.deliver_each("S1", "post", NODES)
 
     # a second version through B, then history and rollback through B
     v2, r = fleet.apply(policy_text("through B", "S2"), via="B")
@@ -388,10 +232,7 @@ def test_apply_through_a_acked_by_every_node_history_through_b(fleet):
     ha = relayctl(fleet, "history", "-n", "1", "--json", via="A").json()
     assert ha["current"] == v2 + 1
     assert ha["entries"][0]["rolled_back_from"] == v1
-    for nid in NODES:
-        mk = h.unique("rb" + nid)
-        fleet.send(nid, ["%s@example.org" % mk], marker=mk)
-        fleet.wait_at("S1", mk, nid)
+    fleet.deliver_each("S1", "rb", NODES)
 
 
 def test_queue_commands_reach_a_node_of_the_other_replica(fleet):
@@ -699,10 +540,8 @@ def test_etcd_down_admin_fails_fast_nodes_keep_delivering(fleet):
             assert n.rc == 8 and "UNAVAILABLE" in n.err, n
 
         # the nodes keep their sessions and deliver by the last version
+        fleet.deliver_each("S2", "down", NODES)
         for nid in NODES:
-            mk = h.unique("down" + nid)
-            fleet.send(nid, ["%s@example.org" % mk], marker=mk)
-            fleet.wait_at("S2", mk, nid)
             assert "session with" not in fleet.error_log(nid, marks[nid]), \
                 fleet.error_log(nid, marks[nid])
     finally:
