@@ -498,7 +498,7 @@ ctld_store_etcd_retry(const char *what, const char *details)
     snprintf(ctld_se_error, sizeof(ctld_se_error), "%s: %s", what,
              details[0] ? details : "failed");
 
-    if (ctld_se_backoff == 0) {
+    if (ctld_se_backoff == 0 && !ctld_se_resync) {
         ctld_log("store: etcd %s failed on %s: %s", what,
                  ctld_etcd_endpoint(), details);
     }
@@ -564,6 +564,7 @@ ctld_store_etcd_dispatch(const Mvccpb__KeyValue *kv, int put)
 static int
 ctld_store_etcd_version(const Mvccpb__KeyValue *kv)
 {
+    uint64_t                            version;
     relay_policy_t                     *p;
     Relay__Control__V1__StoredVersion  *sv;
 
@@ -583,10 +584,11 @@ ctld_store_etcd_version(const Mvccpb__KeyValue *kv)
 
     p = sv->policy;
     sv->policy = NULL;
+    version = p->version;
 
-    (void) ctld_store_found(p->version, sv->rolled_back_from, sv->state,
+    (void) ctld_store_found(version, sv->rolled_back_from, sv->state,
                             sv->canary, p);
-    ctld_store_revision(p->version, kv->mod_revision);
+    ctld_store_revision(version, kv->mod_revision);
 
     relay__control__v1__stored_version__free_unpacked(sv, NULL);
 
