@@ -143,7 +143,7 @@ def fleet():
     fl = Fleet(base)
     try:
         fl.etcd = eh.Cluster(base / "etcd", 3).start()
-        fl.certs = ch.make_certs(base / "ctlcerts", *NODES)
+        fl.certs = ch.make_certs(base / "ctlcerts", *NODES, "node9")
         tls = h.make_certs(base / "tlscerts")
 
         Fleet.sink_port = eh.alloc_port(tuple(SINK_IPS.values()))
@@ -264,6 +264,45 @@ def test_queue_commands_reach_a_node_of_the_other_replica(fleet):
     h.wait_until(lambda: not [k for k in fleet.etcd.keys()
                               if "/commands/" in k or "/results/" in k],
                  10, what="the command's keys to go")
+
+
+def test_one_session_per_node_across_replicas(fleet):
+    """A node's newer process (higher incarnation) takes its session from
+    another replica once; the older one, back on the first replica, is
+    refused there: the replicas know each other's sessions."""
+    import grpc
+    made = []
+    try:
+        old = ch.FakeNode(fleet.ctld["A"], "node9", incarnation=1000)
+        made.append(old)
+        fleet.wait_nodes(lambda j, by: by.get("node9", {}).get("replica")
+                         == "A" and by["node9"]["connected"], 10,
+                         "node9 on A", via="B")
+
+        new = ch.FakeNode(fleet.ctld["B"], "node9", incarnation=2000)
+        made.append(new)
+        err = old.wait_end()
+        assert err.code() == grpc.StatusCode.ABORTED, err
+        assert "replaced by a newer session of the same node on controld " \
+            "B" in err.details(), err.details()
+        fleet.wait_nodes(lambda j, by: by["node9"]["replica"] == "B"
+                         and by["node9"]["connected"], 10, "node9 on B",
+                         via="A")
+
+        again = ch.FakeNode(fleet.ctld["A"], "node9", incarnation=1000)
+        made.append(again)
+        err = again.wait_end()
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+        assert "a newer session of node node9 is active" in err.details()
+        time.sleep(0.5)
+        assert not new.done
+        _, by = fleet.nodes_json(via="A")
+        assert by["node9"]["replica"] == "B" and by["node9"]["connected"]
+    finally:
+        for n in made:
+            n.close()
+    fleet.wait_nodes(lambda j, by: not by["node9"]["connected"], 10,
+                     "node9 gone", via="A")
 
 
 def test_concurrent_applies_through_both_replicas(fleet):
