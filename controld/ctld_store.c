@@ -71,8 +71,7 @@ ctld_store_open(const ctld_store_backend_t *backend, const char *where,
     }
 
     if (backend->load == NULL) {
-        ctld_log("%s %s: versions load once it answers", backend->name,
-                 where);
+        ctld_log("store %s: versions load once it answers", where);
 
     } else if (ctld_nversions == 0) {
         ctld_log("%s %s: no versions yet", backend->name, where);
