@@ -27,10 +27,11 @@
  * change after a quiet second goes out at once (an apply's ACKs reach a
  * replica that waits for them within milliseconds), changes that follow
  * it closely wait for the second to pass and go out as one (a burst of
- * applies costs etcd one record per node a second, not one per ACK).  A session that ends is deleted only if the key still holds
- * what this replica put there (Compare VALUE): a session another replica
- * took meanwhile stays theirs.  When etcd does not answer, entries stay
- * dirty and go out when it does; a new lease puts every session again.
+ * applies costs etcd one record per node a second, not one per ACK).
+ * A session that ends is deleted only if the key still holds what this
+ * replica put there (Compare VALUE): a session another replica took
+ * meanwhile stays theirs.  When etcd does not answer, entries stay dirty
+ * and go out when it does; a new lease puts every session again.
  *
  * Queue commands go through etcd, not between replicas: the origin puts
  * the command, the holder of the node's session sees it in its watch,

@@ -943,9 +943,8 @@ ctld_store_etcd_keepalive(int64_t now)
 
     if (ctld_se_keeper == NULL) {
         ctld_se_keeper = ctld_etcd_stream(CTLD_ETCD_KEEPALIVE,
-                             &etcdserverpb__lease_keep_alive_response__descriptor,
-                             ctld_store_etcd_kept, ctld_store_etcd_kept_end,
-                             NULL);
+                    &etcdserverpb__lease_keep_alive_response__descriptor,
+                    ctld_store_etcd_kept, ctld_store_etcd_kept_end, NULL);
         if (ctld_se_keeper == NULL) {
             return;
         }

@@ -291,8 +291,9 @@ ctld_cli_help(FILE *f)
 "commands:\n"
 "  apply FILE [-m COMMENT] [--dry-run] [--canary SELECTOR] [--no-wait]\n"
 "                      send the policy in FILE (\"-\": stdin) to controld;\n"
-"                      prints the diff and \"applied version N\" or \"no change\",\n"
-"                      then waits (--timeout) for every node to ACK or NACK\n"
+"                      prints the diff and \"applied version N\" or\n"
+"                      \"no change\", then waits (--timeout) for every\n"
+"                      node to ACK or NACK\n"
 "                      and prints each node's outcome; --canary: only the\n"
 "                      nodes SELECTOR selects (rack=r1, node=ID, ...) get it\n"
 "  diff FILE           what apply would change (exit 1 when anything)\n"
@@ -1378,7 +1379,8 @@ static int
 ctld_cli_promote(ctld_cli_t *cli, int argc, char **argv)
 {
     int                                   i, rc, wait;
-    Relay__Control__V1__PromoteRequest    req = RELAY__CONTROL__V1__PROMOTE_REQUEST__INIT;
+    Relay__Control__V1__PromoteRequest    req =
+                                      RELAY__CONTROL__V1__PROMOTE_REQUEST__INIT;
     Relay__Control__V1__ApplyResponse    *r;
 
     wait = 1;
