@@ -990,6 +990,9 @@ ctld_node_remote_session(const char *id, ctld_session_record_t *s)
                                      NULL);
         ctld_node_end(c, GRPC_STATUS_ABORTED, msg);
 
+        /* not ours to put again (its key is theirs now: not deleted) */
+        ctld_node_publish_session(n);
+
         /* what it was sent here gets no answer any more */
         ctld_node_conf.gone(n->id);
     }

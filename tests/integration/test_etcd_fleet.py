@@ -595,6 +595,13 @@ def test_etcd_down_admin_fails_fast_nodes_keep_delivering(fleet):
     v, r = fleet.apply(policy_text("etcd is back", "S1"), via="B")
     assert "3 of 3 nodes ACKed version %d" % v in r.out, r
 
+    # the sessions are in etcd again: either replica lists every node
+    for via in ("A", "B"):
+        fleet.wait_nodes(lambda j, by: all(by[n]["connected"]
+                                           and by[n]["applied_version"] == v
+                                           for n in NODES), 10,
+                         "every node listed connected", via=via)
+
 
 def _master(ng):
     f = ng.prefix / "logs" / "nginx.pid"
