@@ -278,6 +278,18 @@ ctld_etcd_call(const char *method, const ProtobufCMessage *req,
 }
 
 
+/* a Txn: resp is an Etcdserverpb__TxnResponse */
+
+int
+ctld_etcd_txn(const Etcdserverpb__TxnRequest *txn, ctld_etcd_done_pt done,
+    void *data)
+{
+    return ctld_etcd_call(CTLD_ETCD_TXN, &txn->base,
+                          &etcdserverpb__txn_response__descriptor, done,
+                          data);
+}
+
+
 static int
 ctld_etcd_start_call(ctld_etcd_call_t *ec)
 {

@@ -63,6 +63,9 @@ int ctld_etcd_call(const char *method, const ProtobufCMessage *req,
     const ProtobufCMessageDescriptor *resp, ctld_etcd_done_pt done,
     void *data);
 
+int ctld_etcd_txn(const Etcdserverpb__TxnRequest *txn,
+    ctld_etcd_done_pt done, void *data);
+
 ctld_etcd_stream_t *ctld_etcd_stream(const char *method,
     const ProtobufCMessageDescriptor *resp, ctld_etcd_recv_pt recv,
     ctld_etcd_end_pt end, void *data);

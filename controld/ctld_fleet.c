@@ -402,11 +402,7 @@ ctld_fleet_flush(void)
 
         ctld_fleet_in_flight++;
 
-        if (ctld_etcd_call(CTLD_ETCD_TXN, &txn.base,
-                           &etcdserverpb__txn_response__descriptor,
-                           ctld_fleet_flushed, b)
-            != 0)
-        {
+        if (ctld_etcd_txn(&txn, ctld_fleet_flushed, b) != 0) {
             ctld_fleet_flushed(b, GRPC_STATUS_UNAVAILABLE,
                                "cannot start the call", NULL);
         }
@@ -516,11 +512,7 @@ ctld_fleet_delete(ctld_fleet_entry_t *e, int what, ProtobufCBinaryData *value)
     txn.n_success = 1;
     txn.success = ops;
 
-    if (ctld_etcd_call(CTLD_ETCD_TXN, &txn.base,
-                       &etcdserverpb__txn_response__descriptor,
-                       ctld_etcd_ignore, NULL)
-        != 0)
-    {
+    if (ctld_etcd_txn(&txn, ctld_etcd_ignore, NULL) != 0) {
         return;
     }
 
@@ -901,9 +893,7 @@ ctld_fleet_forget(const char *node_id, uint64_t cmd_id)
     txn.n_success = 2;
     txn.success = ops;
 
-    (void) ctld_etcd_call(CTLD_ETCD_TXN, &txn.base,
-                          &etcdserverpb__txn_response__descriptor,
-                          ctld_etcd_ignore, NULL);
+    (void) ctld_etcd_txn(&txn, ctld_etcd_ignore, NULL);
 }
 
 

@@ -715,11 +715,7 @@ ctld_store_etcd_save(ctld_version_t *v, const ctld_version_t *newest,
     txn.n_failure = 1;
     txn.failure = fail_ops;
 
-    if (ctld_etcd_call(CTLD_ETCD_TXN, &txn.base,
-                       &etcdserverpb__txn_response__descriptor,
-                       ctld_store_etcd_saved, sv)
-        != 0)
-    {
+    if (ctld_etcd_txn(&txn, ctld_store_etcd_saved, sv) != 0) {
         snprintf(msg, sizeof(msg), "etcd at %s: cannot start the call",
                  ctld_se_where);
         free(sv->record.data);
