@@ -28,6 +28,7 @@ packages=(
     protobuf-compiler protobuf-compiler-grpc
     python3-pytest python3-grpcio python3-protobuf python3-dkim python3-nacl
     swaks postfix dnsmasq-base bind9-dnsutils openssl curl
+    etcd-server etcd-client
     libio-socket-ssl-perl libnet-ssleay-perl make gcc
     debhelper dpkg-dev fakeroot lintian pkg-config python3
     man-db groff-base logrotate

@@ -11,14 +11,25 @@
  * received that version and its ACK has been written (send completed).
  * Prints p50/p99/max over the rounds and controld's VmRSS (from /proc).
  *
+ * Several targets (-t A,B,C: replicas of controld on etcd) spread the
+ * subscribers over them, subscriber i on target i % T; Apply goes to the
+ * first.  A stream that ends starts again on the next target after 0.5 to
+ * 1.5 s (what a node's first reconnection waits).  With -k PID the client
+ * then kills that replica (SIGKILL) and measures, for every subscriber
+ * whose stream it broke, the time until its new stream is up on another
+ * (initial metadata back: controld accepted it), and prints p50/p99/max
+ * over them.
+ *
  * controld must run with --insecure: on mTLS every stream would need a
  * certificate of its own node id.  One thread, one completion queue.
  *
- *   control-propagation -t 127.0.0.1:PORT -n 1000 [-c 4] [-r 20] [-p PID]
+ *   control-propagation -t HOST:PORT[,HOST:PORT...] -n 1000 [-c 4] [-r 20]
+ *       [-p PID[,PID...]] [-k PID]
  */
 
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +61,11 @@ typedef struct {
 
 struct bench_sub_s {
     int                     id;
+    int                     target;          /* of its stream now */
+    int                     pending;         /* batches in flight */
+    double                  restart_at;      /* 0: none to start */
+    double                  broken_at;       /* its stream broke at a kill */
+    double                  back;            /* then up again after (s) */
     grpc_call              *call;
     grpc_byte_buffer       *recv_buf;
     grpc_byte_buffer       *send_buf;
@@ -69,6 +85,9 @@ struct bench_sub_s {
 
 
 static int bench_pack(const ProtobufCMessage *m, grpc_byte_buffer **bb);
+static void bench_open(bench_sub_t *s);
+static int bench_event(bench_tag_t *tag, int ok);
+static void bench_restarts(void);
 static void bench_ack(bench_sub_t *s, uint64_t v);
 static int bench_apply(grpc_channel *ch, int round, uint64_t *version);
 static long bench_rss(int pid);
@@ -79,6 +98,10 @@ static int bench_cmp(const void *a, const void *b);
 static grpc_completion_queue  *cq;
 static bench_sub_t            *subs;
 static int                     nsubs;
+static grpc_channel          **chans;        /* per target, per channel */
+static int                     ntargets;
+static int                     nchan;
+static double                  killed_at;    /* 0: no kill yet */
 static uint64_t                target;       /* version of this round */
 static int                     reached;      /* confirmed >= target */
 static int                     apply_done;
@@ -88,15 +111,13 @@ static int                     apply_tag;
 int
 main(int argc, char **argv)
 {
-    int                 ch, nchan, rounds, pid, i, r, started;
-    char               *t;
-    double             *lat, t0, wait_until;
-    uint64_t            v;
+    int                 ch, rounds, kill_pid, i, r, started, affected, back;
+    char               *t, *targets[16], *pids;
+    double             *lat, *backs, t0, wait_until;
     grpc_arg            arg[2];
     grpc_event          ev;
-    bench_tag_t        *tag;
     bench_sub_t        *s;
-    grpc_channel      **chans, *admin;
+    grpc_channel       *admin;
     grpc_channel_args   args;
     grpc_channel_credentials  *creds;
 
@@ -104,18 +125,21 @@ main(int argc, char **argv)
     nsubs = 100;
     nchan = 4;
     rounds = 20;
-    pid = 0;
+    pids = NULL;
+    kill_pid = 0;
 
-    while ((ch = getopt(argc, argv, "t:n:c:r:p:")) != -1) {
+    while ((ch = getopt(argc, argv, "t:n:c:r:p:k:")) != -1) {
         switch (ch) {
         case 't': t = optarg; break;
         case 'n': nsubs = atoi(optarg); break;
         case 'c': nchan = atoi(optarg); break;
         case 'r': rounds = atoi(optarg); break;
-        case 'p': pid = atoi(optarg); break;
+        case 'p': pids = optarg; break;
+        case 'k': kill_pid = atoi(optarg); break;
         default:
-            fprintf(stderr, "usage: %s -t HOST:PORT [-n N] [-c CHANNELS] "
-                    "[-r ROUNDS] [-p CONTROLD_PID]\n", argv[0]);
+            fprintf(stderr, "usage: %s -t HOST:PORT[,HOST:PORT...] [-n N] "
+                    "[-c CHANNELS] [-r ROUNDS] [-p PID[,PID...]] "
+                    "[-k PID]\n", argv[0]);
             return 2;
         }
     }
@@ -124,15 +148,22 @@ main(int argc, char **argv)
         return 2;
     }
 
+    for (ntargets = 0, t = strtok(t, ","); t && ntargets < 16;
+         t = strtok(NULL, ","))
+    {
+        targets[ntargets++] = t;
+    }
+
     grpc_init();
     cq = grpc_completion_queue_create_for_next(NULL);
     creds = grpc_insecure_credentials_create();
 
-    chans = calloc(nchan, sizeof(grpc_channel *));
+    chans = calloc(ntargets * nchan, sizeof(grpc_channel *));
     subs = calloc(nsubs, sizeof(bench_sub_t));
     lat = calloc(rounds, sizeof(double));
+    backs = calloc(nsubs, sizeof(double));
 
-    for (i = 0; i < nchan; i++) {
+    for (i = 0; i < ntargets * nchan; i++) {
         /* a channel id of its own: one TCP connection per channel */
         arg[0].type = GRPC_ARG_INTEGER;
         arg[0].key = "bench.channel";
@@ -142,72 +173,29 @@ main(int argc, char **argv)
         arg[1].value.integer = 1;
         args.num_args = 2;
         args.args = arg;
-        chans[i] = grpc_channel_create(t, creds, &args);
+        chans[i] = grpc_channel_create(targets[i / nchan], creds, &args);
     }
 
-    arg[0].value.integer = nchan;
-    admin = grpc_channel_create(t, creds, &args);
+    arg[0].value.integer = ntargets * nchan;
+    admin = grpc_channel_create(targets[0], creds, &args);
 
-    /* open every stream: metadata with wait-for-ready, then the hello */
+    /* open every stream: subscriber i on target i % T */
 
     for (i = 0; i < nsubs; i++) {
-        char                         id[32];
-        grpc_op                      ops[3];
-        Relay__Control__V1__Hello        h = RELAY__CONTROL__V1__HELLO__INIT;
-        Relay__Control__V1__NodeMessage  m =
-                                        RELAY__CONTROL__V1__NODE_MESSAGE__INIT;
-
         s = &subs[i];
         s->id = i;
+        s->target = i % ntargets;
         s->t_start = (bench_tag_t) { s, BENCH_OP_START };
         s->t_recv = (bench_tag_t) { s, BENCH_OP_RECV };
         s->t_send = (bench_tag_t) { s, BENCH_OP_SEND };
         s->t_status = (bench_tag_t) { s, BENCH_OP_STATUS };
-        grpc_metadata_array_init(&s->md);
-        grpc_metadata_array_init(&s->trailers);
-
-        s->call = grpc_channel_create_call(chans[i % nchan], NULL,
-                      GRPC_PROPAGATE_DEFAULTS, cq,
-                      grpc_slice_from_static_string(
-                          "/relay.control.v1.Node/Session"),
-                      NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-
-        snprintf(id, sizeof(id), "bench-%d", i);
-        h.node_id = id;
-        h.software = "control-propagation";
-        m.msg_case = RELAY__CONTROL__V1__NODE_MESSAGE__MSG_HELLO;
-        m.hello = &h;
-        bench_pack(&m.base, &s->send_buf);
-
-        memset(ops, 0, sizeof(ops));
-        ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-        ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY
-                       | GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
-        ops[1].op = GRPC_OP_SEND_MESSAGE;
-        ops[1].data.send_message.send_message = s->send_buf;
-        ops[2].op = GRPC_OP_RECV_INITIAL_METADATA;
-        ops[2].data.recv_initial_metadata.recv_initial_metadata = &s->md;
-        s->sending = 1;
-        grpc_call_start_batch(s->call, ops, 3, &s->t_start, NULL);
-
-        memset(ops, 0, sizeof(ops));
-        ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-        ops[0].data.recv_status_on_client.trailing_metadata = &s->trailers;
-        ops[0].data.recv_status_on_client.status = &s->status;
-        ops[0].data.recv_status_on_client.status_details = &s->details;
-        grpc_call_start_batch(s->call, ops, 1, &s->t_status, NULL);
-
-        memset(ops, 0, sizeof(ops));
-        ops[0].op = GRPC_OP_RECV_MESSAGE;
-        ops[0].data.recv_message.recv_message = &s->recv_buf;
-        grpc_call_start_batch(s->call, ops, 1, &s->t_recv, NULL);
+        bench_open(s);
     }
 
     started = 0;
     r = -1;
     t0 = bench_now();
     wait_until = t0 + 30;
-    v = 0;
 
     /* round -1 waits for every hello to be through; then the rounds */
 
@@ -221,95 +209,10 @@ main(int argc, char **argv)
             apply_done = 1;
 
         } else if (ev.type == GRPC_OP_COMPLETE) {
-            tag = ev.tag;
-            s = tag->sub;
-
-            switch (tag->op) {
-
-            case BENCH_OP_START:
-            case BENCH_OP_SEND:
-                s->sending = 0;
-                grpc_byte_buffer_destroy(s->send_buf);
-                s->send_buf = NULL;
-
-                if (!ev.success) {
-                    s->ended = 1;
-                    break;
-                }
-
-                if (tag->op == BENCH_OP_START) {
-                    started++;
-
-                } else {
-                    s->confirmed = s->acked;
-
-                    if (target && s->confirmed >= target && !s->counted) {
-                        s->counted = 1;
-                        reached++;
-                    }
-                }
-
-                if (s->ack_pending) {
-                    v = s->ack_pending;
-                    s->ack_pending = 0;
-                    bench_ack(s, v);
-                }
-
-                break;
-
-            case BENCH_OP_RECV:
-                if (!ev.success || s->recv_buf == NULL) {
-                    s->ended = 1;
-                    break;
-                }
-
-                {
-                    grpc_slice                          sl;
-                    grpc_byte_buffer_reader             rd;
-                    Relay__Control__V1__ControlMessage *cm;
-                    grpc_op                             op;
-
-                    grpc_byte_buffer_reader_init(&rd, s->recv_buf);
-                    sl = grpc_byte_buffer_reader_readall(&rd);
-                    grpc_byte_buffer_reader_destroy(&rd);
-                    grpc_byte_buffer_destroy(s->recv_buf);
-                    s->recv_buf = NULL;
-
-                    cm = relay__control__v1__control_message__unpack(NULL,
-                             GRPC_SLICE_LENGTH(sl), GRPC_SLICE_START_PTR(sl));
-                    grpc_slice_unref(sl);
-
-                    if (cm && cm->msg_case
-                              == RELAY__CONTROL__V1__CONTROL_MESSAGE__MSG_POLICY)
-                    {
-                        s->received = cm->policy->version;
-
-                        if (s->sending) {
-                            s->ack_pending = s->received;
-
-                        } else {
-                            bench_ack(s, s->received);
-                        }
-                    }
-
-                    if (cm) {
-                        relay__control__v1__control_message__free_unpacked(cm,
-                                                                          NULL);
-                    }
-
-                    memset(&op, 0, sizeof(op));
-                    op.op = GRPC_OP_RECV_MESSAGE;
-                    op.data.recv_message.recv_message = &s->recv_buf;
-                    grpc_call_start_batch(s->call, &op, 1, &s->t_recv, NULL);
-                }
-
-                break;
-
-            case BENCH_OP_STATUS:
-                s->ended = 1;
-                break;
-            }
+            started += bench_event(ev.tag, ev.success);
         }
+
+        bench_restarts();
 
         if (r == -1) {
             if (started == nsubs) {
@@ -377,16 +280,283 @@ main(int argc, char **argv)
 
     qsort(lat, rounds, sizeof(double), bench_cmp);
 
-    printf("subscribers=%d channels=%d rounds=%d p50=%.1fms p99=%.1fms "
-           "max=%.1fms controld_rss=%ldkB\n", nsubs, nchan, rounds,
-           lat[(rounds - 1) / 2], lat[(int) ((rounds - 1) * 0.99 + 0.5)],
-           lat[rounds - 1], pid ? bench_rss(pid) : -1L);
+    printf("subscribers=%d targets=%d channels=%d rounds=%d p50=%.1fms "
+           "p99=%.1fms max=%.1fms controld_rss=", nsubs, ntargets, nchan,
+           rounds, lat[(rounds - 1) / 2],
+           lat[(int) ((rounds - 1) * 0.99 + 0.5)], lat[rounds - 1]);
+
+    for (t = pids ? strtok(pids, ",") : NULL, i = 0; t;
+         t = strtok(NULL, ","), i++)
+    {
+        printf("%s%ldkB", i ? "," : "", bench_rss(atoi(t)));
+    }
+
+    printf("%s\n", pids ? "" : "-");
+    fflush(stdout);
+
+    if (kill_pid == 0) {
+        goto done;
+    }
+
+    /* a replica killed: its subscribers back on another, one by one */
+
+    killed_at = bench_now();
+    kill(kill_pid, SIGKILL);
+    wait_until = killed_at + 60;
+
+    for ( ;; ) {
+        ev = grpc_completion_queue_next(cq,
+                 gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                              gpr_time_from_millis(20, GPR_TIMESPAN)),
+                 NULL);
+
+        if (ev.type == GRPC_OP_COMPLETE && ev.tag != &apply_tag) {
+            (void) bench_event(ev.tag, ev.success);
+        }
+
+        bench_restarts();
+
+        affected = 0;
+        back = 0;
+
+        for (i = 0; i < nsubs; i++) {
+            s = &subs[i];
+
+            if (s->broken_at) {
+                backs[affected++] = s->back;
+                back += s->back > 0;
+            }
+        }
+
+        if (affected && back == affected && bench_now() - killed_at > 2) {
+            break;
+        }
+
+        if (bench_now() > wait_until) {
+            fprintf(stderr, "only %d of %d subscribers back in 60s\n",
+                    back, affected);
+            return 1;
+        }
+    }
+
+    qsort(backs, affected, sizeof(double), bench_cmp);
+
+    printf("killed replica: %d subscribers back on another: p50=%.0fms "
+           "p99=%.0fms max=%.0fms\n", affected,
+           backs[(affected - 1) / 2] * 1000,
+           backs[(int) ((affected - 1) * 0.99 + 0.5)] * 1000,
+           backs[affected - 1] * 1000);
+    fflush(stdout);
+
+done:
 
     for (i = 0; i < nsubs; i++) {
         grpc_call_cancel(subs[i].call, NULL);
     }
 
     return 0;
+}
+
+
+/*
+ * A batch of a subscriber's stream completed: ACK what came, count what
+ * was confirmed, and when the stream is over, schedule it again on the
+ * next target as a node would (0.5 to 1.5 s).  1: a stream started.
+ */
+
+static int
+bench_event(bench_tag_t *tag, int ok)
+{
+    int                                  started;
+    uint64_t                             v;
+    grpc_op                              op;
+    grpc_slice                           sl;
+    bench_sub_t                         *s;
+    grpc_byte_buffer_reader              rd;
+    Relay__Control__V1__ControlMessage  *cm;
+
+    s = tag->sub;
+    s->pending--;
+    started = 0;
+
+    switch (tag->op) {
+
+    case BENCH_OP_START:
+    case BENCH_OP_SEND:
+        s->sending = 0;
+        grpc_byte_buffer_destroy(s->send_buf);
+        s->send_buf = NULL;
+
+        if (!ok || s->ended) {
+            s->ended = 1;
+            break;
+        }
+
+        if (tag->op == BENCH_OP_START) {
+            started = 1;
+
+            if (s->broken_at && s->back == 0) {
+                s->back = bench_now() - s->broken_at;
+            }
+
+        } else {
+            s->confirmed = s->acked;
+
+            if (target && s->confirmed >= target && !s->counted) {
+                s->counted = 1;
+                reached++;
+            }
+        }
+
+        if (s->ack_pending) {
+            v = s->ack_pending;
+            s->ack_pending = 0;
+            bench_ack(s, v);
+        }
+
+        break;
+
+    case BENCH_OP_RECV:
+        if (!ok || s->recv_buf == NULL) {
+            s->ended = 1;
+            break;
+        }
+
+        grpc_byte_buffer_reader_init(&rd, s->recv_buf);
+        sl = grpc_byte_buffer_reader_readall(&rd);
+        grpc_byte_buffer_reader_destroy(&rd);
+        grpc_byte_buffer_destroy(s->recv_buf);
+        s->recv_buf = NULL;
+
+        cm = relay__control__v1__control_message__unpack(NULL,
+                 GRPC_SLICE_LENGTH(sl), GRPC_SLICE_START_PTR(sl));
+        grpc_slice_unref(sl);
+
+        if (cm
+            && cm->msg_case == RELAY__CONTROL__V1__CONTROL_MESSAGE__MSG_POLICY)
+        {
+            s->received = cm->policy->version;
+
+            if (s->sending) {
+                s->ack_pending = s->received;
+
+            } else {
+                bench_ack(s, s->received);
+            }
+        }
+
+        if (cm) {
+            relay__control__v1__control_message__free_unpacked(cm, NULL);
+        }
+
+        memset(&op, 0, sizeof(op));
+        op.op = GRPC_OP_RECV_MESSAGE;
+        op.data.recv_message.recv_message = &s->recv_buf;
+        s->pending += grpc_call_start_batch(s->call, &op, 1, &s->t_recv,
+                                            NULL)
+                      == GRPC_CALL_OK;
+        break;
+
+    case BENCH_OP_STATUS:
+        s->ended = 1;
+        grpc_call_cancel(s->call, NULL);
+        break;
+    }
+
+    if (s->ended && s->pending == 0 && s->restart_at == 0) {
+        if (killed_at && s->broken_at == 0) {
+            s->broken_at = killed_at;
+        }
+
+        s->restart_at = bench_now() + 0.5 + (random() % 1000) / 1e3;
+    }
+
+    return started;
+}
+
+
+/* the streams whose time has come start again, on the next target */
+
+static void
+bench_restarts(void)
+{
+    int           i;
+    bench_sub_t  *s;
+
+    for (i = 0; i < nsubs; i++) {
+        s = &subs[i];
+
+        if (s->restart_at && bench_now() >= s->restart_at) {
+            s->restart_at = 0;
+            s->target = (s->target + 1) % ntargets;
+            grpc_call_unref(s->call);
+            grpc_metadata_array_destroy(&s->md);
+            grpc_metadata_array_destroy(&s->trailers);
+            grpc_slice_unref(s->details);
+            bench_open(s);
+        }
+    }
+}
+
+
+/* a stream of s on its target: metadata with wait-for-ready, the hello */
+
+static void
+bench_open(bench_sub_t *s)
+{
+    char                             id[32];
+    grpc_op                          ops[3];
+    Relay__Control__V1__Hello        h = RELAY__CONTROL__V1__HELLO__INIT;
+    Relay__Control__V1__NodeMessage  m = RELAY__CONTROL__V1__NODE_MESSAGE__INIT;
+
+    grpc_metadata_array_init(&s->md);
+    grpc_metadata_array_init(&s->trailers);
+    s->details = grpc_empty_slice();
+    s->ended = 0;
+    s->sending = 0;
+    s->ack_pending = 0;
+    s->pending = 0;
+
+    s->call = grpc_channel_create_call(
+                  chans[s->target * nchan + (s->id / ntargets) % nchan],
+                  NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                  grpc_slice_from_static_string(
+                      "/relay.control.v1.Node/Session"),
+                  NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+
+    snprintf(id, sizeof(id), "bench-%d", s->id);
+    h.node_id = id;
+    h.software = "control-propagation";
+    h.applied_version = s->confirmed;
+    m.msg_case = RELAY__CONTROL__V1__NODE_MESSAGE__MSG_HELLO;
+    m.hello = &h;
+    bench_pack(&m.base, &s->send_buf);
+
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY
+                   | GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = s->send_buf;
+    ops[2].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[2].data.recv_initial_metadata.recv_initial_metadata = &s->md;
+    s->sending = 1;
+    s->pending += grpc_call_start_batch(s->call, ops, 3, &s->t_start, NULL)
+                  == GRPC_CALL_OK;
+
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[0].data.recv_status_on_client.trailing_metadata = &s->trailers;
+    ops[0].data.recv_status_on_client.status = &s->status;
+    ops[0].data.recv_status_on_client.status_details = &s->details;
+    s->pending += grpc_call_start_batch(s->call, ops, 1, &s->t_status, NULL)
+                  == GRPC_CALL_OK;
+
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_RECV_MESSAGE;
+    ops[0].data.recv_message.recv_message = &s->recv_buf;
+    s->pending += grpc_call_start_batch(s->call, ops, 1, &s->t_recv, NULL)
+                  == GRPC_CALL_OK;
 }
 
 
@@ -410,7 +580,8 @@ bench_ack(bench_sub_t *s, uint64_t v)
 
     s->acked = v;
     s->sending = 1;
-    grpc_call_start_batch(s->call, &op, 1, &s->t_send, NULL);
+    s->pending += grpc_call_start_batch(s->call, &op, 1, &s->t_send, NULL)
+                  == GRPC_CALL_OK;
 }
 
 

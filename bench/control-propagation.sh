@@ -24,12 +24,7 @@ controld=${CONTROLD:-$build/controld/controld}
 
 [ -x "$controld" ] || { echo "no controld at $controld" >&2; exit 1; }
 
-make -s -C "$top/controld" BUILD_DIR="$build" gen
-mkdir -p "$build/bench"
-cc -O2 -std=gnu11 -I"$build/gen" -o "$build/bench/control-propagation" \
-    "$top/bench/control-propagation.c" \
-    "$build/gen/relay/control/v1/control.pb-c.c" \
-    $(pkg-config --cflags --libs grpc libprotobuf-c)
+"$top/bench/control-client.sh" "$build"
 
 work=$(mktemp -d)
 pid=

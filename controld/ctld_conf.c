@@ -29,7 +29,8 @@
 
 #define CTLD_DEFAULT_LISTEN    "127.0.0.1:7443"
 #define CTLD_DEFAULT_DATA_DIR  "/var/lib/nginx-relay-controld"
-#define CTLD_CONF_MAX_KEYS     16
+#define CTLD_DEFAULT_PREFIX    "/relay/"
+#define CTLD_CONF_MAX_KEYS     32
 
 #define ctld_conf_at(field)    offsetof(ctld_conf_t, field)
 
@@ -68,6 +69,14 @@ static const ctld_conf_key_t  ctld_conf_keys[] = {
     { "insecure",        CTLD_CONF_FLAG,   ctld_conf_at(insecure) },
     { "command_timeout", CTLD_CONF_MSEC,   ctld_conf_at(command_timeout_ms) },
     { "status_timeout",  CTLD_CONF_MSEC,   ctld_conf_at(status_timeout_ms) },
+    { "store",           CTLD_CONF_STRING, ctld_conf_at(store) },
+    { "store_prefix",    CTLD_CONF_STRING, ctld_conf_at(store_prefix) },
+    { "store_tls_ca",    CTLD_CONF_STRING, ctld_conf_at(store_ca) },
+    { "store_tls_cert",  CTLD_CONF_STRING, ctld_conf_at(store_cert) },
+    { "store_tls_key",   CTLD_CONF_STRING, ctld_conf_at(store_key) },
+    { "store_lease",     CTLD_CONF_MSEC,   ctld_conf_at(store_lease_ms) },
+    { "store_timeout",   CTLD_CONF_MSEC,   ctld_conf_at(store_timeout_ms) },
+    { "replica",         CTLD_CONF_STRING, ctld_conf_at(replica) },
     { NULL, 0, 0 }
 };
 
@@ -82,6 +91,14 @@ static const struct option  ctld_conf_options[] = {
     { "command-timeout", required_argument, NULL, 'T' },
     { "status-timeout",  required_argument, NULL, 'S' },
     { "insecure",        no_argument,       NULL, 'I' },
+    { "store",           required_argument, NULL, 1000 },
+    { "store-prefix",    required_argument, NULL, 1001 },
+    { "store-ca",        required_argument, NULL, 1002 },
+    { "store-cert",      required_argument, NULL, 1003 },
+    { "store-key",       required_argument, NULL, 1004 },
+    { "store-lease",     required_argument, NULL, 1005 },
+    { "store-timeout",   required_argument, NULL, 1006 },
+    { "replica",         required_argument, NULL, 1007 },
     { "help",            no_argument,       NULL, 'h' },
     { "version",         no_argument,       NULL, 'V' },
     { NULL, 0, NULL, 0 }
@@ -98,6 +115,9 @@ ctld_conf_read(ctld_conf_t *conf, int argc, char **argv)
     conf->listen = CTLD_DEFAULT_LISTEN;
     conf->data_dir = CTLD_DEFAULT_DATA_DIR;
     conf->command_timeout_ms = 10000;
+    conf->store_prefix = CTLD_DEFAULT_PREFIX;
+    conf->store_lease_ms = 10000;
+    conf->store_timeout_ms = 5000;
 
     conf_file = NULL;
 
@@ -145,6 +165,35 @@ ctld_conf_read(ctld_conf_t *conf, int argc, char **argv)
         return CTLD_CONF_ERROR;
     }
 
+    if (conf->store && strncmp(conf->store, "etcd://", 7) != 0) {
+        fprintf(stderr, "controld: store \"%s\": etcd://host:port"
+                "[,host:port...], or none for the data directory\n",
+                conf->store);
+        return CTLD_CONF_ERROR;
+    }
+
+    if (conf->store_prefix[0] != '/'
+        || conf->store_prefix[strlen(conf->store_prefix) - 1] != '/')
+    {
+        fprintf(stderr, "controld: store_prefix \"%s\" must start and end "
+                "with \"/\"\n", conf->store_prefix);
+        return CTLD_CONF_ERROR;
+    }
+
+    if ((conf->store_cert == NULL) != (conf->store_key == NULL)
+        || (conf->store_cert && conf->store_ca == NULL))
+    {
+        fprintf(stderr, "controld: store_tls_cert and store_tls_key go "
+                "together, and with store_tls_ca\n");
+        return CTLD_CONF_ERROR;
+    }
+
+    if (conf->store_lease_ms < 2000 || conf->store_timeout_ms < 100) {
+        fprintf(stderr, "controld: store_lease is at least 2s, "
+                "store_timeout at least 100ms\n");
+        return CTLD_CONF_ERROR;
+    }
+
     return CTLD_CONF_OK;
 }
 
@@ -162,7 +211,11 @@ ctld_conf_flags(ctld_conf_t *conf, int argc, char **argv)
     } flag_keys[] = {
         { 'l', "listen" }, { 'd', "data_dir" }, { 'A', "tls_ca" },
         { 'C', "tls_cert" }, { 'K', "tls_key" }, { 'T', "command_timeout" },
-        { 'S', "status_timeout" }, { 'I', "insecure" }, { 0, NULL }
+        { 'S', "status_timeout" }, { 'I', "insecure" },
+        { 1000, "store" }, { 1001, "store_prefix" }, { 1002, "store_tls_ca" },
+        { 1003, "store_tls_cert" }, { 1004, "store_tls_key" },
+        { 1005, "store_lease" }, { 1006, "store_timeout" },
+        { 1007, "replica" }, { 0, NULL }
     };
 
     memset(set, 0, sizeof(set));
@@ -203,6 +256,17 @@ ctld_conf_usage(FILE *f)
         "      --command-timeout DUR  wait for a queue command (10s)\n"
         "      --status-timeout DUR   drop a silent node session (0: never)\n"
         "      --insecure             no TLS, no identities: debugging only\n"
+        "      --store etcd://HOST:PORT[,HOST:PORT...]\n"
+        "                             versions, nodes and sessions in etcd\n"
+        "                             (replicas share it); else --data-dir\n"
+        "      --store-prefix P       etcd key prefix "
+        "(" CTLD_DEFAULT_PREFIX ")\n"
+        "      --store-ca FILE        TLS to etcd: its CA\n"
+        "      --store-cert FILE, --store-key FILE\n"
+        "                             TLS to etcd: a client certificate\n"
+        "      --store-lease DUR      this replica's lease (10s)\n"
+        "      --store-timeout DUR    a call to etcd (5s)\n"
+        "      --replica NAME         this replica's name (host:port)\n"
         "  -V, --version              print the version and exit\n");
 }
 

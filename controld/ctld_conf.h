@@ -21,6 +21,14 @@ typedef struct {
     const char                 *key;
     int                         command_timeout_ms;
     int                         status_timeout_ms;     /* 0: never */
+    const char                 *store;        /* NULL: data_dir */
+    const char                 *store_prefix;
+    const char                 *store_ca;     /* TLS to etcd */
+    const char                 *store_cert;
+    const char                 *store_key;
+    int                         store_lease_ms;
+    int                         store_timeout_ms;
+    const char                 *replica;      /* NULL: host:port */
 } ctld_conf_t;
 
 

@@ -20,11 +20,15 @@
  * the method (ctld_service_t: node sessions, admin calls), which answers
  * through the ctld_call_*() functions here.  Calls go one way only.
  *
+ * Every tag on the queue is a ctld_event_t whose handler the loop calls:
+ * the server's own calls, and the calls of a client main() may give
+ * (ctld_client_t: the etcd store), which shares the queue and the thread.
+ *
  * The loop wakes at least every 200 ms (CTLD_TICK_MS) for the services'
  * timers (hello and command timeouts) and the signal flag that SIGTERM/
- * SIGINT set.  Shutdown: stop accepting, cancel every call, reap until no
- * call is left, destroy the server, drain the queue to
- * GRPC_QUEUE_SHUTDOWN.
+ * SIGINT set.  Shutdown: stop accepting, cancel every call, tell the
+ * client to stop, reap until no call is left, destroy the server, drain
+ * the queue to GRPC_QUEUE_SHUTDOWN.
  */
 
 
@@ -53,11 +57,12 @@ static void ctld_server_tick(int64_t now);
 static void ctld_server_destroy(void);
 static int ctld_server_request(ctld_method_e m);
 static const ctld_service_t *ctld_server_service(ctld_call_t *c);
+static void ctld_call_tag(ctld_call_t *c, ctld_tag_t *tag, ctld_op_e op);
+static void ctld_call_event(ctld_event_t *ev, int ok);
 static void ctld_call_advance(ctld_tag_t *tag, int ok);
 static void ctld_server_accept(ctld_call_t *c);
 static void ctld_call_status(ctld_call_t *c);
 static void ctld_call_free(ctld_call_t *c);
-static char *ctld_read_file(const char *path);
 static void ctld_signal(int signo);
 
 
@@ -68,7 +73,8 @@ static const char  *ctld_method_paths[CTLD_M_N] = {
     "/relay.control.v1.Admin/History",
     "/relay.control.v1.Admin/Rollback",
     "/relay.control.v1.Admin/ListNodes",
-    "/relay.control.v1.Admin/Queue"
+    "/relay.control.v1.Admin/Queue",
+    "/relay.control.v1.Admin/Promote"
 };
 
 
@@ -80,6 +86,7 @@ static const char  *ctld_state_names[] = {
 static const ctld_conf_t      *ctld_conf;
 static const ctld_service_t   *ctld_node_svc;
 static const ctld_service_t   *ctld_admin_svc;
+static const ctld_client_t    *ctld_client;
 static grpc_server            *ctld_server;
 static grpc_completion_queue  *ctld_cq;
 static void                   *ctld_methods[CTLD_M_N];
@@ -98,7 +105,8 @@ ctld_method_name(ctld_method_e m)
 
 int
 ctld_server_run(const ctld_conf_t *conf, uint64_t version,
-    const ctld_service_t *node, const ctld_service_t *admin)
+    const ctld_service_t *node, const ctld_service_t *admin,
+    const ctld_client_t *client)
 {
     int    rc;
     char  *ca, *cert, *key;
@@ -106,6 +114,7 @@ ctld_server_run(const ctld_conf_t *conf, uint64_t version,
     ctld_conf = conf;
     ctld_node_svc = node;
     ctld_admin_svc = admin;
+    ctld_client = client;
     ctld_debug = getenv("CTLD_DEBUG") != NULL;
 
     ctld_server_signals();
@@ -132,6 +141,10 @@ ctld_server_run(const ctld_conf_t *conf, uint64_t version,
     free(ca);
     free(cert);
     free(key);
+
+    if (rc == 0 && ctld_client) {
+        ctld_client->start(ctld_cq);
+    }
 
     ctld_server_loop(rc);
     ctld_server_destroy();
@@ -162,27 +175,15 @@ ctld_server_create(void)
     grpc_arg           args[8];
     grpc_channel_args  cargs;
 
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = GRPC_ARG_ALLOW_REUSEPORT;
-    args[0].value.integer = 0;
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = GRPC_ARG_KEEPALIVE_TIME_MS;
-    args[1].value.integer = 30000;
-    args[2].type = GRPC_ARG_INTEGER;
-    args[2].key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS;
-    args[2].value.integer = 10000;
-    args[3].type = GRPC_ARG_INTEGER;
-    args[3].key = GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS;
-    args[3].value.integer = 1;
-    args[4].type = GRPC_ARG_INTEGER;
-    args[4].key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS;
-    args[4].value.integer = 5000;
-    args[5].type = GRPC_ARG_INTEGER;
-    args[5].key = GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA;
-    args[5].value.integer = 0;
-    args[6].type = GRPC_ARG_INTEGER;
-    args[6].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[6].value.integer = CTLD_MAX_MESSAGE;
+    ctld_arg_int(&args[0], GRPC_ARG_ALLOW_REUSEPORT, 0);
+    ctld_arg_int(&args[1], GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+    ctld_arg_int(&args[2], GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+    ctld_arg_int(&args[3], GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    ctld_arg_int(&args[4],
+                 GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+    ctld_arg_int(&args[5], GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    ctld_arg_int(&args[6], GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                 CTLD_MAX_MESSAGE);
 
     cargs.num_args = 7;
     cargs.args = args;
@@ -282,7 +283,7 @@ ctld_server_loop(int rc)
                 shutdown_seen = 1;
 
             } else {
-                ctld_call_advance(ev.tag, ev.success);
+                ((ctld_event_t *) ev.tag)->handler(ev.tag, ev.success);
             }
         }
 
@@ -304,9 +305,15 @@ ctld_server_loop(int rc)
             grpc_server_shutdown_and_notify(ctld_server, ctld_cq,
                                             &shutdown_tag);
             grpc_server_cancel_all_calls(ctld_server);
+
+            if (ctld_client) {
+                ctld_client->stop();
+            }
         }
 
-        if (ctld_stopping && shutdown_seen && ctld_live_calls == 0) {
+        if (ctld_stopping && shutdown_seen && ctld_live_calls == 0
+            && (ctld_client == NULL || ctld_client->busy() == 0))
+        {
             break;
         }
 
@@ -330,6 +337,10 @@ ctld_server_tick(int64_t now)
 
     if (ctld_admin_svc->tick) {
         ctld_admin_svc->tick(now);
+    }
+
+    if (ctld_client) {
+        ctld_client->tick(now);
     }
 }
 
@@ -373,16 +384,11 @@ ctld_server_request(ctld_method_e m)
 
     c->method = m;
     c->state = CTLD_CALL_REQUESTED;
-    c->tag_request.call = c;
-    c->tag_request.op = CTLD_OP_REQUEST;
-    c->tag_recv.call = c;
-    c->tag_recv.op = CTLD_OP_RECV;
-    c->tag_send.call = c;
-    c->tag_send.op = CTLD_OP_SEND;
-    c->tag_close.call = c;
-    c->tag_close.op = CTLD_OP_CLOSE;
-    c->tag_status.call = c;
-    c->tag_status.op = CTLD_OP_STATUS;
+    ctld_call_tag(c, &c->tag_request, CTLD_OP_REQUEST);
+    ctld_call_tag(c, &c->tag_recv, CTLD_OP_RECV);
+    ctld_call_tag(c, &c->tag_send, CTLD_OP_SEND);
+    ctld_call_tag(c, &c->tag_close, CTLD_OP_CLOSE);
+    ctld_call_tag(c, &c->tag_status, CTLD_OP_STATUS);
     c->details = grpc_empty_slice();
     grpc_metadata_array_init(&c->request_md);
 
@@ -415,6 +421,22 @@ ctld_call_enter(ctld_call_t *c, ctld_call_state_e st)
     }
 
     c->state = st;
+}
+
+
+static void
+ctld_call_tag(ctld_call_t *c, ctld_tag_t *tag, ctld_op_e op)
+{
+    ctld_event_set(&tag->ev, ctld_call_event, c);
+    tag->call = c;
+    tag->op = op;
+}
+
+
+static void
+ctld_call_event(ctld_event_t *ev, int ok)
+{
+    ctld_call_advance((ctld_tag_t *) ev, ok);
 }
 
 
@@ -578,6 +600,16 @@ ctld_call_reply(ctld_call_t *c, const ProtobufCMessage *m,
 
 
 void
+ctld_call_fail(ctld_call_t *c, grpc_status_code status, const char *kind,
+    const char *msg)
+{
+    c->error = kind;
+
+    ctld_call_finish(c, status, msg);
+}
+
+
+void
 ctld_call_finish(ctld_call_t *c, grpc_status_code status, const char *msg)
 {
     if (c->status_sent || c->want_status) {
@@ -602,6 +634,7 @@ ctld_call_status(ctld_call_t *c)
     size_t            n;
     grpc_op           ops[3];
     grpc_call_error   rc;
+    static grpc_metadata  trailer;
 
     c->want_status = 0;
     c->status_sent = 1;
@@ -624,6 +657,15 @@ ctld_call_status(ctld_call_t *c)
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = c->status;
     ops[n].data.send_status_from_server.status_details = &c->details;
+
+    if (c->error) {
+        /* copied by the batch: one static entry serves every call */
+        trailer.key = grpc_slice_from_static_string("relay-error");
+        trailer.value = grpc_slice_from_static_string(c->error);
+        ops[n].data.send_status_from_server.trailing_metadata_count = 1;
+        ops[n].data.send_status_from_server.trailing_metadata = &trailer;
+    }
+
     n++;
 
     rc = grpc_call_start_batch(c->call, ops, n, &c->tag_status, NULL);
@@ -761,7 +803,24 @@ ctld_call_free(ctld_call_t *c)
 }
 
 
-static char *
+void
+ctld_event_set(ctld_event_t *ev, ctld_event_pt handler, void *data)
+{
+    ev->handler = handler;
+    ev->data = data;
+}
+
+
+void
+ctld_arg_int(grpc_arg *a, char *key, int value)
+{
+    a->type = GRPC_ARG_INTEGER;
+    a->key = key;
+    a->value.integer = value;
+}
+
+
+char *
 ctld_read_file(const char *path)
 {
     long   len;

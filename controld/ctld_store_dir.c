@@ -8,13 +8,17 @@
  *
  *   DIR/lock                            flock()ed while controld runs
  *   DIR/versions/NNNNNNNNNNNNNNNNNNNN.meta    "rolled_back_from N;"
+ *                                       ["state canary|aborted;"]
+ *                                       ["canary SELECTOR;"]
  *   DIR/versions/NNNNNNNNNNNNNNNNNNNN.policy  packed relay.control.v1.Policy
  *
  * N is the version, 20 digits so that names sort.  Every file is visible
  * only after write, fsync, rename and a sync of the directory; the .meta
  * goes first, so a .policy file is a complete version.  Version, author,
  * creation time and comment live in the Policy itself.  Versions survive
- * restarts because they are the file names.
+ * restarts because they are the file names; a canary's state lives in its
+ * .meta, written again (atomically) when it is promoted or taken back.
+ * One controld per directory: saves are done when they return.
  */
 
 
@@ -37,9 +41,10 @@
 static int ctld_store_dir_open(const char *dir);
 static int ctld_store_dir_load(ctld_store_found_pt found);
 static int ctld_store_dir_read(const char *name, ctld_store_found_pt found);
-static uint64_t ctld_store_dir_meta(const char *name);
-static int ctld_store_dir_save(const ctld_version_t *v, char *err,
-    size_t errlen);
+static uint64_t ctld_store_dir_meta(const char *name, ctld_state_e *state,
+    char *canary, size_t len);
+static void ctld_store_dir_save(ctld_version_t *v,
+    const ctld_version_t *newest, ctld_store_done_pt done, void *data);
 static int ctld_store_dir_write(const char *name, const void *data,
     size_t len, char *err, size_t errlen);
 static void ctld_store_dir_close(void);
@@ -50,7 +55,9 @@ const ctld_store_backend_t  ctld_store_dir = {
     ctld_store_dir_open,
     ctld_store_dir_load,
     ctld_store_dir_save,
-    ctld_store_dir_close
+    NULL,
+    ctld_store_dir_close,
+    NULL
 };
 
 
@@ -144,9 +151,10 @@ static int
 ctld_store_dir_read(const char *name, ctld_store_found_pt found)
 {
     int              fd;
-    char             path[4096];
+    char             path[4096], canary[1100];
     ssize_t          n;
-    uint64_t         version;
+    uint64_t         version, rb;
+    ctld_state_e     state;
     struct stat      st;
     unsigned char   *buf;
     relay_policy_t  *p;
@@ -196,33 +204,55 @@ ctld_store_dir_read(const char *name, ctld_store_found_pt found)
         return -1;
     }
 
-    return found(version, ctld_store_dir_meta(name), p);
+    rb = ctld_store_dir_meta(name, &state, canary, sizeof(canary));
+
+    return found(version, rb, state, canary, p);
 }
 
 
-/* rolled_back_from of a version, from NNN.meta beside NNN.policy */
+/*
+ * rolled_back_from, state and canary of a version, from NNN.meta beside
+ * NNN.policy (a .meta of before canaries holds the first line only)
+ */
 
 static uint64_t
-ctld_store_dir_meta(const char *name)
+ctld_store_dir_meta(const char *name, ctld_state_e *state, char *canary,
+    size_t len)
 {
-    char                 meta[256], path[4096];
+    char                 meta[256], path[4096], line[1200], word[1100];
     FILE                *f;
     unsigned long long   rb;
 
     rb = 0;
+    *state = CTLD_STATE_FLEET;
+    canary[0] = '\0';
+
     memcpy(meta, name, 20);
     snprintf(meta + 20, sizeof(meta) - 20, ".meta");
     snprintf(path, sizeof(path), "%s/%s", ctld_dir_versions, meta);
 
     f = fopen(path, "r");
-
-    if (f != NULL) {
-        if (fscanf(f, "rolled_back_from %llu;", &rb) != 1) {
-            ctld_log("%s: unreadable, rolled_back_from taken as 0", path);
-            rb = 0;
-        }
-        fclose(f);
+    if (f == NULL) {
+        return 0;
     }
+
+    if (fscanf(f, "rolled_back_from %llu;", &rb) != 1) {
+        ctld_log("%s: unreadable, rolled_back_from taken as 0", path);
+        rb = 0;
+    }
+
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (sscanf(line, " state %1099[a-z];", word) == 1) {
+            *state = strcmp(word, "canary") == 0 ? CTLD_STATE_CANARY
+                     : strcmp(word, "aborted") == 0 ? CTLD_STATE_ABORTED
+                     : CTLD_STATE_FLEET;
+
+        } else if (sscanf(line, " canary %1099[^;];", word) == 1) {
+            snprintf(canary, len, "%s", word);
+        }
+    }
+
+    fclose(f);
 
     return rb;
 }
@@ -230,11 +260,12 @@ ctld_store_dir_meta(const char *name)
 
 /* the .meta first: a .policy file is a complete version */
 
-static int
-ctld_store_dir_save(const ctld_version_t *v, char *err, size_t errlen)
+static void
+ctld_store_dir_save(ctld_version_t *v, const ctld_version_t *newest,
+    ctld_store_done_pt done, void *data)
 {
     int             n;
-    char            name[64], mname[64], meta[64];
+    char            name[64], mname[64], meta[1200], err[512];
     size_t          len;
     unsigned char  *buf;
 
@@ -242,26 +273,38 @@ ctld_store_dir_save(const ctld_version_t *v, char *err, size_t errlen)
              (unsigned long long) v->version);
     snprintf(mname, sizeof(mname), "%020llu.meta",
              (unsigned long long) v->version);
-    n = snprintf(meta, sizeof(meta), "rolled_back_from %llu;\n",
-                 (unsigned long long) v->rolled_back_from);
+    n = snprintf(meta, sizeof(meta), "rolled_back_from %llu;\n%s%s%s%s",
+                 (unsigned long long) v->rolled_back_from,
+                 v->state == CTLD_STATE_CANARY ? "state canary;\n"
+                 : v->state == CTLD_STATE_ABORTED ? "state aborted;\n" : "",
+                 v->canary && v->canary[0] ? "canary " : "",
+                 v->canary && v->canary[0] ? v->canary : "",
+                 v->canary && v->canary[0] ? ";\n" : "");
 
-    if (ctld_store_dir_write(mname, meta, n, err, errlen) != 0) {
-        return -1;
+    if (ctld_store_dir_write(mname, meta, n, err, sizeof(err)) != 0) {
+        done(data, NULL, GRPC_STATUS_INTERNAL, NULL, err);
+        return;
     }
 
     len = relay__control__v1__policy__get_packed_size(v->policy);
     buf = malloc(len ? len : 1);
     if (buf == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
+        done(data, NULL, GRPC_STATUS_RESOURCE_EXHAUSTED, NULL,
+             "out of memory");
+        return;
     }
 
     relay__control__v1__policy__pack(v->policy, buf);
 
-    n = ctld_store_dir_write(name, buf, len, err, errlen);
+    n = ctld_store_dir_write(name, buf, len, err, sizeof(err));
     free(buf);
 
-    return n;
+    if (n != 0) {
+        done(data, NULL, GRPC_STATUS_INTERNAL, NULL, err);
+        return;
+    }
+
+    done(data, v, GRPC_STATUS_OK, NULL, NULL);
 }
 
 

@@ -10,9 +10,13 @@
  * One synchronous unary call per command: a pluck completion queue, one
  * batch of the six client ops, a deadline of --timeout seconds.  Calls
  * fail fast (no wait-for-ready), so an unreachable controld is an
- * UNAVAILABLE status and exit code 4 rather than a wait.  Tables are
- * aligned plain text; --json prints the response message as JSON, field
- * names as in control.proto, enums by name, every field present.
+ * UNAVAILABLE status and exit code 4 rather than a wait; one whose store
+ * is unreachable says so in the trailer "relay-error: store" (exit 8).
+ * apply, rollback and promote wait for the nodes (controld waits, up to
+ * --timeout, then answers each node's outcome), so their call's deadline
+ * is --timeout plus a margin.  Tables are aligned plain text; --json
+ * prints the response message as JSON, field names as in control.proto,
+ * enums by name, every field present.
  */
 
 
@@ -32,11 +36,13 @@
 #include <grpc/support/time.h>
 
 #include "relay_policy.h"
+#include "relay_scope.h"
 #include "relayctl.h"
 
 
 #define CTLD_DEFAULT_SERVER    "127.0.0.1:7443"
 #define CTLD_MAX_FILE          (16 * 1024 * 1024)
+#define CTLD_WAIT_MARGIN       5              /* s: the call outlives a wait */
 
 #define CTLD_METHOD(m)         "/relay.control.v1.Admin/" m
 
@@ -48,6 +54,7 @@ typedef struct {
     const char     *cert;
     const char     *key;
     double          timeout;
+    double          margin;         /* added to the deadline (waits) */
     int             json;
     int             diagnosed;      /* ctld_cli_diagnose() ran */
     grpc_channel   *channel;
@@ -70,7 +77,11 @@ static int ctld_cli_fmt(ctld_cli_t *cli, int argc, char **argv);
 static int ctld_cli_get(ctld_cli_t *cli, int argc, char **argv);
 static int ctld_cli_history(ctld_cli_t *cli, int argc, char **argv);
 static int ctld_cli_rollback(ctld_cli_t *cli, int argc, char **argv);
+static int ctld_cli_promote(ctld_cli_t *cli, int argc, char **argv);
+static int ctld_cli_outcomes(ctld_cli_t *cli,
+    Relay__Control__V1__ApplyResponse *r);
 static int ctld_cli_nodes(ctld_cli_t *cli, int argc, char **argv);
+static char *ctld_cli_labels(Relay__Control__V1__NodeInfo *n);
 static void ctld_cli_nodes_destinations(
     Relay__Control__V1__ListNodesResponse *r);
 static int ctld_cli_queue(ctld_cli_t *cli, int argc, char **argv);
@@ -80,6 +91,7 @@ static int ctld_cli_call(ctld_cli_t *cli, const char *method,
     ProtobufCMessage **resp);
 static int ctld_cli_connect(ctld_cli_t *cli);
 static int ctld_cli_exit_code(grpc_status_code status);
+static int ctld_cli_trailer(grpc_metadata_array *md, const char *kind);
 static const char *ctld_cli_status_name(grpc_status_code status);
 static char *ctld_cli_read_file(const char *name, size_t *len);
 static relay_policy_t *ctld_cli_load(const char *file, int strip);
@@ -105,6 +117,7 @@ static const ctld_cmd_t  ctld_commands[] = {
     { "get", ctld_cli_get },
     { "history", ctld_cli_history },
     { "rollback", ctld_cli_rollback },
+    { "promote", ctld_cli_promote },
     { "nodes", ctld_cli_nodes },
     { "queue", ctld_cli_queue },
     { NULL, NULL }
@@ -264,7 +277,7 @@ ctld_cli_takes_value(const char *option)
 
     static const char  *options[] = {
         "-m", "-n", "--node", "--sender", "--recipient", "--domain",
-        "--older-than", "--younger-than", "--state"
+        "--older-than", "--younger-than", "--state", "--canary"
     };
 
     for (i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
@@ -286,16 +299,24 @@ ctld_cli_help(FILE *f)
 "       relayctl --spool DIR [--json] queue ...\n"
 "\n"
 "commands:\n"
-"  apply FILE [-m COMMENT] [--dry-run]\n"
+"  apply FILE [-m COMMENT] [--dry-run] [--canary SELECTOR] [--no-wait]\n"
 "                      send the policy in FILE (\"-\": stdin) to controld;\n"
-"                      prints the diff and \"applied version N\" or \"no change\"\n"
+"                      prints the diff and \"applied version N\" or\n"
+"                      \"no change\", then waits (--timeout) for every\n"
+"                      node to ACK or NACK and prints each one's outcome;\n"
+"                      --canary: only the nodes SELECTOR selects (rack=r1,\n"
+"                      node=ID, ...) get it\n"
 "  diff FILE           what apply would change (exit 1 when anything)\n"
 "  check FILE          parse and validate FILE locally, no server\n"
 "  fmt FILE            print FILE in canonical form, no server\n"
 "  get [VERSION]       the current (or a given) version in canonical form\n"
 "  history [-n N]      versions: VERSION AUTHOR CREATED COMMENT\n"
-"  rollback VERSION [--dry-run]\n"
+"  rollback VERSION [--dry-run] [--no-wait]\n"
 "                      a new version with the content of VERSION\n"
+"  rollback [--no-wait]\n"
+"                      take the canary back: its nodes run the current\n"
+"                      version again\n"
+"  promote [--no-wait] the canary's version becomes the fleet's\n"
 "  nodes               nodes, their applied version, NACKs, queues\n"
 "  queue list|flush|delete|bounce|hold|release [--node ID] [--all]\n"
 "        [QUEUE-ID ...]\n"
@@ -331,7 +352,8 @@ CTLD_DEFAULT_SERVER ")\n"
 "  --spool DIR         queue commands on this spool, not through controld\n"
 "                      (RELAYCTL_SPOOL; --spool \"\" asks controld)\n"
 "  --json              print responses as JSON\n"
-"  --timeout SEC       deadline of a call (default 10)\n"
+"  --timeout SEC       deadline of a call, and how long apply, rollback and\n"
+"                      promote wait for the nodes (default 10)\n"
 "  -V, --version       print the version and exit\n"
 "\n"
 "exit codes:\n"
@@ -344,7 +366,11 @@ CTLD_DEFAULT_SERVER ")\n"
 "  5  permission denied or unauthenticated\n"
 "  6  not found (version, node, message)\n"
 "  7  other errors: a node answered an error; on a spool, a message in\n"
-"     delivery (busy), incomplete or not changed for an error\n");
+"     delivery (busy), incomplete or not changed for an error\n"
+"  8  controld's store (etcd) is unreachable\n"
+"  9  conflict: another apply (through another controld) got there first\n"
+" 10  a node NACKed the version (apply, rollback, promote)\n"
+" 11  a node did not answer in time, or went away (and none NACKed)\n");
 }
 
 
@@ -500,7 +526,8 @@ ctld_cli_call(ctld_cli_t *cli, const char *method,
 
     deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
                             gpr_time_from_millis((int64_t)
-                                                 (cli->timeout * 1000),
+                                                 ((cli->timeout + cli->margin)
+                                                  * 1000),
                                                  GPR_TIMESPAN));
 
     call = grpc_channel_create_call(cli->channel, NULL,
@@ -551,6 +578,14 @@ ctld_cli_call(ctld_cli_t *cli, const char *method,
 
     if (status != GRPC_STATUS_OK) {
         details = grpc_slice_to_c_string(status_details);
+
+        if (ctld_cli_trailer(&trailing, "store")) {
+            ctld_cli_error("%s: %s: %s", name, ctld_cli_status_name(status),
+                           details);
+            gpr_free(details);
+            rc = CTLD_EXIT_STORE;
+            goto done;
+        }
 
         /* what UNAVAILABLE means here: down, plaintext, CA, certificate */
 
@@ -627,10 +662,32 @@ done:
 }
 
 
+/* 1 when controld's trailer says "relay-error: kind" */
+
+static int
+ctld_cli_trailer(grpc_metadata_array *md, const char *kind)
+{
+    size_t  i;
+
+    for (i = 0; i < md->count; i++) {
+        if (grpc_slice_str_cmp(md->metadata[i].key, "relay-error") == 0
+            && grpc_slice_str_cmp(md->metadata[i].value, kind) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 static int
 ctld_cli_exit_code(grpc_status_code status)
 {
     switch (status) {
+
+    case GRPC_STATUS_ABORTED:
+        return CTLD_EXIT_CONFLICT;
 
     case GRPC_STATUS_OK:
         return CTLD_EXIT_OK;
@@ -808,16 +865,18 @@ ctld_cli_number(const char *s, uint64_t *v)
 static int
 ctld_cli_apply(ctld_cli_t *cli, int argc, char **argv)
 {
-    int                                  i, rc, dry_run;
+    int                                  i, rc, dry_run, wait;
     char                                *comment, *c;
-    const char                          *file;
+    const char                          *file, *canary, *why;
     relay_policy_t                      *p;
     Relay__Control__V1__ApplyRequest     req = RELAY__CONTROL__V1__APPLY_REQUEST__INIT;
     Relay__Control__V1__ApplyResponse   *r;
 
     file = NULL;
     comment = NULL;
+    canary = NULL;
     dry_run = 0;
+    wait = 1;
 
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-m") == 0) {
@@ -827,8 +886,25 @@ ctld_cli_apply(ctld_cli_t *cli, int argc, char **argv)
 
             comment = argv[++i];
 
+        } else if (strcmp(argv[i], "--canary") == 0) {
+            if (i + 1 >= argc || argv[i + 1][0] == '\0') {
+                return ctld_cli_usage("apply: --canary needs a selector "
+                                      "(rack=r1, node=ID, ...)");
+            }
+
+            canary = argv[++i];
+            why = relay_scope_check(canary);
+
+            if (why) {
+                return ctld_cli_usage("apply: --canary \"%s\": %s", canary,
+                                      why);
+            }
+
         } else if (strcmp(argv[i], "--dry-run") == 0) {
             dry_run = 1;
+
+        } else if (strcmp(argv[i], "--no-wait") == 0) {
+            wait = 0;
 
         } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
             return ctld_cli_usage("apply: unknown option \"%s\"", argv[i]);
@@ -867,6 +943,12 @@ ctld_cli_apply(ctld_cli_t *cli, int argc, char **argv)
 
     req.policy = p;
     req.dry_run = dry_run;
+    req.canary = (char *) (canary ? canary : "");
+
+    if (wait && !dry_run) {
+        req.wait_ms = (uint32_t) (cli->timeout * 1000);
+        cli->margin = CTLD_WAIT_MARGIN;
+    }
 
     rc = ctld_cli_call(cli, CTLD_METHOD("Apply"), &req.base,
                        &relay__control__v1__apply_response__descriptor,
@@ -902,13 +984,107 @@ ctld_cli_print_apply(ctld_cli_t *cli, Relay__Control__V1__ApplyResponse *r,
         } else if (dry_run) {
             printf("dry run: nothing %s\n", what);
 
+        } else if (r->canary[0] && strcmp(what, "applied") == 0) {
+            printf("%s version %llu as a canary of %s\n", what,
+                   (unsigned long long) r->version, r->canary);
+
+        } else if (r->canary[0]) {
+            printf("%s version %llu (canary of %s) to the fleet\n", what,
+                   (unsigned long long) r->version, r->canary);
+
         } else {
             printf("%s version %llu\n", what,
                    (unsigned long long) r->version);
         }
     }
 
-    return r->changed ? CTLD_EXIT_OK : CTLD_EXIT_NOTHING;
+    if (!r->changed) {
+        return CTLD_EXIT_NOTHING;
+    }
+
+    return ctld_cli_outcomes(cli, r);
+}
+
+
+/*
+ * Each node's outcome of a waited apply, rollback or promote, and the exit
+ * code they make: a NACK (10) before a node that did not answer (11).
+ */
+
+static int
+ctld_cli_outcomes(ctld_cli_t *cli, Relay__Control__V1__ApplyResponse *r)
+{
+    int                              rc;
+    size_t                           i, acks;
+    Relay__Control__V1__NodeOutcome  *o;
+
+    if (!r->waited) {
+        return CTLD_EXIT_OK;
+    }
+
+    rc = CTLD_EXIT_OK;
+    acks = 0;
+
+    for (i = 0; i < r->n_outcomes; i++) {
+        o = r->outcomes[i];
+
+        switch (o->outcome) {
+
+        case RELAY__CONTROL__V1__NODE_OUTCOME__OUTCOME__ACK:
+            acks++;
+
+            if (!cli->json) {
+                printf("%s: ACK version %llu\n", o->node_id,
+                       (unsigned long long) o->version);
+            }
+
+            break;
+
+        case RELAY__CONTROL__V1__NODE_OUTCOME__OUTCOME__NACK:
+            rc = CTLD_EXIT_NACK;
+
+            if (!cli->json) {
+                printf("%s: NACK version %llu: %s\n", o->node_id,
+                       (unsigned long long) o->version, o->reason);
+            }
+
+            break;
+
+        case RELAY__CONTROL__V1__NODE_OUTCOME__OUTCOME__DISCONNECTED:
+            if (rc == CTLD_EXIT_OK) {
+                rc = CTLD_EXIT_NO_ANSWER;
+            }
+
+            if (!cli->json) {
+                printf("%s: disconnected before it answered\n", o->node_id);
+            }
+
+            break;
+
+        default:
+            if (rc == CTLD_EXIT_OK) {
+                rc = CTLD_EXIT_NO_ANSWER;
+            }
+
+            if (!cli->json) {
+                printf("%s: no answer within %gs\n", o->node_id,
+                       cli->timeout);
+            }
+
+            break;
+        }
+    }
+
+    if (!cli->json && r->n_outcomes == 0) {
+        printf("no node to wait for\n");
+
+    } else if (!cli->json) {
+        printf("%zu of %zu node%s ACKed version %llu\n", acks, r->n_outcomes,
+               r->n_outcomes == 1 ? "" : "s",
+               (unsigned long long) r->version);
+    }
+
+    return rc;
 }
 
 
@@ -1120,7 +1296,11 @@ ctld_cli_history(ctld_cli_t *cli, int argc, char **argv)
 
         ctld_table_row(&t,
             ctld_fmt("%llu%s", (unsigned long long) e->version,
-                     e->version == r->current ? " *" : ""),
+                     e->version == r->current ? " *"
+                     : e->state == RELAY__CONTROL__V1__VERSION_STATE__CANARY
+                       ? " canary"
+                     : e->state == RELAY__CONTROL__V1__VERSION_STATE__ABORTED
+                       ? " taken back" : ""),
             ctld_fmt("%s", e->author[0] ? e->author : "-"),
             ctld_fmt("%s", ctld_time_iso(e->created_unix, date,
                                          sizeof(date))),
@@ -1138,6 +1318,12 @@ ctld_cli_history(ctld_cli_t *cli, int argc, char **argv)
         printf("(* current)\n");
     }
 
+    if (r->canary) {
+        printf("canary in progress: version %llu on %s (relayctl promote, "
+               "or relayctl rollback)\n", (unsigned long long) r->canary,
+               r->canary_selector);
+    }
+
     relay__control__v1__history_response__free_unpacked(r, NULL);
 
     return CTLD_EXIT_OK;
@@ -1147,32 +1333,40 @@ ctld_cli_history(ctld_cli_t *cli, int argc, char **argv)
 static int
 ctld_cli_rollback(ctld_cli_t *cli, int argc, char **argv)
 {
-    int                                   i, rc, dry_run;
+    int                                   i, rc, dry_run, wait;
     uint64_t                              v;
     Relay__Control__V1__RollbackRequest   req = RELAY__CONTROL__V1__ROLLBACK_REQUEST__INIT;
     Relay__Control__V1__ApplyResponse    *r;
 
     dry_run = 0;
+    wait = 1;
     v = 0;
 
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--dry-run") == 0) {
             dry_run = 1;
 
+        } else if (strcmp(argv[i], "--no-wait") == 0) {
+            wait = 0;
+
         } else if (v == 0 && ctld_cli_number(argv[i], &v) == 0 && v > 0) {
             continue;
 
         } else {
-            return ctld_cli_usage("usage: rollback VERSION [--dry-run]");
+            return ctld_cli_usage("usage: rollback [VERSION] [--dry-run] "
+                                  "[--no-wait]");
         }
     }
 
-    if (v == 0) {
-        return ctld_cli_usage("usage: rollback VERSION [--dry-run]");
-    }
+    /* no VERSION: the canary taken back */
 
     req.version = v;
     req.dry_run = dry_run;
+
+    if (wait && !dry_run) {
+        req.wait_ms = (uint32_t) (cli->timeout * 1000);
+        cli->margin = CTLD_WAIT_MARGIN;
+    }
 
     rc = ctld_cli_call(cli, CTLD_METHOD("Rollback"), &req.base,
                        &relay__control__v1__apply_response__descriptor,
@@ -1181,7 +1375,57 @@ ctld_cli_rollback(ctld_cli_t *cli, int argc, char **argv)
         return rc;
     }
 
+    if (v == 0 && !cli->json && r->changed) {
+        printf("%s canary of %s: its nodes %s version %llu\n",
+               dry_run ? "dry run: would take back the" : "took back the",
+               r->canary, dry_run ? "would run" : "run",
+               (unsigned long long) r->version);
+        rc = dry_run ? CTLD_EXIT_OK : ctld_cli_outcomes(cli, r);
+
+        relay__control__v1__apply_response__free_unpacked(r, NULL);
+        return rc;
+    }
+
     rc = ctld_cli_print_apply(cli, r, dry_run, "applied");
+
+    relay__control__v1__apply_response__free_unpacked(r, NULL);
+
+    return rc;
+}
+
+
+static int
+ctld_cli_promote(ctld_cli_t *cli, int argc, char **argv)
+{
+    int                                   i, rc, wait;
+    Relay__Control__V1__PromoteRequest    req =
+                                      RELAY__CONTROL__V1__PROMOTE_REQUEST__INIT;
+    Relay__Control__V1__ApplyResponse    *r;
+
+    wait = 1;
+
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--no-wait") == 0) {
+            wait = 0;
+
+        } else {
+            return ctld_cli_usage("usage: promote [--no-wait]");
+        }
+    }
+
+    if (wait) {
+        req.wait_ms = (uint32_t) (cli->timeout * 1000);
+        cli->margin = CTLD_WAIT_MARGIN;
+    }
+
+    rc = ctld_cli_call(cli, CTLD_METHOD("Promote"), &req.base,
+                       &relay__control__v1__apply_response__descriptor,
+                       (ProtobufCMessage **) &r);
+    if (rc != CTLD_EXIT_OK) {
+        return rc;
+    }
+
+    rc = ctld_cli_print_apply(cli, r, 0, "promoted");
 
     relay__control__v1__apply_response__free_unpacked(r, NULL);
 
@@ -1222,9 +1466,10 @@ ctld_cli_nodes(ctld_cli_t *cli, int argc, char **argv)
         return CTLD_EXIT_OK;
     }
 
-    ctld_table_init(&t, 11);
+    ctld_table_init(&t, 13);
     ctld_table_row(&t, "NODE", "CONNECTED", "APPLIED", "NACK", "LAST-SEEN",
-                   "QUEUE", "DEFERRED", "HELD", "OLDEST", "UPTIME", "PEER");
+                   "QUEUE", "DEFERRED", "HELD", "OLDEST", "UPTIME", "PEER",
+                   "CONTROLD", "LABELS");
 
     for (k = 0; k < r->n_nodes; k++) {
         n = r->nodes[k];
@@ -1236,8 +1481,11 @@ ctld_cli_nodes(ctld_cli_t *cli, int argc, char **argv)
             n->applied_version == 0
                 ? ctld_fmt("none")
                 : ctld_fmt("%llu%s", (unsigned long long) n->applied_version,
-                           n->applied_version != r->current ? " (behind)"
-                                                            : ""),
+                           r->canary && n->applied_version == r->canary
+                           ? " (canary)"
+                           : n->applied_version != n->target_version
+                             && n->target_version
+                           ? " (behind)" : ""),
             n->nacked_version
                 ? ctld_fmt("%llu: %s", (unsigned long long) n->nacked_version,
                            n->nack_reason)
@@ -1255,12 +1503,20 @@ ctld_cli_nodes(ctld_cli_t *cli, int argc, char **argv)
                : ctld_fmt("-"),
             st ? ctld_fmt("%s", ctld_duration(st->uptime_s, up, sizeof(up)))
                : ctld_fmt("-"),
-            ctld_fmt("%s", n->peer[0] ? n->peer : "-"));
+            ctld_fmt("%s", n->peer[0] ? n->peer : "-"),
+            ctld_fmt("%s", n->replica[0] ? n->replica : "-"),
+            ctld_cli_labels(n));
     }
 
     if (r->n_nodes) {
         ctld_table_print(&t, stdout);
         printf("current version: %llu\n", (unsigned long long) r->current);
+
+        if (r->canary) {
+            printf("canary: version %llu on %s\n",
+                   (unsigned long long) r->canary, r->canary_selector);
+        }
+
         ctld_cli_nodes_destinations(r);
 
     } else {
@@ -1272,6 +1528,36 @@ ctld_cli_nodes(ctld_cli_t *cli, int argc, char **argv)
     relay__control__v1__list_nodes_response__free_unpacked(r, NULL);
 
     return CTLD_EXIT_OK;
+}
+
+
+/* "region=eu,rack=r12", or "-" */
+
+static char *
+ctld_cli_labels(Relay__Control__V1__NodeInfo *n)
+{
+    char    *s, *p;
+    size_t   i, len;
+
+    if (n->n_labels == 0) {
+        return ctld_fmt("-");
+    }
+
+    for (i = 0, len = 1; i < n->n_labels; i++) {
+        len += strlen(n->labels[i]->name) + strlen(n->labels[i]->value) + 2;
+    }
+
+    s = malloc(len);
+    if (s == NULL) {
+        return NULL;
+    }
+
+    for (i = 0, p = s; i < n->n_labels; i++) {
+        p += sprintf(p, "%s%s=%s", i ? "," : "", n->labels[i]->name,
+                     n->labels[i]->value);
+    }
+
+    return s;
 }
 
 

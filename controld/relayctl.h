@@ -28,6 +28,10 @@
 #define CTLD_EXIT_DENIED       5
 #define CTLD_EXIT_NOT_FOUND    6
 #define CTLD_EXIT_OTHER        7
+#define CTLD_EXIT_STORE        8        /* controld's store unreachable */
+#define CTLD_EXIT_CONFLICT     9        /* another apply got there first */
+#define CTLD_EXIT_NACK        10        /* a node refused the version */
+#define CTLD_EXIT_NO_ANSWER   11        /* a node did not answer in time */
 
 
 typedef struct {

@@ -6,6 +6,7 @@
 # Adding a file to every build is adding one line here.
 
 RELAY_LIB += relay_policy
+RELAY_LIB += relay_scope
 RELAY_LIB += relay_diff
 RELAY_LIB += relay_buf
 RELAY_LIB += relay_queue

@@ -43,6 +43,7 @@
 
 #include "relay_buf.h"
 #include "relay_policy.h"
+#include "relay_scope.h"
 
 
 #define RELAY_POLICY_NO_EQ           ((size_t) -1)
@@ -50,6 +51,9 @@
 #define RELAY_POLICY_MAX_TEXT        1024
 #define RELAY_POLICY_MAX_WEIGHT      1000
 #define RELAY_POLICY_MAX_LISTS       32      /* repeated fields of Policy */
+
+#define relay_policy_nomem(ps)                                                \
+    relay_policy_perror(ps, (ps)->line, "out of memory")
 
 
 typedef struct {
@@ -70,6 +74,7 @@ typedef struct {
     size_t                 ctok;
     unsigned               line;              /* the statement's first line */
     unsigned               comment_seen:1;
+    unsigned               directive:1;       /* nginx.conf's words */
 } relay_policy_parse_t;
 
 
@@ -115,6 +120,10 @@ static void relay_policy_header(relay_policy_parse_t *ps, const char *p,
     size_t n);
 static unsigned relay_policy_digits(const char *p, size_t n);
 static int relay_policy_statement(relay_policy_parse_t *ps);
+static int relay_policy_scope_take(relay_policy_parse_t *ps, char **scope);
+static int relay_policy_scope_set(relay_policy_t *p, const size_t *lists,
+    char *scope);
+static const ProtobufCFieldDescriptor *relay_policy_list_at(unsigned k);
 static void relay_policy_perror(relay_policy_parse_t *ps, unsigned line,
     const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void relay_policy_tokens_free(relay_policy_parse_t *ps);
@@ -150,6 +159,7 @@ static void relay_policy_render_header(relay_buf_t *b,
 static void relay_policy_render_section(relay_buf_t *b);
 static void relay_policy_render_list(relay_buf_t *b, void *const *elts,
     size_t n, relay_policy_render_pt render);
+static void relay_policy_render_scope(relay_buf_t *b, const void *elt);
 static void relay_policy_render_route(relay_buf_t *b, const void *elt);
 static void relay_policy_render_backup_mx(relay_buf_t *b, const void *elt);
 static void relay_policy_render_hops(relay_buf_t *b, const char *statement,
@@ -173,6 +183,9 @@ static void relay_policy_buf_duration(relay_buf_t *b, const char *name,
 
 static int relay_policy_check(const relay_policy_t *p, int complete,
     char *err, size_t errlen);
+static int relay_policy_check_scopes(const relay_policy_t *p, char *err,
+    size_t errlen);
+static const char *relay_policy_scope_of(const void *elt);
 static int relay_policy_check_hop_lists(void *const *elts, size_t n,
     const char *list, const char *hops, const char *none, char *err,
     size_t errlen);
@@ -305,6 +318,7 @@ relay_policy_add(relay_policy_t *p, char *const *words, size_t n, char *err,
     ps.errlen = errlen;
     ps.policy = p;
     ps.comment_seen = (p->comment != NULL && p->comment[0] != '\0');
+    ps.directive = 1;
 
     if (relay_policy_words(&ps, words, n) != 0) {
         relay_policy_tokens_free(&ps);
@@ -775,6 +789,8 @@ relay_policy_digits(const char *p, size_t n)
 static int
 relay_policy_statement(relay_policy_parse_t *ps)
 {
+    char                       *scope;
+    size_t                      lists[RELAY_POLICY_MAX_LISTS];
     const relay_policy_stmt_t  *st;
 
     if (ps->tok[0].eq != RELAY_POLICY_NO_EQ) {
@@ -785,13 +801,182 @@ relay_policy_statement(relay_policy_parse_t *ps)
 
     for (st = relay_policy_statements; st->name; st++) {
         if (strcmp(st->name, ps->tok[0].data) == 0) {
-            return st->handler(ps);
+            break;
         }
     }
 
-    relay_policy_perror(ps, ps->line, "unknown statement \"%s\"",
-                        ps->tok[0].data);
-    return -1;
+    if (st->name == NULL) {
+        relay_policy_perror(ps, ps->line, "unknown statement \"%s\"",
+                            ps->tok[0].data);
+        return -1;
+    }
+
+    if (relay_policy_scope_take(ps, &scope) != 0) {
+        return -1;
+    }
+
+    if (scope == NULL) {
+        return st->handler(ps);
+    }
+
+    relay_policy_lists_mark(ps->policy, lists);
+
+    if (st->handler(ps) != 0) {
+        free(scope);
+        return -1;
+    }
+
+    return relay_policy_scope_set(ps->policy, lists, scope);
+}
+
+
+/*
+ * The statement's "nodes=SELECTOR" (its scope) out of its tokens, checked
+ * and in
+ * canonical form (NULL: none), so that its handler never sees it.  Every
+ * statement that adds one element to a list may carry one; the comment
+ * and fallback_relay (whose hops add up, a statement is no element) may
+ * not, nor may nginx.conf's directives: a node's own file is its scope.
+ */
+
+static int
+relay_policy_scope_take(relay_policy_parse_t *ps, char **scope)
+{
+    char                  *value;
+    size_t                 i, found;
+    const char            *why;
+    relay_policy_token_t  *t;
+
+    *scope = NULL;
+    found = 0;
+
+    for (i = 1; i < ps->ntok; i++) {
+        t = &ps->tok[i];
+
+        if (t->eq != 5 || strncmp(t->data, "nodes", 5) != 0) {
+            continue;
+        }
+
+        if (ps->directive) {
+            relay_policy_perror(ps, t->line, "%s: \"nodes=\" belongs to "
+                                "the fleet policy, not to a node's own "
+                                "configuration", ps->tok[0].data);
+            return -1;
+        }
+
+        if (strcmp(ps->tok[0].data, "comment") == 0
+            || strcmp(ps->tok[0].data, "fallback_relay") == 0)
+        {
+            relay_policy_perror(ps, t->line, "%s: cannot be scoped",
+                                ps->tok[0].data);
+            return -1;
+        }
+
+        if (found) {
+            relay_policy_perror(ps, t->line, "%s: duplicate parameter "
+                                "\"nodes\"", ps->tok[0].data);
+            return -1;
+        }
+
+        found = i;
+    }
+
+    if (found == 0) {
+        return 0;
+    }
+
+    t = &ps->tok[found];
+    value = t->data + 6;
+
+    why = value[0] ? relay_scope_check(value) : "empty";
+    if (why) {
+        relay_policy_perror(ps, t->line, "%s: bad nodes \"%s\": %s",
+                            ps->tok[0].data, value, why);
+        return -1;
+    }
+
+    *scope = malloc(strlen(value) + 1);
+    if (*scope == NULL) {
+        relay_policy_nomem(ps);
+        return -1;
+    }
+
+    (void) relay_scope_canonical(value, *scope, strlen(value) + 1);
+
+    /* the token goes: the handler sees the statement without it */
+
+    free(t->data);
+    memmove(t, t + 1, (ps->ntok - found - 1) * sizeof(relay_policy_token_t));
+    ps->ntok--;
+
+    return 0;
+}
+
+
+/* the scope onto the element the statement appended (the list that grew) */
+
+static int
+relay_policy_scope_set(relay_policy_t *p, const size_t *lists, char *scope)
+{
+    char                            **sp;
+    size_t                            now[RELAY_POLICY_MAX_LISTS];
+    unsigned                          k;
+    ProtobufCMessage                 *m;
+    const ProtobufCFieldDescriptor   *f, *sf;
+
+    relay_policy_lists_mark(p, now);
+
+    for (k = 0; k < RELAY_POLICY_MAX_LISTS; k++) {
+        f = relay_policy_list_at(k);
+
+        if (f == NULL) {
+            break;
+        }
+
+        if (now[k] <= lists[k] || f->type != PROTOBUF_C_TYPE_MESSAGE) {
+            continue;
+        }
+
+        m = (*(ProtobufCMessage ***) ((char *) p + f->offset))[now[k] - 1];
+        sf = protobuf_c_message_descriptor_get_field_by_name(m->descriptor,
+                                                             "nodes");
+        if (sf == NULL) {
+            break;
+        }
+
+        sp = (char **) ((char *) m + sf->offset);
+
+        if (*sp != protobuf_c_empty_string) {
+            free(*sp);
+        }
+
+        *sp = scope;
+        return 0;
+    }
+
+    free(scope);
+
+    return 0;
+}
+
+
+/* the k-th list of Policy (its k-th repeated field), or NULL */
+
+static const ProtobufCFieldDescriptor *
+relay_policy_list_at(unsigned k)
+{
+    unsigned                          i;
+    const ProtobufCFieldDescriptor   *f;
+
+    f = relay__control__v1__policy__descriptor.fields;
+
+    for (i = 0; i < relay__control__v1__policy__descriptor.n_fields; i++) {
+        if (f[i].label == PROTOBUF_C_LABEL_REPEATED && k-- == 0) {
+            return &f[i];
+        }
+    }
+
+    return NULL;
 }
 
 
@@ -1488,6 +1673,22 @@ relay_policy_stmt_egress_pool(relay_policy_parse_t *ps)
     ehlo = 0;
     weight = 0;
 
+    /* "egress_pool NAME local;": each node's own relay_egress_pool NAME */
+
+    if (ps->ntok == 3 && ps->tok[2].eq == RELAY_POLICY_NO_EQ
+        && strcmp(ps->tok[2].data, "local") == 0)
+    {
+        if (ps->directive) {
+            relay_policy_perror(ps, ps->tok[2].line, "egress_pool: "
+                                "\"local\" belongs to the fleet policy: "
+                                "the pools of nginx.conf are the node's own");
+            return -1;
+        }
+
+        pool->node_local = 1;
+        return 0;
+    }
+
     for (i = 2; i < ps->ntok; i++) {
         t = &ps->tok[i];
 
@@ -1808,7 +2009,32 @@ relay_policy_render_list(relay_buf_t *b, void *const *elts, size_t n,
 
     for (i = 0; i < n; i++) {
         render(b, elts[i]);
+        relay_policy_render_scope(b, elts[i]);
         relay_buf_printf(b, ";\n");
+    }
+}
+
+
+/* " nodes=SELECTOR" in canonical form, when the statement has one */
+
+static void
+relay_policy_render_scope(relay_buf_t *b, const void *elt)
+{
+    char         canon[RELAY_SCOPE_MAX_LEN + 1];
+    const char  *scope;
+
+    scope = *(char *const *) relay_policy_field_of(elt, "nodes", NULL);
+
+    if (scope == NULL || scope[0] == '\0') {
+        return;
+    }
+
+    if (relay_scope_canonical(scope, canon, sizeof(canon)) == 0) {
+        relay_buf_printf(b, " nodes=%s", canon);
+
+    } else {
+        relay_buf_printf(b, " nodes=");
+        relay_policy_buf_word(b, scope, 1);
     }
 }
 
@@ -1922,6 +2148,12 @@ relay_policy_render_pool(relay_buf_t *b, const void *elt)
 
     relay_buf_printf(b, "egress_pool ");
     relay_policy_buf_word(b, pool->name, 0);
+
+    if (pool->node_local) {
+        relay_buf_printf(b, " local");
+        return;
+    }
+
     relay_buf_printf(b, " ehlo=");
     relay_policy_buf_word(b, pool->ehlo_name, 0);
 
@@ -2150,6 +2382,291 @@ relay_policy_free(relay_policy_t *p)
 }
 
 
+/* ---------------------------------------------------------------- nodes */
+
+
+typedef struct {
+    const ProtobufCFieldDescriptor   *field;      /* the list in Policy */
+    size_t                           *n;
+    ProtobufCMessage                **elts;
+    unsigned char                    *keep;
+} relay_policy_list_t;
+
+
+static size_t relay_policy_lists(relay_policy_t *p, relay_policy_list_t *l);
+static int relay_policy_same_key(const ProtobufCMessage *a,
+    const ProtobufCMessage *b, const char **what, const char **key);
+static int relay_policy_node_pools(relay_policy_t *p,
+    relay_policy_list_t *pools, relay_policy_list_t *rules,
+    const relay_scope_node_t *node, char *const *own, size_t nown,
+    char *err, size_t errlen);
+
+
+/*
+ * The policy as one node sees it, in place: the statements whose scope
+ * selects the node stay (without their scope), the others go.  Checked on
+ * the way, with the indexes of the policy as written: two statements of a
+ * list that both apply here with one key (a pattern, a pool name, a key
+ * and match) make the policy ambiguous for this node; an egress rule must
+ * name a pool that applies here; a local pool must be one of own[] (the
+ * pools of the node's nginx.conf).  On error p is unchanged.  Validate
+ * the result as usual afterwards.
+ */
+
+int
+relay_policy_for_node(relay_policy_t *p, const relay_scope_node_t *node,
+    char *const *own, size_t nown, char *err, size_t errlen)
+{
+    int                   rc;
+    char                **sp;
+    size_t                i, j, k, n, nl;
+    const char           *what, *key;
+    relay_policy_list_t   l[RELAY_POLICY_MAX_LISTS], *pools, *rules;
+
+    if (errlen) {
+        err[0] = '\0';
+    }
+
+    nl = relay_policy_lists(p, l);
+    pools = NULL;
+    rules = NULL;
+    rc = -1;
+
+    for (i = 0; i < nl; i++) {
+        n = *l[i].n;
+
+        l[i].keep = malloc(n ? n : 1);
+        if (l[i].keep == NULL) {
+            relay_policy_verror(err, errlen, "out of memory");
+            nl = i;
+            goto done;
+        }
+
+        for (j = 0; j < n; j++) {
+            l[i].keep[j] = relay_scope_match(
+                               relay_policy_scope_of(l[i].elts[j]), node);
+        }
+
+        if (strcmp(l[i].field->name, "egress_pools") == 0) {
+            pools = &l[i];
+
+        } else if (strcmp(l[i].field->name, "egress_rules") == 0) {
+            rules = &l[i];
+        }
+    }
+
+    for (i = 0; i < nl; i++) {
+        for (j = 0; j < *l[i].n; j++) {
+            for (k = 0; l[i].keep[j] && k < j; k++) {
+                if (!l[i].keep[k]
+                    || !relay_policy_same_key(l[i].elts[k], l[i].elts[j],
+                                              &what, &key))
+                {
+                    continue;
+                }
+
+                relay_policy_verror(err, errlen, "%s[%zu].%s: \"%s\" "
+                                    "duplicates %s[%zu] on node %s: scopes "
+                                    "\"%s\" and \"%s\" both select it",
+                                    l[i].field->name, j, what, key,
+                                    l[i].field->name, k, node->id,
+                                    relay_policy_scope_of(l[i].elts[k]),
+                                    relay_policy_scope_of(l[i].elts[j]));
+                goto done;
+            }
+        }
+    }
+
+    if (pools && rules
+        && relay_policy_node_pools(p, pools, rules, node, own, nown, err,
+                                   errlen)
+           != 0)
+    {
+        goto done;
+    }
+
+    /* only now, the policy accepted for this node: out with the others */
+
+    for (i = 0; i < nl; i++) {
+        for (j = 0, k = 0; j < *l[i].n; j++) {
+            if (!l[i].keep[j]) {
+                protobuf_c_message_free_unpacked(l[i].elts[j], NULL);
+                continue;
+            }
+
+            sp = (char **) relay_policy_field_of(l[i].elts[j], "nodes",
+                                                 NULL);
+
+            if (*sp != protobuf_c_empty_string) {
+                free(*sp);
+                *sp = (char *) protobuf_c_empty_string;
+            }
+
+            l[i].elts[k++] = l[i].elts[j];
+        }
+
+        *l[i].n = k;
+    }
+
+    rc = 0;
+
+done:
+
+    for (i = 0; i < nl; i++) {
+        free(l[i].keep);
+    }
+
+    return rc;
+}
+
+
+/* Policy's lists of scoped statements */
+
+static size_t
+relay_policy_lists(relay_policy_t *p, relay_policy_list_t *l)
+{
+    size_t                            i, n;
+    const ProtobufCFieldDescriptor   *f;
+    const ProtobufCMessageDescriptor *d;
+
+    d = &relay__control__v1__policy__descriptor;
+    n = 0;
+
+    for (i = 0; i < d->n_fields && n < RELAY_POLICY_MAX_LISTS; i++) {
+        f = &d->fields[i];
+
+        if (f->label != PROTOBUF_C_LABEL_REPEATED
+            || f->type != PROTOBUF_C_TYPE_MESSAGE
+            || protobuf_c_message_descriptor_get_field_by_name(f->descriptor,
+                                                               "nodes")
+               == NULL)
+        {
+            continue;
+        }
+
+        l[n].field = f;
+        l[n].n = (size_t *) ((char *) p + f->quantifier_offset);
+        l[n].elts = *(ProtobufCMessage ***) ((char *) p + f->offset);
+        l[n].keep = NULL;
+        n++;
+    }
+
+    return n;
+}
+
+
+/*
+ * Whether two elements of a list are one thing to a node: the same
+ * pattern (routes, retry, ...), pool name, or key and match (inbound
+ * limits, egress rules).  *what and *key say which, for the message.
+ */
+
+static int
+relay_policy_same_key(const ProtobufCMessage *a, const ProtobufCMessage *b,
+    const char **what, const char **key)
+{
+    const char                       *fields[] = { "pattern", "name" };
+    const char                       *sa, *sb;
+    size_t                            i;
+    const ProtobufCMessageDescriptor *d;
+
+    d = a->descriptor;
+
+    for (i = 0; i < 2; i++) {
+        if (protobuf_c_message_descriptor_get_field_by_name(d, fields[i])) {
+            sa = *(char *const *) relay_policy_field_of(a, fields[i], NULL);
+            sb = *(char *const *) relay_policy_field_of(b, fields[i], NULL);
+            *what = fields[i];
+            *key = sb;
+
+            return strcmp(sa, sb) == 0;
+        }
+    }
+
+    sa = *(char *const *) relay_policy_field_of(a, "match", NULL);
+    sb = *(char *const *) relay_policy_field_of(b, "match", NULL);
+    *what = "match";
+    *key = sb;
+
+    return *(const int *) relay_policy_field_of(a, "key", NULL)
+           == *(const int *) relay_policy_field_of(b, "key", NULL)
+           && strcmp(sa, sb) == 0;
+}
+
+
+/*
+ * The pools of the node: a rule that applies here must name a pool that
+ * applies here (the fleet's, or a local one); a local pool must be one of
+ * the node's nginx.conf.
+ */
+
+static int
+relay_policy_node_pools(relay_policy_t *p, relay_policy_list_t *pools,
+    relay_policy_list_t *rules, const relay_scope_node_t *node,
+    char *const *own, size_t nown, char *err, size_t errlen)
+{
+    size_t                i, j, elsewhere;
+    relay_policy_pool_t  *pool;
+    relay_policy_rule_t  *rule;
+
+    for (i = 0; i < *pools->n; i++) {
+        pool = (relay_policy_pool_t *) pools->elts[i];
+
+        if (!pools->keep[i] || !pool->node_local) {
+            continue;
+        }
+
+        for (j = 0; j < nown; j++) {
+            if (strcmp(own[j], pool->name) == 0) {
+                break;
+            }
+        }
+
+        if (j == nown) {
+            relay_policy_verror(err, errlen, "egress_pools[%zu]: \"%s\" is "
+                                "to be each node's own pool, but node %s has "
+                                "no relay_egress_pool %s", i, pool->name,
+                                node->id, pool->name);
+            return -1;
+        }
+    }
+
+    for (i = 0; i < *rules->n; i++) {
+        rule = (relay_policy_rule_t *) rules->elts[i];
+
+        if (!rules->keep[i]) {
+            continue;
+        }
+
+        elsewhere = 0;
+
+        for (j = 0; j < *pools->n; j++) {
+            pool = (relay_policy_pool_t *) pools->elts[j];
+
+            if (strcmp(pool->name, rule->pool) != 0) {
+                continue;
+            }
+
+            if (pools->keep[j]) {
+                break;
+            }
+
+            elsewhere++;
+        }
+
+        if (j == *pools->n && elsewhere) {
+            relay_policy_verror(err, errlen, "egress_rules[%zu].pool: \"%s\" "
+                                "is not defined for node %s: its egress_pool "
+                                "statements select other nodes", i,
+                                rule->pool, node->id);
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* ---------------------------------------------------------------- validate */
 
 
@@ -2196,7 +2713,8 @@ relay_policy_check(const relay_policy_t *p, int complete, char *err,
         relay_fail("author: %s", why);
     }
 
-    if (relay_policy_check_hop_lists((void *const *) p->routes, p->n_routes,
+    if (relay_policy_check_scopes(p, err, errlen) != 0
+        || relay_policy_check_hop_lists((void *const *) p->routes, p->n_routes,
                                      "routes", "next_hops", "no next hop",
                                      err, errlen)
            != 0
@@ -2219,6 +2737,41 @@ relay_policy_check(const relay_policy_t *p, int complete, char *err,
     }
 
     return 0;
+}
+
+
+/*
+ * The scope of every element of every list that has one (the lists are
+ * Policy's repeated fields: their names are the paths of the messages).
+ */
+
+static int
+relay_policy_check_scopes(const relay_policy_t *p, char *err, size_t errlen)
+{
+    size_t                j, k, nl;
+    const char           *why;
+    relay_policy_list_t   l[RELAY_POLICY_MAX_LISTS];
+
+    nl = relay_policy_lists((relay_policy_t *) p, l);
+
+    for (k = 0; k < nl; k++) {
+        for (j = 0; j < *l[k].n; j++) {
+            why = relay_scope_check(relay_policy_scope_of(l[k].elts[j]));
+
+            if (why) {
+                relay_fail("%s[%zu].nodes: %s", l[k].field->name, j, why);
+            }
+        }
+    }
+
+    return 0;
+}
+
+
+static const char *
+relay_policy_scope_of(const void *elt)
+{
+    return *(char *const *) relay_policy_field_of(elt, "nodes", NULL);
 }
 
 
@@ -2276,8 +2829,13 @@ relay_policy_check_pattern_at(void *const *elts, size_t i, const char *list,
         relay_fail("%s[%zu].pattern: %s", list, i, why);
     }
 
+    /* twice for one node only: statements of other scopes may share it */
+
     for (k = 0; k < i; k++) {
-        if (strcmp(relay_policy_pattern_of(elts[k]), pattern) == 0) {
+        if (strcmp(relay_policy_pattern_of(elts[k]), pattern) == 0
+            && relay_scope_same(relay_policy_scope_of(elts[k]),
+                                relay_policy_scope_of(elts[i])))
+        {
             relay_fail("%s[%zu].pattern: \"%s\" duplicates %s[%zu]", list, i,
                        pattern, list, k);
         }
@@ -2312,7 +2870,9 @@ relay_policy_check_match_at(void *const *elts, size_t i, const char *list,
             && strcmp(*(char *const *) relay_policy_field_of(elts[k], "match",
                                                              NULL),
                       match)
-               == 0)
+               == 0
+            && relay_scope_same(relay_policy_scope_of(elts[k]),
+                                relay_policy_scope_of(elts[i])))
         {
             relay_fail("%s[%zu].match: \"%s\" duplicates %s[%zu]", list, i,
                        match, list, k);
@@ -2548,10 +3108,21 @@ relay_policy_check_pools(const relay_policy_t *p, char *err, size_t errlen)
         }
 
         for (k = 0; k < i; k++) {
-            if (strcmp(p->egress_pools[k]->name, pool->name) == 0) {
+            if (strcmp(p->egress_pools[k]->name, pool->name) == 0
+                && relay_scope_same(p->egress_pools[k]->scope, pool->scope))
+            {
                 relay_fail("egress_pools[%zu].name: \"%s\" duplicates "
                            "egress_pools[%zu]", i, pool->name, k);
             }
+        }
+
+        if (pool->node_local) {
+            if (pool->ehlo_name[0] || pool->n_addresses) {
+                relay_fail("egress_pools[%zu]: a local pool (each node's "
+                           "own) has no ehlo_name and no addresses", i);
+            }
+
+            continue;
         }
 
         why = relay_policy_check_name(pool->ehlo_name);

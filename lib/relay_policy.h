@@ -30,11 +30,17 @@
  *       [backoff_reply="TEXT"] [backoff=10m]
  *       [scope=node|fleet] [per=pool|address];
  *   egress_pool NAME ehlo=HOST ADDRESS [weight=N] [ADDRESS [weight=N] ...];
+ *   egress_pool NAME local;
  *   egress_rule sender_domain|auth_user|tenant MATCH POOL;
  *   tls PATTERN required|optional [verify];
  *   dkim DOMAIN selector=NAME key=PATH [algorithm=rsa-sha256|ed25519-sha256]
  *       [canonicalization=relaxed/relaxed] [headers=from:to:...]
  *       [expire=D] [fallback=envelope] [on_error=defer|send];
+ *
+ * Every statement but comment and fallback_relay may end with
+ * "nodes=SELECTOR" (relay_scope.h), its scope: it applies to the nodes
+ * the selector selects only.  "egress_pool NAME local" names a pool each node defines
+ * in its nginx.conf (relay_egress_pool NAME), for egress rules to name.
  *
  * PATTERN: "*", "example.com" or ".example.com" (subdomains).  HOP: the
  * syntax of the relay_route directive, "[host]:port" (no MX lookup) or
@@ -45,6 +51,7 @@
 #include <stddef.h>
 
 #include "relay/control/v1/control.pb-c.h"
+#include "relay_scope.h"
 
 
 /* the message and its parts, by the names of their statements */
@@ -92,6 +99,18 @@ int relay_policy_validate(const relay_policy_t *p, char *err, size_t errlen);
  */
 int relay_policy_validate_draft(const relay_policy_t *p, char *err,
     size_t errlen);
+
+
+/*
+ * The policy as node sees it, in place: statements whose scope does not
+ * select it go, the others lose their scope.  own[]: the names of the
+ * node's nginx.conf pools, which local pools must be.  Returns 0, or -1
+ * with "FIELD: why" in err, FIELD as the policy was written (two
+ * statements that both apply with one key, a rule naming a pool that does
+ * not apply here, a local pool the node lacks), p unchanged.
+ */
+int relay_policy_for_node(relay_policy_t *p, const relay_scope_node_t *node,
+    char *const *own, size_t nown, char *err, size_t errlen);
 
 
 /* a next hop, split: "[host]:port" is used as is, "host:port" means MX */

@@ -55,6 +55,7 @@
 #define NGX_RELAY_CONTROL_TICK          20       /* ms, thread's CQ poll */
 #define NGX_RELAY_CONTROL_BACKOFF_MIN   1000     /* ms */
 #define NGX_RELAY_CONTROL_BACKOFF_MAX   30000
+#define NGX_RELAY_CONTROL_CONNECT       5000     /* ms, then the next one */
 #define NGX_RELAY_CONTROL_MAX_ENTRIES   10000    /* queue list */
 #define NGX_RELAY_CONTROL_SESSION \
     "/relay.control.v1.Node/Session"
@@ -84,8 +85,14 @@ typedef struct {
 
 typedef struct {
     /* set before the thread starts, read-only after */
-    char                      *target;
+    char                     **targets;      /* controld replicas */
+    ngx_uint_t                 ntargets;
+    char                      *target;       /* all of them, for logs */
     char                      *node_id;
+    relay_scope_node_t         node;         /* id, labels: conf's strings */
+    char                     **own;          /* nginx.conf's pool names */
+    size_t                     nown;
+    uint64_t                   incarnation;  /* start, in microseconds */
     char                      *state;
     char                      *cert;
     char                      *key;
@@ -131,7 +138,7 @@ static void *ngx_relay_control_thread(void *data);
 static grpc_channel_credentials *ngx_relay_control_credentials(
     ngx_relay_control_t *ctl);
 static void ngx_relay_control_session(ngx_relay_control_t *ctl,
-    grpc_channel *ch, grpc_completion_queue *cq);
+    grpc_channel *ch, const char *target, grpc_completion_queue *cq);
 static ngx_uint_t ngx_relay_control_recv(grpc_call *call,
     grpc_byte_buffer **recv);
 static void ngx_relay_control_received(ngx_relay_control_t *ctl,
@@ -254,7 +261,8 @@ ngx_relay_control_init_zone(ngx_shm_zone_t *zone, void *data)
     shm->started = ngx_time();
     shpool->data = shm;
 
-    (void) ngx_relay_policy_load_file(shm, &ccf->state, zone->shm.log);
+    (void) ngx_relay_policy_load_file(shm, &ccf->state, ccf->policy,
+                                      &ccf->node, zone->shm.log);
 
     return NGX_OK;
 }
@@ -324,6 +332,7 @@ ngx_relay_control_add_zone(ngx_conf_t *cf, ngx_relay_control_conf_t *ccf,
     zone->data = ccf;
 
     p->zone = zone;
+    ccf->policy = p;
 
     return NGX_OK;
 }
@@ -356,10 +365,15 @@ ngx_relay_control_init_process(ngx_relay_control_conf_t *ccf,
     ngx_relay_policy_t *p, ngx_relay_sched_t *sc, ngx_cycle_t *cycle)
 {
     int                   err;
+    char                 *q;
+    size_t                len;
     sigset_t              all, old;
+    ngx_str_t            *t;
+    ngx_uint_t            i;
     ngx_event_t          *rev;
     ngx_core_conf_t      *cocf;
     ngx_connection_t     *c;
+    struct timeval        tv;
     ngx_relay_control_t  *ctl;
 
     if (p->zone == NULL) {
@@ -389,7 +403,36 @@ ngx_relay_control_init_process(ngx_relay_control_conf_t *ccf,
         return NGX_ERROR;
     }
 
-    ctl->target = ngx_relay_control_cstr(&ccf->address);
+    t = ccf->targets->elts;
+    ctl->ntargets = ccf->targets->nelts;
+    ctl->targets = calloc(ctl->ntargets, sizeof(char *));
+
+    for (i = 0, len = 1; i < ctl->ntargets; i++) {
+        len += t[i].len + 1;
+    }
+
+    ctl->target = malloc(len);
+
+    if (ctl->targets == NULL || ctl->target == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0, q = ctl->target; i < ctl->ntargets; i++) {
+        ctl->targets[i] = (char *) t[i].data;       /* the cycle's pool */
+        q = (char *) ngx_sprintf((u_char *) q, "%s%V", i ? "," : "", &t[i]);
+    }
+
+    *q = '\0';
+
+    ctl->node = ccf->node;
+    ctl->own = ngx_relay_policy_pool_names(p, &ctl->nown);
+    if (ctl->own == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_gettimeofday(&tv);
+    ctl->incarnation = (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
+
     ctl->node_id = ngx_relay_control_cstr(&ccf->node_id);
     ctl->state = ngx_relay_control_cstr(&ccf->state);
     ctl->cert = (char *) ccf->certificate_pem;
@@ -537,9 +580,9 @@ ngx_relay_control_thread(void *data)
     ngx_relay_control_t  *ctl = data;
 
     grpc_arg                   args[5];
-    ngx_uint_t                 i, stop;
+    ngx_uint_t                 i, stop, cur;
     ngx_msec_t                 backoff, wait;
-    grpc_channel              *ch;
+    grpc_channel             **ch;
     grpc_event                 ev;
     grpc_channel_args          chargs;
     gpr_timespec               started;
@@ -575,15 +618,29 @@ ngx_relay_control_thread(void *data)
     chargs.num_args = 5;
     chargs.args = args;
 
-    ch = grpc_channel_create(ctl->target, creds, &chargs);
+    /* a channel per controld replica; a broken stream goes to the next */
+
+    ch = calloc(ctl->ntargets, sizeof(grpc_channel *));
+    if (ch == NULL) {
+        grpc_channel_credentials_release(creds);
+        return NULL;
+    }
+
+    for (i = 0; i < ctl->ntargets; i++) {
+        ch[i] = grpc_channel_create(ctl->targets[i], creds, &chargs);
+    }
+
     cq = grpc_completion_queue_create_for_next(NULL);
 
     backoff = NGX_RELAY_CONTROL_BACKOFF_MIN;
+    cur = 0;
 
     for ( ;; ) {
         started = gpr_now(GPR_CLOCK_MONOTONIC);
 
-        ngx_relay_control_session(ctl, ch, cq);
+        ngx_relay_control_session(ctl, ch[cur], ctl->targets[cur], cq);
+
+        cur = (cur + 1) % ctl->ntargets;
 
         (void) pthread_mutex_lock(&ctl->mutex);
         stop = ctl->stop;
@@ -605,8 +662,10 @@ ngx_relay_control_thread(void *data)
         wait = backoff / 2 + (ngx_msec_t) (random() % (backoff + 1));
 
         ngx_relay_control_say(ctl, NGX_LOG_NOTICE,
-                              "relay control: reconnecting in %ums",
-                              (unsigned) wait);
+                              "relay control: reconnecting in %ums%s%s",
+                              (unsigned) wait,
+                              ctl->ntargets > 1 ? " to " : "",
+                              ctl->ntargets > 1 ? ctl->targets[cur] : "");
 
         for (i = 0; i < wait; i += 50) {
             (void) pthread_mutex_lock(&ctl->mutex);
@@ -627,7 +686,11 @@ ngx_relay_control_thread(void *data)
         backoff = ngx_min(backoff * 2, NGX_RELAY_CONTROL_BACKOFF_MAX);
     }
 
-    grpc_channel_destroy(ch);
+    for (i = 0; i < ctl->ntargets; i++) {
+        grpc_channel_destroy(ch[i]);
+    }
+
+    free(ch);
 
     grpc_completion_queue_shutdown(cq);
 
@@ -669,7 +732,7 @@ ngx_relay_control_credentials(ngx_relay_control_t *ctl)
 
 static void
 ngx_relay_control_session(ngx_relay_control_t *ctl, grpc_channel *ch,
-    grpc_completion_queue *cq)
+    const char *target, grpc_completion_queue *cq)
 {
     int                        status_done, sending, connected;
     size_t                     i;
@@ -679,7 +742,7 @@ ngx_relay_control_session(ngx_relay_control_t *ctl, grpc_channel *ch,
     grpc_slice                 method, status_details;
     grpc_event                 ev;
     ngx_uint_t                 pending, cancelled, stop;
-    gpr_timespec               next_status, now;
+    gpr_timespec               next_status, now, give_up;
     grpc_byte_buffer          *recv, *send;
     grpc_status_code           status;
     grpc_metadata_array        initial, trailing;
@@ -765,6 +828,12 @@ ngx_relay_control_session(ngx_relay_control_t *ctl, grpc_channel *ch,
 
     next_status = gpr_now(GPR_CLOCK_MONOTONIC);
 
+    /* with other replicas to try, a silent one is not waited for */
+
+    give_up = gpr_time_add(next_status,
+                           gpr_time_from_millis(NGX_RELAY_CONTROL_CONNECT,
+                                                GPR_TIMESPAN));
+
     while (pending) {
         ev = grpc_completion_queue_next(cq,
                  gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
@@ -783,6 +852,17 @@ ngx_relay_control_session(ngx_relay_control_t *ctl, grpc_channel *ch,
             }
 
             now = gpr_now(GPR_CLOCK_MONOTONIC);
+
+            if (!connected && !cancelled && ctl->ntargets > 1
+                && gpr_time_cmp(now, give_up) >= 0)
+            {
+                ngx_relay_control_say(ctl, NGX_LOG_WARN,
+                                      "relay control: no session with %s "
+                                      "within %ums", target,
+                                      NGX_RELAY_CONTROL_CONNECT);
+                grpc_call_cancel(call, NULL);
+                cancelled = 1;
+            }
 
             if (connected && !status_done
                 && gpr_time_cmp(now, next_status) >= 0)
@@ -841,7 +921,7 @@ ngx_relay_control_session(ngx_relay_control_t *ctl, grpc_channel *ch,
                 connected = 1;
                 ngx_relay_control_say(ctl, NGX_LOG_NOTICE,
                                       "relay control: session with %s "
-                                      "started", ctl->target);
+                                      "started", target);
             }
 
         } else if (ev.tag == NGX_RELAY_TAG_SEND) {
@@ -885,7 +965,7 @@ ngx_relay_control_session(ngx_relay_control_t *ctl, grpc_channel *ch,
 
         ngx_relay_control_say(ctl, NGX_LOG_WARN,
                               "relay control: session with %s ended: "
-                              "status %d, \"%s\"", ctl->target, (int) status,
+                              "status %d, \"%s\"", target, (int) status,
                               details ? details : "");
 
         gpr_free(details);
@@ -993,45 +1073,72 @@ static void
 ngx_relay_control_snapshot(ngx_relay_control_t *ctl,
     Relay__Control__V1__Policy *pp)
 {
-    size_t                    len;
+    size_t                    len, orig_len;
     char                      err[512];
+    u_char                   *orig;
     ngx_relay_control_msg_t  *m;
-
-    len = protobuf_c_message_get_packed_size(&pp->base);
 
     if (pp->version == 0) {
         ngx_relay_control_ack(ctl, 0, 0, "policy without a version");
         return;
     }
 
-    if (relay_policy_validate(pp, err, sizeof(err)) != 0
-        || ngx_relay_control_node_check(ctl, pp, len, err, sizeof(err)) != 0)
+    /* kept as controld sent it: a restart filters it by the labels then */
+
+    orig_len = protobuf_c_message_get_packed_size(&pp->base);
+
+    orig = malloc(orig_len ? orig_len : 1);
+    if (orig == NULL) {
+        ngx_relay_control_ack(ctl, pp->version, 0, "out of memory");
+        return;
+    }
+
+    (void) protobuf_c_message_pack(&pp->base, orig);
+
+    if (relay_policy_for_node(pp, &ctl->node, ctl->own, ctl->nown, err,
+                              sizeof(err))
+        != 0
+        || relay_policy_validate(pp, err, sizeof(err)) != 0
+        || ngx_relay_control_node_check(ctl, pp,
+                                        protobuf_c_message_get_packed_size(
+                                            &pp->base),
+                                        err, sizeof(err))
+           != 0)
     {
         ngx_relay_control_say(ctl, NGX_LOG_ERR,
                               "relay control: policy version %llu refused: "
                               "%s", (unsigned long long) pp->version, err);
         ngx_relay_control_ack(ctl, pp->version, 0, err);
+        free(orig);
         return;
     }
+
+    len = protobuf_c_message_get_packed_size(&pp->base);
 
     m = ngx_relay_control_msg(NGX_RELAY_CONTROL_POLICY, NULL, len);
     if (m == NULL) {
         ngx_relay_control_ack(ctl, pp->version, 0, "out of memory");
+        free(orig);
         return;
     }
 
     m->version = pp->version;
     (void) protobuf_c_message_pack(&pp->base, m->data);
 
-    if (ngx_relay_control_persist(ctl, m->data, len, err, sizeof(err)) != 0) {
+    if (ngx_relay_control_persist(ctl, orig, orig_len, err, sizeof(err))
+        != 0)
+    {
         ngx_relay_control_say(ctl, NGX_LOG_ERR,
                               "relay control: policy version %llu not "
                               "stored: %s", (unsigned long long) pp->version,
                               err);
         ngx_relay_control_ack(ctl, pp->version, 0, err);
+        free(orig);
         free(m);
         return;
     }
+
+    free(orig);
 
     ngx_relay_control_put(ctl, &ctl->inbox, m, 1);
 }
@@ -1172,17 +1279,44 @@ ngx_relay_control_persist(ngx_relay_control_t *ctl, u_char *data, size_t len,
 static grpc_byte_buffer *
 ngx_relay_control_hello(ngx_relay_control_t *ctl)
 {
+    size_t                           i;
+    grpc_byte_buffer                *bb;
+    Relay__Control__V1__Label       *l, **lp;
     Relay__Control__V1__Hello        hello = RELAY__CONTROL__V1__HELLO__INIT;
     Relay__Control__V1__NodeMessage  nm = RELAY__CONTROL__V1__NODE_MESSAGE__INIT;
+
+    l = calloc(ctl->node.nlabels + 1, sizeof(Relay__Control__V1__Label));
+    lp = calloc(ctl->node.nlabels + 1, sizeof(Relay__Control__V1__Label *));
+
+    if (l == NULL || lp == NULL) {
+        free(l);
+        free(lp);
+        return NULL;
+    }
+
+    for (i = 0; i < ctl->node.nlabels; i++) {
+        relay__control__v1__label__init(&l[i]);
+        l[i].name = (char *) ctl->node.labels[i].name;
+        l[i].value = (char *) ctl->node.labels[i].value;
+        lp[i] = &l[i];
+    }
 
     hello.node_id = ctl->node_id;
     hello.applied_version = ctl->shm->version;
     hello.software = "nginx-relay/" NGX_RELAY_VERSION " nginx/" NGINX_VERSION;
+    hello.n_labels = ctl->node.nlabels;
+    hello.labels = lp;
+    hello.incarnation = ctl->incarnation;
 
     nm.msg_case = RELAY__CONTROL__V1__NODE_MESSAGE__MSG_HELLO;
     nm.hello = &hello;
 
-    return ngx_relay_control_pack(&nm.base);
+    bb = ngx_relay_control_pack(&nm.base);
+
+    free(l);
+    free(lp);
+
+    return bb;
 }
 
 

@@ -15,8 +15,12 @@
 
 
 typedef struct {
-    ngx_str_t                 address;       /* "" : no controld */
+    ngx_str_t                 address;       /* as written; "": no controld */
+    ngx_array_t              *targets;       /* ngx_str_t, NUL-terminated */
     ngx_str_t                 node_id;
+    relay_scope_node_t        node;          /* id and labels, C strings */
+    ngx_array_t              *labels;        /* relay_scope_label_t */
+    ngx_relay_policy_t       *policy;
     ngx_str_t                 certificate;
     ngx_str_t                 certificate_key;
     ngx_str_t                 trusted_certificate;

@@ -1194,6 +1194,13 @@ ngx_relay_policy_build_egress(ngx_pool_t *pool, ngx_relay_rules_t *rules,
     ngx_relay_egress_rule_t  *r;
 
     for (i = 0; i < pp->n_egress_pools; i++) {
+
+        /* "egress_pool NAME local": nginx.conf's pool answers for it */
+
+        if (pp->egress_pools[i]->node_local) {
+            continue;
+        }
+
         if (ngx_relay_policy_add_pool(pool, &rules->pools,
                                       pp->egress_pools[i])
             != NGX_OK)
@@ -1371,16 +1378,59 @@ ngx_relay_policy_strdup(ngx_pool_t *pool, ngx_str_t *dst, const char *src)
  * validated again: a file edited by hand must not take the fleet down.
  */
 
+/*
+ * The names of nginx.conf's egress pools, which "egress_pool NAME local"
+ * of the fleet must be: one ngx_alloc()ed block (pointers, then the
+ * strings), freed with ngx_free(); NULL when out of memory.
+ */
+
+char **
+ngx_relay_policy_pool_names(ngx_relay_policy_t *p, size_t *n)
+{
+    char                     **names, *s;
+    size_t                     size;
+    ngx_uint_t                 i, npools;
+    ngx_relay_egress_pool_t   *pool;
+
+    npools = p->local->pools ? p->local->pools->nelts : 0;
+    pool = npools ? p->local->pools->elts : NULL;
+    size = (npools + 1) * sizeof(char *);
+
+    for (i = 0; i < npools; i++) {
+        size += pool[i].name.len + 1;
+    }
+
+    names = ngx_alloc(size, ngx_cycle->log);
+    if (names == NULL) {
+        return NULL;
+    }
+
+    s = (char *) (names + npools + 1);
+
+    for (i = 0; i < npools; i++) {
+        names[i] = s;
+        s = (char *) ngx_cpymem(s, pool[i].name.data, pool[i].name.len);
+        *s++ = '\0';
+    }
+
+    names[npools] = NULL;
+    *n = npools;
+
+    return names;
+}
+
+
 ngx_int_t
 ngx_relay_policy_load_file(ngx_relay_policy_shm_t *shm, ngx_str_t *path,
-    ngx_log_t *log)
+    ngx_relay_policy_t *p, const relay_scope_node_t *node, ngx_log_t *log)
 {
+    size_t                       nown, len;
     ssize_t                      n;
     ngx_fd_t                     fd;
     ngx_file_info_t              fi;
     relay_policy_t              *pp;
     u_char                      *buf;
-    char                         err[256];
+    char                         err[512], **own;
 
     fd = ngx_open_file(path->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
     if (fd == NGX_INVALID_FILE) {
@@ -1422,15 +1472,40 @@ ngx_relay_policy_load_file(ngx_relay_policy_shm_t *shm, ngx_str_t *path,
         goto failed;
     }
 
-    if (relay_policy_validate(pp, err, sizeof(err)) != 0 || pp->version == 0) {
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "relay policy \"%V\" is invalid: %s", path,
-                      pp->version ? err : "no version");
+    /* stored as controld sent it: this node's part, by today's labels */
+
+    own = ngx_relay_policy_pool_names(p, &nown);
+    if (own == NULL) {
         relay__control__v1__policy__free_unpacked(pp, NULL);
         goto failed;
     }
 
-    ngx_relay_policy_publish(shm, pp->version, buf, n);
+    if (pp->version == 0
+        || relay_policy_for_node(pp, node, own, nown, err, sizeof(err)) != 0
+        || relay_policy_validate(pp, err, sizeof(err)) != 0)
+    {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "relay policy \"%V\" is invalid: %s", path,
+                      pp->version ? err : "no version");
+        relay__control__v1__policy__free_unpacked(pp, NULL);
+        ngx_free(own);
+        goto failed;
+    }
+
+    ngx_free(own);
+
+    len = relay__control__v1__policy__get_packed_size(pp);
+
+    if (len > (size_t) n) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "relay policy \"%V\" grew when filtered", path);
+        relay__control__v1__policy__free_unpacked(pp, NULL);
+        goto failed;
+    }
+
+    (void) relay__control__v1__policy__pack(pp, buf);
+
+    ngx_relay_policy_publish(shm, pp->version, buf, len);
 
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
                   "relay policy version %uL loaded from \"%V\"",

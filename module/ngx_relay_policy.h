@@ -245,8 +245,10 @@ ngx_relay_policy_shm_t *ngx_relay_policy_shm(ngx_relay_policy_t *p);
 ngx_relay_counters_t *ngx_relay_policy_counters(ngx_relay_policy_t *p);
 void ngx_relay_policy_publish(ngx_relay_policy_shm_t *shm, uint64_t version,
     u_char *data, size_t len);
+char **ngx_relay_policy_pool_names(ngx_relay_policy_t *p, size_t *n);
 ngx_int_t ngx_relay_policy_load_file(ngx_relay_policy_shm_t *shm,
-    ngx_str_t *path, ngx_log_t *log);
+    ngx_str_t *path, ngx_relay_policy_t *p, const relay_scope_node_t *node,
+    ngx_log_t *log);
 
 
 #endif /* _NGX_RELAY_POLICY_H_INCLUDED_ */

@@ -46,6 +46,8 @@ static char *ngx_stream_relay_retry_time(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_stream_relay_resolver(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_stream_relay_control_labels(ngx_conf_t *cf,
+    ngx_relay_control_conf_t *ctl, ngx_str_t *word);
 static char *ngx_stream_relay_control(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_stream_relay_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -182,7 +184,7 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       NULL },
 
     { ngx_string("relay_control"),
-      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE123,
+      NGX_STREAM_MAIN_CONF|NGX_CONF_1MORE,
       ngx_stream_relay_control,
       NGX_STREAM_MAIN_CONF_OFFSET,
       0,
@@ -656,6 +658,19 @@ ngx_stream_relay_init_control(ngx_conf_t *cf,
     if (ctl->node_id.len == 0) {
         ctl->node_id = cf->cycle->hostname;
     }
+
+    /* who this node is to the selectors of scopes and canaries */
+
+    ctl->node.id = ngx_pnalloc(cf->pool, ctl->node_id.len + 1);
+    if (ctl->node.id == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy((u_char *) ctl->node.id, ctl->node_id.data, ctl->node_id.len);
+    ((u_char *) ctl->node.id)[ctl->node_id.len] = '\0';
+
+    ctl->node.labels = ctl->labels->elts;
+    ctl->node.nlabels = ctl->labels->nelts;
 
     if (ctl->state.len == 0) {
         ctl->state.len = rmcf->spool.len + sizeof("policy.pb") - 1;
@@ -1278,44 +1293,181 @@ ngx_stream_relay_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* relay_control address [node=ID] [insecure]; */
+/*
+ * relay_control address[,address...] [address ...] [node=ID]
+ *     [labels=NAME=VALUE[,NAME=VALUE...]] [insecure];
+ */
 
 static char *
 ngx_stream_relay_control(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_stream_relay_main_conf_t  *rmcf = conf;
 
-    ngx_str_t   *value;
-    ngx_uint_t   i;
+    u_char                    *p, *last, *comma;
+    ngx_str_t                 *value, *t;
+    ngx_uint_t                 i;
+    ngx_relay_control_conf_t  *ctl;
 
-    if (rmcf->control.address.len) {
+    ctl = &rmcf->control;
+
+    if (ctl->address.len) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
 
-    rmcf->control.address = value[1];
+    ctl->targets = ngx_array_create(cf->pool, 2, sizeof(ngx_str_t));
+    ctl->labels = ngx_array_create(cf->pool, 2, sizeof(relay_scope_label_t));
+    if (ctl->targets == NULL || ctl->labels == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
-    for (i = 2; i < cf->args->nelts; i++) {
-        if (ngx_strncmp(value[i].data, "node=", 5) == 0
-            && value[i].len > 5)
-        {
-            rmcf->control.node_id.data = value[i].data + 5;
-            rmcf->control.node_id.len = value[i].len - 5;
+    for (i = 1; i < cf->args->nelts; i++) {
+        if (ngx_strncmp(value[i].data, "node=", 5) == 0) {
+            if (value[i].len == 5) {
+                goto invalid;
+            }
+
+            ctl->node_id.data = value[i].data + 5;
+            ctl->node_id.len = value[i].len - 5;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "labels=", 7) == 0) {
+            if (ngx_stream_relay_control_labels(cf, ctl, &value[i])
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
             continue;
         }
 
         if (ngx_strcmp(value[i].data, "insecure") == 0) {
-            rmcf->control.insecure = 1;
+            ctl->insecure = 1;
             continue;
         }
 
+        if (ngx_strlchr(value[i].data, value[i].data + value[i].len, '=')) {
+            goto invalid;
+        }
+
+        /* controld addresses: "a:7443,b:7443" or several words */
+
+        if (ctl->address.len == 0) {
+            ctl->address = value[i];
+        }
+
+        p = value[i].data;
+        last = p + value[i].len;
+
+        while (p < last) {
+            comma = ngx_strlchr(p, last, ',');
+            if (comma == NULL) {
+                comma = last;
+            }
+
+            if (comma == p) {
+                goto invalid;
+            }
+
+            t = ngx_array_push(ctl->targets);
+            if (t == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            t->len = comma - p;
+            t->data = ngx_pnalloc(cf->pool, t->len + 1);
+            if (t->data == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_memcpy(t->data, p, t->len);
+            t->data[t->len] = '\0';
+
+            p = comma + 1;
+        }
+    }
+
+    if (ctl->targets->nelts == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
+                           "\"relay_control\" needs the address of controld");
         return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\"",
+                       &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+/* labels=NAME=VALUE[,NAME=VALUE...]: checked as selectors will read them */
+
+static ngx_int_t
+ngx_stream_relay_control_labels(ngx_conf_t *cf,
+    ngx_relay_control_conf_t *ctl, ngx_str_t *word)
+{
+    char                 *s, *term, *eq, *next;
+    ngx_uint_t            i;
+    const char           *why;
+    relay_scope_label_t  *l, *all;
+
+    s = ngx_pnalloc(cf->pool, word->len - 7 + 1);
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(s, word->data + 7, word->len - 7);
+    s[word->len - 7] = '\0';
+
+    for (term = s; term; term = next) {
+        next = strchr(term, ',');
+        if (next) {
+            *next++ = '\0';
+        }
+
+        eq = strchr(term, '=');
+        if (eq == NULL) {
+            why = "a label is NAME=VALUE";
+            goto invalid;
+        }
+
+        *eq = '\0';
+
+        why = relay_scope_label_check(term, eq + 1);
+        if (why) {
+            goto invalid;
+        }
+
+        all = ctl->labels->elts;
+
+        for (i = 0; i < ctl->labels->nelts; i++) {
+            if (ngx_strcmp(all[i].name, term) == 0) {
+                why = "a label is given twice";
+                goto invalid;
+            }
+        }
+
+        l = ngx_array_push(ctl->labels);
+        if (l == NULL) {
+            return NGX_ERROR;
+        }
+
+        l->name = term;
+        l->value = eq + 1;
+    }
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\": %s",
+                       word, why);
+    return NGX_ERROR;
 }
 
 

@@ -214,7 +214,7 @@ class FakeNode:
     on_command(cmd) returns a CommandResult or None (no answer)."""
 
     def __init__(self, ctld, node_id, cert=None, hello_id=None, applied=0,
-                 ack=True, on_command=None):
+                 ack=True, on_command=None, labels=None, incarnation=0):
         self.node_id = node_id
         self.ack = ack
         self.on_command = on_command
@@ -228,7 +228,10 @@ class FakeNode:
         stub = pb_grpc.NodeStub(self.channel)
         self.out.put(pb.NodeMessage(hello=pb.Hello(
             node_id=hello_id if hello_id is not None else node_id,
-            applied_version=applied, software="fakenode/1")))
+            applied_version=applied, software="fakenode/1",
+            labels=[pb.Label(name=k, value=v)
+                    for k, v in (labels or {}).items()],
+            incarnation=incarnation)))
         self.call = stub.Session(iter(self.out.get, None),
                                  wait_for_ready=True)
         self.thread = threading.Thread(target=self._read, daemon=True)

@@ -445,6 +445,89 @@ class Nginx:
         return f.read_text(errors="replace") if f.exists() else ""
 
 
+class PortRange:
+    """TCP ports of [first, last] for a test module: alloc(ips) gives one
+    free on every address of ips, never the same twice in this process;
+    start: where the search begins (spread concurrent runs)."""
+
+    def __init__(self, first, last, start=None):
+        self.first, self.last = first, last
+        self.start = first if start is None else start
+        self.used = set()
+
+    def alloc(self, ips=("127.0.0.1",)):
+        span = list(range(self.first, self.last + 1))
+        off = span.index(self.start) if self.start in span else 0
+        for port in span[off:] + span[:off]:
+            if port in self.used:
+                continue
+            ok = True
+            for ip in ips:
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((ip, port))
+                except OSError:
+                    ok = False
+                finally:
+                    s.close()
+                if not ok:
+                    break
+            if ok:
+                self.used.add(port)
+                return port
+        raise RuntimeError("no free port in %d-%d" % (self.first, self.last))
+
+
+def kill_orphans(prefix):
+    """SIGKILL the nginx processes that hold files of this prefix open: the
+    workers a crashed master left behind, or a master whose parent is gone
+    (a binary upgrade's); ours only: nothing else opens our prefix."""
+    prefix = str(prefix)
+    killed = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            fds = os.listdir("/proc/%s/fd" % d)
+            mine = any(os.readlink("/proc/%s/fd/%s" % (d, f))
+                       .startswith(prefix + "/") for f in fds)
+            if mine and "nginx" in open("/proc/%s/cmdline" % d).read():
+                os.kill(int(d), signal.SIGKILL)
+                killed.append(int(d))
+        except OSError:
+            continue
+    return killed
+
+
+def stop_node(ng):
+    """nginx -s quit (SIGQUIT) of ng's master, or of the one its pid file
+    names when it runs as a daemon; the master's exit code (None for a
+    daemon), and no process of it left behind."""
+    rc = None
+    if ng.proc is not None:
+        if ng.proc.poll() is None:
+            ng.proc.send_signal(signal.SIGQUIT)
+            try:
+                ng.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                ng.proc.kill()
+                ng.proc.wait(5)
+        rc = ng.proc.returncode
+        ng.proc = None
+    else:
+        try:
+            pid = int((ng.prefix / "logs" / "nginx.pid").read_text().strip())
+            os.kill(pid, signal.SIGQUIT)
+            wait_until(lambda: not _alive(pid), 15,
+                       what="nginx master %d to exit" % pid)
+        except (OSError, ValueError, AssertionError):
+            pass
+    wait_until(lambda: not kill_orphans(ng.prefix), 10,
+               what="no process of %s left" % ng.prefix)
+    return rc
+
+
 def require_module():
     if not os.path.exists(RELAY_MODULE):
         import pytest

@@ -344,6 +344,88 @@ def test_disconnect_noticed_and_newer_session_replaces(ctld, nodes):
     assert "node node1 disconnected" in c.log_text()
 
 
+def test_older_incarnation_refused_newer_replaces_once(ctld, nodes):
+    """Two processes of one node (the old and new worker 0 of a binary
+    upgrade): the newer (higher incarnation) takes the session once; the
+    older, trying again, is refused instead of taking it back."""
+    c = ctld()
+    _, adm = c.admin()
+    old = nodes(c, "node1", incarnation=1000)
+    h.wait_for(lambda: listnodes(adm)[1].get("node1"), what="node1")
+    new = nodes(c, "node1", incarnation=2000)
+    err = old.wait_end()
+    assert err.code() == grpc.StatusCode.ABORTED, err
+
+    again = nodes(c, "node1", incarnation=1000)
+    err = again.wait_end()
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+    assert "a newer session of node node1 is active" in err.details()
+    time.sleep(0.3)
+    assert not new.done
+    assert listnodes(adm)[1]["node1"].connected
+    log = c.log_text()
+    assert log.count("node node1: the session from") == 1, log
+    assert "node node1: refused the session from" in log
+
+
+def test_canary_promote_take_back_and_restart(ctld, nodes):
+    """A canary with the data directory: only the nodes it selects get it,
+    it outlives a restart, promote gives it to every node, and a canary
+    taken back sends its nodes the current version again."""
+    c = ctld()
+    _, adm = c.admin()
+    n1 = nodes(c, "node1", labels={"rack": "r1"})
+    n2 = nodes(c, "node2", labels={"rack": "r2"})
+    v1 = apply(adm, h.policy("base")).version
+    for n in (n1, n2):
+        n.wait(lambda n: v1 in n.versions(), what="v1")
+
+    r = adm.Apply(h.pb.ApplyRequest(policy=h.policy(
+        "canary", routes=(("example.com", ["[10.0.0.2]:25"]),)),
+        canary="rack=r2", wait_ms=5000))
+    v2 = r.version
+    assert r.canary == "rack=r2" and r.waited
+    assert [(o.node_id, o.outcome) for o in r.outcomes] == \
+        [("node2", h.pb.NodeOutcome.ACK)]
+    time.sleep(0.3)
+    assert v2 not in n1.versions()
+
+    e = rpc_error(adm.Apply, h.pb.ApplyRequest(policy=h.policy("busy")))
+    assert e.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "is a canary of \"rack=r2\"" in e.details()
+
+    n1.close()
+    n2.close()
+    c.restart()
+    _, adm = c.admin()
+    hist = adm.History(h.pb.HistoryRequest())
+    assert hist.current == v1 and hist.canary == v2
+    assert hist.canary_selector == "rack=r2"
+    n1 = nodes(c, "node1", applied=v1, labels={"rack": "r1"})
+    n2 = nodes(c, "node2", applied=v2, labels={"rack": "r2"})
+    h.wait_for(lambda: all(getattr(listnodes(adm)[1].get(n), "connected",
+                                   False) for n in ("node1", "node2")),
+               what="both nodes back")
+
+    p = adm.Promote(h.pb.PromoteRequest(wait_ms=5000))
+    assert p.version == v2
+    assert sorted((o.node_id, o.outcome) for o in p.outcomes) == \
+        [("node1", h.pb.NodeOutcome.ACK), ("node2", h.pb.NodeOutcome.ACK)]
+    assert v2 in n1.versions()
+
+    r = adm.Apply(h.pb.ApplyRequest(policy=h.policy(
+        "canary 2", routes=(("example.com", ["[10.0.0.3]:25"]),)),
+        canary="node=node1", wait_ms=5000))
+    v3 = r.version
+    back = adm.Rollback(h.pb.RollbackRequest(wait_ms=5000))
+    assert back.version == v2 and back.canary == "node=node1"
+    n1.wait(lambda n: n.versions()[-2:] == [v3, v2], what="v3 then v2")
+    hist = adm.History(h.pb.HistoryRequest())
+    assert hist.current == v2 and hist.canary == 0
+    assert hist.entries[0].version == v3
+    assert hist.entries[0].state == h.pb.ABORTED
+
+
 def test_wrong_ca_client_refused(ctld, tmp_path):
     c = ctld()
     other = h.make_certs(tmp_path / "other", "node1")

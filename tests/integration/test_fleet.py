@@ -38,13 +38,9 @@ build (tests/run-all.sh BUILD_DIR), else build/controld/.
 
 import email
 import email.policy
-import json
 import os
 import re
 import signal
-import socket
-import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -53,40 +49,19 @@ import pytest
 
 import controlharness as ch
 import deliveryharness as dh
+import fleetharness as fh
 import relayharness as h
 
 RELAYCTL = ch.RELAYCTL
 
-PORT_FIRST, PORT_LAST = 25000, 25499
-_used = set()
+PORTS = h.PortRange(25000, 25499)
+alloc_port = PORTS.alloc
+stop_node = h.stop_node
 
 NODES = ("node1", "node2", "node3")
 SINK_IPS = {"S0": "127.0.0.5", "S1": "127.0.0.6", "S2": "127.0.0.7",
             "DSN": "127.0.0.9", "HOLD": "127.0.0.10"}
 NACK_ADDR = "192.0.2.7"         # TEST-NET-1: no node can bind it
-
-
-def alloc_port(ips=("127.0.0.1",)):
-    """A TCP port of 25000-25499 free on every address of ips."""
-    for port in range(PORT_FIRST, PORT_LAST + 1):
-        if port in _used:
-            continue
-        ok = True
-        for ip in ips:
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((ip, port))
-            except OSError:
-                ok = False
-            finally:
-                s.close()
-            if not ok:
-                break
-        if ok:
-            _used.add(port)
-            return port
-    raise RuntimeError("no free port in %d-%d" % (PORT_FIRST, PORT_LAST))
 
 
 # --------------------------------------------------------------------------
@@ -95,17 +70,9 @@ def alloc_port(ips=("127.0.0.1",)):
 
 def relayctl(fleet, *args, who="operator", certs=None, stdin=None,
              timeout=8):
-    certs = Path(certs or fleet.certs)
-    env = dict(os.environ)
-    env["RELAYCTL_SERVER"] = "127.0.0.1:%d" % fleet.ctld.port
-    env["RELAYCTL_CA"] = str(certs / "ca.pem")
-    env["RELAYCTL_CERT"] = str(certs / ("%s.pem" % who))
-    env["RELAYCTL_KEY"] = str(certs / ("%s.key" % who))
-    env.pop("GRPC_VERBOSITY", None)
-    p = subprocess.run([RELAYCTL, "--timeout", str(timeout),
-                        *map(str, args)], env=env, input=stdin,
-                       capture_output=True, text=True, timeout=timeout + 20)
-    return ch.Run(p)
+    return fh.relayctl("127.0.0.1:%d" % fleet.ctld.port,
+                       certs or fleet.certs, *args, who=who, stdin=stdin,
+                       timeout=timeout)
 
 
 # --------------------------------------------------------------------------
@@ -130,18 +97,7 @@ def policy_text(tag, example_org, extra=""):
 
 STREAM_EXTRA = """\
     relay_control 127.0.0.1:@CPORT@ node=@NODE@;
-    relay_control_certificate @CERTS@/node-@NODE@.pem;
-    relay_control_certificate_key @CERTS@/node-@NODE@.key;
-    relay_control_trusted_certificate @CERTS@/ca.pem;
-    relay_control_status_interval 1s;
-    relay_delivery on;
-    relay_resolver 127.0.0.1:@DNSPORT@;
-    relay_resolver_timeout 1s;
-    relay_smtp_port @SINKPORT@;
-    relay_connect_timeout 1s;
-    relay_smtp_timeout 3s;
-    relay_retry_backoff 1s 2s;
-    relay_queue_lifetime 1h;
+""" + fh.NODE_CONF + """\
     relay_queue_scan_interval 1s;
     relay_connection_idle_timeout 3s;
     relay_route example.org [127.0.0.5]:@SINKPORT@;
@@ -149,44 +105,28 @@ STREAM_EXTRA = """\
 """
 
 
-class Fleet:
+class Fleet(fh.FleetNodes):
     sink_port = None
 
     def __init__(self, tmp):
+        super().__init__()
         self.tmp = Path(tmp)
         self.certs = None
         self.ctld = None
-        self.nodes = {}
-        self.sinks = {}
         self.held = set()           # markers HOLD answers 451 to
         self.quit_rc = {}           # node -> master's exit code at a stop
         self.tls_certs = None
 
     # ---- views
-    def node(self, nid):
-        return self.nodes[nid]
-
     def nodes_json(self):
         r = relayctl(self, "nodes", "--json")
         assert r.rc == 0, r
         j = r.json()
         return j, {n["node_id"]: n for n in j["nodes"]}
 
-    def wait_nodes(self, pred, timeout=15, what="nodes"):
-        last = [None]
-
-        def look():
-            j, by = self.nodes_json()
-            last[0] = j
-            return (j, by) if pred(j, by) else None
-        try:
-            return h.wait_until(look, timeout, interval=0.2, what=what)
-        except AssertionError as e:
-            raise AssertionError("%s; last `relayctl nodes --json`:\n%s\n"
-                                 "controld log tail:\n%s"
-                                 % (e, json.dumps(last[0], indent=1),
-                                    "\n".join(self.ctld.log_text()
-                                              .splitlines()[-20:])))
+    def diagnostics(self):
+        return "controld log tail:\n" + "\n".join(
+            self.ctld.log_text().splitlines()[-20:])
 
     def wait_all_applied(self, version, timeout=15):
         def ok(j, by):
@@ -197,59 +137,16 @@ class Fleet:
         return self.wait_nodes(ok, timeout,
                                "every node connected, applied %d" % version)
 
-    def apply(self, text, *extra):
-        f = self.tmp / ("p%d.policy" % time.monotonic_ns())
-        f.write_text(text)
-        r = relayctl(self, "apply", f, *extra)
-        assert r.rc == 0, r
-        m = re.search(r"applied version (\d+)", r.out)
-        assert m, r
-        return int(m.group(1))
+    def apply(self, text, *extra, rc=0):
+        """relayctl apply, which waits for every node: rc 0 when each
+        ACKed, 10 when one NACKed."""
+        r = relayctl(self, "apply", self.policy_file(text), *extra)
+        return self.applied(r, rc)
 
     def current(self):
         r = relayctl(self, "history", "-n", "1", "--json")
         assert r.rc == 0, r
         return r.json()["current"]
-
-    def send(self, nid, rcpts, sender=None, marker=None):
-        marker = marker or h.unique("m")
-        sender = sender or "from-%s@senders.example" % marker
-        with h.SMTPConn(self.node(nid).port("main")) as c:
-            qid = c.message(sender, rcpts, h.simple_body(marker),
-                            ehlo="client.test")
-            c.cmd("QUIT")
-        return qid
-
-    def error_log(self, nid, since=0):
-        f = self.node(nid).prefix / "logs" / "error.log"
-        with open(f, "rb") as fh:
-            fh.seek(since)
-            return fh.read().decode("utf-8", "replace")
-
-    def wait_log(self, nid, pattern, since=0, timeout=10):
-        rx = re.compile(pattern)
-        try:
-            return h.wait_until(lambda: rx.search(self.error_log(nid, since)),
-                                timeout, what="/%s/ in %s's error.log"
-                                % (pattern, nid))
-        except AssertionError as e:
-            raise AssertionError("%s; tail:\n%s" % (e, "\n".join(
-                self.error_log(nid, since).splitlines()[-15:])))
-
-    def wait_at(self, sink, mk, nid, timeout=15):
-        """The transaction of marker mk at the sink named sink (sent via
-        node nid); on a timeout, where it went instead."""
-        try:
-            return self.sinks[sink].wait_accepted(mk, timeout=timeout)
-        except AssertionError as e:
-            elsewhere = {n: s.all_txns(mk) for n, s in self.sinks.items()
-                         if s.all_txns(mk)}
-            lines = [l for l in self.error_log(nid).splitlines()
-                     if mk in l or "relay policy" in l
-                     or "relay control" in l]
-            raise AssertionError("%s\nat other sinks: %r\n%s's log:\n%s"
-                                 % (e, elsewhere, nid,
-                                    "\n".join(lines[-25:])))
 
     def settle(self, target):
         """Waits until no example.org sink but target holds a connection
@@ -261,52 +158,6 @@ class Fleet:
         others = [n for n in ("S0", "S1", "S2") if n != target]
         h.wait_until(lambda: all(self.sinks[n].active == 0 for n in others),
                      12, what="idle connections to %s to close" % others)
-
-    def marks(self):
-        return {n: ng.log_mark() for n, ng in self.nodes.items()}
-
-
-def kill_orphans(prefix):
-    """SIGKILL processes that hold files of this nginx prefix open: the
-    workers a crashed master left behind (ours only: nothing else opens
-    files in our prefix)."""
-    prefix = str(prefix)
-    killed = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == os.getpid():
-            continue
-        try:
-            fds = os.listdir("/proc/%s/fd" % d)
-            mine = any(os.readlink("/proc/%s/fd/%s" % (d, f))
-                       .startswith(prefix + "/") for f in fds)
-        except OSError:
-            continue
-        if mine and "nginx" in open("/proc/%s/cmdline" % d).read():
-            try:
-                os.kill(int(d), signal.SIGKILL)
-                killed.append(int(d))
-            except OSError:
-                pass
-    return killed
-
-
-def stop_node(ng):
-    """nginx -s quit (SIGQUIT), the master's exit code, and no process
-    of it left behind."""
-    rc = None
-    if ng.proc is not None:
-        if ng.proc.poll() is None:
-            ng.proc.send_signal(signal.SIGQUIT)
-            try:
-                ng.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                ng.proc.kill()
-                ng.proc.wait(5)
-        rc = ng.proc.returncode
-        ng.proc = None
-    h.wait_until(lambda: not kill_orphans(ng.prefix), 10,
-                 what="no process of %s left" % ng.prefix)
-    return rc
 
 
 def _hold_reply(fleet):
@@ -345,37 +196,18 @@ def fleet():
                               extra=["--command-timeout", "5s"]).start()
         dns_port = alloc_port()             # nothing listens there
         for nid in NODES:
-            prefix = h.make_prefix(base / nid, fl.tls_certs)
-            ports = {name: alloc_port() for name in h.PORT_NAMES}
-            extra = (STREAM_EXTRA.replace("@CPORT@", str(fl.ctld.port))
-                     .replace("@NODE@", nid)
-                     .replace("@CERTS@", str(fl.certs))
-                     .replace("@DNSPORT@", str(dns_port))
-                     .replace("@SINKPORT@", str(Fleet.sink_port)))
-            ng = h.Nginx(prefix, ports, workers=2, stream_extra=extra)
-            fl.nodes[nid] = ng
-            ng.start()
+            fl.start_node(nid, base, fl.tls_certs, STREAM_EXTRA, alloc_port,
+                          CPORT=fl.ctld.port, CERTS=fl.certs,
+                          DNSPORT=dns_port, SINKPORT=Fleet.sink_port)
         fl.wait_nodes(lambda j, by: set(by) >= set(NODES)
                       and all(by[n]["connected"] for n in NODES),
                       20, "three nodes connected")
         yield fl
     finally:
-        for ng in fl.nodes.values():
-            try:
-                stop_node(ng)
-            except Exception:
-                pass
-        if fl.ctld is not None:
-            fl.ctld.stop()
-        for s in fl.sinks.values():
-            s.stop()
-        if not os.environ.get("RELAY_KEEP_FLEET"):
-            shutil.rmtree(base, ignore_errors=True)
+        fh.teardown(fl, [fl.ctld], base)
 
 
-def alerts(ng):
-    return [l for l in ng.logs_text().splitlines()
-            if "[alert]" in l or "[emerg]" in l]
+alerts = fh.alerts
 
 
 # ==========================================================================
@@ -405,13 +237,7 @@ def test_apply_acked_by_every_node_and_routes_mail(fleet):
     s0, s1 = fleet.sinks["S0"], fleet.sinks["S1"]
 
     # before any policy: nginx.conf's relay_route, sink S0
-    before = {}
-    for nid in NODES:
-        mk = h.unique("pre" + nid)
-        fleet.send(nid, ["%s@example.org" % mk], marker=mk)
-        before[nid] = mk
-    for nid, mk in before.items():
-        fleet.wait_at("S0", mk, nid)
+    for mk in fleet.deliver_each("S0", "pre", NODES).values():
         assert not s1.all_txns(mk)
     fleet.settle("S1")
 
@@ -573,7 +399,7 @@ def test_node_nacks_and_nodes_shows_why(fleet):
     marks = fleet.marks()
     v = fleet.apply(policy_text("unbindable pool", "S2",
                                 "egress_pool bulk ehlo=bulk.example.net "
-                                "%s;\n" % NACK_ADDR))
+                                "%s;\n" % NACK_ADDR), rc=10)
     assert v == good + 1
 
     def nacked(j, by):

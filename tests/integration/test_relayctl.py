@@ -341,9 +341,10 @@ def test_json_output(ctld, tmp_path):
     assert g["version"] == 1
     assert g["comment"] == 'with "quotes" \\ and \u00e9t\u00e9'
     assert g["routes"] == [{"pattern": "example.com",
-                            "next_hops": ["[mx.example.net]:25"]}]
+                            "next_hops": ["[mx.example.net]:25"],
+                            "scope": ""}]
     assert g["tls"][0] == {"pattern": "*", "required": False,
-                           "verify": False}
+                           "verify": False, "scope": ""}
 
     hi = json.loads(relayctl(ctld, "history", "--json").out)
     assert hi["current"] == 1
