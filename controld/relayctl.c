@@ -1297,9 +1297,9 @@ ctld_cli_history(ctld_cli_t *cli, int argc, char **argv)
         ctld_table_row(&t,
             ctld_fmt("%llu%s", (unsigned long long) e->version,
                      e->version == r->current ? " *"
-                     : e->state == RELAY__CONTROL__V1__VERSION_STATE__CANARY
+                     : e->state == RELAY__CONTROL__V1__VERSION_STATE__VERSION_CANARY
                        ? " canary"
-                     : e->state == RELAY__CONTROL__V1__VERSION_STATE__ABORTED
+                     : e->state == RELAY__CONTROL__V1__VERSION_STATE__VERSION_ABORTED
                        ? " taken back" : ""),
             ctld_fmt("%s", e->author[0] ? e->author : "-"),
             ctld_fmt("%s", ctld_time_iso(e->created_unix, date,

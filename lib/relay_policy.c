@@ -3109,7 +3109,7 @@ relay_policy_check_pools(const relay_policy_t *p, char *err, size_t errlen)
 
         for (k = 0; k < i; k++) {
             if (strcmp(p->egress_pools[k]->name, pool->name) == 0
-                && relay_scope_same(p->egress_pools[k]->scope, pool->scope))
+                && relay_scope_same(p->egress_pools[k]->nodes, pool->nodes))
             {
                 relay_fail("egress_pools[%zu].name: \"%s\" duplicates "
                            "egress_pools[%zu]", i, pool->name, k);
