@@ -423,7 +423,7 @@ def test_canary_promote_take_back_and_restart(ctld, nodes):
     hist = adm.History(h.pb.HistoryRequest())
     assert hist.current == v2 and hist.canary == 0
     assert hist.entries[0].version == v3
-    assert hist.entries[0].state == h.pb.ABORTED
+    assert hist.entries[0].state == h.pb.VERSION_ABORTED
 
 
 def test_wrong_ca_client_refused(ctld, tmp_path):

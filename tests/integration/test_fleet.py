@@ -40,7 +40,9 @@ import email
 import email.policy
 import os
 import re
+import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -451,7 +453,7 @@ def test_node_nacks_unreadable_dkim_key(fleet):
     missing = "/nonexistent/relay-dkim.pem"
     v = fleet.apply(policy_text("dkim key missing", "S1",
                                 "dkim example.org selector=s key=%s;\n"
-                                % missing))
+                                % missing), rc=10)
 
     def nacked(j, by):
         return all(by[n]["nacked_version"] == v for n in NODES)

@@ -342,9 +342,9 @@ def test_json_output(ctld, tmp_path):
     assert g["comment"] == 'with "quotes" \\ and \u00e9t\u00e9'
     assert g["routes"] == [{"pattern": "example.com",
                             "next_hops": ["[mx.example.net]:25"],
-                            "scope": ""}]
+                            "nodes": ""}]
     assert g["tls"][0] == {"pattern": "*", "required": False,
-                           "verify": False, "scope": ""}
+                           "verify": False, "nodes": ""}
 
     hi = json.loads(relayctl(ctld, "history", "--json").out)
     assert hi["current"] == 1
