@@ -50,6 +50,10 @@
 #define RELAY_POLICY_MAX_TEXT        1024
 #define RELAY_POLICY_MAX_WEIGHT      1000
 #define RELAY_POLICY_MAX_LISTS       32      /* repeated fields of Policy */
+#define RELAY_POLICY_MAX_ENTRIES     100000  /* in each list of Policy */
+#define RELAY_POLICY_MAX_HOPS        64      /* in one list of hops */
+#define RELAY_POLICY_MAX_ADDRESSES   32      /* in one egress pool */
+#define RELAY_POLICY_MAX_CREATED     253402300799LL  /* 9999-12-31 */
 
 
 typedef struct {
@@ -71,6 +75,36 @@ typedef struct {
     unsigned               line;              /* the statement's first line */
     unsigned               comment_seen:1;
 } relay_policy_parse_t;
+
+
+/*
+ * Validation finds what a list holds twice in one pass: each element goes
+ * into a hash table of the strings (and keys) seen so far.  A new
+ * generation empties the table without touching it.
+ */
+
+typedef struct {
+    const char    *s;
+    size_t         index;
+    unsigned       gen;
+    int            key;
+} relay_policy_seen_entry_t;
+
+
+typedef struct {
+    relay_policy_seen_entry_t  *e;
+    size_t                      mask;
+    unsigned                    gen;
+} relay_policy_seen_t;
+
+
+/* the tables of one validation: a list, the items of one element, pools */
+
+typedef struct {
+    relay_policy_seen_t    list;
+    relay_policy_seen_t    items;
+    relay_policy_seen_t    pools;
+} relay_policy_check_t;
 
 
 typedef enum {
@@ -167,34 +201,43 @@ static void relay_policy_buf_duration(relay_buf_t *b, const char *name,
 
 static int relay_policy_check(const relay_policy_t *p, int complete,
     char *err, size_t errlen);
-static int relay_policy_check_hop_lists(void *const *elts, size_t n,
-    const char *list, const char *hops, const char *none, char *err,
+static int relay_policy_check_all(const relay_policy_t *p, int complete,
+    relay_policy_check_t *ck, char *err, size_t errlen);
+static int relay_policy_check_lengths(const relay_policy_t *p, char *err,
     size_t errlen);
+static int relay_policy_seen_init(relay_policy_seen_t *st, size_t n);
+static void relay_policy_seen_reset(relay_policy_seen_t *st);
+static size_t relay_policy_seen(relay_policy_seen_t *st, int key,
+    const char *s, size_t index);
+static int relay_policy_seen_has(relay_policy_seen_t *st, const char *s);
+static void relay_policy_seen_free(relay_policy_seen_t *st);
+static int relay_policy_check_hop_lists(void *const *elts, size_t n,
+    const char *list, const char *hops, const char *none,
+    relay_policy_check_t *ck, char *err, size_t errlen);
 static int relay_policy_check_pattern_at(void *const *elts, size_t i,
-    const char *list, char *err, size_t errlen);
+    const char *list, relay_policy_seen_t *seen, char *err, size_t errlen);
 static int relay_policy_check_match_at(void *const *elts, size_t i,
-    const char *list, const char *why, char *err, size_t errlen);
+    const char *list, const char *why, relay_policy_seen_t *seen, char *err,
+    size_t errlen);
 static const void *relay_policy_field_of(const void *elt, const char *name,
     size_t *n);
 static const char *relay_policy_pattern_of(const void *elt);
 static char **relay_policy_strings_of(const void *elt, const char *field,
     size_t *n);
-static int relay_policy_check_retry(const relay_policy_t *p, char *err,
-    size_t errlen);
-static int relay_policy_check_inbound(const relay_policy_t *p, char *err,
-    size_t errlen);
+static int relay_policy_check_retry(const relay_policy_t *p,
+    relay_policy_check_t *ck, char *err, size_t errlen);
+static int relay_policy_check_inbound(const relay_policy_t *p,
+    relay_policy_check_t *ck, char *err, size_t errlen);
 static int relay_policy_check_destinations(const relay_policy_t *p,
-    char *err, size_t errlen);
-static int relay_policy_check_pools(const relay_policy_t *p, char *err,
-    size_t errlen);
+    relay_policy_check_t *ck, char *err, size_t errlen);
+static int relay_policy_check_pools(const relay_policy_t *p,
+    relay_policy_check_t *ck, char *err, size_t errlen);
 static int relay_policy_check_addresses(const relay_policy_pool_t *pool,
-    size_t i, char *err, size_t errlen);
+    size_t i, relay_policy_check_t *ck, char *err, size_t errlen);
 static int relay_policy_check_rules(const relay_policy_t *p, int complete,
-    char *err, size_t errlen);
-static const relay_policy_pool_t *relay_policy_find_pool(
-    const relay_policy_t *p, const char *name);
-static int relay_policy_check_tls(const relay_policy_t *p, char *err,
-    size_t errlen);
+    relay_policy_check_t *ck, char *err, size_t errlen);
+static int relay_policy_check_tls(const relay_policy_t *p,
+    relay_policy_check_t *ck, char *err, size_t errlen);
 static void relay_policy_verror(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static const char *relay_policy_check_name(const char *s);
@@ -203,7 +246,7 @@ static const char *relay_policy_check_cidr(const char *s);
 static const char *relay_policy_check_text(const char *s, size_t max);
 static const char *relay_policy_check_word(const char *s);
 static int relay_policy_check_hops(char **hops, size_t n, const char *field,
-    char *err, size_t errlen);
+    relay_policy_seen_t *seen, char *err, size_t errlen);
 static int relay_policy_is_ipv4(const char *s, size_t len);
 static int relay_policy_is_ipv6(const char *s, size_t len);
 static int64_t relay_policy_days_from_civil(int64_t y, unsigned m, unsigned d);
@@ -2024,17 +2067,65 @@ relay_policy_validate_draft(const relay_policy_t *p, char *err,
 }
 
 
-/* complete: a policy as a node gets it, its rules name pools it holds */
+/*
+ * complete: a policy as a node gets it, its rules name pools it holds.
+ * Every check is linear in the size of the policy (a policy near the
+ * message size limit costs milliseconds, on controld and on every node):
+ * lists have caps, duplicates are found through hash tables.
+ */
 
 static int
 relay_policy_check(const relay_policy_t *p, int complete, char *err,
     size_t errlen)
 {
-    const char  *why;
+    int                   rc;
+    size_t                n;
+    relay_policy_check_t  ck;
 
     if (errlen) {
         err[0] = '\0';
     }
+
+    if (relay_policy_check_lengths(p, err, errlen) != 0) {
+        return -1;
+    }
+
+    /* the longest list of Policy, at most RELAY_POLICY_MAX_ENTRIES */
+
+    n = p->n_routes;
+    n = n > p->n_backup_mx ? n : p->n_backup_mx;
+    n = n > p->n_retry ? n : p->n_retry;
+    n = n > p->n_inbound_limits ? n : p->n_inbound_limits;
+    n = n > p->n_destination_limits ? n : p->n_destination_limits;
+    n = n > p->n_egress_rules ? n : p->n_egress_rules;
+    n = n > p->n_tls ? n : p->n_tls;
+
+    memset(&ck, 0, sizeof(relay_policy_check_t));
+
+    if (relay_policy_seen_init(&ck.list, n) != 0
+        || relay_policy_seen_init(&ck.items, RELAY_POLICY_MAX_HOPS) != 0
+        || relay_policy_seen_init(&ck.pools, p->n_egress_pools) != 0)
+    {
+        relay_policy_verror(err, errlen, "out of memory");
+        rc = -1;
+
+    } else {
+        rc = relay_policy_check_all(p, complete, &ck, err, errlen);
+    }
+
+    relay_policy_seen_free(&ck.list);
+    relay_policy_seen_free(&ck.items);
+    relay_policy_seen_free(&ck.pools);
+
+    return rc;
+}
+
+
+static int
+relay_policy_check_all(const relay_policy_t *p, int complete,
+    relay_policy_check_t *ck, char *err, size_t errlen)
+{
+    const char  *why;
 
     why = relay_policy_check_text(p->comment, RELAY_POLICY_MAX_TEXT);
     if (why) {
@@ -2046,28 +2137,182 @@ relay_policy_check(const relay_policy_t *p, int complete, char *err,
         relay_fail("author: %s", why);
     }
 
+    /* the text form writes a four-digit year, and reads only that */
+
+    if (p->created_unix < 0 || p->created_unix > RELAY_POLICY_MAX_CREATED) {
+        relay_fail("created_unix: %lld is not in the years 1970 to 9999",
+                   (long long) p->created_unix);
+    }
+
     if (relay_policy_check_hop_lists((void *const *) p->routes, p->n_routes,
                                      "routes", "next_hops", "no next hop",
-                                     err, errlen)
+                                     ck, err, errlen)
            != 0
         || relay_policy_check_hop_lists((void *const *) p->backup_mx,
                                         p->n_backup_mx, "backup_mx", "hosts",
-                                        "no host", err, errlen)
+                                        "no host", ck, err, errlen)
            != 0
         || relay_policy_check_hops(p->fallback_relay, p->n_fallback_relay,
-                                   "fallback_relay", err, errlen)
+                                   "fallback_relay", &ck->items, err, errlen)
            != 0
-        || relay_policy_check_retry(p, err, errlen) != 0
-        || relay_policy_check_inbound(p, err, errlen) != 0
-        || relay_policy_check_destinations(p, err, errlen) != 0
-        || relay_policy_check_pools(p, err, errlen) != 0
-        || relay_policy_check_rules(p, complete, err, errlen) != 0
-        || relay_policy_check_tls(p, err, errlen) != 0)
+        || relay_policy_check_retry(p, ck, err, errlen) != 0
+        || relay_policy_check_inbound(p, ck, err, errlen) != 0
+        || relay_policy_check_destinations(p, ck, err, errlen) != 0
+        || relay_policy_check_pools(p, ck, err, errlen) != 0
+        || relay_policy_check_rules(p, complete, ck, err, errlen) != 0
+        || relay_policy_check_tls(p, ck, err, errlen) != 0)
     {
         return -1;
     }
 
     return 0;
+}
+
+
+/* the caps on list lengths, before anything else is looked at */
+
+static int
+relay_policy_check_lengths(const relay_policy_t *p, char *err, size_t errlen)
+{
+    size_t  i;
+    struct {
+        const char  *name;
+        size_t       n;
+    } lists[] = {
+        { "routes", p->n_routes },
+        { "backup_mx", p->n_backup_mx },
+        { "retry", p->n_retry },
+        { "inbound_limits", p->n_inbound_limits },
+        { "destination_limits", p->n_destination_limits },
+        { "egress_pools", p->n_egress_pools },
+        { "egress_rules", p->n_egress_rules },
+        { "tls", p->n_tls }
+    };
+
+    for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+        if (lists[i].n > RELAY_POLICY_MAX_ENTRIES) {
+            relay_fail("%s: %zu entries, more than %d", lists[i].name,
+                       lists[i].n, RELAY_POLICY_MAX_ENTRIES);
+        }
+    }
+
+    if (p->n_fallback_relay > RELAY_POLICY_MAX_HOPS) {
+        relay_fail("fallback_relay: %zu hops, more than %d",
+                   p->n_fallback_relay, RELAY_POLICY_MAX_HOPS);
+    }
+
+    return 0;
+}
+
+
+/* room for n strings at most half full: n of 0 still gets a table */
+
+static int
+relay_policy_seen_init(relay_policy_seen_t *st, size_t n)
+{
+    size_t  size;
+
+    for (size = 16; size < 2 * n; size *= 2) {
+        /* void */
+    }
+
+    st->e = calloc(size, sizeof(relay_policy_seen_entry_t));
+    if (st->e == NULL) {
+        return -1;
+    }
+
+    st->mask = size - 1;
+    st->gen = 1;
+
+    return 0;
+}
+
+
+static void
+relay_policy_seen_reset(relay_policy_seen_t *st)
+{
+    if (++st->gen == 0) {
+        memset(st->e, 0, (st->mask + 1) * sizeof(relay_policy_seen_entry_t));
+        st->gen = 1;
+    }
+}
+
+
+/*
+ * (key, s) of element "index": the index of an element seen before with
+ * the same, or (size_t) -1 when it is new (then it is remembered).
+ */
+
+static size_t
+relay_policy_seen(relay_policy_seen_t *st, int key, const char *s,
+    size_t index)
+{
+    size_t                      h;
+    const unsigned char        *c;
+    relay_policy_seen_entry_t  *e;
+
+    h = 2166136261u ^ (unsigned) key;
+
+    for (c = (const unsigned char *) s; *c; c++) {
+        h = (h ^ *c) * 16777619u;
+    }
+
+    for ( ;; ) {
+        e = &st->e[h & st->mask];
+
+        if (e->gen != st->gen) {
+            e->gen = st->gen;
+            e->s = s;
+            e->key = key;
+            e->index = index;
+            return (size_t) -1;
+        }
+
+        if (e->key == key && strcmp(e->s, s) == 0) {
+            return e->index;
+        }
+
+        h++;
+    }
+}
+
+
+/* whether s (key 0) was seen; nothing is remembered */
+
+static int
+relay_policy_seen_has(relay_policy_seen_t *st, const char *s)
+{
+    size_t                      h;
+    const unsigned char        *c;
+    relay_policy_seen_entry_t  *e;
+
+    h = 2166136261u;
+
+    for (c = (const unsigned char *) s; *c; c++) {
+        h = (h ^ *c) * 16777619u;
+    }
+
+    for ( ;; ) {
+        e = &st->e[h & st->mask];
+
+        if (e->gen != st->gen) {
+            return 0;
+        }
+
+        if (e->key == 0 && strcmp(e->s, s) == 0) {
+            return 1;
+        }
+
+        h++;
+    }
+}
+
+
+static void
+relay_policy_seen_free(relay_policy_seen_t *st)
+{
+    free(st->e);
+    st->e = NULL;
 }
 
 
@@ -2078,14 +2323,20 @@ relay_policy_check(const relay_policy_t *p, int complete, char *err,
 
 static int
 relay_policy_check_hop_lists(void *const *elts, size_t n, const char *list,
-    const char *hops, const char *none, char *err, size_t errlen)
+    const char *hops, const char *none, relay_policy_check_t *ck, char *err,
+    size_t errlen)
 {
     char     field[64];
     char   **hop;
     size_t   i, nhops;
 
+    relay_policy_seen_reset(&ck->list);
+
     for (i = 0; i < n; i++) {
-        if (relay_policy_check_pattern_at(elts, i, list, err, errlen) != 0) {
+        if (relay_policy_check_pattern_at(elts, i, list, &ck->list, err,
+                                          errlen)
+            != 0)
+        {
             return -1;
         }
 
@@ -2095,9 +2346,17 @@ relay_policy_check_hop_lists(void *const *elts, size_t n, const char *list,
             relay_fail("%s[%zu].%s: %s", list, i, hops, none);
         }
 
+        if (nhops > RELAY_POLICY_MAX_HOPS) {
+            relay_fail("%s[%zu].%s: %zu hops, more than %d", list, i, hops,
+                       nhops, RELAY_POLICY_MAX_HOPS);
+        }
+
         snprintf(field, sizeof(field), "%s[%zu].%s", list, i, hops);
 
-        if (relay_policy_check_hops(hop, nhops, field, err, errlen) != 0) {
+        if (relay_policy_check_hops(hop, nhops, field, &ck->items, err,
+                                    errlen)
+            != 0)
+        {
             return -1;
         }
     }
@@ -2113,7 +2372,7 @@ relay_policy_check_hop_lists(void *const *elts, size_t n, const char *list,
 
 static int
 relay_policy_check_pattern_at(void *const *elts, size_t i, const char *list,
-    char *err, size_t errlen)
+    relay_policy_seen_t *seen, char *err, size_t errlen)
 {
     size_t       k;
     const char  *pattern, *why;
@@ -2125,11 +2384,11 @@ relay_policy_check_pattern_at(void *const *elts, size_t i, const char *list,
         relay_fail("%s[%zu].pattern: %s", list, i, why);
     }
 
-    for (k = 0; k < i; k++) {
-        if (strcmp(relay_policy_pattern_of(elts[k]), pattern) == 0) {
-            relay_fail("%s[%zu].pattern: \"%s\" duplicates %s[%zu]", list, i,
-                       pattern, list, k);
-        }
+    k = relay_policy_seen(seen, 0, pattern, i);
+
+    if (k != (size_t) -1) {
+        relay_fail("%s[%zu].pattern: \"%s\" duplicates %s[%zu]", list, i,
+                   pattern, list, k);
     }
 
     return 0;
@@ -2143,7 +2402,7 @@ relay_policy_check_pattern_at(void *const *elts, size_t i, const char *list,
 
 static int
 relay_policy_check_match_at(void *const *elts, size_t i, const char *list,
-    const char *why, char *err, size_t errlen)
+    const char *why, relay_policy_seen_t *seen, char *err, size_t errlen)
 {
     int          key;
     size_t       k;
@@ -2156,16 +2415,11 @@ relay_policy_check_match_at(void *const *elts, size_t i, const char *list,
     key = *(const int *) relay_policy_field_of(elts[i], "key", NULL);
     match = *(char *const *) relay_policy_field_of(elts[i], "match", NULL);
 
-    for (k = 0; k < i; k++) {
-        if (*(const int *) relay_policy_field_of(elts[k], "key", NULL) == key
-            && strcmp(*(char *const *) relay_policy_field_of(elts[k], "match",
-                                                             NULL),
-                      match)
-               == 0)
-        {
-            relay_fail("%s[%zu].match: \"%s\" duplicates %s[%zu]", list, i,
-                       match, list, k);
-        }
+    k = relay_policy_seen(seen, key, match, i);
+
+    if (k != (size_t) -1) {
+        relay_fail("%s[%zu].match: \"%s\" duplicates %s[%zu]", list, i,
+                   match, list, k);
     }
 
     return 0;
@@ -2209,16 +2463,19 @@ relay_policy_pattern_of(const void *elt)
 
 
 static int
-relay_policy_check_retry(const relay_policy_t *p, char *err, size_t errlen)
+relay_policy_check_retry(const relay_policy_t *p, relay_policy_check_t *ck,
+    char *err, size_t errlen)
 {
     size_t                 i;
     relay_policy_retry_t  *rt;
+
+    relay_policy_seen_reset(&ck->list);
 
     for (i = 0; i < p->n_retry; i++) {
         rt = p->retry[i];
 
         if (relay_policy_check_pattern_at((void *const *) p->retry, i,
-                                          "retry", err, errlen)
+                                          "retry", &ck->list, err, errlen)
             != 0)
         {
             return -1;
@@ -2252,11 +2509,14 @@ relay_policy_check_retry(const relay_policy_t *p, char *err, size_t errlen)
 
 
 static int
-relay_policy_check_inbound(const relay_policy_t *p, char *err, size_t errlen)
+relay_policy_check_inbound(const relay_policy_t *p, relay_policy_check_t *ck,
+    char *err, size_t errlen)
 {
     size_t                   i;
     const char              *why;
     relay_policy_inbound_t  *l;
+
+    relay_policy_seen_reset(&ck->list);
 
     for (i = 0; i < p->n_inbound_limits; i++) {
         l = p->inbound_limits[i];
@@ -2282,7 +2542,8 @@ relay_policy_check_inbound(const relay_policy_t *p, char *err, size_t errlen)
         }
 
         if (relay_policy_check_match_at((void *const *) p->inbound_limits, i,
-                                        "inbound_limits", why, err, errlen)
+                                        "inbound_limits", why, &ck->list, err,
+                                        errlen)
             != 0)
         {
             return -1;
@@ -2304,19 +2565,21 @@ relay_policy_check_inbound(const relay_policy_t *p, char *err, size_t errlen)
 
 
 static int
-relay_policy_check_destinations(const relay_policy_t *p, char *err,
-    size_t errlen)
+relay_policy_check_destinations(const relay_policy_t *p,
+    relay_policy_check_t *ck, char *err, size_t errlen)
 {
     size_t                i;
     const char           *why;
     relay_policy_dest_t  *d;
+
+    relay_policy_seen_reset(&ck->list);
 
     for (i = 0; i < p->n_destination_limits; i++) {
         d = p->destination_limits[i];
 
         if (relay_policy_check_pattern_at(
                 (void *const *) p->destination_limits, i,
-                "destination_limits", err, errlen)
+                "destination_limits", &ck->list, err, errlen)
             != 0)
         {
             return -1;
@@ -2344,11 +2607,14 @@ relay_policy_check_destinations(const relay_policy_t *p, char *err,
 
 
 static int
-relay_policy_check_pools(const relay_policy_t *p, char *err, size_t errlen)
+relay_policy_check_pools(const relay_policy_t *p, relay_policy_check_t *ck,
+    char *err, size_t errlen)
 {
     size_t                i, k;
     const char           *why;
     relay_policy_pool_t  *pool;
+
+    relay_policy_seen_reset(&ck->pools);
 
     for (i = 0; i < p->n_egress_pools; i++) {
         pool = p->egress_pools[i];
@@ -2362,11 +2628,11 @@ relay_policy_check_pools(const relay_policy_t *p, char *err, size_t errlen)
             relay_fail("egress_pools[%zu].name: %s", i, why);
         }
 
-        for (k = 0; k < i; k++) {
-            if (strcmp(p->egress_pools[k]->name, pool->name) == 0) {
-                relay_fail("egress_pools[%zu].name: \"%s\" duplicates "
-                           "egress_pools[%zu]", i, pool->name, k);
-            }
+        k = relay_policy_seen(&ck->pools, 0, pool->name, i);
+
+        if (k != (size_t) -1) {
+            relay_fail("egress_pools[%zu].name: \"%s\" duplicates "
+                       "egress_pools[%zu]", i, pool->name, k);
         }
 
         why = relay_policy_check_name(pool->ehlo_name);
@@ -2378,7 +2644,13 @@ relay_policy_check_pools(const relay_policy_t *p, char *err, size_t errlen)
             relay_fail("egress_pools[%zu].addresses: no address", i);
         }
 
-        if (relay_policy_check_addresses(pool, i, err, errlen) != 0) {
+        if (pool->n_addresses > RELAY_POLICY_MAX_ADDRESSES) {
+            relay_fail("egress_pools[%zu].addresses: %zu addresses, more "
+                       "than %d", i, pool->n_addresses,
+                       RELAY_POLICY_MAX_ADDRESSES);
+        }
+
+        if (relay_policy_check_addresses(pool, i, ck, err, errlen) != 0) {
             return -1;
         }
     }
@@ -2389,10 +2661,12 @@ relay_policy_check_pools(const relay_policy_t *p, char *err, size_t errlen)
 
 static int
 relay_policy_check_addresses(const relay_policy_pool_t *pool, size_t i,
-    char *err, size_t errlen)
+    relay_policy_check_t *ck, char *err, size_t errlen)
 {
     size_t                       j, k;
     relay_policy_egress_addr_t  *a;
+
+    relay_policy_seen_reset(&ck->items);
 
     for (j = 0; j < pool->n_addresses; j++) {
         a = pool->addresses[j];
@@ -2404,12 +2678,12 @@ relay_policy_check_addresses(const relay_policy_pool_t *pool, size_t i,
                        "is not an IPv4 or IPv6 address", i, j, a->address);
         }
 
-        for (k = 0; k < j; k++) {
-            if (strcmp(pool->addresses[k]->address, a->address) == 0) {
-                relay_fail("egress_pools[%zu].addresses[%zu].address: "
-                           "\"%s\" duplicates addresses[%zu]", i, j,
-                           a->address, k);
-            }
+        k = relay_policy_seen(&ck->items, 0, a->address, j);
+
+        if (k != (size_t) -1) {
+            relay_fail("egress_pools[%zu].addresses[%zu].address: "
+                       "\"%s\" duplicates addresses[%zu]", i, j,
+                       a->address, k);
         }
 
         if (a->weight > RELAY_POLICY_MAX_WEIGHT) {
@@ -2424,12 +2698,14 @@ relay_policy_check_addresses(const relay_policy_pool_t *pool, size_t i,
 
 
 static int
-relay_policy_check_rules(const relay_policy_t *p, int complete, char *err,
-    size_t errlen)
+relay_policy_check_rules(const relay_policy_t *p, int complete,
+    relay_policy_check_t *ck, char *err, size_t errlen)
 {
     size_t                i;
     const char           *why;
     relay_policy_rule_t  *rule;
+
+    relay_policy_seen_reset(&ck->list);
 
     for (i = 0; i < p->n_egress_rules; i++) {
         rule = p->egress_rules[i];
@@ -2451,13 +2727,16 @@ relay_policy_check_rules(const relay_policy_t *p, int complete, char *err,
         }
 
         if (relay_policy_check_match_at((void *const *) p->egress_rules, i,
-                                        "egress_rules", why, err, errlen)
+                                        "egress_rules", why, &ck->list, err,
+                                        errlen)
             != 0)
         {
             return -1;
         }
 
-        if (complete && relay_policy_find_pool(p, rule->pool) == NULL) {
+        /* the pools' table holds every pool name (checked before) */
+
+        if (complete && !relay_policy_seen_has(&ck->pools, rule->pool)) {
             relay_fail("egress_rules[%zu].pool: no egress pool \"%s\"", i,
                        rule->pool);
         }
@@ -2467,29 +2746,17 @@ relay_policy_check_rules(const relay_policy_t *p, int complete, char *err,
 }
 
 
-static const relay_policy_pool_t *
-relay_policy_find_pool(const relay_policy_t *p, const char *name)
-{
-    size_t  i;
-
-    for (i = 0; i < p->n_egress_pools; i++) {
-        if (strcmp(p->egress_pools[i]->name, name) == 0) {
-            return p->egress_pools[i];
-        }
-    }
-
-    return NULL;
-}
-
-
 static int
-relay_policy_check_tls(const relay_policy_t *p, char *err, size_t errlen)
+relay_policy_check_tls(const relay_policy_t *p, relay_policy_check_t *ck,
+    char *err, size_t errlen)
 {
     size_t  i;
+
+    relay_policy_seen_reset(&ck->list);
 
     for (i = 0; i < p->n_tls; i++) {
         if (relay_policy_check_pattern_at((void *const *) p->tls, i, "tls",
-                                          err, errlen)
+                                          &ck->list, err, errlen)
             != 0)
         {
             return -1;
@@ -2717,12 +2984,14 @@ relay_policy_hop(const char *s, relay_policy_hop_t *hop)
 
 
 static int
-relay_policy_check_hops(char **hops, size_t n, const char *field, char *err,
-    size_t errlen)
+relay_policy_check_hops(char **hops, size_t n, const char *field,
+    relay_policy_seen_t *seen, char *err, size_t errlen)
 {
     size_t               i, k;
     const char          *why;
     relay_policy_hop_t   hop;
+
+    relay_policy_seen_reset(seen);
 
     for (i = 0; i < n; i++) {
         why = relay_policy_hop(hops[i], &hop);
@@ -2732,12 +3001,12 @@ relay_policy_check_hops(char **hops, size_t n, const char *field, char *err,
             return -1;
         }
 
-        for (k = 0; k < i; k++) {
-            if (strcmp(hops[k], hops[i]) == 0) {
-                relay_policy_verror(err, errlen, "%s[%zu]: \"%s\" duplicates "
-                                    "%s[%zu]", field, i, hops[i], field, k);
-                return -1;
-            }
+        k = relay_policy_seen(seen, 0, hops[i], i);
+
+        if (k != (size_t) -1) {
+            relay_policy_verror(err, errlen, "%s[%zu]: \"%s\" duplicates "
+                                "%s[%zu]", field, i, hops[i], field, k);
+            return -1;
         }
     }
 
