@@ -5,6 +5,8 @@
 #   ./build.sh            build (installing packages first when missing)
 #   ./build.sh run        build, then run nginx in the foreground on loopback
 #   ./build.sh test       build, then run every test (unit + integration)
+#   ./build.sh fuzz [S]   build, then run each fuzz harness for S seconds
+#                         (default 60; tests/fuzz/run.sh)
 #   ./build.sh deps       only install packages
 #
 # Environment: RELAY_PREFIX (run prefix, default ./var), BUILD_DIR (./build).
@@ -23,6 +25,7 @@ packages=(
     python3-pytest python3-grpcio python3-protobuf
     swaks postfix dnsmasq-base bind9-dnsutils openssl curl
     libio-socket-ssl-perl libnet-ssleay-perl make gcc
+    clang libclang-rt-14-dev zlib1g-dev
 )
 
 log() { printf 'build.sh: %s\n' "$*" >&2; }
@@ -120,8 +123,14 @@ test)
     build_controld
     exec "$top/tests/run-all.sh" "$build_dir"
     ;;
+fuzz)
+    install_deps
+    build_module
+    build_controld
+    exec "$top/tests/fuzz/run.sh" "$build_dir" "${2:-60}"
+    ;;
 *)
-    echo "usage: $0 [build|run|test|deps]" >&2
+    echo "usage: $0 [build|run|test|fuzz [SECONDS]|deps]" >&2
     exit 2
     ;;
 esac

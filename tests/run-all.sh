@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 #
 # Runs every test: C unit tests of the parsers, the policy library and the
-# queue library, then the integration suite against Debian's nginx with the
-# module.  Ends with one line "N passed, N failed" over all of them, and a
+# queue library, each fuzz harness for a few seconds (RELAY_FUZZ_SECONDS,
+# default 3: they keep building and their seeds stay clean), then the
+# integration suite against Debian's nginx with the module.  Ends with one line "N passed, N failed" over all of them, and a
 # non-zero exit if anything failed.
 #
 #   tests/run-all.sh BUILD_DIR
@@ -39,6 +40,13 @@ echo "== queue library unit tests"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 passed=$((passed + $(count passed "$log/unit-queue")))
 failed=$((failed + $(count failed "$log/unit-queue")))
+
+echo "== fuzz harnesses, a few seconds each (./build.sh fuzz for longer)"
+"$top/tests/fuzz/run.sh" "$build_dir" "${RELAY_FUZZ_SECONDS:-3}" 2>&1 \
+    | tee "$log/fuzz"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+passed=$((passed + $(count passed "$log/fuzz")))
+failed=$((failed + $(count failed "$log/fuzz")))
 
 echo "== integration tests"
 export RELAY_MODULE="$build_dir/objs/ngx_stream_relay_module.so"
