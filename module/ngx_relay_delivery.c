@@ -214,8 +214,6 @@ static void ngx_relay_delivery_set_all(ngx_relay_delivery_t *d,
 static void ngx_relay_delivery_set(ngx_relay_delivery_t *d,
     ngx_relay_dest_t *dst, ngx_uint_t status, const char *dsn);
 static void ngx_relay_delivery_finish(ngx_relay_delivery_t *d);
-static ngx_int_t ngx_relay_delivery_enhanced(u_char *p, size_t len,
-    u_char class, u_char *out);
 static ngx_uint_t ngx_relay_delivery_open(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_throttled(ngx_relay_delivery_t *d,
     ngx_msec_t wait, ngx_uint_t slow);
@@ -1093,6 +1091,7 @@ ngx_relay_delivery_read_handler(ngx_event_t *ev)
     for ( ;; ) {
 
         if (b->pos < b->last) {
+            d->rp.ehlo = (d->state == ngx_relay_dst_ehlo);
             rc = ngx_relay_parse_reply(&d->rp, b);
 
             if (rc == NGX_RELAY_PARSE_INVALID) {
@@ -1531,40 +1530,24 @@ ngx_relay_delivery_rset(ngx_relay_delivery_t *d)
 static void
 ngx_relay_delivery_extensions(ngx_relay_delivery_t *d)
 {
-    u_char                 *p, *last;
+    ngx_uint_t              ext;
     ngx_relay_smtp_conn_t  *sc;
 
     sc = d->conn;
     sc->esmtp = 1;
 
-    /* the collected text: "host greeting EXT1 EXT2 args ..." by lines */
+    /* the EHLO keywords, each a line's first word (ngx_relay_parse.c) */
 
-    p = d->rp.text;
-    last = p + d->rp.text_len;
+    ext = d->rp.ext;
 
-    sc->smtputf8 = (ngx_strlcasestrn(p, last, (u_char *) "SMTPUTF8", 7)
-                    != NULL);
-    sc->starttls = (ngx_strlcasestrn(p, last, (u_char *) "STARTTLS", 7)
-                    != NULL);
-    sc->eightbit = (ngx_strlcasestrn(p, last, (u_char *) "8BITMIME", 7)
-                    != NULL);
-    sc->pipelining = (ngx_strlcasestrn(p, last, (u_char *) "PIPELINING", 9)
-                      != NULL);
-
-    p = ngx_strlcasestrn(p, last, (u_char *) "SIZE ", 4);
-
-    if (p) {
-        p += 5;
-
-        while (p < last && *p >= '0' && *p <= '9') {
-            sc->size_limit = sc->size_limit * 10 + (*p++ - '0');
-
-            if (sc->size_limit > NGX_MAX_OFF_T_VALUE / 10) {
-                sc->size_limit = 0;
-                break;
-            }
-        }
-    }
+    sc->smtputf8 = (ext & NGX_RELAY_EXT_SMTPUTF8) != 0;
+    sc->starttls = (ext & NGX_RELAY_EXT_STARTTLS) != 0;
+    sc->eightbit = (ext & NGX_RELAY_EXT_8BITMIME) != 0;
+    sc->pipelining = (ext & NGX_RELAY_EXT_PIPELINING) != 0;
+    sc->dsn = (ext & NGX_RELAY_EXT_DSN) != 0;
+    sc->chunking = (ext & NGX_RELAY_EXT_CHUNKING) != 0;
+    sc->binarymime = (ext & NGX_RELAY_EXT_BINARYMIME) != 0;
+    sc->size_limit = (ext & NGX_RELAY_EXT_SIZE) ? d->rp.size : 0;
 }
 
 
@@ -2002,60 +1985,12 @@ ngx_relay_delivery_set(ngx_relay_delivery_t *d, ngx_relay_dest_t *dst,
 
     /* an enhanced code in the reply is more precise than ours */
 
-    (void) ngx_relay_delivery_enhanced(dst->reply, dst->reply_len, dsn[0],
+    (void) ngx_relay_parse_enhanced(dst->reply, dst->reply_len, dsn[0],
                                        dst->dsn);
 
     ngx_memcpy(dst->relay, d->relay, d->relay_len);
     dst->relay_len = d->relay_len;
     dst->reused = d->reused;
-}
-
-
-/*
- * The first "c.ddd.ddd" of class c in a reply text (RFC 3463): after the
- * reply code of a reply, or anywhere in our own "MAIL: 451 4.3.2 ..." texts.
- */
-
-static ngx_int_t
-ngx_relay_delivery_enhanced(u_char *p, size_t len, u_char class, u_char *out)
-{
-    u_char      *last, *s;
-    ngx_uint_t   dots, digits;
-
-    last = p + len;
-
-    for ( /* void */ ; p + 4 < last; p++) {
-        if (*p != class || p[1] != '.' || (p > last - len && p[-1] != ' ')) {
-            continue;
-        }
-
-        dots = 0;
-        digits = 0;
-
-        for (s = p + 2; s < last && *s != ' '; s++) {
-            if (*s == '.') {
-                if (digits == 0 || ++dots > 1) {
-                    break;
-                }
-
-                digits = 0;
-                continue;
-            }
-
-            if (*s < '0' || *s > '9' || ++digits > 3) {
-                break;
-            }
-        }
-
-        if ((s == last || *s == ' ') && dots == 1 && digits
-            && (size_t) (s - p) < 12)
-        {
-            ngx_cpystrn(out, p, s - p + 1);
-            return NGX_OK;
-        }
-    }
-
-    return NGX_DECLINED;
 }
 
 
@@ -2143,7 +2078,7 @@ ngx_relay_delivery_finish(ngx_relay_delivery_t *d)
         if (dst->status == NGX_RELAY_DELIVERY_PENDING && dst->soft) {
             dst->status = NGX_RELAY_DELIVERY_DEFERRED;
             ngx_cpystrn(dst->dsn, (u_char *) "4.0.0", sizeof(dst->dsn));
-            (void) ngx_relay_delivery_enhanced(dst->reply, dst->reply_len,
+            (void) ngx_relay_parse_enhanced(dst->reply, dst->reply_len,
                                                '4', dst->dsn);
         }
     }

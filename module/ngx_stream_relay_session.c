@@ -1763,18 +1763,18 @@ ngx_stream_relay_auth_step(ngx_stream_relay_session_t *rs, ngx_str_t *line)
 
     rs->lp.max = NGX_STREAM_RELAY_ESMTP_LINE_MAX;
 
-    if (line->len == 1 && line->data[0] == '*') {
+    switch (ngx_relay_parse_auth_response(line, buf, sizeof(buf), &decoded)) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_DECLINED:
         ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
         ngx_stream_relay_error_reply(rs, "501 5.7.0 Authentication "
                                      "cancelled");
         return;
-    }
 
-    decoded.data = buf;
-
-    if (ngx_base64_decoded_length(line->len) > sizeof(buf)
-        || ngx_decode_base64(&decoded, line) != NGX_OK)
-    {
+    default:
         ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
         ngx_stream_relay_error_reply(rs, "501 5.5.2 Invalid base64 data");
         return;
