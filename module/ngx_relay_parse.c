@@ -2534,3 +2534,57 @@ ngx_relay_parse_pop3_number(ngx_str_t *arg, ngx_uint_t *n)
 
     return NGX_OK;
 }
+
+
+u_char *
+ngx_relay_escape(u_char *dst, size_t size, u_char *src, size_t len)
+{
+    u_char          ch, *end;
+    size_t          i, need;
+    static u_char   hex[] = "0123456789abcdef";
+
+    need = 0;
+
+    for (i = 0; i < len; i++) {
+        ch = src[i];
+        need += (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') ? 1 : 4;
+    }
+
+    /* what does not fit ends in "...": keep room for it */
+
+    end = dst + size;
+
+    if (need > size) {
+        end = (size >= 3) ? end - 3 : dst;
+    }
+
+    for (i = 0; i < len; i++) {
+        ch = src[i];
+
+        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
+            if (end - dst < 1) {
+                break;
+            }
+
+            *dst++ = ch;
+            continue;
+        }
+
+        if (end - dst < 4) {
+            break;
+        }
+
+        *dst++ = '\\';
+        *dst++ = 'x';
+        *dst++ = hex[ch >> 4];
+        *dst++ = hex[ch & 0xf];
+    }
+
+    if (need > size && size >= 3) {
+        *dst++ = '.';
+        *dst++ = '.';
+        *dst++ = '.';
+    }
+
+    return dst;
+}

@@ -350,4 +350,15 @@ ngx_int_t ngx_relay_parse_pop3_command(ngx_str_t *line,
 ngx_int_t ngx_relay_parse_pop3_number(ngx_str_t *arg, ngx_uint_t *n);
 
 
+/*
+ * What a log line or a reply quotes of someone else's octets: printable
+ * ASCII as is, but '"' and '\\'; everything else (control characters,
+ * DEL, 8-bit) as "\xHH".  Writes at most size octets to dst (a quoted
+ * string that does not fit ends in "..."); returns the end.  Never
+ * writes a control character.
+ */
+
+u_char *ngx_relay_escape(u_char *dst, size_t size, u_char *src, size_t len);
+
+
 #endif /* _NGX_RELAY_PARSE_H_INCLUDED_ */

@@ -72,6 +72,7 @@ typedef struct {
     ngx_uint_t                   max_recipients;
     ngx_uint_t                   max_errors;
     ngx_msec_t                   timeout;
+    ngx_flag_t                   strict_pipelining;
 } ngx_stream_relay_srv_conf_t;
 
 
@@ -128,6 +129,9 @@ typedef struct {
 
     ngx_stream_relay_txn_t      *txn;
     ngx_uint_t                   errors;
+
+    /* a command after which the client must wait for our reply */
+    const char                  *sync;
 
     /* for access_log variables: the last transaction's facts */
     ngx_str_t                    last_sender;

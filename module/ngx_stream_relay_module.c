@@ -419,6 +419,13 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       offsetof(ngx_stream_relay_srv_conf_t, timeout),
       NULL },
 
+    { ngx_string("relay_strict_pipelining"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      offsetof(ngx_stream_relay_srv_conf_t, strict_pipelining),
+      NULL },
+
       ngx_null_command
 };
 
@@ -723,6 +730,7 @@ ngx_stream_relay_create_srv_conf(ngx_conf_t *cf)
     conf->max_recipients = NGX_CONF_UNSET_UINT;
     conf->max_errors = NGX_CONF_UNSET_UINT;
     conf->timeout = NGX_CONF_UNSET_MSEC;
+    conf->strict_pipelining = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -744,6 +752,8 @@ ngx_stream_relay_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
                               1000);
     ngx_conf_merge_uint_value(conf->max_errors, prev->max_errors, 20);
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 300000);
+    ngx_conf_merge_value(conf->strict_pipelining, prev->strict_pipelining,
+                         1);
 
     if (conf->starttls && ngx_stream_relay_setup_tls(cf, conf) != NGX_OK) {
         return NGX_CONF_ERROR;

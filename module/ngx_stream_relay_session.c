@@ -23,6 +23,14 @@
  * the flush rule of RFC 2920: replies of a pipelined group go out together,
  * in order, and nothing is held back while the client waits.
  *
+ * Pipelining discipline (RFC 2920 3.1, relay_strict_pipelining): after
+ * DATA, the last chunk of BDAT LAST, STARTTLS, each step of AUTH and QUIT
+ * the client must wait for the reply.  Input that is there before the
+ * reply goes out (in the buffer, or read at once when the reply is due)
+ * is out of sync: 554 5.5.0, nothing of it executed, the connection
+ * closed.  MAIL, RCPT and DATA in one write, and the next MAIL right after
+ * the final dot, are legitimate and go on.
+ *
  * DATA is copied through the byte parser into a 64 KB buffer written to the
  * spool as it fills: a large message costs one buffer, never its size.
  * Bare CR or LF never ends DATA; a message containing either is refused
@@ -98,6 +106,8 @@ static void ngx_stream_relay_committed(ngx_relay_spool_writer_t *w,
 static void ngx_stream_relay_disk_error(ngx_stream_relay_session_t *rs,
     ngx_err_t err);
 static void ngx_stream_relay_resume(ngx_stream_relay_session_t *rs);
+static ngx_uint_t ngx_stream_relay_out_of_sync(
+    ngx_stream_relay_session_t *rs, const char *after);
 
 
 static const char  *ngx_stream_relay_state_names[] = {
@@ -283,6 +293,15 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
             if (rc == NGX_AGAIN) {
                 return;                  /* the write event brings us back */
             }
+        }
+
+        /* the reply to a command the client must wait for is due */
+
+        if (rs->sync && rs->state != ngx_stream_relay_st_busy
+            && rs->state != ngx_stream_relay_st_closing)
+        {
+            (void) ngx_stream_relay_out_of_sync(rs, rs->sync);
+            continue;
         }
 
         switch (rs->state) {
@@ -553,6 +572,10 @@ ngx_stream_relay_execute(ngx_stream_relay_session_t *rs,
         return;
 
     case NGX_RELAY_CMD_QUIT:
+        if (ngx_stream_relay_out_of_sync(rs, "QUIT")) {
+            return;
+        }
+
         ngx_stream_relay_reply(rs, "221 2.0.0 %V Bye",
                                &rs->main_conf->hostname);
         ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
@@ -1004,6 +1027,7 @@ ngx_stream_relay_data(ngx_stream_relay_session_t *rs,
     ngx_stream_relay_txn_t  *txn;
 
     txn = rs->txn;
+    rs->sync = "DATA";                   /* whatever we answer */
 
     if (cmd->arg.len) {
         ngx_stream_relay_error_reply(rs, "501 5.5.4 Syntax: DATA");
@@ -1022,6 +1046,12 @@ ngx_stream_relay_data(ngx_stream_relay_session_t *rs,
 
     if (txn->env.rcpts.nelts == 0) {
         ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: need RCPT command");
+        return;
+    }
+
+    /* the content must wait for "354": 554 instead, nothing stored */
+
+    if (ngx_stream_relay_out_of_sync(rs, "DATA")) {
         return;
     }
 
@@ -1135,6 +1165,10 @@ ngx_stream_relay_read_bdat(ngx_stream_relay_session_t *rs)
     }
 
     ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
+
+    if (txn->bdat_last) {
+        rs->sync = "BDAT LAST";
+    }
 
     if (txn->failed) {
         /*
@@ -1353,6 +1387,60 @@ ngx_stream_relay_disk_error(ngx_stream_relay_session_t *rs, ngx_err_t err)
 }
 
 
+/*
+ * RFC 2920 3.1: after "after", the client waits for our reply.  Input in
+ * the buffer, or readable right now, came before it could have seen that
+ * reply: 554 5.5.0 and close, none of it executed (an open transaction is
+ * dropped with it).  Returns 1 then.  With relay_strict_pipelining off,
+ * the session goes on as before (STARTTLS still drops what came along).
+ */
+
+static ngx_uint_t
+ngx_stream_relay_out_of_sync(ngx_stream_relay_session_t *rs,
+    const char *after)
+{
+    u_char     text[96], *p;
+    ngx_buf_t  *in;
+
+    rs->sync = NULL;
+    in = rs->in;
+
+    if (!rs->conf->strict_pipelining) {
+        return 0;
+    }
+
+    if (in->pos == in->last) {
+        switch (ngx_stream_relay_read(rs)) {
+
+        case NGX_AGAIN:
+            return 0;
+
+        case NGX_ERROR:
+            ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+            return 1;
+
+        default:
+            break;                       /* it came: out of sync */
+        }
+    }
+
+    p = ngx_relay_escape(text, sizeof(text), in->pos, in->last - in->pos);
+
+    ngx_log_error(NGX_LOG_INFO, rs->connection->log, 0,
+                  "SMTP protocol synchronization error: input after %s "
+                  "before the reply: \"%*s\"", after, p - text, text);
+
+    in->pos = in->last;
+    ngx_stream_relay_txn_end(rs);
+
+    ngx_stream_relay_reply(rs, "554 5.5.0 Error: SMTP protocol "
+                           "synchronization");
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+
+    return 1;
+}
+
+
 /* back from a task: run the loop outside the task's completion handler */
 
 static void
@@ -1559,6 +1647,10 @@ ngx_stream_relay_starttls(ngx_stream_relay_session_t *rs,
         return;
     }
 
+    if (ngx_stream_relay_out_of_sync(rs, "STARTTLS")) {
+        return;
+    }
+
     ngx_stream_relay_reply(rs, "220 2.0.0 Ready to start TLS");
 
     /*
@@ -1646,6 +1738,8 @@ ngx_stream_relay_auth(ngx_stream_relay_session_t *rs,
 {
     u_char     *p, *last;
     ngx_str_t   mech, initial;
+
+    rs->sync = "AUTH";
 
     if (rs->conf->auth_users == NULL) {
         ngx_stream_relay_error_reply(rs, "502 5.5.1 Error: command not "
@@ -1741,6 +1835,8 @@ ngx_stream_relay_auth_response(ngx_stream_relay_session_t *rs)
     if (rc == NGX_AGAIN) {
         return NGX_AGAIN;
     }
+
+    rs->sync = "AUTH";
 
     if (rc == NGX_RELAY_PARSE_TOO_LONG) {
         rs->lp.max = NGX_STREAM_RELAY_ESMTP_LINE_MAX;

@@ -223,10 +223,27 @@ stream {
         relay_timeout 1s;
         access_log logs/smtp.log smtp;
     }
+
+    # lax: like main, with STARTTLS and AUTH, pipelining discipline off
+    server {
+        listen 127.0.0.1:@@PORT_LAX@@;
+        relay_smtp;
+        relay_trusted_networks 127.0.0.0/8;
+        relay_strict_pipelining off;
+        relay_starttls on;
+        ssl_certificate conf/cert.pem;
+        ssl_certificate_key conf/key.pem;
+        relay_auth_file conf/passwd;
+        relay_max_message_size 1m;
+        relay_max_recipients 5;
+        relay_max_errors 5;
+        relay_timeout 5s;
+        access_log logs/smtp.log smtp;
+    }
 }
 """
 
-PORT_NAMES = ("main", "sub", "untrusted", "idle")
+PORT_NAMES = ("main", "sub", "untrusted", "idle", "lax")
 
 
 def render_conf(ports, workers=2, stream_extra=""):
@@ -240,6 +257,7 @@ def render_conf(ports, workers=2, stream_extra=""):
         "PORT_SUB": str(ports["sub"]),
         "PORT_UNTRUSTED": str(ports["untrusted"]),
         "PORT_IDLE": str(ports["idle"]),
+        "PORT_LAX": str(ports["lax"]),
     }
     for k, v in subst.items():
         conf = conf.replace("@@%s@@" % k, v)
