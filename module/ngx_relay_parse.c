@@ -2588,3 +2588,72 @@ ngx_relay_escape(u_char *dst, size_t size, u_char *src, size_t len)
 
     return dst;
 }
+
+
+u_char *
+ngx_relay_orcpt(u_char *dst, size_t size, ngx_str_t *addr)
+{
+    u_char          ch, *p, *end;
+    size_t          i;
+    ngx_uint_t      utf8;
+    static u_char   hex[] = "0123456789ABCDEF";
+
+    utf8 = 0;
+
+    for (i = 0; i < addr->len; i++) {
+        utf8 |= (addr->data[i] >= 0x80);
+    }
+
+    end = dst + ngx_min(size, NGX_RELAY_MAX_ORCPT);
+    p = dst;
+
+    if ((size_t) (end - p) < 7) {
+        return NULL;
+    }
+
+    p = ngx_cpymem(p, utf8 ? "utf-8;" : "rfc822;", utf8 ? 6 : 7);
+
+    for (i = 0; i < addr->len; i++) {
+        ch = addr->data[i];
+
+        if (ch > 32 && ch < 127 && ch != '+' && ch != '=' && ch != '\\') {
+            if (end - p < 1) {
+                return NULL;
+            }
+
+            *p++ = ch;
+            continue;
+        }
+
+        if (utf8 && ch >= 0x80) {
+            if (end - p < 1) {
+                return NULL;
+            }
+
+            *p++ = ch;                   /* validated UTF-8, as is */
+            continue;
+        }
+
+        if (utf8) {
+            if (end - p < 6) {
+                return NULL;
+            }
+
+            p = ngx_cpymem(p, "\\x{", 3);
+            *p++ = hex[ch >> 4];
+            *p++ = hex[ch & 0xf];
+            *p++ = '}';
+            continue;
+        }
+
+        if (end - p < 3) {
+            return NULL;
+        }
+
+        *p++ = '+';
+        *p++ = hex[ch >> 4];
+        *p++ = hex[ch & 0xf];
+    }
+
+    return p;
+}

@@ -228,6 +228,17 @@ ngx_int_t ngx_relay_check_xtext(ngx_str_t *s);
 
 
 /*
+ * An ORCPT value for an address that came without one (RFC 3461 4.2):
+ * "rfc822;" and the address as xtext, or for an address with UTF-8
+ * "utf-8;" and utf-8-addr-unitext (RFC 6533 3: UTF-8 as is, "\x{HEX}"
+ * for what xtext forbids).  Writes at most size octets; NULL when it does
+ * not fit or would be over 500 characters (then there is none).
+ */
+
+u_char *ngx_relay_orcpt(u_char *dst, size_t size, ngx_str_t *addr);
+
+
+/*
  * One response line of an AUTH exchange (RFC 4954 4): "*" cancels
  * (NGX_DECLINED), "=" is an empty response, anything else is base64
  * (RFC 4648 4; the padding may be left out, as nginx's decoder allows)

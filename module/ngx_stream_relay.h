@@ -37,6 +37,7 @@ typedef struct {
     ngx_str_t                    thread_pool_name;
     ngx_thread_pool_t           *thread_pool;
     ngx_array_t                 *domains;        /* ngx_relay_domain_t */
+    ngx_array_t                 *own_addrs;      /* ngx_relay_own_addr_t */
     ngx_msec_t                   scan_interval;
     ngx_uint_t                   spool_sync;     /* NGX_RELAY_SYNC_* */
     size_t                       journal_size;   /* both segments */
@@ -73,6 +74,8 @@ typedef struct {
     ngx_uint_t                   max_errors;
     ngx_msec_t                   timeout;
     ngx_flag_t                   strict_pipelining;
+    ngx_flag_t                   address_literals;  /* relay to them */
+    ngx_flag_t                   literal_local;     /* own: local */
 } ngx_stream_relay_srv_conf_t;
 
 

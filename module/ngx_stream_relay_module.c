@@ -19,6 +19,7 @@
 #include <ngx_relay_auth.h>
 #include <ngx_relay_dns.h>
 #include <ngx_relay_delivery.h>
+#include <ngx_relay_literal.h>
 
 
 static void *ngx_stream_relay_create_main_conf(ngx_conf_t *cf);
@@ -50,6 +51,8 @@ static ngx_int_t ngx_stream_relay_init_control(ngx_conf_t *cf,
     ngx_stream_relay_main_conf_t *rmcf);
 static ngx_int_t ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
     ngx_stream_relay_main_conf_t *rmcf, ngx_relay_sched_t *sc);
+static ngx_int_t ngx_stream_relay_own_addrs(ngx_conf_t *cf,
+    ngx_stream_relay_main_conf_t *rmcf);
 static ngx_int_t ngx_stream_relay_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_stream_relay_init_process(ngx_cycle_t *cycle);
 static void ngx_stream_relay_exit_process(ngx_cycle_t *cycle);
@@ -426,6 +429,20 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       offsetof(ngx_stream_relay_srv_conf_t, strict_pipelining),
       NULL },
 
+    { ngx_string("relay_address_literals"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      offsetof(ngx_stream_relay_srv_conf_t, address_literals),
+      NULL },
+
+    { ngx_string("relay_address_literal_local"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      offsetof(ngx_stream_relay_srv_conf_t, literal_local),
+      NULL },
+
       ngx_null_command
 };
 
@@ -622,6 +639,10 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
         rmcf->hostname = cf->cycle->hostname;
     }
 
+    if (ngx_stream_relay_own_addrs(cf, rmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     if (ngx_stream_relay_init_control(cf, rmcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
@@ -731,6 +752,8 @@ ngx_stream_relay_create_srv_conf(ngx_conf_t *cf)
     conf->max_errors = NGX_CONF_UNSET_UINT;
     conf->timeout = NGX_CONF_UNSET_MSEC;
     conf->strict_pipelining = NGX_CONF_UNSET;
+    conf->address_literals = NGX_CONF_UNSET;
+    conf->literal_local = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -754,6 +777,8 @@ ngx_stream_relay_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 300000);
     ngx_conf_merge_value(conf->strict_pipelining, prev->strict_pipelining,
                          1);
+    ngx_conf_merge_value(conf->address_literals, prev->address_literals, 1);
+    ngx_conf_merge_value(conf->literal_local, prev->literal_local, 0);
 
     if (conf->starttls && ngx_stream_relay_setup_tls(cf, conf) != NGX_OK) {
         return NGX_CONF_ERROR;
@@ -1109,6 +1134,41 @@ ngx_stream_relay_control(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * This node's own addresses, for address literals: the stream
+ * listeners', the interfaces' for a wildcard listener (read now, again at
+ * each reload).
+ */
+
+static ngx_int_t
+ngx_stream_relay_own_addrs(ngx_conf_t *cf, ngx_stream_relay_main_conf_t *rmcf)
+{
+    ngx_uint_t                    i;
+    ngx_stream_listen_t          *ls;
+    ngx_stream_core_main_conf_t  *cmcf;
+
+    rmcf->own_addrs = ngx_array_create(cf->pool, 4,
+                                       sizeof(ngx_relay_own_addr_t));
+    if (rmcf->own_addrs == NULL) {
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_stream_conf_get_module_main_conf(cf, ngx_stream_core_module);
+    ls = cmcf->listen.elts;
+
+    for (i = 0; i < cmcf->listen.nelts; i++) {
+        if (ngx_relay_literal_add_own(rmcf->own_addrs, ls[i].sockaddr,
+                                      ls[i].socklen, ls[i].wildcard, cf->log)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 

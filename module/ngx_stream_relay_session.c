@@ -45,6 +45,7 @@
 #include <ngx_stream_relay.h>
 #include <ngx_relay_auth.h>
 #include <ngx_relay_maildir.h>
+#include <ngx_relay_literal.h>
 
 
 static void ngx_stream_relay_greet(ngx_stream_relay_session_t *rs);
@@ -73,6 +74,9 @@ static ngx_uint_t ngx_stream_relay_limited(ngx_stream_relay_session_t *rs,
     ngx_str_t *sender, ngx_uint_t what);
 static ngx_int_t ngx_stream_relay_check_rcpt(ngx_stream_relay_session_t *rs,
     ngx_relay_path_t *path, ngx_uint_t *local);
+static ngx_int_t ngx_stream_relay_check_literal(
+    ngx_stream_relay_session_t *rs, ngx_relay_path_t *path,
+    ngx_relay_domain_t **domain);
 static void ngx_stream_relay_data(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd);
 static void ngx_stream_relay_bdat(ngx_stream_relay_session_t *rs,
@@ -803,7 +807,9 @@ static void
 ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd)
 {
+    u_char                   orcpt[NGX_RELAY_MAX_ORCPT], *p;
     ngx_int_t                rc;
+    ngx_str_t                given;
     ngx_uint_t               local;
     ngx_relay_rcpt_t        *r;
     ngx_relay_mail_args_t    ma;
@@ -856,8 +862,23 @@ ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
         return;
     }
 
+    given = ma.path.addr;
+
     if (ngx_stream_relay_check_rcpt(rs, &ma.path, &local) != NGX_OK) {
         return;
+    }
+
+    /* a literal of this host became a local address: ORCPT keeps it */
+
+    if (ma.path.literal && ma.path.addr.data != given.data
+        && ma.orcpt.len == 0)
+    {
+        p = ngx_relay_orcpt(orcpt, sizeof(orcpt), &given);
+
+        if (p) {
+            ma.orcpt.data = orcpt;
+            ma.orcpt.len = p - orcpt;
+        }
     }
 
     if (ngx_stream_relay_limited(rs, &txn->env.sender,
@@ -975,7 +996,23 @@ ngx_stream_relay_check_rcpt(ngx_stream_relay_session_t *rs,
         return NGX_OK;
     }
 
-    d = ngx_relay_maildir_local_domain(rs->main_conf->domains, &path->domain);
+    if (path->literal) {
+        switch (ngx_stream_relay_check_literal(rs, path, &d)) {
+
+        case NGX_OK:
+            break;                       /* this host: a local domain */
+
+        case NGX_DECLINED:
+            return NGX_OK;               /* relayed to the address */
+
+        default:
+            return NGX_ERROR;
+        }
+
+    } else {
+        d = ngx_relay_maildir_local_domain(rs->main_conf->domains,
+                                           &path->domain);
+    }
 
     if (d == NULL) {
         if (rs->trusted || rs->auth_user.len) {
@@ -1015,6 +1052,81 @@ ngx_stream_relay_check_rcpt(ngx_stream_relay_session_t *rs,
     }
 
     *local = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * user@[192.0.2.1], user@[IPv6:2001:db8::1] (RFC 5321 4.1.3).  One of this
+ * node's own addresses: a local domain only with
+ * relay_address_literal_local (the first local domain's mailbox of that
+ * local part; NGX_OK with *domain), else refused (it would loop).  Any
+ * other address: relayed to it (NGX_DECLINED) for clients that may relay,
+ * unless relay_address_literals is off; 550 5.7.1 otherwise.
+ */
+
+static ngx_int_t
+ngx_stream_relay_check_literal(ngx_stream_relay_session_t *rs,
+    ngx_relay_path_t *path, ngx_relay_domain_t **domain)
+{
+    u_char              *p;
+    socklen_t            socklen;
+    ngx_sockaddr_t       sa;
+    ngx_relay_domain_t  *d;
+
+    if (ngx_relay_literal_addr(&path->domain, &sa, &socklen) != NGX_OK) {
+        ngx_stream_relay_error_reply(rs, "501 5.1.3 Bad recipient address "
+                                     "syntax");
+        return NGX_ERROR;
+    }
+
+    if (!ngx_relay_literal_own(rs->main_conf->own_addrs, &sa.sockaddr,
+                               socklen))
+    {
+        if (!rs->conf->address_literals) {
+            ngx_stream_relay_error_reply(rs, "550 5.7.1 <%V>: Recipient "
+                                         "address rejected: address "
+                                         "literals are not accepted here",
+                                         &path->addr);
+            return NGX_ERROR;
+        }
+
+        if (!rs->trusted && rs->auth_user.len == 0) {
+            ngx_stream_relay_error_reply(rs, "550 5.7.1 <%V>: Relay access "
+                                         "denied", &path->addr);
+            return NGX_ERROR;
+        }
+
+        return NGX_DECLINED;
+    }
+
+    d = rs->main_conf->domains ? rs->main_conf->domains->elts : NULL;
+
+    if (!rs->conf->literal_local || d == NULL) {
+        ngx_stream_relay_error_reply(rs, "550 5.7.1 <%V>: Recipient address "
+                                     "rejected: this host takes no mail "
+                                     "for its address literals",
+                                     &path->addr);
+        return NGX_ERROR;
+    }
+
+    /* the local part at the first local domain */
+
+    p = ngx_pnalloc(rs->txn->pool, path->local.len + 1 + d->name.len);
+    if (p == NULL) {
+        ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
+        return NGX_ERROR;
+    }
+
+    path->addr.data = p;
+    p = ngx_cpymem(p, path->local.data, path->local.len);
+    *p++ = '@';
+    p = ngx_cpymem(p, d->name.data, d->name.len);
+    path->addr.len = p - path->addr.data;
+    path->domain = d->name;
+
+    *domain = d;
 
     return NGX_OK;
 }

@@ -52,8 +52,12 @@ _used_ports = set()
 # ports
 
 
+def _family(ip):
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
 def _free(ip, port, kind):
-    s = socket.socket(socket.AF_INET, kind)
+    s = socket.socket(_family(ip), kind)
     try:
         if kind == socket.SOCK_STREAM:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -510,7 +514,7 @@ class Sink:
     # lifecycle
     def start(self):
         self.stopping.clear()
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(_family(self.ip), socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((self.ip, self.port))
         s.listen(128)
