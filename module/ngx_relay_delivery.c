@@ -23,6 +23,12 @@
  * (after an aborted transaction: -> RSET -> MAIL).  QUIT: nothing more
  * for this host; its connection goes to the idle cache, or says QUIT.
  *
+ * DSN (RFC 3461): towards a server that offers it, RET and ENVID go with
+ * MAIL, NOTIFY and ORCPT (as received, or made from the address) with
+ * each RCPT, and the next hop reports.  A recipient sent to a server
+ * without DSN is marked "relayed": its sender gets a "relayed" DSN when
+ * it asked for NOTIFY=SUCCESS.
+ *
  * A transaction carries at most relay_max_rcpts_per_transaction open
  * recipients; a "452 4.5.3 too many recipients" leaves the rest for the
  * next transaction on the same connection.  With PIPELINING (RFC 2920)
@@ -75,6 +81,9 @@ typedef enum {
 
 
 /* by ngx_relay_delivery_state_e, for the log */
+
+static ngx_str_t  ngx_relay_no_envid = ngx_null_string;
+
 
 static ngx_str_t  ngx_relay_delivery_state_names[] = {
     ngx_string("CONNECT"),
@@ -168,6 +177,7 @@ static ngx_int_t ngx_relay_delivery_enter(ngx_relay_delivery_t *d,
 static void ngx_relay_delivery_append(ngx_relay_delivery_t *d,
     const char *fmt, ...);
 static void ngx_relay_delivery_envelope(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_rcpt(ngx_relay_delivery_t *d, ngx_uint_t i);
 static void ngx_relay_delivery_expect(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_send(ngx_relay_delivery_t *d);
 static ngx_uint_t ngx_relay_delivery_expecting(ngx_relay_delivery_t *d);
@@ -867,8 +877,7 @@ ngx_relay_delivery_enter(ngx_relay_delivery_t *d,
             return NGX_OK;
         }
 
-        ngx_relay_delivery_append(d, "RCPT TO:<%V>",
-                                  &d->dests[d->batch[d->rcpt]].addr);
+        ngx_relay_delivery_rcpt(d, d->batch[d->rcpt]);
         break;
 
     case ngx_relay_dst_data:
@@ -943,11 +952,18 @@ ngx_relay_delivery_envelope(ngx_relay_delivery_t *d)
         ngx_relay_delivery_append(d, "MAIL FROM:<%V>", &q->sender);
 
     } else {
-        ngx_relay_delivery_append(d, "MAIL FROM:<%V> SIZE=%O%s%s",
+        ngx_relay_delivery_append(d, "MAIL FROM:<%V> SIZE=%O%s%s%s%s%s%V",
                                   &q->sender, q->message_size,
                                   (q->eightbit && sc->eightbit)
                                   ? " BODY=8BITMIME" : "",
-                                  q->smtputf8 ? " SMTPUTF8" : "");
+                                  q->smtputf8 ? " SMTPUTF8" : "",
+                                  (sc->dsn && q->ret == NGX_RELAY_RET_FULL)
+                                  ? " RET=FULL" : "",
+                                  (sc->dsn && q->ret == NGX_RELAY_RET_HDRS)
+                                  ? " RET=HDRS" : "",
+                                  (sc->dsn && q->envid.len)
+                                  ? " ENVID=" : "",
+                                  sc->dsn ? &q->envid : &ngx_relay_no_envid);
     }
 
     if (!d->pipelined) {
@@ -955,16 +971,79 @@ ngx_relay_delivery_envelope(ngx_relay_delivery_t *d)
     }
 
     for (i = 0; i < d->nbatch; i++) {
-        if ((size_t) (d->out->end - d->out->last) < NGX_RELAY_MAX_ADDR + 64) {
+        if ((size_t) (d->out->end - d->out->last)
+            < NGX_RELAY_MAX_ADDR + NGX_RELAY_MAX_ORCPT + 64)
+        {
             d->nbatch = i;        /* the others: the next transaction */
             break;
         }
 
-        ngx_relay_delivery_append(d, "RCPT TO:<%V>",
-                                  &d->dests[d->batch[i]].addr);
+        ngx_relay_delivery_rcpt(d, d->batch[i]);
     }
 
     ngx_relay_delivery_append(d, "DATA");
+}
+
+
+/*
+ * RCPT TO of dests[i]; towards a DSN server with its NOTIFY as received
+ * and its ORCPT, as received or made from the address (RFC 3461 4.2).
+ */
+
+static void
+ngx_relay_delivery_rcpt(ngx_relay_delivery_t *d, ngx_uint_t i)
+{
+    u_char                   *p, notify[32], orcpt[NGX_RELAY_MAX_ORCPT];
+    ngx_str_t                 n, o;
+    ngx_relay_dest_t         *dst;
+    ngx_relay_queued_rcpt_t  *r;
+
+    dst = &d->dests[i];
+    r = &d->queued->rcpts[dst->index];
+
+    if (!d->conn->dsn) {
+        ngx_relay_delivery_append(d, "RCPT TO:<%V>", &dst->addr);
+        return;
+    }
+
+    p = notify;
+
+    if (r->notify & NGX_RELAY_NOTIFY_NEVER) {
+        p = ngx_cpymem(p, " NOTIFY=NEVER", 13);
+
+    } else if (r->notify) {
+        p = ngx_cpymem(p, " NOTIFY=", 8);
+
+        if (r->notify & NGX_RELAY_NOTIFY_SUCCESS) {
+            p = ngx_cpymem(p, "SUCCESS,", 8);
+        }
+
+        if (r->notify & NGX_RELAY_NOTIFY_FAILURE) {
+            p = ngx_cpymem(p, "FAILURE,", 8);
+        }
+
+        if (r->notify & NGX_RELAY_NOTIFY_DELAY) {
+            p = ngx_cpymem(p, "DELAY,", 6);
+        }
+
+        p--;                             /* the last "," */
+    }
+
+    n.data = notify;
+    n.len = p - notify;
+
+    if (r->orcpt.len) {
+        o.data = r->orcpt.data;
+        o.len = r->orcpt.len;
+
+    } else {
+        p = ngx_relay_orcpt(orcpt, sizeof(orcpt), &dst->addr);
+        o.data = orcpt;
+        o.len = p ? (size_t) (p - orcpt) : 0;
+    }
+
+    ngx_relay_delivery_append(d, "RCPT TO:<%V>%V%s%V", &dst->addr, &n,
+                              o.len ? " ORCPT=" : "", &o);
 }
 
 
@@ -1981,6 +2060,8 @@ ngx_relay_delivery_set(ngx_relay_delivery_t *d, ngx_relay_dest_t *dst,
     ngx_uint_t status, const char *dsn)
 {
     dst->status = status;
+    dst->relayed = (status == NGX_RELAY_DELIVERY_SENT && d->conn
+                    && !d->conn->dsn);
     ngx_cpystrn(dst->dsn, (u_char *) dsn, sizeof(dst->dsn));
 
     /* an enhanced code in the reply is more precise than ours */

@@ -1080,6 +1080,14 @@ def wait_queue_gone(ng, qid, timeout=15):
                  % (qid, rcpt_states(ng, qid)))
 
 
+def steady(pred, secs, what):
+    """pred() stays true for secs (a quiet window, like h.quiet)."""
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        assert pred(), what
+        time.sleep(0.1)
+
+
 def read_maildir_message(path):
     data = Path(path).read_bytes()
     return data, email.message_from_bytes(data, policy=email.policy.compat32)
