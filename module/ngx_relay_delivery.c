@@ -19,9 +19,16 @@
  *
  *   CONNECT -> GREETING -> EHLO (-> STARTTLS -> EHLO | HELO)
  *     -> MAIL -> RCPT ... -> DATA -> BODY -> DOT -> MAIL ... | QUIT
+ *                         -> BODY (BDAT) -> LAST -> MAIL ... | QUIT
  *
  * (after an aborted transaction: -> RSET -> MAIL).  QUIT: nothing more
  * for this host; its connection goes to the idle cache, or says QUIT.
+ *
+ * BDAT (RFC 3030): towards a server that offers CHUNKING the message goes
+ * as one "BDAT <size> LAST" whose octets are read from the spool 64 KB at
+ * a time as for DATA, without dot-stuffing and byte for byte; a message
+ * that came with BODY=BINARYMIME goes so with BODY=BINARYMIME, and only
+ * to a server that offers both (else it fails, 5.6.3).
  *
  * DSN (RFC 3461): towards a server that offers it, RET and ENVID go with
  * MAIL, NOTIFY and ORCPT (as received, or made from the address) with
@@ -75,6 +82,7 @@ typedef enum {
     ngx_relay_dst_data,
     ngx_relay_dst_body,
     ngx_relay_dst_dot,
+    ngx_relay_dst_last,
     ngx_relay_dst_rset,
     ngx_relay_dst_quit
 } ngx_relay_delivery_state_e;
@@ -96,6 +104,7 @@ static ngx_str_t  ngx_relay_delivery_state_names[] = {
     ngx_string("DATA"),
     ngx_string("BODY"),
     ngx_string("DOT"),
+    ngx_string("LAST"),
     ngx_string("RSET"),
     ngx_string("QUIT")
 };
@@ -133,6 +142,7 @@ struct ngx_relay_delivery_s {
     ngx_uint_t                   accepted;
     ngx_uint_t                   txns;         /* MAIL accepted, this conn */
     unsigned                     pipelined:1;    /* this transaction */
+    unsigned                     bdat:1;         /* this transaction */
     unsigned                     discard:1;      /* no RCPT accepted */
     unsigned                     reused:1;       /* from the cache */
     unsigned                     no_cache:1;
@@ -892,12 +902,21 @@ ngx_relay_delivery_enter(ngx_relay_delivery_t *d,
         d->body_off = 0;
         d->line_start = 1;
         d->last_lf = 1;
+
+        if (d->bdat) {
+            ngx_relay_delivery_append(d, "BDAT %O LAST",
+                                      d->queued->message_size);
+        }
+
         ngx_relay_delivery_read_chunk(d);
         return NGX_OK;
 
     case ngx_relay_dst_dot:
         ngx_relay_delivery_append(d, ".");
         break;
+
+    case ngx_relay_dst_last:
+        break;                           /* the chunk is on its way */
 
     case ngx_relay_dst_rset:
         d->discard = 0;
@@ -954,7 +973,9 @@ ngx_relay_delivery_envelope(ngx_relay_delivery_t *d)
     } else {
         ngx_relay_delivery_append(d, "MAIL FROM:<%V> SIZE=%O%s%s%s%s%s%V",
                                   &q->sender, q->message_size,
-                                  (q->eightbit && sc->eightbit)
+                                  (q->body == NGX_RELAY_BODY_BINARYMIME)
+                                  ? " BODY=BINARYMIME"
+                                  : (q->eightbit && sc->eightbit)
                                   ? " BODY=8BITMIME" : "",
                                   q->smtputf8 ? " SMTPUTF8" : "",
                                   (sc->dsn && q->ret == NGX_RELAY_RET_FULL)
@@ -981,7 +1002,9 @@ ngx_relay_delivery_envelope(ngx_relay_delivery_t *d)
         ngx_relay_delivery_rcpt(d, d->batch[i]);
     }
 
-    ngx_relay_delivery_append(d, "DATA");
+    if (!d->bdat) {
+        ngx_relay_delivery_append(d, "DATA");
+    }
 }
 
 
@@ -1321,6 +1344,7 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
         return;
 
     case ngx_relay_dst_dot:
+    case ngx_relay_dst_last:
         ngx_relay_delivery_dot_reply(d, code);
         return;
 
@@ -1500,11 +1524,12 @@ ngx_relay_delivery_rcpt_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
     }
 
     if (d->accepted) {
-        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_data);
+        (void) ngx_relay_delivery_enter(d, d->bdat ? ngx_relay_dst_body
+                                                   : ngx_relay_dst_data);
         return;
     }
 
-    if (d->pipelined) {
+    if (d->pipelined && !d->bdat) {
         d->discard = 1;                  /* the reply to DATA comes */
         (void) ngx_relay_delivery_enter(d, ngx_relay_dst_data);
         return;
@@ -1830,8 +1855,20 @@ ngx_relay_delivery_next_transaction(ngx_relay_delivery_t *d)
         return;
     }
 
+    if (q->body == NGX_RELAY_BODY_BINARYMIME
+        && !(sc->chunking && sc->binarymime))
+    {
+        d->error_len = ngx_sprintf(d->error, "%*s does not support "
+                                   "BINARYMIME and CHUNKING, which the "
+                                   "message needs", d->relay_len, d->relay)
+                       - d->error;
+        ngx_relay_delivery_fail_message(d, "5.6.3");
+        return;
+    }
+
     d->discard = 0;
     d->pipelined = sc->pipelining;
+    d->bdat = sc->chunking;
 
     if (ngx_relay_delivery_enter(d, ngx_relay_dst_mail) == NGX_ERROR) {
         ngx_relay_delivery_host_failed(d, "4.4.2", "connection lost while "
@@ -1921,6 +1958,26 @@ ngx_relay_delivery_chunk_done(ngx_event_t *ev)
         return;
     }
 
+    if (d->bdat) {
+
+        /* BDAT: the octets as they are (RFC 3030 2) */
+
+        d->out->last = ngx_cpymem(d->out->last, d->chunk, d->chunk_len);
+        d->body_off += d->chunk_len;
+
+        if (d->body_off >= d->queued->message_size) {
+            if (ngx_relay_delivery_enter(d, ngx_relay_dst_last) == NGX_ERROR)
+            {
+                ngx_relay_delivery_host_failed(d, "4.4.2", "connection lost "
+                                               "while sending");
+            }
+
+            return;
+        }
+
+        goto send;
+    }
+
     /* dot-stuffing (RFC 5321 4.5.2) into the output buffer */
 
     q = d->out->last;
@@ -1963,6 +2020,8 @@ ngx_relay_delivery_chunk_done(ngx_event_t *ev)
 
         return;
     }
+
+send:
 
     switch (ngx_relay_delivery_send(d)) {
 

@@ -670,6 +670,7 @@ ngx_stream_relay_helo(ngx_stream_relay_session_t *rs,
     ngx_stream_relay_reply(rs, "250-8BITMIME");
     ngx_stream_relay_reply(rs, "250-SMTPUTF8");
     ngx_stream_relay_reply(rs, "250-CHUNKING");
+    ngx_stream_relay_reply(rs, "250-BINARYMIME");
     ngx_stream_relay_reply(rs, "250-DSN");
 
     if (conf->ssl && !rs->tls) {
@@ -745,12 +746,6 @@ ngx_stream_relay_mail(ngx_stream_relay_session_t *rs,
     if (ma.path.utf8 && !ma.smtputf8) {
         ngx_stream_relay_error_reply(rs, "553 5.6.7 Non-ASCII address "
                                      "needs SMTPUTF8");
-        return;
-    }
-
-    if (ma.body == NGX_RELAY_BODY_BINARYMIME) {
-        ngx_stream_relay_error_reply(rs, "555 5.5.4 BINARYMIME is not "
-                                     "supported");
         return;
     }
 
@@ -1153,6 +1148,13 @@ ngx_stream_relay_data(ngx_stream_relay_session_t *rs,
 
     if (txn->bdat) {
         ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: DATA after BDAT");
+        return;
+    }
+
+    if (txn->env.body == NGX_RELAY_BODY_BINARYMIME) {
+        /* RFC 3030 3: binary content cannot be sent with DATA */
+        ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: BODY=BINARYMIME "
+                                     "needs BDAT");
         return;
     }
 
