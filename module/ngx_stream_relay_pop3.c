@@ -164,6 +164,7 @@ struct ngx_stream_relay_pop3_session_s {
     ngx_buf_t                         *in;
     ngx_buf_t                         *out;
     ngx_relay_line_parser_t            lp;
+    ngx_msec_t                         deadline;     /* of the line */
 
     ngx_thread_task_t                 *task;
 
@@ -490,6 +491,14 @@ ngx_stream_relay_pop3_handler(ngx_event_t *ev)
         }
 
         if (ps->state != ngx_stream_relay_pop3_st_list
+            && ps->state != ngx_stream_relay_pop3_st_retr
+            && (ngx_msec_int_t) (ps->deadline - ngx_current_msec) > 0)
+        {
+            ngx_add_timer(ev, ps->deadline - ngx_current_msec);
+            return;                      /* a stale timer */
+        }
+
+        if (ps->state != ngx_stream_relay_pop3_st_list
             && ps->state != ngx_stream_relay_pop3_st_retr)
         {
             /* RFC 1939 3: autologout, no UPDATE, no response */
@@ -509,6 +518,7 @@ static void
 ngx_stream_relay_pop3_run(ngx_stream_relay_pop3_session_t *ps)
 {
     ngx_int_t          rc;
+    ngx_msec_int_t     left;
     ngx_buf_t         *out;
     ngx_connection_t  *c;
 
@@ -626,7 +636,17 @@ ngx_stream_relay_pop3_run(ngx_stream_relay_pop3_session_t *ps)
             return;
         }
 
-        ngx_add_timer(c->read, ps->conf->timeout);
+        /*
+         * relay_timeout for a whole line: it starts when no part of one
+         * is buffered, and partial input does not restart it ("slowloris")
+         */
+
+        if (ps->in->pos == ps->in->last && ps->lp.state == 0) {
+            ps->deadline = ngx_current_msec + ps->conf->timeout;
+        }
+
+        left = (ngx_msec_int_t) (ps->deadline - ngx_current_msec);
+        ngx_add_timer(c->read, left > 0 ? (ngx_msec_t) left : 1);
         return;
     }
 }
@@ -1428,6 +1448,7 @@ static void
 ngx_stream_relay_pop3_login_done(ngx_stream_relay_pop3_session_t *ps,
     ngx_stream_relay_pop3_task_ctx_t *ctx)
 {
+    u_char            user[NGX_RELAY_MAX_ADDR + 16], *p;
     ngx_connection_t  *c;
 
     c = ps->connection;
@@ -1438,9 +1459,14 @@ ngx_stream_relay_pop3_login_done(ngx_stream_relay_pop3_session_t *ps,
 
     ngx_stream_relay_pop3_enter(ps, ngx_stream_relay_pop3_st_auth);
 
+    /* the name as the client gave it: escaped for the log */
+
+    p = ngx_relay_escape(user, sizeof(user), ps->user.data, ps->user.len);
+
     if (!ctx->check.ok || !ctx->mailbox_ok) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "pop3 authentication failed for \"%V\"", &ps->user);
+                      "pop3 authentication failed for \"%*s\"", p - user,
+                      user);
         ps->user.len = 0;
         ngx_stream_relay_pop3_error(ps, "[AUTH] Authentication failed");
         return;
@@ -1448,7 +1474,7 @@ ngx_stream_relay_pop3_login_done(ngx_stream_relay_pop3_session_t *ps,
 
     if (ctx->rc == NGX_BUSY) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "pop3 mailbox of \"%V\" is in use", &ps->user);
+                      "pop3 mailbox of \"%*s\" is in use", p - user, user);
         ps->user.len = 0;
         ngx_stream_relay_pop3_error(ps, "[IN-USE] Mailbox is locked by "
                                     "another session");

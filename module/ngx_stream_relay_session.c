@@ -31,6 +31,16 @@
  * closed.  MAIL, RCPT and DATA in one write, and the next MAIL right after
  * the final dot, are legitimate and go on.
  *
+ * Time: a command line (or an AUTH response) must be complete within
+ * relay_timeout of the moment the session waits for it: partial input
+ * does not reset the clock, so a client sending a byte every few seconds
+ * ("slowloris") is closed with 421 4.4.2 all the same.  DATA and BDAT
+ * content starts with relay_timeout and earns time as it comes, a second
+ * for every relay_min_data_rate octets, never more than relay_timeout
+ * ahead.  Abuse bounds per client address (ngx_relay_clients.c): sessions
+ * at once and new connections per window at the greeting, AUTH failures
+ * per window at AUTH: 421 4.7.0 and a warn line.
+ *
  * DATA is copied through the byte parser into a 64 KB buffer written to the
  * spool as it fills: a large message costs one buffer, never its size.
  * Bare CR or LF never ends DATA; a message containing either is refused
@@ -49,6 +59,11 @@
 
 
 static void ngx_stream_relay_greet(ngx_stream_relay_session_t *rs);
+static ngx_int_t ngx_stream_relay_admit(ngx_stream_relay_session_t *rs);
+static void ngx_stream_relay_uncount(void *data);
+static void ngx_stream_relay_wait(ngx_stream_relay_session_t *rs);
+static void ngx_stream_relay_earn(ngx_stream_relay_session_t *rs,
+    size_t n);
 static void ngx_stream_relay_handler(ngx_event_t *ev);
 static void ngx_stream_relay_run(ngx_stream_relay_session_t *rs);
 static ngx_int_t ngx_stream_relay_read(ngx_stream_relay_session_t *rs);
@@ -94,6 +109,8 @@ static void ngx_stream_relay_auth_step(ngx_stream_relay_session_t *rs,
 static void ngx_stream_relay_auth_check(ngx_stream_relay_session_t *rs,
     ngx_str_t *user, ngx_str_t *passwd);
 static void ngx_stream_relay_auth_done(ngx_event_t *ev);
+static void ngx_stream_relay_auth_refused(ngx_stream_relay_session_t *rs,
+    ngx_relay_client_counts_t *n);
 
 static ngx_int_t ngx_stream_relay_txn_begin(ngx_stream_relay_session_t *rs);
 static void ngx_stream_relay_txn_end(ngx_stream_relay_session_t *rs);
@@ -177,6 +194,13 @@ ngx_stream_relay_init_session(ngx_stream_session_t *s)
     c->write->handler = ngx_stream_relay_handler;
     c->log->action = "in SMTP session";
 
+    rs->deadline = ngx_current_msec + rs->conf->timeout;
+
+    if (ngx_stream_relay_admit(rs) != NGX_OK) {
+        ngx_stream_relay_run(rs);
+        return;
+    }
+
     ngx_stream_relay_greet(rs);
 }
 
@@ -187,6 +211,117 @@ ngx_stream_relay_greet(ngx_stream_relay_session_t *rs)
     ngx_stream_relay_reply(rs, "220 %V ESMTP ready",
                            &rs->main_conf->hostname);
     ngx_stream_relay_run(rs);
+}
+
+
+/*
+ * relay_max_sessions_per_ip, relay_max_connections_per_ip: NGX_OK, or a
+ * 421 4.7.0 is queued and the session is closing.
+ */
+
+static ngx_int_t
+ngx_stream_relay_admit(ngx_stream_relay_session_t *rs)
+{
+    ngx_int_t                   rc;
+    ngx_connection_t           *c;
+    ngx_pool_cleanup_t         *cln;
+    ngx_relay_client_limits_t  *l;
+    ngx_relay_client_counts_t   n;
+
+    c = rs->connection;
+    l = &rs->conf->client_limits;
+
+    if (rs->main_conf->clients_zone == NULL
+        || (l->sessions == 0 && l->connections == 0))
+    {
+        return NGX_OK;
+    }
+
+    cln = ngx_pool_cleanup_add(c->pool, 0);
+    if (cln == NULL) {
+        return NGX_OK;
+    }
+
+    rc = ngx_relay_clients_open(rs->main_conf->clients_zone, c->sockaddr, l,
+                                &n);
+
+    if (rc == NGX_OK) {
+        cln->handler = ngx_stream_relay_uncount;
+        cln->data = rs;
+        rs->counted = 1;
+        return NGX_OK;
+    }
+
+    if (rc == NGX_BUSY) {
+        ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                      "relay client %V: %ui sessions at once, more than "
+                      "relay_max_sessions_per_ip %ui: 421", &rs->client,
+                      n.sessions, l->sessions);
+
+    } else {
+        ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                      "relay client %V: %ui connections in %T s, more than "
+                      "relay_max_connections_per_ip %ui: 421", &rs->client,
+                      n.connections, l->connection_window, l->connections);
+    }
+
+    ngx_stream_relay_reply(rs, "421 4.7.0 %V Error: too many connections "
+                           "from your address, try again later",
+                           &rs->main_conf->hostname);
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_stream_relay_uncount(void *data)
+{
+    ngx_stream_relay_session_t  *rs = data;
+
+    if (rs->counted) {
+        rs->counted = 0;
+        ngx_relay_clients_close(rs->main_conf->clients_zone,
+                                rs->connection->sockaddr);
+    }
+}
+
+
+/* the read timer: what is left until the deadline */
+
+static void
+ngx_stream_relay_wait(ngx_stream_relay_session_t *rs)
+{
+    ngx_msec_int_t  left;
+
+    left = (ngx_msec_int_t) (rs->deadline - ngx_current_msec);
+
+    ngx_add_timer(rs->connection->read, left > 0 ? (ngx_msec_t) left : 1);
+}
+
+
+/* content came: a second for every relay_min_data_rate octets */
+
+static void
+ngx_stream_relay_earn(ngx_stream_relay_session_t *rs, size_t n)
+{
+    ngx_msec_t      most;
+    ngx_msec_int_t  left;
+
+    if (rs->conf->min_data_rate == 0) {
+        rs->deadline = ngx_current_msec + rs->conf->timeout;
+        return;
+    }
+
+    most = ngx_current_msec + rs->conf->timeout;
+    left = (ngx_msec_int_t) (most - rs->deadline);
+
+    if (left <= 0) {
+        return;
+    }
+
+    rs->deadline += ngx_min((ngx_msec_t) left,
+                            (ngx_msec_t) (n * 1000 / rs->conf->min_data_rate));
 }
 
 
@@ -229,6 +364,11 @@ ngx_stream_relay_handler(ngx_event_t *ev)
             return;                      /* a task will resume us */
         }
 
+        if ((ngx_msec_int_t) (rs->deadline - ngx_current_msec) > 0) {
+            ngx_stream_relay_wait(rs);   /* a stale timer */
+            return;
+        }
+
         ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
                       "client timed out");
 
@@ -251,6 +391,7 @@ ngx_stream_relay_handler(ngx_event_t *ev)
 static void
 ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
 {
+    size_t             n;
     ngx_int_t          rc;
     ngx_connection_t  *c;
 
@@ -342,7 +483,16 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
         }
 
         if (rc == NGX_OK) {
-            continue;                    /* an item was handled */
+
+            /* an item was handled: the next one has its relay_timeout */
+
+            if (rs->state != ngx_stream_relay_st_data
+                && rs->state != ngx_stream_relay_st_bdat)
+            {
+                rs->deadline = ngx_current_msec + rs->conf->timeout;
+            }
+
+            continue;
         }
 
         if (rc == NGX_DONE) {
@@ -350,6 +500,8 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
         }
 
         /* NGX_AGAIN: the buffer has no complete item */
+
+        n = rs->in->last - rs->in->pos;
 
         rc = ngx_stream_relay_read(rs);
 
@@ -359,6 +511,12 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
         }
 
         if (rc == NGX_OK) {
+            if (rs->state == ngx_stream_relay_st_data
+                || rs->state == ngx_stream_relay_st_bdat)
+            {
+                ngx_stream_relay_earn(rs, (rs->in->last - rs->in->pos) - n);
+            }
+
             continue;
         }
 
@@ -382,7 +540,7 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
             return;
         }
 
-        ngx_add_timer(c->read, rs->conf->timeout);
+        ngx_stream_relay_wait(rs);
         return;
     }
 }
@@ -1178,6 +1336,7 @@ ngx_stream_relay_data(ngx_stream_relay_session_t *rs,
 
     ngx_stream_relay_reply(rs, "354 End data with <CR><LF>.<CR><LF>");
     ngx_stream_relay_enter(rs, ngx_stream_relay_st_data);
+    rs->deadline = ngx_current_msec + rs->conf->timeout;
 }
 
 
@@ -1237,6 +1396,7 @@ ngx_stream_relay_bdat(ngx_stream_relay_session_t *rs,
     }
 
     ngx_stream_relay_enter(rs, ngx_stream_relay_st_bdat);
+    rs->deadline = ngx_current_msec + rs->conf->timeout;
 }
 
 
@@ -1560,6 +1720,7 @@ ngx_stream_relay_out_of_sync(ngx_stream_relay_session_t *rs,
 static void
 ngx_stream_relay_resume(ngx_stream_relay_session_t *rs)
 {
+    rs->deadline = ngx_current_msec + rs->conf->timeout;
     ngx_stream_relay_run(rs);
 }
 
@@ -1817,6 +1978,8 @@ ngx_stream_relay_tls_handshaked(ngx_connection_t *c)
     c->read->handler = ngx_stream_relay_handler;
     c->write->handler = ngx_stream_relay_handler;
 
+    rs->deadline = ngx_current_msec + rs->conf->timeout;
+
     ngx_stream_relay_tls_established(rs);
     ngx_stream_relay_run(rs);
 }
@@ -1850,10 +2013,21 @@ static void
 ngx_stream_relay_auth(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd)
 {
-    u_char     *p, *last;
-    ngx_str_t   mech, initial;
+    u_char                     *p, *last;
+    ngx_str_t                   mech, initial;
+    ngx_relay_client_counts_t   n;
 
     rs->sync = "AUTH";
+
+    if (rs->conf->client_limits.auth_failures
+        && ngx_relay_clients_auth(rs->main_conf->clients_zone,
+                                  rs->connection->sockaddr,
+                                  &rs->conf->client_limits, 0, &n)
+           == NGX_DECLINED)
+    {
+        ngx_stream_relay_auth_refused(rs, &n);
+        return;
+    }
 
     if (rs->conf->auth_users == NULL) {
         ngx_stream_relay_error_reply(rs, "502 5.5.1 Error: command not "
@@ -1934,6 +2108,25 @@ ngx_stream_relay_auth(ngx_stream_relay_session_t *rs,
     rs->lp.max = NGX_STREAM_RELAY_ESMTP_LINE_MAX;
     ngx_stream_relay_error_reply(rs, "504 5.5.4 Unrecognized authentication "
                                  "type");
+}
+
+
+/* relay_max_auth_failures_per_ip reached: 421 and close */
+
+static void
+ngx_stream_relay_auth_refused(ngx_stream_relay_session_t *rs,
+    ngx_relay_client_counts_t *n)
+{
+    ngx_log_error(NGX_LOG_WARN, rs->connection->log, 0,
+                  "relay client %V: %ui AUTH failures in %T s, "
+                  "relay_max_auth_failures_per_ip %ui: 421", &rs->client,
+                  n->auth_failures, rs->conf->client_limits.auth_window,
+                  rs->conf->client_limits.auth_failures);
+
+    ngx_stream_relay_reply(rs, "421 4.7.0 %V Error: too many "
+                           "authentication failures, try again later",
+                           &rs->main_conf->hostname);
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
 }
 
 
@@ -2049,9 +2242,6 @@ ngx_stream_relay_auth_check(ngx_stream_relay_session_t *rs, ngx_str_t *user,
 
     c = rs->connection;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_STREAM, c->log, 0,
-                   "relay auth: user \"%V\" password \"%s\"", user,
-                   "********");
 
     task = ngx_thread_task_alloc(c->pool,
                                  sizeof(ngx_stream_relay_auth_ctx_t));
@@ -2112,6 +2302,7 @@ ngx_stream_relay_auth_done(ngx_event_t *ev)
     ngx_stream_relay_auth_ctx_t  *ctx = ev->data;
 
     ngx_stream_relay_session_t  *rs;
+    ngx_relay_client_counts_t    n;
 
     rs = ctx->rs;
 
@@ -2134,6 +2325,15 @@ ngx_stream_relay_auth_done(ngx_event_t *ev)
 
         ngx_stream_relay_error_reply(rs, "535 5.7.8 Authentication "
                                      "credentials invalid");
+
+        if (rs->conf->client_limits.auth_failures
+            && ngx_relay_clients_auth(rs->main_conf->clients_zone,
+                                      rs->connection->sockaddr,
+                                      &rs->conf->client_limits, 1, &n)
+               == NGX_DECLINED)
+        {
+            ngx_stream_relay_auth_refused(rs, &n);
+        }
     }
 
     ngx_stream_relay_resume(rs);

@@ -164,7 +164,7 @@ worker_processes @@WORKERS@@;
 error_log logs/error.log info;
 pid logs/nginx.pid;
 thread_pool relay threads=16;
-events { worker_connections 4096; }
+events { worker_connections 10240; }
 stream {
     relay_spool spool;
     relay_thread_pool relay;
@@ -510,10 +510,12 @@ class Reply:
 class SMTPConn:
     """A line-oriented SMTP client over a socket (plain or TLS)."""
 
-    def __init__(self, port, timeout=10, greet=True):
+    def __init__(self, port, timeout=10, greet=True, source=None):
         self.port = port
         self.timeout = timeout
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.sock = socket.create_connection(
+            (HOST, port), timeout=timeout,
+            source_address=(source, 0) if source else None)
         self.buf = b""
         self.tls = False
         self.greeting = self.reply() if greet else None
