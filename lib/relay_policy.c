@@ -1539,7 +1539,7 @@ relay_policy_stmt_egress_pool(relay_policy_parse_t *ps)
                 return -1;
             }
 
-            a->weight = w;
+            a->weight = w ? w : 1;        /* 0 counts as 1: one form */
             weight = 1;
             continue;
         }

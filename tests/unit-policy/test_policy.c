@@ -378,6 +378,11 @@ static const t_render_t  t_render[] = {
 
     { "route \"\" \"\";", "route \"\" \"\";\n" },
 
+    /* found by fuzzing: weight=0 (which counts as 1) did not round-trip */
+
+    { "egress_pool p ehlo=a.com 192.0.2.1 weight=0 192.0.2.2;",
+      "egress_pool p ehlo=a.com 192.0.2.1 192.0.2.2;\n" },
+
     { NULL, NULL }
 };
 
@@ -487,6 +492,37 @@ t_validate_cases(void)
 }
 
 
+/* the same message, packed */
+
+static int
+t_same(const relay_policy_t *a, const relay_policy_t *b)
+{
+    int       same;
+    size_t    la, lb;
+    uint8_t  *pa, *pb;
+
+    la = protobuf_c_message_get_packed_size(&a->base);
+    lb = protobuf_c_message_get_packed_size(&b->base);
+
+    if (la != lb) {
+        return 0;
+    }
+
+    pa = malloc(la + 1);
+    pb = malloc(lb + 1);
+
+    protobuf_c_message_pack(&a->base, pa);
+    protobuf_c_message_pack(&b->base, pb);
+
+    same = (memcmp(pa, pb, la) == 0);
+
+    free(pa);
+    free(pb);
+
+    return same;
+}
+
+
 static void
 t_render_cases(void)
 {
@@ -515,6 +551,8 @@ t_render_cases(void)
         r2 = q ? relay_policy_render(q) : NULL;
         t_check(r2 && strcmp(r1, r2) == 0, "render round trip", r1,
                 q ? r2 : err, r1);
+        t_check(q && t_same(p, q), "parse(render) is the same policy",
+                t->text, "(differs)", "(the same)");
 
         c = q ? relay_policy_copy(q) : NULL;
         r3 = c ? relay_policy_render(c) : NULL;
