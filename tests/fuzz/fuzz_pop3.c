@@ -21,17 +21,6 @@
 
 
 static void
-fuzz_inside(ngx_str_t *s, u_char *start, size_t len)
-{
-    if (s->len == 0) {
-        return;
-    }
-
-    fuzz_assert(s->data >= start && s->data + s->len <= start + len);
-}
-
-
-static void
 fuzz_line(u_char *data, size_t len)
 {
     u_char                    *line;
@@ -71,84 +60,26 @@ fuzz_line(u_char *data, size_t len)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    u_char                   *in, *buf;
-    size_t                    off, n, tail, room;
-    ngx_int_t                 rc;
-    ngx_buf_t                 b;
-    ngx_uint_t                lines, got;
-    fuzz_pieces_t             fp;
-    ngx_relay_line_parser_t   lp;
+    u_char         *in;
+    ngx_uint_t      i, n;
+    fuzz_line_t     lines[FUZZ_MAX_LINES];
+    fuzz_pieces_t   fp;
 
     in = fuzz_dup(data, size);
 
-    /* whole: every line to the command parser */
+    /* as the POP3 session frames them: 512 octets at most */
 
-    ngx_memzero(&lp, sizeof(ngx_relay_line_parser_t));
-    ngx_memzero(&b, sizeof(ngx_buf_t));
-    lp.max = 512;
-    b.pos = in;
-    b.last = in + size;
-    lines = 0;
+    n = fuzz_frame_whole(in, size, 512, lines);
 
-    for ( ;; ) {
-        rc = ngx_relay_parse_line(&lp, &b);
-
-        if (rc == NGX_AGAIN) {
-            break;
+    for (i = 0; i < n; i++) {
+        if (lines[i].rc == NGX_OK) {
+            fuzz_line(in + lines[i].off, lines[i].len);
         }
-
-        if (rc == NGX_OK) {
-            fuzz_line(lp.line.data, lp.line.len);
-        }
-
-        lines++;
     }
 
-    /* in pieces through a session's 4096-octet buffer: as many items */
-
-    buf = malloc(4096);
-    fuzz_assert(buf != NULL);
-
-    ngx_memzero(&lp, sizeof(ngx_relay_line_parser_t));
-    ngx_memzero(&b, sizeof(ngx_buf_t));
-    lp.max = 512;
-    b.pos = buf;
-    b.last = buf;
-    b.end = buf + 4096;
     fuzz_pieces_init(&fp, data, size);
-    off = 0;
-    got = 0;
+    fuzz_frame_pieces(in, size, 512, lines, n, &fp);
 
-    for ( ;; ) {
-        rc = ngx_relay_parse_line(&lp, &b);
-
-        if (rc != NGX_AGAIN) {
-            got++;
-            continue;
-        }
-
-        if (off == size) {
-            break;
-        }
-
-        tail = b.last - b.pos;
-        memmove(buf, b.pos, tail);
-        b.pos = buf;
-        b.last = buf + tail;
-        room = b.end - b.last;
-
-        n = fuzz_piece(&fp, 50);
-        n = n < room ? n : room;
-        n = n < size - off ? n : size - off;
-
-        memcpy(b.last, in + off, n);
-        b.last += n;
-        off += n;
-    }
-
-    fuzz_assert(got == lines);
-
-    free(buf);
     free(in);
 
     return 0;

@@ -118,46 +118,7 @@ check(ngx_uint_t n, ngx_str_t *line, const char *how)
 static void
 run(ngx_uint_t n)
 {
-    char        how[64];
-    u_char     *framed, *out;
-    size_t      k;
-    ngx_int_t   rc;
-    ngx_str_t   line, crlf;
-
-    line.len = cases[n].line.len;
-    line.data = t_dup((ngx_str_t *) &cases[n].line);
-    check(n, &line, "whole");
-    free(line.data);
-
-    crlf.len = cases[n].line.len + 2;
-    framed = malloc(crlf.len);
-    out = malloc(crlf.len);
-    if (framed == NULL || out == NULL) {
-        perror("malloc");
-        exit(2);
-    }
-
-    memcpy(framed, cases[n].line.data, cases[n].line.len);
-    framed[crlf.len - 2] = CR;
-    framed[crlf.len - 1] = LF;
-    crlf.data = framed;
-
-    for (k = 0; k < crlf.len; k++) {
-        snprintf(how, sizeof(how), "framed, split at %lu", (unsigned long) k);
-
-        rc = t_frame_line(&crlf, 4000, &k, 1, out, &line);
-        if (rc != NGX_OK) {
-            t_fail("%s: line parser gave %s", how, t_rc(rc));
-            continue;
-        }
-
-        line.data = t_dup(&line);
-        check(n, &line, how);
-        free(line.data);
-    }
-
-    free(framed);
-    free(out);
+    t_line_every_way(n, &cases[n].line, 4000, check);
 }
 
 
