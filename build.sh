@@ -9,13 +9,27 @@
 #                         (default 60; tests/fuzz/run.sh)
 #   ./build.sh deps       only install packages
 #
-# Environment: RELAY_PREFIX (run prefix, default ./var), BUILD_DIR (./build).
+#   SANITIZE=1 ./build.sh test
+#                         the module, controld and relayctl built with
+#                         AddressSanitizer and UndefinedBehaviorSanitizer
+#                         (into ./build-san), every test run against them;
+#                         nginx loads the module with ASan's runtime
+#                         preloaded, and any sanitizer report fails the run
+#
+# Environment: RELAY_PREFIX (run prefix, default ./var), BUILD_DIR (./build,
+# ./build-san with SANITIZE=1), SANITIZE.
 
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")" && pwd)
-build_dir=${BUILD_DIR:-$top/build}
+sanitize=${SANITIZE:-0}
+[ "$sanitize" = 1 ] && build_dir=${BUILD_DIR:-$top/build-san} \
+                    || build_dir=${BUILD_DIR:-$top/build}
 prefix=${RELAY_PREFIX:-$top/var}
+
+# gcc's sanitizers: nginx itself is not built with them, so its processes
+# get the runtimes preloaded (tests/run-all.sh) to load the module
+san_flags="-fsanitize=address,undefined -fno-omit-frame-pointer"
 
 packages=(
     nginx nginx-dev libnginx-mod-stream
@@ -65,6 +79,12 @@ build_module() {
         cp -a /usr/share/nginx/src "$src"
     fi
 
+    local cc_san= ld_san=
+    if [ "$sanitize" = 1 ]; then
+        cc_san=" $san_flags"
+        ld_san=" -fsanitize=address,undefined"
+    fi
+
     if [ ! -f "$objs/Makefile" ] \
        || [ "$top/module/config" -nt "$objs/Makefile" ] \
        || [ "$top/lib/lib.mk" -nt "$objs/Makefile" ] \
@@ -75,8 +95,8 @@ build_module() {
             # shellcheck disable=SC1091
             . ./conf_flags
             ./configure \
-                --with-cc-opt="$(dpkg-buildflags --get CFLAGS) -fPIC $(dpkg-buildflags --get CPPFLAGS)" \
-                --with-ld-opt="$(dpkg-buildflags --get LDFLAGS) -fPIC" \
+                --with-cc-opt="$(dpkg-buildflags --get CFLAGS) -fPIC $(dpkg-buildflags --get CPPFLAGS)$cc_san" \
+                --with-ld-opt="$(dpkg-buildflags --get LDFLAGS) -fPIC$ld_san" \
                 "${NGX_CONF_FLAGS[@]}" \
                 --with-stream --with-stream_ssl_module \
                 --add-dynamic-module="$top/module" \
@@ -87,9 +107,11 @@ build_module() {
 
     make -s -j2 -f "$objs/Makefile" -C "$src" modules >&2
     local sig
-    sig=$(strings "$objs/ngx_stream_relay_module.so" | grep -E '^8,4,8,' || true)
+    sig=$(strings "$objs/ngx_stream_relay_module.so" | grep -E '^8,4,8,' \
+          | sort -u || true)
     local want
-    want=$(strings /usr/lib/nginx/modules/ngx_stream_module.so | grep -E '^8,4,8,')
+    want=$(strings /usr/lib/nginx/modules/ngx_stream_module.so \
+           | grep -E '^8,4,8,' | sort -u)
     if [ "$sig" != "$want" ]; then
         log "module signature $sig does not match nginx's $want"
         exit 1
@@ -97,7 +119,12 @@ build_module() {
 }
 
 build_controld() {
-    make -s -C "$top/controld" BUILD_DIR="$build_dir" all >&2
+    if [ "$sanitize" = 1 ]; then
+        CFLAGS="-O1 -g $san_flags" \
+            make -s -C "$top/controld" BUILD_DIR="$build_dir" all >&2
+    else
+        make -s -C "$top/controld" BUILD_DIR="$build_dir" all >&2
+    fi
 }
 
 cmd=${1:-build}
@@ -121,6 +148,9 @@ test)
     install_deps
     build_module
     build_controld
+    if [ "$sanitize" = 1 ]; then
+        export RELAY_SANITIZE=1
+    fi
     exec "$top/tests/run-all.sh" "$build_dir"
     ;;
 fuzz)

@@ -969,7 +969,7 @@ def nginx_t(lines):
             f.write(_PROBE_CONF % {
                 "stream": h.STREAM_SO, "module": h.RELAY_MODULE,
                 "prefix": d, "lines": "\n".join("    " + l for l in lines)})
-        r = subprocess.run([h.NGINX, "-t", "-p", d + "/", "-c", conf],
+        r = subprocess.run(h.nginx_argv("-t", "-p", d + "/", "-c", conf),
                            capture_output=True, timeout=30)
         if r.returncode == 0:
             return None

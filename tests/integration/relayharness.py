@@ -29,6 +29,17 @@ from pathlib import Path
 
 
 NGINX = "/usr/sbin/nginx"
+# SANITIZE=1 ./build.sh test: the module is built with ASan and UBSan,
+# nginx is not, so their runtimes are preloaded into nginx
+SANITIZE_PRELOAD = os.environ.get("RELAY_SANITIZE_PRELOAD", "")
+
+
+def nginx_argv(*args):
+    """The nginx command line, with the sanitizers' runtimes preloaded
+    when the module was built with them (env execs: the same pid)."""
+    pre = ["env", "LD_PRELOAD=" + SANITIZE_PRELOAD] if SANITIZE_PRELOAD \
+        else []
+    return pre + [NGINX] + list(args)
 STREAM_SO = "/usr/lib/nginx/modules/ngx_stream_module.so"
 RELAY_MODULE = os.environ.get(
     "RELAY_MODULE", "/work/main/build/objs/ngx_stream_relay_module.so")
@@ -347,8 +358,8 @@ class Nginx:
             render_conf(self.ports, self.workers, self.stream_extra))
 
     def _cmd(self, *args):
-        return [NGINX, "-p", str(self.prefix) + "/", "-c", "nginx.conf"] \
-            + list(args)
+        return nginx_argv("-p", str(self.prefix) + "/", "-c", "nginx.conf",
+                          *args)
 
     def start(self, timeout=15):
         stderr = open(self.prefix / "logs" / "stderr.log", "ab")
