@@ -116,3 +116,21 @@ def test_literals_off_and_own_literal_local(fresh, certs):
         assert not sink.all_txns()
     finally:
         sink.stop()
+
+
+def test_literal_hop_keeps_the_tls_policy(fresh):
+    # "tls * required": a literal is a hop like any, the sink has no
+    # STARTTLS, so the recipient is deferred with 4.7.4
+    port = d.alloc_port(("127.0.0.5",))
+    sink = d.Sink("127.0.0.5", port).start()
+    try:
+        ng = fresh(stream_extra=literal_conf(port, [
+            "relay_tls_policy * required;"]))
+        user = h.unique("littls")
+        r = send(ng, "%s@[127.0.0.5]" % user)
+        line = d.wait_status(ng, r.queue_id, "%s@[127.0.0.5]" % user,
+                             "deferred")[0]
+        assert line["dsn"] == "4.7.4", line["line"]
+        assert not sink.accepted(user)
+    finally:
+        sink.stop()
