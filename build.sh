@@ -5,20 +5,36 @@
 #   ./build.sh            build (installing packages first when missing)
 #   ./build.sh run        build, then run nginx in the foreground on loopback
 #   ./build.sh test       build (the packages too), then run every test
-#                         (unit, integration, packages)
+#                         (unit, fuzz seeds, integration, packages)
+#   ./build.sh fuzz [S]   build, then run each fuzz harness for S seconds
+#                         (default 60; tests/fuzz/run.sh)
 #   ./build.sh deps       only install packages
 #   ./build.sh deb        build the Debian packages into BUILD_DIR/deb/
 #                         (dpkg-buildpackage on a copy of the tree, lintian)
 #   ./build.sh test-deb   build the packages, then only their test
 #                         (tests/deb: install, run, purge; root)
 #
-# Environment: RELAY_PREFIX (run prefix, default ./var), BUILD_DIR (./build).
+#   SANITIZE=1 ./build.sh test
+#                         the module, controld and relayctl built with
+#                         AddressSanitizer and UndefinedBehaviorSanitizer
+#                         (into ./build-san), every test run against them;
+#                         nginx loads the module with ASan's runtime
+#                         preloaded, and any sanitizer report fails the run
+#
+# Environment: RELAY_PREFIX (run prefix, default ./var), BUILD_DIR (./build,
+# ./build-san with SANITIZE=1), SANITIZE.
 
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")" && pwd)
-build_dir=${BUILD_DIR:-$top/build}
+sanitize=${SANITIZE:-0}
+[ "$sanitize" = 1 ] && build_dir=${BUILD_DIR:-$top/build-san} \
+                    || build_dir=${BUILD_DIR:-$top/build}
 prefix=${RELAY_PREFIX:-$top/var}
+
+# gcc's sanitizers: nginx itself is not built with them, so its processes
+# get the runtimes preloaded (tests/run-all.sh) to load the module
+san_flags="-fsanitize=address,undefined -fno-omit-frame-pointer"
 
 packages=(
     nginx nginx-dev libnginx-mod-stream
@@ -32,6 +48,7 @@ packages=(
     libio-socket-ssl-perl libnet-ssleay-perl make gcc
     debhelper dpkg-dev fakeroot lintian pkg-config python3
     man-db groff-base logrotate
+    clang libclang-rt-14-dev
 )
 
 log() { printf 'build.sh: %s\n' "$*" >&2; }
@@ -71,6 +88,12 @@ build_module() {
         cp -a /usr/share/nginx/src "$src"
     fi
 
+    local cc_san= ld_san=
+    if [ "$sanitize" = 1 ]; then
+        cc_san=" $san_flags"
+        ld_san=" -fsanitize=address,undefined"
+    fi
+
     if [ ! -f "$objs/Makefile" ] \
        || [ "$top/module/config" -nt "$objs/Makefile" ] \
        || [ "$top/lib/lib.mk" -nt "$objs/Makefile" ] \
@@ -82,8 +105,8 @@ build_module() {
             # shellcheck disable=SC1091
             . ./conf_flags
             ./configure \
-                --with-cc-opt="$(dpkg-buildflags --get CFLAGS) -fPIC $(dpkg-buildflags --get CPPFLAGS)" \
-                --with-ld-opt="$(dpkg-buildflags --get LDFLAGS) -fPIC" \
+                --with-cc-opt="$(dpkg-buildflags --get CFLAGS) -fPIC $(dpkg-buildflags --get CPPFLAGS)$cc_san" \
+                --with-ld-opt="$(dpkg-buildflags --get LDFLAGS) -fPIC$ld_san" \
                 "${NGX_CONF_FLAGS[@]}" \
                 --with-stream --with-stream_ssl_module \
                 --add-dynamic-module="$top/module" \
@@ -94,9 +117,11 @@ build_module() {
 
     make -s -j2 -f "$objs/Makefile" -C "$src" modules >&2
     local sig
-    sig=$(strings "$objs/ngx_stream_relay_module.so" | grep -E '^8,4,8,' || true)
+    sig=$(strings "$objs/ngx_stream_relay_module.so" | grep -E '^8,4,8,' \
+          | sort -u || true)
     local want
-    want=$(strings /usr/lib/nginx/modules/ngx_stream_module.so | grep -E '^8,4,8,')
+    want=$(strings /usr/lib/nginx/modules/ngx_stream_module.so \
+           | grep -E '^8,4,8,' | sort -u)
     if [ "$sig" != "$want" ]; then
         log "module signature $sig does not match nginx's $want"
         exit 1
@@ -104,7 +129,12 @@ build_module() {
 }
 
 build_controld() {
-    make -s -C "$top/controld" BUILD_DIR="$build_dir" all >&2
+    if [ "$sanitize" = 1 ]; then
+        CFLAGS="-O1 -g $san_flags" \
+            make -s -C "$top/controld" BUILD_DIR="$build_dir" all >&2
+    else
+        make -s -C "$top/controld" BUILD_DIR="$build_dir" all >&2
+    fi
 }
 
 # the manual pages, from README.md (deploy/man/mkman.py)
@@ -183,8 +213,13 @@ test)
     install_deps
     build_module
     build_controld
-    build_man
-    build_deb
+    if [ "$sanitize" = 1 ]; then
+        # the packages are built without the sanitizers: not again here
+        export RELAY_SANITIZE=1
+    else
+        build_man
+        build_deb
+    fi
     exec "$top/tests/run-all.sh" "$build_dir"
     ;;
 test-deb)
@@ -198,8 +233,14 @@ deb)
     install_deps
     build_deb
     ;;
+fuzz)
+    install_deps
+    build_module
+    build_controld
+    exec "$top/tests/fuzz/run.sh" "$build_dir" "${2:-60}"
+    ;;
 *)
-    echo "usage: $0 [build|run|test|deps|deb|test-deb]" >&2
+    echo "usage: $0 [build|run|test|fuzz [SECONDS]|deps|deb|test-deb]" >&2
     exit 2
     ;;
 esac

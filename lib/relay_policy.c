@@ -51,6 +51,10 @@
 #define RELAY_POLICY_MAX_TEXT        1024
 #define RELAY_POLICY_MAX_WEIGHT      1000
 #define RELAY_POLICY_MAX_LISTS       32      /* repeated fields of Policy */
+#define RELAY_POLICY_MAX_ENTRIES     100000  /* in each list of Policy */
+#define RELAY_POLICY_MAX_HOPS        64      /* in one list of hops */
+#define RELAY_POLICY_MAX_ADDRESSES   32      /* in one egress pool */
+#define RELAY_POLICY_MAX_CREATED     253402300799LL  /* 9999-12-31 */
 
 #define relay_policy_nomem(ps)                                                \
     relay_policy_perror(ps, (ps)->line, "out of memory")
@@ -76,6 +80,43 @@ typedef struct {
     unsigned               comment_seen:1;
     unsigned               directive:1;       /* nginx.conf's words */
 } relay_policy_parse_t;
+
+
+/*
+ * Validation finds what a list holds twice in one pass: each element goes
+ * into a hash table of the strings (and keys) seen so far.  A new
+ * generation empties the table without touching it.
+ */
+
+typedef struct {
+    int            key;               /* a list's key (EgressRule's), or 0 */
+    const char    *s;                 /* a pattern, match, name or hop */
+    const char    *also;              /* a second string, or NULL */
+    const char    *nodes;             /* the node selector, or NULL */
+} relay_policy_seen_key_t;
+
+
+typedef struct {
+    relay_policy_seen_key_t   k;
+    size_t                    index;
+    unsigned                  gen;
+} relay_policy_seen_entry_t;
+
+
+typedef struct {
+    relay_policy_seen_entry_t  *e;
+    size_t                      mask;
+    unsigned                    gen;
+} relay_policy_seen_t;
+
+
+/* the tables of one validation: a list, the items of one element, pools */
+
+typedef struct {
+    relay_policy_seen_t    list;
+    relay_policy_seen_t    items;
+    relay_policy_seen_t    pools;
+} relay_policy_check_t;
 
 
 typedef enum {
@@ -183,39 +224,49 @@ static void relay_policy_buf_duration(relay_buf_t *b, const char *name,
 
 static int relay_policy_check(const relay_policy_t *p, int complete,
     char *err, size_t errlen);
+static int relay_policy_check_all(const relay_policy_t *p, int complete,
+    relay_policy_check_t *ck, char *err, size_t errlen);
+static int relay_policy_check_lengths(const relay_policy_t *p, char *err,
+    size_t errlen);
 static int relay_policy_check_scopes(const relay_policy_t *p, char *err,
     size_t errlen);
 static const char *relay_policy_scope_of(const void *elt);
+static int relay_policy_seen_init(relay_policy_seen_t *st, size_t n);
+static void relay_policy_seen_reset(relay_policy_seen_t *st);
+static size_t relay_policy_seen(relay_policy_seen_t *st,
+    const relay_policy_seen_key_t *k, size_t index);
+static int relay_policy_seen_has(relay_policy_seen_t *st, const char *s);
+static size_t relay_policy_seen_hash(int key, const char *s);
+static void relay_policy_seen_free(relay_policy_seen_t *st);
 static int relay_policy_check_hop_lists(void *const *elts, size_t n,
-    const char *list, const char *hops, const char *none, char *err,
-    size_t errlen);
+    const char *list, const char *hops, const char *none,
+    relay_policy_check_t *ck, char *err, size_t errlen);
 static int relay_policy_check_pattern_at(void *const *elts, size_t i,
-    const char *list, char *err, size_t errlen);
+    const char *list, relay_policy_seen_t *seen, char *err, size_t errlen);
 static int relay_policy_check_match_at(void *const *elts, size_t i,
-    const char *list, const char *why, char *err, size_t errlen);
+    const char *list, const char *why, relay_policy_seen_t *seen, char *err,
+    size_t errlen);
 static const void *relay_policy_field_of(const void *elt, const char *name,
     size_t *n);
 static const char *relay_policy_pattern_of(const void *elt);
 static char **relay_policy_strings_of(const void *elt, const char *field,
     size_t *n);
-static int relay_policy_check_retry(const relay_policy_t *p, char *err,
-    size_t errlen);
-static int relay_policy_check_inbound(const relay_policy_t *p, char *err,
-    size_t errlen);
+static int relay_policy_check_retry(const relay_policy_t *p,
+    relay_policy_check_t *ck, char *err, size_t errlen);
+static int relay_policy_check_inbound(const relay_policy_t *p,
+    relay_policy_check_t *ck, char *err, size_t errlen);
 static int relay_policy_check_destinations(const relay_policy_t *p,
-    char *err, size_t errlen);
-static int relay_policy_check_pools(const relay_policy_t *p, char *err,
-    size_t errlen);
+    relay_policy_check_t *ck, char *err, size_t errlen);
+static int relay_policy_check_pools(const relay_policy_t *p,
+    relay_policy_check_t *ck, char *err, size_t errlen);
 static int relay_policy_check_addresses(const relay_policy_pool_t *pool,
-    size_t i, char *err, size_t errlen);
+    size_t i, relay_policy_check_t *ck, char *err, size_t errlen);
 static int relay_policy_check_rules(const relay_policy_t *p, int complete,
-    char *err, size_t errlen);
-static const relay_policy_pool_t *relay_policy_find_pool(
-    const relay_policy_t *p, const char *name);
-static int relay_policy_check_tls(const relay_policy_t *p, char *err,
-    size_t errlen);
-static int relay_policy_check_dkim(const relay_policy_t *p, char *err,
-    size_t errlen);
+    relay_policy_check_t *ck, char *err, size_t errlen);
+static int relay_policy_check_tls(const relay_policy_t *p,
+    relay_policy_check_t *ck, char *err, size_t errlen);
+static int relay_policy_check_dkim(const relay_policy_t *p,
+    relay_policy_check_t *ck, char *err, size_t errlen);
 static void relay_policy_verror(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static const char *relay_policy_check_name(const char *s);
@@ -224,7 +275,7 @@ static const char *relay_policy_check_cidr(const char *s);
 static const char *relay_policy_check_text(const char *s, size_t max);
 static const char *relay_policy_check_word(const char *s);
 static int relay_policy_check_hops(char **hops, size_t n, const char *field,
-    char *err, size_t errlen);
+    relay_policy_seen_t *seen, char *err, size_t errlen);
 static int relay_policy_is_ipv4(const char *s, size_t len);
 static int relay_policy_is_ipv6(const char *s, size_t len);
 static int64_t relay_policy_days_from_civil(int64_t y, unsigned m, unsigned d);
@@ -1747,7 +1798,7 @@ relay_policy_stmt_egress_pool(relay_policy_parse_t *ps)
                 return -1;
             }
 
-            a->weight = w;
+            a->weight = w ? w : 1;        /* 0 counts as 1: one form */
             weight = 1;
             continue;
         }
@@ -2691,17 +2742,66 @@ relay_policy_validate_draft(const relay_policy_t *p, char *err,
 }
 
 
-/* complete: a policy as a node gets it, its rules name pools it holds */
+/*
+ * complete: a policy as a node gets it, its rules name pools it holds.
+ * Every check is linear in the size of the policy (a policy near the
+ * message size limit costs milliseconds, on controld and on every node):
+ * lists have caps, duplicates are found through hash tables.
+ */
 
 static int
 relay_policy_check(const relay_policy_t *p, int complete, char *err,
     size_t errlen)
 {
-    const char  *why;
+    int                   rc;
+    size_t                n;
+    relay_policy_check_t  ck;
 
     if (errlen) {
         err[0] = '\0';
     }
+
+    if (relay_policy_check_lengths(p, err, errlen) != 0) {
+        return -1;
+    }
+
+    /* the longest list of Policy, at most RELAY_POLICY_MAX_ENTRIES */
+
+    n = p->n_routes;
+    n = n > p->n_backup_mx ? n : p->n_backup_mx;
+    n = n > p->n_retry ? n : p->n_retry;
+    n = n > p->n_inbound_limits ? n : p->n_inbound_limits;
+    n = n > p->n_destination_limits ? n : p->n_destination_limits;
+    n = n > p->n_egress_rules ? n : p->n_egress_rules;
+    n = n > p->n_tls ? n : p->n_tls;
+    n = n > p->n_dkim ? n : p->n_dkim;
+
+    memset(&ck, 0, sizeof(relay_policy_check_t));
+
+    if (relay_policy_seen_init(&ck.list, n) != 0
+        || relay_policy_seen_init(&ck.items, RELAY_POLICY_MAX_HOPS) != 0
+        || relay_policy_seen_init(&ck.pools, p->n_egress_pools) != 0)
+    {
+        relay_policy_verror(err, errlen, "out of memory");
+        rc = -1;
+
+    } else {
+        rc = relay_policy_check_all(p, complete, &ck, err, errlen);
+    }
+
+    relay_policy_seen_free(&ck.list);
+    relay_policy_seen_free(&ck.items);
+    relay_policy_seen_free(&ck.pools);
+
+    return rc;
+}
+
+
+static int
+relay_policy_check_all(const relay_policy_t *p, int complete,
+    relay_policy_check_t *ck, char *err, size_t errlen)
+{
+    const char  *why;
 
     why = relay_policy_check_text(p->comment, RELAY_POLICY_MAX_TEXT);
     if (why) {
@@ -2713,30 +2813,202 @@ relay_policy_check(const relay_policy_t *p, int complete, char *err,
         relay_fail("author: %s", why);
     }
 
+    /* the text form writes a four-digit year, and reads only that */
+
+    if (p->created_unix < 0 || p->created_unix > RELAY_POLICY_MAX_CREATED) {
+        relay_fail("created_unix: %lld is not in the years 1970 to 9999",
+                   (long long) p->created_unix);
+    }
+
     if (relay_policy_check_scopes(p, err, errlen) != 0
         || relay_policy_check_hop_lists((void *const *) p->routes, p->n_routes,
                                      "routes", "next_hops", "no next hop",
-                                     err, errlen)
+                                     ck, err, errlen)
            != 0
         || relay_policy_check_hop_lists((void *const *) p->backup_mx,
                                         p->n_backup_mx, "backup_mx", "hosts",
-                                        "no host", err, errlen)
+                                        "no host", ck, err, errlen)
            != 0
         || relay_policy_check_hops(p->fallback_relay, p->n_fallback_relay,
-                                   "fallback_relay", err, errlen)
+                                   "fallback_relay", &ck->items, err, errlen)
            != 0
-        || relay_policy_check_retry(p, err, errlen) != 0
-        || relay_policy_check_inbound(p, err, errlen) != 0
-        || relay_policy_check_destinations(p, err, errlen) != 0
-        || relay_policy_check_pools(p, err, errlen) != 0
-        || relay_policy_check_rules(p, complete, err, errlen) != 0
-        || relay_policy_check_tls(p, err, errlen) != 0
-        || relay_policy_check_dkim(p, err, errlen) != 0)
+        || relay_policy_check_retry(p, ck, err, errlen) != 0
+        || relay_policy_check_inbound(p, ck, err, errlen) != 0
+        || relay_policy_check_destinations(p, ck, err, errlen) != 0
+        || relay_policy_check_pools(p, ck, err, errlen) != 0
+        || relay_policy_check_rules(p, complete, ck, err, errlen) != 0
+        || relay_policy_check_tls(p, ck, err, errlen) != 0
+        || relay_policy_check_dkim(p, ck, err, errlen) != 0)
     {
         return -1;
     }
 
     return 0;
+}
+
+
+/* the caps on list lengths, before anything else is looked at */
+
+static int
+relay_policy_check_lengths(const relay_policy_t *p, char *err, size_t errlen)
+{
+    size_t  i;
+    struct {
+        const char  *name;
+        size_t       n;
+    } lists[] = {
+        { "routes", p->n_routes },
+        { "backup_mx", p->n_backup_mx },
+        { "retry", p->n_retry },
+        { "inbound_limits", p->n_inbound_limits },
+        { "destination_limits", p->n_destination_limits },
+        { "egress_pools", p->n_egress_pools },
+        { "egress_rules", p->n_egress_rules },
+        { "tls", p->n_tls },
+        { "dkim", p->n_dkim }
+    };
+
+    for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+        if (lists[i].n > RELAY_POLICY_MAX_ENTRIES) {
+            relay_fail("%s: %zu entries, more than %d", lists[i].name,
+                       lists[i].n, RELAY_POLICY_MAX_ENTRIES);
+        }
+    }
+
+    if (p->n_fallback_relay > RELAY_POLICY_MAX_HOPS) {
+        relay_fail("fallback_relay: %zu hops, more than %d",
+                   p->n_fallback_relay, RELAY_POLICY_MAX_HOPS);
+    }
+
+    return 0;
+}
+
+
+/* room for n strings at most half full: n of 0 still gets a table */
+
+static int
+relay_policy_seen_init(relay_policy_seen_t *st, size_t n)
+{
+    size_t  size;
+
+    for (size = 16; size < 2 * n; size *= 2) {
+        /* void */
+    }
+
+    st->e = calloc(size, sizeof(relay_policy_seen_entry_t));
+    if (st->e == NULL) {
+        return -1;
+    }
+
+    st->mask = size - 1;
+    st->gen = 1;
+
+    return 0;
+}
+
+
+static void
+relay_policy_seen_reset(relay_policy_seen_t *st)
+{
+    if (++st->gen == 0) {
+        memset(st->e, 0, (st->mask + 1) * sizeof(relay_policy_seen_entry_t));
+        st->gen = 1;
+    }
+}
+
+
+/*
+ * The key of element "index": the index of an element seen before with the
+ * same, or (size_t) -1 when it is new (then it is remembered).  The node
+ * selector is not hashed: elements that differ only in it share a chain,
+ * and equal selectors (relay_scope_same) make a duplicate.
+ */
+
+static size_t
+relay_policy_seen(relay_policy_seen_t *st, const relay_policy_seen_key_t *k,
+    size_t index)
+{
+    size_t                      h;
+    const unsigned char        *c;
+    relay_policy_seen_entry_t  *e;
+
+    h = relay_policy_seen_hash(k->key, k->s);
+
+    if (k->also) {
+        for (c = (const unsigned char *) k->also; *c; c++) {
+            h = (h ^ *c) * 16777619u;
+        }
+    }
+
+    for ( ;; ) {
+        e = &st->e[h & st->mask];
+
+        if (e->gen != st->gen) {
+            e->gen = st->gen;
+            e->k = *k;
+            e->index = index;
+            return (size_t) -1;
+        }
+
+        if (e->k.key == k->key && strcmp(e->k.s, k->s) == 0
+            && (e->k.also == NULL) == (k->also == NULL)
+            && (k->also == NULL || strcmp(e->k.also, k->also) == 0)
+            && relay_scope_same(e->k.nodes ? e->k.nodes : "",
+                                k->nodes ? k->nodes : ""))
+        {
+            return e->index;
+        }
+
+        h++;
+    }
+}
+
+
+/* whether s (key 0, any selector) was seen; nothing is remembered */
+
+static int
+relay_policy_seen_has(relay_policy_seen_t *st, const char *s)
+{
+    size_t                      h;
+    relay_policy_seen_entry_t  *e;
+
+    for (h = relay_policy_seen_hash(0, s); ; h++) {
+        e = &st->e[h & st->mask];
+
+        if (e->gen != st->gen) {
+            return 0;
+        }
+
+        if (e->k.key == 0 && e->k.also == NULL && strcmp(e->k.s, s) == 0) {
+            return 1;
+        }
+    }
+}
+
+
+/* FNV-1a of key and s: where a chain starts */
+
+static size_t
+relay_policy_seen_hash(int key, const char *s)
+{
+    size_t                h;
+    const unsigned char  *c;
+
+    h = 2166136261u ^ (unsigned) key;
+
+    for (c = (const unsigned char *) s; *c; c++) {
+        h = (h ^ *c) * 16777619u;
+    }
+
+    return h;
+}
+
+
+static void
+relay_policy_seen_free(relay_policy_seen_t *st)
+{
+    free(st->e);
+    st->e = NULL;
 }
 
 
@@ -2782,14 +3054,20 @@ relay_policy_scope_of(const void *elt)
 
 static int
 relay_policy_check_hop_lists(void *const *elts, size_t n, const char *list,
-    const char *hops, const char *none, char *err, size_t errlen)
+    const char *hops, const char *none, relay_policy_check_t *ck, char *err,
+    size_t errlen)
 {
     char     field[64];
     char   **hop;
     size_t   i, nhops;
 
+    relay_policy_seen_reset(&ck->list);
+
     for (i = 0; i < n; i++) {
-        if (relay_policy_check_pattern_at(elts, i, list, err, errlen) != 0) {
+        if (relay_policy_check_pattern_at(elts, i, list, &ck->list, err,
+                                          errlen)
+            != 0)
+        {
             return -1;
         }
 
@@ -2799,9 +3077,17 @@ relay_policy_check_hop_lists(void *const *elts, size_t n, const char *list,
             relay_fail("%s[%zu].%s: %s", list, i, hops, none);
         }
 
+        if (nhops > RELAY_POLICY_MAX_HOPS) {
+            relay_fail("%s[%zu].%s: %zu hops, more than %d", list, i, hops,
+                       nhops, RELAY_POLICY_MAX_HOPS);
+        }
+
         snprintf(field, sizeof(field), "%s[%zu].%s", list, i, hops);
 
-        if (relay_policy_check_hops(hop, nhops, field, err, errlen) != 0) {
+        if (relay_policy_check_hops(hop, nhops, field, &ck->items, err,
+                                    errlen)
+            != 0)
+        {
             return -1;
         }
     }
@@ -2817,10 +3103,11 @@ relay_policy_check_hop_lists(void *const *elts, size_t n, const char *list,
 
 static int
 relay_policy_check_pattern_at(void *const *elts, size_t i, const char *list,
-    char *err, size_t errlen)
+    relay_policy_seen_t *seen, char *err, size_t errlen)
 {
-    size_t       k;
-    const char  *pattern, *why;
+    size_t                   k;
+    const char              *pattern, *why;
+    relay_policy_seen_key_t  key;
 
     pattern = relay_policy_pattern_of(elts[i]);
 
@@ -2831,14 +3118,16 @@ relay_policy_check_pattern_at(void *const *elts, size_t i, const char *list,
 
     /* twice for one node only: statements of other scopes may share it */
 
-    for (k = 0; k < i; k++) {
-        if (strcmp(relay_policy_pattern_of(elts[k]), pattern) == 0
-            && relay_scope_same(relay_policy_scope_of(elts[k]),
-                                relay_policy_scope_of(elts[i])))
-        {
-            relay_fail("%s[%zu].pattern: \"%s\" duplicates %s[%zu]", list, i,
-                       pattern, list, k);
-        }
+    key.key = 0;
+    key.s = pattern;
+    key.also = NULL;
+    key.nodes = relay_policy_scope_of(elts[i]);
+
+    k = relay_policy_seen(seen, &key, i);
+
+    if (k != (size_t) -1) {
+        relay_fail("%s[%zu].pattern: \"%s\" duplicates %s[%zu]", list, i,
+                   pattern, list, k);
     }
 
     return 0;
@@ -2852,31 +3141,25 @@ relay_policy_check_pattern_at(void *const *elts, size_t i, const char *list,
 
 static int
 relay_policy_check_match_at(void *const *elts, size_t i, const char *list,
-    const char *why, char *err, size_t errlen)
+    const char *why, relay_policy_seen_t *seen, char *err, size_t errlen)
 {
-    int          key;
-    size_t       k;
-    const char  *match;
+    size_t                   k;
+    relay_policy_seen_key_t  key;
 
     if (why) {
         relay_fail("%s[%zu].match: %s", list, i, why);
     }
 
-    key = *(const int *) relay_policy_field_of(elts[i], "key", NULL);
-    match = *(char *const *) relay_policy_field_of(elts[i], "match", NULL);
+    key.key = *(const int *) relay_policy_field_of(elts[i], "key", NULL);
+    key.s = *(char *const *) relay_policy_field_of(elts[i], "match", NULL);
+    key.also = NULL;
+    key.nodes = relay_policy_scope_of(elts[i]);
 
-    for (k = 0; k < i; k++) {
-        if (*(const int *) relay_policy_field_of(elts[k], "key", NULL) == key
-            && strcmp(*(char *const *) relay_policy_field_of(elts[k], "match",
-                                                             NULL),
-                      match)
-               == 0
-            && relay_scope_same(relay_policy_scope_of(elts[k]),
-                                relay_policy_scope_of(elts[i])))
-        {
-            relay_fail("%s[%zu].match: \"%s\" duplicates %s[%zu]", list, i,
-                       match, list, k);
-        }
+    k = relay_policy_seen(seen, &key, i);
+
+    if (k != (size_t) -1) {
+        relay_fail("%s[%zu].match: \"%s\" duplicates %s[%zu]", list, i,
+                   key.s, list, k);
     }
 
     return 0;
@@ -2920,16 +3203,19 @@ relay_policy_pattern_of(const void *elt)
 
 
 static int
-relay_policy_check_retry(const relay_policy_t *p, char *err, size_t errlen)
+relay_policy_check_retry(const relay_policy_t *p, relay_policy_check_t *ck,
+    char *err, size_t errlen)
 {
     size_t                 i;
     relay_policy_retry_t  *rt;
+
+    relay_policy_seen_reset(&ck->list);
 
     for (i = 0; i < p->n_retry; i++) {
         rt = p->retry[i];
 
         if (relay_policy_check_pattern_at((void *const *) p->retry, i,
-                                          "retry", err, errlen)
+                                          "retry", &ck->list, err, errlen)
             != 0)
         {
             return -1;
@@ -2963,11 +3249,14 @@ relay_policy_check_retry(const relay_policy_t *p, char *err, size_t errlen)
 
 
 static int
-relay_policy_check_inbound(const relay_policy_t *p, char *err, size_t errlen)
+relay_policy_check_inbound(const relay_policy_t *p, relay_policy_check_t *ck,
+    char *err, size_t errlen)
 {
     size_t                   i;
     const char              *why;
     relay_policy_inbound_t  *l;
+
+    relay_policy_seen_reset(&ck->list);
 
     for (i = 0; i < p->n_inbound_limits; i++) {
         l = p->inbound_limits[i];
@@ -2994,7 +3283,8 @@ relay_policy_check_inbound(const relay_policy_t *p, char *err, size_t errlen)
         }
 
         if (relay_policy_check_match_at((void *const *) p->inbound_limits, i,
-                                        "inbound_limits", why, err, errlen)
+                                        "inbound_limits", why, &ck->list, err,
+                                        errlen)
             != 0)
         {
             return -1;
@@ -3021,19 +3311,21 @@ relay_policy_check_inbound(const relay_policy_t *p, char *err, size_t errlen)
 
 
 static int
-relay_policy_check_destinations(const relay_policy_t *p, char *err,
-    size_t errlen)
+relay_policy_check_destinations(const relay_policy_t *p,
+    relay_policy_check_t *ck, char *err, size_t errlen)
 {
     size_t                i;
     const char           *why;
     relay_policy_dest_t  *d;
+
+    relay_policy_seen_reset(&ck->list);
 
     for (i = 0; i < p->n_destination_limits; i++) {
         d = p->destination_limits[i];
 
         if (relay_policy_check_pattern_at(
                 (void *const *) p->destination_limits, i,
-                "destination_limits", err, errlen)
+                "destination_limits", &ck->list, err, errlen)
             != 0)
         {
             return -1;
@@ -3089,11 +3381,15 @@ relay_policy_check_destinations(const relay_policy_t *p, char *err,
 
 
 static int
-relay_policy_check_pools(const relay_policy_t *p, char *err, size_t errlen)
+relay_policy_check_pools(const relay_policy_t *p, relay_policy_check_t *ck,
+    char *err, size_t errlen)
 {
-    size_t                i, k;
-    const char           *why;
-    relay_policy_pool_t  *pool;
+    size_t                   i, k;
+    const char              *why;
+    relay_policy_pool_t     *pool;
+    relay_policy_seen_key_t  key = { 0, NULL, NULL, NULL };
+
+    relay_policy_seen_reset(&ck->pools);
 
     for (i = 0; i < p->n_egress_pools; i++) {
         pool = p->egress_pools[i];
@@ -3107,13 +3403,14 @@ relay_policy_check_pools(const relay_policy_t *p, char *err, size_t errlen)
             relay_fail("egress_pools[%zu].name: %s", i, why);
         }
 
-        for (k = 0; k < i; k++) {
-            if (strcmp(p->egress_pools[k]->name, pool->name) == 0
-                && relay_scope_same(p->egress_pools[k]->nodes, pool->nodes))
-            {
-                relay_fail("egress_pools[%zu].name: \"%s\" duplicates "
-                           "egress_pools[%zu]", i, pool->name, k);
-            }
+        key.s = pool->name;
+        key.nodes = pool->nodes;
+
+        k = relay_policy_seen(&ck->pools, &key, i);
+
+        if (k != (size_t) -1) {
+            relay_fail("egress_pools[%zu].name: \"%s\" duplicates "
+                       "egress_pools[%zu]", i, pool->name, k);
         }
 
         if (pool->node_local) {
@@ -3134,7 +3431,13 @@ relay_policy_check_pools(const relay_policy_t *p, char *err, size_t errlen)
             relay_fail("egress_pools[%zu].addresses: no address", i);
         }
 
-        if (relay_policy_check_addresses(pool, i, err, errlen) != 0) {
+        if (pool->n_addresses > RELAY_POLICY_MAX_ADDRESSES) {
+            relay_fail("egress_pools[%zu].addresses: %zu addresses, more "
+                       "than %d", i, pool->n_addresses,
+                       RELAY_POLICY_MAX_ADDRESSES);
+        }
+
+        if (relay_policy_check_addresses(pool, i, ck, err, errlen) != 0) {
             return -1;
         }
     }
@@ -3145,10 +3448,13 @@ relay_policy_check_pools(const relay_policy_t *p, char *err, size_t errlen)
 
 static int
 relay_policy_check_addresses(const relay_policy_pool_t *pool, size_t i,
-    char *err, size_t errlen)
+    relay_policy_check_t *ck, char *err, size_t errlen)
 {
     size_t                       j, k;
+    relay_policy_seen_key_t      key = { 0, NULL, NULL, NULL };
     relay_policy_egress_addr_t  *a;
+
+    relay_policy_seen_reset(&ck->items);
 
     for (j = 0; j < pool->n_addresses; j++) {
         a = pool->addresses[j];
@@ -3160,12 +3466,13 @@ relay_policy_check_addresses(const relay_policy_pool_t *pool, size_t i,
                        "is not an IPv4 or IPv6 address", i, j, a->address);
         }
 
-        for (k = 0; k < j; k++) {
-            if (strcmp(pool->addresses[k]->address, a->address) == 0) {
-                relay_fail("egress_pools[%zu].addresses[%zu].address: "
-                           "\"%s\" duplicates addresses[%zu]", i, j,
-                           a->address, k);
-            }
+        key.s = a->address;
+        k = relay_policy_seen(&ck->items, &key, j);
+
+        if (k != (size_t) -1) {
+            relay_fail("egress_pools[%zu].addresses[%zu].address: "
+                       "\"%s\" duplicates addresses[%zu]", i, j,
+                       a->address, k);
         }
 
         if (a->weight > RELAY_POLICY_MAX_WEIGHT) {
@@ -3180,12 +3487,14 @@ relay_policy_check_addresses(const relay_policy_pool_t *pool, size_t i,
 
 
 static int
-relay_policy_check_rules(const relay_policy_t *p, int complete, char *err,
-    size_t errlen)
+relay_policy_check_rules(const relay_policy_t *p, int complete,
+    relay_policy_check_t *ck, char *err, size_t errlen)
 {
     size_t                i;
     const char           *why;
     relay_policy_rule_t  *rule;
+
+    relay_policy_seen_reset(&ck->list);
 
     for (i = 0; i < p->n_egress_rules; i++) {
         rule = p->egress_rules[i];
@@ -3207,13 +3516,16 @@ relay_policy_check_rules(const relay_policy_t *p, int complete, char *err,
         }
 
         if (relay_policy_check_match_at((void *const *) p->egress_rules, i,
-                                        "egress_rules", why, err, errlen)
+                                        "egress_rules", why, &ck->list, err,
+                                        errlen)
             != 0)
         {
             return -1;
         }
 
-        if (complete && relay_policy_find_pool(p, rule->pool) == NULL) {
+        /* the pools' table holds every pool name (checked before) */
+
+        if (complete && !relay_policy_seen_has(&ck->pools, rule->pool)) {
             relay_fail("egress_rules[%zu].pool: no egress pool \"%s\"", i,
                        rule->pool);
         }
@@ -3223,29 +3535,17 @@ relay_policy_check_rules(const relay_policy_t *p, int complete, char *err,
 }
 
 
-static const relay_policy_pool_t *
-relay_policy_find_pool(const relay_policy_t *p, const char *name)
-{
-    size_t  i;
-
-    for (i = 0; i < p->n_egress_pools; i++) {
-        if (strcmp(p->egress_pools[i]->name, name) == 0) {
-            return p->egress_pools[i];
-        }
-    }
-
-    return NULL;
-}
-
-
 static int
-relay_policy_check_tls(const relay_policy_t *p, char *err, size_t errlen)
+relay_policy_check_tls(const relay_policy_t *p, relay_policy_check_t *ck,
+    char *err, size_t errlen)
 {
     size_t  i;
+
+    relay_policy_seen_reset(&ck->list);
 
     for (i = 0; i < p->n_tls; i++) {
         if (relay_policy_check_pattern_at((void *const *) p->tls, i, "tls",
-                                          err, errlen)
+                                          &ck->list, err, errlen)
             != 0)
         {
             return -1;
@@ -3262,16 +3562,20 @@ relay_policy_check_tls(const relay_policy_t *p, char *err, size_t errlen)
  */
 
 static int
-relay_policy_check_dkim(const relay_policy_t *p, char *err, size_t errlen)
+relay_policy_check_dkim(const relay_policy_t *p, relay_policy_check_t *ck,
+    char *err, size_t errlen)
 {
-    size_t                i, j;
-    const char           *why, *c;
-    relay_policy_dkim_t  *d, *o;
+    size_t                   i, j;
+    const char              *why, *c;
+    relay_policy_dkim_t     *d;
+    relay_policy_seen_key_t  key = { 0, NULL, NULL, NULL };
 
     static const char  *canons[] = {
         "", "relaxed/relaxed", "relaxed/simple", "simple/relaxed",
         "simple/simple"
     };
+
+    relay_policy_seen_reset(&ck->list);
 
     for (i = 0; i < p->n_dkim; i++) {
         d = p->dkim[i];
@@ -3358,15 +3662,13 @@ relay_policy_check_dkim(const relay_policy_t *p, char *err, size_t errlen)
                        "send", i, d->on_error);
         }
 
-        for (j = 0; j < i; j++) {
-            o = p->dkim[j];
+        key.s = d->domain;
+        key.also = d->selector;
+        j = relay_policy_seen(&ck->list, &key, i);
 
-            if (strcmp(o->domain, d->domain) == 0
-                && strcmp(o->selector, d->selector) == 0)
-            {
-                relay_fail("dkim[%zu]: domain %s selector %s is already "
-                           "dkim[%zu]", i, d->domain, d->selector, j);
-            }
+        if (j != (size_t) -1) {
+            relay_fail("dkim[%zu]: domain %s selector %s is already "
+                       "dkim[%zu]", i, d->domain, d->selector, j);
         }
     }
 
@@ -3591,12 +3893,15 @@ relay_policy_hop(const char *s, relay_policy_hop_t *hop)
 
 
 static int
-relay_policy_check_hops(char **hops, size_t n, const char *field, char *err,
-    size_t errlen)
+relay_policy_check_hops(char **hops, size_t n, const char *field,
+    relay_policy_seen_t *seen, char *err, size_t errlen)
 {
-    size_t               i, k;
-    const char          *why;
-    relay_policy_hop_t   hop;
+    size_t                   i, k;
+    const char              *why;
+    relay_policy_hop_t       hop;
+    relay_policy_seen_key_t  key = { 0, NULL, NULL, NULL };
+
+    relay_policy_seen_reset(seen);
 
     for (i = 0; i < n; i++) {
         why = relay_policy_hop(hops[i], &hop);
@@ -3606,12 +3911,13 @@ relay_policy_check_hops(char **hops, size_t n, const char *field, char *err,
             return -1;
         }
 
-        for (k = 0; k < i; k++) {
-            if (strcmp(hops[k], hops[i]) == 0) {
-                relay_policy_verror(err, errlen, "%s[%zu]: \"%s\" duplicates "
-                                    "%s[%zu]", field, i, hops[i], field, k);
-                return -1;
-            }
+        key.s = hops[i];
+        k = relay_policy_seen(seen, &key, i);
+
+        if (k != (size_t) -1) {
+            relay_policy_verror(err, errlen, "%s[%zu]: \"%s\" duplicates "
+                                "%s[%zu]", field, i, hops[i], field, k);
+            return -1;
         }
     }
 

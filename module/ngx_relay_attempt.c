@@ -17,8 +17,12 @@
  *                   destination's error ("suspended")
  *   record (thread) done and failed marks, the next attempt and the last
  *                   error in the queue file, or the file goes
- *   end             DSNs for what failed (ngx_relay_dsn.c); the outcome
- *                   goes back to the schedule
+ *   end             DSNs (ngx_relay_dsn.c) for what failed, and with
+ *                   NOTIFY=SUCCESS for what was relayed to a server
+ *                   without DSN; the outcome goes back to the schedule
+ *
+ * With NOTIFY=SUCCESS a Maildir delivery sends a "delivered" DSN as soon
+ * as the local recipients are done, before the remote phase.
  *
  * The message stays locked by this worker from open to end.  A message
  * found held, locked by another process, or not due by its file (another
@@ -89,6 +93,8 @@ struct ngx_relay_attempt_s {
     ngx_uint_t                 attempts;
     ngx_uint_t                 bounces;      /* failed, want a DSN */
     ngx_uint_t                 delays;       /* want a "delayed" DSN */
+    ngx_uint_t                 relayed;      /* want a "relayed" DSN */
+    ngx_uint_t                 delivered;    /* local, want "delivered" */
     u_char                    *original;     /* for the DSN, malloc()ed */
     size_t                     original_len;
     ngx_err_t                  err;
@@ -107,6 +113,7 @@ static ngx_int_t ngx_relay_attempt_deliver_local(ngx_relay_attempt_t *at,
     ngx_relay_local_result_t *res);
 static void ngx_relay_attempt_opened(ngx_event_t *ev);
 static void ngx_relay_attempt_log_local(ngx_relay_attempt_t *at);
+static void ngx_relay_attempt_report_local(ngx_relay_attempt_t *at);
 static ngx_int_t ngx_relay_attempt_remote(ngx_relay_attempt_t *at);
 static ngx_uint_t ngx_relay_attempt_collect(ngx_relay_attempt_t *at);
 static void ngx_relay_attempt_operator_bounces(ngx_relay_attempt_t *at);
@@ -125,7 +132,7 @@ static ngx_int_t ngx_relay_attempt_last_error(ngx_relay_attempt_t *at);
 static void ngx_relay_attempt_recorded(ngx_event_t *ev);
 static void ngx_relay_attempt_log_remote(ngx_relay_attempt_t *at);
 static void ngx_relay_attempt_report(ngx_relay_attempt_t *at,
-    ngx_uint_t delayed);
+    ngx_uint_t kind);
 static void ngx_relay_attempt_end(ngx_relay_attempt_t *at);
 
 
@@ -284,6 +291,15 @@ ngx_relay_attempt_local(ngx_relay_attempt_t *at)
                                                 &at->results[at->nresults]))
         {
         case NGX_OK:
+
+            /* delivered now (not found there by a retry): "delivered" */
+
+            if (at->results[at->nresults].rc == NGX_OK
+                && (r->notify & NGX_RELAY_NOTIFY_SUCCESS) && q->sender.len)
+            {
+                at->delivered++;
+            }
+
             at->nresults++;
             marked++;
             break;
@@ -298,6 +314,13 @@ ngx_relay_attempt_local(ngx_relay_attempt_t *at)
             at->remote++;
             break;
         }
+    }
+
+    /* the descriptor still reads the message once the file is removed */
+
+    if (at->delivered) {
+        ngx_relay_dsn_read_original(at->fd, q, &at->original,
+                                    &at->original_len);
     }
 
     if (at->remaining == 0) {
@@ -483,6 +506,13 @@ ngx_relay_attempt_opened(ngx_event_t *ev)
 
     ngx_relay_attempt_log_local(at);
 
+    if (at->delivered && !at->failed) {
+        ngx_relay_attempt_report_local(at);
+    }
+
+    free(at->original);
+    at->original = NULL;
+
     if (at->debris) {
         ngx_log_error(NGX_LOG_NOTICE, sc->log, 0,
                       "%s: removed incomplete queue file of a session that "
@@ -547,6 +577,61 @@ ngx_relay_attempt_log_local(ngx_relay_attempt_t *at)
         ngx_log_error(NGX_LOG_INFO, at->sched->log, 0, "%V: removed",
                       &q->id);
     }
+}
+
+
+/* the "delivered" DSN of the Maildir deliveries with NOTIFY=SUCCESS */
+
+static void
+ngx_relay_attempt_report_local(ngx_relay_attempt_t *at)
+{
+    ngx_uint_t                 i, n;
+    ngx_relay_dsn_t            dsn;
+    ngx_relay_dest_t          *dests, *dst;
+    ngx_relay_queued_t        *q;
+    ngx_relay_local_result_t  *res;
+
+    q = &at->queued;
+
+    dests = ngx_calloc(at->nresults * sizeof(ngx_relay_dest_t),
+                       at->sched->log);
+    if (dests == NULL) {
+        return;
+    }
+
+    n = 0;
+
+    for (i = 0; i < at->nresults; i++) {
+        res = &at->results[i];
+
+        if (res->rc != NGX_OK) {
+            continue;
+        }
+
+        dst = &dests[n++];
+        dst->index = res->index;
+        dst->addr = q->rcpts[res->index].addr;
+        dst->status = NGX_RELAY_DELIVERY_SENT;
+        dst->local = 1;
+        ngx_cpystrn(dst->dsn, (u_char *) "2.0.0", sizeof(dst->dsn));
+        dst->reply_len = ngx_sprintf(dst->reply, "250 2.0.0 delivered to "
+                                     "maildir")
+                         - dst->reply;
+    }
+
+    dsn.spool = &at->sched->spool;
+    dsn.hostname = at->sched->hostname;
+    dsn.domains = at->sched->domains;
+    dsn.queued = q;
+    dsn.dests = dests;
+    dsn.ndests = n;
+    dsn.original = at->original;
+    dsn.original_len = at->original_len;
+    dsn.kind = NGX_RELAY_DSN_SUCCESS;
+
+    (void) ngx_relay_dsn_send(&dsn);
+
+    ngx_free(dests);
 }
 
 
@@ -904,16 +989,15 @@ ngx_relay_attempt_record(ngx_relay_attempt_t *at)
     /* never for a null sender */
 
     at->bounces = 0;
+    at->relayed = 0;
 
     for (i = 0; at->queued.sender.len && i < at->ndests; i++) {
         dst = &at->dests[i];
 
-        if (dst->status == NGX_RELAY_DELIVERY_FAILED
-            && ngx_relay_dsn_wants_failure(
-                   at->queued.rcpts[dst->index].notify))
-        {
-            at->bounces++;
-        }
+        at->bounces += ngx_relay_dsn_reported(&at->queued, dst,
+                                              NGX_RELAY_DSN_FAILED);
+        at->relayed += ngx_relay_dsn_reported(&at->queued, dst,
+                                              NGX_RELAY_DSN_SUCCESS);
     }
 
     ngx_relay_attempt_log_remote(at);
@@ -987,7 +1071,7 @@ ngx_relay_attempt_record_thread(void *data, ngx_log_t *log)
     at->failed = NULL;
     at->err = 0;
 
-    if (at->bounces || at->delays) {
+    if (at->bounces || at->delays || at->relayed) {
         ngx_relay_dsn_read_original(at->fd, q, &at->original,
                                     &at->original_len);
     }
@@ -1131,11 +1215,15 @@ ngx_relay_attempt_recorded(ngx_event_t *ev)
     }
 
     if (at->bounces && !at->failed) {
-        ngx_relay_attempt_report(at, 0);
+        ngx_relay_attempt_report(at, NGX_RELAY_DSN_FAILED);
     }
 
     if (at->delays && !at->failed && !at->removed) {
-        ngx_relay_attempt_report(at, 1);
+        ngx_relay_attempt_report(at, NGX_RELAY_DSN_DELAYED);
+    }
+
+    if (at->relayed && !at->failed) {
+        ngx_relay_attempt_report(at, NGX_RELAY_DSN_SUCCESS);
     }
 
     free(at->original);
@@ -1189,7 +1277,7 @@ ngx_relay_attempt_log_remote(ngx_relay_attempt_t *at)
 
 
 static void
-ngx_relay_attempt_report(ngx_relay_attempt_t *at, ngx_uint_t delayed)
+ngx_relay_attempt_report(ngx_relay_attempt_t *at, ngx_uint_t kind)
 {
     ngx_relay_dsn_t  dsn;
 
@@ -1201,7 +1289,7 @@ ngx_relay_attempt_report(ngx_relay_attempt_t *at, ngx_uint_t delayed)
     dsn.ndests = at->ndests;
     dsn.original = at->original;
     dsn.original_len = at->original_len;
-    dsn.delayed = delayed;
+    dsn.kind = kind;
 
     (void) ngx_relay_dsn_send(&dsn);
 }

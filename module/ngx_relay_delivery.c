@@ -19,9 +19,22 @@
  *
  *   CONNECT -> GREETING -> EHLO (-> STARTTLS -> EHLO | HELO)
  *     -> MAIL -> RCPT ... -> DATA -> BODY -> DOT -> MAIL ... | QUIT
+ *                         -> BODY (BDAT) -> LAST -> MAIL ... | QUIT
  *
  * (after an aborted transaction: -> RSET -> MAIL).  QUIT: nothing more
  * for this host; its connection goes to the idle cache, or says QUIT.
+ *
+ * BDAT (RFC 3030): towards a server that offers CHUNKING the message goes
+ * as one "BDAT <size> LAST" whose octets are read from the spool 64 KB at
+ * a time as for DATA, without dot-stuffing and byte for byte; a message
+ * that came with BODY=BINARYMIME goes so with BODY=BINARYMIME, and only
+ * to a server that offers both (else it fails, 5.6.3).
+ *
+ * DSN (RFC 3461): towards a server that offers it, RET and ENVID go with
+ * MAIL, NOTIFY and ORCPT (as received, or made from the address) with
+ * each RCPT, and the next hop reports.  A recipient sent to a server
+ * without DSN is marked "relayed": its sender gets a "relayed" DSN when
+ * it asked for NOTIFY=SUCCESS.
  *
  * A transaction carries at most relay_max_rcpts_per_transaction open
  * recipients; a "452 4.5.3 too many recipients" leaves the rest for the
@@ -70,12 +83,16 @@ typedef enum {
     ngx_relay_dst_data,
     ngx_relay_dst_body,
     ngx_relay_dst_dot,
+    ngx_relay_dst_last,
     ngx_relay_dst_rset,
     ngx_relay_dst_quit
 } ngx_relay_delivery_state_e;
 
 
 /* by ngx_relay_delivery_state_e, for the log */
+
+static ngx_str_t  ngx_relay_no_envid = ngx_null_string;
+
 
 static ngx_str_t  ngx_relay_delivery_state_names[] = {
     ngx_string("CONNECT"),
@@ -88,6 +105,7 @@ static ngx_str_t  ngx_relay_delivery_state_names[] = {
     ngx_string("DATA"),
     ngx_string("BODY"),
     ngx_string("DOT"),
+    ngx_string("LAST"),
     ngx_string("RSET"),
     ngx_string("QUIT")
 };
@@ -125,6 +143,7 @@ struct ngx_relay_delivery_s {
     ngx_uint_t                   accepted;
     ngx_uint_t                   txns;         /* MAIL accepted, this conn */
     unsigned                     pipelined:1;    /* this transaction */
+    unsigned                     bdat:1;         /* this transaction */
     unsigned                     discard:1;      /* no RCPT accepted */
     unsigned                     reused:1;       /* from the cache */
     unsigned                     no_cache:1;
@@ -169,6 +188,7 @@ static ngx_int_t ngx_relay_delivery_enter(ngx_relay_delivery_t *d,
 static void ngx_relay_delivery_append(ngx_relay_delivery_t *d,
     const char *fmt, ...);
 static void ngx_relay_delivery_envelope(ngx_relay_delivery_t *d);
+static void ngx_relay_delivery_rcpt(ngx_relay_delivery_t *d, ngx_uint_t i);
 static void ngx_relay_delivery_expect(ngx_relay_delivery_t *d);
 static ngx_int_t ngx_relay_delivery_send(ngx_relay_delivery_t *d);
 static ngx_uint_t ngx_relay_delivery_expecting(ngx_relay_delivery_t *d);
@@ -224,8 +244,6 @@ static void ngx_relay_delivery_set_all(ngx_relay_delivery_t *d,
 static void ngx_relay_delivery_set(ngx_relay_delivery_t *d,
     ngx_relay_dest_t *dst, ngx_uint_t status, const char *dsn);
 static void ngx_relay_delivery_finish(ngx_relay_delivery_t *d);
-static ngx_int_t ngx_relay_delivery_enhanced(u_char *p, size_t len,
-    u_char class, u_char *out);
 static ngx_uint_t ngx_relay_delivery_open(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_throttled(ngx_relay_delivery_t *d,
     ngx_msec_t wait, ngx_uint_t slow);
@@ -928,8 +946,7 @@ ngx_relay_delivery_enter(ngx_relay_delivery_t *d,
             return NGX_OK;
         }
 
-        ngx_relay_delivery_append(d, "RCPT TO:<%V>",
-                                  &d->dests[d->batch[d->rcpt]].addr);
+        ngx_relay_delivery_rcpt(d, d->batch[d->rcpt]);
         break;
 
     case ngx_relay_dst_data:
@@ -944,12 +961,21 @@ ngx_relay_delivery_enter(ngx_relay_delivery_t *d,
         d->body_off = 0;
         d->line_start = 1;
         d->last_lf = 1;
+
+        if (d->bdat) {
+            ngx_relay_delivery_append(d, "BDAT %O LAST",
+                                      d->queued->message_size);
+        }
+
         ngx_relay_delivery_read_chunk(d);
         return NGX_OK;
 
     case ngx_relay_dst_dot:
         ngx_relay_delivery_append(d, ".");
         break;
+
+    case ngx_relay_dst_last:
+        break;                           /* the chunk is on its way */
 
     case ngx_relay_dst_rset:
         d->discard = 0;
@@ -1004,11 +1030,20 @@ ngx_relay_delivery_envelope(ngx_relay_delivery_t *d)
         ngx_relay_delivery_append(d, "MAIL FROM:<%V>", &q->sender);
 
     } else {
-        ngx_relay_delivery_append(d, "MAIL FROM:<%V> SIZE=%O%s%s",
+        ngx_relay_delivery_append(d, "MAIL FROM:<%V> SIZE=%O%s%s%s%s%s%V",
                                   &q->sender, q->message_size,
-                                  (q->eightbit && sc->eightbit)
+                                  (q->body == NGX_RELAY_BODY_BINARYMIME)
+                                  ? " BODY=BINARYMIME"
+                                  : (q->eightbit && sc->eightbit)
                                   ? " BODY=8BITMIME" : "",
-                                  q->smtputf8 ? " SMTPUTF8" : "");
+                                  q->smtputf8 ? " SMTPUTF8" : "",
+                                  (sc->dsn && q->ret == NGX_RELAY_RET_FULL)
+                                  ? " RET=FULL" : "",
+                                  (sc->dsn && q->ret == NGX_RELAY_RET_HDRS)
+                                  ? " RET=HDRS" : "",
+                                  (sc->dsn && q->envid.len)
+                                  ? " ENVID=" : "",
+                                  sc->dsn ? &q->envid : &ngx_relay_no_envid);
     }
 
     if (!d->pipelined) {
@@ -1016,16 +1051,81 @@ ngx_relay_delivery_envelope(ngx_relay_delivery_t *d)
     }
 
     for (i = 0; i < d->nbatch; i++) {
-        if ((size_t) (d->out->end - d->out->last) < NGX_RELAY_MAX_ADDR + 64) {
+        if ((size_t) (d->out->end - d->out->last)
+            < NGX_RELAY_MAX_ADDR + NGX_RELAY_MAX_ORCPT + 64)
+        {
             d->nbatch = i;        /* the others: the next transaction */
             break;
         }
 
-        ngx_relay_delivery_append(d, "RCPT TO:<%V>",
-                                  &d->dests[d->batch[i]].addr);
+        ngx_relay_delivery_rcpt(d, d->batch[i]);
     }
 
-    ngx_relay_delivery_append(d, "DATA");
+    if (!d->bdat) {
+        ngx_relay_delivery_append(d, "DATA");
+    }
+}
+
+
+/*
+ * RCPT TO of dests[i]; towards a DSN server with its NOTIFY as received
+ * and its ORCPT, as received or made from the address (RFC 3461 4.2).
+ */
+
+static void
+ngx_relay_delivery_rcpt(ngx_relay_delivery_t *d, ngx_uint_t i)
+{
+    u_char                   *p, notify[32], orcpt[NGX_RELAY_MAX_ORCPT];
+    ngx_str_t                 n, o;
+    ngx_relay_dest_t         *dst;
+    ngx_relay_queued_rcpt_t  *r;
+
+    dst = &d->dests[i];
+    r = &d->queued->rcpts[dst->index];
+
+    if (!d->conn->dsn) {
+        ngx_relay_delivery_append(d, "RCPT TO:<%V>", &dst->addr);
+        return;
+    }
+
+    p = notify;
+
+    if (r->notify & NGX_RELAY_NOTIFY_NEVER) {
+        p = ngx_cpymem(p, " NOTIFY=NEVER", 13);
+
+    } else if (r->notify) {
+        p = ngx_cpymem(p, " NOTIFY=", 8);
+
+        if (r->notify & NGX_RELAY_NOTIFY_SUCCESS) {
+            p = ngx_cpymem(p, "SUCCESS,", 8);
+        }
+
+        if (r->notify & NGX_RELAY_NOTIFY_FAILURE) {
+            p = ngx_cpymem(p, "FAILURE,", 8);
+        }
+
+        if (r->notify & NGX_RELAY_NOTIFY_DELAY) {
+            p = ngx_cpymem(p, "DELAY,", 6);
+        }
+
+        p--;                             /* the last "," */
+    }
+
+    n.data = notify;
+    n.len = p - notify;
+
+    if (r->orcpt.len) {
+        o.data = r->orcpt.data;
+        o.len = r->orcpt.len;
+
+    } else {
+        p = ngx_relay_orcpt(orcpt, sizeof(orcpt), &dst->addr);
+        o.data = orcpt;
+        o.len = p ? (size_t) (p - orcpt) : 0;
+    }
+
+    ngx_relay_delivery_append(d, "RCPT TO:<%V>%V%s%V", &dst->addr, &n,
+                              o.len ? " ORCPT=" : "", &o);
 }
 
 
@@ -1152,6 +1252,7 @@ ngx_relay_delivery_read_handler(ngx_event_t *ev)
     for ( ;; ) {
 
         if (b->pos < b->last) {
+            d->rp.ehlo = (d->state == ngx_relay_dst_ehlo);
             rc = ngx_relay_parse_reply(&d->rp, b);
 
             if (rc == NGX_RELAY_PARSE_INVALID) {
@@ -1302,6 +1403,7 @@ ngx_relay_delivery_reply(ngx_relay_delivery_t *d)
         return;
 
     case ngx_relay_dst_dot:
+    case ngx_relay_dst_last:
         ngx_relay_delivery_dot_reply(d, code);
         return;
 
@@ -1488,11 +1590,12 @@ ngx_relay_delivery_rcpt_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
     }
 
     if (d->accepted) {
-        (void) ngx_relay_delivery_enter(d, ngx_relay_dst_data);
+        (void) ngx_relay_delivery_enter(d, d->bdat ? ngx_relay_dst_body
+                                                   : ngx_relay_dst_data);
         return;
     }
 
-    if (d->pipelined) {
+    if (d->pipelined && !d->bdat) {
         d->discard = 1;                  /* the reply to DATA comes */
         (void) ngx_relay_delivery_enter(d, ngx_relay_dst_data);
         return;
@@ -1597,40 +1700,24 @@ ngx_relay_delivery_rset(ngx_relay_delivery_t *d)
 static void
 ngx_relay_delivery_extensions(ngx_relay_delivery_t *d)
 {
-    u_char                 *p, *last;
+    ngx_uint_t              ext;
     ngx_relay_smtp_conn_t  *sc;
 
     sc = d->conn;
     sc->esmtp = 1;
 
-    /* the collected text: "host greeting EXT1 EXT2 args ..." by lines */
+    /* the EHLO keywords, each a line's first word (ngx_relay_parse.c) */
 
-    p = d->rp.text;
-    last = p + d->rp.text_len;
+    ext = d->rp.ext;
 
-    sc->smtputf8 = (ngx_strlcasestrn(p, last, (u_char *) "SMTPUTF8", 7)
-                    != NULL);
-    sc->starttls = (ngx_strlcasestrn(p, last, (u_char *) "STARTTLS", 7)
-                    != NULL);
-    sc->eightbit = (ngx_strlcasestrn(p, last, (u_char *) "8BITMIME", 7)
-                    != NULL);
-    sc->pipelining = (ngx_strlcasestrn(p, last, (u_char *) "PIPELINING", 9)
-                      != NULL);
-
-    p = ngx_strlcasestrn(p, last, (u_char *) "SIZE ", 4);
-
-    if (p) {
-        p += 5;
-
-        while (p < last && *p >= '0' && *p <= '9') {
-            sc->size_limit = sc->size_limit * 10 + (*p++ - '0');
-
-            if (sc->size_limit > NGX_MAX_OFF_T_VALUE / 10) {
-                sc->size_limit = 0;
-                break;
-            }
-        }
-    }
+    sc->smtputf8 = (ext & NGX_RELAY_EXT_SMTPUTF8) != 0;
+    sc->starttls = (ext & NGX_RELAY_EXT_STARTTLS) != 0;
+    sc->eightbit = (ext & NGX_RELAY_EXT_8BITMIME) != 0;
+    sc->pipelining = (ext & NGX_RELAY_EXT_PIPELINING) != 0;
+    sc->dsn = (ext & NGX_RELAY_EXT_DSN) != 0;
+    sc->chunking = (ext & NGX_RELAY_EXT_CHUNKING) != 0;
+    sc->binarymime = (ext & NGX_RELAY_EXT_BINARYMIME) != 0;
+    sc->size_limit = (ext & NGX_RELAY_EXT_SIZE) ? d->rp.size : 0;
 }
 
 
@@ -1998,8 +2085,20 @@ ngx_relay_delivery_next_transaction(ngx_relay_delivery_t *d)
         return;
     }
 
+    if (q->body == NGX_RELAY_BODY_BINARYMIME
+        && !(sc->chunking && sc->binarymime))
+    {
+        d->error_len = ngx_sprintf(d->error, "%*s does not support "
+                                   "BINARYMIME and CHUNKING, which the "
+                                   "message needs", d->relay_len, d->relay)
+                       - d->error;
+        ngx_relay_delivery_fail_message(d, "5.6.3");
+        return;
+    }
+
     d->discard = 0;
     d->pipelined = sc->pipelining;
+    d->bdat = sc->chunking;
 
     if (ngx_relay_delivery_enter(d, ngx_relay_dst_mail) == NGX_ERROR) {
         ngx_relay_delivery_host_failed(d, "4.4.2", "connection lost while "
@@ -2089,6 +2188,26 @@ ngx_relay_delivery_chunk_done(ngx_event_t *ev)
         return;
     }
 
+    if (d->bdat) {
+
+        /* BDAT: the octets as they are (RFC 3030 2) */
+
+        d->out->last = ngx_cpymem(d->out->last, d->chunk, d->chunk_len);
+        d->body_off += d->chunk_len;
+
+        if (d->body_off >= d->queued->message_size) {
+            if (ngx_relay_delivery_enter(d, ngx_relay_dst_last) == NGX_ERROR)
+            {
+                ngx_relay_delivery_host_failed(d, "4.4.2", "connection lost "
+                                               "while sending");
+            }
+
+            return;
+        }
+
+        goto send;
+    }
+
     /* dot-stuffing (RFC 5321 4.5.2) into the output buffer */
 
     q = d->out->last;
@@ -2131,6 +2250,8 @@ ngx_relay_delivery_chunk_done(ngx_event_t *ev)
 
         return;
     }
+
+send:
 
     switch (ngx_relay_delivery_send(d)) {
 
@@ -2228,65 +2349,19 @@ ngx_relay_delivery_set(ngx_relay_delivery_t *d, ngx_relay_dest_t *dst,
     ngx_uint_t status, const char *dsn)
 {
     dst->status = status;
+    dst->relayed = (status == NGX_RELAY_DELIVERY_SENT && d->conn
+                    && !d->conn->dsn);
     ngx_cpystrn(dst->dsn, (u_char *) dsn, sizeof(dst->dsn));
 
     /* an enhanced code in the reply is more precise than ours */
 
-    (void) ngx_relay_delivery_enhanced(dst->reply, dst->reply_len, dsn[0],
+    (void) ngx_relay_parse_enhanced(dst->reply, dst->reply_len, dsn[0],
                                        dst->dsn);
 
     ngx_memcpy(dst->relay, d->relay, d->relay_len);
     dst->relay_len = d->relay_len;
     dst->reused = d->reused;
     dst->tls = ngx_relay_route_tls_text(&d->route);
-}
-
-
-/*
- * The first "c.ddd.ddd" of class c in a reply text (RFC 3463): after the
- * reply code of a reply, or anywhere in our own "MAIL: 451 4.3.2 ..." texts.
- */
-
-static ngx_int_t
-ngx_relay_delivery_enhanced(u_char *p, size_t len, u_char class, u_char *out)
-{
-    u_char      *last, *s;
-    ngx_uint_t   dots, digits;
-
-    last = p + len;
-
-    for ( /* void */ ; p + 4 < last; p++) {
-        if (*p != class || p[1] != '.' || (p > last - len && p[-1] != ' ')) {
-            continue;
-        }
-
-        dots = 0;
-        digits = 0;
-
-        for (s = p + 2; s < last && *s != ' '; s++) {
-            if (*s == '.') {
-                if (digits == 0 || ++dots > 1) {
-                    break;
-                }
-
-                digits = 0;
-                continue;
-            }
-
-            if (*s < '0' || *s > '9' || ++digits > 3) {
-                break;
-            }
-        }
-
-        if ((s == last || *s == ' ') && dots == 1 && digits
-            && (size_t) (s - p) < 12)
-        {
-            ngx_cpystrn(out, p, s - p + 1);
-            return NGX_OK;
-        }
-    }
-
-    return NGX_DECLINED;
 }
 
 
@@ -2374,7 +2449,7 @@ ngx_relay_delivery_finish(ngx_relay_delivery_t *d)
         if (dst->status == NGX_RELAY_DELIVERY_PENDING && dst->soft) {
             dst->status = NGX_RELAY_DELIVERY_DEFERRED;
             ngx_cpystrn(dst->dsn, (u_char *) "4.0.0", sizeof(dst->dsn));
-            (void) ngx_relay_delivery_enhanced(dst->reply, dst->reply_len,
+            (void) ngx_relay_parse_enhanced(dst->reply, dst->reply_len,
                                                '4', dst->dsn);
         }
     }

@@ -35,6 +35,9 @@ typedef struct {
     unsigned                     soft:1;       /* reply: a 4xx to RCPT */
     unsigned                     reused:1;     /* over a cached connection */
     unsigned                     delayed:1;    /* gets a "delayed" DSN */
+    unsigned                     relayed:1;    /* sent to a server without
+                                                  DSN: "relayed" DSN */
+    unsigned                     local:1;      /* a Maildir delivery */
     time_t                       until;        /* retried until (lifetime) */
     unsigned                     throttled:1;  /* shaped: not an attempt */
     time_t                       retry_at;     /* throttled: when */

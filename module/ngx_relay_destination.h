@@ -50,6 +50,9 @@ typedef struct {
     unsigned                     starttls:1;
     unsigned                     tls:1;
     unsigned                     pipelining:1;
+    unsigned                     dsn:1;
+    unsigned                     chunking:1;
+    unsigned                     binarymime:1;
     unsigned                     verified:1;   /* chain and name checked */
     unsigned                     shaped:1;     /* counted as open */
     ngx_str_t                    shape_key;

@@ -9,8 +9,13 @@
  * kind, to the envelope sender, from the null sender, queued like any
  * mail.  "failed" for recipients that failed and asked for it (RFC 3461:
  * NOTIFY=FAILURE or no NOTIFY); "delayed" for those still being retried
- * after the warning time.  Never for a message from <>, so reports never
- * loop.  Composition only: the attempt decides who gets reported.
+ * after the warning time; with NOTIFY=SUCCESS, "delivered" for a Maildir
+ * delivery and "relayed" for a hand-over to a server without DSN (one
+ * with DSN got the parameters and reports itself).  NOTIFY=NEVER gets
+ * nothing.  Every report carries the ENVID and each recipient's ORCPT
+ * (RFC 3464 2.2.1, 2.3.1), decoded from xtext.  Never for a message from
+ * <>, so reports never loop.  Composition only: the attempt decides who
+ * gets reported.
  */
 
 
@@ -26,6 +31,28 @@
 
 
 static ngx_uint_t ngx_relay_dsn_ascii(ngx_str_t *s);
+static u_char *ngx_relay_dsn_xtext(u_char *p, u_char *s, size_t len);
+
+
+static const char  *ngx_relay_dsn_subjects[] = {
+    "Undelivered Mail Returned to Sender",
+    "Delayed Mail (still being retried)",
+    "Successful Mail Delivery Report"
+};
+
+
+static const char  *ngx_relay_dsn_texts[] = {
+    "Your message could not be delivered to one or more recipients.",
+    "Your message could not be delivered yet to one or more recipients; "
+    "delivery will be tried again.  This is a warning only: you need not "
+    "send the message again.",
+    "Your message was delivered to the recipients below (\"delivered\"), "
+    "or handed to a server that sends no delivery reports (\"relayed\"): "
+    "you asked to be told."
+};
+
+
+static const char  *ngx_relay_dsn_ids[] = { "dsn", "delay", "success" };
 
 
 /* RFC 3461 4.1: no NOTIFY means FAILURE */
@@ -86,14 +113,26 @@ ngx_relay_dsn_read_original(ngx_fd_t fd, ngx_relay_queued_t *q, u_char **out,
 
 ngx_uint_t
 ngx_relay_dsn_reported(ngx_relay_queued_t *q, ngx_relay_dest_t *dst,
-    ngx_uint_t delayed)
+    ngx_uint_t kind)
 {
-    if (delayed) {
-        return dst->delayed;
-    }
+    ngx_uint_t  notify;
 
-    return dst->status == NGX_RELAY_DELIVERY_FAILED
-           && ngx_relay_dsn_wants_failure(q->rcpts[dst->index].notify);
+    notify = q->rcpts[dst->index].notify;
+
+    switch (kind) {
+
+    case NGX_RELAY_DSN_DELAYED:
+        return dst->delayed;
+
+    case NGX_RELAY_DSN_SUCCESS:
+        return dst->status == NGX_RELAY_DELIVERY_SENT
+               && (dst->local || dst->relayed)
+               && (notify & NGX_RELAY_NOTIFY_SUCCESS);
+
+    default: /* NGX_RELAY_DSN_FAILED */
+        return dst->status == NGX_RELAY_DELIVERY_FAILED
+               && ngx_relay_dsn_wants_failure(notify);
+    }
 }
 
 
@@ -106,13 +145,13 @@ ngx_relay_dsn_reported(ngx_relay_queued_t *q, ngx_relay_dest_t *dst,
 ngx_int_t
 ngx_relay_dsn_send(ngx_relay_dsn_t *dsn)
 {
-    u_char                    *p, *s, *e;
+    u_char                    *p, *s, *e, *original;
     size_t                     len;
     ngx_str_t                  domain, host;
     ngx_uint_t                 i;
     ngx_relay_rcpt_t          *rcpt;
     ngx_relay_dest_t          *dst;
-    ngx_uint_t                 delayed;
+    ngx_uint_t                 kind;
     ngx_relay_queued_t        *q;
     ngx_relay_envelope_t       env;
     ngx_relay_spool_t         *sp;
@@ -121,7 +160,7 @@ ngx_relay_dsn_send(ngx_relay_dsn_t *dsn)
 
     sp = dsn->spool;
     q = dsn->queued;
-    delayed = dsn->delayed;
+    kind = dsn->kind;
 
     w = ngx_relay_spool_create(sp, sp->log);
     if (w == NULL) {
@@ -171,9 +210,8 @@ ngx_relay_dsn_send(ngx_relay_dsn_t *dsn)
                     "Auto-Submitted: auto-replied\r\n"
                     "Message-ID: <%V.%s@%V>\r\nDate: ",
                     &dsn->hostname, &q->sender,
-                    delayed ? "Delayed Mail (still being retried)"
-                            : "Undelivered Mail Returned to Sender",
-                    &q->id, delayed ? "delay" : "dsn", &dsn->hostname);
+                    ngx_relay_dsn_subjects[kind], &q->id,
+                    ngx_relay_dsn_ids[kind], &dsn->hostname);
     p = ngx_relay_date(p, ngx_time());
     p = ngx_sprintf(p, "\r\nMIME-Version: 1.0\r\n"
                     "Content-Type: multipart/report; "
@@ -186,17 +224,12 @@ ngx_relay_dsn_send(ngx_relay_dsn_t *dsn)
                     "%s\r\n\r\n",
                     &q->id, &dsn->hostname, &q->id, &dsn->hostname,
                     q->smtputf8 ? "utf-8" : "us-ascii", &dsn->hostname,
-                    delayed ? "Your message could not be delivered yet to "
-                              "one or more recipients; delivery will be "
-                              "tried again.  This is a warning only: you "
-                              "need not send the message again."
-                            : "Your message could not be delivered to one "
-                              "or more recipients.");
+                    ngx_relay_dsn_texts[kind]);
 
     for (i = 0; i < dsn->ndests; i++) {
         dst = &dsn->dests[i];
 
-        if (ngx_relay_dsn_reported(q, dst, delayed)) {
+        if (ngx_relay_dsn_reported(q, dst, kind)) {
             p = ngx_sprintf(p, "<%V>: %*s\r\n", &dst->addr, dst->reply_len,
                             dst->reply);
         }
@@ -210,7 +243,9 @@ ngx_relay_dsn_send(ngx_relay_dsn_t *dsn)
                     &dsn->hostname, &q->id);
 
     if (q->envid.len) {
-        p = ngx_sprintf(p, "Original-Envelope-Id: %V\r\n", &q->envid);
+        p = ngx_cpymem(p, "Original-Envelope-Id: ", 22);
+        p = ngx_relay_dsn_xtext(p, q->envid.data, q->envid.len);
+        p = ngx_cpymem(p, "\r\n", 2);
     }
 
     p = ngx_cpymem(p, "Arrival-Date: ", 14);
@@ -221,7 +256,7 @@ ngx_relay_dsn_send(ngx_relay_dsn_t *dsn)
         dst = &dsn->dests[i];
         r = &q->rcpts[dst->index];
 
-        if (!ngx_relay_dsn_reported(q, dst, delayed)) {
+        if (!ngx_relay_dsn_reported(q, dst, kind)) {
             continue;
         }
 
@@ -234,21 +269,37 @@ ngx_relay_dsn_send(ngx_relay_dsn_t *dsn)
 
         if (r->orcpt.len) {
 
-            /* "rfc822;xtext" as received: "addr-type; xtext" */
+            /* "rfc822;xtext" as received: the address decoded */
 
             s = ngx_strlchr(r->orcpt.data, r->orcpt.data + r->orcpt.len, ';');
 
             if (s) {
-                p = ngx_sprintf(p, "Original-Recipient: %*s; %*s\r\n",
-                                s - r->orcpt.data, r->orcpt.data,
-                                r->orcpt.data + r->orcpt.len - s - 1, s + 1);
+                p = ngx_sprintf(p, "Original-Recipient: %*s; ",
+                                s - r->orcpt.data, r->orcpt.data);
+
+                if (s - r->orcpt.data == 5
+                    && ngx_strncasecmp(r->orcpt.data, (u_char *) "utf-8", 5)
+                       == 0)
+                {
+                    p = ngx_cpymem(p, s + 1, r->orcpt.data + r->orcpt.len
+                                             - s - 1);
+
+                } else {
+                    p = ngx_relay_dsn_xtext(p, s + 1, r->orcpt.data
+                                                      + r->orcpt.len - s - 1);
+                }
+
+                p = ngx_cpymem(p, "\r\n", 2);
             }
         }
 
         p = ngx_sprintf(p, "Action: %s\r\nStatus: %s\r\n",
-                        delayed ? "delayed" : "failed", dst->dsn);
+                        kind == NGX_RELAY_DSN_DELAYED ? "delayed"
+                        : kind == NGX_RELAY_DSN_FAILED ? "failed"
+                        : dst->local ? "delivered" : "relayed",
+                        dst->dsn);
 
-        if (delayed) {
+        if (kind == NGX_RELAY_DSN_DELAYED) {
             p = ngx_cpymem(p, "Will-Retry-Until: ", 18);
             p = ngx_relay_date(p, dst->until);
             p = ngx_cpymem(p, "\r\n", 2);
@@ -260,19 +311,36 @@ ngx_relay_dsn_send(ngx_relay_dsn_t *dsn)
         e = ngx_strlchr(dst->relay, dst->relay + dst->relay_len, '[');
         host.len = (e ? e : dst->relay + dst->relay_len) - dst->relay;
 
-        if (host.len && !(host.len == 4
-                          && ngx_strncmp(host.data, "none", 4) == 0))
+        if (host.len && !dst->local
+            && !(host.len == 4 && ngx_strncmp(host.data, "none", 4) == 0))
         {
             p = ngx_sprintf(p, "Remote-MTA: dns; %V\r\n", &host);
         }
 
-        p = ngx_sprintf(p, "Diagnostic-Code: smtp; %*s\r\n",
-                        dst->reply_len, dst->reply);
+        if (dst->reply_len) {
+            p = ngx_sprintf(p, "Diagnostic-Code: smtp; %*s\r\n",
+                            dst->reply_len, dst->reply);
+        }
     }
 
     p = ngx_sprintf(p, "\r\n--%V/%V\r\n", &q->id, &dsn->hostname);
 
-    if (q->ret == NGX_RELAY_RET_FULL) {
+    /* RET=FULL returns the message with a failure; a success, its header */
+
+    original = dsn->original;
+    len = dsn->original_len;
+
+    if (q->ret == NGX_RELAY_RET_FULL && kind == NGX_RELAY_DSN_SUCCESS
+        && original)
+    {
+        e = ngx_strlcasestrn(original, original + len,
+                             (u_char *) "\r\n\r\n", 3);
+        if (e) {
+            len = e + 2 - original;
+        }
+    }
+
+    if (q->ret == NGX_RELAY_RET_FULL && kind != NGX_RELAY_DSN_SUCCESS) {
         p = ngx_sprintf(p, "Content-Type: message/%s\r\n\r\n",
                         q->smtputf8 ? "global" : "rfc822");
 
@@ -282,8 +350,8 @@ ngx_relay_dsn_send(ngx_relay_dsn_t *dsn)
                                     : "text/rfc822-headers");
     }
 
-    if (dsn->original) {
-        p = ngx_cpymem(p, dsn->original, dsn->original_len);
+    if (original) {
+        p = ngx_cpymem(p, original, len);
     }
 
     if (p[-1] != LF) {
@@ -301,7 +369,9 @@ ngx_relay_dsn_send(ngx_relay_dsn_t *dsn)
 
     ngx_log_error(NGX_LOG_INFO, sp->log, 0,
                   "%V: sender %s notification: %V", &q->id,
-                  delayed ? "delay" : "non-delivery", &w->id);
+                  kind == NGX_RELAY_DSN_DELAYED ? "delay"
+                  : kind == NGX_RELAY_DSN_FAILED ? "non-delivery"
+                  : "success", &w->id);
 
     return NGX_OK;
 
@@ -331,4 +401,39 @@ ngx_relay_dsn_ascii(ngx_str_t *s)
     }
 
     return 1;
+}
+
+
+/*
+ * RFC 3461 4: "+HH" decoded for a DSN field (RFC 3464 2.2.1, 2.3.1);
+ * what would decode to a control character or DEL stays "+HH", so that
+ * no value can start a field or a line of its own.
+ */
+
+static u_char *
+ngx_relay_dsn_xtext(u_char *p, u_char *s, size_t len)
+{
+    u_char  *last;
+    ngx_int_t  hi, lo;
+
+    last = s + len;
+
+    while (s < last) {
+        if (*s == '+' && last - s >= 3) {
+            hi = ngx_hextoi(s + 1, 1);
+            lo = ngx_hextoi(s + 2, 1);
+
+            if (hi >= 0 && lo >= 0 && hi * 16 + lo >= 0x20
+                && hi * 16 + lo < 0x7f)
+            {
+                *p++ = (u_char) (hi * 16 + lo);
+                s += 3;
+                continue;
+            }
+        }
+
+        *p++ = *s++;
+    }
+
+    return p;
 }

@@ -15,6 +15,12 @@
 #include <ngx_relay_delivery.h>
 
 
+/* the kinds of report (RFC 3464 2.3.3 Action) */
+#define NGX_RELAY_DSN_FAILED      0
+#define NGX_RELAY_DSN_DELAYED     1
+#define NGX_RELAY_DSN_SUCCESS     2       /* "delivered" or "relayed" */
+
+
 /* one report: the recipients of dests[] that it concerns */
 
 typedef struct {
@@ -26,13 +32,13 @@ typedef struct {
     ngx_uint_t                   ndests;
     u_char                      *original;    /* header or whole message */
     size_t                       original_len;
-    unsigned                     delayed:1;   /* "delayed", not "failed" */
+    ngx_uint_t                   kind;        /* NGX_RELAY_DSN_* */
 } ngx_relay_dsn_t;
 
 
 ngx_uint_t ngx_relay_dsn_wants_failure(ngx_uint_t notify);
 ngx_uint_t ngx_relay_dsn_reported(ngx_relay_queued_t *q,
-    ngx_relay_dest_t *dst, ngx_uint_t delayed);
+    ngx_relay_dest_t *dst, ngx_uint_t kind);
 ngx_int_t ngx_relay_dsn_send(ngx_relay_dsn_t *dsn);
 
 /* thread-safe: what the report returns of the message, malloc()ed */

@@ -275,7 +275,7 @@ static ngx_int_t
 ngx_relay_journal_recover_one(int dir_fd, int queue_fd, const char *name,
     ngx_log_t *log)
 {
-    off_t                        segment_size, size;
+    off_t                        segment_size, size, base;
     u_char                       boot_id[NGX_RELAY_BOOT_ID_LEN];
     uint64_t                     nonce;
     ngx_fd_t                     fd;
@@ -312,16 +312,40 @@ ngx_relay_journal_recover_one(int dir_fd, int queue_fd, const char *name,
                             NGX_RELAY_BOOT_ID_LEN) != 0;
         size = st.st_size;
 
-        for (i = 0; replay && i < 2 && (off_t) (i + 1) * segment_size <= size;
-             i++)
-        {
-            if (ngx_relay_journal_read_header(fd, i * segment_size, &nonce,
-                                              &segment_size, boot_id)
-                == NGX_OK)
+        /*
+         * Both segments lie in the file and have the size header 0 says
+         * (so that "base + segment_size" cannot overflow); a segment whose
+         * header disagrees was never written by a worker: it is not
+         * replayed, and nothing is replayed from a wrong offset.
+         */
+
+        if (replay && segment_size > size / 2) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "relay journal \"%s\": segment size %O does not "
+                          "fit a file of %O octets, nothing replayed",
+                          name, segment_size, size);
+            replay = 0;
+        }
+
+        for (i = 0; replay && i < 2; i++) {
+            base = (off_t) i * segment_size;
+
+            if (ngx_relay_journal_read_header(fd, base, &nonce, &size,
+                                              boot_id)
+                != NGX_OK)
             {
-                ngx_relay_journal_replay(&r, i * segment_size, segment_size,
-                                         nonce);
+                continue;
             }
+
+            if (size != segment_size) {
+                ngx_log_error(NGX_LOG_ERR, log, 0,
+                              "relay journal \"%s\": segment %ui says its "
+                              "size is %O, segment 0 says %O, not replayed",
+                              name, i, size, segment_size);
+                continue;
+            }
+
+            ngx_relay_journal_replay(&r, base, segment_size, nonce);
         }
     }
 

@@ -5,10 +5,11 @@
 
 
 /*
- * Byte parsers for the SMTP wire formats.  This file owns syntax only: it
- * says whether octets are well-formed and where the pieces are.  It never
- * decides policy (relay rights, SMTPUTF8 or 8BITMIME negotiation, size
- * accounting of DATA): the session does, from the flags set here.
+ * Byte parsers for the wire formats of SMTP (both sides) and POP3.  This
+ * file owns syntax only: it says whether octets are well-formed and where
+ * the pieces are.  It never decides policy (relay rights, SMTPUTF8 or
+ * 8BITMIME negotiation, size accounting of DATA, which extension to use):
+ * the sessions and the SMTP client do, from what is found here.
  *
  * It must never allocate, do I/O or call into the nginx core (only its
  * macros and types), so that the unit tests link it alone.  Every loop runs
@@ -78,6 +79,11 @@ static ngx_int_t ngx_relay_parse_notify(ngx_str_t *value,
     ngx_uint_t *notify);
 static ngx_int_t ngx_relay_check_orcpt(ngx_str_t *value);
 static ngx_int_t ngx_relay_check_utf8_addr(u_char *p, u_char *last);
+static ngx_int_t ngx_relay_base64_value(u_char ch);
+static void ngx_relay_ehlo_begin(ngx_relay_reply_parser_t *rp);
+static void ngx_relay_ehlo_char(ngx_relay_reply_parser_t *rp, u_char ch);
+static void ngx_relay_ehlo_end(ngx_relay_reply_parser_t *rp,
+    ngx_uint_t space);
 
 
 static ngx_relay_keyword_t  ngx_relay_verbs[] = {
@@ -133,6 +139,41 @@ static ngx_relay_keyword_t  ngx_relay_notifies[] = {
     { ngx_string("FAILURE"), NGX_RELAY_NOTIFY_FAILURE },
     { ngx_string("DELAY"), NGX_RELAY_NOTIFY_DELAY },
     { ngx_null_string, 0 }
+};
+
+
+/* EHLO keywords the client uses (RFC 5321 4.1.1.1 and the extensions) */
+
+static ngx_relay_keyword_t  ngx_relay_ehlo_keywords[] = {
+    { ngx_string("PIPELINING"), NGX_RELAY_EXT_PIPELINING },
+    { ngx_string("SIZE"), NGX_RELAY_EXT_SIZE },
+    { ngx_string("8BITMIME"), NGX_RELAY_EXT_8BITMIME },
+    { ngx_string("SMTPUTF8"), NGX_RELAY_EXT_SMTPUTF8 },
+    { ngx_string("STARTTLS"), NGX_RELAY_EXT_STARTTLS },
+    { ngx_string("DSN"), NGX_RELAY_EXT_DSN },
+    { ngx_string("CHUNKING"), NGX_RELAY_EXT_CHUNKING },
+    { ngx_string("BINARYMIME"), NGX_RELAY_EXT_BINARYMIME },
+    { ngx_string("ENHANCEDSTATUSCODES"), NGX_RELAY_EXT_ENHANCED },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_relay_keyword_t  ngx_relay_pop3_verbs[] = {
+    { ngx_string("USER"), NGX_RELAY_POP3_USER },
+    { ngx_string("PASS"), NGX_RELAY_POP3_PASS },
+    { ngx_string("AUTH"), NGX_RELAY_POP3_AUTH },
+    { ngx_string("STLS"), NGX_RELAY_POP3_STLS },
+    { ngx_string("CAPA"), NGX_RELAY_POP3_CAPA },
+    { ngx_string("QUIT"), NGX_RELAY_POP3_QUIT },
+    { ngx_string("NOOP"), NGX_RELAY_POP3_NOOP },
+    { ngx_string("STAT"), NGX_RELAY_POP3_STAT },
+    { ngx_string("LIST"), NGX_RELAY_POP3_LIST },
+    { ngx_string("RETR"), NGX_RELAY_POP3_RETR },
+    { ngx_string("DELE"), NGX_RELAY_POP3_DELE },
+    { ngx_string("RSET"), NGX_RELAY_POP3_RSET },
+    { ngx_string("TOP"), NGX_RELAY_POP3_TOP },
+    { ngx_string("UIDL"), NGX_RELAY_POP3_UIDL },
+    { ngx_null_string, NGX_RELAY_POP3_UNKNOWN }
 };
 
 
@@ -1963,6 +2004,8 @@ ngx_relay_parse_reply(ngx_relay_reply_parser_t *rp, ngx_buf_t *in)
                 rp->text[rp->text_len++] = ' ';
             }
 
+            ngx_relay_ehlo_begin(rp);
+
             if (ch == '-') {
                 state = sw_text;
                 break;
@@ -1987,11 +2030,14 @@ ngx_relay_parse_reply(ngx_relay_reply_parser_t *rp, ngx_buf_t *in)
         case sw_text:
         case sw_last_text:
             if (ch == CR) {
+                ngx_relay_ehlo_end(rp, 0);
                 state = (state == sw_text) ? sw_cr : sw_last_cr;
                 break;
             }
 
             if (ch == LF) {
+                ngx_relay_ehlo_end(rp, 0);
+
                 if (state == sw_last_text) {
                     goto done;
                 }
@@ -2000,8 +2046,11 @@ ngx_relay_parse_reply(ngx_relay_reply_parser_t *rp, ngx_buf_t *in)
             }
 
             if (rp->text_len < NGX_RELAY_REPLY_TEXT) {
-                rp->text[rp->text_len++] = (ch < 0x20) ? ' ' : ch;
+                rp->text[rp->text_len++] = (ch < 0x20 || ch == 0x7f) ? ' '
+                                                                      : ch;
             }
+
+            ngx_relay_ehlo_char(rp, ch);
 
             break;
 
@@ -2045,4 +2094,566 @@ done:
     rp->state = sw_code;
 
     return NGX_OK;
+}
+
+
+/*
+ * EHLO keywords, an octet at a time as the reply parser sees them: from
+ * the second line on, a line's first word is a keyword (letters, digits,
+ * "-"), then its parameters; SIZE's first parameter is its value.
+ *
+ *   kw_word        keyword octets; SP -> the keyword is matched
+ *   kw_size_space  spaces after "SIZE"      -> kw_size
+ *   kw_size        digits; SP ends them, anything else voids the value
+ *   kw_skip        the rest of the line
+ */
+
+enum {
+    ngx_relay_kw_none = 0,
+    ngx_relay_kw_word,
+    ngx_relay_kw_size_space,
+    ngx_relay_kw_size,
+    ngx_relay_kw_skip
+};
+
+
+static void
+ngx_relay_ehlo_begin(ngx_relay_reply_parser_t *rp)
+{
+    rp->kw_len = 0;
+    rp->kw_state = (rp->ehlo && rp->lines) ? ngx_relay_kw_word
+                                           : ngx_relay_kw_none;
+}
+
+
+static void
+ngx_relay_ehlo_char(ngx_relay_reply_parser_t *rp, u_char ch)
+{
+    off_t  d;
+
+    switch (rp->kw_state) {
+
+    case ngx_relay_kw_word:
+        if (ngx_relay_is_alnum(ch) || ch == '-') {
+            if (rp->kw_len < NGX_RELAY_EHLO_KEYWORD) {
+                rp->kw[rp->kw_len] = ch;
+            }
+
+            rp->kw_len++;                /* a line is at most 2048 octets */
+            return;
+        }
+
+        if (ch == ' ' && rp->kw_len) {
+            ngx_relay_ehlo_end(rp, 1);
+            return;
+        }
+
+        rp->kw_state = ngx_relay_kw_skip;  /* not a keyword line */
+        return;
+
+    case ngx_relay_kw_size_space:
+        if (ch == ' ') {
+            return;
+        }
+
+        rp->kw_state = ngx_relay_kw_size;
+
+        /* fall through */
+
+    case ngx_relay_kw_size:
+        if (ch >= '0' && ch <= '9') {
+            d = ch - '0';
+
+            if (rp->size > (NGX_MAX_OFF_T_VALUE - d) / 10) {
+                rp->size = 0;            /* beyond off_t: no limit known */
+                rp->kw_state = ngx_relay_kw_skip;
+                return;
+            }
+
+            rp->size = rp->size * 10 + d;
+            return;
+        }
+
+        if (ch != ' ') {
+            rp->size = 0;                /* "SIZE 10x": no value */
+        }
+
+        rp->kw_state = ngx_relay_kw_skip;
+        return;
+
+    default:
+        return;
+    }
+}
+
+
+/* the keyword ends, at a space (its parameters follow) or the line end */
+
+static void
+ngx_relay_ehlo_end(ngx_relay_reply_parser_t *rp, ngx_uint_t space)
+{
+    ngx_uint_t  ext;
+
+    if (rp->kw_state != ngx_relay_kw_word || rp->kw_len == 0
+        || rp->kw_len > NGX_RELAY_EHLO_KEYWORD)
+    {
+        rp->kw_state = space ? ngx_relay_kw_skip : ngx_relay_kw_none;
+        return;
+    }
+
+    ext = ngx_relay_lookup(rp->kw, rp->kw_len, ngx_relay_ehlo_keywords);
+
+    rp->ext |= ext;
+    rp->kw_state = ngx_relay_kw_none;
+
+    if (ext == NGX_RELAY_EXT_SIZE) {
+        rp->size = 0;
+
+        if (space) {
+            rp->kw_state = ngx_relay_kw_size_space;
+        }
+
+        return;
+    }
+
+    if (space) {
+        rp->kw_state = ngx_relay_kw_skip;
+    }
+}
+
+
+/*
+ * RFC 3463: "c.ddd.ddd", class c, 1-3 digits each; at the start of the
+ * text or after a space, ending at a space or the end.
+ */
+
+ngx_int_t
+ngx_relay_parse_enhanced(u_char *p, size_t len, u_char class, u_char *out)
+{
+    u_char      *start, *last, *s;
+    ngx_uint_t   dots, digits;
+
+    start = p;
+    last = p + len;
+
+    for ( /* void */ ; p + 4 < last; p++) {
+        if (*p != class || p[1] != '.' || (p > start && p[-1] != ' ')) {
+            continue;
+        }
+
+        dots = 0;
+        digits = 0;
+
+        for (s = p + 2; s < last && *s != ' '; s++) {
+            if (*s == '.') {
+                if (digits == 0 || ++dots > 1) {
+                    break;
+                }
+
+                digits = 0;
+                continue;
+            }
+
+            if (*s < '0' || *s > '9' || ++digits > 3) {
+                break;
+            }
+        }
+
+        if ((s == last || *s == ' ') && dots == 1 && digits
+            && (size_t) (s - p) < 12)
+        {
+            ngx_memcpy(out, p, s - p);
+            out[s - p] = '\0';
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* RFC 4648 4 */
+
+static ngx_int_t
+ngx_relay_base64_value(u_char ch)
+{
+    if (ch >= 'A' && ch <= 'Z') {
+        return ch - 'A';
+    }
+
+    if (ch >= 'a' && ch <= 'z') {
+        return ch - 'a' + 26;
+    }
+
+    if (ch >= '0' && ch <= '9') {
+        return ch - '0' + 52;
+    }
+
+    if (ch == '+') {
+        return 62;
+    }
+
+    if (ch == '/') {
+        return 63;
+    }
+
+    return -1;
+}
+
+
+ngx_int_t
+ngx_relay_parse_auth_response(ngx_str_t *line, u_char *buf, size_t size,
+    ngx_str_t *decoded)
+{
+    u_char      *p, *last, *q, *end;
+    uint32_t     bits;
+    ngx_int_t    v;
+    ngx_uint_t   n, pad;
+
+    p = line->data;
+    last = p + line->len;
+
+    if (line->len == 1 && *p == '*') {
+        return NGX_DECLINED;
+    }
+
+    decoded->data = buf;
+    decoded->len = 0;
+
+    if (line->len == 1 && *p == '=') {
+        return NGX_OK;                   /* RFC 4954 4: an empty response */
+    }
+
+    q = buf;
+    end = buf + size;
+    bits = 0;
+    n = 0;
+    pad = 0;
+
+    for ( /* void */ ; p < last; p++) {
+
+        if (*p == '=') {
+            if (++pad > 2) {
+                return NGX_RELAY_PARSE_INVALID;
+            }
+
+            continue;
+        }
+
+        if (pad) {
+            return NGX_RELAY_PARSE_INVALID;     /* data after the padding */
+        }
+
+        v = ngx_relay_base64_value(*p);
+        if (v < 0) {
+            return NGX_RELAY_PARSE_INVALID;
+        }
+
+        bits = (bits << 6) | (uint32_t) v;
+
+        if (++n % 4 == 0) {
+            if (end - q < 3) {
+                return NGX_RELAY_PARSE_INVALID;
+            }
+
+            *q++ = (u_char) (bits >> 16);
+            *q++ = (u_char) (bits >> 8);
+            *q++ = (u_char) bits;
+            bits = 0;
+        }
+    }
+
+    switch (n % 4) {
+
+    case 1:
+        return NGX_RELAY_PARSE_INVALID;
+
+    case 2:
+        if (end - q < 1 || (pad && pad != 2)) {
+            return NGX_RELAY_PARSE_INVALID;
+        }
+
+        *q++ = (u_char) (bits >> 4);
+        break;
+
+    case 3:
+        if (end - q < 2 || (pad && pad != 1)) {
+            return NGX_RELAY_PARSE_INVALID;
+        }
+
+        *q++ = (u_char) (bits >> 10);
+        *q++ = (u_char) (bits >> 2);
+        break;
+
+    default:
+        if (pad) {
+            return NGX_RELAY_PARSE_INVALID;
+        }
+    }
+
+    decoded->len = q - buf;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A POP3 command line: keyword, then arguments separated by spaces; the
+ * line's trailing spaces belong to nothing.
+ *
+ *   sw_keyword  letters; SP -> sw_spaces
+ *   sw_spaces   SP; else an argument starts -> sw_arg
+ *   sw_arg      SP -> sw_spaces
+ */
+
+ngx_int_t
+ngx_relay_parse_pop3_command(ngx_str_t *line, ngx_relay_pop3_command_t *cmd)
+{
+    u_char  ch, *p, *last, *arg;
+    enum {
+        sw_keyword = 0,
+        sw_spaces,
+        sw_arg
+    } state;
+
+    ngx_memzero(cmd, sizeof(ngx_relay_pop3_command_t));
+
+    p = line->data;
+    last = p + line->len;
+
+    if (ngx_strlchr(p, last, '\0') != NULL) {
+        return NGX_RELAY_PARSE_INVALID;
+    }
+
+    while (last > p && last[-1] == ' ') {
+        last--;
+    }
+
+    cmd->name.data = p;
+    cmd->rest.data = last;
+    arg = last;
+    state = sw_keyword;
+
+    for ( /* void */ ; p < last; p++) {
+        ch = *p;
+
+        switch (state) {
+
+        case sw_keyword:
+            if (ch == ' ') {
+                cmd->name.len = p - cmd->name.data;
+                state = sw_spaces;
+                break;
+            }
+
+            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z'))) {
+                return NGX_RELAY_PARSE_INVALID;
+            }
+
+            break;
+
+        case sw_spaces:
+            if (ch == ' ') {
+                break;
+            }
+
+            if (cmd->rest.data == last) {
+                cmd->rest.data = p;
+                cmd->rest.len = last - p;
+            }
+
+            arg = p;
+            state = sw_arg;
+            break;
+
+        case sw_arg:
+            if (ch != ' ') {
+                break;
+            }
+
+            if (cmd->nargs < 2) {
+                cmd->args[cmd->nargs].data = arg;
+                cmd->args[cmd->nargs].len = p - arg;
+            }
+
+            cmd->nargs++;
+            state = sw_spaces;
+            break;
+        }
+    }
+
+    if (state == sw_keyword) {
+        cmd->name.len = last - cmd->name.data;
+
+    } else if (state == sw_arg) {
+        if (cmd->nargs < 2) {
+            cmd->args[cmd->nargs].data = arg;
+            cmd->args[cmd->nargs].len = last - arg;
+        }
+
+        cmd->nargs++;
+    }
+
+    if (cmd->name.len < 3 || cmd->name.len > 4) {
+        return NGX_RELAY_PARSE_INVALID;
+    }
+
+    if (cmd->nargs > 2) {
+        cmd->nargs = 2;
+        cmd->more = 1;
+    }
+
+    cmd->verb = ngx_relay_lookup(cmd->name.data, cmd->name.len,
+                                 ngx_relay_pop3_verbs);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_relay_parse_pop3_number(ngx_str_t *arg, ngx_uint_t *n)
+{
+    size_t      i;
+    ngx_uint_t  v;
+
+    if (arg->len == 0 || arg->len > 9) {
+        return NGX_RELAY_PARSE_INVALID;
+    }
+
+    v = 0;
+
+    for (i = 0; i < arg->len; i++) {
+        if (arg->data[i] < '0' || arg->data[i] > '9') {
+            return NGX_RELAY_PARSE_INVALID;
+        }
+
+        v = v * 10 + (arg->data[i] - '0');
+    }
+
+    *n = v;
+
+    return NGX_OK;
+}
+
+
+u_char *
+ngx_relay_escape(u_char *dst, size_t size, u_char *src, size_t len)
+{
+    u_char          ch, *end;
+    size_t          i, need;
+    static u_char   hex[] = "0123456789abcdef";
+
+    need = 0;
+
+    for (i = 0; i < len; i++) {
+        ch = src[i];
+        need += (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') ? 1 : 4;
+    }
+
+    /* what does not fit ends in "...": keep room for it */
+
+    end = dst + size;
+
+    if (need > size) {
+        end = (size >= 3) ? end - 3 : dst;
+    }
+
+    for (i = 0; i < len; i++) {
+        ch = src[i];
+
+        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
+            if (end - dst < 1) {
+                break;
+            }
+
+            *dst++ = ch;
+            continue;
+        }
+
+        if (end - dst < 4) {
+            break;
+        }
+
+        *dst++ = '\\';
+        *dst++ = 'x';
+        *dst++ = hex[ch >> 4];
+        *dst++ = hex[ch & 0xf];
+    }
+
+    if (need > size && size >= 3) {
+        *dst++ = '.';
+        *dst++ = '.';
+        *dst++ = '.';
+    }
+
+    return dst;
+}
+
+
+u_char *
+ngx_relay_orcpt(u_char *dst, size_t size, ngx_str_t *addr)
+{
+    u_char          ch, *p, *end;
+    size_t          i;
+    ngx_uint_t      utf8;
+    static u_char   hex[] = "0123456789ABCDEF";
+
+    utf8 = 0;
+
+    for (i = 0; i < addr->len; i++) {
+        utf8 |= (addr->data[i] >= 0x80);
+    }
+
+    end = dst + ngx_min(size, NGX_RELAY_MAX_ORCPT);
+    p = dst;
+
+    if ((size_t) (end - p) < 7) {
+        return NULL;
+    }
+
+    p = ngx_cpymem(p, utf8 ? "utf-8;" : "rfc822;", utf8 ? 6 : 7);
+
+    for (i = 0; i < addr->len; i++) {
+        ch = addr->data[i];
+
+        if (ch > 32 && ch < 127 && ch != '+' && ch != '=' && ch != '\\') {
+            if (end - p < 1) {
+                return NULL;
+            }
+
+            *p++ = ch;
+            continue;
+        }
+
+        if (utf8 && ch >= 0x80) {
+            if (end - p < 1) {
+                return NULL;
+            }
+
+            *p++ = ch;                   /* validated UTF-8, as is */
+            continue;
+        }
+
+        if (utf8) {
+            if (end - p < 6) {
+                return NULL;
+            }
+
+            p = ngx_cpymem(p, "\\x{", 3);
+            *p++ = hex[ch >> 4];
+            *p++ = hex[ch & 0xf];
+            *p++ = '}';
+            continue;
+        }
+
+        if (end - p < 3) {
+            return NULL;
+        }
+
+        *p++ = '+';
+        *p++ = hex[ch >> 4];
+        *p++ = hex[ch & 0xf];
+    }
+
+    return p;
 }

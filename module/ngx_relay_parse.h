@@ -5,9 +5,11 @@
 
 
 /*
- * Byte parsers for the SMTP wire formats: command lines, paths (RFC 5321
+ * Byte parsers for the wire formats: SMTP command lines, paths (RFC 5321
  * 4.1.2, RFC 6531), MAIL/RCPT parameters (SIZE, BODY, SMTPUTF8, RET, ENVID,
- * NOTIFY, ORCPT, AUTH), BDAT arguments and DATA content.
+ * NOTIFY, ORCPT, AUTH), BDAT arguments, DATA content, AUTH responses
+ * (base64), a server's replies with their EHLO keywords and enhanced
+ * status codes; POP3 command lines.
  *
  * No allocation, no I/O, no calls into the nginx core (only its macros and
  * types), so the unit tests link this file alone.  Results are ngx_str_t
@@ -226,17 +228,58 @@ ngx_int_t ngx_relay_check_xtext(ngx_str_t *s);
 
 
 /*
+ * An ORCPT value for an address that came without one (RFC 3461 4.2):
+ * "rfc822;" and the address as xtext, or for an address with UTF-8
+ * "utf-8;" and utf-8-addr-unitext (RFC 6533 3: UTF-8 as is, "\x{HEX}"
+ * for what xtext forbids).  Writes at most size octets; NULL when it does
+ * not fit or would be over 500 characters (then there is none).
+ */
+
+u_char *ngx_relay_orcpt(u_char *dst, size_t size, ngx_str_t *addr);
+
+
+/*
+ * One response line of an AUTH exchange (RFC 4954 4): "*" cancels
+ * (NGX_DECLINED), "=" is an empty response, anything else is base64
+ * (RFC 4648 4; the padding may be left out, as nginx's decoder allows)
+ * decoded into buf of size octets: NGX_OK with *decoded in buf, or
+ * NGX_RELAY_PARSE_INVALID for a character outside the alphabet, a length
+ * no encoding has, data after the padding, or more than size octets.
+ */
+
+ngx_int_t ngx_relay_parse_auth_response(ngx_str_t *line, u_char *buf,
+    size_t size, ngx_str_t *decoded);
+
+
+/*
  * An SMTP reply (RFC 5321 4.2), single or multiline, from a remote server.
  * Lines end in CRLF (a bare LF is tolerated); every line carries the same
  * three-digit code, "-" continues, " " (or nothing) ends.  The text of all
- * lines is collected into rp->text (truncated, CR/LF turned into spaces)
- * for logs and DSNs.  Returns NGX_OK (in->pos just past the reply),
- * NGX_AGAIN, or NGX_RELAY_PARSE_INVALID for garbage, a changing code, a
- * line over 2048 octets or a reply over 100 lines.  Start from a zeroed
- * struct for each reply.
+ * lines is collected into rp->text (truncated, control characters turned
+ * into spaces) for logs and DSNs.  Returns NGX_OK (in->pos just past the
+ * reply), NGX_AGAIN, or NGX_RELAY_PARSE_INVALID for garbage, a changing
+ * code, a line over 2048 octets or a reply over 100 lines.  Start from a
+ * zeroed struct for each reply.
+ *
+ * With rp->ehlo set (the reply to EHLO), every line but the first is an
+ * EHLO keyword and its parameters (RFC 5321 4.1.1.1): the ones the client
+ * uses set their bit in rp->ext, and SIZE's parameter is rp->size (0 when
+ * absent or beyond off_t).  A keyword counts only as a line's first word,
+ * never inside the greeting or another keyword's parameters.
  */
 
-#define NGX_RELAY_REPLY_TEXT  512
+#define NGX_RELAY_REPLY_TEXT         512
+#define NGX_RELAY_EHLO_KEYWORD       24
+
+#define NGX_RELAY_EXT_PIPELINING     0x0001
+#define NGX_RELAY_EXT_SIZE           0x0002
+#define NGX_RELAY_EXT_8BITMIME       0x0004
+#define NGX_RELAY_EXT_SMTPUTF8       0x0008
+#define NGX_RELAY_EXT_STARTTLS       0x0010
+#define NGX_RELAY_EXT_DSN            0x0020
+#define NGX_RELAY_EXT_CHUNKING       0x0040
+#define NGX_RELAY_EXT_BINARYMIME     0x0080
+#define NGX_RELAY_EXT_ENHANCED       0x0100    /* ENHANCEDSTATUSCODES */
 
 typedef struct {
     ngx_uint_t               state;
@@ -246,9 +289,87 @@ typedef struct {
     size_t                   line_len;
     size_t                   text_len;
     u_char                   text[NGX_RELAY_REPLY_TEXT];
+
+    unsigned                 ehlo:1;       /* set by the caller */
+    ngx_uint_t               ext;          /* NGX_RELAY_EXT_* */
+    off_t                    size;
+    ngx_uint_t               kw_state;
+    size_t                   kw_len;
+    u_char                   kw[NGX_RELAY_EHLO_KEYWORD];
 } ngx_relay_reply_parser_t;
 
 ngx_int_t ngx_relay_parse_reply(ngx_relay_reply_parser_t *rp, ngx_buf_t *in);
+
+
+/*
+ * The first enhanced status code (RFC 3463) of class "class" ('2', '4',
+ * '5') in a reply text: "c.ddd.ddd" at the start or after a space, ending
+ * at a space or the end.  NGX_OK copies it to out (12 octets with the
+ * NUL), else NGX_DECLINED.
+ */
+
+ngx_int_t ngx_relay_parse_enhanced(u_char *p, size_t len, u_char class,
+    u_char *out);
+
+
+/*
+ * A POP3 command line (RFC 1939 3, RFC 2449), without CRLF: a keyword of
+ * 3 or 4 letters, case-insensitive, and up to two arguments separated by
+ * spaces (more set "more"); "rest" is everything after the keyword and
+ * its spaces (PASS takes a password with spaces).  An unknown keyword is
+ * NGX_OK with NGX_RELAY_POP3_UNKNOWN; a keyword that is not 3 or 4
+ * letters, or NUL anywhere, is NGX_RELAY_PARSE_INVALID.  Trailing spaces
+ * are not part of anything.
+ */
+
+typedef enum {
+    NGX_RELAY_POP3_UNKNOWN = 0,
+    NGX_RELAY_POP3_USER,
+    NGX_RELAY_POP3_PASS,
+    NGX_RELAY_POP3_AUTH,
+    NGX_RELAY_POP3_STLS,
+    NGX_RELAY_POP3_CAPA,
+    NGX_RELAY_POP3_QUIT,
+    NGX_RELAY_POP3_NOOP,
+    NGX_RELAY_POP3_STAT,
+    NGX_RELAY_POP3_LIST,
+    NGX_RELAY_POP3_RETR,
+    NGX_RELAY_POP3_DELE,
+    NGX_RELAY_POP3_RSET,
+    NGX_RELAY_POP3_TOP,
+    NGX_RELAY_POP3_UIDL
+} ngx_relay_pop3_cmd_e;
+
+typedef struct {
+    ngx_uint_t               verb;         /* ngx_relay_pop3_cmd_e */
+    ngx_str_t                name;         /* the keyword as sent */
+    ngx_str_t                args[2];
+    ngx_uint_t               nargs;        /* 0..2 */
+    ngx_str_t                rest;
+    unsigned                 more:1;       /* a third argument or more */
+} ngx_relay_pop3_command_t;
+
+ngx_int_t ngx_relay_parse_pop3_command(ngx_str_t *line,
+    ngx_relay_pop3_command_t *cmd);
+
+
+/*
+ * A POP3 number argument (a message number, TOP's line count): 1 to 9
+ * digits, nothing else.  NGX_OK with *n, else NGX_RELAY_PARSE_INVALID.
+ */
+
+ngx_int_t ngx_relay_parse_pop3_number(ngx_str_t *arg, ngx_uint_t *n);
+
+
+/*
+ * What a log line or a reply quotes of someone else's octets: printable
+ * ASCII as is, but '"' and '\\'; everything else (control characters,
+ * DEL, 8-bit) as "\xHH".  Writes at most size octets to dst (a quoted
+ * string that does not fit ends in "..."); returns the end.  Never
+ * writes a control character.
+ */
+
+u_char *ngx_relay_escape(u_char *dst, size_t size, u_char *src, size_t len);
 
 
 #endif /* _NGX_RELAY_PARSE_H_INCLUDED_ */

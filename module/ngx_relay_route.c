@@ -15,6 +15,9 @@
  * has no MX); then the domain's backup MX list; then the fallback relay.
  * A hop "[host]" or an address is a host; "host" is looked up as MX.
  * Each hop gives targets (host and port), each target its addresses.
+ * An address literal (RFC 5321 4.1.3, "[192.0.2.1]", "[IPv6:...]") is
+ * its own and only hop before the fallback relay: that address, no DNS,
+ * no route and no backup MX (whose patterns name domains).
  *
  * The domain's own hops speak for the domain: a null MX (RFC 7505), a
  * name that does not exist, or an MX naming this host (a loop) fail its
@@ -33,6 +36,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_relay_route.h>
+#include <ngx_relay_literal.h>
 
 
 static ngx_int_t ngx_relay_route_add_hops(ngx_relay_route_ctx_t *rt,
@@ -63,6 +67,7 @@ ngx_int_t
 ngx_relay_route_init(ngx_relay_route_ctx_t *rt, ngx_relay_policy_t *p,
     ngx_str_t *domain)
 {
+    ngx_str_t           host;
     ngx_relay_hop_t    *h;
     ngx_relay_route_t  *r;
 
@@ -80,7 +85,26 @@ ngx_relay_route_init(ngx_relay_route_ctx_t *rt, ngx_relay_policy_t *p,
         return NGX_ERROR;
     }
 
-    /* the domain's own hops: a route, or its MX hosts */
+    /* the domain's own hops: a route, or its MX hosts; a literal's host */
+
+    if (ngx_relay_literal_host(domain, &host) == NGX_OK) {
+        h = ngx_array_push(&rt->hops);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(h, sizeof(ngx_relay_hop_t));
+        h->host = host;
+        rt->own_hops = 1;
+
+        r = ngx_relay_policy_fallback(p);
+
+        if (r && ngx_relay_route_add_hops(rt, r, 1) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
 
     r = ngx_relay_policy_next_hops(p, domain);
 

@@ -20,6 +20,7 @@
 #include <ngx_relay_sched.h>
 #include <ngx_relay_policy.h>
 #include <ngx_relay_control.h>
+#include <ngx_relay_clients.h>
 
 
 #define NGX_STREAM_RELAY_LINE_MAX      512     /* RFC 5321 4.5.3.1.4 */
@@ -37,6 +38,8 @@ typedef struct {
     ngx_str_t                    thread_pool_name;
     ngx_thread_pool_t           *thread_pool;
     ngx_array_t                 *domains;        /* ngx_relay_domain_t */
+    ngx_array_t                 *own_addrs;      /* ngx_relay_own_addr_t */
+    ngx_shm_zone_t              *clients_zone;   /* per client address */
     ngx_msec_t                   scan_interval;
     ngx_uint_t                   spool_sync;     /* NGX_RELAY_SYNC_* */
     size_t                       journal_size;   /* both segments */
@@ -77,6 +80,11 @@ typedef struct {
     ngx_uint_t                   max_recipients;
     ngx_uint_t                   max_errors;
     ngx_msec_t                   timeout;
+    ngx_flag_t                   strict_pipelining;
+    ngx_flag_t                   address_literals;  /* relay to them */
+    ngx_flag_t                   literal_local;     /* own: local */
+    size_t                       min_data_rate;     /* octets a second */
+    ngx_relay_client_limits_t    client_limits;
 } ngx_stream_relay_srv_conf_t;
 
 
@@ -140,6 +148,12 @@ typedef struct {
     ngx_relay_mail_args_t        limit_args;
     ngx_uint_t                   limit_local;
 
+    /* a command after which the client must wait for our reply */
+    const char                  *sync;
+
+    /* by when the next command (or the content) must be in */
+    ngx_msec_t                   deadline;
+
     /* for access_log variables: the last transaction's facts */
     ngx_str_t                    last_sender;
     ngx_uint_t                   last_rcpts;
@@ -155,6 +169,7 @@ typedef struct {
     unsigned                     quit:1;
     unsigned                     trusted:1;
     unsigned                     blocked:1;      /* output not yet sent */
+    unsigned                     counted:1;      /* in the clients zone */
 } ngx_stream_relay_session_t;
 
 

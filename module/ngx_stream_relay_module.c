@@ -21,6 +21,7 @@
 #include <ngx_relay_auth.h>
 #include <ngx_relay_dns.h>
 #include <ngx_relay_delivery.h>
+#include <ngx_relay_literal.h>
 
 
 static void *ngx_stream_relay_create_main_conf(ngx_conf_t *cf);
@@ -54,10 +55,14 @@ static char *ngx_stream_relay_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_stream_relay_init_limits(ngx_conf_t *cf,
     ngx_relay_limits_conf_t *lc);
+static char *ngx_stream_relay_client_limit(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_stream_relay_init_control(ngx_conf_t *cf,
     ngx_stream_relay_main_conf_t *rmcf);
 static ngx_int_t ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
     ngx_stream_relay_main_conf_t *rmcf, ngx_relay_sched_t *sc);
+static ngx_int_t ngx_stream_relay_own_addrs(ngx_conf_t *cf,
+    ngx_stream_relay_main_conf_t *rmcf);
 static ngx_int_t ngx_stream_relay_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_stream_relay_init_process(ngx_cycle_t *cycle);
 static void ngx_stream_relay_exit_process(ngx_cycle_t *cycle);
@@ -535,6 +540,55 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       offsetof(ngx_stream_relay_srv_conf_t, timeout),
       NULL },
 
+    { ngx_string("relay_strict_pipelining"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      offsetof(ngx_stream_relay_srv_conf_t, strict_pipelining),
+      NULL },
+
+    { ngx_string("relay_min_data_rate"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      offsetof(ngx_stream_relay_srv_conf_t, min_data_rate),
+      NULL },
+
+    { ngx_string("relay_max_sessions_per_ip"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_stream_relay_client_limit,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      offsetof(ngx_stream_relay_srv_conf_t, client_limits.sessions),
+      NULL },
+
+    { ngx_string("relay_max_connections_per_ip"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_TAKE2,
+      ngx_stream_relay_client_limit,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      offsetof(ngx_stream_relay_srv_conf_t, client_limits.connections),
+      NULL },
+
+    { ngx_string("relay_max_auth_failures_per_ip"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_TAKE2,
+      ngx_stream_relay_client_limit,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      offsetof(ngx_stream_relay_srv_conf_t, client_limits.auth_failures),
+      NULL },
+
+    { ngx_string("relay_address_literals"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      offsetof(ngx_stream_relay_srv_conf_t, address_literals),
+      NULL },
+
+    { ngx_string("relay_address_literal_local"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      offsetof(ngx_stream_relay_srv_conf_t, literal_local),
+      NULL },
+
       ngx_null_command
 };
 
@@ -796,6 +850,10 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
         rmcf->hostname = cf->cycle->hostname;
     }
 
+    if (ngx_stream_relay_own_addrs(cf, rmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     if (ngx_stream_relay_init_control(cf, rmcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
@@ -909,6 +967,13 @@ ngx_stream_relay_create_srv_conf(ngx_conf_t *cf)
     conf->max_recipients = NGX_CONF_UNSET_UINT;
     conf->max_errors = NGX_CONF_UNSET_UINT;
     conf->timeout = NGX_CONF_UNSET_MSEC;
+    conf->strict_pipelining = NGX_CONF_UNSET;
+    conf->address_literals = NGX_CONF_UNSET;
+    conf->literal_local = NGX_CONF_UNSET;
+    conf->min_data_rate = NGX_CONF_UNSET_SIZE;
+    conf->client_limits.sessions = NGX_CONF_UNSET_UINT;
+    conf->client_limits.connections = NGX_CONF_UNSET_UINT;
+    conf->client_limits.auth_failures = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -930,6 +995,30 @@ ngx_stream_relay_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
                               1000);
     ngx_conf_merge_uint_value(conf->max_errors, prev->max_errors, 20);
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 300000);
+    ngx_conf_merge_value(conf->strict_pipelining, prev->strict_pipelining,
+                         1);
+    ngx_conf_merge_value(conf->address_literals, prev->address_literals, 1);
+    ngx_conf_merge_value(conf->literal_local, prev->literal_local, 0);
+    ngx_conf_merge_size_value(conf->min_data_rate, prev->min_data_rate, 500);
+
+    if (conf->client_limits.sessions == NGX_CONF_UNSET_UINT) {
+        conf->client_limits.sessions = prev->client_limits.sessions;
+    }
+
+    if (conf->client_limits.connections == NGX_CONF_UNSET_UINT) {
+        conf->client_limits.connections = prev->client_limits.connections;
+        conf->client_limits.connection_window =
+                                        prev->client_limits.connection_window;
+    }
+
+    if (conf->client_limits.auth_failures == NGX_CONF_UNSET_UINT) {
+        conf->client_limits.auth_failures = prev->client_limits.auth_failures;
+        conf->client_limits.auth_window = prev->client_limits.auth_window;
+    }
+
+    ngx_conf_init_uint_value(conf->client_limits.sessions, 0);
+    ngx_conf_init_uint_value(conf->client_limits.connections, 0);
+    ngx_conf_init_uint_value(conf->client_limits.auth_failures, 0);
 
     if (conf->starttls && ngx_stream_relay_setup_tls(cf, conf) != NGX_OK) {
         return NGX_CONF_ERROR;
@@ -1294,6 +1383,63 @@ ngx_stream_relay_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /*
+ * relay_max_sessions_per_ip N; relay_max_connections_per_ip N TIME;
+ * relay_max_auth_failures_per_ip N TIME: counted per client address in
+ * the "relay_clients" zone (ngx_relay_clients.c), made with the first.
+ */
+
+static char *
+ngx_stream_relay_client_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_stream_relay_srv_conf_t  *rscf = conf;
+
+    ngx_int_t                      n;
+    ngx_str_t                     *value;
+    ngx_uint_t                    *limit;
+    time_t                        *window;
+    ngx_stream_relay_main_conf_t  *rmcf;
+
+    limit = (ngx_uint_t *) ((char *) conf + cmd->offset);
+    window = (limit == &rscf->client_limits.connections)
+             ? &rscf->client_limits.connection_window
+             : &rscf->client_limits.auth_window;
+
+    if (*limit != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n == NGX_ERROR) {
+        return "has an invalid number";
+    }
+
+    *limit = (ngx_uint_t) n;
+
+    if (cf->args->nelts == 3) {
+        *window = ngx_parse_time(&value[2], 1);
+
+        if (*window == (time_t) NGX_ERROR || *window == 0) {
+            return "has an invalid time";
+        }
+    }
+
+    rmcf = ngx_stream_conf_get_module_main_conf(cf, ngx_stream_relay_module);
+
+    if (rmcf->clients_zone == NULL
+        && ngx_relay_clients_add_zone(cf, &rmcf->clients_zone,
+                                      &ngx_stream_relay_module)
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
  * relay_control address[,address...] [address ...] [node=ID]
  *     [labels=NAME=VALUE[,NAME=VALUE...]] [insecure];
  */
@@ -1468,6 +1614,41 @@ invalid:
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\": %s",
                        word, why);
     return NGX_ERROR;
+}
+
+
+/*
+ * This node's own addresses, for address literals: the stream
+ * listeners', the interfaces' for a wildcard listener (read now, again at
+ * each reload).
+ */
+
+static ngx_int_t
+ngx_stream_relay_own_addrs(ngx_conf_t *cf, ngx_stream_relay_main_conf_t *rmcf)
+{
+    ngx_uint_t                    i;
+    ngx_stream_listen_t          *ls;
+    ngx_stream_core_main_conf_t  *cmcf;
+
+    rmcf->own_addrs = ngx_array_create(cf->pool, 4,
+                                       sizeof(ngx_relay_own_addr_t));
+    if (rmcf->own_addrs == NULL) {
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_stream_conf_get_module_main_conf(cf, ngx_stream_core_module);
+    ls = cmcf->listen.elts;
+
+    for (i = 0; i < cmcf->listen.nelts; i++) {
+        if (ngx_relay_literal_add_own(rmcf->own_addrs, ls[i].sockaddr,
+                                      ls[i].socklen, ls[i].wildcard, cf->log)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 

@@ -73,12 +73,6 @@
 #define NGX_STREAM_RELAY_POP3_SIZES      "relay-pop3.sizes"
 #define NGX_STREAM_RELAY_POP3_SIZES_MAX  (64 * 1024 * 1024)
 
-/* a verb, case-insensitive */
-#define NGX_RELAY_POP3_IS(s, v)                                               \
-    ((s)->len == sizeof(v) - 1                                                \
-     && ngx_strncasecmp((s)->data, (u_char *) v, sizeof(v) - 1) == 0)
-
-
 typedef struct {
     ngx_flag_t                         enabled;
     ngx_flag_t                         plaintext;
@@ -170,6 +164,7 @@ struct ngx_stream_relay_pop3_session_s {
     ngx_buf_t                         *in;
     ngx_buf_t                         *out;
     ngx_relay_line_parser_t            lp;
+    ngx_msec_t                         deadline;     /* of the line */
 
     ngx_thread_task_t                 *task;
 
@@ -237,7 +232,7 @@ static void ngx_stream_relay_pop3_tls_established(
 static ngx_uint_t ngx_stream_relay_pop3_plaintext_ok(
     ngx_stream_relay_pop3_session_t *ps);
 static void ngx_stream_relay_pop3_auth(ngx_stream_relay_pop3_session_t *ps,
-    ngx_str_t *arg);
+    ngx_relay_pop3_command_t *cmd);
 static ngx_int_t ngx_stream_relay_pop3_sasl_response(
     ngx_stream_relay_pop3_session_t *ps);
 static void ngx_stream_relay_pop3_sasl_plain(
@@ -496,6 +491,14 @@ ngx_stream_relay_pop3_handler(ngx_event_t *ev)
         }
 
         if (ps->state != ngx_stream_relay_pop3_st_list
+            && ps->state != ngx_stream_relay_pop3_st_retr
+            && (ngx_msec_int_t) (ps->deadline - ngx_current_msec) > 0)
+        {
+            ngx_add_timer(ev, ps->deadline - ngx_current_msec);
+            return;                      /* a stale timer */
+        }
+
+        if (ps->state != ngx_stream_relay_pop3_st_list
             && ps->state != ngx_stream_relay_pop3_st_retr)
         {
             /* RFC 1939 3: autologout, no UPDATE, no response */
@@ -515,6 +518,7 @@ static void
 ngx_stream_relay_pop3_run(ngx_stream_relay_pop3_session_t *ps)
 {
     ngx_int_t          rc;
+    ngx_msec_int_t     left;
     ngx_buf_t         *out;
     ngx_connection_t  *c;
 
@@ -632,7 +636,17 @@ ngx_stream_relay_pop3_run(ngx_stream_relay_pop3_session_t *ps)
             return;
         }
 
-        ngx_add_timer(c->read, ps->conf->timeout);
+        /*
+         * relay_timeout for a whole line: it starts when no part of one
+         * is buffered, and partial input does not restart it ("slowloris")
+         */
+
+        if (ps->in->pos == ps->in->last && ps->lp.state == 0) {
+            ps->deadline = ngx_current_msec + ps->conf->timeout;
+        }
+
+        left = (ngx_msec_int_t) (ps->deadline - ngx_current_msec);
+        ngx_add_timer(c->read, left > 0 ? (ngx_msec_t) left : 1);
         return;
     }
 }
@@ -745,10 +759,10 @@ ngx_stream_relay_pop3_error(ngx_stream_relay_pop3_session_t *ps,
 static ngx_int_t
 ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
 {
-    u_char                       *p, *last;
     ngx_int_t                     rc;
-    ngx_str_t                     verb, rest, args[3];
+    ngx_str_t                    *args;
     ngx_uint_t                    i, n, trans;
+    ngx_relay_pop3_command_t      cmd;
     ngx_stream_relay_pop3_msg_t  *m;
 
     rc = ngx_relay_parse_line(&ps->lp, ps->in);
@@ -762,58 +776,17 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
         return NGX_OK;
     }
 
-    p = ps->lp.line.data;
-    last = p + ps->lp.line.len;
+    /* the keyword and up to two arguments (ngx_relay_parse.c) */
 
-    while (last > p && last[-1] == ' ') {
-        last--;
-    }
-
-    verb.data = p;
-
-    while (p < last && *p != ' ') {
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))) {
-            ngx_stream_relay_pop3_error(ps, "Unknown command");
-            return NGX_OK;
-        }
-
-        p++;
-    }
-
-    verb.len = p - verb.data;
-
-    while (p < last && *p == ' ') {
-        p++;
-    }
-
-    rest.data = p;
-    rest.len = last - p;
-
-    /* up to 2 arguments, then "more" in args[2] */
-
-    n = 0;
-
-    while (p < last && n < 3) {
-        args[n].data = p;
-
-        while (p < last && *p != ' ') {
-            p++;
-        }
-
-        args[n].len = p - args[n].data;
-        n++;
-
-        while (p < last && *p == ' ') {
-            p++;
-        }
-    }
-
-    if (verb.len == 0 || verb.len > 4) {
+    if (ngx_relay_parse_pop3_command(&ps->lp.line, &cmd) != NGX_OK) {
         ngx_stream_relay_pop3_error(ps, "Unknown command");
         return NGX_OK;
     }
 
-    if (NGX_RELAY_POP3_IS(&verb, "PASS")) {
+    args = cmd.args;
+    n = cmd.nargs + cmd.more;            /* 3: two and more */
+
+    if (cmd.verb == NGX_RELAY_POP3_PASS) {
         ngx_log_debug1(NGX_LOG_DEBUG_STREAM, ps->connection->log, 0,
                        "relay pop3: PASS %s", "********");
 
@@ -826,17 +799,17 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
 
     /* commands of every state */
 
-    if (NGX_RELAY_POP3_IS(&verb, "CAPA")) {
+    switch (cmd.verb) {
+
+    case NGX_RELAY_POP3_CAPA:
         ngx_stream_relay_pop3_capa(ps);
         return NGX_OK;
-    }
 
-    if (NGX_RELAY_POP3_IS(&verb, "QUIT")) {
+    case NGX_RELAY_POP3_QUIT:
         ngx_stream_relay_pop3_quit(ps);
         return NGX_OK;
-    }
 
-    if (NGX_RELAY_POP3_IS(&verb, "NOOP")) {
+    case NGX_RELAY_POP3_NOOP:
         if (!trans) {
             ngx_stream_relay_pop3_error(ps, "Not logged in");
             return NGX_OK;
@@ -849,13 +822,22 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
 
         ngx_stream_relay_pop3_reply(ps, "+OK");
         return NGX_OK;
+
+    case NGX_RELAY_POP3_UNKNOWN:
+        ngx_stream_relay_pop3_error(ps, "Unknown command");
+        return NGX_OK;
+
+    default:
+        break;
     }
 
     if (!trans) {
 
         /* AUTHORIZATION */
 
-        if (NGX_RELAY_POP3_IS(&verb, "USER")) {
+        switch (cmd.verb) {
+
+        case NGX_RELAY_POP3_USER:
             if (!ngx_stream_relay_pop3_plaintext_ok(ps)) {
                 return NGX_OK;
             }
@@ -878,9 +860,8 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
 
             ngx_stream_relay_pop3_reply(ps, "+OK Send PASS");
             return NGX_OK;
-        }
 
-        if (NGX_RELAY_POP3_IS(&verb, "PASS")) {
+        case NGX_RELAY_POP3_PASS:
             if (!ngx_stream_relay_pop3_plaintext_ok(ps)) {
                 return NGX_OK;
             }
@@ -891,16 +872,14 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
             }
 
             /* RFC 1939 7: the password may contain spaces */
-            ngx_stream_relay_pop3_login(ps, &ps->user, &rest);
+            ngx_stream_relay_pop3_login(ps, &ps->user, &cmd.rest);
             return NGX_OK;
-        }
 
-        if (NGX_RELAY_POP3_IS(&verb, "AUTH")) {
-            ngx_stream_relay_pop3_auth(ps, &rest);
+        case NGX_RELAY_POP3_AUTH:
+            ngx_stream_relay_pop3_auth(ps, &cmd);
             return NGX_OK;
-        }
 
-        if (NGX_RELAY_POP3_IS(&verb, "STLS")) {
+        case NGX_RELAY_POP3_STLS:
             if (n != 0) {
                 ngx_stream_relay_pop3_error(ps, "Syntax: STLS");
                 return NGX_OK;
@@ -908,27 +887,18 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
 
             ngx_stream_relay_pop3_stls(ps);
             return NGX_OK;
-        }
 
-        if (NGX_RELAY_POP3_IS(&verb, "STAT")
-            || NGX_RELAY_POP3_IS(&verb, "LIST")
-            || NGX_RELAY_POP3_IS(&verb, "RETR")
-            || NGX_RELAY_POP3_IS(&verb, "DELE")
-            || NGX_RELAY_POP3_IS(&verb, "RSET")
-            || NGX_RELAY_POP3_IS(&verb, "TOP")
-            || NGX_RELAY_POP3_IS(&verb, "UIDL"))
-        {
+        default:                     /* the commands of TRANSACTION */
             ngx_stream_relay_pop3_error(ps, "Not logged in");
             return NGX_OK;
         }
-
-        ngx_stream_relay_pop3_error(ps, "Unknown command");
-        return NGX_OK;
     }
 
     /* TRANSACTION */
 
-    if (NGX_RELAY_POP3_IS(&verb, "STAT")) {
+    switch (cmd.verb) {
+
+    case NGX_RELAY_POP3_STAT:
         if (n != 0) {
             ngx_stream_relay_pop3_error(ps, "Syntax: STAT");
             return NGX_OK;
@@ -938,20 +908,21 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
                                     ps->nmsgs - ps->ndeleted,
                                     ps->total_size - ps->deleted_size);
         return NGX_OK;
-    }
 
-    if (NGX_RELAY_POP3_IS(&verb, "LIST") || NGX_RELAY_POP3_IS(&verb, "UIDL")) {
+    case NGX_RELAY_POP3_LIST:
+    case NGX_RELAY_POP3_UIDL:
         if (n > 1) {
-            ngx_stream_relay_pop3_error(ps, "Syntax: %V [message]", &verb);
+            ngx_stream_relay_pop3_error(ps, "Syntax: %s [message]",
+                                        cmd.verb == NGX_RELAY_POP3_UIDL
+                                        ? "UIDL" : "LIST");
             return NGX_OK;
         }
 
         ngx_stream_relay_pop3_list(ps, n ? &args[0] : NULL,
-                                   NGX_RELAY_POP3_IS(&verb, "UIDL"));
+                                   cmd.verb == NGX_RELAY_POP3_UIDL);
         return NGX_OK;
-    }
 
-    if (NGX_RELAY_POP3_IS(&verb, "RETR")) {
+    case NGX_RELAY_POP3_RETR:
         if (n != 1) {
             ngx_stream_relay_pop3_error(ps, "Syntax: RETR message");
             return NGX_OK;
@@ -959,9 +930,8 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
 
         ngx_stream_relay_pop3_retr(ps, args, n, 1);
         return NGX_OK;
-    }
 
-    if (NGX_RELAY_POP3_IS(&verb, "TOP")) {
+    case NGX_RELAY_POP3_TOP:
         if (n != 2) {
             ngx_stream_relay_pop3_error(ps, "Syntax: TOP message lines");
             return NGX_OK;
@@ -969,9 +939,8 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
 
         ngx_stream_relay_pop3_retr(ps, args, n, 0);
         return NGX_OK;
-    }
 
-    if (NGX_RELAY_POP3_IS(&verb, "DELE")) {
+    case NGX_RELAY_POP3_DELE:
         if (n != 1) {
             ngx_stream_relay_pop3_error(ps, "Syntax: DELE message");
             return NGX_OK;
@@ -986,11 +955,11 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
         ps->ndeleted++;
         ps->deleted_size += m->size;
 
-        ngx_stream_relay_pop3_reply(ps, "+OK Message %V deleted", &args[0]);
+        ngx_stream_relay_pop3_reply(ps, "+OK Message %ui deleted",
+                                    (ngx_uint_t) (m - ps->msgs) + 1);
         return NGX_OK;
-    }
 
-    if (NGX_RELAY_POP3_IS(&verb, "RSET")) {
+    case NGX_RELAY_POP3_RSET:
         if (n != 0) {
             ngx_stream_relay_pop3_error(ps, "Syntax: RSET");
             return NGX_OK;
@@ -1006,17 +975,11 @@ ngx_stream_relay_pop3_command(ngx_stream_relay_pop3_session_t *ps)
         ngx_stream_relay_pop3_reply(ps, "+OK %ui messages (%O octets)",
                                     ps->nmsgs, ps->total_size);
         return NGX_OK;
-    }
 
-    if (NGX_RELAY_POP3_IS(&verb, "USER") || NGX_RELAY_POP3_IS(&verb, "PASS")
-        || NGX_RELAY_POP3_IS(&verb, "AUTH") || NGX_RELAY_POP3_IS(&verb, "STLS"))
-    {
+    default:                         /* USER, PASS, AUTH, STLS */
         ngx_stream_relay_pop3_error(ps, "Already logged in");
         return NGX_OK;
     }
-
-    ngx_stream_relay_pop3_error(ps, "Unknown command");
-    return NGX_OK;
 }
 
 
@@ -1157,12 +1120,11 @@ ngx_stream_relay_pop3_plaintext_ok(ngx_stream_relay_pop3_session_t *ps)
 
 static void
 ngx_stream_relay_pop3_auth(ngx_stream_relay_pop3_session_t *ps,
-    ngx_str_t *arg)
+    ngx_relay_pop3_command_t *cmd)
 {
-    u_char     *p, *last;
-    ngx_str_t   mech, initial;
+    ngx_str_t  *mech, *initial;
 
-    if (arg->len == 0) {
+    if (cmd->nargs == 0) {
         /* the list of mechanisms (a widespread extension) */
         ngx_stream_relay_pop3_reply(ps, "+OK");
 
@@ -1178,38 +1140,31 @@ ngx_stream_relay_pop3_auth(ngx_stream_relay_pop3_session_t *ps,
         return;
     }
 
-    p = arg->data;
-    last = p + arg->len;
+    mech = &cmd->args[0];
+    initial = (cmd->nargs > 1) ? &cmd->args[1] : NULL;
 
-    mech.data = p;
-
-    while (p < last && *p != ' ') {
-        p++;
+    if (cmd->more) {
+        ngx_stream_relay_pop3_error(ps, "Syntax: AUTH mechanism "
+                                    "[initial-response]");
+        return;
     }
 
-    mech.len = p - mech.data;
-
-    while (p < last && *p == ' ') {
-        p++;
-    }
-
-    initial.data = p;
-    initial.len = last - p;
-
-    if (!NGX_RELAY_POP3_IS(&mech, "PLAIN")) {
+    if (mech->len != 5
+        || ngx_strncasecmp(mech->data, (u_char *) "PLAIN", 5) != 0)
+    {
         ngx_stream_relay_pop3_error(ps, "Unsupported authentication "
                                     "mechanism");
         return;
     }
 
-    if (initial.len == 0) {
+    if (initial == NULL) {
         ps->lp.max = NGX_STREAM_RELAY_POP3_SASL_MAX;
         ngx_stream_relay_pop3_enter(ps, ngx_stream_relay_pop3_st_sasl);
         ngx_stream_relay_pop3_reply(ps, "+ ");
         return;
     }
 
-    ngx_stream_relay_pop3_sasl_plain(ps, &initial);
+    ngx_stream_relay_pop3_sasl_plain(ps, initial);
 }
 
 
@@ -1232,11 +1187,6 @@ ngx_stream_relay_pop3_sasl_response(ngx_stream_relay_pop3_session_t *ps)
         return NGX_OK;
     }
 
-    if (ps->lp.line.len == 1 && ps->lp.line.data[0] == '*') {
-        ngx_stream_relay_pop3_error(ps, "Authentication cancelled");
-        return NGX_OK;
-    }
-
     ngx_stream_relay_pop3_sasl_plain(ps, &ps->lp.line);
 
     return NGX_OK;
@@ -1250,16 +1200,18 @@ ngx_stream_relay_pop3_sasl_plain(ngx_stream_relay_pop3_session_t *ps,
     u_char     buf[NGX_STREAM_RELAY_POP3_SASL_MAX];
     ngx_str_t  decoded, user, passwd;
 
-    decoded.data = buf;
+    /* RFC 5034 4: "*" cancels, "=" is an empty initial response */
 
-    /* RFC 5034 4: "=" is an empty initial response */
+    switch (ngx_relay_parse_auth_response(line, buf, sizeof(buf), &decoded)) {
 
-    if (line->len == 1 && line->data[0] == '=') {
-        decoded.len = 0;
+    case NGX_OK:
+        break;
 
-    } else if (ngx_base64_decoded_length(line->len) > sizeof(buf)
-               || ngx_decode_base64(&decoded, line) != NGX_OK)
-    {
+    case NGX_DECLINED:
+        ngx_stream_relay_pop3_error(ps, "Authentication cancelled");
+        return;
+
+    default:
         ngx_stream_relay_pop3_error(ps, "Invalid base64 data");
         return;
     }
@@ -1496,6 +1448,7 @@ static void
 ngx_stream_relay_pop3_login_done(ngx_stream_relay_pop3_session_t *ps,
     ngx_stream_relay_pop3_task_ctx_t *ctx)
 {
+    u_char            user[NGX_RELAY_MAX_ADDR + 16], *p;
     ngx_connection_t  *c;
 
     c = ps->connection;
@@ -1506,9 +1459,14 @@ ngx_stream_relay_pop3_login_done(ngx_stream_relay_pop3_session_t *ps,
 
     ngx_stream_relay_pop3_enter(ps, ngx_stream_relay_pop3_st_auth);
 
+    /* the name as the client gave it: escaped for the log */
+
+    p = ngx_relay_escape(user, sizeof(user), ps->user.data, ps->user.len);
+
     if (!ctx->check.ok || !ctx->mailbox_ok) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "pop3 authentication failed for \"%V\"", &ps->user);
+                      "pop3 authentication failed for \"%*s\"", p - user,
+                      user);
         ps->user.len = 0;
         ngx_stream_relay_pop3_error(ps, "[AUTH] Authentication failed");
         return;
@@ -1516,7 +1474,7 @@ ngx_stream_relay_pop3_login_done(ngx_stream_relay_pop3_session_t *ps,
 
     if (ctx->rc == NGX_BUSY) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "pop3 mailbox of \"%V\" is in use", &ps->user);
+                      "pop3 mailbox of \"%*s\" is in use", p - user, user);
         ps->user.len = 0;
         ngx_stream_relay_pop3_error(ps, "[IN-USE] Mailbox is locked by "
                                     "another session");
@@ -1550,22 +1508,20 @@ ngx_stream_relay_pop3_login_done(ngx_stream_relay_pop3_session_t *ps,
 static ngx_stream_relay_pop3_msg_t *
 ngx_stream_relay_pop3_msg(ngx_stream_relay_pop3_session_t *ps, ngx_str_t *arg)
 {
-    ngx_int_t  n;
+    ngx_uint_t  n;
 
-    n = (arg->len > 9) ? NGX_ERROR : ngx_atoi(arg->data, arg->len);
-
-    if (n == NGX_ERROR) {
+    if (ngx_relay_parse_pop3_number(arg, &n) != NGX_OK) {
         ngx_stream_relay_pop3_error(ps, "Invalid message number");
         return NULL;
     }
 
-    if (n < 1 || (ngx_uint_t) n > ps->nmsgs) {
+    if (n < 1 || n > ps->nmsgs) {
         ngx_stream_relay_pop3_error(ps, "No such message");
         return NULL;
     }
 
     if (ps->msgs[n - 1].deleted) {
-        ngx_stream_relay_pop3_error(ps, "Message %i already deleted", n);
+        ngx_stream_relay_pop3_error(ps, "Message %ui already deleted", n);
         return NULL;
     }
 
@@ -1656,6 +1612,7 @@ ngx_stream_relay_pop3_retr(ngx_stream_relay_pop3_session_t *ps,
     ngx_str_t *args, ngx_uint_t nargs, ngx_uint_t retr)
 {
     ngx_int_t                     lines;
+    ngx_uint_t                    n;
     ngx_connection_t             *c;
     ngx_stream_relay_pop3_msg_t  *m;
 
@@ -1663,13 +1620,12 @@ ngx_stream_relay_pop3_retr(ngx_stream_relay_pop3_session_t *ps,
     lines = -1;
 
     if (!retr) {
-        lines = (args[1].len > 9) ? NGX_ERROR
-                                  : ngx_atoi(args[1].data, args[1].len);
-
-        if (lines == NGX_ERROR) {
+        if (ngx_relay_parse_pop3_number(&args[1], &n) != NGX_OK) {
             ngx_stream_relay_pop3_error(ps, "Invalid number of lines");
             return;
         }
+
+        lines = (ngx_int_t) n;
     }
 
     m = ngx_stream_relay_pop3_msg(ps, &args[0]);

@@ -24,6 +24,24 @@
  * the flush rule of RFC 2920: replies of a pipelined group go out together,
  * in order, and nothing is held back while the client waits.
  *
+ * Pipelining discipline (RFC 2920 3.1, relay_strict_pipelining): after
+ * DATA, the last chunk of BDAT LAST, STARTTLS, each step of AUTH and QUIT
+ * the client must wait for the reply.  Input that is there before the
+ * reply goes out (in the buffer, or read at once when the reply is due)
+ * is out of sync: 554 5.5.0, nothing of it executed, the connection
+ * closed.  MAIL, RCPT and DATA in one write, and the next MAIL right after
+ * the final dot, are legitimate and go on.
+ *
+ * Time: a command line (or an AUTH response) must be complete within
+ * relay_timeout of the moment the session waits for it: partial input
+ * does not reset the clock, so a client sending a byte every few seconds
+ * ("slowloris") is closed with 421 4.4.2 all the same.  DATA and BDAT
+ * content starts with relay_timeout and earns time as it comes, a second
+ * for every relay_min_data_rate octets, never more than relay_timeout
+ * ahead.  Abuse bounds per client address (ngx_relay_clients.c): sessions
+ * at once and new connections per window at the greeting, AUTH failures
+ * per window at AUTH: 421 4.7.0 and a warn line.
+ *
  * DATA is copied through the byte parser into a 64 KB buffer written to the
  * spool as it fills: a large message costs one buffer, never its size.
  * Bare CR or LF never ends DATA; a message containing either is refused
@@ -40,9 +58,15 @@
 #include <ngx_relay_maildir.h>
 #include <ngx_relay_dkim.h>
 #include <ngx_relay_idn.h>
+#include <ngx_relay_literal.h>
 
 
 static void ngx_stream_relay_greet(ngx_stream_relay_session_t *rs);
+static ngx_int_t ngx_stream_relay_admit(ngx_stream_relay_session_t *rs);
+static void ngx_stream_relay_uncount(void *data);
+static void ngx_stream_relay_wait(ngx_stream_relay_session_t *rs);
+static void ngx_stream_relay_earn(ngx_stream_relay_session_t *rs,
+    size_t n);
 static void ngx_stream_relay_handler(ngx_event_t *ev);
 static void ngx_stream_relay_run(ngx_stream_relay_session_t *rs);
 static ngx_int_t ngx_stream_relay_read(ngx_stream_relay_session_t *rs);
@@ -77,6 +101,9 @@ static ngx_int_t ngx_stream_relay_limited(ngx_stream_relay_session_t *rs,
     ngx_relay_limit_check_t *lc);
 static ngx_int_t ngx_stream_relay_check_rcpt(ngx_stream_relay_session_t *rs,
     ngx_relay_path_t *path, ngx_uint_t *local);
+static ngx_int_t ngx_stream_relay_check_literal(
+    ngx_stream_relay_session_t *rs, ngx_relay_path_t *path,
+    ngx_relay_domain_t **domain);
 static void ngx_stream_relay_data(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd);
 static void ngx_stream_relay_bdat(ngx_stream_relay_session_t *rs,
@@ -94,6 +121,8 @@ static void ngx_stream_relay_auth_step(ngx_stream_relay_session_t *rs,
 static void ngx_stream_relay_auth_check(ngx_stream_relay_session_t *rs,
     ngx_str_t *user, ngx_str_t *passwd);
 static void ngx_stream_relay_auth_done(ngx_event_t *ev);
+static void ngx_stream_relay_auth_refused(ngx_stream_relay_session_t *rs,
+    ngx_relay_client_counts_t *n);
 
 static ngx_int_t ngx_stream_relay_txn_begin(ngx_stream_relay_session_t *rs);
 static void ngx_stream_relay_txn_end(ngx_stream_relay_session_t *rs);
@@ -111,6 +140,8 @@ static void ngx_stream_relay_disk_error(ngx_stream_relay_session_t *rs,
     ngx_err_t err);
 static void ngx_stream_relay_resume(ngx_stream_relay_session_t *rs);
 static void ngx_stream_relay_unsigned(ngx_stream_relay_session_t *rs);
+static ngx_uint_t ngx_stream_relay_out_of_sync(
+    ngx_stream_relay_session_t *rs, const char *after);
 
 
 static const char  *ngx_stream_relay_state_names[] = {
@@ -176,6 +207,13 @@ ngx_stream_relay_init_session(ngx_stream_session_t *s)
     c->write->handler = ngx_stream_relay_handler;
     c->log->action = "in SMTP session";
 
+    rs->deadline = ngx_current_msec + rs->conf->timeout;
+
+    if (ngx_stream_relay_admit(rs) != NGX_OK) {
+        ngx_stream_relay_run(rs);
+        return;
+    }
+
     ngx_stream_relay_greet(rs);
 }
 
@@ -186,6 +224,117 @@ ngx_stream_relay_greet(ngx_stream_relay_session_t *rs)
     ngx_stream_relay_reply(rs, "220 %V ESMTP ready",
                            &rs->main_conf->hostname);
     ngx_stream_relay_run(rs);
+}
+
+
+/*
+ * relay_max_sessions_per_ip, relay_max_connections_per_ip: NGX_OK, or a
+ * 421 4.7.0 is queued and the session is closing.
+ */
+
+static ngx_int_t
+ngx_stream_relay_admit(ngx_stream_relay_session_t *rs)
+{
+    ngx_int_t                   rc;
+    ngx_connection_t           *c;
+    ngx_pool_cleanup_t         *cln;
+    ngx_relay_client_limits_t  *l;
+    ngx_relay_client_counts_t   n;
+
+    c = rs->connection;
+    l = &rs->conf->client_limits;
+
+    if (rs->main_conf->clients_zone == NULL
+        || (l->sessions == 0 && l->connections == 0))
+    {
+        return NGX_OK;
+    }
+
+    cln = ngx_pool_cleanup_add(c->pool, 0);
+    if (cln == NULL) {
+        return NGX_OK;
+    }
+
+    rc = ngx_relay_clients_open(rs->main_conf->clients_zone, c->sockaddr, l,
+                                &n);
+
+    if (rc == NGX_OK) {
+        cln->handler = ngx_stream_relay_uncount;
+        cln->data = rs;
+        rs->counted = 1;
+        return NGX_OK;
+    }
+
+    if (rc == NGX_BUSY) {
+        ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                      "relay client %V: %ui sessions at once, more than "
+                      "relay_max_sessions_per_ip %ui: 421", &rs->client,
+                      n.sessions, l->sessions);
+
+    } else {
+        ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                      "relay client %V: %ui connections in %T s, more than "
+                      "relay_max_connections_per_ip %ui: 421", &rs->client,
+                      n.connections, l->connection_window, l->connections);
+    }
+
+    ngx_stream_relay_reply(rs, "421 4.7.0 %V Error: too many connections "
+                           "from your address, try again later",
+                           &rs->main_conf->hostname);
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_stream_relay_uncount(void *data)
+{
+    ngx_stream_relay_session_t  *rs = data;
+
+    if (rs->counted) {
+        rs->counted = 0;
+        ngx_relay_clients_close(rs->main_conf->clients_zone,
+                                rs->connection->sockaddr);
+    }
+}
+
+
+/* the read timer: what is left until the deadline */
+
+static void
+ngx_stream_relay_wait(ngx_stream_relay_session_t *rs)
+{
+    ngx_msec_int_t  left;
+
+    left = (ngx_msec_int_t) (rs->deadline - ngx_current_msec);
+
+    ngx_add_timer(rs->connection->read, left > 0 ? (ngx_msec_t) left : 1);
+}
+
+
+/* content came: a second for every relay_min_data_rate octets */
+
+static void
+ngx_stream_relay_earn(ngx_stream_relay_session_t *rs, size_t n)
+{
+    ngx_msec_t      most;
+    ngx_msec_int_t  left;
+
+    if (rs->conf->min_data_rate == 0) {
+        rs->deadline = ngx_current_msec + rs->conf->timeout;
+        return;
+    }
+
+    most = ngx_current_msec + rs->conf->timeout;
+    left = (ngx_msec_int_t) (most - rs->deadline);
+
+    if (left <= 0) {
+        return;
+    }
+
+    rs->deadline += ngx_min((ngx_msec_t) left,
+                            (ngx_msec_t) (n * 1000 / rs->conf->min_data_rate));
 }
 
 
@@ -228,6 +377,11 @@ ngx_stream_relay_handler(ngx_event_t *ev)
             return;                      /* a task will resume us */
         }
 
+        if ((ngx_msec_int_t) (rs->deadline - ngx_current_msec) > 0) {
+            ngx_stream_relay_wait(rs);   /* a stale timer */
+            return;
+        }
+
         ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
                       "client timed out");
 
@@ -250,6 +404,7 @@ ngx_stream_relay_handler(ngx_event_t *ev)
 static void
 ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
 {
+    size_t             n;
     ngx_int_t          rc;
     ngx_connection_t  *c;
 
@@ -298,6 +453,15 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
             }
         }
 
+        /* the reply to a command the client must wait for is due */
+
+        if (rs->sync && rs->state != ngx_stream_relay_st_busy
+            && rs->state != ngx_stream_relay_st_closing)
+        {
+            (void) ngx_stream_relay_out_of_sync(rs, rs->sync);
+            continue;
+        }
+
         switch (rs->state) {
 
         case ngx_stream_relay_st_closing:
@@ -332,7 +496,16 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
         }
 
         if (rc == NGX_OK) {
-            continue;                    /* an item was handled */
+
+            /* an item was handled: the next one has its relay_timeout */
+
+            if (rs->state != ngx_stream_relay_st_data
+                && rs->state != ngx_stream_relay_st_bdat)
+            {
+                rs->deadline = ngx_current_msec + rs->conf->timeout;
+            }
+
+            continue;
         }
 
         if (rc == NGX_DONE) {
@@ -340,6 +513,8 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
         }
 
         /* NGX_AGAIN: the buffer has no complete item */
+
+        n = rs->in->last - rs->in->pos;
 
         rc = ngx_stream_relay_read(rs);
 
@@ -349,6 +524,12 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
         }
 
         if (rc == NGX_OK) {
+            if (rs->state == ngx_stream_relay_st_data
+                || rs->state == ngx_stream_relay_st_bdat)
+            {
+                ngx_stream_relay_earn(rs, (rs->in->last - rs->in->pos) - n);
+            }
+
             continue;
         }
 
@@ -372,7 +553,7 @@ ngx_stream_relay_run(ngx_stream_relay_session_t *rs)
             return;
         }
 
-        ngx_add_timer(c->read, rs->conf->timeout);
+        ngx_stream_relay_wait(rs);
         return;
     }
 }
@@ -566,6 +747,10 @@ ngx_stream_relay_execute(ngx_stream_relay_session_t *rs,
         return;
 
     case NGX_RELAY_CMD_QUIT:
+        if (ngx_stream_relay_out_of_sync(rs, "QUIT")) {
+            return;
+        }
+
         ngx_stream_relay_reply(rs, "221 2.0.0 %V Bye",
                                &rs->main_conf->hostname);
         ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
@@ -656,6 +841,7 @@ ngx_stream_relay_helo(ngx_stream_relay_session_t *rs,
     ngx_stream_relay_reply(rs, "250-8BITMIME");
     ngx_stream_relay_reply(rs, "250-SMTPUTF8");
     ngx_stream_relay_reply(rs, "250-CHUNKING");
+    ngx_stream_relay_reply(rs, "250-BINARYMIME");
     ngx_stream_relay_reply(rs, "250-DSN");
 
     if (conf->ssl && !rs->tls) {
@@ -738,12 +924,6 @@ ngx_stream_relay_mail(ngx_stream_relay_session_t *rs,
         return;
     }
 
-    if (ma.body == NGX_RELAY_BODY_BINARYMIME) {
-        ngx_stream_relay_error_reply(rs, "555 5.5.4 BINARYMIME is not "
-                                     "supported");
-        return;
-    }
-
     if (ngx_stream_relay_limit(rs, &ma, 0, NGX_RELAY_LIMIT_MESSAGES)
         != NGX_OK)
     {
@@ -806,7 +986,9 @@ ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd)
 {
     u_char                   idn[NGX_RELAY_MAX_PATH + NGX_RELAY_IDN_MAX];
+    u_char                   orcpt[NGX_RELAY_MAX_ORCPT], *p;
     ngx_int_t                rc;
+    ngx_str_t                given;
     ngx_uint_t               local;
     ngx_relay_mail_args_t    ma;
     ngx_stream_relay_txn_t  *txn;
@@ -862,8 +1044,23 @@ ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
         return;
     }
 
+    given = ma.path.addr;
+
     if (ngx_stream_relay_check_rcpt(rs, &ma.path, &local) != NGX_OK) {
         return;
+    }
+
+    /* a literal of this host became a local address: ORCPT keeps it */
+
+    if (ma.path.literal && ma.path.addr.data != given.data
+        && ma.orcpt.len == 0)
+    {
+        p = ngx_relay_orcpt(orcpt, sizeof(orcpt), &given);
+
+        if (p) {
+            ma.orcpt.data = orcpt;
+            ma.orcpt.len = p - orcpt;
+        }
     }
 
     if (ngx_stream_relay_limit(rs, &ma, local, NGX_RELAY_LIMIT_RECIPIENTS)
@@ -1117,7 +1314,23 @@ ngx_stream_relay_check_rcpt(ngx_stream_relay_session_t *rs,
         return NGX_OK;
     }
 
-    d = ngx_relay_maildir_local_domain(rs->main_conf->domains, &path->domain);
+    if (path->literal) {
+        switch (ngx_stream_relay_check_literal(rs, path, &d)) {
+
+        case NGX_OK:
+            break;                       /* this host: a local domain */
+
+        case NGX_DECLINED:
+            return NGX_OK;               /* relayed to the address */
+
+        default:
+            return NGX_ERROR;
+        }
+
+    } else {
+        d = ngx_relay_maildir_local_domain(rs->main_conf->domains,
+                                           &path->domain);
+    }
 
     if (d == NULL) {
         if (rs->trusted || rs->auth_user.len) {
@@ -1162,6 +1375,81 @@ ngx_stream_relay_check_rcpt(ngx_stream_relay_session_t *rs,
 }
 
 
+/*
+ * user@[192.0.2.1], user@[IPv6:2001:db8::1] (RFC 5321 4.1.3).  One of this
+ * node's own addresses: a local domain only with
+ * relay_address_literal_local (the first local domain's mailbox of that
+ * local part; NGX_OK with *domain), else refused (it would loop).  Any
+ * other address: relayed to it (NGX_DECLINED) for clients that may relay,
+ * unless relay_address_literals is off; 550 5.7.1 otherwise.
+ */
+
+static ngx_int_t
+ngx_stream_relay_check_literal(ngx_stream_relay_session_t *rs,
+    ngx_relay_path_t *path, ngx_relay_domain_t **domain)
+{
+    u_char              *p;
+    socklen_t            socklen;
+    ngx_sockaddr_t       sa;
+    ngx_relay_domain_t  *d;
+
+    if (ngx_relay_literal_addr(&path->domain, &sa, &socklen) != NGX_OK) {
+        ngx_stream_relay_error_reply(rs, "501 5.1.3 Bad recipient address "
+                                     "syntax");
+        return NGX_ERROR;
+    }
+
+    if (!ngx_relay_literal_own(rs->main_conf->own_addrs, &sa.sockaddr,
+                               socklen))
+    {
+        if (!rs->conf->address_literals) {
+            ngx_stream_relay_error_reply(rs, "550 5.7.1 <%V>: Recipient "
+                                         "address rejected: address "
+                                         "literals are not accepted here",
+                                         &path->addr);
+            return NGX_ERROR;
+        }
+
+        if (!rs->trusted && rs->auth_user.len == 0) {
+            ngx_stream_relay_error_reply(rs, "550 5.7.1 <%V>: Relay access "
+                                         "denied", &path->addr);
+            return NGX_ERROR;
+        }
+
+        return NGX_DECLINED;
+    }
+
+    d = rs->main_conf->domains ? rs->main_conf->domains->elts : NULL;
+
+    if (!rs->conf->literal_local || d == NULL) {
+        ngx_stream_relay_error_reply(rs, "550 5.7.1 <%V>: Recipient address "
+                                     "rejected: this host takes no mail "
+                                     "for its address literals",
+                                     &path->addr);
+        return NGX_ERROR;
+    }
+
+    /* the local part at the first local domain */
+
+    p = ngx_pnalloc(rs->txn->pool, path->local.len + 1 + d->name.len);
+    if (p == NULL) {
+        ngx_stream_relay_reply(rs, "451 4.3.0 Error: out of memory");
+        return NGX_ERROR;
+    }
+
+    path->addr.data = p;
+    p = ngx_cpymem(p, path->local.data, path->local.len);
+    *p++ = '@';
+    p = ngx_cpymem(p, d->name.data, d->name.len);
+    path->addr.len = p - path->addr.data;
+    path->domain = d->name;
+
+    *domain = d;
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_stream_relay_data(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd)
@@ -1169,6 +1457,7 @@ ngx_stream_relay_data(ngx_stream_relay_session_t *rs,
     ngx_stream_relay_txn_t  *txn;
 
     txn = rs->txn;
+    rs->sync = "DATA";                   /* whatever we answer */
 
     if (cmd->arg.len) {
         ngx_stream_relay_error_reply(rs, "501 5.5.4 Syntax: DATA");
@@ -1185,8 +1474,21 @@ ngx_stream_relay_data(ngx_stream_relay_session_t *rs,
         return;
     }
 
+    if (txn->env.body == NGX_RELAY_BODY_BINARYMIME) {
+        /* RFC 3030 3: binary content cannot be sent with DATA */
+        ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: BODY=BINARYMIME "
+                                     "needs BDAT");
+        return;
+    }
+
     if (txn->env.rcpts.nelts == 0) {
         ngx_stream_relay_error_reply(rs, "503 5.5.1 Error: need RCPT command");
+        return;
+    }
+
+    /* the content must wait for "354": 554 instead, nothing stored */
+
+    if (ngx_stream_relay_out_of_sync(rs, "DATA")) {
         return;
     }
 
@@ -1199,6 +1501,7 @@ ngx_stream_relay_data(ngx_stream_relay_session_t *rs,
 
     ngx_stream_relay_reply(rs, "354 End data with <CR><LF>.<CR><LF>");
     ngx_stream_relay_enter(rs, ngx_stream_relay_st_data);
+    rs->deadline = ngx_current_msec + rs->conf->timeout;
 }
 
 
@@ -1258,6 +1561,7 @@ ngx_stream_relay_bdat(ngx_stream_relay_session_t *rs,
     }
 
     ngx_stream_relay_enter(rs, ngx_stream_relay_st_bdat);
+    rs->deadline = ngx_current_msec + rs->conf->timeout;
 }
 
 
@@ -1300,6 +1604,10 @@ ngx_stream_relay_read_bdat(ngx_stream_relay_session_t *rs)
     }
 
     ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
+
+    if (txn->bdat_last) {
+        rs->sync = "BDAT LAST";
+    }
 
     if (txn->failed) {
         /*
@@ -1557,11 +1865,66 @@ ngx_stream_relay_unsigned(ngx_stream_relay_session_t *rs)
 }
 
 
+/*
+ * RFC 2920 3.1: after "after", the client waits for our reply.  Input in
+ * the buffer, or readable right now, came before it could have seen that
+ * reply: 554 5.5.0 and close, none of it executed (an open transaction is
+ * dropped with it).  Returns 1 then.  With relay_strict_pipelining off,
+ * the session goes on as before (STARTTLS still drops what came along).
+ */
+
+static ngx_uint_t
+ngx_stream_relay_out_of_sync(ngx_stream_relay_session_t *rs,
+    const char *after)
+{
+    u_char     text[96], *p;
+    ngx_buf_t  *in;
+
+    rs->sync = NULL;
+    in = rs->in;
+
+    if (!rs->conf->strict_pipelining) {
+        return 0;
+    }
+
+    if (in->pos == in->last) {
+        switch (ngx_stream_relay_read(rs)) {
+
+        case NGX_AGAIN:
+            return 0;
+
+        case NGX_ERROR:
+            ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+            return 1;
+
+        default:
+            break;                       /* it came: out of sync */
+        }
+    }
+
+    p = ngx_relay_escape(text, sizeof(text), in->pos, in->last - in->pos);
+
+    ngx_log_error(NGX_LOG_INFO, rs->connection->log, 0,
+                  "SMTP protocol synchronization error: input after %s "
+                  "before the reply: \"%*s\"", after, p - text, text);
+
+    in->pos = in->last;
+    ngx_stream_relay_txn_end(rs);
+
+    ngx_stream_relay_reply(rs, "554 5.5.0 Error: SMTP protocol "
+                           "synchronization");
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+
+    return 1;
+}
+
+
 /* back from a task: run the loop outside the task's completion handler */
 
 static void
 ngx_stream_relay_resume(ngx_stream_relay_session_t *rs)
 {
+    rs->deadline = ngx_current_msec + rs->conf->timeout;
     ngx_stream_relay_run(rs);
 }
 
@@ -1784,6 +2147,10 @@ ngx_stream_relay_starttls(ngx_stream_relay_session_t *rs,
         return;
     }
 
+    if (ngx_stream_relay_out_of_sync(rs, "STARTTLS")) {
+        return;
+    }
+
     ngx_stream_relay_reply(rs, "220 2.0.0 Ready to start TLS");
 
     /*
@@ -1836,6 +2203,8 @@ ngx_stream_relay_tls_handshaked(ngx_connection_t *c)
     c->read->handler = ngx_stream_relay_handler;
     c->write->handler = ngx_stream_relay_handler;
 
+    rs->deadline = ngx_current_msec + rs->conf->timeout;
+
     ngx_stream_relay_tls_established(rs);
     ngx_stream_relay_run(rs);
 }
@@ -1869,8 +2238,21 @@ static void
 ngx_stream_relay_auth(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd)
 {
-    u_char     *p, *last;
-    ngx_str_t   mech, initial;
+    u_char                     *p, *last;
+    ngx_str_t                   mech, initial;
+    ngx_relay_client_counts_t   n;
+
+    rs->sync = "AUTH";
+
+    if (rs->conf->client_limits.auth_failures
+        && ngx_relay_clients_auth(rs->main_conf->clients_zone,
+                                  rs->connection->sockaddr,
+                                  &rs->conf->client_limits, 0, &n)
+           == NGX_DECLINED)
+    {
+        ngx_stream_relay_auth_refused(rs, &n);
+        return;
+    }
 
     if (rs->conf->auth_users == NULL) {
         ngx_stream_relay_error_reply(rs, "502 5.5.1 Error: command not "
@@ -1954,6 +2336,25 @@ ngx_stream_relay_auth(ngx_stream_relay_session_t *rs,
 }
 
 
+/* relay_max_auth_failures_per_ip reached: 421 and close */
+
+static void
+ngx_stream_relay_auth_refused(ngx_stream_relay_session_t *rs,
+    ngx_relay_client_counts_t *n)
+{
+    ngx_log_error(NGX_LOG_WARN, rs->connection->log, 0,
+                  "relay client %V: %ui AUTH failures in %T s, "
+                  "relay_max_auth_failures_per_ip %ui: 421", &rs->client,
+                  n->auth_failures, rs->conf->client_limits.auth_window,
+                  rs->conf->client_limits.auth_failures);
+
+    ngx_stream_relay_reply(rs, "421 4.7.0 %V Error: too many "
+                           "authentication failures, try again later",
+                           &rs->main_conf->hostname);
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_closing);
+}
+
+
 /* reads one client response of an AUTH exchange */
 
 static ngx_int_t
@@ -1966,6 +2367,8 @@ ngx_stream_relay_auth_response(ngx_stream_relay_session_t *rs)
     if (rc == NGX_AGAIN) {
         return NGX_AGAIN;
     }
+
+    rs->sync = "AUTH";
 
     if (rc == NGX_RELAY_PARSE_TOO_LONG) {
         rs->lp.max = NGX_STREAM_RELAY_ESMTP_LINE_MAX;
@@ -1988,18 +2391,18 @@ ngx_stream_relay_auth_step(ngx_stream_relay_session_t *rs, ngx_str_t *line)
 
     rs->lp.max = NGX_STREAM_RELAY_ESMTP_LINE_MAX;
 
-    if (line->len == 1 && line->data[0] == '*') {
+    switch (ngx_relay_parse_auth_response(line, buf, sizeof(buf), &decoded)) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_DECLINED:
         ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
         ngx_stream_relay_error_reply(rs, "501 5.7.0 Authentication "
                                      "cancelled");
         return;
-    }
 
-    decoded.data = buf;
-
-    if (ngx_base64_decoded_length(line->len) > sizeof(buf)
-        || ngx_decode_base64(&decoded, line) != NGX_OK)
-    {
+    default:
         ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
         ngx_stream_relay_error_reply(rs, "501 5.5.2 Invalid base64 data");
         return;
@@ -2064,9 +2467,6 @@ ngx_stream_relay_auth_check(ngx_stream_relay_session_t *rs, ngx_str_t *user,
 
     c = rs->connection;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_STREAM, c->log, 0,
-                   "relay auth: user \"%V\" password \"%s\"", user,
-                   "********");
 
     task = ngx_thread_task_alloc(c->pool,
                                  sizeof(ngx_stream_relay_auth_ctx_t));
@@ -2127,6 +2527,7 @@ ngx_stream_relay_auth_done(ngx_event_t *ev)
     ngx_stream_relay_auth_ctx_t  *ctx = ev->data;
 
     ngx_stream_relay_session_t  *rs;
+    ngx_relay_client_counts_t    n;
 
     rs = ctx->rs;
 
@@ -2149,6 +2550,15 @@ ngx_stream_relay_auth_done(ngx_event_t *ev)
 
         ngx_stream_relay_error_reply(rs, "535 5.7.8 Authentication "
                                      "credentials invalid");
+
+        if (rs->conf->client_limits.auth_failures
+            && ngx_relay_clients_auth(rs->main_conf->clients_zone,
+                                      rs->connection->sockaddr,
+                                      &rs->conf->client_limits, 1, &n)
+               == NGX_DECLINED)
+        {
+            ngx_stream_relay_auth_refused(rs, &n);
+        }
     }
 
     ngx_stream_relay_resume(rs);

@@ -52,8 +52,12 @@ _used_ports = set()
 # ports
 
 
+def _family(ip):
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
 def _free(ip, port, kind):
-    s = socket.socket(socket.AF_INET, kind)
+    s = socket.socket(_family(ip), kind)
     try:
         if kind == socket.SOCK_STREAM:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -510,7 +514,7 @@ class Sink:
     # lifecycle
     def start(self):
         self.stopping.clear()
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(_family(self.ip), socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((self.ip, self.port))
         s.listen(128)
@@ -965,7 +969,7 @@ def nginx_t(lines):
             f.write(_PROBE_CONF % {
                 "stream": h.STREAM_SO, "module": h.RELAY_MODULE,
                 "prefix": d, "lines": "\n".join("    " + l for l in lines)})
-        r = subprocess.run([h.NGINX, "-t", "-p", d + "/", "-c", conf],
+        r = subprocess.run(h.nginx_argv("-t", "-p", d + "/", "-c", conf),
                            capture_output=True, timeout=30)
         if r.returncode == 0:
             return None
@@ -1074,6 +1078,14 @@ def wait_queue_gone(ng, qid, timeout=15):
     h.wait_until(lambda: queue_gone(ng, qid), timeout,
                  what="queue file of %s to be removed (states %r)"
                  % (qid, rcpt_states(ng, qid)))
+
+
+def steady(pred, secs, what):
+    """pred() stays true for secs (a quiet window, like h.quiet)."""
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        assert pred(), what
+        time.sleep(0.1)
 
 
 def read_maildir_message(path):

@@ -29,6 +29,17 @@ from pathlib import Path
 
 
 NGINX = "/usr/sbin/nginx"
+# SANITIZE=1 ./build.sh test: the module is built with ASan and UBSan,
+# nginx is not, so their runtimes are preloaded into nginx
+SANITIZE_PRELOAD = os.environ.get("RELAY_SANITIZE_PRELOAD", "")
+
+
+def nginx_argv(*args):
+    """The nginx command line, with the sanitizers' runtimes preloaded
+    when the module was built with them (env execs: the same pid)."""
+    pre = ["env", "LD_PRELOAD=" + SANITIZE_PRELOAD] if SANITIZE_PRELOAD \
+        else []
+    return pre + [NGINX] + list(args)
 STREAM_SO = "/usr/lib/nginx/modules/ngx_stream_module.so"
 RELAY_MODULE = os.environ.get(
     "RELAY_MODULE", "/work/main/build/objs/ngx_stream_relay_module.so")
@@ -164,7 +175,7 @@ worker_processes @@WORKERS@@;
 error_log logs/error.log info;
 pid logs/nginx.pid;
 thread_pool relay threads=16;
-events { worker_connections 4096; }
+events { worker_connections 10240; }
 stream {
     relay_spool spool;
     relay_thread_pool relay;
@@ -223,10 +234,27 @@ stream {
         relay_timeout 1s;
         access_log logs/smtp.log smtp;
     }
+
+    # lax: like main, with STARTTLS and AUTH, pipelining discipline off
+    server {
+        listen 127.0.0.1:@@PORT_LAX@@;
+        relay_smtp;
+        relay_trusted_networks 127.0.0.0/8;
+        relay_strict_pipelining off;
+        relay_starttls on;
+        ssl_certificate conf/cert.pem;
+        ssl_certificate_key conf/key.pem;
+        relay_auth_file conf/passwd;
+        relay_max_message_size 1m;
+        relay_max_recipients 5;
+        relay_max_errors 5;
+        relay_timeout 5s;
+        access_log logs/smtp.log smtp;
+    }
 }
 """
 
-PORT_NAMES = ("main", "sub", "untrusted", "idle")
+PORT_NAMES = ("main", "sub", "untrusted", "idle", "lax")
 
 
 def render_conf(ports, workers=2, stream_extra=""):
@@ -240,6 +268,7 @@ def render_conf(ports, workers=2, stream_extra=""):
         "PORT_SUB": str(ports["sub"]),
         "PORT_UNTRUSTED": str(ports["untrusted"]),
         "PORT_IDLE": str(ports["idle"]),
+        "PORT_LAX": str(ports["lax"]),
     }
     for k, v in subst.items():
         conf = conf.replace("@@%s@@" % k, v)
@@ -329,8 +358,8 @@ class Nginx:
             render_conf(self.ports, self.workers, self.stream_extra))
 
     def _cmd(self, *args):
-        return [NGINX, "-p", str(self.prefix) + "/", "-c", "nginx.conf"] \
-            + list(args)
+        return nginx_argv("-p", str(self.prefix) + "/", "-c", "nginx.conf",
+                          *args)
 
     def start(self, timeout=15):
         stderr = open(self.prefix / "logs" / "stderr.log", "ab")

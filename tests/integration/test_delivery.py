@@ -307,12 +307,7 @@ def send(ng, sender, rcpts, body, mail_params="", rcpt_params=None,
         return r.queue_id
 
 
-def steady(pred, secs, what):
-    """pred() stays true for secs (a quiet window, like h.quiet)."""
-    deadline = time.monotonic() + secs
-    while time.monotonic() < deadline:
-        assert pred(), what
-        time.sleep(0.1)
+steady = dh.steady
 
 
 def check_sent_line(world, line, ip, port=None):

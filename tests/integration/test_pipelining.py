@@ -49,9 +49,11 @@ def test_pipelined_envelope(relay, smtp):
 
 
 def test_whole_session_in_one_write(relay, smtp):
+    # out of sync after DATA (RFC 2920 3.1): only with the discipline off
+    # (test_protocol_sync.py has the default)
     user = h.unique("onewrite")
     body = h.simple_body(user)
-    c = smtp()
+    c = smtp("lax")
     c.send(b"EHLO one.write.test\r\nMAIL FROM:<p@example.org>\r\n"
            + ("RCPT TO:<%s@example.test>\r\n" % user).encode()
            + b"DATA\r\n" + h.dot_stuff(body) + b".\r\nQUIT\r\n")
@@ -85,7 +87,7 @@ def test_pipelined_errors_keep_order(smtp):
 
 def test_many_transactions_pipelined(relay, smtp):
     tag = h.unique("many")
-    c = smtp()
+    c = smtp("lax")
     c.ehlo()
     wire = b""
     for i in range(10):

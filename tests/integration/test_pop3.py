@@ -781,6 +781,24 @@ def test_idle_timeout_closes(ng, user):
     p.quit()
 
 
+def test_slow_line_is_timed_out(ng):
+    # relay_timeout 1s for a whole line: a byte every 0.3 s never makes one
+    r = Raw(ng.port("strict"))
+    t = time.monotonic()
+    closed = False
+    for ch in b"USER slowloris@example.test":
+        try:
+            r.send(bytes([ch]))
+        except OSError:
+            closed = True
+            break
+        time.sleep(0.3)
+        if time.monotonic() - t > 4:
+            break
+    assert closed or r.closed(timeout=5)
+    assert time.monotonic() - t < 4, "a trickle kept the session open"
+
+
 def _try_login(ng, user):
     try:
         return pop(ng, user)

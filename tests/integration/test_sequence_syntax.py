@@ -226,10 +226,11 @@ def test_unusual_valid_sender(smtp, sender):
 @pytest.mark.parametrize("rcpt", [
     '"john doe"@remote.example',
     '"a\\"b"@remote.example',
-    "u@[127.0.0.1]",
-    "u@[IPv6:::1]",
+    "u@[192.0.2.1]",
+    "u@[IPv6:2001:db8::1]",
 ])
 def test_unusual_valid_recipient(smtp, rcpt):
+    # (a literal of this host's own address: test_literals.py)
     c = smtp()
     c.ehlo()
     c.expect("MAIL FROM:<a@example.org>", 250, "2.1.0")

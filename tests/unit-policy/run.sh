@@ -60,7 +60,8 @@ for name in $(sed -n 's/^RELAY_LIB *+= *//p' "$lib/lib.mk"); do
 done
 
 sanitizers "$out"
-run_env=(RELAY_POLICY_EXAMPLE="$top/config/policy.example")
+run_env=(RELAY_POLICY_EXAMPLE="$top/config/policy.example"
+         RELAY_POLICY_DATA="$unit/data")
 
 for t in "$unit"/test_*.c; do
     build_and_run "$(basename "$t" .c)" "$out" \

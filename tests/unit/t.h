@@ -270,6 +270,85 @@ t_feed_every_way(ngx_uint_t n, size_t len, t_run_pt run)
 
 
 /*
+ * A line checked every way a session could get it: whole (an exact-size
+ * copy), and framed by the line parser (with the limit max) from the
+ * line and CRLF split in two at every octet and one octet at a time; the
+ * framed line must be the line.  check(n, line, how) judges each.
+ */
+
+typedef void (*t_check_line_pt)(ngx_uint_t n, ngx_str_t *line,
+    const char *how);
+
+static ngx_inline void
+t_line_every_way(ngx_uint_t n, const ngx_str_t *text, size_t max,
+    t_check_line_pt check)
+{
+    char        how[64];
+    u_char     *framed, *out;
+    size_t      k, *cuts;
+    ngx_int_t   rc;
+    ngx_str_t   line, crlf;
+    ngx_uint_t  i;
+
+    line.len = text->len;
+    line.data = t_dup((ngx_str_t *) text);
+    check(n, &line, "whole");
+    free(line.data);
+
+    crlf.len = text->len + 2;
+    framed = malloc(crlf.len);
+    out = malloc(crlf.len);
+    cuts = malloc(crlf.len * sizeof(size_t));
+    if (framed == NULL || out == NULL || cuts == NULL) {
+        perror("malloc");
+        exit(2);
+    }
+
+    memcpy(framed, text->data, text->len);
+    framed[crlf.len - 2] = CR;
+    framed[crlf.len - 1] = LF;
+    crlf.data = framed;
+
+    for (k = 0; k < crlf.len - 1; k++) {
+        cuts[k] = k + 1;
+    }
+
+    for (i = 0; i <= crlf.len; i++) {
+        if (i < crlf.len) {
+            snprintf(how, sizeof(how), "framed, split at %lu",
+                     (unsigned long) i);
+            k = i;
+            rc = t_frame_line(&crlf, max, &k, 1, out, &line);
+
+        } else {
+            snprintf(how, sizeof(how), "framed, byte at a time");
+            rc = t_frame_line(&crlf, max, cuts, crlf.len - 1, out, &line);
+        }
+
+        if (rc != NGX_OK) {
+            t_fail("%s: line parser gave %s", how, t_rc(rc));
+            continue;
+        }
+
+        if (line.len != text->len
+            || (line.len && memcmp(line.data, text->data, line.len) != 0))
+        {
+            t_fail("%s: framed \"%s\"", how, t_esc(line.data, line.len));
+            continue;
+        }
+
+        line.data = t_dup(&line);
+        check(n, &line, how);
+        free(line.data);
+    }
+
+    free(framed);
+    free(out);
+    free(cuts);
+}
+
+
+/*
  * Frames arg as "MAIL arg" or "RCPT arg" with CRLF, feeds it through the
  * line parser split at every octet, checks the command parser gives the
  * verb, and hands the argument it found to check() each time.

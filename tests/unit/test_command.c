@@ -168,71 +168,7 @@ check(ngx_uint_t n, ngx_str_t *line, const char *how)
 static void
 run(ngx_uint_t n)
 {
-    char        how[64];
-    u_char     *framed, *out;
-    size_t      k, *cuts;
-    ngx_int_t   rc;
-    ngx_str_t   line, crlf;
-
-    line.len = cases[n].line.len;
-    line.data = t_dup((ngx_str_t *) &cases[n].line);
-
-    check(n, &line, "whole");
-
-    free(line.data);
-
-    /* line + CRLF through the line parser */
-
-    crlf.len = cases[n].line.len + 2;
-    framed = malloc(crlf.len);
-    out = malloc(crlf.len);
-    cuts = malloc(crlf.len * sizeof(size_t));
-    if (framed == NULL || out == NULL || cuts == NULL) {
-        perror("malloc");
-        exit(2);
-    }
-
-    memcpy(framed, cases[n].line.data, cases[n].line.len);
-    framed[crlf.len - 2] = CR;
-    framed[crlf.len - 1] = LF;
-    crlf.data = framed;
-
-    for (k = 0; k < crlf.len; k++) {
-        snprintf(how, sizeof(how), "framed, split at %lu", (unsigned long) k);
-
-        rc = t_frame_line(&crlf, 512, &k, 1, out, &line);
-
-        if (rc != NGX_OK) {
-            t_fail("%s: line parser gave %s", how, t_rc(rc));
-            continue;
-        }
-
-        if (line.len != cases[n].line.len
-            || memcmp(line.data, cases[n].line.data, line.len) != 0)
-        {
-            t_fail("%s: framed \"%s\"", how, t_esc(line.data, line.len));
-            continue;
-        }
-
-        check(n, &line, how);
-    }
-
-    for (k = 0; k < crlf.len - 1; k++) {
-        cuts[k] = k + 1;
-    }
-
-    rc = t_frame_line(&crlf, 512, cuts, crlf.len - 1, out, &line);
-
-    if (rc != NGX_OK) {
-        t_fail("byte at a time: line parser gave %s", t_rc(rc));
-
-    } else {
-        check(n, &line, "framed, byte at a time");
-    }
-
-    free(framed);
-    free(out);
-    free(cuts);
+    t_line_every_way(n, &cases[n].line, 512, check);
 }
 
 
