@@ -31,6 +31,7 @@
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
 
+#include "relay_json.h"
 #include "relay_policy.h"
 #include "relayctl.h"
 
@@ -1680,103 +1681,29 @@ ctld_json_value(FILE *f, const ProtobufCFieldDescriptor *fd, const void *v,
 }
 
 
-/*
- * A JSON string: '"', '\\' and control characters escaped, valid UTF-8
- * copied, every byte of an invalid sequence written as U+FFFD.
- */
+/* a JSON string, escaped by the library's relay_json_escape() */
 
 void
 ctld_json_string(FILE *f, const char *s)
 {
-    size_t          n, i;
-    uint32_t        cp;
-    unsigned char   c;
+    size_t          len, n;
+    unsigned char  *out;
 
-    fputc('"', f);
+    len = strlen(s);
+    out = malloc(RELAY_JSON_ESCAPED_MAX(len) + 1);
 
-    while (*s) {
-        c = (unsigned char) *s;
-
-        if (c < 0x80) {
-            switch (c) {
-            case '"':
-                fputs("\\\"", f);
-                break;
-            case '\\':
-                fputs("\\\\", f);
-                break;
-            case '\n':
-                fputs("\\n", f);
-                break;
-            case '\r':
-                fputs("\\r", f);
-                break;
-            case '\t':
-                fputs("\\t", f);
-                break;
-            case '\b':
-                fputs("\\b", f);
-                break;
-            case '\f':
-                fputs("\\f", f);
-                break;
-            default:
-                if (c < 0x20 || c == 0x7f) {
-                    fprintf(f, "\\u%04x", c);
-
-                } else {
-                    fputc(c, f);
-                }
-            }
-
-            s++;
-            continue;
-        }
-
-        /* a UTF-8 sequence: its length, then its continuation bytes */
-
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 2;
-            cp = c & 0x1f;
-
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 3;
-            cp = c & 0x0f;
-
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 4;
-            cp = c & 0x07;
-
-        } else {
-            fputs("\\ufffd", f);
-            s++;
-            continue;
-        }
-
-        for (i = 1; i < n; i++) {
-            c = (unsigned char) s[i];
-
-            if ((c & 0xc0) != 0x80) {
-                break;
-            }
-
-            cp = (cp << 6) | (c & 0x3f);
-        }
-
-        if (i < n
-            || (n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff)))
-            || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        {
-            fputs("\\ufffd", f);
-            s++;
-            continue;
-        }
-
-        fwrite(s, 1, n, f);
-        s += n;
+    if (out == NULL) {
+        fputs("\"\"", f);
+        return;
     }
 
+    n = relay_json_escape(out, (const unsigned char *) s, len);
+
     fputc('"', f);
+    fwrite(out, 1, n, f);
+    fputc('"', f);
+
+    free(out);
 }
 
 

@@ -9,3 +9,4 @@ RELAY_LIB += relay_policy
 RELAY_LIB += relay_diff
 RELAY_LIB += relay_buf
 RELAY_LIB += relay_queue
+RELAY_LIB += relay_json
