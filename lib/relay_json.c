@@ -26,11 +26,11 @@ static unsigned char *relay_json_put(unsigned char *dst, size_t *n,
 size_t
 relay_json_escape(unsigned char *dst, const unsigned char *src, size_t len)
 {
-    size_t          n, seq;
-    char            hex[8];
-    unsigned char   c;
-    const char     *esc;
-    const unsigned char  *p, *last;
+    size_t                n, seq;
+    char                  hex[8];
+    unsigned char         c;
+    const char           *esc;
+    const unsigned char  *p, *q, *last;
 
     static const char  digits[] = "0123456789abcdef";
 
@@ -38,6 +38,22 @@ relay_json_escape(unsigned char *dst, const unsigned char *src, size_t len)
     last = src + len;
 
     for (p = src; p < last; /* void */) {
+
+        /* a run of printable ASCII but '"' and '\\': at once */
+
+        for (q = p;
+             q < last && *q >= 0x20 && *q < 0x7f && *q != '"' && *q != '\\';
+             q++)
+        {
+            /* void */
+        }
+
+        if (q > p) {
+            dst = relay_json_put(dst, &n, (const char *) p, q - p);
+            p = q;
+            continue;
+        }
+
         c = *p;
 
         if (c >= 0x80) {
