@@ -67,146 +67,68 @@ static const relay_classify_rule_t  relay_classify_builtin[] = {
 
     /* a code and words: where the code alone would mislead */
 
-    R(RATE_LIMITED, "4.*.*", "greylist"),
-    R(RATE_LIMITED, "4.*.*", "graylist"),
-    R(RATE_LIMITED, "4.*.*", "grey-list"),
-    R(RATE_LIMITED, "4.2.1", "rate"),            /* Gmail */
-    R(RATE_LIMITED, "4.7.*", "rate"),
-    R(RATE_LIMITED, "4.7.*", "try again later"), /* Microsoft 4.7.500 */
-    R(RATE_LIMITED, "4.7.*", "busy"),
-    R(BAD_MAILBOX, "*.5.0", "mailbox unavailable"),  /* Outlook.com */
-    R(MAILBOX_FULL, "*.2.1", "quota"),
-    R(MAILBOX_FULL, "*.2.1", "full"),
-    R(BAD_MAILBOX, "5.4.1", "recipient"),        /* Microsoft 365 */
-    R(BAD_DOMAIN, "*.1.10", "null mx"),          /* RFC 7505 */
-    R(AUTH_TLS, "*.7.0", "tls"),
-    R(AUTH_TLS, "*.7.0", "authenticat"),
-    R(POLICY, "*.7.9", "policy"),                /* Yahoo */
+    R(RATE_LIMITED, "4.*.*", "greylist|graylist|grey-list"),
+    R(RATE_LIMITED, "4.2.1", "rate"),                 /* Gmail */
+    R(RATE_LIMITED, "4.7.*", "rate|try again later|busy"),  /* Microsoft */
+    R(BAD_MAILBOX, "*.5.0", "mailbox unavailable"),   /* Outlook.com */
+    R(MAILBOX_FULL, "*.2.0|*.2.1", "quota|full"),
+    R(BAD_MAILBOX, "5.4.1", "recipient"),             /* Microsoft 365 */
+    R(BAD_DOMAIN, "*.1.10", "null mx"),               /* RFC 7505 */
+    R(AUTH_TLS, "*.7.0", "tls|authenticat"),
+    R(POLICY, "*.7.9", "policy"),                     /* Yahoo */
     R(POLICY, "*.7.*", "spam"),
     R(BAD_MAILBOX, "*.7.1", "user unknown"),
-    R(MAILBOX_FULL, "*.2.0", "quota"),
-    R(MAILBOX_FULL, "*.2.0", "full"),
     R(POLICY, "*.1.0", "sender"),
 
-    /* a code alone (RFC 3463, RFC 7505, RFC 7504, what receivers use) */
+    /* a code alone (RFC 3463, RFC 7505, what receivers use) */
 
-    R(BAD_MAILBOX, "*.1.0", NULL),
-    R(BAD_MAILBOX, "*.1.1", NULL),
-    R(BAD_DOMAIN, "*.1.2", NULL),
-    R(BAD_MAILBOX, "*.1.3", NULL),
-    R(BAD_MAILBOX, "*.1.4", NULL),
-    R(BAD_MAILBOX, "*.1.6", NULL),
-    R(POLICY, "*.1.7", NULL),                    /* the sender's address */
-    R(POLICY, "*.1.8", NULL),
-    R(BAD_MAILBOX, "*.1.10", NULL),              /* Microsoft: not found */
-    R(BAD_MAILBOX, "*.2.0", NULL),
-    R(BAD_MAILBOX, "*.2.1", NULL),
+    R(BAD_MAILBOX, "*.1.0|*.1.1|*.1.3|*.1.4|*.1.6|*.1.10|*.2.0|*.2.1",
+      NULL),
+    R(BAD_DOMAIN, "*.1.2|*.4.6", NULL),
+    R(POLICY, "*.1.7|*.1.8", NULL),                   /* the sender */
     R(MAILBOX_FULL, "*.2.2", NULL),
-    R(TOO_LARGE, "*.2.3", NULL),
-    R(TOO_LARGE, "*.3.4", NULL),
-    R(CONNECTION, "*.4.0", NULL),
-    R(CONNECTION, "*.4.1", NULL),
-    R(CONNECTION, "*.4.2", NULL),
-    R(DNS, "*.4.3", NULL),
-    R(DNS, "*.4.4", NULL),
-    R(RATE_LIMITED, "*.4.5", NULL),
-    R(BAD_DOMAIN, "*.4.6", NULL),
+    R(TOO_LARGE, "*.2.3|*.3.4", NULL),
+    R(CONNECTION, "*.4.0|*.4.1|*.4.2", NULL),
+    R(DNS, "*.4.3|*.4.4", NULL),
     R(EXPIRED, "*.4.7", NULL),
-    R(RATE_LIMITED, "*.5.3", NULL),
-    R(PROTOCOL, "*.5.*", NULL),
-    R(PROTOCOL, "*.6.*", NULL),
-    R(RATE_LIMITED, "4.7.0", NULL),              /* "try again later" */
-    R(POLICY, "*.7.0", NULL),
-    R(POLICY, "*.7.1", NULL),
-    R(AUTH_TLS, "*.7.4", NULL),
-    R(AUTH_TLS, "*.7.5", NULL),
-    R(AUTH_TLS, "*.7.8", NULL),
-    R(AUTH_TLS, "*.7.9", NULL),
-    R(AUTH_TLS, "*.7.10", NULL),
-    R(AUTH_TLS, "*.7.11", NULL),
-    R(AUTH_TLS, "*.7.57", NULL),                 /* Microsoft: no AUTH */
+    R(RATE_LIMITED, "*.4.5|*.5.3|4.7.0", NULL),       /* 4.7.0: "later" */
+    R(PROTOCOL, "*.5.*|*.6.*", NULL),
+    R(AUTH_TLS, "*.7.4|*.7.5|*.7.8|*.7.9|*.7.10|*.7.11|*.7.57", NULL),
     R(POLICY, "*.7.*", NULL),
 
     /* words alone: the code said nothing */
 
-    R(RATE_LIMITED, "*", "greylist"),
-    R(RATE_LIMITED, "*", "graylist"),
-    R(BAD_MAILBOX, "*", "user unknown"),
-    R(BAD_MAILBOX, "*", "unknown user"),
-    R(BAD_MAILBOX, "*", "no such user"),
-    R(BAD_MAILBOX, "*", "unknown recipient"),
-    R(BAD_MAILBOX, "*", "recipient unknown"),
-    R(BAD_MAILBOX, "*", "invalid recipient"),
-    R(BAD_MAILBOX, "*", "recipient not found"),
-    R(BAD_MAILBOX, "*", "address rejected"),
-    R(BAD_MAILBOX, "*", "mailbox not found"),
-    R(BAD_MAILBOX, "*", "mailbox unavailable"),
-    R(BAD_MAILBOX, "*", "mailbox not available"),
-    R(BAD_MAILBOX, "*", "no mailbox"),
-    R(BAD_MAILBOX, "*", "does not exist"),
-    R(BAD_MAILBOX, "*", "account disabled"),
-    R(BAD_MAILBOX, "*", "doesn't have a"),       /* Yahoo */
-    R(MAILBOX_FULL, "*", "mailbox full"),
-    R(MAILBOX_FULL, "*", "mailbox is full"),
-    R(MAILBOX_FULL, "*", "quota"),
-    R(TOO_LARGE, "*", "too large"),
-    R(TOO_LARGE, "*", "too big"),
-    R(TOO_LARGE, "*", "size exceeds"),
-    R(TOO_LARGE, "*", "message size"),
-    R(BAD_DOMAIN, "*", "domain not found"),
-    R(BAD_DOMAIN, "*", "no such domain"),
-    R(BAD_DOMAIN, "*", "unrouteable"),           /* Exim */
-    R(DNS, "*", "host not found"),
-    R(DNS, "*", "lookup"),
-    R(DNS, "*", "dns"),
-    R(POLICY, "*", "spam"),
-    R(POLICY, "*", "blocked"),
-    R(POLICY, "*", "blacklist"),
-    R(POLICY, "*", "blocklist"),
-    R(POLICY, "*", "spamhaus"),
-    R(POLICY, "*", "reputation"),
-    R(POLICY, "*", "policy"),
-    R(POLICY, "*", "denied"),
-    R(POLICY, "*", "prohibit"),
-    R(POLICY, "*", "not allowed"),
-    R(RATE_LIMITED, "*", "too many"),
-    R(RATE_LIMITED, "*", "rate limit"),
-    R(RATE_LIMITED, "*", "throttl"),
-    R(RATE_LIMITED, "*", "try again later"),
-    R(RATE_LIMITED, "*", "temporarily deferred"),
-    R(RATE_LIMITED, "*", "slow down"),
-    R(AUTH_TLS, "*", "starttls"),
-    R(AUTH_TLS, "*", "tls"),
-    R(AUTH_TLS, "*", "authentication required"),
-    R(AUTH_TLS, "*", "encryption"),
-    R(CONNECTION, "*", "connection refused"),
-    R(CONNECTION, "*", "connection reset"),
-    R(CONNECTION, "*", "connection closed"),
-    R(CONNECTION, "*", "connection lost"),
-    R(CONNECTION, "*", "timed out"),
-    R(CONNECTION, "*", "timeout"),
-    R(CONNECTION, "*", "unreachable"),
-    R(CONNECTION, "*", "no route to host"),
-    R(PROTOCOL, "*", "syntax"),
-    R(PROTOCOL, "*", "not recognized"),
-    R(PROTOCOL, "*", "unrecognized"),
-    R(PROTOCOL, "*", "invalid reply"),
-    R(PROTOCOL, "*", "bad sequence"),
+    R(RATE_LIMITED, "*", "greylist|graylist"),
+    R(BAD_MAILBOX, "*", "user unknown|unknown user|no such user"
+                        "|unknown recipient|recipient unknown"
+                        "|invalid recipient|recipient not found"
+                        "|address rejected|mailbox not found"
+                        "|mailbox unavailable|mailbox not available"
+                        "|no mailbox|does not exist|account disabled"
+                        "|doesn't have a"),
+    R(MAILBOX_FULL, "*", "mailbox full|mailbox is full|quota"),
+    R(TOO_LARGE, "*", "too large|too big|size exceeds|message size"),
+    R(BAD_DOMAIN, "*", "domain not found|no such domain|unrouteable"),
+    R(DNS, "*", "host not found|lookup|dns"),
+    R(POLICY, "*", "spam|blocked|blacklist|blocklist|spamhaus|reputation"
+                   "|policy|denied|prohibit|not allowed"),
+    R(RATE_LIMITED, "*", "too many|rate limit|throttl|try again later"
+                         "|temporarily deferred|slow down"),
+    R(AUTH_TLS, "*", "starttls|tls|authentication required|encryption"),
+    R(CONNECTION, "*", "connection refused|connection reset"
+                       "|connection closed|connection lost|timed out"
+                       "|timeout|unreachable|no route to host"),
+    R(PROTOCOL, "*", "syntax|not recognized|unrecognized|invalid reply"
+                     "|bad sequence"),
     R(EXPIRED, "*", "expired"),
 
     /* the basic reply code (RFC 5321 4.2.2) */
 
-    R(BAD_MAILBOX, "550", NULL),
-    R(BAD_MAILBOX, "551", NULL),
-    R(BAD_MAILBOX, "553", NULL),
+    R(BAD_MAILBOX, "550|551|553", NULL),
     R(MAILBOX_FULL, "552", NULL),
     R(POLICY, "554", NULL),
     R(CONNECTION, "421", NULL),
-    R(PROTOCOL, "500", NULL),
-    R(PROTOCOL, "501", NULL),
-    R(PROTOCOL, "502", NULL),
-    R(PROTOCOL, "503", NULL),
-    R(PROTOCOL, "504", NULL)
+    R(PROTOCOL, "500|501|502|503|504", NULL)
 };
 
 #undef R
@@ -220,6 +142,8 @@ static int relay_classify_match(const relay_classify_rule_t *rule,
     const relay_classify_status_t *st, const unsigned char *text,
     size_t len);
 static int relay_classify_pattern(const char *pattern,
+    const relay_classify_status_t *st);
+static int relay_classify_one(const char *p, const char *last,
     const relay_classify_status_t *st);
 static int relay_classify_contains(const unsigned char *text, size_t len,
     const char *word);
@@ -410,22 +334,40 @@ relay_classify_match(const relay_classify_rule_t *rule,
 }
 
 
-/* "*", "c.s.d" with "*" for any of them, or a reply code "550" */
+/* "*", "c.s.d" with "*" for any of them, a reply code "550"; "a|b": either */
 
 static int
 relay_classify_pattern(const char *pattern, const relay_classify_status_t *st)
 {
-    int          i, n, want[3], got[3];
-    const char  *p, *last;
+    const char  *p, *bar;
 
-    if (pattern[0] == '*' && pattern[1] == '\0') {
+    for (p = pattern; /* void */ ; p = bar + 1) {
+        bar = strchr(p, '|');
+
+        if (relay_classify_one(p, bar ? bar : p + strlen(p), st)) {
+            return 1;
+        }
+
+        if (bar == NULL) {
+            return 0;
+        }
+    }
+}
+
+
+static int
+relay_classify_one(const char *p, const char *last,
+    const relay_classify_status_t *st)
+{
+    int  i, n, want, got[3];
+
+    if (last - p == 1 && *p == '*') {
         return 1;
     }
 
-    last = pattern + strlen(pattern);
-
-    if (last - pattern == 3 && pattern[1] != '.') {
-        return st->reply == atoi(pattern);
+    if (last - p == 3 && p[1] != '.') {
+        return st->reply == (p[0] - '0') * 100 + (p[1] - '0') * 10
+                            + (p[2] - '0');
     }
 
     if (st->cls == 0) {
@@ -436,57 +378,63 @@ relay_classify_pattern(const char *pattern, const relay_classify_status_t *st)
     got[1] = st->subject;
     got[2] = st->detail;
 
-    p = pattern;
-
     for (i = 0; i < 3; i++) {
-        if (*p == '*') {
-            want[i] = -1;
+        if (p < last && *p == '*') {
+            want = -1;
             p++;
 
         } else if (relay_classify_number(&p, last, &n) == 0) {
-            want[i] = n;
+            want = n;
 
         } else {
             return 0;
         }
 
-        if (i < 2 && *p++ != '.') {
+        if (i < 2 && (p >= last || *p++ != '.')) {
             return 0;
         }
 
-        if (want[i] != -1 && want[i] != got[i]) {
+        if (want != -1 && want != got[i]) {
             return 0;
         }
     }
 
-    return 1;
+    return p == last;
 }
 
 
+/* one of the words ("a|b") occurs in text, in any case */
+
 static int
 relay_classify_contains(const unsigned char *text, size_t len,
-    const char *word)
+    const char *words)
 {
-    size_t  i, j, n;
+    size_t       i, j, n;
+    const char  *w, *bar;
 
-    n = strlen(word);
+    for (w = words; /* void */ ; w = bar + 1) {
+        bar = strchr(w, '|');
+        n = bar ? (size_t) (bar - w) : strlen(w);
 
-    for (i = 0; i + n <= len; i++) {
-        for (j = 0; j < n; j++) {
-            if (((text[i + j] >= 'A' && text[i + j] <= 'Z')
-                 ? text[i + j] + 32 : text[i + j])
-                != (unsigned char) word[j])
-            {
-                break;
+        for (i = 0; n && i + n <= len; i++) {
+            for (j = 0; j < n; j++) {
+                if (((text[i + j] >= 'A' && text[i + j] <= 'Z')
+                     ? text[i + j] + 32 : text[i + j])
+                    != (unsigned char) w[j])
+                {
+                    break;
+                }
+            }
+
+            if (j == n) {
+                return 1;
             }
         }
 
-        if (j == n) {
-            return 1;
+        if (bar == NULL) {
+            return 0;
         }
     }
-
-    return 0;
 }
 
 
@@ -701,38 +649,48 @@ static int
 relay_classify_valid_status(const char *s)
 {
     int          i, n;
-    const char  *p, *last;
+    const char  *p, *last, *bar;
 
-    if (strcmp(s, "*") == 0) {
-        return 1;
-    }
+    for ( /* void */ ; /* void */ ; s = bar + 1) {
+        bar = strchr(s, '|');
+        last = bar ? bar : s + strlen(s);
+        p = s;
 
-    last = s + strlen(s);
+        if (last - p == 1 && *p == '*') {
+            goto next;
+        }
 
-    if (last - s == 3 && s[0] >= '2' && s[0] <= '5'
-        && s[1] >= '0' && s[1] <= '9' && s[2] >= '0' && s[2] <= '9')
-    {
-        return 1;
-    }
-
-    p = s;
-
-    for (i = 0; i < 3; i++) {
-        if (*p == '*') {
-            p++;
-
-        } else if (relay_classify_number(&p, last, &n) != 0
-                   || (i == 0 && n != 2 && n != 4 && n != 5))
+        if (last - p == 3 && p[0] >= '2' && p[0] <= '5'
+            && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9')
         {
+            goto next;
+        }
+
+        for (i = 0; i < 3; i++) {
+            if (p < last && *p == '*') {
+                p++;
+
+            } else if (relay_classify_number(&p, last, &n) != 0
+                       || (i == 0 && n != 2 && n != 4 && n != 5))
+            {
+                return 0;
+            }
+
+            if (i < 2 && (p >= last || *p++ != '.')) {
+                return 0;
+            }
+        }
+
+        if (p != last) {
             return 0;
         }
 
-        if (i < 2 && (p >= last || *p++ != '.')) {
-            return 0;
+    next:
+
+        if (bar == NULL) {
+            return 1;
         }
     }
-
-    return p == last;
 }
 
 

@@ -53,7 +53,8 @@ int relay_classify_find(const char *name, size_t len);
  * an enhanced status code with "*" for any of its numbers ("5.1.1",
  * "4.7.*", "*.2.2"), a reply code ("550"), or "*"; TEXT (optional, in
  * double quotes when it has "#" or leading or trailing spaces) must occur
- * in the reply, in any case.  0, or -1 with "NAME:LINE: why" in err.
+ * in the reply, in any case.  Both may list alternatives, "a|b".  0, or
+ * -1 with "NAME:LINE: why" in err.
  */
 int relay_classify_parse(relay_classify_rules_t *r, const char *text,
     size_t len, const char *name, char *err, size_t errlen);

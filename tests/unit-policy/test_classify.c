@@ -214,7 +214,8 @@ static const char  t_rules[] =
     "policy-rejected * listed at\n"
     "\n"
     "bad-mailbox 550\n"
-    "mailbox-full *.2.* inbox full\n";
+    "mailbox-full *.2.* inbox full\n"
+    "policy-rejected 5.7.8|5.7.9 \"token expired|bad token\"\n";
 
 
 static void
@@ -271,6 +272,10 @@ t_operator_rules(void)
         { "own reply code", "5.0.0", "550 go away", "bad-mailbox" },
         { "own wildcard status", "4.2.0", "450 4.2.0 Inbox full, try later",
           "mailbox-full" },
+        { "own alternatives", "5.7.8", "535 5.7.8 your token expired",
+          "policy-rejected" },
+        { "own alternatives, no match", "5.7.8", "535 5.7.8 bad password",
+          "auth-tls-required" },
         { "built-in behind", "5.1.1", "550 5.1.1 unknown", "bad-mailbox" }
     };
 
@@ -287,8 +292,8 @@ t_operator_rules(void)
         return;
     }
 
-    if (r.n != 4) {
-        t_fail("%zu rules, want 4", r.n);
+    if (r.n != 5) {
+        t_fail("%zu rules, want 5", r.n);
     }
 
     t_end();
@@ -321,6 +326,8 @@ t_rule_errors(void)
           "t.rules:1: bad status \"6.1.1\" (5.1.1, 4.7.*, 550 or *)" },
         { "bad-mailbox 5.1 x\n",
           "t.rules:1: bad status \"5.1\" (5.1.1, 4.7.*, 550 or *)" },
+        { "bad-mailbox 5.1.1|6.1.1\n",
+          "t.rules:1: bad status \"5.1.1|6.1.1\" (5.1.1, 4.7.*, 550 or *)" },
         { "bad-mailbox 5.1.1 \"x\n", "t.rules:1: unterminated string" },
         { "bad-mailbox 5.1.1 \"x\" y\n",
           "t.rules:1: unexpected \"y\" after the text" }
