@@ -20,6 +20,7 @@
 #include <ngx_relay_spool.h>
 #include <ngx_relay_maildir.h>
 #include <ngx_relay_dsn.h>
+#include <ngx_relay_account.h>
 
 
 #define NGX_RELAY_DSN_MAX_ORIGINAL  (10 * 1024 * 1024)
@@ -302,6 +303,8 @@ ngx_relay_dsn_send(ngx_relay_dsn_t *dsn)
     ngx_log_error(NGX_LOG_INFO, sp->log, 0,
                   "%V: sender %s notification: %V", &q->id,
                   delayed ? "delay" : "non-delivery", &w->id);
+
+    ngx_relay_account_dsn(dsn, &w->id);
 
     return NGX_OK;
 
