@@ -31,6 +31,7 @@
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
 
+#include "relay_classify.h"
 #include "relay_json.h"
 #include "relay_policy.h"
 #include "relayctl.h"
@@ -111,12 +112,17 @@ static const ctld_cmd_t  ctld_commands[] = {
 };
 
 
+/* an operator's bounce rules (--bounce-rules), before the built-in ones */
+
+static relay_classify_rules_t  *ctld_cli_rules;
+
+
 int
 main(int argc, char **argv)
 {
     int                rc, n, i;
-    char              *end, **rest;
-    const char        *s;
+    char              *end, **rest, err[512];
+    const char        *s, *rules;
     ctld_cli_t         cli;
     const ctld_cmd_t  *cmd;
 
@@ -129,6 +135,7 @@ main(int argc, char **argv)
     cli.key = getenv("RELAYCTL_KEY");
     cli.spool = getenv("RELAYCTL_SPOOL");
     cli.timeout = 10;
+    rules = getenv("RELAYCTL_BOUNCE_RULES");
 
     rest = calloc(argc + 1, sizeof(char *));
     if (rest == NULL) {
@@ -176,6 +183,10 @@ main(int argc, char **argv)
         } else if (strcmp(argv[i], "--json") == 0) {
             cli.json = 1;
 
+        } else if (strcmp(argv[i], "--bounce-rules") == 0) {
+            ctld_cli_value();
+            rules = s;
+
         } else if (strcmp(argv[i], "--timeout") == 0) {
             ctld_cli_value();
             errno = 0;
@@ -207,6 +218,18 @@ main(int argc, char **argv)
 
     if ((cli.cert == NULL) != (cli.key == NULL)) {
         return ctld_cli_usage("--cert and --key go together");
+    }
+
+    if (rules && rules[0]) {
+        ctld_cli_rules = calloc(1, sizeof(relay_classify_rules_t));
+
+        if (ctld_cli_rules == NULL
+            || relay_classify_load(ctld_cli_rules, rules, err, sizeof(err))
+               != 0)
+        {
+            ctld_cli_error("%s", ctld_cli_rules ? err : "out of memory");
+            return CTLD_EXIT_INVALID;
+        }
     }
 
     for (cmd = ctld_commands; cmd->name; cmd++) {
@@ -297,7 +320,7 @@ ctld_cli_help(FILE *f)
 "and controld may be running or not):\n"
 "  queue list [FILTER ...]\n"
 "                      ID AGE STATE SENDER RCPTS PENDING NEXT ATTEMPTS\n"
-"                      LAST-ERROR, oldest first\n"
+"                      CATEGORY LAST-ERROR, oldest first\n"
 "  queue show QUEUE-ID [--header-only|--body-only]\n"
 "                      the envelope, then the message (as postcat)\n"
 "  queue summary [FILTER ...]\n"
@@ -322,6 +345,9 @@ CTLD_DEFAULT_SERVER ")\n"
 "  --spool DIR         queue commands on this spool, not through controld\n"
 "                      (RELAYCTL_SPOOL; --spool \"\" asks controld)\n"
 "  --json              print responses as JSON\n"
+"  --bounce-rules FILE an operator's bounce classification rules for the\n"
+"                      CATEGORY of queue listings on a spool\n"
+"                      (RELAYCTL_BOUNCE_RULES; nginx's relay_bounce_rules)\n"
 "  --timeout SEC       deadline of a call (default 10)\n"
 "\n"
 "exit codes:\n"
@@ -1259,6 +1285,29 @@ ctld_cli_nodes(ctld_cli_t *cli, int argc, char **argv)
 
 /* under the table: where each node's queued mail waits to go */
 
+/*
+ * The CATEGORY of a queue listing: the node's (it classified with its own
+ * relay_bounce_rules), or the last error's by --bounce-rules and the
+ * built-in rules; "-" without an error.
+ */
+
+const char *
+ctld_category(const char *last_error, size_t len, const char *category)
+{
+    if (category && category[0]) {
+        return category;
+    }
+
+    if (len == 0) {
+        return "-";
+    }
+
+    return relay_classify_name(relay_classify_text(ctld_cli_rules,
+                                       (const unsigned char *) last_error,
+                                       len));
+}
+
+
 static void
 ctld_cli_nodes_destinations(Relay__Control__V1__ListNodesResponse *r)
 {
@@ -1440,9 +1489,9 @@ ctld_cli_queue(ctld_cli_t *cli, int argc, char **argv)
             continue;
         }
 
-        ctld_table_init(&t, 8);
+        ctld_table_init(&t, 9);
         ctld_table_row(&t, "  ID", "AGE", "SENDER", "RCPTS", "PENDING",
-                       "NEXT", "ATTEMPTS", "LAST-ERROR");
+                       "NEXT", "ATTEMPTS", "CATEGORY", "LAST-ERROR");
 
         for (j = 0; j < nr->n_entries; j++) {
             e = nr->entries[j];
@@ -1491,6 +1540,9 @@ ctld_cli_queue(ctld_cli_t *cli, int argc, char **argv)
                 ctld_fmt("%s", rcpts ? rcpts : "?"),
                 ctld_fmt("%s", next),
                 ctld_fmt("%u", e->attempts),
+                ctld_fmt("%s", ctld_category(e->last_error,
+                                             strlen(e->last_error),
+                                             e->category)),
                 ctld_fmt("%s", e->last_error[0] ? e->last_error : "-"));
 
             free(rcpts);

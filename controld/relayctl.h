@@ -55,5 +55,9 @@ const char *ctld_duration(uint64_t s, char *buf, size_t len);
 /* relayctl --spool DIR queue ...: argv[0] is "queue" */
 int ctld_spool_queue(const char *spool, int json, int argc, char **argv);
 
+/* the category of a last error, for queue listings: "-" without one */
+const char *ctld_category(const char *last_error, size_t len,
+    const char *category);
+
 
 #endif /* _RELAYCTL_H_INCLUDED_ */
