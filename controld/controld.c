@@ -21,7 +21,11 @@
  *   ctld_node     store, server (the call API), codec
  *   ctld_server   auth, codec
  *   ctld_store    its backend (ctld_store_dir), codec, the library
- *   and all       log, clock, alloc: the leaves
+ *   and all       log, clock, alloc, metrics, stats: the leaves
+ *
+ * The metrics (ctld_metrics.c, served on --metrics-listen from the
+ * server's tick) see the node table and the store through the view
+ * main() gives them.
  *
  * Where a lower part reports upwards (the server to its services, the
  * node side to the admin side) it calls what main() gave it at startup.
@@ -33,6 +37,7 @@
 #include "ctld_admin.h"
 #include "ctld_conf.h"
 #include "ctld_log.h"
+#include "ctld_metrics.h"
 #include "ctld_node.h"
 #include "ctld_server.h"
 #include "ctld_store.h"
@@ -40,6 +45,7 @@
 
 
 static int ctld_run(const ctld_conf_t *conf);
+static uint64_t ctld_current_version(void);
 
 
 int
@@ -65,9 +71,10 @@ main(int argc, char **argv)
 static int
 ctld_run(const ctld_conf_t *conf)
 {
-    int                rc;
-    uint64_t           version;
-    ctld_node_conf_t   node;
+    int                  rc;
+    uint64_t             version;
+    ctld_node_conf_t     node;
+    ctld_metrics_view_t  view;
 
     if (ctld_store_open(&ctld_store_dir, conf->data_dir) != 0) {
         return -1;
@@ -81,6 +88,14 @@ ctld_run(const ctld_conf_t *conf)
     ctld_node_init(&node);
     ctld_admin_init(conf->command_timeout_ms);
 
+    view.versions = ctld_node_versions;
+    view.current = ctld_current_version;
+
+    if (ctld_metrics_init(conf->metrics_listen, &view) != 0) {
+        ctld_store_close();
+        return -1;
+    }
+
     version = ctld_store_current() ? ctld_store_current()->version : 0;
 
     grpc_init();
@@ -88,6 +103,7 @@ ctld_run(const ctld_conf_t *conf)
     rc = ctld_server_run(conf, version, &ctld_node_service,
                          &ctld_admin_service);
 
+    ctld_metrics_close();
     ctld_node_free_all();
     ctld_store_close();
     grpc_shutdown();
@@ -97,4 +113,11 @@ ctld_run(const ctld_conf_t *conf)
     }
 
     return rc;
+}
+
+
+static uint64_t
+ctld_current_version(void)
+{
+    return ctld_store_current() ? ctld_store_current()->version : 0;
 }

@@ -31,6 +31,7 @@
 #include "ctld_clock.h"
 #include "ctld_codec.h"
 #include "ctld_log.h"
+#include "ctld_metrics.h"
 #include "ctld_node.h"
 #include "ctld_server.h"
 #include "ctld_store.h"
@@ -236,6 +237,7 @@ ctld_admin_propose(ctld_call_t *c, const relay_policy_t *src,
     p.created_unix = time(NULL);
 
     if (relay_policy_validate(&p, err, sizeof(err)) != 0) {
+        ctld_metrics_apply(rolled_back_from != 0, CTLD_APPLY_INVALID);
         ctld_log("%s by %s refused: %s", what, c->who, err);
         ctld_call_reply(c, NULL, GRPC_STATUS_INVALID_ARGUMENT, err);
         return;
@@ -257,6 +259,7 @@ ctld_admin_propose(ctld_call_t *c, const relay_policy_t *src,
         ctld_log("%s by %s: same as the current version %llu, nothing to do",
                  what, c->who, (unsigned long long) cur->version);
         resp.changed = 0;
+        ctld_metrics_apply(rolled_back_from != 0, CTLD_APPLY_UNCHANGED);
         ctld_call_reply(c, &resp.base, GRPC_STATUS_OK, NULL);
         free(new_text);
         free(cur_text);
@@ -279,6 +282,7 @@ ctld_admin_propose(ctld_call_t *c, const relay_policy_t *src,
     resp.changed = 1;
 
     if (dry_run) {
+        ctld_metrics_apply(rolled_back_from != 0, CTLD_APPLY_DRY_RUN);
         ctld_log("%s by %s: dry run against version %llu",
                  what, c->who, (unsigned long long) (cur ? cur->version : 0));
         ctld_call_reply(c, &resp.base, GRPC_STATUS_OK, NULL);
@@ -288,12 +292,14 @@ ctld_admin_propose(ctld_call_t *c, const relay_policy_t *src,
 
     v = ctld_store_add(&p, rolled_back_from, err, sizeof(err));
     if (v == NULL) {
+        ctld_metrics_apply(rolled_back_from != 0, CTLD_APPLY_FAILED);
         ctld_call_reply(c, NULL, GRPC_STATUS_INTERNAL, err);
         free(diff);
         return;
     }
 
     resp.version = v->version;
+    ctld_metrics_apply(rolled_back_from != 0, CTLD_APPLIED);
 
     sent = ctld_node_fanout(v);
 
@@ -425,6 +431,7 @@ static void
 ctld_admin_list_nodes(ctld_call_t *c)
 {
     size_t                                  i, n;
+    int64_t                                 now;
     ctld_node_t                            *node;
     Relay__Control__V1__NodeInfo           *e, **ep;
     Relay__Control__V1__ListNodesRequest   *req;
@@ -440,6 +447,7 @@ ctld_admin_list_nodes(ctld_call_t *c)
     relay__control__v1__list_nodes_request__free_unpacked(req, NULL);
 
     n = ctld_node_count();
+    now = ctld_now_ms();
 
     e = calloc(n ? n : 1, sizeof(Relay__Control__V1__NodeInfo));
     ep = calloc(n ? n : 1, sizeof(Relay__Control__V1__NodeInfo *));
@@ -466,6 +474,7 @@ ctld_admin_list_nodes(ctld_call_t *c)
         e[i].last_seen_unix = node->last_seen_unix;
         e[i].peer = node->peer ? node->peer : (char *) protobuf_c_empty_string;
         e[i].status = node->status_msg ? node->status_msg->status : NULL;
+        e[i].rates = ctld_stats_rates(node->stats, now);
         ep[i] = &e[i];
     }
 
@@ -474,6 +483,10 @@ ctld_admin_list_nodes(ctld_call_t *c)
     resp.nodes = ep;
 
     ctld_call_reply(c, &resp.base, GRPC_STATUS_OK, NULL);
+
+    for (i = 0; i < n; i++) {
+        ctld_stats_rates_free(e[i].rates);
+    }
 
     free(e);
     free(ep);

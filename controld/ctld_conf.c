@@ -63,6 +63,7 @@ static const ctld_conf_key_t  ctld_conf_keys[] = {
     { "insecure",        CTLD_CONF_FLAG,   ctld_conf_at(insecure) },
     { "command_timeout", CTLD_CONF_MSEC,   ctld_conf_at(command_timeout_ms) },
     { "status_timeout",  CTLD_CONF_MSEC,   ctld_conf_at(status_timeout_ms) },
+    { "metrics_listen",  CTLD_CONF_STRING, ctld_conf_at(metrics_listen) },
     { NULL, 0, 0 }
 };
 
@@ -76,6 +77,7 @@ static const struct option  ctld_conf_options[] = {
     { "key",             required_argument, NULL, 'K' },
     { "command-timeout", required_argument, NULL, 'T' },
     { "status-timeout",  required_argument, NULL, 'S' },
+    { "metrics-listen",  required_argument, NULL, 'M' },
     { "insecure",        no_argument,       NULL, 'I' },
     { "help",            no_argument,       NULL, 'h' },
     { NULL, 0, NULL, 0 }
@@ -153,7 +155,8 @@ ctld_conf_flags(ctld_conf_t *conf, int argc, char **argv)
     } flag_keys[] = {
         { 'l', "listen" }, { 'd', "data_dir" }, { 'A', "tls_ca" },
         { 'C', "tls_cert" }, { 'K', "tls_key" }, { 'T', "command_timeout" },
-        { 'S', "status_timeout" }, { 'I', "insecure" }, { 0, NULL }
+        { 'S', "status_timeout" }, { 'I', "insecure" },
+        { 'M', "metrics_listen" }, { 0, NULL }
     };
 
     memset(set, 0, sizeof(set));
@@ -193,6 +196,7 @@ ctld_conf_usage(FILE *f)
         "      --key FILE             server private key\n"
         "      --command-timeout DUR  wait for a queue command (10s)\n"
         "      --status-timeout DUR   drop a silent node session (0: never)\n"
+        "      --metrics-listen ADDR  Prometheus metrics on http://ADDR/metrics\n"
         "      --insecure             no TLS, no identities: debugging only\n");
 }
 

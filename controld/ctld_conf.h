@@ -21,6 +21,7 @@ typedef struct {
     const char                 *key;
     int                         command_timeout_ms;
     int                         status_timeout_ms;     /* 0: never */
+    const char                 *metrics_listen;        /* NULL: none */
 } ctld_conf_t;
 
 

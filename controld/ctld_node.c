@@ -32,6 +32,7 @@
 #include "ctld_clock.h"
 #include "ctld_codec.h"
 #include "ctld_log.h"
+#include "ctld_metrics.h"
 #include "ctld_node.h"
 #include "ctld_server.h"
 #include "ctld_store.h"
@@ -166,6 +167,8 @@ ctld_node_received(ctld_call_t *c, grpc_byte_buffer *bb)
         n->status_msg = m;
         m = NULL;
 
+        ctld_stats_add(&n->stats, n->status_msg->status, c->last_msg_ms);
+
         if (n->status_msg->status->applied_version) {
             n->applied_version = n->status_msg->status->applied_version;
         }
@@ -276,6 +279,7 @@ ctld_node_hello(ctld_call_t *c, Relay__Control__V1__Hello *h)
              (unsigned long long) (cur ? cur->version : 0));
 
     ctld_call_enter(c, CTLD_CALL_ACTIVE);
+    ctld_metrics_session();
 
     if (cur != NULL && h->applied_version != cur->version) {
         c->pending_version = cur->version;
@@ -291,6 +295,9 @@ ctld_node_ack(ctld_call_t *c, Relay__Control__V1__Ack *a)
     ctld_node_t  *n;
 
     n = c->node;
+
+    ctld_metrics_ack(a->ok, a->version == n->sent_version
+                            ? ctld_now_ms() - n->sent_ms : -1);
 
     if (a->ok) {
         n->applied_version = a->version;
@@ -334,6 +341,11 @@ ctld_node_pump(ctld_call_t *c)
         if (v != NULL) {
             s = ctld_store_wire(v);
             bb = grpc_raw_byte_buffer_create(&s, 1);
+
+            if (c->node) {
+                c->node->sent_version = v->version;
+                c->node->sent_ms = ctld_now_ms();
+            }
 
             if (ctld_call_send(c, bb) != 0) {
                 ctld_node_end(c, GRPC_STATUS_INTERNAL, "cannot send");
@@ -612,6 +624,45 @@ ctld_node_add(const char *id)
 }
 
 
+/* connected nodes by the version they run, for controld's metrics */
+
+size_t
+ctld_node_versions(uint64_t *version, size_t *nodes, size_t max,
+    size_t *known)
+{
+    size_t        i, j, n;
+    ctld_node_t  *node;
+
+    n = 0;
+    *known = ctld_nnodes;
+
+    for (i = 0; i < ctld_nnodes; i++) {
+        node = ctld_nodes[i];
+
+        if (node->session == NULL) {
+            continue;
+        }
+
+        for (j = 0; j < n && version[j] != node->applied_version; j++) {
+            /* void */
+        }
+
+        if (j == n) {
+            if (n == max) {
+                continue;
+            }
+
+            version[n] = node->applied_version;
+            nodes[n++] = 0;
+        }
+
+        nodes[j]++;
+    }
+
+    return n;
+}
+
+
 static int
 ctld_node_id_valid(const char *id)
 {
@@ -639,6 +690,7 @@ ctld_node_free_all(void)
                                                             NULL);
         }
 
+        ctld_stats_free(n->stats);
         free(n->id);
         free(n->peer);
         free(n->nack_reason);

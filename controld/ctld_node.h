@@ -12,6 +12,7 @@
 
 #include "relay/control/v1/control.pb-c.h"
 #include "ctld_server.h"
+#include "ctld_stats.h"
 #include "ctld_store.h"
 
 
@@ -33,6 +34,9 @@ struct ctld_node_s {
     uint64_t                    nacked_version;
     char                       *nack_reason;
     ctld_node_msg_t            *status_msg;   /* holds the last status */
+    ctld_stats_t               *stats;        /* statuses, for rates */
+    uint64_t                    sent_version; /* the last policy sent */
+    int64_t                     sent_ms;      /* ... and when */
 };
 
 
@@ -63,6 +67,8 @@ size_t ctld_node_fanout(ctld_version_t *v);
 size_t ctld_node_count(void);
 ctld_node_t *ctld_node_nth(size_t i);
 ctld_node_t *ctld_node_find(const char *id);
+size_t ctld_node_versions(uint64_t *version, size_t *nodes, size_t max,
+    size_t *known);
 int ctld_node_command(ctld_node_t *n, uint64_t id,
     Relay__Control__V1__QueueAction action, size_t n_ids, char **ids);
 void ctld_node_free_all(void);

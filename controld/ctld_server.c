@@ -41,6 +41,7 @@
 #include "ctld_clock.h"
 #include "ctld_codec.h"
 #include "ctld_log.h"
+#include "ctld_metrics.h"
 #include "ctld_server.h"
 
 
@@ -331,6 +332,8 @@ ctld_server_tick(int64_t now)
     if (ctld_admin_svc->tick) {
         ctld_admin_svc->tick(now);
     }
+
+    ctld_metrics_poll(now);
 }
 
 

@@ -19,6 +19,7 @@
 
 #include "ctld_codec.h"
 #include "ctld_log.h"
+#include "ctld_metrics.h"
 #include "ctld_store.h"
 
 
@@ -221,6 +222,7 @@ ctld_store_add(const relay_policy_t *p, uint64_t rolled_back_from, char *err,
     v->rolled_back_from = rolled_back_from;
 
     if (ctld_backend->save(v, err, errlen) != 0) {
+        ctld_metrics_store_error();
         relay_policy_free(v->policy);
         free(v);
         return NULL;

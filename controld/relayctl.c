@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <errno.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -75,6 +76,7 @@ static int ctld_cli_nodes(ctld_cli_t *cli, int argc, char **argv);
 static void ctld_cli_nodes_destinations(
     Relay__Control__V1__ListNodesResponse *r);
 static int ctld_cli_queue(ctld_cli_t *cli, int argc, char **argv);
+static int ctld_cli_stats(ctld_cli_t *cli, int argc, char **argv);
 
 static int ctld_cli_call(ctld_cli_t *cli, const char *method,
     const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc,
@@ -108,6 +110,7 @@ static const ctld_cmd_t  ctld_commands[] = {
     { "rollback", ctld_cli_rollback },
     { "nodes", ctld_cli_nodes },
     { "queue", ctld_cli_queue },
+    { "stats", ctld_cli_stats },
     { NULL, NULL }
 };
 
@@ -278,7 +281,7 @@ ctld_cli_takes_value(const char *option)
 
     static const char  *options[] = {
         "-m", "-n", "--node", "--sender", "--recipient", "--domain",
-        "--older-than", "--younger-than", "--state"
+        "--older-than", "--younger-than", "--state", "--interval", "--count"
     };
 
     for (i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
@@ -311,6 +314,11 @@ ctld_cli_help(FILE *f)
 "  rollback VERSION [--dry-run]\n"
 "                      a new version with the content of VERSION\n"
 "  nodes               nodes, their applied version, NACKs, queues\n"
+"  stats [--interval SEC] [--count N]\n"
+"                      per node: accepted and delivered per second over\n"
+"                      the last minute, queue, deferrals by category,\n"
+"                      applied version; again every SEC (2) seconds, N\n"
+"                      times (on a terminal: until interrupted; else 1)\n"
 "  queue list|flush|delete|bounce|hold|release [--node ID] [--all]\n"
 "        [QUEUE-ID ...]\n"
 "                      list or act on the queues of one or every node;\n"
@@ -1284,6 +1292,74 @@ ctld_cli_nodes(ctld_cli_t *cli, int argc, char **argv)
 
 
 /* under the table: where each node's queued mail waits to go */
+
+/*
+ * relayctl stats: ListNodes every --interval seconds, --count times; the
+ * rates come from controld (the statuses of the last minute), the table
+ * or JSON from relayctl_stats.c.
+ */
+
+static int
+ctld_cli_stats(ctld_cli_t *cli, int argc, char **argv)
+{
+    int                                    i, rc, tty;
+    char                                  *end;
+    long                                   count, n;
+    double                                 interval;
+    struct timespec                        ts;
+    Relay__Control__V1__ListNodesRequest   req = RELAY__CONTROL__V1__LIST_NODES_REQUEST__INIT;
+    Relay__Control__V1__ListNodesResponse *r;
+
+    tty = isatty(STDOUT_FILENO);
+    interval = 2;
+    count = (tty && !cli->json) ? 0 : 1;
+
+    for (i = 1; i < argc; i++) {
+        if (i + 1 < argc && strcmp(argv[i], "--interval") == 0) {
+            interval = strtod(argv[++i], &end);
+
+            if (*end != '\0' || !(interval >= 0.1) || interval > 3600) {
+                return ctld_cli_usage("stats: bad --interval \"%s\"",
+                                      argv[i]);
+            }
+
+        } else if (i + 1 < argc && strcmp(argv[i], "--count") == 0) {
+            count = strtol(argv[++i], &end, 10);
+
+            if (*end != '\0' || count < 0) {
+                return ctld_cli_usage("stats: bad --count \"%s\"", argv[i]);
+            }
+
+        } else {
+            return ctld_cli_usage("usage: stats [--interval SEC] "
+                                  "[--count N]");
+        }
+    }
+
+    for (n = 0; count == 0 || n < count; n++) {
+
+        if (n) {
+            ts.tv_sec = (time_t) interval;
+            ts.tv_nsec = (long) ((interval - ts.tv_sec) * 1e9);
+            (void) nanosleep(&ts, NULL);
+        }
+
+        rc = ctld_cli_call(cli, CTLD_METHOD("ListNodes"), &req.base,
+                           &relay__control__v1__list_nodes_response__descriptor,
+                           (ProtobufCMessage **) &r);
+        if (rc != CTLD_EXIT_OK) {
+            return rc;
+        }
+
+        ctld_stats_show(stdout, r, cli->json, tty && count != 1);
+        fflush(stdout);
+
+        relay__control__v1__list_nodes_response__free_unpacked(r, NULL);
+    }
+
+    return CTLD_EXIT_OK;
+}
+
 
 /*
  * The CATEGORY of a queue listing: the node's (it classified with its own

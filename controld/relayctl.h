@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "relay/control/v1/control.pb-c.h"
+
 
 #define CTLD_EXIT_OK           0
 #define CTLD_EXIT_NOTHING      1
@@ -54,6 +56,10 @@ const char *ctld_duration(uint64_t s, char *buf, size_t len);
 
 /* relayctl --spool DIR queue ...: argv[0] is "queue" */
 int ctld_spool_queue(const char *spool, int json, int argc, char **argv);
+
+/* relayctl stats: one answer of ListNodes (relayctl_stats.c) */
+void ctld_stats_show(FILE *f, Relay__Control__V1__ListNodesResponse *r,
+    int json, int clear);
 
 /* the category of a last error, for queue listings: "-" without one */
 const char *ctld_category(const char *last_error, size_t len,
