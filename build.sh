@@ -21,7 +21,7 @@ packages=(
     libc-ares-dev libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
     protobuf-compiler protobuf-compiler-grpc
     python3-pytest python3-grpcio python3-protobuf
-    python3-prometheus-client
+    prometheus python3-prometheus-client
     swaks postfix dnsmasq-base bind9-dnsutils openssl curl
     libio-socket-ssl-perl libnet-ssleay-perl make gcc
 )

@@ -1,16 +1,23 @@
 """
-Harness for the observability tests (test_metrics.py, test_accounting.py):
-scraping an exposition over HTTP, parsing it with Debian's
-python3-prometheus-client parser (which refuses what a Prometheus server
-would refuse), values by name and labels, the accounting log as JSON
-lines.
+Harness for the observability tests (test_metrics.py, test_accounting.py,
+test_prometheus.py, test_stats.py): scraping an exposition over HTTP,
+parsing it with Debian's python3-prometheus-client parser (which refuses
+what a Prometheus server would refuse), values by name and labels, the
+accounting log as JSON lines, and a real Prometheus (Debian's package)
+started on loopback with a generated configuration and its storage under
+the test's temporary directory, never the system's service.
 
-Ports: 26000-26499 (HTTP listeners of the tests).
+Ports: 26000-26499 (HTTP listeners of the tests and Prometheus).
 """
 
 import json
+import os
+import shutil
 import socket
+import subprocess
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import relayharness as h
 
 
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PORT_FIRST, PORT_LAST = 26000, 26499
 _used = set()
 
@@ -154,3 +162,105 @@ def wait_records(paths, pred, timeout=15, what="accounting records"):
         rs = [r for p in paths for r in records(p)]
         return pred(rs) and rs
     return h.wait_until(look, timeout, 0.1, what)
+
+
+# --------------------------------------------------------------------------
+# a real Prometheus
+
+
+class Prometheus:
+    """Debian's prometheus on 127.0.0.1:port with a generated configuration
+    (one job per target, scraped every second) and its data under workdir;
+    the system's service, if any, is neither used nor touched."""
+
+    def __init__(self, workdir, targets):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.targets = dict(targets)        # job -> "127.0.0.1:port"
+        self.port = alloc_port()
+        self.proc = None
+
+    def start(self, timeout=30):
+        if not os.access(PROMETHEUS, os.X_OK):
+            raise AssertionError("prometheus not installed (Debian package "
+                                 "prometheus, in build.sh's packages)")
+        conf = ["global:", "  scrape_interval: 1s",
+                "  scrape_timeout: 1s", "  evaluation_interval: 1s",
+                "scrape_configs:"]
+        for job, target in self.targets.items():
+            conf += ["  - job_name: %s" % job,
+                     "    metrics_path: /metrics",
+                     "    static_configs:",
+                     "      - targets: ['%s']" % target]
+        (self.dir / "prometheus.yml").write_text("\n".join(conf) + "\n")
+        log = open(self.dir / "prometheus.log", "ab")
+        self.proc = subprocess.Popen(
+            [PROMETHEUS, "--config.file=%s" % (self.dir / "prometheus.yml"),
+             "--storage.tsdb.path=%s" % (self.dir / "data"),
+             "--web.listen-address=127.0.0.1:%d" % self.port,
+             "--storage.tsdb.retention.time=1h"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True)
+        log.close()
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("prometheus exited:\n"
+                                     + self.log_text()[-3000:])
+            try:
+                return http_get(self.port, "/-/ready", timeout=1)[0] == 200
+            except OSError:
+                return False
+        h.wait_until(ready, timeout, 0.2, "prometheus to be ready")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def log_text(self):
+        p = self.dir / "prometheus.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def query(self, expr):
+        """The instant vector of expr: [(labels, float)]."""
+        status, _, body = http_get(
+            self.port, "/api/v1/query?" + urllib.parse.urlencode(
+                {"query": expr}))
+        assert status == 200, "query %s -> %s %r" % (expr, status, body)
+        r = json.loads(body)
+        assert r["status"] == "success", r
+        return [(x["metric"], float(x["value"][1]))
+                for x in r["data"]["result"]]
+
+    def scalar(self, expr):
+        """The value of a one-element result (None when empty)."""
+        v = self.query(expr)
+        assert len(v) <= 1, "%s: %r" % (expr, v)
+        return v[0][1] if v else None
+
+    def wait(self, expr, pred, timeout=20):
+        last = [None]
+
+        def look():
+            last[0] = self.scalar(expr)
+            return last[0] is not None and pred(last[0])
+        try:
+            h.wait_until(look, timeout, 0.25, expr)
+        except AssertionError:
+            raise AssertionError("prometheus: %s stayed %r; targets: %s"
+                                 % (expr, last[0], self.targets_health()))
+        return last[0]
+
+    def targets_health(self):
+        status, _, body = http_get(self.port, "/api/v1/targets")
+        if status != 200:
+            return status
+        return [(t["labels"].get("job"), t["health"], t.get("lastError"))
+                for t in json.loads(body)["data"]["activeTargets"]]
