@@ -4,7 +4,8 @@ http{} location): the exposition parses with Debian's prometheus_client
 parser, every family once and no series twice; known traffic moves the
 counters it should (SMTP sessions and refusals by reason, accepted
 messages, deliveries by class, outcome, destination pattern, egress pool
-and address, tenant and bounce category, DSNs, syncs); the queue gauges
+and address, tenant and bounce category, DSNs, syncs, limit hits by
+rule); the queue gauges
 follow the schedule at once (up while the destination refuses, back to 0
 when it is delivered); the counters survive a reload and a killed worker;
 and mail to 1,000 recipient domains adds no series.
@@ -68,6 +69,7 @@ def node(tmp_path_factory, certs, sink):
         "relay_egress_pool bulk ehlo=relay.test 127.0.0.1;",
         "relay_egress_rule sender_domain example.test bulk;",
         "relay_tenant acme;",
+        "relay_limit sender_domain limited.example window=1h messages=1;",
         "relay_accounting_log logs/accounting.log;",
     ])
     ng = h.launch(tmp_path_factory, certs, "metrics", stream_extra=extra,
@@ -217,6 +219,22 @@ def test_known_traffic_moves_the_counters(node, sink):
         >= mh.value(after, "relay_delivery_delay_seconds_bucket",
                     **{"class": "remote", "le": "60"})
     assert q1
+
+
+def test_limit_hits_by_rule(node):
+    before = metrics(node)
+    with h.SMTPConn(node.port("main")) as c:
+        c.message("a@limited.example", ["l1@example.test"],
+                  h.simple_body("lim"), ehlo="l.test")
+        c.expect("MAIL FROM:<b@limited.example>", 450, "4.7.1")
+        c.cmd("QUIT")
+    after = metrics(node)
+    rule = "inbound_limit sender_domain limited.example"
+    assert mh.value(after, "relay_limit_hits_total", rule=rule) == \
+        mh.value(before, "relay_limit_hits_total", rule=rule) + 1
+    assert mh.value(after, "relay_smtp_rejections_total", reason="limit") \
+        == mh.value(before, "relay_smtp_rejections_total",
+                    reason="limit") + 1
 
 
 def test_queue_gauges_follow_the_schedule(node, sink):
