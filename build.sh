@@ -43,6 +43,7 @@ packages=(
     libhiredis-dev redis-server
     protobuf-compiler protobuf-compiler-grpc
     python3-pytest python3-grpcio python3-protobuf python3-dkim python3-nacl
+    prometheus python3-prometheus-client
     swaks postfix dnsmasq-base bind9-dnsutils openssl curl
     etcd-server etcd-client
     libio-socket-ssl-perl libnet-ssleay-perl make gcc

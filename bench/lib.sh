@@ -35,6 +35,7 @@
 #   RELAY_WORKERS  worker_processes (default 2)
 #   RELAY_THREADS  thread_pool threads (default 32)
 #   RELAY_STREAM_EXTRA  more stream{} lines (e.g. delivery directives)
+#   RELAY_MAIN_EXTRA    more lines after stream{} (an http{} block)
 #   RELAY_LOG_LEVEL     error_log level of the relay (default notice)
 #   PF_LOG         file (default: Postfix logs to DIR/maillog via postlogd)
 #                  or none (maillog_file unset; no syslog here, so nothing)
@@ -261,6 +262,7 @@ ${RELAY_STREAM_EXTRA:-}
         relay_timeout 300s;
     }
 }
+${RELAY_MAIN_EXTRA:-}
 EOF
 }
 
@@ -475,6 +477,47 @@ relay_clean() {
     sync
     relay_start "$dir" "$port"
 }
+
+# ------------------------------------------------------ end-to-end runs
+
+relay_in_queue() { find "$1/spool/queue" -type f 2>/dev/null | wc -l; }
+
+# bench_e2e_run NAME PORT QUEUED_FN DIR SIZE: one timed run of COUNT
+# messages of SIZE octets from CONC smtp-source sessions to
+# rcpt@remote.test at 127.0.0.1:PORT, until QUEUED_FN DIR says the queue is
+# empty (RUN_TIMEOUT at most); prints a line and sets acc e2e cpu_us.
+# $work holds smtp-source's output.
+bench_e2e_run() {
+    local name=$1 port=$2 queued_fn=$3 dir=$4 size=$5 pid t0 t1 t2 s0 s1 q
+    pid=$([ "$name" = postfix ] && pf_pid "$dir" || relay_pid "$dir")
+    s0=$(tree_cpu "$pid")
+    t0=$(date +%s.%N)
+    timeout "$RUN_TIMEOUT" /usr/sbin/smtp-source -s "$CONC" -m "$COUNT" \
+        -l "$size" -M client.test -f sender@client.test \
+        -t rcpt@remote.test "127.0.0.1:$port" >"$work/source.out" 2>&1 \
+        || { cat "$work/source.out" >&2; bench_die "smtp-source failed"; }
+    t1=$(date +%s.%N)
+    while q=$("$queued_fn" "$dir"); [ "$q" -gt 0 ]; do
+        if awk -v t0="$t0" -v now="$(date +%s.%N)" -v m="$RUN_TIMEOUT" \
+               'BEGIN { exit !(now - t0 > m) }'; then
+            bench_die "$name: $q messages still queued after ${RUN_TIMEOUT}s"
+        fi
+        sleep 0.05
+    done
+    t2=$(date +%s.%N)
+    s1=$(tree_cpu "$pid")
+    acc=$(awk -v n="$COUNT" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", n / (b - a)}')
+    e2e=$(awk -v n="$COUNT" -v a="$t0" -v b="$t2" 'BEGIN {printf "%.1f", n / (b - a)}')
+    cpu_us=$(awk -v n="$COUNT" -v a="$s0" -v b="$s1" 'BEGIN {printf "%.0f", 1e6 * (b - a) / n}')
+    printf '  %-16s accepted %8.1f msgs/s  end-to-end %8.1f msgs/s  server CPU %6d us/msg = %6.0f msgs/s per core\n' \
+        "$name" "$acc" "$e2e" "$cpu_us" "$(awk -v c="$cpu_us" 'BEGIN {print c ? 1e6 / c : 0}')"
+}
+
+
+# median and spread (slowest / fastest) of numbers
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+spread() { printf '%s\n' "$@" | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.2f", lo ? hi / lo : 0}'; }
+
 
 # Summed RSS (kB) of the nginx master of prefix DIR and all its children.
 nginx_rss_kb() {

@@ -89,36 +89,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-relay_in_queue() { find "$1/spool/queue" -type f 2>/dev/null | wc -l; }
-
-# run NAME PORT QUEUED_FN DIR SIZE: one timed run on clean spools; sets
-# acc e2e cpu_us
-run() {
-    local name=$1 port=$2 queued_fn=$3 dir=$4 size=$5 pid t0 t1 t2 s0 s1 q
-    pid=$([ "$name" = postfix ] && pf_pid "$dir" || relay_pid "$dir")
-    s0=$(tree_cpu "$pid")
-    t0=$(date +%s.%N)
-    timeout "$RUN_TIMEOUT" /usr/sbin/smtp-source -s "$CONC" -m "$COUNT" \
-        -l "$size" -M client.test -f sender@client.test \
-        -t rcpt@remote.test "127.0.0.1:$port" >"$work/source.out" 2>&1 \
-        || { cat "$work/source.out" >&2; bench_die "smtp-source failed"; }
-    t1=$(date +%s.%N)
-    while q=$("$queued_fn" "$dir"); [ "$q" -gt 0 ]; do
-        if awk -v t0="$t0" -v now="$(date +%s.%N)" -v m="$RUN_TIMEOUT" \
-               'BEGIN { exit !(now - t0 > m) }'; then
-            bench_die "$name: $q messages still queued after ${RUN_TIMEOUT}s"
-        fi
-        sleep 0.05
-    done
-    t2=$(date +%s.%N)
-    s1=$(tree_cpu "$pid")
-    acc=$(awk -v n="$COUNT" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", n / (b - a)}')
-    e2e=$(awk -v n="$COUNT" -v a="$t0" -v b="$t2" 'BEGIN {printf "%.1f", n / (b - a)}')
-    cpu_us=$(awk -v n="$COUNT" -v a="$s0" -v b="$s1" 'BEGIN {printf "%.0f", 1e6 * (b - a) / n}')
-    printf '  %-16s accepted %8.1f msgs/s  end-to-end %8.1f msgs/s  server CPU %6d us/msg = %6.0f msgs/s per core\n' \
-        "$name" "$acc" "$e2e" "$cpu_us" "$(awk -v c="$cpu_us" 'BEGIN {print c ? 1e6 / c : 0}')"
-}
-
 root=$(bench_fs_setup "$work")
 fs_settle "$root"
 sink_start "$root/sink" "$SINK_PORT"
@@ -127,9 +97,6 @@ printf 'relay.sh: %d messages a run, %d sessions, one connection per message fro
     "$COUNT" "$CONC" "$SIZES" \
     "$(df --output=fstype,source "$root" | tail -1 | tr -s ' ' | sed 's/^ //')" \
     "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
-
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-spread() { printf '%s\n' "$@" | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.2f", lo ? hi / lo : 0}'; }
 
 case $REUSE_RUNS in
 both) reuses=(on off) ;;
@@ -175,7 +142,7 @@ for size in "${sizes[@]}"; do
                 label=relay-reuse-$reuse
                 [ "$dkim" = on ] && label+=-dkim
                 relay_clean "$root/relay" "$RELAY_PORT" 2>/dev/null
-                run "$label" "$RELAY_PORT" relay_in_queue "$root/relay" "$size"
+                bench_e2e_run "$label" "$RELAY_PORT" relay_in_queue "$root/relay" "$size"
                 E[$k]+=" $e2e" C[$k]+=" $cpu_us"
                 if grep -E '\[(alert|crit|emerg)\]' "$root/relay/logs/error.log" >/dev/null; then
                     bench_log "relay error.log has alerts:"
@@ -186,7 +153,7 @@ for size in "${sizes[@]}"; do
         done
         if [ "$PF_RUNS" = on ]; then
             pf_clean "$root/postfix" "$PF_PORT" sink "$SINK_PORT" 2>/dev/null
-            run postfix "$PF_PORT" pf_queued "$root/postfix" "$size"
+            bench_e2e_run postfix "$PF_PORT" pf_queued "$root/postfix" "$size"
             E[pf]+=" $e2e" C[pf]+=" $cpu_us"
             pf_stop "$root/postfix"
         fi

@@ -27,7 +27,11 @@
  *   ctld_store_etcd  etcd, the store's found() and changed()
  *   ctld_etcd        server (events on the queue), codec
  *   ctld_server      auth, codec
- *   and all          log, clock, alloc: the leaves
+ *   and all          log, clock, alloc, metrics, stats: the leaves
+ *
+ * The metrics (ctld_metrics.c, served on --metrics-listen from the
+ * server's tick) see the node table and the store through the view
+ * main() gives them.
  *
  * Where a lower part reports upwards (the server to its services, the
  * node side to the admin side, the store and the fleet to the node side)
@@ -46,6 +50,7 @@
 #include "ctld_conf.h"
 #include "ctld_fleet.h"
 #include "ctld_log.h"
+#include "ctld_metrics.h"
 #include "ctld_node.h"
 #include "ctld_server.h"
 #include "ctld_store.h"
@@ -55,6 +60,7 @@
 
 static int ctld_run(const ctld_conf_t *conf);
 static int ctld_open_store(const ctld_conf_t *conf);
+static uint64_t ctld_current_version(void);
 
 
 int
@@ -80,9 +86,10 @@ main(int argc, char **argv)
 static int
 ctld_run(const ctld_conf_t *conf)
 {
-    int                rc;
-    uint64_t           version;
-    ctld_node_conf_t   node;
+    int                  rc;
+    uint64_t             version;
+    ctld_node_conf_t     node;
+    ctld_metrics_view_t  view;
 
     if (ctld_open_store(conf) != 0) {
         return -1;
@@ -97,6 +104,14 @@ ctld_run(const ctld_conf_t *conf)
     ctld_node_init(&node);
     ctld_admin_init(conf->command_timeout_ms);
 
+    view.versions = ctld_node_versions;
+    view.current = ctld_current_version;
+
+    if (ctld_metrics_init(conf->metrics_listen, &view) != 0) {
+        ctld_store_close();
+        return -1;
+    }
+
     version = ctld_store_current() ? ctld_store_current()->version : 0;
 
     gpr_set_log_function(ctld_log_grpc);
@@ -105,6 +120,7 @@ ctld_run(const ctld_conf_t *conf)
     rc = ctld_server_run(conf, version, &ctld_node_service,
                          &ctld_admin_service, ctld_store_client());
 
+    ctld_metrics_close();
     ctld_node_free_all();
     ctld_store_close();
     grpc_shutdown();
@@ -166,4 +182,11 @@ ctld_open_store(const ctld_conf_t *conf)
     }
 
     return ctld_store_open(&ctld_store_etcd, conf->store, ctld_node_retarget);
+}
+
+
+static uint64_t
+ctld_current_version(void)
+{
+    return ctld_store_current() ? ctld_store_current()->version : 0;
 }

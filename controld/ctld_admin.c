@@ -52,6 +52,7 @@
 #include "ctld_codec.h"
 #include "ctld_fleet.h"
 #include "ctld_log.h"
+#include "ctld_metrics.h"
 #include "ctld_node.h"
 #include "ctld_server.h"
 #include "ctld_store.h"
@@ -506,6 +507,7 @@ ctld_admin_propose(ctld_call_t *c, const relay_policy_t *src,
     p.created_unix = time(NULL);
 
     if (relay_policy_validate(&p, err, sizeof(err)) != 0) {
+        ctld_metrics_apply(rolled_back_from != 0, CTLD_APPLY_INVALID);
         ctld_log("%s by %s refused: %s", what, c->who, err);
         ctld_call_reply(c, NULL, GRPC_STATUS_INVALID_ARGUMENT, err);
         return;
@@ -527,6 +529,7 @@ ctld_admin_propose(ctld_call_t *c, const relay_policy_t *src,
         ctld_log("%s by %s: same as the current version %llu, nothing to do",
                  what, c->who, (unsigned long long) cur->version);
         resp.changed = 0;
+        ctld_metrics_apply(rolled_back_from != 0, CTLD_APPLY_UNCHANGED);
         ctld_call_reply(c, &resp.base, GRPC_STATUS_OK, NULL);
         free(new_text);
         free(cur_text);
@@ -546,6 +549,7 @@ ctld_admin_propose(ctld_call_t *c, const relay_policy_t *src,
     }
 
     if (dry_run) {
+        ctld_metrics_apply(rolled_back_from != 0, CTLD_APPLY_DRY_RUN);
         ctld_log("%s by %s: dry run against version %llu",
                  what, c->who, (unsigned long long) (cur ? cur->version : 0));
         resp.diff = diff;
@@ -609,6 +613,11 @@ ctld_admin_saved(void *data, ctld_version_t *v, grpc_status_code status,
     ctld_version_t  *cur;
 
     c = a->call;
+
+    if (a->change == CTLD_APPLY || a->change == CTLD_ROLLBACK) {
+        ctld_metrics_apply(a->change == CTLD_ROLLBACK,
+                           v ? CTLD_APPLIED : CTLD_APPLY_FAILED);
+    }
 
     if (c == NULL) {
         ctld_admin_apply_free(a);
@@ -1040,6 +1049,7 @@ static void
 ctld_admin_list_nodes(ctld_call_t *c)
 {
     size_t                                  i, k, n, nlabels;
+    int64_t                                 now;
     ctld_node_t                            *node;
     ctld_version_t                         *v;
     Relay__Control__V1__Label              *l, **lp;
@@ -1057,6 +1067,7 @@ ctld_admin_list_nodes(ctld_call_t *c)
     relay__control__v1__list_nodes_request__free_unpacked(req, NULL);
 
     n = ctld_node_count();
+    now = ctld_now_ms();
 
     for (i = 0, nlabels = 0; i < n; i++) {
         nlabels += ctld_node_nth(i)->nlabels;
@@ -1091,6 +1102,7 @@ ctld_admin_list_nodes(ctld_call_t *c)
         e[i].last_seen_unix = node->last_seen_unix;
         e[i].peer = node->peer ? node->peer : (char *) protobuf_c_empty_string;
         e[i].status = node->status;
+        e[i].rates = ctld_stats_rates(node->stats, now);
         e[i].replica = node->replica ? node->replica
                                      : (char *) protobuf_c_empty_string;
         e[i].software = node->software ? node->software
@@ -1118,6 +1130,10 @@ ctld_admin_list_nodes(ctld_call_t *c)
     resp.canary_selector = v ? v->canary : (char *) protobuf_c_empty_string;
 
     ctld_call_reply(c, &resp.base, GRPC_STATUS_OK, NULL);
+
+    for (i = 0; i < n; i++) {
+        ctld_stats_rates_free(e[i].rates);
+    }
 
     free(e);
     free(ep);

@@ -77,6 +77,7 @@ static const ctld_conf_key_t  ctld_conf_keys[] = {
     { "store_lease",     CTLD_CONF_MSEC,   ctld_conf_at(store_lease_ms) },
     { "store_timeout",   CTLD_CONF_MSEC,   ctld_conf_at(store_timeout_ms) },
     { "replica",         CTLD_CONF_STRING, ctld_conf_at(replica) },
+    { "metrics_listen",  CTLD_CONF_STRING, ctld_conf_at(metrics_listen) },
     { NULL, 0, 0 }
 };
 
@@ -90,6 +91,7 @@ static const struct option  ctld_conf_options[] = {
     { "key",             required_argument, NULL, 'K' },
     { "command-timeout", required_argument, NULL, 'T' },
     { "status-timeout",  required_argument, NULL, 'S' },
+    { "metrics-listen",  required_argument, NULL, 'M' },
     { "insecure",        no_argument,       NULL, 'I' },
     { "store",           required_argument, NULL, 1000 },
     { "store-prefix",    required_argument, NULL, 1001 },
@@ -215,7 +217,7 @@ ctld_conf_flags(ctld_conf_t *conf, int argc, char **argv)
         { 1000, "store" }, { 1001, "store_prefix" }, { 1002, "store_tls_ca" },
         { 1003, "store_tls_cert" }, { 1004, "store_tls_key" },
         { 1005, "store_lease" }, { 1006, "store_timeout" },
-        { 1007, "replica" }, { 0, NULL }
+        { 1007, "replica" }, { 'M', "metrics_listen" }, { 0, NULL }
     };
 
     memset(set, 0, sizeof(set));
@@ -255,6 +257,7 @@ ctld_conf_usage(FILE *f)
         "      --key FILE             server private key\n"
         "      --command-timeout DUR  wait for a queue command (10s)\n"
         "      --status-timeout DUR   drop a silent node session (0: never)\n"
+        "      --metrics-listen ADDR  Prometheus metrics on http://ADDR/metrics\n"
         "      --insecure             no TLS, no identities: debugging only\n"
         "      --store etcd://HOST:PORT[,HOST:PORT...]\n"
         "                             versions, nodes and sessions in etcd\n"

@@ -29,6 +29,7 @@ typedef struct {
     int                         store_lease_ms;
     int                         store_timeout_ms;
     const char                 *replica;      /* NULL: host:port */
+    const char                 *metrics_listen;        /* NULL: none */
 } ctld_conf_t;
 
 

@@ -53,6 +53,7 @@
 #include "ctld_codec.h"
 #include "ctld_fleet.h"
 #include "ctld_log.h"
+#include "ctld_metrics.h"
 #include "ctld_node.h"
 #include "ctld_server.h"
 #include "ctld_store.h"
@@ -192,6 +193,8 @@ ctld_node_received(ctld_call_t *c, grpc_byte_buffer *bb)
     case RELAY__CONTROL__V1__NODE_MESSAGE__MSG_STATUS:
         ctld_node_set_status(n, m->status, &m->base);
         m = NULL;
+
+        ctld_stats_add(&n->stats, n->status, c->last_msg_ms);
 
         if (n->status->applied_version) {
             n->applied_version = n->status->applied_version;
@@ -359,6 +362,7 @@ ctld_node_hello(ctld_call_t *c, Relay__Control__V1__Hello *h)
              (unsigned long long) target, msg);
 
     ctld_call_enter(c, CTLD_CALL_ACTIVE);
+    ctld_metrics_session();
 
     ctld_node_publish_session(n);
     ctld_node_publish(n);
@@ -440,6 +444,9 @@ ctld_node_ack(ctld_call_t *c, Relay__Control__V1__Ack *a)
     ctld_node_t  *n;
 
     n = c->node;
+
+    ctld_metrics_ack(a->ok, a->version == n->sent_version
+                            ? ctld_now_ms() - n->sent_ms : -1);
 
     if (a->ok) {
         n->applied_version = a->version;
@@ -558,6 +565,11 @@ ctld_node_pump(ctld_call_t *c)
             s = ctld_store_wire(v);
             bb = grpc_raw_byte_buffer_create(&s, 1);
             c->sent_version = v->version;
+
+            if (c->node) {
+                c->node->sent_version = v->version;
+                c->node->sent_ms = ctld_now_ms();
+            }
 
             if (ctld_call_send(c, bb) != 0) {
                 ctld_node_end(c, GRPC_STATUS_INTERNAL, "cannot send");
@@ -1109,6 +1121,45 @@ ctld_node_add(const char *id)
 }
 
 
+/* connected nodes by the version they run, for controld's metrics */
+
+size_t
+ctld_node_versions(uint64_t *version, size_t *nodes, size_t max,
+    size_t *known)
+{
+    size_t        i, j, n;
+    ctld_node_t  *node;
+
+    n = 0;
+    *known = ctld_nnodes;
+
+    for (i = 0; i < ctld_nnodes; i++) {
+        node = ctld_nodes[i];
+
+        if (node->session == NULL) {
+            continue;
+        }
+
+        for (j = 0; j < n && version[j] != node->applied_version; j++) {
+            /* void */
+        }
+
+        if (j == n) {
+            if (n == max) {
+                continue;
+            }
+
+            version[n] = node->applied_version;
+            nodes[n++] = 0;
+        }
+
+        nodes[j]++;
+    }
+
+    return n;
+}
+
+
 static int
 ctld_node_id_valid(const char *id)
 {
@@ -1141,6 +1192,7 @@ ctld_node_free_all(void)
         }
 
         free(n->labels);
+        ctld_stats_free(n->stats);
         free(n->id);
         free(n->peer);
         free(n->replica);

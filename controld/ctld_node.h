@@ -14,6 +14,7 @@
 #include "relay_scope.h"
 #include "ctld_fleet.h"
 #include "ctld_server.h"
+#include "ctld_stats.h"
 #include "ctld_store.h"
 
 
@@ -40,6 +41,9 @@ struct ctld_node_s {
     size_t                      nlabels;
     Relay__Control__V1__NodeStatus  *status;  /* the last one, in holder */
     ProtobufCMessage           *status_holder;
+    ctld_stats_t               *stats;        /* statuses, for rates */
+    uint64_t                    sent_version; /* the last policy sent */
+    int64_t                     sent_ms;      /* ... and when */
 };
 
 
@@ -75,6 +79,8 @@ int ctld_node_connected(const ctld_node_t *n);
 size_t ctld_node_count(void);
 ctld_node_t *ctld_node_nth(size_t i);
 ctld_node_t *ctld_node_find(const char *id);
+size_t ctld_node_versions(uint64_t *version, size_t *nodes, size_t max,
+    size_t *known);
 int ctld_node_command(ctld_node_t *n, uint64_t id,
     Relay__Control__V1__QueueAction action, size_t n_ids, char **ids);
 void ctld_node_free_all(void);

@@ -45,6 +45,7 @@
 #include "ctld_clock.h"
 #include "ctld_codec.h"
 #include "ctld_log.h"
+#include "ctld_metrics.h"
 #include "ctld_server.h"
 
 
@@ -342,6 +343,7 @@ ctld_server_tick(int64_t now)
     if (ctld_client) {
         ctld_client->tick(now);
     }
+    ctld_metrics_poll(now);
 }
 
 

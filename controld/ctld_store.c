@@ -32,6 +32,7 @@
 #include "ctld_alloc.h"
 #include "ctld_codec.h"
 #include "ctld_log.h"
+#include "ctld_metrics.h"
 #include "ctld_store.h"
 
 
@@ -415,6 +416,13 @@ ctld_store_saved(void *data, ctld_version_t *v, grpc_status_code status,
     ctld_version_t  *have;
 
     if (status != GRPC_STATUS_OK) {
+
+        /* a lost race for the version is the callers', not the store's */
+
+        if (status != GRPC_STATUS_ABORTED) {
+            ctld_metrics_store_error();
+        }
+
         if (op->target == NULL) {
             ctld_store_free_version(op->v);
 

@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <errno.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -35,6 +36,8 @@
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
 
+#include "relay_classify.h"
+#include "relay_json.h"
 #include "relay_policy.h"
 #include "relay_scope.h"
 #include "relayctl.h"
@@ -85,6 +88,7 @@ static char *ctld_cli_labels(Relay__Control__V1__NodeInfo *n);
 static void ctld_cli_nodes_destinations(
     Relay__Control__V1__ListNodesResponse *r);
 static int ctld_cli_queue(ctld_cli_t *cli, int argc, char **argv);
+static int ctld_cli_stats(ctld_cli_t *cli, int argc, char **argv);
 
 static int ctld_cli_call(ctld_cli_t *cli, const char *method,
     const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc,
@@ -120,16 +124,22 @@ static const ctld_cmd_t  ctld_commands[] = {
     { "promote", ctld_cli_promote },
     { "nodes", ctld_cli_nodes },
     { "queue", ctld_cli_queue },
+    { "stats", ctld_cli_stats },
     { NULL, NULL }
 };
+
+
+/* an operator's bounce rules (--bounce-rules), before the built-in ones */
+
+static relay_classify_rules_t  *ctld_cli_rules;
 
 
 int
 main(int argc, char **argv)
 {
     int                rc, n, i;
-    char              *end, **rest;
-    const char        *s;
+    char              *end, **rest, err[512];
+    const char        *s, *rules;
     ctld_cli_t         cli;
     const ctld_cmd_t  *cmd;
 
@@ -142,6 +152,7 @@ main(int argc, char **argv)
     cli.key = getenv("RELAYCTL_KEY");
     cli.spool = getenv("RELAYCTL_SPOOL");
     cli.timeout = 10;
+    rules = getenv("RELAYCTL_BOUNCE_RULES");
 
     rest = calloc(argc + 1, sizeof(char *));
     if (rest == NULL) {
@@ -198,6 +209,10 @@ main(int argc, char **argv)
         } else if (strcmp(argv[i], "--json") == 0) {
             cli.json = 1;
 
+        } else if (strcmp(argv[i], "--bounce-rules") == 0) {
+            ctld_cli_value();
+            rules = s;
+
         } else if (strcmp(argv[i], "--timeout") == 0) {
             ctld_cli_value();
             errno = 0;
@@ -229,6 +244,18 @@ main(int argc, char **argv)
 
     if ((cli.cert == NULL) != (cli.key == NULL)) {
         return ctld_cli_usage("--cert and --key go together");
+    }
+
+    if (rules && rules[0]) {
+        ctld_cli_rules = calloc(1, sizeof(relay_classify_rules_t));
+
+        if (ctld_cli_rules == NULL
+            || relay_classify_load(ctld_cli_rules, rules, err, sizeof(err))
+               != 0)
+        {
+            ctld_cli_error("%s", ctld_cli_rules ? err : "out of memory");
+            return CTLD_EXIT_INVALID;
+        }
     }
 
     for (cmd = ctld_commands; cmd->name; cmd++) {
@@ -277,7 +304,8 @@ ctld_cli_takes_value(const char *option)
 
     static const char  *options[] = {
         "-m", "-n", "--node", "--sender", "--recipient", "--domain",
-        "--older-than", "--younger-than", "--state", "--canary"
+        "--older-than", "--younger-than", "--state", "--canary", "--interval",
+        "--count"
     };
 
     for (i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
@@ -318,6 +346,11 @@ ctld_cli_help(FILE *f)
 "                      version again\n"
 "  promote [--no-wait] the canary's version becomes the fleet's\n"
 "  nodes               nodes, their applied version, NACKs, queues\n"
+"  stats [--interval SEC] [--count N]\n"
+"                      per node: accepted and delivered per second over\n"
+"                      the last minute, queue, deferrals by category,\n"
+"                      applied version; again every SEC (2) seconds, N\n"
+"                      times (on a terminal: until interrupted; else 1)\n"
 "  queue list|flush|delete|bounce|hold|release [--node ID] [--all]\n"
 "        [QUEUE-ID ...]\n"
 "                      list or act on the queues of one or every node;\n"
@@ -327,7 +360,7 @@ ctld_cli_help(FILE *f)
 "and controld may be running or not):\n"
 "  queue list [FILTER ...]\n"
 "                      ID AGE STATE SENDER RCPTS PENDING NEXT ATTEMPTS\n"
-"                      LAST-ERROR, oldest first\n"
+"                      CATEGORY LAST-ERROR, oldest first\n"
 "  queue show QUEUE-ID [--header-only|--body-only]\n"
 "                      the envelope, then the message (as postcat)\n"
 "  queue summary [FILTER ...]\n"
@@ -352,6 +385,9 @@ CTLD_DEFAULT_SERVER ")\n"
 "  --spool DIR         queue commands on this spool, not through controld\n"
 "                      (RELAYCTL_SPOOL; --spool \"\" asks controld)\n"
 "  --json              print responses as JSON\n"
+"  --bounce-rules FILE an operator's bounce classification rules for the\n"
+"                      CATEGORY of queue listings on a spool\n"
+"                      (RELAYCTL_BOUNCE_RULES; nginx's relay_bounce_rules)\n"
 "  --timeout SEC       deadline of a call, and how long apply, rollback and\n"
 "                      promote wait for the nodes (default 10)\n"
 "  -V, --version       print the version and exit\n"
@@ -1563,6 +1599,97 @@ ctld_cli_labels(Relay__Control__V1__NodeInfo *n)
 
 /* under the table: where each node's queued mail waits to go */
 
+/*
+ * relayctl stats: ListNodes every --interval seconds, --count times; the
+ * rates come from controld (the statuses of the last minute), the table
+ * or JSON from relayctl_stats.c.
+ */
+
+static int
+ctld_cli_stats(ctld_cli_t *cli, int argc, char **argv)
+{
+    int                                    i, rc, tty;
+    char                                  *end;
+    long                                   count, n;
+    double                                 interval;
+    struct timespec                        ts;
+    Relay__Control__V1__ListNodesRequest   req = RELAY__CONTROL__V1__LIST_NODES_REQUEST__INIT;
+    Relay__Control__V1__ListNodesResponse *r;
+
+    tty = isatty(STDOUT_FILENO);
+    interval = 2;
+    count = (tty && !cli->json) ? 0 : 1;
+
+    for (i = 1; i < argc; i++) {
+        if (i + 1 < argc && strcmp(argv[i], "--interval") == 0) {
+            interval = strtod(argv[++i], &end);
+
+            if (*end != '\0' || !(interval >= 0.1) || interval > 3600) {
+                return ctld_cli_usage("stats: bad --interval \"%s\"",
+                                      argv[i]);
+            }
+
+        } else if (i + 1 < argc && strcmp(argv[i], "--count") == 0) {
+            count = strtol(argv[++i], &end, 10);
+
+            if (*end != '\0' || count < 0) {
+                return ctld_cli_usage("stats: bad --count \"%s\"", argv[i]);
+            }
+
+        } else {
+            return ctld_cli_usage("usage: stats [--interval SEC] "
+                                  "[--count N]");
+        }
+    }
+
+    for (n = 0; count == 0 || n < count; n++) {
+
+        if (n) {
+            ts.tv_sec = (time_t) interval;
+            ts.tv_nsec = (long) ((interval - ts.tv_sec) * 1e9);
+            (void) nanosleep(&ts, NULL);
+        }
+
+        rc = ctld_cli_call(cli, CTLD_METHOD("ListNodes"), &req.base,
+                           &relay__control__v1__list_nodes_response__descriptor,
+                           (ProtobufCMessage **) &r);
+        if (rc != CTLD_EXIT_OK) {
+            return rc;
+        }
+
+        ctld_stats_show(stdout, r, cli->json, tty && count != 1);
+        fflush(stdout);
+
+        relay__control__v1__list_nodes_response__free_unpacked(r, NULL);
+    }
+
+    return CTLD_EXIT_OK;
+}
+
+
+/*
+ * The CATEGORY of a queue listing: the node's (it classified with its own
+ * relay_bounce_rules), or the last error's by --bounce-rules and the
+ * built-in rules; "-" without an error.
+ */
+
+const char *
+ctld_category(const char *last_error, size_t len, const char *category)
+{
+    if (category && category[0]) {
+        return category;
+    }
+
+    if (len == 0) {
+        return "-";
+    }
+
+    return relay_classify_name(relay_classify_text(ctld_cli_rules,
+                                       (const unsigned char *) last_error,
+                                       len));
+}
+
+
 static void
 ctld_cli_nodes_destinations(Relay__Control__V1__ListNodesResponse *r)
 {
@@ -1744,9 +1871,9 @@ ctld_cli_queue(ctld_cli_t *cli, int argc, char **argv)
             continue;
         }
 
-        ctld_table_init(&t, 8);
+        ctld_table_init(&t, 9);
         ctld_table_row(&t, "  ID", "AGE", "SENDER", "RCPTS", "PENDING",
-                       "NEXT", "ATTEMPTS", "LAST-ERROR");
+                       "NEXT", "ATTEMPTS", "CATEGORY", "LAST-ERROR");
 
         for (j = 0; j < nr->n_entries; j++) {
             e = nr->entries[j];
@@ -1795,6 +1922,9 @@ ctld_cli_queue(ctld_cli_t *cli, int argc, char **argv)
                 ctld_fmt("%s", rcpts ? rcpts : "?"),
                 ctld_fmt("%s", next),
                 ctld_fmt("%u", e->attempts),
+                ctld_fmt("%s", ctld_category(e->last_error,
+                                             strlen(e->last_error),
+                                             e->category)),
                 ctld_fmt("%s", e->last_error[0] ? e->last_error : "-"));
 
             free(rcpts);
@@ -1985,103 +2115,29 @@ ctld_json_value(FILE *f, const ProtobufCFieldDescriptor *fd, const void *v,
 }
 
 
-/*
- * A JSON string: '"', '\\' and control characters escaped, valid UTF-8
- * copied, every byte of an invalid sequence written as U+FFFD.
- */
+/* a JSON string, escaped by the library's relay_json_escape() */
 
 void
 ctld_json_string(FILE *f, const char *s)
 {
-    size_t          n, i;
-    uint32_t        cp;
-    unsigned char   c;
+    size_t          len, n;
+    unsigned char  *out;
 
-    fputc('"', f);
+    len = strlen(s);
+    out = malloc(RELAY_JSON_ESCAPED_MAX(len) + 1);
 
-    while (*s) {
-        c = (unsigned char) *s;
-
-        if (c < 0x80) {
-            switch (c) {
-            case '"':
-                fputs("\\\"", f);
-                break;
-            case '\\':
-                fputs("\\\\", f);
-                break;
-            case '\n':
-                fputs("\\n", f);
-                break;
-            case '\r':
-                fputs("\\r", f);
-                break;
-            case '\t':
-                fputs("\\t", f);
-                break;
-            case '\b':
-                fputs("\\b", f);
-                break;
-            case '\f':
-                fputs("\\f", f);
-                break;
-            default:
-                if (c < 0x20 || c == 0x7f) {
-                    fprintf(f, "\\u%04x", c);
-
-                } else {
-                    fputc(c, f);
-                }
-            }
-
-            s++;
-            continue;
-        }
-
-        /* a UTF-8 sequence: its length, then its continuation bytes */
-
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 2;
-            cp = c & 0x1f;
-
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 3;
-            cp = c & 0x0f;
-
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 4;
-            cp = c & 0x07;
-
-        } else {
-            fputs("\\ufffd", f);
-            s++;
-            continue;
-        }
-
-        for (i = 1; i < n; i++) {
-            c = (unsigned char) s[i];
-
-            if ((c & 0xc0) != 0x80) {
-                break;
-            }
-
-            cp = (cp << 6) | (c & 0x3f);
-        }
-
-        if (i < n
-            || (n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff)))
-            || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        {
-            fputs("\\ufffd", f);
-            s++;
-            continue;
-        }
-
-        fwrite(s, 1, n, f);
-        s += n;
+    if (out == NULL) {
+        fputs("\"\"", f);
+        return;
     }
 
+    n = relay_json_escape(out, (const unsigned char *) s, len);
+
     fputc('"', f);
+    fwrite(out, 1, n, f);
+    fputc('"', f);
+
+    free(out);
 }
 
 

@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "relay/control/v1/control.pb-c.h"
+
 
 #define CTLD_EXIT_OK           0
 #define CTLD_EXIT_NOTHING      1
@@ -62,6 +64,14 @@ void ctld_cli_diagnose(const char *server, const char *ca, const char *cert,
 
 /* relayctl --spool DIR queue ...: argv[0] is "queue" */
 int ctld_spool_queue(const char *spool, int json, int argc, char **argv);
+
+/* relayctl stats: one answer of ListNodes (relayctl_stats.c) */
+void ctld_stats_show(FILE *f, Relay__Control__V1__ListNodesResponse *r,
+    int json, int clear);
+
+/* the category of a last error, for queue listings: "-" without one */
+const char *ctld_category(const char *last_error, size_t len,
+    const char *category);
 
 
 #endif /* _RELAYCTL_H_INCLUDED_ */

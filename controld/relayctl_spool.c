@@ -525,9 +525,9 @@ ctld_spool_list_text(ctld_spool_t *sp, relay_queue_list_t *l)
     relay_queue_msg_t   *m;
     relay_queue_entry_t *e;
 
-    ctld_table_init(&t, 9);
+    ctld_table_init(&t, 10);
     ctld_table_row(&t, "ID", "AGE", "STATE", "SENDER", "RCPTS", "PENDING",
-                   "NEXT", "ATTEMPTS", "LAST-ERROR");
+                   "NEXT", "ATTEMPTS", "CATEGORY", "LAST-ERROR");
 
     for (i = 0; i < l->n; i++) {
         e = &l->entries[i];
@@ -539,7 +539,8 @@ ctld_spool_list_text(ctld_spool_t *sp, relay_queue_list_t *l)
                                              ? sp->now - e->mtime : 0,
                                              age, sizeof(age))),
                 ctld_fmt("incomplete"), ctld_fmt("-"), ctld_fmt("-"),
-                ctld_fmt("-"), ctld_fmt("-"), ctld_fmt("-"), ctld_fmt("-"));
+                ctld_fmt("-"), ctld_fmt("-"), ctld_fmt("-"), ctld_fmt("-"),
+                ctld_fmt("-"));
             continue;
         }
 
@@ -555,6 +556,8 @@ ctld_spool_list_text(ctld_spool_t *sp, relay_queue_list_t *l)
             ctld_fmt("%s", pending && pending[0] ? pending : "-"),
             ctld_fmt("%s", ctld_spool_next(sp, m, next, sizeof(next))),
             ctld_fmt("%u", m->attempts),
+            ctld_fmt("%s", ctld_category((char *) m->last_error.data,
+                                         m->last_error.len, NULL)),
             m->last_error.len ? ctld_fmt("%.*s", (int) m->last_error.len,
                                          m->last_error.data)
                               : ctld_fmt("-"));
@@ -710,7 +713,10 @@ ctld_spool_entry_json(ctld_spool_t *sp, relay_queue_entry_t *e)
            (long long) m->arrival, (long long) (sp->now - m->arrival),
            (long long) m->next, m->attempts, (long long) m->message_size);
     ctld_spool_json_str(stdout, "last_error", &m->last_error);
-    printf(",\n      ");
+    printf(",\n      \"category\": \"%s\",\n      ",
+           m->last_error.len ? ctld_category((char *) m->last_error.data,
+                                             m->last_error.len, NULL)
+                             : "");
     ctld_spool_json_str(stdout, "client", &m->client);
     printf(",\n      ");
     ctld_spool_json_str(stdout, "helo", &m->helo);

@@ -25,6 +25,10 @@ if [ ! -f "$prefix/conf/cert.pem" ]; then
     chmod 644 "$prefix/conf/key.pem"
 fi
 
+if [ ! -f "$prefix/conf/bounce-rules" ]; then
+    cp "$top/config/bounce-rules.example" "$prefix/conf/bounce-rules"
+fi
+
 if [ ! -f "$prefix/conf/users" ]; then
     printf 'demo@example.test:%s\n' "$(openssl passwd -6 demo-password)" \
         > "$prefix/conf/users"
@@ -41,6 +45,7 @@ sed -e "s|@MODULE@|$module|" -e "s|@PREFIX@|$prefix|" \
 "$ctld_dir/controld" --listen 127.0.0.1:7443 \
     --data-dir "$prefix/controld-data" --ca "$prefix/certs/ca.pem" \
     --cert "$prefix/certs/controld.pem" --key "$prefix/certs/controld.key" \
+    --metrics-listen 127.0.0.1:9026 \
     2>>"$prefix/logs/controld.log" &
 ctld_pid=$!
 
@@ -57,17 +62,22 @@ relay running from $prefix (Ctrl-C stops it)
   submission  127.0.0.1:2587  (STARTTLS, then AUTH demo@example.test / demo-password)
   POP3        127.0.0.1:2110  (STLS, then USER/PASS demo@example.test / demo-password)
   Maildirs    $prefix/maildir/example.test/<user>/new/
-  logs        $prefix/logs/error.log, $prefix/logs/smtp.log
+  logs        $prefix/logs/error.log, $prefix/logs/smtp.log,
+              $prefix/logs/accounting.log (one JSON object per line)
+  metrics     http://127.0.0.1:9025/metrics (relay), http://127.0.0.1:9026/metrics (controld)
 try:
   swaks --server 127.0.0.1:2525 --to demo@example.test --from you@example.org
   swaks --server 127.0.0.1:2587 --tls --auth PLAIN --auth-user demo@example.test \\
         --auth-password demo-password --to someone@example.org
   curl -v --ssl-reqd -k pop3://127.0.0.1:2110/1 -u demo@example.test:demo-password
+  curl -s http://127.0.0.1:9025/metrics
+  curl -s http://127.0.0.1:9026/metrics
 controld    127.0.0.1:7443  (log $prefix/logs/controld.log), operator CLI:
   export RELAYCTL_CA=$prefix/certs/ca.pem RELAYCTL_CERT=$prefix/certs/operator.pem \\
          RELAYCTL_KEY=$prefix/certs/operator.key
   $ctld_dir/relayctl apply $top/config/policy.dev
   $ctld_dir/relayctl nodes
+  $ctld_dir/relayctl stats
 the queue on disk (nginx up or down):
   $ctld_dir/relayctl --spool $prefix/spool queue list
   $ctld_dir/relayctl --spool $prefix/spool queue summary

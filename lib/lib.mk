@@ -10,3 +10,5 @@ RELAY_LIB += relay_scope
 RELAY_LIB += relay_diff
 RELAY_LIB += relay_buf
 RELAY_LIB += relay_queue
+RELAY_LIB += relay_json
+RELAY_LIB += relay_classify

@@ -38,6 +38,7 @@
 #include <ngx_relay_sched.h>
 #include <ngx_relay_delivery.h>
 #include <ngx_relay_dsn.h>
+#include <ngx_relay_account.h>
 #include <ngx_relay_attempt.h>
 
 
@@ -559,12 +560,17 @@ ngx_relay_attempt_log_local(ngx_relay_attempt_t *at)
         if (res->rc == NGX_ERROR) {
             ngx_log_error(NGX_LOG_WARN, at->sched->log, res->err,
                           "%V: to=<%V>, relay=local, delay=%T, dsn=4.3.0, "
-                          "status=deferred (maildir %s failed)",
-                          &q->id, &r->addr, delay, res->failed);
+                          "status=deferred (maildir %s failed), "
+                          "category=other", &q->id, &r->addr, delay,
+                          res->failed);
+            ngx_relay_account_local(at->sched, q, r, 1, res->failed);
             continue;
         }
 
-        (void) ngx_atomic_fetch_add(&at->sched->counters->delivered, 1);
+        ngx_relay_account_local(at->sched, q, r, 0,
+                                res->rc == NGX_DECLINED
+                                ? "already in maildir"
+                                : "delivered to maildir");
 
         ngx_log_error(NGX_LOG_INFO, at->sched->log, 0,
                       "%V: to=<%V>, relay=local, delay=%T, dsn=2.0.0, "
@@ -1027,6 +1033,7 @@ ngx_relay_attempt_expire(ngx_relay_attempt_t *at, ngx_relay_dest_t *dst,
 
     if (now - q->arrival >= retry->lifetime) {
         dst->status = NGX_RELAY_DELIVERY_FAILED;
+        dst->expired = 1;
 
         ngx_memcpy(last, dst->reply, dst->reply_len);
         len = dst->reply_len;
@@ -1238,40 +1245,41 @@ ngx_relay_attempt_recorded(ngx_event_t *ev)
 static void
 ngx_relay_attempt_log_remote(ngx_relay_attempt_t *at)
 {
-    time_t                 delay;
-    ngx_uint_t             i, level;
-    ngx_relay_dest_t      *dst;
-    ngx_relay_counters_t  *cn;
-    static const char     *status[] = { "pending", "", "sent", "",
-                                        "deferred", "bounced" };
+    time_t              delay;
+    ngx_uint_t          i, level, category;
+    ngx_relay_dest_t   *dst;
+    static const char  *status[] = { "pending", "", "sent", "", "deferred",
+                                     "bounced" };
 
     delay = ngx_time() - at->queued.arrival;
-    cn = at->sched->counters;
 
     for (i = 0; i < at->ndests; i++) {
         dst = &at->dests[i];
 
-        switch (dst->status) {
-        case NGX_RELAY_DELIVERY_SENT:
-            (void) ngx_atomic_fetch_add(&cn->delivered, 1);
-            break;
-        case NGX_RELAY_DELIVERY_DEFERRED:
-            (void) ngx_atomic_fetch_add(&cn->deferrals, 1);
-            break;
-        default:
-            (void) ngx_atomic_fetch_add(&cn->bounced, 1);
-        }
+        category = (dst->status == NGX_RELAY_DELIVERY_SENT)
+                   ? RELAY_CLASS_OTHER
+                   : relay_classify(at->sched->bounce_rules,
+                                    (char *) dst->dsn,
+                                    ngx_strlen(dst->dsn), dst->reply,
+                                    dst->reply_len);
 
         level = (dst->status == NGX_RELAY_DELIVERY_SENT) ? NGX_LOG_INFO
                                                           : NGX_LOG_NOTICE;
 
         ngx_log_error(level, at->sched->log, 0,
                       "%V: to=<%V>, relay=%*s, delay=%T, dsn=%s, "
-                      "status=%s (%*s)%s%s%s", &at->queued.id, &dst->addr,
+                      "status=%s (%*s)%s%s%s%s%s", &at->queued.id, &dst->addr,
                       dst->relay_len, dst->relay, delay, dst->dsn,
                       status[dst->status], dst->reply_len, dst->reply,
                       dst->reused ? ", conn=reused" : "",
-                      dst->tls ? ", tls=" : "", dst->tls ? dst->tls : "");
+                      dst->tls ? ", tls=" : "", dst->tls ? dst->tls : "",
+                      dst->status == NGX_RELAY_DELIVERY_SENT
+                      ? "" : ", category=",
+                      dst->status == NGX_RELAY_DELIVERY_SENT
+                      ? "" : relay_classify_name(category));
+
+        ngx_relay_account_delivery(at->sched, &at->queued, dst, at->attempts,
+                                   category);
     }
 }
 

@@ -37,6 +37,7 @@
 #include <ngx_relay_spool.h>
 #include <ngx_relay_control.h>
 #include <ngx_relay_dkim.h>
+#include <ngx_relay_account.h>
 #include <relay_queue.h>
 
 #include <pthread.h>
@@ -508,6 +509,9 @@ ngx_relay_control_init_process(ngx_relay_control_conf_t *ccf,
     ctl->running = 1;
     ngx_relay_control = ctl;
 
+    ngx_relay_metrics_control(NGX_RELAY_METRICS_CONTROL_ON,
+                              ctl->shm->version);
+
     ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
                   "relay control: node \"%s\" subscribes to %s",
                   ctl->node_id, ctl->target);
@@ -919,6 +923,7 @@ ngx_relay_control_session(ngx_relay_control_t *ctl, grpc_channel *ch,
         if (ev.tag == NGX_RELAY_TAG_START) {
             if (ev.success) {
                 connected = 1;
+                ngx_relay_metrics_control(NGX_RELAY_METRICS_CONTROL_UP, 0);
                 ngx_relay_control_say(ctl, NGX_LOG_NOTICE,
                                       "relay control: session with %s "
                                       "started", target);
@@ -959,6 +964,8 @@ ngx_relay_control_session(ngx_relay_control_t *ctl, grpc_channel *ch,
     (void) pthread_mutex_lock(&ctl->mutex);
     ctl->call = NULL;
     (void) pthread_mutex_unlock(&ctl->mutex);
+
+    ngx_relay_metrics_control(NGX_RELAY_METRICS_CONTROL_DOWN, 0);
 
     if (status_done) {
         details = grpc_slice_to_c_string(status_details);
@@ -1320,7 +1327,10 @@ ngx_relay_control_hello(ngx_relay_control_t *ctl)
 }
 
 
-/* the node's figures: counters that every worker keeps in the zone */
+/*
+ * The node's figures: the live ones of every process's schedule and the
+ * totals, from the metrics zone (ngx_relay_metrics.c).
+ */
 
 static void
 ngx_relay_control_status(ngx_relay_control_t *ctl)
@@ -1329,8 +1339,11 @@ ngx_relay_control_status(ngx_relay_control_t *ctl)
     ngx_uint_t                            i, n;
     ngx_relay_counters_t                 *c;
     ngx_relay_dest_figure_t               top[NGX_RELAY_TOP_DESTS];
+    ngx_relay_metrics_totals_t            t;
     Relay__Control__V1__QueueDestination  qd[NGX_RELAY_TOP_DESTS];
     Relay__Control__V1__QueueDestination *qdp[NGX_RELAY_TOP_DESTS];
+    Relay__Control__V1__CategoryCount     cc[2 * RELAY_CLASS_N];
+    Relay__Control__V1__CategoryCount    *ccp[2 * RELAY_CLASS_N];
     Relay__Control__V1__NodeStatus        st =
                                       RELAY__CONTROL__V1__NODE_STATUS__INIT;
     Relay__Control__V1__NodeMessage       nm =
@@ -1344,8 +1357,12 @@ ngx_relay_control_status(ngx_relay_control_t *ctl)
 
     ngx_memzero(top, sizeof(top));
 
-    for (i = 0; i < ctl->workers && i < NGX_RELAY_MAX_WORKERS; i++) {
-        c = &ctl->shm->counters[i];
+    for (i = 0; i < NGX_RELAY_METRICS_PROCS; i++) {
+        c = ngx_relay_metrics_process(i);
+
+        if (c == NULL) {
+            continue;                       /* free, or its process gone */
+        }
 
         if (c->oldest && (oldest == 0 || (time_t) c->oldest < oldest)) {
             oldest = c->oldest;
@@ -1359,11 +1376,35 @@ ngx_relay_control_status(ngx_relay_control_t *ctl)
         st.queue_held += c->held;
         st.queue_active += c->active;
         st.queue_parked += c->parked;
-        st.accepted_total += c->accepted;
-        st.delivered_total += c->delivered;
-        st.deferred_total += c->deferrals;
-        st.bounced_total += c->bounced;
-        st.limited_total += c->limited;
+    }
+
+    ngx_relay_metrics_totals(&t);
+
+    st.accepted_total = t.accepted;
+    st.delivered_total = t.delivered;
+    st.deferred_total = t.deferred;
+    st.bounced_total = t.bounced;
+    st.limited_total = t.limited;
+
+    st.deferred_by_category = ccp;
+    st.bounced_by_category = ccp + RELAY_CLASS_N;
+
+    for (i = 0; i < RELAY_CLASS_N; i++) {
+        if (t.deferred_by[i]) {
+            n = st.n_deferred_by_category++;
+            relay__control__v1__category_count__init(&cc[n]);
+            cc[n].category = (char *) relay_classify_name(i);
+            cc[n].count = t.deferred_by[i];
+            ccp[n] = &cc[n];
+        }
+
+        if (t.bounced_by[i]) {
+            n = RELAY_CLASS_N + st.n_bounced_by_category++;
+            relay__control__v1__category_count__init(&cc[n]);
+            cc[n].category = (char *) relay_classify_name(i);
+            cc[n].count = t.bounced_by[i];
+            ccp[n] = &cc[n];
+        }
     }
 
     st.queue_oldest_age_s = (oldest && oldest < now) ? now - oldest : 0;
@@ -1454,6 +1495,9 @@ ngx_relay_control_ack(ngx_relay_control_t *ctl, uint64_t version, int ok,
     ack.version = version;
     ack.ok = ok;
     ack.reason = (char *) (reason ? reason : "");
+
+    ngx_relay_metrics_control(ok ? NGX_RELAY_METRICS_CONTROL_ACK
+                                 : NGX_RELAY_METRICS_CONTROL_NACK, version);
 
     nm.msg_case = RELAY__CONTROL__V1__NODE_MESSAGE__MSG_ACK;
     nm.ack = &ack;
@@ -1889,6 +1933,11 @@ ngx_relay_control_entry(ngx_relay_control_task_t *t, relay_queue_entry_t *e)
     qe->last_error = strndup((char *) m->last_error.data, m->last_error.len);
     qe->held = m->held;
     qe->state = strdup(relay_queue_state_name(e->state));
+    qe->category = strdup(m->last_error.len
+                          ? relay_classify_name(relay_classify_text(
+                                t->ctl->sched->bounce_rules,
+                                m->last_error.data, m->last_error.len))
+                          : "");
 
     qe->pending = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(char *));
 
@@ -2081,6 +2130,13 @@ ngx_relay_control_command_done(ngx_event_t *ev)
         ngx_log_error(NGX_LOG_WARN, ctl->log, t->note_err,
                       "relay control: queue command %uL: no note for the "
                       "workers", t->cmd->id);
+    }
+
+    if (t->cmd->action != RELAY__CONTROL__V1__QUEUE_ACTION__QUEUE_LIST) {
+        ngx_relay_account_operator(relay_queue_action_name(
+                                       ngx_relay_control_action(
+                                           t->cmd->action)),
+                                   t->cmd->id, &t->note, t->res.affected);
     }
 
     nm.msg_case = RELAY__CONTROL__V1__NODE_MESSAGE__MSG_RESULT;

@@ -160,6 +160,8 @@ struct ngx_relay_delivery_s {
 
     u_char                       relay[NGX_SOCKADDR_STRLEN + 300];
     size_t                       relay_len;
+    ngx_relay_dest_facts_t       facts;        /* for the records */
+    ngx_msec_t                   mark;         /* the phase started */
     u_char                       error[NGX_RELAY_REPLY_TEXT + 64];
     size_t                       error_len;
     const char                  *error_dsn;
@@ -251,6 +253,8 @@ static void ngx_relay_delivery_throttle_handler(ngx_event_t *ev);
 static void ngx_relay_delivery_shaped(ngx_relay_destination_ctx_t *ds);
 static ngx_int_t ngx_relay_delivery_admit(ngx_relay_delivery_t *d,
     ngx_int_t rc, ngx_msec_t wait, ngx_uint_t slow);
+static void ngx_relay_delivery_facts(ngx_relay_delivery_t *d,
+    ngx_relay_dest_t *dst);
 
 
 ngx_int_t
@@ -640,7 +644,11 @@ ngx_relay_delivery_next_host(ngx_relay_delivery_t *d)
 static void
 ngx_relay_delivery_route_handler(ngx_relay_route_ctx_t *rt)
 {
-    ngx_relay_delivery_connect(rt->data);
+    ngx_relay_delivery_t  *d = rt->data;
+
+    d->facts.dns += ngx_current_msec - d->mark;
+
+    ngx_relay_delivery_connect(d);
 }
 
 
@@ -670,6 +678,7 @@ ngx_relay_delivery_connect(ngx_relay_delivery_t *d)
             break;
 
         case NGX_AGAIN:
+            d->mark = ngx_current_msec;
             return;                 /* ngx_relay_delivery_route_handler() */
 
         case NGX_DECLINED:
@@ -798,6 +807,8 @@ ngx_relay_delivery_dial(ngx_relay_delivery_t *d)
         ngx_add_timer(&d->throttle, wait);
         return NGX_AGAIN;
     }
+
+    d->mark = ngx_current_msec;
 
     rc = ngx_event_connect_peer(&d->peer);
 
@@ -938,6 +949,7 @@ ngx_relay_delivery_enter(ngx_relay_delivery_t *d,
         break;
 
     case ngx_relay_dst_mail:
+        d->mark = ngx_current_msec;
         ngx_relay_delivery_envelope(d);
         break;
 
@@ -1193,6 +1205,8 @@ ngx_relay_delivery_write_handler(ngx_event_t *ev)
         if (ev->timer_set) {
             ngx_del_timer(ev);
         }
+
+        d->facts.connect += ngx_current_msec - d->mark;
 
         (void) ngx_relay_delivery_enter(d, ngx_relay_dst_greeting);
 
@@ -1651,6 +1665,8 @@ ngx_relay_delivery_dot_reply(ngx_relay_delivery_t *d, ngx_uint_t code)
 
     ngx_relay_delivery_remember(d);
 
+    d->facts.transfer += ngx_current_msec - d->mark;
+
     if (code / 100 == 2) {
         ngx_relay_delivery_set_accepted(d, NGX_RELAY_DELIVERY_SENT, "2.0.0");
 
@@ -1758,6 +1774,8 @@ ngx_relay_delivery_start_tls(ngx_relay_delivery_t *d)
     d->in->last = d->in->start;
     ngx_memzero(&d->rp, sizeof(ngx_relay_reply_parser_t));
 
+    d->mark = ngx_current_msec;
+
     rc = ngx_ssl_handshake(c);
 
     if (rc == NGX_AGAIN) {
@@ -1794,6 +1812,8 @@ ngx_relay_delivery_tls_handshaked(ngx_connection_t *c)
                                        "required" : "");
         return;
     }
+
+    d->facts.tls += ngx_current_msec - d->mark;
 
     if (d->route.dane) {
         if (ngx_relay_delivery_dane_verify(d) != NGX_OK) {
@@ -2362,6 +2382,8 @@ ngx_relay_delivery_set(ngx_relay_delivery_t *d, ngx_relay_dest_t *dst,
     dst->relay_len = d->relay_len;
     dst->reused = d->reused;
     dst->tls = ngx_relay_route_tls_text(&d->route);
+
+    ngx_relay_delivery_facts(d, dst);
 }
 
 
@@ -2462,4 +2484,95 @@ ngx_relay_delivery_finish(ngx_relay_delivery_t *d)
     ngx_relay_destination_leave(&d->destination);
 
     d->handler(d);
+}
+
+
+/* the delays so far, and the TLS of the connection that answered */
+
+static void
+ngx_relay_delivery_facts(ngx_relay_delivery_t *d, ngx_relay_dest_t *dst)
+{
+    ngx_connection_t  *c;
+
+    dst->facts = d->facts;
+
+    c = d->connection;
+
+    if (c == NULL || c->ssl == NULL || !c->ssl->handshaked) {
+        return;
+    }
+
+    (void) ngx_cpystrn(dst->facts.tls_version,
+                       (u_char *) SSL_get_version(c->ssl->connection),
+                       sizeof(dst->facts.tls_version));
+    (void) ngx_cpystrn(dst->facts.tls_cipher,
+                       (u_char *) SSL_get_cipher_name(c->ssl->connection),
+                       sizeof(dst->facts.tls_cipher));
+}
+
+
+/*
+ * A recipient's relay text, as ngx_relay_delivery_dial() writes it,
+ * "host[ip]:port from address (pool name)" (the last part only with an
+ * egress pool), or a single word ("none", "local"), taken apart.
+ */
+
+void
+ngx_relay_delivery_relay_parts(ngx_relay_dest_t *dst,
+    ngx_relay_relay_parts_t *parts)
+{
+    u_char  *p, *q, *last;
+
+    ngx_memzero(parts, sizeof(ngx_relay_relay_parts_t));
+
+    p = dst->relay;
+    last = p + dst->relay_len;
+
+    q = ngx_strlchr(p, last, '[');
+
+    parts->host.data = p;
+    parts->host.len = (q ? q : last) - p;
+
+    if (q == NULL) {
+        return;
+    }
+
+    p = q + 1;
+    q = ngx_strlchr(p, last, ']');
+
+    if (q == NULL) {
+        return;
+    }
+
+    parts->ip.data = p;
+    parts->ip.len = q - p;
+
+    p = q + 1;
+
+    if (p < last && *p == ':') {
+        for (q = ++p; q < last && *q >= '0' && *q <= '9'; q++) {
+            /* void */
+        }
+
+        parts->port.data = p;
+        parts->port.len = q - p;
+        p = q;
+    }
+
+    if (last - p <= 6 || ngx_strncmp(p, " from ", 6) != 0) {
+        return;
+    }
+
+    p += 6;
+    q = ngx_strlchr(p, last, ' ');
+
+    parts->egress.data = p;
+    parts->egress.len = (q ? q : last) - p;
+
+    if (q && last - q > 8 && ngx_strncmp(q, " (pool ", 7) == 0
+        && last[-1] == ')')
+    {
+        parts->pool.data = q + 7;
+        parts->pool.len = last - 1 - parts->pool.data;
+    }
 }

@@ -26,6 +26,34 @@
 #define NGX_RELAY_DELIVERY_FAILED    5
 
 
+/*
+ * What the SMTP client saw of a recipient's last try, for the accounting
+ * record: how long the delivery spent in DNS lookups, connecting, the TLS
+ * handshake and the transfer (MAIL to the reply to the end of data), and
+ * the TLS of the connection that answered for the recipient.
+ */
+
+typedef struct {
+    ngx_msec_t                   dns;
+    ngx_msec_t                   connect;
+    ngx_msec_t                   tls;
+    ngx_msec_t                   transfer;
+    u_char                       tls_version[16];   /* "": plaintext */
+    u_char                       tls_cipher[64];
+} ngx_relay_dest_facts_t;
+
+
+/* the parts of a relay text: "host[ip]:port from address (pool name)" */
+
+typedef struct {
+    ngx_str_t                    host;
+    ngx_str_t                    ip;
+    ngx_str_t                    port;
+    ngx_str_t                    egress;       /* "": the system chose */
+    ngx_str_t                    pool;
+} ngx_relay_relay_parts_t;
+
+
 typedef struct {
     ngx_uint_t                   index;        /* in the queue file */
     ngx_str_t                    addr;
@@ -40,6 +68,7 @@ typedef struct {
     unsigned                     local:1;      /* a Maildir delivery */
     time_t                       until;        /* retried until (lifetime) */
     unsigned                     throttled:1;  /* shaped: not an attempt */
+    unsigned                     expired:1;    /* past the queue lifetime */
     time_t                       retry_at;     /* throttled: when */
     u_char                       dsn[12];      /* "5.1.1" */
     u_char                       reply[NGX_RELAY_REPLY_TEXT + 8];
@@ -48,6 +77,7 @@ typedef struct {
     size_t                       relay_len;
     const char                  *tls;          /* "verify:dane": the host's
                                                   TLS policy and its source */
+    ngx_relay_dest_facts_t       facts;
 } ngx_relay_dest_t;
 
 
@@ -92,6 +122,8 @@ void *ngx_relay_delivery_data(ngx_relay_delivery_t *d);
 ngx_uint_t ngx_relay_delivery_unreachable(ngx_relay_delivery_t *d);
 void ngx_relay_delivery_free(ngx_relay_delivery_t *d);
 void ngx_relay_delivery_exit(ngx_relay_delivery_conf_t *dc);
+void ngx_relay_delivery_relay_parts(ngx_relay_dest_t *dst,
+    ngx_relay_relay_parts_t *parts);
 
 
 #endif /* _NGX_RELAY_DELIVERY_H_INCLUDED_ */

@@ -46,6 +46,7 @@
 #include <ngx_core.h>
 #include <ngx_event.h>
 #include <ngx_relay_destination.h>
+#include <ngx_relay_metrics.h>
 
 
 static ngx_int_t ngx_relay_destination_pool(ngx_relay_destination_ctx_t *ds,
@@ -515,6 +516,8 @@ ngx_relay_destination_conn(ngx_relay_destination_ctx_t *ds,
     sc->shape_key.len = ds->key.len;
     sc->shaped = 1;
 
+    ngx_relay_metrics_cache(0);
+
     return sc;
 }
 
@@ -587,6 +590,8 @@ ngx_relay_destination_take(ngx_relay_smtp_conn_t *sc)
 
     ngx_queue_remove(&sc->queue);
     sc->dest->idle--;
+    ngx_relay_metrics_idle(-1);
+    ngx_relay_metrics_cache(1);
 
     c = sc->connection;
     c->idle = 0;
@@ -626,6 +631,7 @@ ngx_relay_destination_release(ngx_relay_destination_ctx_t *ds,
 
     sc->dest = dest;
     dest->idle++;
+    ngx_relay_metrics_idle(1);
     ngx_queue_insert_head(&dest->conns, &sc->queue);
 
     if (c->write->timer_set) {
@@ -690,6 +696,7 @@ ngx_relay_destination_idle_handler(ngx_event_t *ev)
 
     ngx_queue_remove(&sc->queue);
     sc->dest->idle--;
+    ngx_relay_metrics_idle(-1);
     ngx_relay_destination_free(sc->dest);
     ngx_relay_destination_close(sc, quit);
 }
@@ -752,6 +759,7 @@ ngx_relay_destination_exit(ngx_queue_t *dests)
 
             ngx_queue_remove(&sc->queue);
             dest->idle--;
+            ngx_relay_metrics_idle(-1);
             ngx_relay_destination_close(sc, 1);
         }
 

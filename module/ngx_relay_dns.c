@@ -28,6 +28,7 @@
 #include <ares.h>
 #include <arpa/nameser.h>
 #include <ngx_relay_dns.h>
+#include <ngx_relay_metrics.h>
 
 
 typedef struct ngx_relay_dns_sock_s  ngx_relay_dns_sock_t;
@@ -333,6 +334,7 @@ ngx_relay_dns_query(ngx_relay_dns_t *dns, ngx_relay_dns_handler_pt handler,
     q->dns = dns;
     q->handler = handler;
     q->data = data;
+    q->started = ngx_relay_metrics_clock();
     q->event.handler = ngx_relay_dns_posted;
     q->event.data = q;
     q->event.log = dns->log;
@@ -1016,6 +1018,8 @@ ngx_relay_dns_finish(ngx_relay_dns_query_t *q)
         ngx_relay_dns_free(q);
         return;
     }
+
+    ngx_relay_metrics_dns(q->started);
 
     q->posted = 1;
     ngx_post_event(&q->event, &ngx_posted_events);

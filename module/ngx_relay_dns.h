@@ -85,6 +85,7 @@ struct ngx_relay_dns_query_s {
     ngx_relay_dns_t             *dns;
     ngx_event_t                  event;
     ngx_uint_t                   pending;      /* c-ares callbacks to come */
+    uint64_t                     started;      /* for the metrics */
     ngx_int_t                    temporary;    /* a part failed for now */
     unsigned                     cancelled:1;
     unsigned                     posted:1;

@@ -25,6 +25,7 @@
 #include <ngx_relay_spool.h>
 #include <ngx_relay_maildir.h>
 #include <ngx_relay_dsn.h>
+#include <ngx_relay_account.h>
 
 
 #define NGX_RELAY_DSN_MAX_ORIGINAL  (10 * 1024 * 1024)
@@ -372,6 +373,8 @@ ngx_relay_dsn_send(ngx_relay_dsn_t *dsn)
                   kind == NGX_RELAY_DSN_DELAYED ? "delay"
                   : kind == NGX_RELAY_DSN_FAILED ? "non-delivery"
                   : "success", &w->id);
+
+    ngx_relay_account_dsn(dsn, &w->id);
 
     return NGX_OK;
 

@@ -67,6 +67,7 @@
 #include <zlib.h>
 #include <ngx_relay.h>
 #include <ngx_relay_journal.h>
+#include <ngx_relay_metrics.h>
 
 
 #define NGX_RELAY_JOURNAL_FILL    65536
@@ -989,6 +990,7 @@ ngx_relay_journal_advance(ngx_relay_journal_t *j)
         j->checkpoint = i;
         j->next_nonce = ngx_relay_journal_nonce();
         j->err = 0;
+        j->started = ngx_relay_metrics_clock();
 
         if (ngx_thread_task_post(j->thread_pool, task) != NGX_OK) {
             if (!j->timer.timer_set) {
@@ -1082,6 +1084,8 @@ ngx_relay_journal_checkpoint_done(ngx_event_t *ev)
     j->busy = 0;
     s = &j->segment[j->checkpoint];
     s->checkpointing = 0;
+
+    ngx_relay_metrics_sync(NGX_RELAY_METRICS_SYNC_CHECKPOINT, j->started);
 
     if (j->err) {
         ngx_log_error(NGX_LOG_CRIT, j->log, j->err,

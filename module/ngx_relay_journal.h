@@ -64,6 +64,7 @@ struct ngx_relay_journal_s {
     ngx_event_t                    timer;
     ngx_thread_task_t             *task;        /* open or checkpoint */
     ngx_uint_t                     checkpoint;  /* segment of the task */
+    uint64_t                       started;     /* the task's, for metrics */
     uint64_t                       next_nonce;
     ngx_err_t                      err;
 

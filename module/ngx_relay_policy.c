@@ -75,9 +75,6 @@ static ngx_int_t ngx_relay_policy_build_dest(ngx_pool_t *pool,
     ngx_relay_rules_t *rules, relay_policy_t *pp);
 
 
-static ngx_relay_counters_t  ngx_relay_policy_no_counters;
-
-
 /*
  * The best match for domain in a list whose elements start with their
  * pattern (routes, retry policies): the array's element size is the stride.
@@ -847,23 +844,6 @@ ngx_relay_policy_shm_t *
 ngx_relay_policy_shm(ngx_relay_policy_t *p)
 {
     return p->zone ? ((ngx_slab_pool_t *) p->zone->shm.addr)->data : NULL;
-}
-
-
-ngx_relay_counters_t *
-ngx_relay_policy_counters(ngx_relay_policy_t *p)
-{
-    ngx_uint_t               w;
-    ngx_relay_policy_shm_t  *shm;
-
-    shm = ngx_relay_policy_shm(p);
-    if (shm == NULL) {
-        return &ngx_relay_policy_no_counters;
-    }
-
-    w = (ngx_process == NGX_PROCESS_WORKER) ? (ngx_uint_t) ngx_worker : 0;
-
-    return &shm->counters[w % NGX_RELAY_MAX_WORKERS];
 }
 
 

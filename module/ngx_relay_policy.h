@@ -89,39 +89,6 @@ typedef struct {
 } ngx_relay_tls_rule_t;
 
 
-/* a worker's destinations with the most mail, for the node's status */
-
-#define NGX_RELAY_TOP_DESTS     8
-
-typedef struct {
-    u_char                    name[64];      /* "": unused; cut to fit */
-    uint32_t                  messages;
-    uint32_t                  unreachable;
-} ngx_relay_dest_figure_t;
-
-
-/* per-worker counters summed into the node's status for controld */
-
-typedef struct {
-    ngx_atomic_t              messages;      /* in the worker's schedule */
-    ngx_atomic_t              pending;       /* recipients */
-    ngx_atomic_t              deferred;      /* messages tried before */
-    ngx_atomic_t              held;          /* by an operator */
-    ngx_atomic_t              active;        /* attempts in flight */
-    ngx_atomic_t              parked;        /* destination unreachable */
-    ngx_atomic_t              oldest;        /* arrival time; 0: none */
-    ngx_atomic_t              dests_seq;     /* odd while dests[] changes */
-    ngx_relay_dest_figure_t   dests[NGX_RELAY_TOP_DESTS];
-    ngx_atomic_t              accepted;      /* totals since start */
-    ngx_atomic_t              delivered;
-    ngx_atomic_t              deferrals;
-    ngx_atomic_t              bounced;
-    ngx_atomic_t              limited;
-} ngx_relay_counters_t;
-
-#define NGX_RELAY_MAX_WORKERS   64
-
-
 /*
  * The fleet policy in shared memory: the packed protobuf snapshot that
  * controld sent, written by the one worker that holds the control stream
@@ -137,7 +104,6 @@ typedef struct {
     size_t                    len;
     size_t                    size;          /* room in data[] */
     time_t                    started;
-    ngx_relay_counters_t      counters[NGX_RELAY_MAX_WORKERS];
     u_char                    data[1];
 } ngx_relay_policy_shm_t;
 
@@ -242,7 +208,6 @@ ngx_int_t ngx_relay_policy_limit(ngx_relay_policy_t *p,
     ngx_relay_limit_check_t *lc);
 
 ngx_relay_policy_shm_t *ngx_relay_policy_shm(ngx_relay_policy_t *p);
-ngx_relay_counters_t *ngx_relay_policy_counters(ngx_relay_policy_t *p);
 void ngx_relay_policy_publish(ngx_relay_policy_shm_t *shm, uint64_t version,
     u_char *data, size_t len);
 char **ngx_relay_policy_pool_names(ngx_relay_policy_t *p, size_t *n);

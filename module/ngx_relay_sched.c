@@ -889,6 +889,7 @@ static void
 ngx_relay_sched_count(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
     ngx_int_t n)
 {
+    ngx_uint_t                  s;
     ngx_relay_sched_figures_t  *f;
 
     if ((n > 0) == e->counted) {
@@ -905,6 +906,14 @@ ngx_relay_sched_count(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
     f->active += n * (e->state == ngx_relay_sched_running);
     f->parked += n * (e->state == ngx_relay_sched_parked);
 
+    s = (e->state == ngx_relay_sched_running) ? NGX_RELAY_QUEUE_ACTIVE
+        : (e->state == ngx_relay_sched_held) ? NGX_RELAY_QUEUE_HELD
+        : (e->state == ngx_relay_sched_parked) ? NGX_RELAY_QUEUE_PARKED
+        : e->tried ? NGX_RELAY_QUEUE_DEFERRED : NGX_RELAY_QUEUE_NEW;
+
+    f->states[s] += n;
+    f->state_rcpts[s] += n * (ngx_int_t) e->pending;
+
     if (n > 0 && (f->oldest == 0 || e->arrival < f->oldest)) {
         f->oldest = e->arrival;
 
@@ -916,11 +925,12 @@ ngx_relay_sched_count(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
 }
 
 
-/* live figures for the node's status: this worker's slot in the zone */
+/* live figures for the node's status and the queue gauges */
 
 static void
 ngx_relay_sched_publish(ngx_relay_sched_t *sc)
 {
+    ngx_uint_t                  s;
     ngx_relay_counters_t       *c;
     ngx_relay_sched_figures_t  *f;
     static ngx_event_t          oldest_event;
@@ -934,6 +944,11 @@ ngx_relay_sched_publish(ngx_relay_sched_t *sc)
     c->held = f->held;
     c->active = f->active;
     c->parked = f->parked;
+
+    for (s = 0; s < NGX_RELAY_QUEUE_STATES; s++) {
+        c->states[s] = f->states[s];
+        c->state_rcpts[s] = f->state_rcpts[s];
+    }
 
     if (!f->oldest_stale) {
         c->oldest = f->messages ? f->oldest : 0;

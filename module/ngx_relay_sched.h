@@ -14,6 +14,7 @@
 #include <ngx_relay.h>
 #include <ngx_relay_spool.h>
 #include <ngx_relay_policy.h>
+#include <ngx_relay_metrics.h>
 #include <ngx_relay_maildir.h>
 #include <ngx_relay_parse.h>
 
@@ -121,6 +122,8 @@ typedef struct {
     ngx_uint_t                   held;
     ngx_uint_t                   active;        /* attempts in flight */
     ngx_uint_t                   parked;
+    ngx_uint_t                   states[NGX_RELAY_QUEUE_STATES];
+    ngx_uint_t                   state_rcpts[NGX_RELAY_QUEUE_STATES];
     time_t                       oldest;        /* arrival; 0: none */
     unsigned                     oldest_stale:1;
 } ngx_relay_sched_figures_t;
@@ -140,7 +143,8 @@ struct ngx_relay_sched_s {
     ngx_uint_t                   workers;       /* partition of the queue */
     ngx_uint_t                   worker;
 
-    ngx_relay_counters_t        *counters;      /* this worker's, shm */
+    ngx_relay_counters_t        *counters;      /* this process's, shm */
+    relay_classify_rules_t      *bounce_rules;  /* NULL: built-in only */
     ngx_log_t                   *log;
 
     /* the schedule */

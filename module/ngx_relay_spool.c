@@ -59,6 +59,7 @@
 #include <ngx_relay.h>
 #include <ngx_relay_parse.h>
 #include <ngx_relay_spool.h>
+#include <ngx_relay_metrics.h>
 
 
 typedef struct {
@@ -70,6 +71,7 @@ typedef struct {
     unsigned                      journal_failed:1;
     ngx_relay_journal_slot_t      slot;
     ngx_uint_t                    records;     /* written and synced */
+    uint64_t                      started;     /* for the metrics */
 } ngx_relay_spool_group_t;
 
 
@@ -963,6 +965,8 @@ ngx_relay_spool_group_start(ngx_relay_spool_t *sp)
 
     ngx_relay_spool_journal_reserve(g);
 
+    g->started = ngx_relay_metrics_clock();
+
     task->ctx = g;
     task->handler = ngx_relay_spool_group_thread;
     task->event.handler = ngx_relay_spool_group_done;
@@ -1111,6 +1115,11 @@ ngx_relay_spool_group_done(ngx_event_t *ev)
     g = task->ctx;
     sp = g->spool;
     sp->commit_busy--;
+
+    ngx_relay_metrics_sync(g->journal ? NGX_RELAY_METRICS_SYNC_JOURNAL
+                           : sp->sync == NGX_RELAY_SYNC_FILES
+                           ? NGX_RELAY_METRICS_SYNC_FILES
+                           : NGX_RELAY_METRICS_SYNC_SYNCFS, g->started);
 
     if (g->journal) {
         ngx_relay_spool_journal_done(g);

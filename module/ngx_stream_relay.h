@@ -21,6 +21,7 @@
 #include <ngx_relay_policy.h>
 #include <ngx_relay_control.h>
 #include <ngx_relay_clients.h>
+#include <ngx_relay_account.h>
 
 
 #define NGX_STREAM_RELAY_LINE_MAX      512     /* RFC 5321 4.5.3.1.4 */
@@ -67,6 +68,11 @@ typedef struct {
     ngx_relay_policy_t           policy;
     ngx_relay_control_conf_t     control;
     size_t                       limit_zone_size;
+
+    /* observers */
+    ngx_flag_t                   metrics;
+    ngx_relay_account_conf_t     account;
+    relay_classify_rules_t      *bounce_rules;
 } ngx_stream_relay_main_conf_t;
 
 
@@ -102,6 +108,8 @@ typedef struct {
     off_t                        bdat_chunk;
 
     ngx_uint_t                   rejected_rcpts;
+    uint64_t                     eod;            /* end of data, for the
+                                                    metrics */
 
     unsigned                     data:1;         /* DATA received */
     unsigned                     bdat:1;         /* BDAT used */

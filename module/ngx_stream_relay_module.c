@@ -57,6 +57,11 @@ static ngx_int_t ngx_stream_relay_init_limits(ngx_conf_t *cf,
     ngx_relay_limits_conf_t *lc);
 static char *ngx_stream_relay_client_limit(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_stream_relay_accounting_log(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_stream_relay_bounce_rules(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static void ngx_stream_relay_free_rules(void *data);
 static ngx_int_t ngx_stream_relay_init_control(ngx_conf_t *cf,
     ngx_stream_relay_main_conf_t *rmcf);
 static ngx_int_t ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
@@ -235,6 +240,27 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_STREAM_MAIN_CONF_OFFSET,
       offsetof(ngx_stream_relay_main_conf_t, control.status_interval),
+      NULL },
+
+    { ngx_string("relay_metrics"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, metrics),
+      NULL },
+
+    { ngx_string("relay_accounting_log"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_stream_relay_accounting_log,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("relay_bounce_rules"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_stream_relay_bounce_rules,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("relay_tenant"),
@@ -655,6 +681,7 @@ ngx_stream_relay_create_main_conf(ngx_conf_t *cf)
     rmcf->policy.limits.fallback = NGX_CONF_UNSET_UINT;
     rmcf->policy.limits.nodes = NGX_CONF_UNSET_UINT;
     rmcf->control.status_interval = NGX_CONF_UNSET_MSEC;
+    rmcf->metrics = NGX_CONF_UNSET;
 
     return rmcf;
 }
@@ -855,6 +882,14 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     if (ngx_stream_relay_init_control(cf, rmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* the observers' zone: counters that outlive reloads */
+
+    ngx_conf_init_value(rmcf->metrics, 1);
+
+    if (ngx_relay_metrics_add_zone(cf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -1652,6 +1687,71 @@ ngx_stream_relay_own_addrs(ngx_conf_t *cf, ngx_stream_relay_main_conf_t *rmcf)
 }
 
 
+/* relay_accounting_log path [buffer=size] [flush=time] | off; */
+
+static char *
+ngx_stream_relay_accounting_log(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_stream_relay_main_conf_t  *rmcf = conf;
+
+    return ngx_relay_account_directive(cf, &rmcf->account);
+}
+
+
+/* relay_bounce_rules file; an operator's rules before the built-in ones */
+
+static char *
+ngx_stream_relay_bounce_rules(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_stream_relay_main_conf_t  *rmcf = conf;
+
+    char                 err[512];
+    ngx_str_t           *value, path;
+    ngx_pool_cleanup_t  *cln;
+
+    if (rmcf->bounce_rules) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    path = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    rmcf->bounce_rules = ngx_pcalloc(cf->pool,
+                                     sizeof(relay_classify_rules_t));
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+
+    if (rmcf->bounce_rules == NULL || cln == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (relay_classify_load(rmcf->bounce_rules, (char *) path.data, err,
+                            sizeof(err))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_stream_relay_free_rules;
+    cln->data = rmcf->bounce_rules;
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_stream_relay_free_rules(void *data)
+{
+    relay_classify_free(data);
+}
+
+
 static ngx_int_t
 ngx_stream_relay_init_module(ngx_cycle_t *cycle)
 {
@@ -1755,7 +1855,16 @@ ngx_stream_relay_init_process(ngx_cycle_t *cycle)
 
     ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
 
-    sc->counters = ngx_relay_policy_counters(&rmcf->policy);
+    if (ngx_relay_metrics_init_process(cycle, rmcf->metrics) != NGX_OK
+        || ngx_relay_account_init_process(&rmcf->account,
+                                          rmcf->thread_pool, cycle)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    sc->counters = ngx_relay_metrics_figures();
+    sc->bounce_rules = rmcf->bounce_rules;
     sc->spool.path = rmcf->spool;
     sc->spool.thread_pool = rmcf->thread_pool;
     sc->spool.sequence = ngx_random() & 0xffff;
@@ -1965,4 +2074,7 @@ ngx_stream_relay_exit_process(ngx_cycle_t *cycle)
         ngx_relay_sched_exit(ngx_stream_relay_sched);
         ngx_stream_relay_sched = NULL;
     }
+
+    ngx_relay_account_exit_process();
+    ngx_relay_metrics_exit_process();
 }

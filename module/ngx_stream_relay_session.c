@@ -203,6 +203,8 @@ ngx_stream_relay_init_session(ngx_stream_session_t *s)
 
     ngx_stream_set_ctx(s, rs, ngx_stream_relay_module);
 
+    ngx_relay_metrics_session(c);
+
     c->read->handler = ngx_stream_relay_handler;
     c->write->handler = ngx_stream_relay_handler;
     c->log->action = "in SMTP session";
@@ -635,6 +637,8 @@ ngx_stream_relay_reply(ngx_stream_relay_session_t *rs, const char *fmt, ...)
     len = ngx_min((size_t) (p - 2 - start), NGX_STREAM_RELAY_REPLY_MAX);
     ngx_memcpy(rs->reply_buf, start, len);
     rs->last_reply.len = len;
+
+    ngx_relay_metrics_reply(start, p - 2 - start);
 }
 
 
@@ -1252,10 +1256,7 @@ ngx_stream_relay_limited(ngx_stream_relay_session_t *rs,
         return NGX_BUSY;
     }
 
-    if (ngx_stream_relay_sched) {
-        (void) ngx_atomic_fetch_add(
-                            &ngx_stream_relay_sched->counters->limited, 1);
-    }
+    ngx_relay_metrics_limited(why);
 
     if (lc->what == NGX_RELAY_LIMIT_MESSAGES) {
         ngx_stream_relay_reply(rs, "450 4.7.1 Error: too many messages, "
@@ -1763,6 +1764,8 @@ ngx_stream_relay_message_end(ngx_stream_relay_session_t *rs)
         return;
     }
 
+    txn->eod = ngx_relay_metrics_clock();
+
     if (ngx_relay_spool_commit(txn->writer, ngx_stream_relay_committed, rs)
         != NGX_OK)
     {
@@ -1821,10 +1824,8 @@ ngx_stream_relay_committed(ngx_relay_spool_writer_t *w, ngx_int_t rc)
         ngx_memcpy(rs->queue_id_buf, w->id.data, w->id.len);
         rs->last_queue_id.len = w->id.len;
 
-        if (ngx_stream_relay_sched) {
-            (void) ngx_atomic_fetch_add(
-                            &ngx_stream_relay_sched->counters->accepted, 1);
-        }
+        ngx_relay_account_received(rs->connection, &w->id, &txn->env,
+                                   txn->size, txn->eod);
 
         ngx_stream_relay_reply(rs, "250 2.0.0 Ok: queued as %V", &w->id);
     }

@@ -22,6 +22,7 @@ import os
 import poplib
 import pwd
 import re
+import urllib.request
 import shlex
 import shutil
 import signal
@@ -396,6 +397,10 @@ def relay_conf(st):
                           r"\g<1>listen 127.0.0.1:%d;" % test, conf,
                           flags=re.M)
         assert n == 1, public
+    ports["metrics"] = h.alloc_ports(1)[0]
+    conf, n = re.subn(r"listen 127\.0\.0\.1:9025;",
+                      "listen 127.0.0.1:%d;" % ports["metrics"], conf)
+    assert n == 1
     logs = st.prefix / "logs"
     logs.mkdir(mode=0o755)
     conf = conf.replace("/var/log/nginx-relay/", str(logs) + "/")
@@ -503,6 +508,17 @@ def test_mail_in_over_smtp_out_over_pop3(pkgs):
     assert b"(nginx-relay/%s)" % VERSION.encode() in data
     msgs = pop3_messages(st)
     assert len(msgs) == 1 and b"deb-first" in msgs[0], msgs
+
+    # the shipped configuration keeps accounts and serves metrics
+    acct = st.logs / "accounting.log"
+    h.wait_until(lambda: acct.exists() and b'"type":"received"'
+                 in acct.read_bytes(), 15, what="the message's record")
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics"
+                                % st.ports["metrics"], timeout=5) as r:
+        text = r.read().decode()
+    m = re.search(r'^relay_accepted_messages_total(?:\{[^}]*\})? (\d+)',
+                  text, re.M)
+    assert m and int(m.group(1)) >= 1, text[:2000]
 
 
 def test_node_reports_its_version_to_controld(pkgs):

@@ -427,6 +427,9 @@ class Session:
             return False
         if reply == CLOSE:
             return False
+        if isinstance(reply, bytes):
+            self.raw(reply + b"\r\n")     # one line, octets as they are
+            return not reply.startswith(b"421")
         lines = reply.split("\n")
         code = lines[0][:3]
         text = "".join(
@@ -465,7 +468,8 @@ class Sink:
 
     Reply hooks (greeting, ehlo_reply, mail_reply, rcpt_reply, data_reply,
     dot_reply) are a string or a function (session, txn, argument) -> string
-    or None (None: the default 2xx/3xx).  A string may hold several lines
+    or None (None: the default 2xx/3xx).  Bytes are one reply line sent as
+    they are (hostile octets).  A string may hold several lines
     separated by "\\n" (a multiline reply); SILENT and CLOSE are special.
     A 421 reply closes the connection after it.  hold_data / hold_dot are
     threading.Events the session waits on (after DATA, before 354; after
@@ -734,7 +738,7 @@ class Sink:
                     r = self._pick(self.rcpt_reply, sess, txn, addr) \
                         or "250 2.1.5 Ok"
                     txn.rcpt_log.append((addr, params, r))
-                    if r.startswith("2"):
+                    if r[:1] in ("2", b"2"):
                         txn.rcpts.append(addr)
             elif verb == "DATA":
                 if txn is None or not txn.rcpts:

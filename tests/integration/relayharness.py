@@ -252,12 +252,14 @@ stream {
         access_log logs/smtp.log smtp;
     }
 }
-"""
+@@HTTP@@"""
 
 PORT_NAMES = ("main", "sub", "untrusted", "idle", "lax")
 
 
-def render_conf(ports, workers=2, stream_extra=""):
+def render_conf(ports, workers=2, stream_extra="", http_extra=""):
+    """http_extra: the inside of an http{} block (none when empty), e.g.
+    a server with "location = /metrics { relay_metrics; }"."""
     conf = CONF_TEMPLATE
     subst = {
         "STREAM_SO": STREAM_SO,
@@ -269,6 +271,8 @@ def render_conf(ports, workers=2, stream_extra=""):
         "PORT_UNTRUSTED": str(ports["untrusted"]),
         "PORT_IDLE": str(ports["idle"]),
         "PORT_LAX": str(ports["lax"]),
+        "HTTP": ("http {\n    access_log off;\n%s\n}\n" % http_extra
+                 if http_extra else ""),
     }
     for k, v in subst.items():
         conf = conf.replace("@@%s@@" % k, v)
@@ -320,11 +324,13 @@ def children_of(pid):
 class Nginx:
     """One nginx (master + workers) on its own prefix."""
 
-    def __init__(self, prefix, ports, workers=2, stream_extra=""):
+    def __init__(self, prefix, ports, workers=2, stream_extra="",
+                 http_extra=""):
         self.prefix = Path(prefix)
         self.ports = dict(ports)
         self.workers = workers
         self.stream_extra = stream_extra
+        self.http_extra = http_extra
         self.proc = None
         self.allowed_alerts = []        # regexes of expected [alert] lines
         self.write_conf()
@@ -349,13 +355,16 @@ class Nginx:
     def port(self, name):
         return self.ports[name]
 
-    def write_conf(self, workers=None, stream_extra=None):
+    def write_conf(self, workers=None, stream_extra=None, http_extra=None):
         if workers is not None:
             self.workers = workers
         if stream_extra is not None:
             self.stream_extra = stream_extra
+        if http_extra is not None:
+            self.http_extra = http_extra
         (self.prefix / "nginx.conf").write_text(
-            render_conf(self.ports, self.workers, self.stream_extra))
+            render_conf(self.ports, self.workers, self.stream_extra,
+                        self.http_extra))
 
     def _cmd(self, *args):
         return nginx_argv("-p", str(self.prefix) + "/", "-c", "nginx.conf",
@@ -563,15 +572,17 @@ def require_module():
         pytest.skip("relay module not built: %s" % RELAY_MODULE)
 
 
-def launch(tmp_path_factory, certs, name, workers=2, stream_extra=""):
+def launch(tmp_path_factory, certs, name, workers=2, stream_extra="",
+           http_extra=""):
     require_module()
     prefix = make_prefix(tmp_path_factory.mktemp(name), certs)
-    return launch_at(prefix, workers, stream_extra)
+    return launch_at(prefix, workers, stream_extra, http_extra)
 
 
-def launch_at(prefix, workers=2, stream_extra=""):
+def launch_at(prefix, workers=2, stream_extra="", http_extra=""):
     ports = dict(zip(PORT_NAMES, alloc_ports(len(PORT_NAMES))))
-    ng = Nginx(prefix, ports, workers=workers, stream_extra=stream_extra)
+    ng = Nginx(prefix, ports, workers=workers, stream_extra=stream_extra,
+               http_extra=http_extra)
     ng.start()
     return ng
 

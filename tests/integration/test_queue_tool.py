@@ -189,7 +189,8 @@ def test_list_live_shows_states_and_filters(world):
     assert text.rc == 0, text
     row = [l for l in text.out.splitlines() if l.startswith(m1 + " ")]
     assert row and re.search(r"\sdeferred\s+<a-%s@s\.example>\s+1/1\s+"
-                             r"r1-%s@qt\.test\s+in \S+\s+1\s+<r1-%s@qt\.test>"
+                             r"r1-%s@qt\.test\s+in \S+\s+1\s+\S+\s+"
+                             r"<r1-%s@qt\.test>"
                              % (tag, tag, tag), row[0]), text.out
     assert re.search(r"^\d+ messages?$", text.out.splitlines()[-1]), text
 

@@ -409,7 +409,7 @@ def test_nodes_and_queue(ctld, nodes, tmp_path):
     assert "node1: 2 messages" in q.out
     assert re.search(r"Q1ABC\s+\S+\s+<alice@example.com>\s+2/3\s+"
                      r"bob@example.net,carol@example.org\s+now\s+2\s+"
-                     r"451 4.7.1", q.out), q
+                     r"policy-rejected\s+451 4.7.1", q.out), q
     assert re.search(r"Q2HELD\s+\S+\s+<dan@example.com>\s+1/1\s+"
                      r"erin@example.net\s+held\s+1\s+-", q.out), q
     assert "\r" not in q.out
