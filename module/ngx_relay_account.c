@@ -565,7 +565,11 @@ ngx_relay_account_dsn(ngx_relay_dsn_t *dsn, ngx_str_t *id)
     ngx_relay_dest_t    *dst;
     ngx_relay_queued_t  *q;
 
-    ngx_relay_metrics_dsn(dsn->delayed);
+    static ngx_str_t  kinds[] = {
+        ngx_string("failure"), ngx_string("delay"), ngx_string("success")
+    };
+
+    ngx_relay_metrics_dsn(dsn->kind);
 
     if (ngx_relay_account_begin("dsn") != NGX_OK) {
         return;
@@ -575,9 +579,8 @@ ngx_relay_account_dsn(ngx_relay_dsn_t *dsn, ngx_str_t *id)
 
     ngx_relay_account_str("queue_id", q->id.data, q->id.len);
     ngx_relay_account_str("dsn_queue_id", id->data, id->len);
-    ngx_relay_account_str("kind",
-                          (u_char *) (dsn->delayed ? "delay" : "failure"),
-                          dsn->delayed ? 5 : 7);
+    ngx_relay_account_str("kind", kinds[dsn->kind].data,
+                          kinds[dsn->kind].len);
     ngx_relay_account_str("to", q->sender.data, q->sender.len);
     ngx_relay_account_opt("tenant", q->tenant.data, q->tenant.len);
 
@@ -586,7 +589,7 @@ ngx_relay_account_dsn(ngx_relay_dsn_t *dsn, ngx_str_t *id)
     for (i = 0, n = 0; i < dsn->ndests; i++) {
         dst = &dsn->dests[i];
 
-        if (ngx_relay_dsn_reported(q, dst, dsn->delayed)) {
+        if (ngx_relay_dsn_reported(q, dst, dsn->kind)) {
             ngx_relay_account_str(n++ ? "" : NULL, dst->addr.data,
                                   dst->addr.len);
         }

@@ -147,7 +147,7 @@ typedef struct {
                                        [NGX_RELAY_OUTCOMES];
     ngx_atomic_t                 classified[NGX_RELAY_OUTCOMES]
                                            [RELAY_CLASS_N];
-    ngx_atomic_t                 dsn[2];
+    ngx_atomic_t                 dsn[3];      /* NGX_RELAY_DSN_* */
     ngx_atomic_t                 operator[NGX_RELAY_OPERATOR_ACTIONS];
     ngx_atomic_t                 cache_hits;
     ngx_atomic_t                 cache_misses;
@@ -857,11 +857,10 @@ ngx_relay_metrics_delivery(ngx_relay_metrics_delivery_t *md)
 
 
 void
-ngx_relay_metrics_dsn(ngx_uint_t delayed)
+ngx_relay_metrics_dsn(ngx_uint_t kind)
 {
-    if (ngx_relay_metrics_zone) {
-        (void) ngx_atomic_fetch_add(&ngx_relay_metrics_zone->dsn[delayed ? 1
-                                                                    : 0], 1);
+    if (ngx_relay_metrics_zone && kind < 3) {
+        (void) ngx_atomic_fetch_add(&ngx_relay_metrics_zone->dsn[kind], 1);
     }
 }
 
@@ -1388,8 +1387,9 @@ ngx_relay_metrics_render_deliveries(ngx_relay_metrics_out_t *out,
                              "Delivery status notifications queued, by "
                              "type.");
     ngx_relay_metrics_printf(out, "relay_dsn_total{type=\"failure\"} %uA\n"
-                             "relay_dsn_total{type=\"delay\"} %uA\n",
-                             m->dsn[0], m->dsn[1]);
+                             "relay_dsn_total{type=\"delay\"} %uA\n"
+                             "relay_dsn_total{type=\"success\"} %uA\n",
+                             m->dsn[0], m->dsn[1], m->dsn[2]);
 
     ngx_relay_metrics_family(out, "relay_operator_actions_total", "counter",
                              "Messages an operator's queue command changed, "

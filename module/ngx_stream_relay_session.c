@@ -1256,7 +1256,7 @@ ngx_stream_relay_limited(ngx_stream_relay_session_t *rs,
         return NGX_BUSY;
     }
 
-    ngx_relay_metrics_limited(why);
+    ngx_relay_metrics_limited(lc->why);
 
     if (lc->what == NGX_RELAY_LIMIT_MESSAGES) {
         ngx_stream_relay_reply(rs, "450 4.7.1 Error: too many messages, "
