@@ -5,7 +5,7 @@
 
 
 /*
- * link: -lcares
+ * link: tests/no_metrics.c -lcares
  *
  * DNS answers as c-ares hands them to the module (ngx_relay_dns.c): the
  * input is the answer to an MX query (first octet even), or to the A and

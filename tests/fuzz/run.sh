@@ -52,7 +52,8 @@ cc=${FUZZ_CC:-clang}
 flags=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
        -fno-omit-frame-pointer -Wall -Wno-unused-parameter)
 ngx=(-I "$src/core" -I "$src/event" -I "$src/event/modules"
-     -I "$src/os/unix" -I "$build/objs" -I "$top/module" -I "$fuzz")
+     -I "$src/os/unix" -I "$build/objs" -I "$top/module" -I "$top/lib"
+     -I "$fuzz")
 libincs=(-I "$gen" -I "$top/lib" -I "$fuzz")
 libsrcs=()
 for name in $(sed -n 's/^RELAY_LIB *+= *//p' "$top/lib/lib.mk"); do

@@ -42,7 +42,8 @@ def nginx_argv(*args):
     return pre + [NGINX] + list(args)
 STREAM_SO = "/usr/lib/nginx/modules/ngx_stream_module.so"
 RELAY_MODULE = os.environ.get(
-    "RELAY_MODULE", "/work/main/build/objs/ngx_stream_relay_module.so")
+    "RELAY_MODULE", str(Path(__file__).resolve().parents[2] / "build" / "objs"
+                        / "ngx_stream_relay_module.so"))
 HOST = "127.0.0.1"
 HOSTNAME = "relay.test"
 MAX_SIZE = 1048576                  # relay_max_message_size 1m

@@ -12,6 +12,7 @@ Sinks on 127.0.0.64-65.  No DNS: routes to [address]:port.
 """
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -256,13 +257,20 @@ def test_reopen_after_a_move_loses_nothing(node):
 
 
 def test_the_logrotate_file_of_deploy(node):
-    """deploy/nginx-relay.logrotate, its paths made this prefix's, run by
-    logrotate(8): the file rotates, nginx reopens, no record is lost."""
+    """The package's logrotate file (deploy/debian/nginx-relay.logrotate),
+    its paths made this prefix's, its user the test's, and USR1 for
+    "nginx -s reopen" of the packaged configuration, run by logrotate(8):
+    the file rotates, nginx reopens, no record is lost."""
     top = Path(__file__).resolve().parents[2]
     logs = node.prefix / "logs"
-    text = (top / "deploy" / "nginx-relay.logrotate").read_text() \
-        .replace("/var/lib/nginx-relay/", str(node.prefix) + "/") \
-        .replace("/run/nginx-relay.pid", str(logs / "nginx.pid"))
+    pid = logs / "nginx.pid"
+    text = (top / "deploy" / "debian" / "nginx-relay.logrotate").read_text()
+    assert "/usr/sbin/nginx -c /etc/nginx-relay/nginx.conf -s reopen" in text
+    text = text.replace("/var/log/nginx-relay/", str(logs) + "/") \
+        .replace("/run/nginx-relay/nginx.pid", str(pid)) \
+        .replace("/usr/sbin/nginx -c /etc/nginx-relay/nginx.conf -s reopen",
+                 'kill -USR1 "$(cat %s)"' % pid)
+    text = re.sub(r"\n\s*create [^\n]*", "", text)
     conf = node.prefix / "logrotate.conf"
     conf.write_text(text)
     os.chmod(conf, 0o644)
@@ -282,7 +290,7 @@ def test_the_logrotate_file_of_deploy(node):
                         str(node.prefix / "logrotate.state"), str(conf)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    rotated = sorted(logs.glob("accounting.log-*"))
+    rotated = sorted(logs.glob("accounting.log.*"))
     assert rotated, sorted(p.name for p in logs.iterdir())
     ids += send(5, "b")
 

@@ -32,7 +32,10 @@ def test_policy_example_applies_to_the_dev_node():
             "demo@example.test:%s\n" % h.crypt_hash("demo-password"))
         certs = ch.make_certs(prefix / "certs", "dev-node")
 
-        ports = {p: eh.alloc_port() for p in (2525, 2587, 2110, 7443)}
+        shutil.copy(TOP / "config" / "bounce-rules.example",
+                    prefix / "conf" / "bounce-rules")
+
+        ports = {p: eh.alloc_port() for p in (2525, 2587, 2110, 7443, 9025)}
         conf = (TOP / "config" / "nginx.conf.in").read_text()
         conf = conf.replace("@MODULE@", h.RELAY_MODULE) \
                    .replace("@PREFIX@", str(prefix))

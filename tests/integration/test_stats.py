@@ -77,7 +77,7 @@ def test_controld_metrics_and_stats(ctld):
     try:
         p = ctld.work / "p.policy"
         p.write_text("route example.com [10.0.0.1]:25;\n")
-        assert relayctl(ctld, "apply", p).rc == 0
+        assert relayctl(ctld, "apply", p).rc == 10      # s2 NACKs
         p.write_text("route example.com [10.0.0.1]:25;\n")
         assert relayctl(ctld, "apply", p).rc == 1        # unchanged
         p.write_text("route example.com [10.0.0.1:25;\n")

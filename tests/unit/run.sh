@@ -33,7 +33,7 @@ mkdir -p "$out"
 
 cc=${CC:-cc}
 incs=(-I "$src/core" -I "$src/event" -I "$src/event/modules"
-      -I "$src/os/unix" -I "$build/objs" -I "$top/module" -I "$unit")
+      -I "$src/os/unix" -I "$build/objs" -I "$top/module" -I "$top/lib" -I "$unit")
 
 # the flags nginx builds the module with (objs/Makefile, dpkg-buildflags)
 cflags=(-pipe -O2 -W -Wall -Wpointer-arith -Wno-unused-parameter -Werror -g
