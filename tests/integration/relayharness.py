@@ -278,6 +278,10 @@ def render_conf(ports, workers=2, stream_extra="", http_extra=""):
     for k, v in subst.items():
         conf = conf.replace("@@%s@@" % k, v)
     assert "@@" not in conf
+    if SANITIZE_PRELOAD:
+        # a binary upgrade (USR2) execs nginx with only the "env" variables
+        conf = ("env LD_PRELOAD;\nenv ASAN_OPTIONS;\nenv UBSAN_OPTIONS;\n"
+                + conf)
     return conf
 
 

@@ -227,9 +227,9 @@ def test_reopen_after_a_move_loses_nothing(node):
 
     # records keep coming while the file is away, and after the reopen
     during = send(5, "b")
-    r = subprocess.run([h.NGINX, "-p", str(node.prefix) + "/", "-c",
-                        "nginx.conf", "-s", "reopen"], capture_output=True,
-                       timeout=30)
+    r = subprocess.run(h.nginx_argv("-p", str(node.prefix) + "/", "-c",
+                                    "nginx.conf", "-s", "reopen"),
+                       capture_output=True, timeout=30)
     assert r.returncode == 0, r.stderr
     h.wait_until(path.exists, 10, what="a new accounting.log")
     after = send(10, "c")

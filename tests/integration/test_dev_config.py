@@ -48,8 +48,8 @@ def test_policy_example_applies_to_the_dev_node():
 
         log = open(prefix / "logs" / "stderr.log", "ab")
         nginx = subprocess.Popen(
-            [h.NGINX, "-p", str(prefix) + "/", "-c", "nginx.conf",
-             "-g", "daemon off;"], stdout=log, stderr=log,
+            h.nginx_argv("-p", str(prefix) + "/", "-c", "nginx.conf",
+                         "-g", "daemon off;"), stdout=log, stderr=log,
             stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         error_log = prefix / "logs" / "error.log"

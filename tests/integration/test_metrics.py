@@ -254,7 +254,7 @@ def test_queue_gauges_follow_the_schedule(node, sink):
         node.metrics_port,
         lambda m: mh.total(m, "relay_queue_messages") == queued + 1
         and waiting(m) == waiting(base) + 1,
-        timeout=8, what="the message deferred in the gauges")
+        timeout=20, what="the message deferred in the gauges")
     assert mh.total(m, "relay_queue_recipients") >= 1
     assert mh.value(m, "relay_deliveries_classified_total",
                     outcome="deferred", category="connection-failure") >= 1
