@@ -484,6 +484,8 @@ ngx_relay_account_delivery(ngx_relay_sched_t *sc, ngx_relay_queued_t *q,
                           ngx_strlen(f->tls_version));
     ngx_relay_account_opt("tls_cipher", f->tls_cipher,
                           ngx_strlen(f->tls_cipher));
+    ngx_relay_account_opt("tls_policy", (u_char *) dst->tls,
+                          dst->tls ? ngx_strlen(dst->tls) : 0);
     ngx_relay_account_str("reply", dst->reply, dst->reply_len);
     ngx_relay_account_uint("attempt", attempt);
     ngx_relay_account_printf(64, ",\"reused\":%s,\"throttled\":%s",

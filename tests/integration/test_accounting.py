@@ -171,6 +171,8 @@ def test_every_line_parses_and_matches_the_sinks(node, sink):
                 sink.port, r
             assert r["dsn"] == "2.0.0" and r["attempt"] == 1
             assert r["reply"].startswith("250 ")
+            # the host's effective TLS policy and its source, as logged
+            assert r["tls_policy"] == "opportunistic:default", r
             for k in ("delay_queue", "delay_dns", "delay_connect",
                       "delay_tls", "delay_transfer"):
                 assert isinstance(r[k], (int, float)) and r[k] >= 0, (k, r)
