@@ -3020,18 +3020,34 @@ relay_policy_seen_free(relay_policy_seen_t *st)
 static int
 relay_policy_check_scopes(const relay_policy_t *p, char *err, size_t errlen)
 {
+    char                  canon[RELAY_SCOPE_MAX_LEN + 1];
     size_t                j, k, nl;
-    const char           *why;
+    const char           *why, *scope;
     relay_policy_list_t   l[RELAY_POLICY_MAX_LISTS];
 
     nl = relay_policy_lists((relay_policy_t *) p, l);
 
     for (k = 0; k < nl; k++) {
         for (j = 0; j < *l[k].n; j++) {
-            why = relay_scope_check(relay_policy_scope_of(l[k].elts[j]));
+            scope = relay_policy_scope_of(l[k].elts[j]);
 
+            why = relay_scope_check(scope);
             if (why) {
                 relay_fail("%s[%zu].nodes: %s", l[k].field->name, j, why);
+            }
+
+            /*
+             * One way to write each selector, the text form's (its terms
+             * sorted), so that the text form of a policy parses back to
+             * the same policy.  Policies made from text always are.
+             */
+
+            if (scope[0]
+                && (relay_scope_canonical(scope, canon, sizeof(canon)) != 0
+                    || strcmp(scope, canon) != 0))
+            {
+                relay_fail("%s[%zu].nodes: \"%s\" is not in canonical "
+                           "form", l[k].field->name, j, scope);
             }
         }
     }
