@@ -13,8 +13,10 @@ arrives, as in production (the relay with relay_route, Postfix with
 relayhost): the latency includes what delivery does to the disk meanwhile.
 --no-deliver keeps the mail queued instead (Postfix's hold queue).
 
-Prints a disk floor first (the same syncs by hand on the same file system),
-then p50/p90/p99/p99.9/max (ms) per server and, for the relay, the target:
+Per server, prints a disk floor (the same syncs by hand on the same file
+system, taken in --probe-blocks blocks between the server's messages, so in
+the same minutes: the disk of a shared machine changes from one minute to
+the next), then p50/p90/p99/p99.9/max (ms) and, for the relay, the target:
 p99 at most 1.5 times the floor's p99 of the same run.  By default it starts
 both servers itself (bench/lib.sh) inside a private loopback-only network
 namespace, in a work dir under /var/tmp that it removes at the end;
@@ -34,9 +36,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 
 
-def run(addr, count, conns, size, warmup, deadline):
+def run(addr, count, conns, size, warmup, deadline, between=None, every=0):
     """Send warmup + count messages; return (eod latencies, whole
-    transaction latencies) in seconds, for the counted messages."""
+    transaction latencies) in seconds, for the counted messages.  With
+    "between", it is called after every "every" counted messages (outside
+    any message's clock), to take the disk floor in the same minutes."""
     total = warmup + count
     per_conn = -(-total // conns)
     eod, txn = [], []
@@ -65,6 +69,8 @@ def run(addr, count, conns, size, warmup, deadline):
                 if sent >= warmup:
                     eod.append(t2 - t1)
                     txn.append(t2 - t0)
+                    if between and every and len(eod) % every == 0:
+                        between()
                 sent += 1
             c.cmd(b"QUIT", 221)
         finally:
@@ -72,47 +78,65 @@ def run(addr, count, conns, size, warmup, deadline):
     return eod, txn
 
 
-def disk_probe(work, size, n):
+class DiskProbe:
     """The durable-write floor on the spools' filesystem, per message: the
     relay's path (a new queue file written but not synced, the same octets
     overwriting the next record of a journal whose blocks were written
     beforehand, fdatasync of the journal) and Postfix's (a new file
-    written, fsync).  Returns sorted latencies (s)."""
-    d = os.path.join(work, "probe")
-    os.makedirs(os.path.join(d, "q"), exist_ok=True)
-    data = b"x" * (size + 600)
-    record = -(-(len(data) + 64) // 8) * 8
-    jsize = record * n + 4096
-    jfd = os.open(os.path.join(d, "journal"),
-                  os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.write(jfd, bytes(jsize))
-    os.fsync(jfd)
-    relay_like, pf_like = [], []
-    clock = time.perf_counter
-    try:
-        for i in range(n):
-            t0 = clock()
-            fd = os.open(os.path.join(d, "q", str(i)),
-                         os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            os.write(fd, data)
-            os.pwrite(jfd, data, 512 + i * record)
-            os.fdatasync(jfd)
-            os.close(fd)
-            t1 = clock()
-            fd = os.open(os.path.join(d, "q", "p%d" % i),
-                         os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            os.write(fd, data)
-            os.fsync(fd)
-            os.close(fd)
-            t2 = clock()
-            relay_like.append(t1 - t0)
-            pf_like.append(t2 - t1)
-    finally:
-        os.close(jfd)
-        os.unlink(os.path.join(d, "journal"))
-        for f in os.listdir(os.path.join(d, "q")):
-            os.unlink(os.path.join(d, "q", f))
-    return sorted(relay_like), sorted(pf_like)
+    written, fsync).  Taken in blocks, so that a block can run between the
+    server's messages: the disk of a shared machine changes from minute to
+    minute, and the floor must be the one of the same minutes."""
+
+    def __init__(self, work, size, n):
+        self.dir = os.path.join(work, "probe")
+        os.makedirs(os.path.join(self.dir, "q"), exist_ok=True)
+        self.data = b"x" * (size + 600)
+        self.record = -(-(len(self.data) + 64) // 8) * 8
+        self.n = n
+        self.relay_like, self.pf_like = [], []
+
+    def block(self, n):
+        d = self.dir
+        jsize = self.record * n + 4096
+        jfd = os.open(os.path.join(d, "journal"),
+                      os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(jfd, bytes(jsize))
+        os.fsync(jfd)
+        clock = time.perf_counter
+        try:
+            for i in range(n):
+                t0 = clock()
+                fd = os.open(os.path.join(d, "q", str(i)),
+                             os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                os.write(fd, self.data)
+                os.pwrite(jfd, self.data, 512 + i * self.record)
+                os.fdatasync(jfd)
+                os.close(fd)
+                t1 = clock()
+                fd = os.open(os.path.join(d, "q", "p%d" % i),
+                             os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                os.write(fd, self.data)
+                os.fsync(fd)
+                os.close(fd)
+                t2 = clock()
+                self.relay_like.append(t1 - t0)
+                self.pf_like.append(t2 - t1)
+        finally:
+            os.close(jfd)
+            os.unlink(os.path.join(d, "journal"))
+            for f in os.listdir(os.path.join(d, "q")):
+                os.unlink(os.path.join(d, "q", f))
+
+    def report(self, fs_name, when):
+        rl, pl = sorted(self.relay_like), sorted(self.pf_like)
+        p = lambda v, q: 1000.0 * benchlib.percentile(v, q)  # noqa: E731
+        print("disk floor (%s, n=%d, %s): journal overwrite+fdatasync "
+              "p50 %.3f p99 %.3f ms; new file write+fsync p50 %.3f "
+              "p99 %.3f ms"
+              % (fs_name, len(rl), when, p(rl, .5), p(rl, .99),
+                 p(pl, .5), p(pl, .99)))
+        sys.stdout.flush()
+        return p(rl, .99)
 
 
 def report(name, eod, txn, target_ms=None, target_what=""):
@@ -134,6 +158,31 @@ def report(name, eod, txn, target_ms=None, target_what=""):
           % ("", p(txn, .5), p(txn, .9), p(txn, .99), ms(txn[-1]),
              len(txn) / sum(txn)))
     sys.stdout.flush()
+
+
+def probed_run(srv, args, addr):
+    """One server's run, the disk probe's blocks spread over it."""
+    blocks = max(1, min(args.probe_blocks, args.count)) if args.probe else 0
+    probe = DiskProbe(srv.root, args.size, args.probe) if blocks else None
+    srv.probe = probe
+    if not probe:
+        return run(addr, args.count, args.conns, args.size, args.warmup,
+                   time.monotonic() + args.timeout)
+    per_block = -(-args.probe // blocks)
+    probe.block(per_block)
+    return run(addr, args.count, args.conns, args.size, args.warmup,
+               time.monotonic() + args.timeout,
+               between=lambda: (probe.block(per_block)
+                                if len(probe.relay_like) < args.probe
+                                else None),
+               every=max(1, args.count // blocks))
+
+
+def floor(srv, args, when):
+    probe = getattr(srv, "probe", None)
+    if not probe:
+        return None
+    return probe.report(srv.fs_name(), when)
 
 
 def main():
@@ -159,7 +208,11 @@ def main():
     ap.add_argument("--timeout", type=float, default=600,
                     help="seconds allowed per server (default 600)")
     ap.add_argument("--probe", type=int, default=300,
-                    help="disk probe iterations, 0 to skip (default 300)")
+                    help="disk probe iterations per server run, 0 to skip "
+                         "(default 300)")
+    ap.add_argument("--probe-blocks", type=int, default=10,
+                    help="the probe runs in this many blocks spread over "
+                         "each server's run (default 10; 1: before it)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
     ap.add_argument("--no-deliver", dest="deliver", action="store_false",
                     help="keep the mail queued (default: relay it on to "
@@ -182,7 +235,6 @@ def main():
     sys.stdout.flush()
     srv = benchlib.Servers(keep=args.keep)
     crashed = False
-    floor_p99 = None
     try:
         srv.settle()
         if args.deliver:
@@ -193,16 +245,6 @@ def main():
                 "    relay_resolver 127.0.0.1:1;\n"
                 "    relay_route remote.test [127.0.0.1]:%d;\n"
                 % args.sink_port)
-        if args.probe:
-            rl, pl = disk_probe(srv.root, args.size, args.probe)
-            p = lambda v, q: 1000.0 * benchlib.percentile(v, q)  # noqa: E731
-            floor_p99 = p(rl, .99)
-            print("disk floor (%s, n=%d): journal overwrite+fdatasync "
-                  "p50 %.3f p99 %.3f ms; new file write+fsync p50 %.3f "
-                  "p99 %.3f ms"
-                  % (srv.fs_name(), args.probe, p(rl, .5), p(rl, .99),
-                     p(pl, .5), p(pl, .99)))
-            sys.stdout.flush()
         extra = os.environ.get("RELAY_STREAM_EXTRA", "")
         for t in targets:
             if t == "relay-dkim":
@@ -230,8 +272,8 @@ def main():
                 else:
                     srv.start_relay(args.relay_port)
                     addr = ("127.0.0.1", args.relay_port)
-                eod, txn = run(addr, args.count, args.conns, args.size,
-                               args.warmup, time.monotonic() + args.timeout)
+                eod, txn = probed_run(srv, args, addr)
+                floor_p99 = floor(srv, args, "during the relay's run")
                 report("relay", eod, txn,
                        target_ms=1.5 * floor_p99 if floor_p99 else None,
                        target_what=" (1.5 x the floor's p99)")
@@ -243,8 +285,8 @@ def main():
                     srv.start_postfix(args.postfix_port, pf_mode,
                                       args.sink_port)
                     addr = ("127.0.0.1", args.postfix_port)
-                eod, txn = run(addr, args.count, args.conns, args.size,
-                               args.warmup, time.monotonic() + args.timeout)
+                eod, txn = probed_run(srv, args, addr)
+                floor(srv, args, "during Postfix's run")
                 report("postfix", eod, txn)
                 srv.stop_postfix()
             else:

@@ -1321,6 +1321,10 @@ ngx_relay_attempt_end(ngx_relay_attempt_t *at)
     }
 
     if (at->writer) {
+        if (at->removed) {
+            ngx_relay_spool_gone(at->writer);
+        }
+
         ngx_relay_spool_release(at->writer);
 
     } else if (at->fd != NGX_INVALID_FILE) {

@@ -18,16 +18,29 @@
  * directory entry: on this kind of disk it costs a fifth of what creating
  * a durable file costs.
  *
- * Checkpoint: once a segment is full or its first record is "interval"
- * old, the other segment takes the new records and a thread task runs
- * syncfs() on the spool (every queue file of the segment is now durable by
- * itself), then gives the segment a new nonce.  Records carry the nonce of
- * their segment, so that one header write retires all of them.
+ * A message goes to the scheduler as soon as its group is durable: it may
+ * be delivered, marked or removed while its record is still valid.
  *
- * A message is handed to the scheduler only after its segment's
- * checkpoint.  Until then nothing delivers, marks or removes it, so a
- * record still valid after a crash always describes its queue file as it
- * must be.
+ * Checkpoint: once a segment is full or its first record is "interval"
+ * old, the other segment takes the new records and the segment is sealed.
+ * Each of its messages whose queue file is still there ("live") needs
+ * that file durable by itself before the record may go, and a thread task
+ * runs syncfs() on the spool for them; messages delivered meanwhile need
+ * nothing.  So a sealed segment waits up to another "interval" for its
+ * live messages to go: when they all went, as they do when the next hops
+ * answer at once, the checkpoint syncs no queue file at all, and a queue
+ * file that lived a few milliseconds never reaches the disk.  Then the
+ * task gives the segment a new nonce.  Records carry the nonce of their
+ * segment, so that one header write retires all of them.
+ *
+ * What a crash costs:
+ *   - a process crash (kill -9): nothing; the page cache has every queue
+ *     file as the scheduler left it;
+ *   - a machine crash: the records of segments not yet retired are written
+ *     back as they were accepted.  A message delivered or bounced in the
+ *     last moments before the crash may be delivered again, as with any
+ *     MTA whose removal of a queue file had not reached the disk; none is
+ *     lost.
  *
  * Recovery, by the master at start and by every queue scan for journals
  * whose owner died:
@@ -100,6 +113,10 @@ static void ngx_relay_journal_open_done(ngx_event_t *ev);
 static ngx_int_t ngx_relay_journal_fill(ngx_relay_journal_t *j);
 static void ngx_relay_journal_advance(ngx_relay_journal_t *j);
 static void ngx_relay_journal_timer_handler(ngx_event_t *ev);
+static void ngx_relay_journal_seal(ngx_relay_journal_segment_t *s);
+static ngx_uint_t ngx_relay_journal_linger(ngx_relay_journal_t *j,
+    ngx_relay_journal_segment_t *s);
+static void ngx_relay_journal_linger_handler(ngx_event_t *ev);
 static void ngx_relay_journal_checkpoint_thread(void *data, ngx_log_t *log);
 static void ngx_relay_journal_checkpoint_done(ngx_event_t *ev);
 static ngx_int_t ngx_relay_journal_recover_one(int dir_fd, int queue_fd,
@@ -660,8 +677,6 @@ ngx_relay_journal_open(ngx_relay_journal_t *j)
         return NGX_ERROR;
     }
 
-    ngx_queue_init(&j->segment[0].parked);
-    ngx_queue_init(&j->segment[1].parked);
     j->segment[0].nonce = ngx_relay_journal_nonce();
     j->segment[1].nonce = ngx_relay_journal_nonce();
 
@@ -671,6 +686,11 @@ ngx_relay_journal_open(ngx_relay_journal_t *j)
     j->timer.data = j;
     j->timer.log = j->log;
     j->timer.cancelable = 1;
+
+    j->linger.handler = ngx_relay_journal_linger_handler;
+    j->linger.data = j;
+    j->linger.log = j->log;
+    j->linger.cancelable = 1;
 
     task = ngx_calloc(sizeof(ngx_thread_task_t), j->log);
     if (task == NULL) {
@@ -801,8 +821,7 @@ ngx_relay_journal_open_done(ngx_event_t *ev)
 
 /*
  * A worker's end: one syncfs() makes every queue file durable by itself,
- * then the journal goes.  Parked messages stay in the queue, unlocked, for
- * the next scan of whichever worker.
+ * then the journal goes.
  */
 
 void
@@ -810,6 +829,10 @@ ngx_relay_journal_close(ngx_relay_journal_t *j)
 {
     if (j->timer.timer_set) {
         ngx_del_timer(&j->timer);
+    }
+
+    if (j->linger.timer_set) {
+        ngx_del_timer(&j->linger);
     }
 
     if (!j->ready || j->fd == NGX_INVALID_FILE) {
@@ -859,7 +882,7 @@ ngx_relay_journal_reserve(ngx_relay_journal_t *j, size_t len,
     s = &j->segment[j->active];
 
     if (s->sealed || s->used + (off_t) len > room) {
-        s->sealed = 1;
+        ngx_relay_journal_seal(s);
         ngx_relay_journal_advance(j);
 
         s = &j->segment[j->active];
@@ -909,13 +932,29 @@ ngx_relay_journal_skip(ngx_relay_journal_t *j, ngx_relay_journal_slot_t *slot)
 }
 
 
-/* a message that got its "250": the scheduler gets it at the checkpoint */
+/*
+ * A message of the segment whose queue file was removed (delivered,
+ * bounced): the checkpoint has one file fewer to make durable.  Nothing
+ * when the segment has been retired since.
+ */
 
 void
-ngx_relay_journal_park(ngx_relay_journal_t *j, ngx_uint_t segment,
-    ngx_queue_t *q)
+ngx_relay_journal_gone(ngx_relay_journal_t *j, ngx_uint_t segment,
+    uint64_t nonce)
 {
-    ngx_queue_insert_tail(&j->segment[segment].parked, q);
+    ngx_relay_journal_segment_t  *s;
+
+    s = &j->segment[segment];
+
+    if (s->nonce != nonce || s->live == 0) {
+        return;
+    }
+
+    s->live--;
+
+    if (s->live == 0 && s->sealed && !s->checkpointing) {
+        ngx_relay_journal_advance(j);
+    }
 }
 
 
@@ -933,11 +972,12 @@ ngx_relay_journal_written(ngx_relay_journal_t *j, ngx_uint_t segment,
     s = &j->segment[segment];
     s->writing--;
     s->records += records;
+    s->live += records;
 
-    /* a hole, or enough parked messages (each holds its descriptor) */
+    /* a hole, or a segment long enough: a checkpoint bounds the replay */
 
-    if (failed || s->records >= NGX_RELAY_JOURNAL_MAX_PARKED) {
-        s->sealed = 1;
+    if (failed || s->records >= NGX_RELAY_JOURNAL_MAX_RECORDS) {
+        ngx_relay_journal_seal(s);
     }
 
     if (!j->timer.timer_set && (s->records || s->sealed)) {
@@ -945,6 +985,16 @@ ngx_relay_journal_written(ngx_relay_journal_t *j, ngx_uint_t segment,
     }
 
     ngx_relay_journal_advance(j);
+}
+
+
+static void
+ngx_relay_journal_seal(ngx_relay_journal_segment_t *s)
+{
+    if (!s->sealed) {
+        s->sealed = 1;
+        s->sealed_at = ngx_current_msec;
+    }
 }
 
 
@@ -961,7 +1011,7 @@ ngx_relay_journal_advance(ngx_relay_journal_t *j)
     other = &j->segment[j->active ^ 1];
 
     if (s->sealed && !other->sealed && !other->checkpointing
-        && other->records == 0 && ngx_queue_empty(&other->parked))
+        && other->records == 0)
     {
         j->active ^= 1;
     }
@@ -982,12 +1032,17 @@ ngx_relay_journal_advance(ngx_relay_journal_t *j)
             continue;
         }
 
+        if (s->live && ngx_relay_journal_linger(j, s)) {
+            continue;
+        }
+
         task = j->task;
         task->handler = ngx_relay_journal_checkpoint_thread;
         task->event.handler = ngx_relay_journal_checkpoint_done;
         task->event.data = j;
 
         j->checkpoint = i;
+        j->sync_queue = (s->live != 0);
         j->next_nonce = ngx_relay_journal_nonce();
         j->err = 0;
         j->started = ngx_relay_metrics_clock();
@@ -1005,6 +1060,38 @@ ngx_relay_journal_advance(ngx_relay_journal_t *j)
 
         return;
     }
+}
+
+
+/*
+ * A sealed segment whose messages are still being delivered waits for
+ * them, up to "interval": with none left, its checkpoint syncs nothing.
+ */
+
+static ngx_uint_t
+ngx_relay_journal_linger(ngx_relay_journal_t *j,
+    ngx_relay_journal_segment_t *s)
+{
+    ngx_msec_int_t  left;
+
+    left = (ngx_msec_int_t) (s->sealed_at + j->interval - ngx_current_msec);
+
+    if (left <= 0) {
+        return 0;
+    }
+
+    if (!j->linger.timer_set) {
+        ngx_add_timer(&j->linger, (ngx_msec_t) left);
+    }
+
+    return 1;
+}
+
+
+static void
+ngx_relay_journal_linger_handler(ngx_event_t *ev)
+{
+    ngx_relay_journal_advance(ev->data);
 }
 
 
@@ -1039,7 +1126,7 @@ ngx_relay_journal_timer_handler(ngx_event_t *ev)
         return;
     }
 
-    s->sealed = 1;
+    ngx_relay_journal_seal(s);
     ngx_relay_journal_advance(j);
 }
 
@@ -1051,7 +1138,9 @@ ngx_relay_journal_checkpoint_thread(void *data, ngx_log_t *log)
 
     u_char  h[NGX_RELAY_JOURNAL_HEADER_LEN];
 
-    if (syncfs(j->queue_fd) == -1) {
+    /* the queue files of live messages become durable by themselves */
+
+    if (j->sync_queue && syncfs(j->queue_fd) == -1) {
         j->err = errno;
         return;
     }
@@ -1067,7 +1156,16 @@ ngx_relay_journal_checkpoint_thread(void *data, ngx_log_t *log)
         return;
     }
 
-    if (fdatasync(j->fd) == -1) {
+    /*
+     * When every message of the segment left, the header need not be on
+     * the disk now: the first group that writes into the segment again
+     * syncs it with its records, before its "250".  Until then a crash
+     * replays records of messages that left, so some may go out twice,
+     * none is lost; an fdatasync() here would only meet the next group's
+     * on the disk.
+     */
+
+    if (j->sync_queue && fdatasync(j->fd) == -1) {
         j->err = errno;
     }
 }
@@ -1078,14 +1176,15 @@ ngx_relay_journal_checkpoint_done(ngx_event_t *ev)
 {
     ngx_relay_journal_t  *j = ev->data;
 
-    ngx_queue_t                  *q;
     ngx_relay_journal_segment_t  *s;
 
     j->busy = 0;
     s = &j->segment[j->checkpoint];
     s->checkpointing = 0;
 
-    ngx_relay_metrics_sync(NGX_RELAY_METRICS_SYNC_CHECKPOINT, j->started);
+    ngx_relay_metrics_sync(j->sync_queue ? NGX_RELAY_METRICS_SYNC_CHECKPOINT
+                                         : NGX_RELAY_METRICS_SYNC_RETIRE,
+                           j->started);
 
     if (j->err) {
         ngx_log_error(NGX_LOG_CRIT, j->log, j->err,
@@ -1102,13 +1201,8 @@ ngx_relay_journal_checkpoint_done(ngx_event_t *ev)
     s->nonce = j->next_nonce;
     s->used = 0;
     s->records = 0;
+    s->live = 0;
     s->sealed = 0;
-
-    while (!ngx_queue_empty(&s->parked)) {
-        q = ngx_queue_head(&s->parked);
-        ngx_queue_remove(q);
-        j->settled(j->data, q);
-    }
 
     ngx_relay_journal_advance(j);
 

@@ -18,7 +18,7 @@
 #define NGX_RELAY_JOURNAL_RECORD      0x31434552      /* "REC1" */
 #define NGX_RELAY_JOURNAL_PAD         0x31444150      /* "PAD1" */
 #define NGX_RELAY_JOURNAL_INFLIGHT    2               /* groups writing */
-#define NGX_RELAY_JOURNAL_MAX_PARKED  512             /* then checkpoint */
+#define NGX_RELAY_JOURNAL_MAX_RECORDS 512             /* then checkpoint */
 #define NGX_RELAY_JOURNAL_HEADER_LEN  64
 #define NGX_RELAY_JOURNAL_RECORDS_AT  512             /* in a segment */
 #define NGX_RELAY_JOURNAL_RECORD_LEN  32
@@ -32,15 +32,13 @@
 
 typedef struct ngx_relay_journal_s  ngx_relay_journal_t;
 
-/* a parked message is settled: its queue file is durable by itself */
-typedef void (*ngx_relay_journal_settled_pt)(void *data, ngx_queue_t *q);
-
 
 typedef struct {
     off_t                          used;        /* record octets */
     uint64_t                       nonce;       /* of its valid records */
     ngx_uint_t                     records;
-    ngx_queue_t                    parked;      /* wait for the checkpoint */
+    ngx_uint_t                     live;        /* queue files still there */
+    ngx_msec_t                     sealed_at;
     ngx_uint_t                     writing;     /* groups writing into it */
     unsigned                       sealed:1;    /* checkpoint it next */
     unsigned                       checkpointing:1;
@@ -62,14 +60,13 @@ struct ngx_relay_journal_s {
     ngx_relay_journal_segment_t    segment[2];
 
     ngx_event_t                    timer;
+    ngx_event_t                    linger;      /* a sealed one's live end */
     ngx_thread_task_t             *task;        /* open or checkpoint */
     ngx_uint_t                     checkpoint;  /* segment of the task */
     uint64_t                       started;     /* the task's, for metrics */
     uint64_t                       next_nonce;
     ngx_err_t                      err;
-
-    ngx_relay_journal_settled_pt   settled;
-    void                          *data;
+    unsigned                       sync_queue:1;  /* the task's syncfs() */
 
     /*
      * Groups write their records in the order of their tickets, each once
@@ -112,8 +109,8 @@ ngx_int_t ngx_relay_journal_reserve(ngx_relay_journal_t *j, size_t len,
     ngx_relay_journal_slot_t *slot);
 void ngx_relay_journal_skip(ngx_relay_journal_t *j,
     ngx_relay_journal_slot_t *slot);
-void ngx_relay_journal_park(ngx_relay_journal_t *j, ngx_uint_t segment,
-    ngx_queue_t *q);
+void ngx_relay_journal_gone(ngx_relay_journal_t *j, ngx_uint_t segment,
+    uint64_t nonce);
 void ngx_relay_journal_written(ngx_relay_journal_t *j, ngx_uint_t segment,
     ngx_uint_t records, ngx_uint_t failed);
 

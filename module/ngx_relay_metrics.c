@@ -156,7 +156,7 @@ typedef struct {
 
     ngx_relay_histogram_t        eod;          /* end of data to "250" */
     ngx_relay_histogram_t        delay[2];     /* arrival to delivery */
-    ngx_relay_histogram_t        sync[4];
+    ngx_relay_histogram_t        sync[NGX_RELAY_METRICS_SYNC_KINDS];
     ngx_relay_histogram_t        dns;
 
     ngx_atomic_t                 control;      /* relay_control is on */
@@ -259,8 +259,8 @@ static const char  *ngx_relay_state_names[NGX_RELAY_QUEUE_STATES] = {
     "new", "deferred", "active", "held", "parked"
 };
 
-static const char  *ngx_relay_sync_names[4] = {
-    "journal", "syncfs", "files", "checkpoint"
+static const char  *ngx_relay_sync_names[NGX_RELAY_METRICS_SYNC_KINDS] = {
+    "journal", "syncfs", "files", "checkpoint", "retire"
 };
 
 /* relay_queue_action_name()'s words, in the order of relay_queue.h */
@@ -889,7 +889,9 @@ ngx_relay_metrics_operator(const char *action, ngx_uint_t n)
 void
 ngx_relay_metrics_sync(ngx_uint_t kind, uint64_t started)
 {
-    if (ngx_relay_metrics_zone && kind < 4 && started) {
+    if (ngx_relay_metrics_zone && kind < NGX_RELAY_METRICS_SYNC_KINDS
+        && started)
+    {
         ngx_relay_metrics_observe(&ngx_relay_metrics_zone->sync[kind],
                                   ngx_relay_fast_bounds,
                                   ngx_relay_metrics_clock() - started);
@@ -1547,9 +1549,10 @@ ngx_relay_metrics_render_rest(ngx_relay_metrics_out_t *out,
     ngx_relay_metrics_family(out, "relay_spool_sync_seconds", "histogram",
                              "Syncs of the spool: a commit group through "
                              "the journal, syncfs() or per-file syncs, and "
-                             "journal checkpoints.");
+                             "journal checkpoints (retire: one that had no "
+                             "queue file to sync).");
 
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < NGX_RELAY_METRICS_SYNC_KINDS; i++) {
         (void) ngx_snprintf(labels, sizeof(labels), "kind=\"%s\"%Z",
                             ngx_relay_sync_names[i]);
         ngx_relay_metrics_histogram(out, "relay_spool_sync_seconds",

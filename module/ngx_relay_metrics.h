@@ -103,7 +103,9 @@ typedef struct {
 #define NGX_RELAY_METRICS_SYNC_JOURNAL     0
 #define NGX_RELAY_METRICS_SYNC_SYNCFS      1
 #define NGX_RELAY_METRICS_SYNC_FILES       2
-#define NGX_RELAY_METRICS_SYNC_CHECKPOINT  3
+#define NGX_RELAY_METRICS_SYNC_CHECKPOINT  3     /* live queue files synced */
+#define NGX_RELAY_METRICS_SYNC_RETIRE      4     /* no queue file to sync */
+#define NGX_RELAY_METRICS_SYNC_KINDS       5
 
 /* control plane events */
 

@@ -231,7 +231,6 @@ static void ngx_relay_sched_handover_done(ngx_event_t *ev);
 static void ngx_relay_sched_note_exit(ngx_relay_sched_t *sc);
 static ngx_int_t ngx_relay_sched_write_note(int notes_fd, u_char *text,
     size_t len, const char *kind);
-static void ngx_relay_sched_note_parked(void *data, ngx_str_t *id);
 static void ngx_relay_sched_note_id(ngx_array_t *note, u_char *id,
     size_t len);
 static ngx_uint_t ngx_relay_sched_valid_id(u_char *p, size_t len);
@@ -2485,8 +2484,8 @@ ngx_relay_sched_notes_done(ngx_event_t *ev)
 
 /*
  * A worker that exits gracefully (a reload, a binary upgrade) notes what
- * it took recently, and what still waits for its journal checkpoint: the
- * next generation's first scan may have missed those.  Blocking file I/O,
+ * it took recently: the next generation's first scan may have missed
+ * those.  Blocking file I/O,
  * but the process is going anyway.
  */
 
@@ -2520,9 +2519,6 @@ ngx_relay_sched_note_exit(ngx_relay_sched_t *sc)
             ngx_relay_sched_note_id(&note, e->id, e->id_len);
         }
     }
-
-    ngx_relay_spool_each_parked(&sc->spool, ngx_relay_sched_note_parked,
-                                &note);
 
     if (note.nelts == 0) {
         return;
@@ -2573,13 +2569,6 @@ ngx_relay_sched_write_note(int notes_fd, u_char *text, size_t len,
     }
 
     return rc;
-}
-
-
-static void
-ngx_relay_sched_note_parked(void *data, ngx_str_t *id)
-{
-    ngx_relay_sched_note_id(data, id->data, id->len);
 }
 
 

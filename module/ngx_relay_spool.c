@@ -25,8 +25,7 @@
  *   - relay_spool_sync journal (the default), for groups of messages
  *     still whole in memory: the queue files are written, not synced, and
  *     a copy of each goes to the worker's journal with one fdatasync()
- *     (ngx_relay_journal.c).  Those messages reach the scheduler after
- *     their journal segment's checkpoint.  One such group at a time;
+ *     (ngx_relay_journal.c).  One such group at a time;
  *   - otherwise one syncfs() (one journal commit of the file system and
  *     one disk cache flush for the group), or with relay_spool_sync files
  *     an fdatasync() per file and one fsync() of queue/.  Up to
@@ -89,7 +88,6 @@ static void ngx_relay_spool_group_done(ngx_event_t *ev);
 static void ngx_relay_spool_journal_reserve(ngx_relay_spool_group_t *g);
 static void ngx_relay_spool_journal_thread(ngx_relay_spool_group_t *g);
 static void ngx_relay_spool_journal_done(ngx_relay_spool_group_t *g);
-static void ngx_relay_spool_settled(void *data, ngx_queue_t *q);
 static void ngx_relay_spool_group_end(ngx_relay_spool_group_t *g);
 static void ngx_relay_spool_finish(ngx_relay_spool_writer_t *w,
     ngx_int_t rc, ngx_relay_journal_slot_t *slot);
@@ -210,8 +208,6 @@ ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle)
     j->queue_fd = sp->queue_fd;
     j->log = cycle->log;
     j->thread_pool = sp->thread_pool;
-    j->settled = ngx_relay_spool_settled;
-    j->data = sp;
 
     /* until the journal is ready (or if it never is) groups sync files */
 
@@ -296,38 +292,6 @@ ngx_relay_spool_create(ngx_relay_spool_t *sp, ngx_log_t *log)
              != sp->worker);
 
     return w;
-}
-
-
-/*
- * Messages that got their "250" and wait in the journal for their
- * checkpoint before the scheduler gets them: a worker that exits before
- * that tells the next generation about them.
- */
-
-void
-ngx_relay_spool_each_parked(ngx_relay_spool_t *sp,
-    void (*handler)(void *data, ngx_str_t *id), void *data)
-{
-    ngx_uint_t                 i;
-    ngx_queue_t               *q, *parked;
-    ngx_relay_spool_writer_t  *w;
-
-    for (i = 0; i < 2; i++) {
-        parked = &sp->journal.segment[i].parked;
-
-        if (parked->next == NULL) {
-            continue;                    /* no journal */
-        }
-
-        for (q = ngx_queue_head(parked);
-             q != ngx_queue_sentinel(parked);
-             q = ngx_queue_next(q))
-        {
-            w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
-            handler(data, &w->id);
-        }
-    }
 }
 
 
@@ -1307,10 +1271,7 @@ append:
 }
 
 
-/*
- * The journal has the group: "250" now; the scheduler gets each message
- * after the checkpoint that makes its queue file durable by itself.
- */
+/* the journal has the group: "250" now, and the scheduler gets them */
 
 static void
 ngx_relay_spool_journal_done(ngx_relay_spool_group_t *g)
@@ -1335,28 +1296,9 @@ ngx_relay_spool_journal_done(ngx_relay_spool_group_t *g)
 }
 
 
-static void
-ngx_relay_spool_settled(void *data, ngx_queue_t *q)
-{
-    ngx_relay_spool_t  *sp = data;
-
-    ngx_relay_spool_writer_t  *w;
-
-    w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
-
-    if (sp->queued) {
-        sp->queued(sp, w);
-        return;
-    }
-
-    ngx_relay_spool_release(w);
-}
-
-
 /*
  * The writer's end: tell the session (if it is still there), then hand a
- * durable message to the scheduler, which owns it from now on (a message
- * in the journal waits for its segment's checkpoint first).  A message
+ * durable message to the scheduler, which owns it from now on.  A message
  * that failed is removed: its client got a 4xx and will send it again.
  */
 
@@ -1381,8 +1323,9 @@ ngx_relay_spool_finish(ngx_relay_spool_writer_t *w, ngx_int_t rc,
         w->pos = NULL;
         w->end = NULL;
 
-        ngx_relay_journal_park(&sp->journal, slot->segment, &w->queue);
-        return;
+        w->journaled = 1;
+        w->journal_segment = slot->segment;
+        w->journal_nonce = slot->nonce;
     }
 
     if (rc == NGX_OK && sp->queued) {
@@ -1447,6 +1390,21 @@ ngx_relay_spool_release(ngx_relay_spool_writer_t *w)
 
     ngx_free(w->buf);
     ngx_destroy_pool(w->pool);
+}
+
+
+/*
+ * The scheduler removed the message's queue file: its journal record needs
+ * no checkpoint sync for it.
+ */
+
+void
+ngx_relay_spool_gone(ngx_relay_spool_writer_t *w)
+{
+    if (w->journaled) {
+        ngx_relay_journal_gone(&w->spool->journal, w->journal_segment,
+                               w->journal_nonce);
+    }
 }
 
 

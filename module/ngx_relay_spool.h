@@ -130,6 +130,10 @@ struct ngx_relay_spool_writer_s {
     u_char                       *transform_buf;   /* reserve + pad line */
     off_t                         reserve_start;   /* of the pad line */
 
+    uint64_t                      journal_nonce;   /* of its record */
+    unsigned                      journal_segment:1;
+    unsigned                      journaled:1;     /* a record was synced */
+
     unsigned                      busy:1;          /* task in flight */
     unsigned                      transform_started:1;
     unsigned                      transformed:1;
@@ -165,12 +169,11 @@ ngx_int_t ngx_relay_spool_commit(ngx_relay_spool_writer_t *w,
     ngx_relay_spool_done_pt handler, void *data);
 void ngx_relay_spool_abort(ngx_relay_spool_writer_t *w);
 void ngx_relay_spool_release(ngx_relay_spool_writer_t *w);
+void ngx_relay_spool_gone(ngx_relay_spool_writer_t *w);
 
 ngx_fd_t ngx_relay_spool_open_locked(ngx_relay_spool_t *sp, u_char *name,
     ngx_err_t *err);
 ngx_uint_t ngx_relay_spool_slot(u_char *name, size_t len, ngx_uint_t workers);
-void ngx_relay_spool_each_parked(ngx_relay_spool_t *sp,
-    void (*handler)(void *data, ngx_str_t *id), void *data);
 
 /* thread-safe: run in thread-pool tasks only */
 ngx_int_t ngx_relay_spool_read(ngx_fd_t fd, ngx_relay_queued_t *q,

@@ -10,6 +10,9 @@ These tests check what that promises:
   - a simulated power loss (queue files deleted or cut short, the journals'
     boot id changed): the master writes every acknowledged message back,
     byte for byte, before any worker starts;
+  - delivery does not wait for the checkpoint, and a checkpoint whose
+    messages all left syncs no queue file ("retire"); one with a message
+    still queued syncs the spool ("checkpoint");
   - a damaged record ends the replay of its segment: the records before it
     come back, none after it;
   - a record that cannot be written back keeps the journal (the others
@@ -26,6 +29,7 @@ import zlib
 
 import pytest
 
+import metricsharness as mh
 import relayharness as h
 
 
@@ -243,6 +247,44 @@ def test_local_delivery_after_checkpoint(fresh):
     h.wait_until(lambda: not any((ng.queue_dir / q).exists()
                                  for q, _ in acked), 10,
                  what="queue files removed")
+
+
+def test_delivery_does_not_wait_for_the_checkpoint(fresh):
+    ng = fresh(workers=1, stream_extra=NO_CHECKPOINT)
+    started(ng, 1)
+    acked = send(ng, 3, "early", rcpt="%s@example.test")
+    for q, t in acked:
+        h.wait_delivered(ng, "example.test", t, timeout=5)
+    h.wait_until(lambda: not any((ng.queue_dir / q).exists()
+                                 for q, _ in acked), 5,
+                 what="queue files removed")
+    # no checkpoint for an hour: the records are still valid
+    assert [r[0] for r in records(journals(ng)[0])] == [q for q, _ in acked]
+
+
+def test_checkpoint_syncs_only_for_messages_still_queued(fresh):
+    mport = mh.alloc_port()
+    ng = fresh(workers=1,
+               stream_extra="    relay_spool_checkpoint_interval 1s;",
+               http_extra=mh.http_block(mport))
+    started(ng, 1)
+
+    def count(m, kind):
+        return mh.value(m, "relay_spool_sync_seconds_count", kind=kind)
+
+    acked = send(ng, 5, "gone", rcpt="%s@example.test")
+    for q, t in acked:
+        h.wait_delivered(ng, "example.test", t, timeout=5)
+    m = mh.wait_value(mport, lambda m: count(m, "retire") >= 1,
+                      what="a checkpoint without queue files")
+    assert count(m, "checkpoint") == 0
+
+    # relay_delivery is off: a remote message stays, its file is synced
+    kept = send(ng, 1, "kept")
+    mh.wait_value(mport, lambda m: count(m, "checkpoint") >= 1,
+                  what="a checkpoint that syncs the spool")
+    assert_queued(ng, kept)
+    assert [r[0] for r in records(journals(ng)[0])] == []
 
 
 @pytest.mark.parametrize("mode", ["syncfs", "files"])
