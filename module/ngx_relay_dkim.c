@@ -17,7 +17,8 @@
  *       domain's keys that say fallback=envelope) copied: threads never
  *       read the policy, which a new version may free.
  *   thread, feed():       the body is canonicalized and hashed as the
- *       spool's tasks write it, 64 KB at a time, whatever its size.
+ *       spool's tasks write it (64 KB at a time when it is written out as
+ *       it arrives, whole when the spool kept it in memory).
  *   thread, finish():     the header fields are selected and hashed, the
  *       signature made, the DKIM-Signature fields written into the room
  *       the spool reserved before the message.

@@ -95,6 +95,7 @@ static void ngx_relay_spool_discard_thread(void *data, ngx_log_t *log);
 static void ngx_relay_spool_discard_done(ngx_event_t *ev);
 static ngx_int_t ngx_relay_spool_grow(ngx_relay_spool_writer_t *w,
     size_t len);
+static void ngx_relay_spool_free_buf(ngx_relay_spool_writer_t *w);
 static ngx_int_t ngx_relay_spool_transform_start(ngx_relay_spool_writer_t *w,
     ngx_uint_t whole);
 static void ngx_relay_spool_transform_feed(ngx_relay_spool_writer_t *w);
@@ -544,6 +545,59 @@ ngx_relay_spool_grow(ngx_relay_spool_writer_t *w, size_t len)
     w->end = buf + size;
 
     return NGX_OK;
+}
+
+
+/*
+ * The buffer is full: a message of up to NGX_RELAY_SPOOL_WHOLE_MAX stays
+ * whole in memory instead of being written out, so that it goes through
+ * the journal like a small one (one overwrite and no file made durable;
+ * delivered at once, its queue file never reaches the disk).  What the
+ * worker's messages keep so stays under NGX_RELAY_SPOOL_KEPT_MAX; past it
+ * they are written out as they come.  NGX_DECLINED: write it out.
+ */
+
+ngx_int_t
+ngx_relay_spool_keep_whole(ngx_relay_spool_writer_t *w)
+{
+    size_t              size, more;
+    ngx_relay_spool_t  *sp;
+
+    sp = w->spool;
+    size = w->end - w->buf;
+
+    if (sp->sync != NGX_RELAY_SYNC_JOURNAL || !sp->journal.ready
+        || w->written || w->fd != NGX_INVALID_FILE || w->err || w->busy
+        || size >= NGX_RELAY_SPOOL_WHOLE_MAX)
+    {
+        return NGX_DECLINED;
+    }
+
+    more = ngx_min(size, NGX_RELAY_SPOOL_WHOLE_MAX - size);
+
+    if (sp->kept + more > NGX_RELAY_SPOOL_KEPT_MAX
+        || ngx_relay_spool_grow(w, (w->end - w->pos) + more) != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    sp->kept += more;
+    w->kept += more;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_relay_spool_free_buf(ngx_relay_spool_writer_t *w)
+{
+    w->spool->kept -= w->kept;
+    w->kept = 0;
+
+    ngx_free(w->buf);
+    w->buf = NULL;
+    w->pos = NULL;
+    w->end = NULL;
 }
 
 
@@ -1318,10 +1372,7 @@ ngx_relay_spool_finish(ngx_relay_spool_writer_t *w, ngx_int_t rc,
 
         /* in the journal: the queue file has it all, the buffer can go */
 
-        ngx_free(w->buf);
-        w->buf = NULL;
-        w->pos = NULL;
-        w->end = NULL;
+        ngx_relay_spool_free_buf(w);
 
         w->journaled = 1;
         w->journal_segment = slot->segment;
@@ -1388,7 +1439,7 @@ ngx_relay_spool_release(ngx_relay_spool_writer_t *w)
                       "close() of queue file %V failed", &w->id);
     }
 
-    ngx_free(w->buf);
+    ngx_relay_spool_free_buf(w);
     ngx_destroy_pool(w->pool);
 }
 

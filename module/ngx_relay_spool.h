@@ -16,6 +16,8 @@
 
 
 #define NGX_RELAY_SPOOL_BUF       65536
+#define NGX_RELAY_SPOOL_WHOLE_MAX (256 * 1024)      /* kept whole in memory */
+#define NGX_RELAY_SPOOL_KEPT_MAX  (32 * 1024 * 1024) /* a worker's such */
 #define NGX_RELAY_SPOOL_GROUPS    4       /* commit groups in flight */
 #define NGX_RELAY_TRAILER_LEN     RELAY_QUEUE_TRAILER_LEN
 #define NGX_RELAY_NOTES_DIR       "notes"   /* queue change notes */
@@ -94,6 +96,8 @@ struct ngx_relay_spool_s {
 
     ngx_relay_journal_t           journal;         /* relay_spool_sync journal */
     ngx_uint_t                    journal_busy;    /* a group writes records */
+    size_t                        kept;            /* buffers grown past
+                                                      NGX_RELAY_SPOOL_BUF */
 };
 
 
@@ -130,6 +134,7 @@ struct ngx_relay_spool_writer_s {
     u_char                       *transform_buf;   /* reserve + pad line */
     off_t                         reserve_start;   /* of the pad line */
 
+    size_t                        kept;            /* its share of sp->kept */
     uint64_t                      journal_nonce;   /* of its record */
     unsigned                      journal_segment:1;
     unsigned                      journaled:1;     /* a record was synced */
@@ -163,6 +168,7 @@ void ngx_relay_spool_set_transform(ngx_relay_spool_writer_t *w,
 ngx_int_t ngx_relay_spool_write_envelope(ngx_relay_spool_writer_t *w,
     ngx_relay_envelope_t *env);
 ngx_int_t ngx_relay_spool_reserve(ngx_relay_spool_writer_t *w, size_t len);
+ngx_int_t ngx_relay_spool_keep_whole(ngx_relay_spool_writer_t *w);
 ngx_int_t ngx_relay_spool_flush(ngx_relay_spool_writer_t *w,
     ngx_relay_spool_done_pt handler, void *data);
 ngx_int_t ngx_relay_spool_commit(ngx_relay_spool_writer_t *w,

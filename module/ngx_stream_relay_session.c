@@ -1590,7 +1590,9 @@ ngx_stream_relay_read_bdat(ngx_stream_relay_session_t *rs)
                 txn->too_big = 1;
 
             } else {
-                if (w->pos == w->end) {
+                if (w->pos == w->end
+                    && ngx_relay_spool_keep_whole(w) != NGX_OK)
+                {
                     return ngx_stream_relay_flush_data(rs);
                 }
 
@@ -1669,7 +1671,11 @@ ngx_stream_relay_read_data(ngx_stream_relay_session_t *rs)
         room = w->end - w->pos;
 
         if (room < 2) {
-            return ngx_stream_relay_flush_data(rs);
+            if (ngx_relay_spool_keep_whole(w) != NGX_OK) {
+                return ngx_stream_relay_flush_data(rs);
+            }
+
+            room = w->end - w->pos;
         }
 
         view = *in;
