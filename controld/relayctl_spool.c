@@ -873,7 +873,7 @@ ctld_spool_show_message(ctld_spool_t *sp, relay_queue_msg_t *m)
     off_t    off, end;
     ssize_t  n;
 
-    fd = openat(sp->queue_fd, sp->ids[0], O_RDONLY|O_CLOEXEC);
+    fd = relay_queue_openat(sp->queue_fd, sp->ids[0], O_RDONLY|O_CLOEXEC);
     buf = malloc(CTLD_SPOOL_CHUNK);
 
     if (fd == -1 || buf == NULL) {

@@ -73,6 +73,7 @@ typedef struct { size_t len; unsigned char *data; } relay_str_t;
 #define RELAY_QUEUE_TRAILER_LEN      32
 #define RELAY_QUEUE_ERROR_LEN        200     /* "error " text, padded */
 #define RELAY_QUEUE_MAX_HEADER       (4 * 1024 * 1024)
+#define RELAY_QUEUE_SMALL_FILE       16384           /* read in one go */
 #define RELAY_QUEUE_ID_LEN           32      /* longest queue id */
 #define RELAY_QUEUE_DIR              "queue"
 #define RELAY_QUEUE_NOTES_DIR        "notes"
@@ -266,6 +267,7 @@ int relay_queue_set_hold(int fd, relay_queue_msg_t *m, int hold, int *err);
 
 /* ownership and the operator's actions */
 int relay_queue_name_valid(const char *name);
+int relay_queue_openat(int queue_fd, const char *name, int flags);
 int relay_queue_open_locked(int queue_fd, const char *name, int *fd,
     int *err);
 int relay_queue_act(int queue_fd, const char *name,
