@@ -88,6 +88,12 @@ def attempt(ng, tag):
 
 def test_disk_full(full_relay):
     ng = full_relay
+    # each worker's 16 MB journal cannot be made on 2 MB: wait until every
+    # worker gave up and removed its partial one, or that removal could
+    # free space after the filler took it all
+    h.wait_until(lambda: ng.error_log().count("could not be made")
+                 >= ng.workers, 30,
+                 what="the workers' journals given up")
     ok = h.unique("before")
     with h.SMTPConn(ng.port("main")) as c:
         c.message("a@example.org", [ok + "@remote.example"],
