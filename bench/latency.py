@@ -27,7 +27,6 @@ namespace, in a work dir under /var/tmp that it removes at the end;
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -160,29 +159,24 @@ def report(name, eod, txn, target_ms=None, target_what=""):
     sys.stdout.flush()
 
 
-def probed_run(srv, args, addr):
-    """One server's run, the disk probe's blocks spread over it."""
+def probed_run(srv, args, addr, when):
+    """One server's run, the disk probe's blocks spread over it; prints
+    the floor and returns (eod, txn, the floor's p99 in ms or None)."""
     blocks = max(1, min(args.probe_blocks, args.count)) if args.probe else 0
-    probe = DiskProbe(srv.root, args.size, args.probe) if blocks else None
-    srv.probe = probe
-    if not probe:
-        return run(addr, args.count, args.conns, args.size, args.warmup,
-                   time.monotonic() + args.timeout)
+    if not blocks:
+        eod, txn = run(addr, args.count, args.conns, args.size, args.warmup,
+                       time.monotonic() + args.timeout)
+        return eod, txn, None
+    probe = DiskProbe(srv.root, args.size, args.probe)
     per_block = -(-args.probe // blocks)
     probe.block(per_block)
-    return run(addr, args.count, args.conns, args.size, args.warmup,
-               time.monotonic() + args.timeout,
-               between=lambda: (probe.block(per_block)
-                                if len(probe.relay_like) < args.probe
-                                else None),
-               every=max(1, args.count // blocks))
-
-
-def floor(srv, args, when):
-    probe = getattr(srv, "probe", None)
-    if not probe:
-        return None
-    return probe.report(srv.fs_name(), when)
+    eod, txn = run(addr, args.count, args.conns, args.size, args.warmup,
+                   time.monotonic() + args.timeout,
+                   between=lambda: (probe.block(per_block)
+                                    if len(probe.relay_like) < args.probe
+                                    else None),
+                   every=max(1, args.count // blocks))
+    return eod, txn, probe.report(srv.fs_name(), when)
 
 
 def main():
@@ -272,8 +266,8 @@ def main():
                 else:
                     srv.start_relay(args.relay_port)
                     addr = ("127.0.0.1", args.relay_port)
-                eod, txn = probed_run(srv, args, addr)
-                floor_p99 = floor(srv, args, "during the relay's run")
+                eod, txn, floor_p99 = probed_run(srv, args, addr,
+                                                 "during the relay's run")
                 report("relay", eod, txn,
                        target_ms=1.5 * floor_p99 if floor_p99 else None,
                        target_what=" (1.5 x the floor's p99)")
@@ -285,8 +279,8 @@ def main():
                     srv.start_postfix(args.postfix_port, pf_mode,
                                       args.sink_port)
                     addr = ("127.0.0.1", args.postfix_port)
-                eod, txn = probed_run(srv, args, addr)
-                floor(srv, args, "during Postfix's run")
+                eod, txn, _ = probed_run(srv, args, addr,
+                                         "during Postfix's run")
                 report("postfix", eod, txn)
                 srv.stop_postfix()
             else:

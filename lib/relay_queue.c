@@ -104,6 +104,8 @@ static unsigned relay_queue_parse_notify(unsigned char *p,
 static int relay_queue_trailer_valid(const unsigned char *buf, off_t size);
 static int relay_queue_read_small(int fd, relay_queue_msg_t *m, off_t size,
     int *err);
+static int relay_queue_take_header(relay_queue_msg_t *m, unsigned char *buf,
+    unsigned char *end, off_t size, int *err);
 static int relay_queue_number(unsigned char *p, unsigned char *last,
     long long *value);
 static int relay_queue_name_index(const relay_str_t *names, size_t n,
@@ -238,9 +240,9 @@ static unsigned long  relay_queue_note_seq;
 int
 relay_queue_openat(int queue_fd, const char *name, int flags)
 {
+#ifdef O_NOATIME
     int  fd;
 
-#ifdef O_NOATIME
     fd = openat(queue_fd, name, flags|O_NOATIME);
 
     if (fd != -1 || errno != EPERM) {
@@ -248,9 +250,7 @@ relay_queue_openat(int queue_fd, const char *name, int flags)
     }
 #endif
 
-    fd = openat(queue_fd, name, flags);
-
-    return fd;
+    return openat(queue_fd, name, flags);
 }
 
 
@@ -343,18 +343,7 @@ relay_queue_read(int fd, relay_queue_msg_t *m, int *err)
         size *= 2;
     }
 
-    m->header = buf;
-    m->message_offset = end + 2 - buf;
-    m->message_size = st.st_size - RELAY_QUEUE_TRAILER_LEN
-                      - m->message_offset;
-
-    if (relay_queue_parse(m, buf, end + 1 - buf) != RELAY_QUEUE_OK) {
-        *err = EINVAL;
-        relay_queue_free(m);
-        return RELAY_QUEUE_ERROR;
-    }
-
-    return RELAY_QUEUE_OK;
+    return relay_queue_take_header(m, buf, end, st.st_size, err);
 
 failed:
 
@@ -460,6 +449,19 @@ relay_queue_read_small(int fd, relay_queue_msg_t *m, off_t size, int *err)
         return RELAY_QUEUE_ERROR;
     }
 
+    return relay_queue_take_header(m, buf, end, size, err);
+}
+
+
+/*
+ * The header read into buf ends at "end" (its empty line): m keeps buf
+ * and the message's place in the file of "size" octets.
+ */
+
+static int
+relay_queue_take_header(relay_queue_msg_t *m, unsigned char *buf,
+    unsigned char *end, off_t size, int *err)
+{
     m->header = buf;
     m->message_offset = end + 2 - buf;
     m->message_size = size - RELAY_QUEUE_TRAILER_LEN - m->message_offset;

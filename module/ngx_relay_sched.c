@@ -2542,8 +2542,7 @@ ngx_relay_sched_notes_done(ngx_event_t *ev)
 /*
  * A worker that exits gracefully (a reload, a binary upgrade) notes what
  * it took recently: the next generation's first scan may have missed
- * those.  Blocking file I/O,
- * but the process is going anyway.
+ * those.  Blocking file I/O, but the process is going anyway.
  */
 
 static void
