@@ -1318,6 +1318,11 @@ ngx_relay_attempt_end(ngx_relay_attempt_t *at)
 
     if (at->outcome == NGX_RELAY_SCHED_QUEUED && at->queued.header) {
         ngx_relay_sched_summarize(&at->queued, sc->domains, &s);
+
+        /* after the attempt's last write, the lock still held: fstat() */
+
+        ngx_relay_sched_file_version(at->writer ? at->writer->fd : at->fd,
+                                     &s);
     }
 
     if (at->writer) {

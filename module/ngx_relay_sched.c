@@ -70,6 +70,8 @@
 #define NGX_RELAY_SCHED_NOTE_AGE      600         /* s: notes kept */
 #define NGX_RELAY_SCHED_DEBRIS_AGE    10          /* s */
 #define NGX_RELAY_SCHED_OLDEST_DELAY  2000        /* ms */
+#define NGX_RELAY_SCHED_SNAPSHOT_SLOTS  8192      /* index slots a slice */
+#define NGX_RELAY_SCHED_MAX_NOTE      (64 * 1024 * 1024)
 
 /* why a header is read */
 #define NGX_RELAY_SCHED_SCAN          0     /* unknown ones only */
@@ -82,6 +84,8 @@
 typedef struct {
     u_char                      *name;         /* malloc()ed */
     ngx_uint_t                   mode;         /* NGX_RELAY_SCHED_SCAN... */
+    u_char                      *record;       /* in sc->snapshot, or NULL */
+    time_t                       mtime;        /* with a record: when due */
 } ngx_relay_sched_todo_t;
 
 typedef struct {
@@ -96,6 +100,7 @@ typedef struct {
     u_char                      *name;         /* malloc()ed */
     time_t                       mtime;
     ino_t                        ino;
+    u_char                      *record;       /* a snapshot's that holds */
 } ngx_relay_sched_listed_t;
 
 
@@ -114,6 +119,7 @@ typedef struct {
     ngx_uint_t                   mode;         /* of the reads it makes */
     unsigned                     sort:1;       /* due files first */
     ngx_err_t                    err;
+    ngx_relay_snapshot_t        *snapshot;     /* the first scan's */
 } ngx_relay_sched_list_t;
 
 
@@ -210,9 +216,10 @@ static void ngx_relay_sched_order(ngx_relay_sched_t *sc,
 static int ngx_cdecl ngx_relay_sched_cmp_ino(const void *a, const void *b);
 static void ngx_relay_sched_listed(ngx_event_t *ev);
 static void ngx_relay_sched_sweep(ngx_relay_sched_t *sc);
-static ngx_int_t ngx_relay_sched_todo_add(u_char *name, ngx_uint_t mode);
+static ngx_int_t ngx_relay_sched_todo_add(ngx_relay_sched_todo_t *t);
 static void ngx_relay_sched_read_more(ngx_relay_sched_t *sc);
 static void ngx_relay_sched_batch_thread(void *data, ngx_log_t *log);
+static void ngx_relay_sched_recall(ngx_relay_sched_read_t *r);
 static void ngx_relay_sched_read_one(ngx_relay_sched_t *sc,
     ngx_relay_sched_read_t *r, ngx_uint_t *debris);
 static void ngx_relay_sched_batch_done(ngx_event_t *ev);
@@ -223,6 +230,8 @@ static ngx_int_t ngx_relay_sched_notes_init(ngx_relay_sched_t *sc,
     ngx_cycle_t *cycle);
 static void ngx_relay_sched_notes_handler(ngx_event_t *ev);
 static void ngx_relay_sched_notes_thread(void *data, ngx_log_t *log);
+static void ngx_relay_sched_note_read(ngx_relay_sched_notes_t *nt,
+    char *name);
 static void ngx_relay_sched_note_parse(ngx_relay_sched_notes_t *nt,
     u_char *p, u_char *last);
 static void ngx_relay_sched_notes_done(ngx_event_t *ev);
@@ -237,6 +246,18 @@ static ngx_int_t ngx_relay_sched_write_note(int notes_fd, u_char *text,
 static void ngx_relay_sched_note_id(ngx_array_t *note, u_char *id,
     size_t len);
 static ngx_uint_t ngx_relay_sched_valid_id(u_char *p, size_t len);
+static ngx_int_t ngx_relay_sched_snapshot_init(ngx_relay_sched_t *sc);
+static uint32_t ngx_relay_sched_fingerprint(ngx_array_t *domains);
+static void ngx_relay_sched_snapshot_handler(ngx_event_t *ev);
+static void ngx_relay_sched_snapshot_slice(ngx_relay_sched_t *sc);
+static ngx_int_t ngx_relay_sched_snapshot_add(ngx_relay_sched_t *sc,
+    ngx_relay_sched_entry_t *e);
+static void ngx_relay_sched_snapshot_written(ngx_relay_snapshot_writer_t *w,
+    ngx_int_t rc);
+static void ngx_relay_sched_snapshot_load(ngx_relay_sched_list_t *ls);
+static void ngx_relay_sched_snapshot_notes(ngx_relay_sched_t *sc,
+    ngx_relay_snapshot_t *sn);
+static void ngx_relay_sched_snapshot_drop(ngx_relay_sched_t *sc);
 
 
 ngx_int_t
@@ -282,6 +303,12 @@ ngx_relay_sched_init(ngx_relay_sched_t *sc, ngx_cycle_t *cycle)
         ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
                       "relay queue: no notes from other processes, "
                       "changes by operators wait for a queue scan");
+    }
+
+    if (ngx_relay_sched_snapshot_init(sc) != NGX_OK) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "relay queue: no schedule snapshots, a restart reads "
+                      "every queue file's header");
     }
 
     /* the first scan builds the schedule from what is on disk */
@@ -342,6 +369,13 @@ ngx_relay_sched_exit(ngx_relay_sched_t *sc)
     if (sc->dests_event.timer_set) {
         ngx_del_timer(&sc->dests_event);
     }
+
+    if (sc->snapshot_event.timer_set) {
+        ngx_del_timer(&sc->snapshot_event);
+    }
+
+    ngx_relay_snapshot_free(sc->snapshot);
+    sc->snapshot = NULL;
 
     if (sc->notes) {
         ngx_close_connection(sc->notes);
@@ -428,6 +462,8 @@ ngx_relay_sched_entry_free(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e)
 
     e->more = (ngx_relay_sched_dest_t **) sc->free;
     sc->free = e;
+
+    sc->changes++;
 }
 
 
@@ -719,6 +755,12 @@ ngx_relay_sched_set(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
 
     now = ngx_time();
 
+    /* what a snapshot may say of it: the file as it was read */
+
+    sc->changes++;
+    e->ino = s->ino;
+    e->ctime = s->ctime;
+
     switch (s->outcome) {
 
     case NGX_RELAY_SCHED_GONE:
@@ -726,10 +768,12 @@ ngx_relay_sched_set(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
         return;
 
     case NGX_RELAY_SCHED_BUSY:
+        e->ctime = 0;
         ngx_relay_sched_wait(sc, e, now + NGX_RELAY_SCHED_BUSY_RETRY);
         return;
 
     case NGX_RELAY_SCHED_FAILED:
+        e->ctime = 0;
         ngx_relay_sched_wait(sc, e, attempted
                                     ? now + NGX_RELAY_SCHED_FAIL_RETRY : now);
         return;
@@ -1764,7 +1808,8 @@ ngx_relay_sched_list_thread(void *data, ngx_log_t *log)
 
     ls->names = names;
 
-    if (ls->sort && ls->nnames > 1) {
+    if (ls->sort && ls->nnames) {
+        ngx_relay_sched_snapshot_load(ls);
         ngx_relay_sched_order(sc, ls);
     }
 }
@@ -1775,15 +1820,19 @@ ngx_relay_sched_list_thread(void *data, ngx_log_t *log)
  * about the order of their blocks on the disk: with a cold cache (after a
  * reboot) a million queue files are read at the disk's sequential speed
  * instead of one seek each.  Due ones first all the same (a file's time is
- * its next attempt), so that a restart delivers them at once.
+ * its next attempt), so that a restart delivers them at once.  A file that
+ * a snapshot's record still describes (same inode, same change time) is
+ * not read at all.
  */
 
 static void
 ngx_relay_sched_order(ngx_relay_sched_t *sc, ngx_relay_sched_list_t *ls)
 {
     time_t                     now;
+    u_char                    *record;
     ngx_uint_t                 i, due;
     struct stat                st;
+    ngx_relay_snapshot_rec_t   r;
     ngx_relay_sched_listed_t  *n, *ordered;
 
     ngx_qsort(ls->names, ls->nnames, sizeof(ngx_relay_sched_listed_t),
@@ -1799,6 +1848,22 @@ ngx_relay_sched_order(ngx_relay_sched_t *sc, ngx_relay_sched_list_t *ls)
                     AT_SYMLINK_NOFOLLOW) == 0)
         {
             n->mtime = st.st_mtime;
+
+            record = ls->snapshot
+                     ? ngx_relay_snapshot_find(ls->snapshot, n->name,
+                                               ngx_strlen(n->name))
+                     : NULL;
+
+            if (record) {
+                ngx_relay_snapshot_decode(record, &r, NULL);
+
+                if (r.ino == (uint64_t) st.st_ino
+                    && r.ctime == (int64_t) st.st_ctim.tv_sec * 1000000000
+                                  + st.st_ctim.tv_nsec)
+                {
+                    n->record = record;
+                }
+            }
         }
 
         due += (n->mtime <= now);
@@ -1896,6 +1961,7 @@ ngx_relay_sched_listed(ngx_event_t *ev)
 
     ngx_uint_t                i, known;
     ngx_relay_sched_t        *sc;
+    ngx_relay_sched_todo_t    todo;
     ngx_relay_sched_list_t   *ls;
     ngx_relay_sched_entry_t  *e;
 
@@ -1905,6 +1971,11 @@ ngx_relay_sched_listed(ngx_event_t *ev)
     if (ls->err) {
         ngx_log_error(NGX_LOG_CRIT, sc->log, ls->err,
                       "relay queue scan failed");
+    }
+
+    if (ls->snapshot) {
+        ngx_relay_snapshot_free(sc->snapshot);
+        sc->snapshot = ls->snapshot;     /* its records are read from */
     }
 
     known = 0;
@@ -1921,10 +1992,16 @@ ngx_relay_sched_listed(ngx_event_t *ev)
                 free(ls->names[i].name);
                 continue;
             }
+
+            ls->names[i].record = NULL;  /* changed since: read it */
         }
 
-        if (ngx_relay_sched_todo_add(ls->names[i].name, ls->mode) != NGX_OK)
-        {
+        todo.name = ls->names[i].name;
+        todo.mode = ls->mode;
+        todo.record = ls->names[i].record;
+        todo.mtime = ls->names[i].mtime;
+
+        if (ngx_relay_sched_todo_add(&todo) != NGX_OK) {
             free(ls->names[i].name);
         }
     }
@@ -1974,10 +2051,10 @@ ngx_relay_sched_sweep(ngx_relay_sched_t *sc)
 
 
 static ngx_int_t
-ngx_relay_sched_todo_add(u_char *name, ngx_uint_t mode)
+ngx_relay_sched_todo_add(ngx_relay_sched_todo_t *t)
 {
     ngx_uint_t               size;
-    ngx_relay_sched_todo_t  *todo, *r;
+    ngx_relay_sched_todo_t  *todo;
 
     if (ngx_relay_sched_todo_next == ngx_relay_sched_ntodo) {
         ngx_relay_sched_todo_next = 0;
@@ -1997,9 +2074,7 @@ ngx_relay_sched_todo_add(u_char *name, ngx_uint_t mode)
         ngx_relay_sched_todo_size = size;
     }
 
-    r = &ngx_relay_sched_todo[ngx_relay_sched_ntodo++];
-    r->name = name;
-    r->mode = mode;
+    ngx_relay_sched_todo[ngx_relay_sched_ntodo++] = *t;
 
     return NGX_OK;
 }
@@ -2080,6 +2155,11 @@ ngx_relay_sched_read_one(ngx_relay_sched_t *sc, ngx_relay_sched_read_t *r,
 
     ngx_memzero(&r->summary, sizeof(ngx_relay_sched_summary_t));
 
+    if (r->todo.record) {
+        ngx_relay_sched_recall(r);
+        return;
+    }
+
     fd = relay_queue_openat(sc->spool.queue_fd, (char *) r->todo.name,
                             O_RDONLY|O_CLOEXEC);
     if (fd == -1) {
@@ -2087,6 +2167,10 @@ ngx_relay_sched_read_one(ngx_relay_sched_t *sc, ngx_relay_sched_read_t *r,
                                                : NGX_RELAY_SCHED_FAILED;
         return;
     }
+
+    /* the version first: a write after it makes the file newer than that */
+
+    ngx_relay_sched_file_version(fd, &r->summary);
 
     switch (ngx_relay_spool_read(fd, &q, &err)) {
 
@@ -2123,6 +2207,63 @@ ngx_relay_sched_read_one(ngx_relay_sched_t *sc, ngx_relay_sched_read_t *r,
     }
 
     (void) close(fd);
+}
+
+
+/* thread side: what a snapshot's record says, for a file it still describes */
+
+static void
+ngx_relay_sched_recall(ngx_relay_sched_read_t *r)
+{
+    u_char                    *p;
+    size_t                     size;
+    ngx_uint_t                 i;
+    ngx_str_t                  domains[NGX_RELAY_SNAPSHOT_DOMAINS];
+    ngx_relay_snapshot_rec_t   rec;
+    ngx_relay_sched_summary_t *s;
+
+    s = &r->summary;
+
+    ngx_relay_snapshot_decode(r->todo.record, &rec, domains);
+
+    s->outcome = (rec.flags & NGX_RELAY_SNAPSHOT_HELD)
+                 ? NGX_RELAY_SCHED_HELD : NGX_RELAY_SCHED_QUEUED;
+    s->arrival = rec.arrival;
+    s->next = r->todo.mtime;             /* an attempt set it so */
+    s->attempts = (rec.flags & NGX_RELAY_SNAPSHOT_TRIED) ? 1 : 0;
+    s->pending = rec.pending;
+    s->local = (rec.flags & NGX_RELAY_SNAPSHOT_LOCAL) ? 1 : 0;
+    s->bounce = (rec.flags & NGX_RELAY_SNAPSHOT_BOUNCE) ? 1 : 0;
+    s->ino = rec.ino;
+    s->ctime = rec.ctime;
+
+    if (rec.ndomains == 0) {
+        return;
+    }
+
+    size = rec.ndomains * (sizeof(ngx_str_t) + sizeof(ngx_uint_t));
+
+    for (i = 0; i < rec.ndomains; i++) {
+        size += domains[i].len;
+    }
+
+    s->domains = malloc(size);
+    if (s->domains == NULL) {
+        s->outcome = NGX_RELAY_SCHED_FAILED;
+        return;
+    }
+
+    s->rcpts = (ngx_uint_t *) (s->domains + rec.ndomains);
+    p = (u_char *) (s->rcpts + rec.ndomains);
+
+    for (i = 0; i < rec.ndomains; i++) {
+        s->domains[i].data = p;
+        s->domains[i].len = domains[i].len;
+        p = ngx_cpymem(p, domains[i].data, domains[i].len);
+        s->rcpts[i] = 0;                 /* not kept: nothing counts them */
+    }
+
+    s->ndomains = rec.ndomains;
 }
 
 
@@ -2198,6 +2339,8 @@ ngx_relay_sched_apply(ngx_relay_sched_t *sc, ngx_relay_sched_read_t *r)
         return;
     }
 
+    sc->from_snapshot += (r->todo.record != NULL);
+
     ngx_relay_sched_set(sc, e, &r->summary, 0);
 }
 
@@ -2210,9 +2353,12 @@ ngx_relay_sched_scan_end(ngx_relay_sched_t *sc)
 
         ngx_log_error(NGX_LOG_NOTICE, sc->log, 0,
                       "relay queue: %ui message(s) of this worker's share "
-                      "scheduled in %M ms", sc->figures.messages,
-                      ngx_current_msec - sc->started);
+                      "scheduled in %M ms, %ui from the snapshot",
+                      sc->figures.messages, ngx_current_msec - sc->started,
+                      sc->from_snapshot);
     }
+
+    ngx_relay_sched_snapshot_drop(sc);
 
     if (ngx_exiting || ngx_terminate) {
         return;
@@ -2227,6 +2373,361 @@ ngx_relay_sched_scan_end(ngx_relay_sched_t *sc)
     if (!sc->scan_event.timer_set) {
         ngx_add_timer(&sc->scan_event, sc->scan_interval);
     }
+}
+
+
+/* -------------------------------------------------------------- snapshots */
+
+
+static ngx_int_t
+ngx_relay_sched_snapshot_init(ngx_relay_sched_t *sc)
+{
+    u_char                       *p, path[NGX_MAX_PATH];
+    ngx_relay_snapshot_writer_t  *w;
+
+    sc->schedule_fd = -1;
+
+    if (sc->snapshot_interval == 0) {
+        return NGX_OK;
+    }
+
+    if (sc->spool.path.len + sizeof(NGX_RELAY_SCHEDULE_DIR) >= NGX_MAX_PATH) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(path, sc->spool.path.data, sc->spool.path.len);
+    ngx_memcpy(p, NGX_RELAY_SCHEDULE_DIR, sizeof(NGX_RELAY_SCHEDULE_DIR));
+
+    sc->schedule_fd = open((char *) path, O_RDONLY|O_DIRECTORY|O_CLOEXEC);
+    if (sc->schedule_fd == -1) {
+        ngx_log_error(NGX_LOG_ALERT, sc->log, ngx_errno,
+                      "open(\"%s\") failed", path);
+        return NGX_ERROR;
+    }
+
+    sc->fingerprint = ngx_relay_sched_fingerprint(sc->domains);
+
+    w = &sc->writer;
+    w->dir_fd = sc->schedule_fd;
+    w->workers = sc->workers;
+    w->worker = sc->worker;
+    w->fingerprint = sc->fingerprint;
+    w->thread_pool = sc->spool.thread_pool;
+    w->log = sc->log;
+    w->handler = ngx_relay_sched_snapshot_written;
+    w->data = sc;
+
+    sc->snapshot_event.handler = ngx_relay_sched_snapshot_handler;
+    sc->snapshot_event.data = sc;
+    sc->snapshot_event.log = sc->log;
+    sc->snapshot_event.cancelable = 1;
+
+    ngx_add_timer(&sc->snapshot_event, sc->snapshot_interval);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Which recipients are local decides what a record says (its domains, its
+ * local flag): a snapshot made with other local domains is not used.
+ */
+
+static uint32_t
+ngx_relay_sched_fingerprint(ngx_array_t *domains)
+{
+    uint32_t             crc;
+    ngx_uint_t           i;
+    ngx_relay_domain_t  *d;
+
+    ngx_crc32_init(crc);
+
+    if (domains) {
+        d = domains->elts;
+
+        for (i = 0; i < domains->nelts; i++) {
+            ngx_crc32_update(&crc, d[i].name.data, d[i].name.len);
+            ngx_crc32_update(&crc, (u_char *) "\n", 1);
+        }
+    }
+
+    ngx_crc32_final(crc);
+
+    return crc;
+}
+
+
+/*
+ * Every snapshot_interval, if the schedule changed: the index is walked in
+ * slices of NGX_RELAY_SCHED_SNAPSHOT_SLOTS, one slice encoded on the event
+ * loop while the previous one is written by a thread task, so that a
+ * million entries never hold the worker for long.  Entries that change
+ * meanwhile are written as they are when their slice is made, or missed
+ * (then read from their headers at start); an index that grows restarts
+ * the snapshot later.
+ */
+
+static void
+ngx_relay_sched_snapshot_handler(ngx_event_t *ev)
+{
+    ngx_relay_sched_t  *sc = ev->data;
+
+    if (ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    if (!sc->rebuilt || sc->changes == 0 || sc->writer.busy) {
+        ngx_add_timer(ev, sc->snapshot_interval);
+        return;
+    }
+
+    sc->changes = 0;
+    sc->snapshot_next = 0;
+    sc->snapshot_size = sc->index_size;
+
+    ngx_relay_snapshot_begin(&sc->writer);
+    ngx_relay_sched_snapshot_slice(sc);
+}
+
+
+static void
+ngx_relay_sched_snapshot_slice(ngx_relay_sched_t *sc)
+{
+    ngx_int_t                 rc;
+    ngx_uint_t                i, last;
+    ngx_relay_sched_entry_t  *e;
+
+    if (sc->index_size != sc->snapshot_size || ngx_exiting || ngx_terminate) {
+        sc->changes++;
+        rc = ngx_relay_snapshot_finish(&sc->writer, 0);
+        goto posted;
+    }
+
+    last = ngx_min(sc->snapshot_next + NGX_RELAY_SCHED_SNAPSHOT_SLOTS,
+                   sc->snapshot_size);
+
+    for (i = sc->snapshot_next; i < last; i++) {
+        e = sc->index[i];
+
+        if (e && ngx_relay_sched_snapshot_add(sc, e) != NGX_OK) {
+            rc = ngx_relay_snapshot_finish(&sc->writer, 0);
+            goto posted;
+        }
+    }
+
+    sc->snapshot_next = last;
+
+    rc = (last == sc->snapshot_size)
+         ? ngx_relay_snapshot_finish(&sc->writer, 1)
+         : ngx_relay_snapshot_flush(&sc->writer);
+
+posted:
+
+    if (rc != NGX_OK && !ngx_exiting && !ngx_terminate) {
+        ngx_add_timer(&sc->snapshot_event, sc->snapshot_interval);
+    }
+}
+
+
+/* what the file said when it was last read: not while an attempt has it */
+
+static ngx_int_t
+ngx_relay_sched_snapshot_add(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e)
+{
+    ngx_uint_t                i;
+    ngx_relay_snapshot_rec_t  r;
+
+    if (e->ctime == 0 || e->state == ngx_relay_sched_running
+        || (e->dest && e->nmore >= NGX_RELAY_SNAPSHOT_DOMAINS))
+    {
+        return NGX_OK;
+    }
+
+    r.id = e->id;
+    r.id_len = e->id_len;
+    r.ino = e->ino;
+    r.ctime = e->ctime;
+    r.arrival = e->arrival;
+    r.pending = e->pending;
+    r.flags = (e->state == ngx_relay_sched_held ? NGX_RELAY_SNAPSHOT_HELD : 0)
+              | (e->local ? NGX_RELAY_SNAPSHOT_LOCAL : 0)
+              | (e->bounce ? NGX_RELAY_SNAPSHOT_BOUNCE : 0)
+              | (e->tried ? NGX_RELAY_SNAPSHOT_TRIED : 0);
+    r.ndomains = 0;
+
+    if (e->dest) {
+        r.domains[r.ndomains++] = &e->dest->node.str;
+
+        for (i = 0; i < e->nmore; i++) {
+            r.domains[r.ndomains++] = &e->more[i]->node.str;
+        }
+    }
+
+    return ngx_relay_snapshot_add(&sc->writer, &r);
+}
+
+
+static void
+ngx_relay_sched_snapshot_written(ngx_relay_snapshot_writer_t *w,
+    ngx_int_t rc)
+{
+    ngx_relay_sched_t  *sc = w->data;
+
+    if (w->step != NGX_RELAY_SNAPSHOT_WRITE) {
+        if (w->step == NGX_RELAY_SNAPSHOT_KEEP) {
+            if (rc == NGX_OK) {
+                ngx_log_debug1(NGX_LOG_DEBUG_CORE, sc->log, 0,
+                               "relay schedule snapshot: %uL record(s)",
+                               w->records);
+
+            } else {
+                sc->changes++;
+                ngx_log_error(NGX_LOG_WARN, sc->log, w->err,
+                              "relay schedule snapshot not written");
+            }
+        }
+
+        if (!ngx_exiting && !ngx_terminate) {
+            ngx_add_timer(&sc->snapshot_event, sc->snapshot_interval);
+        }
+
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        sc->changes++;
+        ngx_log_error(NGX_LOG_WARN, sc->log, w->err,
+                      "relay schedule snapshot not written");
+
+        if (ngx_relay_snapshot_finish(w, 0) != NGX_OK
+            && !ngx_exiting && !ngx_terminate)
+        {
+            ngx_add_timer(&sc->snapshot_event, sc->snapshot_interval);
+        }
+
+        return;
+    }
+
+    ngx_relay_sched_snapshot_slice(sc);
+}
+
+
+/*
+ * Thread side, the first scan: the snapshots of every worker, less the
+ * messages that notes name (an operator's change that the worker may not
+ * have heard of before it died).
+ */
+
+static void
+ngx_relay_sched_snapshot_load(ngx_relay_sched_list_t *ls)
+{
+    ngx_relay_sched_t     *sc;
+    ngx_relay_snapshot_t  *sn;
+
+    sc = ls->sched;
+
+    if (sc->schedule_fd == -1) {
+        return;
+    }
+
+    sn = ngx_relay_snapshot_load(sc->schedule_fd, sc->fingerprint,
+                                 sc->workers, sc->worker, sc->log);
+    if (sn == NULL) {
+        return;
+    }
+
+    ngx_relay_sched_snapshot_notes(sc, sn);
+
+    if (sn->records == 0) {
+        ngx_relay_snapshot_free(sn);
+        return;
+    }
+
+    ls->snapshot = sn;
+}
+
+
+static void
+ngx_relay_sched_snapshot_notes(ngx_relay_sched_t *sc,
+    ngx_relay_snapshot_t *sn)
+{
+    int                       dfd;
+    DIR                      *dir;
+    ngx_uint_t                i;
+    struct dirent            *de;
+    ngx_relay_sched_notes_t   nt;
+
+    if (sc->notes_fd == -1) {
+        return;
+    }
+
+    dfd = dup(sc->notes_fd);
+    dir = (dfd == -1) ? NULL : fdopendir(dfd);
+
+    if (dir == NULL) {
+        if (dfd != -1) {
+            (void) close(dfd);
+        }
+
+        sn->records = 0;                 /* notes unknown: trust none */
+        return;
+    }
+
+    rewinddir(dir);
+    ngx_memzero(&nt, sizeof(ngx_relay_sched_notes_t));
+    nt.sched = sc;
+
+    while ((de = readdir(dir)) != NULL && !nt.rescan) {
+        if (de->d_name[0] != '.') {
+            ngx_relay_sched_note_read(&nt, de->d_name);
+        }
+    }
+
+    (void) closedir(dir);
+
+    for (i = 0; i < nt.nids; i++) {
+        ngx_relay_snapshot_forget(sn, nt.ids[i].name,
+                                  ngx_strlen(nt.ids[i].name));
+        free(nt.ids[i].name);
+    }
+
+    free(nt.ids);
+
+    if (nt.rescan) {
+        sn->records = 0;                 /* "*": anything may have changed */
+    }
+}
+
+
+/* its records are no longer read from once the names they gave are done */
+
+static void
+ngx_relay_sched_snapshot_drop(ngx_relay_sched_t *sc)
+{
+    if (sc->snapshot && ngx_relay_sched_todo_next == ngx_relay_sched_ntodo) {
+        ngx_relay_snapshot_free(sc->snapshot);
+        sc->snapshot = NULL;
+    }
+}
+
+
+/*
+ * Thread-safe: the file's version for snapshots, taken before its header
+ * is read or after an attempt's last write under its lock.
+ */
+
+void
+ngx_relay_sched_file_version(ngx_fd_t fd, ngx_relay_sched_summary_t *s)
+{
+    struct stat  st;
+
+    if (fstat(fd, &st) == -1) {
+        s->ctime = 0;
+        return;
+    }
+
+    s->ino = st.st_ino;
+    s->ctime = (int64_t) st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
 }
 
 
@@ -2380,42 +2881,49 @@ free:
 }
 
 
-#define NGX_RELAY_SCHED_MAX_NOTE   (64 * 1024 * 1024)
-
 static void
 ngx_relay_sched_notes_thread(void *data, ngx_log_t *log)
 {
     ngx_relay_sched_notes_t  *nt = data;
 
+    ngx_uint_t  i;
+
+    for (i = 0; i < nt->nnotes; i++) {
+        ngx_relay_sched_note_read(nt, (char *) nt->notes[i]);
+    }
+}
+
+
+static void
+ngx_relay_sched_note_read(ngx_relay_sched_notes_t *nt, char *name)
+{
     u_char       *text;
     ssize_t       n;
     ngx_fd_t      fd;
-    ngx_uint_t    i;
     struct stat   st;
 
-    for (i = 0; i < nt->nnotes; i++) {
-        fd = openat(nt->sched->notes_fd, (char *) nt->notes[i],
-                    O_RDONLY|O_CLOEXEC);
-        if (fd == -1) {
-            continue;                     /* removed as too old */
-        }
-
-        if (fstat(fd, &st) == -1 || st.st_size > NGX_RELAY_SCHED_MAX_NOTE) {
-            (void) close(fd);
-            continue;
-        }
-
-        text = malloc(st.st_size + 1);
-        n = text ? pread(fd, text, st.st_size, 0) : -1;
-
-        (void) close(fd);
-
-        if (n > 0) {
-            ngx_relay_sched_note_parse(nt, text, text + n);
-        }
-
-        free(text);
+    fd = openat(nt->sched->notes_fd, name, O_RDONLY|O_CLOEXEC);
+    if (fd == -1) {
+        return;                           /* removed as too old */
     }
+
+    if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)
+        || st.st_size > NGX_RELAY_SCHED_MAX_NOTE)
+    {
+        (void) close(fd);
+        return;
+    }
+
+    text = malloc(st.st_size + 1);
+    n = text ? pread(fd, text, st.st_size, 0) : -1;
+
+    (void) close(fd);
+
+    if (n > 0) {
+        ngx_relay_sched_note_parse(nt, text, text + n);
+    }
+
+    free(text);
 }
 
 
@@ -2488,6 +2996,8 @@ ngx_relay_sched_note_parse(ngx_relay_sched_notes_t *nt, u_char *p,
 
         nt->ids[nt->nids].name = name;
         nt->ids[nt->nids].mode = mode;
+        nt->ids[nt->nids].record = NULL;
+        nt->ids[nt->nids].mtime = 0;
         nt->nids++;
     }
 }
@@ -2517,8 +3027,7 @@ ngx_relay_sched_notes_done(ngx_event_t *ev)
                                  ngx_strlen(nt->ids[i].name));
 
         if ((e && nt->ids[i].mode == NGX_RELAY_SCHED_ADOPT)
-            || ngx_relay_sched_todo_add(nt->ids[i].name, nt->ids[i].mode)
-               != NGX_OK)
+            || ngx_relay_sched_todo_add(&nt->ids[i]) != NGX_OK)
         {
             free(nt->ids[i].name);
         }

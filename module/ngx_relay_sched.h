@@ -17,6 +17,7 @@
 #include <ngx_relay_metrics.h>
 #include <ngx_relay_maildir.h>
 #include <ngx_relay_parse.h>
+#include <ngx_relay_snapshot.h>
 
 
 /* where an entry is */
@@ -72,6 +73,8 @@ struct ngx_relay_sched_entry_s {
     uint32_t                     hash;          /* of the id */
     uint32_t                     heap;          /* index, or NONE */
     uint32_t                     pending;       /* recipients */
+    uint64_t                     ino;           /* of the file it read */
+    int64_t                      ctime;         /* ns, then; 0: unknown */
     ngx_relay_sched_dest_t      *dest;          /* first remote domain */
     ngx_relay_sched_dest_t     **more;          /* the other ones */
     ngx_relay_sched_dest_t      *probe;         /* this attempt probes it */
@@ -109,6 +112,8 @@ typedef struct {
     ngx_uint_t                   pending;
     unsigned                     local:1;
     unsigned                     bounce:1;
+    uint64_t                     ino;           /* for snapshots */
+    int64_t                      ctime;         /* ns; 0: unknown */
     ngx_str_t                   *domains;
     ngx_uint_t                  *rcpts;         /* per domain */
     ngx_uint_t                   ndomains;
@@ -140,6 +145,7 @@ struct ngx_relay_sched_s {
     ngx_relay_policy_t          *policy;
 
     ngx_msec_t                   scan_interval; /* the safety net */
+    ngx_msec_t                   snapshot_interval; /* 0: none */
     ngx_uint_t                   workers;       /* partition of the queue */
     ngx_uint_t                   worker;
 
@@ -175,6 +181,17 @@ struct ngx_relay_sched_s {
     time_t                       exiting_since; /* took mail meanwhile */
     ngx_array_t                 *handover;      /* note lines, exiting */
     ngx_event_t                  handover_event;
+
+    /* snapshots of the schedule (ngx_relay_snapshot.c) */
+    int                          schedule_fd;   /* schedule/: -1 none */
+    uint32_t                     fingerprint;   /* of the local domains */
+    ngx_relay_snapshot_t        *snapshot;      /* read back at start */
+    ngx_uint_t                   from_snapshot; /* entries it gave */
+    ngx_relay_snapshot_writer_t  writer;
+    ngx_event_t                  snapshot_event;
+    ngx_uint_t                   changes;       /* since the last one */
+    ngx_uint_t                   snapshot_next; /* index slot to walk */
+    ngx_uint_t                   snapshot_size; /* index size it walks */
 };
 
 
@@ -193,6 +210,8 @@ void ngx_relay_sched_reached(ngx_relay_sched_t *sc,
     size_t relay_len);
 
 /* thread-safe: a queue file's summary for the schedule */
+void ngx_relay_sched_file_version(ngx_fd_t fd,
+    ngx_relay_sched_summary_t *s);
 void ngx_relay_sched_summarize(ngx_relay_queued_t *q, ngx_array_t *domains,
     ngx_relay_sched_summary_t *s);
 void ngx_relay_sched_summary_free(ngx_relay_sched_summary_t *s);

@@ -58,6 +58,7 @@
 #include <ngx_relay.h>
 #include <ngx_relay_parse.h>
 #include <ngx_relay_spool.h>
+#include <ngx_relay_snapshot.h>
 #include <ngx_relay_metrics.h>
 
 
@@ -120,7 +121,8 @@ ngx_relay_spool_prepare_dirs(ngx_str_t *path, ngx_cycle_t *cycle)
 
     static const char  *dirs[] = { "", "queue", NGX_RELAY_JOURNAL_DIR,
                                    NGX_RELAY_NOTES_DIR,
-                                   NGX_RELAY_CORRUPT_DIR };
+                                   NGX_RELAY_CORRUPT_DIR,
+                                   NGX_RELAY_SCHEDULE_DIR };
 
     log = cycle->log;
     ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);

@@ -42,6 +42,7 @@ typedef struct {
     ngx_array_t                 *own_addrs;      /* ngx_relay_own_addr_t */
     ngx_shm_zone_t              *clients_zone;   /* per client address */
     ngx_msec_t                   scan_interval;
+    ngx_msec_t                   snapshot_interval;  /* 0: none */
     ngx_uint_t                   spool_sync;     /* NGX_RELAY_SYNC_* */
     size_t                       journal_size;   /* both segments */
     ngx_msec_t                   checkpoint_interval;

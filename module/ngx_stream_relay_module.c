@@ -333,6 +333,13 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       offsetof(ngx_stream_relay_main_conf_t, scan_interval),
       NULL },
 
+    { ngx_string("relay_queue_snapshot_interval"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, snapshot_interval),
+      NULL },
+
     { ngx_string("relay_local_domain"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_stream_relay_local_domain,
@@ -658,6 +665,7 @@ ngx_stream_relay_create_main_conf(ngx_conf_t *cf)
     }
 
     rmcf->scan_interval = NGX_CONF_UNSET_MSEC;
+    rmcf->snapshot_interval = NGX_CONF_UNSET_MSEC;
     rmcf->spool_sync = NGX_CONF_UNSET_UINT;
     rmcf->journal_size = NGX_CONF_UNSET_SIZE;
     rmcf->checkpoint_interval = NGX_CONF_UNSET_MSEC;
@@ -914,6 +922,7 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     ngx_conf_init_msec_value(rmcf->scan_interval, 600000);
+    ngx_conf_init_msec_value(rmcf->snapshot_interval, 60000);
     ngx_conf_init_uint_value(rmcf->spool_sync, NGX_RELAY_SYNC_JOURNAL);
     ngx_conf_init_size_value(rmcf->journal_size, 16 * 1024 * 1024);
     ngx_conf_init_msec_value(rmcf->checkpoint_interval, 50);
@@ -1876,6 +1885,7 @@ ngx_stream_relay_init_process(ngx_cycle_t *cycle)
     sc->domains = rmcf->domains;
     sc->policy = &rmcf->policy;
     sc->scan_interval = rmcf->scan_interval;
+    sc->snapshot_interval = rmcf->snapshot_interval;
     sc->workers = ngx_process == NGX_PROCESS_SINGLE
                   ? 1 : (ngx_uint_t) ccf->worker_processes;
     sc->worker = ngx_process == NGX_PROCESS_SINGLE ? 0 : ngx_worker;

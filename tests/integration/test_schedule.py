@@ -3,14 +3,18 @@ The in-memory schedule: retries start on their due time (not at the next
 queue scan), an unreachable destination gets a bounded number of
 connections however much mail waits for it, the schedule is rebuilt after
 kill -9 and handed over when a worker dies or the worker count changes
-(nothing lost, nothing delivered twice), and a queue file nobody announced
-is found by the safety-net scan.
+(nothing lost, nothing delivered twice), a restart takes what a schedule
+snapshot still describes instead of reading each header (and reads the
+files that changed since), and a queue file nobody announced is found by
+the safety-net scan.
 
-Sinks on 127.0.0.50-53 (other files use 127.0.0.2-49).
+Sinks on 127.0.0.50-54 (other files use 127.0.0.2-49).
 """
 
 import os
 import re
+import struct
+import subprocess
 import threading
 import time
 
@@ -18,11 +22,13 @@ import pytest
 
 import relayharness as h
 import deliveryharness as dh
+import controlharness as ch
 
 
 DUE_IP = "127.0.0.50"
 DEAD_IP = "127.0.0.51"
 SHARE_IP = "127.0.0.52"
+SNAP_IP = "127.0.0.54"
 
 
 def _send(ng, sender, rcpts_bodies):
@@ -49,7 +55,8 @@ def _next_attempt(ng, qid):
 # -------------------------------------------------------------- due times
 
 
-def _world(tmp_path_factory, certs, name, ip, domain, backoff, **hooks):
+def _world(tmp_path_factory, certs, name, ip, domain, backoff, extra=(),
+           **hooks):
     """A relay of 2 workers, retries every `backoff`, a scan interval of an
     hour (only the schedule retries), `domain` routed to a sink on ip with
     the given reply hooks; returns (nginx, sink)."""
@@ -62,7 +69,7 @@ def _world(tmp_path_factory, certs, name, ip, domain, backoff, **hooks):
         "relay_queue_scan_interval 1h;",
         "relay_retry_backoff %s %s;" % (backoff, backoff),
         "relay_route %s [%s]:%d;" % (domain, ip, port),
-    ]
+    ] + list(extra)
     ng = h.launch(tmp_path_factory, certs, "sched-" + name, workers=2,
                   stream_extra="\n".join("    " + l for l in lines))
     return ng, sink
@@ -276,6 +283,150 @@ def test_a_new_worker_count_redistributes_the_shares(share_world):
                  and not (set(ng.worker_pids()) & old), 15,
                  what="three new workers")
     refuse.clear()
+    _all_delivered_once(ng, sink, tags, ids)
+
+
+# -------------------------------------------------------------- snapshots
+
+
+@pytest.fixture
+def snap_world(tmp_path_factory, certs):
+    refuse = threading.Event()
+    refuse.set()
+
+    def rcpt(sess, txn, addr):
+        if refuse.is_set():
+            return "451 4.3.0 <%s>: not yet" % addr
+        return None
+
+    ng, sink = _world(tmp_path_factory, certs, "snap", SNAP_IP, "share.test",
+                      "8s", extra=["relay_queue_snapshot_interval 1s;"],
+                      rcpt_reply=rcpt)
+    yield ng, sink, refuse
+    ng.stop()
+    sink.stop()
+
+
+def _snapshot_records(ng):
+    """{queue id: (ino, ctime ns, flags, [domains])} of the schedule
+    snapshots in the spool, read as ngx_relay_snapshot.c writes them."""
+    records = {}
+    for path in sorted((ng.spool / "schedule").glob("[0-9]*")):
+        data = path.read_bytes()
+        assert data[:8] == b"RLYSNAP1", path
+        _, slices, count = struct.unpack_from("<IIQ", data, 8)
+        p, seen = 32, 0
+        for _ in range(slices):
+            length, _crc = struct.unpack_from("<II", data, p)
+            p += 8
+            end = p + length
+            while p < end:
+                n = data[p]
+                qid = data[p + 1:p + 1 + n].decode()
+                p += 1 + n
+                ino, ctime, _arrival, _pending, flags, ndom = \
+                    struct.unpack_from("<QqqIBB", data, p)
+                p += 30
+                domains = []
+                for _ in range(ndom):
+                    domains.append(data[p + 1:p + 1 + data[p]].decode())
+                    p += 1 + data[p]
+                records[qid] = (ino, ctime, flags, domains)
+                seen += 1
+        assert seen == count, "%s: %d records, header says %d" % (
+            path, seen, count)
+    return records
+
+
+def _snapshot_holds(ng, ids):
+    """Waits until the snapshots name every id with its file's version."""
+    def holds():
+        recs = _snapshot_records(ng)
+        files = h.queue_index(ng)
+        for qid in ids:
+            st = os.stat(files[qid][0])
+            if recs.get(qid, (None, None))[:2] != (st.st_ino,
+                                                   st.st_ctime_ns):
+                return False
+        return True
+    h.wait_until(holds, 20, what="a snapshot describing every message")
+
+
+def _rebuilt(ng, mark):
+    """(messages, from the snapshot) summed over the workers' rebuild lines
+    logged after mark; waits for both workers."""
+    pat = (r"relay queue: (\d+) message\(s\) of this worker's share "
+           r"scheduled in \d+ ms, (\d+) from the snapshot")
+
+    def lines():
+        return re.findall(pat, ng.error_log()[mark:])
+    h.wait_until(lambda: len(lines()) >= 2, 20, what="both workers' rebuild")
+    found = lines()
+    return (sum(int(m) for m, _ in found), sum(int(k) for _, k in found))
+
+
+def test_restart_takes_the_schedule_from_the_snapshot(snap_world):
+    ng, sink, refuse = snap_world
+    tags, ids = _queue_deferred(ng, sink, 30, "sn-")
+    _snapshot_holds(ng, ids)
+
+    recs = _snapshot_records(ng)
+    for qid in ids:
+        assert recs[qid][3] == ["share.test"], recs[qid]
+        assert recs[qid][2] & 0x08, "tried flag missing: %r" % (recs[qid],)
+
+    ng.kill9()
+    mark = len(ng.error_log())
+    refuse.clear()
+    ng.start()
+
+    # nothing flushes them: each is tried when its file says it is due
+    assert _rebuilt(ng, mark) == (30, 30)
+    _all_delivered_once(ng, sink, tags, ids)
+
+
+def test_a_file_changed_since_the_snapshot_is_read_again(snap_world):
+    ng, sink, refuse = snap_world
+    tags, ids = _queue_deferred(ng, sink, 10, "sc-")
+    _snapshot_holds(ng, ids)
+    ng.kill9()
+
+    # held while nginx is down; without the note, only the file's change
+    # time tells the new workers that the record is stale
+    r = subprocess.run([ch.RELAYCTL, "--spool", str(ng.spool), "queue",
+                        "hold", ids[0]], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    for note in (ng.spool / "notes").iterdir():
+        note.unlink()
+
+    mark = len(ng.error_log())
+    refuse.clear()
+    ng.start()
+
+    assert _rebuilt(ng, mark) == (10, 9)
+    _all_delivered_once(ng, sink, tags[1:], ids[1:])
+    assert sink.accepted(tags[0]) == []
+    assert h.queue_index(ng).get(ids[0]), "the held message is gone"
+
+
+def test_a_damaged_snapshot_costs_only_the_reads(snap_world):
+    ng, sink, refuse = snap_world
+    tags, ids = _queue_deferred(ng, sink, 10, "sd-")
+    _snapshot_holds(ng, ids)
+    ng.kill9()
+
+    for path in (ng.spool / "schedule").glob("[0-9]*"):
+        data = bytearray(path.read_bytes())
+        for i in range(40, len(data), 7):
+            data[i] ^= 0x5a
+        path.write_bytes(bytes(data))
+
+    mark = len(ng.error_log())
+    refuse.clear()
+    ng.start()
+
+    assert _rebuilt(ng, mark) == (10, 0)
     _all_delivered_once(ng, sink, tags, ids)
 
 
