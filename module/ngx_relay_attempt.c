@@ -71,6 +71,7 @@ struct ngx_relay_attempt_s {
     ngx_relay_spool_writer_t  *writer;       /* a new message, or NULL */
     ngx_thread_task_t         *task;
     ngx_fd_t                   fd;
+    ngx_str_t                  file;         /* in memory: the writer's */
     time_t                     started;
     u_char                     name[NGX_RELAY_ID_LEN + 1];
 
@@ -157,6 +158,11 @@ ngx_relay_attempt_start(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
     at->task = task;
     at->fd = w ? w->fd : NGX_INVALID_FILE;
     at->started = ngx_time();
+
+    if (w && w->whole) {
+        at->file.data = w->buf;          /* lives until the writer's release */
+        at->file.len = (size_t) w->written;
+    }
 
     ngx_memcpy(at->name, e->id, e->id_len);
     at->name[e->id_len] = '\0';
@@ -824,8 +830,9 @@ ngx_relay_attempt_deliver(ngx_relay_attempt_t *at,
 
     at->deliveries++;
 
-    if (ngx_relay_delivery_start(at->sched->delivery, at->fd, &at->queued,
-                                 domain, &at->dests[g->first], g->n,
+    if (ngx_relay_delivery_start(at->sched->delivery, at->fd, &at->file,
+                                 &at->queued, domain, &at->dests[g->first],
+                                 g->n,
                                  ngx_relay_attempt_delivered, g)
         == NGX_OK)
     {

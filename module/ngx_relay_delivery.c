@@ -152,6 +152,8 @@ struct ngx_relay_delivery_s {
     off_t                        body_off;
     ngx_thread_task_t           *task;
     u_char                      *chunk;
+    u_char                      *chunk_data;    /* chunk, or into file */
+    ngx_str_t                    file;          /* the queue file in memory */
     ssize_t                      chunk_len;
     ngx_err_t                    chunk_err;
     unsigned                     reading:1;
@@ -236,6 +238,7 @@ static void ngx_relay_delivery_fail_message(ngx_relay_delivery_t *d,
 static void ngx_relay_delivery_read_chunk(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_chunk_thread(void *data, ngx_log_t *log);
 static void ngx_relay_delivery_chunk_done(ngx_event_t *ev);
+static void ngx_relay_delivery_chunk_ready(ngx_relay_delivery_t *d);
 static void ngx_relay_delivery_host_failed(ngx_relay_delivery_t *d,
     const char *dsn, const char *fmt, ...);
 static void ngx_relay_delivery_close(ngx_relay_delivery_t *d);
@@ -259,7 +262,8 @@ static void ngx_relay_delivery_facts(ngx_relay_delivery_t *d,
 
 ngx_int_t
 ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
-    ngx_relay_queued_t *q, ngx_str_t *domain, ngx_relay_dest_t *dests,
+    ngx_str_t *file, ngx_relay_queued_t *q, ngx_str_t *domain,
+    ngx_relay_dest_t *dests,
     ngx_uint_t ndests, ngx_relay_delivery_done_pt handler, void *data)
 {
     ngx_int_t                     rc;
@@ -285,6 +289,14 @@ ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc, ngx_fd_t fd,
     d->pool = pool;
     d->fd = fd;
     d->queued = q;
+
+    /* a new message's file still in memory: the body comes from there */
+
+    if (file->data
+        && (off_t) file->len >= q->message_offset + q->message_size)
+    {
+        d->file = *file;
+    }
     d->domain = *domain;
     d->dests = dests;
     d->ndests = ndests;
@@ -2144,7 +2156,22 @@ ngx_relay_delivery_fail_message(ngx_relay_delivery_t *d, const char *dsn)
 static void
 ngx_relay_delivery_read_chunk(ngx_relay_delivery_t *d)
 {
+    off_t               left;
     ngx_thread_task_t  *task;
+
+    if (d->file.data) {
+        left = d->queued->message_size - d->body_off;
+
+        d->chunk_data = d->file.data + d->queued->message_offset
+                        + d->body_off;
+        d->chunk_len = (ssize_t) ngx_min(left, NGX_RELAY_DELIVERY_CHUNK);
+        d->chunk_err = 0;
+
+        /* at most 4 deep: a file in memory is at most 256 KB */
+
+        ngx_relay_delivery_chunk_ready(d);
+        return;
+    }
 
     task = d->task;
     task->ctx = d;
@@ -2174,6 +2201,7 @@ ngx_relay_delivery_chunk_thread(void *data, ngx_log_t *log)
     len = (size_t) ngx_min(left, NGX_RELAY_DELIVERY_CHUNK);
 
     d->chunk_err = 0;
+    d->chunk_data = d->chunk;
     d->chunk_len = len ? pread(d->fd, d->chunk, len,
                                d->queued->message_offset + d->body_off)
                        : 0;
@@ -2189,9 +2217,6 @@ ngx_relay_delivery_chunk_done(ngx_event_t *ev)
 {
     ngx_relay_delivery_t  *d = ev->data;
 
-    u_char      *p, *q, *last, *lf, *end;
-    ngx_uint_t   line_start;
-
     d->reading = 0;
 
     if (d->connection == NULL) {
@@ -2199,6 +2224,18 @@ ngx_relay_delivery_chunk_done(ngx_event_t *ev)
         ngx_relay_delivery_connect(d);
         return;
     }
+
+    ngx_relay_delivery_chunk_ready(d);
+}
+
+
+/* a chunk of the body in d->chunk_data: into the output buffer, sent */
+
+static void
+ngx_relay_delivery_chunk_ready(ngx_relay_delivery_t *d)
+{
+    u_char      *p, *q, *last, *lf, *end;
+    ngx_uint_t   line_start;
 
     if (d->chunk_len < 0
         || (d->chunk_len == 0 && d->body_off < d->queued->message_size))
@@ -2212,7 +2249,8 @@ ngx_relay_delivery_chunk_done(ngx_event_t *ev)
 
         /* BDAT: the octets as they are (RFC 3030 2) */
 
-        d->out->last = ngx_cpymem(d->out->last, d->chunk, d->chunk_len);
+        d->out->last = ngx_cpymem(d->out->last, d->chunk_data,
+                                  d->chunk_len);
         d->body_off += d->chunk_len;
 
         if (d->body_off >= d->queued->message_size) {
@@ -2231,10 +2269,10 @@ ngx_relay_delivery_chunk_done(ngx_event_t *ev)
     /* dot-stuffing (RFC 5321 4.5.2) into the output buffer */
 
     q = d->out->last;
-    last = d->chunk + d->chunk_len;
+    last = d->chunk_data + d->chunk_len;
     line_start = d->line_start;
 
-    for (p = d->chunk; p < last; p = end) {
+    for (p = d->chunk_data; p < last; p = end) {
         if (line_start && *p == '.') {
             *q++ = '.';
         }

@@ -115,7 +115,7 @@ typedef void (*ngx_relay_delivery_done_pt)(ngx_relay_delivery_t *d);
  */
 
 ngx_int_t ngx_relay_delivery_start(ngx_relay_delivery_conf_t *dc,
-    ngx_fd_t fd, ngx_relay_queued_t *q, ngx_str_t *domain,
+    ngx_fd_t fd, ngx_str_t *file, ngx_relay_queued_t *q, ngx_str_t *domain,
     ngx_relay_dest_t *dests, ngx_uint_t ndests,
     ngx_relay_delivery_done_pt handler, void *data);
 void *ngx_relay_delivery_data(ngx_relay_delivery_t *d);

@@ -97,6 +97,7 @@ static void ngx_relay_spool_discard_done(ngx_event_t *ev);
 static ngx_int_t ngx_relay_spool_grow(ngx_relay_spool_writer_t *w,
     size_t len);
 static void ngx_relay_spool_free_buf(ngx_relay_spool_writer_t *w);
+static void ngx_relay_spool_keep_for_attempt(ngx_relay_spool_writer_t *w);
 static ngx_int_t ngx_relay_spool_transform_start(ngx_relay_spool_writer_t *w,
     ngx_uint_t whole);
 static void ngx_relay_spool_transform_feed(ngx_relay_spool_writer_t *w);
@@ -591,10 +592,35 @@ ngx_relay_spool_keep_whole(ngx_relay_spool_writer_t *w)
 
 
 static void
+ngx_relay_spool_keep_for_attempt(ngx_relay_spool_writer_t *w)
+{
+    size_t              more;
+    ngx_relay_spool_t  *sp;
+
+    sp = w->spool;
+    more = (w->end - w->buf) - w->kept;  /* the part not counted yet */
+
+    /* a journaled message was whole in buf: put() wrote it from there */
+
+    if (sp->queued == NULL || w->transform_failed
+        || sp->kept + more > NGX_RELAY_SPOOL_KEPT_MAX / 2)
+    {
+        ngx_relay_spool_free_buf(w);
+        return;
+    }
+
+    sp->kept += more;
+    w->kept += more;
+    w->whole = 1;
+}
+
+
+static void
 ngx_relay_spool_free_buf(ngx_relay_spool_writer_t *w)
 {
     w->spool->kept -= w->kept;
     w->kept = 0;
+    w->whole = 0;
 
     ngx_free(w->buf);
     w->buf = NULL;
@@ -1372,9 +1398,14 @@ ngx_relay_spool_finish(ngx_relay_spool_writer_t *w, ngx_int_t rc,
 
     if (rc == NGX_OK && slot) {
 
-        /* in the journal: the queue file has it all, the buffer can go */
+        /*
+         * In the journal: the queue file has it all.  The buffer, the
+         * whole file, stays for the message's first attempt if the
+         * worker's budget allows (at most half of it: new messages keep
+         * the rest), which then sends the body from memory.
+         */
 
-        ngx_relay_spool_free_buf(w);
+        ngx_relay_spool_keep_for_attempt(w);
 
         w->journaled = 1;
         w->journal_segment = slot->segment;

@@ -138,6 +138,8 @@ struct ngx_relay_spool_writer_s {
     uint64_t                      journal_nonce;   /* of its record */
     unsigned                      journal_segment:1;
     unsigned                      journaled:1;     /* a record was synced */
+    unsigned                      whole:1;         /* buf: the whole file,
+                                                      for the attempt */
 
     unsigned                      busy:1;          /* task in flight */
     unsigned                      transform_started:1;

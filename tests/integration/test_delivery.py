@@ -911,6 +911,34 @@ def test_several_recipients_one_transaction(drelay, world):
     dh.wait_queue_gone(drelay, qid)
 
 
+@pytest.mark.parametrize("size", [150000, 300000])
+def test_large_body_with_leading_dots_arrives_intact(drelay, world, size):
+    """A new message of up to 256 KB is sent from the spool's buffer (once
+    the workers' journals are ready: it went through one), a larger one
+    from its file in 64 KB reads: either way dot-stuffing holds across
+    every chunk boundary and the sink gets every octet."""
+    h.wait_until(lambda: len(re.findall(r'relay journal "\d+": \d+ segments',
+                                        drelay.error_log())) >= 2, 10,
+                 what="both workers' journals")
+    m = h.unique("big")
+    lines, total, i = [], 0, 0
+    while total < size:
+        line = ("." * (i % 3) + "line %d " % i + "x" * (i * 7 % 113)
+                + "\r\n").encode()
+        lines.append(line)
+        total += len(line)
+        i += 1
+    body = body_for(m, b"".join(lines))
+    sender = "%s@example.test" % m
+    rcpt = "%s@multi.test" % m
+    qid = send(drelay, sender, [rcpt], body)
+    (t,) = world.sinks["multi"].wait_accepted(m, timeout=SENT_TIMEOUT)
+    check_copy(world, t, sender, [rcpt], body)
+    dh.wait_status(drelay, qid, rcpt, "sent")
+    assert not dh.delivery_lines(drelay, qid, status="deferred"), \
+        "the first attempt did not get the message across"
+
+
 def test_static_route_skips_mx_lookup(drelay, world):
     need(world, "relay_route")
     mark = world.dns.log_mark()
