@@ -239,7 +239,14 @@ def test_limit_hits_by_rule(node):
 
 def test_queue_gauges_follow_the_schedule(node, sink):
     tag = h.unique("qg")
-    base = metrics(node)
+
+    # the figures before, once the earlier tests' mail in flight (a local
+    # delivery, a DSN) has settled
+    base = mh.wait_value(
+        node.metrics_port,
+        lambda m: mh.value(m, "relay_queue_messages", state="active")
+        + mh.value(m, "relay_queue_messages", state="new") == 0,
+        timeout=20, what="no message new or in an attempt")
     queued = mh.total(base, "relay_queue_messages")
 
     def waiting(m):
