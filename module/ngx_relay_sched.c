@@ -247,6 +247,7 @@ static void ngx_relay_sched_note_id(ngx_array_t *note, u_char *id,
     size_t len);
 static ngx_uint_t ngx_relay_sched_valid_id(u_char *p, size_t len);
 static ngx_int_t ngx_relay_sched_snapshot_init(ngx_relay_sched_t *sc);
+static int ngx_relay_sched_open_dir(ngx_relay_sched_t *sc, char *name);
 static uint32_t ngx_relay_sched_fingerprint(ngx_array_t *domains);
 static void ngx_relay_sched_snapshot_handler(ngx_event_t *ev);
 static void ngx_relay_sched_snapshot_slice(ngx_relay_sched_t *sc);
@@ -1732,7 +1733,6 @@ ngx_relay_sched_list_thread(void *data, ngx_log_t *log)
 {
     ngx_relay_sched_list_t  *ls = data;
 
-    int                      dfd;
     DIR                     *dir;
     size_t                   len;
     ngx_uint_t               size;
@@ -1753,19 +1753,11 @@ ngx_relay_sched_list_thread(void *data, ngx_log_t *log)
         ngx_relay_sched_old_notes(sc);
     }
 
-    dfd = dup(sc->spool.queue_fd);
-    dir = (dfd == -1) ? NULL : fdopendir(dfd);
-
+    dir = ngx_relay_spool_opendir(sc->spool.queue_fd);
     if (dir == NULL) {
         ls->err = errno;
-        if (dfd != -1) {
-            (void) close(dfd);
-        }
-
         return;
     }
-
-    rewinddir(dir);
 
     names = NULL;
     size = 0;
@@ -1902,7 +1894,6 @@ ngx_relay_sched_order(ngx_relay_sched_t *sc, ngx_relay_sched_list_t *ls)
 static void
 ngx_relay_sched_old_notes(ngx_relay_sched_t *sc)
 {
-    int             dfd;
     DIR            *dir;
     time_t          old;
     struct stat     st;
@@ -1912,18 +1903,11 @@ ngx_relay_sched_old_notes(ngx_relay_sched_t *sc)
         return;
     }
 
-    dfd = dup(sc->notes_fd);
-    dir = (dfd == -1) ? NULL : fdopendir(dfd);
-
+    dir = ngx_relay_spool_opendir(sc->notes_fd);
     if (dir == NULL) {
-        if (dfd != -1) {
-            (void) close(dfd);
-        }
-
         return;
     }
 
-    rewinddir(dir);
     old = time(NULL) - NGX_RELAY_SCHED_NOTE_AGE;
 
     while ((de = readdir(dir)) != NULL) {
@@ -2382,7 +2366,6 @@ ngx_relay_sched_scan_end(ngx_relay_sched_t *sc)
 static ngx_int_t
 ngx_relay_sched_snapshot_init(ngx_relay_sched_t *sc)
 {
-    u_char                       *p, path[NGX_MAX_PATH];
     ngx_relay_snapshot_writer_t  *w;
 
     sc->schedule_fd = -1;
@@ -2391,17 +2374,8 @@ ngx_relay_sched_snapshot_init(ngx_relay_sched_t *sc)
         return NGX_OK;
     }
 
-    if (sc->spool.path.len + sizeof(NGX_RELAY_SCHEDULE_DIR) >= NGX_MAX_PATH) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_cpymem(path, sc->spool.path.data, sc->spool.path.len);
-    ngx_memcpy(p, NGX_RELAY_SCHEDULE_DIR, sizeof(NGX_RELAY_SCHEDULE_DIR));
-
-    sc->schedule_fd = open((char *) path, O_RDONLY|O_DIRECTORY|O_CLOEXEC);
+    sc->schedule_fd = ngx_relay_sched_open_dir(sc, NGX_RELAY_SCHEDULE_DIR);
     if (sc->schedule_fd == -1) {
-        ngx_log_error(NGX_LOG_ALERT, sc->log, ngx_errno,
-                      "open(\"%s\") failed", path);
         return NGX_ERROR;
     }
 
@@ -2651,7 +2625,6 @@ static void
 ngx_relay_sched_snapshot_notes(ngx_relay_sched_t *sc,
     ngx_relay_snapshot_t *sn)
 {
-    int                       dfd;
     DIR                      *dir;
     ngx_uint_t                i;
     struct dirent            *de;
@@ -2661,19 +2634,12 @@ ngx_relay_sched_snapshot_notes(ngx_relay_sched_t *sc,
         return;
     }
 
-    dfd = dup(sc->notes_fd);
-    dir = (dfd == -1) ? NULL : fdopendir(dfd);
-
+    dir = ngx_relay_spool_opendir(sc->notes_fd);
     if (dir == NULL) {
-        if (dfd != -1) {
-            (void) close(dfd);
-        }
-
         sn->records = 0;                 /* notes unknown: trust none */
         return;
     }
 
-    rewinddir(dir);
     ngx_memzero(&nt, sizeof(ngx_relay_sched_notes_t));
     nt.sched = sc;
 
@@ -2731,6 +2697,31 @@ ngx_relay_sched_file_version(ngx_fd_t fd, ngx_relay_sched_summary_t *s)
 }
 
 
+/* a directory of the spool, for *at() calls; -1 (logged) if it fails */
+
+static int
+ngx_relay_sched_open_dir(ngx_relay_sched_t *sc, char *name)
+{
+    int      fd;
+    u_char  *p, path[NGX_MAX_PATH];
+
+    if (sc->spool.path.len + ngx_strlen(name) >= NGX_MAX_PATH) {
+        return -1;
+    }
+
+    p = ngx_cpymem(path, sc->spool.path.data, sc->spool.path.len);
+    ngx_memcpy(p, name, ngx_strlen(name) + 1);
+
+    fd = open((char *) path, O_RDONLY|O_DIRECTORY|O_CLOEXEC);
+    if (fd == -1) {
+        ngx_log_error(NGX_LOG_ALERT, sc->log, ngx_errno,
+                      "open(\"%s\") failed", path);
+    }
+
+    return fd;
+}
+
+
 /* ------------------------------------------------------------------ notes */
 
 
@@ -2741,19 +2732,13 @@ ngx_relay_sched_notes_init(ngx_relay_sched_t *sc, ngx_cycle_t *cycle)
     u_char            *p, path[NGX_MAX_PATH];
     ngx_connection_t  *c;
 
-    if (sc->spool.path.len + sizeof(NGX_RELAY_NOTES_DIR) >= NGX_MAX_PATH) {
+    sc->notes_fd = ngx_relay_sched_open_dir(sc, NGX_RELAY_NOTES_DIR);
+    if (sc->notes_fd == -1) {
         return NGX_ERROR;
     }
 
     p = ngx_cpymem(path, sc->spool.path.data, sc->spool.path.len);
     ngx_memcpy(p, NGX_RELAY_NOTES_DIR, sizeof(NGX_RELAY_NOTES_DIR));
-
-    sc->notes_fd = open((char *) path, O_RDONLY|O_DIRECTORY|O_CLOEXEC);
-    if (sc->notes_fd == -1) {
-        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_errno,
-                      "open(\"%s\") failed", path);
-        return NGX_ERROR;
-    }
 
     fd = inotify_init1(IN_NONBLOCK|IN_CLOEXEC);
     if (fd == -1) {

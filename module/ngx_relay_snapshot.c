@@ -362,7 +362,6 @@ ngx_relay_snapshot_t *
 ngx_relay_snapshot_load(int dir_fd, uint32_t fingerprint, ngx_uint_t workers,
     ngx_uint_t worker, ngx_log_t *log)
 {
-    int                    dfd;
     DIR                   *dir;
     time_t                 old;
     u_char                *file, **files;
@@ -377,19 +376,12 @@ ngx_relay_snapshot_load(int dir_fd, uint32_t fingerprint, ngx_uint_t workers,
         return NULL;
     }
 
-    dfd = dup(dir_fd);
-    dir = (dfd == -1) ? NULL : fdopendir(dfd);
-
+    dir = ngx_relay_spool_opendir(dir_fd);
     if (dir == NULL) {
-        if (dfd != -1) {
-            (void) close(dfd);
-        }
-
         free(sn);
         return NULL;
     }
 
-    rewinddir(dir);
     records = 0;
     old = time(NULL) - NGX_RELAY_SNAPSHOT_TMP_AGE;
 

@@ -163,6 +163,34 @@ ngx_relay_spool_prepare_dirs(ngx_str_t *path, ngx_cycle_t *cycle)
 }
 
 
+/*
+ * Thread side: a listing of a spool directory held open by its fd, from
+ * its start; the fd stays open (the DIR has a copy).
+ */
+
+DIR *
+ngx_relay_spool_opendir(int dir_fd)
+{
+    int   fd;
+    DIR  *dir;
+
+    fd = dup(dir_fd);
+    if (fd == -1) {
+        return NULL;
+    }
+
+    dir = fdopendir(fd);
+    if (dir == NULL) {
+        (void) close(fd);
+        return NULL;
+    }
+
+    rewinddir(dir);
+
+    return dir;
+}
+
+
 ngx_int_t
 ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle)
 {

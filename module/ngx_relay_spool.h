@@ -182,6 +182,7 @@ void ngx_relay_spool_gone(ngx_relay_spool_writer_t *w);
 ngx_fd_t ngx_relay_spool_open_locked(ngx_relay_spool_t *sp, u_char *name,
     ngx_err_t *err);
 ngx_uint_t ngx_relay_spool_slot(u_char *name, size_t len, ngx_uint_t workers);
+DIR *ngx_relay_spool_opendir(int dir_fd);
 
 /* thread-safe: run in thread-pool tasks only */
 ngx_int_t ngx_relay_spool_read(ngx_fd_t fd, ngx_relay_queued_t *q,

@@ -191,8 +191,9 @@ def test_unreachable_destination_gets_a_bounded_number_of_connections(
 # --------------------------------------- rebuild, worker death, new shares
 
 
-@pytest.fixture
-def share_world(tmp_path_factory, certs):
+def _refusing_world(tmp_path_factory, certs, name, ip, backoff, extra=()):
+    """A world for share.test whose sink answers 451 to every recipient
+    while the returned event is set; yields (nginx, sink, event)."""
     refuse = threading.Event()
     refuse.set()
 
@@ -201,11 +202,17 @@ def share_world(tmp_path_factory, certs):
             return "451 4.3.0 <%s>: not yet" % addr
         return None
 
-    ng, sink = _world(tmp_path_factory, certs, "share", SHARE_IP,
-                      "share.test", "2s", rcpt_reply=rcpt)
+    ng, sink = _world(tmp_path_factory, certs, name, ip, "share.test",
+                      backoff, extra=extra, rcpt_reply=rcpt)
     yield ng, sink, refuse
     ng.stop()
     sink.stop()
+
+
+@pytest.fixture
+def share_world(tmp_path_factory, certs):
+    yield from _refusing_world(tmp_path_factory, certs, "share", SHARE_IP,
+                               "2s")
 
 
 def _queue_deferred(ng, sink, n, prefix):
@@ -291,20 +298,8 @@ def test_a_new_worker_count_redistributes_the_shares(share_world):
 
 @pytest.fixture
 def snap_world(tmp_path_factory, certs):
-    refuse = threading.Event()
-    refuse.set()
-
-    def rcpt(sess, txn, addr):
-        if refuse.is_set():
-            return "451 4.3.0 <%s>: not yet" % addr
-        return None
-
-    ng, sink = _world(tmp_path_factory, certs, "snap", SNAP_IP, "share.test",
-                      "8s", extra=["relay_queue_snapshot_interval 1s;"],
-                      rcpt_reply=rcpt)
-    yield ng, sink, refuse
-    ng.stop()
-    sink.stop()
+    yield from _refusing_world(tmp_path_factory, certs, "snap", SNAP_IP,
+                               "8s", ["relay_queue_snapshot_interval 1s;"])
 
 
 def _snapshot_records(ng):
