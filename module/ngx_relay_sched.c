@@ -1786,6 +1786,7 @@ ngx_relay_sched_list_thread(void *data, ngx_log_t *log)
 
         n = &names[ls->nnames];
         n->mtime = 0;
+        n->record = NULL;
 
         n->name = (u_char *) strdup(de->d_name);
         if (n->name == NULL) {
