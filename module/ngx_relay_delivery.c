@@ -148,6 +148,7 @@ struct ngx_relay_delivery_s {
     unsigned                     reused:1;       /* from the cache */
     unsigned                     no_cache:1;
     unsigned                     answered:1;     /* a host said 2xx hello */
+    unsigned                     egress_failed:1; /* no source: ours */
 
     off_t                        body_off;
     ngx_thread_task_t           *task;
@@ -488,7 +489,9 @@ ngx_relay_delivery_unreachable(ngx_relay_delivery_t *d)
     ngx_uint_t         i;
     ngx_relay_dest_t  *dst;
 
-    if (d->answered) {
+    /* a pool of ours without a usable address says nothing of the hosts */
+
+    if (d->answered || d->egress_failed) {
         return 0;
     }
 
@@ -787,6 +790,7 @@ ngx_relay_delivery_dial(ngx_relay_delivery_t *d)
                                    "egress pool \"%V\" can be used",
                                    &ds->egress_pool)
                        - d->error;
+        d->egress_failed = 1;
         ngx_relay_delivery_set_all(d, NGX_RELAY_DELIVERY_DEFERRED, "4.4.0",
                                    d->error, d->error_len);
         ngx_relay_delivery_finish(d);

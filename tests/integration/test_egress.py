@@ -158,6 +158,29 @@ def test_no_usable_address_defers(erelay, sink):
     assert sink.all_txns(tag) == []
 
 
+def test_a_broken_pool_does_not_suspend_the_destination(tmp_path_factory,
+                                                       certs, sink):
+    """A pool of ours with no usable address defers its own mail; the
+    destination's hosts were never tried, so mail for it through other
+    pools goes on (not held back as for an unreachable destination).  One
+    worker: both messages meet in the same schedule."""
+    ng = h.launch(tmp_path_factory, certs, "egress-broken", workers=1,
+                  stream_extra=egress_conf(sink, []))
+    try:
+        tag = h.unique("bp")
+        qid = send(ng, "x@broken.example", ["%s@egress.test" % tag], tag)
+        h.wait_until(lambda: "%s: to=<%s@egress.test>" % (qid, tag)
+                     in ng.error_log(), what="the broken pool's deferral")
+        tag2 = h.unique("bp")
+        qid2 = send(ng, "n@bulk.example", ["%s@egress.test" % tag2], tag2)
+        t = sink.wait_accepted(tag2, timeout=10)[0]
+        assert t.peer[0] in ("127.0.0.41", "127.0.0.42"), t.peer
+        lines = [l for l in ng.error_log().splitlines() if qid2 in l]
+        assert not [l for l in lines if "suspended" in l], lines
+    finally:
+        ng.stop()
+
+
 def test_retry_keeps_the_pool(erelay, sink):
     tag = h.unique("rt")
     rcpt = "retry-%s@egress.test" % tag
