@@ -262,6 +262,8 @@ static void ngx_stream_relay_pop3_list_more(
     ngx_stream_relay_pop3_session_t *ps);
 static void ngx_stream_relay_pop3_retr(ngx_stream_relay_pop3_session_t *ps,
     ngx_str_t *args, ngx_uint_t nargs, ngx_uint_t retr);
+static void ngx_stream_relay_pop3_unlock(
+    ngx_stream_relay_pop3_session_t *ps);
 static void ngx_stream_relay_pop3_quit(ngx_stream_relay_pop3_session_t *ps);
 
 static void ngx_stream_relay_pop3_login_thread(void *data, ngx_log_t *log);
@@ -1815,6 +1817,7 @@ ngx_stream_relay_pop3_quit(ngx_stream_relay_pop3_session_t *ps)
     ps->quit = 1;
 
     if (ps->state != ngx_stream_relay_pop3_st_trans || ps->ndeleted == 0) {
+        ngx_stream_relay_pop3_unlock(ps);
         ngx_stream_relay_pop3_reply(ps, "+OK %V POP3 server signing off",
                                     &ps->main_conf->hostname);
         ngx_stream_relay_pop3_enter(ps, ngx_stream_relay_pop3_st_closing);
@@ -1834,11 +1837,28 @@ ngx_stream_relay_pop3_quit(ngx_stream_relay_pop3_session_t *ps)
 }
 
 
+/*
+ * The mailbox is free before the reply to QUIT (RFC 1939 6), so a client
+ * that logs in again at once does not find it in use.
+ */
+
+static void
+ngx_stream_relay_pop3_unlock(ngx_stream_relay_pop3_session_t *ps)
+{
+    if (ps->lock != NGX_INVALID_FILE) {
+        (void) ngx_close_file(ps->lock);
+        ps->lock = NGX_INVALID_FILE;
+    }
+}
+
+
 static void
 ngx_stream_relay_pop3_update_done(ngx_stream_relay_pop3_session_t *ps,
     ngx_stream_relay_pop3_task_ctx_t *ctx)
 {
     ps->removed = ps->ndeleted - ctx->not_removed;
+
+    ngx_stream_relay_pop3_unlock(ps);
 
     if (ctx->not_removed) {
         ngx_log_error(NGX_LOG_CRIT, ps->connection->log, ctx->err,
