@@ -476,6 +476,19 @@ relay_clean() {
     fs_create_cost "$dir/probe" > "$dir/create_cost"
     sync
     relay_start "$dir" "$port"
+    relay_wait_journals "$dir"
+}
+
+# Until every worker's journal is written out (its zeros go before the
+# first "250" can use it): a run times the relay, not its start.
+relay_wait_journals() {
+    local dir=$1 i workers ready
+    workers=$(pgrep -c -P "$(cat "$dir/logs/nginx.pid")" || true)
+    for ((i = 0; i < 200; i++)); do
+        ready=$(ls "$dir/spool/journal" 2>/dev/null | grep -cE '^[0-9]+$' || true)
+        [ "$ready" -ge "${workers:-1}" ] && return 0
+        sleep 0.05
+    done
 }
 
 # ------------------------------------------------------ end-to-end runs
@@ -489,8 +502,11 @@ relay_in_queue() { find "$1/spool/queue" -type f 2>/dev/null | wc -l; }
 # $work holds smtp-source's output.
 bench_e2e_run() {
     local name=$1 port=$2 queued_fn=$3 dir=$4 size=$5 pid t0 t1 t2 s0 s1 q
+    local sink_pid="" k0=0 k1=0
     pid=$([ "$name" = postfix ] && pf_pid "$dir" || relay_pid "$dir")
+    [ -f "$root/sink/sink.pid" ] && sink_pid=$(cat "$root/sink/sink.pid")
     s0=$(tree_cpu "$pid")
+    [ -n "$sink_pid" ] && k0=$(tree_cpu "$sink_pid")
     t0=$(date +%s.%N)
     timeout "$RUN_TIMEOUT" /usr/sbin/smtp-source -s "$CONC" -m "$COUNT" \
         -l "$size" -M client.test -f sender@client.test \
@@ -506,11 +522,13 @@ bench_e2e_run() {
     done
     t2=$(date +%s.%N)
     s1=$(tree_cpu "$pid")
+    [ -n "$sink_pid" ] && k1=$(tree_cpu "$sink_pid")
+    sink_us=$(awk -v n="$COUNT" -v a="$k0" -v b="$k1" 'BEGIN {printf "%.0f", 1e6 * (b - a) / n}')
     acc=$(awk -v n="$COUNT" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", n / (b - a)}')
     e2e=$(awk -v n="$COUNT" -v a="$t0" -v b="$t2" 'BEGIN {printf "%.1f", n / (b - a)}')
     cpu_us=$(awk -v n="$COUNT" -v a="$s0" -v b="$s1" 'BEGIN {printf "%.0f", 1e6 * (b - a) / n}')
-    printf '  %-16s accepted %8.1f msgs/s  end-to-end %8.1f msgs/s  server CPU %6d us/msg = %6.0f msgs/s per core\n' \
-        "$name" "$acc" "$e2e" "$cpu_us" "$(awk -v c="$cpu_us" 'BEGIN {print c ? 1e6 / c : 0}')"
+    printf '  %-16s accepted %8.1f msgs/s  end-to-end %8.1f msgs/s  server CPU %6d us/msg = %6.0f msgs/s per core  sink CPU %4d us/msg\n' \
+        "$name" "$acc" "$e2e" "$cpu_us" "$(awk -v c="$cpu_us" 'BEGIN {print c ? 1e6 / c : 0}')" "$sink_us"
 }
 
 

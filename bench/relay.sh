@@ -33,7 +33,8 @@
 #   -P  Postfix runs                    (env PF_RUNS, default on)
 # Env: RUN_TIMEOUT (s per run, default 300), RELAY_PORT (2525), PF_PORT
 # (2526), SINK_PORT (2600), DKIM_BITS (2048), DKIM_ALG (rsa, or ed25519),
-# KEEP=1 keeps the work dir, BENCH_FS (lib.sh).
+# KEEP=1 keeps the work dir, BENCH_FS (lib.sh), RELAY_BENCH_EXTRA (more
+# stream{} lines for the relay, e.g. "relay_spool_journal_size 64m;").
 # Runs in a private loopback-only network namespace (lib.sh).
 
 set -euo pipefail
@@ -132,7 +133,8 @@ for size in "${sizes[@]}"; do
                 RELAY_STREAM_EXTRA="    relay_delivery on;
     relay_resolver 127.0.0.1:1;
     relay_route remote.test [127.0.0.1]:$SINK_PORT;
-    relay_connection_reuse $reuse;"
+    relay_connection_reuse $reuse;
+${RELAY_BENCH_EXTRA:-}"
                 if [ "$dkim" = on ]; then
                     RELAY_STREAM_EXTRA+="
     relay_dkim client.test selector=bench key=$work/dkim.pem fallback=envelope$dkim_alg;"
