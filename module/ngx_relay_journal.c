@@ -77,9 +77,9 @@
 #include <pthread.h>
 #include <dirent.h>
 #include <sys/random.h>
-#include <zlib.h>
 #include <ngx_relay.h>
 #include <ngx_relay_journal.h>
+#include <ngx_relay_crc32.h>
 #include <ngx_relay_metrics.h>
 
 
@@ -421,7 +421,7 @@ ngx_relay_journal_read_header(ngx_fd_t fd, off_t offset, uint64_t *nonce,
 
     if (pread(fd, h, sizeof(h), offset) != (ssize_t) sizeof(h)
         || ngx_memcmp(h, NGX_RELAY_JOURNAL_MAGIC, 8) != 0
-        || ngx_relay_journal_get(h + 60, 4) != crc32(0, h, 60))
+        || ngx_relay_journal_get(h + 60, 4) != ngx_relay_crc32(0, h, 60))
     {
         return NGX_DECLINED;
     }
@@ -485,7 +485,7 @@ ngx_relay_journal_replay(ngx_relay_journal_replay_t *r, off_t base,
         ngx_relay_journal_put(h + 4, 0, 4);
 
         if (magic == NGX_RELAY_JOURNAL_PAD) {
-            if (crc32(0, h, sizeof(h)) != stored) {
+            if (ngx_relay_crc32(0, h, sizeof(h)) != stored) {
                 return;
             }
 
@@ -506,7 +506,8 @@ ngx_relay_journal_replay(ngx_relay_journal_replay_t *r, off_t base,
             return;
         }
 
-        crc = crc32(crc32(0, h, sizeof(h)), data, id_len + len);
+        crc = ngx_relay_crc32(ngx_relay_crc32(0, h, sizeof(h)), data,
+                              id_len + len);
 
         if (crc != stored || !ngx_relay_journal_valid_id(data, id_len)) {
             free(data);
@@ -1228,11 +1229,11 @@ ngx_relay_journal_record_header(u_char *hdr, uint64_t nonce, ngx_str_t *id,
     ngx_relay_journal_put(hdr + 16, len, 4);
     ngx_relay_journal_put(hdr + 20, id->len, 2);
 
-    /* zlib's CRC-32: the same as nginx's, several times faster */
+    /* zlib's CRC-32, the same as nginx's, folded (ngx_relay_crc32.c) */
 
-    crc = crc32(0, hdr, NGX_RELAY_JOURNAL_RECORD_LEN);
-    crc = crc32(crc, id->data, id->len);
-    crc = crc32(crc, data, len);
+    crc = ngx_relay_crc32(0, hdr, NGX_RELAY_JOURNAL_RECORD_LEN);
+    crc = ngx_relay_crc32(crc, id->data, id->len);
+    crc = ngx_relay_crc32(crc, data, len);
 
     ngx_relay_journal_put(hdr + 4, crc, 4);
 }
@@ -1253,7 +1254,8 @@ ngx_relay_journal_pad_header(u_char *hdr, uint64_t nonce, size_t id_len,
     ngx_relay_journal_put(hdr + 8, nonce, 8);
     ngx_relay_journal_put(hdr + 16, len, 4);
     ngx_relay_journal_put(hdr + 20, id_len, 2);
-    ngx_relay_journal_put(hdr + 4, crc32(0, hdr, NGX_RELAY_JOURNAL_RECORD_LEN),
+    ngx_relay_journal_put(hdr + 4,
+                          ngx_relay_crc32(0, hdr, NGX_RELAY_JOURNAL_RECORD_LEN),
                           4);
 }
 
@@ -1365,7 +1367,7 @@ ngx_relay_journal_header(u_char *h, uint64_t nonce, off_t segment_size)
     ngx_relay_journal_put(h + 8, nonce, 8);
     ngx_relay_journal_put(h + 16, (uint64_t) segment_size, 8);
     ngx_memcpy(h + 24, ngx_relay_boot_id, NGX_RELAY_BOOT_ID_LEN);
-    ngx_relay_journal_put(h + 60, crc32(0, h, 60), 4);
+    ngx_relay_journal_put(h + 60, ngx_relay_crc32(0, h, 60), 4);
 }
 
 

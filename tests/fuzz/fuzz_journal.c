@@ -5,7 +5,7 @@
 
 
 /*
- * link: module/ngx_relay_journal.c tests/no_metrics.c -lz
+ * link: module/ngx_relay_journal.c module/ngx_relay_crc32.c tests/no_metrics.c -lz
  *
  * Journal recovery (ngx_relay_journal_recover()), what the master and
  * every queue scan read from disk after a crash: the input is a journal

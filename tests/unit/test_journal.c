@@ -5,7 +5,7 @@
 
 
 /*
- * link: module/ngx_relay_journal.c tests/no_metrics.c -lz
+ * link: module/ngx_relay_journal.c module/ngx_relay_crc32.c tests/no_metrics.c -lz
  *
  * Journal recovery of an earlier boot (ngx_relay_journal_recover()) on
  * journal images made here, with real CRCs: which records come back as
