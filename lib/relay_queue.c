@@ -454,6 +454,55 @@ relay_queue_read_small(int fd, relay_queue_msg_t *m, off_t size, int *err)
 
 
 /*
+ * A queue file's octets already in memory (the writer of a new message
+ * still has them all): parsed as relay_queue_read() parses the file, with
+ * a copy of the header only.  "mtime" stands for the file's.
+ */
+
+int
+relay_queue_read_memory(const unsigned char *data, size_t size,
+    time_t mtime, relay_queue_msg_t *m, int *err)
+{
+    size_t          limit;
+    unsigned char  *buf, *end;
+
+    memset(m, 0, sizeof(relay_queue_msg_t));
+    *err = 0;
+
+    m->size = size;
+    m->mtime = mtime;
+
+    if (size < RELAY_QUEUE_TRAILER_LEN
+        || !relay_queue_trailer_valid(data + size - RELAY_QUEUE_TRAILER_LEN,
+                                      size))
+    {
+        return RELAY_QUEUE_INCOMPLETE;
+    }
+
+    limit = size - RELAY_QUEUE_TRAILER_LEN;
+    if (limit > RELAY_QUEUE_MAX_HEADER) {
+        limit = RELAY_QUEUE_MAX_HEADER;
+    }
+
+    end = memmem(data, limit, "\n\n", 2);
+    if (end == NULL) {
+        *err = EINVAL;
+        return RELAY_QUEUE_ERROR;
+    }
+
+    buf = malloc(end + 2 - data + 1);
+    if (buf == NULL) {
+        *err = ENOMEM;
+        return RELAY_QUEUE_ERROR;
+    }
+
+    memcpy(buf, data, end + 2 - data);
+
+    return relay_queue_take_header(m, buf, buf + (end - data), size, err);
+}
+
+
+/*
  * The header read into buf ends at "end" (its empty line): m keeps buf
  * and the message's place in the file of "size" octets.
  */

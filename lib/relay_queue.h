@@ -240,6 +240,8 @@ typedef struct {
 
 /* reading */
 int relay_queue_read(int fd, relay_queue_msg_t *m, int *err);
+int relay_queue_read_memory(const unsigned char *data, size_t size,
+    time_t mtime, relay_queue_msg_t *m, int *err);
 int relay_queue_parse(relay_queue_msg_t *m, unsigned char *header,
     size_t len);
 int relay_queue_complete(int fd, off_t size);

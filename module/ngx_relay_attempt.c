@@ -9,7 +9,9 @@
  * (or the spool hands over a new one) until its outcome is on disk:
  *
  *   open  (thread)  take the lock, read the envelope; recipients in local
- *                   domains go into their Maildirs at once
+ *                   domains go into their Maildirs at once.  A new message
+ *                   for remote recipients only, still whole in its
+ *                   writer's memory, is read from there on the event loop
  *   remote          the other pending recipients, one delivery per domain
  *                   (ngx_relay_delivery.c), all domains at once; a domain
  *                   whose destination is unreachable is not tried again
@@ -104,6 +106,7 @@ struct ngx_relay_attempt_s {
 };
 
 
+static ngx_int_t ngx_relay_attempt_open_memory(ngx_relay_attempt_t *at);
 static void ngx_relay_attempt_open_thread(void *data, ngx_log_t *log);
 static ngx_int_t ngx_relay_attempt_lock(ngx_relay_attempt_t *at);
 static void ngx_relay_attempt_local(ngx_relay_attempt_t *at);
@@ -171,11 +174,75 @@ ngx_relay_attempt_start(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
     task->handler = ngx_relay_attempt_open_thread;
     task->event.handler = ngx_relay_attempt_opened;
     task->event.data = at;
+    task->event.log = sc->log;
+
+    if (at->file.data && ngx_relay_attempt_open_memory(at) == NGX_OK) {
+        ngx_post_event(&task->event, &ngx_posted_events);
+        return NGX_OK;
+    }
 
     if (ngx_thread_task_post(sc->spool.thread_pool, task) != NGX_OK) {
         ngx_free(task);
         return NGX_ERROR;
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A new message whose writer still has the whole queue file in memory,
+ * and the file locked since its creation: its envelope is read from there,
+ * with no thread task, when all of its recipients are remote.  Anything
+ * else (a local recipient, a file that does not parse) goes the usual way
+ * through the open thread.  The outcome is posted, not called: the caller
+ * is still in the middle of starting attempts.
+ */
+
+static ngx_int_t
+ngx_relay_attempt_open_memory(ngx_relay_attempt_t *at)
+{
+    ngx_uint_t                i;
+    ngx_relay_queued_t       *q;
+    ngx_relay_mailbox_t       mb;
+    ngx_relay_queued_rcpt_t  *r;
+
+    q = &at->queued;
+
+    if (ngx_relay_spool_read_memory(&at->file, q, &at->err) != NGX_OK) {
+        ngx_relay_spool_free(q);
+        ngx_memzero(q, sizeof(ngx_relay_queued_t));
+        at->err = 0;
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < q->nrcpts; i++) {
+        r = &q->rcpts[i];
+
+        if (r->state == NGX_RELAY_RCPT_PENDING
+            && ngx_relay_maildir_mailbox(at->sched->domains, &r->addr, &mb)
+               != NGX_DECLINED)
+        {
+            break;                        /* a Maildir: the thread's work */
+        }
+
+        if (r->state == NGX_RELAY_RCPT_PENDING
+            || r->state == NGX_RELAY_RCPT_BOUNCE)
+        {
+            at->remaining++;
+            at->remote++;
+        }
+    }
+
+    if (q->held || i < q->nrcpts || at->remote == 0) {
+        ngx_relay_spool_free(q);
+        ngx_memzero(q, sizeof(ngx_relay_queued_t));
+        at->remaining = 0;
+        at->remote = 0;
+        return NGX_DECLINED;
+    }
+
+    at->outcome = NGX_RELAY_SCHED_QUEUED;
 
     return NGX_OK;
 }

@@ -108,6 +108,7 @@ static ngx_int_t ngx_relay_spool_place(ngx_relay_spool_writer_t *w,
 static ngx_int_t ngx_relay_spool_pwrite(ngx_relay_spool_writer_t *w,
     u_char *p, size_t len, off_t offset);
 static ngx_int_t ngx_relay_spool_result(int rc);
+static ngx_int_t ngx_relay_spool_read_result(int rc, int e, ngx_err_t *err);
 
 
 
@@ -1562,11 +1563,34 @@ ngx_relay_spool_open_locked(ngx_relay_spool_t *sp, u_char *name,
 ngx_int_t
 ngx_relay_spool_read(ngx_fd_t fd, ngx_relay_queued_t *q, ngx_err_t *err)
 {
-    int  e;
+    int  rc, e;
 
+    rc = relay_queue_read(fd, q, &e);
+
+    return ngx_relay_spool_read_result(rc, e, err);
+}
+
+
+/* the same from the queue file's octets in memory, as its writer has them */
+
+ngx_int_t
+ngx_relay_spool_read_memory(ngx_str_t *file, ngx_relay_queued_t *q,
+    ngx_err_t *err)
+{
+    int  rc, e;
+
+    rc = relay_queue_read_memory(file->data, file->len, ngx_time(), q, &e);
+
+    return ngx_relay_spool_read_result(rc, e, err);
+}
+
+
+static ngx_int_t
+ngx_relay_spool_read_result(int rc, int e, ngx_err_t *err)
+{
     *err = 0;
 
-    switch (relay_queue_read(fd, q, &e)) {
+    switch (rc) {
 
     case RELAY_QUEUE_OK:
         return NGX_OK;

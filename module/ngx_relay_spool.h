@@ -187,6 +187,8 @@ DIR *ngx_relay_spool_opendir(int dir_fd);
 /* thread-safe: run in thread-pool tasks only */
 ngx_int_t ngx_relay_spool_read(ngx_fd_t fd, ngx_relay_queued_t *q,
     ngx_err_t *err);
+ngx_int_t ngx_relay_spool_read_memory(ngx_str_t *file, ngx_relay_queued_t *q,
+    ngx_err_t *err);
 void ngx_relay_spool_free(ngx_relay_queued_t *q);
 ngx_int_t ngx_relay_spool_mark(ngx_fd_t fd, ngx_relay_queued_rcpt_t *r,
     u_char state, ngx_err_t *err);
