@@ -55,6 +55,9 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <sys/file.h>
+#if (NGX_LINUX)
+#include <malloc.h>
+#endif
 #include <ngx_relay.h>
 #include <ngx_relay_parse.h>
 #include <ngx_relay_spool.h>
@@ -109,6 +112,7 @@ static ngx_int_t ngx_relay_spool_pwrite(ngx_relay_spool_writer_t *w,
     u_char *p, size_t len, off_t offset);
 static ngx_int_t ngx_relay_spool_result(int rc);
 static ngx_int_t ngx_relay_spool_read_result(int rc, int e, ngx_err_t *err);
+static void ngx_relay_spool_keep_heap(void);
 
 
 
@@ -192,6 +196,26 @@ ngx_relay_spool_opendir(int dir_fd)
 }
 
 
+/*
+ * A message's buffer grows past glibc's mmap threshold (128 KB) and goes
+ * when the message goes, hundreds of times a second.  With the dynamic
+ * thresholds the top of the heap is given back and taken again as often,
+ * and each page is faulted in afresh before it is copied into: the faults
+ * cost more than the copy.  Fixed thresholds keep the heap: buffers up to
+ * a few whole messages come from it, and up to 16 MB of free heap stays
+ * with the process.
+ */
+
+static void
+ngx_relay_spool_keep_heap(void)
+{
+#if (NGX_LINUX && defined M_TRIM_THRESHOLD)
+    (void) mallopt(M_MMAP_THRESHOLD, 4 * NGX_RELAY_SPOOL_WHOLE_MAX);
+    (void) mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
+#endif
+}
+
+
 ngx_int_t
 ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle)
 {
@@ -201,6 +225,8 @@ ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle)
     sp->log = cycle->log;
     sp->corrupt_fd = -1;
     ngx_queue_init(&sp->commit_waiting);
+
+    ngx_relay_spool_keep_heap();
 
     p = ngx_cpymem(buf, sp->path.data, sp->path.len);
     ngx_memcpy(p, "queue", sizeof("queue"));

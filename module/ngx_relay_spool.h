@@ -17,7 +17,7 @@
 
 #define NGX_RELAY_SPOOL_BUF       65536
 #define NGX_RELAY_SPOOL_WHOLE_MAX (256 * 1024)      /* kept whole in memory */
-#define NGX_RELAY_SPOOL_KEPT_MAX  (32 * 1024 * 1024) /* a worker's such */
+#define NGX_RELAY_SPOOL_KEPT_MAX  (128 * 1024 * 1024) /* a worker's such */
 #define NGX_RELAY_SPOOL_GROUPS    4       /* commit groups in flight */
 #define NGX_RELAY_TRAILER_LEN     RELAY_QUEUE_TRAILER_LEN
 #define NGX_RELAY_NOTES_DIR       "notes"   /* queue change notes */
