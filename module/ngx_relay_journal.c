@@ -1033,7 +1033,9 @@ ngx_relay_journal_advance(ngx_relay_journal_t *j)
             continue;
         }
 
-        if (s->live && ngx_relay_journal_linger(j, s)) {
+        if (s->live && !j->segment[i ^ 1].sealed
+            && ngx_relay_journal_linger(j, s))
+        {
             continue;
         }
 
@@ -1067,6 +1069,8 @@ ngx_relay_journal_advance(ngx_relay_journal_t *j)
 /*
  * A sealed segment whose messages are still being delivered waits for
  * them, up to "interval": with none left, its checkpoint syncs nothing.
+ * It waits only while the other segment takes the records: once that one
+ * is sealed too (full), the new records need this one's room now.
  */
 
 static ngx_uint_t

@@ -924,8 +924,8 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(rmcf->scan_interval, 600000);
     ngx_conf_init_msec_value(rmcf->snapshot_interval, 60000);
     ngx_conf_init_uint_value(rmcf->spool_sync, NGX_RELAY_SYNC_JOURNAL);
-    ngx_conf_init_size_value(rmcf->journal_size, 16 * 1024 * 1024);
-    ngx_conf_init_msec_value(rmcf->checkpoint_interval, 50);
+    ngx_conf_init_size_value(rmcf->journal_size, 128 * 1024 * 1024);
+    ngx_conf_init_msec_value(rmcf->checkpoint_interval, 500);
 
     if (rmcf->journal_size < 2 * 64 * 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

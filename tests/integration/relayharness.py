@@ -179,6 +179,7 @@ thread_pool relay threads=16;
 events { worker_connections 10240; }
 stream {
     relay_spool spool;
+@@JOURNAL_SIZE@@
     relay_thread_pool relay;
     relay_maildir maildir;
     relay_hostname relay.test;
@@ -267,6 +268,10 @@ def render_conf(ports, workers=2, stream_extra="", http_extra=""):
         "RELAY_MODULE": RELAY_MODULE,
         "WORKERS": str(workers),
         "STREAM_EXTRA": stream_extra,
+        # written whole at each start (128m by default): kept small here,
+        # unless the test sets its own
+        "JOURNAL_SIZE": ("" if "relay_spool_journal_size" in stream_extra
+                         else "    relay_spool_journal_size 16m;"),
         "PORT_MAIN": str(ports["main"]),
         "PORT_SUB": str(ports["sub"]),
         "PORT_UNTRUSTED": str(ports["untrusted"]),

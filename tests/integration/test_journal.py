@@ -287,6 +287,42 @@ def test_checkpoint_syncs_only_for_messages_still_queued(fresh):
     assert [r[0] for r in records(journals(ng)[0])] == []
 
 
+def test_a_full_segment_cuts_the_sealed_ones_wait_short(fresh):
+    """A sealed segment whose messages stay queued waits for them up to the
+    interval (an hour here), but not once the active segment is full too:
+    then its checkpoint runs at once, and the next groups find room in the
+    journal again instead of syncing their files."""
+    mport = mh.alloc_port()
+    ng = fresh(workers=1,
+               stream_extra="    relay_spool_journal_size 256k;\n"
+                            + NO_CHECKPOINT,
+               http_extra=mh.http_block(mport))
+    started(ng, 1)
+
+    def count(m, kind):
+        return mh.value(m, "relay_spool_sync_seconds_count", kind=kind) or 0
+
+    # 30 KB each, four to a 128 KB segment; delivery is off: all stay
+    filler = b"".join(b"%05d %s\r\n" % (i, b"x" * 72)
+                      for i in range(380))
+    acked = []
+    with h.SMTPConn(ng.port("main")) as c:
+        c.ehlo()
+        for i in range(24):
+            t = "full-%d" % i
+            acked.append(c.message("sender@example.org",
+                                   ["%s@remote.example" % t],
+                                   h.simple_body(t)[:-2] + filler))
+
+    m = mh.wait_value(mport, lambda m: count(m, "checkpoint") >= 2,
+                      what="checkpoints of full segments")
+    journaled, fallback = count(m, "journal"), count(m, "syncfs")
+    assert journaled + fallback == 24, (journaled, fallback)
+    assert journaled >= 16 and fallback <= 8, (journaled, fallback)
+    for q in acked:
+        assert (ng.queue_dir / q).exists(), q
+
+
 @pytest.mark.parametrize("mode", ["syncfs", "files"])
 def test_other_sync_modes(fresh, mode):
     ng = fresh(stream_extra="    relay_spool_sync %s;" % mode)

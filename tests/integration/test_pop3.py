@@ -71,6 +71,7 @@ thread_pool relay threads=8;
 events { worker_connections 1024; }
 stream {
     relay_spool spool;
+    relay_spool_journal_size 16m;
     relay_thread_pool relay;
     relay_maildir maildir;
     relay_hostname relay.test;
