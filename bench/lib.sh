@@ -498,7 +498,8 @@ relay_in_queue() { find "$1/spool/queue" -type f 2>/dev/null | wc -l; }
 # bench_e2e_run NAME PORT QUEUED_FN DIR SIZE: one timed run of COUNT
 # messages of SIZE octets from CONC smtp-source sessions to
 # rcpt@remote.test at 127.0.0.1:PORT, until QUEUED_FN DIR says the queue is
-# empty (RUN_TIMEOUT at most); prints a line and sets acc e2e cpu_us.
+# empty (RUN_TIMEOUT at most); prints a line and sets acc e2e cpu_us
+# sink_us (0 without $root/sink/sink.pid, the sink of sink_start).
 # $work holds smtp-source's output.
 bench_e2e_run() {
     local name=$1 port=$2 queued_fn=$3 dir=$4 size=$5 pid t0 t1 t2 s0 s1 q

@@ -104,6 +104,8 @@ static unsigned relay_queue_parse_notify(unsigned char *p,
 static int relay_queue_trailer_valid(const unsigned char *buf, off_t size);
 static int relay_queue_read_small(int fd, relay_queue_msg_t *m, off_t size,
     int *err);
+static int relay_queue_header_end(const unsigned char *data, off_t size,
+    unsigned char **end, int *err);
 static int relay_queue_take_header(relay_queue_msg_t *m, unsigned char *buf,
     unsigned char *end, off_t size, int *err);
 static int relay_queue_number(unsigned char *p, unsigned char *last,
@@ -401,6 +403,7 @@ relay_queue_trailer_valid(const unsigned char *buf, off_t size)
 static int
 relay_queue_read_small(int fd, relay_queue_msg_t *m, off_t size, int *err)
 {
+    int             rc;
     size_t          len;
     ssize_t         n;
     unsigned char  *buf, *end;
@@ -435,18 +438,10 @@ relay_queue_read_small(int fd, relay_queue_msg_t *m, off_t size, int *err)
         }
     }
 
-    if (!relay_queue_trailer_valid(buf + size - RELAY_QUEUE_TRAILER_LEN,
-                                   size))
-    {
+    rc = relay_queue_header_end(buf, size, &end, err);
+    if (rc != RELAY_QUEUE_OK) {
         free(buf);
-        return RELAY_QUEUE_INCOMPLETE;
-    }
-
-    end = memmem(buf, size - RELAY_QUEUE_TRAILER_LEN, "\n\n", 2);
-    if (end == NULL) {
-        free(buf);
-        *err = EINVAL;
-        return RELAY_QUEUE_ERROR;
+        return rc;
     }
 
     return relay_queue_take_header(m, buf, end, size, err);
@@ -463,7 +458,7 @@ int
 relay_queue_read_memory(const unsigned char *data, size_t size,
     time_t mtime, relay_queue_msg_t *m, int *err)
 {
-    size_t          limit;
+    int             rc;
     unsigned char  *buf, *end;
 
     memset(m, 0, sizeof(relay_queue_msg_t));
@@ -471,6 +466,35 @@ relay_queue_read_memory(const unsigned char *data, size_t size,
 
     m->size = size;
     m->mtime = mtime;
+
+    rc = relay_queue_header_end(data, size, &end, err);
+    if (rc != RELAY_QUEUE_OK) {
+        return rc;
+    }
+
+    buf = malloc(end + 2 - data + 1);
+    if (buf == NULL) {
+        *err = ENOMEM;
+        return RELAY_QUEUE_ERROR;
+    }
+
+    memcpy(buf, data, end + 2 - data);
+
+    return relay_queue_take_header(m, buf, buf + (end - data), size, err);
+}
+
+
+/*
+ * A whole queue file's octets: RELAY_QUEUE_OK with *end at the empty line
+ * that ends its header; RELAY_QUEUE_INCOMPLETE without a valid trailer;
+ * RELAY_QUEUE_ERROR (EINVAL) when no header ends before it.
+ */
+
+static int
+relay_queue_header_end(const unsigned char *data, off_t size,
+    unsigned char **end, int *err)
+{
+    size_t  limit;
 
     if (size < RELAY_QUEUE_TRAILER_LEN
         || !relay_queue_trailer_valid(data + size - RELAY_QUEUE_TRAILER_LEN,
@@ -484,21 +508,13 @@ relay_queue_read_memory(const unsigned char *data, size_t size,
         limit = RELAY_QUEUE_MAX_HEADER;
     }
 
-    end = memmem(data, limit, "\n\n", 2);
-    if (end == NULL) {
+    *end = memmem(data, limit, "\n\n", 2);
+    if (*end == NULL) {
         *err = EINVAL;
         return RELAY_QUEUE_ERROR;
     }
 
-    buf = malloc(end + 2 - data + 1);
-    if (buf == NULL) {
-        *err = ENOMEM;
-        return RELAY_QUEUE_ERROR;
-    }
-
-    memcpy(buf, data, end + 2 - data);
-
-    return relay_queue_take_header(m, buf, buf + (end - data), size, err);
+    return RELAY_QUEUE_OK;
 }
 
 

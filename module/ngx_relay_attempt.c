@@ -209,11 +209,10 @@ ngx_relay_attempt_open_memory(ngx_relay_attempt_t *at)
 
     q = &at->queued;
 
-    if (ngx_relay_spool_read_memory(&at->file, q, &at->err) != NGX_OK) {
-        ngx_relay_spool_free(q);
-        ngx_memzero(q, sizeof(ngx_relay_queued_t));
-        at->err = 0;
-        return NGX_DECLINED;
+    if (ngx_relay_spool_read_memory(&at->file, q, &at->err) != NGX_OK
+        || q->held)
+    {
+        goto declined;
     }
 
     for (i = 0; i < q->nrcpts; i++) {
@@ -223,7 +222,7 @@ ngx_relay_attempt_open_memory(ngx_relay_attempt_t *at)
             && ngx_relay_maildir_mailbox(at->sched->domains, &r->addr, &mb)
                != NGX_DECLINED)
         {
-            break;                        /* a Maildir: the thread's work */
+            goto declined;                /* a Maildir: the thread's work */
         }
 
         if (r->state == NGX_RELAY_RCPT_PENDING
@@ -234,17 +233,25 @@ ngx_relay_attempt_open_memory(ngx_relay_attempt_t *at)
         }
     }
 
-    if (q->held || i < q->nrcpts || at->remote == 0) {
-        ngx_relay_spool_free(q);
-        ngx_memzero(q, sizeof(ngx_relay_queued_t));
-        at->remaining = 0;
-        at->remote = 0;
-        return NGX_DECLINED;
+    if (at->remote == 0) {
+        goto declined;
     }
 
     at->outcome = NGX_RELAY_SCHED_QUEUED;
 
     return NGX_OK;
+
+declined:
+
+    /* the open thread starts afresh */
+
+    ngx_relay_spool_free(q);
+    ngx_memzero(q, sizeof(ngx_relay_queued_t));
+    at->err = 0;
+    at->remaining = 0;
+    at->remote = 0;
+
+    return NGX_DECLINED;
 }
 
 

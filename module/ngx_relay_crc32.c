@@ -70,18 +70,16 @@ ngx_relay_crc32(uint32_t crc, const void *buf, size_t len)
 
 #if (NGX_RELAY_CRC32_FOLD)
 
+/*
+ * libgcc fills in the CPU's features before main(): reading them is two
+ * loads, and threads calling this at once share nothing they write.
+ */
+
 static int
 ngx_relay_crc32_have_clmul(void)
 {
-    static int  have = -1;
-
-    if (have == -1) {
-        __builtin_cpu_init();
-        have = __builtin_cpu_supports("pclmul")
-               && __builtin_cpu_supports("sse4.1");
-    }
-
-    return have;
+    return __builtin_cpu_supports("pclmul")
+           && __builtin_cpu_supports("sse4.1");
 }
 
 

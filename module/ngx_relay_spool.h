@@ -184,10 +184,12 @@ ngx_fd_t ngx_relay_spool_open_locked(ngx_relay_spool_t *sp, u_char *name,
 ngx_uint_t ngx_relay_spool_slot(u_char *name, size_t len, ngx_uint_t workers);
 DIR *ngx_relay_spool_opendir(int dir_fd);
 
+/* no system call: a writer's buffer parsed on the event loop */
+ngx_int_t ngx_relay_spool_read_memory(ngx_str_t *file, ngx_relay_queued_t *q,
+    ngx_err_t *err);
+
 /* thread-safe: run in thread-pool tasks only */
 ngx_int_t ngx_relay_spool_read(ngx_fd_t fd, ngx_relay_queued_t *q,
-    ngx_err_t *err);
-ngx_int_t ngx_relay_spool_read_memory(ngx_str_t *file, ngx_relay_queued_t *q,
     ngx_err_t *err);
 void ngx_relay_spool_free(ngx_relay_queued_t *q);
 ngx_int_t ngx_relay_spool_mark(ngx_fd_t fd, ngx_relay_queued_rcpt_t *r,
