@@ -2238,7 +2238,7 @@ ngx_relay_delivery_chunk_done(ngx_event_t *ev)
 static void
 ngx_relay_delivery_chunk_ready(ngx_relay_delivery_t *d)
 {
-    u_char      *p, *q, *last, *lf, *end;
+    u_char      *p, *q, *last, *dot;
     ngx_uint_t   line_start;
 
     if (d->chunk_len < 0
@@ -2276,24 +2276,24 @@ ngx_relay_delivery_chunk_ready(ngx_relay_delivery_t *d)
     last = d->chunk_data + d->chunk_len;
     line_start = d->line_start;
 
-    for (p = d->chunk_data; p < last; p = end) {
-        if (line_start && *p == '.') {
-            *q++ = '.';
+    /* the runs between line-start dots in one copy each */
+
+    for (p = d->chunk_data; /* void */ ; p = dot + 1) {
+        dot = ngx_relay_parse_line_dot(p, last, line_start);
+        q = ngx_cpymem(q, p, dot - p);
+
+        if (dot == last) {
+            break;
         }
 
-        /* a line at a time: memchr() finds its end */
-
-        lf = memchr(p, LF, last - p);
-        end = lf ? lf + 1 : last;
-
-        q = ngx_cpymem(q, p, end - p);
-        line_start = (lf != NULL);
+        *q++ = '.';
+        *q++ = '.';
+        line_start = 0;
     }
-
-    d->line_start = line_start;
 
     if (d->chunk_len) {
         d->last_lf = (last[-1] == LF);
+        d->line_start = d->last_lf;
     }
 
     d->out->last = q;

@@ -22,6 +22,10 @@
 #include <ngx_core.h>
 #include "ngx_relay_parse.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 
 #define NGX_RELAY_MAX_LABEL           63   /* RFC 1035 2.3.4 */
 #define NGX_RELAY_MAX_SIZE_DIGITS     20   /* RFC 1870 */
@@ -1330,6 +1334,107 @@ ngx_relay_parse_bdat(ngx_str_t *arg, off_t *size, ngx_uint_t *last)
 }
 
 
+/*
+ * The longest run from p on that the DATA parser would copy as it is:
+ * every CR followed by LF, every LF after a CR, no "." at a line start
+ * (*line_start: whether p starts a line).  Such runs are nearly all of a
+ * message; this checks 16 octets at a time with SSE2 (CR, LF and "."
+ * masks, the CR and the line start carried from block to block), so the
+ * caller copies a whole run in one memcpy() instead of a line at a time.
+ * It stops before the first block that is not so, or where fewer than 16
+ * octets are left, and says what the run ends in: *line_start, or
+ * *after_cr (between a CR and its LF).
+ */
+
+static u_char *
+ngx_relay_parse_data_run(u_char *p, u_char *last, ngx_uint_t *line_start,
+    ngx_uint_t *after_cr)
+{
+#if defined(__SSE2__)
+    __m128i   v, cr, lf, dot;
+    unsigned  m_cr, m_lf, m_dot, carry_cr, carry_line;
+
+    cr = _mm_set1_epi8(CR);
+    lf = _mm_set1_epi8(LF);
+    dot = _mm_set1_epi8('.');
+
+    carry_cr = 0;
+    carry_line = *line_start;
+
+    while (last - p >= 16) {
+        v = _mm_loadu_si128((const __m128i *) p);
+
+        m_cr = (unsigned) _mm_movemask_epi8(_mm_cmpeq_epi8(v, cr));
+        m_lf = (unsigned) _mm_movemask_epi8(_mm_cmpeq_epi8(v, lf));
+        m_dot = (unsigned) _mm_movemask_epi8(_mm_cmpeq_epi8(v, dot));
+
+        /* LFs exactly after the CRs; no dot after an LF */
+
+        if (m_lf != (((m_cr << 1) | carry_cr) & 0xffff)
+            || (m_dot & (((m_lf << 1) | carry_line) & 0xffff)))
+        {
+            break;
+        }
+
+        carry_cr = m_cr >> 15;
+        carry_line = m_lf >> 15;
+        p += 16;
+    }
+
+    *line_start = carry_line;
+    *after_cr = carry_cr;
+#else
+    *after_cr = 0;
+#endif
+
+    return p;
+}
+
+
+/*
+ * Dot-stuffing's search (RFC 5321 4.5.2): the first "." in [p, last) that
+ * starts a line (after an LF, or at p when line_start), or last.  With
+ * SSE2, 16 octets at a time, the line start carried between blocks.
+ */
+
+u_char *
+ngx_relay_parse_line_dot(u_char *p, u_char *last, ngx_uint_t line_start)
+{
+#if defined(__SSE2__)
+    __m128i   v, lf, dot;
+    unsigned  m_lf, hits;
+
+    lf = _mm_set1_epi8(LF);
+    dot = _mm_set1_epi8('.');
+
+    while (last - p >= 16) {
+        v = _mm_loadu_si128((const __m128i *) p);
+
+        m_lf = (unsigned) _mm_movemask_epi8(_mm_cmpeq_epi8(v, lf));
+        hits = (unsigned) _mm_movemask_epi8(_mm_cmpeq_epi8(v, dot))
+               & ((m_lf << 1) | line_start);
+
+        if (hits) {
+            return p + __builtin_ctz(hits);
+        }
+
+        line_start = m_lf >> 15;
+        p += 16;
+    }
+#endif
+
+    for ( /* void */ ; p < last; p++) {
+        if (line_start && *p == '.') {
+            return p;
+        }
+
+        line_start = (*p == LF);
+    }
+
+    return last;
+}
+
+
 /* the first CR or LF in [p, last), or last: memchr() scans in words */
 
 static u_char *
@@ -1352,7 +1457,8 @@ ngx_relay_parse_line_end(u_char *p, u_char *last)
 ngx_int_t
 ngx_relay_parse_data(ngx_relay_data_parser_t *dp, ngx_buf_t *in, u_char **dst)
 {
-    u_char  ch, *p, *q, *run;
+    u_char      ch, *p, *q, *run;
+    ngx_uint_t  line_start, after_cr;
     enum {
         sw_line_start = 0,
         sw_text,
@@ -1379,7 +1485,21 @@ ngx_relay_parse_data(ngx_relay_data_parser_t *dp, ngx_buf_t *in, u_char **dst)
 
         case sw_text:
 
-            /* the bulk of a message: the rest of the line in one copy */
+            /* the bulk of a message: whole lines in one copy */
+
+            line_start = (state == sw_line_start);
+            run = ngx_relay_parse_data_run(p, in->last, &line_start,
+                                           &after_cr);
+
+            if (run != p) {
+                q = ngx_cpymem(q, p, run - p);
+                p = run - 1;             /* the loop's p++ goes to run */
+                state = after_cr ? sw_cr
+                                 : line_start ? sw_line_start : sw_text;
+                break;
+            }
+
+            /* else the rest of the line */
 
             run = ngx_relay_parse_line_end(p, in->last);
 

@@ -211,6 +211,14 @@ typedef struct {
 ngx_int_t ngx_relay_parse_data(ngx_relay_data_parser_t *dp, ngx_buf_t *in,
     u_char **dst);
 
+/*
+ * For dot-stuffing: the first "." in [p, last) that starts a line (after
+ * an LF, or at p when line_start), or last.
+ */
+
+u_char *ngx_relay_parse_line_dot(u_char *p, u_char *last,
+    ngx_uint_t line_start);
+
 
 /*
  * AUTH PLAIN response (RFC 4616), already base64-decoded:

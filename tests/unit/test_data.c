@@ -12,6 +12,13 @@
  * time, each piece in its own exact-size buffer with an exact-size
  * (len + 1) output buffer.  Checked: rc, the copied output, what is left
  * after the end (pipelined commands), and both flags.
+ *
+ * The parser copies runs of regular lines 16 octets at a time, which the
+ * short cases above hardly reach: long generated inputs (CRLF lines with
+ * a stuffed dot, a bare CR or LF, a CR or LF at every place around a
+ * 16-octet block) are checked against a plain octet-at-a-time reference,
+ * fed whole and in random pieces.  ngx_relay_parse_line_dot(), the
+ * delivery's search for dots to stuff, is checked the same way.
  */
 
 
@@ -209,6 +216,276 @@ run(ngx_uint_t n, size_t *cuts, ngx_uint_t ncuts, const char *how)
 }
 
 
+/* RFC 5321 4.5.2 and the smuggling rules, one octet at a time */
+
+typedef struct {
+    ngx_int_t    rc;
+    size_t       consumed;
+    size_t       out_len;
+    ngx_uint_t   bare_cr;
+    ngx_uint_t   bare_lf;
+} reference_t;
+
+
+static void
+reference(u_char *in, size_t size, u_char *out, reference_t *r)
+{
+    u_char  ch, *q;
+    size_t  i;
+    enum {
+        st_line_start = 0, st_text, st_cr, st_dot, st_dot_cr
+    } st;
+
+    st = st_line_start;
+    q = out;
+    ngx_memzero(r, sizeof(reference_t));
+    r->rc = NGX_AGAIN;
+
+    for (i = 0; i < size; i++) {
+        ch = in[i];
+
+        switch (st) {
+
+        case st_line_start:
+            if (ch == '.') {
+                st = st_dot;
+                break;
+            }
+
+            /* fall through */
+
+        case st_text:
+            *q++ = ch;
+
+            if (ch == CR) {
+                st = st_cr;
+            } else {
+                r->bare_lf |= (ch == LF);
+                st = st_text;
+            }
+
+            break;
+
+        case st_cr:
+            *q++ = ch;
+
+            if (ch == LF) {
+                st = st_line_start;
+                break;
+            }
+
+            r->bare_cr = 1;
+            st = (ch == CR) ? st_cr : st_text;
+            break;
+
+        case st_dot:
+            if (ch == CR) {
+                st = st_dot_cr;
+                break;
+            }
+
+            *q++ = ch;
+            r->bare_lf |= (ch == LF);
+            st = st_text;
+            break;
+
+        case st_dot_cr:
+            if (ch == LF) {
+                r->rc = NGX_OK;
+                r->consumed = i + 1;
+                r->out_len = q - out;
+                return;
+            }
+
+            r->bare_cr = 1;
+            *q++ = CR;
+            *q++ = ch;
+            st = (ch == CR) ? st_cr : st_text;
+            break;
+        }
+    }
+
+    r->consumed = size;
+    r->out_len = q - out;
+}
+
+
+/*
+ * A message of regular CRLF lines of 1 to 100 octets, with one of: a
+ * stuffed dot, a bare CR, a bare LF, a "." CR x, or nothing, placed at
+ * "at"; ends with the end marker and a pipelined command when "end".
+ */
+
+static size_t
+generate(u_char *buf, size_t len, size_t at, ngx_uint_t odd, ngx_uint_t end)
+{
+    size_t      n, line;
+    u_char     *p;
+    ngx_uint_t  done;
+
+    p = buf;
+    done = 0;
+
+    while ((size_t) (p - buf) < len) {
+        line = 1 + random() % 100;
+
+        for (n = 0; n < line; n++) {
+            if (!done && (size_t) (p - buf) >= at) {
+                done = 1;
+
+                switch (odd) {
+                case 1: p = ngx_cpymem(p, "\r\n..x", 6); break;
+                case 2: *p++ = CR; break;
+                case 3: *p++ = LF; break;
+                case 4: p = ngx_cpymem(p, "\r\n.\rx", 6); break;
+                case 5: p = ngx_cpymem(p, "\r\n\r\n", 4); break;
+                }
+            }
+
+            *p++ = "X .a"[random() % 4];
+        }
+
+        *p++ = CR;
+        *p++ = LF;
+    }
+
+    if (end) {
+        p = ngx_cpymem(p, ".\r\nQUIT\r\n", 9);
+    }
+
+    return p - buf;
+}
+
+
+static void
+run_long_messages(void)
+{
+    u_char                   *in, *want, *got, *q;
+    size_t                    len, size, off, piece;
+    ngx_int_t                 rc;
+    ngx_buf_t                 b;
+    ngx_str_t                 s1, s2;
+    ngx_uint_t                i, odd;
+    reference_t               ref;
+    ngx_relay_data_parser_t   dp;
+
+    t_begin("long messages against the octet reference");
+
+    in = malloc(4096);
+    want = malloc(8192);
+    got = malloc(8192);
+    if (in == NULL || want == NULL || got == NULL) {
+        perror("malloc");
+        exit(2);
+    }
+
+    srandom(5321);
+
+    for (i = 0; i < 20000; i++) {
+        len = 16 + random() % 600;
+        odd = random() % 6;
+        size = generate(in, len, random() % len, odd, random() % 4 != 0);
+
+        reference(in, size, want, &ref);
+
+        ngx_memzero(&dp, sizeof(ngx_relay_data_parser_t));
+        q = got;
+        rc = NGX_AGAIN;
+
+        /* whole, or in random pieces of 1 to 80 octets */
+
+        for (off = 0; off < size && rc == NGX_AGAIN; off = b.pos - in) {
+            piece = (i % 2) ? size - off : (size_t) (1 + random() % 80);
+            piece = ngx_min(piece, size - off);
+
+            b.pos = in + off;
+            b.last = b.pos + piece;
+            rc = ngx_relay_parse_data(&dp, &b, &q);
+
+            if (rc == NGX_AGAIN && b.pos != b.last) {
+                t_fail("input %lu: NGX_AGAIN did not consume everything",
+                       (unsigned long) i);
+                break;
+            }
+        }
+
+        t_check_rc("rc", rc, ref.rc);
+
+        if ((size_t) (b.pos - in) != ref.consumed) {
+            t_fail("input %lu (odd %lu): consumed %lu, reference %lu",
+                   (unsigned long) i, (unsigned long) odd,
+                   (unsigned long) (b.pos - in),
+                   (unsigned long) ref.consumed);
+        }
+
+        s1.data = got;
+        s1.len = q - got;
+        s2.data = want;
+        s2.len = ref.out_len;
+        t_check_str("output", &s1, &s2);
+
+        t_check_uint("bare_cr", dp.bare_cr, ref.bare_cr);
+        t_check_uint("bare_lf", dp.bare_lf, ref.bare_lf);
+
+        if (t_case_failed) {
+            break;
+        }
+    }
+
+    free(in);
+    free(want);
+    free(got);
+
+    t_end();
+}
+
+
+static void
+run_line_dot(void)
+{
+    u_char      in[200], *want, *got;
+    size_t      i, start, len;
+    ngx_uint_t  n, line_start, ls;
+
+    t_begin("the first dot at a line start");
+
+    srandom(4552);
+
+    for (n = 0; n < 20000; n++) {
+        len = random() % sizeof(in);
+
+        for (i = 0; i < len; i++) {
+            in[i] = "X.\n\r"[random() % (n % 3 ? 4 : 2)];
+        }
+
+        start = len ? random() % len : 0;
+        line_start = random() % 2;
+
+        want = in + len;
+        ls = line_start;
+
+        for (i = start; i < len; i++) {
+            if (ls && in[i] == '.') {
+                want = in + i;
+                break;
+            }
+
+            ls = (in[i] == LF);
+        }
+
+        got = ngx_relay_parse_line_dot(in + start, in + len, line_start);
+
+        if (got != want) {
+            t_fail("input %lu: at %ld, the reference at %ld",
+                   (unsigned long) n, (long) (got - in), (long) (want - in));
+            break;
+        }
+    }
+
+    t_end();
+}
+
+
 /* the parser is reusable: after NGX_OK it is back at a line start */
 
 static void
@@ -265,6 +542,8 @@ main(void)
     }
 
     run_two_messages();
+    run_long_messages();
+    run_line_dot();
 
     return t_summary("test_data");
 }
