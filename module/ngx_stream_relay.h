@@ -28,6 +28,7 @@
 #define NGX_STREAM_RELAY_ESMTP_LINE_MAX 2048   /* MAIL/RCPT with params */
 #define NGX_STREAM_RELAY_AUTH_LINE_MAX 4000    /* fits the input buffer */
 #define NGX_STREAM_RELAY_IN_SIZE       4096
+#define NGX_STREAM_RELAY_DATA_IN_SIZE  32768   /* a fast client's message */
 #define NGX_STREAM_RELAY_OUT_SIZE      4096
 #define NGX_STREAM_RELAY_REPLY_MAX     128
 
@@ -141,6 +142,7 @@ typedef struct {
     ngx_stream_relay_state_e     state;
     ngx_stream_relay_state_e     resume_state;   /* after a flush */
     ngx_buf_t                   *in;
+    u_char                      *in_small;   /* its 4 KB, while it is big */
     ngx_buf_t                   *out;
     ngx_relay_line_parser_t      lp;
 

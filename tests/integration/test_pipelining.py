@@ -105,6 +105,58 @@ def test_many_transactions_pipelined(relay, smtp):
         h.wait_delivered(relay, "example.test", "%s-%d" % (tag, i))
 
 
+def test_large_messages_pipelined_through_the_grown_buffer(relay, smtp):
+    # a message that fills the 4 KB input buffer in a read gets 32 KB for
+    # the rest of it, and 4 KB again for commands once what is left fits:
+    # large bodies back to back (lines that start with dots across every
+    # boundary), each followed by the next envelope in the same write, and
+    # once by 3 KB of NOOPs, more than the small buffer takes back at once
+    tag = h.unique("bigpipe")
+    c = smtp("lax")
+    c.ehlo()
+    bodies, wire = [], b""
+    for i in range(6):
+        lines = [("." * (j % 3) + "%d line %d " % (i, j)
+                  + "y" * (j * 11 % 97) + "\r\n").encode()
+                 for j in range(600 + 500 * i)]
+        body = h.simple_body("%s-%d" % (tag, i)) + b"".join(lines)
+        bodies.append(body)
+        wire += ("MAIL FROM:<p@example.org>\r\nRCPT TO:<%s-%d@example.test>"
+                 "\r\nDATA\r\n" % (tag, i)).encode()
+        wire += h.dot_stuff(body) + b".\r\n"
+        if i == 2:
+            wire += b"NOOP\r\n" * 512
+    c.send(wire)
+    ids = set()
+    for i in range(6):
+        rs = c.replies(4)
+        assert [r.code for r in rs] == [250, 250, 354, 250], (i, rs)
+        ids.add(rs[3].queue_id)
+        if i == 2:
+            assert all(r.is_(250, "2.0.0") for r in c.replies(512))
+    assert len(ids) == 6 and None not in ids
+    c.expect("NOOP", 250, "2.0.0")
+
+    # a big body, then half a command: the half moves to the 4 KB buffer
+    c.send("MAIL FROM:<p@example.org>\r\nRCPT TO:<%s-6@example.test>\r\n"
+           "DATA\r\n" % tag)
+    assert [r.code for r in c.replies(3)] == [250, 250, 354]
+    bodies.append(bodies[5] + b"seventh\r\n")
+    c.send(h.dot_stuff(bodies[6]) + b".\r\nMAIL FROM:<p@exa")
+    r = c.reply()
+    assert r.is_(250, "2.0.0") and r.queue_id, r
+    assert c.quiet(0.2) == b""
+    c.send("mple.org>\r\nRCPT TO:<%s-7@example.test>\r\nDATA\r\n" % tag)
+    assert [r.code for r in c.replies(3)] == [250, 250, 354]
+    bodies.append(h.simple_body("%s-7" % tag))
+    r = c.send_data(bodies[7])
+    assert r.is_(250, "2.0.0") and r.queue_id, r
+
+    for i in range(8):
+        f = h.wait_delivered(relay, "example.test", "%s-%d" % (tag, i))[0]
+        assert h.split_delivered(f.read_bytes())[3] == bodies[i], i
+
+
 def test_pipelined_flood_with_backpressure(smtp):
     # the client writes 20000 commands before reading: the server must
     # neither lose nor reorder replies when its output backs up
