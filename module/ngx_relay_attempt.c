@@ -45,6 +45,7 @@
 
 
 #define NGX_RELAY_ATTEMPT_DEBRIS_AGE   10      /* seconds */
+#define NGX_RELAY_ATTEMPT_RECORDING    2       /* record tasks at a time */
 
 
 typedef struct ngx_relay_attempt_s  ngx_relay_attempt_t;
@@ -72,6 +73,8 @@ struct ngx_relay_attempt_s {
     ngx_relay_sched_entry_t   *entry;
     ngx_relay_spool_writer_t  *writer;       /* a new message, or NULL */
     ngx_thread_task_t         *task;
+    ngx_queue_t                link;         /* waiting, or in a batch */
+    ngx_queue_t                batch;        /* the others its task does */
     ngx_fd_t                   fd;
     ngx_str_t                  file;         /* in memory: the writer's */
     time_t                     started;
@@ -134,7 +137,10 @@ static void ngx_relay_attempt_expire(ngx_relay_attempt_t *at,
 static void ngx_relay_attempt_record_thread(void *data, ngx_log_t *log);
 static ngx_int_t ngx_relay_attempt_mark_all(ngx_relay_attempt_t *at);
 static ngx_int_t ngx_relay_attempt_last_error(ngx_relay_attempt_t *at);
-static void ngx_relay_attempt_recorded(ngx_event_t *ev);
+static void ngx_relay_attempt_recorded(ngx_relay_attempt_t *at);
+static ngx_int_t ngx_relay_attempt_post_records(ngx_relay_attempt_t *at);
+static void ngx_relay_attempt_records_thread(void *data, ngx_log_t *log);
+static void ngx_relay_attempt_records_done(ngx_event_t *ev);
 static void ngx_relay_attempt_log_remote(ngx_relay_attempt_t *at);
 static void ngx_relay_attempt_report(ngx_relay_attempt_t *at,
     ngx_uint_t kind);
@@ -1009,7 +1015,6 @@ ngx_relay_attempt_record(ngx_relay_attempt_t *at)
     ngx_str_t            domain;
     ngx_uint_t           i, tried;
     ngx_relay_retry_t    retry;
-    ngx_thread_task_t   *task;
     ngx_relay_dest_t    *dst;
     ngx_relay_policy_t  *p;
 
@@ -1089,13 +1094,118 @@ ngx_relay_attempt_record(ngx_relay_attempt_t *at)
 
     ngx_relay_attempt_log_remote(at);
 
+    ngx_queue_init(&at->batch);
+
+    if (at->sched->recording >= NGX_RELAY_ATTEMPT_RECORDING) {
+        ngx_queue_insert_tail(&at->sched->record_wait, &at->link);
+        return NGX_OK;
+    }
+
+    return ngx_relay_attempt_post_records(at);
+}
+
+
+/*
+ * Records go to the thread pool in batches: at most
+ * NGX_RELAY_ATTEMPT_RECORDING tasks at a time, and the attempts that end
+ * meanwhile wait for the next one, which takes them all.  A task per
+ * delivered message cost a wake-up of a thread and of the event loop
+ * each (futex and context switches were a tenth of a worker's time);
+ * under load one task now takes many messages.  At rest each attempt
+ * still gets its task at once.
+ */
+
+static ngx_int_t
+ngx_relay_attempt_post_records(ngx_relay_attempt_t *at)
+{
+    ngx_thread_task_t  *task;
+
     task = at->task;
     task->ctx = at;
-    task->handler = ngx_relay_attempt_record_thread;
-    task->event.handler = ngx_relay_attempt_recorded;
+    task->handler = ngx_relay_attempt_records_thread;
+    task->event.handler = ngx_relay_attempt_records_done;
     task->event.data = at;
 
-    return ngx_thread_task_post(at->sched->spool.thread_pool, task);
+    if (ngx_thread_task_post(at->sched->spool.thread_pool, task) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    at->sched->recording++;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_relay_attempt_records_thread(void *data, ngx_log_t *log)
+{
+    ngx_relay_attempt_t  *at = data;
+
+    ngx_queue_t  *q;
+
+    ngx_relay_attempt_record_thread(at, log);
+
+    for (q = ngx_queue_head(&at->batch);
+         q != ngx_queue_sentinel(&at->batch);
+         q = ngx_queue_next(q))
+    {
+        ngx_relay_attempt_record_thread(
+            ngx_queue_data(q, ngx_relay_attempt_t, link), log);
+    }
+}
+
+
+static void
+ngx_relay_attempt_records_done(ngx_event_t *ev)
+{
+    ngx_relay_attempt_t  *at = ev->data;
+
+    ngx_queue_t           done, *q;
+    ngx_relay_sched_t    *sc;
+    ngx_relay_attempt_t  *next;
+
+    sc = at->sched;
+    sc->recording--;
+
+    /* the batch: its attempts end below and free their tasks */
+
+    ngx_queue_init(&done);
+    ngx_queue_add(&done, &at->batch);
+    ngx_queue_init(&at->batch);
+    ngx_queue_insert_head(&done, &at->link);
+
+    /* the thread goes on at once with those that waited */
+
+    if (!ngx_queue_empty(&sc->record_wait)) {
+        q = ngx_queue_head(&sc->record_wait);
+        ngx_queue_remove(q);
+        next = ngx_queue_data(q, ngx_relay_attempt_t, link);
+
+        ngx_queue_init(&next->batch);
+        ngx_queue_add(&next->batch, &sc->record_wait);
+        ngx_queue_init(&sc->record_wait);
+
+        if (ngx_relay_attempt_post_records(next) != NGX_OK) {
+
+            /* not recorded, as when one attempt's task cannot be posted */
+
+            while (!ngx_queue_empty(&next->batch)) {
+                q = ngx_queue_head(&next->batch);
+                ngx_queue_remove(q);
+                ngx_relay_attempt_end(ngx_queue_data(q, ngx_relay_attempt_t,
+                                                     link));
+            }
+
+            ngx_relay_attempt_end(next);
+        }
+    }
+
+    while (!ngx_queue_empty(&done)) {
+        q = ngx_queue_head(&done);
+        ngx_queue_remove(q);
+        ngx_relay_attempt_recorded(ngx_queue_data(q, ngx_relay_attempt_t,
+                                                  link));
+    }
 }
 
 
@@ -1285,10 +1395,8 @@ ngx_relay_attempt_last_error(ngx_relay_attempt_t *at)
 
 
 static void
-ngx_relay_attempt_recorded(ngx_event_t *ev)
+ngx_relay_attempt_recorded(ngx_relay_attempt_t *at)
 {
-    ngx_relay_attempt_t  *at = ev->data;
-
     ngx_log_t  *log;
 
     log = at->sched->log;

@@ -167,6 +167,8 @@ struct ngx_relay_sched_s {
     ngx_event_t                  due_event;
     ngx_event_t                  dests_event;   /* publishes the top ones */
     ngx_uint_t                   busy;          /* attempts in flight */
+    ngx_uint_t                   recording;     /* record tasks in flight */
+    ngx_queue_t                  record_wait;   /* attempts, for the next */
 
     /* scans and notes */
     ngx_event_t                  scan_event;
