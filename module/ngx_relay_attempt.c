@@ -135,7 +135,8 @@ static ngx_int_t ngx_relay_attempt_record(ngx_relay_attempt_t *at);
 static void ngx_relay_attempt_expire(ngx_relay_attempt_t *at,
     ngx_relay_dest_t *dst, ngx_relay_retry_t *retry, time_t now);
 static void ngx_relay_attempt_record_thread(void *data, ngx_log_t *log);
-static ngx_int_t ngx_relay_attempt_mark_all(ngx_relay_attempt_t *at);
+static ngx_int_t ngx_relay_attempt_mark_all(ngx_relay_attempt_t *at,
+    ngx_uint_t write);
 static ngx_int_t ngx_relay_attempt_last_error(ngx_relay_attempt_t *at);
 static void ngx_relay_attempt_recorded(ngx_relay_attempt_t *at);
 static ngx_int_t ngx_relay_attempt_post_records(ngx_relay_attempt_t *at);
@@ -1274,10 +1275,7 @@ ngx_relay_attempt_record_thread(void *data, ngx_log_t *log)
                                     &at->original_len);
     }
 
-    marked = ngx_relay_attempt_mark_all(at);
-    if (marked == NGX_ERROR) {
-        return;
-    }
+    (void) ngx_relay_attempt_mark_all(at, 0);
 
     pending = 0;
 
@@ -1286,7 +1284,20 @@ ngx_relay_attempt_record_thread(void *data, ngx_log_t *log)
     }
 
     if (pending == 0) {
+
+        /* the file goes, and the marks would go with it: none written */
+
         ngx_relay_attempt_remove(at);
+
+        if (!at->removed) {
+            (void) ngx_relay_attempt_mark_all(at, 1);  /* no other try */
+        }
+
+        return;
+    }
+
+    marked = ngx_relay_attempt_mark_all(at, 1);
+    if (marked == NGX_ERROR) {
         return;
     }
 
@@ -1325,10 +1336,13 @@ ngx_relay_attempt_record_thread(void *data, ngx_log_t *log)
 }
 
 
-/* thread side: done and failed marks; the number made, or NGX_ERROR */
+/*
+ * Thread side: done and failed marks, into the queue file when "write",
+ * else in memory only; the number made, or NGX_ERROR.
+ */
 
 static ngx_int_t
-ngx_relay_attempt_mark_all(ngx_relay_attempt_t *at)
+ngx_relay_attempt_mark_all(ngx_relay_attempt_t *at, ngx_uint_t write)
 {
     u_char             state;
     ngx_int_t          marked;
@@ -1350,9 +1364,12 @@ ngx_relay_attempt_mark_all(ngx_relay_attempt_t *at)
             continue;
         }
 
-        if (ngx_relay_spool_mark(at->fd, &at->queued.rcpts[dst->index],
-                                 state, &at->err)
-            != NGX_OK)
+        if (!write) {
+            at->queued.rcpts[dst->index].state = state;
+
+        } else if (ngx_relay_spool_mark(at->fd, &at->queued.rcpts[dst->index],
+                                        state, &at->err)
+                   != NGX_OK)
         {
             at->failed = "pwrite";
             return NGX_ERROR;
