@@ -591,13 +591,14 @@ ngx_relay_spool_grow(ngx_relay_spool_writer_t *w, size_t len)
     used = w->pos - w->buf;
     size = ngx_max((size_t) (w->end - w->buf), used + len);
 
-    buf = ngx_alloc(size, w->log);
+    /* realloc(): often in place, a 100 KB message not copied once more */
+
+    buf = realloc(w->buf, size);
     if (buf == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, w->log, ngx_errno,
+                      "realloc(%uz) failed", size);
         return NGX_ERROR;
     }
-
-    ngx_memcpy(buf, w->buf, used);
-    ngx_free(w->buf);
 
     w->buf = buf;
     w->pos = buf + used;
@@ -650,10 +651,35 @@ ngx_relay_spool_keep_whole(ngx_relay_spool_writer_t *w)
 static void
 ngx_relay_spool_keep_for_attempt(ngx_relay_spool_writer_t *w)
 {
-    size_t              more;
+    u_char             *buf;
+    size_t              used, size, more;
     ngx_relay_spool_t  *sp;
 
     sp = w->spool;
+    used = w->pos - w->buf;
+
+    /*
+     * The buffer shrinks to its message (in place): a 100 KB message had
+     * grown it to 128 KB, and the budget now keeps a quarter more of them.
+     */
+
+    if (used && used < (size_t) (w->end - w->buf)) {
+        buf = realloc(w->buf, used);
+
+        if (buf) {
+            w->buf = buf;
+            w->pos = buf + used;
+            w->end = w->pos;
+        }
+    }
+
+    size = w->end - w->buf;
+
+    if (w->kept > size) {
+        sp->kept -= w->kept - size;
+        w->kept = size;
+    }
+
     more = (w->end - w->buf) - w->kept;  /* the part not counted yet */
 
     /* a journaled message was whole in buf: put() wrote it from there */
