@@ -11,8 +11,11 @@
  * ngx_relay_parse_data() whole, and again in pieces with the output room
  * a session gives it (its input plus one octet); both must agree with
  * each other and with a plain reference of RFC 5321 4.5.2 written here
- * octet by octet (the parser copies runs with memchr()): the same output,
- * the same end, the same bare CR / bare LF flags.
+ * octet by octet (the parser copies runs of regular lines found 16
+ * octets at a time, and the rest of a line found with memchr()): the
+ * same output, the same end, the same bare CR / bare LF flags.  The
+ * delivery's search for dots to stuff (ngx_relay_parse_line_dot()) is
+ * checked on the same input against an octet loop.
  *
  * BDAT (first octet odd): the input is a client's stream of "BDAT n
  * [LAST]" commands and chunks; commands are framed and parsed as the
@@ -173,6 +176,9 @@ fuzz_parse(u_char *in, size_t size, u_char *out, fuzz_pieces_t *fp,
 }
 
 
+static void fuzz_line_dot(u_char *in, size_t size, ngx_uint_t line_start);
+
+
 static void
 fuzz_data(u_char *in, size_t size, const uint8_t *seed, size_t seed_len)
 {
@@ -216,9 +222,41 @@ fuzz_data(u_char *in, size_t size, const uint8_t *seed, size_t seed_len)
                         && ref.consumed >= 5 && in[ref.consumed - 5] == CR));
     }
 
+    fuzz_line_dot(in, size, 0);
+    fuzz_line_dot(in, size, 1);
+
     free(o1);
     free(o2);
     free(o3);
+}
+
+
+/* the first "." at a line start, from every offset, against an octet loop */
+
+static void
+fuzz_line_dot(u_char *in, size_t size, ngx_uint_t line_start)
+{
+    u_char      *want;
+    size_t       start, i;
+    ngx_uint_t   ls;
+
+    for (start = 0; start <= size; start += 1 + start / 8) {
+        want = in + size;
+        ls = line_start;
+
+        for (i = start; i < size; i++) {
+            if (ls && in[i] == '.') {
+                want = in + i;
+                break;
+            }
+
+            ls = (in[i] == LF);
+        }
+
+        fuzz_assert(ngx_relay_parse_line_dot(in + start, in + size,
+                                             line_start)
+                    == want);
+    }
 }
 
 
