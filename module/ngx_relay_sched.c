@@ -807,8 +807,14 @@ ngx_relay_sched_set(ngx_relay_sched_t *sc, ngx_relay_sched_entry_t *e,
         return;
     }
 
-    if (!e->local && !e->bounce && sc->delivery == NULL) {
-        e->state = ngx_relay_sched_idle;  /* remote mail, kept queued */
+    /*
+     * Remote mail without delivery stays queued.  A file with nothing
+     * pending (a crash between its last mark and its removal) is due: its
+     * attempt removes it.
+     */
+
+    if (e->pending && !e->local && !e->bounce && sc->delivery == NULL) {
+        e->state = ngx_relay_sched_idle;
         ngx_relay_sched_count(sc, e, 1);
         return;
     }

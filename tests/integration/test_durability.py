@@ -286,6 +286,35 @@ def test_restart_rebuilds_schedule_for_new_local_domain(fresh):
         assert dt == t + "@later.test" and rest == h.simple_body(t)
 
 
+def test_a_file_left_with_every_recipient_done_is_removed(fresh):
+    # a worker killed between marking the last recipient done and removing
+    # the file leaves it behind; on a node without delivery the next
+    # worker must still attempt it (and so remove it), not keep it queued
+    # as remote mail
+    ng = fresh()
+    tag = h.unique("alldone")
+    with h.SMTPConn(ng.port("main")) as c:
+        c.ehlo("alldone.client.test")
+        ids = [c.message("a@example.org", ["%s-%d@remote.test" % (tag, i)],
+                         h.simple_body("%s-%d" % (tag, i)))
+               for i in range(2)]
+    h.wait_until(lambda: all(q in h.queue_index(ng) for q in ids), 10,
+                 what="both messages queued")
+    assert ng.stop()
+    done = 0
+    for f in h.queue_files(ng):
+        data = f.read_bytes()
+        if any(q.encode() in data for q in ids):
+            assert b"\nrcpt P - - " in data, data[:400]
+            f.write_bytes(data.replace(b"\nrcpt P - - ", b"\nrcpt D - - ", 1))
+            done += 1
+    assert done == 2
+    ng.start()
+    h.wait_until(lambda: not any(q in h.queue_index(ng) for q in ids), 20,
+                 what="the files with nothing pending to go: %s"
+                 % h.queue_files(ng)[:5])
+
+
 def test_kill9_one_worker(fresh):
     # the master respawns the worker; a session on the surviving worker
     # completes (the new worker's incoming/ cleanup spares live files);
