@@ -1083,6 +1083,11 @@ ngx_relay_metrics_label(ngx_uint_t table, u_char *data, size_t len)
     t = &ngx_relay_metrics_zone->labels[table];
     mutex = &ngx_relay_metrics_zone->shpool->mutex;
     len = ngx_min(len, NGX_RELAY_LABEL_LEN);
+
+    if (len == 0) {
+        data = (u_char *) "";            /* memcmp() and memcpy() want one */
+    }
+
     hash = ngx_crc32_short(data, len);
 
     for (locked = 0; /* void */; locked = 1) {
