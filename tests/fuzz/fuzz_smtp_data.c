@@ -10,12 +10,13 @@
  * DATA (first octet even): the input after "354" goes through
  * ngx_relay_parse_data() whole, and again in pieces with the output room
  * a session gives it (its input plus one octet); both must agree with
- * each other and with a plain reference of RFC 5321 4.5.2 written here
- * octet by octet (the parser copies runs of regular lines found 16
- * octets at a time, and the rest of a line found with memchr()): the
- * same output, the same end, the same bare CR / bare LF flags.  The
- * delivery's search for dots to stuff (ngx_relay_parse_line_dot()) is
- * checked on the same input against an octet loop.
+ * each other and with the plain reference of RFC 5321 4.5.2 in
+ * tests/data_reference.h, octet by octet (the parser copies runs of
+ * regular lines found 16 octets at a time, and the rest of a line found
+ * with memchr()): the same output, the same end, the same bare CR / bare
+ * LF flags.  The delivery's search for dots to stuff
+ * (ngx_relay_parse_line_dot()) is checked on the same input against an
+ * octet loop.
  *
  * BDAT (first octet odd): the input is a client's stream of "BDAT n
  * [LAST]" commands and chunks; commands are framed and parsed as the
@@ -29,100 +30,10 @@
 #include <ngx_relay_parse.h>
 
 #include "fuzz.h"
+#include "../data_reference.h"
 
 
-typedef struct {
-    ngx_int_t    rc;
-    size_t       consumed;
-    size_t       out_len;
-    unsigned     bare_cr:1;
-    unsigned     bare_lf:1;
-} fuzz_data_t;
-
-
-/* RFC 5321 4.5.2 and the smuggling rules, one octet at a time */
-
-static void
-fuzz_reference(u_char *in, size_t size, u_char *out, fuzz_data_t *r)
-{
-    u_char  ch, *q;
-    size_t  i;
-    enum {
-        st_line_start = 0, st_text, st_cr, st_dot, st_dot_cr
-    } st;
-
-    st = st_line_start;
-    q = out;
-    ngx_memzero(r, sizeof(fuzz_data_t));
-    r->rc = NGX_AGAIN;
-
-    for (i = 0; i < size; i++) {
-        ch = in[i];
-
-        switch (st) {
-
-        case st_line_start:
-            if (ch == '.') {
-                st = st_dot;
-                break;
-            }
-
-            /* fall through */
-
-        case st_text:
-            *q++ = ch;
-
-            if (ch == CR) {
-                st = st_cr;
-            } else {
-                r->bare_lf |= (ch == LF);
-                st = st_text;
-            }
-
-            break;
-
-        case st_cr:
-            *q++ = ch;
-
-            if (ch == LF) {
-                st = st_line_start;
-                break;
-            }
-
-            r->bare_cr = 1;
-            st = (ch == CR) ? st_cr : st_text;
-            break;
-
-        case st_dot:
-            if (ch == CR) {
-                st = st_dot_cr;
-                break;
-            }
-
-            *q++ = ch;
-            r->bare_lf |= (ch == LF);
-            st = st_text;
-            break;
-
-        case st_dot_cr:
-            if (ch == LF) {
-                r->rc = NGX_OK;
-                r->consumed = i + 1;
-                r->out_len = q - out;
-                return;
-            }
-
-            r->bare_cr = 1;
-            *q++ = CR;
-            *q++ = ch;
-            st = (ch == CR) ? st_cr : st_text;
-            break;
-        }
-    }
-
-    r->consumed = size;
-    r->out_len = q - out;
-}
+typedef data_result_t  fuzz_data_t;
 
 
 static void
@@ -198,7 +109,7 @@ fuzz_data(u_char *in, size_t size, const uint8_t *seed, size_t seed_len)
     fuzz_pieces_init(&fp, seed, seed_len);
     fuzz_parse(in, size, o2, &fp, &pieces);
 
-    fuzz_reference(in, size, o3, &ref);
+    data_reference(in, size, o3, &ref);
 
     fuzz_assert(whole.rc == ref.rc && pieces.rc == ref.rc);
     fuzz_assert(whole.consumed == ref.consumed

@@ -85,7 +85,8 @@ build_one() {
     local extra=() libs=() objs=()
 
     case $kind in
-    parse) deps=("$h" "$fuzz/fuzz.h" "$top/module/ngx_relay_parse.c"
+    parse) deps=("$h" "$fuzz/fuzz.h" "$top/tests/data_reference.h"
+                 "$top/module/ngx_relay_parse.c"
                  "$top/module/ngx_relay_parse.h") ;;
     lib)   deps=("$h" "$fuzz/fuzz.h" "$fuzz/fuzz_policy_text.c"
                  "${libsrcs[@]}" "$top"/lib/*.h) ;;

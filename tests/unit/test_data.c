@@ -23,6 +23,7 @@
 
 
 #include "t.h"
+#include "../data_reference.h"
 
 
 static const struct {
@@ -216,99 +217,6 @@ run(ngx_uint_t n, size_t *cuts, ngx_uint_t ncuts, const char *how)
 }
 
 
-/* RFC 5321 4.5.2 and the smuggling rules, one octet at a time */
-
-typedef struct {
-    ngx_int_t    rc;
-    size_t       consumed;
-    size_t       out_len;
-    ngx_uint_t   bare_cr;
-    ngx_uint_t   bare_lf;
-} reference_t;
-
-
-static void
-reference(u_char *in, size_t size, u_char *out, reference_t *r)
-{
-    u_char  ch, *q;
-    size_t  i;
-    enum {
-        st_line_start = 0, st_text, st_cr, st_dot, st_dot_cr
-    } st;
-
-    st = st_line_start;
-    q = out;
-    ngx_memzero(r, sizeof(reference_t));
-    r->rc = NGX_AGAIN;
-
-    for (i = 0; i < size; i++) {
-        ch = in[i];
-
-        switch (st) {
-
-        case st_line_start:
-            if (ch == '.') {
-                st = st_dot;
-                break;
-            }
-
-            /* fall through */
-
-        case st_text:
-            *q++ = ch;
-
-            if (ch == CR) {
-                st = st_cr;
-            } else {
-                r->bare_lf |= (ch == LF);
-                st = st_text;
-            }
-
-            break;
-
-        case st_cr:
-            *q++ = ch;
-
-            if (ch == LF) {
-                st = st_line_start;
-                break;
-            }
-
-            r->bare_cr = 1;
-            st = (ch == CR) ? st_cr : st_text;
-            break;
-
-        case st_dot:
-            if (ch == CR) {
-                st = st_dot_cr;
-                break;
-            }
-
-            *q++ = ch;
-            r->bare_lf |= (ch == LF);
-            st = st_text;
-            break;
-
-        case st_dot_cr:
-            if (ch == LF) {
-                r->rc = NGX_OK;
-                r->consumed = i + 1;
-                r->out_len = q - out;
-                return;
-            }
-
-            r->bare_cr = 1;
-            *q++ = CR;
-            *q++ = ch;
-            st = (ch == CR) ? st_cr : st_text;
-            break;
-        }
-    }
-
-    r->consumed = size;
-    r->out_len = q - out;
-}
-
 
 /*
  * A message of regular CRLF lines of 1 to 100 octets, with one of: a
@@ -366,7 +274,7 @@ run_long_messages(void)
     ngx_buf_t                 b;
     ngx_str_t                 s1, s2;
     ngx_uint_t                i, odd;
-    reference_t               ref;
+    data_result_t             ref;
     ngx_relay_data_parser_t   dp;
 
     t_begin("long messages against the octet reference");
@@ -386,7 +294,7 @@ run_long_messages(void)
         odd = random() % 6;
         size = generate(in, len, random() % len, odd, random() % 4 != 0);
 
-        reference(in, size, want, &ref);
+        data_reference(in, size, want, &ref);
 
         ngx_memzero(&dp, sizeof(ngx_relay_data_parser_t));
         q = got;
