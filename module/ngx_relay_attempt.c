@@ -275,6 +275,14 @@ ngx_relay_attempt_open_thread(void *data, ngx_log_t *log)
         return;
     }
 
+    /* a new message's hollow file: read from the file from now on */
+
+    if (at->writer && ngx_relay_spool_fill(at->writer, &at->err) != NGX_OK) {
+        at->failed = "pwrite";
+        at->outcome = NGX_RELAY_SCHED_FAILED;
+        return;
+    }
+
     q = &at->queued;
 
     switch (ngx_relay_spool_read(at->fd, q, &at->err)) {
@@ -436,6 +444,10 @@ ngx_relay_attempt_remove(ngx_relay_attempt_t *at)
         at->removed = 1;
         at->outcome = NGX_RELAY_SCHED_GONE;
 
+        if (at->writer) {
+            ngx_relay_spool_removed(at->writer);   /* hollow or not */
+        }
+
     } else {
         at->failed = "unlink";
     }
@@ -456,7 +468,8 @@ ngx_relay_attempt_debris(ngx_relay_attempt_t *at)
     if (at->writer == NULL
         && fstat(at->fd, &st) == 0
         && st.st_mtime + NGX_RELAY_ATTEMPT_DEBRIS_AGE <= time(NULL)
-        && unlinkat(at->sched->spool.queue_fd, (char *) at->name, 0) == 0)
+        && ngx_relay_spool_debris(&at->sched->spool, at->fd, at->name)
+           == NGX_OK)
     {
         at->debris = 1;
         at->outcome = NGX_RELAY_SCHED_GONE;
@@ -1263,17 +1276,12 @@ ngx_relay_attempt_record_thread(void *data, ngx_log_t *log)
     ngx_relay_attempt_t  *at = data;
 
     ngx_int_t            marked;
-    ngx_uint_t           i, pending;
+    ngx_uint_t           i, pending, dsn;
     ngx_relay_queued_t  *q;
 
     q = &at->queued;
     at->failed = NULL;
     at->err = 0;
-
-    if (at->bounces || at->delays || at->relayed) {
-        ngx_relay_dsn_read_original(at->fd, q, &at->original,
-                                    &at->original_len);
-    }
 
     (void) ngx_relay_attempt_mark_all(at, 0);
 
@@ -1283,13 +1291,35 @@ ngx_relay_attempt_record_thread(void *data, ngx_log_t *log)
         pending += (q->rcpts[i].state == NGX_RELAY_RCPT_PENDING);
     }
 
+    /*
+     * A new message's file may be hollow: written now if it stays or a DSN
+     * copies from it; delivered in full, it goes without.
+     */
+
+    dsn = at->bounces || at->delays || at->relayed;
+
+    if (at->writer && (pending || dsn)
+        && ngx_relay_spool_fill(at->writer, &at->err) != NGX_OK)
+    {
+        at->failed = "pwrite";
+        return;
+    }
+
+    if (dsn) {
+        ngx_relay_dsn_read_original(at->fd, q, &at->original,
+                                    &at->original_len);
+    }
+
     if (pending == 0) {
 
         /* the file goes, and the marks would go with it: none written */
 
         ngx_relay_attempt_remove(at);
 
-        if (!at->removed) {
+        if (!at->removed
+            && (at->writer == NULL
+                || ngx_relay_spool_fill(at->writer, &at->err) == NGX_OK))
+        {
             (void) ngx_relay_attempt_mark_all(at, 1);  /* no other try */
         }
 

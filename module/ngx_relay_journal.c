@@ -20,13 +20,18 @@
  *
  * A message goes to the scheduler as soon as its group is durable: it may
  * be delivered, marked or removed while its record is still valid.
+ * A message kept whole in memory for its first attempt has its queue file
+ * made and locked but not written ("hollow", ngx_relay_spool.c): when
+ * that attempt delivers it, the file goes without its content ever
+ * reaching the page cache.  The content is written as soon as anything
+ * else may need it, and by the checkpoint below at the latest.
  *
  * Checkpoint: once a segment is full or its first record is "interval"
  * old, the other segment takes the new records and the segment is sealed.
  * Each of its messages whose queue file is still there ("live") needs
  * that file durable by itself before the record may go, and a thread task
- * runs syncfs() on the spool for them; messages delivered meanwhile need
- * nothing.  So a sealed segment waits up to another "interval" for its
+ * writes those still hollow and runs syncfs() on the spool for them;
+ * messages delivered meanwhile need nothing.  So a sealed segment waits up to another "interval" for its
  * live messages to go: when they all went, as they do when the next hops
  * answer at once, the checkpoint syncs no queue file at all, and a queue
  * file that lived a few milliseconds never reaches the disk.  Then the
@@ -35,7 +40,8 @@
  *
  * What a crash costs:
  *   - a process crash (kill -9): nothing; the page cache has every queue
- *     file as the scheduler left it;
+ *     file as the scheduler left it, and the journal the content of those
+ *     still hollow;
  *   - a machine crash: the records of segments not yet retired are written
  *     back as they were accepted.  A message delivered or bounced in the
  *     last moments before the crash may be delivered again, as with any
@@ -45,12 +51,17 @@
  * Recovery, by the master at start and by every queue scan for journals
  * whose owner died:
  *   - written during this boot: the dead process's writes are in the page
- *     cache, every queue file is whole; syncfs() and the journal goes;
+ *     cache; a queue file still there but shorter than its valid record
+ *     (hollow) gets the record's content, no other file is touched (a
+ *     missing one was delivered); syncfs() and the journal goes;
  *   - written during an earlier boot (the machine went down): every valid
  *     record of each segment is written back to its queue file, then
  *     syncfs() and the journal goes.
  * The boot is told apart by /proc/sys/kernel/random/boot_id, kept in each
- * segment header.  Without it the journal is never used.
+ * segment header.  Without it the journal is never used.  Recoveries take
+ * a lock on journal/, and so does a queue scan before it removes an
+ * incomplete file as debris (ngx_relay_spool_debris()): a hollow file of a
+ * dead worker is written back first, never taken for debris.
  *
  * On disk, little-endian:
  *   segment header (at 0 and at segment_size, 64 octets):
@@ -101,6 +112,7 @@ typedef struct {
     ngx_fd_t                       fd;
     int                            queue_fd;
     ngx_log_t                     *log;
+    ngx_uint_t                     fill;        /* same boot: hollow only */
     ngx_uint_t                     failed;      /* the journal must stay */
     ngx_relay_journal_restored_t  *done;        /* written back */
     ngx_uint_t                     ndone;
@@ -131,6 +143,9 @@ static void ngx_relay_journal_retire_restored(ngx_relay_journal_replay_t *r);
 static ngx_uint_t ngx_relay_journal_valid_id(u_char *id, size_t len);
 static ngx_int_t ngx_relay_journal_restore(int queue_fd, u_char *id,
     size_t id_len, u_char *data, size_t len);
+static ngx_int_t ngx_relay_journal_fill_hollow(int queue_fd, u_char *id,
+    size_t id_len, u_char *data, size_t len);
+static int ngx_relay_journal_lock_dir(int dir_fd);
 static void ngx_relay_journal_header(u_char *h, uint64_t nonce,
     off_t segment_size);
 static uint64_t ngx_relay_journal_nonce(void);
@@ -237,7 +252,7 @@ ngx_relay_journal_recover_dirs(ngx_str_t *spool, ngx_cycle_t *cycle)
 ngx_int_t
 ngx_relay_journal_recover(int dir_fd, int queue_fd, ngx_log_t *log)
 {
-    int             fd;
+    int             fd, lock;
     DIR            *dir;
     ngx_int_t       rc;
     struct dirent  *de;
@@ -246,14 +261,21 @@ ngx_relay_journal_recover(int dir_fd, int queue_fd, ngx_log_t *log)
         return NGX_OK;
     }
 
+    lock = ngx_relay_journal_lock_dir(dir_fd);
+    if (lock == -1) {
+        return NGX_ERROR;
+    }
+
     fd = dup(dir_fd);
     if (fd == -1) {
+        (void) close(lock);
         return NGX_ERROR;
     }
 
     dir = fdopendir(fd);
     if (dir == NULL) {
         (void) close(fd);
+        (void) close(lock);
         return NGX_ERROR;
     }
 
@@ -284,8 +306,38 @@ ngx_relay_journal_recover(int dir_fd, int queue_fd, ngx_log_t *log)
     }
 
     (void) closedir(dir);
+    (void) close(lock);
 
     return rc;
+}
+
+
+/*
+ * Recoveries, and a queue scan's verdict on an incomplete file, one at a
+ * time on the node: a journal found locked is then held by its living
+ * owner, never by another recovery half done, so a hollow queue file
+ * whose owner died is written back before anyone judges it debris.  Its
+ * own open file description: threads of one process exclude each other.
+ */
+
+static int
+ngx_relay_journal_lock_dir(int dir_fd)
+{
+    int  fd;
+
+    fd = openat(dir_fd, ".", O_RDONLY|O_DIRECTORY|O_CLOEXEC);
+    if (fd == -1) {
+        return -1;
+    }
+
+    while (flock(fd, LOCK_EX) == -1) {
+        if (errno != EINTR) {
+            (void) close(fd);
+            return -1;
+        }
+    }
+
+    return fd;
 }
 
 
@@ -297,7 +349,7 @@ ngx_relay_journal_recover_one(int dir_fd, int queue_fd, const char *name,
     u_char                       boot_id[NGX_RELAY_BOOT_ID_LEN];
     uint64_t                     nonce;
     ngx_fd_t                     fd;
-    ngx_uint_t                   i, replay;
+    ngx_uint_t                   i, replay, walk;
     struct stat                  st;
     ngx_relay_journal_replay_t   r;
 
@@ -320,6 +372,7 @@ ngx_relay_journal_recover_one(int dir_fd, int queue_fd, const char *name,
     r.log = log;
 
     replay = 0;
+    walk = 0;
 
     if (ngx_strstr(name, ".new") == NULL
         && ngx_relay_journal_read_header(fd, 0, &nonce, &segment_size,
@@ -331,21 +384,29 @@ ngx_relay_journal_recover_one(int dir_fd, int queue_fd, const char *name,
         size = st.st_size;
 
         /*
+         * Same boot: every queue file is as its writer left it in the page
+         * cache, but those still hollow get their records' content.
+         */
+
+        walk = 1;
+        r.fill = !replay;
+
+        /*
          * Both segments lie in the file and have the size header 0 says
          * (so that "base + segment_size" cannot overflow); a segment whose
          * header disagrees was never written by a worker: it is not
          * replayed, and nothing is replayed from a wrong offset.
          */
 
-        if (replay && segment_size > size / 2) {
+        if (segment_size > size / 2) {
             ngx_log_error(NGX_LOG_ERR, log, 0,
                           "relay journal \"%s\": segment size %O does not "
                           "fit a file of %O octets, nothing replayed",
                           name, segment_size, size);
-            replay = 0;
+            walk = 0;
         }
 
-        for (i = 0; replay && i < 2; i++) {
+        for (i = 0; walk && i < 2; i++) {
             base = (off_t) i * segment_size;
 
             if (ngx_relay_journal_read_header(fd, base, &nonce, &size,
@@ -403,6 +464,12 @@ ngx_relay_journal_recover_one(int dir_fd, int queue_fd, const char *name,
                       "relay journal \"%s\" of an earlier boot: "
                       "%ui message(s) restored", name, r.ndone);
 
+    } else if (r.ndone) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "relay journal \"%s\" of a dead process retired, "
+                      "%ui hollow queue file(s) written from it",
+                      name, r.ndone);
+
     } else {
         ngx_log_error(NGX_LOG_INFO, log, 0,
                       "relay journal \"%s\" of a dead process retired",
@@ -448,10 +515,11 @@ static void
 ngx_relay_journal_replay(ngx_relay_journal_replay_t *r, off_t base,
     off_t segment_size, uint64_t nonce)
 {
-    off_t     off, end;
-    size_t    len, id_len, size;
-    u_char   *data, h[NGX_RELAY_JOURNAL_RECORD_LEN];
-    uint32_t  crc, stored, magic;
+    off_t      off, end;
+    size_t     len, id_len, size;
+    u_char    *data, h[NGX_RELAY_JOURNAL_RECORD_LEN];
+    uint32_t   crc, stored, magic;
+    ngx_int_t  rc;
 
     end = base + segment_size;
 
@@ -514,13 +582,16 @@ ngx_relay_journal_replay(ngx_relay_journal_replay_t *r, off_t base,
             return;
         }
 
-        if (ngx_relay_journal_restore(r->queue_fd, data, id_len,
-                                      data + id_len, len)
-            == NGX_OK)
-        {
+        rc = r->fill
+             ? ngx_relay_journal_fill_hollow(r->queue_fd, data, id_len,
+                                             data + id_len, len)
+             : ngx_relay_journal_restore(r->queue_fd, data, id_len,
+                                         data + id_len, len);
+
+        if (rc == NGX_OK) {
             ngx_relay_journal_restored(r, off, nonce, id_len, len);
 
-        } else {
+        } else if (rc == NGX_ERROR) {
             ngx_log_error(NGX_LOG_CRIT, r->log, ngx_errno,
                           "relay journal: restoring \"%*s\" failed",
                           id_len, data);
@@ -654,6 +725,59 @@ ngx_relay_journal_restore(int queue_fd, u_char *id, size_t id_len,
 
 
 /*
+ * Same boot: the queue file of a record is written only if it is still
+ * there (a missing one was delivered or removed) and shorter than the
+ * record (hollow, or its content cut short by its owner's death; its
+ * marks come only after its content).  NGX_DECLINED: nothing to do.
+ */
+
+static ngx_int_t
+ngx_relay_journal_fill_hollow(int queue_fd, u_char *id, size_t id_len,
+    u_char *data, size_t len)
+{
+    off_t        off;
+    u_char       name[NGX_RELAY_ID_LEN + 1];
+    ssize_t      n;
+    ngx_fd_t     fd;
+    struct stat  st;
+
+    ngx_memcpy(name, id, id_len);
+    name[id_len] = '\0';
+
+    fd = openat(queue_fd, (char *) name, O_WRONLY|O_CLOEXEC);
+    if (fd == -1) {
+        return (errno == ENOENT) ? NGX_DECLINED : NGX_ERROR;
+    }
+
+    if (fstat(fd, &st) == -1) {
+        (void) close(fd);
+        return NGX_ERROR;
+    }
+
+    if (st.st_size >= (off_t) len) {
+        (void) close(fd);
+        return NGX_DECLINED;
+    }
+
+    for (off = 0; (size_t) off < len; off += n) {
+        n = pwrite(fd, data + off, len - off, off);
+
+        if (n == -1) {
+            if (errno == EINTR) {
+                n = 0;
+                continue;
+            }
+
+            (void) close(fd);
+            return NGX_ERROR;
+        }
+    }
+
+    return close(fd) == 0 ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
  * A worker's journal is made in a thread task: the file is filled under a
  * temporary name, then renamed, so a queue scan never takes a half-made
  * journal for a dead one.  Until it is ready, groups sync their files.
@@ -721,14 +845,20 @@ ngx_relay_journal_open_thread(void *data, ngx_log_t *log)
 {
     ngx_relay_journal_t  *j = data;
 
+    int     lock;
     u_char  tmp[NGX_INT_T_LEN + sizeof(".new")];
 
     (void) ngx_sprintf(tmp, "%s.new%Z", j->name);
 
     /* an earlier process with our pid died and left its journal */
 
+    lock = ngx_relay_journal_lock_dir(j->dir_fd);
+
     (void) ngx_relay_journal_recover_one(j->dir_fd, j->queue_fd,
                                          (char *) j->name, log);
+    if (lock != -1) {
+        (void) close(lock);
+    }
     (void) unlinkat(j->dir_fd, (char *) tmp, 0);
 
     j->fd = openat(j->dir_fd, (char *) tmp,
@@ -826,7 +956,7 @@ ngx_relay_journal_open_done(ngx_event_t *ev)
  */
 
 void
-ngx_relay_journal_close(ngx_relay_journal_t *j)
+ngx_relay_journal_close(ngx_relay_journal_t *j, ngx_uint_t keep)
 {
     if (j->timer.timer_set) {
         ngx_del_timer(&j->timer);
@@ -841,6 +971,14 @@ ngx_relay_journal_close(ngx_relay_journal_t *j)
     }
 
     j->ready = 0;
+
+    if (keep) {
+        ngx_log_error(NGX_LOG_CRIT, j->log, 0,
+                      "relay journal \"%s\": kept, queue files still need "
+                      "its records", j->name);
+        (void) close(j->fd);
+        return;
+    }
 
     if (syncfs(j->queue_fd) == -1) {
         ngx_log_error(NGX_LOG_CRIT, j->log, ngx_errno,
@@ -1050,7 +1188,21 @@ ngx_relay_journal_advance(ngx_relay_journal_t *j)
         j->err = 0;
         j->started = ngx_relay_metrics_clock();
 
+        if (j->sync_queue && j->pin_live
+            && j->pin_live(j->live_data, i) != NGX_OK)
+        {
+            if (!j->timer.timer_set) {
+                ngx_add_timer(&j->timer, NGX_RELAY_JOURNAL_RETRY);
+            }
+
+            return;
+        }
+
         if (ngx_thread_task_post(j->thread_pool, task) != NGX_OK) {
+            if (j->sync_queue && j->unpin_live) {
+                j->unpin_live(j->live_data, 0);
+            }
+
             if (!j->timer.timer_set) {
                 ngx_add_timer(&j->timer, NGX_RELAY_JOURNAL_RETRY);
             }
@@ -1143,7 +1295,16 @@ ngx_relay_journal_checkpoint_thread(void *data, ngx_log_t *log)
 
     u_char  h[NGX_RELAY_JOURNAL_HEADER_LEN];
 
-    /* the queue files of live messages become durable by themselves */
+    /*
+     * The queue files of live messages become durable by themselves; those
+     * made hollow get their content first.
+     */
+
+    if (j->sync_queue && j->fill_live
+        && j->fill_live(j->live_data, &j->err) != NGX_OK)
+    {
+        return;
+    }
 
     if (j->sync_queue && syncfs(j->queue_fd) == -1) {
         j->err = errno;
@@ -1186,6 +1347,10 @@ ngx_relay_journal_checkpoint_done(ngx_event_t *ev)
     j->busy = 0;
     s = &j->segment[j->checkpoint];
     s->checkpointing = 0;
+
+    if (j->sync_queue && j->unpin_live) {
+        j->unpin_live(j->live_data, j->err == 0);
+    }
 
     ngx_relay_metrics_sync(j->sync_queue ? NGX_RELAY_METRICS_SYNC_CHECKPOINT
                                          : NGX_RELAY_METRICS_SYNC_RETIRE,

@@ -69,6 +69,16 @@ struct ngx_relay_journal_s {
     unsigned                       sync_queue:1;  /* the task's syncfs() */
 
     /*
+     * The spool's hollow queue files of a segment: pinned on the event
+     * loop before its checkpoint, written by the checkpoint's thread
+     * before its syncfs(), let go when the checkpoint is done.
+     */
+    ngx_int_t                    (*pin_live)(void *data, ngx_uint_t segment);
+    ngx_int_t                    (*fill_live)(void *data, ngx_err_t *err);
+    void                         (*unpin_live)(void *data, ngx_uint_t filled);
+    void                          *live_data;
+
+    /*
      * Groups write their records in the order of their tickets, each once
      * the one before has written (not synced) its own: the journal never
      * has a hole before a record that was acknowledged.  Under "mutex".
@@ -95,7 +105,7 @@ ngx_int_t ngx_relay_journal_recover(int dir_fd, int queue_fd,
 ngx_int_t ngx_relay_journal_recover_dirs(ngx_str_t *spool, ngx_cycle_t *cycle);
 
 ngx_int_t ngx_relay_journal_open(ngx_relay_journal_t *j);
-void ngx_relay_journal_close(ngx_relay_journal_t *j);
+void ngx_relay_journal_close(ngx_relay_journal_t *j, ngx_uint_t keep);
 
 typedef struct {
     ngx_uint_t                     segment;

@@ -2176,8 +2176,9 @@ ngx_relay_sched_read_one(ngx_relay_sched_t *sc, ngx_relay_sched_read_t *r,
     case NGX_DECLINED:
 
         /*
-         * No trailer: being written, or left by a session that died before
-         * "250" (then nobody holds its lock and it is old): removed.
+         * No trailer: being written, left by a session that died before
+         * "250" (then nobody holds its lock and it is old: removed), or
+         * hollow and its worker died (written from its journal first).
          */
 
         r->summary.outcome = NGX_RELAY_SCHED_BUSY;
@@ -2185,7 +2186,8 @@ ngx_relay_sched_read_one(ngx_relay_sched_t *sc, ngx_relay_sched_read_t *r,
         if (fstat(fd, &st) == 0
             && st.st_mtime + NGX_RELAY_SCHED_DEBRIS_AGE <= time(NULL)
             && flock(fd, LOCK_EX|LOCK_NB) == 0
-            && unlinkat(sc->spool.queue_fd, (char *) r->todo.name, 0) == 0)
+            && ngx_relay_spool_debris(&sc->spool, fd, r->todo.name)
+               == NGX_OK)
         {
             r->summary.outcome = NGX_RELAY_SCHED_GONE;
             (*debris)++;

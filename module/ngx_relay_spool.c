@@ -23,9 +23,12 @@
  * ended wait for the next commit group; one thread task per group writes
  * what is still in memory and makes the whole group durable:
  *   - relay_spool_sync journal (the default), for groups of messages
- *     still whole in memory: the queue files are written, not synced, and
+ *     still whole in memory: the queue files are made, not synced, and
  *     a copy of each goes to the worker's journal with one fdatasync()
- *     (ngx_relay_journal.c).  One such group at a time;
+ *     (ngx_relay_journal.c).  One such group at a time.  A message whose
+ *     buffer stays for its first attempt gets its file empty ("hollow",
+ *     see ngx_relay_spool_make_hollow()): delivered at once, its content
+ *     never goes through the page cache;
  *   - otherwise one syncfs() (one journal commit of the file system and
  *     one disk cache flush for the group), or with relay_spool_sync files
  *     an fdatasync() per file and one fsync() of queue/.  Up to
@@ -113,6 +116,15 @@ static ngx_int_t ngx_relay_spool_pwrite(ngx_relay_spool_writer_t *w,
 static ngx_int_t ngx_relay_spool_result(int rc);
 static ngx_int_t ngx_relay_spool_read_result(int rc, int e, ngx_err_t *err);
 static void ngx_relay_spool_keep_heap(void);
+static ngx_uint_t ngx_relay_spool_may_stay_hollow(ngx_relay_spool_writer_t *w);
+static ngx_int_t ngx_relay_spool_make_hollow(ngx_relay_spool_writer_t *w);
+static void ngx_relay_spool_unlink_hollow(ngx_relay_spool_writer_t *w);
+static void ngx_relay_spool_fill_thread(void *data, ngx_log_t *log);
+static void ngx_relay_spool_fill_done(ngx_event_t *ev);
+static void ngx_relay_spool_fill_at_exit(ngx_relay_spool_t *sp);
+static ngx_int_t ngx_relay_spool_pin_live(void *data, ngx_uint_t segment);
+static ngx_int_t ngx_relay_spool_fill_live(void *data, ngx_err_t *err);
+static void ngx_relay_spool_unpin_live(void *data, ngx_uint_t filled);
 
 
 
@@ -226,6 +238,14 @@ ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle)
     sp->log = cycle->log;
     sp->corrupt_fd = -1;
     ngx_queue_init(&sp->commit_waiting);
+    ngx_queue_init(&sp->hollow[0]);
+    ngx_queue_init(&sp->hollow[1]);
+
+    if (pthread_mutex_init(&sp->fill_mutex, NULL) != 0) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "pthread_mutex_init() failed");
+        return NGX_ERROR;
+    }
 
     ngx_relay_spool_keep_heap();
 
@@ -268,6 +288,10 @@ ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle)
     j->queue_fd = sp->queue_fd;
     j->log = cycle->log;
     j->thread_pool = sp->thread_pool;
+    j->pin_live = ngx_relay_spool_pin_live;
+    j->fill_live = ngx_relay_spool_fill_live;
+    j->unpin_live = ngx_relay_spool_unpin_live;
+    j->live_data = sp;
 
     /* until the journal is ready (or if it never is) groups sync files */
 
@@ -285,7 +309,13 @@ ngx_relay_spool_exit(ngx_relay_spool_t *sp)
         sp->corrupt_fd = -1;
     }
 
-    ngx_relay_journal_close(&sp->journal);
+    ngx_relay_spool_fill_at_exit(sp);
+
+    /* a file still hollow needs the journal: recovery writes it */
+
+    ngx_relay_journal_close(&sp->journal,
+                            !ngx_queue_empty(&sp->hollow[0])
+                            || !ngx_queue_empty(&sp->hollow[1]));
 
     if (sp->journal.dir_fd != -1) {
         (void) close(sp->journal.dir_fd);
@@ -656,7 +686,7 @@ ngx_relay_spool_keep_for_attempt(ngx_relay_spool_writer_t *w)
     ngx_relay_spool_t  *sp;
 
     sp = w->spool;
-    used = w->pos - w->buf;
+    used = (size_t) w->written;          /* the whole file, from buf */
 
     /*
      * The buffer shrinks to its message (in place): a 100 KB message had
@@ -682,10 +712,15 @@ ngx_relay_spool_keep_for_attempt(ngx_relay_spool_writer_t *w)
 
     more = (w->end - w->buf) - w->kept;  /* the part not counted yet */
 
-    /* a journaled message was whole in buf: put() wrote it from there */
+    /*
+     * A journaled message was whole in buf: put() wrote it from there.  A
+     * hollow file's content is only there: kept whatever the budget (its
+     * group was let in under it).
+     */
 
-    if (sp->queued == NULL || w->transform_failed
-        || sp->kept + more > NGX_RELAY_SPOOL_KEPT_MAX / 2)
+    if (!w->hollow
+        && (sp->queued == NULL || w->transform_failed
+            || sp->kept + more > NGX_RELAY_SPOOL_KEPT_MAX / 2))
     {
         ngx_relay_spool_free_buf(w);
         return;
@@ -1322,9 +1357,41 @@ ngx_relay_spool_journal_reserve(ngx_relay_spool_group_t *g)
         len += ngx_relay_journal_record_size(w->id.len, w->pos - w->buf);
     }
 
-    if (ngx_relay_journal_reserve(&sp->journal, len, &g->slot) == NGX_OK) {
-        g->journal = 1;
+    if (ngx_relay_journal_reserve(&sp->journal, len, &g->slot) != NGX_OK) {
+        return;
     }
+
+    g->journal = 1;
+
+    for (q = ngx_queue_head(&g->writers);
+         q != ngx_queue_sentinel(&g->writers);
+         q = ngx_queue_next(q))
+    {
+        w = ngx_queue_data(q, ngx_relay_spool_writer_t, queue);
+        w->hollow = ngx_relay_spool_may_stay_hollow(w);
+    }
+}
+
+
+/*
+ * A message of a journal group whose buffer will stay for its first
+ * attempt (as in ngx_relay_spool_keep_for_attempt()) need not be written:
+ * its record has it, and most such messages are delivered at once.  A
+ * node that does not deliver remote mail keeps it queued and lets go of
+ * it at once: written in the group's task, not in one more.
+ */
+
+static ngx_uint_t
+ngx_relay_spool_may_stay_hollow(ngx_relay_spool_writer_t *w)
+{
+    size_t              more;
+    ngx_relay_spool_t  *sp;
+
+    sp = w->spool;
+    more = (w->pos - w->buf) - ngx_min(w->kept, (size_t) (w->pos - w->buf));
+
+    return sp->queued != NULL && sp->delivers && !w->transform_failed
+           && sp->kept + more <= NGX_RELAY_SPOOL_KEPT_MAX / 2;
 }
 
 
@@ -1376,7 +1443,10 @@ ngx_relay_spool_journal_thread(ngx_relay_spool_group_t *g)
 
         len = w->pos - w->buf;            /* the whole file, still in buf */
 
-        if (ngx_relay_spool_put(w) == NGX_OK) {
+        if ((w->hollow ? ngx_relay_spool_make_hollow(w)
+                       : ngx_relay_spool_put(w))
+            == NGX_OK)
+        {
             ngx_relay_journal_record_header(hdr, g->slot.nonce, &w->id,
                                             w->buf, len);
             g->records++;
@@ -1474,6 +1544,10 @@ ngx_relay_spool_finish(ngx_relay_spool_writer_t *w, ngx_int_t rc,
 
     sp = w->spool;
 
+    if (rc != NGX_OK) {
+        w->hollow = 0;                   /* the file goes, content or not */
+    }
+
     if (w->handler) {
         w->handler(w, rc);
     }
@@ -1492,6 +1566,12 @@ ngx_relay_spool_finish(ngx_relay_spool_writer_t *w, ngx_int_t rc,
         w->journaled = 1;
         w->journal_segment = slot->segment;
         w->journal_nonce = slot->nonce;
+
+        if (w->hollow) {
+            ngx_queue_insert_tail(&sp->hollow[slot->segment],
+                                  &w->hollow_link);
+            w->hollow_linked = 1;
+        }
     }
 
     if (rc == NGX_OK && sp->queued) {
@@ -1549,6 +1629,30 @@ ngx_relay_spool_discard_done(ngx_event_t *ev)
 void
 ngx_relay_spool_release(ngx_relay_spool_writer_t *w)
 {
+    if (w->pins) {
+        w->release_wanted = 1;           /* a checkpoint writes from buf */
+        return;
+    }
+
+    /* no thread has the writer now: hollow is read without the mutex */
+
+    if (w->hollow && w->fd != NGX_INVALID_FILE) {
+
+        /* its lock goes: the file must hold what the record holds */
+
+        if (ngx_relay_spool_post(w, ngx_relay_spool_fill_thread,
+                                 ngx_relay_spool_fill_done)
+            != NGX_OK)
+        {
+            ngx_relay_spool_fill_thread(w, w->log);  /* rare: block */
+            ngx_relay_spool_fill_done(&w->task->event);
+        }
+
+        return;
+    }
+
+    ngx_relay_spool_unlink_hollow(w);
+
     if (w->fd != NGX_INVALID_FILE && close(w->fd) == -1) {
         ngx_log_error(NGX_LOG_ALERT, w->log, ngx_errno,
                       "close() of queue file %V failed", &w->id);
@@ -1571,6 +1675,295 @@ ngx_relay_spool_gone(ngx_relay_spool_writer_t *w)
         ngx_relay_journal_gone(&w->spool->journal, w->journal_segment,
                                w->journal_nonce);
     }
+}
+
+
+/*
+ * Hollow queue files.  The journal thread makes the file and takes its
+ * lock, and the record in the journal carries the content.  Whichever
+ * thread first needs the content in the file writes it, under the
+ * spool's fill mutex so that its marks never cross another's write:
+ *   - the attempt's record thread, before the marks of recipients left
+ *     pending or a DSN's copy of the message;
+ *   - the attempt's open thread (local recipients, a held message);
+ *   - the release of the writer, before its lock goes;
+ *   - the checkpoint of the record's segment, for those still there;
+ *   - the worker's exit.
+ * A file delivered in its first attempt is unlinked hollow.
+ */
+
+static ngx_int_t
+ngx_relay_spool_make_hollow(ngx_relay_spool_writer_t *w)
+{
+    if (w->err) {
+        return NGX_ERROR;
+    }
+
+    ngx_relay_spool_open_thread(w, NULL);
+
+    if (w->err) {
+        return NGX_ERROR;
+    }
+
+    w->written = w->pos - w->buf;
+    w->pos = w->buf;
+
+    return NGX_OK;
+}
+
+
+/* thread-safe: the content into the file, once */
+
+ngx_int_t
+ngx_relay_spool_fill(ngx_relay_spool_writer_t *w, ngx_err_t *err)
+{
+    off_t      off;
+    ssize_t    n;
+    ngx_int_t  rc;
+
+    rc = NGX_OK;
+
+    (void) pthread_mutex_lock(&w->spool->fill_mutex);
+
+    if (w->hollow) {
+        for (off = 0; off < w->written; off += n) {
+            n = pwrite(w->fd, w->buf + off, (size_t) (w->written - off),
+                       off);
+
+            if (n == -1) {
+                if (errno == EINTR) {
+                    n = 0;
+                    continue;
+                }
+
+                *err = errno;
+                rc = NGX_ERROR;
+                break;
+            }
+        }
+
+        if (rc == NGX_OK) {
+            w->hollow = 0;
+        }
+    }
+
+    (void) pthread_mutex_unlock(&w->spool->fill_mutex);
+
+    return rc;
+}
+
+
+/* thread-safe: the file was unlinked, its content is needed nowhere */
+
+void
+ngx_relay_spool_removed(ngx_relay_spool_writer_t *w)
+{
+    (void) pthread_mutex_lock(&w->spool->fill_mutex);
+    w->hollow = 0;
+    (void) pthread_mutex_unlock(&w->spool->fill_mutex);
+}
+
+
+static void
+ngx_relay_spool_fill_thread(void *data, ngx_log_t *log)
+{
+    ngx_relay_spool_writer_t  *w = data;
+
+    ngx_err_t  err;
+
+    if (ngx_relay_spool_fill(w, &err) != NGX_OK) {
+        w->err = err;
+    }
+}
+
+
+static void
+ngx_relay_spool_fill_done(ngx_event_t *ev)
+{
+    ngx_relay_spool_writer_t  *w = ev->data;
+
+    w->busy = 0;
+
+    if (w->hollow) {
+
+        /*
+         * The writer stays, with its lock and its place in the segment's
+         * list: the checkpoint writes it or fails (and does not retire the
+         * record), and its end releases the writer.
+         */
+
+        ngx_log_error(NGX_LOG_CRIT, w->log, w->err,
+                      "write of queue file %V failed, its journal record "
+                      "is kept", &w->id);
+        w->release_wanted = 1;
+        return;
+    }
+
+    ngx_relay_spool_release(w);
+}
+
+
+static void
+ngx_relay_spool_unlink_hollow(ngx_relay_spool_writer_t *w)
+{
+    if (w->hollow_linked) {
+        ngx_queue_remove(&w->hollow_link);
+        w->hollow_linked = 0;
+    }
+}
+
+
+/* event loop: the writers whose records the checkpoint retires */
+
+static ngx_int_t
+ngx_relay_spool_pin_live(void *data, ngx_uint_t segment)
+{
+    ngx_relay_spool_t  *sp = data;
+
+    ngx_uint_t                 n;
+    ngx_queue_t               *q;
+    ngx_relay_spool_writer_t  *w;
+
+    n = 0;
+
+    for (q = ngx_queue_head(&sp->hollow[segment]);
+         q != ngx_queue_sentinel(&sp->hollow[segment]);
+         q = ngx_queue_next(q))
+    {
+        n++;
+    }
+
+    sp->filling = NULL;
+    sp->nfilling = 0;
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    sp->filling = ngx_alloc(n * sizeof(ngx_relay_spool_writer_t *), sp->log);
+    if (sp->filling == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (q = ngx_queue_head(&sp->hollow[segment]);
+         q != ngx_queue_sentinel(&sp->hollow[segment]);
+         q = ngx_queue_next(q))
+    {
+        w = ngx_queue_data(q, ngx_relay_spool_writer_t, hollow_link);
+        w->pins++;
+        sp->filling[sp->nfilling++] = w;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the checkpoint's thread, before its syncfs() */
+
+static ngx_int_t
+ngx_relay_spool_fill_live(void *data, ngx_err_t *err)
+{
+    ngx_relay_spool_t  *sp = data;
+
+    ngx_uint_t  i;
+
+    for (i = 0; i < sp->nfilling; i++) {
+        if (ngx_relay_spool_fill(sp->filling[i], err) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_relay_spool_unpin_live(void *data, ngx_uint_t filled)
+{
+    ngx_relay_spool_t  *sp = data;
+
+    ngx_uint_t                 i;
+    ngx_relay_spool_writer_t  *w;
+
+    for (i = 0; i < sp->nfilling; i++) {
+        w = sp->filling[i];
+        w->pins--;
+
+        if (filled) {
+            ngx_relay_spool_unlink_hollow(w);   /* none hollow now */
+        }
+
+        if (w->pins == 0 && w->release_wanted && !w->busy) {
+            w->release_wanted = 0;
+            ngx_relay_spool_release(w);
+        }
+    }
+
+    ngx_free(sp->filling);
+    sp->filling = NULL;
+    sp->nfilling = 0;
+}
+
+
+/*
+ * The worker's end, its threads gone: what is still hollow is written
+ * now; a file that cannot be keeps the journal for the recovery.
+ */
+
+static void
+ngx_relay_spool_fill_at_exit(ngx_relay_spool_t *sp)
+{
+    ngx_err_t                  err;
+    ngx_uint_t                 i;
+    ngx_queue_t               *q, *next;
+    ngx_relay_spool_writer_t  *w;
+
+    for (i = 0; i < 2; i++) {
+        for (q = ngx_queue_head(&sp->hollow[i]);
+             q != ngx_queue_sentinel(&sp->hollow[i]);
+             q = next)
+        {
+            next = ngx_queue_next(q);
+            w = ngx_queue_data(q, ngx_relay_spool_writer_t, hollow_link);
+
+            if (ngx_relay_spool_fill(w, &err) != NGX_OK) {
+                ngx_log_error(NGX_LOG_CRIT, sp->log, err,
+                              "write of queue file %V failed at exit",
+                              &w->id);
+                continue;
+            }
+
+            ngx_relay_spool_unlink_hollow(w);
+        }
+    }
+}
+
+
+/*
+ * Thread side: an incomplete queue file, old, whose lock the caller took:
+ * a session's debris, or a hollow file whose worker died.  The journals
+ * of dead workers are recovered first (under journal/'s lock), which
+ * writes such a file; NGX_DECLINED: complete now, not debris.
+ */
+
+ngx_int_t
+ngx_relay_spool_debris(ngx_relay_spool_t *sp, ngx_fd_t fd, u_char *name)
+{
+    ngx_err_t            err;
+    ngx_relay_queued_t   q;
+
+    if (sp->journal.dir_fd != -1) {
+        (void) ngx_relay_journal_recover(sp->journal.dir_fd, sp->queue_fd,
+                                         sp->log);
+    }
+
+    if (ngx_relay_spool_read(fd, &q, &err) != NGX_DECLINED) {
+        ngx_relay_spool_free(&q);
+        return NGX_DECLINED;
+    }
+
+    return (unlinkat(sp->queue_fd, (char *) name, 0) == 0) ? NGX_OK
+                                                            : NGX_ERROR;
 }
 
 

@@ -13,6 +13,7 @@
 #include <ngx_relay.h>
 #include <ngx_relay_journal.h>
 #include <relay_queue.h>
+#include <pthread.h>
 
 
 #define NGX_RELAY_SPOOL_BUF       65536
@@ -91,6 +92,8 @@ struct ngx_relay_spool_s {
 
     ngx_uint_t                    sequence;
     ngx_uint_t                    sync;            /* NGX_RELAY_SYNC_* */
+    ngx_uint_t                    delivers;        /* remote mail: a first
+                                                      attempt at once */
     ngx_uint_t                    workers;         /* shares of the queue */
     ngx_uint_t                    worker;          /* ours: ids we make */
 
@@ -98,6 +101,16 @@ struct ngx_relay_spool_s {
     ngx_uint_t                    journal_busy;    /* a group writes records */
     size_t                        kept;            /* buffers grown past
                                                       NGX_RELAY_SPOOL_BUF */
+
+    /*
+     * Queue files made without their content (a writer's "hollow"), by
+     * the journal segment of their records: the segment's checkpoint
+     * writes those still hollow ("filling", pinned) before its sync.
+     */
+    ngx_queue_t                   hollow[2];
+    pthread_mutex_t               fill_mutex;      /* w->hollow, threads */
+    ngx_relay_spool_writer_t    **filling;
+    ngx_uint_t                    nfilling;
 };
 
 
@@ -135,6 +148,19 @@ struct ngx_relay_spool_writer_s {
     off_t                         reserve_start;   /* of the pad line */
 
     size_t                        kept;            /* its share of sp->kept */
+
+    /*
+     * The file exists and is locked but is empty: its content is only in
+     * buf and in the journal record, until an attempt leaves recipients
+     * pending, the message goes to the open thread, the writer is
+     * released or the record's segment is checkpointed (whichever comes
+     * first writes it).  Changed under spool->fill_mutex by threads; not a
+     * bit field, the bits beside it change on the event loop.
+     */
+    ngx_uint_t                    hollow;
+    ngx_queue_t                   hollow_link;     /* in spool->hollow[] */
+    ngx_uint_t                    pins;            /* checkpoints using buf */
+
     uint64_t                      journal_nonce;   /* of its record */
     unsigned                      journal_segment:1;
     unsigned                      journaled:1;     /* a record was synced */
@@ -145,6 +171,8 @@ struct ngx_relay_spool_writer_s {
     unsigned                      transform_started:1;
     unsigned                      transformed:1;
     unsigned                      transform_failed:1;
+    unsigned                      hollow_linked:1;
+    unsigned                      release_wanted:1; /* once unpinned */
 
     u_char                        id_data[NGX_RELAY_ID_LEN];
 };
@@ -178,6 +206,12 @@ ngx_int_t ngx_relay_spool_commit(ngx_relay_spool_writer_t *w,
 void ngx_relay_spool_abort(ngx_relay_spool_writer_t *w);
 void ngx_relay_spool_release(ngx_relay_spool_writer_t *w);
 void ngx_relay_spool_gone(ngx_relay_spool_writer_t *w);
+
+/* thread-safe: a hollow file gets its content; its file was removed */
+ngx_int_t ngx_relay_spool_fill(ngx_relay_spool_writer_t *w, ngx_err_t *err);
+void ngx_relay_spool_removed(ngx_relay_spool_writer_t *w);
+ngx_int_t ngx_relay_spool_debris(ngx_relay_spool_t *sp, ngx_fd_t fd,
+    u_char *name);
 
 ngx_fd_t ngx_relay_spool_open_locked(ngx_relay_spool_t *sp, u_char *name,
     ngx_err_t *err);

@@ -2063,6 +2063,7 @@ ngx_stream_relay_init_delivery(ngx_cycle_t *cycle,
     ngx_queue_init(&dc->dests);
 
     sc->delivery = dc;
+    sc->spool.delivers = 1;
 
     return NGX_OK;
 }
@@ -2078,6 +2079,7 @@ ngx_stream_relay_exit_process(ngx_cycle_t *cycle)
         ngx_relay_delivery_exit(ngx_stream_relay_sched->delivery);
         ngx_relay_dns_destroy(ngx_stream_relay_sched->delivery->dns);
         ngx_stream_relay_sched->delivery = NULL;
+        ngx_stream_relay_sched->spool.delivers = 0;
     }
 
     if (ngx_stream_relay_sched) {

@@ -23,8 +23,10 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import time
+import zlib
 from pathlib import Path
 
 
@@ -858,6 +860,82 @@ def raw_queue_files(ng):
 def queue_files(ng):
     """Files of messages that are queued (complete)."""
     return [p for p in raw_queue_files(ng) if queue_file_complete(ng, p)]
+
+
+JOURNAL_HEADER_LEN = 64
+JOURNAL_RECORDS_AT = 512
+JOURNAL_RECORD_MAGIC = 0x31434552
+JOURNAL_PAD_MAGIC = 0x31444150
+
+
+def journal_header(data, offset):
+    """(nonce, segment size, boot id) of a journal segment header (the
+    format documented in module/ngx_relay_journal.c)."""
+    h_ = data[offset:offset + JOURNAL_HEADER_LEN]
+    assert h_[:8] == b"RLYJNL01", h_[:8]
+    nonce, seg_size = struct.unpack_from("<QQ", h_, 8)
+    boot = h_[24:60]
+    (crc,) = struct.unpack_from("<I", h_, 60)
+    assert crc == zlib.crc32(h_[:60]), "segment header CRC"
+    return nonce, seg_size, boot
+
+
+def journal_records(path):
+    """[(id, offset of the record, data)] of a journal's valid records, in
+    order (pads are stepped over)."""
+    data = Path(path).read_bytes()
+    _, seg_size, _ = journal_header(data, 0)
+    out = []
+    for seg in range(2):
+        base = seg * seg_size
+        nonce, _, _ = journal_header(data, base)
+        off = base + JOURNAL_RECORDS_AT
+        while off + 32 <= base + seg_size:
+            magic, crc, rnonce, length, idlen = struct.unpack_from(
+                "<IIQIH", data, off)
+            if magic not in (JOURNAL_RECORD_MAGIC, JOURNAL_PAD_MAGIC) \
+                    or rnonce != nonce:
+                break
+            hdr = bytearray(data[off:off + 32])
+            hdr[4:8] = b"\0\0\0\0"
+            body = data[off + 32:off + 32 + idlen + length]
+            if magic == JOURNAL_PAD_MAGIC:
+                if zlib.crc32(bytes(hdr)) != crc:
+                    break
+            elif zlib.crc32(bytes(hdr) + body) != crc:
+                break
+            else:
+                out.append((body[:idlen].decode(), off, body[idlen:]))
+            off += -(-(32 + idlen + length) // 8) * 8
+    return out
+
+
+def journal_files(ng):
+    """The workers' journals (not "<pid>.new", one still being made)."""
+    d = ng.spool / "journal"
+    return sorted(p for p in d.iterdir() if p.name.isdigit()) \
+        if d.is_dir() else []
+
+
+def journaled(ng):
+    """{queue id: the queue file's octets} of every valid journal record."""
+    out = {}
+    for j in journal_files(ng):
+        for qid, _, data in journal_records(j):
+            out[qid] = data
+    return out
+
+
+def wait_complete(ng, ids, timeout=10):
+    """Waits until each of these queue files has its content (a new
+    message's file stays hollow until its first attempt ends, the record
+    in the journal holding it) or is gone."""
+    def done():
+        return all(not (ng.queue_dir / q).exists()
+                   or queue_file_complete(ng, ng.queue_dir / q) for q in ids)
+    wait_until(done, timeout, what="queue files written: %s" % [
+        q for q in ids if (ng.queue_dir / q).exists()
+        and not queue_file_complete(ng, ng.queue_dir / q)][:5])
 
 
 def incomplete_queue_files(ng):

@@ -19,6 +19,7 @@ configuration and the tests needing it fail, naming it.
 import email.utils
 import os
 import re
+import signal
 import threading
 import time
 import warnings
@@ -813,6 +814,101 @@ def test_kill9_during_delivery(fresh, world, stage):
     else:
         assert 1 <= copies <= 2, "copies: %r" % sink.accepted(m)
     assert not h.mailbox_files(ng, "example.test", m), "a DSN was sent"
+
+
+def hold_first_attempt(ng, world, tag):
+    """A message whose first attempt the "kill" sink holds at the end of
+    data (no reply): (queue id, marker, sender, rcpt, body, path)."""
+    # until its journal is made a worker syncs its groups' files
+    h.wait_until(lambda: len(h.journal_files(ng)) == 2, 10,
+                 what="the workers' journals")
+    sink = world.sinks["kill"]
+    sink.reset_holds()
+    sink.hold_dot = threading.Event()
+    m = h.unique(tag)
+    sender, rcpt, body = "%s@example.test" % m, "%s@kill.test" % m, \
+        body_for(m)
+    qid = send(ng, sender, [rcpt], body)
+    assert sink.reached_dot.wait(SENT_TIMEOUT), "no delivery reached the dot"
+    return qid, m, sender, rcpt, body, ng.queue_dir / qid
+
+
+def release_and_deliver(ng, world, qid, m, sender, rcpt, body, copies):
+    sink = world.sinks["kill"]
+    sink.hold_dot.set()
+    sink.reset_holds()
+    sink.wait_accepted(m, timeout=20)
+    dh.wait_queue_gone(ng, qid, timeout=20)
+    time.sleep(2)               # a late second copy would come now
+    assert len(sink.accepted(m)) in copies, "copies: %r" % sink.accepted(m)
+    check_copy(world, sink.accepted(m)[0], sender, [rcpt], body)
+
+
+HOLLOW_CONF = dict(smtp_timeout="30s",
+                   extra=["relay_spool_checkpoint_interval 1h;"])
+
+
+def test_hollow_file_through_kill9_written_from_the_journal(fresh, world):
+    """A new message's queue file is made and locked but left empty
+    ("hollow") while its first attempt runs: the journal record holds the
+    message.  kill -9 in that attempt: on disk the file is empty and the
+    record valid; the master's recovery at the restart writes the file from
+    the record, and the message goes out (once or twice: RFC 1047)."""
+    ng = fresh(**HOLLOW_CONF)
+    qid, m, sender, rcpt, body, path = hold_first_attempt(ng, world, "hk")
+    try:
+        ng.kill9()
+        assert path.exists() and path.stat().st_size == 0, \
+            "not hollow: %d octets" % path.stat().st_size
+        records = h.journaled(ng)
+        assert qid in records and m.encode() in records[qid], records.keys()
+    finally:
+        world.sinks["kill"].hold_dot.set()
+    ng.start()
+    assert h.queue_file_complete(ng, path) or not path.exists()
+    assert "1 hollow queue file(s) written from it" in ng.error_log()
+    release_and_deliver(ng, world, qid, m, sender, rcpt, body, (1, 2))
+
+
+def test_hollow_file_written_by_the_checkpoint(fresh, world):
+    """The record's segment is checkpointed while the first attempt still
+    runs: the checkpoint writes the file before it retires the record, and
+    the message is delivered once."""
+    ng = fresh(smtp_timeout="30s",
+               extra=["relay_spool_checkpoint_interval 200ms;"])
+    qid, m, sender, rcpt, body, path = hold_first_attempt(ng, world, "hc")
+    try:
+        h.wait_until(lambda: h.queue_file_complete(ng, path), 10,
+                     what="the checkpoint to write %s" % path)
+        _, _, rcpts, msg = h.parse_queue_file(path)
+        assert rcpts[0]["state"] == "P" and m.encode() in msg, rcpts
+        h.wait_until(lambda: qid not in h.journaled(ng), 10,
+                     what="the record retired")
+    finally:
+        world.sinks["kill"].hold_dot.set()
+    release_and_deliver(ng, world, qid, m, sender, rcpt, body, (1,))
+
+
+def test_hollow_file_written_at_a_fast_stop(fresh, world):
+    """nginx -s stop (SIGTERM) in the first attempt: the exiting worker
+    writes its hollow files, then retires its journal as usual."""
+    ng = fresh(**HOLLOW_CONF)
+    qid, m, sender, rcpt, body, path = hold_first_attempt(ng, world, "hs")
+    try:
+        workers = ng.worker_pids()
+        ng.proc.send_signal(signal.SIGTERM)
+        ng.proc.wait(timeout=10)
+        h.wait_until(lambda: not any(os.path.exists("/proc/%d" % p)
+                                     for p in workers), 10,
+                     what="workers to exit")
+        ng.proc = None
+        assert h.queue_file_complete(ng, path), path.read_bytes()[:200]
+        assert h.journal_files(ng) == [], h.journal_files(ng)
+        assert "kept, queue files still need" not in ng.error_log()
+    finally:
+        world.sinks["kill"].hold_dot.set()
+    ng.start()
+    release_and_deliver(ng, world, qid, m, sender, rcpt, body, (1, 2))
 
 
 # --------------------------------------------------------------------------
