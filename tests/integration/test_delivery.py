@@ -867,6 +867,33 @@ def test_hollow_file_through_kill9_written_from_the_journal(fresh, world):
     ng.start()
     assert h.queue_file_complete(ng, path) or not path.exists()
     assert "1 hollow queue file(s) written from it" in ng.error_log()
+    assert "removed incomplete queue file" not in ng.error_log()
+    release_and_deliver(ng, world, qid, m, sender, rcpt, body, (1, 2))
+
+
+def test_hollow_file_of_a_killed_worker_is_not_debris(fresh, world):
+    """kill -9 of the workers alone, the first attempt held past the age at
+    which an unlocked file without its trailer counts as a dead session's
+    debris (10 s): the new workers' scans write the hollow file from the
+    dead worker's journal first, and the message is delivered."""
+    ng = fresh(**HOLLOW_CONF)
+    qid, m, sender, rcpt, body, path = hold_first_attempt(ng, world, "hd")
+    try:
+        time.sleep(11)
+        assert path.stat().st_size == 0, "written before its worker died"
+        old = ng.worker_pids()
+        ng.allowed_alerts.append(r"worker process \d+ exited on signal 9\b")
+        for pid in old:
+            os.kill(pid, signal.SIGKILL)
+        h.wait_until(lambda: len(set(ng.worker_pids()) - set(old)) == 2, 10,
+                     what="new workers")
+        h.wait_until(lambda: h.queue_file_complete(ng, path), 10,
+                     what="%s written from its journal" % path)
+        assert "removed incomplete queue file" not in ng.error_log()
+    finally:
+        world.sinks["kill"].hold_dot.set()
+    h.wait_until(lambda: "1 hollow queue file(s) written from it"
+                 in ng.error_log(), 5, what="the recovery's notice")
     release_and_deliver(ng, world, qid, m, sender, rcpt, body, (1, 2))
 
 
