@@ -646,7 +646,7 @@ ngx_relay_route_tlsa_done(ngx_relay_dns_query_t *q)
         rt->tls_required = 1;
         rt->tls_verify = 0;
 
-        t = ngx_pnalloc(rt->pool, q->ntlsa * sizeof(ngx_relay_tlsa_t));
+        t = ngx_palloc(rt->pool, q->ntlsa * sizeof(ngx_relay_tlsa_t));
 
         for (i = 0, n = 0; t && i < q->ntlsa; i++) {
             if ((q->tlsa[i].usage != 2 && q->tlsa[i].usage != 3)
