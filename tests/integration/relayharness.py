@@ -475,6 +475,12 @@ class Nginx:
                if ("[alert]" in l or "[emerg]" in l)
                and not any(re.search(a, l) for a in self.allowed_alerts)]
         assert not bad, "error.log has [alert]/[emerg]:\n" + "\n".join(bad[:20])
+        # a sanitized worker's UBSan report can land on its stderr, which
+        # nginx sends to error.log, instead of the UBSAN_OPTIONS log path
+        if SANITIZE_PRELOAD:
+            ub = [l for l in self.logs_text().splitlines()
+                  if "runtime error:" in l]
+            assert not ub, "sanitizer report:\n" + "\n".join(ub[:20])
 
     def log_mark(self):
         f = self.prefix / "logs" / "error.log"
