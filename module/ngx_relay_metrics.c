@@ -153,6 +153,7 @@ typedef struct {
     ngx_atomic_t                 cache_misses;
     ngx_atomic_t                 limits[NGX_RELAY_LABEL_MAX];
     ngx_atomic_t                 inbound_limited;
+    ngx_atomic_t                 flow_delayed;    /* in-flow control */
 
     ngx_relay_histogram_t        eod;          /* end of data to "250" */
     ngx_relay_histogram_t        delay[2];     /* arrival to delivery */
@@ -743,6 +744,17 @@ ngx_relay_metrics_accepted(ngx_str_t *listener, ngx_str_t *tenant,
 }
 
 
+/* a MAIL command held back by in-flow control */
+
+void
+ngx_relay_metrics_flow_delayed(void)
+{
+    if (ngx_relay_metrics_zone) {
+        (void) ngx_atomic_fetch_add(&ngx_relay_metrics_zone->flow_delayed, 1);
+    }
+}
+
+
 /*
  * An inbound limit refused: the rule is in the words the limits gave for
  * the log, "... (inbound_limit client_ip 10.0.0.0/8), 12 s to wait".
@@ -1268,6 +1280,13 @@ ngx_relay_metrics_render_smtp(ngx_relay_metrics_out_t *out,
                                  ngx_relay_reject_names[i],
                                  m->rejections[i]);
     }
+
+    ngx_relay_metrics_family(out, "relay_smtp_flow_delays_total", "counter",
+                             "MAIL commands held back by in-flow control "
+                             "(the memory for messages awaiting their "
+                             "first attempt was spent).");
+    ngx_relay_metrics_printf(out, "relay_smtp_flow_delays_total %uA\n",
+                             m->flow_delayed);
 
     for (j = 0; j < 3; j++) {
         ngx_relay_metrics_family(out, names[j], "counter", helps[j]);

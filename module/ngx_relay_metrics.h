@@ -129,6 +129,7 @@ void ngx_relay_metrics_reply(u_char *line, size_t len);
 void ngx_relay_metrics_accepted(ngx_str_t *listener, ngx_str_t *tenant,
     ngx_uint_t rcpts, off_t size, uint64_t eod);
 void ngx_relay_metrics_limited(u_char *why);
+void ngx_relay_metrics_flow_delayed(void);
 void ngx_relay_metrics_delivery(ngx_relay_metrics_delivery_t *md);
 void ngx_relay_metrics_dsn(ngx_uint_t kind);       /* NGX_RELAY_DSN_* */
 void ngx_relay_metrics_operator(const char *action, ngx_uint_t n);

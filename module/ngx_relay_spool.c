@@ -103,6 +103,7 @@ static void ngx_relay_spool_discard_done(ngx_event_t *ev);
 static ngx_int_t ngx_relay_spool_grow(ngx_relay_spool_writer_t *w,
     size_t len);
 static void ngx_relay_spool_free_buf(ngx_relay_spool_writer_t *w);
+static void ngx_relay_spool_flow_wake(ngx_relay_spool_t *sp);
 static void ngx_relay_spool_keep_for_attempt(ngx_relay_spool_writer_t *w);
 static ngx_int_t ngx_relay_spool_transform_start(ngx_relay_spool_writer_t *w,
     ngx_uint_t whole);
@@ -240,6 +241,7 @@ ngx_relay_spool_init(ngx_relay_spool_t *sp, ngx_cycle_t *cycle)
     ngx_queue_init(&sp->commit_waiting);
     ngx_queue_init(&sp->hollow[0]);
     ngx_queue_init(&sp->hollow[1]);
+    ngx_queue_init(&sp->flow_waiting);
 
     if (pthread_mutex_init(&sp->fill_mutex, NULL) != 0) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
@@ -643,7 +645,7 @@ ngx_relay_spool_grow(ngx_relay_spool_writer_t *w, size_t len)
  * whole in memory instead of being written out, so that it goes through
  * the journal like a small one (one overwrite and no file made durable;
  * delivered at once, its queue file never reaches the disk).  What the
- * worker's messages keep so stays under NGX_RELAY_SPOOL_KEPT_MAX; past it
+ * worker's messages keep so stays under relay_spool_memory; past it
  * they are written out as they come.  NGX_DECLINED: write it out.
  */
 
@@ -665,7 +667,7 @@ ngx_relay_spool_keep_whole(ngx_relay_spool_writer_t *w)
 
     more = ngx_min(size, NGX_RELAY_SPOOL_WHOLE_MAX - size);
 
-    if (sp->kept + more > NGX_RELAY_SPOOL_KEPT_MAX
+    if (sp->kept + more > sp->memory
         || ngx_relay_spool_grow(w, (w->end - w->pos) + more) != NGX_OK)
     {
         return NGX_DECLINED;
@@ -708,6 +710,7 @@ ngx_relay_spool_keep_for_attempt(ngx_relay_spool_writer_t *w)
     if (w->kept > size) {
         sp->kept -= w->kept - size;
         w->kept = size;
+        ngx_relay_spool_flow_wake(sp);
     }
 
     more = (w->end - w->buf) - w->kept;  /* the part not counted yet */
@@ -720,7 +723,7 @@ ngx_relay_spool_keep_for_attempt(ngx_relay_spool_writer_t *w)
 
     if (!w->hollow
         && (sp->queued == NULL || w->transform_failed
-            || sp->kept + more > NGX_RELAY_SPOOL_KEPT_MAX / 2))
+            || sp->kept + more > sp->memory / 2))
     {
         ngx_relay_spool_free_buf(w);
         return;
@@ -735,6 +738,10 @@ ngx_relay_spool_keep_for_attempt(ngx_relay_spool_writer_t *w)
 static void
 ngx_relay_spool_free_buf(ngx_relay_spool_writer_t *w)
 {
+    ngx_uint_t  freed;
+
+    freed = (w->kept != 0);
+
     w->spool->kept -= w->kept;
     w->kept = 0;
     w->whole = 0;
@@ -743,6 +750,76 @@ ngx_relay_spool_free_buf(ngx_relay_spool_writer_t *w)
     w->buf = NULL;
     w->pos = NULL;
     w->end = NULL;
+
+    if (freed) {
+        ngx_relay_spool_flow_wake(w->spool);
+    }
+}
+
+
+/*
+ * In-flow control, as Postfix's in_flow_delay: when new messages could no
+ * longer stay whole in memory for their first attempts, acceptance waits
+ * for deliveries instead of outrunning them; each message that goes lets
+ * one waiting session start its next.  Messages accepted past the budget
+ * would be written to their files and read back, and their first attempt
+ * would come no sooner.
+ */
+
+ngx_uint_t
+ngx_relay_spool_flow_full(ngx_relay_spool_t *sp)
+{
+    return sp->delivers && sp->queued != NULL && sp->journal.ready
+           && sp->kept + NGX_RELAY_SPOOL_WHOLE_MAX
+              > sp->memory / 2;
+}
+
+
+void
+ngx_relay_spool_flow_wait(ngx_relay_spool_t *sp, ngx_relay_spool_flow_t *f)
+{
+    ngx_queue_insert_tail(&sp->flow_waiting, &f->queue);
+    f->queued = 1;
+}
+
+
+static void
+ngx_relay_spool_flow_wake(ngx_relay_spool_t *sp)
+{
+    ngx_queue_t             *q;
+    ngx_relay_spool_flow_t  *f;
+
+    if (ngx_queue_empty(&sp->flow_waiting) || ngx_relay_spool_flow_full(sp)) {
+        return;
+    }
+
+    q = ngx_queue_head(&sp->flow_waiting);
+    ngx_queue_remove(q);
+
+    f = ngx_queue_data(q, ngx_relay_spool_flow_t, queue);
+    f->queued = 0;
+
+    ngx_post_event(&f->event, &ngx_posted_events);
+}
+
+
+/* the session ends or goes on by its timer */
+
+void
+ngx_relay_spool_flow_cancel(ngx_relay_spool_flow_t *f)
+{
+    if (f->queued) {
+        ngx_queue_remove(&f->queue);
+        f->queued = 0;
+    }
+
+    if (f->event.timer_set) {
+        ngx_del_timer(&f->event);
+    }
+
+    if (f->event.posted) {
+        ngx_delete_posted_event(&f->event);
+    }
 }
 
 
@@ -1391,7 +1468,7 @@ ngx_relay_spool_may_stay_hollow(ngx_relay_spool_writer_t *w)
     more = (w->pos - w->buf) - ngx_min(w->kept, (size_t) (w->pos - w->buf));
 
     return sp->queued != NULL && sp->delivers && !w->transform_failed
-           && sp->kept + more <= NGX_RELAY_SPOOL_KEPT_MAX / 2;
+           && sp->kept + more <= sp->memory / 2;
 }
 
 

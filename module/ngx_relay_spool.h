@@ -18,7 +18,6 @@
 
 #define NGX_RELAY_SPOOL_BUF       65536
 #define NGX_RELAY_SPOOL_WHOLE_MAX (256 * 1024)      /* kept whole in memory */
-#define NGX_RELAY_SPOOL_KEPT_MAX  (128 * 1024 * 1024) /* a worker's such */
 #define NGX_RELAY_SPOOL_GROUPS    4       /* commit groups in flight */
 #define NGX_RELAY_TRAILER_LEN     RELAY_QUEUE_TRAILER_LEN
 #define NGX_RELAY_NOTES_DIR       "notes"   /* queue change notes */
@@ -42,6 +41,20 @@ typedef struct ngx_relay_spool_writer_s  ngx_relay_spool_writer_t;
 
 typedef void (*ngx_relay_spool_done_pt)(ngx_relay_spool_writer_t *w,
     ngx_int_t rc);
+
+
+/*
+ * In-flow control: a session about to start a message while the worker's
+ * memory for messages awaiting their first attempt is spent waits (up to
+ * its own timer) until a first attempt ends and frees some.  Its event is
+ * posted then.
+ */
+
+typedef struct {
+    ngx_queue_t                   queue;
+    ngx_event_t                   event;
+    ngx_uint_t                    queued;
+} ngx_relay_spool_flow_t;
 
 
 /*
@@ -101,6 +114,8 @@ struct ngx_relay_spool_s {
     ngx_uint_t                    journal_busy;    /* a group writes records */
     size_t                        kept;            /* buffers grown past
                                                       NGX_RELAY_SPOOL_BUF */
+    size_t                        memory;          /* relay_spool_memory:
+                                                      most "kept" */
 
     /*
      * Queue files made without their content (a writer's "hollow"), by
@@ -111,6 +126,8 @@ struct ngx_relay_spool_s {
     pthread_mutex_t               fill_mutex;      /* w->hollow, threads */
     ngx_relay_spool_writer_t    **filling;
     ngx_uint_t                    nfilling;
+
+    ngx_queue_t                   flow_waiting;    /* ngx_relay_spool_flow_t */
 };
 
 
@@ -206,6 +223,11 @@ ngx_int_t ngx_relay_spool_commit(ngx_relay_spool_writer_t *w,
 void ngx_relay_spool_abort(ngx_relay_spool_writer_t *w);
 void ngx_relay_spool_release(ngx_relay_spool_writer_t *w);
 void ngx_relay_spool_gone(ngx_relay_spool_writer_t *w);
+
+ngx_uint_t ngx_relay_spool_flow_full(ngx_relay_spool_t *sp);
+void ngx_relay_spool_flow_wait(ngx_relay_spool_t *sp,
+    ngx_relay_spool_flow_t *f);
+void ngx_relay_spool_flow_cancel(ngx_relay_spool_flow_t *f);
 
 /* thread-safe: a hollow file gets its content; its file was removed */
 ngx_int_t ngx_relay_spool_fill(ngx_relay_spool_writer_t *w, ngx_err_t *err);

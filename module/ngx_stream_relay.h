@@ -28,6 +28,7 @@
 #define NGX_STREAM_RELAY_ESMTP_LINE_MAX 2048   /* MAIL/RCPT with params */
 #define NGX_STREAM_RELAY_AUTH_LINE_MAX 4000    /* fits the input buffer */
 #define NGX_STREAM_RELAY_IN_SIZE       4096
+#define NGX_STREAM_RELAY_FLOW_DELAY    1000      /* ms, at most, per MAIL */
 #define NGX_STREAM_RELAY_DATA_IN_SIZE  32768   /* a fast client's message */
 #define NGX_STREAM_RELAY_OUT_SIZE      4096
 #define NGX_STREAM_RELAY_REPLY_MAX     128
@@ -46,6 +47,7 @@ typedef struct {
     ngx_msec_t                   snapshot_interval;  /* 0: none */
     ngx_uint_t                   spool_sync;     /* NGX_RELAY_SYNC_* */
     size_t                       journal_size;   /* both segments */
+    size_t                       spool_memory;   /* a worker's messages */
     ngx_msec_t                   checkpoint_interval;
     ngx_flag_t                   enabled;        /* a server has relay_smtp */
 
@@ -154,10 +156,14 @@ typedef struct {
     ngx_stream_relay_txn_t      *txn;
     ngx_uint_t                   errors;
 
-    /* a limit check that waits for Redis, and the command waiting on it */
+    /*
+     * A limit check that waits for Redis, or in-flow control, and the
+     * command waiting on it
+     */
     ngx_relay_limit_check_t     *limit;
     ngx_relay_mail_args_t        limit_args;
     ngx_uint_t                   limit_local;
+    ngx_relay_spool_flow_t       flow;
 
     /* a command after which the client must wait for our reply */
     const char                  *sync;

@@ -93,6 +93,9 @@ static void ngx_stream_relay_rcpt(ngx_stream_relay_session_t *rs,
     ngx_relay_command_t *cmd);
 static ngx_int_t ngx_stream_relay_idn(ngx_stream_relay_session_t *rs,
     ngx_relay_path_t *path, u_char *buf, const char *reply);
+static ngx_int_t ngx_stream_relay_flow(ngx_stream_relay_session_t *rs,
+    ngx_relay_mail_args_t *ma);
+static void ngx_stream_relay_flow_done(ngx_event_t *ev);
 static void ngx_stream_relay_proceed_mail(ngx_stream_relay_session_t *rs,
     ngx_relay_mail_args_t *ma);
 static void ngx_stream_relay_proceed_rcpt(ngx_stream_relay_session_t *rs,
@@ -673,6 +676,7 @@ ngx_stream_relay_close(ngx_stream_relay_session_t *rs)
 
     s = rs->session;
 
+    ngx_relay_spool_flow_cancel(&rs->flow);
     ngx_stream_relay_txn_end(rs);
 
     ngx_stream_finalize_session(s, NGX_STREAM_OK);
@@ -1023,7 +1027,63 @@ ngx_stream_relay_mail(ngx_stream_relay_session_t *rs,
         return;                 /* refused, or ngx_stream_relay_limit_done() */
     }
 
+    if (ngx_stream_relay_flow(rs, &ma) == NGX_AGAIN) {
+        return;                 /* ngx_stream_relay_flow_done() */
+    }
+
     ngx_stream_relay_proceed_mail(rs, &ma);
+}
+
+
+/*
+ * In-flow control (ngx_relay_spool_flow_full()): the MAIL command waits
+ * until a first attempt ends, at most NGX_STREAM_RELAY_FLOW_DELAY, then
+ * goes on either way, as Postfix's in_flow_delay.
+ */
+
+static ngx_int_t
+ngx_stream_relay_flow(ngx_stream_relay_session_t *rs,
+    ngx_relay_mail_args_t *ma)
+{
+    ngx_relay_spool_t  *sp;
+
+    if (ngx_stream_relay_sched == NULL) {
+        return NGX_OK;
+    }
+
+    sp = &ngx_stream_relay_sched->spool;
+
+    if (!ngx_relay_spool_flow_full(sp)) {
+        return NGX_OK;
+    }
+
+    rs->limit_args = *ma;
+
+    rs->flow.event.handler = ngx_stream_relay_flow_done;
+    rs->flow.event.data = rs;
+    rs->flow.event.log = rs->connection->log;
+
+    ngx_relay_spool_flow_wait(sp, &rs->flow);
+    ngx_add_timer(&rs->flow.event, NGX_STREAM_RELAY_FLOW_DELAY);
+
+    ngx_relay_metrics_flow_delayed();
+
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_busy);
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_stream_relay_flow_done(ngx_event_t *ev)
+{
+    ngx_stream_relay_session_t  *rs = ev->data;
+
+    ngx_relay_spool_flow_cancel(&rs->flow);
+
+    ngx_stream_relay_enter(rs, ngx_stream_relay_st_command);
+    ngx_stream_relay_proceed_mail(rs, &rs->limit_args);
+    ngx_stream_relay_resume(rs);
 }
 
 
@@ -1314,6 +1374,10 @@ ngx_stream_relay_limit_done(ngx_relay_limit_check_t *lc)
 
     if (ngx_stream_relay_limited(rs, lc) == NGX_OK) {
         if (lc->what == NGX_RELAY_LIMIT_MESSAGES) {
+            if (ngx_stream_relay_flow(rs, &rs->limit_args) == NGX_AGAIN) {
+                return;
+            }
+
             ngx_stream_relay_proceed_mail(rs, &rs->limit_args);
 
         } else {

@@ -938,6 +938,50 @@ def test_hollow_file_written_at_a_fast_stop(fresh, world):
     release_and_deliver(ng, world, qid, m, sender, rcpt, body, (1, 2))
 
 
+def test_in_flow_control_holds_mail_while_first_attempts_fill_memory(
+        fresh, world):
+    """relay_spool_memory 1m: two 200 KB messages whose first attempts the
+    sink holds keep half of it, so the next MAIL waits (in-flow control)
+    for an attempt to end, at most 1 s, then goes on; nothing is lost."""
+    ng = fresh(smtp_timeout="30s", extra=["relay_spool_memory 1m;"])
+    h.wait_until(lambda: len(h.journal_files(ng)) == 2, 10,
+                 what="the workers' journals")
+    sink = world.sinks["kill"]
+    sink.reset_holds()
+    sink.hold_dot = threading.Event()
+    m = h.unique("flow")
+    sender = "%s@example.test" % m
+    sent = []
+    try:
+        with h.SMTPConn(ng.port("main")) as c:
+            c.ehlo()
+            for i in range(3):
+                rcpt = "%s-%d@kill.test" % (m, i)
+                body = body_for("%s-%d" % (m, i), b"x" * 76 + b"\r\n") \
+                    + (b"y" * 98 + b"\r\n") * 2000
+                t0 = time.monotonic()
+                r = c.cmd("MAIL FROM:<%s>" % sender)
+                waited = time.monotonic() - t0
+                assert r.is_(250, "2.1.0"), r
+                c.expect("RCPT TO:<%s>" % rcpt, 250, "2.1.5")
+                c.expect("DATA", 354)
+                r = c.send_data(body)
+                assert r.is_(250, "2.0.0") and r.queue_id, r
+                sent.append((r.queue_id, rcpt, body, waited))
+                if i < 2:
+                    assert sink.reached_dot.wait(SENT_TIMEOUT) or i, \
+                        "no first attempt reached the sink"
+    finally:
+        sink.hold_dot.set()
+    assert sent[0][3] < 0.8 and sent[1][3] < 0.8, [w for *_, w in sent]
+    assert sent[2][3] >= 0.8, \
+        "the third MAIL did not wait: %.3f s" % sent[2][3]
+    sink.reset_holds()
+    for qid, rcpt, body, _ in sent:
+        dh.wait_queue_gone(ng, qid, timeout=20)
+        assert dh.delivery_lines(ng, qid, rcpt, "sent"), qid
+
+
 # --------------------------------------------------------------------------
 # TLS, extensions, sessions
 
