@@ -1283,8 +1283,8 @@ ngx_relay_metrics_render_smtp(ngx_relay_metrics_out_t *out,
 
     ngx_relay_metrics_family(out, "relay_smtp_flow_delays_total", "counter",
                              "MAIL commands held back by in-flow control "
-                             "(the memory for messages awaiting their "
-                             "first attempt was spent).");
+                             "(relay_in_flow_memory held by messages "
+                             "awaiting their first attempt).");
     ngx_relay_metrics_printf(out, "relay_smtp_flow_delays_total %uA\n",
                              m->flow_delayed);
 

@@ -710,7 +710,6 @@ ngx_relay_spool_keep_for_attempt(ngx_relay_spool_writer_t *w)
     if (w->kept > size) {
         sp->kept -= w->kept - size;
         w->kept = size;
-        ngx_relay_spool_flow_wake(sp);
     }
 
     more = (w->end - w->buf) - w->kept;  /* the part not counted yet */
@@ -732,6 +731,8 @@ ngx_relay_spool_keep_for_attempt(ngx_relay_spool_writer_t *w)
     sp->kept += more;
     w->kept += more;
     w->whole = 1;
+
+    sp->kept_first += w->kept;
 }
 
 
@@ -740,7 +741,11 @@ ngx_relay_spool_free_buf(ngx_relay_spool_writer_t *w)
 {
     ngx_uint_t  freed;
 
-    freed = (w->kept != 0);
+    freed = w->whole;
+
+    if (w->whole) {
+        w->spool->kept_first -= w->kept;
+    }
 
     w->spool->kept -= w->kept;
     w->kept = 0;
@@ -758,20 +763,20 @@ ngx_relay_spool_free_buf(ngx_relay_spool_writer_t *w)
 
 
 /*
- * In-flow control, as Postfix's in_flow_delay: when new messages could no
- * longer stay whole in memory for their first attempts, acceptance waits
- * for deliveries instead of outrunning them; each message that goes lets
- * one waiting session start its next.  Messages accepted past the budget
- * would be written to their files and read back, and their first attempt
- * would come no sooner.
+ * In-flow control, as Postfix's in_flow_delay: once the messages waiting
+ * for their first attempt hold relay_in_flow_memory, acceptance waits for
+ * deliveries instead of outrunning them; each such message that goes lets
+ * one waiting session start its next.  Accepted past it, messages would
+ * wait longer than a checkpoint interval and have their hollow files
+ * written and synced by it, or past relay_spool_memory be written out and
+ * read back, and their first attempt would come no sooner.
  */
 
 ngx_uint_t
 ngx_relay_spool_flow_full(ngx_relay_spool_t *sp)
 {
-    return sp->delivers && sp->queued != NULL && sp->journal.ready
-           && sp->kept + NGX_RELAY_SPOOL_WHOLE_MAX
-              > sp->memory / 2;
+    return sp->in_flow && sp->delivers && sp->queued != NULL
+           && sp->journal.ready && sp->kept_first >= sp->in_flow;
 }
 
 

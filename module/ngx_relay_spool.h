@@ -116,6 +116,9 @@ struct ngx_relay_spool_s {
                                                       NGX_RELAY_SPOOL_BUF */
     size_t                        memory;          /* relay_spool_memory:
                                                       most "kept" */
+    size_t                        kept_first;      /* of it, for first
+                                                      attempts */
+    size_t                        in_flow;         /* relay_in_flow_memory */
 
     /*
      * Queue files made without their content (a writer's "hollow"), by

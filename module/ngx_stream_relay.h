@@ -48,6 +48,7 @@ typedef struct {
     ngx_uint_t                   spool_sync;     /* NGX_RELAY_SYNC_* */
     size_t                       journal_size;   /* both segments */
     size_t                       spool_memory;   /* a worker's messages */
+    size_t                       in_flow_memory; /* first attempts: 0 off */
     ngx_msec_t                   checkpoint_interval;
     ngx_flag_t                   enabled;        /* a server has relay_smtp */
 

@@ -305,6 +305,13 @@ static ngx_command_t  ngx_stream_relay_commands[] = {
       offsetof(ngx_stream_relay_main_conf_t, spool_memory),
       NULL },
 
+    { ngx_string("relay_in_flow_memory"),
+      NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_STREAM_MAIN_CONF_OFFSET,
+      offsetof(ngx_stream_relay_main_conf_t, in_flow_memory),
+      NULL },
+
     { ngx_string("relay_spool_checkpoint_interval"),
       NGX_STREAM_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -676,6 +683,7 @@ ngx_stream_relay_create_main_conf(ngx_conf_t *cf)
     rmcf->spool_sync = NGX_CONF_UNSET_UINT;
     rmcf->journal_size = NGX_CONF_UNSET_SIZE;
     rmcf->spool_memory = NGX_CONF_UNSET_SIZE;
+    rmcf->in_flow_memory = NGX_CONF_UNSET_SIZE;
     rmcf->checkpoint_interval = NGX_CONF_UNSET_MSEC;
     rmcf->delivery = NGX_CONF_UNSET;
     rmcf->resolver_timeout = NGX_CONF_UNSET_MSEC;
@@ -934,6 +942,7 @@ ngx_stream_relay_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(rmcf->spool_sync, NGX_RELAY_SYNC_JOURNAL);
     ngx_conf_init_size_value(rmcf->journal_size, 128 * 1024 * 1024);
     ngx_conf_init_size_value(rmcf->spool_memory, 128 * 1024 * 1024);
+    ngx_conf_init_size_value(rmcf->in_flow_memory, 16 * 1024 * 1024);
     ngx_conf_init_msec_value(rmcf->checkpoint_interval, 500);
 
     if (rmcf->journal_size < 2 * 64 * 1024) {
@@ -1889,6 +1898,7 @@ ngx_stream_relay_init_process(ngx_cycle_t *cycle)
     sc->spool.sync = rmcf->spool_sync;
     sc->spool.journal.segment_size = rmcf->journal_size / 2;
     sc->spool.memory = rmcf->spool_memory;
+    sc->spool.in_flow = rmcf->in_flow_memory;
     sc->spool.journal.interval = rmcf->checkpoint_interval;
     sc->maildir = rmcf->maildir;
     sc->hostname = rmcf->hostname;

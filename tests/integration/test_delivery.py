@@ -938,12 +938,12 @@ def test_hollow_file_written_at_a_fast_stop(fresh, world):
     release_and_deliver(ng, world, qid, m, sender, rcpt, body, (1, 2))
 
 
-def test_in_flow_control_holds_mail_while_first_attempts_fill_memory(
+def test_in_flow_control_holds_mail_while_first_attempts_hold_memory(
         fresh, world):
-    """relay_spool_memory 1m: two 200 KB messages whose first attempts the
-    sink holds keep half of it, so the next MAIL waits (in-flow control)
-    for an attempt to end, at most 1 s, then goes on; nothing is lost."""
-    ng = fresh(smtp_timeout="30s", extra=["relay_spool_memory 1m;"])
+    """relay_in_flow_memory 300k: two 200 KB messages whose first attempts
+    the sink holds keep more, so the next MAIL waits (in-flow control) for
+    an attempt to end, at most 1 s, then goes on; nothing is lost."""
+    ng = fresh(smtp_timeout="30s", extra=["relay_in_flow_memory 300k;"])
     h.wait_until(lambda: len(h.journal_files(ng)) == 2, 10,
                  what="the workers' journals")
     sink = world.sinks["kill"]
