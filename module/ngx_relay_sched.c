@@ -276,8 +276,9 @@ ngx_relay_sched_init(ngx_relay_sched_t *sc, ngx_cycle_t *cycle)
     sc->spool.queued = ngx_relay_sched_queued;
     sc->spool.data = sc;
 
-ngx_queue_init(&sc->record_wait);
-        ngx_rbtree_init(&sc->dests, &sc->dests_sentinel,
+    ngx_queue_init(&sc->record_wait);
+
+    ngx_rbtree_init(&sc->dests, &sc->dests_sentinel,
                     ngx_str_rbtree_insert_value);
 
     if (ngx_relay_sched_index_grow(sc) != NGX_OK) {
