@@ -145,6 +145,8 @@ static ngx_int_t ngx_relay_journal_restore(int queue_fd, u_char *id,
     size_t id_len, u_char *data, size_t len);
 static ngx_int_t ngx_relay_journal_fill_hollow(int queue_fd, u_char *id,
     size_t id_len, u_char *data, size_t len);
+static ngx_int_t ngx_relay_journal_write_file(ngx_fd_t fd, u_char *data,
+    size_t len);
 static int ngx_relay_journal_lock_dir(int dir_fd);
 static void ngx_relay_journal_header(u_char *h, uint64_t nonce,
     off_t segment_size);
@@ -683,7 +685,6 @@ ngx_relay_journal_restore(int queue_fd, u_char *id, size_t id_len,
     u_char *data, size_t len)
 {
     u_char    name[NGX_RELAY_ID_LEN + 1];
-    ssize_t   n;
     ngx_fd_t  fd;
 
     ngx_memcpy(name, id, id_len);
@@ -695,20 +696,9 @@ ngx_relay_journal_restore(int queue_fd, u_char *id, size_t id_len,
         return NGX_ERROR;
     }
 
-    while (len) {
-        n = write(fd, data, len);
-
-        if (n == -1) {
-            if (errno == EINTR) {
-                continue;
-            }
-
-            (void) close(fd);
-            return NGX_ERROR;
-        }
-
-        data += n;
-        len -= n;
+    if (ngx_relay_journal_write_file(fd, data, len) != NGX_OK) {
+        (void) close(fd);
+        return NGX_ERROR;
     }
 
     /* the master restores as root; the workers own the queue */
@@ -735,9 +725,7 @@ static ngx_int_t
 ngx_relay_journal_fill_hollow(int queue_fd, u_char *id, size_t id_len,
     u_char *data, size_t len)
 {
-    off_t        off;
     u_char       name[NGX_RELAY_ID_LEN + 1];
-    ssize_t      n;
     ngx_fd_t     fd;
     struct stat  st;
 
@@ -759,6 +747,23 @@ ngx_relay_journal_fill_hollow(int queue_fd, u_char *id, size_t id_len,
         return NGX_DECLINED;
     }
 
+    if (ngx_relay_journal_write_file(fd, data, len) != NGX_OK) {
+        (void) close(fd);
+        return NGX_ERROR;
+    }
+
+    return close(fd) == 0 ? NGX_OK : NGX_ERROR;
+}
+
+
+/* the queue file's octets from its start, for restore and fill alike */
+
+static ngx_int_t
+ngx_relay_journal_write_file(ngx_fd_t fd, u_char *data, size_t len)
+{
+    off_t    off;
+    ssize_t  n;
+
     for (off = 0; (size_t) off < len; off += n) {
         n = pwrite(fd, data + off, len - off, off);
 
@@ -768,12 +773,11 @@ ngx_relay_journal_fill_hollow(int queue_fd, u_char *id, size_t id_len,
                 continue;
             }
 
-            (void) close(fd);
             return NGX_ERROR;
         }
     }
 
-    return close(fd) == 0 ? NGX_OK : NGX_ERROR;
+    return NGX_OK;
 }
 
 

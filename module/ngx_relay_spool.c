@@ -118,6 +118,8 @@ static ngx_int_t ngx_relay_spool_result(int rc);
 static ngx_int_t ngx_relay_spool_read_result(int rc, int e, ngx_err_t *err);
 static void ngx_relay_spool_keep_heap(void);
 static ngx_uint_t ngx_relay_spool_may_stay_hollow(ngx_relay_spool_writer_t *w);
+static ngx_uint_t ngx_relay_spool_may_keep(ngx_relay_spool_writer_t *w,
+    size_t more);
 static ngx_int_t ngx_relay_spool_make_hollow(ngx_relay_spool_writer_t *w);
 static void ngx_relay_spool_unlink_hollow(ngx_relay_spool_writer_t *w);
 static void ngx_relay_spool_fill_thread(void *data, ngx_log_t *log);
@@ -720,10 +722,7 @@ ngx_relay_spool_keep_for_attempt(ngx_relay_spool_writer_t *w)
      * group was let in under it).
      */
 
-    if (!w->hollow
-        && (sp->queued == NULL || w->transform_failed
-            || sp->kept + more > sp->memory / 2))
-    {
+    if (!w->hollow && !ngx_relay_spool_may_keep(w, more)) {
         ngx_relay_spool_free_buf(w);
         return;
     }
@@ -1472,7 +1471,23 @@ ngx_relay_spool_may_stay_hollow(ngx_relay_spool_writer_t *w)
     sp = w->spool;
     more = (w->pos - w->buf) - ngx_min(w->kept, (size_t) (w->pos - w->buf));
 
-    return sp->queued != NULL && sp->delivers && !w->transform_failed
+    return sp->delivers && ngx_relay_spool_may_keep(w, more);
+}
+
+
+/*
+ * The rule of the first attempts' share: "more" octets of the writer's
+ * buffer may stay for its first attempt.
+ */
+
+static ngx_uint_t
+ngx_relay_spool_may_keep(ngx_relay_spool_writer_t *w, size_t more)
+{
+    ngx_relay_spool_t  *sp;
+
+    sp = w->spool;
+
+    return sp->queued != NULL && !w->transform_failed
            && sp->kept + more <= sp->memory / 2;
 }
 
@@ -1726,8 +1741,12 @@ ngx_relay_spool_release(ngx_relay_spool_writer_t *w)
                                  ngx_relay_spool_fill_done)
             != NGX_OK)
         {
-            ngx_relay_spool_fill_thread(w, w->log);  /* rare: block */
-            ngx_relay_spool_fill_done(&w->task->event);
+            /* as a failed write: the checkpoint writes it, then releases */
+
+            ngx_log_error(NGX_LOG_ALERT, w->log, 0,
+                          "queue file %V left to the checkpoint: no thread "
+                          "task", &w->id);
+            w->release_wanted = 1;
         }
 
         return;
@@ -1799,33 +1818,22 @@ ngx_relay_spool_make_hollow(ngx_relay_spool_writer_t *w)
 ngx_int_t
 ngx_relay_spool_fill(ngx_relay_spool_writer_t *w, ngx_err_t *err)
 {
-    off_t      off;
-    ssize_t    n;
     ngx_int_t  rc;
 
     rc = NGX_OK;
 
+    /* w->err too is written under the mutex: threads may race to fill */
+
     (void) pthread_mutex_lock(&w->spool->fill_mutex);
 
     if (w->hollow) {
-        for (off = 0; off < w->written; off += n) {
-            n = pwrite(w->fd, w->buf + off, (size_t) (w->written - off),
-                       off);
-
-            if (n == -1) {
-                if (errno == EINTR) {
-                    n = 0;
-                    continue;
-                }
-
-                *err = errno;
-                rc = NGX_ERROR;
-                break;
-            }
-        }
+        rc = ngx_relay_spool_pwrite(w, w->buf, (size_t) w->written, 0);
 
         if (rc == NGX_OK) {
             w->hollow = 0;
+
+        } else {
+            *err = w->err;
         }
     }
 
@@ -1853,9 +1861,7 @@ ngx_relay_spool_fill_thread(void *data, ngx_log_t *log)
 
     ngx_err_t  err;
 
-    if (ngx_relay_spool_fill(w, &err) != NGX_OK) {
-        w->err = err;
-    }
+    (void) ngx_relay_spool_fill(w, &err);     /* a failure is in w->err */
 }
 
 
