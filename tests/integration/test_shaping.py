@@ -156,8 +156,9 @@ def test_backoff_reply_slows_down_then_recovers(srelay, sinks):
     s, port = sinks
     sink = s["slow"]
     first = h.unique("sl")
-    # slow mode starts after t0 (at the backoff reply): measuring from
-    # when its log line is seen would count the poll's lag under load
+    # slow mode starts after t0 (at the backoff reply) and ends at a whole
+    # second at least 4 s later (ngx_time()), so more than 3 s after t0;
+    # measuring from when its log line is seen counted the poll's lag
     t0 = time.monotonic()
     send(srelay, "%s@slow.test" % first, first)
     h.wait_until(lambda: "in slow mode for 4 s" in srelay.error_log(),
@@ -169,7 +170,7 @@ def test_backoff_reply_slows_down_then_recovers(srelay, sinks):
     for tag in [first] + tags:
         sink.wait_accepted(tag, timeout=30)
     times = sorted(t.t_end for tag in tags for t in sink.accepted(tag))
-    assert times[-1] - t0 >= 3.5, (times, t0)        # held back
+    assert times[-1] - t0 >= 3, (times, t0)          # held back
     assert times[-1] - t0 < 25, (times, t0)          # and recovered
     assert "is in slow mode after a backoff reply" in srelay.error_log()
 
